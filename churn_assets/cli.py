@@ -1,0 +1,132 @@
+"""The ``churn`` command-line tool: seed the landing zone, run the graph, benchmark, develop."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """Churn platform: a Dagster asset graph for customer churn."""
+
+
+def _landing(dataset: str = "synthetic"):
+    from churn_assets.lib.settings import get_settings, join_url
+
+    s = get_settings()
+    url = join_url(s.resolved_landing_url, dataset)
+    return url, s.storage_options(url)
+
+
+def landing_has_data(url: str, storage_options: dict) -> bool:
+    """True when the landing zone folder already holds customer files."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return fs.exists(f"{path}/customers") and bool(fs.ls(f"{path}/customers"))
+
+
+@main.command()
+@click.option("--customers", default=10_000, show_default=True, help="Number of customers.")
+@click.option("--days", default=540, show_default=True, help="Days of history.")
+@click.option("--seed", default=42, show_default=True, help="Random seed (deterministic).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet",
+              show_default=True)
+@click.option("--drift", is_flag=True, help="Write a drifted recent batch beside the data.")
+@click.option("--if-empty", is_flag=True, help="Do nothing when the landing zone has data.")
+@click.option("--force", is_flag=True, help="Replace existing synthetic landing data.")
+def seed(customers: int, days: int, seed: int, fmt: str, drift: bool, if_empty: bool,
+         force: bool) -> None:
+    """Write synthetic raw files into the landing zone (data set ``synthetic``)."""
+    import fsspec
+
+    from churn_assets.lib.generator import generate
+
+    url, opts = _landing("synthetic")
+    has = landing_has_data(url, opts)
+    if has and if_empty and not drift:
+        click.echo(f"landing zone {url} already has data: nothing to do")
+        return
+    if has and not (force or drift):
+        raise click.ClickException(
+            f"landing zone {url} already has data: use --force to replace it or --drift to "
+            "add a drifted batch"
+        )
+    if force and has:
+        fs, path = fsspec.core.url_to_fs(url, **opts)
+        fs.rm(path, recursive=True)
+    batch = "batch-0000"
+    if drift:
+        fs, path = fsspec.core.url_to_fs(url, **opts)
+        existing = fs.glob(f"{path}/customers/drift-*") if fs.exists(path) else []
+        batch = f"drift-{len(existing) + 1:04d}"
+    summary = generate(url, customers=customers, days=days, seed=seed, fmt=fmt, drift=drift,
+                       storage_options=opts, batch_name=batch)
+    click.echo(
+        f"wrote {summary.customers:,} customers and {summary.transactions:,} transactions "
+        f"({summary.start} to {summary.end}, seed {summary.seed}{', drifted' if drift else ''}) "
+        f"to {url}"
+    )
+
+
+@main.command()
+@click.option("--dataset", default=None, help="Built-in data set name or YAML config path.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--seed-if-empty/--no-seed", default=True, show_default=True,
+              help="Seed the synthetic landing zone first when it is empty.")
+def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
+    """Materialize the whole asset graph in-process once and print a summary."""
+    from churn_assets.demo import run_demo
+
+    dataset = dataset or os.environ.get("CHURN_DATASET") or "synthetic"
+    report = run_demo(dataset, seed_if_empty=seed_if_empty, log=None if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+    else:
+        from churn_assets.demo import format_report
+
+        click.echo(format_report(report))
+    if not report["success"]:
+        sys.exit(1)
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks (ratios against a reference measured in the same run)."""
+
+
+@bench.command("features")
+@click.option("--transactions", default=10_000_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--skip-pandas", is_flag=True, help="Measure polars only.")
+def bench_features(transactions: int, as_json: bool, skip_pandas: bool) -> None:
+    """customer_features (polars) vs a straightforward pandas groupby, same data."""
+    from benchmarks.features import run
+
+    result = run(transactions=transactions, with_pandas=not skip_pandas)
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.option("--no-seed", is_flag=True, help="Do not seed an empty landing zone.")
+def dev(port: int, no_seed: bool) -> None:
+    """Start the platform: Dagster UI + daemon (``dagster dev``); Ctrl-C stops everything."""
+    from churn_assets.devserver import run_dev
+
+    if not no_seed:
+        url, opts = _landing("synthetic")
+        if not landing_has_data(url, opts):
+            click.echo(f"seeding the landing zone {url} with synthetic data ...")
+            from churn_assets.lib.generator import generate
+
+            generate(url, storage_options=opts)
+    sys.exit(run_dev(port=port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""``churn dev``: run the local platform's processes and stop them all together.
+
+Starts ``dagster dev`` (webserver on ``--port`` plus the daemon) with ``DAGSTER_HOME``
+prepared from the repository's ``dagster.yaml``, each process in its own session so a
+Ctrl-C or SIGTERM here stops every child process group cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def prepare_dagster_home(root: Path) -> Path:
+    """Create ``$DAGSTER_HOME`` (default ``.churn/dagster_home``) with the project's dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or root / ".churn" / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    src = root / "dagster.yaml"
+    if src.exists():
+        shutil.copyfile(src, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def processes(port: int) -> dict[str, list[str]]:
+    """The commands ``churn dev`` runs, by name."""
+    bindir = Path(sys.executable).parent
+    cmds = {
+        "dagster": [str(bindir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
+                    "-p", str(port)],
+    }
+    return cmds
+
+
+def run_dev(port: int = 3000, root: Path | None = None) -> int:
+    """Run every process until one exits or we are interrupted; returns an exit code."""
+    root = root or Path.cwd()
+    prepare_dagster_home(root)
+    children: dict[str, subprocess.Popen] = {}
+    for name, cmd in processes(port).items():
+        print(f"starting {name}: {' '.join(cmd)}", flush=True)
+        children[name] = subprocess.Popen(cmd, cwd=root, start_new_session=True)
+    print(f"Dagster UI on http://127.0.0.1:{port} — Ctrl-C stops everything", flush=True)
+
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        while not stopping:
+            for name, p in children.items():
+                if p.poll() is not None:
+                    print(f"{name} exited with {p.returncode}; stopping the rest", flush=True)
+                    code = p.returncode or 1
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        for p in children.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for p in children.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        print("stopped", flush=True)
+    return code

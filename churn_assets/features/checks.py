@@ -1,0 +1,27 @@
+"""Blocking Great Expectations suite on ``customer_features``."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.features.assets import customer_features
+from churn_assets.lib.quality import validate
+from churn_assets.lib.rules import feature_rules
+
+
+@dg.asset_check(asset=customer_features, blocking=True)
+def customer_features_valid(customer_features: pl.DataFrame) -> dg.AssetCheckResult:
+    """Features are usable for training: one row per customer, no missing behavioural
+    values, non-negative recency/tenure/frequency, labels ``churned`` in {0, 1} and
+    ``total_sales`` ≥ 0 (Great Expectations suite)."""
+    df = customer_features
+    numeric = [c for c, t in df.schema.items() if t.is_numeric()]
+    rules = feature_rules(df.columns, numeric, with_labels="churned" in df.columns)
+    report = validate(df, rules, "customer_features")
+    return dg.AssetCheckResult(
+        passed=report.success,
+        description="; ".join(f.message for f in report.failures()) or "all expectations met",
+        metadata={"expectations": dg.MetadataValue.md(report.to_markdown()),
+                  "failed_expectations": len(report.failures())},
+    )

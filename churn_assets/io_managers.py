@@ -1,0 +1,82 @@
+"""IO manager writing every asset into the storage root through fsspec (local dir or S3).
+
+Polars and pandas frames are stored as Parquet, other values as JSON. Paths are
+``<storage root>/<data set>/assets/<asset key>.<ext>``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from upath import UPath
+
+from churn_assets.lib.settings import ChurnSettings, join_url
+
+
+class TableIOManager(dg.UPathIOManager):
+    """Parquet for frames, JSON for everything else, on any fsspec file system."""
+
+    extension = ""
+
+    def _suffix(self, path: UPath) -> list[UPath]:
+        return [path.with_suffix(".parquet"), path.with_suffix(".json")]
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        if isinstance(obj, pl.LazyFrame):
+            obj = obj.collect()
+        if hasattr(obj, "to_parquet") and not isinstance(obj, pl.DataFrame):
+            obj = pl.from_pandas(obj)
+        if isinstance(obj, pl.DataFrame):
+            target = path.with_suffix(".parquet")
+            with target.open("wb") as f:
+                obj.write_parquet(f, compression="zstd")
+            stale = path.with_suffix(".json")
+        else:
+            target = path.with_suffix(".json")
+            with target.open("w") as f:
+                json.dump(obj, f, default=str, indent=1)
+            stale = path.with_suffix(".parquet")
+        if stale.exists():
+            stale.unlink()
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        parquet = path.with_suffix(".parquet")
+        if parquet.exists():
+            with parquet.open("rb") as f:
+                return pl.read_parquet(f)
+        with path.with_suffix(".json").open("r") as f:
+            return json.load(f)
+
+    def path_exists(self, path: UPath) -> bool:
+        return any(p.exists() for p in self._suffix(path))
+
+    def has_output(self, context: dg.OutputContext) -> bool:
+        return self.path_exists(self._get_path(context))
+
+
+class ChurnIOManager(dg.ConfigurableIOManagerFactory):
+    """Stores assets under ``<CHURN_STORAGE_URL>/<data set>/assets`` (resolved at run time)."""
+
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    dataset: str | None = None
+
+    def create_io_manager(self, context) -> TableIOManager:
+        from churn_assets.lib.datasets import load_dataset_config
+
+        overrides = {
+            k: v
+            for k, v in {
+                "storage_url": self.storage_url,
+                "s3_endpoint_url": self.s3_endpoint_url,
+                "dataset": self.dataset,
+            }.items()
+            if v is not None
+        }
+        s = ChurnSettings(**overrides)
+        name = load_dataset_config(s.dataset).name
+        url = join_url(s.resolved_storage_url, name, "assets")
+        return TableIOManager(base_path=UPath(url, **s.storage_options()))

@@ -1,0 +1,202 @@
+"""Data set configs: a data set is described by a small YAML file, not by code.
+
+A config names where the raw files are and how their columns map onto the platform's two
+raw tables (``customers`` and ``transactions``), and where the labels come from: label
+columns (snapshot data) or purchases after a cut-off over a horizon (transaction data).
+See ``docs/datasets.md`` for the format and ``churn_assets/datasets/*.yaml`` for examples.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "datasets"
+
+ColumnType = Literal["string", "categorical", "numeric", "integer", "boolean", "date", "datetime"]
+
+
+class DatasetConfigError(ValueError):
+    """A data set config is missing, unreadable or invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    """One typed column: ``source`` is the raw file's column, ``name`` the platform's."""
+
+    name: str
+    source: str | None = None
+    type: ColumnType = "categorical"
+    format: str | None = Field(default=None, description="strptime format for date/datetime")
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    true_values: list[str] = Field(default_factory=lambda: ["1", "true", "yes", "y", "t"])
+    blank_as_null: bool = True
+
+    @property
+    def raw(self) -> str:
+        return self.source or self.name
+
+
+class SourceSpec(_Strict):
+    """Where a table's raw files are: a file, a directory or a glob."""
+
+    path: str = Field(description="Relative paths are under the landing zone's data set folder.")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
+    separator: str = ","
+
+
+class CustomersSpec(SourceSpec):
+    """The customer table: one row per customer."""
+
+    id_column: str
+    signup_date: ColumnSpec | None = None
+    attributes: list[ColumnSpec] = Field(default_factory=list)
+
+
+class TransactionsSpec(SourceSpec):
+    """The transaction table: customer id, timestamp and amount (or quantity x unit price)."""
+
+    customer_id: str
+    timestamp: str
+    timestamp_format: str | None = None
+    amount: str | None = None
+    quantity: str | None = None
+    unit_price: str | None = None
+    invoice_id: str | None = None
+    cancellation_prefix: str | None = Field(
+        default=None, description="Invoice ids with this prefix are returns/cancellations."
+    )
+    category: str | None = None
+    country: str | None = None
+    min_amount: float = -1_000_000.0
+    max_amount: float = 1_000_000.0
+    customer_id_required_fraction: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Tolerated share of rows with a customer id (rows without one are quarantined).",
+    )
+
+    @model_validator(mode="after")
+    def _amount_given(self) -> TransactionsSpec:
+        if self.amount is None and (self.quantity is None or self.unit_price is None):
+            raise ValueError("give 'amount', or both 'quantity' and 'unit_price'")
+        return self
+
+
+class LabelsSpec(_Strict):
+    """Where labels come from: columns of the customer table, or transactions after a cut-off."""
+
+    source: Literal["columns", "transactions"]
+    churned_column: str | None = None
+    churned_positive: list[str] = Field(default_factory=lambda: ["Yes", "yes", "1", "True", "true"])
+    total_sales_column: str | None = None
+    cutoff: dt.date | None = Field(
+        default=None, description="Default: the last transaction date minus the horizon."
+    )
+    horizon_days: int = Field(default=90, gt=0)
+    naive_lookback_days: int | None = Field(
+        default=None, gt=0, description="Spend window of the naive forecast; default 3 x horizon."
+    )
+
+    @model_validator(mode="after")
+    def _columns_given(self) -> LabelsSpec:
+        if self.source == "columns" and not self.churned_column:
+            raise ValueError("labels.source 'columns' needs 'churned_column'")
+        return self
+
+
+class DatasetConfig(_Strict):
+    """A whole data set: customers and/or transactions, and the labels."""
+
+    name: str
+    description: str = ""
+    customers: CustomersSpec | None = None
+    transactions: TransactionsSpec | None = None
+    labels: LabelsSpec
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _tables_given(self) -> DatasetConfig:
+        if self.customers is None and self.transactions is None:
+            raise ValueError("give 'customers', 'transactions' or both")
+        if self.labels.source == "transactions" and self.transactions is None:
+            raise ValueError("labels.source 'transactions' needs a 'transactions' table")
+        if self.labels.source == "columns" and self.customers is None:
+            raise ValueError("labels.source 'columns' needs a 'customers' table")
+        return self
+
+    @property
+    def is_snapshot(self) -> bool:
+        """True when labels come from columns and there are no transactions."""
+        return self.transactions is None
+
+    @property
+    def naive_lookback_days(self) -> int:
+        return self.labels.naive_lookback_days or 3 * self.labels.horizon_days
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise DatasetConfigError(f"environment variable ${{{name}}} is not set")
+
+    return _VAR.sub(sub, text)
+
+
+def builtin_names() -> list[str]:
+    """Names of the data set configs shipped with the platform."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_dataset_config(name_or_path: str, env: dict[str, str] | None = None) -> DatasetConfig:
+    """Load a built-in config by name, or a YAML file by path; ``${VAR}`` is expanded.
+
+    Raises :class:`DatasetConfigError` naming the field that does not match the format.
+    """
+    env = dict(os.environ if env is None else env)
+    real = env.get("CHURN_REAL_DATA_DIR") or "../shared/data"
+    env["CHURN_REAL_DATA_DIR"] = real if "://" in real else str(Path(real).resolve())
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = BUILTIN_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise DatasetConfigError(
+                f"unknown data set {name_or_path!r}: built-in ones are {builtin_names()}, "
+                "or give the path of a YAML config"
+            )
+    if not path.exists():
+        raise DatasetConfigError(f"data set config not found: {path}")
+    try:
+        raw = yaml.safe_load(_expand(path.read_text(), env))
+    except yaml.YAMLError as e:
+        raise DatasetConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise DatasetConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return DatasetConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  field '{loc}': {err['msg']}")
+        raise DatasetConfigError(f"{path}: invalid data set config\n" + "\n".join(lines)) from e

@@ -1,0 +1,278 @@
+"""Point-in-time customer features and labels, in polars (lazy).
+
+Every feature uses only events strictly before the cut-off; labels use only events in
+``[cut-off, cut-off + horizon)``. Transactions are first rolled up to orders (one row per
+customer and invoice), then to customers, so the heavy work is two group-bys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+import polars as pl
+
+WINDOWS = (30, 90, 180, 365)
+MAX_CATEGORY_SHARES = 8
+ID = "customer_id"
+LABELS = ("churned", "total_sales")
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Cut-off, label horizon and naive-forecast window of one feature build."""
+
+    cutoff: dt.date
+    horizon_days: int = 90
+    naive_lookback_days: int = 270
+    windows: tuple[int, ...] = WINDOWS
+    with_labels: bool = True
+    categories: tuple[str, ...] | None = field(default=None)
+
+    @property
+    def cutoff_ts(self) -> dt.datetime:
+        return dt.datetime.combine(self.cutoff, dt.time())
+
+    @property
+    def horizon_end_ts(self) -> dt.datetime:
+        return self.cutoff_ts + dt.timedelta(days=self.horizon_days)
+
+
+def default_cutoff(transactions: pl.LazyFrame | pl.DataFrame, horizon_days: int) -> dt.date:
+    """The latest cut-off whose whole label horizon is inside the data."""
+    last = transactions.lazy().select(pl.col("timestamp").max()).collect().item()
+    if last is None:
+        raise ValueError("cannot pick a cut-off: there are no transactions")
+    return (last + dt.timedelta(days=1)).date() - dt.timedelta(days=horizon_days)
+
+
+def slug(value: str) -> str:
+    """A column-name-safe version of a category value."""
+    return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
+
+
+def _days(expr: pl.Expr) -> pl.Expr:
+    return expr.dt.total_seconds().cast(pl.Float64) / 86_400.0
+
+
+def _orders(pre: pl.LazyFrame, cutoff: dt.datetime) -> pl.LazyFrame:
+    """Roll transaction lines up to orders (customer x invoice) with their age in days."""
+    key = pl.coalesce(pl.col("invoice_id"), pl.col("timestamp").cast(pl.String))
+    return (
+        pre.with_columns(key.alias("_order"))
+        .group_by(ID, "_order")
+        .agg(
+            pl.col("timestamp").min().alias("ts"),
+            pl.col("amount").sum().alias("net"),
+            pl.col("amount").filter(~pl.col("is_return")).sum().alias("gross"),
+            pl.col("is_return").any().alias("ret"),
+        )
+        .with_columns(_days(pl.lit(cutoff) - pl.col("ts")).alias("age"))
+    )
+
+
+def top_categories(pre: pl.LazyFrame, limit: int = MAX_CATEGORY_SHARES) -> tuple[str, ...]:
+    """The categories with the most gross sales before the cut-off (at most ``limit``)."""
+    top = (
+        pre.filter(pl.col("category").is_not_null() & ~pl.col("is_return"))
+        .group_by("category")
+        .agg(pl.col("amount").sum())
+        .sort(["amount", "category"], descending=[True, False])
+        .head(limit)
+        .collect()
+    )
+    return tuple(sorted(top["category"].to_list()))
+
+
+def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
+    """Behavioural features per customer from transactions strictly before the cut-off."""
+    cutoff = params.cutoff_ts
+    pre = tx.filter(pl.col("timestamp") < cutoff)
+    orders = _orders(pre, cutoff)
+    purchase = ~pl.col("ret")
+    age = pl.col("age")
+    aggs: list[pl.Expr] = [
+        purchase.sum().cast(pl.Float64).alias("frequency"),
+        pl.col("ret").sum().cast(pl.Float64).alias("return_count"),
+        pl.col("ts").filter(purchase).max().alias("_last"),
+        pl.col("ts").min().alias("_first"),
+        age.filter(purchase).min().alias("recency_days"),
+        age.max().alias("_first_age"),
+        pl.col("net").sum().alias("monetary_total"),
+        pl.col("gross").sum().alias("_gross"),
+        pl.col("gross").filter(purchase).max().alias("max_order_value"),
+        pl.col("net").filter(pl.col("ret")).sum().abs().alias("return_amount"),
+        pl.col("ts").dt.date().n_unique().cast(pl.Float64).alias("active_days"),
+        pl.col("net")
+        .filter(age <= params.naive_lookback_days)
+        .sum()
+        .alias("_naive_window_sales"),
+    ]
+    for w in params.windows:
+        aggs.append((purchase & (age <= w)).sum().cast(pl.Float64).alias(f"orders_{w}d"))
+        aggs.append(pl.col("net").filter(age <= w).sum().alias(f"sales_{w}d"))
+    aggs.append((purchase & (age > 90) & (age <= 180)).sum().cast(pl.Float64).alias("_orders_p90"))
+    aggs.append(pl.col("net").filter((age > 90) & (age <= 180)).sum().alias("_sales_p90"))
+    per_customer = orders.group_by(ID).agg(aggs)
+
+    def trend(recent: str, prior: str) -> pl.Expr:
+        a, b = pl.col(recent), pl.col(prior)
+        return ((a - b) / (a.abs() + b.abs() + 1.0)).alias(recent.replace("_90d", "_trend_90d"))
+
+    out = per_customer.with_columns(
+        (pl.col("_gross") / pl.col("frequency")).fill_nan(0.0).fill_null(0.0).alias(
+            "avg_order_value"
+        ),
+        (pl.col("return_count") / (pl.col("frequency") + pl.col("return_count")))
+        .fill_nan(0.0)
+        .alias("return_rate"),
+        pl.when(pl.col("frequency") > 1)
+        .then(_days(pl.col("_last") - pl.col("_first")) / (pl.col("frequency") - 1))
+        .otherwise(pl.col("_first_age"))
+        .alias("days_between_orders"),
+        trend("sales_90d", "_sales_p90"),
+        trend("orders_90d", "_orders_p90"),
+        (pl.col("_naive_window_sales") * params.horizon_days / params.naive_lookback_days)
+        .clip(lower_bound=0.0)
+        .alias("naive_total_sales"),
+        pl.col("recency_days").fill_null(pl.col("_first_age")),
+        pl.col("max_order_value").fill_null(0.0),
+    )
+    if params.categories:
+        shares = (
+            pre.filter(~pl.col("is_return") & pl.col("category").is_not_null())
+            .group_by(ID)
+            .agg(
+                pl.col("category").n_unique().cast(pl.Float64).alias("n_categories"),
+                *[
+                    pl.col("amount").filter(pl.col("category") == c).sum().alias(
+                        f"cat_share_{slug(c)}"
+                    )
+                    for c in params.categories
+                ],
+                pl.col("amount").sum().alias("_cat_total"),
+            )
+        )
+        share_cols = [f"cat_share_{slug(c)}" for c in params.categories]
+        shares = shares.with_columns(
+            [(pl.col(c) / pl.col("_cat_total")).fill_nan(0.0).alias(c) for c in share_cols]
+        ).drop("_cat_total")
+        out = out.join(shares, on=ID, how="left").with_columns(
+            pl.col(["n_categories", *share_cols]).fill_null(0.0)
+        )
+    countries = (
+        pre.filter(pl.col("country").is_not_null())
+        .group_by(ID, "country")
+        .agg(pl.col("amount").abs().sum().alias("_v"))
+        .sort([ID, "_v", "country"], descending=[False, True, False])
+        .group_by(ID, maintain_order=True)
+        .agg(
+            pl.col("country").first().alias("main_country"),
+            pl.len().cast(pl.Float64).alias("n_countries"),
+        )
+    )
+    out = out.join(countries, on=ID, how="left").with_columns(pl.col("n_countries").fill_null(0.0))
+    return out.drop(["_gross", "_naive_window_sales", "_orders_p90", "_sales_p90", "_first_age"])
+
+
+def transaction_labels(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
+    """``churned`` (no purchase in the horizon) and ``total_sales`` (net spend, floored at 0)."""
+    window = tx.filter(
+        (pl.col("timestamp") >= params.cutoff_ts) & (pl.col("timestamp") < params.horizon_end_ts)
+    )
+    return window.group_by(ID).agg(
+        (~pl.col("is_return")).any().alias("_bought"),
+        pl.col("amount").sum().clip(lower_bound=0.0).alias("total_sales"),
+    )
+
+
+def build_customer_features(
+    customers: pl.LazyFrame | pl.DataFrame | None,
+    transactions: pl.LazyFrame | pl.DataFrame | None,
+    params: FeatureParams,
+    static_columns: list[str] | None = None,
+) -> pl.DataFrame:
+    """One row per customer known before the cut-off: static attributes, behaviour, labels.
+
+    ``customers`` carries ``customer_id``, optional ``signup_date``, static attributes and,
+    for snapshot data, the label columns. ``transactions`` carries the standard raw
+    transaction columns. Customers that signed up (or first bought) at or after the cut-off
+    are not in the result.
+    """
+    has_tx = transactions is not None
+    if has_tx:
+        tx = transactions.lazy()
+        if params.categories is None:
+            cats = top_categories(tx.filter(pl.col("timestamp") < params.cutoff_ts))
+            params = FeatureParams(**{**params.__dict__, "categories": cats})
+        behaviour = transaction_features(tx, params)
+    cutoff = params.cutoff_ts
+    if customers is not None:
+        base = customers.lazy()
+        static_columns = static_columns or [
+            c for c in base.collect_schema().names() if c not in (ID, "signup_date", *LABELS)
+        ]
+        keep = [ID, *static_columns]
+        snapshot_labels = [c for c in LABELS if c in base.collect_schema().names()]
+        if "signup_date" in base.collect_schema().names():
+            base = base.filter(
+                pl.col("signup_date").is_null() | (pl.col("signup_date") < params.cutoff)
+            )
+            base = base.with_columns(
+                _days(pl.lit(cutoff) - pl.col("signup_date").cast(pl.Datetime("us"))).alias(
+                    "_signup_age"
+                )
+            )
+            keep.append("_signup_age")
+        frame = base.select([*keep, *snapshot_labels])
+        if has_tx:
+            frame = frame.join(behaviour, on=ID, how="left")
+    elif has_tx:
+        frame = behaviour
+        snapshot_labels = []
+    else:
+        raise ValueError("need customers, transactions or both")
+
+    if has_tx:
+        names = frame.collect_schema().names()
+        behaviour_cols = [
+            c
+            for c, t in frame.collect_schema().items()
+            if c not in (ID, "_signup_age", "_last", "_first", *LABELS)
+            and c not in (static_columns or [])
+            and t.is_numeric()
+            and c not in ("recency_days", "days_between_orders", "tenure_days", "has_purchases")
+        ]
+        tenure = _days(pl.lit(cutoff) - pl.col("_first"))
+        if "_signup_age" in names:
+            tenure = pl.coalesce(pl.col("_signup_age"), tenure)
+        frame = frame.with_columns(
+            tenure.fill_null(0.0).alias("tenure_days"),
+            pl.col("_first").is_not_null().cast(pl.Float64).alias("has_purchases"),
+        ).with_columns(
+            pl.col(behaviour_cols).fill_null(0.0),
+            pl.col("recency_days").fill_null(pl.col("tenure_days")),
+            pl.col("days_between_orders").fill_null(pl.col("tenure_days")),
+        )
+        frame = frame.drop([c for c in ("_signup_age", "_last", "_first") if c in names])
+        if params.with_labels and not snapshot_labels:
+            labels = transaction_labels(tx, params)
+            frame = (
+                frame.join(labels, on=ID, how="left")
+                .with_columns(
+                    (~pl.col("_bought").fill_null(False)).cast(pl.Int8).alias("churned"),
+                    pl.col("total_sales").fill_null(0.0),
+                )
+                .drop("_bought")
+            )
+    elif "_signup_age" in frame.collect_schema().names():
+        frame = frame.rename({"_signup_age": "tenure_days"})
+    result = frame.sort(ID).collect()
+    ordered = [ID] + [c for c in result.columns if c not in (ID, *LABELS)]
+    return result.select(ordered + [c for c in LABELS if c in result.columns])
+
+
+def feature_columns(df: pl.DataFrame) -> list[str]:
+    """The model input columns of a feature table (everything but the id and the labels)."""
+    return [c for c in df.columns if c not in (ID, *LABELS)]

@@ -1,0 +1,373 @@
+"""Read raw landing-zone files into the platform's typed raw tables.
+
+Nothing is dropped silently: a file that cannot be read (empty, unknown encoding, missing
+column, malformed) is reported as a :class:`FileProblem` and quarantined whole; a value
+that cannot be parsed into its column's type is counted per column and its row is marked
+in ``_parse_errors`` so it can be quarantined.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import polars as pl
+
+from churn_assets.lib.datasets import (
+    ColumnSpec,
+    CustomersSpec,
+    DatasetConfig,
+    SourceSpec,
+    TransactionsSpec,
+)
+
+FALSE_VALUES = ("0", "false", "no", "n", "f")
+DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")
+
+
+class IngestError(RuntimeError):
+    """The source of a table cannot be found at all (nothing to ingest)."""
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A landing file that could not be ingested; it is quarantined whole."""
+
+    file: str
+    problem: str
+    column: str | None = None
+    rows: int = 0
+
+    def message(self) -> str:
+        col = f" (column '{self.column}')" if self.column else ""
+        return f"{self.file}: {self.problem}{col}"
+
+
+@dataclass
+class IngestResult:
+    """A typed raw table plus everything that went wrong reading it."""
+
+    table: str
+    frame: pl.DataFrame
+    files: list[str]
+    file_problems: list[FileProblem] = field(default_factory=list)
+    parse_errors: dict[str, int] = field(default_factory=dict)  # column -> unparseable values
+    raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
+
+    @property
+    def rows(self) -> int:
+        return self.frame.height
+
+
+def resolve_source(spec: SourceSpec, landing_url: str) -> str:
+    """The URL of a source: absolute paths and URLs as given, others under the landing zone."""
+    path = spec.path
+    if "://" in path or path.startswith("/"):
+        return path
+    return f"{landing_url.rstrip('/')}/{path}"
+
+
+def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Data files named by a source URL: a file, every data file in a directory, or a glob."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
+    if any(ch in path for ch in "*?["):
+        found = [p for p in fs.glob(path) if not fs.isdir(p)]
+    elif fs.isdir(path):
+        found = [
+            p
+            for p in fs.find(path)
+            if p.lower().endswith(DATA_SUFFIXES) and not p.rsplit("/", 1)[-1].startswith(".")
+        ]
+    elif fs.exists(path):
+        found = [path]
+    else:
+        raise IngestError(f"no such file or directory: {url}")
+    return sorted(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
+
+
+def _read_one(
+    url: str, spec: SourceSpec, wanted: list[str], storage_options: dict[str, Any]
+) -> tuple[pl.DataFrame | None, FileProblem | None, bytes]:
+    """Read one file as strings (CSV) or its own types (Parquet), keeping ``wanted`` columns."""
+    with fsspec.open(url, "rb", **storage_options) as f:
+        data = f.read()
+    name = url.rsplit("/", 1)[-1]
+    if not data.strip():
+        return None, FileProblem(name, "empty file (0 data bytes)"), data
+    is_parquet = spec.format == "parquet" or (
+        spec.format == "auto" and url.lower().endswith((".parquet", ".pq"))
+    )
+    try:
+        if is_parquet:
+            df = pl.read_parquet(io.BytesIO(data))
+        else:
+            try:
+                text = data.decode(spec.encoding)
+            except UnicodeDecodeError as e:
+                return (
+                    None,
+                    FileProblem(
+                        name,
+                        f"unknown encoding: byte 0x{data[e.start]:02x} at offset {e.start} is "
+                        f"not valid {spec.encoding}; set 'encoding' in the data set config",
+                    ),
+                    data,
+                )
+            df = pl.read_csv(
+                io.StringIO(text),
+                infer_schema=False,
+                separator=spec.separator,
+            )
+    except Exception as e:  # polars raises several error types for malformed files
+        return None, FileProblem(name, f"unreadable file: {str(e).splitlines()[0]}"), data
+    if df.height == 0:
+        return None, FileProblem(name, "empty file (header only, 0 rows)"), data
+    df.columns = [c.strip() for c in df.columns]
+    for col in wanted:
+        if col not in df.columns:
+            return None, FileProblem(name, "missing column", column=col, rows=df.height), data
+    return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
+
+
+def _blank_to_null(expr: pl.Expr) -> pl.Expr:
+    s = expr.cast(pl.String).str.strip_chars()
+    return pl.when(s == "").then(None).otherwise(s)
+
+
+def parse_expr(raw: str, col: ColumnSpec | None, target: str, fmt: str | None = None) -> pl.Expr:
+    """A polars expression turning raw column ``raw`` into type ``target``; bad values → null."""
+    c = pl.col(raw)
+    s = _blank_to_null(c)
+    if target in ("string", "categorical"):
+        return s
+    if target == "numeric":
+        return s.cast(pl.Float64, strict=False)
+    if target == "integer":
+        f = s.cast(pl.Float64, strict=False)
+        return pl.when(f == f.round(0)).then(f).otherwise(None).cast(pl.Int64, strict=False)
+    if target == "boolean":
+        trues = [v.lower() for v in (col.true_values if col else ["1", "true", "yes"])]
+        low = s.str.to_lowercase()
+        return (
+            pl.when(low.is_in(trues))
+            .then(True)
+            .when(low.is_in(FALSE_VALUES))
+            .then(False)
+            .otherwise(None)
+        )
+    if target == "date":
+        return s.str.to_date(fmt or "%Y-%m-%d", strict=False)
+    if target == "datetime":
+        return s.str.to_datetime(fmt, strict=False, time_unit="us")
+    raise ValueError(f"unknown column type {target!r}")
+
+
+def _typed(df: pl.DataFrame, columns: dict[str, tuple[str, str, str | None, ColumnSpec | None]]):
+    """Type ``df``: columns maps out name → (raw name, type, format, spec).
+
+    Returns the typed frame (with ``_parse_errors``) and the count of bad values per column.
+    """
+    exprs, checks = [], []
+    for out, (raw, typ, fmt, spec) in columns.items():
+        dtype = df.schema[raw]
+        native = (
+            (typ == "numeric" and dtype.is_numeric())
+            or (typ == "integer" and dtype.is_integer())
+            or (typ == "boolean" and dtype == pl.Boolean)
+            or (typ == "date" and dtype == pl.Date)
+            or (typ == "datetime" and isinstance(dtype, pl.Datetime))
+        )
+        if native:
+            e = pl.col(raw).cast(
+                {"numeric": pl.Float64, "integer": pl.Int64}.get(typ, dtype), strict=False
+            )
+            exprs.append(e.alias(out))
+            continue
+        if typ == "datetime" and dtype == pl.Date:
+            exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
+            continue
+        parsed = parse_expr(raw, spec, typ, fmt)
+        exprs.append(parsed.alias(out))
+        bad = _blank_to_null(pl.col(raw)).is_not_null() & parsed.is_null()
+        checks.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
+    typed = df.with_columns(checks).with_columns(exprs)
+    bad_cols = [c for c in typed.columns if c.startswith("__bad_")]
+    counts: dict[str, int] = {}
+    if bad_cols:
+        sums = typed.select(pl.col(c).is_not_null().sum() for c in bad_cols).row(0)
+        counts = {c[len("__bad_") :]: int(n) for c, n in zip(bad_cols, sums, strict=True) if n}
+        typed = typed.with_columns(
+            pl.concat_str(bad_cols, separator=",", ignore_nulls=True).alias("_parse_errors")
+        )
+        typed = typed.with_columns(
+            pl.when(pl.col("_parse_errors") == "").then(None).otherwise(pl.col("_parse_errors"))
+        )
+    else:
+        typed = typed.with_columns(pl.lit(None, dtype=pl.String).alias("_parse_errors"))
+    keep = [*columns.keys(), "_source_file", "_parse_errors"]
+    return typed.select(keep), counts
+
+
+def _ingest(
+    table: str,
+    spec: SourceSpec,
+    columns: dict[str, tuple[str, str, str | None, ColumnSpec | None]],
+    landing_url: str,
+    storage_options: dict[str, Any],
+) -> IngestResult:
+    url = resolve_source(spec, landing_url)
+    files = list_source_files(url, storage_options)
+    if not files:
+        raise IngestError(
+            f"no data files for table '{table}' at {url}: seed the landing zone "
+            "(`churn seed`) or fix 'path' in the data set config"
+        )
+    wanted = list(dict.fromkeys(raw for raw, *_ in columns.values()))
+    frames, problems, raw_bytes = [], [], {}
+    counts: Counter[str] = Counter()
+    for f in files:
+        df, problem, data = _read_one(f, spec, wanted, storage_options)
+        if problem is not None:
+            problems.append(problem)
+            raw_bytes[problem.file] = data
+            continue
+        typed, bad = _typed(df, columns)
+        counts.update(bad)
+        frames.append(typed)
+    if frames:
+        frame = pl.concat(frames, how="vertical_relaxed")
+    else:
+        frame = _empty_frame(columns)
+    return IngestResult(table, frame, [f.rsplit("/", 1)[-1] for f in files], problems,
+                        dict(counts), raw_bytes)
+
+
+_POLARS_TYPES = {
+    "string": pl.String,
+    "categorical": pl.String,
+    "numeric": pl.Float64,
+    "integer": pl.Int64,
+    "boolean": pl.Boolean,
+    "date": pl.Date,
+    "datetime": pl.Datetime("us"),
+}
+
+
+def _empty_frame(columns: dict[str, tuple[str, str, str | None, ColumnSpec | None]]):
+    schema = {out: _POLARS_TYPES[typ] for out, (_, typ, _, _) in columns.items()}
+    schema |= {"_source_file": pl.String, "_parse_errors": pl.String}
+    return pl.DataFrame(schema=schema)
+
+
+def customer_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
+    """Out column → (raw column, type, format, spec) for the customer table."""
+    spec: CustomersSpec = cfg.customers  # type: ignore[assignment]
+    cols: dict[str, tuple[str, str, str | None, Any]] = {
+        "customer_id": (spec.id_column, "string", None, None)
+    }
+    if spec.signup_date is not None:
+        sd = spec.signup_date
+        cols["signup_date"] = (sd.raw, sd.type, sd.format, sd)
+    for a in spec.attributes:
+        cols[a.name] = (a.raw, a.type, a.format, a)
+    labels = cfg.labels
+    if labels.source == "columns":
+        cols["churned"] = (labels.churned_column, "string", None, None)
+        if labels.total_sales_column:
+            cols["total_sales"] = (labels.total_sales_column, "numeric", None, None)
+    return cols
+
+
+def transaction_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
+    """Out column → (raw column, type, format, spec) for the transaction table."""
+    t: TransactionsSpec = cfg.transactions  # type: ignore[assignment]
+    cols: dict[str, tuple[str, str, str | None, Any]] = {
+        "customer_id": (t.customer_id, "string", None, None),
+        "timestamp": (t.timestamp, "datetime", t.timestamp_format, None),
+    }
+    if t.amount:
+        cols["amount"] = (t.amount, "numeric", None, None)
+    else:
+        cols["quantity"] = (t.quantity, "numeric", None, None)
+        cols["unit_price"] = (t.unit_price, "numeric", None, None)
+    for out in ("invoice_id", "category", "country"):
+        raw = getattr(t, out)
+        if raw:
+            cols[out] = (raw, "string", None, None)
+    return cols
+
+
+def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None) -> IngestResult:
+    """Read the customer table of ``cfg`` into a typed frame (``customer_id`` first)."""
+    if cfg.customers is None:
+        raise IngestError(f"data set '{cfg.name}' has no customer table")
+    res = _ingest("raw_customers", cfg.customers, customer_columns(cfg), landing_url,
+                  storage_options or {})
+    frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
+    if cfg.labels.source == "columns":
+        positive = set(cfg.labels.churned_positive)
+        frame = frame.with_columns(
+            pl.when(pl.col("churned").is_null())
+            .then(None)
+            .otherwise(pl.col("churned").is_in(positive).cast(pl.Int8))
+            .alias("churned")
+        )
+        if "total_sales" in frame.columns:
+            # blank totals (brand-new customers) count as no sales so far
+            frame = frame.with_columns(pl.col("total_sales").fill_null(0.0))
+    res.frame = frame
+    return res
+
+
+def ingest_transactions(
+    cfg: DatasetConfig, landing_url: str, storage_options=None
+) -> IngestResult:
+    """Read the transaction table of ``cfg``: amount, returns flag and a normalised customer id."""
+    if cfg.transactions is None:
+        return IngestResult("raw_transactions", empty_transactions(), [])
+    t = cfg.transactions
+    res = _ingest("raw_transactions", t, transaction_columns(cfg), landing_url,
+                  storage_options or {})
+    frame = res.frame
+    if "amount" not in frame.columns:
+        frame = frame.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
+    for out in ("invoice_id", "category", "country"):
+        if out not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(out))
+    is_return = pl.col("amount") < 0
+    if t.cancellation_prefix:
+        is_return = is_return | pl.col("invoice_id").str.starts_with(t.cancellation_prefix).fill_null(
+            False
+        )
+    frame = frame.with_columns(
+        pl.col("customer_id").str.replace(r"\.0$", ""),
+        is_return.fill_null(False).alias("is_return"),
+    )
+    res.frame = frame.select(TRANSACTION_COLUMNS + ["_source_file", "_parse_errors"])
+    return res
+
+
+TRANSACTION_COLUMNS = [
+    "customer_id", "timestamp", "amount", "invoice_id", "category", "country", "is_return"
+]
+
+
+def empty_transactions() -> pl.DataFrame:
+    """The typed, empty transaction table used by snapshot data sets."""
+    return pl.DataFrame(
+        schema={
+            "customer_id": pl.String,
+            "timestamp": pl.Datetime("us"),
+            "amount": pl.Float64,
+            "invoice_id": pl.String,
+            "category": pl.String,
+            "country": pl.String,
+            "is_return": pl.Boolean,
+            "_source_file": pl.String,
+            "_parse_errors": pl.String,
+        }
+    )

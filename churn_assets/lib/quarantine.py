@@ -1,0 +1,63 @@
+"""Quarantine: bad rows and unreadable files are kept in storage with their reasons."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from churn_assets.lib.ingest import IngestResult
+from churn_assets.lib.storage import Storage
+
+
+def quarantine(
+    storage: Storage, result: IngestResult, bad_rows: pl.DataFrame, run_id: str
+) -> dict[str, object]:
+    """Write bad rows (Parquet, with ``_reason``) and unreadable files under ``quarantine/``.
+
+    Returns a summary: where things went and how many rows and files.
+    """
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = f"quarantine/{result.table}/{stamp}-{run_id[:8]}"
+    out: dict[str, object] = {"rows": bad_rows.height, "files": len(result.file_problems)}
+    if bad_rows.height:
+        out["rows_url"] = storage.write_parquet(f"{base}/rows.parquet", bad_rows)
+    if result.file_problems:
+        for p in result.file_problems:
+            storage.write_bytes(f"{base}/files/{p.file}", result.raw_bytes.get(p.file, b""))
+        storage.write_json(
+            f"{base}/files/_reasons.json",
+            [{"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
+             for p in result.file_problems],
+        )
+        out["files_url"] = storage.url(f"{base}/files")
+    if bad_rows.height or result.file_problems:
+        out["location"] = storage.url(base)
+    return out
+
+
+def screen(frame: pl.DataFrame, rules: list) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Mark rows that fail parsing or a row-level rule.
+
+    Returns the frame with a boolean ``_quarantined`` column, and the bad rows with a
+    ``_reason`` column (one row per bad input row, reasons joined by '; ').
+    """
+    from churn_assets.lib.quality import bad_row_reasons
+
+    indexed = frame.with_row_index("_row")
+    present = [r for r in rules if r.column is None or r.column in frame.columns]
+    by_rule = bad_row_reasons(indexed, present).select("_row", "_reason")
+    parse = indexed.filter(pl.col("_parse_errors").is_not_null()).select(
+        "_row", ("unparseable value in " + pl.col("_parse_errors")).alias("_reason")
+    )
+    reasons = (
+        pl.concat([parse, by_rule])
+        .group_by("_row")
+        .agg(pl.col("_reason").str.join("; "))
+    )
+    flagged = indexed.join(reasons, on="_row", how="left").sort("_row")
+    bad = flagged.filter(pl.col("_reason").is_not_null()).drop("_row")
+    out = flagged.with_columns(pl.col("_reason").is_not_null().alias("_quarantined")).drop(
+        "_row", "_reason"
+    )
+    return out, bad

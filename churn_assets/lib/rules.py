@@ -1,0 +1,82 @@
+"""The data-quality rules of each table, derived from the data set config.
+
+Rules are declared once and used twice (see :mod:`churn_assets.lib.quality`): as a Great
+Expectations suite for the verdict, and as polars expressions marking rows for quarantine.
+"""
+
+from __future__ import annotations
+
+from churn_assets.lib.datasets import DatasetConfig
+from churn_assets.lib.quality import Rule
+
+_DTYPE = {"numeric": "numeric", "integer": "numeric", "boolean": "boolean", "date": "date",
+          "datetime": "datetime", "string": "string", "categorical": "string"}
+
+
+def customer_rules(cfg: DatasetConfig) -> list[Rule]:
+    """Rules for ``raw_customers``: a non-empty table of unique ids, attributes in range."""
+    rules = [
+        Rule("row_count", None, min_value=1, description="at least one customer"),
+        Rule("not_null", "customer_id", description="every customer has an id"),
+        Rule("unique", "customer_id", description="one row per customer id"),
+    ]
+    spec = cfg.customers
+    if spec is None:
+        return []
+    cols = list(spec.attributes)
+    if spec.signup_date is not None:
+        cols.append(spec.signup_date)
+    for c in cols:
+        if not c.nullable:
+            rules.append(Rule("not_null", c.name, description=f"{c.name} is required"))
+        if c.min is not None or c.max is not None:
+            rules.append(
+                Rule("between", c.name, min_value=c.min, max_value=c.max,
+                     description=f"{c.name} within [{c.min}, {c.max}]")
+            )
+    if cfg.labels.source == "columns":
+        rules.append(Rule("not_null", "churned", description="every customer has a churn label"))
+        rules.append(Rule("in_set", "churned", value_set=(0, 1), description="churn label 0/1"))
+    return rules
+
+
+def transaction_rules(cfg: DatasetConfig) -> list[Rule]:
+    """Rules for ``raw_transactions``: ids, parseable timestamps, amounts in a sane range."""
+    t = cfg.transactions
+    if t is None:
+        return []
+    return [
+        Rule("row_count", None, min_value=1, description="at least one transaction"),
+        Rule("not_null", "customer_id", mostly=t.customer_id_required_fraction,
+             description="transactions name a customer"),
+        Rule("not_null", "timestamp", description="every transaction has a timestamp"),
+        Rule("not_null", "amount", description="every transaction has an amount"),
+        Rule("between", "amount", min_value=t.min_amount, max_value=t.max_amount,
+             description=f"amount within [{t.min_amount:g}, {t.max_amount:g}]"),
+    ]
+
+
+FEATURE_RULES_BASE = [
+    Rule("row_count", None, min_value=1, description="at least one customer has features"),
+    Rule("not_null", "customer_id"),
+    Rule("unique", "customer_id", description="one feature row per customer"),
+]
+
+
+def feature_rules(columns: list[str], numeric: list[str], with_labels: bool) -> list[Rule]:
+    """Rules for ``customer_features``: unique customers, no missing behaviour, valid labels."""
+    rules = list(FEATURE_RULES_BASE)
+    for c in ("recency_days", "tenure_days", "frequency", "days_between_orders"):
+        if c in columns:
+            rules.append(Rule("not_null", c))
+            rules.append(Rule("between", c, min_value=0, description=f"{c} ≥ 0"))
+    for c in numeric:
+        if c.startswith(("orders_", "sales_", "cat_share_")) or c in ("naive_total_sales",):
+            rules.append(Rule("not_null", c))
+    if with_labels:
+        rules.append(Rule("in_set", "churned", value_set=(0, 1), description="churned is 0/1"))
+        rules.append(Rule("not_null", "churned"))
+        if "total_sales" in columns:
+            rules.append(Rule("between", "total_sales", min_value=0,
+                              description="total_sales ≥ 0"))
+    return rules

@@ -1,0 +1,99 @@
+"""Run-time settings read from the environment (never at import time of the code location).
+
+One switch, ``CHURN_ENV``, picks the profile: ``local`` (embedded default: a directory under
+the working directory, SQLite MLflow store) or ``compose`` (MinIO + MLflow server as named in
+docker-compose.yml). Every other variable overrides the profile's default.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+COMPOSE_DEFAULTS = {
+    "storage_url": "s3://churn/storage",
+    "s3_endpoint_url": "http://minio:9000",
+    "mlflow_tracking_uri": "http://mlflow:5000",
+}
+
+
+class ChurnSettings(BaseSettings):
+    """Platform settings; every field maps to an environment variable prefixed ``CHURN_``."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
+
+    env: Literal["local", "compose"] = "local"
+    storage_url: str | None = Field(
+        default=None, description="Storage root: a directory or s3://bucket/prefix."
+    )
+    landing_url: str | None = Field(
+        default=None, description="Landing zone root; default <storage_url>/landing."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto); default AWS."
+    )
+    dataset: str = Field(default="synthetic", description="Data set config name or YAML path.")
+    real_data_dir: str = Field(
+        default="../shared/data", description="Where the real-data configs find their files."
+    )
+    mlflow_tracking_uri: str | None = Field(default=None)
+    seed: int = 42
+
+    @cached_property
+    def resolved_storage_url(self) -> str:
+        """The storage root as an absolute local path or a URL."""
+        url = self.storage_url
+        if url is None:
+            url = COMPOSE_DEFAULTS["storage_url"] if self.env == "compose" else ".churn/storage"
+        return _absolute(url)
+
+    @cached_property
+    def resolved_landing_url(self) -> str:
+        """The landing zone root (one sub-folder per data set)."""
+        if self.landing_url:
+            return _absolute(self.landing_url)
+        return join_url(self.resolved_storage_url, "landing")
+
+    @cached_property
+    def resolved_s3_endpoint_url(self) -> str | None:
+        """Endpoint for S3-compatible storage, if any (``AWS_ENDPOINT_URL`` is honoured too)."""
+        import os
+
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            return os.environ["AWS_ENDPOINT_URL"]
+        return COMPOSE_DEFAULTS["s3_endpoint_url"] if self.env == "compose" else None
+
+    def storage_options(self, url: str | None = None) -> dict:
+        """fsspec storage options for ``url`` (default: the storage root)."""
+        url = url or self.resolved_storage_url
+        if not url.startswith("s3://"):
+            return {}
+        opts: dict = {}
+        if self.resolved_s3_endpoint_url:
+            opts["client_kwargs"] = {"endpoint_url": self.resolved_s3_endpoint_url}
+        return opts
+
+
+def _absolute(url: str) -> str:
+    if "://" in url:
+        return url.rstrip("/")
+    return str(Path(url).expanduser().resolve())
+
+
+def join_url(base: str, *parts: str) -> str:
+    """Join path segments onto a local path or URL with forward slashes."""
+    out = base.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def get_settings() -> ChurnSettings:
+    """Read the settings from the current environment."""
+    return ChurnSettings()

@@ -1,0 +1,112 @@
+"""One storage root for every table and file: a local directory or S3-compatible storage.
+
+Everything goes through fsspec, so the local default and S3 (MinIO, moto, AWS) share one
+code path. Writes of small control files are atomic: local files are written to a temporary
+name and renamed; an S3 PUT is atomic per object.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import polars as pl
+
+
+@dataclass
+class Storage:
+    """A storage root (``/abs/dir`` or ``s3://bucket/prefix``) with fsspec storage options."""
+
+    root: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.rstrip("/")
+        self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+
+    @classmethod
+    def from_settings(cls, settings: Any = None, url: str | None = None) -> Storage:
+        """The storage root (or ``url``) configured by :class:`ChurnSettings`."""
+        from churn_assets.lib.settings import get_settings
+
+        settings = settings or get_settings()
+        url = url or settings.resolved_storage_url
+        return cls(url, settings.storage_options(url))
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root or self.root.startswith("file://")
+
+    def child(self, *parts: str) -> Storage:
+        """A storage rooted at a sub-path of this one."""
+        return Storage(self.url(*parts), self.storage_options)
+
+    def url(self, *parts: str) -> str:
+        """The full URL (or local path) of a relative path."""
+        out = self.root
+        for p in parts:
+            if p:
+                out = f"{out}/{p.strip('/')}"
+        return out
+
+    def _path(self, rel: str) -> str:
+        return f"{self._root_path}/{rel.strip('/')}" if rel else self._root_path
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self._path(rel))
+
+    def list_files(self, rel: str = "", pattern: str = "*") -> list[str]:
+        """Relative paths of files under ``rel`` matching a glob ``pattern``, sorted."""
+        base = self._path(rel)
+        if not self.fs.exists(base):
+            return []
+        found = self.fs.glob(f"{base.rstrip('/')}/{pattern}")
+        prefix = self._root_path.rstrip("/") + "/"
+        return sorted(
+            p[len(prefix) :] if p.startswith(prefix) else p
+            for p in found
+            if not self.fs.isdir(p)
+        )
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self._path(rel))
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Write ``data`` atomically; returns the full URL."""
+        path = self._path(rel)
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+        return self.url(rel)
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_json(self, rel: str, obj: Any) -> str:
+        return self.write_bytes(rel, json.dumps(obj, indent=2, default=str).encode())
+
+    def write_parquet(self, rel: str, df: pl.DataFrame) -> str:
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="zstd", statistics=True)
+        return self.write_bytes(rel, buf.getvalue())
+
+    def read_parquet(self, rel: str) -> pl.DataFrame:
+        with self.fs.open(self._path(rel), "rb") as f:
+            return pl.read_parquet(f)
+
+    def delete(self, rel: str, recursive: bool = False) -> None:
+        path = self._path(rel)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=recursive)

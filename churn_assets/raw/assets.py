@@ -1,0 +1,107 @@
+"""Raw tables ingested from the landing zone: typed, screened, with bad input quarantined."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.lib.ingest import IngestResult, ingest_customers, ingest_transactions
+from churn_assets.lib.quality import validate
+from churn_assets.lib.quarantine import quarantine, screen
+from churn_assets.lib.rules import customer_rules, transaction_rules
+from churn_assets.metadata import table_metadata
+from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, suite_check
+from churn_assets.resources import ChurnPlatform
+
+INTERNAL = ["_source_file", "_parse_errors", "_quarantined"]
+
+
+def _screen_and_report(
+    context: dg.AssetExecutionContext,
+    platform: ChurnPlatform,
+    asset: str,
+    res: IngestResult,
+    rules: list,
+    note: str | None = None,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    frame, bad = screen(res.frame, rules)
+    public = frame.drop(INTERNAL)
+    report = validate(public, rules, asset)
+    q = quarantine(platform.storage(), res, bad, context.run_id)
+    where = q.get("location")
+    if where:
+        context.log.warning(
+            f"{asset}: {q['rows']} row(s) and {q['files']} file(s) quarantined at {where}"
+        )
+    metadata = {
+        **table_metadata(public),
+        "source_files": dg.MetadataValue.json(res.files),
+        "quarantined_rows": dg.MetadataValue.int(int(q["rows"])),
+        "quarantined_files": dg.MetadataValue.int(int(q["files"])),
+        "usable_rows": dg.MetadataValue.int(frame.height - int(q["rows"])),
+    }
+    if where:
+        metadata["quarantine"] = dg.MetadataValue.path(str(where))
+    if note:
+        metadata["note"] = dg.MetadataValue.text(note)
+    yield dg.Output(frame, metadata=metadata)
+    yield files_check(asset, res, where)
+    yield parse_check(asset, res, where)
+    yield suite_check(asset, report, where)
+
+
+@dg.asset(
+    group_name="raw",
+    check_specs=raw_check_specs("raw_customers"),
+    kinds={"polars", "parquet"},
+)
+def raw_customers(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Customers of the data set, one row each: id, optional signup date, static attributes
+    and, for snapshot data, the label columns. Read from the landing zone and typed per the
+    data set config; rows failing a rule are flagged ``_quarantined`` and copied to
+    quarantine. Data sets without a customer table give an empty table (customers are then
+    derived from transactions)."""
+    cfg = platform.dataset_config()
+    if cfg.customers is None:
+        empty = IngestResult(
+            "raw_customers",
+            pl.DataFrame(schema={"customer_id": pl.String, "_source_file": pl.String,
+                                 "_parse_errors": pl.String}),
+            [],
+        )
+        yield from _screen_and_report(
+            context, platform, "raw_customers", empty, [],
+            note=f"data set '{cfg.name}' has no customer table: customers come from "
+            "raw_transactions",
+        )
+        return
+    res = ingest_customers(cfg, platform.landing_url_for_dataset(),
+                           platform.landing_storage_options())
+    yield from _screen_and_report(context, platform, "raw_customers", res, customer_rules(cfg))
+
+
+@dg.asset(
+    group_name="raw",
+    check_specs=raw_check_specs("raw_transactions"),
+    kinds={"polars", "parquet"},
+)
+def raw_transactions(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Transactions of the data set: customer id, timestamp, amount (returns negative),
+    invoice id, category, country and an ``is_return`` flag, typed per the data set config.
+    Rows failing a rule are flagged ``_quarantined`` and copied to quarantine. Snapshot data
+    sets (labels in columns, no transactions) give an empty table and say so."""
+    cfg = platform.dataset_config()
+    res = ingest_transactions(cfg, platform.landing_url_for_dataset(),
+                              platform.landing_storage_options())
+    note = None
+    if cfg.transactions is None:
+        note = f"data set '{cfg.name}' is a customer snapshot: it has no transactions"
+    yield from _screen_and_report(
+        context, platform, "raw_transactions", res, transaction_rules(cfg), note=note
+    )

@@ -1,0 +1,100 @@
+"""Blocking checks of the raw tables, evaluated while the raw asset materializes.
+
+Three checks per table: every landing file was readable, every value parsed into its
+column's type, and the table meets its Great Expectations suite. Each failure names the
+file or column and the count of bad rows; the bad rows and files are in quarantine.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from churn_assets.lib.ingest import IngestResult
+from churn_assets.lib.quality import ValidationReport
+
+FILES = "files_readable"
+PARSE = "values_parse"
+SUITE = "expectations_met"
+
+
+def raw_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    """The three blocking checks of a raw table."""
+    return [
+        dg.AssetCheckSpec(
+            FILES, asset=asset, blocking=True,
+            description="Every landing file is readable: not empty, valid encoding, all "
+            "configured columns present. Unreadable files are quarantined whole.",
+        ),
+        dg.AssetCheckSpec(
+            PARSE, asset=asset, blocking=True,
+            description="Every value parses into its column's type (numbers, dates, "
+            "booleans). Rows with unparseable values are quarantined.",
+        ),
+        dg.AssetCheckSpec(
+            SUITE, asset=asset, blocking=True,
+            description="The table meets its Great Expectations suite (ids present and "
+            "unique, values in range, at least one row). Bad rows are quarantined.",
+        ),
+    ]
+
+
+def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetCheckResult:
+    """Fails when any landing file could not be read, naming file, problem and column."""
+    problems = res.file_problems
+    return dg.AssetCheckResult(
+        check_name=FILES,
+        asset_key=asset,
+        passed=not problems,
+        description=(
+            "; ".join(p.message() for p in problems)
+            if problems
+            else f"{len(res.files)} file(s) read"
+        ),
+        metadata={
+            "files": len(res.files),
+            "bad_files": len(problems),
+            "problems": dg.MetadataValue.json(
+                [{"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
+                 for p in problems]
+            ),
+            **({"quarantine": dg.MetadataValue.path(where)} if where else {}),
+        },
+    )
+
+
+def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetCheckResult:
+    """Fails when values could not be parsed, naming each column and its bad-row count."""
+    errors = res.parse_errors
+    text = "; ".join(f"column '{c}': {n} value(s) not parseable" for c, n in errors.items())
+    return dg.AssetCheckResult(
+        check_name=PARSE,
+        asset_key=asset,
+        passed=not errors,
+        description=text or "all values parsed",
+        metadata={
+            "bad_values_by_column": dg.MetadataValue.json(errors),
+            "bad_values": sum(errors.values()),
+            **({"quarantine": dg.MetadataValue.path(where)} if where else {}),
+        },
+    )
+
+
+def suite_check(asset: str, report: ValidationReport, where: str | None) -> dg.AssetCheckResult:
+    """The Great Expectations suite's verdict, with a markdown table of every rule."""
+    failures = report.failures()
+    blocking_failed = not report.blocking_success
+    return dg.AssetCheckResult(
+        check_name=SUITE,
+        asset_key=asset,
+        passed=report.success,
+        severity=dg.AssetCheckSeverity.ERROR if blocking_failed else dg.AssetCheckSeverity.WARN,
+        description="; ".join(f.message for f in failures) or "all expectations met",
+        metadata={
+            "expectations": dg.MetadataValue.md(report.to_markdown()),
+            "failed_expectations": len(failures),
+            "bad_rows_by_rule": dg.MetadataValue.json(
+                {f"{f.rule.kind}:{f.rule.column}": f.unexpected_count for f in failures}
+            ),
+            **({"quarantine": dg.MetadataValue.path(where)} if where else {}),
+        },
+    )
