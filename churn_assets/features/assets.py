@@ -1,6 +1,5 @@
 """Point-in-time customer features with their labels."""
 
-from __future__ import annotations
 
 import datetime as dt
 

@@ -1,6 +1,5 @@
 """Blocking Great Expectations suite on ``customer_features``."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

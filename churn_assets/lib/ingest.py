@@ -85,7 +85,10 @@ def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -
     elif fs.exists(path):
         found = [path]
     else:
-        raise IngestError(f"no such file or directory: {url}")
+        raise IngestError(
+            f"no such file or directory: {url} (seed the landing zone with `churn seed`, "
+            "or fix 'path' in the data set config)"
+        )
     return sorted(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
 
 
@@ -204,7 +207,10 @@ def _typed(df: pl.DataFrame, columns: dict[str, tuple[str, str, str | None, Colu
             pl.concat_str(bad_cols, separator=",", ignore_nulls=True).alias("_parse_errors")
         )
         typed = typed.with_columns(
-            pl.when(pl.col("_parse_errors") == "").then(None).otherwise(pl.col("_parse_errors"))
+            pl.when(pl.col("_parse_errors") == "")
+            .then(None)
+            .otherwise(pl.col("_parse_errors"))
+            .alias("_parse_errors")
         )
     else:
         typed = typed.with_columns(pl.lit(None, dtype=pl.String).alias("_parse_errors"))

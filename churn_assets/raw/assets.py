@@ -1,7 +1,5 @@
 """Raw tables ingested from the landing zone: typed, screened, with bad input quarantined."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 
 import dagster as dg
@@ -17,7 +15,6 @@ from churn_assets.resources import ChurnPlatform
 
 INTERNAL = ["_source_file", "_parse_errors", "_quarantined"]
 
-
 def _screen_and_report(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
@@ -29,7 +26,7 @@ def _screen_and_report(
     frame, bad = screen(res.frame, rules)
     public = frame.drop(INTERNAL)
     report = validate(public, rules, asset)
-    q = quarantine(platform.storage(), res, bad, context.run_id)
+    q = quarantine(platform.storage(), res, bad, context.run.run_id)
     where = q.get("location")
     if where:
         context.log.warning(
@@ -50,7 +47,6 @@ def _screen_and_report(
     yield files_check(asset, res, where)
     yield parse_check(asset, res, where)
     yield suite_check(asset, report, where)
-
 
 @dg.asset(
     group_name="raw",
@@ -82,7 +78,6 @@ def raw_customers(
     res = ingest_customers(cfg, platform.landing_url_for_dataset(),
                            platform.landing_storage_options())
     yield from _screen_and_report(context, platform, "raw_customers", res, customer_rules(cfg))
-
 
 @dg.asset(
     group_name="raw",

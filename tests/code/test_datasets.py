@@ -1,0 +1,54 @@
+"""Data set configs: built-ins load, and a bad config names the field that is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from churn_assets.lib.datasets import DatasetConfigError, builtin_names, load_dataset_config
+
+
+def test_builtins_load():
+    assert builtin_names() == ["online_retail", "synthetic", "telco"]
+    assert load_dataset_config("telco").is_snapshot
+    retail = load_dataset_config("online_retail")
+    assert retail.labels.horizon_days == 91 and str(retail.labels.cutoff) == "2011-09-09"
+
+
+def test_real_data_dir_is_expanded(tmp_path):
+    cfg = load_dataset_config("telco", env={"CHURN_REAL_DATA_DIR": str(tmp_path)})
+    assert cfg.customers.path == f"{tmp_path}/telco_customer_churn.csv"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        ("name: x\nlabels: {source: transactions}\ntransactions:\n  path: t/\n"
+         "  customer_id: id\n  timestamp: ts\n", "transactions"),
+        ("name: x\nlabels: {source: columns, churned_column: c, horizon_days: soon}\n"
+         "customers: {path: c/, id_column: id}\n", "labels.horizon_days"),
+        ("name: x\nlabels: {source: columns, churned_column: c}\n"
+         "customers: {path: c/, id_column: id, attributes: [{name: a, type: money}]}\n",
+         "customers.attributes.0.type"),
+        ("name: x\nlabels: {source: columns, churned_column: c}\n"
+         "customers: {path: c/, id_colum: id}\n", "customers.id_colum"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, yaml_text, field):
+    p = tmp_path / "x.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(DatasetConfigError) as e:
+        load_dataset_config(str(p))
+    assert f"field '{field}" in str(e.value)
+
+
+def test_unknown_name_lists_builtins():
+    with pytest.raises(DatasetConfigError, match="built-in ones are"):
+        load_dataset_config("nope")
+
+
+def test_missing_env_var(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("name: x\ncustomers: {path: '${NOT_SET_ANYWHERE}/c.csv', id_column: id}\n"
+                 "labels: {source: columns, churned_column: c}\n")
+    with pytest.raises(DatasetConfigError, match="NOT_SET_ANYWHERE"):
+        load_dataset_config(str(p), env={})

@@ -1,0 +1,213 @@
+"""Bad input gets a failed blocking check naming the column and the count of bad rows,
+the bad rows or files go to quarantine, and nothing downstream materializes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.helpers import run_graph
+
+CONFIG = """
+name: mini
+customers:
+  path: customers/
+  id_column: customer_id
+  signup_date: {name: signup_date, type: date}
+  attributes:
+    - {name: plan, type: categorical, nullable: false}
+    - {name: age, type: integer, min: 18, max: 120}
+    - {name: monthly_fee, type: numeric, min: 0, max: 10000}
+transactions:
+  path: transactions/
+  customer_id: customer_id
+  timestamp: timestamp
+  amount: amount
+  invoice_id: invoice_id
+  cancellation_prefix: "C"
+  min_amount: -5000
+  max_amount: 5000
+labels:
+  source: transactions
+  cutoff: 2024-03-01
+  horizon_days: 30
+"""
+
+CUSTOMERS = """customer_id,signup_date,plan,age,monthly_fee
+C1,2023-01-05,monthly,34,20.0
+C2,2023-02-10,annual,45,15.5
+C3,2023-03-15,monthly,29,20.0
+C4,2023-04-20,two_year,61,12.0
+"""
+
+TRANSACTIONS = """invoice_id,customer_id,timestamp,amount
+I1,C1,2024-01-03 10:00:00,25.0
+I2,C1,2024-02-11 12:30:00,40.0
+I3,C2,2024-01-20 09:00:00,15.5
+C4,C2,2024-01-22 09:00:00,-5.5
+I5,C3,2024-02-25 18:00:00,99.0
+I6,C4,2024-01-02 08:00:00,12.0
+I7,C1,2024-03-10 10:00:00,30.0
+I8,C3,2024-03-12 10:00:00,10.0
+"""
+
+
+def setup_landing(storage: Path, tmp_path: Path, customers: bytes | str = CUSTOMERS,
+                  transactions: bytes | str = TRANSACTIONS,
+                  extra: dict[str, bytes | str] | None = None) -> str:
+    """Write a small data set into the landing zone; returns the config path."""
+    landing = storage / "landing" / "mini"
+    files = {"customers/a.csv": customers, "transactions/a.csv": transactions, **(extra or {})}
+    for rel, content in files.items():
+        p = landing / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content.encode() if isinstance(content, str) else content)
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text(CONFIG)
+    return str(cfg)
+
+
+def quarantined_rows(storage: Path, table: str) -> pl.DataFrame:
+    files = sorted((storage / "mini" / "quarantine" / table).glob("*/rows.parquet"))
+    assert files, f"no quarantined rows for {table}"
+    return pl.read_parquet(files[-1])
+
+
+def quarantined_files(storage: Path, table: str) -> list[str]:
+    return sorted(
+        p.name for p in (storage / "mini" / "quarantine" / table).glob("*/files/*")
+        if p.name != "_reasons.json"
+    )
+
+
+def assert_blocked(run) -> None:
+    assert not run.result.success
+    assert "customer_features" not in run.materialized
+
+
+def test_clean_input_materializes_everything(isolated_env, tmp_path):
+    run = run_graph(setup_landing(isolated_env, tmp_path))
+    assert run.result.success
+    assert run.materialized == {"raw_customers", "raw_transactions", "customer_features"}
+    assert all(c.passed for c in run.checks.values())
+    assert not (isolated_env / "mini" / "quarantine").exists()
+
+
+def test_missing_column(isolated_env, tmp_path):
+    bad = "customer_id,signup_date,plan,age\nC9,2023-01-01,monthly,40\n"
+    run = run_graph(setup_landing(isolated_env, tmp_path, extra={"customers/b.csv": bad}))
+    check = run.check("raw_customers", "files_readable")
+    assert not check.passed
+    assert "b.csv" in check.description and "'monthly_fee'" in check.description
+    assert check.metadata["problems"].value[0]["rows"] == 1
+    assert quarantined_files(isolated_env, "raw_customers") == ["b.csv"]
+    assert_blocked(run)
+
+
+def test_wrong_type(isolated_env, tmp_path):
+    customers = CUSTOMERS.replace("C2,2023-02-10,annual,45", "C2,2023-02-10,annual,forty")
+    customers = customers.replace("C3,2023-03-15,monthly,29", "C3,2023-03-15,monthly,2x9")
+    run = run_graph(setup_landing(isolated_env, tmp_path, customers=customers))
+    check = run.check("raw_customers", "values_parse")
+    assert not check.passed
+    assert "column 'age': 2 value(s)" in check.description
+    q = quarantined_rows(isolated_env, "raw_customers")
+    assert sorted(q["customer_id"].to_list()) == ["C2", "C3"]
+    assert_blocked(run)
+
+
+def test_negative_amount(isolated_env, tmp_path):
+    customers = CUSTOMERS.replace("monthly,34,20.0", "monthly,34,-20.0")
+    run = run_graph(setup_landing(isolated_env, tmp_path, customers=customers))
+    check = run.check("raw_customers", "expectations_met")
+    assert not check.passed
+    assert "monthly_fee" in check.description and "1 of 4" in check.description
+    assert quarantined_rows(isolated_env, "raw_customers")["customer_id"].to_list() == ["C1"]
+    assert_blocked(run)
+
+
+def test_absurd_amount(isolated_env, tmp_path):
+    tx = TRANSACTIONS.replace("I5,C3,2024-02-25 18:00:00,99.0", "I5,C3,2024-02-25 18:00:00,9e9")
+    run = run_graph(setup_landing(isolated_env, tmp_path, transactions=tx))
+    check = run.check("raw_transactions", "expectations_met")
+    assert not check.passed
+    assert "'amount'" in check.description and "1 of 8" in check.description
+    assert quarantined_rows(isolated_env, "raw_transactions")["invoice_id"].to_list() == ["I5"]
+    assert_blocked(run)
+
+
+def test_duplicate_id(isolated_env, tmp_path):
+    customers = CUSTOMERS + "C2,2023-05-01,monthly,50,20.0\n"
+    run = run_graph(setup_landing(isolated_env, tmp_path, customers=customers))
+    check = run.check("raw_customers", "expectations_met")
+    assert not check.passed
+    assert "customer_id" in check.description and "2 of 5" in check.description
+    assert quarantined_rows(isolated_env, "raw_customers")["customer_id"].to_list() == ["C2", "C2"]
+    assert_blocked(run)
+
+
+def test_empty_file(isolated_env, tmp_path):
+    run = run_graph(setup_landing(isolated_env, tmp_path, extra={"transactions/b.csv": ""}))
+    check = run.check("raw_transactions", "files_readable")
+    assert not check.passed
+    assert "b.csv: empty file" in check.description
+    assert quarantined_files(isolated_env, "raw_transactions") == ["b.csv"]
+    assert_blocked(run)
+
+
+def test_header_only_file(isolated_env, tmp_path):
+    run = run_graph(setup_landing(
+        isolated_env, tmp_path, extra={"transactions/b.csv": "invoice_id,customer_id,timestamp,amount\n"}
+    ))
+    check = run.check("raw_transactions", "files_readable")
+    assert not check.passed and "header only" in check.description
+    assert_blocked(run)
+
+
+def test_unparseable_date(isolated_env, tmp_path):
+    tx = TRANSACTIONS.replace("2024-01-20 09:00:00", "20/01/2024 nine").replace(
+        "2024-01-02 08:00:00", "yesterday")
+    run = run_graph(setup_landing(isolated_env, tmp_path, transactions=tx))
+    check = run.check("raw_transactions", "values_parse")
+    assert not check.passed
+    assert "column 'timestamp': 2 value(s)" in check.description
+    q = quarantined_rows(isolated_env, "raw_transactions")
+    assert sorted(q["invoice_id"].to_list()) == ["I3", "I6"]
+    assert q["_reason"].str.contains("timestamp").all()
+    assert_blocked(run)
+
+
+def test_unknown_encoding(isolated_env, tmp_path):
+    latin = "customer_id,signup_date,plan,age,monthly_fee\nC9,2023-01-01,mensuel é,40,10\n"
+    run = run_graph(setup_landing(
+        isolated_env, tmp_path, extra={"customers/b.csv": latin.encode("latin-1")}
+    ))
+    check = run.check("raw_customers", "files_readable")
+    assert not check.passed
+    assert "b.csv: unknown encoding" in check.description and "utf-8" in check.description
+    assert quarantined_files(isolated_env, "raw_customers") == ["b.csv"]
+    assert_blocked(run)
+
+
+def test_missing_landing_zone_is_a_clear_error(isolated_env, tmp_path):
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text(CONFIG)
+    run = run_graph(str(cfg))
+    assert not run.result.success
+    failure = next(e for e in run.result.all_events if e.event_type_value == "STEP_FAILURE")
+    error = failure.event_specific_data.error
+    text = error.message + (error.cause.message if error.cause else "")
+    assert "IngestError: no such file or directory" in text and "churn seed" in text
+
+
+@pytest.mark.parametrize("table", ["raw_customers", "raw_transactions"])
+def test_quarantine_keeps_reasons(isolated_env, tmp_path, table):
+    customers = CUSTOMERS.replace("annual,45", "annual,4000")
+    tx = TRANSACTIONS.replace("2024-01-03 10:00:00,25.0", "2024-01-03 10:00:00,")
+    run = run_graph(setup_landing(isolated_env, tmp_path, customers=customers, transactions=tx))
+    q = quarantined_rows(isolated_env, table)
+    assert q.height == 1
+    assert q["_reason"][0]
+    assert_blocked(run)

@@ -1,0 +1,104 @@
+"""Point-in-time features: exact values on a tiny example, no look-ahead, labels."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from churn_assets.lib.features import FeatureParams, build_customer_features, default_cutoff
+
+CUTOFF = dt.date(2024, 3, 1)
+PARAMS = FeatureParams(cutoff=CUTOFF, horizon_days=30, naive_lookback_days=90)
+
+
+def tx(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={"customer_id": pl.String, "timestamp": pl.Datetime("us"), "amount": pl.Float64,
+                "invoice_id": pl.String, "category": pl.String, "country": pl.String},
+        orient="row",
+    ).with_columns(
+        (pl.col("invoice_id").str.starts_with("C") | (pl.col("amount") < 0)).alias("is_return")
+    )
+
+
+BASE = [
+    ("A", dt.datetime(2024, 1, 1), 100.0, "I1", "toys", "UK"),
+    ("A", dt.datetime(2024, 1, 1), 50.0, "I1", "books", "UK"),  # same order, 2 lines
+    ("A", dt.datetime(2024, 2, 20), 30.0, "I2", "books", "UK"),
+    ("A", dt.datetime(2024, 2, 21), -30.0, "C3", "books", "UK"),
+    ("B", dt.datetime(2023, 6, 1), 500.0, "I4", "toys", "FR"),
+    ("C", dt.datetime(2024, 2, 28), 10.0, "I5", "toys", "DE"),
+]
+AFTER = [
+    ("A", dt.datetime(2024, 3, 5), 70.0, "I6", "toys", "UK"),
+    ("C", dt.datetime(2024, 3, 1), -5.0, "C7", "toys", "DE"),  # a return only: still churned
+    ("D", dt.datetime(2024, 3, 2), 99.0, "I8", "toys", "UK"),  # first seen after the cut-off
+]
+
+
+def test_exact_values():
+    f = build_customer_features(None, tx(BASE + AFTER), PARAMS)
+    assert f["customer_id"].to_list() == ["A", "B", "C"]  # D is not known before the cut-off
+    a = f.row(0, named=True)
+    assert a["frequency"] == 2 and a["return_count"] == 1
+    assert a["recency_days"] == pytest.approx(10.0)  # 2024-02-20 → 2024-03-01 (leap year)
+    assert a["monetary_total"] == pytest.approx(150.0)
+    assert a["avg_order_value"] == pytest.approx(90.0)  # (150 + 30) / 2 orders
+    assert a["tenure_days"] == pytest.approx(60.0)
+    assert a["return_rate"] == pytest.approx(1 / 3)
+    assert a["main_country"] == "UK"
+    assert a["cat_share_books"] == pytest.approx(80 / 180)
+    assert a["naive_total_sales"] == pytest.approx(150.0 * 30 / 90)
+    labels = dict(zip(f["customer_id"], f["churned"], strict=True))
+    assert labels == {"A": 0, "B": 1, "C": 1}
+    assert dict(zip(f["customer_id"], f["total_sales"], strict=True)) == {
+        "A": 70.0, "B": 0.0, "C": 0.0
+    }
+
+
+def test_no_look_ahead_post_cutoff_changes_only_labels():
+    changed = [
+        ("A", dt.datetime(2024, 3, 5), 7000.0, "I6", "garden", "US"),
+        ("B", dt.datetime(2024, 3, 20), 1.0, "I9", "toys", "FR"),
+        ("E", dt.datetime(2024, 6, 1), 3.0, "I10", "toys", "UK"),
+    ]
+    before = build_customer_features(None, tx(BASE + AFTER), PARAMS)
+    after = build_customer_features(None, tx(BASE + changed), PARAMS)
+    features = [c for c in before.columns if c not in ("churned", "total_sales")]
+    assert before.select(features).equals(after.select(features))
+    assert not before.select("churned", "total_sales").equals(after.select("churned", "total_sales"))
+
+
+def test_no_look_ahead_on_generated_data(tmp_path):
+    from churn_assets.lib.generator import generate
+
+    generate(str(tmp_path), customers=400, days=200, seed=3)
+    t = pl.read_parquet(tmp_path / "transactions" / "*.parquet").with_columns(
+        pl.col(pl.Categorical).cast(pl.String),
+        pl.col("invoice_id").str.starts_with("C").alias("is_return"),
+    )
+    cust = pl.read_parquet(tmp_path / "customers" / "*.parquet")
+    cutoff = default_cutoff(t, 60)
+    params = FeatureParams(cutoff=cutoff, horizon_days=60)
+    base = build_customer_features(cust, t, params)
+    cut = dt.datetime.combine(cutoff, dt.time())
+    # scramble every post-cut-off event: amounts, categories, drop half of them
+    late = t.filter(pl.col("timestamp") >= cut)
+    scrambled = pl.concat([
+        t.filter(pl.col("timestamp") < cut),
+        late.with_columns((pl.col("amount") * 3).alias("amount"), pl.lit("x").alias("category"))
+        .gather_every(2),
+    ])
+    other = build_customer_features(cust, scrambled, params)
+    features = [c for c in base.columns if c not in ("churned", "total_sales")]
+    assert base.height > 300
+    assert base.select(features).equals(other.select(features))
+    assert not base["total_sales"].equals(other["total_sales"])
+
+
+def test_default_cutoff_leaves_a_whole_horizon():
+    t = tx(BASE + AFTER)
+    assert default_cutoff(t, 30) == dt.date(2024, 2, 2)
