@@ -1,0 +1,46 @@
+# Churn platform — the two set-up commands are `make dev` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: install dev test test-fast demo seed bench lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,bench]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install the project with its dev extras
+
+dev: install  ## start Dagster UI (:3000) + daemon on the embedded default, seeding data
+	$(BIN)/churn dev
+
+test: install  ## run the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only (no service processes)
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+demo: install  ## materialize the whole graph once on the synthetic data set
+	$(BIN)/churn demo
+
+seed: install  ## write the synthetic data set into the landing zone
+	$(BIN)/churn seed --if-empty
+
+bench: install  ## benchmarks: ratios against references measured in the same run
+	$(BIN)/churn bench features
+	$(BIN)/python benchmarks/import_time.py
+
+lint: install
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+
+clean:  ## remove local state (storage, Dagster home); keeps .venv
+	rm -rf .churn
