@@ -34,13 +34,15 @@ def landing_has_data(url: str, storage_options: dict) -> bool:
 @click.option("--customers", default=10_000, show_default=True, help="Number of customers.")
 @click.option("--days", default=540, show_default=True, help="Days of history.")
 @click.option("--seed", default=42, show_default=True, help="Random seed (deterministic).")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True
+)
 @click.option("--drift", is_flag=True, help="Write a drifted recent batch beside the data.")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the landing zone has data.")
 @click.option("--force", is_flag=True, help="Replace existing synthetic landing data.")
-def seed(customers: int, days: int, seed: int, fmt: str, drift: bool, if_empty: bool,
-         force: bool) -> None:
+def seed(
+    customers: int, days: int, seed: int, fmt: str, drift: bool, if_empty: bool, force: bool
+) -> None:
     """Write synthetic raw files into the landing zone (data set ``synthetic``)."""
     import fsspec
 
@@ -64,8 +66,16 @@ def seed(customers: int, days: int, seed: int, fmt: str, drift: bool, if_empty: 
         fs, path = fsspec.core.url_to_fs(url, **opts)
         existing = fs.glob(f"{path}/customers/drift-*") if fs.exists(path) else []
         batch = f"drift-{len(existing) + 1:04d}"
-    summary = generate(url, customers=customers, days=days, seed=seed, fmt=fmt, drift=drift,
-                       storage_options=opts, batch_name=batch)
+    summary = generate(
+        url,
+        customers=customers,
+        days=days,
+        seed=seed,
+        fmt=fmt,
+        drift=drift,
+        storage_options=opts,
+        batch_name=batch,
+    )
     click.echo(
         f"wrote {summary.customers:,} customers and {summary.transactions:,} transactions "
         f"({summary.start} to {summary.end}, seed {summary.seed}{', drifted' if drift else ''}) "
@@ -76,8 +86,12 @@ def seed(customers: int, days: int, seed: int, fmt: str, drift: bool, if_empty: 
 @main.command()
 @click.option("--dataset", default=None, help="Built-in data set name or YAML config path.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--seed-if-empty/--no-seed", default=True, show_default=True,
-              help="Seed the synthetic landing zone first when it is empty.")
+@click.option(
+    "--seed-if-empty/--no-seed",
+    default=True,
+    show_default=True,
+    help="Seed the synthetic landing zone first when it is empty.",
+)
 def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
     """Materialize the whole asset graph in-process once and print a summary."""
     from churn_assets.demo import run_demo

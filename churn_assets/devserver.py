@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def prepare_dagster_home(root: Path) -> Path:
-    """Create ``$DAGSTER_HOME`` (default ``.churn/dagster_home``) with the project's dagster.yaml."""
+    """Create ``$DAGSTER_HOME`` (default ``.churn/dagster_home``) holding our dagster.yaml."""
     home = Path(os.environ.get("DAGSTER_HOME") or root / ".churn" / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     src = root / "dagster.yaml"
@@ -31,8 +31,16 @@ def processes(port: int) -> dict[str, list[str]]:
     """The commands ``churn dev`` runs, by name."""
     bindir = Path(sys.executable).parent
     cmds = {
-        "dagster": [str(bindir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-                    "-p", str(port)],
+        "dagster": [
+            str(bindir / "dagster"),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
     }
     return cmds
 

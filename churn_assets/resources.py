@@ -43,8 +43,9 @@ class ChurnPlatform(dg.ConfigurableResource):
     def storage(self) -> Storage:
         """This data set's folder under the storage root."""
         s = self.settings()
-        return Storage(join_url(s.resolved_storage_url, self.dataset_config().name),
-                       s.storage_options())
+        return Storage(
+            join_url(s.resolved_storage_url, self.dataset_config().name), s.storage_options()
+        )
 
     def landing_url_for_dataset(self) -> str:
         """The landing zone folder of the data set (relative source paths live here)."""

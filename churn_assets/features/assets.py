@@ -1,6 +1,5 @@
 """Point-in-time customer features with their labels."""
 
-
 import datetime as dt
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Blocking Great Expectations suite on ``customer_features``."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -21,6 +20,8 @@ def customer_features_valid(customer_features: pl.DataFrame) -> dg.AssetCheckRes
     return dg.AssetCheckResult(
         passed=report.success,
         description="; ".join(f.message for f in report.failures()) or "all expectations met",
-        metadata={"expectations": dg.MetadataValue.md(report.to_markdown()),
-                  "failed_expectations": len(report.failures())},
+        metadata={
+            "expectations": dg.MetadataValue.md(report.to_markdown()),
+            "failed_expectations": len(report.failures()),
+        },
     )

@@ -86,7 +86,7 @@ class TransactionsSpec(SourceSpec):
         default=1.0,
         ge=0.0,
         le=1.0,
-        description="Tolerated share of rows with a customer id (rows without one are quarantined).",
+        description="Share of rows that must name a customer (the others are quarantined).",
     )
 
     @model_validator(mode="after")

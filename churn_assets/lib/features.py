@@ -104,10 +104,7 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
         pl.col("gross").filter(purchase).max().alias("max_order_value"),
         pl.col("net").filter(pl.col("ret")).sum().abs().alias("return_amount"),
         pl.col("ts").dt.date().n_unique().cast(pl.Float64).alias("active_days"),
-        pl.col("net")
-        .filter(age <= params.naive_lookback_days)
-        .sum()
-        .alias("_naive_window_sales"),
+        pl.col("net").filter(age <= params.naive_lookback_days).sum().alias("_naive_window_sales"),
     ]
     for w in params.windows:
         aggs.append((purchase & (age <= w)).sum().cast(pl.Float64).alias(f"orders_{w}d"))
@@ -121,9 +118,10 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
         return ((a - b) / (a.abs() + b.abs() + 1.0)).alias(recent.replace("_90d", "_trend_90d"))
 
     out = per_customer.with_columns(
-        (pl.col("_gross") / pl.col("frequency")).fill_nan(0.0).fill_null(0.0).alias(
-            "avg_order_value"
-        ),
+        (pl.col("_gross") / pl.col("frequency"))
+        .fill_nan(0.0)
+        .fill_null(0.0)
+        .alias("avg_order_value"),
         (pl.col("return_count") / (pl.col("frequency") + pl.col("return_count")))
         .fill_nan(0.0)
         .alias("return_rate"),
@@ -146,9 +144,10 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
             .agg(
                 pl.col("category").n_unique().cast(pl.Float64).alias("n_categories"),
                 *[
-                    pl.col("amount").filter(pl.col("category") == c).sum().alias(
-                        f"cat_share_{slug(c)}"
-                    )
+                    pl.col("amount")
+                    .filter(pl.col("category") == c)
+                    .sum()
+                    .alias(f"cat_share_{slug(c)}")
                     for c in params.categories
                 ],
                 pl.col("amount").sum().alias("_cat_total"),

@@ -244,12 +244,10 @@ def _ingest(
         typed, bad = _typed(df, columns)
         counts.update(bad)
         frames.append(typed)
-    if frames:
-        frame = pl.concat(frames, how="vertical_relaxed")
-    else:
-        frame = _empty_frame(columns)
-    return IngestResult(table, frame, [f.rsplit("/", 1)[-1] for f in files], problems,
-                        dict(counts), raw_bytes)
+    frame = pl.concat(frames, how="vertical_relaxed") if frames else _empty_frame(columns)
+    return IngestResult(
+        table, frame, [f.rsplit("/", 1)[-1] for f in files], problems, dict(counts), raw_bytes
+    )
 
 
 _POLARS_TYPES = {
@@ -311,8 +309,9 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     """Read the customer table of ``cfg`` into a typed frame (``customer_id`` first)."""
     if cfg.customers is None:
         raise IngestError(f"data set '{cfg.name}' has no customer table")
-    res = _ingest("raw_customers", cfg.customers, customer_columns(cfg), landing_url,
-                  storage_options or {})
+    res = _ingest(
+        "raw_customers", cfg.customers, customer_columns(cfg), landing_url, storage_options or {}
+    )
     frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
     if cfg.labels.source == "columns":
         positive = set(cfg.labels.churned_positive)
@@ -329,15 +328,14 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     return res
 
 
-def ingest_transactions(
-    cfg: DatasetConfig, landing_url: str, storage_options=None
-) -> IngestResult:
+def ingest_transactions(cfg: DatasetConfig, landing_url: str, storage_options=None) -> IngestResult:
     """Read the transaction table of ``cfg``: amount, returns flag and a normalised customer id."""
     if cfg.transactions is None:
         return IngestResult("raw_transactions", empty_transactions(), [])
     t = cfg.transactions
-    res = _ingest("raw_transactions", t, transaction_columns(cfg), landing_url,
-                  storage_options or {})
+    res = _ingest(
+        "raw_transactions", t, transaction_columns(cfg), landing_url, storage_options or {}
+    )
     frame = res.frame
     if "amount" not in frame.columns:
         frame = frame.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
@@ -346,9 +344,9 @@ def ingest_transactions(
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(out))
     is_return = pl.col("amount") < 0
     if t.cancellation_prefix:
-        is_return = is_return | pl.col("invoice_id").str.starts_with(t.cancellation_prefix).fill_null(
-            False
-        )
+        is_return = is_return | pl.col("invoice_id").str.starts_with(
+            t.cancellation_prefix
+        ).fill_null(False)
     frame = frame.with_columns(
         pl.col("customer_id").str.replace(r"\.0$", ""),
         is_return.fill_null(False).alias("is_return"),
@@ -358,7 +356,13 @@ def ingest_transactions(
 
 
 TRANSACTION_COLUMNS = [
-    "customer_id", "timestamp", "amount", "invoice_id", "category", "country", "is_return"
+    "customer_id",
+    "timestamp",
+    "amount",
+    "invoice_id",
+    "category",
+    "country",
+    "is_return",
 ]
 
 

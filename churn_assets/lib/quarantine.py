@@ -27,8 +27,10 @@ def quarantine(
             storage.write_bytes(f"{base}/files/{p.file}", result.raw_bytes.get(p.file, b""))
         storage.write_json(
             f"{base}/files/_reasons.json",
-            [{"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
-             for p in result.file_problems],
+            [
+                {"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
+                for p in result.file_problems
+            ],
         )
         out["files_url"] = storage.url(f"{base}/files")
     if bad_rows.height or result.file_problems:
@@ -50,11 +52,7 @@ def screen(frame: pl.DataFrame, rules: list) -> tuple[pl.DataFrame, pl.DataFrame
     parse = indexed.filter(pl.col("_parse_errors").is_not_null()).select(
         "_row", ("unparseable value in " + pl.col("_parse_errors")).alias("_reason")
     )
-    reasons = (
-        pl.concat([parse, by_rule])
-        .group_by("_row")
-        .agg(pl.col("_reason").str.join("; "))
-    )
+    reasons = pl.concat([parse, by_rule]).group_by("_row").agg(pl.col("_reason").str.join("; "))
     flagged = indexed.join(reasons, on="_row", how="left").sort("_row")
     bad = flagged.filter(pl.col("_reason").is_not_null()).drop("_row")
     out = flagged.with_columns(pl.col("_reason").is_not_null().alias("_quarantined")).drop(

@@ -9,8 +9,15 @@ from __future__ import annotations
 from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.quality import Rule
 
-_DTYPE = {"numeric": "numeric", "integer": "numeric", "boolean": "boolean", "date": "date",
-          "datetime": "datetime", "string": "string", "categorical": "string"}
+_DTYPE = {
+    "numeric": "numeric",
+    "integer": "numeric",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+    "string": "string",
+    "categorical": "string",
+}
 
 
 def customer_rules(cfg: DatasetConfig) -> list[Rule]:
@@ -31,8 +38,13 @@ def customer_rules(cfg: DatasetConfig) -> list[Rule]:
             rules.append(Rule("not_null", c.name, description=f"{c.name} is required"))
         if c.min is not None or c.max is not None:
             rules.append(
-                Rule("between", c.name, min_value=c.min, max_value=c.max,
-                     description=f"{c.name} within [{c.min}, {c.max}]")
+                Rule(
+                    "between",
+                    c.name,
+                    min_value=c.min,
+                    max_value=c.max,
+                    description=f"{c.name} within [{c.min}, {c.max}]",
+                )
             )
     if cfg.labels.source == "columns":
         rules.append(Rule("not_null", "churned", description="every customer has a churn label"))
@@ -47,12 +59,21 @@ def transaction_rules(cfg: DatasetConfig) -> list[Rule]:
         return []
     return [
         Rule("row_count", None, min_value=1, description="at least one transaction"),
-        Rule("not_null", "customer_id", mostly=t.customer_id_required_fraction,
-             description="transactions name a customer"),
+        Rule(
+            "not_null",
+            "customer_id",
+            mostly=t.customer_id_required_fraction,
+            description="transactions name a customer",
+        ),
         Rule("not_null", "timestamp", description="every transaction has a timestamp"),
         Rule("not_null", "amount", description="every transaction has an amount"),
-        Rule("between", "amount", min_value=t.min_amount, max_value=t.max_amount,
-             description=f"amount within [{t.min_amount:g}, {t.max_amount:g}]"),
+        Rule(
+            "between",
+            "amount",
+            min_value=t.min_amount,
+            max_value=t.max_amount,
+            description=f"amount within [{t.min_amount:g}, {t.max_amount:g}]",
+        ),
     ]
 
 
@@ -77,6 +98,5 @@ def feature_rules(columns: list[str], numeric: list[str], with_labels: bool) -> 
         rules.append(Rule("in_set", "churned", value_set=(0, 1), description="churned is 0/1"))
         rules.append(Rule("not_null", "churned"))
         if "total_sales" in columns:
-            rules.append(Rule("between", "total_sales", min_value=0,
-                              description="total_sales ≥ 0"))
+            rules.append(Rule("between", "total_sales", min_value=0, description="total_sales ≥ 0"))
     return rules

@@ -68,9 +68,7 @@ class Storage:
         found = self.fs.glob(f"{base.rstrip('/')}/{pattern}")
         prefix = self._root_path.rstrip("/") + "/"
         return sorted(
-            p[len(prefix) :] if p.startswith(prefix) else p
-            for p in found
-            if not self.fs.isdir(p)
+            p[len(prefix) :] if p.startswith(prefix) else p for p in found if not self.fs.isdir(p)
         )
 
     def read_bytes(self, rel: str) -> bytes:

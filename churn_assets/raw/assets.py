@@ -15,6 +15,7 @@ from churn_assets.resources import ChurnPlatform
 
 INTERNAL = ["_source_file", "_parse_errors", "_quarantined"]
 
+
 def _screen_and_report(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
@@ -48,6 +49,7 @@ def _screen_and_report(
     yield parse_check(asset, res, where)
     yield suite_check(asset, report, where)
 
+
 @dg.asset(
     group_name="raw",
     check_specs=raw_check_specs("raw_customers"),
@@ -65,19 +67,30 @@ def raw_customers(
     if cfg.customers is None:
         empty = IngestResult(
             "raw_customers",
-            pl.DataFrame(schema={"customer_id": pl.String, "_source_file": pl.String,
-                                 "_parse_errors": pl.String}),
+            pl.DataFrame(
+                schema={
+                    "customer_id": pl.String,
+                    "_source_file": pl.String,
+                    "_parse_errors": pl.String,
+                }
+            ),
             [],
         )
         yield from _screen_and_report(
-            context, platform, "raw_customers", empty, [],
+            context,
+            platform,
+            "raw_customers",
+            empty,
+            [],
             note=f"data set '{cfg.name}' has no customer table: customers come from "
             "raw_transactions",
         )
         return
-    res = ingest_customers(cfg, platform.landing_url_for_dataset(),
-                           platform.landing_storage_options())
+    res = ingest_customers(
+        cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
+    )
     yield from _screen_and_report(context, platform, "raw_customers", res, customer_rules(cfg))
+
 
 @dg.asset(
     group_name="raw",
@@ -92,8 +105,9 @@ def raw_transactions(
     Rows failing a rule are flagged ``_quarantined`` and copied to quarantine. Snapshot data
     sets (labels in columns, no transactions) give an empty table and say so."""
     cfg = platform.dataset_config()
-    res = ingest_transactions(cfg, platform.landing_url_for_dataset(),
-                              platform.landing_storage_options())
+    res = ingest_transactions(
+        cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
+    )
     note = None
     if cfg.transactions is None:
         note = f"data set '{cfg.name}' is a customer snapshot: it has no transactions"

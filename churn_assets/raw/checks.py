@@ -21,17 +21,23 @@ def raw_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
     """The three blocking checks of a raw table."""
     return [
         dg.AssetCheckSpec(
-            FILES, asset=asset, blocking=True,
+            FILES,
+            asset=asset,
+            blocking=True,
             description="Every landing file is readable: not empty, valid encoding, all "
             "configured columns present. Unreadable files are quarantined whole.",
         ),
         dg.AssetCheckSpec(
-            PARSE, asset=asset, blocking=True,
+            PARSE,
+            asset=asset,
+            blocking=True,
             description="Every value parses into its column's type (numbers, dates, "
             "booleans). Rows with unparseable values are quarantined.",
         ),
         dg.AssetCheckSpec(
-            SUITE, asset=asset, blocking=True,
+            SUITE,
+            asset=asset,
+            blocking=True,
             description="The table meets its Great Expectations suite (ids present and "
             "unique, values in range, at least one row). Bad rows are quarantined.",
         ),
@@ -54,8 +60,10 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
             "files": len(res.files),
             "bad_files": len(problems),
             "problems": dg.MetadataValue.json(
-                [{"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
-                 for p in problems]
+                [
+                    {"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
+                    for p in problems
+                ]
             ),
             **({"quarantine": dg.MetadataValue.path(where)} if where else {}),
         },

@@ -22,15 +22,26 @@ def test_real_data_dir_is_expanded(tmp_path):
 @pytest.mark.parametrize(
     ("yaml_text", "field"),
     [
-        ("name: x\nlabels: {source: transactions}\ntransactions:\n  path: t/\n"
-         "  customer_id: id\n  timestamp: ts\n", "transactions"),
-        ("name: x\nlabels: {source: columns, churned_column: c, horizon_days: soon}\n"
-         "customers: {path: c/, id_column: id}\n", "labels.horizon_days"),
-        ("name: x\nlabels: {source: columns, churned_column: c}\n"
-         "customers: {path: c/, id_column: id, attributes: [{name: a, type: money}]}\n",
-         "customers.attributes.0.type"),
-        ("name: x\nlabels: {source: columns, churned_column: c}\n"
-         "customers: {path: c/, id_colum: id}\n", "customers.id_colum"),
+        (
+            "name: x\nlabels: {source: transactions}\ntransactions:\n  path: t/\n"
+            "  customer_id: id\n  timestamp: ts\n",
+            "transactions",
+        ),
+        (
+            "name: x\nlabels: {source: columns, churned_column: c, horizon_days: soon}\n"
+            "customers: {path: c/, id_column: id}\n",
+            "labels.horizon_days",
+        ),
+        (
+            "name: x\nlabels: {source: columns, churned_column: c}\n"
+            "customers: {path: c/, id_column: id, attributes: [{name: a, type: money}]}\n",
+            "customers.attributes.0.type",
+        ),
+        (
+            "name: x\nlabels: {source: columns, churned_column: c}\n"
+            "customers: {path: c/, id_colum: id}\n",
+            "customers.id_colum",
+        ),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, yaml_text, field):
@@ -48,7 +59,9 @@ def test_unknown_name_lists_builtins():
 
 def test_missing_env_var(tmp_path):
     p = tmp_path / "x.yaml"
-    p.write_text("name: x\ncustomers: {path: '${NOT_SET_ANYWHERE}/c.csv', id_column: id}\n"
-                 "labels: {source: columns, churned_column: c}\n")
+    p.write_text(
+        "name: x\ncustomers: {path: '${NOT_SET_ANYWHERE}/c.csv', id_column: id}\n"
+        "labels: {source: columns, churned_column: c}\n"
+    )
     with pytest.raises(DatasetConfigError, match="NOT_SET_ANYWHERE"):
         load_dataset_config(str(p), env={})

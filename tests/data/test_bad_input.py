@@ -54,9 +54,13 @@ I8,C3,2024-03-12 10:00:00,10.0
 """
 
 
-def setup_landing(storage: Path, tmp_path: Path, customers: bytes | str = CUSTOMERS,
-                  transactions: bytes | str = TRANSACTIONS,
-                  extra: dict[str, bytes | str] | None = None) -> str:
+def setup_landing(
+    storage: Path,
+    tmp_path: Path,
+    customers: bytes | str = CUSTOMERS,
+    transactions: bytes | str = TRANSACTIONS,
+    extra: dict[str, bytes | str] | None = None,
+) -> str:
     """Write a small data set into the landing zone; returns the config path."""
     landing = storage / "landing" / "mini"
     files = {"customers/a.csv": customers, "transactions/a.csv": transactions, **(extra or {})}
@@ -77,7 +81,8 @@ def quarantined_rows(storage: Path, table: str) -> pl.DataFrame:
 
 def quarantined_files(storage: Path, table: str) -> list[str]:
     return sorted(
-        p.name for p in (storage / "mini" / "quarantine" / table).glob("*/files/*")
+        p.name
+        for p in (storage / "mini" / "quarantine" / table).glob("*/files/*")
         if p.name != "_reasons.json"
     )
 
@@ -158,9 +163,13 @@ def test_empty_file(isolated_env, tmp_path):
 
 
 def test_header_only_file(isolated_env, tmp_path):
-    run = run_graph(setup_landing(
-        isolated_env, tmp_path, extra={"transactions/b.csv": "invoice_id,customer_id,timestamp,amount\n"}
-    ))
+    run = run_graph(
+        setup_landing(
+            isolated_env,
+            tmp_path,
+            extra={"transactions/b.csv": "invoice_id,customer_id,timestamp,amount\n"},
+        )
+    )
     check = run.check("raw_transactions", "files_readable")
     assert not check.passed and "header only" in check.description
     assert_blocked(run)
@@ -168,7 +177,8 @@ def test_header_only_file(isolated_env, tmp_path):
 
 def test_unparseable_date(isolated_env, tmp_path):
     tx = TRANSACTIONS.replace("2024-01-20 09:00:00", "20/01/2024 nine").replace(
-        "2024-01-02 08:00:00", "yesterday")
+        "2024-01-02 08:00:00", "yesterday"
+    )
     run = run_graph(setup_landing(isolated_env, tmp_path, transactions=tx))
     check = run.check("raw_transactions", "values_parse")
     assert not check.passed
@@ -181,9 +191,9 @@ def test_unparseable_date(isolated_env, tmp_path):
 
 def test_unknown_encoding(isolated_env, tmp_path):
     latin = "customer_id,signup_date,plan,age,monthly_fee\nC9,2023-01-01,mensuel é,40,10\n"
-    run = run_graph(setup_landing(
-        isolated_env, tmp_path, extra={"customers/b.csv": latin.encode("latin-1")}
-    ))
+    run = run_graph(
+        setup_landing(isolated_env, tmp_path, extra={"customers/b.csv": latin.encode("latin-1")})
+    )
     check = run.check("raw_customers", "files_readable")
     assert not check.passed
     assert "b.csv: unknown encoding" in check.description and "utf-8" in check.description

@@ -25,7 +25,11 @@ def dagster_dev(isolated_env: Path, tmp_path: Path):
     log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(BIN / "churn"), "dev", "--port", str(port), "--no-seed"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/server_info", timeout=90)

@@ -14,10 +14,14 @@ def test_graph_materializes_into_s3(s3_env, tmp_path, monkeypatch):
     s3 = s3_env()
     s3.create_bucket(Bucket="churn-test")
     monkeypatch.setenv("CHURN_STORAGE_URL", "s3://churn-test/platform")
-    s3.put_object(Bucket="churn-test", Key="platform/landing/mini/customers/a.csv",
-                  Body=CUSTOMERS.encode())
-    s3.put_object(Bucket="churn-test", Key="platform/landing/mini/transactions/a.csv",
-                  Body=TRANSACTIONS.encode())
+    s3.put_object(
+        Bucket="churn-test", Key="platform/landing/mini/customers/a.csv", Body=CUSTOMERS.encode()
+    )
+    s3.put_object(
+        Bucket="churn-test",
+        Key="platform/landing/mini/transactions/a.csv",
+        Body=TRANSACTIONS.encode(),
+    )
     cfg = tmp_path / "mini.yaml"
     cfg.write_text(CONFIG)
 
@@ -27,8 +31,9 @@ def test_graph_materializes_into_s3(s3_env, tmp_path, monkeypatch):
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="churn-test")["Contents"]}
     for asset in ("raw_customers", "raw_transactions", "customer_features"):
         assert f"platform/mini/assets/{asset}.parquet" in keys
-    body = s3.get_object(Bucket="churn-test",
-                         Key="platform/mini/assets/customer_features.parquet")["Body"].read()
+    body = s3.get_object(Bucket="churn-test", Key="platform/mini/assets/customer_features.parquet")[
+        "Body"
+    ].read()
     features = pl.read_parquet(io.BytesIO(body))
     assert features["customer_id"].to_list() == ["C1", "C2", "C3", "C4"]
     assert features.filter(pl.col("customer_id") == "C1")["churned"].item() == 0
@@ -40,8 +45,9 @@ def test_quarantine_lands_in_s3(s3_env, tmp_path, monkeypatch):
     s3.create_bucket(Bucket="churn-q")
     monkeypatch.setenv("CHURN_STORAGE_URL", "s3://churn-q/p")
     s3.put_object(Bucket="churn-q", Key="p/landing/mini/customers/a.csv", Body=CUSTOMERS.encode())
-    s3.put_object(Bucket="churn-q", Key="p/landing/mini/transactions/a.csv",
-                  Body=TRANSACTIONS.encode())
+    s3.put_object(
+        Bucket="churn-q", Key="p/landing/mini/transactions/a.csv", Body=TRANSACTIONS.encode()
+    )
     s3.put_object(Bucket="churn-q", Key="p/landing/mini/transactions/empty.csv", Body=b"")
     cfg = tmp_path / "mini.yaml"
     cfg.write_text(CONFIG)
@@ -50,8 +56,10 @@ def test_quarantine_lands_in_s3(s3_env, tmp_path, monkeypatch):
 
     assert not run.result.success
     assert "customer_features" not in run.materialized
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="churn-q", Prefix="p/mini/quarantine/")[
-        "Contents"]]
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="churn-q", Prefix="p/mini/quarantine/")["Contents"]
+    ]
     assert any(k.endswith("/files/empty.csv") for k in keys)
     assert any(k.endswith("/files/_reasons.json") for k in keys)
 
