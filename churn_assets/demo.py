@@ -89,6 +89,30 @@ def run_demo(
         ]
         error = " | ".join(failures) or "run failed"
     feats = assets.get("customer_features", {}).get("metadata", {})
+    models: dict[str, Any] = {}
+    for kind, key in (
+        ("classification", "classification_models"),
+        ("regression", "regression_models"),
+    ):
+        if key in assets:
+            out = result.output_for_node(key)
+            models[kind] = {
+                k: out[k]
+                for k in (
+                    "champion",
+                    "best_simple",
+                    "primary_metric",
+                    "champion_metrics",
+                    "champion_cv",
+                    "threshold",
+                    "leaderboard",
+                )
+            }
+            models[kind]["mlflow_parent_run_id"] = out["mlflow"]["parent_run_id"]
+            models[kind]["registered_version"] = out["mlflow"]["registered_version"]
+    deployment = None
+    if "deployed_model_version" in assets:
+        deployment = result.output_for_node("deployed_model_version")
     return {
         "dataset": cfg.name,
         "success": result.success,
@@ -104,6 +128,8 @@ def run_demo(
             "churn_rate": feats.get("churn_rate"),
             "mean_total_sales": feats.get("mean_total_sales"),
         },
+        "models": models,
+        "deployment": deployment,
         "error": error,
     }
 
@@ -132,6 +158,16 @@ def format_report(report: dict[str, Any]) -> str:
             f"features   {f['rows']:,} customers x {f['columns']} features, cut-off {f['cutoff']}, "
             f"churn rate {f['churn_rate']:.1%}"
         )
+    for kind, m in report.get("models", {}).items():
+        metric = m["primary_metric"]
+        lines.append(
+            f"{kind:<15}champion {m['champion']} (holdout {metric} "
+            f"{m['champion_metrics'][metric]:.4f}), {len(m['leaderboard'])} candidates"
+        )
+    d = report.get("deployment")
+    if d:
+        verb = "promoted" if d["promoted"] else "kept"
+        lines.append(f"deployment {verb} {d['version']}: {d['decision']['reason']}")
     if report["error"]:
         lines.append(f"error      {report['error']}")
     return "\n".join(lines)

@@ -1,11 +1,45 @@
-"""Jobs: named selections of the asset graph."""
-
-from __future__ import annotations
+"""Jobs: named selections of the asset graph, and the rollback job."""
 
 import dagster as dg
+
+from churn_assets.resources import ChurnPlatform
 
 ingest_and_features_job = dg.define_asset_job(
     "ingest_and_features",
     selection=dg.AssetSelection.groups("raw", "features"),
     description="Ingest the landing zone and rebuild the point-in-time customer features.",
 )
+
+RETRAINING_TAG = "churn/retraining"
+
+retraining_job = dg.define_asset_job(
+    "retraining",
+    selection=dg.AssetSelection.groups("models", "deployment"),
+    description="Train both model sets, gate the challenger and deploy it when better; "
+    "at most one retraining run at a time (dagster.yaml tag concurrency limit).",
+    tags={RETRAINING_TAG: "true"},
+)
+
+
+class RollbackConfig(dg.Config):
+    """``to``: a version name (vYYYYMMDD-HHMMSS); empty means the previous version."""
+
+    to: str = ""
+
+
+@dg.op(description="Move the deployment pointer and the MLflow champion aliases back.")
+def rollback_op(
+    context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform
+) -> str:
+    from churn_assets.lib.rollback import rollback_deployment
+
+    pointer = rollback_deployment(
+        platform.storage(), platform.settings(), platform.dataset_config().name, config.to or None
+    )
+    context.log.info(f"deployed version is now {pointer['version']}")
+    return pointer["version"]
+
+
+@dg.job(description="Roll the deployed model version back (default: to the previous one).")
+def rollback_deployment_job():
+    rollback_op()

@@ -1,21 +1,9 @@
-"""Point-in-time customer features with their labels."""
-
-import datetime as dt
-
 import dagster as dg
 import polars as pl
 
-from churn_assets.lib.features import FeatureParams, build_customer_features, default_cutoff
+from churn_assets.lib.feature_sets import features_at, label_cutoff, scoring_cutoff, usable
 from churn_assets.metadata import table_metadata
-from churn_assets.raw.assets import INTERNAL
 from churn_assets.resources import ChurnPlatform
-
-
-def _usable(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    if "_quarantined" not in df.columns:
-        return df, 0
-    bad = int(df["_quarantined"].sum())
-    return df.filter(~pl.col("_quarantined")).drop([c for c in INTERNAL if c in df.columns]), bad
 
 
 @dg.asset(group_name="features", kinds={"polars", "parquet"})
@@ -31,27 +19,14 @@ def customer_features(
     (no purchase in the horizon) and ``total_sales`` (net spend in the horizon). Only
     events before the cut-off feed the features; quarantined rows are excluded."""
     cfg = platform.dataset_config()
-    customers, bad_c = _usable(raw_customers)
-    transactions, bad_t = _usable(raw_transactions)
-    transactions = transactions.filter(pl.col("customer_id").is_not_null())
-    has_tx = cfg.transactions is not None
-    horizon = cfg.labels.horizon_days
-    if has_tx:
-        cutoff = cfg.labels.cutoff or default_cutoff(transactions, horizon)
-    else:
-        cutoff = dt.date.today()
-    params = FeatureParams(
-        cutoff=cutoff, horizon_days=horizon, naive_lookback_days=cfg.naive_lookback_days
-    )
-    features = build_customer_features(
-        customers if cfg.customers is not None else None,
-        transactions if has_tx else None,
-        params,
-    )
+    customers, bad_c = usable(raw_customers)
+    transactions, bad_t = usable(raw_transactions)
+    cutoff = label_cutoff(cfg, transactions)
+    features = features_at(cfg, customers, transactions, cutoff)
     metadata = {
         **table_metadata(features),
-        "cutoff": dg.MetadataValue.text(cutoff.isoformat() if has_tx else "n/a (snapshot)"),
-        "horizon_days": dg.MetadataValue.int(horizon),
+        "cutoff": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "n/a (snapshot)"),
+        "horizon_days": dg.MetadataValue.int(cfg.labels.horizon_days),
         "label_source": dg.MetadataValue.text(cfg.labels.source),
         "churn_rate": dg.MetadataValue.float(float(features["churned"].mean() or 0.0)),
         "excluded_quarantined_rows": dg.MetadataValue.int(bad_c + bad_t),
@@ -59,5 +34,26 @@ def customer_features(
     }
     if "total_sales" in features.columns:
         metadata["mean_total_sales"] = dg.MetadataValue.float(float(features["total_sales"].mean()))
-    context.log.info(f"{features.height} customers, cut-off {cutoff}, horizon {horizon} days")
+    context.log.info(f"{features.height} customers, cut-off {cutoff}")
     return dg.Output(features, metadata=metadata)
+
+
+@dg.asset(group_name="features", kinds={"polars", "parquet"})
+def current_features(
+    platform: ChurnPlatform, raw_customers: pl.DataFrame, raw_transactions: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
+    """Features of every customer as of now (the day after the last transaction), without
+    labels: what batch scoring, drift reports and the serving sidecar's customer lookups
+    use. Snapshot data sets: the customer table as it is."""
+    cfg = platform.dataset_config()
+    customers, _ = usable(raw_customers)
+    transactions, _ = usable(raw_transactions)
+    cutoff = scoring_cutoff(transactions) if cfg.transactions is not None else None
+    features = features_at(cfg, customers, transactions, cutoff, with_labels=False)
+    return dg.Output(
+        features,
+        metadata={
+            **table_metadata(features),
+            "as_of": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "snapshot"),
+        },
+    )

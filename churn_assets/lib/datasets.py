@@ -118,6 +118,25 @@ class LabelsSpec(_Strict):
         return self
 
 
+class ModelsSpec(_Strict):
+    """How the model sets are trained, compared and gated."""
+
+    classification_metric: Literal["roc_auc", "pr_auc", "f1"] = "roc_auc"
+    regression_metric: Literal["r2"] = "r2"
+    classification_candidates: list[str] | None = None
+    regression_candidates: list[str] | None = None
+    cv_folds: int = Field(default=5, ge=0, le=20)
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    temporal_validation: bool = Field(
+        default=True,
+        description="Transaction data: train on an earlier cut-off, validate on a later one.",
+    )
+    min_roc_auc: float = Field(default=0.70, ge=0, le=1, description="Deployment floor.")
+    value_must_beat_naive: bool = True
+    gate_tolerance: float = Field(default=0.002, ge=0)
+
+
 class DatasetConfig(_Strict):
     """A whole data set: customers and/or transactions, and the labels."""
 
@@ -126,6 +145,7 @@ class DatasetConfig(_Strict):
     customers: CustomersSpec | None = None
     transactions: TransactionsSpec | None = None
     labels: LabelsSpec
+    models: ModelsSpec = Field(default_factory=ModelsSpec)
     seed: int = 42
 
     @model_validator(mode="after")

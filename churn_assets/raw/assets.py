@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
+from churn_assets.lib.feature_sets import INTERNAL
 from churn_assets.lib.ingest import IngestResult, ingest_customers, ingest_transactions
 from churn_assets.lib.quality import validate
 from churn_assets.lib.quarantine import quarantine, screen
@@ -12,8 +13,6 @@ from churn_assets.lib.rules import customer_rules, transaction_rules
 from churn_assets.metadata import table_metadata
 from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, suite_check
 from churn_assets.resources import ChurnPlatform
-
-INTERNAL = ["_source_file", "_parse_errors", "_quarantined"]
 
 
 def _screen_and_report(
@@ -25,7 +24,7 @@ def _screen_and_report(
     note: str | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     frame, bad = screen(res.frame, rules)
-    public = frame.drop(INTERNAL)
+    public = frame.drop(list(INTERNAL))
     report = validate(public, rules, asset)
     q = quarantine(platform.storage(), res, bad, context.run.run_id)
     where = q.get("location")

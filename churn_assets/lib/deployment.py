@@ -1,0 +1,215 @@
+"""Versioned model deployments in storage: manifest, artifacts with sha256, a pointer.
+
+Layout under ``<storage>/<data set>/deployments/``::
+
+    versions/vYYYYMMDD-HHMMSS/manifest.json   model files, sha256, schema, metrics, lineage
+    versions/vYYYYMMDD-HHMMSS/*.skops         champion and fallback pipelines (skops)
+    current.json                              the pointer: version + history
+
+Artifacts are written and read back (sha256 verified) before the manifest, and the pointer
+is written last in one atomic write (a rename locally, a single PUT on S3), so a crash at
+any point leaves ``current.json`` naming a complete version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from churn_assets.lib.storage import Storage
+
+ROOT = "deployments"
+POINTER = f"{ROOT}/current.json"
+MODEL_ROLES = ("classifier", "classifier_fallback", "regressor", "regressor_fallback")
+
+
+class DeploymentError(RuntimeError):
+    """A version is missing, incomplete or fails its sha256 verification."""
+
+
+def sha256(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def new_version(storage: Storage, now: dt.datetime | None = None) -> str:
+    """A fresh ``vYYYYMMDD-HHMMSS`` name (UTC); moves on a second if the name is taken."""
+    now = now or dt.datetime.now(dt.UTC)
+    while True:
+        name = now.strftime("v%Y%m%d-%H%M%S")
+        if not storage.exists(f"{ROOT}/versions/{name}/manifest.json"):
+            return name
+        now += dt.timedelta(seconds=1)
+
+
+def version_dir(version: str) -> str:
+    return f"{ROOT}/versions/{version}"
+
+
+def write_version(
+    storage: Storage, version: str, artifacts: dict[str, bytes], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the artifacts, verify each by reading it back, then write the manifest.
+
+    Returns the manifest as written (with ``artifacts``: name → sha256 and size). The
+    pointer is not touched: call :func:`set_current` afterwards.
+    """
+    listing = {}
+    for name, data in artifacts.items():
+        rel = f"{version_dir(version)}/{name}"
+        storage.write_bytes(rel, data)
+        digest = sha256(data)
+        if sha256(storage.read_bytes(rel)) != digest:
+            raise DeploymentError(f"artifact {rel} did not read back intact")
+        listing[name] = {"sha256": digest, "bytes": len(data)}
+    manifest = {**manifest, "version": version, "artifacts": listing}
+    storage.write_json(f"{version_dir(version)}/manifest.json", manifest)
+    return manifest
+
+
+def read_current(storage: Storage) -> dict[str, Any] | None:
+    """The pointer (``version``, ``updated_at``, ``history``), or None if nothing is deployed."""
+    if not storage.exists(POINTER):
+        return None
+    return storage.read_json(POINTER)
+
+
+def read_manifest(storage: Storage, version: str) -> dict[str, Any]:
+    """The manifest of ``version`` (DeploymentError if absent)."""
+    rel = f"{version_dir(version)}/manifest.json"
+    if not storage.exists(rel):
+        raise DeploymentError(f"version {version} has no manifest at {storage.url(rel)}")
+    return storage.read_json(rel)
+
+
+def list_versions(storage: Storage) -> list[str]:
+    """Every version with a manifest, oldest first."""
+    files = storage.list_files(f"{ROOT}/versions", "*/manifest.json")
+    return sorted(f.split("/")[-2] for f in files)
+
+
+def verify_version(storage: Storage, version: str) -> list[str]:
+    """Problems with a version's artifacts (missing, size or sha256 mismatch); [] if intact."""
+    manifest = read_manifest(storage, version)
+    problems = []
+    for name, meta in manifest.get("artifacts", {}).items():
+        rel = f"{version_dir(version)}/{name}"
+        if not storage.exists(rel):
+            problems.append(f"{name}: missing")
+            continue
+        if sha256(storage.read_bytes(rel)) != meta["sha256"]:
+            problems.append(f"{name}: sha256 mismatch")
+    return problems
+
+
+def set_current(storage: Storage, version: str, reason: str) -> dict[str, Any]:
+    """Point ``current.json`` at ``version`` after verifying it; keeps a history."""
+    problems = verify_version(storage, version)
+    if problems:
+        raise DeploymentError(f"refusing to point at {version}: {'; '.join(problems)}")
+    previous = read_current(storage)
+    history = list(previous.get("history", [])) if previous else []
+    if previous:
+        history.append({k: previous[k] for k in ("version", "updated_at", "reason")})
+    pointer = {
+        "version": version,
+        "manifest": f"versions/{version}/manifest.json",
+        "updated_at": dt.datetime.now(dt.UTC).isoformat(),
+        "reason": reason,
+        "history": history[-50:],
+    }
+    storage.write_json(POINTER, pointer)
+    return pointer
+
+
+def rollback(storage: Storage, to: str | None = None) -> dict[str, Any]:
+    """Move the pointer back to ``to`` or, by default, the version deployed before this one."""
+    current = read_current(storage)
+    if current is None:
+        raise DeploymentError("nothing is deployed: there is nothing to roll back")
+    if to is None:
+        earlier = [
+            h["version"] for h in current.get("history", []) if h["version"] != current["version"]
+        ]
+        if not earlier:
+            raise DeploymentError(f"{current['version']} is the only version ever deployed")
+        to = earlier[-1]
+    if to == current["version"]:
+        raise DeploymentError(f"{to} is already the deployed version")
+    if to not in list_versions(storage):
+        raise DeploymentError(f"unknown version {to}; known: {list_versions(storage)}")
+    return set_current(storage, to, reason=f"rollback from {current['version']}")
+
+
+def load_pipeline_bytes(storage: Storage, manifest: dict[str, Any], name: str) -> bytes:
+    """An artifact's bytes, verified against the manifest's sha256."""
+    meta = manifest["artifacts"].get(name)
+    if meta is None:
+        raise DeploymentError(f"manifest {manifest['version']} has no artifact {name}")
+    data = storage.read_bytes(f"{version_dir(manifest['version'])}/{name}")
+    if sha256(data) != meta["sha256"]:
+        raise DeploymentError(f"{manifest['version']}/{name}: sha256 mismatch, refusing it")
+    return data
+
+
+def load_models(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The deployed pipelines by role (classifier, regressor and their fallbacks)."""
+    from churn_assets.lib.models.persistence import loads_pipeline
+
+    out = {}
+    for role in MODEL_ROLES:
+        entry = manifest.get("models", {}).get(role)
+        if entry:
+            out[role] = loads_pipeline(load_pipeline_bytes(storage, manifest, entry["file"]))
+    return out
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether the challenger replaces the deployed champion, and why."""
+
+    promote: bool
+    reason: str
+    deployed_version: str | None
+    challenger: dict[str, float]
+    deployed: dict[str, float] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    challenger: dict[str, float],
+    deployed: dict[str, float] | None,
+    deployed_version: str | None,
+    *,
+    tolerance: float = 0.002,
+) -> GateDecision:
+    """Promote when nothing is deployed, or when the challenger is better on at least one
+    primary metric (both higher-is-better, same holdout) and worse on none by more than
+    ``tolerance``."""
+    if deployed is None:
+        return GateDecision(True, "nothing deployed yet", None, challenger, None)
+    gains = {k: challenger[k] - deployed[k] for k in challenger if k in deployed}
+    if not gains:
+        return GateDecision(
+            True,
+            "deployed version not comparable on this holdout",
+            deployed_version,
+            challenger,
+            deployed,
+        )
+    worse = {k: g for k, g in gains.items() if g < -tolerance}
+    better = {k: g for k, g in gains.items() if g > 0}
+    text = ", ".join(f"{k} {challenger[k]:.4f} vs {deployed[k]:.4f}" for k in gains)
+    if worse:
+        return GateDecision(
+            False, f"challenger worse ({text})", deployed_version, challenger, deployed
+        )
+    if not better:
+        return GateDecision(
+            False, f"challenger not better ({text})", deployed_version, challenger, deployed
+        )
+    return GateDecision(True, f"challenger better ({text})", deployed_version, challenger, deployed)

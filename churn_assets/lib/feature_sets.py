@@ -1,0 +1,152 @@
+"""Feature tables of a data set at a given cut-off, and the train/validation/holdout split.
+
+This is where a data set config meets the feature code: which cut-off labels use, which
+cut-off "now" is for scoring, and how the training set is split (stratified for snapshot
+data; temporal — train on an earlier cut-off, validate on the later one — for transaction
+data whenever the history allows).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import polars as pl
+
+from churn_assets.lib.datasets import DatasetConfig
+from churn_assets.lib.features import FeatureParams, build_customer_features, default_cutoff
+
+INTERNAL = ("_source_file", "_parse_errors", "_quarantined")
+SPLITS = ("train", "validation", "holdout")
+MIN_HISTORY_DAYS = 60
+MIN_TRAIN_ROWS = 200
+
+
+def usable(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Rows not flagged ``_quarantined``, without bookkeeping columns; and the excluded count."""
+    bad = int(df["_quarantined"].sum()) if "_quarantined" in df.columns else 0
+    if bad:
+        df = df.filter(~pl.col("_quarantined"))
+    return df.drop([c for c in INTERNAL if c in df.columns]), bad
+
+
+def label_cutoff(cfg: DatasetConfig, transactions: pl.DataFrame) -> dt.date | None:
+    """The cut-off of the labelled feature table (None for snapshot data)."""
+    if cfg.transactions is None:
+        return None
+    return cfg.labels.cutoff or default_cutoff(transactions, cfg.labels.horizon_days)
+
+
+def scoring_cutoff(transactions: pl.DataFrame) -> dt.date:
+    """ "Now" for scoring: the day after the last transaction."""
+    last = transactions.select(pl.col("timestamp").max()).item()
+    if last is None:
+        raise ValueError("no transactions: cannot place the scoring cut-off")
+    return last.date() + dt.timedelta(days=1)
+
+
+def features_at(
+    cfg: DatasetConfig,
+    customers: pl.DataFrame | None,
+    transactions: pl.DataFrame | None,
+    cutoff: dt.date | None,
+    *,
+    with_labels: bool = True,
+) -> pl.DataFrame:
+    """Customer features of ``cfg`` as of ``cutoff`` (snapshot data: the table as it is)."""
+    params = FeatureParams(
+        cutoff=cutoff or dt.date.today(),
+        horizon_days=cfg.labels.horizon_days,
+        naive_lookback_days=cfg.naive_lookback_days,
+        with_labels=with_labels,
+    )
+    has_tx = cfg.transactions is not None
+    frame = build_customer_features(
+        customers if cfg.customers is not None else None,
+        transactions.filter(pl.col("customer_id").is_not_null()) if has_tx else None,
+        params,
+    )
+    if not with_labels:
+        frame = frame.drop([c for c in ("churned", "total_sales") if c in frame.columns])
+    return frame
+
+
+def _stratified(frame: pl.DataFrame, fractions: dict[str, float], seed: int) -> pl.Series:
+    """A split name per row, stratified on ``churned``, deterministic by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    idx = list(range(frame.height))
+    y = frame["churned"].to_list()
+    names = list(fractions)
+    out = [""] * frame.height
+    rest, rest_y = idx, y
+    remaining = 1.0
+    for name in names[:-1]:
+        share = fractions[name] / remaining
+        take, rest, _, rest_y = train_test_split(
+            rest, rest_y, train_size=share, stratify=rest_y, random_state=seed
+        )
+        for i in take:
+            out[i] = name
+        remaining -= fractions[name]
+    for i in rest:
+        out[i] = names[-1]
+    return pl.Series("split", out)
+
+
+def build_training_set(
+    cfg: DatasetConfig,
+    features: pl.DataFrame,
+    customers: pl.DataFrame | None,
+    transactions: pl.DataFrame | None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """``features`` (or an earlier cut-off's) with a ``split`` column; and the protocol used."""
+    m = cfg.models
+    seed = cfg.seed
+    cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
+    if cutoff is not None and m.temporal_validation:
+        earlier = cutoff - dt.timedelta(days=cfg.labels.horizon_days)
+        first = transactions.select(pl.col("timestamp").min()).item()
+        enough_history = first is not None and first.date() <= earlier - dt.timedelta(
+            days=MIN_HISTORY_DAYS
+        )
+        if enough_history:
+            train = features_at(cfg, customers, transactions, earlier)
+            if train.height >= MIN_TRAIN_ROWS and train["churned"].n_unique() == 2:
+                later = features.with_columns(
+                    _stratified(features, {"validation": 0.5, "holdout": 0.5}, seed)
+                )
+                out = pl.concat(
+                    [train.with_columns(pl.lit("train").alias("split")), later],
+                    how="diagonal_relaxed",
+                )
+                return out, {
+                    "protocol": "temporal",
+                    "description": f"train on cut-off {earlier}, validate and hold out "
+                    f"(customers split 50/50) on cut-off {cutoff}",
+                    "train_cutoff": earlier.isoformat(),
+                    "evaluation_cutoff": cutoff.isoformat(),
+                }
+        reason = "not enough history before an earlier cut-off"
+    else:
+        reason = "snapshot data" if cutoff is None else "temporal validation disabled"
+    train_share = 1.0 - m.validation_fraction - m.holdout_fraction
+    split = _stratified(
+        features,
+        {"train": train_share, "validation": m.validation_fraction, "holdout": m.holdout_fraction},
+        seed,
+    )
+    return features.with_columns(split), {
+        "protocol": "stratified",
+        "description": f"stratified random split {train_share:.0%}/{m.validation_fraction:.0%}/"
+        f"{m.holdout_fraction:.0%} on churned ({reason})",
+        "evaluation_cutoff": cutoff.isoformat() if cutoff else None,
+    }
+
+
+def to_splits(training_set: pl.DataFrame) -> dict[str, Any]:
+    """The training set as pandas frames by split (what the model code takes)."""
+    return {
+        name: training_set.filter(pl.col("split") == name).drop("split").to_pandas()
+        for name in SPLITS
+    }

@@ -1,0 +1,28 @@
+"""Rollback: move the pointer back and the MLflow ``champion`` aliases with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from churn_assets.lib import deployment as dep
+from churn_assets.lib.settings import ChurnSettings
+from churn_assets.lib.storage import Storage
+
+
+def rollback_deployment(
+    storage: Storage, settings: ChurnSettings, dataset: str, to: str | None = None
+) -> dict[str, Any]:
+    """Point at ``to`` (default: the previous version); returns the new pointer."""
+    pointer = dep.rollback(storage, to)
+    manifest = dep.read_manifest(storage, pointer["version"])
+    try:
+        from churn_assets.lib.tracking import TrackingConfig, set_champion_alias
+
+        tracking = TrackingConfig.from_settings(settings, dataset)
+        for role in ("classifier", "regressor"):
+            m = manifest["models"][role]
+            set_champion_alias(tracking, m["registered_model"], m["registered_version"])
+        pointer["mlflow_aliases"] = "moved"
+    except Exception as e:  # the pointer is what serving follows; say what did not move
+        pointer["mlflow_aliases"] = f"not moved: {e}"
+    return pointer

@@ -1,0 +1,190 @@
+"""MLflow tracking of model sets: one parent run per set, a nested run per candidate.
+
+Embedded default: a SQLite tracking store and registry in ``<storage>/mlflow/mlflow.db``
+(``.churn/mlflow.db`` when storage is remote) with artifacts under the storage root;
+``MLFLOW_TRACKING_URI`` (or ``CHURN_MLFLOW_TRACKING_URI``) switches to a server. Every run is
+opened with a context manager, so it ends FINISHED or FAILED, never left RUNNING.
+Champions are registered with the alias ``challenger``; deployment moves ``champion``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from churn_assets.lib.settings import ChurnSettings, join_url
+
+CLASSIFIER_NAME = "churn-classifier"
+REGRESSOR_NAME = "clv-regressor"
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking server cannot be reached."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs, models and artifacts go."""
+
+    tracking_uri: str
+    artifact_location: str
+    experiment: str
+
+    @classmethod
+    def from_settings(cls, settings: ChurnSettings, dataset: str) -> TrackingConfig:
+        """Tracking URI from ``MLFLOW_TRACKING_URI`` / settings, else the local SQLite store."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow_tracking_uri
+        if settings.env == "compose" and not uri:
+            uri = "http://mlflow:5000"
+        root = settings.resolved_storage_url
+        if not uri:
+            local = Path(root) if "://" not in root else Path(".churn").resolve()
+            db = local / "mlflow" / "mlflow.db"
+            db.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{db}"
+        return cls(uri, join_url(root, "mlflow", "artifacts", dataset), f"churn-{dataset}")
+
+
+def _client(cfg: TrackingConfig):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_registry_uri(cfg.tracking_uri)
+    return MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
+
+
+def ensure_experiment(cfg: TrackingConfig) -> str:
+    """Create the experiment with its artifact location under the storage root (once)."""
+    client = _client(cfg)
+    try:
+        exp = client.get_experiment_by_name(cfg.experiment)
+    except Exception as e:  # connection errors surface as MlflowException / requests errors
+        raise TrackingUnavailableError(
+            f"MLflow tracking at {cfg.tracking_uri} is unreachable: {e}"
+        ) from e
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_location)
+
+
+def _numeric(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, int | float) and v == v:  # drop NaN
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _params(d: dict[str, Any]) -> dict[str, str]:
+    return {k[:250]: str(v)[:500] for k, v in list(d.items())[:100]}
+
+
+def log_model_set(
+    result: Any,
+    cfg: TrackingConfig,
+    *,
+    registered_name: str,
+    dataset: str,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Log every candidate of a model set (nested under one parent run) and register the
+    champion with the ``challenger`` alias. Returns run ids, model URIs and the version."""
+    import mlflow
+    import mlflow.sklearn
+
+    from churn_assets.lib.models.persistence import ALLOWED_TYPES
+
+    exp_id = ensure_experiment(cfg)
+    client = _client(cfg)
+    trusted = sorted(ALLOWED_TYPES)
+    runs: dict[str, dict[str, str]] = {}
+    base_tags = {"dataset": dataset, "model_set": result.kind, **(tags or {})}
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=f"{result.kind}-model-set", tags=base_tags
+    ) as parent:
+        mlflow.log_params(
+            {
+                "primary_metric": result.primary_metric,
+                "seed": result.seed,
+                "candidates": ",".join(c.name for c in result.candidates),
+                "champion": result.champion,
+                "best_simple": result.best_simple,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            board = result.leaderboard()
+            board.to_csv(Path(tmp) / "leaderboard.csv", index=False)
+            (Path(tmp) / "leaderboard.md").write_text(result.leaderboard_markdown())
+            (Path(tmp) / "feature_spec.json").write_text(json.dumps(result.feature_spec))
+            mlflow.log_artifacts(tmp)
+        champ = result.champion_result
+        mlflow.log_metrics(_numeric(champ.metrics, "champion_"))
+        for cand in result.candidates:
+            with mlflow.start_run(
+                experiment_id=exp_id,
+                run_name=cand.name,
+                nested=True,
+                tags={**base_tags, "candidate": cand.name, "is_simple": str(cand.is_simple)},
+            ) as child:
+                mlflow.log_params(_params(cand.params))
+                mlflow.log_metrics(
+                    {
+                        **_numeric(cand.metrics),
+                        **_numeric(cand.cv),
+                        **_numeric(cand.validation_metrics, "val_"),
+                        "train_seconds": cand.train_seconds,
+                    }
+                )
+                if cand.threshold is not None:
+                    mlflow.log_metric("threshold", cand.threshold)
+                info = mlflow.sklearn.log_model(
+                    cand.pipeline,
+                    name="model",
+                    serialization_format="skops",
+                    skops_trusted_types=trusted,
+                    pip_requirements=[
+                        "scikit-learn",
+                        "skops",
+                        "lightgbm",
+                        "xgboost-cpu",
+                        "churn-platform",
+                    ],
+                )
+                runs[cand.name] = {"run_id": child.info.run_id, "model_uri": info.model_uri}
+        parent_id = parent.info.run_id
+    version = mlflow.register_model(runs[result.champion]["model_uri"], registered_name)
+    client.set_registered_model_alias(registered_name, CHALLENGER, version.version)
+    client.set_model_version_tag(registered_name, version.version, "candidate", result.champion)
+    return {
+        "tracking_uri": cfg.tracking_uri,
+        "experiment": cfg.experiment,
+        "parent_run_id": parent_id,
+        "runs": runs,
+        "registered_model": registered_name,
+        "registered_version": str(version.version),
+    }
+
+
+def set_champion_alias(cfg: TrackingConfig, registered_name: str, version: str) -> None:
+    """Point the ``champion`` alias of ``registered_name`` at ``version``."""
+    _client(cfg).set_registered_model_alias(registered_name, CHAMPION, str(version))
+
+
+def log_file(cfg: TrackingConfig, local_path: str, run_name: str, tags: dict[str, str]) -> str:
+    """Log one file as the artifact of a small run (e.g. a drift report); returns the run id."""
+    import mlflow
+
+    exp_id = ensure_experiment(cfg)
+    _client(cfg)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_artifact(local_path)
+        return run.info.run_id

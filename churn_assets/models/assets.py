@@ -1,0 +1,193 @@
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.lib.feature_sets import build_training_set, usable
+from churn_assets.metadata import table_metadata
+from churn_assets.resources import ChurnPlatform
+
+NUMERIC_META = (
+    "roc_auc",
+    "pr_auc",
+    "f1",
+    "precision",
+    "recall",
+    "brier",
+    "log_loss",
+    "rmse",
+    "mae",
+    "r2",
+    "r2_gain_vs_naive",
+    "rmse_gain_vs_naive",
+    "cv_roc_auc_mean",
+    "cv_roc_auc_sd",
+)
+
+
+@dg.asset(group_name="models", kinds={"polars", "parquet"})
+def training_set(
+    platform: ChurnPlatform,
+    customer_features: pl.DataFrame,
+    raw_customers: pl.DataFrame,
+    raw_transactions: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Labelled customers with a ``split`` column (train / validation / holdout),
+    deterministic by seed. Snapshot data: stratified on ``churned``. Transaction data:
+    temporal validation — train on the cut-off one horizon earlier, validate and hold out
+    on the later cut-off — whenever the history allows; the metadata says which ran."""
+    cfg = platform.dataset_config()
+    customers, _ = usable(raw_customers)
+    transactions, _ = usable(raw_transactions)
+    frame, protocol = build_training_set(
+        cfg,
+        customer_features,
+        customers if cfg.customers is not None else None,
+        transactions if cfg.transactions is not None else None,
+    )
+    sizes = frame.group_by("split").agg(pl.len(), pl.col("churned").mean()).sort("split")
+    return dg.Output(
+        frame,
+        metadata={
+            **table_metadata(frame, preview_rows=5),
+            "protocol": dg.MetadataValue.text(protocol["protocol"]),
+            "protocol_description": dg.MetadataValue.text(protocol["description"]),
+            "splits": dg.MetadataValue.json(
+                {
+                    r["split"]: {"rows": r["len"], "churn_rate": r["churned"]}
+                    for r in sizes.to_dicts()
+                }
+            ),
+            "seed": dg.MetadataValue.int(cfg.seed),
+            **{
+                k: dg.MetadataValue.text(str(v))
+                for k, v in protocol.items()
+                if k.endswith("cutoff") and v
+            },
+        },
+    )
+
+
+def _train_model_set(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, frame: pl.DataFrame, kind: str
+) -> dg.Output[dict[str, Any]]:
+    """Train one model set, log it to MLflow, keep champion + best simple pipeline files."""
+    from churn_assets.lib.feature_sets import to_splits
+    from churn_assets.lib.models.persistence import dumps_pipeline
+    from churn_assets.lib.models.spec import DEFAULT_EXCLUDE, FeatureSpec, feature_schema
+    from churn_assets.lib.tracking import (
+        CLASSIFIER_NAME,
+        REGRESSOR_NAME,
+        TrackingConfig,
+        log_model_set,
+    )
+
+    cfg = platform.dataset_config()
+    m = cfg.models
+    splits = to_splits(frame)
+    spec = FeatureSpec.infer(splits["train"], exclude=(*DEFAULT_EXCLUDE, "split"))
+    if kind == "classification":
+        from churn_assets.lib.models.classification import train_classification_set
+
+        result = train_classification_set(
+            splits,
+            spec,
+            seed=cfg.seed,
+            primary_metric=m.classification_metric,
+            candidates=m.classification_candidates,
+            cv_folds=m.cv_folds,
+        )
+        registered = CLASSIFIER_NAME
+    else:
+        from churn_assets.lib.models.regression import train_regression_set
+
+        result = train_regression_set(
+            splits,
+            spec,
+            seed=cfg.seed,
+            primary_metric=m.regression_metric,
+            candidates=m.regression_candidates,
+        )
+        registered = REGRESSOR_NAME
+    tracking = log_model_set(
+        result,
+        TrackingConfig.from_settings(platform.settings(), cfg.name),
+        registered_name=registered,
+        dataset=cfg.name,
+        tags={"dagster_run_id": context.run.run_id},
+    )
+    storage = platform.storage()
+    files = {}
+    for role, name in (("champion", result.champion), ("best_simple", result.best_simple)):
+        data = dumps_pipeline(result.get(name).pipeline)
+        from churn_assets.lib.deployment import sha256
+
+        rel = f"models/{kind}/{context.run.run_id}/{name}.skops"
+        files[role] = {
+            "name": name,
+            "url": storage.write_bytes(rel, data),
+            "path": rel,
+            "sha256": sha256(data),
+        }
+    board = result.leaderboard()
+    champ = result.champion_result
+    value = {
+        "kind": kind,
+        "champion": result.champion,
+        "best_simple": result.best_simple,
+        "primary_metric": result.primary_metric,
+        "champion_metrics": champ.metrics,
+        "champion_cv": champ.cv,
+        "threshold": champ.threshold,
+        "best_simple_threshold": result.best_simple_result.threshold,
+        "leaderboard": board.to_dict(orient="records"),
+        "files": files,
+        "mlflow": tracking,
+        "feature_spec": {"numeric": spec.numeric, "categorical": spec.categorical},
+        "feature_schema": feature_schema(splits["train"], spec),
+        "seed": cfg.seed,
+    }
+    metadata: dict[str, Any] = {
+        "leaderboard": dg.MetadataValue.md(result.leaderboard_markdown()),
+        "champion": dg.MetadataValue.text(result.champion),
+        "best_simple": dg.MetadataValue.text(result.best_simple),
+        "train_seconds": dg.MetadataValue.json(
+            {c.name: round(c.train_seconds, 3) for c in result.candidates}
+        ),
+        "mlflow_parent_run_id": dg.MetadataValue.text(tracking["parent_run_id"]),
+        "registered_version": dg.MetadataValue.text(
+            f"{registered} v{tracking['registered_version']} (alias challenger)"
+        ),
+    }
+    for k, v in {**champ.metrics, **champ.cv}.items():
+        if k in NUMERIC_META and v == v:
+            metadata[f"champion_{k}"] = dg.MetadataValue.float(float(v))
+    if champ.threshold is not None:
+        metadata["threshold"] = dg.MetadataValue.float(float(champ.threshold))
+    context.log.info(f"{kind} champion {result.champion}: {champ.metrics}")
+    return dg.Output(value, metadata=metadata)
+
+
+@dg.asset(group_name="models", kinds={"sklearn", "mlflow"})
+def classification_models(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set: pl.DataFrame
+) -> dg.Output[dict[str, Any]]:
+    """The churn classification model set: logistic regression, random forest, extra
+    trees, HistGradientBoosting, XGBoost, LightGBM and an ensemble of the best, each one
+    scikit-learn Pipeline with its preprocessing. Champion chosen on validation; decision
+    threshold = max F1 on validation; holdout metrics and 5-fold CV ROC-AUC reported. Every
+    candidate is a nested MLflow run; the champion is registered as ``churn-classifier``
+    with alias ``challenger``."""
+    return _train_model_set(context, platform, training_set, "classification")
+
+
+@dg.asset(group_name="models", kinds={"sklearn", "mlflow"})
+def regression_models(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set: pl.DataFrame
+) -> dg.Output[dict[str, Any]]:
+    """The customer-value (``total_sales``) model set: a naive baseline (past spend scaled
+    to the horizon), ridge, polynomial ridge, random forest, HistGradientBoosting, XGBoost,
+    LightGBM and heavy-tail variants (Tweedie, log target). Holdout RMSE, MAE, R² and the
+    gain over the naive baseline. The champion is registered as ``clv-regressor`` with
+    alias ``challenger``."""
+    return _train_model_set(context, platform, training_set, "regression")
