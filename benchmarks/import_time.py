@@ -28,20 +28,29 @@ def main() -> None:
     ours = measure("import churn_assets.definitions")
     floor = measure("import dagster")
     heavy = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, churn_assets.definitions as d; d.defs.get_repository_def();"
-         "print(','.join(m for m in ('great_expectations','sklearn','mlflow','lightgbm',"
-         "'xgboost','evidently') if m in sys.modules))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, churn_assets.definitions as d; d.defs.get_repository_def();"
+            "print(','.join(m for m in ('great_expectations','sklearn','mlflow','lightgbm',"
+            "'xgboost','evidently') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
-    print(json.dumps({
-        "definitions_import_s": round(ours, 3),
-        "dagster_import_s": round(floor, 3),
-        "ratio_vs_dagster": round(ours / floor, 2),
-        "target_s": 2.5,
-        "meets_target": ours <= 2.5,
-        "heavy_modules_loaded": heavy.split(",") if heavy else [],
-    }))
+    print(
+        json.dumps(
+            {
+                "definitions_import_s": round(ours, 3),
+                "dagster_import_s": round(floor, 3),
+                "ratio_vs_dagster": round(ours / floor, 2),
+                "target_s": 2.5,
+                "meets_target": ours <= 2.5,
+                "heavy_modules_loaded": heavy.split(",") if heavy else [],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -108,6 +108,29 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--to", "to", default=None, help="Version to deploy (default: the previous one).")
+@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+def rollback(to: str | None, dataset: str | None) -> None:
+    """Move the deployed model version (pointer and MLflow aliases) back."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.deployment import DeploymentError
+    from churn_assets.lib.rollback import rollback_deployment
+    from churn_assets.lib.settings import ChurnSettings, join_url
+    from churn_assets.lib.storage import Storage
+
+    settings = ChurnSettings(**({"dataset": dataset} if dataset else {}))
+    name = load_dataset_config(settings.dataset).name
+    storage = Storage(join_url(settings.resolved_storage_url, name), settings.storage_options())
+    try:
+        pointer = rollback_deployment(storage, settings, name, to)
+    except DeploymentError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(
+        f"deployed version is now {pointer['version']} (MLflow aliases {pointer['mlflow_aliases']})"
+    )
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks (ratios against a reference measured in the same run)."""

@@ -14,7 +14,12 @@ from typing import Any
 import polars as pl
 
 from churn_assets.lib.datasets import DatasetConfig
-from churn_assets.lib.features import FeatureParams, build_customer_features, default_cutoff
+from churn_assets.lib.features import (
+    FeatureParams,
+    build_customer_features,
+    default_cutoff,
+    top_categories,
+)
 
 INTERNAL = ("_source_file", "_parse_errors", "_quarantined")
 SPLITS = ("train", "validation", "holdout")
@@ -45,6 +50,17 @@ def scoring_cutoff(transactions: pl.DataFrame) -> dt.date:
     return last.date() + dt.timedelta(days=1)
 
 
+def reference_categories(cfg: DatasetConfig, transactions: pl.DataFrame | None) -> tuple:
+    """The categories whose spend shares are features: the top ones before the label
+    cut-off. Every feature table of a data set (training, evaluation, scoring) uses the
+    same list, so the deployed model always sees the columns it was trained on."""
+    cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
+    if cutoff is None:
+        return ()
+    cut = dt.datetime.combine(cutoff, dt.time())
+    return top_categories(transactions.lazy().filter(pl.col("timestamp") < cut))
+
+
 def features_at(
     cfg: DatasetConfig,
     customers: pl.DataFrame | None,
@@ -52,15 +68,22 @@ def features_at(
     cutoff: dt.date | None,
     *,
     with_labels: bool = True,
+    categories: tuple | None = None,
 ) -> pl.DataFrame:
-    """Customer features of ``cfg`` as of ``cutoff`` (snapshot data: the table as it is)."""
+    """Customer features of ``cfg`` as of ``cutoff`` (snapshot data: the table as it is).
+
+    ``categories`` fixes the category-share columns (default: :func:`reference_categories`).
+    """
+    has_tx = cfg.transactions is not None
+    if categories is None and has_tx:
+        categories = reference_categories(cfg, transactions)
     params = FeatureParams(
         cutoff=cutoff or dt.date.today(),
         horizon_days=cfg.labels.horizon_days,
         naive_lookback_days=cfg.naive_lookback_days,
         with_labels=with_labels,
+        categories=tuple(categories or ()),
     )
-    has_tx = cfg.transactions is not None
     frame = build_customer_features(
         customers if cfg.customers is not None else None,
         transactions.filter(pl.col("customer_id").is_not_null()) if has_tx else None,

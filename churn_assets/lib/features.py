@@ -17,6 +17,7 @@ WINDOWS = (30, 90, 180, 365)
 MAX_CATEGORY_SHARES = 8
 ID = "customer_id"
 LABELS = ("churned", "total_sales")
+ROUND_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,34 @@ def slug(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
 
 
+def _stable(*columns) -> pl.Expr:
+    """Round sums to ``ROUND_DECIMALS``: polars adds floats in a thread-dependent order, and
+    amounts carry fewer decimals than that, so rounding restores the exact, repeatable sum."""
+    return pl.col(*columns).round(ROUND_DECIMALS)
+
+
 def _days(expr: pl.Expr) -> pl.Expr:
-    return expr.dt.total_seconds().cast(pl.Float64) / 86_400.0
+    return expr.dt.total_microseconds().cast(pl.Float64) / 86_400e6
 
 
 def _orders(pre: pl.LazyFrame, cutoff: dt.datetime) -> pl.LazyFrame:
     """Roll transaction lines up to orders (customer x invoice) with their age in days."""
-    key = pl.coalesce(pl.col("invoice_id"), pl.col("timestamp").cast(pl.String))
+    # Lines without an invoice form one order per timestamp: group by the invoice id and, for
+    # those lines only, the timestamp (no timestamp -> string formatting of every row).
+    ts_key = pl.when(pl.col("invoice_id").is_null()).then(pl.col("timestamp"))
     return (
-        pre.with_columns(key.alias("_order"))
-        .group_by(ID, "_order")
+        pre.with_columns(ts_key.alias("_order_ts"))
+        .group_by(ID, "invoice_id", "_order_ts")
         .agg(
             pl.col("timestamp").min().alias("ts"),
             pl.col("amount").sum().alias("net"),
-            pl.col("amount").filter(~pl.col("is_return")).sum().alias("gross"),
+            pl.when(~pl.col("is_return")).then(pl.col("amount")).sum().alias("gross"),
+            pl.when(pl.col("is_return")).then(pl.col("amount")).sum().alias("returned"),
+            (~pl.col("is_return")).any().alias("buy"),
             pl.col("is_return").any().alias("ret"),
         )
+        .drop("invoice_id", "_order_ts")
+        .with_columns(_stable("net", "gross", "returned"))
         .with_columns(_days(pl.lit(cutoff) - pl.col("ts")).alias("age"))
     )
 
@@ -90,43 +103,55 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
     cutoff = params.cutoff_ts
     pre = tx.filter(pl.col("timestamp") < cutoff)
     orders = _orders(pre, cutoff)
-    purchase = ~pl.col("ret")
+    purchase = pl.col("buy")  # orders with at least one purchase line
     age = pl.col("age")
     aggs: list[pl.Expr] = [
         purchase.sum().cast(pl.Float64).alias("frequency"),
         pl.col("ret").sum().cast(pl.Float64).alias("return_count"),
-        pl.col("ts").filter(purchase).max().alias("_last"),
+        pl.when(purchase).then(pl.col("ts")).max().alias("_last"),
         pl.col("ts").min().alias("_first"),
-        age.filter(purchase).min().alias("recency_days"),
+        pl.when(purchase).then(pl.col("ts")).min().alias("_first_buy"),
+        pl.when(purchase).then(age).min().alias("recency_days"),
         age.max().alias("_first_age"),
         pl.col("net").sum().alias("monetary_total"),
         pl.col("gross").sum().alias("_gross"),
-        pl.col("gross").filter(purchase).max().alias("max_order_value"),
-        pl.col("net").filter(pl.col("ret")).sum().abs().alias("return_amount"),
+        pl.when(purchase).then(pl.col("gross")).max().alias("max_order_value"),
+        pl.col("returned").sum().abs().alias("return_amount"),
         pl.col("ts").dt.date().n_unique().cast(pl.Float64).alias("active_days"),
-        pl.col("net").filter(age <= params.naive_lookback_days).sum().alias("_naive_window_sales"),
+        pl.when(age <= params.naive_lookback_days)
+        .then(pl.col("net"))
+        .sum()
+        .alias("_naive_window_sales"),
     ]
     for w in params.windows:
         aggs.append((purchase & (age <= w)).sum().cast(pl.Float64).alias(f"orders_{w}d"))
-        aggs.append(pl.col("net").filter(age <= w).sum().alias(f"sales_{w}d"))
+        aggs.append(pl.when(age <= w).then(pl.col("net")).sum().alias(f"sales_{w}d"))
     aggs.append((purchase & (age > 90) & (age <= 180)).sum().cast(pl.Float64).alias("_orders_p90"))
-    aggs.append(pl.col("net").filter((age > 90) & (age <= 180)).sum().alias("_sales_p90"))
-    per_customer = orders.group_by(ID).agg(aggs)
+    aggs.append(pl.when((age > 90) & (age <= 180)).then(pl.col("net")).sum().alias("_sales_p90"))
+    sums = [
+        "monetary_total",
+        "_gross",
+        "return_amount",
+        "_naive_window_sales",
+        "_sales_p90",
+        *[f"sales_{w}d" for w in params.windows],
+    ]
+    per_customer = orders.group_by(ID).agg(aggs).with_columns(_stable(sums))
 
     def trend(recent: str, prior: str) -> pl.Expr:
         a, b = pl.col(recent), pl.col(prior)
         return ((a - b) / (a.abs() + b.abs() + 1.0)).alias(recent.replace("_90d", "_trend_90d"))
 
     out = per_customer.with_columns(
-        (pl.col("_gross") / pl.col("frequency"))
-        .fill_nan(0.0)
-        .fill_null(0.0)
+        pl.when(pl.col("frequency") > 0)
+        .then(pl.col("_gross") / pl.col("frequency"))
+        .otherwise(0.0)
         .alias("avg_order_value"),
         (pl.col("return_count") / (pl.col("frequency") + pl.col("return_count")))
         .fill_nan(0.0)
         .alias("return_rate"),
         pl.when(pl.col("frequency") > 1)
-        .then(_days(pl.col("_last") - pl.col("_first")) / (pl.col("frequency") - 1))
+        .then(_days(pl.col("_last") - pl.col("_first_buy")) / (pl.col("frequency") - 1))
         .otherwise(pl.col("_first_age"))
         .alias("days_between_orders"),
         trend("sales_90d", "_sales_p90"),
@@ -140,18 +165,22 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
     if params.categories:
         shares = (
             pre.filter(~pl.col("is_return") & pl.col("category").is_not_null())
+            .group_by(ID, "category")
+            .agg(pl.col("amount").sum())
+            .with_columns(_stable("amount"))
             .group_by(ID)
             .agg(
-                pl.col("category").n_unique().cast(pl.Float64).alias("n_categories"),
+                pl.len().cast(pl.Float64).alias("n_categories"),
                 *[
-                    pl.col("amount")
-                    .filter(pl.col("category") == c)
+                    pl.when(pl.col("category") == c)
+                    .then(pl.col("amount"))
                     .sum()
                     .alias(f"cat_share_{slug(c)}")
                     for c in params.categories
                 ],
                 pl.col("amount").sum().alias("_cat_total"),
             )
+            .with_columns(_stable(pl.Float64))
         )
         share_cols = [f"cat_share_{slug(c)}" for c in params.categories]
         shares = shares.with_columns(
@@ -182,7 +211,7 @@ def transaction_labels(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
     )
     return window.group_by(ID).agg(
         (~pl.col("is_return")).any().alias("_bought"),
-        pl.col("amount").sum().clip(lower_bound=0.0).alias("total_sales"),
+        pl.col("amount").sum().round(ROUND_DECIMALS).clip(lower_bound=0.0).alias("total_sales"),
     )
 
 
@@ -238,7 +267,7 @@ def build_customer_features(
         behaviour_cols = [
             c
             for c, t in frame.collect_schema().items()
-            if c not in (ID, "_signup_age", "_last", "_first", *LABELS)
+            if c not in (ID, "_signup_age", "_last", "_first", "_first_buy", *LABELS)
             and c not in (static_columns or [])
             and t.is_numeric()
             and c not in ("recency_days", "days_between_orders", "tenure_days", "has_purchases")
@@ -248,13 +277,14 @@ def build_customer_features(
             tenure = pl.coalesce(pl.col("_signup_age"), tenure)
         frame = frame.with_columns(
             tenure.fill_null(0.0).alias("tenure_days"),
-            pl.col("_first").is_not_null().cast(pl.Float64).alias("has_purchases"),
+            pl.col("_first_buy").is_not_null().cast(pl.Float64).alias("has_purchases"),
         ).with_columns(
             pl.col(behaviour_cols).fill_null(0.0),
             pl.col("recency_days").fill_null(pl.col("tenure_days")),
             pl.col("days_between_orders").fill_null(pl.col("tenure_days")),
         )
-        frame = frame.drop([c for c in ("_signup_age", "_last", "_first") if c in names])
+        temp = ("_signup_age", "_last", "_first", "_first_buy")
+        frame = frame.drop([c for c in temp if c in names])
         if params.with_labels and not snapshot_labels:
             labels = transaction_labels(tx, params)
             frame = (

@@ -122,7 +122,7 @@ def _train_model_set(
         data = dumps_pipeline(result.get(name).pipeline)
         from churn_assets.lib.deployment import sha256
 
-        rel = f"models/{kind}/{context.run.run_id}/{name}.skops"
+        rel = f"models/{kind}/{context.run.run_id}/{role}-{name}.skops"
         files[role] = {
             "name": name,
             "url": storage.write_bytes(rel, data),

@@ -187,3 +187,43 @@ def test_comparison_covers_the_interesting_columns(transactions: pl.DataFrame) -
     row = expected.filter(pl.col("customer_id") == "N00001").row(0, named=True)
     assert row["main_country"] is None and row["n_countries"] == 0.0
     assert row["frequency"] == 2.0  # two lines without invoice at one timestamp: one order
+
+
+def test_fallback_generator_data_agrees(tmp_path) -> None:
+    """The benchmark's stand-in generator writes the standard schema; both builds agree on it."""
+    from benchmarks.features import _fallback_generate
+
+    rows = _fallback_generate(tmp_path, customers=400, days=540, seed=3)
+    frame = pl.read_parquet(sorted(tmp_path.glob("*.parquet")))
+    assert frame.height == rows > 5_000
+    assert frame.schema == pl.Schema(
+        {
+            "customer_id": pl.String,
+            "timestamp": pl.Datetime("us"),
+            "amount": pl.Float64,
+            "invoice_id": pl.String,
+            "category": pl.String,
+            "country": pl.String,
+            "is_return": pl.Boolean,
+        }
+    )
+    params = FeatureParams(cutoff=dt.date(2025, 3, 1))
+    expected = build_customer_features(None, frame.lazy(), params)
+    assert_same_features(expected, pandas_customer_features(frame.to_pandas(), params))
+
+
+def test_benchmark_run_smoke() -> None:
+    """``run`` on a tiny data set: both workers run, results match, the dict is complete."""
+    from benchmarks.features import TARGETS, run
+
+    result = run(transactions=20_000, seed=5)
+    assert 15_000 <= result["transactions"] <= 25_000
+    assert result["results_match"] is True
+    assert result["targets"] == TARGETS
+    for impl in ("polars", "pandas"):
+        assert result[impl]["seconds"] > 0
+        assert 0 < result[impl]["peak_rss_mb"] < 4_096
+    assert result["speedup"] == pytest.approx(
+        result["pandas"]["seconds"] / result["polars"]["seconds"], rel=0.02
+    )
+    assert isinstance(result["meets_targets"], bool)

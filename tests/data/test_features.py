@@ -123,3 +123,18 @@ def test_no_look_ahead_on_generated_data(tmp_path):
 def test_default_cutoff_leaves_a_whole_horizon():
     t = tx(BASE + AFTER)
     assert default_cutoff(t, 30) == dt.date(2024, 2, 5)  # last day 2024-03-05, leap year
+
+
+def test_order_mixing_a_purchase_and_a_return():
+    rows = [
+        ("X", dt.datetime(2024, 2, 1), 30.0, "I1", "toys", "UK"),
+        ("X", dt.datetime(2024, 2, 1), -5.0, "I1", "toys", "UK"),
+        ("X", dt.datetime(2023, 11, 1), -8.0, "C0", "toys", "UK"),
+        ("X", dt.datetime(2024, 2, 11), 10.0, "I2", "toys", "UK"),
+    ]
+    x = build_customer_features(None, tx(rows), PARAMS).row(0, named=True)
+    assert x["frequency"] == 2 and x["return_count"] == 2
+    assert x["return_amount"] == pytest.approx(13.0)
+    assert x["avg_order_value"] == pytest.approx(20.0)  # (30 + 10) / 2 purchase orders
+    assert x["days_between_orders"] == pytest.approx(10.0)  # between purchases only
+    assert x["monetary_total"] == pytest.approx(27.0)

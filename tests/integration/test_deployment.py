@@ -1,0 +1,214 @@
+"""Model sets → MLflow → gated, versioned deployment → batch scores → rollback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from churn_assets.lib import deployment as dep
+from churn_assets.lib.datasets import BUILTIN_DIR
+from churn_assets.lib.generator import generate
+from churn_assets.lib.storage import Storage
+from tests.conftest import BIN
+from tests.helpers import run_graph
+
+pytestmark = pytest.mark.integration
+
+FAST_MODELS = {
+    "classification_candidates": ["logistic_regression", "lightgbm"],
+    "regression_candidates": ["naive_baseline", "ridge"],
+    "cv_folds": 2,
+}
+
+
+def small_synthetic(storage: Path, tmp_path: Path, **models) -> str:
+    """A 1,500-customer synthetic data set with a fast candidate list; returns its config."""
+    cfg = yaml.safe_load((BUILTIN_DIR / "synthetic.yaml").read_text())
+    cfg["models"] = {**FAST_MODELS, **models}
+    path = tmp_path / "synthetic.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    landing = storage / "landing" / "synthetic"
+    if not landing.exists():
+        generate(str(landing), customers=1500, days=360, seed=7)
+    return str(path)
+
+
+def mlflow_client(storage: Path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}"
+    return MlflowClient(uri, uri)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """The graph materialized twice on the same data (module-wide: it is the slow part)."""
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("deploy")
+    storage = tmp / "storage"
+    mp.setenv("CHURN_STORAGE_URL", str(storage))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = small_synthetic(storage, tmp)
+    first = run_graph(config)
+    second = run_graph(config)
+    yield storage, config, first, second
+    mp.undo()
+
+
+def test_first_run_promotes_a_complete_version(deployed):
+    storage, _, first, _ = deployed
+    assert first.result.success
+    out = first.result.output_for_node("deployed_model_version")
+    assert out["promoted"] and out["decision"]["reason"] == "nothing deployed yet"
+    s = Storage(str(storage / "synthetic"))
+    pointer = dep.read_current(s)
+    assert pointer["version"] == out["version"]
+    assert dep.verify_version(s, out["version"]) == []
+    manifest = dep.read_manifest(s, out["version"])
+    assert set(manifest["models"]) == set(dep.MODEL_ROLES)
+    assert 0 < manifest["models"]["classifier"]["threshold"] < 1
+    assert manifest["feature_schema"]["plan"]["categories"] == ["annual", "monthly", "two_year"]
+    assert set(manifest["artifacts"]) >= {
+        "classifier.skops",
+        "regressor.skops",
+        "reference.parquet",
+    }
+
+
+def test_scores_cover_every_customer(deployed):
+    _, _, first, _ = deployed
+    scores = first.result.output_for_node("churn_scores")
+    current = first.result.output_for_node("current_features")
+    assert scores.height == current.height
+    assert scores["churn_probability"].is_between(0, 1).all()
+    assert (scores["expected_total_sales"] >= 0).all()
+    assert set(scores["churn_label"].unique()) <= {0, 1}
+
+
+def test_same_seed_same_metrics_and_gate_keeps(deployed):
+    _, _, first, second = deployed
+    for key in ("classification_models", "regression_models"):
+        a, b = first.result.output_for_node(key), second.result.output_for_node(key)
+
+        def metrics(board):
+            return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in board]
+
+        for x, y in zip(metrics(a["leaderboard"]), metrics(b["leaderboard"]), strict=True):
+            assert x == y, {k: (x[k], y.get(k)) for k in x if x[k] != y.get(k)}
+        assert a["champion_metrics"] == b["champion_metrics"]
+    out = second.result.output_for_node("deployed_model_version")
+    assert not out["promoted"]
+    assert out["version"] == first.result.output_for_node("deployed_model_version")["version"]
+    assert "not better" in out["decision"]["reason"]
+    assert "deployed_model_version" in second.materialized
+
+
+def test_mlflow_runs_nested_finished_and_aliases(deployed):
+    storage, _, first, _ = deployed
+    client = mlflow_client(storage)
+    exp = client.get_experiment_by_name("churn-synthetic")
+    assert exp.artifact_location.startswith(str(storage))
+    runs = client.search_runs([exp.experiment_id], max_results=200)
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    out = first.result.output_for_node("classification_models")
+    parent = out["mlflow"]["parent_run_id"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert {r.data.tags["candidate"] for r in children} == {
+        "logistic_regression",
+        "lightgbm",
+        "ensemble",
+    }
+    assert all("roc_auc" in r.data.metrics for r in children)
+    manifest = dep.read_manifest(
+        Storage(str(storage / "synthetic")),
+        first.result.output_for_node("deployed_model_version")["version"],
+    )
+    for role, name in (("classifier", "churn-classifier"), ("regressor", "clv-regressor")):
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert champion.version == manifest["models"][role]["registered_version"]
+        assert client.get_model_version_by_alias(name, "challenger")
+
+
+def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
+    storage, _, first, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    v1 = dep.read_current(s)["version"]
+    m1 = dep.read_manifest(s, v1)
+    artifacts = {n: s.read_bytes(f"deployments/versions/{v1}/{n}") for n in m1["artifacts"]}
+    v2 = dep.new_version(s)
+    dep.write_version(
+        s, v2, artifacts, {k: v for k, v in m1.items() if k not in ("version", "artifacts")}
+    )
+    dep.set_current(s, v2, reason="test")
+    env = {"CHURN_STORAGE_URL": str(storage), "PATH": str(BIN)}
+    done = subprocess.run([str(BIN / "churn"), "rollback"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"now {v1}" in done.stdout and "aliases moved" in done.stdout
+    pointer = dep.read_current(s)
+    assert pointer["version"] == v1 and pointer["history"][-1]["version"] == v2
+    again = subprocess.run(
+        [str(BIN / "churn"), "rollback", "--to", "v19990101-000000"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert again.returncode == 1 and "unknown version" in again.stderr
+
+
+def test_tampered_deployment_is_refused(deployed):
+    from churn_assets.lib.scoring import load_deployed
+
+    storage, _, _, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    version = dep.read_current(s)["version"]
+    path = storage / "synthetic" / "deployments" / "versions" / version / "regressor.skops"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        assert dep.verify_version(s, version) == ["regressor.skops: sha256 mismatch"]
+        with pytest.raises(dep.DeploymentError, match="sha256 mismatch"):
+            load_deployed(s)
+        with pytest.raises(dep.DeploymentError, match="refusing to point"):
+            dep.set_current(s, version, reason="test")
+    finally:
+        path.write_bytes(original)
+
+
+def test_pointer_survives_a_crash_mid_release(tmp_path, monkeypatch):
+    s = Storage(str(tmp_path / "store"))
+    v1 = dep.new_version(s)
+    dep.write_version(s, v1, {"classifier.skops": b"one"}, {"models": {}})
+    dep.set_current(s, v1, reason="first")
+    real = Storage.write_bytes
+
+    def crash_on_manifest(self, rel, data):
+        if rel.endswith("manifest.json"):
+            raise OSError("disk full")
+        return real(self, rel, data)
+
+    monkeypatch.setattr(Storage, "write_bytes", crash_on_manifest)
+    v2 = "v20991231-235959"
+    with pytest.raises(OSError):
+        dep.write_version(s, v2, {"classifier.skops": b"two"}, {"models": {}})
+    monkeypatch.undo()
+    assert dep.read_current(s)["version"] == v1
+    assert v2 not in dep.list_versions(s)
+    with pytest.raises(dep.DeploymentError):
+        dep.set_current(s, v2, reason="partial")
+    assert (
+        json.loads((tmp_path / "store" / "deployments" / "current.json").read_text())["version"]
+        == v1
+    )
+
+
+def test_floor_blocks_deployment(tmp_path, isolated_env):
+    config = small_synthetic(isolated_env, tmp_path, min_roc_auc=0.999)
+    run = run_graph(config)
+    check = run.check("classification_models", "churn_champion_above_floor")
+    assert not check.passed and "< floor 1.00" in check.description
+    assert "deployed_model_version" not in run.materialized
+    assert dep.read_current(Storage(str(isolated_env / "synthetic"))) is None
