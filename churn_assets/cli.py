@@ -148,6 +148,36 @@ def bench_features(transactions: int, as_json: bool, skip_pandas: bool) -> None:
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench.command("drift")
+@click.option("--rows", default=1_000_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_drift(rows: int, as_json: bool) -> None:
+    """Drift (polars PSI / L1 / JS) vs Evidently's DataDriftPreset on the same data."""
+    from benchmarks.drift import run
+
+    click.echo(json.dumps(run(rows=rows), indent=None if as_json else 2))
+
+
+@bench.command("serving")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--seconds", default=10.0, show_default=True, help="Per load phase.")
+def bench_serving(as_json: bool, seconds: float) -> None:
+    """The sidecar vs `mlflow models serve` on the same champion, loopback only."""
+    from benchmarks.serving import run
+
+    click.echo(json.dumps(run(seconds=seconds), indent=None if as_json else 2))
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default CHURN_SERVING_HOST).")
+@click.option("--port", default=None, type=int, help="Port (default CHURN_SERVING_PORT).")
+def serve(host: str | None, port: int | None) -> None:
+    """Start the HTTP prediction sidecar (uvicorn) on the deployed model version."""
+    from churn_serving.server import run
+
+    run(host=host, port=port)
+
+
 @main.command()
 @click.option("--port", default=3000, show_default=True)
 @click.option("--no-seed", is_flag=True, help="Do not seed an empty landing zone.")
