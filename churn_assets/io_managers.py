@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import dagster as dg
-import polars as pl
 from upath import UPath
 
 from churn_assets.lib.settings import ChurnSettings, join_url
@@ -25,6 +24,8 @@ class TableIOManager(dg.UPathIOManager):
         return [path.with_suffix(".parquet"), path.with_suffix(".json")]
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        import polars as pl
+
         if isinstance(obj, pl.LazyFrame):
             obj = obj.collect()
         if hasattr(obj, "to_parquet") and not isinstance(obj, pl.DataFrame):
@@ -45,6 +46,8 @@ class TableIOManager(dg.UPathIOManager):
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         parquet = path.with_suffix(".parquet")
         if parquet.exists():
+            import polars as pl
+
             with parquet.open("rb") as f:
                 return pl.read_parquet(f)
         with path.with_suffix(".json").open("r") as f:

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
-import polars as pl
 
 _TYPES = {
-    pl.String: "string",
-    pl.Float64: "float",
-    pl.Int64: "int",
-    pl.Int8: "int",
-    pl.Boolean: "bool",
-    pl.Date: "date",
+    "String": "string",
+    "Float64": "float",
+    "Int64": "int",
+    "Int8": "int",
+    "Boolean": "bool",
+    "Date": "date",
 }
 
 
-def table_metadata(df: pl.DataFrame, preview_rows: int = 10) -> dict[str, dg.MetadataValue]:
+def table_metadata(df: Any, preview_rows: int = 10) -> dict[str, dg.MetadataValue]:
     """``dagster/row_count``, ``dagster/column_schema`` and a markdown preview of ``df``."""
     schema = dg.TableSchema(
         columns=[
-            dg.TableColumn(name, _TYPES.get(dtype, str(dtype))) for name, dtype in df.schema.items()
+            dg.TableColumn(name, _TYPES.get(str(dtype), str(dtype)))
+            for name, dtype in df.schema.items()
         ]
     )
     preview = df.head(preview_rows)
@@ -32,7 +34,7 @@ def table_metadata(df: pl.DataFrame, preview_rows: int = 10) -> dict[str, dg.Met
     }
 
 
-def to_markdown(df: pl.DataFrame, float_digits: int = 4) -> str:
+def to_markdown(df: Any, float_digits: int = 4) -> str:
     """A small markdown table (no extra dependency)."""
     if df.width == 0:
         return "_(no columns)_"

@@ -1,7 +1,6 @@
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
@@ -13,7 +12,7 @@ def deployed_model_version(
     platform: ChurnPlatform,
     classification_models: dict[str, Any],
     regression_models: dict[str, Any],
-    training_set: pl.DataFrame,
+    training_set,
 ) -> dg.Output[dict[str, Any]]:
     """The deployed model version. The challengers (both champions) are compared with the
     deployed version on the same holdout; promoted when better on a primary metric and
@@ -64,8 +63,8 @@ def deployed_model_version(
 
 @dg.asset(group_name="deployment", kinds={"polars", "parquet"})
 def churn_scores(
-    platform: ChurnPlatform, current_features: pl.DataFrame, deployed_model_version: dict
-) -> dg.Output[pl.DataFrame]:
+    platform: ChurnPlatform, current_features, deployed_model_version: dict
+) -> dg.Output:
     """Batch scores of every customer with the deployed version: churn probability, churn
     label at the stored threshold, expected total sales and the model version."""
     from churn_assets.lib.scoring import load_deployed, score_frame

@@ -1,7 +1,5 @@
 import dagster as dg
-import polars as pl
 
-from churn_assets.lib.feature_sets import features_at, label_cutoff, scoring_cutoff, usable
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 
@@ -10,14 +8,16 @@ from churn_assets.resources import ChurnPlatform
 def customer_features(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
-    raw_customers: pl.DataFrame,
-    raw_transactions: pl.DataFrame,
-) -> dg.Output[pl.DataFrame]:
+    raw_customers,
+    raw_transactions,
+) -> dg.Output:
     """One row per customer known before the cut-off: static attributes plus recency,
     frequency, monetary value, average order value, tenure, 90-day trends, returns,
     category and country mix, and the naive value forecast; with the labels ``churned``
     (no purchase in the horizon) and ``total_sales`` (net spend in the horizon). Only
     events before the cut-off feed the features; quarantined rows are excluded."""
+    from churn_assets.lib.feature_sets import features_at, label_cutoff, usable
+
     cfg = platform.dataset_config()
     customers, bad_c = usable(raw_customers)
     transactions, bad_t = usable(raw_transactions)
@@ -39,12 +39,12 @@ def customer_features(
 
 
 @dg.asset(group_name="features", kinds={"polars", "parquet"})
-def current_features(
-    platform: ChurnPlatform, raw_customers: pl.DataFrame, raw_transactions: pl.DataFrame
-) -> dg.Output[pl.DataFrame]:
+def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups
     use. Snapshot data sets: the customer table as it is."""
+    from churn_assets.lib.feature_sets import features_at, scoring_cutoff, usable
+
     cfg = platform.dataset_config()
     customers, _ = usable(raw_customers)
     transactions, _ = usable(raw_transactions)

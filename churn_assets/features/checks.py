@@ -1,18 +1,18 @@
 """Blocking Great Expectations suite on ``customer_features``."""
 
 import dagster as dg
-import polars as pl
 
 from churn_assets.features.assets import customer_features
-from churn_assets.lib.quality import validate
-from churn_assets.lib.rules import feature_rules
 
 
 @dg.asset_check(asset=customer_features, blocking=True)
-def customer_features_valid(customer_features: pl.DataFrame) -> dg.AssetCheckResult:
+def customer_features_valid(customer_features) -> dg.AssetCheckResult:
     """Features are usable for training: one row per customer, no missing behavioural
     values, non-negative recency/tenure/frequency, labels ``churned`` in {0, 1} and
     ``total_sales`` ≥ 0 (Great Expectations suite)."""
+    from churn_assets.lib.quality import validate
+    from churn_assets.lib.rules import feature_rules
+
     df = customer_features
     numeric = [c for c, t in df.schema.items() if t.is_numeric()]
     rules = feature_rules(df.columns, numeric, with_labels="churned" in df.columns)

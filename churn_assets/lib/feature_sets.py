@@ -25,6 +25,7 @@ INTERNAL = ("_source_file", "_parse_errors", "_quarantined")
 SPLITS = ("train", "validation", "holdout")
 MIN_HISTORY_DAYS = 60
 MIN_TRAIN_ROWS = 200
+MIN_PER_CLASS = 10
 
 
 def usable(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -126,6 +127,14 @@ def build_training_set(
     """``features`` (or an earlier cut-off's) with a ``split`` column; and the protocol used."""
     m = cfg.models
     seed = cfg.seed
+    counts = features["churned"].value_counts()
+    smallest = int(counts["count"].min()) if counts.height == 2 else 0
+    if smallest < MIN_PER_CLASS:
+        raise ValueError(
+            f"training_set needs at least {MIN_PER_CLASS} churned and {MIN_PER_CLASS} retained "
+            f"customers; customer_features has {features.height} rows with class counts "
+            f"{dict(zip(counts['churned'].to_list(), counts['count'].to_list(), strict=True))}"
+        )
     cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
     if cutoff is not None and m.temporal_validation:
         earlier = cutoff - dt.timedelta(days=cfg.labels.horizon_days)

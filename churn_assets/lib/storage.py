@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-import polars as pl
 
 
 @dataclass
@@ -95,12 +94,16 @@ class Storage:
     def write_json(self, rel: str, obj: Any) -> str:
         return self.write_bytes(rel, json.dumps(obj, indent=2, default=str).encode())
 
-    def write_parquet(self, rel: str, df: pl.DataFrame) -> str:
+    def write_parquet(self, rel: str, df: Any) -> str:
+        """Write a polars DataFrame as Parquet (zstd)."""
         buf = io.BytesIO()
         df.write_parquet(buf, compression="zstd", statistics=True)
         return self.write_bytes(rel, buf.getvalue())
 
-    def read_parquet(self, rel: str) -> pl.DataFrame:
+    def read_parquet(self, rel: str) -> Any:
+        """Read a Parquet file into a polars DataFrame."""
+        import polars as pl
+
         with self.fs.open(self._path(rel), "rb") as f:
             return pl.read_parquet(f)
 

@@ -1,9 +1,7 @@
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
-from churn_assets.lib.feature_sets import build_training_set, usable
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 
@@ -28,14 +26,18 @@ NUMERIC_META = (
 @dg.asset(group_name="models", kinds={"polars", "parquet"})
 def training_set(
     platform: ChurnPlatform,
-    customer_features: pl.DataFrame,
-    raw_customers: pl.DataFrame,
-    raw_transactions: pl.DataFrame,
-) -> dg.Output[pl.DataFrame]:
+    customer_features,
+    raw_customers,
+    raw_transactions,
+) -> dg.Output:
     """Labelled customers with a ``split`` column (train / validation / holdout),
     deterministic by seed. Snapshot data: stratified on ``churned``. Transaction data:
     temporal validation — train on the cut-off one horizon earlier, validate and hold out
     on the later cut-off — whenever the history allows; the metadata says which ran."""
+    import polars as pl
+
+    from churn_assets.lib.feature_sets import build_training_set, usable
+
     cfg = platform.dataset_config()
     customers, _ = usable(raw_customers)
     transactions, _ = usable(raw_transactions)
@@ -69,7 +71,7 @@ def training_set(
 
 
 def _train_model_set(
-    context: dg.AssetExecutionContext, platform: ChurnPlatform, frame: pl.DataFrame, kind: str
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, frame: Any, kind: str
 ) -> dg.Output[dict[str, Any]]:
     """Train one model set, log it to MLflow, keep champion + best simple pipeline files."""
     from churn_assets.lib.feature_sets import to_splits
@@ -170,7 +172,7 @@ def _train_model_set(
 
 @dg.asset(group_name="models", kinds={"sklearn", "mlflow"})
 def classification_models(
-    context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set: pl.DataFrame
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set
 ) -> dg.Output[dict[str, Any]]:
     """The churn classification model set: logistic regression, random forest, extra
     trees, HistGradientBoosting, XGBoost, LightGBM and an ensemble of the best, each one
@@ -183,7 +185,7 @@ def classification_models(
 
 @dg.asset(group_name="models", kinds={"sklearn", "mlflow"})
 def regression_models(
-    context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set: pl.DataFrame
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set
 ) -> dg.Output[dict[str, Any]]:
     """The customer-value (``total_sales``) model set: a naive baseline (past spend scaled
     to the horizon), ridge, polynomial ridge, random forest, HistGradientBoosting, XGBoost,

@@ -1,15 +1,10 @@
 """Raw tables ingested from the landing zone: typed, screened, with bad input quarantined."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
-import polars as pl
 
-from churn_assets.lib.feature_sets import INTERNAL
-from churn_assets.lib.ingest import IngestResult, ingest_customers, ingest_transactions
-from churn_assets.lib.quality import validate
-from churn_assets.lib.quarantine import quarantine, screen
-from churn_assets.lib.rules import customer_rules, transaction_rules
 from churn_assets.metadata import table_metadata
 from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, suite_check
 from churn_assets.resources import ChurnPlatform
@@ -19,10 +14,14 @@ def _screen_and_report(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
     asset: str,
-    res: IngestResult,
+    res: Any,
     rules: list,
     note: str | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    from churn_assets.lib.feature_sets import INTERNAL
+    from churn_assets.lib.quality import validate
+    from churn_assets.lib.quarantine import quarantine, screen
+
     frame, bad = screen(res.frame, rules)
     public = frame.drop(list(INTERNAL))
     report = validate(public, rules, asset)
@@ -62,6 +61,11 @@ def raw_customers(
     data set config; rows failing a rule are flagged ``_quarantined`` and copied to
     quarantine. Data sets without a customer table give an empty table (customers are then
     derived from transactions)."""
+    import polars as pl
+
+    from churn_assets.lib.ingest import IngestResult, ingest_customers
+    from churn_assets.lib.rules import customer_rules
+
     cfg = platform.dataset_config()
     if cfg.customers is None:
         empty = IngestResult(
@@ -103,6 +107,9 @@ def raw_transactions(
     invoice id, category, country and an ``is_return`` flag, typed per the data set config.
     Rows failing a rule are flagged ``_quarantined`` and copied to quarantine. Snapshot data
     sets (labels in columns, no transactions) give an empty table and say so."""
+    from churn_assets.lib.ingest import ingest_transactions
+    from churn_assets.lib.rules import transaction_rules
+
     cfg = platform.dataset_config()
     res = ingest_transactions(
         cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()

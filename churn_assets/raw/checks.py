@@ -7,10 +7,13 @@ file or column and the count of bad rows; the bad rows and files are in quaranti
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
-from churn_assets.lib.ingest import IngestResult
-from churn_assets.lib.quality import ValidationReport
+if TYPE_CHECKING:
+    from churn_assets.lib.ingest import IngestResult
+    from churn_assets.lib.quality import ValidationReport
 
 FILES = "files_readable"
 PARSE = "values_parse"

@@ -5,7 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("great_expectations", "sklearn", "mlflow", "lightgbm", "xgboost", "evidently")
+HEAVY = (
+    "great_expectations",
+    "sklearn",
+    "mlflow",
+    "lightgbm",
+    "xgboost",
+    "evidently",
+    "polars",
+    "pandas",
+)
 
 
 def test_definitions_do_not_import_heavy_libraries():

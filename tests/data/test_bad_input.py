@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.helpers import run_graph
+from tests.helpers import run_graph as run_all
 
 CONFIG = """
 name: mini
@@ -54,6 +54,14 @@ I8,C3,2024-03-12 10:00:00,10.0
 """
 
 
+INGEST = ["raw_customers", "raw_transactions", "customer_features", "current_features"]
+
+
+def run_graph(config: str):
+    """Ingestion and features only: these data sets are too small to train on."""
+    return run_all(config, selection=INGEST)
+
+
 def setup_landing(
     storage: Path,
     tmp_path: Path,
@@ -95,7 +103,7 @@ def assert_blocked(run) -> None:
 def test_clean_input_materializes_everything(isolated_env, tmp_path):
     run = run_graph(setup_landing(isolated_env, tmp_path))
     assert run.result.success
-    assert run.materialized == {"raw_customers", "raw_transactions", "customer_features"}
+    assert run.materialized == set(INGEST)
     assert all(c.passed for c in run.checks.values())
     assert not (isolated_env / "mini" / "quarantine").exists()
 
@@ -221,3 +229,11 @@ def test_quarantine_keeps_reasons(isolated_env, tmp_path, table):
     assert q.height == 1
     assert q["_reason"][0]
     assert_blocked(run)
+
+
+def test_too_few_labelled_customers_is_a_clear_error(isolated_env, tmp_path):
+    run = run_all(setup_landing(isolated_env, tmp_path), selection=[*INGEST, "training_set"])
+    failure = next(e for e in run.result.all_events if e.event_type_value == "STEP_FAILURE")
+    err = failure.event_specific_data.error
+    text = err.message + (err.cause.message if err.cause else "")
+    assert "training_set needs at least 10 churned and 10 retained customers" in text

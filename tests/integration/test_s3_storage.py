@@ -6,8 +6,8 @@ import io
 
 import polars as pl
 
-from tests.data.test_bad_input import CONFIG, CUSTOMERS, TRANSACTIONS
-from tests.helpers import run_graph
+from tests.data.test_bad_input import CONFIG, CUSTOMERS, TRANSACTIONS, run_graph
+from tests.helpers import run_graph as run_all
 
 
 def test_graph_materializes_into_s3(s3_env, tmp_path, monkeypatch):
@@ -74,7 +74,7 @@ def test_unreachable_s3_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     cfg = tmp_path / "mini.yaml"
     cfg.write_text(CONFIG)
-    run = run_graph(str(cfg), selection=["raw_customers"])
+    run = run_all(str(cfg), selection=["raw_customers"])
     assert not run.result.success
     failure = next(e for e in run.result.all_events if e.event_type_value == "STEP_FAILURE")
     err = failure.event_specific_data.error
