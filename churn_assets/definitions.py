@@ -1,32 +1,48 @@
 """The one Dagster ``Definitions`` of the churn platform (loaded by workspace.yaml)."""
 
+import os
+
 import dagster as dg
 
 from churn_assets.deployment import assets as deployment_assets
 from churn_assets.features import assets as feature_assets
 from churn_assets.features.checks import customer_features_valid
 from churn_assets.io_managers import ChurnIOManager
-from churn_assets.jobs import ingest_and_features_job, retraining_job, rollback_deployment_job
+from churn_assets.jobs import (
+    ingest_and_features_job,
+    monitoring_job,
+    retraining_job,
+    rollback_deployment_job,
+)
 from churn_assets.models import assets as model_assets
 from churn_assets.models.checks import churn_champion_above_floor, value_champion_beats_naive
+from churn_assets.monitoring import assets as monitoring_assets
 from churn_assets.raw import assets as raw_assets
 from churn_assets.resources import ChurnPlatform
+from churn_assets.schedules import DEFAULT_CRON, retraining_schedule
+from churn_assets.sensors import drift_sensor, landing_zone_sensor, run_failure_recorder
 
 
 def build_definitions(
     platform: ChurnPlatform | None = None, io_manager: ChurnIOManager | None = None
 ) -> dg.Definitions:
-    """Definitions with the given resources (default: everything from the environment)."""
+    """Definitions with the given resources (default: everything from the environment).
+
+    The retraining cron is the one setting read when the code location loads
+    (``CHURN_RETRAINING_CRON``, default hourly): a schedule's cron is part of its definition.
+    """
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
-            [raw_assets, feature_assets, model_assets, deployment_assets]
+            [raw_assets, feature_assets, model_assets, deployment_assets, monitoring_assets]
         ),
         asset_checks=[
             customer_features_valid,
             churn_champion_above_floor,
             value_champion_beats_naive,
         ],
-        jobs=[ingest_and_features_job, retraining_job, rollback_deployment_job],
+        jobs=[ingest_and_features_job, monitoring_job, retraining_job, rollback_deployment_job],
+        schedules=[retraining_schedule(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON)],
+        sensors=[landing_zone_sensor, drift_sensor, run_failure_recorder],
         resources={
             "platform": platform or ChurnPlatform(),
             "io_manager": io_manager or ChurnIOManager(),

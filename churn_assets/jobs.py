@@ -11,6 +11,13 @@ ingest_and_features_job = dg.define_asset_job(
 )
 
 RETRAINING_TAG = "churn/retraining"
+RETRAINING_POOL = "retraining"
+
+monitoring_job = dg.define_asset_job(
+    "ingest_features_drift",
+    selection=dg.AssetSelection.groups("raw", "features", "monitoring"),
+    description="What the landing sensor runs: ingestion → features → drift report.",
+)
 
 retraining_job = dg.define_asset_job(
     "retraining",

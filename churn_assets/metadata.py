@@ -6,6 +6,8 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.lib.markdown import to_markdown
+
 _TYPES = {
     "String": "string",
     "Float64": "float",
@@ -32,21 +34,3 @@ def table_metadata(df: Any, preview_rows: int = 10) -> dict[str, dg.MetadataValu
         "dagster/column_schema": dg.MetadataValue.table_schema(schema),
         "preview": dg.MetadataValue.md(to_markdown(preview)),
     }
-
-
-def to_markdown(df: Any, float_digits: int = 4) -> str:
-    """A small markdown table (no extra dependency)."""
-    if df.width == 0:
-        return "_(no columns)_"
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "| " + " | ".join("---" for _ in df.columns) + " |"
-    rows = []
-    for row in df.iter_rows():
-        cells = []
-        for v in row:
-            if isinstance(v, float):
-                cells.append(f"{v:.{float_digits}g}")
-            else:
-                cells.append("" if v is None else str(v).replace("|", "\\|"))
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, sep, *rows]) if rows else "\n".join([head, sep, "| _(no rows)_ |"])

@@ -6,13 +6,14 @@ from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 
 
-@dg.asset(group_name="deployment", kinds={"s3", "mlflow"})
+@dg.asset(group_name="deployment", kinds={"s3", "mlflow"}, pool="retraining")
 def deployed_model_version(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
     classification_models: dict[str, Any],
     regression_models: dict[str, Any],
     training_set,
+    current_features,
 ) -> dg.Output[dict[str, Any]]:
     """The deployed model version. The challengers (both champions) are compared with the
     deployed version on the same holdout; promoted when better on a primary metric and
@@ -32,6 +33,8 @@ def deployed_model_version(
         regression=regression_models,
         training_set=training_set,
         tolerance=cfg.models.gate_tolerance,
+        promote_ties=cfg.models.promote_ties,
+        reference_features=current_features,
         lineage={
             "dagster_run_id": context.run.run_id,
             "training_set_rows": training_set.height,

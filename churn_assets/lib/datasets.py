@@ -135,6 +135,23 @@ class ModelsSpec(_Strict):
     min_roc_auc: float = Field(default=0.70, ge=0, le=1, description="Deployment floor.")
     value_must_beat_naive: bool = True
     gate_tolerance: float = Field(default=0.002, ge=0)
+    promote_ties: bool = Field(
+        default=False,
+        description="Promote a fresher challenger that is not worse by more than the tolerance.",
+    )
+
+
+class DriftSpec(_Strict):
+    """Drift thresholds: a feature drifts past these; the verdict needs a share of them."""
+
+    psi: float = Field(default=0.2, gt=0, description="numeric features: PSI above this")
+    l1: float = Field(default=0.2, gt=0, description="categorical: L1 distance (0..2) above")
+    js: float = Field(default=0.1, gt=0, description="categorical: Jensen-Shannon (0..1) above")
+    prediction_psi: float = Field(default=0.2, gt=0, description="predictions: PSI above this")
+    share_drifted: float = Field(
+        default=0.3, ge=0, le=1, description="verdict: share of drifted features above this"
+    )
+    bins: int = Field(default=10, ge=2, le=100)
 
 
 class DatasetConfig(_Strict):
@@ -146,6 +163,7 @@ class DatasetConfig(_Strict):
     transactions: TransactionsSpec | None = None
     labels: LabelsSpec
     models: ModelsSpec = Field(default_factory=ModelsSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
     seed: int = 42
 
     @model_validator(mode="after")

@@ -186,10 +186,12 @@ def decide(
     deployed_version: str | None,
     *,
     tolerance: float = 0.002,
+    promote_ties: bool = False,
 ) -> GateDecision:
     """Promote when nothing is deployed, or when the challenger is better on at least one
     primary metric (both higher-is-better, same holdout) and worse on none by more than
-    ``tolerance``."""
+    ``tolerance``. With ``promote_ties`` a challenger that is merely not worse (fresher
+    data, equal quality) is promoted too."""
     if deployed is None:
         return GateDecision(True, "nothing deployed yet", None, challenger, None)
     gains = {k: challenger[k] - deployed[k] for k in challenger if k in deployed}
@@ -207,6 +209,10 @@ def decide(
     if worse:
         return GateDecision(
             False, f"challenger worse ({text})", deployed_version, challenger, deployed
+        )
+    if not better and promote_ties:
+        return GateDecision(
+            True, f"challenger as good, fresher ({text})", deployed_version, challenger, deployed
         )
     if not better:
         return GateDecision(

@@ -56,6 +56,7 @@ class IngestResult:
     file_problems: list[FileProblem] = field(default_factory=list)
     parse_errors: dict[str, int] = field(default_factory=dict)  # column -> unparseable values
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
+    urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
 
     @property
     def rows(self) -> int:
@@ -246,7 +247,13 @@ def _ingest(
         frames.append(typed)
     frame = pl.concat(frames, how="vertical_relaxed") if frames else _empty_frame(columns)
     return IngestResult(
-        table, frame, [f.rsplit("/", 1)[-1] for f in files], problems, dict(counts), raw_bytes
+        table,
+        frame,
+        [f.rsplit("/", 1)[-1] for f in files],
+        problems,
+        dict(counts),
+        raw_bytes,
+        {f.rsplit("/", 1)[-1]: f for f in files},
     )
 
 

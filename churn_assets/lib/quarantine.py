@@ -59,3 +59,37 @@ def screen(frame: pl.DataFrame, rules: list) -> tuple[pl.DataFrame, pl.DataFrame
         "_row", "_reason"
     )
     return out, bad
+
+
+def release_landing_files(
+    result: IngestResult,
+    bad_rows: pl.DataFrame,
+    blocked: bool,
+    landing_url: str,
+    storage_options: dict,
+    quarantine_url: str | None,
+) -> list[str]:
+    """Move landing files that stop ingestion out of the landing zone, so a bad file is
+    reported once and never retried forever: unreadable files, and (when a blocking check
+    failed) files holding bad rows. Files outside the landing zone are never touched.
+
+    Each moved file is copied to ``<quarantine_url>/files/`` first. Returns the moved names.
+    """
+    import fsspec
+
+    names = {p.file for p in result.file_problems}
+    if blocked and bad_rows.height and "_source_file" in bad_rows.columns:
+        names |= set(bad_rows["_source_file"].drop_nulls().unique().to_list())
+    prefix = landing_url.rstrip("/") + "/"
+    moved = []
+    for name in sorted(names):
+        url = result.urls.get(name)
+        if url is None or not url.startswith(prefix):
+            continue
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        if quarantine_url and name not in result.raw_bytes:
+            with fsspec.open(f"{quarantine_url}/files/{name}", "wb", **storage_options) as f:
+                f.write(fs.cat_file(path))
+        fs.rm(path)
+        moved.append(name)
+    return moved

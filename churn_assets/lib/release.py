@@ -101,8 +101,15 @@ def release(
     training_set: pl.DataFrame,
     tolerance: float,
     lineage: dict[str, Any],
+    promote_ties: bool = False,
+    reference_features: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Gate and, when the challenger wins, write a new version and move the pointer.
+
+    The drift reference stored with a version is a sample of ``reference_features`` (the
+    features of every customer as of the training run) with the version's predictions, so
+    later drift reports measure how the population moved since deployment; without it, the
+    training split is used.
 
     Returns ``promoted``, ``decision`` (a :class:`GateDecision` dict), ``version`` (the
     version deployed after this call, or None) and ``manifest`` when a version was written.
@@ -125,7 +132,9 @@ def release(
         metrics["regression"]: float(regression["champion_metrics"][metrics["regression"]]),
     }
     deployed_version, deployed, problem = score_deployed(storage, holdout, metrics)
-    decision = dep.decide(challenger, deployed, deployed_version, tolerance=tolerance)
+    decision = dep.decide(
+        challenger, deployed, deployed_version, tolerance=tolerance, promote_ties=promote_ties
+    )
     if problem and not decision.promote:
         decision = dep.GateDecision(True, problem, deployed_version, challenger, None)
     elif problem:
@@ -171,7 +180,8 @@ def release(
     train = splits["train"]
     spec = classification["feature_spec"]
     columns = spec["numeric"] + spec["categorical"]
-    reference = train.sample(min(REFERENCE_ROWS, len(train)), random_state=0)[
+    source = reference_features.to_pandas() if reference_features is not None else train
+    reference = source.sample(min(REFERENCE_ROWS, len(source)), random_state=0)[
         ["customer_id", *columns]
     ].copy()
     reference["churn_probability"] = pipelines["classifier"].predict_proba(reference)[:, 1]

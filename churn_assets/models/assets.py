@@ -23,7 +23,7 @@ NUMERIC_META = (
 )
 
 
-@dg.asset(group_name="models", kinds={"polars", "parquet"})
+@dg.asset(group_name="models", kinds={"polars", "parquet"}, pool="retraining")
 def training_set(
     platform: ChurnPlatform,
     customer_features,
@@ -170,7 +170,7 @@ def _train_model_set(
     return dg.Output(value, metadata=metadata)
 
 
-@dg.asset(group_name="models", kinds={"sklearn", "mlflow"})
+@dg.asset(group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining")
 def classification_models(
     context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set
 ) -> dg.Output[dict[str, Any]]:
@@ -183,7 +183,7 @@ def classification_models(
     return _train_model_set(context, platform, training_set, "classification")
 
 
-@dg.asset(group_name="models", kinds={"sklearn", "mlflow"})
+@dg.asset(group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining")
 def regression_models(
     context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set
 ) -> dg.Output[dict[str, Any]]:

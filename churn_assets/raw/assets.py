@@ -20,16 +20,26 @@ def _screen_and_report(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     from churn_assets.lib.feature_sets import INTERNAL
     from churn_assets.lib.quality import validate
-    from churn_assets.lib.quarantine import quarantine, screen
+    from churn_assets.lib.quarantine import quarantine, release_landing_files, screen
 
     frame, bad = screen(res.frame, rules)
     public = frame.drop(list(INTERNAL))
     report = validate(public, rules, asset)
     q = quarantine(platform.storage(), res, bad, context.run.run_id)
     where = q.get("location")
+    blocked = bool(res.file_problems or res.parse_errors or not report.blocking_success)
+    moved = release_landing_files(
+        res,
+        bad,
+        blocked,
+        platform.landing_url_for_dataset(),
+        platform.landing_storage_options(),
+        str(where) if where else None,
+    )
     if where:
         context.log.warning(
             f"{asset}: {q['rows']} row(s) and {q['files']} file(s) quarantined at {where}"
+            + (f"; moved out of the landing zone: {', '.join(moved)}" if moved else "")
         )
     metadata = {
         **table_metadata(public),
@@ -37,6 +47,7 @@ def _screen_and_report(
         "quarantined_rows": dg.MetadataValue.int(int(q["rows"])),
         "quarantined_files": dg.MetadataValue.int(int(q["files"])),
         "usable_rows": dg.MetadataValue.int(frame.height - int(q["rows"])),
+        "files_moved_to_quarantine": dg.MetadataValue.json(moved),
     }
     if where:
         metadata["quarantine"] = dg.MetadataValue.path(str(where))

@@ -237,3 +237,24 @@ def test_too_few_labelled_customers_is_a_clear_error(isolated_env, tmp_path):
     err = failure.event_specific_data.error
     text = err.message + (err.cause.message if err.cause else "")
     assert "training_set needs at least 10 churned and 10 retained customers" in text
+
+
+def test_bad_file_is_moved_out_and_not_retried(isolated_env, tmp_path):
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/b.csv": ""})
+    first = run_graph(config)
+    assert not first.result.success
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    assert sorted(p.name for p in landing.iterdir()) == ["a.csv"]
+    second = run_graph(config)
+    assert second.result.success
+    assert "customer_features" in second.materialized
+
+
+def test_file_with_blocking_bad_rows_is_moved_whole(isolated_env, tmp_path):
+    tx = "invoice_id,customer_id,timestamp,amount\nI9,C1,2024-01-05 10:00:00,9e9\n"
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/b.csv": tx})
+    first = run_graph(config)
+    assert not first.result.success
+    assert quarantined_files(isolated_env, "raw_transactions") == ["b.csv"]
+    assert not (isolated_env / "landing" / "mini" / "transactions" / "b.csv").exists()
+    assert run_graph(config).result.success

@@ -1,0 +1,20 @@
+"""The hourly retraining schedule."""
+
+import dagster as dg
+
+from churn_assets.jobs import retraining_job
+
+DEFAULT_CRON = "0 * * * *"
+
+
+def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
+    """Retrain both model sets and gate a deployment on ``cron`` (default hourly)."""
+    return dg.ScheduleDefinition(
+        name="hourly_retraining",
+        job=retraining_job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Retraining run on '{cron}' (CHURN_RETRAINING_CRON); it queues behind "
+        "any retraining run already in progress.",
+        tags={"churn/trigger": "schedule"},
+    )

@@ -1,0 +1,102 @@
+"""Sensors: new landing files → ingestion run; drift → retraining run; failures recorded."""
+
+import hashlib
+import json
+import os
+
+import dagster as dg
+
+from churn_assets.jobs import monitoring_job, retraining_job
+from churn_assets.resources import ChurnPlatform
+
+
+def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
+    """Every source file of the data set: URL → 'size:modified' (changes mean new data)."""
+    import fsspec
+
+    from churn_assets.lib.ingest import IngestError, list_source_files, resolve_source
+
+    cfg = platform.dataset_config()
+    landing = platform.landing_url_for_dataset()
+    opts = platform.landing_storage_options()
+    listing: dict[str, str] = {}
+    for spec in (cfg.customers, cfg.transactions):
+        if spec is None:
+            continue
+        try:
+            files = list_source_files(resolve_source(spec, landing), opts)
+        except IngestError:
+            continue
+        for url in files:
+            fs, path = fsspec.core.url_to_fs(url, **opts)
+            info = fs.info(path)
+            stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
+            listing[url] = f"{info.get('size')}:{stamp}"
+    return listing
+
+
+@dg.sensor(
+    job=monitoring_job,
+    minimum_interval_seconds=int(os.environ.get("CHURN_LANDING_SENSOR_SECONDS", "30")),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the landing zone (cursor over file names, sizes and modification "
+    "times). New or changed files start one run: ingestion → features → drift report. A "
+    "bad file is moved to quarantine by that run, so it is never retried.",
+)
+def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
+    seen = json.loads(context.cursor) if context.cursor else {}
+    listing = _landing_listing(platform)
+    new = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
+    context.update_cursor(json.dumps(listing))
+    if not new:
+        return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
+    key = hashlib.sha1("\n".join(f"{u}={listing[u]}" for u in new).encode()).hexdigest()
+    names = [u.rsplit("/", 1)[-1] for u in new]
+    return dg.RunRequest(
+        run_key=f"landing-{key}",
+        tags={"churn/trigger": "landing", "churn/new_files": ",".join(names)[:200]},
+    )
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("drift_report"),
+    job=retraining_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a retraining run (model sets → deployment) when a new drift "
+    "report says drift. Runs queue one at a time (pool 'retraining').",
+)
+def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    mat = asset_event.asset_materialization
+    drifted = mat.metadata.get("drifted") if mat else None
+    if not (drifted and drifted.value):
+        return dg.SkipReason("latest drift report shows no drift")
+    return dg.RunRequest(
+        run_key=f"drift-{asset_event.storage_id}",
+        tags={"churn/trigger": "drift", "churn/drift_run": asset_event.run_id},
+    )
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records every failed run (job, step errors) under "
+    "<storage>/<data set>/monitoring/failures/ and in the sensor's log.",
+)
+def run_failure_recorder(context: dg.RunFailureSensorContext, platform: ChurnPlatform):
+    import datetime as dt
+
+    run = context.dagster_run
+    steps = [
+        {"step": e.step_key, "error": e.event_specific_data.error.message.strip()[:2000]}
+        for e in context.get_step_failure_events()
+        if e.event_specific_data and e.event_specific_data.error
+    ]
+    record = {
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "tags": dict(run.tags),
+        "message": context.failure_event.message,
+        "steps": steps,
+        "recorded_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    url = platform.storage().write_json(f"monitoring/failures/{run.run_id}.json", record)
+    context.log.warning(f"run {run.run_id} ({run.job_name}) failed: recorded at {url}")
