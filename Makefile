@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install dev test test-fast demo seed bench lint format clean
+.PHONY: install system-deps dev test test-fast demo seed bench lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,20 @@ install: $(STAMP)  ## create .venv and install the project with its dev extras
 dev: install  ## start Dagster UI (:3000) + daemon on the embedded default, seeding data
 	$(BIN)/churn dev
 
-test: install  ## run the whole test suite
+# Debian packages the integration tests run for real: PostgreSQL 15 (Dagster and MLflow
+# storage in the production-like tests) and Prometheus (scraping the sidecar).
+SYSTEM_PACKAGES := postgresql prometheus
+system-deps:  ## install missing Debian packages (root only; otherwise those tests skip)
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    (apt-get install -y --no-install-recommends $$missing || \
+	     (apt-get update && apt-get install -y --no-install-recommends $$missing)) >/dev/null; \
+	  else echo "not root: skipping$$missing (their tests will skip)"; fi; \
+	fi
+
+test: install system-deps  ## run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (no service processes)

@@ -4,9 +4,12 @@ import dagster as dg
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
+from churn_assets.retries import STORAGE_RETRY
 
 
-@dg.asset(group_name="deployment", kinds={"s3", "mlflow"}, pool="retraining")
+@dg.asset(
+    retry_policy=STORAGE_RETRY, group_name="deployment", kinds={"s3", "mlflow"}, pool="retraining"
+)
 def deployed_model_version(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
@@ -64,7 +67,7 @@ def deployed_model_version(
     )
 
 
-@dg.asset(group_name="deployment", kinds={"polars", "parquet"})
+@dg.asset(retry_policy=STORAGE_RETRY, group_name="deployment", kinds={"polars", "parquet"})
 def churn_scores(
     platform: ChurnPlatform, current_features, deployed_model_version: dict
 ) -> dg.Output:

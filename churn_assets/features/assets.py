@@ -2,9 +2,10 @@ import dagster as dg
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
+from churn_assets.retries import STORAGE_RETRY
 
 
-@dg.asset(group_name="features", kinds={"polars", "parquet"})
+@dg.asset(retry_policy=STORAGE_RETRY, group_name="features", kinds={"polars", "parquet"})
 def customer_features(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
@@ -38,7 +39,7 @@ def customer_features(
     return dg.Output(features, metadata=metadata)
 
 
-@dg.asset(group_name="features", kinds={"polars", "parquet"})
+@dg.asset(retry_policy=STORAGE_RETRY, group_name="features", kinds={"polars", "parquet"})
 def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups

@@ -52,6 +52,10 @@ class TrackingConfig:
 
 
 def _client(cfg: TrackingConfig):
+    # fail within about a minute when a tracking server is down (MLflow's default retries
+    # take several minutes); the asset's retry policy then tries again with backoff
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     import mlflow
     from mlflow.tracking import MlflowClient
 

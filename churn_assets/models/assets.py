@@ -4,6 +4,7 @@ import dagster as dg
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
+from churn_assets.retries import STORAGE_RETRY
 
 NUMERIC_META = (
     "roc_auc",
@@ -23,7 +24,9 @@ NUMERIC_META = (
 )
 
 
-@dg.asset(group_name="models", kinds={"polars", "parquet"}, pool="retraining")
+@dg.asset(
+    retry_policy=STORAGE_RETRY, group_name="models", kinds={"polars", "parquet"}, pool="retraining"
+)
 def training_set(
     platform: ChurnPlatform,
     customer_features,
@@ -170,7 +173,9 @@ def _train_model_set(
     return dg.Output(value, metadata=metadata)
 
 
-@dg.asset(group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining")
+@dg.asset(
+    retry_policy=STORAGE_RETRY, group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining"
+)
 def classification_models(
     context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set
 ) -> dg.Output[dict[str, Any]]:
@@ -183,7 +188,9 @@ def classification_models(
     return _train_model_set(context, platform, training_set, "classification")
 
 
-@dg.asset(group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining")
+@dg.asset(
+    retry_policy=STORAGE_RETRY, group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining"
+)
 def regression_models(
     context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set
 ) -> dg.Output[dict[str, Any]]:

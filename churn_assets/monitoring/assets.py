@@ -3,9 +3,11 @@ from typing import Any
 import dagster as dg
 
 from churn_assets.resources import ChurnPlatform
+from churn_assets.retries import STORAGE_RETRY
 
 
 @dg.asset(
+    retry_policy=STORAGE_RETRY,
     group_name="monitoring",
     deps=["deployed_model_version"],
     kinds={"polars", "html"},

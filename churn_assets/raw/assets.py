@@ -8,6 +8,7 @@ import dagster as dg
 from churn_assets.metadata import table_metadata
 from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, suite_check
 from churn_assets.resources import ChurnPlatform
+from churn_assets.retries import retry_on_connection_errors
 
 
 def _screen_and_report(
@@ -100,9 +101,10 @@ def raw_customers(
             "raw_transactions",
         )
         return
-    res = ingest_customers(
-        cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
-    )
+    with retry_on_connection_errors(context):
+        res = ingest_customers(
+            cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
+        )
     yield from _screen_and_report(context, platform, "raw_customers", res, customer_rules(cfg))
 
 
@@ -122,9 +124,10 @@ def raw_transactions(
     from churn_assets.lib.rules import transaction_rules
 
     cfg = platform.dataset_config()
-    res = ingest_transactions(
-        cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
-    )
+    with retry_on_connection_errors(context):
+        res = ingest_transactions(
+            cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
+        )
     note = None
     if cfg.transactions is None:
         note = f"data set '{cfg.name}' is a customer snapshot: it has no transactions"

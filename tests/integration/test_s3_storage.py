@@ -76,6 +76,8 @@ def test_unreachable_s3_is_a_clear_error(tmp_path, monkeypatch):
     cfg.write_text(CONFIG)
     run = run_all(str(cfg), selection=["raw_customers"])
     assert not run.result.success
+    retries = [e for e in run.result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 3  # exponential backoff: 2, 4, 8 s
     failure = next(e for e in run.result.all_events if e.event_type_value == "STEP_FAILURE")
     err = failure.event_specific_data.error
     text = err.message + (err.cause.message if err.cause else "")
