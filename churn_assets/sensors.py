@@ -71,7 +71,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     if not (drifted and drifted.value):
         return dg.SkipReason("latest drift report shows no drift")
     return dg.RunRequest(
-        run_key=f"drift-{asset_event.storage_id}",
+        run_key=f"drift-{asset_event.run_id}",
         tags={"churn/trigger": "drift", "churn/drift_run": asset_event.run_id},
     )
 

@@ -64,8 +64,25 @@ def _client(cfg: TrackingConfig):
     return MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
 
 
+def _store_lock(cfg: TrackingConfig):
+    """A file lock around first use of a local SQLite store: MLflow migrates the schema on
+    first connection, and two processes doing it at once collide."""
+    from contextlib import nullcontext
+
+    if not cfg.tracking_uri.startswith("sqlite:///"):
+        return nullcontext()
+    from filelock import FileLock
+
+    return FileLock(cfg.tracking_uri[len("sqlite:///") :] + ".lock", timeout=300)
+
+
 def ensure_experiment(cfg: TrackingConfig) -> str:
     """Create the experiment with its artifact location under the storage root (once)."""
+    with _store_lock(cfg):
+        return _ensure_experiment(cfg)
+
+
+def _ensure_experiment(cfg: TrackingConfig) -> str:
     client = _client(cfg)
     try:
         exp = client.get_experiment_by_name(cfg.experiment)
