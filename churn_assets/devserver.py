@@ -24,7 +24,25 @@ def prepare_dagster_home(root: Path) -> Path:
     if src.exists():
         shutil.copyfile(src, home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
+    set_pool_limits()
     return home
+
+
+POOL_LIMITS = {"retraining": 1}
+
+
+def set_pool_limits() -> None:
+    """Write the pool limits into the instance before the daemon starts.
+
+    ``concurrency.pools.default_limit`` in dagster.yaml applies a limit only once the daemon
+    has seen the pool, so two retraining runs queued together in the very first pass could
+    both start; an explicit limit closes that window.
+    """
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        for pool, limit in POOL_LIMITS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
 def processes(port: int) -> dict[str, list[str]]:

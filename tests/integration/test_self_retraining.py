@@ -56,8 +56,11 @@ def _finished(client, run_id: str) -> str | None:
     return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
 
-@pytest.fixture
-def platform_dev(isolated_env: Path, tmp_path: Path):
+@pytest.fixture(scope="module")
+def platform_dev(tmp_path_factory):
+    """One `churn dev` (dagster dev: webserver + daemon) for the whole module."""
+    tmp = tmp_path_factory.mktemp("dev")
+    storage = tmp / "storage"
     cfg = yaml.safe_load((BUILTIN_DIR / "synthetic.yaml").read_text())
     cfg["models"] = {
         "classification_candidates": ["logistic_regression", "lightgbm"],
@@ -66,19 +69,20 @@ def platform_dev(isolated_env: Path, tmp_path: Path):
         "promote_ties": True,
         "gate_tolerance": 0.05,
     }
-    config = tmp_path / "synthetic.yaml"
+    config = tmp / "synthetic.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    landing = isolated_env / "landing" / "synthetic"
+    landing = storage / "landing" / "synthetic"
     generate(str(landing), customers=1500, days=360, seed=7)
     port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env |= {
+        "DAGSTER_HOME": str(tmp / "dagster_home"),
+        "CHURN_STORAGE_URL": str(storage),
         "CHURN_DATASET": str(config),
         "CHURN_LANDING_SENSOR_SECONDS": "5",
         "CHURN_RETRAINING_CRON": "0 0 1 1 *",
     }
-    log = tmp_path / "dev.log"
+    log = tmp / "dev.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(BIN / "churn"), "dev", "--port", str(port), "--no-seed"],
@@ -90,7 +94,7 @@ def platform_dev(isolated_env: Path, tmp_path: Path):
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/server_info", timeout=120)
-            yield port, landing, isolated_env, log
+            yield port, landing, storage, log, proc
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -103,9 +107,13 @@ def platform_dev(isolated_env: Path, tmp_path: Path):
 def test_drift_in_landing_zone_leads_to_a_new_version(platform_dev):
     from dagster_graphql import DagsterGraphQLClient
 
-    port, landing, storage, log = platform_dev
+    port, landing, storage, log, _ = platform_dev
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     store = Storage(str(storage / "synthetic"))
+    nodes = client._execute("{ assetNodes { assetKey { path } } }")["assetNodes"]
+    assert {"raw_customers", "customer_features", "deployed_model_version", "drift_report"} <= {
+        "/".join(n["assetKey"]["path"]) for n in nodes
+    }
 
     # the landing sensor ingests the seeded files on its own
     first = _wait(lambda: _runs(client, "churn/trigger", "landing"), 180, "landing run", log)
@@ -134,10 +142,8 @@ def test_drift_in_landing_zone_leads_to_a_new_version(platform_dev):
 def test_two_retraining_runs_never_overlap(platform_dev):
     from dagster_graphql import DagsterGraphQLClient
 
-    port, _, _, log = platform_dev
+    port, _, _, log, _ = platform_dev
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-    first = _wait(lambda: _runs(client, "churn/trigger", "landing"), 180, "landing run", log)
-    _wait(lambda: _finished(client, first[0]["runId"]), 300, "ingestion", log)
     a = client.submit_job_execution("retraining")
     b = client.submit_job_execution("retraining")
     for run_id in (a, b):
@@ -145,3 +151,11 @@ def test_two_retraining_runs_never_overlap(platform_dev):
     runs = {r["runId"]: r for r in client._execute(ALL_RUNS)["runsOrError"]["results"]}
     first_run, second_run = sorted((runs[a], runs[b]), key=lambda r: r["startTime"])
     assert first_run["endTime"] <= second_run["startTime"]
+
+
+def test_sigterm_stops_every_process(platform_dev):
+    port, _, _, _, proc = platform_dev
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    left = subprocess.run(["pgrep", "-f", f"-p {port}"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
