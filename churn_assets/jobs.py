@@ -8,6 +8,8 @@ ingest_and_features_job = dg.define_asset_job(
     "ingest_and_features",
     selection=dg.AssetSelection.groups("raw", "features"),
     description="Ingest the landing zone and rebuild the point-in-time customer features.",
+    # light steps in one process: no per-step process start and library imports
+    executor_def=dg.in_process_executor,
 )
 
 RETRAINING_TAG = "churn/retraining"
@@ -17,6 +19,7 @@ monitoring_job = dg.define_asset_job(
     "ingest_features_drift",
     selection=dg.AssetSelection.groups("raw", "features", "monitoring"),
     description="What the landing sensor runs: ingestion → features → drift report.",
+    executor_def=dg.in_process_executor,
 )
 
 retraining_job = dg.define_asset_job(
