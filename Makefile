@@ -20,9 +20,9 @@ install: $(STAMP)  ## create .venv and install the project with its dev extras
 dev: install  ## start Dagster UI (:3000) + daemon on the embedded default, seeding data
 	$(BIN)/churn dev
 
-# Debian packages the integration tests run for real: PostgreSQL 15 (Dagster and MLflow
-# storage in the production-like tests) and Prometheus (scraping the sidecar).
-SYSTEM_PACKAGES := postgresql prometheus
+# Debian packages the tests and benchmarks run for real: PostgreSQL 15 (Dagster and MLflow
+# storage in the production-like tests), Prometheus (scraping the sidecar), wrk (load).
+SYSTEM_PACKAGES := postgresql prometheus wrk
 system-deps:  ## install missing Debian packages (root only; otherwise those tests skip)
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -45,8 +45,10 @@ demo: install  ## materialize the whole graph once on the synthetic data set
 seed: install  ## write the synthetic data set into the landing zone
 	$(BIN)/churn seed --if-empty
 
-bench: install  ## benchmarks: ratios against references measured in the same run
-	$(BIN)/churn bench features
+bench: install system-deps  ## benchmarks: ratios against references measured in the same run
+	$(BIN)/churn bench features --json
+	$(BIN)/churn bench drift --json
+	$(BIN)/churn bench serving --json
 	$(BIN)/python benchmarks/import_time.py
 
 lint: install

@@ -1,6 +1,7 @@
 """``churn dev``: run the local platform's processes and stop them all together.
 
-Starts ``dagster dev`` (webserver on ``--port`` plus the daemon) with ``DAGSTER_HOME``
+Starts ``dagster dev`` (webserver on ``--port`` plus the daemon) and the prediction
+sidecar (``churn serve``) with ``DAGSTER_HOME``
 prepared from the repository's ``dagster.yaml``, each process in its own session so a
 Ctrl-C or SIGTERM here stops every child process group cleanly.
 """
@@ -59,6 +60,9 @@ def processes(port: int) -> dict[str, list[str]]:
             "-p",
             str(port),
         ],
+        # the prediction sidecar (port CHURN_SERVING_PORT, default 8000); it serves once a
+        # version is deployed and hot-reloads every new one
+        "sidecar": [str(bindir / "churn"), "serve"],
     }
     return cmds
 
@@ -71,7 +75,12 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
     for name, cmd in processes(port).items():
         print(f"starting {name}: {' '.join(cmd)}", flush=True)
         children[name] = subprocess.Popen(cmd, cwd=root, start_new_session=True)
-    print(f"Dagster UI on http://127.0.0.1:{port} — Ctrl-C stops everything", flush=True)
+    print(
+        f"Dagster UI on http://127.0.0.1:{port}, prediction sidecar on "
+        f"http://127.0.0.1:{os.environ.get('CHURN_SERVING_PORT', '8000')} — Ctrl-C stops "
+        "everything",
+        flush=True,
+    )
 
     stopping = False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -81,6 +82,7 @@ def platform_dev(tmp_path_factory):
         "CHURN_DATASET": str(config),
         "CHURN_LANDING_SENSOR_SECONDS": "5",
         "CHURN_RETRAINING_CRON": "0 0 1 1 *",
+        "CHURN_SERVING_PORT": str(free_port()),
     }
     log = tmp / "dev.log"
     with open(log, "wb") as out:
@@ -94,7 +96,7 @@ def platform_dev(tmp_path_factory):
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/server_info", timeout=120)
-            yield port, landing, storage, log, proc
+            yield port, landing, storage, log, proc, int(env["CHURN_SERVING_PORT"])
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -107,7 +109,7 @@ def platform_dev(tmp_path_factory):
 def test_drift_in_landing_zone_leads_to_a_new_version(platform_dev):
     from dagster_graphql import DagsterGraphQLClient
 
-    port, landing, storage, log, _ = platform_dev
+    port, landing, storage, log, _, serving_port = platform_dev
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     store = Storage(str(storage / "synthetic"))
     nodes = client._execute("{ assetNodes { assetKey { path } } }")["assetNodes"]
@@ -131,7 +133,19 @@ def test_drift_in_landing_zone_leads_to_a_new_version(platform_dev):
         return [r for r in _runs(client, "churn/trigger", "drift") if r["status"] == "SUCCESS"]
 
     done = _wait(drift_runs, 900, "a successful retraining run started by drift", log)
-    assert dep.read_current(store)["version"] != v1
+    v2 = dep.read_current(store)["version"]
+    assert v2 != v1
+    # the sidecar started by `churn dev` follows the pointer (admin reload is off: it polls)
+    import httpx
+
+    def served() -> str | None:
+        try:
+            info = httpx.get(f"http://127.0.0.1:{serving_port}/model-info", timeout=5).json()
+        except httpx.HTTPError:
+            return None
+        return info.get("version") if info.get("version") == v2 else None
+
+    _wait(served, 120, f"the sidecar serving {v2}", log)
     seconds = time.monotonic() - landed
     report = json.loads((storage / "synthetic" / "assets" / "drift_report.json").read_text())
     assert report["drifted"] is True and report["model_version"] == v1
@@ -142,7 +156,7 @@ def test_drift_in_landing_zone_leads_to_a_new_version(platform_dev):
 def test_two_retraining_runs_never_overlap(platform_dev):
     from dagster_graphql import DagsterGraphQLClient
 
-    port, _, _, log, _ = platform_dev
+    port, _, _, log, _, _ = platform_dev
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     a = client.submit_job_execution("retraining")
     b = client.submit_job_execution("retraining")
@@ -154,8 +168,10 @@ def test_two_retraining_runs_never_overlap(platform_dev):
 
 
 def test_sigterm_stops_every_process(platform_dev):
-    port, _, _, _, proc = platform_dev
+    port, _, _, _, proc, serving_port = platform_dev
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     left = subprocess.run(["pgrep", "-f", f"-p {port}"], capture_output=True, text=True)
     assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", serving_port), timeout=2)

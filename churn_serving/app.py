@@ -1,0 +1,726 @@
+"""The FastAPI application of the serving sidecar.
+
+Endpoints (status codes):
+
+=========================  ==================================================================
+``GET /health``            liveness, always 200 while the process runs: loaded version, last
+                           reload, last error, last refusal, degraded roles, inference log
+``GET /ready``             200 when a model version is loaded, else 503
+``POST /predict``          200 answers; 404 unknown customer_id (whole request, every unknown
+                           id listed); 413 more than ``max_records`` records or a body over
+                           ``max_body_bytes``; 422 malformed JSON or invalid records (each
+                           problem names its field); 503 no model loaded / no customer table
+``GET /predict/schema``    200 the deployed feature schema and accepted ranges; 503 no model
+``GET /model-info``        200 version, models, thresholds, fast paths, rules; 503 no model
+``GET /fallback-stats``    200 answers by output and fallback level, model errors by role
+``GET /metrics``           200 Prometheus exposition
+``POST /admin/reload``     only when ``CHURN_SERVING_ADMIN_TOKEN`` is set (404 otherwise):
+                           401 missing/malformed ``Authorization: Bearer``, 403 wrong token;
+                           200 reloaded/unchanged, 409 refused (integrity), 503 failed
+=========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from churn_serving.inference_log import InferenceLogger
+from churn_serving.manager import ModelManager
+from churn_serving.metrics import MetricsMiddleware, ServingMetrics
+from churn_serving.model import LEVELS, ModelBundle
+from churn_serving.predictors import BATCH_THREADS
+from churn_serving.schema import RequestError, parse_request
+from churn_serving.settings import ServingSettings
+
+log = logging.getLogger("churn_serving")
+
+try:  # orjson is several times faster on big batches; the stdlib is the fallback
+    import orjson
+
+    def _loads(data: bytes) -> Any:
+        return orjson.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    JSON_LIBRARY = "orjson"
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def _loads(data: bytes) -> Any:
+        return json.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+    JSON_LIBRARY = "json"
+
+#: Bodies above this size are parsed in a worker thread (the event loop stays free).
+THREAD_PARSE_BYTES = 64 * 1024
+ENDPOINTS = {
+    "/health",
+    "/ready",
+    "/predict",
+    "/predict/schema",
+    "/model-info",
+    "/fallback-stats",
+    "/metrics",
+    "/admin/reload",
+    "/openapi.json",
+    "/docs",
+}
+
+
+# ------------------------------------------------------------ documentation models
+
+
+class PredictionLevels(BaseModel):
+    """Which fallback level answered each output."""
+
+    churn_probability: str = Field(description=" | ".join(LEVELS))
+    expected_total_sales: str = Field(description=" | ".join(LEVELS))
+
+
+class Prediction(BaseModel):
+    """The answer for one record."""
+
+    customer_id: str | None
+    churn_probability: float
+    churn_label: int = Field(description="1 when churn_probability >= threshold")
+    threshold: float = Field(description="stored threshold of the model that answered")
+    expected_total_sales: float
+    model_version: str
+    fallback_level: str = Field(description="the lowest level used for this record")
+    fallback_levels: PredictionLevels
+    unseen_categories: dict[str, str] = Field(
+        description="categorical features whose value was not seen in training (accepted, "
+        "treated as unknown by the model)"
+    )
+
+
+class PredictResponse(BaseModel):
+    """Answers in request order."""
+
+    request_id: str
+    model_version: str
+    count: int
+    predictions: list[Prediction]
+
+
+class ErrorItem(BaseModel):
+    """One problem with a request."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """A refused request: ``detail`` lists the problems (or is a message)."""
+
+    detail: list[ErrorItem] | str
+    error_count: int | None = None
+
+
+class MessageResponse(BaseModel):
+    """A plain error message."""
+
+    detail: str
+
+
+class ReadyResponse(BaseModel):
+    """Readiness."""
+
+    ready: bool
+    version: str | None = None
+    reason: str | None = None
+
+
+class ReloadResponse(BaseModel):
+    """What a reload did."""
+
+    status: str = Field(description="reloaded | unchanged | features_reloaded | refused | failed")
+    version: str | None = None
+    previous_version: str | None = None
+    serving_version: str | None = None
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- scoring
+
+_LEVEL_PAIRS = [
+    (
+        LEVELS[max(c, s)],
+        {"churn_probability": LEVELS[c], "expected_total_sales": LEVELS[s]},
+    )
+    for c in range(len(LEVELS))
+    for s in range(len(LEVELS))
+]
+
+
+def _json_error(e: Exception) -> RequestError:
+    pos = getattr(e, "pos", None)
+    reason = str(e)
+    return RequestError(
+        422,
+        [
+            {
+                "type": "json_invalid",
+                "loc": ["body", pos if isinstance(pos, int) else 0],
+                "msg": f"JSON decode error: {reason}",
+                "ctx": {"error": reason},
+            }
+        ],
+    )
+
+
+def _parse(body: bytes, max_records: int) -> Any:
+    if not body.strip():
+        raise RequestError(
+            422, [{"type": "missing", "loc": ["body"], "msg": "a JSON request body is required"}]
+        )
+    try:
+        payload = _loads(body)
+    except ValueError as e:
+        raise _json_error(e) from None
+    return parse_request(payload, max_records)
+
+
+class Scorer:
+    """Turns a parsed request into the answer bytes, the log chunk and the metrics."""
+
+    def __init__(self, metrics: ServingMetrics, logger: InferenceLogger | None):
+        self.metrics = metrics
+        self.logger = logger
+
+    def score(self, bundle: ModelBundle, parsed: Any) -> bytes:
+        """Validate, look up, predict through the fallback chain, log; the JSON answer.
+
+        Raises:
+            RequestError: 404 / 422 / 503 for requests that cannot be answered.
+        """
+        n = parsed.n
+        schema = bundle.schema
+        unseen: list[tuple[int, str, str]] = []
+        if parsed.features:
+            num_f, cat_f, unseen = schema.to_arrays(parsed.features, parsed.feature_rows)
+        if parsed.lookup_ids:
+            num_l, cat_l = bundle.lookup(parsed.lookup_ids, parsed.lookup_rows)
+        if not parsed.lookup_ids:
+            num, cat = num_f, cat_f
+        elif not parsed.features:
+            num, cat = num_l, cat_l
+        else:
+            num = np.empty((n, len(schema.numeric)), dtype=np.float64)
+            cat = np.empty((n, len(schema.categorical)), dtype=object)
+            num[parsed.feature_rows] = num_f
+            cat[parsed.feature_rows] = cat_f
+            num[parsed.lookup_rows] = num_l
+            cat[parsed.lookup_rows] = cat_l
+        r = bundle.predict_arrays(num, cat)
+
+        per_record: dict[int, dict[str, str]] = {}
+        for pos, feature, value in unseen:
+            per_record.setdefault(parsed.feature_rows[pos], {})[feature] = value
+        version = bundle.version
+        ids = parsed.customer_ids
+        request_id = uuid.uuid4().hex
+        # (fallback level, levels object) per (churn level, sales level): shared, not rebuilt
+        pairs = _LEVEL_PAIRS
+        pair_codes = (r.churn_level.astype(np.intp) * len(LEVELS) + r.sales_level).tolist()
+        columns = zip(
+            ids,
+            r.churn_probability.tolist(),
+            r.churn_label.tolist(),
+            r.threshold.tolist(),
+            r.expected_total_sales.tolist(),
+            pair_codes,
+            strict=True,
+        )
+        empty: dict[str, str] = {}
+        preds = [
+            {
+                "customer_id": cid,
+                "churn_probability": p,
+                "churn_label": lab,
+                "threshold": t,
+                "expected_total_sales": sales,
+                "model_version": version,
+                "fallback_level": pairs[code][0],
+                "fallback_levels": pairs[code][1],
+                "unseen_categories": empty,
+            }
+            for cid, p, lab, t, sales, code in columns
+        ]
+        for i, unseen_here in per_record.items():
+            preds[i]["unseen_categories"] = unseen_here
+        body = _dumps(
+            {"request_id": request_id, "model_version": version, "count": n, "predictions": preds}
+        )
+        self._account(bundle, r, n, unseen)
+        if self.logger is not None:
+            try:
+                is_lookup = np.zeros(n, dtype=bool)
+                if parsed.lookup_rows:
+                    is_lookup[parsed.lookup_rows] = True
+                self.logger.submit(
+                    numeric=tuple(schema.numeric),
+                    categorical=tuple(schema.categorical),
+                    logged_at=time.time(),
+                    request_id=request_id,
+                    model_version=version,
+                    customer_id=ids,
+                    unseen_categories=[
+                        _dumps(per_record[i]).decode() if i in per_record else None
+                        for i in range(n)
+                    ]
+                    if per_record
+                    else None,
+                    is_lookup=is_lookup,
+                    churn_probability=r.churn_probability,
+                    churn_label=r.churn_label,
+                    threshold=r.threshold,
+                    expected_total_sales=r.expected_total_sales,
+                    churn_level=r.churn_level,
+                    sales_level=r.sales_level,
+                    num=num,
+                    cat=cat,
+                )
+            except Exception:  # the log never fails a request
+                log.exception("inference log: could not queue a request")
+        return body
+
+    def _account(self, bundle: ModelBundle, r: Any, n: int, unseen: list) -> None:
+        m = self.metrics
+        ones = int(np.count_nonzero(r.churn_label))
+        if ones:
+            m.prediction_children["1"].inc(ones)
+        if n - ones:
+            m.prediction_children["0"].inc(n - ones)
+        churn_counts = np.bincount(r.churn_level, minlength=len(LEVELS))
+        sales_counts = np.bincount(r.sales_level, minlength=len(LEVELS))
+        for output, counts in (
+            ("churn_probability", churn_counts),
+            ("expected_total_sales", sales_counts),
+        ):
+            for level, c in zip(LEVELS, counts.tolist(), strict=True):
+                if c:
+                    m.count_fallbacks(output, level, c)
+        for _, feature, _ in unseen:
+            m.unseen.labels(feature=feature).inc()
+        if bundle.stats is not None:
+            bundle.stats.add(churn_counts, sales_counts, n)
+
+
+def no_model_message(manager: ModelManager) -> str:
+    """Why nothing can be answered yet."""
+    reason = (manager.last_error or {}).get("error") or "no model version loaded yet"
+    return f"no model loaded: {reason}"
+
+
+class PredictEndpoint:
+    """``POST /predict`` from raw body bytes to (status, JSON bytes)."""
+
+    def __init__(self, manager: ModelManager, scorer: Scorer, settings: ServingSettings):
+        self.manager = manager
+        self.scorer = scorer
+        self.settings = settings
+
+    async def handle(self, body: bytes) -> tuple[int, bytes]:
+        """Answer one request; small ones on the event loop, big ones in a worker thread."""
+        bundle = self.manager.bundle  # one read: this request uses this version throughout
+        if bundle is None:
+            return 503, _dumps({"detail": no_model_message(self.manager)})
+        settings = self.settings
+        try:
+            if len(body) > THREAD_PARSE_BYTES:
+                parsed = await run_in_threadpool(_parse, body, settings.max_records)
+            else:
+                parsed = _parse(body, settings.max_records)
+            if parsed.n <= settings.inline_max_records:
+                return 200, self.scorer.score(bundle, parsed)
+            return 200, await run_in_threadpool(self.scorer.score, bundle, parsed)
+        except RequestError as e:
+            return e.status, _dumps(e.body())
+
+
+class PredictMiddleware:
+    """Pure ASGI: answers ``POST /predict`` without the router, request object and
+    response classes (about a third of the per-request cost for single records)."""
+
+    def __init__(self, app: Any, endpoint: PredictEndpoint):
+        self.app = app
+        self.endpoint = endpoint
+        self.limit = endpoint.settings.max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        status, content = await self._answer(scope, receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+    async def _answer(self, scope: Any, receive: Any) -> tuple[int, bytes]:
+        limit = self.limit
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    msg = f"request body of {int(value)} bytes exceeds {limit} bytes"
+                    return 413, _dumps({"detail": msg})
+                break
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 400, b'{"detail":"client disconnected"}'
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    return 413, _dumps({"detail": f"request body exceeds {limit} bytes"})
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            return await self.endpoint.handle(body)
+        except Exception as e:  # a bug, not the client's fault: 500 with a message
+            log.exception("POST /predict failed")
+            return 500, _dumps({"detail": f"internal error: {type(e).__name__}: {e}"})
+
+
+# ------------------------------------------------------------------------------ app
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    storage: Any = None,
+    *,
+    background: bool = True,
+) -> FastAPI:
+    """The sidecar app. ``storage`` is the data set's storage (default: from
+    ``ChurnSettings``: ``<CHURN_STORAGE_URL>/<data set>``). With ``background=False`` neither
+    the poll thread nor the log writer start (tests drive ``app.state.manager`` directly)."""
+    settings = settings or ServingSettings()
+    BATCH_THREADS.threads = settings.batch_threads
+    if storage is None:
+        storage = dataset_storage()
+    metrics = ServingMetrics()
+    logger = (
+        InferenceLogger(
+            storage,
+            metrics,
+            flush_records=settings.log_flush_records,
+            flush_seconds=settings.log_flush_seconds,
+            max_buffer_records=settings.log_max_buffer_records,
+        )
+        if settings.log_enabled
+        else None
+    )
+    manager = ModelManager(
+        storage,
+        poll_seconds=settings.poll_seconds,
+        slack=settings.range_slack,
+        metrics=metrics,
+        freeze_gc=background,
+    )
+    scorer = Scorer(metrics, logger)
+    endpoint = PredictEndpoint(manager, scorer, settings)
+    started = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if background:
+            manager.start()
+            if logger is not None:
+                logger.start()
+        try:
+            yield
+        finally:
+            manager.stop()
+            if logger is not None:
+                await run_in_threadpool(logger.close)
+
+    app = FastAPI(
+        title="churn serving sidecar",
+        version="1.0",
+        description=(
+            "Churn probability and expected total sales from the deployed model version, "
+            "with hot reload, a fallback chain and an inference log."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.manager = manager
+    app.state.metrics = metrics
+    app.state.logger = logger
+    app.state.scorer = scorer
+    # Innermost first: POST /predict is answered ahead of the router; metrics wrap everything.
+    app.add_middleware(PredictMiddleware, endpoint=endpoint)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
+
+    def no_model() -> JSONResponse:
+        return JSONResponse({"detail": no_model_message(manager)}, status_code=503)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, Any]:
+        """Liveness: always 200 while the process runs; the state of the loaded model."""
+        return {
+            "status": "ok",
+            "uptime_seconds": round(time.monotonic() - started, 3),
+            "pid": os.getpid(),
+            **manager.health(),
+            "inference_log": logger.status() if logger is not None else {"enabled": False},
+            "json": JSON_LIBRARY,
+        }
+
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        response_model=ReadyResponse,
+        responses={503: {"model": ReadyResponse, "description": "no model loaded"}},
+    )
+    async def ready() -> Any:
+        """Readiness: 200 when a model version is loaded, 503 otherwise."""
+        b = manager.bundle
+        if b is None:
+            reason = (manager.last_error or {}).get("error") or "loading"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return {"ready": True, "version": b.version}
+
+    predict_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+            },
+        }
+    }
+
+    @app.post(
+        "/predict",
+        tags=["predict"],
+        response_model=PredictResponse,
+        openapi_extra=predict_body,
+        responses={
+            404: {"model": ErrorResponse, "description": "unknown customer_id"},
+            413: {"model": ErrorResponse, "description": "too many records / body too large"},
+            422: {"model": ErrorResponse, "description": "malformed JSON or invalid records"},
+            503: {"model": MessageResponse, "description": "no model loaded"},
+        },
+    )
+    async def predict(request: Request) -> Response:
+        """Churn probability, churn label and expected total sales for 1..max_records
+        records, each ``{"customer_id": ...}`` or ``{"features": {...}}``.
+
+        (Served by :class:`PredictEndpoint` ahead of the router; this route documents it.)"""
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except RequestError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+        status, content = await endpoint.handle(body)
+        return Response(content, status_code=status, media_type="application/json")
+
+    @app.get(
+        "/predict/schema",
+        tags=["predict"],
+        responses={503: {"model": MessageResponse, "description": "no model loaded"}},
+    )
+    async def predict_schema() -> Any:
+        """The deployed feature schema: features, types, categories and accepted ranges."""
+        b = manager.bundle
+        if b is None:
+            return no_model()
+        return {
+            "version": b.version,
+            "max_records": settings.max_records,
+            "request": {
+                "body": '{"records": [record, ...]}',
+                "record": '{"customer_id": "..."} or {"features": {...}} (optionally with a '
+                "customer_id to echo)",
+                "unknown_customer_id": "404 for the whole request, listing every unknown id",
+            },
+            **b.schema.describe(),
+        }
+
+    @app.get(
+        "/model-info",
+        tags=["operations"],
+        responses={503: {"model": MessageResponse, "description": "no model loaded"}},
+    )
+    async def model_info() -> Any:
+        """The loaded version: models, candidates, thresholds, metrics, fast paths, rules."""
+        b = manager.bundle
+        if b is None:
+            return no_model()
+        return b.describe()
+
+    @app.get("/fallback-stats", tags=["operations"])
+    async def fallback_stats() -> dict[str, Any]:
+        """Answers by output and fallback level since start, and model errors by role."""
+        b = manager.bundle
+        return {"version": b.version if b else None, **manager.stats.snapshot()}
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics"}},
+    )
+    async def prometheus_metrics() -> Response:
+        """Prometheus exposition format."""
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    if settings.admin_enabled:
+        token = settings.admin_token or ""
+
+        @app.post(
+            "/admin/reload",
+            tags=["admin"],
+            response_model=ReloadResponse,
+            openapi_extra={"security": [{"bearerAuth": []}]},
+            responses={
+                401: {"model": MessageResponse, "description": "missing or malformed token"},
+                403: {"model": MessageResponse, "description": "wrong token"},
+                409: {"model": ReloadResponse, "description": "refused (integrity)"},
+                503: {"model": ReloadResponse, "description": "reload failed"},
+            },
+        )
+        async def admin_reload(request: Request) -> Any:
+            """Force a reload of the version ``current.json`` names (bearer token)."""
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not given.strip():
+                return JSONResponse(
+                    {"detail": "missing or malformed Authorization: Bearer <token> header"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            if not hmac.compare_digest(given.strip().encode(), token.encode()):
+                return JSONResponse({"detail": "wrong admin token"}, status_code=403)
+            result = await run_in_threadpool(manager.reload, True, "admin")
+            status = {"refused": 409, "failed": 503}.get(result["status"], 200)
+            return JSONResponse(_jsonable(result), status_code=status)
+
+    def custom_openapi() -> dict[str, Any]:
+        b = manager.bundle
+        key = b.version if b else None
+        if app.openapi_schema and app.state.openapi_key == key:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(request_schemas(b, settings.max_records))
+        if settings.admin_enabled:
+            doc["components"]["securitySchemes"] = {
+                "bearerAuth": {"type": "http", "scheme": "bearer"}
+            }
+        app.openapi_schema = doc
+        app.state.openapi_key = key
+        return doc
+
+    app.state.openapi_key = None
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    return app
+
+
+def request_schemas(bundle: ModelBundle | None, max_records: int = 10_000) -> dict[str, Any]:
+    """JSON Schemas of the /predict body for the loaded version (features generic if none)."""
+    features = bundle.schema.json_schema() if bundle else {"type": "object"}
+    return {
+        "Features": features,
+        "CustomerRecord": {
+            "type": "object",
+            "properties": {"customer_id": {"type": ["string", "integer"]}},
+            "required": ["customer_id"],
+            "additionalProperties": False,
+        },
+        "FeatureRecord": {
+            "type": "object",
+            "properties": {
+                "customer_id": {"type": ["string", "integer"]},
+                "features": {"$ref": "#/components/schemas/Features"},
+            },
+            "required": ["features"],
+            "additionalProperties": False,
+        },
+        "PredictRequest": {
+            "type": "object",
+            "properties": {
+                "records": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_records,
+                    "items": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/CustomerRecord"},
+                            {"$ref": "#/components/schemas/FeatureRecord"},
+                        ]
+                    },
+                }
+            },
+            "required": ["records"],
+            "additionalProperties": False,
+        },
+    }
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestError(413, f"request body of {length} bytes exceeds {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def dataset_storage() -> Any:
+    """The data set's storage from ``ChurnSettings`` (``<storage root>/<data set>``)."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.settings import ChurnSettings, join_url
+    from churn_assets.lib.storage import Storage
+
+    s = ChurnSettings()
+    name = load_dataset_config(s.dataset).name
+    url = join_url(s.resolved_storage_url, name)
+    return Storage(url, s.storage_options(url))

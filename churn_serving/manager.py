@@ -1,0 +1,226 @@
+"""Hot reload: poll the deployment pointer and swap model bundles atomically.
+
+The serving state is ONE reference, :attr:`ModelManager.bundle`. A reload reads
+``current.json``, loads and verifies the version it names into a new, complete
+:class:`~churn_serving.model.ModelBundle` (every artifact's sha256, the models, their fast
+paths, the customer table) and only then replaces the reference. A request reads the
+reference once when it starts, so in-flight requests finish on the bundle they started with
+and new requests see the new one; no request ever sees a half-loaded version.
+
+After a swap the garbage collector is re-frozen (``gc.freeze``) so that the long-lived
+objects do not make full collections stall requests.
+
+A version that fails verification is refused: the current bundle keeps serving, the refusal
+is kept for ``/health`` and counted in ``churn_serving_reload_failures_total``; polling does
+not retry the same refused pointer (a forced reload does). Reloads are serialised by a lock.
+The ``current_features`` table is polled too and swapped in on change (same models).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from typing import Any
+
+from churn_assets.lib import deployment as dep
+from churn_serving.model import (
+    FEATURES_TABLE,
+    FallbackStats,
+    IntegrityError,
+    ModelBundle,
+    file_signature,
+    load_bundle,
+    load_customers,
+    utcnow,
+)
+from churn_serving.schema import DEFAULT_SLACK
+
+log = logging.getLogger("churn_serving.manager")
+
+
+def _refreeze_gc() -> None:
+    """Move every long-lived object (libraries, models) out of the cyclic GC's sight.
+
+    Full collections otherwise walk hundreds of thousands of library and model objects and
+    stall the event loop for tens of milliseconds (they were the p99 of /predict). The
+    previous freeze is undone first so that the replaced bundle can be collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+class ModelManager:
+    """Owns the current :class:`ModelBundle` and reloads it (poll thread or on demand)."""
+
+    def __init__(
+        self,
+        storage: Any,
+        *,
+        poll_seconds: float = 10.0,
+        slack: float = DEFAULT_SLACK,
+        metrics: Any = None,
+        stats: FallbackStats | None = None,
+        freeze_gc: bool = False,
+    ):
+        self.storage = storage
+        self.freeze_gc = freeze_gc
+        self.poll_seconds = poll_seconds
+        self.slack = slack
+        self.metrics = metrics
+        self.stats = stats or FallbackStats(metrics)
+        self.bundle: ModelBundle | None = None
+        self.last_reload: dict[str, Any] | None = None
+        self.last_error: dict[str, Any] | None = None
+        self.last_refusal: dict[str, Any] | None = None
+        self.reloads = 0
+        self._refused_key: tuple[Any, ...] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started_at = utcnow()
+
+    # --------------------------------------------------------------------- polling
+
+    def start(self) -> None:
+        """Start the poll thread (its first iteration loads the deployed version)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="churn-model-poll", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        trigger = "startup"
+        while not self._stop.is_set():
+            try:
+                self.reload(force=False, trigger=trigger)
+            except Exception:  # never let the poll thread die
+                log.exception("reload failed unexpectedly")
+            trigger = "poll"
+            # Until a model is loaded, retry sooner (storage may come up after us).
+            wait = self.poll_seconds if self.bundle is not None else min(self.poll_seconds, 2.0)
+            self._stop.wait(wait)
+
+    # ---------------------------------------------------------------------- reload
+
+    def reload(self, force: bool = False, trigger: str = "admin") -> dict[str, Any]:
+        """Load the version the pointer names if it differs from the loaded one (or always,
+        with ``force``); swap it in when it verifies. Returns what happened:
+        ``status`` is ``reloaded``, ``unchanged``, ``features_reloaded``, ``refused``
+        (integrity) or ``failed`` (storage or other error)."""
+        with self._lock:
+            start = time.perf_counter()
+            result = self._reload_locked(force, trigger)
+            result["seconds"] = round(time.perf_counter() - start, 4)
+            result["trigger"] = trigger
+            result["at"] = utcnow()
+            if result["status"] != "unchanged":
+                self.last_reload = result
+            return result
+
+    def _fail(self, status: str, reason: str, message: str, version: str | None) -> dict[str, Any]:
+        entry = {"status": status, "version": version, "error": message, "at": utcnow()}
+        if status == "refused":
+            self.last_refusal = entry
+        else:
+            self.last_error = entry
+        if self.metrics is not None:
+            self.metrics.reload_failures.labels(reason=reason).inc()
+        log.error("reload %s: %s", status, message)
+        current = self.bundle.version if self.bundle else None
+        return {**entry, "serving_version": current}
+
+    def _reload_locked(self, force: bool, trigger: str) -> dict[str, Any]:
+        current = self.bundle
+        try:
+            pointer = dep.read_current(self.storage)
+        except Exception as e:
+            return self._fail("failed", "storage", f"cannot read current.json: {e}", None)
+        if pointer is None or not pointer.get("version"):
+            return self._fail(
+                "failed", "nothing_deployed", f"nothing deployed at {self.storage.url()}", None
+            )
+        version = str(pointer["version"])
+        key = (version, pointer.get("updated_at"))
+        if current is not None and current.version == version and not force:
+            return self._refresh_customers(current)
+        if not force and key == self._refused_key:
+            return {
+                "status": "refused",
+                "version": version,
+                "error": (self.last_refusal or {}).get("error"),
+                "serving_version": current.version if current else None,
+                "cached": True,
+            }
+        try:
+            new = load_bundle(self.storage, pointer, slack=self.slack, stats=self.stats)
+        except (IntegrityError, dep.DeploymentError) as e:
+            self._refused_key = key
+            return self._fail("refused", "integrity", str(e), version)
+        except Exception as e:
+            return self._fail("failed", "error", f"{type(e).__name__}: {e}", version)
+        self._refused_key = None
+        self.bundle = new  # the swap: one reference assignment
+        self.reloads += 1
+        if self.freeze_gc:
+            _refreeze_gc()
+        self.last_error = None
+        if self.metrics is not None:
+            self.metrics.reloads.labels(trigger=trigger).inc()
+            models = new.manifest.get("models") or {}
+            self.metrics.set_model(
+                new.version,
+                (models.get("classifier") or {}).get("candidate", ""),
+                (models.get("regressor") or {}).get("candidate", ""),
+            )
+        log.info("serving version %s (was %s)", version, current.version if current else None)
+        return {
+            "status": "reloaded",
+            "version": version,
+            "previous_version": current.version if current else None,
+            "degraded_roles": {r: e for r, e in new.role_errors.items() if e},
+        }
+
+    def _refresh_customers(self, current: ModelBundle) -> dict[str, Any]:
+        try:
+            sig = file_signature(self.storage, FEATURES_TABLE)
+        except Exception as e:
+            return {"status": "unchanged", "version": current.version, "warning": str(e)}
+        if sig == current.customers_signature:
+            return {"status": "unchanged", "version": current.version}
+        table, error, sig = load_customers(self.storage, current.schema)
+        if table is None and current.customers is not None and sig is not None:
+            # keep the old table when the new one is unusable, but say so
+            self.bundle = current.with_customers(current.customers, error, sig)
+        else:
+            self.bundle = current.with_customers(table, error, sig)
+        return {"status": "features_reloaded", "version": current.version, "error": error}
+
+    # ----------------------------------------------------------------------- status
+
+    def health(self) -> dict[str, Any]:
+        """JSON-able state for /health."""
+        b = self.bundle
+        return {
+            "version": b.version if b else None,
+            "loaded_at": b.loaded_at if b else None,
+            "ready": b is not None,
+            "reloads": self.reloads,
+            "last_reload": self.last_reload,
+            "last_error": self.last_error,
+            "last_refusal": self.last_refusal,
+            "degraded_roles": {r: e for r, e in (b.role_errors if b else {}).items() if e},
+            "customers": b.customers.describe() if b and b.customers else None,
+            "customers_error": b.customers_error if b else None,
+            "poll_seconds": self.poll_seconds,
+            "storage": self.storage.url(),
+        }

@@ -1,0 +1,545 @@
+"""Request parsing and validation against the deployed feature schema.
+
+Everything is checked column by column on whole batches (numpy), so a request of 10,000
+records costs about as much as a few dozen Python loops over it, not 400,000 checks.
+
+The rules (also served at ``GET /predict/schema``):
+
+* A request is ``{"records": [record, ...]}`` with 1 .. ``max_records`` records (more → 413).
+* A record is ``{"customer_id": id}`` (features looked up in the latest ``current_features``
+  table) or ``{"features": {...}}`` with every deployed feature, optionally with a
+  ``customer_id`` that is only echoed and logged. Any other key → 422.
+* Numeric features: a JSON number or boolean (``true`` = 1). ``null`` only where the training
+  data had nulls (``nullable``). Out of range = outside ``[min - k*width, max + k*width]``
+  with ``width = max - min`` of the training data (``k = CHURN_SERVING_RANGE_SLACK``, default
+  10; a constant column uses ``width = max(|max|, 1)``), and below 0 whenever the training
+  minimum is >= 0 (counts, amounts, shares). Non-finite numbers are refused. The rule is
+  meant to catch unit and sign mistakes (cents for currency units is 100x, days for years
+  365x, a negative count), not unusual customers: amounts are heavy-tailed and cumulative
+  features keep growing after training (in the synthetic data the latest ``return_amount``
+  reaches 4.4x its training maximum), so a tight k would refuse real customers.
+* Categorical features: a JSON string (``null`` where nullable, treated as the missing
+  category). A category not seen in training is accepted; the model treats it as unknown
+  (the encoders' ``handle_unknown``), and the answer lists it under ``unseen_categories``.
+* Unknown features, missing features, wrong types, out-of-range values → 422 with one entry
+  per problem: ``loc`` (``["body", "records", i, "features", name]``), ``field``, ``msg`` and
+  ``type`` (``missing``, ``unknown_field``, ``wrong_type``, ``null_not_allowed``,
+  ``not_finite``, ``out_of_range``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+#: k of the range rule: accepted = [min - k*width, max + k*width] of the training range.
+DEFAULT_SLACK = 10.0
+#: The category FrameCleaner gives to nulls.
+MISSING_CATEGORY = "__missing__"
+#: At most this many problems are listed in one 422 answer (``error_count`` has the total).
+MAX_LISTED_ERRORS = 100
+
+_NUMBER_TYPES = (int, float, bool)
+_JSON_TYPES = {
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+class RequestError(Exception):
+    """A request the sidecar refuses: HTTP ``status`` and a FastAPI-style ``detail``."""
+
+    def __init__(self, status: int, detail: Any, **extra: Any):
+        summary = detail if isinstance(detail, str) else f"{len(detail)} problem(s): {detail[:2]}"
+        super().__init__(f"{status}: {summary}")
+        self.status = status
+        self.detail = detail
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the error answer."""
+        return {"detail": self.detail, **self.extra}
+
+
+def _error(loc: list[Any], kind: str, msg: str, field: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"loc": loc, "msg": msg, "type": kind}
+    if field is not None:
+        out["field"] = field
+    return out
+
+
+def validation_error(errors: list[dict[str, Any]]) -> RequestError:
+    """A 422 listing at most :data:`MAX_LISTED_ERRORS` problems."""
+    return RequestError(422, errors[:MAX_LISTED_ERRORS], error_count=len(errors))
+
+
+@dataclass
+class ParsedRequest:
+    """A syntactically valid /predict body, split into feature records and id lookups."""
+
+    n: int
+    customer_ids: list[str | None]
+    feature_rows: list[int] = field(default_factory=list)
+    features: list[dict[str, Any]] = field(default_factory=list)
+    lookup_rows: list[int] = field(default_factory=list)
+    lookup_ids: list[str] = field(default_factory=list)
+
+
+def parse_request(payload: Any, max_records: int) -> ParsedRequest:
+    """Check the envelope and each record's shape (not the feature values).
+
+    Raises:
+        RequestError: 422 for a malformed envelope or record, 413 for too many records.
+    """
+    if not isinstance(payload, dict):
+        raise validation_error(
+            [_error(["body"], "wrong_type", f"expected an object, got {json_type(payload)}")]
+        )
+    extra = [k for k in payload if k != "records"]
+    if extra:
+        raise validation_error(
+            [
+                _error(["body", k], "unknown_field", f"unknown field {k!r}; expected 'records'", k)
+                for k in extra
+            ]
+        )
+    records = payload.get("records")
+    if records is None:
+        raise validation_error([_error(["body", "records"], "missing", "field required")])
+    if not isinstance(records, list):
+        raise validation_error(
+            [
+                _error(
+                    ["body", "records"],
+                    "wrong_type",
+                    f"expected an array of records, got {json_type(records)}",
+                )
+            ]
+        )
+    n = len(records)
+    if n == 0:
+        raise validation_error(
+            [_error(["body", "records"], "too_short", "at least one record is required")]
+        )
+    if n > max_records:
+        raise RequestError(
+            413,
+            f"too many records: {n} > {max_records} per request (CHURN_SERVING_MAX_RECORDS); "
+            "split the batch",
+            max_records=max_records,
+        )
+    out = ParsedRequest(n=n, customer_ids=[None] * n)
+    errors: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        if type(rec) is not dict:
+            errors.append(
+                _error(
+                    ["body", "records", i],
+                    "wrong_type",
+                    f"expected an object, got {json_type(rec)}",
+                )
+            )
+            continue
+        unknown = [k for k in rec if k not in ("customer_id", "features")]
+        if unknown or not rec:
+            errors.extend(
+                _error(
+                    ["body", "records", i, k],
+                    "unknown_field",
+                    f"unknown field {k!r}; a record has 'customer_id' and/or 'features'",
+                    k,
+                )
+                for k in unknown
+            )
+            if not rec:
+                errors.append(
+                    _error(
+                        ["body", "records", i],
+                        "missing",
+                        "a record needs 'customer_id' or 'features'",
+                    )
+                )
+            continue
+        feats = rec.get("features")
+        cid = rec.get("customer_id")
+        if "customer_id" in rec:
+            if type(cid) is str:
+                pass
+            elif type(cid) is int:
+                cid = str(cid)
+            else:
+                errors.append(
+                    _error(
+                        ["body", "records", i, "customer_id"],
+                        "wrong_type",
+                        f"customer_id must be a string or an integer, got {json_type(cid)}",
+                        "customer_id",
+                    )
+                )
+                continue
+            out.customer_ids[i] = cid
+        if "features" in rec:
+            if type(feats) is not dict:
+                errors.append(
+                    _error(
+                        ["body", "records", i, "features"],
+                        "wrong_type",
+                        f"features must be an object, got {json_type(feats)}",
+                        "features",
+                    )
+                )
+                continue
+            out.feature_rows.append(i)
+            out.features.append(feats)
+        else:
+            out.lookup_rows.append(i)
+            out.lookup_ids.append(cid)  # type: ignore[arg-type]
+    if errors:
+        raise validation_error(errors)
+    return out
+
+
+def accepted_range(mn: float | None, mx: float | None, slack: float) -> tuple[float, float]:
+    """The accepted interval for a numeric feature with training range [mn, mx]."""
+    if mn is None or mx is None or not (math.isfinite(mn) and math.isfinite(mx)):
+        return -math.inf, math.inf
+    width = mx - mn
+    if width <= 0:
+        width = max(abs(mx), 1.0)
+    lo, hi = mn - slack * width, mx + slack * width
+    if mn >= 0:
+        lo = max(lo, 0.0)
+    return float(lo), float(hi)
+
+
+class FeatureSchema:
+    """The deployed features (manifest ``features`` + ``feature_schema``) as validators."""
+
+    def __init__(self, manifest: dict[str, Any], slack: float = DEFAULT_SLACK):
+        feats = manifest.get("features") or {}
+        schema = manifest.get("feature_schema") or {}
+        self.numeric: list[str] = [str(c) for c in feats.get("numeric", [])]
+        self.categorical: list[str] = [str(c) for c in feats.get("categorical", [])]
+        self.columns = [*self.numeric, *self.categorical]
+        self.expected = frozenset(self.columns)
+        self.slack = slack
+        lo, hi, nullable_num = [], [], []
+        for c in self.numeric:
+            s = schema.get(c, {})
+            a, b = accepted_range(s.get("min"), s.get("max"), slack)
+            lo.append(a)
+            hi.append(b)
+            nullable_num.append(bool(s.get("nullable", True)))
+        self.lo = np.asarray(lo, dtype=np.float64)
+        self.hi = np.asarray(hi, dtype=np.float64)
+        self.num_nullable = np.asarray(nullable_num, dtype=bool)
+        self.known: list[frozenset[str]] = []
+        self.cat_nullable: list[bool] = []
+        self.cat_has_categories: list[bool] = []
+        for c in self.categorical:
+            s = schema.get(c, {})
+            cats = s.get("categories")
+            self.cat_has_categories.append(cats is not None)
+            self.known.append(frozenset(str(v) for v in (cats or [])))
+            self.cat_nullable.append(bool(s.get("nullable", True)))
+        self._raw = schema
+        self._num_get = _getter(self.numeric)
+        self._cat_get = _getter(self.categorical)
+
+    # ------------------------------------------------------------------ descriptions
+
+    def describe(self) -> dict[str, Any]:
+        """The schema as served by ``GET /predict/schema``."""
+        fields: dict[str, Any] = {}
+        for i, c in enumerate(self.numeric):
+            s = self._raw.get(c, {})
+            fields[c] = {
+                "type": "numeric",
+                "dtype": s.get("dtype"),
+                "nullable": bool(self.num_nullable[i]),
+                "training_min": s.get("min"),
+                "training_max": s.get("max"),
+                "accepted_min": _finite_or_none(self.lo[i]),
+                "accepted_max": _finite_or_none(self.hi[i]),
+            }
+        for j, c in enumerate(self.categorical):
+            s = self._raw.get(c, {})
+            fields[c] = {
+                "type": "categorical",
+                "dtype": s.get("dtype"),
+                "nullable": self.cat_nullable[j],
+                "categories": sorted(self.known[j]),
+                "unseen_categories": "accepted, treated as unknown by the model, reported "
+                "per record in unseen_categories",
+            }
+        return {
+            "numeric": list(self.numeric),
+            "categorical": list(self.categorical),
+            "fields": fields,
+            "range_rule": (
+                f"numeric values must lie in [min - {self.slack:g}*width, max + "
+                f"{self.slack:g}*width] of the training range (width = max - min, or "
+                "max(|max|, 1) for a constant column), and be >= 0 when the training minimum "
+                "is >= 0"
+            ),
+        }
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema of a ``features`` object (for the OpenAPI document)."""
+        props: dict[str, Any] = {}
+        for i, c in enumerate(self.numeric):
+            types = ["number", "boolean", "null"] if self.num_nullable[i] else ["number", "boolean"]
+            p: dict[str, Any] = {"type": types}
+            if math.isfinite(self.lo[i]):
+                p["minimum"] = float(self.lo[i])
+            if math.isfinite(self.hi[i]):
+                p["maximum"] = float(self.hi[i])
+            props[c] = p
+        for j, c in enumerate(self.categorical):
+            p = {"type": ["string", "null"] if self.cat_nullable[j] else "string"}
+            if self.known[j]:
+                p["description"] = "known: " + ", ".join(sorted(self.known[j]))
+                p["examples"] = sorted(self.known[j])[:3]
+            props[c] = p
+        return {
+            "type": "object",
+            "properties": props,
+            "required": list(self.columns),
+            "additionalProperties": False,
+        }
+
+    # -------------------------------------------------------------------- validation
+
+    def to_arrays(
+        self, feats: list[dict[str, Any]], rows: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
+        """Validate feature records and return ``(num, cat, unseen)``.
+
+        ``num`` is float64 ``(n, n_numeric)``, ``cat`` object ``(n, n_categorical)`` of
+        canonical strings; ``unseen`` lists ``(position in feats, feature, value)`` for
+        categories not seen in training. ``rows`` are the records' positions in the request
+        (for error locations).
+
+        Raises:
+            RequestError: 422 listing every problem found.
+        """
+        errors: list[dict[str, Any]] = []
+        expected = self.expected
+        for k, f in enumerate(feats):
+            if f.keys() != expected:
+                keys = f.keys()
+                for c in self.columns:
+                    if c not in keys:
+                        errors.append(
+                            _error(_loc(rows[k], c), "missing", f"feature {c!r} is required", c)
+                        )
+                for c in keys:
+                    if c not in expected:
+                        errors.append(
+                            _error(
+                                _loc(rows[k], c),
+                                "unknown_field",
+                                f"unknown feature {c!r} (not in the deployed schema)",
+                                c,
+                            )
+                        )
+        if errors:
+            raise validation_error(errors)
+        num = self._numeric(feats, rows, errors)
+        cat, unseen = self._categorical(feats, rows, errors)
+        if errors:
+            raise validation_error(errors)
+        return num, cat, unseen
+
+    def _numeric(
+        self, feats: list[dict[str, Any]], rows: list[int], errors: list[dict[str, Any]]
+    ) -> np.ndarray:
+        n, k = len(feats), len(self.numeric)
+        if k == 0:
+            return np.empty((n, 0), dtype=np.float64)
+        values = [self._num_get(f) for f in feats]
+        num: np.ndarray | None = None
+        try:
+            a = np.array(values)
+            if a.shape == (n, k):
+                if a.dtype.kind in "biuf":
+                    num = a.astype(np.float64, copy=False)
+                elif a.dtype == object and {type(v) for v in a.flat} <= {
+                    int,
+                    float,
+                    bool,
+                    type(None),
+                }:
+                    num = a.astype(np.float64)
+        except (ValueError, TypeError, OverflowError):
+            num = None
+        if num is None:  # some value is not a number: find each one
+            num = np.full((n, k), np.nan)
+            for r, row in enumerate(values):
+                for j, v in enumerate(row):
+                    if v is None:
+                        continue
+                    if type(v) in _NUMBER_TYPES:
+                        try:
+                            num[r, j] = float(v)
+                        except OverflowError:
+                            num[r, j] = math.inf
+                        continue
+                    c = self.numeric[j]
+                    errors.append(
+                        _error(
+                            _loc(rows[r], c),
+                            "wrong_type",
+                            f"feature {c!r} must be a number, got {json_type(v)}",
+                            c,
+                        )
+                    )
+            nulls = np.asarray([[v is None for v in row] for row in values], dtype=bool)
+        else:
+            nulls = np.isnan(num)
+        if nulls.any():
+            bad = nulls & ~self.num_nullable
+            for r, j in zip(*np.nonzero(bad), strict=True):
+                c = self.numeric[j]
+                errors.append(
+                    _error(
+                        _loc(rows[r], c),
+                        "null_not_allowed",
+                        f"feature {c!r} must not be null (it had no nulls in training)",
+                        c,
+                    )
+                )
+        with np.errstate(invalid="ignore"):
+            inf = np.isinf(num)
+            out = ((num < self.lo) | (num > self.hi)) & ~inf
+        if inf.any():
+            for r, j in zip(*np.nonzero(inf), strict=True):
+                c = self.numeric[j]
+                errors.append(
+                    _error(
+                        _loc(rows[r], c),
+                        "not_finite",
+                        f"feature {c!r} must be a finite number",
+                        c,
+                    )
+                )
+        if out.any():
+            for r, j in zip(*np.nonzero(out), strict=True):
+                c = self.numeric[j]
+                errors.append(
+                    _error(
+                        _loc(rows[r], c),
+                        "out_of_range",
+                        f"feature {c!r} = {float(num[r, j])!r} is out of range: accepted "
+                        f"[{self.lo[j]:.6g}, {self.hi[j]:.6g}] (training range "
+                        f"[{self._raw.get(c, {}).get('min')}, {self._raw.get(c, {}).get('max')}]"
+                        f" widened by {self.slack:g}x its width; >= 0 if the training min is)",
+                        c,
+                    )
+                )
+        return num
+
+    def _categorical(
+        self, feats: list[dict[str, Any]], rows: list[int], errors: list[dict[str, Any]]
+    ) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+        n, k = len(feats), len(self.categorical)
+        cat = np.empty((n, k), dtype=object)
+        unseen: list[tuple[int, str, str]] = []
+        if k == 0:
+            return cat, unseen
+        values = [self._cat_get(f) for f in feats]
+        for j, c in enumerate(self.categorical):
+            col = [row[j] for row in values]
+            types = set(map(type, col))
+            if types - {str, type(None)}:
+                for r, v in enumerate(col):
+                    if type(v) is not str and v is not None:
+                        errors.append(
+                            _error(
+                                _loc(rows[r], c),
+                                "wrong_type",
+                                f"feature {c!r} must be a string (a category), got {json_type(v)}",
+                                c,
+                            )
+                        )
+                continue
+            if type(None) in types:
+                if not self.cat_nullable[j]:
+                    for r, v in enumerate(col):
+                        if v is None:
+                            errors.append(
+                                _error(
+                                    _loc(rows[r], c),
+                                    "null_not_allowed",
+                                    f"feature {c!r} must not be null (it had no nulls in training)",
+                                    c,
+                                )
+                            )
+                    continue
+                col = [MISSING_CATEGORY if v is None else v for v in col]
+            if self.cat_has_categories[j]:
+                known = self.known[j]
+                for r, v in enumerate(col):
+                    if v not in known and v != MISSING_CATEGORY:
+                        unseen.append((r, c, v))
+            cat[:, j] = col
+        return cat, unseen
+
+
+def _loc(row: int, name: str) -> list[Any]:
+    return ["body", "records", row, "features", name]
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _getter(cols: list[str]) -> Any:
+    if not cols:
+        return lambda f: ()
+    if len(cols) == 1:
+        c = cols[0]
+        return lambda f: (f[c],)
+    return itemgetter(*cols)
+
+
+def frame_to_arrays(frame: Any, numeric: list[str], categorical: list[str]) -> tuple[Any, Any]:
+    """A polars frame's feature columns as ``(num, cat)`` with FrameCleaner's semantics:
+    numeric → float64 (booleans 0/1, ±inf → NaN); categorical → canonical strings with
+    nulls as ``"__missing__"``."""
+    import polars as pl
+
+    from churn_assets.lib.models.spec import category_label
+
+    n = frame.height
+    num = np.empty((n, len(numeric)), dtype=np.float64)
+    for i, c in enumerate(numeric):
+        v = frame.get_column(c).cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+        v[~np.isfinite(v)] = np.nan
+        num[:, i] = v
+    cat = np.empty((n, len(categorical)), dtype=object)
+    for j, c in enumerate(categorical):
+        s = frame.get_column(c)
+        if s.dtype in (pl.Utf8, pl.Categorical) or isinstance(s.dtype, pl.Enum):
+            vals = s.cast(pl.Utf8).to_list()
+        else:
+            vals = [
+                None if v is None or (isinstance(v, float) and math.isnan(v)) else category_label(v)
+                for v in s.to_list()
+            ]
+        cat[:, j] = [MISSING_CATEGORY if v is None else v for v in vals]
+    return num, cat

@@ -1,0 +1,63 @@
+"""Settings of the serving sidecar (environment variables prefixed ``CHURN_SERVING_``).
+
+Storage root, S3 endpoint and data set come from the platform's
+:class:`~churn_assets.lib.settings.ChurnSettings` (``CHURN_STORAGE_URL``,
+``CHURN_S3_ENDPOINT_URL``, ``CHURN_DATASET``); everything specific to serving is here.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Sidecar settings; each field maps to ``CHURN_SERVING_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_SERVING_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Bind address.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port.")
+    poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often current.json (and current_features) is polled."
+    )
+    admin_token: str | None = Field(
+        default=None, description="Bearer token for /admin/*; unset or empty disables them (404)."
+    )
+    max_records: int = Field(default=10_000, ge=1, description="Records per /predict request.")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    range_slack: float = Field(
+        default=10.0,
+        ge=0,
+        description="Numeric values are accepted within [min - k*width, max + k*width] of the "
+        "training range (k = range_slack), and never below 0 when the training minimum is >= 0.",
+    )
+    log_enabled: bool = Field(default=True, description="Write the inference log.")
+    log_flush_records: int = Field(default=10_000, ge=1, description="Flush after N records.")
+    log_flush_seconds: float = Field(default=10.0, gt=0, description="... or after T seconds.")
+    log_max_buffer_records: int = Field(
+        default=200_000, ge=1, description="Bounded buffer while storage is down; oldest dropped."
+    )
+    inline_max_records: int = Field(
+        default=64,
+        ge=0,
+        description="Requests up to this many records are scored on the event loop; larger "
+        "ones in a worker thread so that small requests are not held up.",
+    )
+    access_log: bool = Field(default=False, description="uvicorn access log.")
+    threads: int = Field(
+        default=1, ge=1, description="BLAS/OpenMP threads for model prediction (threadpoolctl)."
+    )
+    batch_threads: int = Field(
+        default=2,
+        ge=1,
+        description="OpenMP threads for LightGBM on batches of >= 2,048 records (they run in a "
+        "worker thread; single records always predict on one thread). 1 disables.",
+    )
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether the admin endpoints exist (a non-empty token is configured)."""
+        return bool(self.admin_token)

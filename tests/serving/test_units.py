@@ -1,0 +1,539 @@
+"""Unit tests of the sidecar's parts: validation, fallback chain, fast path, inference log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from churn_assets.lib.storage import Storage
+from churn_serving.inference_log import InferenceLogger
+from churn_serving.model import LEVELS, FallbackStats, ModelBundle
+from churn_serving.predictors import Predictor
+from churn_serving.schema import (
+    MISSING_CATEGORY,
+    FeatureSchema,
+    RequestError,
+    accepted_range,
+    frame_to_arrays,
+    parse_request,
+)
+from churn_serving.settings import ServingSettings
+
+MANIFEST: dict[str, Any] = {
+    "version": "v1",
+    "features": {"numeric": ["age", "spend", "score"], "categorical": ["plan", "country"]},
+    "feature_schema": {
+        "age": {"type": "numeric", "min": 18.0, "max": 90.0, "nullable": False},
+        "spend": {"type": "numeric", "min": -100.0, "max": 1000.0, "nullable": True},
+        "score": {"type": "numeric", "min": 0.5, "max": 0.5, "nullable": False},
+        "plan": {"type": "categorical", "categories": ["a", "b"], "nullable": False},
+        "country": {"type": "categorical", "categories": ["DE", "US"], "nullable": True},
+    },
+    "models": {
+        "classifier": {"threshold": 0.4, "candidate": "stub"},
+        "classifier_fallback": {"threshold": 0.6, "candidate": "stub"},
+        "regressor": {"candidate": "stub"},
+        "regressor_fallback": {"candidate": "stub"},
+    },
+    "business_rules": {
+        "feature": "spend",
+        "threshold": 100.0,
+        "churn_probability_above": 0.1,
+        "churn_probability_at_or_below": 0.7,
+        "expected_total_sales_above": 500.0,
+        "expected_total_sales_at_or_below": 50.0,
+    },
+    "base_rates": {"churn_probability": 0.2, "expected_total_sales": 123.0},
+}
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    rec = {"age": 40, "spend": 250.5, "score": 0.5, "plan": "a", "country": "DE"}
+    rec.update(changes)
+    return {k: v for k, v in rec.items() if v != "<drop>"}
+
+
+def errors_of(exc: pytest.ExceptionInfo[RequestError]) -> list[tuple[str, str]]:
+    return [(e.get("field"), e["type"]) for e in exc.value.detail]
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def test_accepted_range_rule():
+    assert accepted_range(18, 90, 1.0) == (0.0, 162.0)  # min >= 0: never negative
+    assert accepted_range(18, 90, 10.0) == (0.0, 810.0)
+    assert accepted_range(-100, 1000, 1.0) == (-1200.0, 2100.0)
+    assert accepted_range(0.5, 0.5, 1.0) == (0.0, 1.5)  # constant column: width max(|max|, 1)
+    assert accepted_range(-5, -5, 2.0) == (-15.0, 5.0)
+    assert accepted_range(None, 3, 1.0) == (-math.inf, math.inf)
+
+
+def test_valid_records_become_arrays():
+    schema = FeatureSchema(MANIFEST)
+    feats = [
+        record(),
+        record(age=True, spend=None, country=None),  # bool = 1, nullable nulls
+        record(plan="z", age=300),  # unseen category, inside the widened range
+    ]
+    num, cat, unseen = schema.to_arrays(feats, [0, 1, 2])
+    assert num.dtype == np.float64 and num.shape == (3, 3)
+    assert num[0].tolist() == [40.0, 250.5, 0.5]
+    assert num[1, 0] == 1.0 and math.isnan(num[1, 1])
+    assert cat.tolist() == [["a", "DE"], ["a", MISSING_CATEGORY], ["z", "DE"]]
+    assert unseen == [(2, "plan", "z")]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"age": "<drop>"}, [("age", "missing")]),
+        ({"colour": "red"}, [("colour", "unknown_field")]),
+        ({"age": "forty"}, [("age", "wrong_type")]),
+        ({"age": [1]}, [("age", "wrong_type")]),
+        ({"plan": 3}, [("plan", "wrong_type")]),
+        ({"plan": {"a": 1}}, [("plan", "wrong_type")]),
+        ({"age": None}, [("age", "null_not_allowed")]),
+        ({"plan": None}, [("plan", "null_not_allowed")]),
+        ({"age": 5000}, [("age", "out_of_range")]),
+        ({"score": 11.0}, [("score", "out_of_range")]),
+        ({"age": -1}, [("age", "out_of_range")]),
+        ({"spend": -20000.0}, [("spend", "out_of_range")]),
+        ({"age": 10**400}, [("age", "not_finite")]),
+        ({"spend": math.inf}, [("spend", "not_finite")]),
+        ({"age": 5000, "plan": 1}, [("age", "out_of_range"), ("plan", "wrong_type")]),
+    ],
+)
+def test_each_validation_error_names_the_field(changes, expected):
+    schema = FeatureSchema(MANIFEST)
+    with pytest.raises(RequestError) as exc:
+        schema.to_arrays([record(), record(**changes)], [0, 7])
+    assert exc.value.status == 422
+    assert errors_of(exc) == expected
+    for e in exc.value.detail:
+        assert e["loc"] == ["body", "records", 7, "features", e["field"]]
+        assert e["field"] in e["msg"]
+    assert exc.value.body()["error_count"] == len(expected)
+
+
+def test_out_of_range_message_gives_the_accepted_interval():
+    with pytest.raises(RequestError) as exc:
+        FeatureSchema(MANIFEST).to_arrays([record(age=5000)], [0])
+    msg = exc.value.detail[0]["msg"]
+    assert "age" in msg and "[0, 810]" in msg and "5000" in msg
+
+
+def test_large_batch_is_checked_column_wise():
+    schema = FeatureSchema(MANIFEST)
+    feats = [record(age=18 + i % 70, spend=float(i % 1000)) for i in range(10_000)]
+    num, cat, unseen = schema.to_arrays(feats, list(range(10_000)))
+    assert num.shape == (10_000, 3) and cat.shape == (10_000, 2) and unseen == []
+    feats[4321] = record(age=-3)
+    with pytest.raises(RequestError) as exc:
+        schema.to_arrays(feats, list(range(10_000)))
+    assert [e["loc"][2] for e in exc.value.detail] == [4321]
+
+
+def test_envelope_errors():
+    cases = [
+        ([], "wrong_type"),
+        ({}, "missing"),
+        ({"records": {}}, "wrong_type"),
+        ({"records": []}, "too_short"),
+        ({"records": [1]}, "wrong_type"),
+        ({"records": [{}]}, "missing"),
+        ({"records": [{"id": 1}]}, "unknown_field"),
+        ({"records": [{"customer_id": True}]}, "wrong_type"),
+        ({"records": [{"customer_id": 1.5}]}, "wrong_type"),
+        ({"records": [{"features": [1, 2]}]}, "wrong_type"),
+        ({"records": [{"customer_id": "C1"}], "extra": 1}, "unknown_field"),
+    ]
+    for payload, kind in cases:
+        with pytest.raises(RequestError) as exc:
+            parse_request(payload, 100)
+        assert exc.value.status == 422, payload
+        assert exc.value.detail[0]["type"] == kind, payload
+
+
+def test_too_many_records_is_413():
+    with pytest.raises(RequestError) as exc:
+        parse_request({"records": [{"customer_id": "C"}] * 11}, 10)
+    assert exc.value.status == 413 and "11 > 10" in exc.value.detail
+
+
+def test_records_are_split_into_lookups_and_feature_records():
+    parsed = parse_request(
+        {
+            "records": [
+                {"customer_id": "C1"},
+                {"features": record()},
+                {"customer_id": 7, "features": record()},
+            ]
+        },
+        10,
+    )
+    assert parsed.lookup_rows == [0] and parsed.lookup_ids == ["C1"]
+    assert parsed.feature_rows == [1, 2]
+    assert parsed.customer_ids == ["C1", None, "7"]
+
+
+def test_frame_to_arrays_follows_frame_cleaner():
+    frame = pl.DataFrame(
+        {
+            "n": [1.0, float("inf"), None],
+            "b": [True, False, None],
+            "c": ["x", None, "y"],
+            "k": [1.0, 2.5, None],
+        }
+    )
+    num, cat = frame_to_arrays(frame, ["n", "b"], ["c", "k"])
+    assert num[0].tolist() == [1.0, 1.0]
+    assert np.isnan(num[1, 0]) and num[1, 1] == 0.0 and np.isnan(num[2]).all()
+    assert cat.tolist() == [["x", "1"], [MISSING_CATEGORY, "2.5"], ["y", MISSING_CATEGORY]]
+
+
+# ----------------------------------------------------------------------- fallback chain
+
+
+class Const:
+    def __init__(self, value: float | list[float]):
+        self.value = value
+
+    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        if isinstance(self.value, list):
+            return np.asarray(self.value[: len(num)], dtype=float)
+        return np.full(len(num), self.value)
+
+
+class Raises:
+    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        raise KeyError("feature columns missing from input: ['x']")
+
+
+def bundle(**predictors: Any) -> ModelBundle:
+    roles = {
+        "classifier": Const(0.5),
+        "classifier_fallback": Const(0.55),
+        "regressor": Const(100.0),
+        "regressor_fallback": Const(90.0),
+    }
+    roles.update(predictors)
+    return ModelBundle(
+        version="v1",
+        manifest=MANIFEST,
+        pointer={"version": "v1"},
+        schema=FeatureSchema(MANIFEST),
+        predictors=roles,
+        stats=FallbackStats(),
+    )
+
+
+def arrays(spend: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    num = np.asarray([[40.0, s, 0.5] for s in spend])
+    cat = np.asarray([["a", "DE"]] * len(spend), dtype=object)
+    return num, cat
+
+
+def levels(codes: np.ndarray) -> list[str]:
+    return [LEVELS[i] for i in codes]
+
+
+def test_champion_answers_with_its_threshold():
+    r = bundle().predict_arrays(*arrays([10.0, 200.0]))
+    assert r.churn_probability.tolist() == [0.5, 0.5]
+    assert levels(r.churn_level) == ["champion"] * 2
+    assert r.threshold.tolist() == [0.4, 0.4] and r.churn_label.tolist() == [1, 1]
+    assert r.expected_total_sales.tolist() == [100.0, 100.0]
+
+
+def test_broken_champion_falls_back_to_the_fallback_model():
+    b = bundle(classifier=Raises(), regressor=Raises())
+    r = b.predict_arrays(*arrays([10.0]))
+    assert levels(r.churn_level) == ["fallback_model"]
+    assert levels(r.sales_level) == ["fallback_model"]
+    assert r.churn_probability[0] == 0.55 and r.expected_total_sales[0] == 90.0
+    assert r.threshold[0] == 0.6 and r.churn_label[0] == 0  # the fallback's own threshold
+    assert b.stats.snapshot()["model_errors"]["classifier"]["count"] == 1
+    assert "KeyError" in b.stats.snapshot()["model_errors"]["classifier"]["last_error"]
+
+
+def test_both_models_broken_use_business_rules_then_base_rate():
+    b = bundle(
+        classifier=Raises(), classifier_fallback=None, regressor=Raises(), regressor_fallback=None
+    )
+    r = b.predict_arrays(*arrays([50.0, 150.0, float("nan")]))
+    assert levels(r.churn_level) == ["business_rules", "business_rules", "base_rate"]
+    assert r.churn_probability.tolist() == [0.7, 0.1, 0.2]
+    assert r.expected_total_sales.tolist() == [50.0, 500.0, 123.0]
+    assert r.threshold.tolist() == [0.4] * 3 and r.churn_label.tolist() == [1, 0, 0]
+
+
+def test_invalid_outputs_fall_through_per_record():
+    b = bundle(classifier=Const([0.3, float("nan"), 1.5]), regressor=Const([-5.0, 1.0, np.inf]))
+    r = b.predict_arrays(*arrays([10.0, 10.0, 10.0]))
+    assert levels(r.churn_level) == ["champion", "fallback_model", "fallback_model"]
+    assert r.churn_probability.tolist() == [0.3, 0.55, 0.55]
+    assert levels(r.sales_level) == ["champion", "champion", "fallback_model"]
+    assert r.expected_total_sales.tolist() == [0.0, 1.0, 90.0]  # negative values clipped
+
+
+def test_no_rules_means_base_rate():
+    manifest = {**MANIFEST, "business_rules": {}}
+    b = ModelBundle(
+        version="v1",
+        manifest=manifest,
+        pointer={},
+        schema=FeatureSchema(manifest),
+        predictors={"classifier": Raises(), "regressor": Raises()},
+    )
+    r = b.predict_arrays(*arrays([10.0]))
+    assert levels(r.churn_level) == ["base_rate"] and r.churn_probability[0] == 0.2
+    assert levels(r.sales_level) == ["base_rate"] and r.expected_total_sales[0] == 123.0
+
+
+def test_fallback_stats_counts_levels():
+    stats = FallbackStats()
+    stats.add(np.array([3, 1, 0, 0]), np.array([4, 0, 0, 0]), 4)
+    snap = stats.snapshot()
+    assert snap["by_output"]["churn_probability"]["fallback_model"] == 1
+    assert snap["fallback_share"]["churn_probability"] == pytest.approx(0.25)
+
+
+# -------------------------------------------------------------------------- fast path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """HistGradientBoosting on OpenMP threads is very slow on small machines."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def zoo_data():
+    from churn_assets.lib.models.spec import FeatureSpec
+    from tests.model._data import make_frame
+
+    frame = make_frame(500, seed=3)
+    spec = FeatureSpec.infer(frame)
+    num, cat = frame_to_arrays(
+        pl.from_pandas(frame.drop(columns=["cutoff"])), spec.numeric, spec.categorical
+    )
+    probe_num = num[:30].copy()
+    probe_num[:10] = np.nan
+    probe_cat = cat[:30].copy()
+    probe_cat[10:20, 0] = "never-seen"
+    return frame, spec, np.vstack([num, probe_num]), np.vstack([cat, probe_cat])
+
+
+CLASSIFIERS = ["logistic_regression", "lightgbm", "xgboost", "hist_gradient_boosting"]
+REGRESSORS = ["naive_baseline", "ridge", "poly_ridge", "lightgbm_tweedie", "hgb_log_target"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("classifier", n) for n in [*CLASSIFIERS, "ensemble"]]
+    + [("regressor", n) for n in REGRESSORS],
+)
+def test_fast_path_equals_the_pipeline(zoo_data, kind, name):
+    from churn_assets.lib.models.classification import build_classifier, build_ensemble
+    from churn_assets.lib.models.regression import build_regressor
+
+    frame, spec, num, cat = zoo_data
+    if kind == "classifier":
+        y = frame["churned"].to_numpy()
+        if name == "ensemble":
+            members = {n: build_classifier(n, spec, y_train=y) for n in CLASSIFIERS[:2]}
+            pipeline = build_ensemble(members)
+        else:
+            pipeline = build_classifier(name, spec, y_train=y)
+    else:
+        y = frame["total_sales"].to_numpy()
+        pipeline = build_regressor(name, spec)
+    pipeline.fit(frame, y)
+    p = Predictor(name, pipeline, kind, spec.numeric, spec.categorical)
+    p.verify(num[:200], cat[:200])
+    assert p.fast_path == "compiled"
+    got = p.predict(num, cat)
+    expected = p.predict_pipeline(num, cat)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    single = np.concatenate([p.predict(num[i : i + 1], cat[i : i + 1]) for i in (0, 505, 515)])
+    np.testing.assert_allclose(single, expected[[0, 505, 515]], rtol=1e-9, atol=1e-12)
+
+
+def test_unknown_steps_use_the_pipeline_and_a_wrong_fast_path_is_refused(zoo_data):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from churn_assets.lib.models.preprocessing import frame_cleaner, linear_preprocessor
+
+    frame, spec, num, cat = zoo_data
+    y = frame["churned"].to_numpy()
+    odd = Pipeline(
+        [
+            ("clean", frame_cleaner(spec)),
+            ("prep", linear_preprocessor(spec)),
+            ("square", FunctionTransformer(np.square)),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    ).fit(frame, y)
+    p = Predictor("odd", odd, "classifier", spec.numeric, spec.categorical)
+    assert p.fast_path.startswith("pipeline (") and "FunctionTransformer" in p.fast_path
+    np.testing.assert_allclose(
+        p.predict(num, cat), odd.predict_proba(frame_of(num, cat, spec))[:, 1]
+    )
+
+    good = Pipeline(
+        [
+            ("clean", frame_cleaner(spec)),
+            ("prep", linear_preprocessor(spec)),
+            ("m", LogisticRegression()),
+        ]
+    ).fit(frame, y)
+    p = Predictor("good", good, "classifier", spec.numeric, spec.categorical)
+    real = p.fast
+    p.fast = lambda n, c: real(n, c) + 1e-6  # a fast path that drifts is not used
+    p.verify(num[:50], cat[:50])
+    assert p.fast is None and "differs" in p.fast_path
+
+
+def frame_of(num: np.ndarray, cat: np.ndarray, spec: Any) -> Any:
+    import pandas as pd
+
+    data = {c: num[:, i] for i, c in enumerate(spec.numeric)}
+    data.update({c: cat[:, j] for j, c in enumerate(spec.categorical)})
+    return pd.DataFrame(data)[[*spec.numeric, *spec.categorical]]
+
+
+# ----------------------------------------------------------------------- inference log
+
+
+class FlakyStorage(Storage):
+    """Storage whose writes fail while ``down`` (treated as remote: every write is a PUT)."""
+
+    down = False
+
+    @property
+    def is_local(self) -> bool:
+        return False
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        if self.down:
+            raise OSError("storage unreachable")
+        return Storage(self.root).write_bytes(rel, data)
+
+
+def submit(logger: InferenceLogger, n: int, start: int = 0, unseen: bool = False) -> None:
+    ids = [f"C{start + i}" for i in range(n)]
+    logger.submit(
+        numeric=("age", "spend"),
+        categorical=("plan",),
+        logged_at=time.time(),
+        request_id=f"r{start}",
+        model_version="v1",
+        customer_id=ids,
+        unseen_categories=[json.dumps({"plan": "z"})] + [None] * (n - 1) if unseen else None,
+        is_lookup=np.zeros(n, dtype=bool),
+        churn_probability=np.linspace(0, 1, n),
+        churn_label=(np.linspace(0, 1, n) >= 0.5).astype(np.int8),
+        threshold=np.full(n, 0.5),
+        expected_total_sales=np.arange(n, dtype=float) + start,
+        churn_level=np.zeros(n, dtype=np.int8),
+        sales_level=np.ones(n, dtype=np.int8),
+        num=np.column_stack([np.full(n, 30.0), np.arange(n, dtype=float)]),
+        cat=np.full((n, 1), "a", dtype=object),
+    )
+
+
+def log_files(root: Path) -> list[Path]:
+    return sorted((root / "inference_log").glob("date=*/*.parquet"))
+
+
+def test_inference_log_writes_partitioned_parquet(tmp_path):
+    logger = InferenceLogger(Storage(str(tmp_path)), flush_records=1000, flush_seconds=60)
+    submit(logger, 3, unseen=True)
+    submit(logger, 2, start=10)
+    assert log_files(tmp_path) == []  # nothing written per request
+    assert logger.flush() == 5
+    [path] = log_files(tmp_path)
+    assert path.parent.name == f"date={dt.datetime.now(dt.UTC).date().isoformat()}"
+    frame = pl.read_parquet(path)
+    assert frame.height == 5
+    assert frame["customer_id"].to_list() == ["C0", "C1", "C2", "C10", "C11"]
+    assert frame["record"].to_list() == [0, 1, 2, 0, 1]
+    assert frame["request_id"].to_list() == ["r0"] * 3 + ["r10"] * 2
+    assert frame["churn_level"].unique().to_list() == ["champion"]
+    assert frame["sales_level"].unique().to_list() == ["fallback_model"]
+    assert frame["unseen_categories"].to_list()[:2] == ['{"plan": "z"}', None]
+    assert frame["spend"].to_list() == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert frame["logged_at"].dtype == pl.Datetime("us", "UTC")
+
+
+def test_inference_log_survives_storage_outage_with_bounded_buffer(tmp_path):
+    storage = FlakyStorage(str(tmp_path))
+    logger = InferenceLogger(storage, flush_records=1000, flush_seconds=60, max_buffer_records=8)
+    storage.down = True
+    for i in range(4):
+        submit(logger, 2, start=10 * i)
+    assert logger.flush() == 0
+    assert logger.flush_failures == 1 and "unreachable" in logger.last_error
+    assert logger.status()["buffered_records"] == 8 and logger.records_dropped == 0
+    submit(logger, 2, start=100)  # over the bound: the oldest request goes
+    assert logger.status()["buffered_records"] == 8 and logger.records_dropped == 2
+    storage.down = False
+    logger._retry_at = 0.0
+    assert logger.flush() == 8
+    ids = pl.read_parquet(log_files(tmp_path)[0])["customer_id"].to_list()
+    assert ids[:2] == ["C10", "C11"] and ids[-2:] == ["C100", "C101"]
+
+
+def test_inference_log_background_flush_by_count_and_on_close(tmp_path):
+    logger = InferenceLogger(Storage(str(tmp_path)), flush_records=10, flush_seconds=3600)
+    logger.start()
+    try:
+        submit(logger, 12)
+        deadline = time.monotonic() + 20
+        while not log_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(log_files(tmp_path)) == 1
+        submit(logger, 3, start=50)
+    finally:
+        logger.close()
+    assert len(log_files(tmp_path)) == 2 and logger.records_written == 15
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("CHURN_SERVING_PORT", "9123")
+    monkeypatch.setenv("CHURN_SERVING_POLL_SECONDS", "2.5")
+    monkeypatch.setenv("CHURN_SERVING_ADMIN_TOKEN", "")
+    s = ServingSettings()
+    assert (s.host, s.port, s.poll_seconds, s.max_records) == ("127.0.0.1", 9123, 2.5, 10_000)
+    assert not s.admin_enabled
+    monkeypatch.setenv("CHURN_SERVING_ADMIN_TOKEN", "t0ken")
+    assert ServingSettings().admin_enabled
+
+
+def test_lightgbm_batch_threads_give_the_same_answers(zoo_data, monkeypatch):
+    from churn_assets.lib.models.classification import build_classifier
+    from churn_serving import predictors
+
+    frame, spec, num, cat = zoo_data
+    y = frame["churned"].to_numpy()
+    pipeline = build_classifier("lightgbm", spec, y_train=y).fit(frame, y)
+    p = Predictor("lgbm", pipeline, "classifier", spec.numeric, spec.categorical)
+    one_thread = p.predict(num, cat)
+    monkeypatch.setattr(predictors, "BATCH_THREADS", predictors.BatchThreads(2, 10))
+    p = Predictor("lgbm", pipeline, "classifier", spec.numeric, spec.categorical)
+    np.testing.assert_array_equal(p.predict(num, cat), one_thread)
+    np.testing.assert_array_equal(p.predict(num[:1], cat[:1]), one_thread[:1])
