@@ -63,11 +63,19 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     job=retraining_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a retraining run (model sets → deployment) when a new drift "
-    "report says drift. Runs queue one at a time (pool 'retraining').",
+    "report says drift, or says nothing is deployed yet (the first model deploys itself). "
+    "Runs queue one at a time (pool 'retraining').",
 )
 def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     mat = asset_event.asset_materialization
-    drifted = mat.metadata.get("drifted") if mat else None
+    meta = mat.metadata if mat else {}
+    status = meta.get("status")
+    if status is not None and status.value == "no_deployment":
+        return dg.RunRequest(
+            run_key=f"bootstrap-{asset_event.run_id}",
+            tags={"churn/trigger": "bootstrap", "churn/drift_run": asset_event.run_id},
+        )
+    drifted = meta.get("drifted")
     if not (drifted and drifted.value):
         return dg.SkipReason("latest drift report shows no drift")
     return dg.RunRequest(

@@ -117,12 +117,13 @@ def test_drift_in_landing_zone_leads_to_a_new_version(platform_dev):
         "/".join(n["assetKey"]["path"]) for n in nodes
     }
 
-    # the landing sensor ingests the seeded files on its own
-    first = _wait(lambda: _runs(client, "churn/trigger", "landing"), 180, "landing run", log)
-    _wait(lambda: _finished(client, first[0]["runId"]), 300, "first ingestion", log)
-    # a first deployed version
-    run_id = client.submit_job_execution("retraining")
-    assert _wait(lambda: _finished(client, run_id), 600, "first deployment", log) == "SUCCESS"
+    # the landing sensor ingests the seeded files on its own, and with nothing deployed
+    # the drift sensor starts the first retraining run: the first version deploys itself
+    boot = _wait(lambda: _runs(client, "churn/trigger", "bootstrap"), 400, "bootstrap", log)
+    assert (
+        _wait(lambda: _finished(client, boot[0]["runId"]), 600, "first deployment", log)
+        == "SUCCESS"
+    )
     v1 = dep.read_current(store)["version"]
 
     # a drifted batch lands; nothing else is touched from here on
