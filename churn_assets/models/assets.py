@@ -84,11 +84,15 @@ def _train_model_set(
         CLASSIFIER_NAME,
         REGRESSOR_NAME,
         TrackingConfig,
+        ensure_experiment,
         log_model_set,
     )
 
     cfg = platform.dataset_config()
     m = cfg.models
+    # fail before an expensive training when the tracking server is down
+    tracking_cfg = TrackingConfig.from_settings(platform.settings(), cfg.name)
+    ensure_experiment(tracking_cfg)
     splits = to_splits(frame)
     spec = FeatureSpec.infer(splits["train"], exclude=(*DEFAULT_EXCLUDE, "split"))
     if kind == "classification":
@@ -116,7 +120,7 @@ def _train_model_set(
         registered = REGRESSOR_NAME
     tracking = log_model_set(
         result,
-        TrackingConfig.from_settings(platform.settings(), cfg.name),
+        tracking_cfg,
         registered_name=registered,
         dataset=cfg.name,
         tags={"dagster_run_id": context.run.run_id},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -35,6 +36,7 @@ import yaml
 
 from tests.conftest import BIN, REPO, free_port, wait_http
 
+COMPOSE_FILE = REPO / "docker-compose.yml"
 INSTANCE_YAML = REPO / "deploy" / "dagster.production.yaml"
 ROLE = "churn_test"
 DAGSTER_DB = "dagster_test"
@@ -45,6 +47,126 @@ FAST_MODELS = {
     "regression_candidates": ["naive_baseline", "ridge"],
     "cv_folds": 2,
 }
+
+
+# ------------------------------------------------------------------------ docker-compose.yml
+
+#: ``$$`` (a literal dollar) or ``${NAME}``, ``${NAME:-default}``, ``${NAME:?message}`` ...
+COMPOSE_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+
+
+def interpolate(text: str, values: dict[str, str]) -> str:
+    """Compose's variable interpolation of one string (``$$`` → ``$``).
+
+    Raises:
+        KeyError: a ``${NAME:?message}`` variable has no value.
+    """
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.groups()
+        value = values.get(name)
+        unset = value is None or (value == "" and op is not None and op.startswith(":"))
+        if op is not None and op.endswith("+"):
+            return "" if unset else arg
+        if not unset:
+            return value
+        if op is not None and op.endswith("?"):
+            raise KeyError(f"{name}: {arg}")
+        return arg if op is not None and op.endswith("-") else ""
+
+    return COMPOSE_VAR.sub(sub, text)
+
+
+def _interpolate_all(node: Any, values: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, values)
+    if isinstance(node, list):
+        return [_interpolate_all(v, values) for v in node]
+    if isinstance(node, dict):
+        return {k: _interpolate_all(v, values) for k, v in node.items()}
+    return node
+
+
+def environment(service: dict) -> dict[str, str]:
+    """A service's ``environment`` (mapping or ``KEY=value`` list) as a dict of strings."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def with_options(argv: list[str], options: dict[str, str]) -> list[str]:
+    """``argv`` with the value after each flag in ``options`` replaced (flags must exist)."""
+    out = list(argv)
+    for flag, value in options.items():
+        if flag not in out:
+            raise ValueError(f"{flag} not in {argv}")
+        out[out.index(flag) + 1] = value
+    return out
+
+
+class Compose:
+    """docker-compose.yml interpolated with ``values`` (what .env would hold), its commands
+    and environments rewritten for plain processes on this machine: ``hosts`` maps the
+    service URLs (``http://minio:9000``, ``http://mlflow:5000`` ...) to local ones."""
+
+    def __init__(self, values: dict[str, str], hosts: dict[str, str]):
+        raw = yaml.safe_load(COMPOSE_FILE.read_text())
+        self.services: dict[str, dict] = _interpolate_all(raw["services"], values)
+        self.hosts = hosts
+
+    def _local(self, text: str) -> str:
+        for old, new in self.hosts.items():
+            text = text.replace(old, new)
+        return text
+
+    def env(self, service: str, **overrides: str) -> dict[str, str]:
+        """The service's environment with local endpoints, plus ``overrides``."""
+        env = {k: self._local(v) for k, v in environment(self.services[service]).items()}
+        return {**env, **overrides}
+
+    def command(
+        self,
+        service: str,
+        options: dict[str, str] | None = None,
+        replace: dict[str, str] | None = None,
+    ) -> list[str]:
+        """The service's command with local endpoints, flags set from ``options``, other
+        substrings replaced by ``replace`` and the executable taken from this virtualenv."""
+        return self._argv(self.services[service]["command"], options, replace)
+
+    def healthcheck(
+        self,
+        service: str,
+        options: dict[str, str] | None = None,
+        replace: dict[str, str] | None = None,
+    ) -> list[str]:
+        """The service's ``CMD`` health check, rewritten like :meth:`command`."""
+        test = self.services[service]["healthcheck"]["test"]
+        assert test[0] == "CMD", f"{service}: only exec-form health checks run here"
+        return self._argv(test[1:], options, replace)
+
+    def _argv(
+        self, argv: list[str], options: dict[str, str] | None, replace: dict[str, str] | None
+    ) -> list[str]:
+        out = []
+        for arg in argv:
+            arg = self._local(arg)
+            for old, new in (replace or {}).items():
+                arg = arg.replace(old, new)
+            out.append(arg)
+        out = with_options(out, options or {})
+        return [str(BIN / out[0]) if (BIN / out[0]).exists() else out[0], *out[1:]]
+
+
+def base_env() -> dict[str, str]:
+    """The minimum a process needs besides a compose service's environment."""
+    keep = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    return env
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -137,6 +259,13 @@ def create_databases(pg: Postgres, password: str) -> None:
         pg.admin(f"CREATE DATABASE {db} OWNER {ROLE}")
 
 
+def drop_databases(pg: Postgres) -> None:
+    """Drop the test databases and role."""
+    for db in (DAGSTER_DB, MLFLOW_DB):
+        pg.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    pg.admin(f"DROP ROLE IF EXISTS {ROLE}")
+
+
 # ------------------------------------------------------------------------------ processes
 
 
@@ -164,19 +293,22 @@ class Process:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL after 20 s."""
+    def stop(self, timeout: float = 20, crash: bool = False) -> None:
+        """SIGTERM the process group (children too, even if the leader has exited), SIGKILL
+        after ``timeout`` s (at once with ``crash``)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGKILL if crash else signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # children that outlived the leader
+            os.killpg(proc.pid, signal.SIGKILL)
 
     def tail(self, chars: int = 3000) -> str:
         """The end of the log (for failure messages)."""
@@ -207,38 +339,38 @@ class MotoServer(Process):
         wait_http(self.endpoint, timeout=30)
 
 
-class MlflowServer(Process):
-    """``mlflow server`` with a PostgreSQL backend store and S3 artifacts."""
+class HttpService(Process):
+    """A process that is up when ``health_url`` answers 200."""
 
-    def __init__(self, backend_uri: str, artifacts: str, env: dict[str, str], log_dir: Path):
-        self.port = free_port()
-        super().__init__(
-            "mlflow",
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri]
-            + ["--artifacts-destination", artifacts, "--serve-artifacts"]
-            + ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            env,
-            log_dir,
-        )
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path, url: str):
+        super().__init__(name, cmd, env, log_dir)
+        self.health_url = url
 
     def start(self) -> None:
+        """Start the process and wait until it is healthy."""
+        self.spawn()
+        self.wait_healthy()
+
+    def spawn(self) -> None:
+        """Start the process without waiting (MLflow takes a while: migrations, imports)."""
         super().start()
-        deadline = time.monotonic() + 120
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        """Wait until the health URL answers 200 (fail if the process exits)."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
-                raise RuntimeError(f"mlflow server exited:\n{self.tail()}")
-            with contextlib.suppress(OSError):
-                import urllib.request
-
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
+                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.health_url, timeout=2) as r,
+            ):
+                if r.status == 200:
+                    return
             time.sleep(0.5)
-        raise TimeoutError(f"mlflow server not healthy within 120 s:\n{self.tail()}")
+        raise TimeoutError(f"{self.name} not healthy within {timeout} s:\n{self.tail()}")
 
 
 class TcpGate:
@@ -383,14 +515,20 @@ class Outcome:
 
 @dataclass
 class Stack:
-    """The services of the production stack running on this machine."""
+    """The services of the production stack running on this machine.
+
+    :attr:`env` is the code-location service's environment from docker-compose.yml with
+    local endpoints (what the in-process runs use); :attr:`compose` rewrites the other
+    services' commands and environments the same way.
+    """
 
     pg: Postgres
     password: str
     moto: MotoServer
-    mlflow: MlflowServer
+    mlflow: HttpService
+    mlflow_uri: str
     home: Path
-    dataset_config: str
+    compose: Compose
     log_dir: Path
     env: dict[str, str] = field(default_factory=dict)
 
@@ -418,13 +556,17 @@ class Stack:
 
         return Storage(
             f"s3://{BUCKET}/storage/synthetic",
-            {"client_kwargs": {"endpoint_url": self.moto.endpoint}},
+            {
+                "key": "testing",
+                "secret": "testing",
+                "client_kwargs": {"endpoint_url": self.moto.endpoint},
+            },
         )
 
     def mlflow_client(self):
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(self.mlflow.uri, self.mlflow.uri)
+        return MlflowClient(self.mlflow_uri, self.mlflow_uri)
 
     def materialize(
         self, selection: list[str] | None = None, run_config: dict | None = None
@@ -466,13 +608,15 @@ def fast_dataset_config(path: Path) -> str:
 
 @contextlib.contextmanager
 def production_stack(tmp: Path) -> Iterator[Stack]:
-    """Start PostgreSQL (if down), moto_server and mlflow server; write DAGSTER_HOME and the
-    data set config; seed the synthetic landing zone into S3. Stops what it started."""
+    """Start PostgreSQL (if down), moto_server and the compose file's mlflow command; write
+    DAGSTER_HOME and the data set config; seed the synthetic landing zone into S3. The
+    environment is docker-compose.yml's, with .env values made up here and the service
+    hosts mapped to local endpoints. Stops what it started."""
     pg = ensure_postgres()
     log_dir = tmp / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     moto: MotoServer | None = None
-    mlflow: MlflowServer | None = None
+    mlflow: HttpService | None = None
     try:
         password = secrets.token_hex(12)
         create_databases(pg, password)
@@ -480,30 +624,47 @@ def production_stack(tmp: Path) -> Iterator[Stack]:
         moto.start()
         s3_client(moto.endpoint).create_bucket(Bucket=BUCKET)
         home = write_instance_home(tmp / "dagster_home")
-        env = {
+        mlflow_port = free_port()
+        mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
+        dotenv = {  # what .env holds in compose
+            "POSTGRES_USER": ROLE,
+            "POSTGRES_PASSWORD": password,
+            "CHURN_BUCKET": BUCKET,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "MLFLOW_S3_ENDPOINT_URL": moto.endpoint,
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_POSTGRES_USER": ROLE,
-            "DAGSTER_POSTGRES_PASSWORD": password,
-            "DAGSTER_POSTGRES_HOST": "127.0.0.1",
-            "DAGSTER_POSTGRES_DB": DAGSTER_DB,
-            "DAGSTER_POSTGRES_PORT": str(pg.port),
-            "CHURN_ENV": "compose",
-            "CHURN_STORAGE_URL": f"s3://{BUCKET}/storage",
-            "CHURN_S3_ENDPOINT_URL": moto.endpoint,
             "CHURN_DATASET": fast_dataset_config(tmp / "synthetic.yaml"),
-            "GX_ANALYTICS_ENABLED": "false",
-            # fail fast when a service is down (the defaults retry for minutes)
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+            # far from any test run: no scheduled retraining run while the daemon is up
+            "CHURN_RETRAINING_CRON": "0 3 1 1 *",
+            "MINIO_ROOT_USER": "unused",
+            "MINIO_ROOT_PASSWORD": "unused",
+            "GRAFANA_ADMIN_USER": "unused",
+            "GRAFANA_ADMIN_PASSWORD": "unused",
         }
-        backend = f"postgresql+psycopg2://{ROLE}:{password}@127.0.0.1:{pg.port}/{MLFLOW_DB}"
-        mlflow = MlflowServer(backend, f"s3://{BUCKET}/mlflow", {**os.environ, **env}, log_dir)
-        mlflow.start()
-        env["MLFLOW_TRACKING_URI"] = mlflow.uri
+        compose = Compose(
+            dotenv,
+            {
+                "http://minio:9000": moto.endpoint,
+                "http://mlflow:5000": mlflow_uri,
+                "@postgres:5432/mlflow": f"@127.0.0.1:{pg.port}/{MLFLOW_DB}",
+            },
+        )
+        mlflow = HttpService(
+            "mlflow",
+            compose.command(
+                "mlflow", {"--host": "127.0.0.1", "--port": str(mlflow_port), "--workers": "1"}
+            ),
+            {**base_env(), **compose.env("mlflow")},
+            log_dir,
+            f"{mlflow_uri}/health",
+        )
+        mlflow.spawn()
+        env = compose.env(
+            "code-location",
+            DAGSTER_HOME=str(home),
+            DAGSTER_POSTGRES_HOST="127.0.0.1",
+            DAGSTER_POSTGRES_DB=DAGSTER_DB,
+            DAGSTER_POSTGRES_PORT=str(pg.port),
+        )
         from churn_assets.lib.generator import generate
 
         generate(
@@ -517,11 +678,14 @@ def production_stack(tmp: Path) -> Iterator[Stack]:
                 "client_kwargs": {"endpoint_url": moto.endpoint},
             },
         )
-        yield Stack(pg, password, moto, mlflow, home, env["CHURN_DATASET"], log_dir, env)
+        mlflow.wait_healthy()
+        yield Stack(pg, password, moto, mlflow, mlflow_uri, home, compose, log_dir, env)
     finally:
         if mlflow is not None:
-            mlflow.stop()
+            mlflow.stop(timeout=5)
         if moto is not None:
-            moto.stop()
+            moto.stop(timeout=5)
+        with contextlib.suppress(Exception):  # leave the cluster as it was found
+            drop_databases(pg)
         if pg.started_here:
             pg.ctl("stop")
