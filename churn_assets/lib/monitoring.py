@@ -47,16 +47,7 @@ def build_drift_report(
     current = current_features.select(["customer_id", *deployed.columns]).join(
         scores.select("customer_id", *PREDICTIONS), on="customer_id", how="left"
     )
-    d = cfg.drift
-    thresholds = DriftThresholds(
-        psi=d.psi,
-        l1=d.l1,
-        js=d.js,
-        prediction_psi=d.prediction_psi,
-        share_drifted=d.share_drifted,
-        severe_psi=d.severe_psi,
-        bins=d.bins,
-    )
+    thresholds = DriftThresholds(**cfg.drift.model_dump())
     feats = deployed.manifest["features"]
     result = compute_drift(
         reference, current, feats["numeric"], feats["categorical"], PREDICTIONS, thresholds
