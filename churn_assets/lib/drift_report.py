@@ -271,6 +271,20 @@ def _summary(result: DriftResult, meta: Mapping[str, Any]) -> str:
         ", ".join(f'<a href="#{_anchor(c)}">{_esc(c)}</a>' for c in result.drifted_columns)
         or '<span class="muted">none</span>'
     )
+    reasons = []
+    if result.share_drifted > result.thresholds.share_drifted:
+        reasons.append("share of drifted features above its threshold")
+    if result.prediction_drift:
+        reasons.append("prediction drift")
+    severe = result.table.filter(
+        (result.table["kind"] != "prediction")
+        & (result.table["metric"] == "psi")
+        & (result.table["value"] > result.thresholds.severe_psi)
+    )["column"].to_list()
+    if severe:
+        reasons.append(f"severe PSI in {', '.join(severe)}")
+    if reasons:
+        drifted += f' <span class="muted">(verdict: {_esc("; ".join(reasons))})</span>'
     meta_rows = "".join(
         f"<tr><th>{_esc(k)}</th><td>{_esc(_num(v) if isinstance(v, float) else v)}</td></tr>"
         for k, v in meta.items()
@@ -284,6 +298,7 @@ def _summary(result: DriftResult, meta: Mapping[str, Any]) -> str:
             ("categorical: Jensen-Shannon divergence (base 2, scale 0-1) >", t.js),
             ("numeric prediction: PSI >", t.prediction_psi),
             ("data set: share of drifted features >", t.share_drifted),
+            ("data set: any one numeric feature's PSI >", t.severe_psi),
             ("PSI bins (reference quantiles)", t.bins),
             ("PSI epsilon (min bin share)", t.epsilon),
         )
