@@ -135,7 +135,8 @@ class ModelManager:
             self.last_error = entry
         if self.metrics is not None:
             self.metrics.reload_failures.labels(reason=reason).inc()
-        log.error("reload %s: %s", status, message)
+        # before the first deployment, waiting is the normal state, not an error
+        (log.info if reason == "nothing_deployed" else log.error)("reload %s: %s", status, message)
         current = self.bundle.version if self.bundle else None
         return {**entry, "serving_version": current}
 
