@@ -8,6 +8,7 @@ Ctrl-C or SIGTERM here stops every child process group cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -100,14 +101,18 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
                     stopping = True
             time.sleep(0.5)
     finally:
-        for p in children.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for p in children.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        # SIGINT is what both dagster dev and uvicorn treat as a graceful Ctrl-C; escalate to
+        # SIGTERM and then SIGKILL for a process group that does not stop in time
+        for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            alive = [p for p in children.values() if p.poll() is None]
+            if not alive:
+                break
+            for p in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, sig)
+            deadline = time.monotonic() + grace
+            for p in alive:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
         print("stopped", flush=True)
     return code
