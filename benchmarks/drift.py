@@ -42,13 +42,14 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.measure import peak_rss_mb
 
 TARGETS = {"speedup_min": 20, "max_psi_abs_diff": 1e-9}
 IMPLEMENTATIONS = ("ours", "evidently")
@@ -88,23 +89,6 @@ CATEGORICAL: dict[str, bool] = {
 
 def _log(message: str) -> None:
     print(f"[bench drift] {message}", file=sys.stderr, flush=True)
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux ``VmHWM``; ``ru_maxrss`` elsewhere).
-
-    ``VmHWM`` starts afresh at ``exec``; ``ru_maxrss`` of a forked-and-exec'd child keeps the
-    parent's resident size at fork time as a floor.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 # --------------------------------------------------------------------------- data
@@ -245,11 +229,11 @@ def measure(
         start = time.perf_counter()
         reference, current = pl.read_parquet(reference_path), pl.read_parquet(current_path)
         read_seconds = time.perf_counter() - start
-        baseline = _peak_rss_mb()
+        baseline = peak_rss_mb()
         start = time.perf_counter()
         result = compute_drift(reference, current, numeric, categorical, thresholds=thresholds)
         seconds = time.perf_counter() - start
-        peak = _peak_rss_mb()
+        peak = peak_rss_mb()
         out["drifted_columns"] = result.drifted_columns
         out["drifted"] = result.drifted
         out["psi"] = {
@@ -280,7 +264,7 @@ def measure(
         start = time.perf_counter()
         reference, current = pd.read_parquet(reference_path), pd.read_parquet(current_path)
         read_seconds = time.perf_counter() - start
-        baseline = _peak_rss_mb()
+        baseline = peak_rss_mb()
         start = time.perf_counter()
         definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
         snapshot = Report([preset], include_tests=True).run(
@@ -289,7 +273,7 @@ def measure(
         )
         summary = snapshot.dict()
         seconds = time.perf_counter() - start
-        peak = _peak_rss_mb()
+        peak = peak_rss_mb()
         drifted: list[str] = []
         for test in summary["tests"]:
             name = str(test.get("name", ""))
@@ -322,7 +306,7 @@ def measure(
         }
     )
     if html:
-        out["peak_rss_mb_with_html"] = round(_peak_rss_mb(), 1)
+        out["peak_rss_mb_with_html"] = round(peak_rss_mb(), 1)
     return out
 
 

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.measure import peak_rss_mb
+
 TARGETS = {"speedup_min": 5, "polars_peak_rss_mb_max": 3072}
 DAYS = 540
 HORIZON_DAYS = 90
@@ -41,24 +43,6 @@ _ROOT = Path(__file__).resolve().parent.parent  # the project root (holds ``benc
 
 def _log(message: str) -> None:
     print(f"[bench features] {message}", file=sys.stderr, flush=True)
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB.
-
-    On Linux this is ``VmHWM`` from ``/proc/self/status``: unlike ``ru_maxrss`` it starts
-    afresh at ``exec``, whereas ``ru_maxrss`` of a forked-and-exec'd child keeps the parent's
-    resident size at fork time as a floor.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def _cpu_seconds() -> float:
@@ -212,7 +196,7 @@ def measure(implementation: str, files: list[str], cutoff: str, out: str | None 
         from churn_assets.lib.features import build_customer_features
 
         params = _params(cutoff)
-        baseline, cpu = _peak_rss_mb(), _cpu_seconds()
+        baseline, cpu = peak_rss_mb(), _cpu_seconds()
         start = time.perf_counter()
         result = build_customer_features(None, pl.scan_parquet(files), params)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
@@ -225,7 +209,7 @@ def measure(implementation: str, files: list[str], cutoff: str, out: str | None 
         from benchmarks.pandas_features import pandas_customer_features
 
         params = _params(cutoff)
-        baseline, cpu = _peak_rss_mb(), _cpu_seconds()
+        baseline, cpu = peak_rss_mb(), _cpu_seconds()
         start = time.perf_counter()
         result = pandas_customer_features(pd.read_parquet(files), params)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
@@ -237,7 +221,7 @@ def measure(implementation: str, files: list[str], cutoff: str, out: str | None 
     return {
         "seconds": round(seconds, 3),
         "cpu_seconds": round(cpu, 3),  # user + system time of all threads
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "baseline_rss_mb": round(baseline, 1),  # after imports, before reading the data
         "rows": rows,
     }
