@@ -42,7 +42,7 @@ from .preprocessing import (
     categorical_positions,
     frame_cleaner,
     linear_preprocessor,
-    tree_preprocessor,
+    tree_pipeline,
 )
 from .spec import FeatureSpec
 
@@ -111,13 +111,7 @@ def _random_forest(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, 
         n_jobs=n_jobs,
         random_state=seed,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=True)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model, impute_numeric=True)
 
 
 def _extra_trees(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int) -> Any:
@@ -131,13 +125,7 @@ def _extra_trees(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_
         n_jobs=n_jobs,
         random_state=seed,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=True)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model, impute_numeric=True)
 
 
 def _hist_gradient_boosting(
@@ -158,13 +146,7 @@ def _hist_gradient_boosting(
         class_weight="balanced" if reweight else None,
         random_state=seed,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=False)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model)
 
 
 def _xgboost(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int) -> Any:
@@ -184,13 +166,7 @@ def _xgboost(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs
         n_jobs=n_jobs,
         random_state=seed,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=False)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model)
 
 
 def _lightgbm(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int) -> Any:
@@ -212,13 +188,7 @@ def _lightgbm(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_job
         random_state=seed,
         verbose=-1,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=False)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model)
 
 
 _FACTORIES: dict[str, Callable[[FeatureSpec, int, bool, np.ndarray, int], Any]] = {

@@ -89,3 +89,17 @@ def tree_preprocessor(spec: FeatureSpec, *, impute_numeric: bool) -> ColumnTrans
 def categorical_positions(spec: FeatureSpec) -> list[int] | None:
     """Positions of the categorical columns in :func:`tree_preprocessor` output."""
     return list(range(len(spec.categorical))) or None
+
+
+def tree_pipeline(spec: FeatureSpec, model: object, *, impute_numeric: bool = False) -> Pipeline:
+    """``clean → prep (tree preprocessing) → model``: the shape of every tree candidate.
+
+    The step names are part of the saved-model format (serving's fast path reads them).
+    """
+    return Pipeline(
+        [
+            ("clean", frame_cleaner(spec)),
+            ("prep", tree_preprocessor(spec, impute_numeric=impute_numeric)),
+            ("model", model),
+        ]
+    )

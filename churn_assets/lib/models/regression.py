@@ -30,6 +30,7 @@ from .preprocessing import (
     categorical_positions,
     frame_cleaner,
     linear_preprocessor,
+    tree_pipeline,
     tree_preprocessor,
 )
 from .spec import NAIVE_COLUMN, FeatureSpec
@@ -93,13 +94,7 @@ def _random_forest(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
         n_jobs=n_jobs,
         random_state=seed,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=True)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model, impute_numeric=True)
 
 
 def _hgb(spec: FeatureSpec, seed: int, **kwargs: Any) -> Any:
@@ -137,13 +132,7 @@ def _hgb_log_target(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
         inverse_func=expm1_nonneg,
         check_inverse=False,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=False)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model)
 
 
 def _xgboost(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
@@ -161,13 +150,7 @@ def _xgboost(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
         n_jobs=n_jobs,
         random_state=seed,
     )
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=False)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model)
 
 
 def _lgbm(seed: int, n_jobs: int, **kwargs: Any) -> Any:
@@ -206,13 +189,7 @@ def _lightgbm_tweedie(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
     # Tweedie (compound Poisson-gamma, log link): zero mass + heavy right tail; predictions
     # are exp(raw score) > 0.
     model = _lgbm(seed, n_jobs, objective="tweedie", tweedie_variance_power=1.5)
-    return Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", tree_preprocessor(spec, impute_numeric=False)),
-            ("model", model),
-        ]
-    )
+    return tree_pipeline(spec, model)
 
 
 _FACTORIES: dict[str, Callable[[FeatureSpec, int, int], Any]] = {
