@@ -413,45 +413,51 @@ class FeatureSchema:
             nulls = np.isnan(num)
         if nulls.any():
             bad = nulls & ~self.num_nullable
-            for r, j in zip(*np.nonzero(bad), strict=True):
-                c = self.numeric[j]
-                errors.append(
-                    _error(
-                        _loc(rows[r], c),
-                        "null_not_allowed",
-                        f"feature {c!r} must not be null (it had no nulls in training)",
-                        c,
-                    )
-                )
+            self._cell_errors(
+                bad,
+                rows,
+                errors,
+                "null_not_allowed",
+                lambda c, r, j: f"feature {c!r} must not be null (it had no nulls in training)",
+            )
         with np.errstate(invalid="ignore"):
             inf = np.isinf(num)
             out = ((num < self.lo) | (num > self.hi)) & ~inf
         if inf.any():
-            for r, j in zip(*np.nonzero(inf), strict=True):
-                c = self.numeric[j]
-                errors.append(
-                    _error(
-                        _loc(rows[r], c),
-                        "not_finite",
-                        f"feature {c!r} must be a finite number",
-                        c,
-                    )
-                )
+            self._cell_errors(
+                inf,
+                rows,
+                errors,
+                "not_finite",
+                lambda c, r, j: f"feature {c!r} must be a finite number",
+            )
         if out.any():
-            for r, j in zip(*np.nonzero(out), strict=True):
-                c = self.numeric[j]
-                errors.append(
-                    _error(
-                        _loc(rows[r], c),
-                        "out_of_range",
-                        f"feature {c!r} = {float(num[r, j])!r} is out of range: accepted "
-                        f"[{self.lo[j]:.6g}, {self.hi[j]:.6g}] (training range "
-                        f"[{self._raw.get(c, {}).get('min')}, {self._raw.get(c, {}).get('max')}]"
-                        f" widened by {self.slack:g}x its width; >= 0 if the training min is)",
-                        c,
-                    )
-                )
+            self._cell_errors(
+                out,
+                rows,
+                errors,
+                "out_of_range",
+                lambda c, r, j: (
+                    f"feature {c!r} = {float(num[r, j])!r} is out of range: accepted "
+                    f"[{self.lo[j]:.6g}, {self.hi[j]:.6g}] (training range "
+                    f"[{self._raw.get(c, {}).get('min')}, {self._raw.get(c, {}).get('max')}]"
+                    f" widened by {self.slack:g}x its width; >= 0 if the training min is)"
+                ),
+            )
         return num
+
+    def _cell_errors(
+        self,
+        mask: np.ndarray,
+        rows: list[int],
+        errors: list[dict[str, Any]],
+        kind: str,
+        message: Any,
+    ) -> None:
+        """One error per True cell of ``mask`` (records x numeric features)."""
+        for r, j in zip(*np.nonzero(mask), strict=True):
+            c = self.numeric[j]
+            errors.append(_error(_loc(rows[r], c), kind, message(c, r, j), c))
 
     def _categorical(
         self, feats: list[dict[str, Any]], rows: list[int], errors: list[dict[str, Any]]
