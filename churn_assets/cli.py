@@ -131,6 +131,54 @@ def rollback(to: str | None, dataset: str | None) -> None:
     )
 
 
+@main.command()
+@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+@click.option("--seeds", default=10, show_default=True, help="Number of split seeds (0, 1, ...).")
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["classification", "regression"]),
+    multiple=True,
+    help="Model set(s) to evaluate (default: both).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(dataset: str | None, seeds: int, kinds: tuple[str, ...], as_json: bool) -> None:
+    """Repeated holdout: retrain the model sets over several split seeds and report the
+    spread of their holdout metrics. Reads the materialized raw tables and
+    customer_features of the data set (run `churn demo` or materialize them first)."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import usable
+    from churn_assets.lib.repeated_holdout import KINDS, format_report, repeated_holdout
+    from churn_assets.lib.settings import ChurnSettings, join_url
+    from churn_assets.lib.storage import Storage
+
+    if seeds < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--seeds")
+    settings = ChurnSettings(**({"dataset": dataset} if dataset else {}))
+    cfg = load_dataset_config(settings.dataset)
+    storage = Storage(join_url(settings.resolved_storage_url, cfg.name), settings.storage_options())
+    tables = {}
+    for name in ("customer_features", "raw_customers", "raw_transactions"):
+        rel = f"assets/{name}.parquet"
+        if not storage.exists(rel):
+            raise click.ClickException(
+                f"{name} of data set '{cfg.name}' is not materialized under {storage.url(rel)}: "
+                f"run `churn demo --dataset {cfg.name}` (or materialize it in the Dagster UI) "
+                "first"
+            )
+        tables[name], _ = usable(storage.read_parquet(rel))
+    report = repeated_holdout(
+        cfg,
+        tables["customer_features"],
+        tables["raw_customers"] if cfg.customers is not None else None,
+        tables["raw_transactions"] if cfg.transactions is not None else None,
+        seeds=list(range(seeds)),
+        kinds=list(kinds) or list(KINDS),
+        log=None if as_json else click.echo,
+    )
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks (ratios against a reference measured in the same run)."""

@@ -123,10 +123,16 @@ def build_training_set(
     features: pl.DataFrame,
     customers: pl.DataFrame | None,
     transactions: pl.DataFrame | None,
+    *,
+    split_seed: int | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """``features`` (or an earlier cut-off's) with a ``split`` column; and the protocol used."""
+    """``features`` (or an earlier cut-off's) with a ``split`` column; and the protocol used.
+
+    ``split_seed`` draws the random part of the split (default: the data set's seed); the
+    repeated-holdout evaluation varies it to show how much a holdout score depends on it.
+    """
     m = cfg.models
-    seed = cfg.seed
+    seed = cfg.seed if split_seed is None else split_seed
     counts = features["churned"].value_counts()
     smallest = int(counts["count"].min()) if counts.height == 2 else 0
     if smallest < MIN_PER_CLASS:

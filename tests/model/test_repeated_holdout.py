@@ -1,0 +1,80 @@
+"""``churn evaluate``: the model sets retrained over several split seeds."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+from click.testing import CliRunner
+
+from churn_assets.cli import main
+from churn_assets.lib.datasets import load_dataset_config
+from churn_assets.lib.feature_sets import build_training_set, usable
+from churn_assets.lib.repeated_holdout import repeated_holdout, summarize
+from tests.helpers import run_graph
+from tests.integration.test_deployment import small_synthetic
+
+TABLES = ["raw_customers", "raw_transactions", "customer_features"]
+
+
+def test_summarize() -> None:
+    s = summarize([0.7, 0.8, 0.9])
+    assert (s["min"], s["max"], s["values"]) == (0.7, 0.9, [0.7, 0.8, 0.9])
+    assert abs(s["mean"] - 0.8) < 1e-12 and abs(s["sd"] - 0.1) < 1e-12
+    assert summarize([0.5])["sd"] == 0.0
+
+
+def test_evaluate_reports_spread_over_split_seeds(isolated_env, tmp_path, monkeypatch) -> None:
+    config = small_synthetic(isolated_env, tmp_path)
+    run = run_graph(config, selection=[*TABLES, "training_set"])
+    assert run.result.success
+
+    result = CliRunner().invoke(main, ["evaluate", "--dataset", config, "--seeds", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["dataset"] == "synthetic" and report["seeds"] == [0, 1, 2]
+    assert report["protocol"] == "temporal"
+    for kind, metric in (("classification", "roc_auc"), ("regression", "r2")):
+        block = report[kind]
+        assert block["primary_metric"] == metric
+        champ = block["champion"][metric]
+        assert len(champ["values"]) == 3 and champ["min"] <= champ["mean"] <= champ["max"]
+        # other customers in the holdout: other scores
+        assert champ["sd"] > 0
+        for i, name in enumerate(block["champions"]):
+            assert champ["values"][i] == block["candidates"][name][metric]["values"][i]
+    assert "r2_gain_vs_naive" in report["regression"]["champion"]
+
+
+def test_split_seed_only_moves_the_random_part(isolated_env, tmp_path) -> None:
+    config = small_synthetic(isolated_env, tmp_path)
+    run = run_graph(config, selection=[*TABLES, "training_set"])
+    cfg = load_dataset_config(config)
+    customers, _ = usable(run.result.output_for_node("raw_customers"))
+    tx, _ = usable(run.result.output_for_node("raw_transactions"))
+    features = run.result.output_for_node("customer_features")
+
+    own, _ = build_training_set(cfg, features, customers, tx, split_seed=cfg.seed)
+    assert own.equals(run.result.output_for_node("training_set"))  # default seed = the asset
+    other, protocol = build_training_set(cfg, features, customers, tx, split_seed=cfg.seed + 1)
+    assert protocol["protocol"] == "temporal"
+
+    def rows(frame: pl.DataFrame, split: str) -> pl.DataFrame:
+        return frame.filter(pl.col("split") == split).drop("split").sort("customer_id")
+
+    assert rows(own, "train").equals(rows(other, "train"))  # the earlier cut-off, whole
+    assert not rows(own, "holdout").equals(rows(other, "holdout"))
+    assert rows(own, "holdout").height == rows(other, "holdout").height
+
+    once = repeated_holdout(cfg, features, customers, tx, seeds=[1], kinds=["classification"])
+    again = repeated_holdout(cfg, features, customers, tx, seeds=[1], kinds=["classification"])
+    assert once == again  # deterministic
+
+
+def test_evaluate_without_materialized_tables_says_what_to_run() -> None:
+    result = CliRunner().invoke(main, ["evaluate", "--dataset", "synthetic", "--seeds", "2"])
+    assert result.exit_code == 1
+    assert "customer_features of data set 'synthetic' is not materialized" in result.output
+    assert "churn demo --dataset synthetic" in result.output
+    bad = CliRunner().invoke(main, ["evaluate", "--seeds", "0"])
+    assert bad.exit_code == 2 and "--seeds" in bad.output
