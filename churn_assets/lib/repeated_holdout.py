@@ -17,6 +17,7 @@ import polars as pl
 
 from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.feature_sets import build_training_set, to_splits
+from churn_assets.lib.model_sets import train_model_set
 
 KINDS = ("classification", "regression")
 #: Holdout metrics reported per model set (the primary metric is added when missing).
@@ -35,34 +36,6 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
         "max": max(vals),
         "values": vals,
     }
-
-
-def _train(kind: str, cfg: DatasetConfig, splits: dict[str, Any]) -> Any:
-    from churn_assets.lib.models.spec import DEFAULT_EXCLUDE, FeatureSpec
-
-    spec = FeatureSpec.infer(splits["train"], exclude=(*DEFAULT_EXCLUDE, "split"))
-    m = cfg.models
-    if kind == "classification":
-        from churn_assets.lib.models.classification import train_classification_set
-
-        return train_classification_set(
-            splits,
-            spec,
-            seed=cfg.seed,
-            primary_metric=m.classification_metric,
-            candidates=m.classification_candidates,
-            cv_folds=0,
-        )
-    from churn_assets.lib.models.regression import train_regression_set
-
-    return train_regression_set(
-        splits,
-        spec,
-        seed=cfg.seed,
-        primary_metric=m.regression_metric,
-        candidates=m.regression_candidates,
-        cv_folds=0,
-    )
 
 
 def repeated_holdout(
@@ -97,7 +70,7 @@ def repeated_holdout(
         )
         splits = to_splits(frame)
         for kind in kinds:
-            result = _train(kind, cfg, splits)
+            result, _ = train_model_set(kind, cfg, splits, cv_folds=0)
             acc = per_kind[kind]
             acc["primary_metric"] = result.primary_metric
             names = dict.fromkeys([result.primary_metric, *REPORTED[kind]])

@@ -78,8 +78,9 @@ def _train_model_set(
 ) -> dg.Output[dict[str, Any]]:
     """Train one model set, log it to MLflow, keep champion + best simple pipeline files."""
     from churn_assets.lib.feature_sets import to_splits
+    from churn_assets.lib.model_sets import train_model_set
     from churn_assets.lib.models.persistence import dumps_pipeline
-    from churn_assets.lib.models.spec import DEFAULT_EXCLUDE, FeatureSpec, feature_schema
+    from churn_assets.lib.models.spec import feature_schema
     from churn_assets.lib.tracking import (
         CLASSIFIER_NAME,
         REGRESSOR_NAME,
@@ -89,35 +90,12 @@ def _train_model_set(
     )
 
     cfg = platform.dataset_config()
-    m = cfg.models
     # fail before an expensive training when the tracking server is down
     tracking_cfg = TrackingConfig.from_settings(platform.settings(), cfg.name)
     ensure_experiment(tracking_cfg)
     splits = to_splits(frame)
-    spec = FeatureSpec.infer(splits["train"], exclude=(*DEFAULT_EXCLUDE, "split"))
-    if kind == "classification":
-        from churn_assets.lib.models.classification import train_classification_set
-
-        result = train_classification_set(
-            splits,
-            spec,
-            seed=cfg.seed,
-            primary_metric=m.classification_metric,
-            candidates=m.classification_candidates,
-            cv_folds=m.cv_folds,
-        )
-        registered = CLASSIFIER_NAME
-    else:
-        from churn_assets.lib.models.regression import train_regression_set
-
-        result = train_regression_set(
-            splits,
-            spec,
-            seed=cfg.seed,
-            primary_metric=m.regression_metric,
-            candidates=m.regression_candidates,
-        )
-        registered = REGRESSOR_NAME
+    result, spec = train_model_set(kind, cfg, splits)
+    registered = CLASSIFIER_NAME if kind == "classification" else REGRESSOR_NAME
     tracking = log_model_set(
         result,
         tracking_cfg,
