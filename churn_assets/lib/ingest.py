@@ -362,29 +362,21 @@ def ingest_transactions(cfg: DatasetConfig, landing_url: str, storage_options=No
     return res
 
 
-TRANSACTION_COLUMNS = [
-    "customer_id",
-    "timestamp",
-    "amount",
-    "invoice_id",
-    "category",
-    "country",
-    "is_return",
-]
+#: The raw transaction contract: column names and types, in order.
+TRANSACTION_SCHEMA = {
+    "customer_id": pl.String,
+    "timestamp": pl.Datetime("us"),
+    "amount": pl.Float64,
+    "invoice_id": pl.String,
+    "category": pl.String,
+    "country": pl.String,
+    "is_return": pl.Boolean,
+}
+TRANSACTION_COLUMNS = list(TRANSACTION_SCHEMA)
 
 
 def empty_transactions() -> pl.DataFrame:
     """The typed, empty transaction table used by snapshot data sets."""
     return pl.DataFrame(
-        schema={
-            "customer_id": pl.String,
-            "timestamp": pl.Datetime("us"),
-            "amount": pl.Float64,
-            "invoice_id": pl.String,
-            "category": pl.String,
-            "country": pl.String,
-            "is_return": pl.Boolean,
-            "_source_file": pl.String,
-            "_parse_errors": pl.String,
-        }
+        schema={**TRANSACTION_SCHEMA, "_source_file": pl.String, "_parse_errors": pl.String}
     )

@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.pandas_features import pandas_customer_features
 from churn_assets.lib.features import FeatureParams, build_customer_features
+from churn_assets.lib.ingest import TRANSACTION_SCHEMA
 
 START = dt.datetime(2024, 1, 1)
 CUTOFF = dt.date(2024, 12, 1)
@@ -100,18 +101,9 @@ def _transactions(seed: int = 7, customers: int = 300) -> pl.DataFrame:
     add("N00001", ts - dt.timedelta(days=20), 1.0, None, cat=None, country=None)
     # A customer that only appears after the cut-off is not in the feature table.
     add("L00001", cutoff_ts + dt.timedelta(days=3), 40.0, "L1")
-    return pl.DataFrame(
-        rows,
-        schema={
-            "customer_id": pl.String,
-            "timestamp": pl.Datetime("us"),
-            "amount": pl.Float64,
-            "invoice_id": pl.String,
-            "category": pl.String,
-            "country": pl.String,
-            "is_return": pl.Boolean,
-        },
-    ).sample(fraction=1.0, shuffle=True, seed=seed)
+    return pl.DataFrame(rows, schema=TRANSACTION_SCHEMA).sample(
+        fraction=1.0, shuffle=True, seed=seed
+    )
 
 
 @pytest.fixture(scope="module")
