@@ -12,8 +12,62 @@ from pathlib import Path
 
 import pytest
 
+from tests import skip_guard
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        skip_guard.INI_NAME,
+        "under CI=true, skipped/xfailed tests allowed to pass the run: 'node id | reason'",
+        type="linelist",
+        default=[],
+    )
+
+
+#: node id → reason of every skipped or xfailed test in this session
+_SKIPPED: dict[str, str] = {}
+_ALLOWED = pytest.StashKey[list[skip_guard.Allowed]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _SKIPPED.clear()
+    # a malformed allow-list fails at start-up, not after a long run
+    config.stash[_ALLOWED] = skip_guard.parse_allow_list(config.getini(skip_guard.INI_NAME))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not report.skipped:
+        return
+    if hasattr(report, "wasxfail"):
+        why = f"xfail: {report.wasxfail}"
+    elif isinstance(report.longrepr, tuple):
+        why = str(report.longrepr[2]).removeprefix("Skipped: ")
+    else:
+        why = str(report.longrepr)
+    _SKIPPED[report.nodeid] = why
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true, a skip or xfail outside the allow-list fails the run, by name."""
+    if not skip_guard.guard_active():
+        return
+    bad = skip_guard.unexpected(_SKIPPED, session.config.stash[_ALLOWED])
+    if not bad:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"CI=true: {len(bad)} test(s) skipped or xfailed outside {skip_guard.INI_NAME}:"]
+    lines += [f"  {nodeid}: {why}" for nodeid, why in bad.items()]
+    text = "\n".join(lines)
+    if reporter is not None:
+        reporter.write_sep("=", "skip guard", red=True, bold=True)
+        reporter.write_line(text)
+    else:
+        print(text, file=sys.stderr)
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def real_data_dir() -> Path:
