@@ -1,9 +1,12 @@
-"""Retries for transient failures (storage or tracking briefly unreachable).
+"""Retries for transient failures only (a service briefly unreachable, slow or throttling).
 
-Assets downstream of the raw tables carry :data:`STORAGE_RETRY`: three more attempts with
-exponential backoff and jitter (about 2, 4 and 8 s). The raw assets do not, because a
-failed blocking data-quality check must fail the run rather than be retried; they ask for
-a retry themselves only on connection errors (:func:`retry_on_connection_errors`).
+Assets downstream of the raw tables carry :data:`STORAGE_RETRY` (three more attempts with
+exponential backoff and jitter, about 2, 4 and 8 s) and run their bodies inside
+:func:`fail_fast_unless_transient`: anything that is not transient (a ``KeyError``, a bad
+config, a refused model) becomes a ``dg.Failure`` that skips the retry policy, names the
+exception type and message, and fails the step at once. The raw assets carry no policy,
+because a failed blocking data-quality check must fail the run rather than be retried; they
+ask for a retry themselves on transient errors only (:func:`retry_on_connection_errors`).
 """
 
 from collections.abc import Iterator
@@ -16,29 +19,100 @@ STORAGE_RETRY = dg.RetryPolicy(
 )
 RAW_MAX_RETRIES = 3
 
+_TRANSIENT_NAMES = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "RemoteDisconnected",
+        "ProtocolError",
+        "NewConnectionError",
+        "MaxRetryError",
+        "OperationalError",  # SQLAlchemy / psycopg2: the database is unreachable
+        "TrackingUnavailableError",
+    }
+)
+#: S3 / HTTP error codes that mean "try again later".
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "ServiceUnavailable",
+        "InternalError",
+        "503",
+        "500",
+        "429",
+    }
+)
+
+
+def _client_error_code(e: BaseException) -> str | None:
+    response = getattr(e, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Code") or "") or None
+    return None
+
 
 def is_connection_error(error: BaseException) -> bool:
-    """True for errors that mean "the service is not reachable right now"."""
+    """True for transient errors: the service is unreachable, timed out or throttles."""
     seen: set[int] = set()
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        name = type(e).__name__
-        if isinstance(e, ConnectionError | TimeoutError) or name in (
-            "EndpointConnectionError",
-            "ConnectTimeoutError",
-            "ReadTimeoutError",
-            "ClientConnectorError",
-            "ServerDisconnectedError",
-        ):
+        if isinstance(e, ConnectionError | TimeoutError) or type(e).__name__ in _TRANSIENT_NAMES:
+            return True
+        if _client_error_code(e) in _TRANSIENT_CODES:
             return True
         e = e.__cause__ or e.__context__
     return False
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a ``raise … from …`` chain."""
+    seen: set[int] = set()
+    e = error
+    while e.__cause__ is not None and id(e.__cause__) not in seen:
+        seen.add(id(e))
+        e = e.__cause__
+    return e
+
+
+def describe(error: BaseException) -> str:
+    """``ExceptionType: message`` of the root cause (what a user needs to read first)."""
+    cause = root_cause(error)
+    text = str(cause).strip() or repr(cause)
+    return f"{type(cause).__name__}: {text}"
+
+
+@contextmanager
+def fail_fast_unless_transient() -> Iterator[None]:
+    """Let transient errors reach the asset's retry policy; fail anything else at once."""
+    try:
+        yield
+    except (dg.Failure, dg.RetryRequested):
+        raise
+    except Exception as e:
+        if is_connection_error(e):
+            raise
+        raise dg.Failure(
+            description=describe(e),
+            metadata={"exception": type(root_cause(e)).__name__, "retried": False},
+            allow_retries=False,
+        ) from e
+
+
 @contextmanager
 def retry_on_connection_errors(context: dg.AssetExecutionContext) -> Iterator[None]:
-    """Turn a connection error into a Dagster retry with exponential backoff."""
+    """Turn a transient error into a Dagster retry with exponential backoff."""
     try:
         yield
     except Exception as e:

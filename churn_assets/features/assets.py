@@ -2,7 +2,7 @@ import dagster as dg
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
-from churn_assets.retries import STORAGE_RETRY
+from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 
 @dg.asset(retry_policy=STORAGE_RETRY, group_name="features", kinds={"polars", "parquet"})
@@ -19,11 +19,12 @@ def customer_features(
     events before the cut-off feed the features; quarantined rows are excluded."""
     from churn_assets.lib.feature_sets import features_at, label_cutoff, usable
 
-    cfg = platform.dataset_config()
-    customers, bad_c = usable(raw_customers)
-    transactions, bad_t = usable(raw_transactions)
-    cutoff = label_cutoff(cfg, transactions)
-    features = features_at(cfg, customers, transactions, cutoff)
+    with fail_fast_unless_transient():
+        cfg = platform.dataset_config()
+        customers, bad_c = usable(raw_customers)
+        transactions, bad_t = usable(raw_transactions)
+        cutoff = label_cutoff(cfg, transactions)
+        features = features_at(cfg, customers, transactions, cutoff)
     metadata = {
         **table_metadata(features),
         "cutoff": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "n/a (snapshot)"),
@@ -43,18 +44,38 @@ def customer_features(
 def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups
-    use. Snapshot data sets: the customer table as it is."""
-    from churn_assets.lib.feature_sets import features_at, scoring_cutoff, usable
+    use. Snapshot data sets: the customer table as it is. The category-share columns are
+    those of the training cut-off plus those of the deployed version's feature definition,
+    so the deployed model finds its columns even after the top categories change."""
+    from churn_assets.lib.feature_sets import (
+        deployed_categories,
+        features_at,
+        reference_categories,
+        scoring_cutoff,
+        usable,
+    )
 
-    cfg = platform.dataset_config()
-    customers, _ = usable(raw_customers)
-    transactions, _ = usable(raw_transactions)
-    cutoff = scoring_cutoff(transactions) if cfg.transactions is not None else None
-    features = features_at(cfg, customers, transactions, cutoff, with_labels=False)
+    with fail_fast_unless_transient():
+        cfg = platform.dataset_config()
+        customers, _ = usable(raw_customers)
+        transactions, _ = usable(raw_transactions)
+        cutoff = scoring_cutoff(transactions) if cfg.transactions is not None else None
+        categories: tuple = ()
+        if cfg.transactions is not None:
+            categories = tuple(
+                sorted(
+                    set(reference_categories(cfg, transactions))
+                    | set(deployed_categories(platform.storage()))
+                )
+            )
+        features = features_at(
+            cfg, customers, transactions, cutoff, with_labels=False, categories=categories
+        )
     return dg.Output(
         features,
         metadata={
             **table_metadata(features),
             "as_of": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "snapshot"),
+            "categories": dg.MetadataValue.json(list(categories)),
         },
     )

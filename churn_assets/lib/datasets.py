@@ -114,7 +114,11 @@ class LabelsSpec(_Strict):
     @model_validator(mode="after")
     def _columns_given(self) -> LabelsSpec:
         if self.source == "columns" and not self.churned_column:
-            raise ValueError("labels.source 'columns' needs 'churned_column'")
+            raise ValueError(
+                "labels.source 'columns' needs 'churned_column': every data set trains a "
+                "churn model (a value label alone, 'total_sales_column', is not enough; "
+                "value-only data sets are not supported)"
+            )
         return self
 
 
@@ -134,7 +138,24 @@ class ModelsSpec(_Strict):
     )
     min_roc_auc: float = Field(default=0.70, ge=0, le=1, description="Deployment floor.")
     value_must_beat_naive: bool = True
-    gate_tolerance: float = Field(default=0.002, ge=0)
+    gate_tolerance: float = Field(
+        default=0.005,
+        ge=0,
+        description="Gate: a challenger whose paired-bootstrap interval of (challenger - "
+        "deployed) reaches below -tolerance may be worse: it is kept out.",
+    )
+    gate_min_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="Gate: the challenger's primary metric must beat the deployed model's "
+        "by more than this margin (point estimate on the shared holdout).",
+    )
+    gate_confidence: float = Field(
+        default=0.9, gt=0, lt=1, description="Gate: two-sided level of the bootstrap interval."
+    )
+    gate_bootstrap: int = Field(
+        default=500, ge=50, le=10_000, description="Gate: paired bootstrap resamples."
+    )
     promote_ties: bool = Field(
         default=False,
         description="Promote a fresher challenger that is not worse by more than the tolerance.",
@@ -183,6 +204,12 @@ class DatasetConfig(_Strict):
     def is_snapshot(self) -> bool:
         """True when labels come from columns and there are no transactions."""
         return self.transactions is None
+
+    @property
+    def has_value_label(self) -> bool:
+        """True when the data set has a customer-value label (``total_sales``): always for
+        transaction labels, and for column labels when ``total_sales_column`` is given."""
+        return self.labels.source == "transactions" or bool(self.labels.total_sales_column)
 
     @property
     def naive_lookback_days(self) -> int:

@@ -168,13 +168,17 @@ def load_models(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Whether the challenger replaces the deployed champion, and why."""
+    """Whether a challenger replaces the deployed model of one role, and why.
+
+    ``interval`` holds, per metric, the bootstrap interval of challenger minus deployed on
+    the shared holdout (absent when nothing was compared)."""
 
     promote: bool
     reason: str
     deployed_version: str | None
     challenger: dict[str, float]
     deployed: dict[str, float] | None
+    interval: dict[str, list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,13 +189,20 @@ def decide(
     deployed: dict[str, float] | None,
     deployed_version: str | None,
     *,
-    tolerance: float = 0.002,
+    tolerance: float = 0.005,
     promote_ties: bool = False,
+    min_margin: float = 0.0,
+    interval: dict[str, tuple[float, float] | list[float]] | None = None,
 ) -> GateDecision:
-    """Promote when nothing is deployed, or when the challenger is better on at least one
-    primary metric (both higher-is-better, same holdout) and worse on none by more than
-    ``tolerance``. With ``promote_ties`` a challenger that is merely not worse (fresher
-    data, equal quality) is promoted too."""
+    """The gate for one role (metrics are higher-is-better, measured on the same rows).
+
+    Promote when nothing is deployed, or when on every shared metric the challenger is
+    better than the deployed model by more than ``min_margin`` AND not possibly worse: the
+    lower end of its paired-bootstrap ``interval`` of (challenger - deployed) stays above
+    ``-tolerance`` (without an interval, the point difference is used). With
+    ``promote_ties`` a challenger that is merely not possibly worse (fresher data, equal
+    quality) is promoted too. Otherwise the deployed model is kept, and the reason says
+    which metric held it back."""
     if deployed is None:
         return GateDecision(True, "nothing deployed yet", None, challenger, None)
     gains = {k: challenger[k] - deployed[k] for k in challenger if k in deployed}
@@ -203,19 +214,48 @@ def decide(
             challenger,
             deployed,
         )
-    worse = {k: g for k, g in gains.items() if g < -tolerance}
-    better = {k: g for k, g in gains.items() if g > 0}
-    text = ", ".join(f"{k} {challenger[k]:.4f} vs {deployed[k]:.4f}" for k in gains)
-    if worse:
-        return GateDecision(
-            False, f"challenger worse ({text})", deployed_version, challenger, deployed
+    bounds = {
+        k: [float(interval[k][0]), float(interval[k][1])] if interval and k in interval else [g, g]
+        for k, g in gains.items()
+    }
+
+    def show(k: str) -> str:
+        lo, hi = bounds[k]
+        return (
+            f"{k} {challenger[k]:.4f} vs {deployed[k]:.4f} "
+            f"(diff {gains[k]:+.4f}, interval [{lo:+.4f}, {hi:+.4f}])"
         )
-    if not better and promote_ties:
+
+    text = ", ".join(show(k) for k in gains)
+    possibly_worse = [k for k in gains if bounds[k][0] < -tolerance]
+    not_better = [k for k in gains if gains[k] <= min_margin]
+    if possibly_worse:
         return GateDecision(
-            True, f"challenger as good, fresher ({text})", deployed_version, challenger, deployed
+            False,
+            f"challenger may be worse by more than {tolerance} ({text})",
+            deployed_version,
+            challenger,
+            deployed,
+            bounds,
         )
-    if not better:
+    if not_better and promote_ties:
         return GateDecision(
-            False, f"challenger not better ({text})", deployed_version, challenger, deployed
+            True,
+            f"challenger as good, fresher ({text})",
+            deployed_version,
+            challenger,
+            deployed,
+            bounds,
         )
-    return GateDecision(True, f"challenger better ({text})", deployed_version, challenger, deployed)
+    if not_better:
+        return GateDecision(
+            False,
+            f"challenger not better by more than {min_margin} ({text})",
+            deployed_version,
+            challenger,
+            deployed,
+            bounds,
+        )
+    return GateDecision(
+        True, f"challenger better ({text})", deployed_version, challenger, deployed, bounds
+    )

@@ -1,16 +1,18 @@
 """Feature tables of a data set at a given cut-off, and the train/validation/holdout split.
 
 This is where a data set config meets the feature code: which cut-off labels use, which
-cut-off "now" is for scoring, and how the training set is split (stratified for snapshot
-data; temporal — train on an earlier cut-off, validate on the later one — for transaction
-data whenever the history allows).
+cut-off "now" is for scoring, and how the training set is split (by a stable hash of
+``customer_id`` for snapshot data; temporal — train on an earlier cut-off, validate on the
+later one — for transaction data whenever the history allows).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from churn_assets.lib.datasets import DatasetConfig
@@ -62,6 +64,52 @@ def reference_categories(cfg: DatasetConfig, transactions: pl.DataFrame | None) 
     return top_categories(transactions.lazy().filter(pl.col("timestamp") < cut))
 
 
+def deployed_categories(storage: Any) -> tuple[str, ...]:
+    """The category-share categories of the deployed version's feature definition (empty
+    when nothing is deployed or the version predates feature definitions)."""
+    from churn_assets.lib import deployment as dep
+
+    current = dep.read_current(storage)
+    if current is None:
+        return ()
+    try:
+        manifest = dep.read_manifest(storage, current["version"])
+    except dep.DeploymentError:
+        return ()
+    return tuple((manifest.get("feature_definition") or {}).get("categories") or ())
+
+
+def feature_definition(
+    cfg: DatasetConfig, transactions: pl.DataFrame | None, columns: list[str]
+) -> dict[str, Any]:
+    """What shapes a model's feature table, stored in the version's manifest: the
+    category-share categories, horizon, naive look-back and cut-off, and the columns."""
+    cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
+    return {
+        "categories": list(reference_categories(cfg, transactions)) if cutoff else [],
+        "horizon_days": cfg.labels.horizon_days,
+        "naive_lookback_days": cfg.naive_lookback_days,
+        "label_cutoff": cutoff.isoformat() if cutoff else None,
+        "columns": list(columns),
+    }
+
+
+def align_to(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """``frame`` with exactly ``customer_id`` and ``columns``: a category-share column the
+    frame lacks is 0.0 (nobody spent in it), any other missing column is null (the
+    pipelines impute it); extra columns are dropped."""
+    present = set(frame.columns)
+    exprs = []
+    for col in ["customer_id", *columns]:
+        if col in present:
+            exprs.append(pl.col(col))
+        elif col.startswith("cat_share_"):
+            exprs.append(pl.lit(0.0, dtype=pl.Float64).alias(col))
+        else:
+            exprs.append(pl.lit(None, dtype=pl.Float64).alias(col))
+    return frame.select(exprs)
+
+
 def features_at(
     cfg: DatasetConfig,
     customers: pl.DataFrame | None,
@@ -95,27 +143,28 @@ def features_at(
     return frame
 
 
-def _stratified(frame: pl.DataFrame, fractions: dict[str, float], seed: int) -> pl.Series:
-    """A split name per row, stratified on ``churned``, deterministic by ``seed``."""
-    from sklearn.model_selection import train_test_split
+def stable_unit(ids: pl.Series, seed: int) -> np.ndarray:
+    """A number in [0, 1) per id from a salted BLAKE2b hash of the id's text: the same id
+    always gets the same number for a seed, whatever the other rows, their order or the
+    library versions (polars' own hash is not stable across releases)."""
+    salt = f"{seed}:".encode()
+    out = np.empty(len(ids), dtype=np.float64)
+    for i, value in enumerate(ids.cast(pl.String).to_list()):
+        digest = hashlib.blake2b(salt + str(value).encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "big") / 2.0**64
+    return out
 
-    idx = list(range(frame.height))
-    y = frame["churned"].to_list()
+
+def _hashed(frame: pl.DataFrame, fractions: dict[str, float], seed: int) -> pl.Series:
+    """A split name per row from :func:`stable_unit` of its ``customer_id``: a customer's
+    split never changes as the table grows, so the holdout of a later training run never
+    holds rows an earlier model was trained on."""
+    unit = stable_unit(frame["customer_id"], seed)
     names = list(fractions)
-    out = [""] * frame.height
-    rest, rest_y = idx, y
-    remaining = 1.0
-    for name in names[:-1]:
-        share = fractions[name] / remaining
-        take, rest, _, rest_y = train_test_split(
-            rest, rest_y, train_size=share, stratify=rest_y, random_state=seed
-        )
-        for i in take:
-            out[i] = name
-        remaining -= fractions[name]
-    for i in rest:
-        out[i] = names[-1]
-    return pl.Series("split", out)
+    edges = np.cumsum([fractions[n] for n in names])
+    edges[-1] = 1.0
+    idx = np.searchsorted(edges, unit, side="right")
+    return pl.Series("split", np.asarray(names, dtype=object)[np.minimum(idx, len(names) - 1)])
 
 
 def build_training_set(
@@ -152,7 +201,7 @@ def build_training_set(
             train = features_at(cfg, customers, transactions, earlier)
             if train.height >= MIN_TRAIN_ROWS and train["churned"].n_unique() == 2:
                 later = features.with_columns(
-                    _stratified(features, {"validation": 0.5, "holdout": 0.5}, seed)
+                    _hashed(features, {"validation": 0.5, "holdout": 0.5}, seed)
                 )
                 out = pl.concat(
                     [train.with_columns(pl.lit("train").alias("split")), later],
@@ -161,7 +210,7 @@ def build_training_set(
                 return out, {
                     "protocol": "temporal",
                     "description": f"train on cut-off {earlier}, validate and hold out "
-                    f"(customers split 50/50) on cut-off {cutoff}",
+                    f"(customers split 50/50 by a stable hash of customer_id) on cut-off {cutoff}",
                     "train_cutoff": earlier.isoformat(),
                     "evaluation_cutoff": cutoff.isoformat(),
                 }
@@ -169,15 +218,15 @@ def build_training_set(
     else:
         reason = "snapshot data" if cutoff is None else "temporal validation disabled"
     train_share = 1.0 - m.validation_fraction - m.holdout_fraction
-    split = _stratified(
+    split = _hashed(
         features,
         {"train": train_share, "validation": m.validation_fraction, "holdout": m.holdout_fraction},
         seed,
     )
     return features.with_columns(split), {
-        "protocol": "stratified",
-        "description": f"stratified random split {train_share:.0%}/{m.validation_fraction:.0%}/"
-        f"{m.holdout_fraction:.0%} on churned ({reason})",
+        "protocol": "hashed",
+        "description": f"split {train_share:.0%}/{m.validation_fraction:.0%}/"
+        f"{m.holdout_fraction:.0%} by a stable hash of customer_id ({reason})",
         "evaluation_cutoff": cutoff.isoformat() if cutoff else None,
     }
 

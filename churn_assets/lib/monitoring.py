@@ -43,14 +43,19 @@ def build_drift_report(
     reference = pl.read_parquet(
         io.BytesIO(dep.load_pipeline_bytes(storage, deployed.manifest, ref_file))
     )
+    from churn_assets.lib.feature_sets import align_to
+
     scores = score_frame(deployed, current_features)
-    current = current_features.select(["customer_id", *deployed.columns]).join(
-        scores.select("customer_id", *PREDICTIONS), on="customer_id", how="left"
+    predictions = [p for p in PREDICTIONS if p in reference.columns]
+    if not deployed.has_value_model:
+        predictions = [p for p in predictions if p != "expected_total_sales"]
+    current = align_to(current_features, deployed.columns).join(
+        scores.select("customer_id", *predictions), on="customer_id", how="left"
     )
     thresholds = DriftThresholds(**cfg.drift.model_dump())
     feats = deployed.manifest["features"]
     result = compute_drift(
-        reference, current, feats["numeric"], feats["categorical"], PREDICTIONS, thresholds
+        reference, current, feats["numeric"], feats["categorical"], predictions, thresholds
     )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     base = f"monitoring/drift/{stamp}-{run_id[:8]}"

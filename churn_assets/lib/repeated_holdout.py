@@ -2,7 +2,7 @@
 
 A single holdout of a few thousand customers moves by about a hundredth of ROC-AUC when
 the customers are drawn differently. :func:`repeated_holdout` rebuilds the training set
-with the same protocol (temporal or stratified, as ``training_set`` does) for each split
+with the same protocol (temporal or hashed, as ``training_set`` does) for each split
 seed, trains the model set again (model seeds stay fixed, CV off) and reports the holdout
 metrics of every candidate and of the champion picked on validation: mean, sd, min, max.
 """

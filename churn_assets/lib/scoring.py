@@ -40,18 +40,35 @@ def load_deployed(storage: Storage, version: str | None = None) -> DeployedModel
     manifest = dep.read_manifest(storage, version)
     return DeployedModels(version, manifest, dep.load_models(storage, manifest))
 
+    @property
+    def has_value_model(self) -> bool:
+        """False for churn-only data sets (no value label): no ``regressor`` role."""
+        return "regressor" in self.pipelines
+
 
 def score_frame(deployed: DeployedModels, features: pl.DataFrame) -> pl.DataFrame:
-    """customer_id, churn_probability, churn_label, expected_total_sales, model_version."""
-    frame = features.select(["customer_id", *deployed.columns]).to_pandas()
+    """customer_id, churn_probability, churn_label, expected_total_sales, model_version.
+
+    The features are aligned to the version's own column list first (see
+    :func:`~churn_assets.lib.feature_sets.align_to`); ``expected_total_sales`` is null when
+    the version has no value model."""
+    from churn_assets.lib.feature_sets import align_to
+
+    frame = align_to(features, deployed.columns).to_pandas()
     proba = deployed.pipelines["classifier"].predict_proba(frame)[:, 1]
-    value = np.clip(deployed.pipelines["regressor"].predict(frame), 0, None)
+    if deployed.has_value_model:
+        value = pl.Series(
+            "expected_total_sales",
+            np.clip(deployed.pipelines["regressor"].predict(frame), 0, None).astype(float),
+        )
+    else:
+        value = pl.Series("expected_total_sales", [None] * len(frame), dtype=pl.Float64)
     return pl.DataFrame(
         {
             "customer_id": frame["customer_id"].to_numpy(),
             "churn_probability": proba.astype(float),
             "churn_label": (proba >= deployed.threshold).astype(np.int8),
-            "expected_total_sales": value.astype(float),
+            "expected_total_sales": value,
             "model_version": [deployed.version] * len(frame),
         }
     )

@@ -34,7 +34,8 @@ def training_set(
     raw_transactions,
 ) -> dg.Output:
     """Labelled customers with a ``split`` column (train / validation / holdout),
-    deterministic by seed. Snapshot data: stratified on ``churned``. Transaction data:
+    deterministic by seed. Snapshot data: split by a stable hash of ``customer_id``
+    (a customer never changes split as the table grows). Transaction data:
     temporal validation — train on the cut-off one horizon earlier, validate and hold out
     on the later cut-off — whenever the history allows; the metadata says which ran."""
     import polars as pl
