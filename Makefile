@@ -3,26 +3,29 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps dev test test-fast demo seed bench lint format clean
+.PHONY: install system-deps dev test test-fast lint-check demo seed bench lint format clean
 
-$(STAMP): pyproject.toml
+# The exact versions come from uv.lock; --locked fails when pyproject.toml changed and the
+# lock was not updated (`.venv/bin/uv lock`, see README). The stamp skips a second sync.
+$(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,bench]'
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --upgrade pip uv
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --extra dev --extra bench --quiet
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP)  ## create .venv and install the project with its dev extras
+install: $(STAMP)  ## create .venv and install the locked project with its dev extras
 
 dev: install  ## start Dagster UI (:3000) + daemon on the embedded default, seeding data
 	$(BIN)/churn dev
 
 # Debian packages the tests and benchmarks run for real: PostgreSQL 15 (Dagster and MLflow
-# storage in the production-like tests), Prometheus (scraping the sidecar), wrk (load).
-SYSTEM_PACKAGES := postgresql prometheus wrk
+# storage in the production-like tests), Prometheus (scraping the sidecar), wrk (load),
+# chromium (the browser test of the Dagster UI, driven by Playwright).
+SYSTEM_PACKAGES := postgresql prometheus wrk chromium
 system-deps:  ## install missing Debian packages (root only; otherwise those tests skip)
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -34,7 +37,11 @@ system-deps:  ## install missing Debian packages (root only; otherwise those tes
 	  else echo "not root: skipping$$missing (their tests will skip)"; fi; \
 	fi
 
-test: install system-deps  ## run the whole test suite
+lint-check: install  ## ruff lint and format check, as CI runs them
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint-check system-deps  ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (no service processes)
