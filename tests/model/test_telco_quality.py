@@ -2,7 +2,8 @@
 
 The CSV is looked up in ``$CHURN_REAL_DATA_DIR`` (default ``../shared/data`` relative to the
 repository root).  Reference: logistic regression, one-hot + scaling, stratified 80/20,
-seed 42: holdout ROC-AUC 0.842, 5-fold CV 0.845 +- 0.013.
+seed 42: holdout ROC-AUC 0.842, 5-fold CV 0.845 +- 0.013. Training time is printed, not
+asserted: it belongs to ``benchmarks/training.py``.
 """
 
 from __future__ import annotations
@@ -83,18 +84,12 @@ def test_every_candidate_reasonable(clf: tuple[ModelSetResult, float]) -> None:
     assert lr.metrics["roc_auc"] >= 0.835  # reference 0.842 when trained on 80 %
 
 
-def test_speed(clf: tuple[ModelSetResult, float]) -> None:
-    _, seconds = clf
-    assert seconds < 60
-
-
 def test_regression_on_total_charges(telco: pd.DataFrame) -> None:
     spec = FeatureSpec.infer(telco)
     start = time.perf_counter()
     result = train_regression_set(split_random(telco, seed=42), spec, seed=42)
     seconds = time.perf_counter() - start
     print(f"\nTelco regression set: {seconds:.1f} s\n{result.leaderboard_markdown()}")
-    assert seconds < 60
     naive = result.get("naive_baseline")
     assert abs(naive.metrics["r2"]) < 0.01  # no naive column: training mean
     # TotalCharges ~ tenure x MonthlyCharges: every real model is far better than the mean.
