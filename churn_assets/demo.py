@@ -25,6 +25,21 @@ def _plain(value: Any) -> Any:
     return None
 
 
+def root_cause_text(error: Any) -> str:
+    """``ExceptionType: message`` of the innermost cause of a Dagster error record (a
+    failed step wraps the user's exception in Dagster's own ones)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    name = getattr(error, "cls_name", None) or "Error"
+    message = (getattr(error, "message", "") or "").strip()
+    # SerializableErrorInfo messages start with "ClassName: " already
+    if message.startswith(f"{name}: "):
+        message = message[len(name) + 2 :]
+    if name == "Failure" and ": " in message:
+        return message.splitlines()[0]
+    return f"{name}: {message.splitlines()[0] if message else ''}".strip()
+
+
 def run_demo(
     dataset: str, *, seed_if_empty: bool = True, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -83,7 +98,7 @@ def run_demo(
     error = None
     if not result.success:
         failures = [
-            ev.event_specific_data.error.message.strip()
+            f"{ev.step_key}: {root_cause_text(ev.event_specific_data.error)}"
             for ev in result.all_events
             if ev.event_type_value == "STEP_FAILURE" and ev.event_specific_data.error
         ]
@@ -96,6 +111,9 @@ def run_demo(
     ):
         if key in assets:
             out = result.output_for_node(key)
+            if not out.get("applicable", True):
+                models[kind] = {"applicable": False, "reason": out["reason"]}
+                continue
             models[kind] = {
                 k: out[k]
                 for k in (
@@ -106,10 +124,11 @@ def run_demo(
                     "champion_cv",
                     "threshold",
                     "leaderboard",
+                    "selection",
                 )
+                if k in out
             }
             models[kind]["mlflow_parent_run_id"] = out["mlflow"]["parent_run_id"]
-            models[kind]["registered_version"] = out["mlflow"]["registered_version"]
     deployment = None
     if "deployed_model_version" in assets:
         deployment = result.output_for_node("deployed_model_version")

@@ -92,9 +92,15 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
 def run_failure_recorder(context: dg.RunFailureSensorContext, platform: ChurnPlatform):
     import datetime as dt
 
+    from churn_assets.demo import root_cause_text
+
     run = context.dagster_run
     steps = [
-        {"step": e.step_key, "error": e.event_specific_data.error.message.strip()[:2000]}
+        {
+            "step": e.step_key,
+            "root_cause": root_cause_text(e.event_specific_data.error)[:2000],
+            "error": e.event_specific_data.error.message.strip()[:2000],
+        }
         for e in context.get_step_failure_events()
         if e.event_specific_data and e.event_specific_data.error
     ]
@@ -107,4 +113,5 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, platform: ChurnPla
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     url = platform.storage().write_json(f"monitoring/failures/{run.run_id}.json", record)
-    context.log.warning(f"run {run.run_id} ({run.job_name}) failed: recorded at {url}")
+    causes = "; ".join(f"{s['step']}: {s['root_cause']}" for s in steps) or "no step failed"
+    context.log.warning(f"run {run.run_id} ({run.job_name}) failed ({causes}): recorded at {url}")

@@ -4,7 +4,7 @@ import dagster as dg
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
-from churn_assets.retries import STORAGE_RETRY
+from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 
 @dg.asset(
@@ -17,54 +17,88 @@ def deployed_model_version(
     regression_models: dict[str, Any],
     training_set,
     current_features,
+    raw_transactions,
 ) -> dg.Output[dict[str, Any]]:
-    """The deployed model version. The challengers (both champions) are compared with the
-    deployed version on the same holdout; promoted when better on a primary metric and
-    worse on none (or when nothing is deployed), otherwise the deployed version is kept
-    and the materialization says so. A promotion writes ``vYYYYMMDD-HHMMSS/`` (models,
-    fallbacks, reference sample, manifest with sha256 of every artifact) and then moves
-    the ``current.json`` pointer, last and atomically; MLflow alias ``champion`` follows."""
-    from churn_assets.lib.release import release
-    from churn_assets.lib.tracking import TrackingConfig, set_champion_alias
+    """The deployed model version. The churn and value models are judged separately: a
+    candidate below its floor is never deployed (churn ROC-AUC floor; value must beat the
+    naive baseline), and each role's challenger is compared with the deployed model on
+    the same holdout rows with a paired bootstrap. A promoted role writes a new version
+    ``vYYYYMMDD-HHMMSS/`` (models, fallbacks, reference sample, feature definition,
+    manifest with sha256 of every artifact) and then moves the ``current.json`` pointer,
+    last and atomically; the promoted model is registered in MLflow under the data set's
+    name with aliases ``challenger`` and ``champion``. Otherwise the deployed version is
+    kept, and the metadata says why, role by role. Data sets without a value label deploy
+    the churn model alone."""
+    from churn_assets.lib.feature_sets import feature_definition, usable
+    from churn_assets.lib.release import GateSettings, release
+    from churn_assets.lib.tracking import TrackingConfig, register_promoted
 
-    cfg = platform.dataset_config()
-    storage = platform.storage()
-    out = release(
-        storage,
-        dataset=cfg.name,
-        classification=classification_models,
-        regression=regression_models,
-        training_set=training_set,
-        tolerance=cfg.models.gate_tolerance,
-        promote_ties=cfg.models.promote_ties,
-        reference_features=current_features,
-        lineage={
-            "dagster_run_id": context.run.run_id,
-            "training_set_rows": training_set.height,
-            "features": storage.url("assets/customer_features.parquet"),
-        },
-    )
+    with fail_fast_unless_transient():
+        cfg = platform.dataset_config()
+        storage = platform.storage()
+        tracking = TrackingConfig.from_settings(platform.settings(), cfg.name)
+
+        def register(role: str, model_uri: str, candidate: str, version: str) -> dict:
+            return register_promoted(
+                tracking,
+                dataset=cfg.name,
+                role=role,
+                model_uri=model_uri,
+                candidate=candidate,
+                version=version,
+            )
+
+        transactions = usable(raw_transactions)[0] if cfg.transactions is not None else None
+        spec = classification_models["feature_spec"]
+        out = release(
+            storage,
+            dataset=cfg.name,
+            classification=classification_models,
+            regression=regression_models,
+            training_set=training_set,
+            settings=GateSettings.from_models(cfg.models, seed=cfg.seed),
+            reference_features=current_features,
+            feature_definition=feature_definition(
+                cfg, transactions, [*spec["numeric"], *spec["categorical"]]
+            ),
+            register=register,
+            lineage={
+                "dagster_run_id": context.run.run_id,
+                "training_set_rows": training_set.height,
+                "features": storage.url("assets/customer_features.parquet"),
+            },
+        )
     decision = out["decision"]
     if out["promoted"]:
-        tracking = TrackingConfig.from_settings(platform.settings(), cfg.name)
-        for role in ("classifier", "regressor"):
-            m = out["manifest"]["models"][role]
-            set_champion_alias(tracking, m["registered_model"], m["registered_version"])
         context.log.info(f"promoted {out['version']}: {decision['reason']}")
     else:
-        context.log.warning(f"kept {out['version']}: {decision['reason']}")
+        context.log.info(f"kept {out['version']}: {decision['reason']}")
     value = {k: v for k, v in out.items() if k != "manifest"}
-    return dg.Output(
-        value,
-        metadata={
-            "version": dg.MetadataValue.text(str(out["version"])),
-            "promoted": dg.MetadataValue.bool(out["promoted"]),
-            "decision": dg.MetadataValue.text(decision["reason"]),
-            "challenger": dg.MetadataValue.json(decision["challenger"]),
-            "deployed_before": dg.MetadataValue.json(decision["deployed"] or {}),
-            "pointer": dg.MetadataValue.path(storage.url("deployments/current.json")),
-        },
-    )
+    roles = {
+        role: {
+            "promoted": bool(d.get("promote")),
+            "candidate": d.get("candidate"),
+            "reason": d.get("reason"),
+            **({"interval": d["interval"]} if d.get("interval") else {}),
+        }
+        for role, d in decision["roles"].items()
+    }
+    metadata: dict[str, Any] = {
+        "version": dg.MetadataValue.text(str(out["version"])),
+        "promoted": dg.MetadataValue.bool(out["promoted"]),
+        "decision": dg.MetadataValue.text(decision["reason"]),
+        "roles": dg.MetadataValue.json(roles),
+        "challenger": dg.MetadataValue.json(decision["challenger"]),
+        "deployed_before": dg.MetadataValue.json(decision["deployed"] or {}),
+        "pointer": dg.MetadataValue.path(storage.url("deployments/current.json")),
+    }
+    for role, d in decision["roles"].items():
+        comparison = d.get("comparison")
+        if comparison:
+            metadata[f"{role}_diff_{comparison['metric']}"] = dg.MetadataValue.float(
+                float(comparison["diff"])
+            )
+    return dg.Output(value, metadata=metadata)
 
 
 @dg.asset(retry_policy=STORAGE_RETRY, group_name="deployment", kinds={"polars", "parquet"})
@@ -72,19 +106,24 @@ def churn_scores(
     platform: ChurnPlatform, current_features, deployed_model_version: dict
 ) -> dg.Output:
     """Batch scores of every customer with the deployed version: churn probability, churn
-    label at the stored threshold, expected total sales and the model version."""
+    label at the stored threshold, expected total sales (null for data sets without a
+    value label) and the model version. The features are aligned to the version's own
+    feature columns, so new top categories in later data do not break scoring."""
     from churn_assets.lib.scoring import load_deployed, score_frame
 
-    deployed = load_deployed(platform.storage())
-    scores = score_frame(deployed, current_features)
-    return dg.Output(
-        scores,
-        metadata={
-            **table_metadata(scores),
-            "model_version": dg.MetadataValue.text(deployed.version),
-            "predicted_churn_rate": dg.MetadataValue.float(float(scores["churn_label"].mean())),
-            "expected_total_sales_sum": dg.MetadataValue.float(
-                float(scores["expected_total_sales"].sum())
-            ),
-        },
-    )
+    with fail_fast_unless_transient():
+        deployed = load_deployed(platform.storage())
+        scores = score_frame(deployed, current_features)
+    metadata = {
+        **table_metadata(scores),
+        "model_version": dg.MetadataValue.text(deployed.version),
+        "threshold": dg.MetadataValue.float(deployed.threshold),
+        "predicted_churn_rate": dg.MetadataValue.float(float(scores["churn_label"].mean())),
+    }
+    if deployed.has_value_model:
+        metadata["expected_total_sales_sum"] = dg.MetadataValue.float(
+            float(scores["expected_total_sales"].sum())
+        )
+    else:
+        metadata["expected_total_sales"] = dg.MetadataValue.text("no value model (no value label)")
+    return dg.Output(scores, metadata=metadata)

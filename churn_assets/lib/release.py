@@ -1,10 +1,29 @@
-"""Releasing a model version: gate the challenger against the deployed champion on the
-same holdout, and write a complete, verified version before moving the pointer."""
+"""Releasing a model version: judge each model role on its own, and write a complete,
+verified version before moving the pointer.
+
+Each role (``classifier``; ``regressor`` when the data set has a value label) is decided
+separately, so a poor value model never blocks a better churn model:
+
+1. Floors: a candidate below the floor is never deployed (churn: holdout ROC-AUC below
+   ``min_roc_auc``; value: not beating the naive baseline on holdout R²). The role's
+   challenger is the first candidate that passes, in the order champion, best simple
+   model, naive baseline (value only; it passes by definition).
+2. Gate: the challenger and the deployed model score the same holdout rows (assigned by a
+   stable hash of ``customer_id``, so neither trained on them); a paired bootstrap gives
+   the interval of the difference on the primary metric (F1: each model at its own stored
+   threshold), and :func:`~churn_assets.lib.deployment.decide` promotes or keeps.
+3. When any role is promoted, a new version is written: promoted roles bring their new
+   model and fallback, kept roles are copied from the deployed version (when both versions
+   have the same feature columns; otherwise the churn model's decision carries the value
+   model with it). Nothing promoted: the deployed version stays, and the decision says why.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,52 +34,101 @@ from churn_assets.lib import deployment as dep
 from churn_assets.lib.storage import Storage
 
 REFERENCE_ROWS = 20_000
+ROLES = ("classifier", "regressor")
+NAIVE = "naive_baseline"
+
+#: ``register(role, model_uri, candidate, version) -> {registered_model, registered_version}``
+Register = Callable[[str, str, str, str], dict[str, str]]
 
 
-def _metric_on(kind: str, metric: str, pipeline: Any, frame: pd.DataFrame) -> float:
-    from churn_assets.lib.models.metrics import classification_metrics, regression_metrics
+@dataclass(frozen=True)
+class GateSettings:
+    """Floors and gate parameters (from the data set's ``models`` config)."""
 
-    if kind == "classification":
-        proba = pipeline.predict_proba(frame)[:, 1]
-        return float(classification_metrics(frame["churned"].to_numpy(), proba, 0.5)[metric])
-    pred = pipeline.predict(frame)
-    return float(regression_metrics(frame["total_sales"].to_numpy(), pred)[metric])
+    min_roc_auc: float = 0.70
+    value_must_beat_naive: bool = True
+    tolerance: float = 0.005
+    min_margin: float = 0.0
+    confidence: float = 0.9
+    resamples: int = 500
+    promote_ties: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_models(cls, models: Any, seed: int = 0) -> GateSettings:
+        """From a :class:`~churn_assets.lib.datasets.ModelsSpec`."""
+        return cls(
+            min_roc_auc=models.min_roc_auc,
+            value_must_beat_naive=models.value_must_beat_naive,
+            tolerance=models.gate_tolerance,
+            min_margin=models.gate_min_margin,
+            confidence=models.gate_confidence,
+            resamples=models.gate_bootstrap,
+            promote_ties=models.promote_ties,
+            seed=seed,
+        )
 
 
-def score_deployed(
-    storage: Storage, holdout: pd.DataFrame, metrics: dict[str, str]
-) -> tuple[str | None, dict[str, float] | None, str | None]:
-    """(deployed version, its primary metrics on ``holdout``, problem) — all None if none."""
+def passes_floor(role: str, entry: dict[str, Any], settings: GateSettings) -> tuple[bool, str]:
+    """Whether a trained candidate may be served at all, and why (holdout metrics)."""
+    metrics = entry.get("metrics") or {}
+    if role == "classifier":
+        auc = float(metrics.get("roc_auc", float("nan")))
+        ok = auc >= settings.min_roc_auc
+        sign = "≥" if ok else "<"
+        return ok, f"{entry['name']} ROC-AUC {auc:.4f} {sign} floor {settings.min_roc_auc:.2f}"
+    if entry["name"] == NAIVE:
+        return True, "the naive baseline (the value floor itself)"
+    gain = float(metrics.get("r2_gain_vs_naive", float("nan")))
+    ok = gain > 0 or not settings.value_must_beat_naive
+    return ok, f"{entry['name']} R² gain over naive {gain:+.4f}"
+
+
+def predict(role: str, pipeline: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Churn probability (classifier) or non-negative expected value (regressor)."""
+    if role.startswith("classifier"):
+        return np.asarray(pipeline.predict_proba(frame))[:, 1].astype(float)
+    return np.clip(np.asarray(pipeline.predict(frame), dtype=float), 0, None)
+
+
+def _aligned(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:
+    from churn_assets.lib.feature_sets import align_to
+
+    return align_to(frame, columns).to_pandas()
+
+
+def _columns(spec: dict[str, Any]) -> list[str]:
+    return [*spec["numeric"], *spec["categorical"]]
+
+
+@dataclass
+class _Deployed:
+    version: str | None = None
+    manifest: dict[str, Any] | None = None
+    pipelines: dict[str, Any] | None = None
+    problem: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return _columns(self.manifest["features"]) if self.manifest else []
+
+
+def _load_deployed(storage: Storage) -> _Deployed:
     current = dep.read_current(storage)
     if current is None:
-        return None, None, None
+        return _Deployed()
     version = current["version"]
     try:
         manifest = dep.read_manifest(storage, version)
-        models = dep.load_models(storage, manifest)
-        needed = set(manifest["features"]["numeric"]) | set(manifest["features"]["categorical"])
-        missing = needed - set(holdout.columns)
-        if missing:
-            return version, None, f"deployed model needs missing features {sorted(missing)}"
-        return (
-            version,
-            {
-                metrics["classification"]: _metric_on(
-                    "classification", metrics["classification"], models["classifier"], holdout
-                ),
-                metrics["regression"]: _metric_on(
-                    "regression", metrics["regression"], models["regressor"], holdout
-                ),
-            },
-            None,
-        )
+        return _Deployed(version, manifest, dep.load_models(storage, manifest))
     except Exception as e:  # a broken deployment must not block a sound challenger
-        return version, None, f"deployed version unusable: {e}"
+        return _Deployed(version, problem=f"deployed version {version} unusable: {e}")
 
 
 def business_rules(train: pd.DataFrame, numeric: list[str]) -> dict[str, Any]:
     """A one-feature rule for the last model-free fallback: the numeric feature most
-    correlated with churn, split at its median, with churn rate and mean value per side."""
+    correlated with churn, split at its median, with churn rate (and mean value, when the
+    data set has a value label) per side."""
     best, best_corr = None, 0.0
     y = train["churned"].astype(float)
     for col in numeric:
@@ -75,21 +143,112 @@ def business_rules(train: pd.DataFrame, numeric: list[str]) -> dict[str, Any]:
     x = pd.to_numeric(train[best], errors="coerce")
     threshold = float(x.median())
     high = x > threshold
-    return {
+    rules: dict[str, Any] = {
         "feature": best,
         "threshold": threshold,
         "churn_probability_above": float(y[high].mean()) if high.any() else float(y.mean()),
         "churn_probability_at_or_below": float(y[~high].mean())
         if (~high).any()
         else float(y.mean()),
-        "expected_total_sales_above": float(train.loc[high, "total_sales"].mean())
-        if high.any()
-        else float(train["total_sales"].mean()),
-        "expected_total_sales_at_or_below": float(train.loc[~high, "total_sales"].mean())
-        if (~high).any()
-        else float(train["total_sales"].mean()),
         "correlation": best_corr,
     }
+    if "total_sales" in train.columns:
+        sales = train["total_sales"].astype(float)
+        rules["expected_total_sales_above"] = (
+            float(sales[high].mean()) if high.any() else float(sales.mean())
+        )
+        rules["expected_total_sales_at_or_below"] = (
+            float(sales[~high].mean()) if (~high).any() else float(sales.mean())
+        )
+    return rules
+
+
+def _judge_role(
+    role: str,
+    result: dict[str, Any],
+    storage: Storage,
+    holdout: pl.DataFrame,
+    deployed: _Deployed,
+    settings: GateSettings,
+) -> tuple[dict[str, Any], tuple[dict[str, Any], Any] | None]:
+    """The decision for one role, and the (file entry, pipeline) to deploy if promoted."""
+    from churn_assets.lib.gate import paired_bootstrap
+    from churn_assets.lib.models.persistence import loads_pipeline
+
+    metric = result["primary_metric"]
+    label = "churned" if role == "classifier" else "total_sales"
+    order = ["champion", "best_simple"] + (["naive"] if role == "regressor" else [])
+    entries, seen = [], set()
+    for which in order:
+        f = result["files"].get(which)
+        if f and f["name"] not in seen:
+            seen.add(f["name"])
+            entries.append(f)
+    floors = {f["name"]: passes_floor(role, f, settings) for f in entries}
+    refused = {name: why for name, (ok, why) in floors.items() if not ok}
+    passing = [f for f in entries if floors[f["name"]][0]]
+    base: dict[str, Any] = {"role": role, "metric": metric, "refused_by_floor": refused}
+    old = deployed.pipelines.get(role) if deployed.pipelines else None
+    if not passing:
+        keep = "the deployed model stays" if old is not None else "nothing to deploy"
+        why = "; ".join(refused.values())
+        decision = {
+            **base,
+            "promote": False,
+            "reason": f"no candidate passes the floor ({why}): {keep}",
+            "candidate": None,
+            "deployed_version": deployed.version,
+        }
+        return decision, None
+    entry = passing[0]
+    data = storage.read_bytes(entry["path"])
+    if dep.sha256(data) != entry["sha256"]:
+        raise dep.DeploymentError(f"{entry['path']} changed since training (sha256 mismatch)")
+    pipeline = loads_pipeline(data)
+    columns = _columns(result["feature_spec"])
+    y = holdout[label].to_numpy()
+    new = predict(role, pipeline, _aligned(holdout, columns))
+    base.update(candidate=entry["name"], floor=floors[entry["name"]][1])
+    if old is None:
+        reason = deployed.problem or (
+            "nothing deployed yet"
+            if deployed.version is None
+            else f"the deployed version {deployed.version} has no {role}"
+        )
+        decision = dep.GateDecision(True, reason, deployed.version, {}, None).to_dict()
+        return {**base, **decision}, (entry, pipeline)
+    threshold_old = deployed.manifest["models"][role].get("threshold")
+    cmp = paired_bootstrap(
+        y,
+        new,
+        predict(role, old, _aligned(holdout, deployed.columns)),
+        metric,
+        challenger_threshold=entry.get("threshold"),
+        deployed_threshold=threshold_old,
+        resamples=settings.resamples,
+        confidence=settings.confidence,
+        seed=settings.seed,
+    )
+    decision = dep.decide(
+        {metric: cmp.challenger},
+        {metric: cmp.deployed},
+        deployed.version,
+        tolerance=settings.tolerance,
+        promote_ties=settings.promote_ties,
+        min_margin=settings.min_margin,
+        interval={metric: (cmp.low, cmp.high)},
+    ).to_dict()
+    out = {**base, **decision, "comparison": cmp.to_dict()}
+    return out, ((entry, pipeline) if decision["promote"] else None)
+
+
+def _summary(decisions: dict[str, dict[str, Any]], chosen: dict[str, Any]) -> str:
+    parts = []
+    for role, d in decisions.items():
+        verdict = "promoted" if role in chosen else "kept" if d.get("deployed_version") else "none"
+        who = f" {d['candidate']}" if d.get("candidate") and role in chosen else ""
+        parts.append(f"{role}{who} {verdict}: {d['reason']}")
+    return "; ".join(parts)
 
 
 def release(
@@ -97,120 +256,179 @@ def release(
     *,
     dataset: str,
     classification: dict[str, Any],
-    regression: dict[str, Any],
+    regression: dict[str, Any] | None,
     training_set: pl.DataFrame,
-    tolerance: float,
     lineage: dict[str, Any],
-    promote_ties: bool = False,
+    settings: GateSettings | None = None,
     reference_features: pl.DataFrame | None = None,
+    feature_definition: dict[str, Any] | None = None,
+    register: Register | None = None,
 ) -> dict[str, Any]:
-    """Gate and, when the challenger wins, write a new version and move the pointer.
+    """Judge each role, and when any is promoted write a new version and move the pointer.
 
-    The drift reference stored with a version is a sample of ``reference_features`` (the
-    features of every customer as of the training run) with the version's predictions, so
-    later drift reports measure how the population moved since deployment; without it, the
-    training split is used.
+    ``regression`` may be None or ``{"applicable": False, ...}`` (no value label): the
+    version then has no ``regressor`` roles. The drift reference stored with a version is a
+    sample of ``reference_features`` (every customer as of the training run) with the
+    version's predictions; without it, the training split is used. ``register`` is called
+    for each promoted role (MLflow registry) before the manifest is written.
 
-    Returns ``promoted``, ``decision`` (a :class:`GateDecision` dict), ``version`` (the
+    Returns ``promoted`` (any role), ``decision`` (``promote``, ``reason``, ``roles`` with
+    each role's decision, ``challenger`` / ``deployed`` primary metrics), ``version`` (the
     version deployed after this call, or None) and ``manifest`` when a version was written.
     """
-    from churn_assets.lib.models.persistence import loads_pipeline
+    settings = settings or GateSettings()
+    holdout = training_set.filter(pl.col("split") == "holdout").drop("split")
+    train = training_set.filter(pl.col("split") == "train").drop("split").to_pandas()
+    results = {"classifier": classification}
+    if regression is not None and regression.get("applicable", True):
+        results["regressor"] = regression
+    deployed = _load_deployed(storage)
 
-    splits = {
-        s: training_set.filter(pl.col("split") == s).drop("split").to_pandas()
-        for s in ("train", "holdout")
-    }
-    holdout = splits["holdout"]
-    metrics = {
-        "classification": classification["primary_metric"],
-        "regression": regression["primary_metric"],
-    }
+    decisions: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, tuple[dict[str, Any], Any]] = {}
+    for role, result in results.items():
+        decisions[role], pick = _judge_role(role, result, storage, holdout, deployed, settings)
+        if pick is not None:
+            chosen[role] = pick
+
+    new_columns = _columns(classification["feature_spec"])
+    same_columns = deployed.manifest is not None and set(deployed.columns) == set(new_columns)
+    if deployed.pipelines and not same_columns and "regressor" in results:
+        # a kept model cannot be mixed with a new one trained on other columns
+        if "classifier" in chosen and "regressor" not in chosen:
+            d = decisions["regressor"]
+            entry = next(
+                (
+                    regression["files"][w]
+                    for w in ("champion", "best_simple", "naive")
+                    if w in regression["files"]
+                    and passes_floor("regressor", regression["files"][w], settings)[0]
+                ),
+                None,
+            )
+            if entry is not None:
+                from churn_assets.lib.models.persistence import loads_pipeline
+
+                chosen["regressor"] = (entry, loads_pipeline(storage.read_bytes(entry["path"])))
+                d["promote"] = True
+                d["candidate"] = entry["name"]
+                d["reason"] += (
+                    "; replaced all the same: the new churn model's feature columns differ "
+                    "from the deployed value model's"
+                )
+        elif "classifier" not in chosen and "regressor" in chosen:
+            del chosen["regressor"]
+            decisions["regressor"]["promote"] = False
+            decisions["regressor"]["reason"] += (
+                "; kept with the deployed churn model, whose feature columns differ"
+            )
+
+    metric_of = {role: r["primary_metric"] for role, r in results.items()}
     challenger = {
-        metrics["classification"]: float(
-            classification["champion_metrics"][metrics["classification"]]
-        ),
-        metrics["regression"]: float(regression["champion_metrics"][metrics["regression"]]),
+        metric_of[r]: d["challenger"][metric_of[r]]
+        for r, d in decisions.items()
+        if d.get("challenger")
     }
-    deployed_version, deployed, problem = score_deployed(storage, holdout, metrics)
-    decision = dep.decide(
-        challenger, deployed, deployed_version, tolerance=tolerance, promote_ties=promote_ties
+    deployed_metrics = {
+        metric_of[r]: d["deployed"][metric_of[r]] for r, d in decisions.items() if d.get("deployed")
+    }
+    summary = {
+        "promote": bool(chosen),
+        "reason": _summary(decisions, chosen),
+        "deployed_version": deployed.version,
+        "challenger": challenger,
+        "deployed": deployed_metrics or None,
+        "roles": decisions,
+    }
+    can_serve_churn = "classifier" in chosen or (
+        deployed.pipelines is not None and "classifier" in deployed.pipelines
     )
-    if problem and not decision.promote:
-        decision = dep.GateDecision(True, problem, deployed_version, challenger, None)
-    elif problem:
-        decision = dep.GateDecision(True, problem, deployed_version, challenger, deployed)
-    if not decision.promote:
-        return {"promoted": False, "decision": decision.to_dict(), "version": deployed_version}
+    if not chosen or not can_serve_churn:
+        return {"promoted": False, "decision": summary, "version": deployed.version}
 
+    version = dep.new_version(storage)
     artifacts: dict[str, bytes] = {}
     models: dict[str, dict[str, Any]] = {}
-    pipelines = {}
-    for role, result, which in (
-        ("classifier", classification, "champion"),
-        ("classifier_fallback", classification, "best_simple"),
-        ("regressor", regression, "champion"),
-        ("regressor_fallback", regression, "best_simple"),
-    ):
-        f = result["files"][which]
-        data = storage.read_bytes(f["path"])
-        if dep.sha256(data) != f["sha256"]:
-            raise dep.DeploymentError(f"{f['path']} changed since training (sha256 mismatch)")
-        name = f"{role}.skops"
-        artifacts[name] = data
-        pipelines[role] = loads_pipeline(data)
-        models[role] = {
-            "file": name,
-            "candidate": f["name"],
-            "sha256": f["sha256"],
-            "threshold": (
-                result["threshold"] if which == "champion" else result.get("best_simple_threshold")
+    pipelines: dict[str, Any] = {}
+    for role, result in results.items():
+        fallback = f"{role}_fallback"
+        if role in chosen:
+            entry, pipeline = chosen[role]
+            fb_entry = result["files"]["best_simple"]
+            for r, e in ((role, entry), (fallback, fb_entry)):
+                data = storage.read_bytes(e["path"])
+                if dep.sha256(data) != e["sha256"]:
+                    raise dep.DeploymentError(f"{e['path']} changed since training")
+                artifacts[f"{r}.skops"] = data
+                run = result["mlflow"]["runs"].get(e["name"], {})
+                models[r] = {
+                    "file": f"{r}.skops",
+                    "candidate": e["name"],
+                    "sha256": e["sha256"],
+                    "threshold": e.get("threshold") if role == "classifier" else None,
+                    "mlflow_run_id": run.get("run_id"),
+                    "model_uri": run.get("model_uri"),
+                    "metrics": e.get("metrics") or {},
+                    "from_version": version,
+                }
+            models[role]["cv"] = (
+                result["champion_cv"] if entry["name"] == result["champion"] else {}
             )
-            if role.startswith("classifier")
-            else None,
-            "mlflow_run_id": result["mlflow"]["runs"][f["name"]]["run_id"],
-            "model_uri": result["mlflow"]["runs"][f["name"]]["model_uri"],
-        }
-    for role in ("classifier", "regressor"):
-        result = classification if role == "classifier" else regression
-        models[role]["registered_model"] = result["mlflow"]["registered_model"]
-        models[role]["registered_version"] = result["mlflow"]["registered_version"]
-        models[role]["metrics"] = result["champion_metrics"]
-        models[role]["cv"] = result["champion_cv"]
+            if register is not None and models[role]["model_uri"]:
+                models[role].update(
+                    register(role, models[role]["model_uri"], entry["name"], version)
+                )
+            pipelines[role] = pipeline
+        elif deployed.pipelines and role in deployed.pipelines:
+            for r in (role, fallback):
+                old = deployed.manifest["models"].get(r)
+                if old is None:
+                    continue
+                artifacts[old["file"]] = dep.load_pipeline_bytes(
+                    storage, deployed.manifest, old["file"]
+                )
+                models[r] = {**old, "from_version": old.get("from_version", deployed.version)}
+            pipelines[role] = deployed.pipelines[role]
 
-    train = splits["train"]
-    spec = classification["feature_spec"]
-    columns = spec["numeric"] + spec["categorical"]
-    source = reference_features.to_pandas() if reference_features is not None else train
-    reference = source.sample(min(REFERENCE_ROWS, len(source)), random_state=0)[
-        ["customer_id", *columns]
-    ].copy()
-    reference["churn_probability"] = pipelines["classifier"].predict_proba(reference)[:, 1]
-    reference["expected_total_sales"] = np.clip(pipelines["regressor"].predict(reference), 0, None)
+    new_features = "classifier" in chosen
+    spec = classification["feature_spec"] if new_features else deployed.manifest["features"]
+    columns = _columns(spec)
+    schema = (
+        classification["feature_schema"]
+        if new_features
+        else deployed.manifest.get("feature_schema", {})
+    )
+    definition = (
+        feature_definition if new_features else deployed.manifest.get("feature_definition")
+    ) or {"columns": columns}
+
+    source = reference_features if reference_features is not None else pl.from_pandas(train)
+    reference = _aligned(source, columns)
+    reference = reference.sample(min(REFERENCE_ROWS, len(reference)), random_state=0)
+    reference["churn_probability"] = predict("classifier", pipelines["classifier"], reference)
+    if "regressor" in pipelines:
+        reference["expected_total_sales"] = predict("regressor", pipelines["regressor"], reference)
     buf = io.BytesIO()
     pl.from_pandas(reference).write_parquet(buf)
     artifacts["reference.parquet"] = buf.getvalue()
 
-    version = dep.new_version(storage)
+    base_rates = {"churn_probability": float(train["churned"].mean())}
+    if "regressor" in pipelines and "total_sales" in train.columns:
+        base_rates["expected_total_sales"] = float(train["total_sales"].mean())
     manifest = {
         "dataset": dataset,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "features": spec,
-        "feature_schema": classification["feature_schema"],
+        "features": {"numeric": list(spec["numeric"]), "categorical": list(spec["categorical"])},
+        "feature_schema": schema,
+        "feature_definition": definition,
         "models": models,
-        "gate": decision.to_dict(),
-        "base_rates": {
-            "churn_probability": float(train["churned"].mean()),
-            "expected_total_sales": float(train["total_sales"].mean()),
-        },
-        "business_rules": business_rules(train, spec["numeric"]),
+        "has_value_model": "regressor" in pipelines,
+        "gate": summary,
+        "base_rates": base_rates,
+        "business_rules": business_rules(train, list(spec["numeric"])),
         "reference": {"file": "reference.parquet", "rows": len(reference)},
         "training_data": lineage,
     }
     manifest = dep.write_version(storage, version, artifacts, manifest)
-    dep.set_current(storage, version, reason=decision.reason)
-    return {
-        "promoted": True,
-        "decision": decision.to_dict(),
-        "version": version,
-        "manifest": manifest,
-    }
+    dep.set_current(storage, version, reason=summary["reason"])
+    return {"promoted": True, "decision": summary, "version": version, "manifest": manifest}

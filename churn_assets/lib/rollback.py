@@ -20,8 +20,9 @@ def rollback_deployment(
 
         tracking = TrackingConfig.from_settings(settings, dataset)
         for role in ("classifier", "regressor"):
-            m = manifest["models"][role]
-            set_champion_alias(tracking, m["registered_model"], m["registered_version"])
+            m = manifest["models"].get(role)
+            if m and m.get("registered_model") and m.get("registered_version"):
+                set_champion_alias(tracking, m["registered_model"], m["registered_version"])
         pointer["mlflow_aliases"] = "moved"
     except Exception as e:  # the pointer is what serving follows; say what did not move
         pointer["mlflow_aliases"] = f"not moved: {e}"

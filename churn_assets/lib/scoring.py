@@ -29,6 +29,11 @@ class DeployedModels:
         f = self.manifest["features"]
         return [*f["numeric"], *f["categorical"]]
 
+    @property
+    def has_value_model(self) -> bool:
+        """False for churn-only data sets (no value label): no ``regressor`` role."""
+        return "regressor" in self.pipelines
+
 
 def load_deployed(storage: Storage, version: str | None = None) -> DeployedModels:
     """The version the pointer names (or ``version``), every artifact verified."""
@@ -39,11 +44,6 @@ def load_deployed(storage: Storage, version: str | None = None) -> DeployedModel
         version = current["version"]
     manifest = dep.read_manifest(storage, version)
     return DeployedModels(version, manifest, dep.load_models(storage, manifest))
-
-    @property
-    def has_value_model(self) -> bool:
-        """False for churn-only data sets (no value label): no ``regressor`` role."""
-        return "regressor" in self.pipelines
 
 
 def score_frame(deployed: DeployedModels, features: pl.DataFrame) -> pl.DataFrame:

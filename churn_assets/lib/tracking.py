@@ -4,7 +4,10 @@ Embedded default: a SQLite tracking store and registry in ``<storage>/mlflow/mlf
 (``.churn/mlflow.db`` when storage is remote) with artifacts under the storage root;
 ``MLFLOW_TRACKING_URI`` (or ``CHURN_MLFLOW_TRACKING_URI``) switches to a server. Every run is
 opened with a context manager, so it ends FINISHED or FAILED, never left RUNNING.
-Champions are registered with the alias ``challenger``; deployment moves ``champion``.
+A model is registered only when deployment promotes it (it passed the floors and the gate),
+under a name that includes the data set (``<data set>-churn-classifier``,
+``<data set>-clv-regressor``); the new version gets the aliases ``challenger`` (the newest
+promoted version) and ``champion`` (what serving answers with; a rollback moves it back).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from churn_assets.lib.settings import ChurnSettings, join_url
 
 CLASSIFIER_NAME = "churn-classifier"
 REGRESSOR_NAME = "clv-regressor"
+_ROLE_NAMES = {"classifier": CLASSIFIER_NAME, "regressor": REGRESSOR_NAME}
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 
@@ -109,23 +113,27 @@ def _params(d: dict[str, Any]) -> dict[str, str]:
     return {k[:250]: str(v)[:500] for k, v in list(d.items())[:100]}
 
 
+def registered_name(dataset: str, role: str) -> str:
+    """The registry name of a data set's model role (``classifier`` or ``regressor``)."""
+    return f"{dataset}-{_ROLE_NAMES[role]}"
+
+
 def log_model_set(
     result: Any,
     cfg: TrackingConfig,
     *,
-    registered_name: str,
     dataset: str,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Log every candidate of a model set (nested under one parent run) and register the
-    champion with the ``challenger`` alias. Returns run ids, model URIs and the version."""
+    """Log every candidate of a model set (nested under one parent run). Nothing is
+    registered here: see :func:`register_promoted`. Returns run ids and model URIs."""
     import mlflow
     import mlflow.sklearn
 
     from churn_assets.lib.models.persistence import ALLOWED_TYPES
 
     exp_id = ensure_experiment(cfg)
-    client = _client(cfg)
+    _client(cfg)  # sets the tracking URI and request timeouts
     trusted = sorted(ALLOWED_TYPES)
     runs: dict[str, dict[str, str]] = {}
     base_tags = {"dataset": dataset, "model_set": result.kind, **(tags or {})}
@@ -182,17 +190,42 @@ def log_model_set(
                 )
                 runs[cand.name] = {"run_id": child.info.run_id, "model_uri": info.model_uri}
         parent_id = parent.info.run_id
-    version = mlflow.register_model(runs[result.champion]["model_uri"], registered_name)
-    client.set_registered_model_alias(registered_name, CHALLENGER, version.version)
-    client.set_model_version_tag(registered_name, version.version, "candidate", result.champion)
     return {
         "tracking_uri": cfg.tracking_uri,
         "experiment": cfg.experiment,
         "parent_run_id": parent_id,
         "runs": runs,
-        "registered_model": registered_name,
-        "registered_version": str(version.version),
     }
+
+
+def register_promoted(
+    cfg: TrackingConfig,
+    *,
+    dataset: str,
+    role: str,
+    model_uri: str,
+    candidate: str,
+    version: str,
+) -> dict[str, str]:
+    """Register a promoted model under the data set's name, tag it with the deployed
+    version and candidate, and point ``challenger`` and ``champion`` at it."""
+    import mlflow
+
+    client = _client(cfg)
+    name = registered_name(dataset, role)
+    registered = mlflow.register_model(model_uri, name)
+    for key, value in (("candidate", candidate), ("deployed_version", version)):
+        client.set_model_version_tag(name, registered.version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, registered.version)
+    client.set_registered_model_alias(name, CHAMPION, registered.version)
+    return {"registered_model": name, "registered_version": str(registered.version)}
+
+
+def tag_candidate_run(cfg: TrackingConfig, run_id: str, tags: dict[str, str]) -> None:
+    """Add tags (e.g. the gate's verdict) to a candidate's run."""
+    client = _client(cfg)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value)[:5000])
 
 
 def set_champion_alias(cfg: TrackingConfig, registered_name: str, version: str) -> None:

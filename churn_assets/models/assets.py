@@ -4,7 +4,7 @@ import dagster as dg
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
-from churn_assets.retries import STORAGE_RETRY
+from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 NUMERIC_META = (
     "roc_auc",
@@ -42,15 +42,16 @@ def training_set(
 
     from churn_assets.lib.feature_sets import build_training_set, usable
 
-    cfg = platform.dataset_config()
-    customers, _ = usable(raw_customers)
-    transactions, _ = usable(raw_transactions)
-    frame, protocol = build_training_set(
-        cfg,
-        customer_features,
-        customers if cfg.customers is not None else None,
-        transactions if cfg.transactions is not None else None,
-    )
+    with fail_fast_unless_transient():
+        cfg = platform.dataset_config()
+        customers, _ = usable(raw_customers)
+        transactions, _ = usable(raw_transactions)
+        frame, protocol = build_training_set(
+            cfg,
+            customer_features,
+            customers if cfg.customers is not None else None,
+            transactions if cfg.transactions is not None else None,
+        )
     sizes = frame.group_by("split").agg(pl.len(), pl.col("churned").mean()).sort("split")
     return dg.Output(
         frame,
@@ -74,21 +75,28 @@ def training_set(
     )
 
 
+def _not_applicable(reason: str) -> dg.Output[dict[str, Any]]:
+    """A model set that does not apply to this data set (e.g. no value label)."""
+    return dg.Output(
+        {"kind": "regression", "applicable": False, "reason": reason},
+        metadata={
+            "status": dg.MetadataValue.text("not applicable"),
+            "reason": dg.MetadataValue.text(reason),
+        },
+    )
+
+
 def _train_model_set(
     context: dg.AssetExecutionContext, platform: ChurnPlatform, frame: Any, kind: str
 ) -> dg.Output[dict[str, Any]]:
-    """Train one model set, log it to MLflow, keep champion + best simple pipeline files."""
+    """Train one model set, log every candidate to MLflow, keep the files of the champion,
+    the best simple candidate and (regression) the naive baseline for deployment."""
+    from churn_assets.lib.deployment import sha256
     from churn_assets.lib.feature_sets import to_splits
     from churn_assets.lib.model_sets import train_model_set
     from churn_assets.lib.models.persistence import dumps_pipeline
     from churn_assets.lib.models.spec import feature_schema
-    from churn_assets.lib.tracking import (
-        CLASSIFIER_NAME,
-        REGRESSOR_NAME,
-        TrackingConfig,
-        ensure_experiment,
-        log_model_set,
-    )
+    from churn_assets.lib.tracking import TrackingConfig, ensure_experiment, log_model_set
 
     cfg = platform.dataset_config()
     # fail before an expensive training when the tracking server is down
@@ -96,31 +104,32 @@ def _train_model_set(
     ensure_experiment(tracking_cfg)
     splits = to_splits(frame)
     result, spec = train_model_set(kind, cfg, splits)
-    registered = CLASSIFIER_NAME if kind == "classification" else REGRESSOR_NAME
     tracking = log_model_set(
-        result,
-        tracking_cfg,
-        registered_name=registered,
-        dataset=cfg.name,
-        tags={"dagster_run_id": context.run.run_id},
+        result, tracking_cfg, dataset=cfg.name, tags={"dagster_run_id": context.run.run_id}
     )
     storage = platform.storage()
+    roles = [("champion", result.champion), ("best_simple", result.best_simple)]
+    if kind == "regression":
+        roles.append(("naive", "naive_baseline"))
     files = {}
-    for role, name in (("champion", result.champion), ("best_simple", result.best_simple)):
-        data = dumps_pipeline(result.get(name).pipeline)
-        from churn_assets.lib.deployment import sha256
-
+    for role, name in roles:
+        cand = result.get(name)
+        data = dumps_pipeline(cand.pipeline)
         rel = f"models/{kind}/{context.run.run_id}/{role}-{name}.skops"
         files[role] = {
             "name": name,
             "url": storage.write_bytes(rel, data),
             "path": rel,
             "sha256": sha256(data),
+            "metrics": cand.metrics,
+            "threshold": cand.threshold,
         }
     board = result.leaderboard()
     champ = result.champion_result
+    selection = getattr(result, "selection", None) or {}
     value = {
         "kind": kind,
+        "applicable": True,
         "champion": result.champion,
         "best_simple": result.best_simple,
         "primary_metric": result.primary_metric,
@@ -129,6 +138,7 @@ def _train_model_set(
         "threshold": champ.threshold,
         "best_simple_threshold": result.best_simple_result.threshold,
         "leaderboard": board.to_dict(orient="records"),
+        "selection": selection,
         "files": files,
         "mlflow": tracking,
         "feature_spec": {"numeric": spec.numeric, "categorical": spec.categorical},
@@ -143,10 +153,9 @@ def _train_model_set(
             {c.name: round(c.train_seconds, 3) for c in result.candidates}
         ),
         "mlflow_parent_run_id": dg.MetadataValue.text(tracking["parent_run_id"]),
-        "registered_version": dg.MetadataValue.text(
-            f"{registered} v{tracking['registered_version']} (alias challenger)"
-        ),
     }
+    if selection:
+        metadata["selection"] = dg.MetadataValue.json(selection)
     for k, v in {**champ.metrics, **champ.cv}.items():
         if k in NUMERIC_META and v == v:
             metadata[f"champion_{k}"] = dg.MetadataValue.float(float(v))
@@ -166,9 +175,9 @@ def classification_models(
     trees, HistGradientBoosting, XGBoost, LightGBM and an ensemble of the best, each one
     scikit-learn Pipeline with its preprocessing. Champion chosen on validation; decision
     threshold = max F1 on validation; holdout metrics and 5-fold CV ROC-AUC reported. Every
-    candidate is a nested MLflow run; the champion is registered as ``churn-classifier``
-    with alias ``challenger``."""
-    return _train_model_set(context, platform, training_set, "classification")
+    candidate is a nested MLflow run; deployment registers the champion when it promotes it."""
+    with fail_fast_unless_transient():
+        return _train_model_set(context, platform, training_set, "classification")
 
 
 @dg.asset(
@@ -180,6 +189,15 @@ def regression_models(
     """The customer-value (``total_sales``) model set: a naive baseline (past spend scaled
     to the horizon), ridge, polynomial ridge, random forest, HistGradientBoosting, XGBoost,
     LightGBM and heavy-tail variants (Tweedie, log target). Holdout RMSE, MAE, R² and the
-    gain over the naive baseline. The champion is registered as ``clv-regressor`` with
-    alias ``challenger``."""
-    return _train_model_set(context, platform, training_set, "regression")
+    gain over the naive baseline. A data set without a value label (a churn-only snapshot)
+    materializes this asset as "not applicable": only the churn model is deployed."""
+    with fail_fast_unless_transient():
+        cfg = platform.dataset_config()
+        if not cfg.has_value_label:
+            reason = (
+                f"not applicable: data set {cfg.name!r} has no value label "
+                "(labels.total_sales_column is not set), so only the churn model is trained"
+            )
+            context.log.info(reason)
+            return _not_applicable(reason)
+        return _train_model_set(context, platform, training_set, "regression")

@@ -63,7 +63,10 @@ def test_first_run_promotes_a_complete_version(deployed):
     storage, _, first, _ = deployed
     assert first.result.success
     out = first.result.output_for_node("deployed_model_version")
-    assert out["promoted"] and out["decision"]["reason"] == "nothing deployed yet"
+    assert out["promoted"]
+    for role in ("classifier", "regressor"):
+        assert out["decision"]["roles"][role]["reason"] == "nothing deployed yet"
+        assert out["decision"]["roles"][role]["promote"]
     s = Storage(str(storage / "synthetic"))
     pointer = dep.read_current(s)
     assert pointer["version"] == out["version"]
@@ -72,6 +75,10 @@ def test_first_run_promotes_a_complete_version(deployed):
     assert set(manifest["models"]) == set(dep.MODEL_ROLES)
     assert 0 < manifest["models"]["classifier"]["threshold"] < 1
     assert manifest["feature_schema"]["plan"]["categories"] == ["annual", "monthly", "two_year"]
+    definition = manifest["feature_definition"]
+    shares = sorted(c for c in definition["columns"] if c.startswith("cat_share_"))
+    assert len(shares) == len(definition["categories"]) > 0
+    assert definition["horizon_days"] == 90 and definition["label_cutoff"]
     assert set(manifest["artifacts"]) >= {
         "classifier.skops",
         "regressor.skops",
@@ -79,14 +86,29 @@ def test_first_run_promotes_a_complete_version(deployed):
     }
 
 
-def test_scores_cover_every_customer(deployed):
-    _, _, first, _ = deployed
+def test_scores_are_the_deployed_models_predictions(deployed):
+    """churn_scores holds, for every customer, the deployed classifier's probability, the
+    label at the version's stored threshold and the deployed regressor's value."""
+    import numpy as np
+
+    storage, _, first, _ = deployed
     scores = first.result.output_for_node("churn_scores")
     current = first.result.output_for_node("current_features")
-    assert scores.height == current.height
-    assert scores["churn_probability"].is_between(0, 1).all()
-    assert (scores["expected_total_sales"] >= 0).all()
-    assert set(scores["churn_label"].unique()) <= {0, 1}
+    assert scores["customer_id"].to_list() == current["customer_id"].to_list()
+    s = Storage(str(storage / "synthetic"))
+    version = first.result.output_for_node("deployed_model_version")["version"]
+    manifest = dep.read_manifest(s, version)
+    models = dep.load_models(s, manifest)
+    columns = manifest["features"]["numeric"] + manifest["features"]["categorical"]
+    frame = current.select(["customer_id", *columns]).to_pandas()
+    proba = models["classifier"].predict_proba(frame)[:, 1]
+    np.testing.assert_allclose(scores["churn_probability"].to_numpy(), proba, rtol=0, atol=1e-12)
+    threshold = manifest["models"]["classifier"]["threshold"]
+    assert scores["churn_label"].to_list() == (proba >= threshold).astype(int).tolist()
+    assert 0 < scores["churn_label"].sum() < scores.height
+    value = np.clip(models["regressor"].predict(frame), 0, None)
+    np.testing.assert_allclose(scores["expected_total_sales"].to_numpy(), value, atol=1e-9)
+    assert (scores["model_version"] == version).all()
 
 
 def test_same_seed_same_metrics_and_gate_keeps(deployed):
@@ -101,9 +123,13 @@ def test_same_seed_same_metrics_and_gate_keeps(deployed):
             assert x == y, {k: (x[k], y.get(k)) for k in x if x[k] != y.get(k)}
         assert a["champion_metrics"] == b["champion_metrics"]
     out = second.result.output_for_node("deployed_model_version")
-    assert not out["promoted"]
+    assert second.result.success and not out["promoted"]
     assert out["version"] == first.result.output_for_node("deployed_model_version")["version"]
-    assert "not better" in out["decision"]["reason"]
+    for role in ("classifier", "regressor"):
+        d = out["decision"]["roles"][role]
+        assert "not better" in d["reason"], d["reason"]
+        # the same model on the same rows: a zero difference with a zero-width interval
+        assert d["comparison"]["diff"] == 0 and d["interval"][d["metric"]] == [0.0, 0.0]
     assert "deployed_model_version" in second.materialized
 
 
@@ -123,10 +149,17 @@ def test_mlflow_runs_nested_finished_and_aliases(deployed):
         Storage(str(storage / "synthetic")),
         first.result.output_for_node("deployed_model_version")["version"],
     )
-    for role, name in (("classifier", "churn-classifier"), ("regressor", "clv-regressor")):
+    for role, name in (
+        ("classifier", "synthetic-churn-classifier"),
+        ("regressor", "synthetic-clv-regressor"),
+    ):
+        assert manifest["models"][role]["registered_model"] == name
         champion = client.get_model_version_by_alias(name, "champion")
         assert str(champion.version) == manifest["models"][role]["registered_version"]
+        assert champion.tags["deployed_version"] == manifest["version"]
         assert client.get_model_version_by_alias(name, "challenger")
+        # registered on promotion only: the second (kept) run registered nothing
+        assert [v.version for v in client.search_model_versions(f"name='{name}'")] == ["1"]
 
 
 def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
@@ -201,10 +234,37 @@ def test_pointer_survives_a_crash_mid_release(tmp_path, monkeypatch):
     )
 
 
-def test_floor_blocks_deployment(tmp_path, isolated_env):
+def test_floor_blocks_a_first_deployment(tmp_path, isolated_env):
+    """Nothing deployed and no churn candidate above the floor: nothing is served, and the
+    blocking check on the deployed version stops scoring."""
     config = small_synthetic(isolated_env, tmp_path, min_roc_auc=0.999)
     run = run_graph(config)
     check = run.check("classification_models", "churn_champion_above_floor")
     assert not check.passed and "< floor 1.00" in check.description
-    assert "deployed_model_version" not in run.materialized
+    out = run.result.output_for_node("deployed_model_version")
+    assert out["version"] is None and not out["promoted"]
+    assert "no candidate passes the floor" in out["decision"]["roles"]["classifier"]["reason"]
+    served = run.check("deployed_model_version", "served_models_above_floors")
+    assert not served.passed and "nothing is deployed" in served.description
+    assert "churn_scores" not in run.materialized
     assert dep.read_current(Storage(str(isolated_env / "synthetic"))) is None
+
+
+def test_refused_challenger_keeps_the_deployed_version(deployed, tmp_path):
+    """With a version deployed, a run whose candidates are all below the floor succeeds,
+    keeps the deployed version and says why."""
+    storage, config, first, _ = deployed
+    cfg = yaml.safe_load(Path(config).read_text())
+    cfg["models"]["min_roc_auc"] = 0.999
+    strict = tmp_path / "synthetic.yaml"
+    strict.write_text(yaml.safe_dump(cfg))
+    s = Storage(str(storage / "synthetic"))
+    before = dep.read_current(s)["version"]
+    run = run_graph(str(strict))
+    assert run.result.success
+    out = run.result.output_for_node("deployed_model_version")
+    assert out["version"] == before and not out["promoted"]
+    reason = out["decision"]["roles"]["classifier"]["reason"]
+    assert "no candidate passes the floor" in reason and "the deployed model stays" in reason
+    assert dep.read_current(s)["version"] == before
+    assert "churn_scores" in run.materialized

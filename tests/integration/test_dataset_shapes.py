@@ -1,0 +1,190 @@
+"""Every data set shape runs end to end: a churn-only snapshot (no value label), a
+value-only config (refused), and a later batch whose top categories change after a
+deployment (scoring, drift and the sidecar keep working on the version's own columns)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+import yaml
+
+from churn_assets.lib import deployment as dep
+from churn_assets.lib.datasets import BUILTIN_DIR, DatasetConfigError, load_dataset_config
+from churn_assets.lib.generator import generate
+from churn_assets.lib.storage import Storage
+from tests.conftest import BIN, REPO, free_port, wait_http
+from tests.helpers import run_graph
+
+pytestmark = pytest.mark.integration
+
+#: Trimmed candidate lists: these tests are about data set shapes, not model quality
+#: (the quality of the default candidate list is covered by tests/model).
+FAST_MODELS = {
+    "classification_candidates": ["logistic_regression", "lightgbm"],
+    "regression_candidates": ["naive_baseline", "ridge"],
+    "cv_folds": 2,
+}
+
+
+def churn_only_telco(tmp_path: Path) -> str:
+    """Telco as a churn-only snapshot: the config without ``total_sales_column``, written
+    the way docs/datasets.md describes a snapshot table with a churn label."""
+    cfg = yaml.safe_load((BUILTIN_DIR / "telco.yaml").read_text())
+    cfg["name"] = "telco_churn_only"
+    del cfg["labels"]["total_sales_column"]
+    cfg["models"] = dict(FAST_MODELS)
+    path = tmp_path / "telco_churn_only.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def start_sidecar(storage: Path, dataset: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHURN_")},
+        "CHURN_STORAGE_URL": str(storage),
+        "CHURN_DATASET": dataset,
+        "CHURN_SERVING_PORT": str(port),
+        "CHURN_SERVING_HOST": "127.0.0.1",
+    }
+    proc = subprocess.Popen(
+        [str(BIN / "churn"), "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health", timeout=60)
+    return proc, url
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} never became ready")
+
+
+def test_churn_only_snapshot_runs_end_to_end_and_is_served(tmp_path, isolated_env, real_data):
+    config = churn_only_telco(tmp_path)
+    run = run_graph(config)
+    assert run.result.success, run.result.all_events[-1]
+    regression = run.result.output_for_node("regression_models")
+    assert regression["applicable"] is False and "no value label" in regression["reason"]
+    check = run.check("regression_models", "value_champion_beats_naive")
+    assert check.passed and "not applicable" in check.description
+    out = run.result.output_for_node("deployed_model_version")
+    assert out["promoted"] and set(out["decision"]["roles"]) == {"classifier"}
+    s = Storage(str(isolated_env / "telco_churn_only"))
+    manifest = dep.read_manifest(s, out["version"])
+    assert set(manifest["models"]) == {"classifier", "classifier_fallback"}
+    assert manifest["has_value_model"] is False
+    assert manifest["models"]["classifier"]["metrics"]["roc_auc"] > 0.8
+    scores = run.result.output_for_node("churn_scores")
+    assert scores.height == 7043 and scores["expected_total_sales"].null_count() == 7043
+    assert scores["churn_probability"].is_between(0, 1).all()
+    assert "drift_report" in run.materialized
+
+    proc, url = start_sidecar(isolated_env, config)
+    try:
+        wait_ready(url)
+        answer = httpx.post(
+            f"{url}/predict", json={"records": [{"customer_id": "7590-VHVEG"}]}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        pred = answer.json()["predictions"][0]
+        assert 0 <= pred["churn_probability"] <= 1
+        assert pred["expected_total_sales"] is None
+        assert "no_value_model" in str(pred), pred
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_value_only_config_is_refused_with_a_clear_error(tmp_path):
+    cfg = yaml.safe_load((BUILTIN_DIR / "telco.yaml").read_text())
+    del cfg["labels"]["churned_column"]
+    path = tmp_path / "value_only.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(DatasetConfigError, match="value-only data sets are not supported"):
+        load_dataset_config(str(path))
+
+
+def test_new_top_category_after_deployment_breaks_nothing(tmp_path, isolated_env):
+    """After a deployment, a batch in which a new category becomes a top category: the
+    features gain its share column, and churn_scores, drift_report and /predict still
+    answer with the deployed version's own columns."""
+    cfg = yaml.safe_load((BUILTIN_DIR / "synthetic.yaml").read_text())
+    cfg["models"] = dict(FAST_MODELS)
+    config = tmp_path / "synthetic.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=1200, days=360, seed=11)
+    first = run_graph(str(config))
+    assert first.result.success
+    version = first.result.output_for_node("deployed_model_version")["version"]
+    s = Storage(str(isolated_env / "synthetic"))
+    manifest = dep.read_manifest(s, version)
+    old_categories = manifest["feature_definition"]["categories"]
+    assert old_categories
+
+    tx = pl.concat(
+        [pl.read_parquet(p) for p in sorted((landing / "transactions").glob("*.parquet"))],
+        how="vertical_relaxed",
+    )
+    last = tx["timestamp"].max()
+    ids = tx["customer_id"].unique().sort().head(600).to_list()
+    batch = pl.DataFrame(
+        {
+            "invoice_id": [f"NEW{i:06d}" for i in range(len(ids) * 5)],
+            "customer_id": [c for c in ids for _ in range(5)],
+            "timestamp": [last + dt.timedelta(hours=1 + i % 48) for i in range(len(ids) * 5)],
+            "amount": [5000.0] * (len(ids) * 5),
+            "category": ["hoverboards"] * (len(ids) * 5),
+            "country": [tx["country"][0]] * (len(ids) * 5),
+        }
+    ).cast({c: tx.schema[c] for c in tx.columns if c in ("timestamp", "amount")})
+    batch.select(tx.columns).write_parquet(landing / "transactions" / "zz-new-category.parquet")
+
+    second = run_graph(
+        str(config),
+        selection=[
+            "raw_customers",
+            "raw_transactions",
+            "current_features",
+            "churn_scores",
+            "drift_report",
+        ],
+    )
+    assert second.result.success
+    current = second.result.output_for_node("current_features")
+    assert "cat_share_hoverboards" not in manifest["features"]["numeric"]
+    for c in old_categories:
+        assert any(col.endswith(c.lower().replace(" ", "_")) for col in current.columns), c
+    scores = second.result.output_for_node("churn_scores")
+    assert scores.height == current.height and (scores["model_version"] == version).all()
+    drift = second.result.output_for_node("drift_report")
+    assert drift["status"] == "ok" and drift["model_version"] == version
+
+    proc, url = start_sidecar(isolated_env, str(config))
+    try:
+        wait_ready(url)
+        answer = httpx.post(
+            f"{url}/predict", json={"records": [{"customer_id": ids[0]}]}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"][0]["model_version"] == version
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

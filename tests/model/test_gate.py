@@ -1,0 +1,122 @@
+"""The deployment gate: decide() and the paired bootstrap behind it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from churn_assets.lib.deployment import decide
+from churn_assets.lib.gate import paired_bootstrap
+from churn_assets.lib.release import GateSettings, passes_floor
+
+
+def test_nothing_deployed_promotes():
+    d = decide({"roc_auc": 0.71}, None, None)
+    assert d.promote and d.reason == "nothing deployed yet" and d.deployed is None
+
+
+def test_clearly_better_challenger_is_promoted():
+    d = decide({"roc_auc": 0.85}, {"roc_auc": 0.80}, "v1", interval={"roc_auc": (0.03, 0.07)})
+    assert d.promote and d.reason.startswith("challenger better")
+    assert d.interval == {"roc_auc": [0.03, 0.07]}
+    assert "interval [+0.0300, +0.0700]" in d.reason
+
+
+def test_better_point_but_possibly_worse_is_kept():
+    """A better point estimate whose interval reaches below -tolerance is noise: kept."""
+    d = decide(
+        {"roc_auc": 0.805},
+        {"roc_auc": 0.800},
+        "v1",
+        tolerance=0.005,
+        interval={"roc_auc": (-0.02, 0.03)},
+    )
+    assert not d.promote and "may be worse by more than 0.005" in d.reason
+
+
+def test_within_tolerance_equal_is_kept_unless_promote_ties():
+    kwargs = {"tolerance": 0.005, "interval": {"r2": (-0.001, 0.001)}}
+    kept = decide({"r2": 0.5}, {"r2": 0.5}, "v1", **kwargs)
+    assert not kept.promote and "not better" in kept.reason
+    tie = decide({"r2": 0.5}, {"r2": 0.5}, "v1", promote_ties=True, **kwargs)
+    assert tie.promote and "as good, fresher" in tie.reason
+
+
+def test_worse_primary_metric_is_kept_even_with_promote_ties():
+    d = decide(
+        {"roc_auc": 0.78},
+        {"roc_auc": 0.80},
+        "v1",
+        promote_ties=True,
+        interval={"roc_auc": (-0.03, -0.01)},
+    )
+    assert not d.promote and "may be worse" in d.reason
+
+
+def test_min_margin_must_be_exceeded():
+    args = ({"roc_auc": 0.81}, {"roc_auc": 0.80}, "v1")
+    interval = {"roc_auc": (0.005, 0.015)}
+    assert decide(*args, interval=interval).promote
+    d = decide(*args, interval=interval, min_margin=0.02)
+    assert not d.promote and "not better by more than 0.02" in d.reason
+
+
+def test_without_interval_the_point_difference_decides():
+    assert not decide({"r2": 0.40}, {"r2": 0.41}, "v1", tolerance=0.005).promote
+    assert decide({"r2": 0.42}, {"r2": 0.41}, "v1", tolerance=0.005).promote
+
+
+def _scores(n: int, signal: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    return y, 1 / (1 + np.exp(-(signal * (2 * y - 1) + rng.normal(0, 1, n))))
+
+
+def test_paired_bootstrap_of_identical_models_is_zero():
+    y, p = _scores(500, 1.0, 0)
+    cmp = paired_bootstrap(y, p, p, "roc_auc", resamples=100)
+    assert cmp.diff == 0 and cmp.low == 0 and cmp.high == 0 and cmp.resamples == 100
+
+
+def test_paired_bootstrap_separates_a_much_better_model():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 2000)
+    good = y + rng.normal(0, 0.5, y.size)
+    weak = y + rng.normal(0, 2.0, y.size)
+    cmp = paired_bootstrap(y, good, weak, "roc_auc", resamples=200)
+    assert cmp.diff > 0.1 and 0 < cmp.low < cmp.diff < cmp.high
+    assert decide(
+        {"roc_auc": cmp.challenger},
+        {"roc_auc": cmp.deployed},
+        "v1",
+        interval={"roc_auc": (cmp.low, cmp.high)},
+    ).promote
+    # and the other way round the better deployed model is kept
+    back = paired_bootstrap(y, weak, good, "roc_auc", resamples=200)
+    assert back.high < 0
+
+
+def test_f1_scores_each_model_at_its_own_threshold():
+    y = np.array([0, 0, 1, 1])
+    a = np.array([0.1, 0.2, 0.3, 0.4])  # perfect at threshold 0.25, useless at 0.5
+    cmp = paired_bootstrap(
+        y, a, a, "f1", challenger_threshold=0.25, deployed_threshold=0.5, resamples=50
+    )
+    assert cmp.challenger == 1.0 and cmp.deployed == 0.0
+
+
+def test_paired_bootstrap_refuses_unequal_rows():
+    with pytest.raises(ValueError, match="same, non-empty rows"):
+        paired_bootstrap(np.array([0, 1]), np.array([0.1]), np.array([0.2]), "roc_auc")
+
+
+def test_floors():
+    s = GateSettings(min_roc_auc=0.7)
+    assert passes_floor("classifier", {"name": "x", "metrics": {"roc_auc": 0.71}}, s)[0]
+    assert not passes_floor("classifier", {"name": "x", "metrics": {"roc_auc": 0.69}}, s)[0]
+    assert passes_floor("regressor", {"name": "naive_baseline", "metrics": {}}, s)[0]
+    loses = {"name": "poly_ridge", "metrics": {"r2_gain_vs_naive": -0.19}}
+    ok, why = passes_floor("regressor", loses, s)
+    assert not ok and "-0.1900" in why
+    lenient = GateSettings(value_must_beat_naive=False)
+    assert passes_floor("regressor", loses, lenient)[0]
