@@ -1,0 +1,130 @@
+"""`churn seed` (--if-empty, --drift, --force) and the seeding step of `churn dev`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from churn_assets.cli import main
+
+SMALL = ["--customers", "300", "--days", "120"]
+
+
+@pytest.fixture
+def landing(isolated_env: Path) -> Path:
+    return isolated_env / "landing" / "synthetic"
+
+
+def files(landing: Path) -> dict[str, str]:
+    """Relative path → sha256 of every file in the landing zone."""
+    return {
+        str(p.relative_to(landing)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(landing.rglob("*"))
+        if p.is_file()
+    }
+
+
+def seed(*args: str):
+    return CliRunner().invoke(main, ["seed", *args], catch_exceptions=False)
+
+
+def test_seed_writes_customers_and_transactions(landing):
+    done = seed(*SMALL)
+    assert done.exit_code == 0, done.output
+    assert set(files(landing)) == {
+        "customers/batch-0000.parquet",
+        "transactions/batch-0000-part-00000.parquet",
+    }
+    assert "wrote 300 customers" in done.output
+
+
+def test_seed_refuses_to_overwrite(landing):
+    seed(*SMALL)
+    before = files(landing)
+    done = seed(*SMALL, "--seed", "7")
+    assert done.exit_code != 0
+    assert "already has data: use --force" in done.output
+    assert files(landing) == before
+
+
+def test_if_empty_seeds_an_empty_zone_and_leaves_a_full_one(landing):
+    done = seed(*SMALL, "--if-empty")
+    assert done.exit_code == 0 and "wrote 300 customers" in done.output
+    before = files(landing)
+    done = seed(*SMALL, "--if-empty", "--seed", "7")
+    assert done.exit_code == 0
+    assert "already has data: nothing to do" in done.output
+    assert files(landing) == before
+
+
+def test_drift_adds_numbered_batches_beside_the_data(landing):
+    seed(*SMALL)
+    before = files(landing)
+    for _ in range(2):
+        done = seed(*SMALL, "--drift")
+        assert done.exit_code == 0 and "drifted" in done.output, done.output
+    after = files(landing)
+    assert {k: after[k] for k in before} == before  # the first batch is untouched
+    added = sorted(set(after) - set(before))
+    assert added == [
+        "customers/drift-0001.parquet",
+        "customers/drift-0002.parquet",
+        "transactions/drift-0001-part-00000.parquet",
+        "transactions/drift-0002-part-00000.parquet",
+    ]
+
+
+def test_force_replaces_everything(landing):
+    seed(*SMALL)
+    seed(*SMALL, "--drift")
+    before = files(landing)
+    done = seed(*SMALL, "--force", "--seed", "7")
+    assert done.exit_code == 0, done.output
+    after = files(landing)
+    assert set(after) == {
+        "customers/batch-0000.parquet",
+        "transactions/batch-0000-part-00000.parquet",
+    }  # the drifted batch is gone
+    assert after["customers/batch-0000.parquet"] != before["customers/batch-0000.parquet"]
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[int]:
+    """`churn dev` with its processes replaced by a recorder of the requested port."""
+    import churn_assets.devserver
+
+    calls: list[int] = []
+
+    def run_dev(port: int = 3000, root=None) -> int:
+        calls.append(port)
+        return 0
+
+    monkeypatch.setattr(churn_assets.devserver, "run_dev", run_dev)
+    return calls
+
+
+def test_dev_seeds_an_empty_landing_zone_first(landing, started):
+    done = CliRunner().invoke(main, ["dev", "--port", "3999"])
+    assert done.exit_code == 0, done.output
+    assert started == [3999]
+    assert "seeding the landing zone" in done.output
+    customers = pl.read_parquet(landing / "customers" / "batch-0000.parquet")
+    assert customers.height == 10_000  # the documented default data set
+
+
+def test_dev_leaves_existing_data_and_honours_no_seed(landing, isolated_env, started, monkeypatch):
+    seed(*SMALL)
+    before = files(landing)
+    done = CliRunner().invoke(main, ["dev"])
+    assert done.exit_code == 0 and "seeding" not in done.output
+    assert files(landing) == before
+
+    other = isolated_env.parent / "other"
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(other))
+    done = CliRunner().invoke(main, ["dev", "--no-seed"])
+    assert done.exit_code == 0 and not (other / "landing").exists()
+    assert started == [3000, 3000]
