@@ -1,0 +1,147 @@
+"""A deployed model as an ONNX graph, answered by ONNX Runtime.
+
+Every graph the platform deploys has the same interface (written by
+:mod:`churn_assets.lib.onnx_export`): one input per feature, named like the feature and
+shaped ``(n, 1)`` (``tensor(double)`` for numeric features with NaN for missing,
+``tensor(string)`` for categorical ones with the canonical category strings and
+``"__missing__"`` for nulls), and one output holding the positive-class probabilities
+(column 1 of ``probabilities``) or the predicted values (``variable``).
+
+This module needs only ``onnxruntime`` and numpy: the serving image has no scikit-learn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Requests of at least this many rows run on ``batch_threads`` intra-op threads.
+BATCH_MIN_ROWS = 2048
+#: Largest accepted |ONNX − pipeline|: absolute for probabilities; for values, relative to
+#: the largest value of the sample (max(1, max |pipeline|)), since tree libraries such as
+#: XGBoost sum in float32 themselves.
+TOLERANCE = 1e-6
+
+
+def session_options(threads: int) -> Any:
+    """ONNX Runtime options for small, latency-bound graphs on ``threads`` threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads == 1:
+        # no spinning worker threads: they would compete with the event loop
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+class OnnxPredictor:
+    """``predict(num, cat)`` of one deployed graph: positive-class probability (``kind
+    "classifier"``) or predicted value (``"regressor"``) per row, float64."""
+
+    def __init__(
+        self,
+        data: bytes,
+        kind: str,
+        numeric: list[str],
+        categorical: list[str],
+        *,
+        output: str | None = None,
+        column: int | None = None,
+        batch_threads: int = 1,
+    ):
+        import onnxruntime as ort
+
+        self.kind = kind
+        self.numeric = list(numeric)
+        self.categorical = list(categorical)
+        providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(data, session_options(1), providers=providers)
+        self.batch_session = (
+            ort.InferenceSession(data, session_options(batch_threads), providers=providers)
+            if batch_threads > 1
+            else self.session
+        )
+        names = {i.name for i in self.session.get_inputs()}
+        expected = {*self.numeric, *self.categorical}
+        if names != expected:
+            raise ValueError(
+                f"graph inputs {sorted(names)} differ from the deployed features "
+                f"{sorted(expected)}"
+            )
+        outputs = [o.name for o in self.session.get_outputs()]
+        if output is None:
+            output = "probabilities" if kind == "classifier" else outputs[0]
+        if output not in outputs:
+            raise ValueError(f"graph has no output {output!r} (outputs: {outputs})")
+        self.output = output
+        self.column = (1 if kind == "classifier" else 0) if column is None else column
+        self._outputs = [output]
+
+    def feed(self, num: np.ndarray, cat: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for feature arrays ``num`` (float64) and ``cat`` (str)."""
+        feed: dict[str, np.ndarray] = {}
+        if num.dtype != np.float64:
+            num = num.astype(np.float64)
+        for i, c in enumerate(self.numeric):
+            feed[c] = np.ascontiguousarray(num[:, i : i + 1])
+        for j, c in enumerate(self.categorical):
+            feed[c] = np.ascontiguousarray(cat[:, j : j + 1])
+        return feed
+
+    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Positive-class probability or predicted value per row (may raise)."""
+        session = self.batch_session if len(num) >= BATCH_MIN_ROWS else self.session
+        out = session.run(self._outputs, self.feed(num, cat))[0]
+        out = np.asarray(out)
+        if out.ndim == 2:
+            out = out[:, self.column if out.shape[1] > self.column else 0]
+        return out.astype(np.float64, copy=False).reshape(-1)
+
+
+def compare(
+    got: np.ndarray, expected: np.ndarray, kind: str, threshold: float | None = None
+) -> dict[str, Any]:
+    """How far ``got`` is from ``expected`` (the pipeline's answers on the same rows).
+
+    ``max_abs_diff`` is the largest absolute difference (NaN on both sides counts as equal),
+    ``max_rel_diff`` the same relative to the sample's largest value, max(1, max |expected|);
+    ``labels_equal`` says whether
+    both give the same label at ``threshold`` (classifiers); ``ok`` is the verdict:
+    probabilities within :data:`TOLERANCE` absolutely, values within it relatively, and the
+    same labels.
+    """
+    got = np.asarray(got, dtype=np.float64).reshape(-1)
+    expected = np.asarray(expected, dtype=np.float64).reshape(-1)
+    if got.shape != expected.shape:
+        return {
+            "ok": False,
+            "rows": int(expected.size),
+            "reason": f"{got.size} answers for {expected.size} rows",
+        }
+    both_nan = np.isnan(got) & np.isnan(expected)
+    diff = np.nan_to_num(np.where(both_nan, 0.0, np.abs(got - expected)), nan=np.inf)
+    finite = np.abs(expected[np.isfinite(expected)])
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = max_abs / scale
+    out: dict[str, Any] = {"rows": int(expected.size), "max_abs_diff": max_abs}
+    if kind == "classifier":
+        t = 0.5 if threshold is None else float(threshold)
+        labels_equal = bool(np.array_equal(got >= t, expected >= t))
+        out["labels_equal"] = labels_equal
+        out["ok"] = max_abs <= TOLERANCE and labels_equal
+    else:
+        out["max_rel_diff"] = max_rel
+        out["ok"] = max_rel <= TOLERANCE
+    if not out["ok"]:
+        out["reason"] = (
+            f"differs from the pipeline by {max_abs:.3g}"
+            + ("" if out.get("labels_equal", True) else " and changes labels at the threshold")
+        )
+    return out
