@@ -159,7 +159,7 @@ def test_mlflow_runs_nested_finished_and_aliases(deployed):
         assert champion.tags["deployed_version"] == manifest["version"]
         assert client.get_model_version_by_alias(name, "challenger")
         # registered on promotion only: the second (kept) run registered nothing
-        assert [v.version for v in client.search_model_versions(f"name='{name}'")] == ["1"]
+        assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
 
 
 def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
