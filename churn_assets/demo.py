@@ -178,6 +178,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"churn rate {f['churn_rate']:.1%}"
         )
     for kind, m in report.get("models", {}).items():
+        if not m.get("applicable", True):
+            lines.append(f"{kind:<15}{m['reason']}")
+            continue
         metric = m["primary_metric"]
         lines.append(
             f"{kind:<15}champion {m['champion']} (holdout {metric} "

@@ -250,10 +250,11 @@ def test_floor_blocks_a_first_deployment(tmp_path, isolated_env):
     assert dep.read_current(Storage(str(isolated_env / "synthetic"))) is None
 
 
-def test_refused_challenger_keeps_the_deployed_version(deployed, tmp_path):
+def test_refused_challenger_keeps_the_deployed_version(deployed, tmp_path, monkeypatch):
     """With a version deployed, a run whose candidates are all below the floor succeeds,
     keeps the deployed version and says why."""
     storage, config, first, _ = deployed
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
     cfg = yaml.safe_load(Path(config).read_text())
     cfg["models"]["min_roc_auc"] = 0.999
     strict = tmp_path / "synthetic.yaml"
