@@ -114,7 +114,7 @@ def test_mlflow_server_has_runs_aliases_and_s3_artifacts(env: Stack, first_run: 
     assert exp is not None
     runs = client.search_runs([exp.experiment_id], max_results=200)
     assert runs and all(r.info.status == "FINISHED" for r in runs)
-    for name in ("churn-classifier", "clv-regressor"):
+    for name in ("synthetic-churn-classifier", "synthetic-clv-regressor"):
         assert client.get_model_version_by_alias(name, "champion")
         assert client.get_model_version_by_alias(name, "challenger")
     # the code gives each experiment an artifact location under the storage root
