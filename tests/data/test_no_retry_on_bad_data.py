@@ -1,0 +1,42 @@
+"""A failed blocking data-quality check fails the run at once: the raw assets carry no retry
+policy, so bad data is not read again three times with backoff (transient storage errors
+are retried: ``tests/integration/test_s3_storage.py``)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from tests.data.test_bad_input import CUSTOMERS, TRANSACTIONS, run_graph, setup_landing
+
+BAD = {
+    "raw_customers": ("expectations_met", {"customers": CUSTOMERS + "C2,2023-05-01,x,50,2\n"}),
+    "raw_transactions": (
+        "expectations_met",
+        {"transactions": TRANSACTIONS + "I9,C1,2024-01-05 10:00:00,9e9\n"},
+    ),
+}
+
+
+@pytest.mark.parametrize("asset", sorted(BAD))
+def test_failed_check_fails_the_step_once(asset, isolated_env, tmp_path):
+    check, data = BAD[asset]
+    run = run_graph(setup_landing(isolated_env, tmp_path, **data))
+    assert not run.result.success
+    assert not run.check(asset, check).passed
+    events = run.result.all_events
+    assert [e.step_key for e in events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    starts = [e.step_key for e in events if e.event_type_value == "STEP_START"]
+    assert starts.count(asset) == 1
+    assert [e.step_key for e in events if e.event_type_value == "STEP_FAILURE"] == [asset]
+    assert "customer_features" not in run.materialized
+
+
+def test_raw_assets_have_no_retry_policy():
+    from churn_assets.definitions import defs
+
+    def policy(asset: str):
+        return defs.get_assets_def(dg.AssetKey(asset)).op.retry_policy
+
+    assert policy("raw_customers") is None and policy("raw_transactions") is None
+    assert policy("customer_features").max_retries == 3  # downstream: transient errors only
