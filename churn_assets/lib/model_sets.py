@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.models.leaderboard import ModelSetResult
+from churn_assets.lib.models.selection import Procedure, SelectionPolicy
 from churn_assets.lib.models.spec import DEFAULT_EXCLUDE, FeatureSpec
 
 
@@ -15,9 +16,12 @@ def train_model_set(
     splits: dict[str, Any],
     *,
     cv_folds: int | None = None,
+    policy: SelectionPolicy | Procedure | None = None,
 ) -> tuple[ModelSetResult, FeatureSpec]:
     """The ``kind`` model set trained on ``splits`` (train / validation / holdout frames) with
-    the config's seed, metric and candidates; ``cv_folds`` overrides the config's folds."""
+    the config's seed, metric and candidates; ``cv_folds`` overrides the config's folds;
+    ``policy`` the selection procedure (default: staged, see
+    :mod:`churn_assets.lib.models.selection`)."""
     spec = FeatureSpec.infer(splits["train"], exclude=(*DEFAULT_EXCLUDE, "split"))
     m = cfg.models
     folds = m.cv_folds if cv_folds is None else cv_folds
@@ -31,6 +35,7 @@ def train_model_set(
             primary_metric=m.classification_metric,
             candidates=m.classification_candidates,
             cv_folds=folds,
+            policy=policy,
         )
     elif kind == "regression":
         from churn_assets.lib.models.regression import train_regression_set
@@ -42,6 +47,7 @@ def train_model_set(
             primary_metric=m.regression_metric,
             candidates=m.regression_candidates,
             cv_folds=folds,
+            policy=policy,
         )
     else:
         raise ValueError(f"unknown model set kind {kind!r}")

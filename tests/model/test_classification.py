@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +17,7 @@ from churn_assets.lib.models.classification import (
 )
 from churn_assets.lib.models.leaderboard import ModelSetResult
 from churn_assets.lib.models.metrics import classification_metrics
+from churn_assets.lib.models.selection import SelectionPolicy
 from churn_assets.lib.models.spec import FeatureSpec
 from churn_assets.lib.models.splits import split_snapshot
 
@@ -53,21 +55,111 @@ def test_all_candidates_trained(result: ModelSetResult) -> None:
         assert cand.is_simple == (cand.name == "logistic_regression")
         assert 0.0 < cand.threshold < 1.0
         assert set(cand.metrics) >= {"roc_auc", "pr_auc", "f1", "brier", "log_loss"}
-        assert set(cand.cv) == {
-            "cv_roc_auc_mean",
-            "cv_roc_auc_sd",
-            "cv_pr_auc_mean",
-            "cv_pr_auc_sd",
-        }
+        finalist = cand.name in result.selection["finalists"]
+        # Only the finalists (and the ensemble of them) are cross-validated.
+        assert set(cand.cv) == (
+            {"cv_roc_auc_mean", "cv_roc_auc_sd", "cv_pr_auc_mean", "cv_pr_auc_sd"}
+            if finalist
+            else set()
+        ), cand.name
+        assert (cand.stage == "screened") == (not finalist) or cand.stage == "refit"
         assert cand.train_seconds > 0 and cand.params["estimator"]
         # Every candidate learns the signal.
         assert cand.metrics["roc_auc"] > 0.7, cand.name
-    assert len(result.get("ensemble").params["members"]) == 3
+    members = result.get("ensemble").params["members"]
+    assert len(members) == 3 and set(members) < set(result.selection["finalists"])
+    assert len(result.selection["finalists"]) == 4  # three best on validation + their ensemble
 
 
-def test_champion_chosen_on_validation(result: ModelSetResult) -> None:
-    val = {c.name: c.validation_metrics["roc_auc"] for c in result.candidates}
-    assert val[result.champion] == max(val.values())
+def test_champion_chosen_on_validation_and_cv(result: ModelSetResult) -> None:
+    sel = result.selection
+    assert sel["procedure"] == "staged" and sel["cv_folds"] == CV_FOLDS
+    combined = {}
+    for name in sel["finalists"]:
+        cand = result.get(name)
+        val, cv = cand.validation_metrics["roc_auc"], cand.cv["cv_roc_auc_mean"]
+        assert sel["scores"][name]["combined"] == pytest.approx((val + cv) / 2)
+        combined[name] = (val + cv) / 2
+    assert combined[result.champion] == max(combined.values())
+    screened = {c.name for c in result.candidates} - set(sel["finalists"])
+    assert set(sel["excluded"]) == screened and result.champion not in screened
+    best_screened = max(result.get(n).validation_metrics["roc_auc"] for n in screened)
+    base_finalists = [n for n in sel["finalists"] if n != "ensemble"]
+    assert min(result.get(n).validation_metrics["roc_auc"] for n in base_finalists) >= (
+        best_screened
+    )
+    json.dumps(sel, allow_nan=False)  # JSON-able as is
+
+
+def test_champion_refitted_on_train_and_validation(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec], result: ModelSetResult
+) -> None:
+    splits, _ = data
+    champ = result.champion_result
+    assert result.champion in result.selection["refit"] and champ.stage == "refit"
+    assert champ.fit_rows == len(splits["train"]) + len(splits["validation"])
+    assert champ.metrics_before_refit is not None and champ.metrics != champ.metrics_before_refit
+    hold = splits["holdout"]
+    proba = champ.pipeline.predict_proba(hold)[:, 1]
+    assert champ.metrics == classification_metrics(hold["churned"], proba, champ.threshold)
+
+
+def test_exhaustive_procedure_and_same_fits(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec], result: ModelSetResult
+) -> None:
+    splits, spec = data
+    old = train_classification_set(splits, spec, seed=42, cv_folds=0, policy="exhaustive")
+    assert old.selection["procedure"] == "exhaustive" and old.selection["refit"] == []
+    assert all(c.stage == "finalist" for c in old.candidates)
+    val = {c.name: c.validation_metrics["roc_auc"] for c in old.candidates}
+    assert val[old.champion] == max(val.values())
+    # Small train split: no subsample, so the staged screen fits the very same models, and
+    # the thresholds (max F1 on validation) are those of the train-only fits, refit or not.
+    for cand in result.candidates:
+        same = old.get(cand.name)
+        assert cand.validation_metrics == same.validation_metrics, cand.name
+        assert cand.threshold == same.threshold, cand.name
+        assert (cand.metrics_before_refit or cand.metrics) == same.metrics, cand.name
+
+
+def test_screen_on_a_subsample_of_a_large_train_split(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec],
+) -> None:
+    splits, spec = data
+    n_train = len(splits["train"])
+    policy = SelectionPolicy(finalists=2, screen_max_rows=300, cv_max_rows=240)
+    res = train_classification_set(
+        splits,
+        spec,
+        candidates=["logistic_regression", "random_forest", "xgboost", "lightgbm", "ensemble"],
+        cv_folds=CV_FOLDS,
+        policy=policy,
+    )
+    sel = res.selection
+    assert (sel["screen_rows"], sel["cv_rows"]) == (300, 240)
+    assert len(sel["finalists"]) == 3 and sel["finalists"][-1] == "ensemble"
+    for cand in res.candidates:
+        if cand.stage == "screened":
+            assert cand.fit_rows == 300 and cand.cv == {}
+        elif cand.stage == "finalist" and cand.name != "ensemble":
+            assert cand.fit_rows == n_train and cand.cv
+    assert res.champion in sel["finalists"]
+
+
+def test_assembled_ensemble_is_soft_voting(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec], result: ModelSetResult
+) -> None:
+    splits, _ = data
+    hold = splits["holdout"].head(50)
+    ens = result.get("ensemble")
+    members = ens.params["members"]
+    voting = ens.pipeline.named_steps["model"]
+    assert list(voting.named_estimators_) == members
+    expected = np.mean(
+        [voting.named_estimators_[m].predict_proba(hold)[:, 1] for m in members], axis=0
+    )
+    np.testing.assert_allclose(ens.pipeline.predict_proba(hold)[:, 1], expected)
+    assert list(ens.pipeline.predict(hold[:5])) == [int(p >= 0.5) for p in expected[:5]]
 
 
 def test_holdout_metrics_are_holdout(

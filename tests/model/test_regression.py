@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -51,17 +52,34 @@ def test_candidates_and_gains(result: ModelSetResult) -> None:
         assert set(m) >= {"rmse", "mae", "r2", "r2_gain_vs_naive", "rmse_gain_vs_naive"}
         assert m["r2_gain_vs_naive"] == pytest.approx(m["r2"] - naive.metrics["r2"])
         assert m["rmse_gain_vs_naive"] == pytest.approx(naive.metrics["rmse"] - m["rmse"])
-        assert {"cv_r2_mean", "cv_r2_sd", "cv_rmse_mean", "cv_rmse_sd"} <= set(cand.cv)
+        cross_validated = cand.name in {"naive_baseline", *result.selection["finalists"]}
+        assert ({"cv_r2_mean", "cv_r2_sd", "cv_rmse_mean", "cv_rmse_sd"} <= set(cand.cv)) == (
+            cross_validated
+        ), cand.name
     assert naive.metrics["r2_gain_vs_naive"] == 0.0
 
 
-def test_champion_is_a_model_chosen_on_validation(result: ModelSetResult) -> None:
-    assert result.champion != "naive_baseline"
-    models = {
-        c.name: c.validation_metrics["r2"] for c in result.candidates if c.name != "naive_baseline"
-    }
-    assert models[result.champion] == max(models.values())
+def test_champion_beats_naive_on_validation_and_cv(result: ModelSetResult) -> None:
+    sel = result.selection
+    assert result.champion != "naive_baseline" and not sel["fallback_to_naive"]
+    naive = result.get("naive_baseline")
+    eligible = {}
+    for name in sel["finalists"]:
+        cand = result.get(name)
+        val_gain = cand.validation_metrics["r2"] - naive.validation_metrics["r2"]
+        cv_gain = cand.cv["cv_r2_mean"] - naive.cv["cv_r2_mean"]
+        assert sel["scores"][name]["combined_gain_vs_naive"] == pytest.approx(
+            (val_gain + cv_gain) / 2
+        )
+        if (val_gain + cv_gain) / 2 > 0:
+            eligible[name] = (cand.validation_metrics["r2"] + cand.cv["cv_r2_mean"]) / 2
+        else:
+            assert "naive" in sel["excluded"][name]
+    assert eligible[result.champion] == max(eligible.values())
     assert result.best_simple in {"ridge", "naive_baseline"}
+    champ = result.champion_result
+    assert champ.stage == "refit" and champ.metrics_before_refit is not None
+    json.dumps(sel, allow_nan=False)
     board = result.leaderboard()
     assert "naive_baseline" in set(board["name"])
     assert board["r2"].is_monotonic_decreasing
@@ -111,6 +129,25 @@ def test_without_naive_column_baseline_is_training_mean(
         naive.metrics["r2"] == regression_metrics(splits["holdout"]["total_sales"], mean_pred)["r2"]
     )
     assert res.champion == "ridge"
+
+
+def test_falls_back_to_naive_when_no_candidate_beats_it(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec],
+) -> None:
+    splits, spec = data
+    # The naive forecast IS the label: no model can beat it.
+    exact = {k: v.assign(naive_total_sales=v["total_sales"]) for k, v in splits.items()}
+    res = train_regression_set(exact, spec, candidates=["ridge", "lightgbm"], cv_folds=CV_FOLDS)
+    sel = res.selection
+    assert res.champion == "naive_baseline" and sel["fallback_to_naive"]
+    assert set(sel["excluded"]) == {"ridge", "lightgbm"}
+    assert res.champion_result.metrics["r2"] == 1.0
+    assert res.champion_result.metrics["r2_gain_vs_naive"] == 0.0
+    old = train_regression_set(
+        exact, spec, candidates=["ridge", "lightgbm"], cv_folds=0, policy="exhaustive"
+    )
+    assert old.champion != "naive_baseline"  # the previous rule deploys a loser
+    assert old.champion_result.metrics["r2_gain_vs_naive"] < 0
 
 
 def test_same_seed_same_metrics(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,12 @@ from sklearn.base import clone
 
 from .spec import FeatureSpec
 
+T = TypeVar("T")
+
 #: Label columns: never passed to the pipelines.
 LABEL_COLUMNS: tuple[str, ...] = ("churned", "total_sales")
-#: Maximum thread budget for every estimator (the platform runs on small machines).
-N_JOBS = 2
+#: Environment variable overriding the training thread count (a positive integer).
+THREADS_ENV = "CHURN_TRAINING_THREADS"
 #: Below this many training rows the models run single-threaded: on small data the
 #: OpenMP fork/join overhead (and spin-waiting when the CPUs are shared) costs more than it
 #: gains -- measured 5-20x slower fits for the boosters on a busy 2-core machine.
@@ -24,17 +27,72 @@ SINGLE_THREAD_BELOW_ROWS = 20_000
 SPLITS_REQUIRED: tuple[str, ...] = ("train", "validation", "holdout")
 
 
+def _cgroup_cpu_limit() -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, else v1 CFS quota); None if unlimited."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period_us = int(f.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota (>= 1)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_limit()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.floor(quota)))
+    return max(1, cpus)
+
+
+def training_threads() -> int:
+    """Thread budget of one model: ``$CHURN_TRAINING_THREADS`` if set, else
+    :func:`available_cpus` (read at call time, so a pod's CPU limit is honoured)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
+        if threads < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return threads
+    return available_cpus()
+
+
 def resolve_n_jobs(n_jobs: int | None, n_rows: int) -> int:
-    """Threads to use: ``n_jobs`` capped to [1, N_JOBS]; ``None`` -> 1 for small data else 2."""
+    """Threads to use: ``n_jobs`` capped to [1, :func:`training_threads`]; ``None`` -> 1 for
+    small data (below :data:`SINGLE_THREAD_BELOW_ROWS` rows), else the whole budget."""
+    budget = training_threads()
     if n_jobs is None:
-        return 1 if n_rows < SINGLE_THREAD_BELOW_ROWS else N_JOBS
-    return max(1, min(int(n_jobs), N_JOBS))
+        return 1 if n_rows < SINGLE_THREAD_BELOW_ROWS else budget
+    return max(1, min(int(n_jobs), budget))
 
 
 def forest_n_jobs(n_jobs: int | None, n_rows: int) -> int:
     """Threads for random forests / extra trees: joblib threads do not spin-wait, so they
-    use the full budget (2) unless ``n_jobs`` was given explicitly."""
-    return N_JOBS if n_jobs is None else resolve_n_jobs(n_jobs, n_rows)
+    use the whole budget unless ``n_jobs`` was given explicitly."""
+    return training_threads() if n_jobs is None else resolve_n_jobs(n_jobs, n_rows)
+
+
+def forest_fraction(fit_rows: int | None, max_samples: int | None) -> float | None:
+    """Share of ``fit_rows`` a forest's tree may draw so that it sees at most ``max_samples``
+    rows; ``None`` when there is no cap or the data is small enough."""
+    if fit_rows is None or max_samples is None or fit_rows <= max_samples:
+        return None
+    return max_samples / fit_rows
 
 
 def thread_limit(n_jobs: int) -> Any:
@@ -42,6 +100,23 @@ def thread_limit(n_jobs: int) -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=n_jobs)
+
+
+def run_parallel(tasks: Sequence[Callable[[], T]], workers: int, threads_each: int) -> list[T]:
+    """Run ``tasks`` (results in order) on ``workers`` threads, each task under a BLAS / OpenMP
+    limit of ``threads_each``.  The fits release the GIL, so on small data two single-threaded
+    fits side by side beat one fit on two threads (less fork/join and spin-waiting)."""
+
+    def limited(task: Callable[[], T]) -> T:
+        with thread_limit(threads_each):
+            return task()
+
+    if workers <= 1 or len(tasks) <= 1:
+        return [limited(task) for task in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+        return list(pool.map(limited, tasks))
 
 
 def check_splits(splits: dict[str, pd.DataFrame], spec: FeatureSpec, label: str) -> None:

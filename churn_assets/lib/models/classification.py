@@ -26,7 +26,9 @@ log loss from 0.416 to 0.487.  ``reweight=True`` switches to ``class_weight="bal
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from . import _common
+from . import _common, selection
 from .leaderboard import CandidateResult, ModelSetResult
 from .metrics import choose_threshold, classification_metrics, greater_is_better
 from .preprocessing import (
@@ -44,6 +46,7 @@ from .preprocessing import (
     linear_preprocessor,
     tree_pipeline,
 )
+from .selection import Procedure, SelectionPolicy, resolve_policy
 from .spec import FeatureSpec
 
 LABEL = "churned"
@@ -82,7 +85,7 @@ def _pos_weight(y: np.ndarray) -> float:
 
 
 def _logistic_regression(
-    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int
+    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int, cap: float | None
 ) -> Any:
     from sklearn.linear_model import LogisticRegression
 
@@ -98,7 +101,9 @@ def _logistic_regression(
     )
 
 
-def _random_forest(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int) -> Any:
+def _random_forest(
+    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int, cap: float | None
+) -> Any:
     from sklearn.ensemble import RandomForestClassifier
 
     # Bootstrap half-samples: ~2x faster, same ROC-AUC on Telco-like data.
@@ -106,7 +111,7 @@ def _random_forest(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, 
         n_estimators=200,
         min_samples_leaf=10,
         max_features="sqrt",
-        max_samples=0.5,
+        max_samples=min(0.5, cap) if cap is not None else 0.5,
         class_weight="balanced_subsample" if reweight else None,
         n_jobs=n_jobs,
         random_state=seed,
@@ -114,13 +119,18 @@ def _random_forest(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, 
     return tree_pipeline(spec, model, impute_numeric=True)
 
 
-def _extra_trees(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int) -> Any:
+def _extra_trees(
+    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int, cap: float | None
+) -> Any:
     from sklearn.ensemble import ExtraTreesClassifier
 
     model = ExtraTreesClassifier(
         n_estimators=200,
         min_samples_leaf=20,
         max_features="sqrt",
+        # on large data each tree sees a capped bootstrap sample instead of every row
+        bootstrap=cap is not None and cap < 1.0,
+        max_samples=cap if cap is not None and cap < 1.0 else None,
         class_weight="balanced_subsample" if reweight else None,
         n_jobs=n_jobs,
         random_state=seed,
@@ -129,7 +139,7 @@ def _extra_trees(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_
 
 
 def _hist_gradient_boosting(
-    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int
+    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int, cap: float | None
 ) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -149,7 +159,9 @@ def _hist_gradient_boosting(
     return tree_pipeline(spec, model)
 
 
-def _xgboost(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int) -> Any:
+def _xgboost(
+    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int, cap: float | None
+) -> Any:
     from xgboost import XGBClassifier
 
     model = XGBClassifier(
@@ -169,7 +181,9 @@ def _xgboost(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs
     return tree_pipeline(spec, model)
 
 
-def _lightgbm(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int) -> Any:
+def _lightgbm(
+    spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_jobs: int, cap: float | None
+) -> Any:
     from lightgbm import LGBMClassifier
 
     model = LGBMClassifier(
@@ -191,7 +205,7 @@ def _lightgbm(spec: FeatureSpec, seed: int, reweight: bool, y: np.ndarray, n_job
     return tree_pipeline(spec, model)
 
 
-_FACTORIES: dict[str, Callable[[FeatureSpec, int, bool, np.ndarray, int], Any]] = {
+_FACTORIES: dict[str, Callable[[FeatureSpec, int, bool, np.ndarray, int, float | None], Any]] = {
     "logistic_regression": _logistic_regression,
     "random_forest": _random_forest,
     "extra_trees": _extra_trees,
@@ -209,16 +223,21 @@ def build_classifier(
     reweight: bool = False,
     y_train: np.ndarray | None = None,
     n_jobs: int = 1,
+    fit_rows: int | None = None,
+    forest_max_samples: int | None = None,
 ) -> Pipeline:
     """Unfitted pipeline of base candidate ``name``.
 
     ``y_train`` is only needed with ``reweight`` (XGBoost's ``scale_pos_weight``); ``n_jobs``
-    is the thread count of the model (<= 2).
+    is the thread count of the model.  With ``forest_max_samples`` and the ``fit_rows`` the
+    pipeline will be fitted on, each tree of the forests draws at most that many rows (the
+    forests' cost then stops growing with the data).
     """
     if name not in _FACTORIES:
         raise ValueError(f"unknown classification candidate {name!r}; known: {BASE_CANDIDATES}")
     y = np.asarray(y_train if y_train is not None else [0, 1])
-    return _FACTORIES[name](spec, seed, reweight, y, n_jobs)
+    cap = _common.forest_fraction(fit_rows, forest_max_samples)
+    return _FACTORIES[name](spec, seed, reweight, y, n_jobs, cap)
 
 
 def build_ensemble(members: dict[str, Pipeline]) -> Pipeline:
@@ -229,6 +248,27 @@ def build_ensemble(members: dict[str, Pipeline]) -> Pipeline:
         [(name, clone(pipe)) for name, pipe in members.items()], voting="soft", n_jobs=1
     )
     return Pipeline([("model", voting)])
+
+
+def assemble_ensemble(members: dict[str, Pipeline], y: np.ndarray) -> Pipeline:
+    """The fitted soft-voting ensemble of already fitted ``members`` (fitted on labels ``y``).
+
+    Identical to fitting :func:`build_ensemble` on the members' data (the members are
+    deterministic clones), without fitting them a second time.
+    """
+    from sklearn.preprocessing import LabelEncoder
+    from sklearn.utils import Bunch
+
+    pipeline = build_ensemble(members)
+    voting = pipeline.named_steps["model"]
+    voting.estimators_ = list(members.values())
+    voting.named_estimators_ = Bunch(**members)
+    voting.le_ = LabelEncoder().fit(y)
+    voting.classes_ = voting.le_.classes_
+    first = next(iter(members.values()))
+    if hasattr(first, "feature_names_in_"):
+        voting.feature_names_in_ = first.feature_names_in_
+    return pipeline
 
 
 def _positive_proba(pipeline: Any, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
@@ -256,6 +296,7 @@ def train_classification_set(
     reweight: bool = False,
     label: str = LABEL,
     n_jobs: int | None = None,
+    policy: SelectionPolicy | Procedure | None = None,
 ) -> ModelSetResult:
     """Train, cross-validate and evaluate the churn classification candidates.
 
@@ -263,116 +304,251 @@ def train_classification_set(
         splits: ``{"train", "validation", "holdout"}`` frames (e.g. from
             :func:`~.splits.split_snapshot`) with the feature columns and ``label``.
         spec: feature spec; labels must not be features.
-        seed: random state of every model and of the CV folds.
+        seed: random state of every model, of the subsamples and of the CV folds.
         primary_metric: metric for champion choice (a key of
             :func:`~.metrics.classification_metrics`; direction handled).
         candidates: subset of :data:`ALL_CANDIDATES` (default: all); ``"ensemble"`` needs at
-            least two base candidates and then uses the best ``min(3, n)`` of them.
+            least two base candidates and soft-votes the best ``min(3, n)`` of the finalists.
         cv_folds: folds of the ``StratifiedKFold(shuffle=True, random_state=seed)`` CV on
-            train; ``0`` or ``1`` disables CV (``cv`` is then empty).
+            train; ``0`` or ``1`` disables CV (``cv`` is then empty, selection on validation).
         reweight: re-weight classes (see module docstring; default off).
         label: binary label column.
-        n_jobs: threads per model (capped at 2); ``None`` = 1 below 20,000 train rows
-            (faster there), else 2.  BLAS / OpenMP pools are capped accordingly.
+        n_jobs: threads per model (capped at :func:`~._common.training_threads`); ``None`` = 1
+            below 20,000 train rows (then candidates train side by side, one per CPU), else
+            the whole budget.  BLAS / OpenMP pools are capped accordingly.
+        policy: selection procedure (:mod:`.selection`); default staged.
 
     Returns:
-        :class:`ModelSetResult` -- pipelines fitted on train; thresholds (max F1) and the
-        champion chosen on VALIDATION; ``metrics`` measured on HOLDOUT;
-        ``best_simple`` is ``logistic_regression`` when trained (else the champion).
+        :class:`ModelSetResult` -- thresholds (max F1) chosen on VALIDATION; champion as
+        ``result.selection`` says; ``metrics`` measured on HOLDOUT (for a refitted candidate,
+        of the refit); ``best_simple`` is ``logistic_regression`` when trained (else the
+        champion).
     """
+    pol = resolve_policy(policy)
     greater = greater_is_better(primary_metric)
     if primary_metric not in CV_METRICS:
         raise ValueError(f"unsupported primary metric {primary_metric!r}")
     _common.check_splits(splits, spec, label)
     names = _resolve_candidates(candidates)
+    base = [n for n in names if n != ENSEMBLE]
     X_tr, X_va, X_ho = (_common.features(splits[s]) for s in _common.SPLITS_REQUIRED)  # noqa: N806
     y_tr, y_va, y_ho = (splits[s][label].astype(int).to_numpy() for s in _common.SPLITS_REQUIRED)
     if len(np.unique(y_tr)) < 2:
         raise ValueError("train split has a single class")
-    cv_names = list(dict.fromkeys(["roc_auc", "pr_auc", primary_metric]))
-    folds = (
-        list(StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(X_tr, y_tr))
-        if cv_folds and cv_folds > 1
-        else []
-    )
-    threads = _common.resolve_n_jobs(n_jobs, len(X_tr))
-    forest_threads = _common.forest_n_jobs(n_jobs, len(X_tr))
-    oof: dict[str, list[np.ndarray]] = {}  # out-of-fold probabilities per candidate
+    n_tr = len(X_tr)
+    threads = _common.resolve_n_jobs(n_jobs, n_tr)
+    forest_threads = _common.forest_n_jobs(n_jobs, n_tr)
+    workers = max(1, _common.training_threads() // threads) if pol.staged else 1
+    seconds: dict[str, float] = {}
 
-    def cv_scores(preds: list[np.ndarray]) -> dict[str, float]:
-        # Threshold metrics in CV use 0.5 (as sklearn's scorers do).
-        return _common.cv_summary(
-            y_tr, folds, preds, lambda y, p: classification_metrics(y, p, 0.5), cv_names
-        )
-
-    def build(name: str) -> Pipeline:
+    def build(name: str, rows: int) -> Pipeline:
+        jobs = 1 if workers > 1 else forest_threads if name in FOREST_CANDIDATES else threads
         return build_classifier(
             name,
             spec,
             seed=seed,
             reweight=reweight,
             y_train=y_tr,
-            n_jobs=forest_threads if name in FOREST_CANDIDATES else threads,
+            n_jobs=jobs,
+            fit_rows=rows,
+            forest_max_samples=pol.forest_max_samples,
         )
 
-    def evaluate(name: str, pipeline: Pipeline, is_simple: bool) -> CandidateResult:
-        params = _common.model_params(pipeline)  # before fit: as configured
-        seconds = _common.fit_timed(pipeline, X_tr, y_tr)
-        p_va = _positive_proba(pipeline, X_va)
-        threshold = choose_threshold(y_va, p_va)
-        val_metrics = classification_metrics(y_va, p_va, threshold)
-        ho_metrics = classification_metrics(y_ho, _positive_proba(pipeline, X_ho), threshold)
-        cv, cv_seconds = {}, 0.0
-        if folds and name != ENSEMBLE:
-            oof[name], cv_seconds = _common.cv_predictions(
-                pipeline, X_tr, y_tr, folds, _positive_proba
-            )
-            cv = cv_scores(oof[name])
+    def fit_task(name: str, X: pd.DataFrame, y: np.ndarray) -> Callable[[], _Fit]:  # noqa: N803
+        def run() -> _Fit:
+            pipeline = build(name, len(y))
+            params = _common.model_params(pipeline)  # before fit: as configured
+            secs = _common.fit_timed(pipeline, X, y)
+            return _Fit(pipeline, params, secs, len(y), _positive_proba(pipeline, X_va))
+
+        return run
+
+    def val_score(p_va: np.ndarray) -> float:
+        return classification_metrics(y_va, p_va, choose_threshold(y_va, p_va))[primary_metric]
+
+    # 1. screen: every base candidate once (on a subsample of a large train split)
+    screen = (
+        selection.subsample_positions(n_tr, pol.screen_max_rows, seed, y_tr)
+        if pol.staged and len(base) > pol.finalists
+        else None
+    )
+    X_s, y_s = (X_tr, y_tr) if screen is None else (X_tr.iloc[screen], y_tr[screen])  # noqa: N806
+    started = time.perf_counter()
+    fits = dict(
+        zip(
+            base,
+            _common.run_parallel(
+                [fit_task(n, X_s, y_s) for n in base], workers, 1 if workers > 1 else threads
+            ),
+            strict=True,
+        )
+    )
+    seconds["screen"] = time.perf_counter() - started
+    screen_scores = {n: val_score(f.p_va) for n, f in fits.items()}
+    finalists = selection.rank(screen_scores, greater)[: pol.finalists]
+    if screen is not None:  # 2. finalists on the whole train split
+        started = time.perf_counter()
+        full = _common.run_parallel(
+            [fit_task(n, X_tr, y_tr) for n in finalists], workers, 1 if workers > 1 else threads
+        )
+        for name, fit in zip(finalists, full, strict=True):
+            fit.seconds += fits[name].seconds
+            fits[name] = fit
+        seconds["finalists_fit"] = time.perf_counter() - started
+
+    # 3. CV of the finalists (out-of-fold probabilities; the ensemble's come from its members)
+    cv_rows = (
+        selection.subsample_positions(n_tr, pol.cv_max_rows, seed, y_tr) if pol.staged else None
+    )
+    X_cv, y_cv = (X_tr, y_tr) if cv_rows is None else (X_tr.iloc[cv_rows], y_tr[cv_rows])  # noqa: N806
+    folds = (
+        list(StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(X_cv, y_cv))
+        if cv_folds and cv_folds > 1
+        else []
+    )
+    cv_names = list(dict.fromkeys(["roc_auc", "pr_auc", primary_metric]))
+    oof: dict[str, list[np.ndarray]] = {}
+    cv_seconds: dict[str, float] = {}
+    if folds:
+        started = time.perf_counter()
+        tasks = [
+            _fold_task(build(n, len(tr)), X_cv, y_cv, tr, va) for n in finalists for tr, va in folds
+        ]
+        outs = _common.run_parallel(tasks, workers, 1 if workers > 1 else threads)
+        for i, name in enumerate(finalists):
+            chunk = outs[i * len(folds) : (i + 1) * len(folds)]
+            oof[name] = [pred for pred, _ in chunk]
+            cv_seconds[name] = sum(secs for _, secs in chunk)
+        seconds["cv"] = time.perf_counter() - started
+
+    def cv_scores(preds: list[np.ndarray]) -> dict[str, float]:
+        # Threshold metrics in CV use 0.5 (as sklearn's scorers do).
+        return _common.cv_summary(
+            y_cv, folds, preds, lambda y, p: classification_metrics(y, p, 0.5), cv_names
+        )
+
+    def candidate(name: str, fit: _Fit, stage: str) -> CandidateResult:
+        threshold = choose_threshold(y_va, fit.p_va)
         return CandidateResult(
             name=name,
-            pipeline=pipeline,
-            metrics=ho_metrics,
-            cv=cv,
+            pipeline=fit.pipeline,
+            metrics=classification_metrics(y_ho, _positive_proba(fit.pipeline, X_ho), threshold),
+            cv=cv_scores(oof[name]) if name in oof else {},
             threshold=threshold,
-            params=params,
-            train_seconds=seconds,
+            params=fit.params,
+            train_seconds=fit.seconds,
             kind="classification",
-            is_simple=is_simple,
-            validation_metrics=val_metrics,
-            cv_seconds=cv_seconds,
+            is_simple=name in SIMPLE_CANDIDATES,
+            validation_metrics=classification_metrics(y_va, fit.p_va, threshold),
+            cv_seconds=cv_seconds.get(name, 0.0),
+            fit_rows=fit.rows,
+            stage=stage,
         )
 
-    results: list[CandidateResult] = []
-    with _common.thread_limit(threads):
-        for name in names:
-            if name != ENSEMBLE:
-                results.append(evaluate(name, build(name), name in SIMPLE_CANDIDATES))
-        if ENSEMBLE in names and len(results) >= 2:
-            ranked = sorted(
-                results, key=lambda r: (-_nan_low(r.validation_metrics["roc_auc"]), r.name)
-            )
-            members = {r.name: build(r.name) for r in ranked[:ENSEMBLE_SIZE]}
-            ens = evaluate(ENSEMBLE, build_ensemble(members), False)
-            if folds:
-                # Soft voting = mean of the members' probabilities, and the members' fold
-                # models are exactly the ones a VotingClassifier would fit on each fold
-                # (same clones, same data, deterministic), so the ensemble's CV is computed
-                # from their out-of-fold predictions instead of refitting everything.
-                ens.cv = cv_scores(
-                    [np.mean(fold, axis=0) for fold in zip(*(oof[m] for m in members), strict=True)]
-                )
-                ens.cv_seconds = 0.0
-            ens.params = {
-                "estimator": "VotingClassifier",
-                "voting": "soft",
-                "members": list(members),
-            }
-            results.append(ens)
+    started = time.perf_counter()
+    results = [candidate(n, fits[n], "finalist" if n in finalists else "screened") for n in base]
+    if ENSEMBLE in names and len(finalists) >= 2:
+        ranked = sorted(
+            (r for r in results if r.name in finalists),
+            key=lambda r: (-_nan_low(r.validation_metrics["roc_auc"]), r.name),
+        )
+        members = [r.name for r in ranked[:ENSEMBLE_SIZE]]
+        p_va = np.mean([fits[m].p_va for m in members], axis=0)
+        pipeline = assemble_ensemble({m: fits[m].pipeline for m in members}, y_tr)
+        if folds:
+            # Soft voting = mean of the members' probabilities, and the members' fold
+            # models are exactly the ones a VotingClassifier would fit on each fold.
+            oof[ENSEMBLE] = [
+                np.mean(fold, axis=0) for fold in zip(*(oof[m] for m in members), strict=True)
+            ]
+        fit = _Fit(
+            pipeline,
+            {"estimator": "VotingClassifier", "voting": "soft", "members": members},
+            sum(fits[m].seconds for m in members),
+            n_tr,
+            p_va,
+        )
+        results.append(candidate(ENSEMBLE, fit, "finalist"))
+        finalists = [*finalists, ENSEMBLE]
+    seconds["evaluate"] = time.perf_counter() - started
 
-    val_scores = {r.name: r.validation_metrics[primary_metric] for r in results}
-    champion = _common.select_best(val_scores, greater)
-    simple = {n: s for n, s in val_scores.items() if n in SIMPLE_CANDIDATES}
+    by_name = {r.name: r for r in results}
+    val = {r.name: r.validation_metrics[primary_metric] for r in results}
+    record: dict[str, Any] = {
+        "procedure": pol.procedure,
+        "policy": pol.to_dict(),
+        "primary_metric": primary_metric,
+        "train_rows": n_tr,
+        "screen_rows": len(y_s),
+        "cv_rows": len(y_cv) if folds else 0,
+        "cv_folds": len(folds),
+        "finalists": finalists,
+        "excluded": {
+            r.name: "screened out: not among the best on validation"
+            for r in results
+            if r.name not in finalists
+        },
+        "threshold_source": "validation (max F1), chosen before any refit",
+        "fallback_to_naive": False,
+    }
+    if pol.staged:
+        combined = {
+            n: selection.combined_score(val[n], by_name[n].cv.get(f"cv_{primary_metric}_mean"))
+            for n in finalists
+        }
+        champion = selection.rank(combined, greater)[0]
+        record["rule"] = (
+            f"best of the finalists on the mean of validation {primary_metric} and CV "
+            f"{primary_metric} mean"
+            if folds
+            else f"best finalist on validation {primary_metric}"
+        )
+    else:
+        combined = dict(val)
+        champion = _common.select_best(val, greater)
+        record["rule"] = f"best candidate on validation {primary_metric}"
+    record["scores"] = {
+        r.name: {
+            "validation": selection.finite(val[r.name]),
+            "cv_mean": selection.finite(r.cv.get(f"cv_{primary_metric}_mean")),
+            "combined": selection.finite(combined.get(r.name)),
+        }
+        for r in results
+    }
+    simple = {n: s for n, s in val.items() if n in SIMPLE_CANDIDATES}
     best_simple = _common.select_best(simple, greater) if simple else champion
+
+    # 4. refit the champion and the serving fallback on train + validation
+    refit: list[str] = []
+    if pol.staged and pol.refit:
+        started = time.perf_counter()
+        X_all = pd.concat([X_tr, X_va])  # noqa: N806
+        y_all = np.concatenate([y_tr, y_va])
+        for name in dict.fromkeys([champion, best_simple]):
+            res = by_name[name]
+            if name == ENSEMBLE:
+                members = res.params["members"]
+                refits = _common.run_parallel(
+                    [_refit_task(build(m, len(y_all)), X_all, y_all) for m in members],
+                    workers,
+                    1 if workers > 1 else threads,
+                )
+                pipeline = assemble_ensemble(dict(zip(members, refits, strict=True)), y_all)
+            else:
+                pipeline = _common.run_parallel(
+                    [_refit_task(build(name, len(y_all)), X_all, y_all)], 1, threads
+                )[0]
+            res.metrics_before_refit = res.metrics
+            res.pipeline = pipeline
+            res.metrics = classification_metrics(
+                y_ho, _positive_proba(pipeline, X_ho), res.threshold
+            )
+            res.fit_rows = len(y_all)
+            res.stage = "refit"
+            refit.append(name)
+        seconds["refit"] = time.perf_counter() - started
+    record["refit"] = refit
+    record["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return ModelSetResult(
         kind="classification",
         candidates=results,
@@ -381,7 +557,39 @@ def train_classification_set(
         primary_metric=primary_metric,
         seed=seed,
         feature_spec=spec.to_dict(),
+        selection=record,
     )
+
+
+@dataclass
+class _Fit:
+    pipeline: Any
+    params: dict[str, Any]
+    seconds: float
+    rows: int
+    p_va: np.ndarray
+
+
+def _fold_task(
+    pipeline: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,  # noqa: N803
+) -> Callable[[], tuple[np.ndarray, float]]:
+    def run() -> tuple[np.ndarray, float]:
+        secs = _common.fit_timed(pipeline, X.iloc[train], y[train])
+        return _positive_proba(pipeline, X.iloc[test]), secs
+
+    return run
+
+
+def _refit_task(pipeline: Any, X: pd.DataFrame, y: np.ndarray) -> Callable[[], Any]:  # noqa: N803
+    def run() -> Any:
+        _common.fit_timed(pipeline, X, y)
+        return pipeline
+
+    return run
 
 
 def _nan_low(value: float) -> float:

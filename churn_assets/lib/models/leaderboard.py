@@ -34,16 +34,26 @@ class CandidateResult:
     is_simple: bool
     validation_metrics: dict[str, float] = field(default_factory=dict)
     cv_seconds: float = 0.0
+    #: Rows of the fit behind ``pipeline`` / ``metrics`` (train, its screening subsample, or
+    #: train + validation after the refit).
+    fit_rows: int = 0
+    #: ``screened`` (subsample fit, dropped at the screen), ``finalist`` (fitted on train),
+    #: ``refit`` (refitted on train + validation; ``metrics`` score that refit).
+    stage: str = "finalist"
+    #: Holdout metrics of the train-only fit, kept when the candidate was refitted.
+    metrics_before_refit: dict[str, float] | None = None
 
 
 @dataclass
 class ModelSetResult:
     """All candidates of one model set plus the selection.
 
-    ``champion`` is the best candidate on ``primary_metric`` measured on VALIDATION (for
-    regression the naive baseline is never champion); ``best_simple`` is the best simple
-    candidate (logistic regression / ridge / naive) on validation, the serving fallback.
-    Holdout metrics are never used for selection, so they stay an honest estimate.
+    ``champion`` is chosen as ``selection`` records (see :mod:`.selection`: by default on
+    validation and CV together, then refitted on train + validation; for regression only a
+    candidate that beats the naive baseline, else the naive baseline itself);
+    ``best_simple`` is the best simple candidate (logistic regression / ridge / naive) on
+    validation, the serving fallback. Holdout metrics are never used for selection, so they
+    stay an honest estimate.
     """
 
     kind: Kind
@@ -53,6 +63,11 @@ class ModelSetResult:
     primary_metric: str
     seed: int = 42
     feature_spec: dict[str, Any] = field(default_factory=dict)
+    #: JSON-able record of how the champion was chosen: ``procedure``, ``rule``, per-candidate
+    #: ``scores`` (validation, CV mean, combined), ``finalists``, ``excluded`` (name ->
+    #: reason), ``refit`` (names refitted on train + validation), ``fallback_to_naive``,
+    #: ``threshold_source`` and the per-phase ``seconds``.
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def get(self, name: str) -> CandidateResult:
         """The candidate called ``name`` (``KeyError`` if absent)."""
@@ -78,7 +93,7 @@ class ModelSetResult:
         ``by="validation"`` on the validation value used for selection (``val_<primary>``).
         Columns: ``name``, ``champion``, ``best_simple``, ``is_simple``, all holdout metrics,
         ``val_<primary>``, the CV columns, ``threshold`` (classification only), ``train_seconds``,
-        ``cv_seconds``.
+        ``cv_seconds``, ``fit_rows``, ``stage``.
         """
         rows = []
         for cand in self.candidates:
@@ -97,6 +112,8 @@ class ModelSetResult:
                 row["threshold"] = cand.threshold if cand.threshold is not None else math.nan
             row["train_seconds"] = cand.train_seconds
             row["cv_seconds"] = cand.cv_seconds
+            row["fit_rows"] = cand.fit_rows
+            row["stage"] = cand.stage
             rows.append(row)
         frame = pd.DataFrame(rows)
         key = self.primary_metric if by == "holdout" else f"val_{self.primary_metric}"

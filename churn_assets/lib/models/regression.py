@@ -14,7 +14,9 @@ HOLDOUT, including ``r2_gain_vs_naive`` / ``rmse_gain_vs_naive`` / ``mae_gain_vs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import pandas as pd
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 
-from . import _common
+from . import _common, selection
 from .estimators import NaiveBaselineRegressor, expm1_nonneg, log1p_nonneg
 from .leaderboard import CandidateResult, ModelSetResult
 from .metrics import greater_is_better, regression_metrics
@@ -33,6 +35,7 @@ from .preprocessing import (
     tree_pipeline,
     tree_preprocessor,
 )
+from .selection import Procedure, SelectionPolicy, resolve_policy
 from .spec import NAIVE_COLUMN, FeatureSpec
 
 LABEL = "total_sales"
@@ -54,12 +57,12 @@ CV_METRICS: tuple[str, ...] = ("r2", "rmse", "mae")
 FOREST_CANDIDATES: frozenset[str] = frozenset({"random_forest"})
 
 
-def _naive(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _naive(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     # Reads the raw frame: uses naive_total_sales whenever the input has it.
     return Pipeline([("model", NaiveBaselineRegressor(column=NAIVE_COLUMN))])
 
 
-def _ridge(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _ridge(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     from sklearn.linear_model import Ridge
 
     return Pipeline(
@@ -71,7 +74,7 @@ def _ridge(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
     )
 
 
-def _poly_ridge(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _poly_ridge(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     from sklearn.linear_model import Ridge
 
     return Pipeline(
@@ -83,14 +86,14 @@ def _poly_ridge(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
     )
 
 
-def _random_forest(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _random_forest(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     from sklearn.ensemble import RandomForestRegressor
 
     model = RandomForestRegressor(
         n_estimators=150,
         min_samples_leaf=5,
         max_features=0.33,
-        max_samples=0.5,
+        max_samples=min(0.5, cap) if cap is not None else 0.5,
         n_jobs=n_jobs,
         random_state=seed,
     )
@@ -113,7 +116,7 @@ def _hgb(spec: FeatureSpec, seed: int, **kwargs: Any) -> Any:
     )
 
 
-def _hist_gradient_boosting(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _hist_gradient_boosting(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     return Pipeline(
         [
             ("clean", frame_cleaner(spec)),
@@ -123,7 +126,7 @@ def _hist_gradient_boosting(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
     )
 
 
-def _hgb_log_target(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _hgb_log_target(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     from sklearn.compose import TransformedTargetRegressor
 
     model = TransformedTargetRegressor(
@@ -135,7 +138,7 @@ def _hgb_log_target(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
     return tree_pipeline(spec, model)
 
 
-def _xgboost(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _xgboost(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     from xgboost import XGBRegressor
 
     model = XGBRegressor(
@@ -175,7 +178,7 @@ def _lgbm(seed: int, n_jobs: int, **kwargs: Any) -> Any:
     return LGBMRegressor(**params)
 
 
-def _lightgbm(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _lightgbm(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     return Pipeline(
         [
             ("clean", frame_cleaner(spec)),
@@ -185,14 +188,14 @@ def _lightgbm(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
     )
 
 
-def _lightgbm_tweedie(spec: FeatureSpec, seed: int, n_jobs: int) -> Any:
+def _lightgbm_tweedie(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     # Tweedie (compound Poisson-gamma, log link): zero mass + heavy right tail; predictions
     # are exp(raw score) > 0.
     model = _lgbm(seed, n_jobs, objective="tweedie", tweedie_variance_power=1.5)
     return tree_pipeline(spec, model)
 
 
-_FACTORIES: dict[str, Callable[[FeatureSpec, int, int], Any]] = {
+_FACTORIES: dict[str, Callable[[FeatureSpec, int, int, float | None], Any]] = {
     NAIVE: _naive,
     "ridge": _ridge,
     "poly_ridge": _poly_ridge,
@@ -205,11 +208,23 @@ _FACTORIES: dict[str, Callable[[FeatureSpec, int, int], Any]] = {
 }
 
 
-def build_regressor(name: str, spec: FeatureSpec, *, seed: int = 42, n_jobs: int = 1) -> Pipeline:
-    """Unfitted pipeline of regression candidate ``name`` (``n_jobs`` threads, <= 2)."""
+def build_regressor(
+    name: str,
+    spec: FeatureSpec,
+    *,
+    seed: int = 42,
+    n_jobs: int = 1,
+    fit_rows: int | None = None,
+    forest_max_samples: int | None = None,
+) -> Pipeline:
+    """Unfitted pipeline of regression candidate ``name`` (``n_jobs`` threads).  With
+    ``forest_max_samples`` and the ``fit_rows`` it will be fitted on, each tree of the random
+    forest draws at most that many rows."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown regression candidate {name!r}; known: {ALL_CANDIDATES}")
-    return _FACTORIES[name](spec, seed, n_jobs)
+    return _FACTORIES[name](
+        spec, seed, n_jobs, _common.forest_fraction(fit_rows, forest_max_samples)
+    )
 
 
 def train_regression_set(
@@ -222,6 +237,7 @@ def train_regression_set(
     cv_folds: int = 5,
     label: str = LABEL,
     n_jobs: int | None = None,
+    policy: SelectionPolicy | Procedure | None = None,
 ) -> ModelSetResult:
     """Train, cross-validate and evaluate the regression candidates.
 
@@ -229,23 +245,29 @@ def train_regression_set(
         splits: ``{"train", "validation", "holdout"}`` frames (e.g. from
             :func:`~.splits.split_random`) with the features and ``label`` (>= 0).
         spec: feature spec (``naive_total_sales`` may be a feature).
-        seed: random state of every model and of the CV folds.
+        seed: random state of every model, of the subsamples and of the CV folds.
         primary_metric: ``"r2"`` (default), ``"rmse"`` or ``"mae"``.
         candidates: subset of :data:`ALL_CANDIDATES`; ``naive_baseline`` is ALWAYS trained
             (it is the reference of the ``*_gain_vs_naive`` metrics) and stays in the
             leaderboard.
         cv_folds: folds of ``KFold(shuffle=True, random_state=seed)`` on train; ``0``/``1``
-            disables CV.
+            disables CV (selection then on validation alone).
         label: target column.
-        n_jobs: threads per model (capped at 2); ``None`` = 1 below 20,000 train rows
-            (faster there), else 2.  BLAS / OpenMP pools are capped accordingly.
+        n_jobs: threads per model (capped at :func:`~._common.training_threads`); ``None`` = 1
+            below 20,000 train rows (then candidates train side by side, one per CPU), else
+            the whole budget.
+        policy: selection procedure (:mod:`.selection`); default staged.
 
     Returns:
-        :class:`ModelSetResult` with ``threshold=None`` for every candidate; the champion
-        is the best non-naive candidate on VALIDATION (even when the naive baseline is
-        better -- then its ``r2_gain_vs_naive`` is negative); ``best_simple`` is the better
-        of ``ridge`` and ``naive_baseline`` on validation.
+        :class:`ModelSetResult` with ``threshold=None`` for every candidate.  Staged: the
+        champion is the finalist with the best mean of validation and CV scores among those
+        whose gain over the naive baseline, on validation and CV together, is positive;
+        when none is, the naive baseline itself (``selection["fallback_to_naive"]``).
+        Exhaustive: the best non-naive candidate on validation, even when the naive baseline
+        is better.  ``best_simple`` is the better of ``ridge`` and ``naive_baseline`` on
+        validation.
     """
+    pol = resolve_policy(policy)
     greater = greater_is_better(primary_metric)
     if primary_metric not in CV_METRICS:
         raise ValueError(f"unsupported primary metric {primary_metric!r}; use r2, rmse or mae")
@@ -257,6 +279,7 @@ def train_regression_set(
     names = list(dict.fromkeys([NAIVE, *names]))
     if len(names) < 2:
         raise ValueError("need at least one candidate besides naive_baseline")
+    models = [n for n in names if n != NAIVE]
 
     X_tr, X_va, X_ho = (_common.features(splits[s]) for s in _common.SPLITS_REQUIRED)  # noqa: N806
     y_tr, y_va, y_ho = (
@@ -266,61 +289,223 @@ def train_regression_set(
         raise ValueError(f"label {label!r} has missing or infinite values")
     if min(y_tr.min(), y_va.min(), y_ho.min()) < 0:
         raise ValueError(f"label {label!r} must be >= 0 (floor refunds upstream)")
-    cv_names = list(dict.fromkeys(["r2", "rmse", primary_metric]))
+    n_tr = len(X_tr)
+    threads = _common.resolve_n_jobs(n_jobs, n_tr)
+    forest_threads = _common.forest_n_jobs(n_jobs, n_tr)
+    workers = max(1, _common.training_threads() // threads) if pol.staged else 1
+    each = 1 if workers > 1 else threads
+    seconds: dict[str, float] = {}
+
+    def build(name: str, rows: int) -> Pipeline:
+        jobs = 1 if workers > 1 else forest_threads if name in FOREST_CANDIDATES else threads
+        return build_regressor(
+            name,
+            spec,
+            seed=seed,
+            n_jobs=jobs,
+            fit_rows=rows,
+            forest_max_samples=pol.forest_max_samples,
+        )
+
+    def fit_task(name: str, X: pd.DataFrame, y: np.ndarray) -> Callable[[], _Fit]:  # noqa: N803
+        def run() -> _Fit:
+            pipeline = build(name, len(y))
+            params = _common.model_params(pipeline)  # before fit: as configured
+            secs = _common.fit_timed(pipeline, X, y)
+            return _Fit(pipeline, params, secs, len(y), pipeline.predict(X_va))
+
+        return run
+
+    # 1. screen (the naive baseline is cheap: always on the whole train split)
+    screen = (
+        selection.subsample_positions(n_tr, pol.screen_max_rows, seed)
+        if pol.staged and len(models) > pol.finalists
+        else None
+    )
+    X_s, y_s = (X_tr, y_tr) if screen is None else (X_tr.iloc[screen], y_tr[screen])  # noqa: N806
+    started = time.perf_counter()
+    fits = {NAIVE: fit_task(NAIVE, X_tr, y_tr)()}
+    fits.update(
+        zip(
+            models,
+            _common.run_parallel([fit_task(n, X_s, y_s) for n in models], workers, each),
+            strict=True,
+        )
+    )
+    seconds["screen"] = time.perf_counter() - started
+    val = {n: regression_metrics(y_va, f.p_va) for n, f in fits.items()}
+    screen_scores = {n: val[n][primary_metric] for n in models}
+    finalists = selection.rank(screen_scores, greater)[: pol.finalists]
+    if screen is not None:  # 2. finalists on the whole train split
+        started = time.perf_counter()
+        full = _common.run_parallel([fit_task(n, X_tr, y_tr) for n in finalists], workers, each)
+        for name, fit in zip(finalists, full, strict=True):
+            fit.seconds += fits[name].seconds
+            fits[name] = fit
+            val[name] = regression_metrics(y_va, fit.p_va)
+        seconds["finalists_fit"] = time.perf_counter() - started
+
+    # 3. CV of the finalists and of the naive baseline (same folds)
+    cv_rows = selection.subsample_positions(n_tr, pol.cv_max_rows, seed) if pol.staged else None
+    X_cv, y_cv = (X_tr, y_tr) if cv_rows is None else (X_tr.iloc[cv_rows], y_tr[cv_rows])  # noqa: N806
     folds = (
-        list(KFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(X_tr))
+        list(KFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(X_cv))
         if cv_folds and cv_folds > 1
         else []
     )
-
-    threads = _common.resolve_n_jobs(n_jobs, len(X_tr))
-    forest_threads = _common.forest_n_jobs(n_jobs, len(X_tr))
-    results: list[CandidateResult] = []
-    with _common.thread_limit(threads):
-        for name in names:
-            jobs = forest_threads if name in FOREST_CANDIDATES else threads
-            pipeline = build_regressor(name, spec, seed=seed, n_jobs=jobs)
-            params = _common.model_params(pipeline)  # before fit: as configured
-            seconds = _common.fit_timed(pipeline, X_tr, y_tr)
-            val_metrics = regression_metrics(y_va, pipeline.predict(X_va))
-            ho_metrics = regression_metrics(y_ho, pipeline.predict(X_ho))
-            cv_scores, cv_seconds = {}, 0.0
-            if folds:
-                preds, cv_seconds = _common.cv_predictions(
-                    pipeline, X_tr, y_tr, folds, lambda model, X: model.predict(X)
-                )
-                cv_scores = _common.cv_summary(y_tr, folds, preds, regression_metrics, cv_names)
-            results.append(
-                CandidateResult(
-                    name=name,
-                    pipeline=pipeline,
-                    metrics=ho_metrics,
-                    cv=cv_scores,
-                    threshold=None,
-                    params=params,
-                    train_seconds=seconds,
-                    kind="regression",
-                    is_simple=name in SIMPLE_CANDIDATES,
-                    validation_metrics=val_metrics,
-                    cv_seconds=cv_seconds,
-                )
+    cv_names = list(dict.fromkeys(["r2", "rmse", primary_metric]))
+    cv: dict[str, dict[str, float]] = {}
+    cv_seconds: dict[str, float] = {}
+    if folds:
+        started = time.perf_counter()
+        cv_for = [NAIVE, *finalists]
+        tasks = [
+            _fold_task(build(n, len(tr)), X_cv, y_cv, tr, te) for n in cv_for for tr, te in folds
+        ]
+        outs = _common.run_parallel(tasks, workers, each)
+        for i, name in enumerate(cv_for):
+            chunk = outs[i * len(folds) : (i + 1) * len(folds)]
+            cv[name] = _common.cv_summary(
+                y_cv, folds, [p for p, _ in chunk], regression_metrics, cv_names
             )
+            cv_seconds[name] = sum(s for _, s in chunk)
+        seconds["cv"] = time.perf_counter() - started
 
-    naive = next(r for r in results if r.name == NAIVE)
+    started = time.perf_counter()
+    results: list[CandidateResult] = []
+    for name in names:
+        fit = fits[name]
+        stage = "finalist" if name in finalists or name == NAIVE else "screened"
+        results.append(
+            CandidateResult(
+                name=name,
+                pipeline=fit.pipeline,
+                metrics=regression_metrics(y_ho, fit.pipeline.predict(X_ho)),
+                cv=cv.get(name, {}),
+                threshold=None,
+                params=fit.params,
+                train_seconds=fit.seconds,
+                kind="regression",
+                is_simple=name in SIMPLE_CANDIDATES,
+                validation_metrics=val[name],
+                cv_seconds=cv_seconds.get(name, 0.0),
+                fit_rows=fit.rows,
+                stage=stage,
+            )
+        )
+    by_name = {r.name: r for r in results}
+    naive = by_name[NAIVE]
     for res in results:
-        for metrics, ref in (
-            (res.metrics, naive.metrics),
-            (res.validation_metrics, naive.validation_metrics),
-        ):
-            base = dict(metrics)
-            metrics["r2_gain_vs_naive"] = base["r2"] - ref["r2"]
-            metrics["rmse_gain_vs_naive"] = ref["rmse"] - base["rmse"]
-            metrics["mae_gain_vs_naive"] = ref["mae"] - base["mae"]
+        _add_gains(res.validation_metrics, naive.validation_metrics)
+    seconds["evaluate"] = time.perf_counter() - started
 
-    val_scores = {r.name: r.validation_metrics[primary_metric] for r in results}
-    champion = _common.select_best({k: v for k, v in val_scores.items() if k != NAIVE}, greater)
-    simple = {k: v for k, v in val_scores.items() if k in SIMPLE_CANDIDATES}
+    def gain(a: float, b: float) -> float:
+        return a - b if greater else b - a
+
+    cv_key = f"cv_{primary_metric}_mean"
+    scores: dict[str, dict[str, float | None]] = {}
+    excluded: dict[str, str] = {}
+    fallback = False
+    if pol.staged:
+        eligible: dict[str, float] = {}
+        for name in models:
+            res = by_name[name]
+            val_gain = gain(
+                res.validation_metrics[primary_metric], naive.validation_metrics[primary_metric]
+            )
+            cv_gain = (
+                gain(res.cv[cv_key], naive.cv[cv_key])
+                if cv_key in res.cv and cv_key in naive.cv
+                else None
+            )
+            together = selection.combined_score(val_gain, cv_gain)
+            scores[name] = {
+                "validation": selection.finite(res.validation_metrics[primary_metric]),
+                "cv_mean": selection.finite(res.cv.get(cv_key)),
+                "combined": selection.finite(
+                    selection.combined_score(
+                        res.validation_metrics[primary_metric], res.cv.get(cv_key)
+                    )
+                ),
+                "validation_gain_vs_naive": selection.finite(val_gain),
+                "cv_gain_vs_naive": selection.finite(cv_gain),
+                "combined_gain_vs_naive": selection.finite(together),
+            }
+            if name not in finalists:
+                excluded[name] = "screened out: not among the best on validation"
+            elif not together > 0:
+                excluded[name] = (
+                    f"does not beat the naive baseline on validation and CV together "
+                    f"({primary_metric} gain {together:+.4f})"
+                )
+            else:
+                eligible[name] = together
+        if eligible:
+            champion = selection.rank(eligible, True)[0]
+        else:
+            champion, fallback = NAIVE, True
+        rule = (
+            f"best finalist on the mean of validation and CV {primary_metric}, among those "
+            "beating the naive baseline on validation and CV together; else the naive baseline"
+            if folds
+            else f"best finalist on validation {primary_metric} among those beating the naive "
+            "baseline on validation; else the naive baseline"
+        )
+    else:
+        val_scores = {n: val[n][primary_metric] for n in models}
+        champion = _common.select_best(val_scores, greater)
+        scores = {
+            n: {
+                "validation": selection.finite(v),
+                "cv_mean": selection.finite(by_name[n].cv.get(cv_key)),
+                "combined": selection.finite(v),
+            }
+            for n, v in val_scores.items()
+        }
+        rule = f"best non-naive candidate on validation {primary_metric}"
+    simple = {k: v[primary_metric] for k, v in val.items() if k in SIMPLE_CANDIDATES}
     best_simple = _common.select_best(simple, greater)
+
+    # 4. refit the champion and the serving fallback on train + validation
+    refit: list[str] = []
+    if pol.staged and pol.refit:
+        started = time.perf_counter()
+        X_all = pd.concat([X_tr, X_va])  # noqa: N806
+        y_all = np.concatenate([y_tr, y_va])
+        for name in dict.fromkeys([champion, best_simple]):
+            res = by_name[name]
+            pipeline = _common.run_parallel(
+                [_refit_task(build(name, len(y_all)), X_all, y_all)], 1, threads
+            )[0]
+            res.metrics_before_refit = res.metrics
+            res.pipeline = pipeline
+            res.metrics = regression_metrics(y_ho, pipeline.predict(X_ho))
+            res.fit_rows = len(y_all)
+            res.stage = "refit"
+            refit.append(name)
+        seconds["refit"] = time.perf_counter() - started
+    naive_before = naive.metrics_before_refit or naive.metrics
+    for res in results:
+        if res.metrics_before_refit is not None:
+            _add_gains(res.metrics_before_refit, naive_before)
+        _add_gains(res.metrics, naive.metrics)
+
+    record: dict[str, Any] = {
+        "procedure": pol.procedure,
+        "policy": pol.to_dict(),
+        "primary_metric": primary_metric,
+        "rule": rule,
+        "train_rows": n_tr,
+        "screen_rows": len(y_s),
+        "cv_rows": len(y_cv) if folds else 0,
+        "cv_folds": len(folds),
+        "finalists": finalists,
+        "scores": scores,
+        "excluded": excluded,
+        "fallback_to_naive": fallback,
+        "refit": refit,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
     return ModelSetResult(
         kind="regression",
         candidates=results,
@@ -329,4 +514,43 @@ def train_regression_set(
         primary_metric=primary_metric,
         seed=seed,
         feature_spec=spec.to_dict(),
+        selection=record,
     )
+
+
+def _add_gains(metrics: dict[str, float], ref: dict[str, float]) -> None:
+    """Add ``*_gain_vs_naive`` to ``metrics`` (positive = better than ``ref``), in place."""
+    metrics["r2_gain_vs_naive"] = metrics["r2"] - ref["r2"]
+    metrics["rmse_gain_vs_naive"] = ref["rmse"] - metrics["rmse"]
+    metrics["mae_gain_vs_naive"] = ref["mae"] - metrics["mae"]
+
+
+@dataclass
+class _Fit:
+    pipeline: Any
+    params: dict[str, Any]
+    seconds: float
+    rows: int
+    p_va: np.ndarray
+
+
+def _fold_task(
+    pipeline: Any,
+    X: pd.DataFrame,  # noqa: N803
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+) -> Callable[[], tuple[np.ndarray, float]]:
+    def run() -> tuple[np.ndarray, float]:
+        secs = _common.fit_timed(pipeline, X.iloc[train], y[train])
+        return np.asarray(pipeline.predict(X.iloc[test])), secs
+
+    return run
+
+
+def _refit_task(pipeline: Any, X: pd.DataFrame, y: np.ndarray) -> Callable[[], Any]:  # noqa: N803
+    def run() -> Any:
+        _common.fit_timed(pipeline, X, y)
+        return pipeline
+
+    return run
