@@ -11,7 +11,8 @@ Endpoints (status codes):
                            ``max_body_bytes``; 422 malformed JSON or invalid records (each
                            problem names its field); 503 no model loaded / no customer table
 ``GET /predict/schema``    200 the deployed feature schema and accepted ranges; 503 no model
-``GET /model-info``        200 version, models, thresholds, fast paths, rules; 503 no model
+``GET /model-info``        200 version, models and the runtime answering each (onnxruntime or
+                           scikit-learn, and why), thresholds, rules; 503 no model
 ``GET /fallback-stats``    200 answers by output and fallback level, model errors by role
 ``GET /metrics``           200 Prometheus exposition
 ``POST /admin/reload``     only when ``CHURN_SERVING_ADMIN_TOKEN`` is set (404 otherwise):
@@ -42,8 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from churn_serving.inference_log import InferenceLogger
 from churn_serving.manager import ModelManager
 from churn_serving.metrics import MetricsMiddleware, ServingMetrics
-from churn_serving.model import LEVELS, ModelBundle
-from churn_serving.predictors import BATCH_THREADS
+from churn_serving.model import LEVELS, NO_VALUE_MODEL, ModelBundle
 from churn_serving.schema import RequestError, parse_request
 from churn_serving.settings import ServingSettings
 
@@ -92,7 +92,9 @@ class PredictionLevels(BaseModel):
     """Which fallback level answered each output."""
 
     churn_probability: str = Field(description=" | ".join(LEVELS))
-    expected_total_sales: str = Field(description=" | ".join(LEVELS))
+    expected_total_sales: str = Field(
+        description=" | ".join(LEVELS) + " (no_value_model: the data set has no value label)"
+    )
 
 
 class Prediction(BaseModel):
@@ -102,7 +104,9 @@ class Prediction(BaseModel):
     churn_probability: float
     churn_label: int = Field(description="1 when churn_probability >= threshold")
     threshold: float = Field(description="stored threshold of the model that answered")
-    expected_total_sales: float
+    expected_total_sales: float | None = Field(
+        description="null when the version has no value model (level no_value_model)"
+    )
     model_version: str
     fallback_level: str = Field(description="the lowest level used for this record")
     fallback_levels: PredictionLevels
@@ -165,7 +169,7 @@ class ReloadResponse(BaseModel):
 
 _LEVEL_PAIRS = [
     (
-        LEVELS[max(c, s)],
+        LEVELS[c if s == NO_VALUE_MODEL else max(c, s)],
         {"churn_probability": LEVELS[c], "expected_total_sales": LEVELS[s]},
     )
     for c in range(len(LEVELS))
@@ -243,12 +247,13 @@ class Scorer:
         # (fallback level, levels object) per (churn level, sales level): shared, not rebuilt
         pairs = _LEVEL_PAIRS
         pair_codes = (r.churn_level.astype(np.intp) * len(LEVELS) + r.sales_level).tolist()
+        sales_values = r.expected_total_sales.tolist() if bundle.has_value_model else [None] * n
         columns = zip(
             ids,
             r.churn_probability.tolist(),
             r.churn_label.tolist(),
             r.threshold.tolist(),
-            r.expected_total_sales.tolist(),
+            sales_values,
             pair_codes,
             strict=True,
         )
@@ -423,14 +428,15 @@ def create_app(
     storage: Any = None,
     *,
     background: bool = True,
+    aliases: dict[str, str] | None = None,
 ) -> FastAPI:
     """The sidecar app. ``storage`` is the data set's storage (default: from
-    ``ChurnSettings``: ``<CHURN_STORAGE_URL>/<data set>``). With ``background=False`` neither
+    ``ChurnSettings``: ``<CHURN_STORAGE_URL>/<data set>``, with the data set's source column
+    names as ``aliases`` of the features). With ``background=False`` neither
     the poll thread nor the log writer start (tests drive ``app.state.manager`` directly)."""
     settings = settings or ServingSettings()
-    BATCH_THREADS.threads = settings.batch_threads
     if storage is None:
-        storage = dataset_storage()
+        storage, aliases = dataset_storage(), dataset_aliases()
     metrics = ServingMetrics()
     logger = (
         InferenceLogger(
@@ -449,6 +455,8 @@ def create_app(
         slack=settings.range_slack,
         metrics=metrics,
         freeze_gc=background,
+        aliases=aliases,
+        batch_threads=settings.batch_threads,
     )
     scorer = Scorer(metrics, logger)
     endpoint = PredictEndpoint(manager, scorer, settings)
@@ -575,7 +583,8 @@ def create_app(
         responses={503: {"model": MessageResponse, "description": "no model loaded"}},
     )
     async def model_info() -> Any:
-        """The loaded version: models, candidates, thresholds, metrics, fast paths, rules."""
+        """The loaded version: models, candidates, the runtime answering each, thresholds,
+        metrics, rules."""
         b = manager.bundle
         if b is None:
             return no_model()
@@ -712,6 +721,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
+
+
+def dataset_aliases() -> dict[str, str]:
+    """Source column name → feature name of the data set's customer attributes (snapshot
+    data sets train on these attributes under their configured names)."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.settings import ChurnSettings
+
+    try:
+        cfg = load_dataset_config(ChurnSettings().dataset)
+    except Exception as e:  # requests by feature name still work
+        log.warning("data set config unreadable, source column names not accepted: %s", e)
+        return {}
+    if cfg.customers is None:
+        return {}
+    return {a.raw: a.name for a in cfg.customers.attributes if a.raw != a.name}
 
 
 def dataset_storage() -> Any:

@@ -36,7 +36,7 @@ log = logging.getLogger("churn_serving.inference_log")
 
 PREFIX = "inference_log"
 #: Names of the fallback levels (``churn_level`` / ``sales_level`` codes index this).
-LEVEL_NAMES = ("champion", "fallback_model", "business_rules", "base_rate")
+LEVEL_NAMES = ("champion", "fallback_model", "business_rules", "base_rate", "no_value_model")
 META_COLUMNS = (
     "logged_at",
     "request_id",

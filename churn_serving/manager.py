@@ -64,8 +64,12 @@ class ModelManager:
         metrics: Any = None,
         stats: FallbackStats | None = None,
         freeze_gc: bool = False,
+        aliases: dict[str, str] | None = None,
+        batch_threads: int = 1,
     ):
         self.storage = storage
+        self.aliases = aliases
+        self.batch_threads = batch_threads
         self.freeze_gc = freeze_gc
         self.poll_seconds = poll_seconds
         self.slack = slack
@@ -77,6 +81,7 @@ class ModelManager:
         self.last_refusal: dict[str, Any] | None = None
         self.reloads = 0
         self._refused_key: tuple[Any, ...] | None = None
+        self._last_logged: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,8 +140,12 @@ class ModelManager:
             self.last_error = entry
         if self.metrics is not None:
             self.metrics.reload_failures.labels(reason=reason).inc()
-        # before the first deployment, waiting is the normal state, not an error
-        (log.info if reason == "nothing_deployed" else log.error)("reload %s: %s", status, message)
+        # before the first deployment, waiting is the normal state: said once, then on change
+        if reason != "nothing_deployed":
+            log.error("reload %s: %s", status, message)
+        elif self._last_logged != message:
+            log.info("reload %s: %s (waiting for a first deployment)", status, message)
+        self._last_logged = message
         current = self.bundle.version if self.bundle else None
         return {**entry, "serving_version": current}
 
@@ -163,13 +172,21 @@ class ModelManager:
                 "cached": True,
             }
         try:
-            new = load_bundle(self.storage, pointer, slack=self.slack, stats=self.stats)
+            new = load_bundle(
+                self.storage,
+                pointer,
+                slack=self.slack,
+                stats=self.stats,
+                aliases=self.aliases,
+                batch_threads=self.batch_threads,
+            )
         except (IntegrityError, dep.DeploymentError) as e:
             self._refused_key = key
             return self._fail("refused", "integrity", str(e), version)
         except Exception as e:
             return self._fail("failed", "error", f"{type(e).__name__}: {e}", version)
         self._refused_key = None
+        self._last_logged = None
         self.bundle = new  # the swap: one reference assignment
         self.reloads += 1
         if self.freeze_gc:

@@ -9,6 +9,14 @@ Fallback chain, per output and per record (levels in order):
    below ``threshold`` of ``feature``);
 4. ``base_rate``: the training base rates (``base_rates``).
 
+A version without a value model (a churn-only data set: no ``regressor`` roles) answers
+``expected_total_sales`` as null at level ``no_value_model``.
+
+Each model answers through ONNX Runtime when the version holds its verified ONNX graph and
+the graph agrees again with the pipeline's stored answers when the version is loaded;
+otherwise the scikit-learn pipeline answers (when scikit-learn is installed; the slim
+serving image has none, and such a model is then skipped by the fallback chain).
+
 A level is skipped for the whole batch when its model is absent or raises, and for single
 records when it returns a non-finite value (or a probability outside [0, 1]); rules skip
 records whose rule feature is missing (null). The churn label is ``probability >=
@@ -28,10 +36,9 @@ from typing import Any
 import numpy as np
 
 from churn_assets.lib import deployment as dep
-from churn_serving.predictors import UNSEEN_PROBE, Predictor
+from churn_serving.onnx_predictor import OnnxPredictor, compare
 from churn_serving.schema import (
     DEFAULT_SLACK,
-    MISSING_CATEGORY,
     FeatureSchema,
     RequestError,
     frame_to_arrays,
@@ -39,11 +46,15 @@ from churn_serving.schema import (
 
 log = logging.getLogger("churn_serving.model")
 
-LEVELS = ("champion", "fallback_model", "business_rules", "base_rate")
+LEVELS = ("champion", "fallback_model", "business_rules", "base_rate", "no_value_model")
+#: Level of ``expected_total_sales`` (answered as null) when the version has no value model.
+NO_VALUE_MODEL = LEVELS.index("no_value_model")
 OUTPUTS = ("churn_probability", "expected_total_sales")
 FEATURES_TABLE = "assets/current_features.parquet"
-#: Reference rows used to verify each fast path against its pipeline at load time.
-VERIFY_ROWS = 512
+#: Verification rows and each pipeline's answers, written with the version.
+VERIFICATION_FILE = "onnx_verification.parquet"
+#: Prefix of category-share features (a category the table lacks has share 0).
+CATEGORY_SHARE_PREFIX = "cat_share_"
 
 
 class IntegrityError(dep.DeploymentError):
@@ -126,14 +137,21 @@ class CustomerTable:
     def from_frame(
         cls, frame: Any, schema: FeatureSchema, source: str, signature: Any
     ) -> CustomerTable:
-        """Build from a polars frame with ``customer_id`` and the deployed feature columns."""
-        import polars as pl
+        """Build from a table (pyarrow or polars) with ``customer_id`` and the deployed
+        feature columns. Extra columns are ignored; a category-share feature the table lacks
+        (a category it does not know) is 0 for every customer."""
+        import pyarrow as pa
 
-        missing = [c for c in ["customer_id", *schema.columns] if c not in frame.columns]
+        table = frame if isinstance(frame, pa.Table) else frame.to_arrow()
+        have = set(table.column_names)
+        fill = [c for c in schema.numeric if c not in have and c.startswith(CATEGORY_SHARE_PREFIX)]
+        missing = [c for c in ["customer_id", *schema.columns] if c not in have and c not in fill]
         if missing:
             raise ValueError(f"{source} lacks the deployed feature columns {missing}")
-        ids = frame.get_column("customer_id").cast(pl.Utf8).to_list()
-        num, cat = frame_to_arrays(frame, schema.numeric, schema.categorical)
+        for c in fill:
+            table = table.append_column(c, pa.array(np.zeros(table.num_rows)))
+        ids = table.column("customer_id").cast(pa.string()).to_pylist()
+        num, cat = frame_to_arrays(table, schema.numeric, schema.categorical)
         index = {cid: i for i, cid in enumerate(ids) if cid is not None}
         return cls(index, num, cat, source, signature, utcnow())
 
@@ -172,7 +190,7 @@ class ModelBundle:
     manifest: dict[str, Any]
     pointer: dict[str, Any]
     schema: FeatureSchema
-    predictors: dict[str, Predictor | None]
+    predictors: dict[str, Any]
     role_errors: dict[str, str] = field(default_factory=dict)
     customers: CustomerTable | None = None
     customers_error: str | None = None
@@ -194,6 +212,12 @@ class ModelBundle:
         t = (self.manifest.get("models", {}).get("classifier_fallback") or {}).get("threshold")
         return float(t) if t is not None else self.threshold
 
+    @property
+    def has_value_model(self) -> bool:
+        """Whether the version has a value model (``regressor`` roles)."""
+        models = self.manifest.get("models") or {}
+        return bool(models.get("regressor") or models.get("regressor_fallback"))
+
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for /model-info."""
         models = {}
@@ -210,8 +234,10 @@ class ModelBundle:
                 "registered_version": entry.get("registered_version"),
                 "loaded": p is not None,
                 "load_error": self.role_errors.get(role),
-                "fast_path": p.fast_path if p else None,
-                "fast_path_max_abs_diff": p.max_abs_diff if p else None,
+                "runtime": p.runtime if p else None,
+                "runtime_reason": p.reason if p else None,
+                "verification": p.verification if p else None,
+                "onnx": entry.get("onnx"),
             }
         return {
             "version": self.version,
@@ -225,6 +251,7 @@ class ModelBundle:
             "base_rates": self.manifest.get("base_rates"),
             "business_rules": self.manifest.get("business_rules"),
             "fallback_levels": list(LEVELS),
+            "has_value_model": self.has_value_model,
             "gate": self.manifest.get("gate"),
             "customers": self.customers.describe() if self.customers else None,
             "customers_error": self.customers_error,
@@ -341,10 +368,14 @@ class ModelBundle:
         proba, churn_level = self._chain(
             "churn_probability", num, cat, ("classifier", "classifier_fallback")
         )
-        sales, sales_level = self._chain(
-            "expected_total_sales", num, cat, ("regressor", "regressor_fallback")
-        )
-        np.clip(sales, 0.0, None, out=sales)
+        if self.has_value_model:
+            sales, sales_level = self._chain(
+                "expected_total_sales", num, cat, ("regressor", "regressor_fallback")
+            )
+            np.clip(sales, 0.0, None, out=sales)
+        else:
+            sales = np.full(len(num), np.nan)
+            sales_level = np.full(len(num), NO_VALUE_MODEL, dtype=np.int8)
         threshold = np.where(churn_level == 1, self.fallback_threshold, self.threshold)
         label = (proba >= threshold).astype(np.int8)
         return ChainResult(proba, churn_level, threshold, label, sales, sales_level)
@@ -379,9 +410,10 @@ def load_customers(
     if sig is None:
         return None, f"no current_features table at {storage.url(FEATURES_TABLE)}", None
     try:
-        frame = storage.read_parquet(FEATURES_TABLE)
-        table = CustomerTable.from_frame(frame, schema, storage.url(FEATURES_TABLE), sig)
-        return table, None, sig
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(storage.read_bytes(FEATURES_TABLE)))
+        return CustomerTable.from_frame(table, schema, storage.url(FEATURES_TABLE), sig), None, sig
     except Exception as e:
         return None, f"current_features unusable: {type(e).__name__}: {e}", sig
 
@@ -414,41 +446,97 @@ def read_verified_artifacts(storage: Any, manifest: dict[str, Any]) -> dict[str,
     return out
 
 
-def _verification_rows(
-    artifacts: dict[str, bytes], manifest: dict[str, Any], schema: FeatureSchema
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reference rows plus probes (all numerics missing, unseen and missing categories)."""
-    num = cat = None
-    ref_name = (manifest.get("reference") or {}).get("file", "reference.parquet")
-    if ref_name in artifacts:
-        try:
-            import polars as pl
+def read_verification_rows(
+    data: bytes, numeric: list[str], categorical: list[str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(num, cat, pipeline answers per role) from a version's verification file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-            frame = pl.read_parquet(io.BytesIO(artifacts[ref_name]))
-            if all(c in frame.columns for c in schema.columns) and frame.height:
-                head = frame.head(VERIFY_ROWS)
-                num, cat = frame_to_arrays(head, schema.numeric, schema.categorical)
-        except Exception as e:  # fall back to synthetic rows
-            log.warning("reference sample unusable for verification: %s", e)
-    if num is None or cat is None:
-        desc = schema.describe()["fields"]
-        row_num = []
-        for c in schema.numeric:
-            lo, hi = desc[c]["training_min"], desc[c]["training_max"]
-            row_num.append((lo + hi) / 2 if lo is not None and hi is not None else 0.0)
-        row_cat = [
-            (sorted(schema.known[j]) or [MISSING_CATEGORY])[0]
-            for j in range(len(schema.categorical))
-        ]
-        num = np.asarray([row_num] * 4, dtype=np.float64).reshape(4, len(schema.numeric))
-        cat = np.asarray([row_cat] * 4, dtype=object).reshape(4, len(schema.categorical))
-    k = min(4, len(num))
-    probe_num = num[:k].copy()
-    probe_num[:] = np.nan
-    probe_cat = cat[:k].copy()
-    probe_cat[: k // 2 or 1] = UNSEEN_PROBE
-    probe_cat[k // 2 :] = MISSING_CATEGORY
-    return np.vstack([num, probe_num, num[:k]]), np.vstack([cat, cat[:k], probe_cat])
+    table = pq.read_table(io.BytesIO(data))
+    num, cat = frame_to_arrays(table, numeric, categorical)
+    expected = {
+        name.removeprefix("expected__"): table.column(name).cast(pa.float64()).to_numpy()
+        for name in table.column_names
+        if name.startswith("expected__")
+    }
+    return num, cat, expected
+
+
+@dataclass
+class ServedModel:
+    """One deployed model as it answers: ``runtime`` is ``onnxruntime`` or ``scikit-learn``;
+    ``reason`` says why the pipeline answers instead of the graph; ``verification`` is the
+    load-time comparison of the graph with the pipeline's stored answers."""
+
+    predictor: Any
+    runtime: str
+    reason: str | None = None
+    verification: dict[str, Any] | None = None
+
+    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Positive-class probability or predicted value per row (may raise)."""
+        return self.predictor.predict(num, cat)
+
+
+def _verify_graph(
+    p: OnnxPredictor, rows: Any, role: str, threshold: float | None
+) -> dict[str, Any]:
+    """The graph against the pipeline's stored answers: whole batch and single rows."""
+    if rows is None or role not in rows[2]:
+        return {"ok": False, "reason": "the version holds no verification rows for this model"}
+    num, cat, expected = rows[0], rows[1], rows[2][role]
+    result = compare(p.predict(num, cat), expected, p.kind, threshold)
+    k = min(8, len(num))
+    single = np.concatenate([p.predict(num[i : i + 1], cat[i : i + 1]) for i in range(k)])
+    single_result = compare(single, expected[:k], p.kind, threshold)
+    if result["ok"] and not single_result["ok"]:
+        return {**single_result, "rows": result["rows"]}
+    return result
+
+
+def load_model(
+    role: str,
+    entry: dict[str, Any],
+    artifacts: dict[str, bytes],
+    schema: FeatureSchema,
+    rows: Any,
+    *,
+    batch_threads: int = 1,
+) -> ServedModel:
+    """The model of ``role``: its verified ONNX graph, else its pipeline.
+
+    Raises:
+        Exception: neither can answer (e.g. no verified graph and no scikit-learn).
+    """
+    kind = "classifier" if role.startswith("classifier") else "regressor"
+    onnx = entry.get("onnx") or {}
+    threshold = entry.get("threshold")
+    if onnx.get("verified") and onnx.get("file") in artifacts:
+        try:
+            p = OnnxPredictor(
+                artifacts[onnx["file"]],
+                kind,
+                schema.numeric,
+                schema.categorical,
+                batch_threads=batch_threads,
+            )
+            check = _verify_graph(p, rows, role, threshold)
+            if check["ok"]:
+                return ServedModel(p, "onnxruntime", verification=check)
+            why = f"ONNX graph differs from the pipeline at load: {check.get('reason')}"
+        except Exception as e:
+            why = f"ONNX graph unusable: {type(e).__name__}: {e}"[:500]
+    elif onnx:
+        why = onnx.get("reason") or "ONNX graph not verified at deployment"
+    else:
+        why = "the version has no ONNX graph"
+    try:
+        from churn_serving.pipeline_predictor import PipelinePredictor
+    except ImportError as e:  # the slim serving image
+        raise RuntimeError(f"{why}; the pipeline needs scikit-learn ({e})") from e
+    p = PipelinePredictor(artifacts[entry["file"]], kind, schema.numeric, schema.categorical)
+    return ServedModel(p, "scikit-learn", reason=why)
 
 
 def load_bundle(
@@ -457,15 +545,14 @@ def load_bundle(
     *,
     slack: float = DEFAULT_SLACK,
     stats: FallbackStats | None = None,
-    use_fast_path: bool = True,
+    aliases: dict[str, str] | None = None,
+    batch_threads: int = 1,
 ) -> ModelBundle:
     """Load, verify and prepare the version ``pointer`` names (nothing is swapped here).
 
     Raises:
         IntegrityError: the manifest or an artifact is missing or fails its sha256.
     """
-    from churn_assets.lib.models.persistence import loads_pipeline
-
     version = pointer["version"]
     try:
         manifest = dep.read_manifest(storage, version)
@@ -475,31 +562,29 @@ def load_bundle(
         raise IntegrityError(f"manifest of {version} names version {manifest.get('version')}")
     manifest = {**manifest, "version": version}
     artifacts = read_verified_artifacts(storage, manifest)
-    schema = FeatureSchema(manifest, slack=slack)
+    schema = FeatureSchema(manifest, slack=slack, aliases=aliases)
     if not schema.columns:
         raise IntegrityError(f"version {version}: the manifest lists no features")
-    predictors: dict[str, Predictor | None] = {}
+    rows = None
+    if VERIFICATION_FILE in artifacts:
+        try:
+            rows = read_verification_rows(
+                artifacts[VERIFICATION_FILE], schema.numeric, schema.categorical
+            )
+        except Exception as e:
+            log.warning("version %s: verification rows unusable: %s", version, e)
+    predictors: dict[str, ServedModel | None] = {}
     role_errors: dict[str, str] = {}
-    verify_num, verify_cat = _verification_rows(artifacts, manifest, schema)
     for role in dep.MODEL_ROLES:
         entry = (manifest.get("models") or {}).get(role)
         if not entry:
             predictors[role] = None
             role_errors[role] = "not in the manifest"
             continue
-        kind = "classifier" if role.startswith("classifier") else "regressor"
         try:
-            pipeline = loads_pipeline(artifacts[entry["file"]])
-            p = Predictor(
-                role,
-                pipeline,
-                kind,
-                schema.numeric,
-                schema.categorical,
-                use_fast_path=use_fast_path,
+            predictors[role] = load_model(
+                role, entry, artifacts, schema, rows, batch_threads=batch_threads
             )
-            p.verify(verify_num, verify_cat)
-            predictors[role] = p
         except Exception as e:  # an intact but unloadable model: serve with the fallbacks
             predictors[role] = None
             role_errors[role] = f"{type(e).__name__}: {e}"[:500]

@@ -71,8 +71,7 @@ class OnnxPredictor:
         expected = {*self.numeric, *self.categorical}
         if names != expected:
             raise ValueError(
-                f"graph inputs {sorted(names)} differ from the deployed features "
-                f"{sorted(expected)}"
+                f"graph inputs {sorted(names)} differ from the deployed features {sorted(expected)}"
             )
         outputs = [o.name for o in self.session.get_outputs()]
         if output is None:
@@ -140,8 +139,7 @@ def compare(
         out["max_rel_diff"] = max_rel
         out["ok"] = max_rel <= TOLERANCE
     if not out["ok"]:
-        out["reason"] = (
-            f"differs from the pipeline by {max_abs:.3g}"
-            + ("" if out.get("labels_equal", True) else " and changes labels at the threshold")
+        out["reason"] = f"differs from the pipeline by {max_abs:.3g}" + (
+            "" if out.get("labels_equal", True) else " and changes labels at the threshold"
         )
     return out

@@ -21,6 +21,8 @@ The rules (also served at ``GET /predict/schema``):
 * Categorical features: a JSON string (``null`` where nullable, treated as the missing
   category). A category not seen in training is accepted; the model treats it as unknown
   (the encoders' ``handle_unknown``), and the answer lists it under ``unseen_categories``.
+* A feature may be keyed by the data set's source column name instead (``source_names`` in
+  the schema, e.g. Telco's ``MonthlyCharges`` for ``monthly_charges``).
 * Unknown features, missing features, wrong types, out-of-range values → 422 with one entry
   per problem: ``loc`` (``["body", "records", i, "features", name]``), ``field``, ``msg`` and
   ``type`` (``missing``, ``unknown_field``, ``wrong_type``, ``null_not_allowed``,
@@ -229,7 +231,12 @@ def accepted_range(mn: float | None, mx: float | None, slack: float) -> tuple[fl
 class FeatureSchema:
     """The deployed features (manifest ``features`` + ``feature_schema``) as validators."""
 
-    def __init__(self, manifest: dict[str, Any], slack: float = DEFAULT_SLACK):
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        slack: float = DEFAULT_SLACK,
+        aliases: dict[str, str] | None = None,
+    ):
         feats = manifest.get("features") or {}
         schema = manifest.get("feature_schema") or {}
         self.numeric: list[str] = [str(c) for c in feats.get("numeric", [])]
@@ -257,6 +264,14 @@ class FeatureSchema:
             self.known.append(frozenset(str(v) for v in (cats or [])))
             self.cat_nullable.append(bool(s.get("nullable", True)))
         self._raw = schema
+        #: The data set's source column names of features (e.g. Telco's ``MonthlyCharges`` for
+        #: ``monthly_charges``), accepted in requests in place of the feature names.
+        self.aliases = {
+            src: name
+            for src, name in (aliases or {}).items()
+            if name in self.expected and src != name and src not in self.expected
+        }
+        self.source_names = {name: src for src, name in self.aliases.items()}
         self._num_get = _getter(self.numeric)
         self._cat_get = _getter(self.categorical)
 
@@ -276,6 +291,8 @@ class FeatureSchema:
                 "accepted_min": _finite_or_none(self.lo[i]),
                 "accepted_max": _finite_or_none(self.hi[i]),
             }
+            if c in self.source_names:
+                fields[c]["source_name"] = self.source_names[c]
         for j, c in enumerate(self.categorical):
             s = self._raw.get(c, {})
             fields[c] = {
@@ -286,9 +303,14 @@ class FeatureSchema:
                 "unseen_categories": "accepted, treated as unknown by the model, reported "
                 "per record in unseen_categories",
             }
+            if c in self.source_names:
+                fields[c]["source_name"] = self.source_names[c]
         return {
             "numeric": list(self.numeric),
             "categorical": list(self.categorical),
+            "source_names": dict(self.source_names),
+            "names_accepted": "a record's features may be keyed by the feature names or by the "
+            "data set's source column names (source_names), or a mix",
             "fields": fields,
             "range_rule": (
                 f"numeric values must lie in [min - {self.slack:g}*width, max + "
@@ -339,6 +361,8 @@ class FeatureSchema:
         """
         errors: list[dict[str, Any]] = []
         expected = self.expected
+        if self.aliases:
+            feats = [f if f.keys() == expected else self._translate(f) for f in feats]
         for k, f in enumerate(feats):
             if f.keys() != expected:
                 keys = f.keys()
@@ -364,6 +388,18 @@ class FeatureSchema:
         if errors:
             raise validation_error(errors)
         return num, cat, unseen
+
+    def _translate(self, f: dict[str, Any]) -> dict[str, Any]:
+        """A record keyed by source column names (or a mix) keyed by feature names; a feature
+        given under both names keeps its feature-name key and the source key stays unknown."""
+        out: dict[str, Any] = {}
+        for k, v in f.items():
+            name = self.aliases.get(k)
+            if name is None or name in f:
+                out[k] = v
+            else:
+                out[name] = v
+        return out
 
     def _numeric(
         self, feats: list[dict[str, Any]], rows: list[int], errors: list[dict[str, Any]]
@@ -523,29 +559,45 @@ def _getter(cols: list[str]) -> Any:
     return itemgetter(*cols)
 
 
+def category_label(value: Any) -> str:
+    """Canonical string for a category value (``1.0`` and ``1`` both become ``"1"``), as in
+    training (:func:`churn_assets.lib.models.spec.category_label`)."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def frame_to_arrays(frame: Any, numeric: list[str], categorical: list[str]) -> tuple[Any, Any]:
-    """A polars frame's feature columns as ``(num, cat)`` with FrameCleaner's semantics:
-    numeric → float64 (booleans 0/1, ±inf → NaN); categorical → canonical strings with
-    nulls as ``"__missing__"``."""
-    import polars as pl
+    """A table's feature columns (pyarrow, or anything with ``to_arrow()`` such as polars) as
+    ``(num, cat)`` with FrameCleaner's semantics: numeric → float64 (booleans 0/1, nulls and
+    ±inf → NaN); categorical → canonical strings with nulls as ``"__missing__"``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    from churn_assets.lib.models.spec import category_label
-
-    n = frame.height
+    table = frame if isinstance(frame, pa.Table) else frame.to_arrow()
+    n = table.num_rows
     num = np.empty((n, len(numeric)), dtype=np.float64)
     for i, c in enumerate(numeric):
-        v = frame.get_column(c).cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+        col = table.column(c)
+        if pa.types.is_boolean(col.type):
+            col = pc.cast(col, pa.int8())
+        v = pc.cast(col, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+        v = np.array(v, dtype=np.float64)
         v[~np.isfinite(v)] = np.nan
         num[:, i] = v
     cat = np.empty((n, len(categorical)), dtype=object)
     for j, c in enumerate(categorical):
-        s = frame.get_column(c)
-        if s.dtype in (pl.Utf8, pl.Categorical) or isinstance(s.dtype, pl.Enum):
-            vals = s.cast(pl.Utf8).to_list()
+        col = table.column(c)
+        if pa.types.is_dictionary(col.type):
+            col = pc.cast(col, col.type.value_type)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            vals = col.to_pylist()
         else:
             vals = [
                 None if v is None or (isinstance(v, float) and math.isnan(v)) else category_label(v)
-                for v in s.to_list()
+                for v in col.to_pylist()
             ]
         cat[:, j] = [MISSING_CATEGORY if v is None else v for v in vals]
     return num, cat

@@ -95,7 +95,9 @@ def _frame_cleaner_convert(scope: Any, operator: Any, container: Any) -> None:
     for i, o in zip(operator.inputs, operator.outputs, strict=True):
         if i.raw_name in numeric:
             is_inf = scope.get_unique_variable_name("is_inf")
-            container.add_node("IsInf", [i.full_name], [is_inf], name=scope.get_unique_operator_name("IsInf"))
+            container.add_node(
+                "IsInf", [i.full_name], [is_inf], name=scope.get_unique_operator_name("IsInf")
+            )
             container.add_node(
                 "Where",
                 [is_inf, nan, i.full_name],
@@ -128,8 +130,15 @@ def _naive_convert(scope: Any, operator: Any, container: Any) -> None:
         is_nan, filled = (scope.get_unique_variable_name(n) for n in ("is_nan", "filled"))
         zero = scope.get_unique_variable_name("zero")
         container.add_initializer(zero, TensorProto.DOUBLE, [], [0.0])
-        container.add_node("IsNaN", [x.full_name], [is_nan], name=scope.get_unique_operator_name("IsNaN"))
-        container.add_node("Where", [is_nan, mean, x.full_name], [filled], name=scope.get_unique_operator_name("Where"))
+        container.add_node(
+            "IsNaN", [x.full_name], [is_nan], name=scope.get_unique_operator_name("IsNaN")
+        )
+        container.add_node(
+            "Where",
+            [is_nan, mean, x.full_name],
+            [filled],
+            name=scope.get_unique_operator_name("Where"),
+        )
         container.add_node("Max", [filled, zero], [out], name=scope.get_unique_operator_name("Max"))
         return
     # the training mean for every row: (n, 1) of it
@@ -140,9 +149,13 @@ def _naive_convert(scope: Any, operator: Any, container: Any) -> None:
     container.add_initializer(end, TensorProto.INT64, [1], [1])
     container.add_initializer(one, TensorProto.INT64, [1], [1])
     container.add_node("Shape", [first], [shape], name=scope.get_unique_operator_name("Shape"))
-    container.add_node("Slice", [shape, start, end], [rows], name=scope.get_unique_operator_name("Slice"))
+    container.add_node(
+        "Slice", [shape, start, end], [rows], name=scope.get_unique_operator_name("Slice")
+    )
     dims = scope.get_unique_variable_name("dims")
-    container.add_node("Concat", [rows, one], [dims], axis=0, name=scope.get_unique_operator_name("Concat"))
+    container.add_node(
+        "Concat", [rows, one], [dims], axis=0, name=scope.get_unique_operator_name("Concat")
+    )
     container.add_node("Expand", [mean, dims], [out], name=scope.get_unique_operator_name("Expand"))
     del ones
 
@@ -174,11 +187,16 @@ def _expm1_convert(scope: Any, operator: Any, container: Any) -> None:
     container.add_initializer(one, TensorProto.DOUBLE, [], [1.0])
     container.add_initializer(zero, TensorProto.DOUBLE, [], [0.0])
     xd, ex, em = (scope.get_unique_variable_name(n) for n in ("xd", "exp", "expm1"))
-    container.add_node("Cast", [x], [xd], to=TensorProto.DOUBLE, name=scope.get_unique_operator_name("Cast"))
+    container.add_node(
+        "Cast", [x], [xd], to=TensorProto.DOUBLE, name=scope.get_unique_operator_name("Cast")
+    )
     container.add_node("Exp", [xd], [ex], name=scope.get_unique_operator_name("Exp"))
     container.add_node("Sub", [ex, one], [em], name=scope.get_unique_operator_name("Sub"))
     container.add_node(
-        "Max", [em, zero], [operator.outputs[0].full_name], name=scope.get_unique_operator_name("Max")
+        "Max",
+        [em, zero],
+        [operator.outputs[0].full_name],
+        name=scope.get_unique_operator_name("Max"),
     )
 
 
@@ -228,7 +246,9 @@ def _imputer_convert(scope: Any, operator: Any, container: Any) -> None:
     parts = [node("Where", [missing, stat, x], var("filled"))]
     if not keep.all():
         cols = var("kept")
-        container.add_initializer(cols, TensorProto.INT64, [int(keep.sum())], np.flatnonzero(keep).tolist())
+        container.add_initializer(
+            cols, TensorProto.INT64, [int(keep.sum())], np.flatnonzero(keep).tolist()
+        )
         parts[0] = node("Gather", [parts[0], cols], var("filled_kept"), axis=1)
     if indicator is not None and len(indicator):
         cols = var("indicator_columns")
@@ -255,7 +275,15 @@ class _DoubleTrees:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._container, name)
 
-    def add_node(self, op_type: str, inputs: Any, outputs: Any, op_domain: str = "", op_version: Any = None, **attrs: Any) -> Any:
+    def add_node(
+        self,
+        op_type: str,
+        inputs: Any,
+        outputs: Any,
+        op_domain: str = "",
+        op_version: Any = None,
+        **attrs: Any,
+    ) -> Any:
         if op_domain == "ai.onnx.ml" and op_type.startswith("TreeEnsemble"):
             from onnx import numpy_helper
 
@@ -265,7 +293,9 @@ class _DoubleTrees:
                     attrs[f"{k}_as_tensor"] = numpy_helper.from_array(values, name=f"{k}_as_tensor")
             attrs.pop("nodes_hitrates", None)
             op_version = 3
-        return self._container.add_node(op_type, inputs, outputs, op_domain=op_domain, op_version=op_version, **attrs)
+        return self._container.add_node(
+            op_type, inputs, outputs, op_domain=op_domain, op_version=op_version, **attrs
+        )
 
 
 class _OperatorView:
@@ -302,14 +332,32 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
 
         source = operator.inputs[0]
         kind, onnx_type = (
-            (FloatTensorType, TensorProto.FLOAT) if float_input else (DoubleTensorType, TensorProto.DOUBLE)
+            (FloatTensorType, TensorProto.FLOAT)
+            if float_input
+            else (DoubleTensorType, TensorProto.DOUBLE)
         )
-        x = Variable("tree_input", scope.get_unique_variable_name("tree_input"), scope.name, kind(source.type.shape))
-        container.add_node("Cast", [source.full_name], [x.full_name], to=onnx_type, name=scope.get_unique_operator_name("Cast"))
+        x = Variable(
+            "tree_input",
+            scope.get_unique_variable_name("tree_input"),
+            scope.name,
+            kind(source.type.shape),
+        )
+        container.add_node(
+            "Cast",
+            [source.full_name],
+            [x.full_name],
+            to=onnx_type,
+            name=scope.get_unique_operator_name("Cast"),
+        )
         outputs, casts = [], []
         for o in operator.outputs:
             if isinstance(o.type, DoubleTensorType):
-                tmp = Variable(o.raw_name, scope.get_unique_variable_name(f"{o.raw_name}_float"), scope.name, FloatTensorType(o.type.shape))
+                tmp = Variable(
+                    o.raw_name,
+                    scope.get_unique_variable_name(f"{o.raw_name}_float"),
+                    scope.name,
+                    FloatTensorType(o.type.shape),
+                )
                 outputs.append(tmp)
                 casts.append((tmp, o))
             else:
@@ -317,7 +365,13 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
         target = container if float_input else _DoubleTrees(container)
         convert(scope, _OperatorView(operator, [x], outputs), target)
         for tmp, o in casts:
-            container.add_node("Cast", [tmp.full_name], [o.full_name], to=TensorProto.DOUBLE, name=scope.get_unique_operator_name("Cast"))
+            container.add_node(
+                "Cast",
+                [tmp.full_name],
+                [o.full_name],
+                to=TensorProto.DOUBLE,
+                name=scope.get_unique_operator_name("Cast"),
+            )
 
     return converter
 
@@ -350,7 +404,11 @@ def _hgb_classifier(regressor_convert: Any) -> Any:
         p = node("Sigmoid", [raw.full_name], var("p"))
         q = node("Sub", [one, p], var("q"))
         proba = node("Concat", [q, p], var("proba"), axis=1)
-        declared = TensorProto.DOUBLE if isinstance(operator.outputs[1].type, DoubleTensorType) else TensorProto.FLOAT
+        declared = (
+            TensorProto.DOUBLE
+            if isinstance(operator.outputs[1].type, DoubleTensorType)
+            else TensorProto.FLOAT
+        )
         node("Cast", [proba], operator.outputs[1].full_name, to=declared)
         best = node("ArgMax", [proba], var("best"), axis=1, keepdims=0)
         node("Gather", [classes, best], operator.outputs[0].full_name, axis=0)
@@ -437,9 +495,7 @@ def register_converters() -> None:
         parser=_log_target_parser,
     )
     # the operator the log-target parser declares after the inner regressor
-    update_registered_converter(
-        _Expm1Nonneg, "ChurnExpm1Nonneg", _naive_shape, _expm1_convert
-    )
+    update_registered_converter(_Expm1Nonneg, "ChurnExpm1Nonneg", _naive_shape, _expm1_convert)
     update_registered_converter(SimpleImputer, "SklearnImputer", _imputer_shape, _imputer_convert)
     from skl2onnx.common._registration import (
         _converter_pool,
@@ -636,11 +692,7 @@ def _classifier_options(pipeline: Any) -> dict[int, dict[str, Any]]:
     """``zipmap: False`` for every classifier inside ``pipeline`` (and the pipeline)."""
     from sklearn.base import is_classifier
 
-    return {
-        id(est): {"zipmap": False}
-        for est in _walk(pipeline)
-        if is_classifier(est)
-    }
+    return {id(est): {"zipmap": False} for est in _walk(pipeline) if is_classifier(est)}
 
 
 def to_onnx(pipeline: Any, numeric: list[str], categorical: list[str]) -> bytes:
@@ -666,7 +718,9 @@ def to_onnx(pipeline: Any, numeric: list[str], categorical: list[str]) -> bytes:
 # ---------------------------------------------------------------------- verification
 
 
-def pipeline_predict(pipeline: Any, kind: str, num: np.ndarray, cat: np.ndarray, columns: tuple[list[str], list[str]]) -> np.ndarray:
+def pipeline_predict(
+    pipeline: Any, kind: str, num: np.ndarray, cat: np.ndarray, columns: tuple[list[str], list[str]]
+) -> np.ndarray:
     """The pipeline's positive-class probability or value on the feature arrays."""
     import pandas as pd
 
@@ -690,9 +744,13 @@ def verification_rows(
     n_num = len(numeric)
     if reference is not None and len(reference):
         head = reference.head(VERIFY_ROWS)
-        num = np.column_stack(
-            [np.asarray(head[c], dtype=np.float64) for c in numeric]
-        ).reshape(len(head), n_num) if n_num else np.empty((len(head), 0))
+        num = (
+            np.column_stack([np.asarray(head[c], dtype=np.float64) for c in numeric]).reshape(
+                len(head), n_num
+            )
+            if n_num
+            else np.empty((len(head), 0))
+        )
         cat = np.empty((len(head), len(categorical)), dtype=object)
         for j, c in enumerate(categorical):
             col = head[c].astype(object).to_numpy()
@@ -752,7 +810,9 @@ def verify(
     :func:`churn_serving.onnx_predictor.compare`)."""
     predictor = OnnxPredictor(graph, kind, *columns)
     got = predictor.predict(num, cat)
-    single = np.concatenate([predictor.predict(num[i : i + 1], cat[i : i + 1]) for i in range(min(16, len(num)))])
+    single = np.concatenate(
+        [predictor.predict(num[i : i + 1], cat[i : i + 1]) for i in range(min(16, len(num)))]
+    )
     result = compare(got, expected, kind, threshold)
     single_result = compare(single, expected[: len(single)], kind, threshold)
     if result["ok"] and not single_result["ok"]:
@@ -760,7 +820,9 @@ def verify(
     return result
 
 
-def read_rows(data: bytes, columns: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def read_rows(
+    data: bytes, columns: tuple[list[str], list[str]]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(num, cat, expected answers per role) from a verification Parquet file."""
     from churn_serving.model import read_verification_rows
 
@@ -774,14 +836,19 @@ def _expected_column(role: str) -> str:
     return f"expected__{role}"
 
 
-def export_models(
-    pipelines: dict[str, Any],
+def export_version(
+    artifacts: dict[str, bytes],
     models: dict[str, dict[str, Any]],
+    pipelines: dict[str, Any],
     features: dict[str, list[str]],
     reference: Any = None,
     feature_schema: dict[str, Any] | None = None,
 ) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
-    """Convert and verify every model of a version.
+    """Convert and verify every model of a version being written.
+
+    ``models`` is the manifest's role → entry map, ``artifacts`` the version's files so far
+    (the pipelines of roles missing from ``pipelines`` are loaded from there), ``reference``
+    a pandas frame with the feature columns.
 
     Returns the artifacts to store with the version (``<role>.onnx`` for each graph that
     converted, and :data:`VERIFICATION_FILE` with the verification rows and each
@@ -791,14 +858,15 @@ def export_models(
     (why the pipeline serves) and ``target_opset``.
     """
     from churn_assets.lib.deployment import sha256
+    from churn_assets.lib.models.persistence import loads_pipeline
 
     columns = (list(features["numeric"]), list(features["categorical"]))
     num, cat = verification_rows(reference, *columns, schema=feature_schema)
-    artifacts: dict[str, bytes] = {}
+    out: dict[str, bytes] = {}
     entries: dict[str, dict[str, Any]] = {}
     expected: dict[str, np.ndarray] = {}
-    for role, pipeline in pipelines.items():
-        kind = ROLE_KIND[role]
+    for role, model_entry in models.items():
+        kind = ROLE_KIND.get(role, "classifier" if role.startswith("classifier") else "regressor")
         entry: dict[str, Any] = {
             "serves": "pipeline",
             "verified": False,
@@ -807,16 +875,20 @@ def export_models(
         }
         entries[role] = entry
         try:
+            pipeline = pipelines.get(role)
+            if pipeline is None:
+                pipeline = loads_pipeline(artifacts[model_entry["file"]])
             expected[role] = pipeline_predict(pipeline, kind, num, cat, columns)
             graph = to_onnx(pipeline, *columns)
         except Exception as e:  # a model that does not convert keeps serving as a pipeline
             entry["reason"] = f"conversion failed: {type(e).__name__}: {e}"[:500]
             continue
         name = f"{role}.onnx"
-        artifacts[name] = graph
+        out[name] = graph
         entry.update(file=name, sha256=sha256(graph), output_kind=kind)
         try:
-            result = verify(graph, expected[role], kind, num, cat, columns, models[role].get("threshold"))
+            threshold = model_entry.get("threshold")
+            result = verify(graph, expected[role], kind, num, cat, columns, threshold)
         except Exception as e:
             result = {"ok": False, "reason": f"ONNX Runtime failed: {type(e).__name__}: {e}"[:500]}
         entry.update({k: v for k, v in result.items() if k != "ok"})
@@ -824,12 +896,15 @@ def export_models(
         if result["ok"]:
             entry["serves"] = "onnxruntime"
             entry.pop("reason", None)
-    artifacts[VERIFICATION_FILE] = verification_file(num, cat, columns, expected)
-    return artifacts, entries
+    out[VERIFICATION_FILE] = verification_file(num, cat, columns, expected)
+    return out, entries
 
 
 def verification_file(
-    num: np.ndarray, cat: np.ndarray, columns: tuple[list[str], list[str]], expected: dict[str, np.ndarray]
+    num: np.ndarray,
+    cat: np.ndarray,
+    columns: tuple[list[str], list[str]],
+    expected: dict[str, np.ndarray],
 ) -> bytes:
     """Verification rows and each role's pipeline answers as Parquet."""
     import pyarrow as pa
@@ -837,8 +912,12 @@ def verification_file(
 
     numeric, categorical = columns
     arrays = {c: pa.array(num[:, i], type=pa.float64()) for i, c in enumerate(numeric)}
-    arrays.update({c: pa.array(cat[:, j].tolist(), type=pa.string()) for j, c in enumerate(categorical)})
-    arrays.update({_expected_column(r): pa.array(v, type=pa.float64()) for r, v in expected.items()})
+    arrays.update(
+        {c: pa.array(cat[:, j].tolist(), type=pa.string()) for j, c in enumerate(categorical)}
+    )
+    arrays.update(
+        {_expected_column(r): pa.array(v, type=pa.float64()) for r, v in expected.items()}
+    )
     buf = io.BytesIO()
     pq.write_table(pa.table(arrays), buf)
     return buf.getvalue()
@@ -886,11 +965,17 @@ def check_version(storage: Any, manifest: dict[str, Any]) -> dict[str, Any]:
         try:
             pipeline = loads_pipeline(read(entry["file"]))
             expected = pipeline_predict(pipeline, kind, num, cat, columns)
-            result = verify(read(onnx["file"]), expected, kind, num, cat, columns, entry.get("threshold"))
+            result = verify(
+                read(onnx["file"]), expected, kind, num, cat, columns, entry.get("threshold")
+            )
             if role in stored:
                 again = compare(stored[role], expected, kind, entry.get("threshold"))
                 if not again["ok"]:
-                    result = {**result, "ok": False, "reason": "stored expectations differ from the pipeline"}
+                    result = {
+                        **result,
+                        "ok": False,
+                        "reason": "stored expectations differ from the pipeline",
+                    }
         except Exception as e:
             result = {"ok": False, "reason": f"{type(e).__name__}: {e}"[:500]}
         roles[role] = {"serves": "onnxruntime", **result}
