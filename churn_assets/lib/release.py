@@ -412,6 +412,16 @@ def release(
     pl.from_pandas(reference).write_parquet(buf)
     artifacts["reference.parquet"] = buf.getvalue()
 
+    # ONNX graph of every model, verified against its pipeline (see onnx_export)
+    from churn_assets.lib.onnx_export import export_version
+
+    onnx_artifacts, onnx_entries = export_version(
+        artifacts, models, pipelines, spec, reference, schema
+    )
+    artifacts.update(onnx_artifacts)
+    for role, entry in onnx_entries.items():
+        models[role]["onnx"] = entry
+
     base_rates = {"churn_probability": float(train["churned"].mean())}
     if "regressor" in pipelines and "total_sales" in train.columns:
         base_rates["expected_total_sales"] = float(train["total_sales"].mean())
