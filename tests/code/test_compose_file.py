@@ -127,15 +127,20 @@ def variables_read_by_code() -> set[str]:
         text = path.read_text()
         names |= set(ENV_NAME.findall(text)) | set(ENV_CALL.findall(text))
     from churn_assets.lib.settings import ChurnSettings
+    from churn_serving.settings import ServingSettings
 
-    names |= settings_variables(ChurnSettings)
-    try:
-        from churn_serving.settings import ServingSettings
-    except ImportError:  # the sidecar is optional here
-        pass
-    else:
-        names |= settings_variables(ServingSettings)
+    names |= settings_variables(ChurnSettings) | settings_variables(ServingSettings)
     return names
+
+
+def sidecar_routes(tmp_path: Path) -> set[str]:
+    """The paths the sidecar's FastAPI app serves (built without starting its threads)."""
+    from churn_assets.lib.storage import Storage
+    from churn_serving.app import create_app
+    from churn_serving.settings import ServingSettings
+
+    app = create_app(ServingSettings(), storage=Storage(str(tmp_path)), background=False)
+    return {route.path for route in app.routes}
 
 
 def settings_variables(cls) -> set[str]:
@@ -367,12 +372,9 @@ def test_commands_and_ports_match_the_code():
     sidecar = c.command("churn-serving")
     assert sidecar[1] == "serve" and option(sidecar, "--host") == "0.0.0.0"
     port = option(sidecar, "--port")
-    try:
-        from churn_serving.settings import ServingSettings
-    except ImportError:
-        pass
-    else:
-        assert int(port) == ServingSettings.model_fields["port"].default
+    from churn_serving.settings import ServingSettings
+
+    assert int(port) == ServingSettings.model_fields["port"].default
     assert f"127.0.0.1:{port}:{port}" in raw["churn-serving"]["ports"]
     from churn_assets.cli import main
 
@@ -396,15 +398,13 @@ def test_dockerfile_installs_the_instance_and_workspace():
 # -------------------------------------------------------------------- Prometheus, Grafana
 
 
-def test_prometheus_scrapes_the_sidecar():
+def test_prometheus_scrapes_the_sidecar(tmp_path):
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "churn-serving")
     port = option(compose_with_example().command("churn-serving"), "--port")
     assert job["static_configs"][0]["targets"] == [f"churn-serving:{port}"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
-    app = REPO / "churn_serving" / "app.py"
-    if app.exists():
-        assert '"/metrics"' in app.read_text()
+    assert "/metrics" in sidecar_routes(tmp_path)
     mounts = raw_compose()["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
 
@@ -458,10 +458,8 @@ def dashboard_metric_names() -> set[str]:
 
 
 def test_dashboard_queries_name_metrics_the_sidecar_exports():
-    try:
-        from churn_serving.metrics import ServingMetrics
-    except ImportError as e:
-        pytest.skip(f"sidecar metrics not available: {e}")
+    from churn_serving.metrics import ServingMetrics
+
     exported = set()
     for family in ServingMetrics().registry.collect():
         exported.add(family.name)
@@ -493,23 +491,53 @@ def test_production_instance_keeps_the_limits_of_the_default():
     assert prod["concurrency"]["pools"] == {"granularity": "run", "default_limit": 1}
 
 
+#: a typo in the production instance → (original, typo, the error it must raise, the words
+#: the message must contain so the typo can be found)
 TYPOS = {
-    "pools key": ("granularity: run", "granularty: run"),
-    "runs key": ("max_concurrent_runs: 4", "max_concurent_runs: 4"),
-    "postgres key": ("scheme: postgresql+psycopg2", "schema: postgresql+psycopg2"),
-    "granularity value": ("granularity: run", "granularity: runs"),
-    "launcher class": ("class: DefaultRunLauncher", "class: DefaultRunLaunchr"),
-    "coordinator module": ("module: dagster._core.run_coordinator", "module: dagster.nope"),
-    "top-level key": ("run_monitoring:", "run_monitorng:"),
+    "pools key": ("granularity: run", "granularty: run", "config", 'entry "granularty"'),
+    "runs key": (
+        "max_concurrent_runs: 4",
+        "max_concurent_runs: 4",
+        "config",
+        'entry "max_concurent_runs"',
+    ),
+    "postgres key": (
+        "scheme: postgresql+psycopg2",
+        "schema: postgresql+psycopg2",
+        "config",
+        'entry "schema"',
+    ),
+    "granularity value": ("granularity: run", "granularity: runs", "config", "`runs`"),
+    "launcher class": (
+        "class: DefaultRunLauncher",
+        "class: DefaultRunLaunchr",
+        "class",
+        "DefaultRunLaunchr",
+    ),
+    "coordinator module": (
+        "module: dagster._core.run_coordinator",
+        "module: dagster.nope",
+        "module",
+        "dagster.nope",
+    ),
+    "top-level key": ("run_monitoring:", "run_monitorng:", "config", 'entry "run_monitorng"'),
 }
 
 
 @pytest.mark.parametrize("typo", sorted(TYPOS))
 def test_instance_validation_catches_typos(typo, tmp_path):
-    old, new = TYPOS[typo]
+    from dagster._core.errors import DagsterInvalidConfigError
+
+    old, new, kind, words = TYPOS[typo]
+    error = {
+        "config": DagsterInvalidConfigError,
+        "class": AttributeError,
+        "module": ModuleNotFoundError,
+    }[kind]
     text = INSTANCE.read_text()
     assert old in text
-    with pytest.raises(Exception):  # noqa: B017 - config errors, import errors, check errors
+    validate_instance(text, tmp_path)  # the file as shipped is valid
+    with pytest.raises(error, match=re.escape(words)):
         validate_instance(text.replace(old, new, 1), tmp_path)
 
 
@@ -572,24 +600,19 @@ def test_helm_values_for_the_dagster_chart():
     assert "password:" not in text.lower().replace("postgresql-password", "")
 
 
-def test_sidecar_manifests():
+def test_sidecar_manifests(tmp_path):
     docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
     deployment = docs[("Deployment", "churn-serving")]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     port = int(option(container["command"], "--port"))
     assert ports == {"http": port}
-    try:
-        from churn_serving.settings import ServingSettings
-    except ImportError:
-        pass
-    else:
-        assert port == ServingSettings.model_fields["port"].default
+    from churn_serving.settings import ServingSettings
+
+    assert port == ServingSettings.model_fields["port"].default
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
-    app = REPO / "churn_serving" / "app.py"
-    if app.exists():
-        assert '"/ready"' in app.read_text() and '"/health"' in app.read_text()
+    assert {"/ready", "/health"} <= sidecar_routes(tmp_path)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     service = docs[("Service", "churn-serving")]
     assert service["spec"]["selector"].items() <= labels.items()
