@@ -234,9 +234,9 @@ class ModelBundle:
                 "registered_version": entry.get("registered_version"),
                 "loaded": p is not None,
                 "load_error": self.role_errors.get(role),
-                "runtime": p.runtime if p else None,
-                "runtime_reason": p.reason if p else None,
-                "verification": p.verification if p else None,
+                "runtime": getattr(p, "runtime", None),
+                "runtime_reason": getattr(p, "reason", None),
+                "verification": getattr(p, "verification", None),
                 "onnx": entry.get("onnx"),
             }
         return {

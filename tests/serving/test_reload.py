@@ -173,7 +173,14 @@ def test_broken_models_fall_back_level_by_level(private_deployment, tmp_path):
         s.read_bytes(f"{folder}/{n}.skops") for n in ("classifier", "classifier_fallback")
     )
     manifest = d.manifest()
-    v_champion_broken = add_version(d, replace={"classifier.skops": broken(clf)})
+    # the champion answers as its (broken) pipeline: its graph is marked as not verified
+    models = manifest["models"]
+    as_pipeline = {**models["classifier"], "onnx": {"verified": False, "reason": "test"}}
+    v_champion_broken = add_version(
+        d,
+        replace={"classifier.skops": broken(clf)},
+        manifest_changes={"models": {**models, "classifier": as_pipeline}},
+    )
     feats = features(d)
     ids = feats["customer_id"].head(20).to_list()
     body = {"records": [{"customer_id": i} for i in ids]}
@@ -191,14 +198,16 @@ def test_broken_models_fall_back_level_by_level(private_deployment, tmp_path):
         cols = [*manifest["features"]["numeric"], *manifest["features"]["categorical"]]
         frame = feats.head(20).select(cols).to_pandas()
         expected = loads_pipeline(fallback).predict_proba(frame)[:, 1]
-        np.testing.assert_allclose([p["churn_probability"] for p in preds], expected, atol=1e-9)
+        np.testing.assert_allclose([p["churn_probability"] for p in preds], expected, atol=1e-6)
 
         stats = client.get("/fallback-stats").json()
         assert stats["model_errors"]["classifier"]["count"] >= 1
         assert "column_that_does_not_exist" in stats["model_errors"]["classifier"]["last_error"]
         assert stats["by_output"]["churn_probability"]["fallback_model"] == 20
         info = client.get("/model-info").json()
-        assert info["models"]["classifier"]["fast_path"].startswith("pipeline")
+        assert info["models"]["classifier"]["runtime"] == "scikit-learn"
+        assert info["models"]["classifier"]["runtime_reason"] == "test"
+        assert info["models"]["classifier_fallback"]["runtime"] == "onnxruntime"
         text = client.get("/metrics").text
         assert (
             metric(text, 'churn_serving_fallbacks_total{level="fallback_model",output="churn_')
@@ -206,11 +215,19 @@ def test_broken_models_fall_back_level_by_level(private_deployment, tmp_path):
         )
         assert metric(text, 'churn_serving_model_errors_total{role="classifier"}') >= 1
 
+        fallback_as_pipeline = {**models["classifier_fallback"], "onnx": as_pipeline["onnx"]}
         v_both_broken = add_version(
             d,
             replace={
                 "classifier.skops": broken(clf),
                 "classifier_fallback.skops": broken(fallback),
+            },
+            manifest_changes={
+                "models": {
+                    **models,
+                    "classifier": as_pipeline,
+                    "classifier_fallback": fallback_as_pipeline,
+                }
             },
         )
         assert client.post("/admin/reload", headers=AUTH).json()["version"] == v_both_broken

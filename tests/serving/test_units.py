@@ -1,4 +1,4 @@
-"""Unit tests of the sidecar's parts: validation, fallback chain, fast path, inference log."""
+"""Unit tests of the sidecar's parts: validation, fallback chain, ONNX Runtime, inference log."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 
 from churn_assets.lib.storage import Storage
 from churn_serving.inference_log import InferenceLogger
-from churn_serving.model import LEVELS, FallbackStats, ModelBundle
-from churn_serving.predictors import Predictor
+from churn_serving.model import LEVELS, CustomerTable, FallbackStats, ModelBundle
+from churn_serving.onnx_predictor import OnnxPredictor
 from churn_serving.schema import (
     MISSING_CATEGORY,
     FeatureSchema,
@@ -301,13 +301,82 @@ def test_no_rules_means_base_rate():
 
 def test_fallback_stats_counts_levels():
     stats = FallbackStats()
-    stats.add(np.array([3, 1, 0, 0]), np.array([4, 0, 0, 0]), 4)
+    stats.add(np.array([3, 1, 0, 0, 0]), np.array([4, 0, 0, 0, 0]), 4)
     snap = stats.snapshot()
     assert snap["by_output"]["churn_probability"]["fallback_model"] == 1
     assert snap["fallback_share"]["churn_probability"] == pytest.approx(0.25)
 
 
-# -------------------------------------------------------------------------- fast path
+def test_a_version_without_value_model_answers_null_sales_at_no_value_model():
+    churn_only = {
+        **MANIFEST,
+        "models": {k: v for k, v in MANIFEST["models"].items() if k.startswith("classifier")},
+        "base_rates": {"churn_probability": 0.2},
+        "has_value_model": False,
+    }
+    b = ModelBundle(
+        version="v1",
+        manifest=churn_only,
+        pointer={"version": "v1"},
+        schema=FeatureSchema(churn_only),
+        predictors={"classifier": Const(0.7), "classifier_fallback": Const(0.2)},
+        stats=FallbackStats(),
+    )
+    assert not b.has_value_model
+    r = b.predict_arrays(*arrays([10.0, 500.0]))
+    assert r.churn_probability.tolist() == [0.7, 0.7]
+    assert np.isnan(r.expected_total_sales).all()
+    assert [LEVELS[i] for i in r.sales_level] == ["no_value_model"] * 2
+    assert b.describe()["has_value_model"] is False
+
+
+def test_customer_table_fills_missing_category_shares_and_ignores_extra_columns():
+    import pyarrow as pa
+
+    manifest = {
+        "features": {
+            "numeric": ["orders_90d", "cat_share_books", "cat_share_games"],
+            "categorical": ["plan"],
+        },
+        "feature_schema": {},
+    }
+    schema = FeatureSchema(manifest)
+    table = pa.table(
+        {
+            "customer_id": ["a", "b"],
+            "orders_90d": [3, None],
+            "cat_share_books": [0.5, 1.0],
+            "cat_share_toys": [0.5, 0.0],  # a category the version does not know
+            "plan": ["x", None],
+        }
+    )
+    t = CustomerTable.from_frame(table, schema, "mem", None)
+    num, cat = t.lookup(["b", "a"], [0, 1])
+    np.testing.assert_array_equal(num[1], [3.0, 0.5, 0.0])
+    assert np.isnan(num[0, 0]) and num[0, 2] == 0.0
+    assert cat[:, 0].tolist() == [MISSING_CATEGORY, "x"]
+    with pytest.raises(ValueError, match="orders_90d"):
+        CustomerTable.from_frame(table.drop_columns(["orders_90d"]), schema, "mem", None)
+
+
+def test_records_in_the_source_column_names_are_accepted():
+    schema = FeatureSchema(MANIFEST, aliases={"Age": "age", "Plan": "plan", "age": "age"})
+    by_source = record()
+    by_source["Age"] = by_source.pop("age")
+    by_source["Plan"] = by_source.pop("plan")
+    num, cat, _ = schema.to_arrays([by_source, record()], [0, 1])
+    np.testing.assert_array_equal(num[0], num[1])
+    assert cat[0].tolist() == cat[1].tolist()
+    described = schema.describe()
+    assert described["source_names"] == {"age": "Age", "plan": "Plan"}
+    assert described["fields"]["age"]["source_name"] == "Age"
+    both = {**record(), "Age": 41}  # the same feature twice: the source name is unknown
+    with pytest.raises(RequestError) as e:
+        schema.to_arrays([both], [0])
+    assert [d["field"] for d in e.value.detail] == ["Age"]
+
+
+# ---------------------------------------------------------------------- ONNX Runtime
 
 
 @pytest.fixture(autouse=True)
@@ -336,76 +405,24 @@ def zoo_data():
     return frame, spec, np.vstack([num, probe_num]), np.vstack([cat, probe_cat])
 
 
-CLASSIFIERS = ["logistic_regression", "lightgbm", "xgboost", "hist_gradient_boosting"]
-REGRESSORS = ["naive_baseline", "ridge", "poly_ridge", "lightgbm_tweedie", "hgb_log_target"]
-
-
-@pytest.mark.parametrize(
-    ("kind", "name"),
-    [("classifier", n) for n in [*CLASSIFIERS, "ensemble"]]
-    + [("regressor", n) for n in REGRESSORS],
-)
-def test_fast_path_equals_the_pipeline(zoo_data, kind, name):
-    from churn_assets.lib.models.classification import build_classifier, build_ensemble
-    from churn_assets.lib.models.regression import build_regressor
-
-    frame, spec, num, cat = zoo_data
-    if kind == "classifier":
-        y = frame["churned"].to_numpy()
-        if name == "ensemble":
-            members = {n: build_classifier(n, spec, y_train=y) for n in CLASSIFIERS[:2]}
-            pipeline = build_ensemble(members)
-        else:
-            pipeline = build_classifier(name, spec, y_train=y)
-    else:
-        y = frame["total_sales"].to_numpy()
-        pipeline = build_regressor(name, spec)
-    pipeline.fit(frame, y)
-    p = Predictor(name, pipeline, kind, spec.numeric, spec.categorical)
-    p.verify(num[:200], cat[:200])
-    assert p.fast_path == "compiled"
-    got = p.predict(num, cat)
-    expected = p.predict_pipeline(num, cat)
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    single = np.concatenate([p.predict(num[i : i + 1], cat[i : i + 1]) for i in (0, 505, 515)])
-    np.testing.assert_allclose(single, expected[[0, 505, 515]], rtol=1e-9, atol=1e-12)
-
-
-def test_unknown_steps_use_the_pipeline_and_a_wrong_fast_path_is_refused(zoo_data):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    from churn_assets.lib.models.preprocessing import frame_cleaner, linear_preprocessor
+def test_onnx_batches_on_more_threads_give_the_same_answers(zoo_data):
+    from churn_assets.lib.models.classification import build_classifier
+    from churn_assets.lib.onnx_export import to_onnx
+    from churn_serving import onnx_predictor
 
     frame, spec, num, cat = zoo_data
     y = frame["churned"].to_numpy()
-    odd = Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", linear_preprocessor(spec)),
-            ("square", FunctionTransformer(np.square)),
-            ("model", LogisticRegression(max_iter=500)),
-        ]
-    ).fit(frame, y)
-    p = Predictor("odd", odd, "classifier", spec.numeric, spec.categorical)
-    assert p.fast_path.startswith("pipeline (") and "FunctionTransformer" in p.fast_path
-    np.testing.assert_allclose(
-        p.predict(num, cat), odd.predict_proba(frame_of(num, cat, spec))[:, 1]
-    )
-
-    good = Pipeline(
-        [
-            ("clean", frame_cleaner(spec)),
-            ("prep", linear_preprocessor(spec)),
-            ("m", LogisticRegression()),
-        ]
-    ).fit(frame, y)
-    p = Predictor("good", good, "classifier", spec.numeric, spec.categorical)
-    real = p.fast
-    p.fast = lambda n, c: real(n, c) + 1e-6  # a fast path that drifts is not used
-    p.verify(num[:50], cat[:50])
-    assert p.fast is None and "differs" in p.fast_path
+    pipeline = build_classifier("lightgbm", spec, y_train=y).fit(frame, y)
+    graph = to_onnx(pipeline, spec.numeric, spec.categorical)
+    one = OnnxPredictor(graph, "classifier", spec.numeric, spec.categorical)
+    two = OnnxPredictor(graph, "classifier", spec.numeric, spec.categorical, batch_threads=2)
+    assert two.batch_session is not two.session
+    big = np.repeat(num, 5, axis=0), np.repeat(cat, 5, axis=0)
+    assert len(big[0]) >= onnx_predictor.BATCH_MIN_ROWS
+    np.testing.assert_array_equal(two.predict(*big), one.predict(*big))
+    np.testing.assert_array_equal(two.predict(num[:1], cat[:1]), one.predict(num[:1], cat[:1]))
+    expected = pipeline.predict_proba(frame_of(num, cat, spec))[:, 1]
+    np.testing.assert_allclose(one.predict(num, cat), expected, rtol=0, atol=1e-6)
 
 
 def frame_of(num: np.ndarray, cat: np.ndarray, spec: Any) -> Any:
@@ -522,18 +539,3 @@ def test_settings_from_environment(monkeypatch):
     assert not s.admin_enabled
     monkeypatch.setenv("CHURN_SERVING_ADMIN_TOKEN", "t0ken")
     assert ServingSettings().admin_enabled
-
-
-def test_lightgbm_batch_threads_give_the_same_answers(zoo_data, monkeypatch):
-    from churn_assets.lib.models.classification import build_classifier
-    from churn_serving import predictors
-
-    frame, spec, num, cat = zoo_data
-    y = frame["churned"].to_numpy()
-    pipeline = build_classifier("lightgbm", spec, y_train=y).fit(frame, y)
-    p = Predictor("lgbm", pipeline, "classifier", spec.numeric, spec.categorical)
-    one_thread = p.predict(num, cat)
-    monkeypatch.setattr(predictors, "BATCH_THREADS", predictors.BatchThreads(2, 10))
-    p = Predictor("lgbm", pipeline, "classifier", spec.numeric, spec.categorical)
-    np.testing.assert_array_equal(p.predict(num, cat), one_thread)
-    np.testing.assert_array_equal(p.predict(num[:1], cat[:1]), one_thread[:1])
