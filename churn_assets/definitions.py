@@ -5,7 +5,10 @@ import os
 import dagster as dg
 
 from churn_assets.deployment import assets as deployment_assets
-from churn_assets.deployment.checks import served_models_above_floors
+from churn_assets.deployment.checks import (
+    served_graphs_match_pipelines,
+    served_models_above_floors,
+)
 from churn_assets.features import assets as feature_assets
 from churn_assets.features.checks import customer_features_valid
 from churn_assets.io_managers import ChurnIOManager
@@ -41,6 +44,7 @@ def build_definitions(
             churn_champion_above_floor,
             value_champion_beats_naive,
             served_models_above_floors,
+            served_graphs_match_pipelines,
         ],
         jobs=[ingest_and_features_job, monitoring_job, retraining_job, rollback_deployment_job],
         schedules=[retraining_schedule(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON)],

@@ -39,3 +39,33 @@ def served_models_above_floors(
         description=f"{version}: " + "; ".join(problems or notes),
         metadata={"version": version, "value_model": "regressor" in manifest["models"]},
     )
+
+
+@dg.asset_check(asset=deployed_model_version, blocking=True)
+def served_graphs_match_pipelines(
+    platform: ChurnPlatform, deployed_model_version: dict[str, Any]
+) -> dg.AssetCheckResult:
+    """Every model of the deployed version answers like its pipeline: its ONNX graph agrees
+    again with the stored pipeline on the version's verification rows (reference sample plus
+    probes: missing numerics, unseen categories, extreme values) within 1e-6 with identical
+    labels, or the manifest records that the pipeline serves it and why."""
+    from churn_assets.lib import deployment as dep
+    from churn_assets.lib.onnx_export import check_version
+
+    version = deployed_model_version.get("version")
+    if not version:
+        return dg.AssetCheckResult(passed=False, description="nothing is deployed")
+    storage = platform.storage()
+    result = check_version(storage, dep.read_manifest(storage, version))
+    served = {role: r.get("serves") for role, r in result["roles"].items()}
+    notes = [
+        f"{role}: {r['serves']}"
+        + (f" (max |Δ| {r['max_abs_diff']:.2g})" if r.get("max_abs_diff") is not None else "")
+        + (f" ({r['reason']})" if r["serves"] == "pipeline" else "")
+        for role, r in result["roles"].items()
+    ]
+    return dg.AssetCheckResult(
+        passed=result["passed"],
+        description=f"{version}: " + "; ".join(result["problems"] or notes),
+        metadata={"version": version, "served_by": served},
+    )

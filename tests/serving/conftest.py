@@ -54,6 +54,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         run = run_graph(small_synthetic(storage, tmp))
         assert run.result.success
+        graphs = run.check("deployed_model_version", "served_graphs_match_pipelines")
+        assert graphs.passed, graphs.description
     finally:
         mp.undo()
     version = dep.read_current(Storage(str(storage / DATASET)))["version"]
