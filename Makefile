@@ -58,7 +58,7 @@ bench: install system-deps  ## benchmarks: ratios against references measured in
 	$(BIN)/churn bench drift --json
 	$(BIN)/churn bench serving --json
 	$(BIN)/python benchmarks/import_time.py
-	$(BIN)/python -m benchmarks.training --json
+	$(BIN)/churn bench training --customers 10000 --json
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,91 +1,222 @@
-"""Training time of the default classification model set on 10k rows x ~30 features.
+"""Training cost of the model sets: the staged procedure vs the exhaustive one, same data.
 
-Reported against the logistic-regression candidate's own time in the same run (the cheapest
-candidate: the ratio says what the full default set costs on top of a linear baseline), and
-with the champion's holdout ROC-AUC so a faster set that learns less is visible.
+``run(customers=N)`` generates N synthetic customers, materializes the graph up to
+``training_set`` in a temporary storage directory (not timed against the targets), then
+trains each model set with each procedure in a fresh subprocess (so a peak RSS belongs to
+one procedure) and reports wall and CPU seconds, peak RSS, per-phase and per-candidate
+seconds and the champion's holdout metrics side by side.
 
-    python -m benchmarks.training --json
+    python -m benchmarks.training --customers 10000 --json
+    python -m benchmarks.training --training-set path/to/training_set.parquet --json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+KINDS = ("classification", "regression")
+PROCEDURES = ("staged", "exhaustive")
+#: Targets on 2 cores (see the benchmark README): champion ROC-AUC within this of the
+#: exhaustive procedure's.
+ROC_AUC_TOLERANCE = 0.005
 
 
-def wide_frame(n: int = 10_000, seed: int = 5, n_noise: int = 20) -> pd.DataFrame:
-    """A ``customer_features``-like frame: a few informative features, ``n_noise`` noise
-    columns and three 12-level categoricals (about 30 features in all)."""
-    rng = np.random.default_rng(seed)
-    recency = rng.integers(0, 365, n).astype(float)
-    frequency = rng.poisson(6, n).astype(float)
-    plan = rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2])
-    plan_effect = pd.Series(plan).map({"basic": 0.6, "plus": 0.0, "pro": -0.6}).to_numpy()
-    logit = -2.3 + 0.012 * recency - 0.12 * frequency + plan_effect
-    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    monetary = rng.lognormal(3.5, 0.8, n)
-    frame = pd.DataFrame(
-        {
-            "customer_id": [f"C{i:06d}" for i in range(n)],
-            "recency_days": recency,
-            "frequency": frequency,
-            "monetary": monetary,
-            "age": rng.integers(18, 80, n).astype(float),
-            "is_business": rng.random(n) < 0.2,
-            "plan": plan,
-            "region": rng.choice(["north", "south", "east", "west"], n),
-            "cutoff": pd.Timestamp("2024-01-01"),
-            "churned": churned,
-            "total_sales": monetary * (1 + frequency) * (1 - churned * 0.8),
-        }
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_training_set(customers: int, workdir: Path, seed: int = 42) -> dict[str, Any]:
+    """Generate ``customers`` synthetic customers under ``workdir`` and materialize the graph
+    up to ``training_set`` there; return its path and the seconds each step took."""
+    storage = workdir / "storage"
+    env = {**os.environ, "CHURN_STORAGE_URL": str(storage), "CHURN_DATASET": "synthetic"}
+    code = (
+        "import json, sys, time\n"
+        "import dagster as dg\n"
+        "from churn_assets.definitions import build_definitions\n"
+        "from churn_assets.io_managers import ChurnIOManager\n"
+        "from churn_assets.lib.generator import generate\n"
+        "from churn_assets.lib.settings import get_settings, join_url\n"
+        "from churn_assets.resources import ChurnPlatform\n"
+        "s = get_settings()\n"
+        "url = join_url(s.resolved_landing_url, 'synthetic')\n"
+        "t = time.perf_counter()\n"
+        f"summary = generate(url, customers={customers}, seed={seed}, "
+        "storage_options=s.storage_options(url))\n"
+        "gen = time.perf_counter() - t\n"
+        "defs = build_definitions(ChurnPlatform(dataset='synthetic'), "
+        "ChurnIOManager(dataset='synthetic'))\n"
+        "keys = ['raw_customers', 'raw_transactions', 'customer_features', 'training_set']\n"
+        "job = defs.resolve_implicit_global_asset_job_def().get_subset(\n"
+        "    asset_selection={dg.AssetKey(k) for k in keys})\n"
+        "t = time.perf_counter()\n"
+        "res = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), "
+        "raise_on_error=True)\n"
+        "steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in res.all_events\n"
+        "         if e.event_type_value == 'STEP_SUCCESS'}\n"
+        "print(json.dumps({'transactions': summary.transactions, 'generate_seconds': gen,\n"
+        "                  'graph_seconds': time.perf_counter() - t, 'steps': steps}))\n"
     )
-    for j in range(n_noise):
-        frame[f"noise_{j}"] = rng.normal(size=n)
-    for j in range(3):
-        frame[f"cat_{j}"] = rng.choice([f"v{i}" for i in range(12)], n)
-    return frame
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    info["training_set"] = str(storage / "synthetic" / "assets" / "training_set.parquet")
+    return info
 
 
-def train(frame: pd.DataFrame, name: str) -> dict[str, Any]:
-    """Train the default classification set on ``frame``; seconds, ratio and quality."""
-    from churn_assets.lib.models.classification import train_classification_set
-    from churn_assets.lib.models.spec import FeatureSpec
-    from churn_assets.lib.models.splits import split_snapshot
+def train_worker(training_set: str, kind: str, procedure: str) -> dict[str, Any]:
+    """Train one model set with one procedure in this process; return its measurements."""
+    import polars as pl
 
-    spec = FeatureSpec.infer(frame)
-    start = time.perf_counter()
-    result = train_classification_set(split_snapshot(frame, seed=42), spec, seed=42)
-    seconds = time.perf_counter() - start
-    reference = result.get("logistic_regression").train_seconds
+    from benchmarks.measure import peak_rss_mb
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import to_splits
+    from churn_assets.lib.model_sets import train_model_set
+
+    cfg = load_dataset_config("synthetic")
+    splits = to_splits(pl.read_parquet(training_set))
+    cpu0 = _cpu_seconds()
+    started = time.perf_counter()
+    result, _ = train_model_set(kind, cfg, splits, policy=procedure)
+    seconds = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu0
+    champ = result.champion_result
+    keep = ("roc_auc", "pr_auc", "f1", "brier", "r2", "r2_gain_vs_naive", "rmse", "mae")
     return {
-        "data": name,
-        "rows": len(frame),
-        "features": len(spec.columns),
-        "seconds": round(seconds, 2),
-        "reference": "logistic_regression candidate (fit + CV), same run",
-        "reference_seconds": round(reference, 2),
-        "ratio_to_reference": round(seconds / reference, 1) if reference else None,
-        "per_candidate_seconds": {c.name: round(c.train_seconds, 2) for c in result.candidates},
+        "kind": kind,
+        "procedure": procedure,
+        "rows": {name: len(frame) for name, frame in splits.items()},
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": peak_rss_mb(),
         "champion": result.champion,
-        "champion_roc_auc": round(float(result.champion_result.metrics["roc_auc"]), 4),
+        "holdout": {k: v for k, v in champ.metrics.items() if k in keep},
+        "cv": champ.cv,
+        "phases": result.selection.get("seconds", {}),
+        "selection": {
+            k: result.selection.get(k)
+            for k in ("rule", "finalists", "excluded", "refit", "fallback_to_naive")
+        },
+        "candidates": {
+            c.name: {
+                "train_seconds": round(c.train_seconds, 3),
+                "cv_seconds": round(c.cv_seconds, 3),
+                "fit_rows": c.fit_rows,
+                "stage": c.stage,
+                "holdout": c.metrics.get(result.primary_metric),
+            }
+            for c in result.candidates
+        },
     }
 
 
-def run(rows: int = 10_000) -> dict[str, Any]:
-    return train(wide_frame(rows), f"synthetic {rows} rows")
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def main() -> None:
+def _run_worker(training_set: str, kind: str, procedure: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.training", "--worker"]
+    cmd += ["--training-set", training_set, "--kind", kind, "--procedure", procedure]
+    started = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - started
+    return result
+
+
+def compare(staged: dict[str, Any], exhaustive: dict[str, Any]) -> dict[str, Any]:
+    """Speed-up, CPU and memory ratios and the champion's holdout difference."""
+    out: dict[str, Any] = {
+        "speedup": exhaustive["seconds"] / staged["seconds"],
+        "cpu_ratio": exhaustive["cpu_seconds"] / staged["cpu_seconds"],
+        "memory_ratio": exhaustive["peak_rss_mb"] / staged["peak_rss_mb"],
+    }
+    for metric in ("roc_auc", "r2", "r2_gain_vs_naive"):
+        if metric in staged["holdout"] and metric in exhaustive["holdout"]:
+            out[f"{metric}_delta"] = staged["holdout"][metric] - exhaustive["holdout"][metric]
+    if "roc_auc_delta" in out:
+        out["roc_auc_within_tolerance"] = out["roc_auc_delta"] >= -ROC_AUC_TOLERANCE
+    return out
+
+
+def run(
+    customers: int = 10_000,
+    *,
+    training_set: str | None = None,
+    procedures: tuple[str, ...] = PROCEDURES,
+    kinds: tuple[str, ...] = KINDS,
+) -> dict[str, Any]:
+    """The benchmark (see the module docstring); ``training_set`` skips data generation."""
+    report: dict[str, Any] = {"customers": customers, "environment": _environment()}
+    with tempfile.TemporaryDirectory(prefix="churn-bench-training-") as tmp:
+        if training_set is None:
+            _log(f"generating {customers:,} customers and building the training set ...")
+            data = build_training_set(customers, Path(tmp))
+            training_set = data.pop("training_set")
+            report["data"] = data
+        else:
+            report["customers"] = None
+        report["training_set"] = training_set
+        for kind in kinds:
+            block: dict[str, Any] = {}
+            for procedure in procedures:
+                _log(f"{kind}: {procedure} procedure ...")
+                block[procedure] = _run_worker(training_set, kind, procedure)
+            if set(PROCEDURES) <= set(block):
+                block["comparison"] = compare(block["staged"], block["exhaustive"])
+            report[kind] = block
+    staged = [report[k]["staged"] for k in kinds if "staged" in report[k]]
+    report["staged_total"] = {
+        "seconds": sum(r["seconds"] for r in staged),
+        "cpu_seconds": sum(r["cpu_seconds"] for r in staged),
+        "peak_rss_mb": max((r["peak_rss_mb"] for r in staged), default=0.0),
+    }
+    report["environment"]["load_average_after"] = list(os.getloadavg())
+    return report
+
+
+def _environment() -> dict[str, Any]:
+    from churn_assets.lib.models._common import available_cpus, training_threads
+
+    return {
+        "cpus": available_cpus(),
+        "training_threads": training_threads(),
+        "load_average_before": list(os.getloadavg()),
+        "python": sys.version.split()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--training-set", default=None)
+    parser.add_argument("--procedure", choices=PROCEDURES, action="append")
+    parser.add_argument("--kind", choices=KINDS, action="append")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    print(json.dumps(run(args.rows), indent=None if args.json else 2))
+    args = parser.parse_args(argv)
+    if args.worker:
+        result = train_worker(args.training_set, args.kind[0], args.procedure[0])
+        print(json.dumps(result, default=float))
+        return
+    report = run(
+        args.customers,
+        training_set=args.training_set,
+        procedures=tuple(args.procedure or PROCEDURES),
+        kinds=tuple(args.kind or KINDS),
+    )
+    print(json.dumps(report, indent=None if args.json else 2, default=float))
 
 
 if __name__ == "__main__":

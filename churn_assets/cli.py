@@ -216,6 +216,28 @@ def bench_serving(as_json: bool, seconds: float) -> None:
     click.echo(json.dumps(run(seconds=seconds), indent=None if as_json else 2))
 
 
+@bench.command("training")
+@click.option("--customers", default=10_000, show_default=True, help="Synthetic customers.")
+@click.option("--training-set", default=None, help="Use this training_set.parquet instead.")
+@click.option(
+    "--procedure",
+    "procedures",
+    type=click.Choice(["staged", "exhaustive"]),
+    multiple=True,
+    help="Procedure(s) to run (default: both, side by side).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def bench_training(
+    customers: int, training_set: str | None, procedures: tuple[str, ...], as_json: bool
+) -> None:
+    """Model-set training: the staged procedure vs the exhaustive one on the same data
+    (wall, CPU, peak RSS, per-phase and per-candidate seconds, champion holdout metrics)."""
+    from benchmarks.training import PROCEDURES, run
+
+    report = run(customers, training_set=training_set, procedures=procedures or PROCEDURES)
+    click.echo(json.dumps(report, indent=None if as_json else 2, default=float))
+
+
 @main.command()
 @click.option("--host", default=None, help="Bind address (default CHURN_SERVING_HOST).")
 @click.option("--port", default=None, type=int, help="Port (default CHURN_SERVING_PORT).")

@@ -139,10 +139,13 @@ def test_screen_on_a_subsample_of_a_large_train_split(
     assert (sel["screen_rows"], sel["cv_rows"]) == (300, 240)
     assert len(sel["finalists"]) == 3 and sel["finalists"][-1] == "ensemble"
     for cand in res.candidates:
-        if cand.stage == "screened":
-            assert cand.fit_rows == 300 and cand.cv == {}
-        elif cand.stage == "finalist" and cand.name != "ensemble":
-            assert cand.fit_rows == n_train and cand.cv
+        finalist = cand.name in sel["finalists"]
+        if cand.stage != "refit":  # screened and finalists keep their subsample fit
+            assert cand.fit_rows == 300 and bool(cand.cv) == finalist, cand.name
+    # only the champion and the fallback see every row: train + validation
+    assert sel["refit"] == list(dict.fromkeys([res.champion, "logistic_regression"]))
+    for name in sel["refit"]:
+        assert res.get(name).fit_rows == n_train + len(splits["validation"])
     assert res.champion in sel["finalists"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from churn_assets.cli import main
@@ -41,9 +42,21 @@ def test_evaluate_reports_spread_over_split_seeds(isolated_env, tmp_path, monkey
         assert len(champ["values"]) == 3 and champ["min"] <= champ["mean"] <= champ["max"]
         # other customers in the holdout: other scores
         assert champ["sd"] > 0
-        for i, name in enumerate(block["champions"]):
-            assert champ["values"][i] == block["candidates"][name][metric]["values"][i]
-    assert "r2_gain_vs_naive" in report["regression"]["champion"]
+        # candidates as fitted on train; the champion refitted on train + validation
+        assert set(block["champions"]) <= set(block["candidates"])
+        crit = block["criteria"]
+        best = block["candidates"][crit["best_single_candidate"]][metric]["mean"]
+        assert crit["best_single_mean"] == best
+        assert crit["shortfall"] == pytest.approx(best - champ["mean"])
+        assert crit["within_tolerance"] == (crit["shortfall"] <= 0.01)
+    reg = report["regression"]
+    assert 0 <= reg["fallbacks_to_naive"] <= 3
+    gains = reg["champion"]["r2_gain_vs_naive"]
+    assert reg["criteria"]["gain_never_negative"] == (gains["min"] >= 0)
+    # a fallback to the naive baseline gains exactly nothing
+    for name, gain in zip(reg["champions"], gains["values"], strict=True):
+        if name == "naive_baseline":
+            assert gain == 0.0
 
 
 def test_split_seed_only_moves_the_random_part(isolated_env, tmp_path) -> None:

@@ -386,17 +386,7 @@ def train_classification_set(
     seconds["screen"] = time.perf_counter() - started
     screen_scores = {n: val_score(f.p_va) for n, f in fits.items()}
     finalists = selection.rank(screen_scores, greater)[: pol.finalists]
-    if screen is not None:  # 2. finalists on the whole train split
-        started = time.perf_counter()
-        full = _common.run_parallel(
-            [fit_task(n, X_tr, y_tr) for n in finalists], workers, 1 if workers > 1 else threads
-        )
-        for name, fit in zip(finalists, full, strict=True):
-            fit.seconds += fits[name].seconds
-            fits[name] = fit
-        seconds["finalists_fit"] = time.perf_counter() - started
-
-    # 3. CV of the finalists (out-of-fold probabilities; the ensemble's come from its members)
+    # 2. CV of the finalists (out-of-fold probabilities; the ensemble's come from its members)
     cv_rows = (
         selection.subsample_positions(n_tr, pol.cv_max_rows, seed, y_tr) if pol.staged else None
     )
@@ -465,7 +455,7 @@ def train_classification_set(
             pipeline,
             {"estimator": "VotingClassifier", "voting": "soft", "members": members},
             sum(fits[m].seconds for m in members),
-            n_tr,
+            fits[members[0]].rows,
             p_va,
         )
         results.append(candidate(ENSEMBLE, fit, "finalist"))
@@ -518,14 +508,17 @@ def train_classification_set(
     simple = {n: s for n, s in val.items() if n in SIMPLE_CANDIDATES}
     best_simple = _common.select_best(simple, greater) if simple else champion
 
-    # 4. refit the champion and the serving fallback on train + validation
+    # 3. final fit: the champion and the serving fallback on train + validation
     refit: list[str] = []
-    if pol.staged and pol.refit:
+    if pol.staged:
         started = time.perf_counter()
-        X_all = pd.concat([X_tr, X_va])  # noqa: N806
-        y_all = np.concatenate([y_tr, y_va])
+        # without the refit, a champion screened on a subsample still gets all of train
+        X_all = pd.concat([X_tr, X_va]) if pol.refit else X_tr  # noqa: N806
+        y_all = np.concatenate([y_tr, y_va]) if pol.refit else y_tr
         for name in dict.fromkeys([champion, best_simple]):
             res = by_name[name]
+            if res.fit_rows == len(y_all):
+                continue
             if name == ENSEMBLE:
                 members = res.params["members"]
                 refits = _common.run_parallel(
@@ -544,7 +537,7 @@ def train_classification_set(
                 y_ho, _positive_proba(pipeline, X_ho), res.threshold
             )
             res.fit_rows = len(y_all)
-            res.stage = "refit"
+            res.stage = "refit" if pol.refit else "finalist"
             refit.append(name)
         seconds["refit"] = time.perf_counter() - started
     record["refit"] = refit

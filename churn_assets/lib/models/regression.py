@@ -336,16 +336,7 @@ def train_regression_set(
     val = {n: regression_metrics(y_va, f.p_va) for n, f in fits.items()}
     screen_scores = {n: val[n][primary_metric] for n in models}
     finalists = selection.rank(screen_scores, greater)[: pol.finalists]
-    if screen is not None:  # 2. finalists on the whole train split
-        started = time.perf_counter()
-        full = _common.run_parallel([fit_task(n, X_tr, y_tr) for n in finalists], workers, each)
-        for name, fit in zip(finalists, full, strict=True):
-            fit.seconds += fits[name].seconds
-            fits[name] = fit
-            val[name] = regression_metrics(y_va, fit.p_va)
-        seconds["finalists_fit"] = time.perf_counter() - started
-
-    # 3. CV of the finalists and of the naive baseline (same folds)
+    # 2. CV of the finalists and of the naive baseline (same folds)
     cv_rows = selection.subsample_positions(n_tr, pol.cv_max_rows, seed) if pol.staged else None
     X_cv, y_cv = (X_tr, y_tr) if cv_rows is None else (X_tr.iloc[cv_rows], y_tr[cv_rows])  # noqa: N806
     folds = (
@@ -466,14 +457,17 @@ def train_regression_set(
     simple = {k: v[primary_metric] for k, v in val.items() if k in SIMPLE_CANDIDATES}
     best_simple = _common.select_best(simple, greater)
 
-    # 4. refit the champion and the serving fallback on train + validation
+    # 3. final fit: the champion and the serving fallback on train + validation
     refit: list[str] = []
-    if pol.staged and pol.refit:
+    if pol.staged:
         started = time.perf_counter()
-        X_all = pd.concat([X_tr, X_va])  # noqa: N806
-        y_all = np.concatenate([y_tr, y_va])
+        # without the refit, a champion screened on a subsample still gets all of train
+        X_all = pd.concat([X_tr, X_va]) if pol.refit else X_tr  # noqa: N806
+        y_all = np.concatenate([y_tr, y_va]) if pol.refit else y_tr
         for name in dict.fromkeys([champion, best_simple]):
             res = by_name[name]
+            if res.fit_rows == len(y_all):
+                continue
             pipeline = _common.run_parallel(
                 [_refit_task(build(name, len(y_all)), X_all, y_all)], 1, threads
             )[0]
@@ -481,7 +475,7 @@ def train_regression_set(
             res.pipeline = pipeline
             res.metrics = regression_metrics(y_ho, pipeline.predict(X_ho))
             res.fit_rows = len(y_all)
-            res.stage = "refit"
+            res.stage = "refit" if pol.refit else "finalist"
             refit.append(name)
         seconds["refit"] = time.perf_counter() - started
     naive_before = naive.metrics_before_refit or naive.metrics

@@ -3,18 +3,22 @@
 The **staged** procedure (the default) trains the same candidates as the exhaustive one with
 less work, and picks the champion on two estimates instead of one:
 
-1. *screen*: every candidate is fitted once on TRAIN (on a seeded subsample of at most
-   ``screen_max_rows`` rows when train is larger) and scored on VALIDATION;
-2. *finalists*: the best ``finalists`` candidates on validation are fitted on the whole of
-   TRAIN (when the screen used a subsample) and cross-validated on TRAIN (k-fold on at most
-   ``cv_max_rows`` rows); the others are reported but excluded ("screened out");
+1. *screen*: every candidate is fitted once on TRAIN (on a seeded, stratified subsample of
+   at most ``screen_max_rows`` rows when train is larger) and scored on VALIDATION;
+2. *finalists*: the best ``finalists`` candidates on validation are cross-validated on
+   TRAIN (k-fold on at most ``cv_max_rows`` rows); the others are reported but excluded
+   ("screened out");
 3. *selection*: the champion is the finalist with the best combined score, the mean of its
    validation score and its CV mean (one estimate on later / other customers, one over
    several folds: a single split of a heavy-tailed target can be dominated by a handful of
    customers);
-4. *refit*: the champion (and the best simple candidate, the serving fallback) is refitted
-   on TRAIN + VALIDATION; its decision threshold was chosen on validation before the refit;
-   the holdout, never used for a choice, scores the refitted pipeline.
+4. *final fit*: the champion (and the best simple candidate, the serving fallback) is
+   refitted on TRAIN + VALIDATION, the only fits that see all the rows; its decision
+   threshold was chosen on validation before the refit; the holdout, never used for a
+   choice, scores the refitted pipeline.
+
+Above the row caps the cost of steps 1-2 no longer grows with the data; only the final fit
+does.  The forests' trees draw at most ``forest_max_samples`` rows each.
 
 The **exhaustive** procedure is the previous one, kept for comparison (``churn bench
 training`` runs both): every candidate fitted on all of train and cross-validated, the
