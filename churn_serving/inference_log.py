@@ -22,6 +22,7 @@ blocks or fails a request.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import os
 import threading
@@ -113,67 +114,59 @@ class LogBatch:
         self.n += n
 
     def to_frame(self) -> Any:
-        """The batch as a polars frame (one row per record), built mostly on polars' side
-        (gathers and casts) so that the writer thread holds the GIL as little as possible."""
+        """The batch as a pyarrow table (one row per record), built mostly on Arrow's side
+        (takes and casts) so that the writer thread holds the GIL as little as possible."""
         if self.frame is not None:
             return self.frame
-        import polars as pl
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
         counts = self.counts
         a = {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in self.arrays.items()}
         per_request = np.repeat(np.arange(len(counts), dtype=np.uint32), counts)
         micros = np.repeat(np.asarray(self.logged_at) * 1e6, counts).astype(np.int64)
 
-        def named(name: str, values: list[str], codes: np.ndarray) -> pl.Series:
-            return pl.Series(name, values, dtype=pl.Utf8).gather(pl.Series(codes.astype(np.uint32)))
+        def named(values: list[str], codes: np.ndarray) -> pa.Array:
+            return pc.take(pa.array(values, type=pa.string()), pa.array(codes.astype(np.uint32)))
 
         unseen: list[str | None] = [None] * self.n
         for offset, values in self.unseen:
             unseen[offset : offset + len(values)] = values
         starts = np.repeat(np.cumsum([0, *counts[:-1]]), counts)
-        columns = [
-            pl.Series("logged_at", micros.astype("datetime64[us]")),
-            named("request_id", self.request_id, per_request),
-            pl.Series("record", (np.arange(self.n) - starts).astype(np.int32)),
-            pl.Series("customer_id", self.customer_id, dtype=pl.Utf8),
-            named("source", ["features", "lookup"], a["is_lookup"]),
-            named("model_version", self.model_version, per_request),
-            pl.Series("churn_probability", a["churn_probability"].astype(np.float64)),
-            pl.Series("churn_label", a["churn_label"].astype(np.int8)),
-            pl.Series("threshold", a["threshold"].astype(np.float64)),
-            pl.Series("expected_total_sales", a["expected_total_sales"].astype(np.float64)),
-            named("churn_level", list(LEVEL_NAMES), a["churn_level"]),
-            named("sales_level", list(LEVEL_NAMES), a["sales_level"]),
-            pl.Series("unseen_categories", unseen, dtype=pl.Utf8),
-        ]
+        columns: dict[str, Any] = {
+            "logged_at": pa.array(micros, type=pa.timestamp("us", tz="UTC")),
+            "request_id": named(self.request_id, per_request),
+            "record": pa.array((np.arange(self.n) - starts).astype(np.int32)),
+            "customer_id": pa.array(self.customer_id, type=pa.string()),
+            "source": named(["features", "lookup"], a["is_lookup"]),
+            "model_version": named(self.model_version, per_request),
+            "churn_probability": pa.array(a["churn_probability"].astype(np.float64)),
+            "churn_label": pa.array(a["churn_label"].astype(np.int8)),
+            "threshold": pa.array(a["threshold"].astype(np.float64)),
+            "expected_total_sales": pa.array(a["expected_total_sales"].astype(np.float64)),
+            "churn_level": named(list(LEVEL_NAMES), a["churn_level"]),
+            "sales_level": named(list(LEVEL_NAMES), a["sales_level"]),
+            "unseen_categories": pa.array(unseen, type=pa.string()),
+        }
         num = np.asarray(a["num"], dtype=np.float64).reshape(self.n, len(self.numeric))
         cat = a["cat"].reshape(self.n, len(self.categorical))
-        columns += [
-            pl.Series(_feature_name(c), cat[:, j].tolist(), dtype=pl.Utf8)
-            for j, c in enumerate(self.categorical)
-        ]
-        frame = pl.DataFrame(columns)
-        if self.numeric:
-            names = [_feature_name(c) for c in self.numeric]
-            frame = pl.concat(
-                [frame, pl.from_numpy(num, schema=names, orient="row")], how="horizontal"
-            )
-            order = [*frame.columns[: len(META_COLUMNS)], *names]
-            order += [c for c in frame.columns if c not in order]
-            frame = frame.select(order)
-        self.frame = frame.with_columns(pl.col("logged_at").dt.replace_time_zone("UTC"))
-        self.arrays = {}  # the frame holds the data now
+        for i, c in enumerate(self.numeric):
+            columns[_feature_name(c)] = pa.array(np.ascontiguousarray(num[:, i]))
+        for j, c in enumerate(self.categorical):
+            columns[_feature_name(c)] = pa.array(cat[:, j].tolist(), type=pa.string())
+        self.frame = pa.table(columns)
+        self.arrays = {}  # the table holds the data now
         return self.frame
 
 
 def batches_to_frame(batches: list[LogBatch]) -> Any:
-    """One polars frame of several batches (different feature layouts are aligned)."""
-    import polars as pl
+    """One pyarrow table of several batches (different feature layouts are aligned)."""
+    import pyarrow as pa
 
     frames = [b.to_frame() for b in batches if b.n]
     if len(frames) == 1:
         return frames[0]
-    return pl.concat(frames, how="diagonal_relaxed")
+    return pa.concat_tables(frames, promote_options="permissive")
 
 
 class InferenceLogger:
@@ -293,7 +286,7 @@ class InferenceLogger:
                 self.flush()
 
     def _compact(self) -> None:
-        """Turn sealed batches into polars frames one at a time, yielding the GIL in between,
+        """Turn sealed batches into Arrow tables one at a time, yielding the GIL in between,
         so that a flush finds most of its work done and never stalls requests for long."""
         with self._lock:
             todo = [b for b in self._batches if b.sealed and b.frame is None]
@@ -342,32 +335,43 @@ class InferenceLogger:
             return written
 
     def _write(self, batches: list[LogBatch]) -> int:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         frame = batches_to_frame(batches)
         now = dt.datetime.now(dt.UTC)
-        dates = frame.get_column("logged_at").dt.date()
-        days = sorted(set(dates.unique().to_list()))
+        dates = pc.cast(frame.column("logged_at"), pa.date32())
+        days = sorted(set(pc.unique(dates).to_pylist()))
         written = 0
         for day in days:
-            part = frame.filter(dates == day) if len(days) > 1 else frame
+            part = (
+                frame.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
+                if len(days) > 1
+                else frame
+            )
             name = f"{now.strftime('%H%M%S')}-{uuid.uuid4().hex}.parquet"
             rel = f"{PREFIX}/date={day.isoformat()}/{name}"
             self._write_one(rel, part)
             self.files_written += 1
             self.last_file = self.storage.url(rel)
-            written += part.height
+            written += part.num_rows
         return written
 
     def _write_one(self, rel: str, frame: Any) -> None:
-        """Local storage: polars writes the file itself (it releases the GIL) to a temporary
+        """Local storage: Arrow writes the file itself (it releases the GIL) to a temporary
         name that is then renamed; elsewhere (S3) one PUT of the encoded bytes."""
+        import pyarrow.parquet as pq
+
         if not getattr(self.storage, "is_local", False):
-            self.storage.write_parquet(rel, frame)
+            buf = io.BytesIO()
+            pq.write_table(frame, buf, compression="zstd", compression_level=1)
+            self.storage.write_bytes(rel, buf.getvalue())
             return
         path = self.storage.url(rel).removeprefix("file://")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         try:
-            frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
+            pq.write_table(frame, tmp, compression="zstd", compression_level=1)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -15,17 +15,22 @@ def run(host: str | None = None, port: int | None = None) -> None:
     from churn_serving.settings import ServingSettings
 
     settings = ServingSettings()
-    # Model prediction runs single-threaded: on a small machine, OpenMP/BLAS thread pools
-    # fight the event loop and each other (HistGradientBoosting on 2 threads is very slow).
+    # Model prediction runs single-threaded (ONNX Runtime sessions use one intra-op thread
+    # below CHURN_SERVING_BATCH_THREADS' batch size): on a small machine, OpenMP/BLAS thread
+    # pools fight the event loop and each other.
     for var in _THREAD_VARS:
         os.environ.setdefault(var, str(settings.threads))
 
     import uvicorn
-    from threadpoolctl import threadpool_limits
 
     from churn_serving.app import create_app
 
-    threadpool_limits(settings.threads)
+    try:  # present with the training stack (scikit-learn pipelines); absent in the slim image
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(settings.threads)
+    except ImportError:
+        pass
     # Background threads (reload, inference-log writer) hand the GIL back to the event loop
     # within 1 ms instead of 5 ms: shorter stalls of in-flight requests.
     sys.setswitchinterval(0.001)

@@ -48,13 +48,16 @@ class ServingSettings(BaseSettings):
     )
     access_log: bool = Field(default=False, description="uvicorn access log.")
     threads: int = Field(
-        default=1, ge=1, description="BLAS/OpenMP threads for model prediction (threadpoolctl)."
+        default=1,
+        ge=1,
+        description="BLAS/OpenMP threads of scikit-learn pipelines (models without a verified "
+        "ONNX graph).",
     )
     batch_threads: int = Field(
         default=2,
         ge=1,
-        description="OpenMP threads for LightGBM on batches of >= 2,048 records (they run in a "
-        "worker thread; single records always predict on one thread). 1 disables.",
+        description="ONNX Runtime intra-op threads for batches of >= 2,048 records (they run in "
+        "a worker thread; smaller requests always predict on one thread). 1 disables.",
     )
 
     @property
