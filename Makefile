@@ -24,7 +24,8 @@ dev: install  ## start Dagster UI (:3000) + daemon on the embedded default, seed
 
 # Debian packages the tests and benchmarks run for real: PostgreSQL 15 (Dagster and MLflow
 # storage in the production-like tests), Prometheus and Alertmanager (scraping the sidecar,
-# firing alert rules), wrk (load), chromium (the browser test of the Dagster UI, driven by Playwright).
+# firing alert rules), wrk (load), chromium (the browser test of the Dagster UI, driven by
+# Playwright).
 SYSTEM_PACKAGES := postgresql prometheus prometheus-alertmanager wrk chromium
 system-deps:  ## install missing Debian packages (root only; otherwise those tests skip)
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
