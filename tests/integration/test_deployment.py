@@ -250,22 +250,73 @@ def test_floor_blocks_a_first_deployment(tmp_path, isolated_env):
     assert dep.read_current(Storage(str(isolated_env / "synthetic"))) is None
 
 
-def test_refused_challenger_keeps_the_deployed_version(deployed, tmp_path, monkeypatch):
-    """With a version deployed, a run whose candidates are all below the floor succeeds,
-    keeps the deployed version and says why."""
-    storage, config, first, _ = deployed
-    monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
-    cfg = yaml.safe_load(Path(config).read_text())
-    cfg["models"]["min_roc_auc"] = 0.999
-    strict = tmp_path / "synthetic.yaml"
-    strict.write_text(yaml.safe_dump(cfg))
+def _below_floors(first, *, churn: bool, value: bool):
+    """The first run's model-set outputs with their candidates' holdout metrics pushed
+    below the floors (the stored model files stay the real ones)."""
+    import copy
+
+    cls = copy.deepcopy(first.result.output_for_node("classification_models"))
+    reg = copy.deepcopy(first.result.output_for_node("regression_models"))
+    for f in cls["files"].values():
+        if churn:
+            f["metrics"]["roc_auc"] = 0.55
+    for f in reg["files"].values():
+        if value and f["name"] != "naive_baseline":
+            f["metrics"]["r2_gain_vs_naive"] = -0.2
+    return cls, reg
+
+
+def test_refused_challenger_keeps_the_deployed_version(deployed):
+    """Every candidate below its floor: the deployed version is kept, role by role, with
+    the reason; the pointer does not move."""
+    from churn_assets.lib.release import GateSettings, release
+
+    storage, _, first, _ = deployed
     s = Storage(str(storage / "synthetic"))
     before = dep.read_current(s)["version"]
-    run = run_graph(str(strict))
-    assert run.result.success
-    out = run.result.output_for_node("deployed_model_version")
-    assert out["version"] == before and not out["promoted"]
-    reason = out["decision"]["roles"]["classifier"]["reason"]
-    assert "no candidate passes the floor" in reason and "the deployed model stays" in reason
+    cls, reg = _below_floors(first, churn=True, value=True)
+    out = release(
+        s,
+        dataset="synthetic",
+        classification=cls,
+        regression=reg,
+        training_set=first.result.output_for_node("training_set"),
+        lineage={},
+        settings=GateSettings(),
+    )
+    assert not out["promoted"] and out["version"] == before
+    roles = out["decision"]["roles"]
+    assert "no candidate passes the floor" in roles["classifier"]["reason"]
+    assert "the deployed model stays" in roles["classifier"]["reason"]
+    # the value role falls back to the naive forecast, which does not beat the deployed model
+    assert roles["regressor"]["candidate"] == "naive_baseline"
+    assert not roles["regressor"]["promote"]
     assert dep.read_current(s)["version"] == before
-    assert "churn_scores" in run.materialized
+
+
+def test_poor_value_model_never_blocks_the_churn_model(deployed, tmp_path):
+    """Nothing deployed, the value candidates lose to naive: the churn model is deployed,
+    and the naive forecast serves the value."""
+    from churn_assets.lib.release import GateSettings, release
+
+    storage, _, first, _ = deployed
+    fresh = Storage(str(tmp_path / "fresh"))
+    src = Storage(str(storage / "synthetic"))
+    cls, reg = _below_floors(first, churn=False, value=True)
+    for result in (cls, reg):
+        for f in result["files"].values():
+            fresh.write_bytes(f["path"], src.read_bytes(f["path"]))
+    out = release(
+        fresh,
+        dataset="synthetic",
+        classification=cls,
+        regression=reg,
+        training_set=first.result.output_for_node("training_set"),
+        lineage={},
+        settings=GateSettings(),
+    )
+    assert out["promoted"]
+    manifest = out["manifest"]
+    assert manifest["models"]["classifier"]["candidate"] == cls["champion"]
+    assert manifest["models"]["regressor"]["candidate"] == "naive_baseline"
+    assert "R² gain over naive -0.2000" in str(out["decision"]["roles"]["regressor"])
