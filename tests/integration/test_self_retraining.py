@@ -1,7 +1,10 @@
-"""The platform retrains itself, on a real `dagster dev` (webserver + daemon) driven over
-GraphQL: a first version is deployed, a drifted batch lands in the landing zone, and —
-touching nothing else — ingestion, a drift report with drift, a retraining run and a new
-deployed version follow. Two retraining runs never overlap."""
+"""The platform retrains itself, on a real `churn dev` (webserver + daemon + sidecar) driven
+over GraphQL, with the shipped default configuration (model set, gate, drift thresholds; see
+``conftest.py`` for the two test settings and why): a first version deploys itself, a drifted
+batch lands in the landing zone, and — touching nothing else — ingestion, a drift report
+with drift and a successful retraining run follow, ending in a promotion or a kept version
+whose reason the deployment's materialization states. Two retraining runs never overlap.
+SIGTERM stops every process of `churn dev`."""
 
 from __future__ import annotations
 
@@ -9,170 +12,173 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
-import yaml
 
 from churn_assets.lib import deployment as dep
-from churn_assets.lib.datasets import BUILTIN_DIR
 from churn_assets.lib.generator import generate
 from churn_assets.lib.storage import Storage
-from tests.conftest import BIN, REPO, free_port, wait_http
+from tests.integration.conftest import Deployed, DevPlatform, running_dev
 
 pytestmark = pytest.mark.integration
 
-RUNS = """
-query Runs($tag: String!, $value: String!) {
-  runsOrError(filter: {tags: [{key: $tag, value: $value}]}) {
-    ... on Runs { results { runId jobName status startTime endTime } }
-  }
-}
-"""
 ALL_RUNS = """
 { runsOrError { ... on Runs { results { runId jobName status startTime endTime
   tags { key value } } } } }
 """
+DEPLOYMENTS = """
+{ assetOrError(assetKey: {path: ["deployed_model_version"]}) {
+    ... on Asset { assetMaterializations(limit: 50) { runId metadataEntries {
+      label
+      ... on BoolMetadataEntry { boolValue }
+      ... on TextMetadataEntry { text } } } } } }
+"""
 
 
-def _runs(client, tag: str, value: str) -> list[dict]:
-    data = client._execute(RUNS, {"tag": tag, "value": value})
-    return data["runsOrError"]["results"]
+def deployment_of_run(dev: DevPlatform, run_id: str) -> dict:
+    """The metadata of the `deployed_model_version` materialization of ``run_id``."""
+    mats = dev.query(DEPLOYMENTS)["assetOrError"]["assetMaterializations"]
+    (mat,) = [m for m in mats if m["runId"] == run_id]
+    return {e["label"]: e.get("boolValue", e.get("text")) for e in mat["metadataEntries"]}
 
 
-def _wait(predicate, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}\n{log.read_text()[-4000:]}")
+def served_version(dev: DevPlatform) -> str | None:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{dev.serving_port}/model-info", timeout=5).json()[
+            "version"
+        ]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
 
 
-def _finished(client, run_id: str) -> str | None:
-    status = client.get_run_status(run_id).value
-    return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
-
-
-@pytest.fixture(scope="module")
-def platform_dev(tmp_path_factory):
-    """One `churn dev` (dagster dev: webserver + daemon) for the whole module."""
-    tmp = tmp_path_factory.mktemp("dev")
-    storage = tmp / "storage"
-    cfg = yaml.safe_load((BUILTIN_DIR / "synthetic.yaml").read_text())
-    cfg["models"] = {
-        "classification_candidates": ["logistic_regression", "lightgbm"],
-        "regression_candidates": ["naive_baseline", "ridge"],
-        "cv_folds": 2,
-        "promote_ties": True,
-        "gate_tolerance": 0.05,
-    }
-    config = tmp / "synthetic.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    landing = storage / "landing" / "synthetic"
-    generate(str(landing), customers=1500, days=360, seed=7)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
-    env |= {
-        "DAGSTER_HOME": str(tmp / "dagster_home"),
-        "CHURN_STORAGE_URL": str(storage),
-        "CHURN_DATASET": str(config),
-        "CHURN_LANDING_SENSOR_SECONDS": "5",
-        "CHURN_RETRAINING_CRON": "0 0 1 1 *",
-        "CHURN_SERVING_PORT": str(free_port()),
-    }
-    log = tmp / "dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "churn"), "dev", "--port", str(port), "--no-seed"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/server_info", timeout=120)
-            yield port, landing, storage, log, proc, int(env["CHURN_SERVING_PORT"])
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-
-def test_drift_in_landing_zone_leads_to_a_new_version(platform_dev):
-    from dagster_graphql import DagsterGraphQLClient
-
-    port, landing, storage, log, _, serving_port = platform_dev
-    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-    store = Storage(str(storage / "synthetic"))
-    nodes = client._execute("{ assetNodes { assetKey { path } } }")["assetNodes"]
+@pytest.mark.timeout(2400)
+def test_drift_in_landing_zone_leads_to_a_decided_retraining(deployed_dev: Deployed):
+    """Timeout 2400 s: the first test to use the shared platform waits for its first
+    deployment (start, ingestion, a default model set) before its own retraining run."""
+    dev = deployed_dev.dev
+    store = Storage(str(dev.storage / "synthetic"))
+    nodes = dev.query("{ assetNodes { assetKey { path } } }")["assetNodes"]
     assert {"raw_customers", "customer_features", "deployed_model_version", "drift_report"} <= {
         "/".join(n["assetKey"]["path"]) for n in nodes
     }
 
-    # the landing sensor ingests the seeded files on its own, and with nothing deployed
-    # the drift sensor starts the first retraining run: the first version deploys itself
-    boot = _wait(lambda: _runs(client, "churn/trigger", "bootstrap"), 400, "bootstrap", log)
-    assert (
-        _wait(lambda: _finished(client, boot[0]["runId"]), 600, "first deployment", log)
-        == "SUCCESS"
-    )
+    # the landing sensor ingested the seeded files on its own, and with nothing deployed
+    # the drift sensor started the first retraining run: the first version deployed itself
+    assert deployed_dev.bootstrap_status == "SUCCESS", dev.tail()
+    first = deployment_of_run(dev, deployed_dev.bootstrap_run["runId"])
+    assert first["promoted"] is True and first["decision"], first
     v1 = dep.read_current(store)["version"]
+    assert first["version"] == v1
 
     # a drifted batch lands; nothing else is touched from here on
     landed = time.monotonic()
-    generate(str(landing), customers=1500, days=360, seed=7, drift=True, batch_name="drift-0001")
-
-    def drift_runs():
-        return [r for r in _runs(client, "churn/trigger", "drift") if r["status"] == "SUCCESS"]
-
-    done = _wait(drift_runs, 900, "a successful retraining run started by drift", log)
-    v2 = dep.read_current(store)["version"]
-    assert v2 != v1
-    # the sidecar started by `churn dev` follows the pointer (admin reload is off: it polls)
-    import httpx
-
-    def served() -> str | None:
-        try:
-            info = httpx.get(f"http://127.0.0.1:{serving_port}/model-info", timeout=5).json()
-        except httpx.HTTPError:
-            return None
-        return info.get("version") if info.get("version") == v2 else None
-
-    _wait(served, 120, f"the sidecar serving {v2}", log)
+    generate(str(dev.landing), customers=1500, days=360, seed=7, drift=True, batch_name="drift-1")
+    run = dev.wait(lambda: dev.runs("churn/trigger", "drift"), 300, "a retraining run by drift")[0]
+    status = dev.wait(lambda: dev.finished(run["runId"]), 900, "the retraining run to end")
+    assert status == "SUCCESS", dev.tail()
     seconds = time.monotonic() - landed
-    report = json.loads((storage / "synthetic" / "assets" / "drift_report.json").read_text())
+
+    report = json.loads((dev.storage / "synthetic" / "assets" / "drift_report.json").read_text())
     assert report["drifted"] is True and report["model_version"] == v1
-    print(f"\nfile landing → new deployed version: {seconds:.0f} s ({done[0]['runId']})")
-    (storage / "landing_to_version_seconds.txt").write_text(f"{seconds:.1f}\n")
+
+    # the run ends in a promotion or a kept version, and says which and why
+    decided = deployment_of_run(dev, run["runId"])
+    assert isinstance(decided["promoted"], bool), decided
+    assert isinstance(decided["decision"], str) and len(decided["decision"]) > 10, decided
+    current = dep.read_current(store)["version"]
+    assert decided["version"] == current
+    if decided["promoted"]:
+        assert current != v1
+    else:
+        assert current == v1
+    # the sidecar started by `churn dev` follows the pointer (admin reload is off: it polls)
+    dev.wait(lambda: served_version(dev) == current, 120, f"the sidecar serving {current}")
+    verb = "promoted" if decided["promoted"] else "kept"
+    print(f"\nfile landing → {verb} {current} in {seconds:.0f} s: {decided['decision']}")
 
 
-def test_two_retraining_runs_never_overlap(platform_dev):
-    from dagster_graphql import DagsterGraphQLClient
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
 
-    port, _, _, log, _, _ = platform_dev
-    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-    a = client.submit_job_execution("retraining")
-    b = client.submit_job_execution("retraining")
+
+def launch_retraining(dev: DevPlatform, assets: list[str]) -> str:
+    """Launch the `retraining` job on ``assets`` (a subset of it) over GraphQL."""
+    selector = {
+        "repositoryLocationName": "churn_assets",
+        "repositoryName": "__repository__",
+        "jobName": "retraining",
+        "assetSelection": [{"path": [a]} for a in assets],
+    }
+    out = dev.query(LAUNCH, {"params": {"selector": selector}})["launchRun"]
+    assert out["__typename"] == "LaunchRunSuccess", out
+    return out["run"]["runId"]
+
+
+@pytest.mark.timeout(2400)
+def test_two_retraining_runs_never_overlap(deployed_dev: Deployed):
+    """Timeout 2400 s: when this test runs alone it waits for the shared platform's first
+    deployment. Each run is the `retraining` job on its first asset, `training_set`: it holds
+    the same "retraining" pool as the whole job (the pool is what keeps runs apart), at a
+    fraction of the cost of training two default model sets."""
+    dev = deployed_dev.dev
+    a = launch_retraining(dev, ["training_set"])
+    b = launch_retraining(dev, ["training_set"])
     for run_id in (a, b):
-        assert _wait(lambda r=run_id: _finished(client, r), 900, "retraining", log) == "SUCCESS"
-    runs = {r["runId"]: r for r in client._execute(ALL_RUNS)["runsOrError"]["results"]}
+        assert dev.wait(lambda r=run_id: dev.finished(r), 900, "retraining") == "SUCCESS"
+    runs = {r["runId"]: r for r in dev.query(ALL_RUNS)["runsOrError"]["results"]}
     first_run, second_run = sorted((runs[a], runs[b]), key=lambda r: r["startTime"])
+    assert first_run["jobName"] == second_run["jobName"] == "retraining"
     assert first_run["endTime"] <= second_run["startTime"]
 
 
-def test_sigterm_stops_every_process(platform_dev):
-    port, _, _, _, proc, serving_port = platform_dev
-    os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
-    left = subprocess.run(["pgrep", "-f", f"-p {port}"], capture_output=True, text=True)
-    assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", serving_port), timeout=2)
+def processes_of(home: Path) -> list[psutil.Process]:
+    """Every live process started for the `churn dev` whose DAGSTER_HOME is ``home``
+    (webserver, daemon, code servers, run workers, sidecar all inherit it)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("DAGSTER_HOME") == str(home) and p.status() != "zombie":
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_sigterm_stops_every_process(tmp_path):
+    """Its own `churn dev` (not the shared one): stopping it must not end other tests'
+    platform. Nothing is seeded, so it only starts the processes."""
+    with running_dev(tmp_path, seed=False) as dev:
+        dev.wait(lambda: _answers(dev.serving_port), 60, "the sidecar to listen")
+        started = processes_of(dev.home)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "dagster" in names and "serve" in names, names
+        os.killpg(dev.proc.pid, signal.SIGTERM)
+        assert dev.proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 5
+        while processes_of(dev.home) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [" ".join(p.cmdline()) for p in processes_of(dev.home)]
+        assert left == [], f"processes left behind: {left}"
+        for port in (dev.port, dev.serving_port):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

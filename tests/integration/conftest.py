@@ -1,0 +1,163 @@
+"""One real `churn dev` (dagster dev: webserver + daemon, and the sidecar) for the session.
+
+The self-retraining tests and the browser test share it: starting the platform and letting
+it deploy its first version costs minutes, so it happens once. It runs the shipped default
+configuration (built-in ``synthetic`` data set, repository ``dagster.yaml``) with two test
+settings, each for a reason:
+
+- ``CHURN_LANDING_SENSOR_SECONDS=5`` (default 30): the landing sensor notices new files
+  sooner, which only shortens waiting;
+- ``CHURN_RETRAINING_CRON`` set to once a year (default hourly): a schedule tick during the
+  session would start a retraining run the tests did not cause and move the deployed version
+  under them. The hourly default itself is tested in ``test_schedules_sensors.py``.
+
+The landing zone is seeded with a smaller synthetic set (1,500 customers, 360 days) than
+``churn dev`` writes by default (10,000 customers, 540 days), so a retraining run with the
+default model set takes about a minute instead of several.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from churn_assets.lib.generator import generate
+from tests.conftest import BIN, REPO, free_port, wait_http
+
+RUNS_BY_TAG = """
+query Runs($tag: String!, $value: String!) {
+  runsOrError(filter: {tags: [{key: $tag, value: $value}]}) {
+    ... on Runs { results { runId jobName status startTime endTime } }
+  }
+}
+"""
+
+
+@dataclass
+class DevPlatform:
+    """A running `churn dev` and where its state lives."""
+
+    port: int
+    serving_port: int
+    home: Path
+    storage: Path
+    landing: Path
+    log: Path
+    proc: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        from dagster_graphql import DagsterGraphQLClient
+
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def query(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.client()._execute(query, variables)
+
+    def runs(self, tag: str, value: str) -> list[dict[str, Any]]:
+        return self.query(RUNS_BY_TAG, {"tag": tag, "value": value})["runsOrError"]["results"]
+
+    def finished(self, run_id: str) -> str | None:
+        """The run's final status, or None while it is queued or running."""
+        status = self.client().get_run_status(run_id).value
+        return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    def wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Poll ``predicate`` every 2 s until it returns something truthy, or fail with the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(2)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.tail()}")
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+def dev_environment(tmp: Path, storage: Path, serving_port: int) -> dict[str, str]:
+    """The environment of a `churn dev` under test: no stray CHURN_* settings, own homes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env |= {
+        "DAGSTER_HOME": str(tmp / "dagster_home"),
+        "CHURN_STORAGE_URL": str(storage),
+        "CHURN_LANDING_SENSOR_SECONDS": "5",
+        "CHURN_RETRAINING_CRON": "0 0 1 1 *",
+        "CHURN_SERVING_PORT": str(serving_port),
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    return env
+
+
+@contextlib.contextmanager
+def running_dev(tmp: Path, *, seed: bool = True) -> Iterator[DevPlatform]:
+    """Start `churn dev --no-seed` in its own session (seeding the landing zone first when
+    ``seed``); stop its process group on exit."""
+    storage = tmp / "storage"
+    landing = storage / "landing" / "synthetic"
+    if seed:
+        generate(str(landing), customers=1500, days=360, seed=7)
+    port, serving_port = free_port(), free_port()
+    env = dev_environment(tmp, storage, serving_port)
+    log = tmp / "dev.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "churn"), "dev", "--port", str(port), "--no-seed"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        dev = DevPlatform(port, serving_port, tmp / "dagster_home", storage, landing, log, proc)
+        try:
+            wait_http(f"{dev.url}/server_info", timeout=120)
+            yield dev
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+@dataclass
+class Deployed:
+    """The shared platform after it deployed its first version on its own."""
+
+    dev: DevPlatform
+    bootstrap_run: dict[str, Any]
+    bootstrap_status: str
+
+
+@pytest.fixture(scope="session")
+def platform_dev(tmp_path_factory) -> Iterator[DevPlatform]:
+    """The one shared `churn dev` of the session (see the module docstring)."""
+    with running_dev(tmp_path_factory.mktemp("dev")) as dev:
+        yield dev
+
+
+@pytest.fixture(scope="session")
+def deployed_dev(platform_dev: DevPlatform) -> Deployed:
+    """The shared platform once its first retraining run has finished: the landing sensor
+    ingests the seeded files, and with nothing deployed the drift sensor starts the first
+    retraining run ("bootstrap"). The status is returned, not asserted: tests say what
+    they expect of it."""
+    dev = platform_dev
+    boot = dev.wait(lambda: dev.runs("churn/trigger", "bootstrap"), 400, "the bootstrap run")
+    status = dev.wait(lambda: dev.finished(boot[0]["runId"]), 900, "the first deployment")
+    return Deployed(dev, boot[0], status)
