@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from churn_assets.lib import deployment as dep
+from churn_serving.drift_status import DriftStatus
 from churn_serving.model import (
     FEATURES_TABLE,
     FallbackStats,
@@ -36,6 +37,7 @@ from churn_serving.model import (
     utcnow,
 )
 from churn_serving.schema import DEFAULT_SLACK
+from churn_serving.version_status import VersionStatus
 
 log = logging.getLogger("churn_serving.manager")
 
@@ -86,6 +88,10 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.started_at = utcnow()
+        # gauges the poll thread refreshes: latest drift summary, served version's age and lag
+        registry = metrics.registry if metrics is not None else None
+        self.drift = DriftStatus(storage, registry)
+        self.version_status = VersionStatus(registry)
 
     # --------------------------------------------------------------------- polling
 
@@ -107,7 +113,10 @@ class ModelManager:
         trigger = "startup"
         while not self._stop.is_set():
             try:
-                self.reload(force=False, trigger=trigger)
+                result = self.reload(force=False, trigger=trigger)
+                self.drift.refresh()
+                loaded = self.bundle.version if self.bundle is not None else None
+                self.version_status.update(loaded, result.get("version"))
             except Exception:  # never let the poll thread die
                 log.exception("reload failed unexpectedly")
             trigger = "poll"

@@ -17,6 +17,8 @@ from churn_assets.lib.settings import ChurnSettings
 from churn_assets.lib.storage import Storage
 
 PREDICTIONS = ["churn_probability", "expected_total_sales"]
+#: The latest report's summary, at a fixed path the serving sidecar reads (drift gauges).
+LATEST_SUMMARY = "monitoring/drift/latest.json"
 
 
 def build_drift_report(
@@ -68,6 +70,19 @@ def build_drift_report(
         meta={"model version": deployed.version, "run": run_id, "created": stamp},
     )
     report_url = storage.write_bytes(f"{base}/report.html", html.encode())
+    storage.write_json(
+        LATEST_SUMMARY,
+        {
+            "drifted": bool(result.drifted),
+            "share_drifted": float(result.share_drifted),
+            "drifted_columns": list(result.drifted_columns),
+            "prediction_drift": bool(result.prediction_drift),
+            "model_version": deployed.version,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "run_id": run_id,
+            "report_url": report_url,
+        },
+    )
     mlflow_run_id = None
     try:
         from churn_assets.lib.tracking import TrackingConfig, log_file
