@@ -15,6 +15,7 @@ from churn_assets.io_managers import ChurnIOManager
 from churn_assets.jobs import (
     ingest_and_features_job,
     monitoring_job,
+    retention_job,
     retraining_job,
     rollback_deployment_job,
 )
@@ -23,7 +24,7 @@ from churn_assets.models.checks import churn_champion_above_floor, value_champio
 from churn_assets.monitoring import assets as monitoring_assets
 from churn_assets.raw import assets as raw_assets
 from churn_assets.resources import ChurnPlatform
-from churn_assets.schedules import DEFAULT_CRON, retraining_schedule
+from churn_assets.schedules import DEFAULT_CRON, retention_schedule, retraining_schedule
 from churn_assets.sensors import drift_sensor, landing_zone_sensor, run_failure_recorder
 
 
@@ -46,8 +47,17 @@ def build_definitions(
             served_models_above_floors,
             served_graphs_match_pipelines,
         ],
-        jobs=[ingest_and_features_job, monitoring_job, retraining_job, rollback_deployment_job],
-        schedules=[retraining_schedule(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON)],
+        jobs=[
+            ingest_and_features_job,
+            monitoring_job,
+            retraining_job,
+            rollback_deployment_job,
+            retention_job,
+        ],
+        schedules=[
+            retraining_schedule(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON),
+            retention_schedule,
+        ],
         sensors=[landing_zone_sensor, drift_sensor, run_failure_recorder],
         resources={
             "platform": platform or ChurnPlatform(),

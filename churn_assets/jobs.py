@@ -37,7 +37,10 @@ class RollbackConfig(dg.Config):
     to: str = ""
 
 
-@dg.op(description="Move the deployment pointer and the MLflow champion aliases back.")
+@dg.op(
+    description="Move the deployment pointer and the MLflow champion aliases back.",
+    pool=RETRAINING_POOL,
+)
 def rollback_op(
     context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform
 ) -> str:
@@ -53,3 +56,47 @@ def rollback_op(
 @dg.job(description="Roll the deployed model version back (default: to the previous one).")
 def rollback_deployment_job():
     rollback_op()
+
+
+class RetentionConfig(dg.Config):
+    """``dry_run``: list what would be deleted without deleting it."""
+
+    dry_run: bool = False
+
+
+@dg.op(
+    description="Delete old versions, model-set files, drift reports, quarantine "
+    "batches, inference-log days and MLflow runs beyond the retention counts.",
+    pool=RETRAINING_POOL,
+)
+def retention_op(
+    context: dg.OpExecutionContext, config: RetentionConfig, platform: ChurnPlatform
+) -> dict:
+    from churn_assets.lib.retention import RetentionPolicy, prune, prune_mlflow
+    from churn_assets.lib.tracking import TrackingConfig
+
+    policy = RetentionPolicy.from_env()
+    storage = platform.storage()
+    report = prune(storage, policy, dry_run=config.dry_run)
+    tracking = TrackingConfig.from_settings(platform.settings(), platform.dataset_config().name)
+    report["mlflow"] = prune_mlflow(tracking, storage, policy, dry_run=config.dry_run)
+    verb = "would delete" if config.dry_run else "deleted"
+    context.log.info(f"retention {verb}: {report['deleted']}, mlflow {report['mlflow']}")
+    context.add_output_metadata(
+        {
+            "deleted": dg.MetadataValue.json(report["deleted"]),
+            "mlflow": dg.MetadataValue.json(report["mlflow"]),
+            "protected_versions": dg.MetadataValue.json(report["protected_versions"]),
+            "policy": dg.MetadataValue.json(report["policy"]),
+        }
+    )
+    return report
+
+
+@dg.job(
+    description="Retention: keep the last N versions, model-set files, drift reports, "
+    "quarantine batches, inference-log days and MLflow model-set runs (CHURN_RETENTION_*); "
+    "never the deployed version, a pinned one or the rollback target.",
+)
+def retention_job():
+    retention_op()

@@ -1,0 +1,201 @@
+"""Retention: keep the last N of everything the platform writes on every run.
+
+What grows without bound, and what is kept (``CHURN_RETENTION_*`` overrides each count):
+
+- deployed versions ``deployments/versions/v*`` — the newest ``versions`` (default 10);
+  the deployed version, a pinned one and the rollback target (the version deployed
+  before it) are never deleted, whatever their age;
+- model-set files of training runs ``models/<kind>/<run id>/`` — the newest ``model_sets``;
+- drift reports ``monitoring/drift/<stamp>-<run>/`` — the newest ``drift_reports``
+  (``latest.json`` stays);
+- quarantine batches ``quarantine/<table>/<stamp>-<run>/`` — the newest
+  ``quarantine_batches`` per table;
+- inference-log days ``inference_log/date=YYYY-MM-DD/`` — the last ``inference_log_days``;
+- MLflow model-set runs (parent + nested candidate runs) — the newest ``model_sets`` per
+  kind; a run whose model a kept version or a registered model version uses is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from churn_assets.lib import deployment as dep
+from churn_assets.lib.storage import Storage
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How many of each kind of record to keep (each at least 1)."""
+
+    versions: int = 10
+    model_sets: int = 20
+    drift_reports: int = 30
+    quarantine_batches: int = 30
+    inference_log_days: int = 30
+
+    def __post_init__(self) -> None:
+        for key, value in asdict(self).items():
+            if int(value) < 1:
+                raise ValueError(f"retention {key} must be at least 1, got {value}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionPolicy:
+        """Counts from ``CHURN_RETENTION_<FIELD>`` (e.g. ``CHURN_RETENTION_VERSIONS``)."""
+        env = os.environ if env is None else env
+        values: dict[str, int] = {}
+        for key in asdict(cls()):
+            raw = env.get(f"CHURN_RETENTION_{key.upper()}")
+            if raw not in (None, ""):
+                try:
+                    values[key] = int(raw)
+                except ValueError as e:
+                    raise ValueError(
+                        f"CHURN_RETENTION_{key.upper()} must be an integer, got {raw!r}"
+                    ) from e
+        return cls(**values)
+
+
+def _dirs(storage: Storage, rel: str, pattern: str = "*") -> list[str]:
+    """Sub-folder names of ``rel`` (one level) that hold files, sorted."""
+    names = set()
+    prefix = rel.rstrip("/") + "/"
+    for f in storage.list_files(rel, f"{pattern}/**"):
+        rest = f[len(prefix) :] if f.startswith(prefix) else f
+        if "/" in rest:
+            names.add(rest.split("/", 1)[0])
+    return sorted(names)
+
+
+def protected_versions(storage: Storage) -> set[str]:
+    """Versions never deleted: the deployed one, a pinned one, the rollback target."""
+    current = dep.read_current(storage)
+    if current is None:
+        return set()
+    keep = {current["version"]}
+    if current.get("pinned"):
+        keep.add(str(current["pinned"]))
+    history = current.get("history", [])
+    earlier = [h["version"] for h in history if h["version"] != current["version"]]
+    if earlier:
+        keep.add(earlier[-1])
+    return keep
+
+
+def plan(
+    storage: Storage, policy: RetentionPolicy, today: dt.date | None = None
+) -> dict[str, list[str]]:
+    """What :func:`prune` would delete, by kind (relative folder paths), without deleting."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    out: dict[str, list[str]] = defaultdict(list)
+    versions = dep.list_versions(storage)
+    keep = set(versions[-policy.versions :]) | protected_versions(storage)
+    out["versions"] = [dep.version_dir(v) for v in versions if v not in keep]
+    for kind in _dirs(storage, "models"):
+        runs = _dirs(storage, f"models/{kind}")
+        by_age = sorted(runs, key=lambda r: _mtime(storage, f"models/{kind}/{r}"))
+        out["model_sets"] += [f"models/{kind}/{r}" for r in by_age[: -policy.model_sets]]
+    reports = _dirs(storage, "monitoring/drift")
+    out["drift_reports"] = [f"monitoring/drift/{r}" for r in reports[: -policy.drift_reports]]
+    for table in _dirs(storage, "quarantine"):
+        batches = _dirs(storage, f"quarantine/{table}")
+        out["quarantine_batches"] += [
+            f"quarantine/{table}/{b}" for b in batches[: -policy.quarantine_batches]
+        ]
+    oldest = today - dt.timedelta(days=policy.inference_log_days - 1)
+    for day in _dirs(storage, "inference_log", "date=*"):
+        try:
+            date = dt.date.fromisoformat(day.removeprefix("date="))
+        except ValueError:
+            continue
+        if date < oldest:
+            out["inference_log_days"].append(f"inference_log/{day}")
+    return dict(out)
+
+
+def _mtime(storage: Storage, rel: str) -> float:
+    files = storage.list_files(rel, "**")
+    times = []
+    for f in files:
+        info = storage.fs.info(storage._path(f))
+        stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
+        if isinstance(stamp, dt.datetime):
+            stamp = stamp.timestamp()
+        times.append(float(stamp or 0))
+    return max(times, default=0.0)
+
+
+def prune(
+    storage: Storage,
+    policy: RetentionPolicy,
+    *,
+    dry_run: bool = False,
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    """Delete what :func:`plan` lists; returns the counts and the deleted paths by kind."""
+    todo = plan(storage, policy, today)
+    protected = protected_versions(storage)
+    for kind, paths in todo.items():
+        for rel in paths:
+            if kind == "versions" and rel.rsplit("/", 1)[-1] in protected:
+                raise RuntimeError(f"refusing to delete protected version {rel}")
+            if not dry_run:
+                storage.delete(rel, recursive=True)
+    return {
+        "dry_run": dry_run,
+        "policy": asdict(policy),
+        "deleted": {k: len(v) for k, v in todo.items()},
+        "paths": todo,
+        "protected_versions": sorted(protected),
+    }
+
+
+def prune_mlflow(
+    tracking: Any, storage: Storage, policy: RetentionPolicy, *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete MLflow model-set runs beyond the newest ``policy.model_sets`` per kind (parent
+    and candidates), keeping every run a kept version or a registered model uses."""
+    from churn_assets.lib.tracking import _client
+
+    client = _client(tracking)
+    exp = client.get_experiment_by_name(tracking.experiment)
+    if exp is None:
+        return {"deleted_runs": 0, "kept_model_sets": 0}
+    used: set[str] = set()
+    for version in dep.list_versions(storage):
+        manifest = dep.read_manifest(storage, version)
+        used |= {m.get("mlflow_run_id") for m in manifest.get("models", {}).values()}
+    for registered in client.search_registered_models():
+        for mv in client.search_model_versions(f"name='{registered.name}'"):
+            used.add(mv.run_id)
+    parents = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.model_set != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
+    parents = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
+    seen: dict[str, int] = defaultdict(int)
+    deleted = 0
+    for parent in parents:
+        kind = parent.data.tags.get("model_set", "")
+        seen[kind] += 1
+        if seen[kind] <= policy.model_sets:
+            continue
+        children = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+            max_results=1000,
+        )
+        if parent.info.run_id in used or any(c.info.run_id in used for c in children):
+            continue
+        for run in [*children, parent]:
+            if not dry_run:
+                client.delete_run(run.info.run_id)
+            deleted += 1
+    kept = sum(min(n, policy.model_sets) for n in seen.values())
+    return {"deleted_runs": deleted, "kept_model_sets": kept}

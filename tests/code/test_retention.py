@@ -1,0 +1,105 @@
+"""Retention keeps the last N of each record kind and never the deployed, pinned or
+rollback-target version."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from churn_assets.lib import deployment as dep
+from churn_assets.lib.retention import RetentionPolicy, plan, prune
+from churn_assets.lib.storage import Storage
+
+
+def _version(s: Storage, i: int) -> str:
+    name = f"v2026{1 + i // 28:02d}{1 + i % 28:02d}-000000"
+    dep.write_version(s, name, {"classifier.skops": f"model {i}".encode()}, {"models": {}})
+    return name
+
+
+@pytest.fixture
+def store(tmp_path) -> Storage:
+    s = Storage(str(tmp_path / "synthetic"))
+    names = [_version(s, i) for i in range(14)]
+    dep.set_current(s, names[1], reason="first")  # an old version, deployed...
+    dep.set_current(s, names[2], reason="second")
+    dep.set_current(s, names[0], reason="rollback")  # ...then rolled back to the oldest
+    for i in range(35):
+        s.write_bytes(f"monitoring/drift/20261101T{i:06d}Z-run{i:04d}/report.html", b"x")
+    s.write_json("monitoring/drift/latest.json", {"drifted": False})
+    for i in range(33):
+        s.write_bytes(f"quarantine/raw_transactions/20261101T{i:06d}Z-r/rows.parquet", b"x")
+    s.write_bytes("quarantine/raw_customers/20261101T000000Z-r/rows.parquet", b"x")
+    today = dt.date(2026, 11, 29)
+    for back in range(40):
+        day = today - dt.timedelta(days=back)
+        s.write_bytes(f"inference_log/date={day.isoformat()}/000000-a.parquet", b"x")
+    for i in range(25):
+        s.write_bytes(f"models/classification/run-{i:03d}/champion-x.skops", b"x")
+    return s
+
+
+def test_keeps_the_newest_and_every_protected_version(store):
+    report = prune(store, RetentionPolicy(), today=dt.date(2026, 11, 29))
+    versions = dep.list_versions(store)
+    # newest 10 plus the deployed (oldest) and the rollback target (the one before it)
+    assert len(versions) == 12
+    current = dep.read_current(store)["version"]
+    assert current in versions and current == sorted(versions)[0]
+    assert report["deleted"]["versions"] == 2
+    assert set(report["protected_versions"]) == {current, "v20260103-000000"}
+    assert dep.verify_version(store, current) == []
+
+
+def test_keeps_the_newest_reports_batches_days_and_model_sets(store):
+    report = prune(store, RetentionPolicy(), today=dt.date(2026, 11, 29))
+    assert report["deleted"] == {
+        "versions": 2,
+        "model_sets": 5,
+        "drift_reports": 5,
+        "quarantine_batches": 3,
+        "inference_log_days": 10,
+    }
+    reports = store.list_files("monitoring/drift", "*/report.html")
+    assert len(reports) == 30 and reports[0].startswith("monitoring/drift/20261101T000005Z")
+    assert store.exists("monitoring/drift/latest.json")
+    assert len(store.list_files("quarantine/raw_transactions", "*/*")) == 30
+    assert len(store.list_files("quarantine/raw_customers", "*/*")) == 1
+    days = store.list_files("inference_log", "*/*")
+    assert len(days) == 30 and days[0].startswith("inference_log/date=2026-10-31")
+    assert len(store.list_files("models/classification", "*/*")) == 20
+
+
+def test_dry_run_deletes_nothing(store):
+    before = store.list_files("", "**")
+    report = prune(store, RetentionPolicy(versions=1), dry_run=True)
+    assert report["dry_run"] and report["deleted"]["versions"] == 11
+    assert store.list_files("", "**") == before
+
+
+def test_a_version_pinned_in_the_pointer_is_kept(store):
+    pointer = dep.read_current(store)
+    pinned = "v20260105-000000"
+    store.write_json(dep.POINTER, {**pointer, "pinned": pinned})
+    todo = plan(store, RetentionPolicy(versions=1))
+    assert dep.version_dir(pinned) not in todo["versions"]
+    prune(store, RetentionPolicy(versions=1))
+    assert pinned in dep.list_versions(store)
+
+
+def test_policy_from_env_and_its_errors():
+    policy = RetentionPolicy.from_env({"CHURN_RETENTION_VERSIONS": "3"})
+    assert policy.versions == 3 and policy.drift_reports == 30
+    with pytest.raises(ValueError, match="CHURN_RETENTION_VERSIONS must be an integer"):
+        RetentionPolicy.from_env({"CHURN_RETENTION_VERSIONS": "ten"})
+    with pytest.raises(ValueError, match="at least 1"):
+        RetentionPolicy(versions=0)
+
+
+def test_nothing_deployed_prunes_by_count_only(tmp_path):
+    s = Storage(str(tmp_path / "empty"))
+    for i in range(4):
+        _version(s, i)
+    report = prune(s, RetentionPolicy(versions=2))
+    assert report["deleted"]["versions"] == 2 and report["protected_versions"] == []
