@@ -1,11 +1,12 @@
 """A deployed model as an ONNX graph, answered by ONNX Runtime.
 
 Every graph the platform deploys has the same interface (written by
-:mod:`churn_assets.lib.onnx_export`): one input per feature, named like the feature and
-shaped ``(n, 1)`` (``tensor(double)`` for numeric features with NaN for missing,
-``tensor(string)`` for categorical ones with the canonical category strings and
-``"__missing__"`` for nulls), and one output holding the positive-class probabilities
-(column 1 of ``probabilities``) or the predicted values (``variable``).
+:mod:`churn_assets.lib.onnx_export`): two inputs, ``numeric_features`` (``tensor(double)``
+``(n, k)`` in the manifest's numeric feature order, NaN for missing) and
+``categorical_features`` (``tensor(string)`` ``(n, m)``, canonical category strings and
+``"__missing__"`` for nulls), either absent when there are no such features; and one output
+holding the positive-class probabilities (column 1 of ``probabilities``) or the predicted
+values.
 
 This module needs only ``onnxruntime`` and numpy: the serving image has no scikit-learn.
 """
@@ -16,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
+#: Graph inputs: every numeric feature, every categorical feature.
+NUMERIC_INPUT = "numeric_features"
+CATEGORICAL_INPUT = "categorical_features"
 #: Requests of at least this many rows run on ``batch_threads`` intra-op threads.
-BATCH_MIN_ROWS = 2048
+BATCH_MIN_ROWS = 256
 #: Largest accepted |ONNX − pipeline|: absolute for probabilities; for values, relative to
 #: the largest value of the sample (max(1, max |pipeline|)), since tree libraries such as
 #: XGBoost sum in float32 themselves.
@@ -67,12 +71,13 @@ class OnnxPredictor:
             if batch_threads > 1
             else self.session
         )
-        names = {i.name for i in self.session.get_inputs()}
-        expected = {*self.numeric, *self.categorical}
-        if names != expected:
-            raise ValueError(
-                f"graph inputs {sorted(names)} differ from the deployed features {sorted(expected)}"
-            )
+        got = {i.name: i.shape[1] for i in self.session.get_inputs()}
+        expected = {NUMERIC_INPUT: len(self.numeric), CATEGORICAL_INPUT: len(self.categorical)}
+        expected = {k: v for k, v in expected.items() if v}
+        if got != expected:
+            raise ValueError(f"graph inputs {got} differ from the deployed features {expected}")
+        self._numeric_input = NUMERIC_INPUT in got
+        self._categorical_input = CATEGORICAL_INPUT in got
         outputs = [o.name for o in self.session.get_outputs()]
         if output is None:
             output = "probabilities" if kind == "classifier" else outputs[0]
@@ -85,12 +90,10 @@ class OnnxPredictor:
     def feed(self, num: np.ndarray, cat: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's inputs for feature arrays ``num`` (float64) and ``cat`` (str)."""
         feed: dict[str, np.ndarray] = {}
-        if num.dtype != np.float64:
-            num = num.astype(np.float64)
-        for i, c in enumerate(self.numeric):
-            feed[c] = np.ascontiguousarray(num[:, i : i + 1])
-        for j, c in enumerate(self.categorical):
-            feed[c] = np.ascontiguousarray(cat[:, j : j + 1])
+        if self._numeric_input:
+            feed[NUMERIC_INPUT] = np.ascontiguousarray(num, dtype=np.float64)
+        if self._categorical_input:
+            feed[CATEGORICAL_INPUT] = np.ascontiguousarray(cat, dtype=object)
         return feed
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ class ServingSettings(BaseSettings):
     batch_threads: int = Field(
         default=2,
         ge=1,
-        description="ONNX Runtime intra-op threads for batches of >= 2,048 records (they run in "
+        description="ONNX Runtime intra-op threads for batches of >= 256 records (they run in "
         "a worker thread; smaller requests always predict on one thread). 1 disables.",
     )
 

@@ -2,8 +2,9 @@
 
 Each model of a version (``FrameCleaner → ColumnTransformer → estimator`` pipelines, the
 soft-voting ensemble, the naive baseline) becomes ONE graph, preprocessing included, with
-the interface of :mod:`churn_serving.onnx_predictor`: one ``(n, 1)`` input per feature
-(double for numeric features, string for categorical ones) and the probabilities
+the interface of :mod:`churn_serving.onnx_predictor`: a double matrix of the numeric
+features and a string matrix of the categorical ones (split into columns inside the graph)
+and the probabilities
 (``zipmap`` off) or values as output. Converters: skl2onnx for scikit-learn, onnxmltools'
 LightGBM and XGBoost converters (registered with ``update_registered_converter``), and the
 platform's own for its steps:
@@ -43,7 +44,13 @@ from unittest import mock
 
 import numpy as np
 
-from churn_serving.onnx_predictor import TOLERANCE, OnnxPredictor, compare
+from churn_serving.onnx_predictor import (
+    CATEGORICAL_INPUT,
+    NUMERIC_INPUT,
+    TOLERANCE,
+    OnnxPredictor,
+    compare,
+)
 
 #: Opsets of every graph: ONNX 18 and ai.onnx.ml 3 (double-precision tree ensembles).
 TARGET_OPSET: dict[str, int] = {"": 18, "ai.onnx.ml": 3}
@@ -87,27 +94,12 @@ def _frame_cleaner_shape(operator: Any) -> None:
 
 
 def _frame_cleaner_convert(scope: Any, operator: Any, container: Any) -> None:
-    from onnx import TensorProto
-
-    numeric = set(operator.raw_operator.numeric or [])
-    nan = scope.get_unique_variable_name("nan")
-    container.add_initializer(nan, TensorProto.DOUBLE, [], [float("nan")])
+    """Identity per column: the graph's packed front (:func:`_pack_inputs`) already maps
+    ±inf to NaN for every numeric input, and categories arrive canonical."""
     for i, o in zip(operator.inputs, operator.outputs, strict=True):
-        if i.raw_name in numeric:
-            is_inf = scope.get_unique_variable_name("is_inf")
-            container.add_node(
-                "IsInf", [i.full_name], [is_inf], name=scope.get_unique_operator_name("IsInf")
-            )
-            container.add_node(
-                "Where",
-                [is_inf, nan, i.full_name],
-                [o.full_name],
-                name=scope.get_unique_operator_name("Where"),
-            )
-        else:
-            container.add_node(
-                "Identity", [i.full_name], [o.full_name], name=scope.get_unique_operator_name("Id")
-            )
+        container.add_node(
+            "Identity", [i.full_name], [o.full_name], name=scope.get_unique_operator_name("Id")
+        )
 
 
 def _naive_shape(operator: Any) -> None:
@@ -712,7 +704,64 @@ def to_onnx(pipeline: Any, numeric: list[str], categorical: list[str]) -> bytes:
             target_opset=TARGET_OPSET,
             options=_classifier_options(pipeline),
         )
-    return model.SerializeToString()
+    return _pack_inputs(model, numeric, categorical).SerializeToString()
+
+
+def _pack_inputs(model: Any, numeric: list[str], categorical: list[str]) -> Any:
+    """Replace the per-feature inputs by two matrices (numeric double, categorical string)
+    split into the feature columns inside the graph: one input conversion per kind instead of
+    one per feature. Numeric values pass ``Where(IsInf(x), NaN, x)`` first (FrameCleaner)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    names = {*numeric, *categorical}
+    if names & {NUMERIC_INPUT, CATEGORICAL_INPUT}:
+        raise ValueError(f"feature names clash with {NUMERIC_INPUT} / {CATEGORICAL_INPUT}")
+    used = {i.name for i in graph.input}
+    front: list[Any] = []
+    inputs: list[Any] = []
+
+    def split(source: str, columns: list[str], tag: str) -> None:
+        outs = [c if c in used else f"{tag}_unused_{k}" for k, c in enumerate(columns)]
+        if len(columns) == 1:
+            front.append(helper.make_node("Identity", [source], outs, name=f"{tag}_split"))
+            return
+        sizes = f"{tag}_split_sizes"
+        graph.initializer.append(
+            numpy_helper.from_array(np.ones(len(columns), dtype=np.int64), name=sizes)
+        )
+        front.append(helper.make_node("Split", [source, sizes], outs, axis=1, name=f"{tag}_split"))
+
+    if numeric:
+        inputs.append(
+            helper.make_tensor_value_info(NUMERIC_INPUT, TensorProto.DOUBLE, [None, len(numeric)])
+        )
+        graph.initializer.append(numpy_helper.from_array(np.array(np.nan), name="packed_nan"))
+        front.append(
+            helper.make_node("IsInf", [NUMERIC_INPUT], ["packed_is_inf"], name="packed_is_inf")
+        )
+        front.append(
+            helper.make_node(
+                "Where",
+                ["packed_is_inf", "packed_nan", NUMERIC_INPUT],
+                ["packed_numeric"],
+                name="packed_where",
+            )
+        )
+        split("packed_numeric", numeric, "numeric")
+    if categorical:
+        inputs.append(
+            helper.make_tensor_value_info(
+                CATEGORICAL_INPUT, TensorProto.STRING, [None, len(categorical)]
+            )
+        )
+        split(CATEGORICAL_INPUT, categorical, "categorical")
+    nodes = [*front, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.input[:]
+    graph.input.extend(inputs)
+    return model
 
 
 # ---------------------------------------------------------------------- verification
