@@ -108,26 +108,54 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
         sys.exit(1)
 
 
-@main.command()
-@click.option("--to", "to", default=None, help="Version to deploy (default: the previous one).")
-@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
-def rollback(to: str | None, dataset: str | None) -> None:
-    """Move the deployed model version (pointer and MLflow aliases) back."""
+def _deployment_storage(dataset: str | None):
     from churn_assets.lib.datasets import load_dataset_config
-    from churn_assets.lib.deployment import DeploymentError
-    from churn_assets.lib.rollback import rollback_deployment
     from churn_assets.lib.settings import ChurnSettings, join_url
     from churn_assets.lib.storage import Storage
 
     settings = ChurnSettings(**({"dataset": dataset} if dataset else {}))
     name = load_dataset_config(settings.dataset).name
-    storage = Storage(join_url(settings.resolved_storage_url, name), settings.storage_options())
+    return (
+        settings,
+        name,
+        Storage(join_url(settings.resolved_storage_url, name), settings.storage_options()),
+    )
+
+
+@main.command()
+@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+def unpin(dataset: str | None) -> None:
+    """Turn automatic promotion back on after a rollback (the deployed version stays)."""
+    from churn_assets.lib.deployment import DeploymentError
+    from churn_assets.lib.deployment import unpin as unpin_pointer
+
+    _, _, storage = _deployment_storage(dataset)
     try:
-        pointer = rollback_deployment(storage, settings, name, to)
+        pointer = unpin_pointer(storage)
     except DeploymentError as e:
         raise click.ClickException(str(e)) from e
+    click.echo(f"{pointer['version']} stays deployed; automatic promotion is on")
+
+
+@main.command()
+@click.option("--to", "to", default=None, help="Version to deploy (default: the previous one).")
+@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+@click.option("--no-pin", is_flag=True, help="Leave automatic promotion on.")
+def rollback(to: str | None, dataset: str | None, no_pin: bool) -> None:
+    """Move the deployed model version (pointer and MLflow aliases) back and pin it:
+    automatic promotion stays off until `churn unpin`."""
+    from churn_assets.lib.deployment import DeploymentError
+    from churn_assets.lib.rollback import rollback_deployment
+
+    settings, name, storage = _deployment_storage(dataset)
+    try:
+        pointer = rollback_deployment(storage, settings, name, to, pin=not no_pin)
+    except DeploymentError as e:
+        raise click.ClickException(str(e)) from e
+    pinned = "pinned until `churn unpin`" if pointer.get("pinned") else "not pinned"
     click.echo(
-        f"deployed version is now {pointer['version']} (MLflow aliases {pointer['mlflow_aliases']})"
+        f"deployed version is now {pointer['version']} "
+        f"(MLflow aliases {pointer['mlflow_aliases']}; {pinned})"
     )
 
 

@@ -7,11 +7,47 @@ from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 
+class DeploymentConfig(dg.Config):
+    """Launchpad options: ``rollback_to`` a version name (or ``previous``) rolls back and
+    pins instead of judging the new models; ``unpin`` turns automatic promotion back on
+    first."""
+
+    rollback_to: str = ""
+    unpin: bool = False
+
+
+def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: str) -> dict:
+    from churn_assets.lib.rollback import rollback_deployment
+
+    pointer = rollback_deployment(
+        platform.storage(),
+        platform.settings(),
+        platform.dataset_config().name,
+        None if to == "previous" else to,
+    )
+    reason = f"{pointer['reason']} (pinned: automatic promotion is off until unpinned)"
+    context.log.info(f"deployed version is now {pointer['version']}: {reason}")
+    return {
+        "promoted": False,
+        "rolled_back": True,
+        "version": pointer["version"],
+        "decision": {
+            "promote": False,
+            "reason": reason,
+            "roles": {},
+            "challenger": {},
+            "deployed": None,
+            "pinned": pointer["pinned"],
+        },
+    }
+
+
 @dg.asset(
     retry_policy=STORAGE_RETRY, group_name="deployment", kinds={"s3", "mlflow"}, pool="retraining"
 )
 def deployed_model_version(
     context: dg.AssetExecutionContext,
+    config: DeploymentConfig,
     platform: ChurnPlatform,
     classification_models: dict[str, Any],
     regression_models: dict[str, Any],
@@ -28,7 +64,8 @@ def deployed_model_version(
     last and atomically; the promoted model is registered in MLflow under the data set's
     name with aliases ``challenger`` and ``champion``. Otherwise the deployed version is
     kept, and the metadata says why, role by role. Data sets without a value label deploy
-    the churn model alone."""
+    the churn model alone. Config ``rollback_to`` (a version, or ``previous``) rolls back
+    instead and pins that version: automatic promotion stays off until ``unpin``."""
     from churn_assets.lib.feature_sets import feature_definition, usable
     from churn_assets.lib.release import GateSettings, release
     from churn_assets.lib.tracking import TrackingConfig, register_promoted
@@ -36,6 +73,22 @@ def deployed_model_version(
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
         storage = platform.storage()
+        if config.unpin:
+            from churn_assets.lib.deployment import unpin
+
+            unpin(storage)
+            context.log.info("unpinned: automatic promotion is on again")
+        if config.rollback_to:
+            value = _rollback(context, platform, config.rollback_to)
+            return dg.Output(
+                value,
+                metadata={
+                    "version": dg.MetadataValue.text(value["version"]),
+                    "promoted": dg.MetadataValue.bool(False),
+                    "decision": dg.MetadataValue.text(value["decision"]["reason"]),
+                    "pinned": dg.MetadataValue.text(str(value["decision"]["pinned"])),
+                },
+            )
         tracking = TrackingConfig.from_settings(platform.settings(), cfg.name)
 
         def register(role: str, model_uri: str, candidate: str, version: str) -> dict:
@@ -91,6 +144,7 @@ def deployed_model_version(
         "challenger": dg.MetadataValue.json(decision["challenger"]),
         "deployed_before": dg.MetadataValue.json(decision["deployed"] or {}),
         "pointer": dg.MetadataValue.path(storage.url("deployments/current.json")),
+        "pinned": dg.MetadataValue.text(str(decision.get("pinned"))),
     }
     for role, d in decision["roles"].items():
         comparison = d.get("comparison")

@@ -104,8 +104,16 @@ def verify_version(storage: Storage, version: str) -> list[str]:
     return problems
 
 
-def set_current(storage: Storage, version: str, reason: str) -> dict[str, Any]:
-    """Point ``current.json`` at ``version`` after verifying it; keeps a history."""
+_KEEP = object()
+
+
+def set_current(
+    storage: Storage, version: str, reason: str, *, pinned: Any = _KEEP
+) -> dict[str, Any]:
+    """Point ``current.json`` at ``version`` after verifying it; keeps a history.
+
+    ``pinned`` (a version name, or None to unpin) is carried over from the previous
+    pointer unless given: while a version is pinned, automatic promotion is off."""
     problems = verify_version(storage, version)
     if problems:
         raise DeploymentError(f"refusing to point at {version}: {'; '.join(problems)}")
@@ -118,14 +126,34 @@ def set_current(storage: Storage, version: str, reason: str) -> dict[str, Any]:
         "manifest": f"versions/{version}/manifest.json",
         "updated_at": dt.datetime.now(dt.UTC).isoformat(),
         "reason": reason,
+        "pinned": (previous or {}).get("pinned") if pinned is _KEEP else pinned,
         "history": history[-50:],
     }
     storage.write_json(POINTER, pointer)
     return pointer
 
 
-def rollback(storage: Storage, to: str | None = None) -> dict[str, Any]:
-    """Move the pointer back to ``to`` or, by default, the version deployed before this one."""
+def pinned_version(storage: Storage) -> str | None:
+    """The pinned version (automatic promotion is off while one is pinned), or None."""
+    current = read_current(storage)
+    return (current or {}).get("pinned") or None
+
+
+def unpin(storage: Storage) -> dict[str, Any]:
+    """Turn automatic promotion back on; the deployed version does not change."""
+    current = read_current(storage)
+    if current is None:
+        raise DeploymentError("nothing is deployed: there is nothing to unpin")
+    if not current.get("pinned"):
+        return current
+    pointer = {**current, "pinned": None, "updated_at": dt.datetime.now(dt.UTC).isoformat()}
+    storage.write_json(POINTER, pointer)
+    return pointer
+
+
+def rollback(storage: Storage, to: str | None = None, *, pin: bool = True) -> dict[str, Any]:
+    """Move the pointer back to ``to`` or, by default, the version deployed before this one,
+    and pin it (``pin=False`` leaves automatic promotion on)."""
     current = read_current(storage)
     if current is None:
         raise DeploymentError("nothing is deployed: there is nothing to roll back")
@@ -140,7 +168,9 @@ def rollback(storage: Storage, to: str | None = None) -> dict[str, Any]:
         raise DeploymentError(f"{to} is already the deployed version")
     if to not in list_versions(storage):
         raise DeploymentError(f"unknown version {to}; known: {list_versions(storage)}")
-    return set_current(storage, to, reason=f"rollback from {current['version']}")
+    return set_current(
+        storage, to, reason=f"rollback from {current['version']}", pinned=to if pin else None
+    )
 
 
 def load_pipeline_bytes(storage: Storage, manifest: dict[str, Any], name: str) -> bytes:

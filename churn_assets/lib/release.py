@@ -283,6 +283,32 @@ def release(
     if regression is not None and regression.get("applicable", True):
         results["regressor"] = regression
     deployed = _load_deployed(storage)
+    pinned = dep.pinned_version(storage)
+    if pinned:
+        reason = (
+            f"version {pinned} is pinned (a rollback): automatic promotion is off until "
+            "`churn unpin`"
+        )
+        roles = {
+            role: {
+                "role": role,
+                "promote": False,
+                "reason": reason,
+                "candidate": None,
+                "deployed_version": deployed.version,
+            }
+            for role in results
+        }
+        summary = {
+            "promote": False,
+            "reason": reason,
+            "deployed_version": deployed.version,
+            "challenger": {},
+            "deployed": None,
+            "roles": roles,
+            "pinned": pinned,
+        }
+        return {"promoted": False, "decision": summary, "version": deployed.version}
 
     decisions: dict[str, dict[str, Any]] = {}
     chosen: dict[str, tuple[dict[str, Any], Any]] = {}

@@ -10,10 +10,15 @@ from churn_assets.lib.storage import Storage
 
 
 def rollback_deployment(
-    storage: Storage, settings: ChurnSettings, dataset: str, to: str | None = None
+    storage: Storage,
+    settings: ChurnSettings,
+    dataset: str,
+    to: str | None = None,
+    *,
+    pin: bool = True,
 ) -> dict[str, Any]:
-    """Point at ``to`` (default: the previous version); returns the new pointer."""
-    pointer = dep.rollback(storage, to)
+    """Point at ``to`` (default: the previous version) and pin it; returns the new pointer."""
+    pointer = dep.rollback(storage, to, pin=pin)
     manifest = dep.read_manifest(storage, pointer["version"])
     try:
         from churn_assets.lib.tracking import TrackingConfig, set_champion_alias
