@@ -1,9 +1,14 @@
-# One image for every process of ours in the compose stack (docker-compose.yml): the Dagster
-# code location (gRPC server, which also runs the runs), the webserver, the daemon, the
-# serving sidecar and the MLflow server. Each service picks its process with `command:`.
+# Two images (docker-compose.yml):
 #
-#   docker build -t churn-platform:local .
-FROM python:3.11-slim-bookworm
+#   serving   the prediction sidecar alone: ONNX Runtime, numpy, pyarrow, fsspec/s3fs, FastAPI,
+#             uvicorn, prometheus-client, orjson (the `serving` extra) and our package without
+#             its other dependencies: no scikit-learn, Dagster, MLflow or GX.
+#               docker build --target serving -t churn-serving:local .
+#   platform  (the default, last stage) every other process of ours: the Dagster code
+#             location (gRPC server, which also runs the runs), the webserver, the daemon and
+#             the MLflow server. Each service picks its process with `command:`.
+#               docker build -t churn-platform:local .
+FROM python:3.11-slim-bookworm AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -11,6 +16,29 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DAGSTER_HOME=/opt/dagster/home \
     GX_ANALYTICS_ENABLED=false
+
+# ---------------------------------------------------------------- serving (slim sidecar)
+FROM base AS serving-build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY churn_assets ./churn_assets
+COPY churn_serving ./churn_serving
+COPY benchmarks ./benchmarks
+# the `serving` extra is the sidecar's whole dependency list; the package itself goes in
+# without its (training) dependencies
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['serving']))" > serving.txt \
+    && pip install --prefix=/install -r serving.txt \
+    && pip install --prefix=/install --no-deps .
+
+FROM base AS serving
+COPY --from=serving-build /install /usr/local
+RUN useradd --system --uid 10001 --user-group --home-dir /opt/churn --shell /usr/sbin/nologin churn
+USER churn
+EXPOSE 8000
+CMD ["churn-serve", "--host", "0.0.0.0", "--port", "8000"]
+
+# --------------------------------------------------------------------------- platform
+FROM base AS platform
 
 # libgomp1: OpenMP runtime of LightGBM and XGBoost
 RUN apt-get update \
@@ -39,5 +67,5 @@ RUN useradd --system --uid 10001 --user-group --home-dir /opt/dagster --shell /u
     && chown -R churn:churn /opt/dagster
 USER churn
 
-EXPOSE 3000 4000 5000 8000
-CMD ["churn", "serve", "--host", "0.0.0.0", "--port", "8000"]
+EXPOSE 3000 4000 5000
+CMD ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000", "-w", "/opt/dagster/workspace.yaml"]

@@ -1,4 +1,5 @@
-"""``churn serve``: run the sidecar with uvicorn (one process, uvloop + httptools)."""
+"""``churn serve`` / ``churn-serve``: run the sidecar with uvicorn (one process, uvloop +
+httptools)."""
 
 from __future__ import annotations
 
@@ -53,5 +54,17 @@ def run(host: str | None = None, port: int | None = None) -> None:
     uvicorn.Server(config).run()
 
 
+def main() -> None:
+    """``churn-serve [--host H] [--port P]``: the sidecar without the platform's CLI (the
+    slim serving image has no click, Dagster or scikit-learn)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve the deployed churn model version.")
+    parser.add_argument("--host", default=None, help="bind address (CHURN_SERVING_HOST)")
+    parser.add_argument("--port", type=int, default=None, help="port (CHURN_SERVING_PORT)")
+    args = parser.parse_args()
+    run(host=args.host, port=args.port)
+
+
 if __name__ == "__main__":  # python -m churn_serving.server
-    run()
+    main()

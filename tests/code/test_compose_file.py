@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ SERVICES = {
     "dagster-daemon",
     "churn-serving",
     "prometheus",
+    "alertmanager",
     "grafana",
 }
 ONE_SHOT = {"minio-init", "dagster-init"}
@@ -290,7 +292,11 @@ def test_services_running_our_code_get_the_platform_environment():
     bucket = dotenv_example()["CHURN_BUCKET"]
     for name in OUR_CODE | {"mlflow"}:
         assert raw[name]["build"]["dockerfile"] == "Dockerfile", name
-        assert raw[name]["image"] == raw["code-location"]["image"], name
+        if name == "churn-serving":  # the slim serving image
+            assert raw[name]["build"]["target"] == "serving"
+            assert raw[name]["image"] != raw["code-location"]["image"]
+        else:
+            assert raw[name]["image"] == raw["code-location"]["image"], name
     for name in OUR_CODE:
         env = c.env(name)
         assert env["CHURN_ENV"] == "compose", name
@@ -370,16 +376,14 @@ def test_commands_and_ports_match_the_code():
     assert c.command("dagster-daemon")[1] == "run"
 
     sidecar = c.command("churn-serving")
-    assert sidecar[1] == "serve" and option(sidecar, "--host") == "0.0.0.0"
+    assert sidecar[0] == "churn-serve" and option(sidecar, "--host") == "0.0.0.0"
     port = option(sidecar, "--port")
     from churn_serving.settings import ServingSettings
 
     assert int(port) == ServingSettings.model_fields["port"].default
     assert f"127.0.0.1:{port}:{port}" in raw["churn-serving"]["ports"]
-    from churn_assets.cli import main
-
-    serve_options = {p.name for p in main.commands["serve"].params}
-    assert {"host", "port"} <= serve_options
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["churn-serve"] == "churn_serving.server:main"
     health = " ".join(c.healthcheck("churn-serving"))
     assert f"localhost:{port}/health" in health  # liveness: /ready is 503 before a deploy
 
@@ -387,6 +391,9 @@ def test_commands_and_ports_match_the_code():
 def test_dockerfile_installs_the_instance_and_workspace():
     text = (REPO / "Dockerfile").read_text()
     assert 'pip install ".[serving]"' in text
+    # the slim serving target: the serving extra and the package without its dependencies
+    assert "AS serving" in text and "['optional-dependencies']['serving']" in text
+    assert "pip install --prefix=/install --no-deps ." in text
     assert "ENV" in text and "DAGSTER_HOME=/opt/dagster/home" in text
     assert "COPY deploy/dagster.production.yaml ${DAGSTER_HOME}/dagster.yaml" in text
     assert "COPY deploy/workspace.grpc.yaml /opt/dagster/workspace.yaml" in text
