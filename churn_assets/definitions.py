@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from churn_assets.alert_sensors import check_failure_notifier, run_failure_notifier
 from churn_assets.deployment import assets as deployment_assets
 from churn_assets.deployment.checks import (
     served_graphs_match_pipelines,
@@ -58,7 +59,13 @@ def build_definitions(
             retraining_schedule(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON),
             retention_schedule,
         ],
-        sensors=[landing_zone_sensor, drift_sensor, run_failure_recorder],
+        sensors=[
+            landing_zone_sensor,
+            drift_sensor,
+            run_failure_recorder,
+            run_failure_notifier,
+            check_failure_notifier,
+        ],
         resources={
             "platform": platform or ChurnPlatform(),
             "io_manager": io_manager or ChurnIOManager(),
