@@ -27,18 +27,19 @@ SINGLE_THREAD_BELOW_ROWS = 20_000
 SPLITS_REQUIRED: tuple[str, ...] = ("train", "validation", "holdout")
 
 
-def _cgroup_cpu_limit() -> float | None:
-    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, else v1 CFS quota); None if unlimited."""
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs allowed by the cgroup quota under ``root`` (v2 ``cpu.max``, else the v1 CFS
+    quota); None when unlimited or unknown."""
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
+        with open(f"{root}/cpu.max") as f:
             quota, period = f.read().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+        with open(f"{root}/cpu/cpu.cfs_quota_us") as f:
             quota_us = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+        with open(f"{root}/cpu/cpu.cfs_period_us") as f:
             period_us = int(f.read())
         return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
@@ -51,7 +52,7 @@ def available_cpus() -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_limit()
+    quota = cgroup_cpu_limit()
     if quota is not None:
         cpus = min(cpus, max(1, math.floor(quota)))
     return max(1, cpus)
