@@ -38,9 +38,9 @@ def session_options(threads: int) -> Any:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    if threads == 1:
-        # no spinning worker threads: they would compete with the event loop
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # idle worker threads sleep instead of spinning: on a small machine they would take the
+    # event loop's core
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
