@@ -464,17 +464,10 @@ def dashboard_metric_names() -> set[str]:
     return names
 
 
-def test_dashboard_queries_name_metrics_the_sidecar_exports():
-    from churn_serving.metrics import ServingMetrics
+def test_dashboard_queries_name_metrics_the_sidecar_exports(tmp_path):
+    from tests.code.test_alert_rules import exported_metric_names
 
-    exported = set()
-    for family in ServingMetrics().registry.collect():
-        exported.add(family.name)
-        exported |= {s.name for s in family.samples}
-        if family.type == "counter":
-            exported.add(f"{family.name}_total")
-        if family.type == "histogram":
-            exported |= {f"{family.name}_{s}" for s in ("bucket", "count", "sum")}
+    exported = exported_metric_names(tmp_path)  # with the drift and version gauges set
     assert dashboard_metric_names() <= exported, dashboard_metric_names() - exported
 
 
