@@ -14,6 +14,8 @@ import dagster as dg
 
 from churn_assets.lib import notify
 
+#: Seconds between evaluations: a failure is posted within about this long.
+NOTIFY_INTERVAL_SECONDS = 15
 #: At most this many failed checks of one run are posted one by one (the rest are counted).
 MAX_CHECK_MESSAGES = 20
 OFF = f"{notify.WEBHOOK_ENV} is not set: notifications are off"
@@ -80,6 +82,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> notify.Alert:
 
 
 @dg.run_failure_sensor(
+    minimum_interval_seconds=NOTIFY_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts every failed run (job, failed steps, their assets, root causes, a link "
     "to the run) to the Slack-compatible webhook CHURN_ALERT_WEBHOOK_URL; skips when unset.",
@@ -133,6 +136,7 @@ def check_failure_alert(entry: dg.EventLogEntry, job: str | None = None) -> noti
 
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
+    minimum_interval_seconds=NOTIFY_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts every failed asset check (ERROR and WARN: data quality, model floors, "
     "drift) of a successful run to the Slack-compatible webhook CHURN_ALERT_WEBHOOK_URL, one "
