@@ -5,18 +5,16 @@ uvicorn settings as the sidecar (:func:`churn_serving.server.run`), answering ``
 ``python -m benchmarks.bare_fastapi --port P --answer FILE``
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 from pathlib import Path
 
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
-def create_app(answer: bytes):  # noqa: ANN201 (FastAPI)
+
+def create_app(answer: bytes) -> FastAPI:
     """FastAPI app: ``POST /predict`` → ``answer``, ``GET /ready`` → 200."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
-
     app = FastAPI()
 
     @app.post("/predict")

@@ -180,7 +180,7 @@ def sidecar(
             proc.wait(timeout=10)
 
 
-def wait_for(car: Sidecar, *, ready: bool = True, timeout: float = 90.0) -> None:
+def wait_for(car: Sidecar, *, ready: bool = True, timeout: float = 180.0) -> None:
     """Wait for /health (and /ready with ``ready``) to answer 200."""
     deadline = time.monotonic() + timeout
     path = "/ready" if ready else "/health"

@@ -414,7 +414,7 @@ def test_running_app_imports_neither_dagster_nor_mlflow(served):
         assert result["status"] == "reloaded", result
         assert app.state.manager.bundle.predictors["classifier"] is not None
         runtimes = {{r: p.runtime for r, p in app.state.manager.bundle.predictors.items() if p}}
-        assert set(runtimes.values()) == {"onnxruntime"}, runtimes
+        assert set(runtimes.values()) == {{"onnxruntime"}}, runtimes
         print("dagster" in sys.modules, "mlflow" in sys.modules, "sklearn" in sys.modules)
         """
     )
