@@ -539,3 +539,17 @@ def test_settings_from_environment(monkeypatch):
     assert not s.admin_enabled
     monkeypatch.setenv("CHURN_SERVING_ADMIN_TOKEN", "t0ken")
     assert ServingSettings().admin_enabled
+
+
+def test_waiting_for_a_first_deployment_is_logged_once(tmp_path, caplog):
+    import logging
+
+    from churn_serving.manager import ModelManager
+
+    manager = ModelManager(Storage(str(tmp_path / "empty")))
+    with caplog.at_level(logging.INFO, logger="churn_serving.manager"):
+        for _ in range(3):
+            assert manager.reload(trigger="poll")["status"] == "failed"
+    waiting = [r for r in caplog.records if "nothing deployed" in r.getMessage()]
+    assert len(waiting) == 1 and waiting[0].levelno == logging.INFO
+    assert manager.last_error is not None and "nothing deployed" in manager.last_error["error"]
