@@ -553,3 +553,13 @@ def test_waiting_for_a_first_deployment_is_logged_once(tmp_path, caplog):
     waiting = [r for r in caplog.records if "nothing deployed" in r.getMessage()]
     assert len(waiting) == 1 and waiting[0].levelno == logging.INFO
     assert manager.last_error is not None and "nothing deployed" in manager.last_error["error"]
+
+
+def test_telco_source_column_names_map_to_its_features(monkeypatch):
+    from churn_serving.app import dataset_aliases
+
+    monkeypatch.setenv("CHURN_DATASET", "telco")
+    aliases = dataset_aliases()
+    assert aliases["SeniorCitizen"] == "senior_citizen"
+    assert aliases["MonthlyCharges"] == "monthly_charges"
+    assert "tenure" not in aliases  # same name in the file and the platform
