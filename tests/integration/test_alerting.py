@@ -265,3 +265,103 @@ def test_a_drifted_batch_fires_the_drift_alert_through_alertmanager(
         finally:
             prom.stop(timeout=15)
             am.stop(timeout=15)
+
+
+# ------------------------------------------------------- a failed run, from `churn dev`
+
+SENSOR_TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    ... on Sensor { sensorState { status ticks(limit: 5) { status timestamp } } }
+  }
+}
+"""
+
+
+def graphql(port: int, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        answer = json.loads(r.read())
+    assert not answer.get("errors"), answer["errors"]
+    return answer["data"]
+
+
+@pytest.mark.timeout(420)
+def test_a_failed_run_in_dagster_dev_posts_to_the_webhook(webhook: Webhook, tmp_path: Path):
+    """`churn dev` (webserver, daemon, sidecar) with the webhook set and an empty landing zone:
+    an ingestion run fails for want of files, and the daemon's run_failure_notifier posts it
+    (start-up, the sensor's first tick, the run, the next tick: about a minute on 2 idle
+    cores, several when other tests load them; hence the longer timeout)."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    port, ui = free_port(), "http://dagster.test:3000"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env |= {
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "CHURN_STORAGE_URL": str(tmp_path / "storage"),
+        "CHURN_RETRAINING_CRON": "0 0 1 1 *",  # no scheduled run during the test
+        "CHURN_SERVING_PORT": str(free_port()),
+        "CHURN_ALERT_WEBHOOK_URL": webhook.url,
+        "CHURN_UI_URL": ui,
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    dev = HttpService(
+        "churn-dev",
+        [str(REPO / ".venv/bin/churn"), "dev", "--port", str(port), "--no-seed"],
+        env,
+        tmp_path,
+        f"http://127.0.0.1:{port}/server_info",
+    )
+    dev.spawn()
+    try:
+        try:
+            dev.wait_healthy(timeout=240)  # ~15 s on an idle machine, minutes under load
+        except (RuntimeError, TimeoutError) as e:
+            exits = [ln for ln in dev.tail(10**6).splitlines() if "exited with" in ln]
+            raise AssertionError(f"churn dev did not come up: {exits or e}") from e
+        selector = {
+            "repositoryLocationName": "churn_assets",
+            "repositoryName": "__repository__",
+            "sensorName": "run_failure_notifier",
+        }
+
+        def ticked() -> bool:
+            try:
+                data = graphql(port, SENSOR_TICKS, {"selector": selector})
+            except (OSError, AssertionError):
+                return False
+            state = data["sensorOrError"].get("sensorState") or {}
+            return state.get("status") == "RUNNING" and bool(state.get("ticks"))
+
+        # a run status sensor starts with the runs that end after its first tick
+        wait_until(ticked, timeout=120, interval=1)
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        run_id = client.submit_job_execution(
+            "ingest_and_features",
+            repository_location_name=selector["repositoryLocationName"],
+            repository_name="__repository__",
+        )
+
+        def posted() -> dict | None:
+            return next((b for b in webhook.bodies if run_id in b.get("text", "")), None)
+
+        try:
+            body = wait_until(posted, timeout=150, interval=1)
+        except TimeoutError:
+            raise AssertionError(f"nothing posted for run {run_id}\n{dev.tail()}") from None
+        text = body["text"]
+        assert text.startswith(":rotating_light: Dagster run failed: ingest_and_features")
+        assert f"Run: {run_id} (ingest_and_features)" in text
+        assert "Step: raw_customers" in text and "Asset: raw_customers" in text
+        assert "Reason: raw_customers: " in text
+        assert f"Open in Dagster: {ui}/runs/{run_id}" in text
+        # the JSON failure record is still written next to the notification
+        record = tmp_path / "storage/synthetic/monitoring/failures" / f"{run_id}.json"
+        assert wait_until(record.exists, timeout=30, interval=0.5)
+    finally:
+        dev.stop(timeout=60)
