@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -124,7 +126,7 @@ def running_dev(tmp: Path, *, seed: bool = True) -> Iterator[DevPlatform]:
         )
         dev = DevPlatform(port, serving_port, tmp / "dagster_home", storage, landing, log, proc)
         try:
-            wait_http(f"{dev.url}/server_info", timeout=120)
+            wait_http(f"{dev.url}/server_info", timeout=300)  # slow on a busy machine
             yield dev
         finally:
             if proc.poll() is None:
@@ -144,10 +146,22 @@ class Deployed:
     bootstrap_status: str
 
 
+@contextlib.contextmanager
+def own_tmp(prefix: str) -> Iterator[Path]:
+    """A temporary folder outside pytest's ``basetemp``: pytest keeps only the three newest
+    base folders per user, so another pytest session of the same user on the machine would
+    delete a running platform's instance and storage from under it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def platform_dev(tmp_path_factory) -> Iterator[DevPlatform]:
+def platform_dev() -> Iterator[DevPlatform]:
     """The one shared `churn dev` of the session (see the module docstring)."""
-    with running_dev(tmp_path_factory.mktemp("dev")) as dev:
+    with own_tmp("churn-dev-") as tmp, running_dev(tmp) as dev:
         yield dev
 
 

@@ -21,7 +21,7 @@ import pytest
 from churn_assets.lib import deployment as dep
 from churn_assets.lib.generator import generate
 from churn_assets.lib.storage import Storage
-from tests.integration.conftest import Deployed, DevPlatform, running_dev
+from tests.integration.conftest import Deployed, DevPlatform, own_tmp, running_dev
 
 pytestmark = pytest.mark.integration
 
@@ -156,10 +156,12 @@ def processes_of(home: Path) -> list[psutil.Process]:
     return found
 
 
-def test_sigterm_stops_every_process(tmp_path):
+@pytest.mark.timeout(600)
+def test_sigterm_stops_every_process():
     """Its own `churn dev` (not the shared one): stopping it must not end other tests'
-    platform. Nothing is seeded, so it only starts the processes."""
-    with running_dev(tmp_path, seed=False) as dev:
+    platform. Nothing is seeded, so it only starts the processes. Timeout 600 s: starting
+    and stopping the processes on a busy 2-core machine."""
+    with own_tmp("churn-sigterm-") as tmp, running_dev(tmp, seed=False) as dev:
         dev.wait(lambda: _answers(dev.serving_port), 60, "the sidecar to listen")
         started = processes_of(dev.home)
         names = " ".join(" ".join(p.cmdline()) for p in started)
