@@ -20,8 +20,10 @@ platform's own for its steps:
   (known category in the left set → left, other known category → right, NaN / unknown →
   the missing-value direction).
 
-Inputs are double, so numeric thresholds compare as in scikit-learn (forests compare
-``float32(x)``; skl2onnx shifts their thresholds accordingly).
+Inputs are double, so numeric thresholds compare as in the libraries: boosters in double
+(double thresholds and leaf sums, ``ai.onnx.ml`` 3 tensor attributes); scikit-learn's forests
+and XGBoost compare ``float32(x)`` with float32 thresholds, so their part of the graph casts
+to float32 first (skl2onnx adjusts forest thresholds to float32 for that).
 
 Verification (:func:`verify`) runs graph and pipeline on the same rows: a sample of the
 version's reference data plus probes (all numerics missing, unseen and missing categories,
@@ -261,8 +263,9 @@ class _DoubleTrees:
 
     _DOUBLE = ("nodes_values", "target_weights", "class_weights", "base_values")
 
-    def __init__(self, container: Any):
+    def __init__(self, container: Any, *, float32_thresholds: bool = False):
         self._container = container
+        self._float32 = float32_thresholds
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._container, name)
@@ -282,6 +285,8 @@ class _DoubleTrees:
             for k in self._DOUBLE:
                 if k in attrs:
                     values = np.asarray(attrs.pop(k), dtype=np.float64).ravel()
+                    if k == "nodes_values" and self._float32:
+                        values = values.astype(np.float32).astype(np.float64)
                     attrs[f"{k}_as_tensor"] = numpy_helper.from_array(values, name=f"{k}_as_tensor")
             attrs.pop("nodes_hitrates", None)
             op_version = 3
@@ -313,9 +318,10 @@ class _OperatorView:
 def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
     """Wrap a skl2onnx tree converter: double input (cast if the graph declares float),
     double thresholds and leaf values (:class:`_DoubleTrees`), and the float outputs of
-    ONNX tree ensembles cast to the double outputs the graph declares. ``float_input``
-    rounds the input to float32 first, for models that compare float32 features to float32
-    thresholds (XGBoost)."""
+    ONNX tree ensembles cast to the double outputs the graph declares. ``float_input`` is
+    for models that compare float32 features with float32 thresholds (scikit-learn's forests,
+    XGBoost): the input is rounded to float32 and the thresholds are float32 values, both
+    held in doubles, so comparisons are exact and leaf sums stay double."""
 
     def converter(scope: Any, operator: Any, container: Any) -> None:
         from onnx import TensorProto
@@ -323,11 +329,18 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
         from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 
         source = operator.inputs[0]
-        kind, onnx_type = (
-            (FloatTensorType, TensorProto.FLOAT)
-            if float_input
-            else (DoubleTensorType, TensorProto.DOUBLE)
-        )
+        name = source.full_name
+        if float_input:  # float32(x), held exactly in a double tensor
+            name = scope.get_unique_variable_name("float_input")
+            container.add_node(
+                "Cast",
+                [source.full_name],
+                [name],
+                to=TensorProto.FLOAT,
+                name=scope.get_unique_operator_name("Cast"),
+            )
+        # the converter sees a float input where it adjusts thresholds to float32
+        kind = FloatTensorType if float_input else DoubleTensorType
         x = Variable(
             "tree_input",
             scope.get_unique_variable_name("tree_input"),
@@ -336,9 +349,9 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
         )
         container.add_node(
             "Cast",
-            [source.full_name],
+            [name],
             [x.full_name],
-            to=onnx_type,
+            to=TensorProto.DOUBLE,
             name=scope.get_unique_operator_name("Cast"),
         )
         outputs, casts = [], []
@@ -354,7 +367,7 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
                 casts.append((tmp, o))
             else:
                 outputs.append(o)
-        target = container if float_input else _DoubleTrees(container)
+        target = _DoubleTrees(container, float32_thresholds=float_input)
         convert(scope, _OperatorView(operator, [x], outputs), target)
         for tmp, o in casts:
             container.add_node(
@@ -496,10 +509,11 @@ def register_converters() -> None:
     )
 
     hgb_regressor = get_converter("SklearnHistGradientBoostingRegressor")
+    # scikit-learn's own trees compare float32(x) with float64 thresholds: a float32 input and
+    # skl2onnx's float32-adjusted thresholds reproduce that exactly
+    forest = (RandomForestClassifier, ExtraTreesClassifier, RandomForestRegressor)
     for cls, convert in (
-        (RandomForestClassifier, None),
-        (ExtraTreesClassifier, None),
-        (RandomForestRegressor, None),
+        *((c, None) for c in forest),
         (HistGradientBoostingRegressor, None),
         (HistGradientBoostingClassifier, _hgb_classifier(_double_trees(hgb_regressor))),
     ):
@@ -508,7 +522,7 @@ def register_converters() -> None:
             cls,
             alias,
             get_shape_calculator(alias),
-            convert or _double_trees(get_converter(alias)),
+            convert or _double_trees(get_converter(alias), float_input=cls in forest),
             options=_converter_pool[alias].get_allowed_options(),
         )
     _registered = True

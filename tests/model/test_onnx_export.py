@@ -194,3 +194,26 @@ def frame_of(num: np.ndarray, cat: np.ndarray, spec: Any) -> Any:
     data = {c: num[:, i] for i, c in enumerate(spec.numeric)}
     data.update({c: cat[:, j] for j, c in enumerate(spec.categorical)})
     return pd.DataFrame(data)[[*spec.numeric, *spec.categorical]]
+
+
+def test_forest_thresholds_compare_like_scikit_learn_in_float32():
+    """Forests compare float32(x) with thresholds between float32 values: values with two
+    decimals (not float32-representable) land on both sides of such thresholds."""
+    import onnxruntime as ort
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(1)
+    x = np.round(rng.uniform(0, 100, (4000, 3)), 2)
+    y = (x[:, 0] + rng.normal(0, 20, 4000) > 50).astype(int)
+    est = RandomForestClassifier(n_estimators=50, min_samples_leaf=1, random_state=0).fit(x, y)
+    ox.register_converters()
+    model = convert_sklearn(
+        est,
+        initial_types=[("x", DoubleTensorType([None, 3]))],
+        target_opset=ox.TARGET_OPSET,
+        options={id(est): {"zipmap": False}},
+    )
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[1][:, 1]
+    np.testing.assert_allclose(got, est.predict_proba(x)[:, 1], rtol=0, atol=TOLERANCE)
