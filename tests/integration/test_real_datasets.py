@@ -38,7 +38,9 @@ def test_telco_snapshot(real_data):
     assert run.result.output_for_node("raw_transactions").height == 0
 
 
+@pytest.mark.timeout(1200)
 def test_online_retail_transactions(real_data):
+    """Timeout 1200 s: ingests 541,909 invoice lines and trains the regression set."""
     run = run_graph("online_retail", selection=[*INGEST, "training_set", "regression_models"])
     assert run.result.success, run.result
     raw = run.result.output_for_node("raw_transactions")
