@@ -177,8 +177,30 @@ def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
     done = subprocess.run([str(BIN / "churn"), "rollback"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert f"now {v1}" in done.stdout and "aliases moved" in done.stdout
+    assert "pinned until `churn unpin`" in done.stdout
     pointer = dep.read_current(s)
     assert pointer["version"] == v1 and pointer["history"][-1]["version"] == v2
+    assert pointer["pinned"] == v1
+
+    # while pinned, a retraining keeps the pinned version whatever the challengers
+    from churn_assets.lib.release import release
+
+    out = release(
+        s,
+        dataset="synthetic",
+        classification=first.result.output_for_node("classification_models"),
+        regression=first.result.output_for_node("regression_models"),
+        training_set=first.result.output_for_node("training_set"),
+        lineage={},
+    )
+    assert not out["promoted"] and out["version"] == v1
+    assert f"version {v1} is pinned" in out["decision"]["reason"]
+    unpinned = subprocess.run(
+        [str(BIN / "churn"), "unpin"], capture_output=True, text=True, env=env
+    )
+    assert unpinned.returncode == 0, unpinned.stderr
+    assert "automatic promotion is on" in unpinned.stdout
+    assert dep.read_current(s)["pinned"] is None and dep.read_current(s)["version"] == v1
     again = subprocess.run(
         [str(BIN / "churn"), "rollback", "--to", "v19990101-000000"],
         capture_output=True,
@@ -320,3 +342,93 @@ def test_poor_value_model_never_blocks_the_churn_model(deployed, tmp_path):
     assert manifest["models"]["classifier"]["candidate"] == cls["champion"]
     assert manifest["models"]["regressor"]["candidate"] == "naive_baseline"
     assert "R² gain over naive -0.2000" in str(out["decision"]["roles"]["regressor"])
+
+
+def test_retention_job_keeps_the_runs_the_deployed_version_uses(deployed, monkeypatch):
+    """The retention job with one model set kept per kind: per kind the newest model-set
+    run stays, and so does every older one whose models a kept version serves; the others
+    (parent and candidate runs) are deleted."""
+    from mlflow.entities import ViewType
+
+    from churn_assets.jobs import retention_job
+    from churn_assets.resources import ChurnPlatform
+
+    storage, config, first, _ = deployed
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
+    monkeypatch.setenv("CHURN_RETENTION_MODEL_SETS", "1")
+    result = retention_job.execute_in_process(resources={"platform": ChurnPlatform(dataset=config)})
+    assert result.success
+    report = result.output_for_node("retention_op")
+    s = Storage(str(storage / "synthetic"))
+    used = {
+        m["mlflow_run_id"]
+        for v in dep.list_versions(s)
+        for m in dep.read_manifest(s, v)["models"].values()
+    }
+    client = mlflow_client(storage)
+    exp = client.get_experiment_by_name("churn-synthetic")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        run_view_type=ViewType.ALL,
+        order_by=["attributes.start_time DESC"],
+        max_results=500,
+    )
+    children: dict[str, list] = {}
+    for r in runs:
+        children.setdefault(r.data.tags.get("mlflow.parentRunId", ""), []).append(r)
+    parents = [r for r in children[""] if r.data.tags.get("model_set")]
+    assert len(parents) >= 4  # both kinds, trained at least twice
+    deleted = 0
+    for kind in ("classification", "regression"):
+        mine = [p for p in parents if p.data.tags["model_set"] == kind]
+        for i, parent in enumerate(mine):
+            kids = children.get(parent.info.run_id, [])
+            keep = i == 0 or any(k.info.run_id in used for k in kids)
+            stages = {r.info.lifecycle_stage for r in [parent, *kids]}
+            assert stages == {"active" if keep else "deleted"}, (kind, i, stages)
+            deleted += 0 if keep else 1 + len(kids)
+    assert report["mlflow"]["deleted_runs"] == deleted
+    parent = first.result.output_for_node("classification_models")["mlflow"]["parent_run_id"]
+    assert client.get_run(parent).info.lifecycle_stage == "active"  # its models are served
+    assert dep.verify_version(s, dep.read_current(s)["version"]) == []
+
+
+def test_rollback_as_a_materialization_pins_then_unpin_judges_again(deployed, monkeypatch):
+    """Config ``rollback_to: previous`` on ``deployed_model_version`` rolls back and pins
+    (a materialization, visible in the lineage); ``unpin: true`` turns promotion back on."""
+    import dagster as dg
+
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.resources import ChurnPlatform
+
+    storage, config, _, _ = deployed
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
+    s = Storage(str(storage / "synthetic"))
+    v1 = dep.read_current(s)["version"]
+    m1 = dep.read_manifest(s, v1)
+    v2 = dep.new_version(s)
+    artifacts = {n: s.read_bytes(f"deployments/versions/{v1}/{n}") for n in m1["artifacts"]}
+    dep.write_version(
+        s, v2, artifacts, {k: v for k, v in m1.items() if k not in ("version", "artifacts")}
+    )
+    dep.set_current(s, v2, reason="a newer version")
+    defs = build_definitions(ChurnPlatform(dataset=config), ChurnIOManager(dataset=config))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey("deployed_model_version")}
+    )
+
+    def materialize(**cfg):
+        return job.execute_in_process(
+            run_config={"ops": {"deployed_model_version": {"config": cfg}}},
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+
+    rolled = materialize(rollback_to="previous")
+    out = rolled.output_for_node("deployed_model_version")
+    assert out["rolled_back"] and out["version"] == v1
+    assert dep.read_current(s)["version"] == v1 and dep.read_current(s)["pinned"] == v1
+    judged = materialize(unpin=True)
+    out = judged.output_for_node("deployed_model_version")
+    assert dep.read_current(s)["pinned"] is None
+    assert "pinned" not in out["decision"]["reason"] and out["decision"]["roles"]
