@@ -59,7 +59,7 @@ def test_candidates_and_gains(result: ModelSetResult) -> None:
     assert naive.metrics["r2_gain_vs_naive"] == 0.0
 
 
-def test_champion_beats_naive_on_validation_and_cv(result: ModelSetResult) -> None:
+def test_champion_beats_naive_on_validation(result: ModelSetResult) -> None:
     sel = result.selection
     assert result.champion != "naive_baseline" and not sel["fallback_to_naive"]
     naive = result.get("naive_baseline")
@@ -67,12 +67,12 @@ def test_champion_beats_naive_on_validation_and_cv(result: ModelSetResult) -> No
     for name in sel["finalists"]:
         cand = result.get(name)
         val_gain = cand.validation_metrics["r2"] - naive.validation_metrics["r2"]
-        cv_gain = cand.cv["cv_r2_mean"] - naive.cv["cv_r2_mean"]
-        assert sel["scores"][name]["combined_gain_vs_naive"] == pytest.approx(
-            (val_gain + cv_gain) / 2
-        )
-        if (val_gain + cv_gain) / 2 > 0:
-            eligible[name] = (cand.validation_metrics["r2"] + cand.cv["cv_r2_mean"]) / 2
+        cv_gain = cand.cv["cv_r2_mean"] - naive.cv["cv_r2_mean"]  # reported, not used
+        scores = sel["scores"][name]
+        assert scores["validation_gain_vs_naive"] == pytest.approx(val_gain)
+        assert scores["cv_gain_vs_naive"] == pytest.approx(cv_gain)
+        if val_gain > 0:
+            eligible[name] = cand.validation_metrics["r2"]
         else:
             assert "naive" in sel["excluded"][name]
     assert eligible[result.champion] == max(eligible.values())
@@ -80,11 +80,6 @@ def test_champion_beats_naive_on_validation_and_cv(result: ModelSetResult) -> No
     champ = result.champion_result
     assert champ.stage == "refit" and champ.metrics_before_refit is not None
     json.dumps(sel, allow_nan=False)
-    board = result.leaderboard()
-    assert "naive_baseline" in set(board["name"])
-    assert board["r2"].is_monotonic_decreasing
-    # The features carry signal beyond the naive forecast.
-    assert result.champion_result.metrics["r2_gain_vs_naive"] > 0
 
 
 def test_heavy_tail_predictions_finite_and_non_negative(

@@ -110,11 +110,14 @@ def subsample_positions(
     return np.sort(kept)
 
 
-def combined_score(validation: float, cv_mean: float | None) -> float:
-    """Validation and CV together (:data:`VALIDATION_WEIGHT`); validation alone without CV."""
-    if cv_mean is None or not math.isfinite(cv_mean):
+def combined_score(
+    validation: float, cv_mean: float | None, validation_weight: float = VALIDATION_WEIGHT
+) -> float:
+    """Validation and CV together (``validation_weight`` on validation, the rest on the CV
+    mean); validation alone without CV."""
+    if cv_mean is None or not math.isfinite(cv_mean) or validation_weight >= 1:
         return float(validation)
-    return VALIDATION_WEIGHT * float(validation) + (1 - VALIDATION_WEIGHT) * float(cv_mean)
+    return validation_weight * float(validation) + (1 - validation_weight) * float(cv_mean)
 
 
 def rank(scores: dict[str, float], greater_is_better: bool) -> list[str]:
