@@ -2,6 +2,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.freshness import RETRAINING_FRESHNESS
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
@@ -43,7 +44,11 @@ def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: st
 
 
 @dg.asset(
-    retry_policy=STORAGE_RETRY, group_name="deployment", kinds={"s3", "mlflow"}, pool="retraining"
+    retry_policy=STORAGE_RETRY,
+    group_name="deployment",
+    kinds={"s3", "mlflow"},
+    pool="retraining",
+    freshness_policy=RETRAINING_FRESHNESS,
 )
 def deployed_model_version(
     context: dg.AssetExecutionContext,
@@ -155,7 +160,12 @@ def deployed_model_version(
     return dg.Output(value, metadata=metadata)
 
 
-@dg.asset(retry_policy=STORAGE_RETRY, group_name="deployment", kinds={"polars", "parquet"})
+@dg.asset(
+    retry_policy=STORAGE_RETRY,
+    group_name="deployment",
+    kinds={"polars", "parquet"},
+    freshness_policy=RETRAINING_FRESHNESS,
+)
 def churn_scores(
     platform: ChurnPlatform, current_features, deployed_model_version: dict
 ) -> dg.Output:

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from churn_assets.freshness import DATA_FRESHNESS
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
@@ -40,7 +41,12 @@ def customer_features(
     return dg.Output(features, metadata=metadata)
 
 
-@dg.asset(retry_policy=STORAGE_RETRY, group_name="features", kinds={"polars", "parquet"})
+@dg.asset(
+    retry_policy=STORAGE_RETRY,
+    group_name="features",
+    kinds={"polars", "parquet"},
+    freshness_policy=DATA_FRESHNESS,
+)
 def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups

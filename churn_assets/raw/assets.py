@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.freshness import DATA_FRESHNESS
 from churn_assets.metadata import table_metadata
 from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, suite_check
 from churn_assets.resources import ChurnPlatform
@@ -112,6 +113,7 @@ def raw_customers(
     group_name="raw",
     check_specs=raw_check_specs("raw_transactions"),
     kinds={"polars", "parquet"},
+    freshness_policy=DATA_FRESHNESS,
 )
 def raw_transactions(
     context: dg.AssetExecutionContext, platform: ChurnPlatform
