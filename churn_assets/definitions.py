@@ -12,6 +12,7 @@ from churn_assets.deployment.checks import (
 )
 from churn_assets.features import assets as feature_assets
 from churn_assets.features.checks import customer_features_valid
+from churn_assets.freshness import stale_deployment_notifier
 from churn_assets.io_managers import ChurnIOManager
 from churn_assets.jobs import (
     ingest_and_features_job,
@@ -23,6 +24,8 @@ from churn_assets.jobs import (
 from churn_assets.models import assets as model_assets
 from churn_assets.models.checks import churn_champion_above_floor, value_champion_beats_naive
 from churn_assets.monitoring import assets as monitoring_assets
+from churn_assets.monitoring import served as served_monitoring
+from churn_assets.monitoring.served import served_drift_job, served_drift_schedule
 from churn_assets.raw import assets as raw_assets
 from churn_assets.resources import ChurnPlatform
 from churn_assets.schedules import DEFAULT_CRON, retention_schedule, retraining_schedule
@@ -39,7 +42,14 @@ def build_definitions(
     """
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
-            [raw_assets, feature_assets, model_assets, deployment_assets, monitoring_assets]
+            [
+                raw_assets,
+                feature_assets,
+                model_assets,
+                deployment_assets,
+                monitoring_assets,
+                served_monitoring,
+            ]
         ),
         asset_checks=[
             customer_features_valid,
@@ -54,10 +64,12 @@ def build_definitions(
             retraining_job,
             rollback_deployment_job,
             retention_job,
+            served_drift_job,
         ],
         schedules=[
             retraining_schedule(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON),
             retention_schedule,
+            served_drift_schedule,
         ],
         sensors=[
             landing_zone_sensor,
@@ -65,6 +77,7 @@ def build_definitions(
             run_failure_recorder,
             run_failure_notifier,
             check_failure_notifier,
+            stale_deployment_notifier,
         ],
         resources={
             "platform": platform or ChurnPlatform(),

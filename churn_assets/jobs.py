@@ -17,7 +17,9 @@ RETRAINING_POOL = "retraining"
 
 monitoring_job = dg.define_asset_job(
     "ingest_features_drift",
-    selection=dg.AssetSelection.groups("raw", "features", "monitoring"),
+    # the served-traffic drift reads days of inference log: its own daily schedule
+    selection=dg.AssetSelection.groups("raw", "features", "monitoring")
+    - dg.AssetSelection.assets("served_drift_report"),
     description="What the landing sensor runs: ingestion → features → drift report.",
     executor_def=dg.in_process_executor,
 )
