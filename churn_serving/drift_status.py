@@ -14,6 +14,12 @@ Until a report exists the metrics are absent (not 0), so "no report" and "no dri
 ``churn_drift_report_timestamp_seconds``       when the report was made (Unix time)
 ``churn_drift_summary_read_failures_total``    failed reads of the summary (kept the last one)
 =============================================  ==================================================
+
+The drift of the traffic the sidecar itself served (``served_drift_report``, from the
+inference log) is exported the same way from ``monitoring/drift/served-latest.json`` as
+``churn_served_drift_*`` (a second collector, ``prefix="churn_served_drift"``), plus
+``churn_served_drift_records`` (served records in the window). While that window holds too
+few records (status ``no_served_traffic``) only the records and timestamp gauges appear.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ log = logging.getLogger("churn_serving.drift_status")
 
 #: Where the platform writes the latest drift report's summary (relative to the data set).
 SUMMARY = "monitoring/drift/latest.json"
+#: The served-traffic drift summary (written by ``served_drift_report``).
+SERVED_SUMMARY = "monitoring/drift/served-latest.json"
+SERVED_PREFIX = "churn_served_drift"
 
 
 def _timestamp(value: Any) -> float | None:
@@ -51,8 +60,17 @@ def _timestamp(value: Any) -> float | None:
 class DriftStatus:
     """A Prometheus collector of the latest drift summary, refreshed off the request path."""
 
-    def __init__(self, storage: Any, registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        storage: Any,
+        registry: CollectorRegistry | None = None,
+        *,
+        summary: str = SUMMARY,
+        prefix: str = "churn_drift",
+    ):
         self.storage = storage
+        self.path = summary
+        self.prefix = prefix
         self.summary: dict[str, Any] | None = None
         self.read_failures = 0
         self._signature: Any = None
@@ -62,15 +80,15 @@ class DriftStatus:
     def refresh(self) -> dict[str, Any] | None:
         """Re-read the summary if the file changed; returns the current summary (or None)."""
         try:
-            sig = file_signature(self.storage, SUMMARY)
+            sig = file_signature(self.storage, self.path)
             if sig is None or sig == self._signature:
                 return self.summary
-            summary = json.loads(self.storage.read_bytes(SUMMARY))
+            summary = json.loads(self.storage.read_bytes(self.path))
             if not isinstance(summary, dict) or "drifted" not in summary:
                 raise ValueError(f"not a drift summary: {str(summary)[:200]}")
         except Exception as e:  # storage down or a torn file: keep the last good summary
             self.read_failures += 1
-            log.warning("cannot read %s: %s", self.storage.url(SUMMARY), e)
+            log.warning("cannot read %s: %s", self.storage.url(self.path), e)
             return self.summary
         self._signature = sig
         changed = (self.summary or {}).get("created_at") != summary.get("created_at")
@@ -92,7 +110,7 @@ class DriftStatus:
     def collect(self) -> Iterator[Metric]:
         """The cached summary as metrics (no storage access)."""
         failures = CounterMetricFamily(
-            "churn_drift_summary_read_failures",
+            f"{self.prefix}_summary_read_failures",
             "Failed reads of the drift summary (the last good one is kept).",
         )
         failures.add_metric([], self.read_failures)
@@ -100,32 +118,46 @@ class DriftStatus:
         s = self.summary
         if s is None:
             return
+        if "current_rows" in s:
+            yield GaugeMetricFamily(
+                f"{self.prefix}_records",
+                "Records the latest served-traffic drift report measured.",
+                value=float(s.get("current_rows") or 0),
+            )
+        created = _timestamp(s.get("created_at"))
+        if s.get("status", "ok") != "ok":  # e.g. no served traffic: no verdict to export
+            if created is not None:
+                yield GaugeMetricFamily(
+                    f"{self.prefix}_report_timestamp_seconds",
+                    "When the latest drift report was made (Unix time).",
+                    value=created,
+                )
+            return
         detected = GaugeMetricFamily(
-            "churn_drift_detected",
+            f"{self.prefix}_detected",
             "1 when the latest drift report says drift, else 0.",
             labels=["model_version"],
         )
         detected.add_metric([str(s.get("model_version") or "")], 1.0 if s.get("drifted") else 0.0)
         yield detected
         yield GaugeMetricFamily(
-            "churn_drift_share_drifted",
+            f"{self.prefix}_share_drifted",
             "Share of the columns that drifted in the latest drift report.",
             value=float(s.get("share_drifted") or 0.0),
         )
         yield GaugeMetricFamily(
-            "churn_drift_drifted_columns",
+            f"{self.prefix}_drifted_columns",
             "Number of columns that drifted in the latest drift report.",
             value=float(len(s.get("drifted_columns") or [])),
         )
         yield GaugeMetricFamily(
-            "churn_drift_prediction_drift",
+            f"{self.prefix}_prediction_drift",
             "1 when a prediction column drifted in the latest drift report.",
             value=1.0 if s.get("prediction_drift") else 0.0,
         )
-        created = _timestamp(s.get("created_at"))
         if created is not None:
             yield GaugeMetricFamily(
-                "churn_drift_report_timestamp_seconds",
+                f"{self.prefix}_report_timestamp_seconds",
                 "When the latest drift report was made (Unix time).",
                 value=created,
             )

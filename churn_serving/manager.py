@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from churn_assets.lib import deployment as dep
-from churn_serving.drift_status import DriftStatus
+from churn_serving.drift_status import SERVED_PREFIX, SERVED_SUMMARY, DriftStatus
 from churn_serving.model import (
     FEATURES_TABLE,
     FallbackStats,
@@ -91,6 +91,9 @@ class ModelManager:
         # gauges the poll thread refreshes: latest drift summary, served version's age and lag
         registry = metrics.registry if metrics is not None else None
         self.drift = DriftStatus(storage, registry)
+        self.served_drift = DriftStatus(
+            storage, registry, summary=SERVED_SUMMARY, prefix=SERVED_PREFIX
+        )
         self.version_status = VersionStatus(registry)
 
     # --------------------------------------------------------------------- polling
@@ -115,6 +118,7 @@ class ModelManager:
             try:
                 result = self.reload(force=False, trigger=trigger)
                 self.drift.refresh()
+                self.served_drift.refresh()
                 loaded = self.bundle.version if self.bundle is not None else None
                 self.version_status.update(loaded, result.get("version"))
             except Exception:  # never let the poll thread die
