@@ -108,7 +108,7 @@ def stale_deployment_notifier(context: dg.SensorEvaluationContext):
     age = now - event.timestamp
     if age <= RETRAINING_WINDOW.fail.total_seconds():
         return dg.SkipReason(f"deployment is fresh ({_age(age)} old)")
-    marker = str(event.storage_id)
+    marker = f"{event.run_id}:{event.timestamp}"  # one post per stale materialization
     if context.cursor == marker:
         return dg.SkipReason(f"stale deployment ({_age(age)} old) already posted")
     url = notify.webhook_url()
