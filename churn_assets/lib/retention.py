@@ -7,7 +7,7 @@ What grows without bound, and what is kept (``CHURN_RETENTION_*`` overrides each
   before it) are never deleted, whatever their age;
 - model-set files of training runs ``models/<kind>/<run id>/`` — the newest ``model_sets``;
 - drift reports ``monitoring/drift/<stamp>-<run>/`` — the newest ``drift_reports``
-  (``latest.json`` stays);
+  (``latest.json`` stays), and as many served-traffic reports ``monitoring/served_drift/``;
 - quarantine batches ``quarantine/<table>/<stamp>-<run>/`` — the newest
   ``quarantine_batches`` per table;
 - inference-log days ``inference_log/date=YYYY-MM-DD/`` — the last ``inference_log_days``;
@@ -101,6 +101,10 @@ def plan(
         out["model_sets"] += [f"models/{kind}/{r}" for r in by_age[: -policy.model_sets]]
     reports = _dirs(storage, "monitoring/drift")
     out["drift_reports"] = [f"monitoring/drift/{r}" for r in reports[: -policy.drift_reports]]
+    served = _dirs(storage, "monitoring/served_drift")  # served-traffic reports, same count
+    out["drift_reports"] += [
+        f"monitoring/served_drift/{r}" for r in served[: -policy.drift_reports]
+    ]
     for table in _dirs(storage, "quarantine"):
         batches = _dirs(storage, f"quarantine/{table}")
         out["quarantine_batches"] += [

@@ -37,6 +37,8 @@ from churn_assets.lib.storage import Storage
 LOG_PREFIX = "inference_log"
 #: The latest served-traffic summary, next to the batch report's ``latest.json``.
 SERVED_SUMMARY = "monitoring/drift/served-latest.json"
+#: Table and HTML report of each run: ``<REPORTS>/<stamp>-<run>/`` (retention keeps the newest).
+REPORTS = "monitoring/served_drift"
 PREDICTIONS = ("churn_probability", "expected_total_sales")
 #: Inference-log columns that are not features (a clashing feature gets a ``feature_`` prefix).
 LOG_META_COLUMNS = frozenset(
@@ -267,7 +269,7 @@ def build_served_drift_report(
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Drift of the served window against the deployed reference; stores the table and the
-    HTML report under ``monitoring/drift/served-<stamp>/`` and the summary at
+    HTML report under ``monitoring/served_drift/<stamp>-<run>/`` and the summary at
     :data:`SERVED_SUMMARY`. Nothing deployed, or too little traffic, is a status."""
     from churn_assets.lib.drift import DriftThresholds
     from churn_assets.lib.drift_report import render_html
@@ -307,7 +309,7 @@ def build_served_drift_report(
     if out["status"] == "ok":
         result = out["result"]
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
-        base = f"monitoring/drift/served-{stamp}-{run_id[:8]}"
+        base = f"{REPORTS}/{stamp}-{run_id[:8]}"
         out["table_url"] = storage.write_parquet(f"{base}/drift.parquet", result.table)
         html = render_html(
             result,

@@ -245,3 +245,24 @@ def test_landing_runs_leave_served_drift_out():
     assert "drift_report" in repo.get_job("ingest_features_drift").graph.node_dict
     assert list(repo.get_job("served_drift").graph.node_dict) == ["served_drift_report"]
     assert repo.get_schedule_def("daily_served_drift").job_name == "served_drift"
+
+
+def test_retention_keeps_the_newest_served_reports_and_the_batch_ones_apart(storage: Storage):
+    from churn_assets.lib.retention import RetentionPolicy, plan
+
+    serve(storage, population(500, seed=2), NOW - dt.timedelta(hours=4))
+    for hours in (3, 2, 1):
+        build_served_drift_report(
+            storage,
+            load_dataset_config("synthetic"),
+            ServedWindow(),
+            f"run-{hours}",
+            now=NOW - dt.timedelta(hours=hours) + dt.timedelta(minutes=5),
+        )
+    storage.write_json("monitoring/drift/20260310T000000Z-batch/x.json", {})
+    served = sorted(storage.list_files("monitoring/served_drift", "*/report.html"))
+    assert len(served) == 3
+    deleted = plan(storage, RetentionPolicy(drift_reports=1))["drift_reports"]
+    # the two older served reports go; the only batch report stays (counted on its own)
+    assert deleted == [path.rsplit("/", 1)[0] for path in served[:2]]
+    assert storage.exists(SERVED_SUMMARY)
