@@ -173,9 +173,12 @@ def classification_models(
 ) -> dg.Output[dict[str, Any]]:
     """The churn classification model set: logistic regression, random forest, extra
     trees, HistGradientBoosting, XGBoost, LightGBM and an ensemble of the best, each one
-    scikit-learn Pipeline with its preprocessing. Champion chosen on validation; decision
-    threshold = max F1 on validation; holdout metrics and 5-fold CV ROC-AUC reported. Every
-    candidate is a nested MLflow run; deployment registers the champion when it promotes it."""
+    scikit-learn Pipeline with its preprocessing. Every candidate is screened on
+    validation, the best three are cross-validated, and the champion is the best on the mean
+    of validation and CV; it is refitted on train + validation before the holdout. Decision
+    threshold = max F1 on validation. The ``selection`` metadata says how it was chosen.
+    Every candidate is a nested MLflow run; deployment registers the champion when it
+    promotes it."""
     with fail_fast_unless_transient():
         return _train_model_set(context, platform, training_set, "classification")
 
@@ -188,8 +191,10 @@ def regression_models(
 ) -> dg.Output[dict[str, Any]]:
     """The customer-value (``total_sales``) model set: a naive baseline (past spend scaled
     to the horizon), ridge, polynomial ridge, random forest, HistGradientBoosting, XGBoost,
-    LightGBM and heavy-tail variants (Tweedie, log target). Holdout RMSE, MAE, R² and the
-    gain over the naive baseline. A data set without a value label (a churn-only snapshot)
+    LightGBM and heavy-tail variants (Tweedie, log target). The champion is the best on
+    validation among the candidates that beat the naive baseline there (else the naive
+    baseline itself), refitted on train + validation. Holdout RMSE, MAE, R² and the gain
+    over the naive baseline. A data set without a value label (a churn-only snapshot)
     materializes this asset as "not applicable": only the churn model is deployed."""
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
