@@ -376,7 +376,7 @@ def test_commands_and_ports_match_the_code():
     assert c.command("dagster-daemon")[1] == "run"
 
     sidecar = c.command("churn-serving")
-    assert sidecar[0] == "churn-serve" and option(sidecar, "--host") == "0.0.0.0"
+    assert Path(sidecar[0]).name == "churn-serve" and option(sidecar, "--host") == "0.0.0.0"
     port = option(sidecar, "--port")
     from churn_serving.settings import ServingSettings
 
