@@ -32,32 +32,18 @@ import polars as pl
 from churn_assets.lib import deployment as dep
 from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.storage import Storage
+from churn_serving.inference_log import META_COLUMNS
+from churn_serving.inference_log import PREFIX as INFERENCE_LOG_PREFIX
 
 #: The sidecar's inference log folder (relative to the data set's storage).
-LOG_PREFIX = "inference_log"
+LOG_PREFIX = INFERENCE_LOG_PREFIX
 #: The latest served-traffic summary, next to the batch report's ``latest.json``.
 SERVED_SUMMARY = "monitoring/drift/served-latest.json"
 #: Table and HTML report of each run: ``<REPORTS>/<stamp>-<run>/`` (retention keeps the newest).
 REPORTS = "monitoring/served_drift"
 PREDICTIONS = ("churn_probability", "expected_total_sales")
 #: Inference-log columns that are not features (a clashing feature gets a ``feature_`` prefix).
-LOG_META_COLUMNS = frozenset(
-    {
-        "logged_at",
-        "request_id",
-        "record",
-        "customer_id",
-        "source",
-        "model_version",
-        "churn_probability",
-        "churn_label",
-        "threshold",
-        "expected_total_sales",
-        "churn_level",
-        "sales_level",
-        "unseen_categories",
-    }
-)
+LOG_META_COLUMNS = frozenset(META_COLUMNS)
 NO_TRAFFIC = "no_served_traffic"
 WINDOW_ENV = "CHURN_SERVED_DRIFT_WINDOW_DAYS"
 MIN_ROWS_ENV = "CHURN_SERVED_DRIFT_MIN_ROWS"
