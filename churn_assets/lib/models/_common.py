@@ -246,3 +246,12 @@ def select_best(scores: dict[str, float], metric_greater_is_better: bool) -> str
         return sorted(scores)[0]
     sign = -1.0 if metric_greater_is_better else 1.0
     return min(valid, key=lambda k: (sign * valid[k], k))
+
+
+def thread_plan(n_jobs: int | None, n_rows: int, staged: bool) -> tuple[int, int, int]:
+    """``(threads, forest_threads, workers)`` of one model set: threads per model, per
+    forest, and how many candidates fit side by side (staged procedure only)."""
+    threads = resolve_n_jobs(n_jobs, n_rows)
+    forest_threads = forest_n_jobs(n_jobs, n_rows)
+    workers = max(1, training_threads() // threads) if staged else 1
+    return threads, forest_threads, workers

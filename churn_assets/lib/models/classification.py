@@ -336,9 +336,7 @@ def train_classification_set(
     if len(np.unique(y_tr)) < 2:
         raise ValueError("train split has a single class")
     n_tr = len(X_tr)
-    threads = _common.resolve_n_jobs(n_jobs, n_tr)
-    forest_threads = _common.forest_n_jobs(n_jobs, n_tr)
-    workers = max(1, _common.training_threads() // threads) if pol.staged else 1
+    threads, forest_threads, workers = _common.thread_plan(n_jobs, n_tr, pol.staged)
     seconds: dict[str, float] = {}
 
     def build(name: str, rows: int) -> Pipeline:

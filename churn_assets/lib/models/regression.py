@@ -300,9 +300,7 @@ def train_regression_set(
     if min(y_tr.min(), y_va.min(), y_ho.min()) < 0:
         raise ValueError(f"label {label!r} must be >= 0 (floor refunds upstream)")
     n_tr = len(X_tr)
-    threads = _common.resolve_n_jobs(n_jobs, n_tr)
-    forest_threads = _common.forest_n_jobs(n_jobs, n_tr)
-    workers = max(1, _common.training_threads() // threads) if pol.staged else 1
+    threads, forest_threads, workers = _common.thread_plan(n_jobs, n_tr, pol.staged)
     each = 1 if workers > 1 else threads
     seconds: dict[str, float] = {}
 
