@@ -10,10 +10,13 @@ PYTEST_ARGS ?=
 
 # The exact versions come from uv.lock; --locked fails when pyproject.toml changed and the
 # lock was not updated (`.venv/bin/uv lock`, see README). The stamp skips a second sync.
+# --compile-bytecode writes every package's .pyc at install: without it, an environment that
+# sets PYTHONDONTWRITEBYTECODE recompiles dagster, great_expectations, sklearn... from source
+# in every process (each `dagster dev` step, test server and CLI call: seconds each).
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --upgrade pip uv
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --extra dev --extra bench --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --extra dev --extra bench --compile-bytecode --quiet
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -63,6 +63,51 @@ def metric_function(
     raise ValueError(f"the gate does not know metric {metric!r}; known: {GATE_METRICS}")
 
 
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney statistic (average ranks for ties): equal to sklearn's
+    ``roc_auc_score`` without its per-call validation, which dominated 500 resamples."""
+    from scipy.stats import rankdata
+
+    positive = y == 1
+    n_pos = int(positive.sum())
+    n_neg = len(y) - n_pos
+    ranks = rankdata(p)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _r2(y: np.ndarray, p: np.ndarray) -> float:
+    """R² (sklearn's definition, 0.0 for a constant target predicted exactly)."""
+    y = y.astype(float)
+    ss_res = float(np.square(y - p).sum())
+    ss_tot = float(np.square(y - y.mean()).sum())
+    if ss_tot == 0.0:
+        return 1.0 if ss_res == 0.0 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
+def _f1(y: np.ndarray, p: np.ndarray, cut: float) -> float:
+    """F1 of the positive class with labels ``p >= cut`` (0.0 when undefined)."""
+    predicted = p >= cut
+    actual = y == 1
+    tp = float(np.count_nonzero(predicted & actual))
+    denominator = float(np.count_nonzero(predicted) + np.count_nonzero(actual))
+    return 0.0 if denominator == 0 else 2.0 * tp / denominator
+
+
+def fast_metric_function(
+    metric: str, threshold: float | None = None
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The same metric as :func:`metric_function` in plain NumPy (for the resamples)."""
+    if metric == "roc_auc":
+        return _roc_auc
+    if metric == "r2":
+        return _r2
+    if metric == "f1":
+        cut = 0.5 if threshold is None else float(threshold)
+        return lambda y, p: _f1(y, p, cut)
+    return metric_function(metric, threshold)
+
+
 def paired_bootstrap(
     y: np.ndarray,
     challenger: np.ndarray,
@@ -87,6 +132,8 @@ def paired_bootstrap(
     f_a = metric_function(metric, challenger_threshold)
     f_b = metric_function(metric, deployed_threshold)
     point_a, point_b = f_a(y, a), f_b(y, b)
+    f_a = fast_metric_function(metric, challenger_threshold)
+    f_b = fast_metric_function(metric, deployed_threshold)
     rng = np.random.default_rng(seed)
     diffs = []
     classification = metric != "r2"

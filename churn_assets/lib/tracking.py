@@ -125,8 +125,11 @@ def log_model_set(
     dataset: str,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Log every candidate of a model set (nested under one parent run). Nothing is
-    registered here: see :func:`register_promoted`. Returns run ids and model URIs."""
+    """Log every candidate of a model set (nested under one parent run): parameters and
+    metrics for all, an MLflow model only for the candidates deployment can use (champion,
+    best simple, naive baseline; serializing the screened-out forests cost seconds each and
+    nobody loads them). Nothing is registered here: see :func:`register_promoted`. Returns
+    run ids and, for the deployable candidates, model URIs."""
     import mlflow
     import mlflow.sklearn
 
@@ -136,6 +139,7 @@ def log_model_set(
     _client(cfg)  # sets the tracking URI and request timeouts
     trusted = sorted(ALLOWED_TYPES)
     runs: dict[str, dict[str, str]] = {}
+    deployable = {result.champion, result.best_simple, "naive_baseline"}
     base_tags = {"dataset": dataset, "model_set": result.kind, **(tags or {})}
     with mlflow.start_run(
         experiment_id=exp_id, run_name=f"{result.kind}-model-set", tags=base_tags
@@ -175,6 +179,9 @@ def log_model_set(
                 )
                 if cand.threshold is not None:
                     mlflow.log_metric("threshold", cand.threshold)
+                runs[cand.name] = {"run_id": child.info.run_id}
+                if cand.name not in deployable:
+                    continue
                 info = mlflow.sklearn.log_model(
                     cand.pipeline,
                     name="model",
@@ -188,7 +195,7 @@ def log_model_set(
                         "churn-platform",
                     ],
                 )
-                runs[cand.name] = {"run_id": child.info.run_id, "model_uri": info.model_uri}
+                runs[cand.name]["model_uri"] = info.model_uri
         parent_id = parent.info.run_id
     return {
         "tracking_uri": cfg.tracking_uri,

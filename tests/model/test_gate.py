@@ -120,3 +120,18 @@ def test_floors():
     assert not ok and "-0.1900" in why
     lenient = GateSettings(value_must_beat_naive=False)
     assert passes_floor("regressor", loses, lenient)[0]
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "r2", "f1"])
+def test_resample_metrics_equal_sklearn(metric):
+    """The NumPy metrics used inside the bootstrap give sklearn's values, ties included."""
+    from churn_assets.lib.gate import fast_metric_function, metric_function
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    p = np.round(rng.random(400) * 0.5 + 0.3 * y, 2)  # rounded: many tied scores
+    if metric == "r2":
+        y = rng.gamma(0.5, 200.0, 400)
+        p = y * 0.7 + rng.normal(0, 50, 400)
+    exact = metric_function(metric, 0.45)(y, p)
+    assert fast_metric_function(metric, 0.45)(y, p) == pytest.approx(exact, abs=1e-12)

@@ -52,11 +52,13 @@ def test_candidates_and_gains(result: ModelSetResult) -> None:
         assert set(m) >= {"rmse", "mae", "r2", "r2_gain_vs_naive", "rmse_gain_vs_naive"}
         assert m["r2_gain_vs_naive"] == pytest.approx(m["r2"] - naive.metrics["r2"])
         assert m["rmse_gain_vs_naive"] == pytest.approx(naive.metrics["rmse"] - m["rmse"])
-        cross_validated = cand.name in {"naive_baseline", *result.selection["finalists"]}
+        cross_validated = cand.name in result.selection["cross_validated"]
         assert ({"cv_r2_mean", "cv_r2_sd", "cv_rmse_mean", "cv_rmse_sd"} <= set(cand.cv)) == (
             cross_validated
         ), cand.name
     assert naive.metrics["r2_gain_vs_naive"] == 0.0
+    # validation alone picks the value champion: only it and the naive baseline get the CV
+    assert result.selection["cross_validated"] == ["naive_baseline", result.champion]
 
 
 def test_champion_beats_naive_on_validation(result: ModelSetResult) -> None:
@@ -67,10 +69,13 @@ def test_champion_beats_naive_on_validation(result: ModelSetResult) -> None:
     for name in sel["finalists"]:
         cand = result.get(name)
         val_gain = cand.validation_metrics["r2"] - naive.validation_metrics["r2"]
-        cv_gain = cand.cv["cv_r2_mean"] - naive.cv["cv_r2_mean"]  # reported, not used
         scores = sel["scores"][name]
         assert scores["validation_gain_vs_naive"] == pytest.approx(val_gain)
-        assert scores["cv_gain_vs_naive"] == pytest.approx(cv_gain)
+        if name == result.champion:  # reported, not used
+            cv_gain = cand.cv["cv_r2_mean"] - naive.cv["cv_r2_mean"]
+            assert scores["cv_gain_vs_naive"] == pytest.approx(cv_gain)
+        else:
+            assert scores["cv_gain_vs_naive"] is None
         if val_gain > 0:
             eligible[name] = cand.validation_metrics["r2"]
         else:

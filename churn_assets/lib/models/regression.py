@@ -355,9 +355,22 @@ def train_regression_set(
     cv_names = list(dict.fromkeys(["r2", "rmse", primary_metric]))
     cv: dict[str, dict[str, float]] = {}
     cv_seconds: dict[str, float] = {}
+    cv_for: list[str] = []
     if folds:
         started = time.perf_counter()
         cv_for = [NAIVE, *finalists]
+        if pol.staged and VALIDATION_WEIGHT >= 1:
+            # the CV does not change a choice made on validation alone: cross-validate
+            # only the finalist it picks (best on validation among those beating naive),
+            # for its report, instead of every finalist
+            base = val[NAIVE][primary_metric]
+            beating = [
+                n
+                for n in finalists
+                if (val[n][primary_metric] - base if greater else base - val[n][primary_metric])
+                > 0
+            ]
+            cv_for = [NAIVE, *beating[:1]]
         tasks = [
             _fold_task(build(n, len(tr)), X_cv, y_cv, tr, te) for n in cv_for for tr, te in folds
         ]
@@ -502,6 +515,7 @@ def train_regression_set(
         "cv_rows": len(y_cv) if folds else 0,
         "cv_folds": len(folds),
         "finalists": finalists,
+        "cross_validated": cv_for,
         "scores": scores,
         "excluded": excluded,
         "fallback_to_naive": fallback,
