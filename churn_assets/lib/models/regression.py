@@ -367,8 +367,7 @@ def train_regression_set(
             beating = [
                 n
                 for n in finalists
-                if (val[n][primary_metric] - base if greater else base - val[n][primary_metric])
-                > 0
+                if (val[n][primary_metric] - base if greater else base - val[n][primary_metric]) > 0
             ]
             cv_for = [NAIVE, *beating[:1]]
         tasks = [
