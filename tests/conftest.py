@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import churn_assets  # noqa: F401  (first: sets OMP_WAIT_POLICY before any model library loads)
 from tests import skip_guard
 
 REPO = Path(__file__).resolve().parent.parent
