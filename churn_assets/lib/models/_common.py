@@ -20,7 +20,7 @@ T = TypeVar("T")
 LABEL_COLUMNS: tuple[str, ...] = ("churned", "total_sales")
 #: Environment variable overriding the training thread count (a positive integer).
 THREADS_ENV = "CHURN_TRAINING_THREADS"
-#: Below this many training rows the models run single-threaded: on small data the
+#: Up to this many training rows the models run single-threaded: on small data the
 #: OpenMP fork/join overhead (and spin-waiting when the CPUs are shared) costs more than it
 #: gains -- measured 5-20x slower fits for the boosters on a busy 2-core machine.
 SINGLE_THREAD_BELOW_ROWS = 20_000
@@ -75,10 +75,10 @@ def training_threads() -> int:
 
 def resolve_n_jobs(n_jobs: int | None, n_rows: int) -> int:
     """Threads to use: ``n_jobs`` capped to [1, :func:`training_threads`]; ``None`` -> 1 for
-    small data (below :data:`SINGLE_THREAD_BELOW_ROWS` rows), else the whole budget."""
+    small data (up to :data:`SINGLE_THREAD_BELOW_ROWS` rows), else the whole budget."""
     budget = training_threads()
     if n_jobs is None:
-        return 1 if n_rows < SINGLE_THREAD_BELOW_ROWS else budget
+        return 1 if n_rows <= SINGLE_THREAD_BELOW_ROWS else budget
     return max(1, min(int(n_jobs), budget))
 
 
@@ -255,3 +255,17 @@ def thread_plan(n_jobs: int | None, n_rows: int, staged: bool) -> tuple[int, int
     forest_threads = forest_n_jobs(n_jobs, n_rows)
     workers = max(1, training_threads() // threads) if staged else 1
     return threads, forest_threads, workers
+
+
+def side_by_side(n_jobs: int | None, rows: int, staged: bool) -> tuple[int, int]:
+    """``(workers, threads_each)`` for a phase that fits several candidates on ``rows`` rows
+    each: the plan follows the rows of the fits themselves (a 20k-row screen of a 1M-row
+    train split runs like a small data set: candidates side by side, one thread each)."""
+    threads, _, workers = thread_plan(n_jobs, rows, staged)
+    return workers, 1 if workers > 1 else threads
+
+
+def model_threads(n_jobs: int | None, rows: int, staged: bool, forest: bool) -> int:
+    """Threads of one model fitted on ``rows`` rows (1 when candidates fit side by side)."""
+    threads, forest_threads, workers = thread_plan(n_jobs, rows, staged)
+    return 1 if workers > 1 else forest_threads if forest else threads

@@ -336,11 +336,10 @@ def train_classification_set(
     if len(np.unique(y_tr)) < 2:
         raise ValueError("train split has a single class")
     n_tr = len(X_tr)
-    threads, forest_threads, workers = _common.thread_plan(n_jobs, n_tr, pol.staged)
     seconds: dict[str, float] = {}
 
     def build(name: str, rows: int) -> Pipeline:
-        jobs = 1 if workers > 1 else forest_threads if name in FOREST_CANDIDATES else threads
+        jobs = _common.model_threads(n_jobs, rows, pol.staged, name in FOREST_CANDIDATES)
         return build_classifier(
             name,
             spec,
@@ -376,7 +375,8 @@ def train_classification_set(
         zip(
             base,
             _common.run_parallel(
-                [fit_task(n, X_s, y_s) for n in base], workers, 1 if workers > 1 else threads
+                [fit_task(n, X_s, y_s) for n in base],
+                *_common.side_by_side(n_jobs, len(y_s), pol.staged),
             ),
             strict=True,
         )
@@ -402,7 +402,8 @@ def train_classification_set(
         tasks = [
             _fold_task(build(n, len(tr)), X_cv, y_cv, tr, va) for n in finalists for tr, va in folds
         ]
-        outs = _common.run_parallel(tasks, workers, 1 if workers > 1 else threads)
+        fold_rows = len(folds[0][0])
+        outs = _common.run_parallel(tasks, *_common.side_by_side(n_jobs, fold_rows, pol.staged))
         for i, name in enumerate(finalists):
             chunk = outs[i * len(folds) : (i + 1) * len(folds)]
             oof[name] = [pred for pred, _ in chunk]
@@ -521,13 +522,14 @@ def train_classification_set(
                 members = res.params["members"]
                 refits = _common.run_parallel(
                     [_refit_task(build(m, len(y_all)), X_all, y_all) for m in members],
-                    workers,
-                    1 if workers > 1 else threads,
+                    *_common.side_by_side(n_jobs, len(y_all), pol.staged),
                 )
                 pipeline = assemble_ensemble(dict(zip(members, refits, strict=True)), y_all)
             else:
                 pipeline = _common.run_parallel(
-                    [_refit_task(build(name, len(y_all)), X_all, y_all)], 1, threads
+                    [_refit_task(build(name, len(y_all)), X_all, y_all)],
+                    1,
+                    _common.side_by_side(n_jobs, len(y_all), pol.staged)[1],
                 )[0]
             res.metrics_before_refit = res.metrics
             res.pipeline = pipeline

@@ -300,12 +300,10 @@ def train_regression_set(
     if min(y_tr.min(), y_va.min(), y_ho.min()) < 0:
         raise ValueError(f"label {label!r} must be >= 0 (floor refunds upstream)")
     n_tr = len(X_tr)
-    threads, forest_threads, workers = _common.thread_plan(n_jobs, n_tr, pol.staged)
-    each = 1 if workers > 1 else threads
     seconds: dict[str, float] = {}
 
     def build(name: str, rows: int) -> Pipeline:
-        jobs = 1 if workers > 1 else forest_threads if name in FOREST_CANDIDATES else threads
+        jobs = _common.model_threads(n_jobs, rows, pol.staged, name in FOREST_CANDIDATES)
         return build_regressor(
             name,
             spec,
@@ -336,7 +334,10 @@ def train_regression_set(
     fits.update(
         zip(
             models,
-            _common.run_parallel([fit_task(n, X_s, y_s) for n in models], workers, each),
+            _common.run_parallel(
+                [fit_task(n, X_s, y_s) for n in models],
+                *_common.side_by_side(n_jobs, len(y_s), pol.staged),
+            ),
             strict=True,
         )
     )
@@ -373,7 +374,9 @@ def train_regression_set(
         tasks = [
             _fold_task(build(n, len(tr)), X_cv, y_cv, tr, te) for n in cv_for for tr, te in folds
         ]
-        outs = _common.run_parallel(tasks, workers, each)
+        outs = _common.run_parallel(
+            tasks, *_common.side_by_side(n_jobs, len(folds[0][0]), pol.staged)
+        )
         for i, name in enumerate(cv_for):
             chunk = outs[i * len(folds) : (i + 1) * len(folds)]
             cv[name] = _common.cv_summary(
@@ -489,7 +492,9 @@ def train_regression_set(
             if res.fit_rows == len(y_all):
                 continue
             pipeline = _common.run_parallel(
-                [_refit_task(build(name, len(y_all)), X_all, y_all)], 1, threads
+                [_refit_task(build(name, len(y_all)), X_all, y_all)],
+                1,
+                _common.side_by_side(n_jobs, len(y_all), pol.staged)[1],
             )[0]
             res.metrics_before_refit = res.metrics
             res.pipeline = pipeline
