@@ -68,8 +68,10 @@ class ModelManager:
         freeze_gc: bool = False,
         aliases: dict[str, str] | None = None,
         batch_threads: int = 1,
+        precompute_lookups: bool = True,
     ):
         self.storage = storage
+        self.precompute_lookups = precompute_lookups
         self.aliases = aliases
         self.batch_threads = batch_threads
         self.freeze_gc = freeze_gc
@@ -192,6 +194,7 @@ class ModelManager:
                 stats=self.stats,
                 aliases=self.aliases,
                 batch_threads=self.batch_threads,
+                precompute_lookups=self.precompute_lookups,
             )
         except (IntegrityError, dep.DeploymentError) as e:
             self._refused_key = key

@@ -29,7 +29,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -55,6 +57,8 @@ FEATURES_TABLE = "assets/current_features.parquet"
 VERIFICATION_FILE = "onnx_verification.parquet"
 #: Prefix of category-share features (a category the table lacks has share 0).
 CATEGORY_SHARE_PREFIX = "cat_share_"
+#: Rows per model call when the customer table's answers are computed.
+ANSWER_CHUNK = 4096
 
 
 class IntegrityError(dep.DeploymentError):
@@ -85,6 +89,13 @@ class FallbackStats:
                 d = self.by_level[out]
                 for level, c in zip(LEVELS, counts.tolist(), strict=True):
                     d[level] += int(c)
+
+    def add_uniform(self, churn_level: int, sales_level: int, n: int) -> None:
+        """Add n records answered at one level per output (level codes)."""
+        with self._lock:
+            self.records += n
+            self.by_level["churn_probability"][LEVELS[churn_level]] += n
+            self.by_level["expected_total_sales"][LEVELS[sales_level]] += n
 
     def model_error(self, role: str, error: BaseException) -> None:
         """Record that ``role`` raised at predict time."""
@@ -122,9 +133,89 @@ class UnknownCustomers(Exception):
         self.ids = ids
 
 
+@dataclass
+class ChainResult:
+    """Answers of the fallback chain for n records. ``churn_uniform`` / ``sales_uniform``
+    are the level code every record shares (None when the levels differ): the usual case,
+    every record answered by the champions, is then counted without a histogram."""
+
+    churn_probability: np.ndarray
+    churn_level: np.ndarray  # int8 index into LEVELS
+    threshold: np.ndarray
+    churn_label: np.ndarray
+    expected_total_sales: np.ndarray
+    sales_level: np.ndarray
+    churn_uniform: int | None = None
+    sales_uniform: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.churn_probability)
+
+    def take(self, rows: Any) -> ChainResult:
+        """The answers of ``rows`` (indices), in that order."""
+        return ChainResult(
+            self.churn_probability[rows],
+            self.churn_level[rows],
+            self.threshold[rows],
+            self.churn_label[rows],
+            self.expected_total_sales[rows],
+            self.sales_level[rows],
+            self.churn_uniform,
+            self.sales_uniform,
+        )
+
+    @classmethod
+    def concat(cls, parts: list[ChainResult]) -> ChainResult:
+        """Parts one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        churn = {p.churn_uniform for p in parts}
+        sales = {p.sales_uniform for p in parts}
+        return cls(
+            *(np.concatenate([getattr(p, name) for p in parts]) for name in _RESULT_ARRAYS),
+            churn.pop() if len(churn) == 1 else None,
+            sales.pop() if len(sales) == 1 else None,
+        )
+
+    @classmethod
+    def scatter(cls, n: int, parts: list[tuple[Any, ChainResult]]) -> ChainResult:
+        """n answers put together from ``(positions, answers)`` parts covering 0..n-1."""
+        arrays = [
+            np.empty(n, dtype=np.int8 if "level" in name or "label" in name else float)
+            for name in _RESULT_ARRAYS
+        ]
+        for rows, part in parts:
+            for out, name in zip(arrays, _RESULT_ARRAYS, strict=True):
+                out[rows] = getattr(part, name)
+        churn = {p.churn_uniform for _, p in parts}
+        sales = {p.sales_uniform for _, p in parts}
+        return cls(
+            *arrays,
+            churn.pop() if len(churn) == 1 else None,
+            sales.pop() if len(sales) == 1 else None,
+        )
+
+
+_RESULT_ARRAYS = (
+    "churn_probability",
+    "churn_level",
+    "threshold",
+    "churn_label",
+    "expected_total_sales",
+    "sales_level",
+)
+
+
 @dataclass(frozen=True)
 class CustomerTable:
-    """The latest ``current_features`` table, as arrays for id lookups."""
+    """The latest ``current_features`` table, as arrays for id lookups: ``index`` maps a
+    customer id to its row of ``num`` (float64) and ``cat`` (canonical strings).
+
+    ``answers`` holds every customer's answer through the version's fallback chain,
+    computed once when the table or the version is loaded (off the request path), so that
+    an id lookup indexes arrays instead of calling the models; ``answers_info`` says how long
+    that took, or why lookups are answered per request instead (a model raised, or
+    ``CHURN_SERVING_PRECOMPUTE_LOOKUPS=false``)."""
 
     index: dict[str, int]
     num: np.ndarray
@@ -132,6 +223,8 @@ class CustomerTable:
     source: str
     signature: Any
     loaded_at: str
+    answers: ChainResult | None = None
+    answers_info: dict[str, Any] | None = None
 
     @classmethod
     def from_frame(
@@ -155,30 +248,28 @@ class CustomerTable:
         index = {cid: i for i, cid in enumerate(ids) if cid is not None}
         return cls(index, num, cat, source, signature, utcnow())
 
-    def lookup(self, ids: list[str], positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Feature rows of ``ids``; :class:`UnknownCustomers` lists any id not found."""
+    def rows(self, ids: list[str], positions: list[int]) -> list[int]:
+        """Row numbers of ``ids``; :class:`UnknownCustomers` lists any id not found."""
         get = self.index.get
         idx = [get(i, -1) for i in ids]
         if -1 in idx:
             bad = [k for k, v in enumerate(idx) if v < 0]
             raise UnknownCustomers([positions[k] for k in bad], [ids[k] for k in bad])
+        return idx
+
+    def lookup(self, ids: list[str], positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows of ``ids``; :class:`UnknownCustomers` lists any id not found."""
+        idx = self.rows(ids, positions)
         return self.num[idx], self.cat[idx]
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary."""
-        return {"source": self.source, "customers": len(self.index), "loaded_at": self.loaded_at}
-
-
-@dataclass
-class ChainResult:
-    """Answers of the fallback chain for n records."""
-
-    churn_probability: np.ndarray
-    churn_level: np.ndarray  # int8 index into LEVELS
-    threshold: np.ndarray
-    churn_label: np.ndarray
-    expected_total_sales: np.ndarray
-    sales_level: np.ndarray
+        return {
+            "source": self.source,
+            "customers": len(self.index),
+            "loaded_at": self.loaded_at,
+            "answers": self.answers_info or {"precomputed": False},
+        }
 
 
 @dataclass
@@ -197,26 +288,34 @@ class ModelBundle:
     customers_signature: Any = None
     loaded_at: str = field(default_factory=utcnow)
     stats: FallbackStats | None = None
+    #: Answer the customer table once when it is loaded (id lookups then index the answers).
+    precompute_lookups: bool = True
+
+    def __post_init__(self) -> None:
+        # read once: the request path uses them for every record
+        models = self.manifest.get("models") or {}
+        t = (models.get("classifier") or {}).get("threshold")
+        self._threshold = float(t) if t is not None else 0.5
+        t = (models.get("classifier_fallback") or {}).get("threshold")
+        self._fallback_threshold = float(t) if t is not None else self._threshold
+        self._has_value_model = bool(models.get("regressor") or models.get("regressor_fallback"))
 
     # ------------------------------------------------------------------ properties
 
     @property
     def threshold(self) -> float:
         """The champion's stored threshold (0.5 if the manifest has none)."""
-        t = (self.manifest.get("models", {}).get("classifier") or {}).get("threshold")
-        return float(t) if t is not None else 0.5
+        return self._threshold
 
     @property
     def fallback_threshold(self) -> float:
         """The fallback classifier's stored threshold (the champion's if none)."""
-        t = (self.manifest.get("models", {}).get("classifier_fallback") or {}).get("threshold")
-        return float(t) if t is not None else self.threshold
+        return self._fallback_threshold
 
     @property
     def has_value_model(self) -> bool:
         """Whether the version has a value model (``regressor`` roles)."""
-        models = self.manifest.get("models") or {}
-        return bool(models.get("regressor") or models.get("regressor_fallback"))
+        return self._has_value_model
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for /model-info."""
@@ -259,8 +358,10 @@ class ModelBundle:
 
     # --------------------------------------------------------------------- predict
 
-    def lookup(self, ids: list[str], positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Features of known customers from the current_features table.
+    def lookup_rows(
+        self, ids: list[str], positions: list[int], *, columnar: bool = False
+    ) -> list[int]:
+        """Rows of known customers in the current_features table.
 
         Raises:
             RequestError: 404 naming unknown ids; 503 when the table is unavailable.
@@ -272,11 +373,13 @@ class ModelBundle:
                 + (self.customers_error or "no current_features table"),
             )
         try:
-            return self.customers.lookup(ids, positions)
+            return self.customers.rows(ids, positions)
         except UnknownCustomers as e:
             detail = [
                 {
-                    "loc": ["body", "records", pos, "customer_id"],
+                    "loc": ["body", "columns", "customer_id", pos]
+                    if columnar
+                    else ["body", "records", pos, "customer_id"],
                     "msg": f"unknown customer_id {cid!r} (not in the latest current_features)",
                     "type": "unknown_customer_id",
                     "field": "customer_id",
@@ -285,44 +388,68 @@ class ModelBundle:
             ]
             raise RequestError(404, detail, error_count=len(e.ids)) from None
 
+    def lookup(self, ids: list[str], positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Features of known customers from the current_features table.
+
+        Raises:
+            RequestError: 404 naming unknown ids; 503 when the table is unavailable.
+        """
+        idx = self.lookup_rows(ids, positions)
+        return self.customers.num[idx], self.customers.cat[idx]  # type: ignore[union-attr]
+
     def _run_model(
-        self, role: str, num: np.ndarray, cat: np.ndarray, pending: np.ndarray
+        self,
+        role: str,
+        num: np.ndarray,
+        cat: np.ndarray,
+        pending: np.ndarray | None,
+        strict: bool = False,
+        background: bool = False,
     ) -> np.ndarray | None:
+        """``role``'s answers for the ``pending`` rows (None: every row); None when the model
+        is absent or raises (``strict``: the error propagates instead of being counted)."""
         p = self.predictors.get(role)
         if p is None:
             return None
         try:
-            if len(pending) == len(num):
-                out = p.predict(num, cat)
-            else:
-                out = p.predict(num[pending], cat[pending])
+            if pending is not None:
+                num, cat = num[pending], cat[pending]
+            predict = getattr(p, "predict_background", None) if background else None
+            out = (predict or p.predict)(num, cat)
             out = np.asarray(out, dtype=np.float64).reshape(-1)
-            if len(out) != len(pending):
-                raise ValueError(f"{role} returned {len(out)} values for {len(pending)} rows")
+            if len(out) != len(num):
+                raise ValueError(f"{role} returned {len(out)} values for {len(num)} rows")
             return out
         except Exception as e:  # any model failure → next level
+            if strict:
+                raise
             log.warning("model %s failed at predict time: %s", role, e)
             if self.stats is not None:
                 self.stats.model_error(role, e)
             return None
 
     def _chain(
-        self, output: str, num: np.ndarray, cat: np.ndarray, roles: tuple[str, str]
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        output: str,
+        num: np.ndarray,
+        cat: np.ndarray,
+        roles: tuple[str, str],
+        strict: bool = False,
+        background: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """(values, level codes, the level shared by every record or None)."""
         n = len(num)
         proba = output == "churn_probability"
+        first = self._run_model(roles[0], num, cat, None, strict, background)
+        if first is not None and _all_valid(first, proba):
+            # the usual case: the champion answers every record
+            return first, np.zeros(n, dtype=np.int8), 0
         everyone = np.arange(n)
-        first = self._run_model(roles[0], num, cat, everyone)
-        if first is not None:  # the usual case: the champion answers every record
-            ok = np.isfinite(first)
-            if proba:
-                ok &= (first >= 0) & (first <= 1)
-            if ok.all():
-                return first, np.zeros(n, dtype=np.int8)
         values = np.full(n, np.nan)
         levels = np.zeros(n, dtype=np.int8)
         pending = everyone
         if first is not None:
+            ok = _valid(first, proba)
             values[ok] = first[ok]
             pending = everyone[~ok]
         for level, role in enumerate(roles):
@@ -330,12 +457,10 @@ class ModelBundle:
                 continue
             if not len(pending):
                 break
-            out = self._run_model(role, num, cat, pending)
+            out = self._run_model(role, num, cat, pending, strict, background)
             if out is None:
                 continue
-            ok = np.isfinite(out)
-            if proba:
-                ok &= (out >= 0) & (out <= 1)
+            ok = _valid(out, proba)
             if ok.all():
                 values[pending] = out
                 levels[pending] = level
@@ -361,28 +486,100 @@ class ModelBundle:
             base = (self.manifest.get("base_rates") or {}).get(output)
             values[pending] = float(base) if base is not None else 0.0
             levels[pending] = 3
-        return values, levels
+        first_level = int(levels[0])
+        return values, levels, first_level if (levels == first_level).all() else None
 
-    def predict_arrays(self, num: np.ndarray, cat: np.ndarray) -> ChainResult:
-        """Answer every row through the fallback chain (never raises for model failures)."""
-        proba, churn_level = self._chain(
-            "churn_probability", num, cat, ("classifier", "classifier_fallback")
+    def predict_arrays(
+        self, num: np.ndarray, cat: np.ndarray, *, strict: bool = False, background: bool = False
+    ) -> ChainResult:
+        """Answer every row through the fallback chain (never raises for model failures;
+        with ``strict`` a model's error propagates instead). ``background``: models run on
+        one thread whatever the batch size (work off the request path)."""
+        n = len(num)
+        proba, churn_level, churn_uniform = self._chain(
+            "churn_probability", num, cat, ("classifier", "classifier_fallback"), strict, background
         )
-        if self.has_value_model:
-            sales, sales_level = self._chain(
-                "expected_total_sales", num, cat, ("regressor", "regressor_fallback")
+        if self._has_value_model:
+            sales, sales_level, sales_uniform = self._chain(
+                "expected_total_sales",
+                num,
+                cat,
+                ("regressor", "regressor_fallback"),
+                strict,
+                background,
             )
-            np.clip(sales, 0.0, None, out=sales)
+            sales = np.maximum(sales, 0.0)
         else:
-            sales = np.full(len(num), np.nan)
-            sales_level = np.full(len(num), NO_VALUE_MODEL, dtype=np.int8)
-        threshold = np.where(churn_level == 1, self.fallback_threshold, self.threshold)
+            sales = np.full(n, np.nan)
+            sales_level = np.full(n, NO_VALUE_MODEL, dtype=np.int8)
+            sales_uniform = NO_VALUE_MODEL
+        if churn_uniform == 1:
+            threshold = np.full(n, self._fallback_threshold)
+        elif churn_uniform is not None:
+            threshold = np.full(n, self._threshold)
+        else:
+            threshold = np.where(churn_level == 1, self._fallback_threshold, self._threshold)
         label = (proba >= threshold).astype(np.int8)
-        return ChainResult(proba, churn_level, threshold, label, sales, sales_level)
+        return ChainResult(
+            proba, churn_level, threshold, label, sales, sales_level, churn_uniform, sales_uniform
+        )
+
+    def answer_table(self, table: CustomerTable | None) -> CustomerTable | None:
+        """``table`` with every customer's answer (:attr:`CustomerTable.answers`), computed in
+        chunks on one thread; unchanged when precomputing is off or already done. When a
+        model raises, lookups are answered per request instead (as feature records are) and
+        ``answers_info`` says why."""
+        if table is None or table.answers is not None:
+            return table
+        if not self.precompute_lookups:
+            return replace(table, answers_info={"precomputed": False, "reason": "disabled"})
+        start = time.perf_counter()
+        n = len(table.num)
+        try:
+            parts = [
+                self.predict_arrays(
+                    table.num[i : i + ANSWER_CHUNK],
+                    table.cat[i : i + ANSWER_CHUNK],
+                    strict=True,
+                    background=True,
+                )
+                for i in range(0, n, ANSWER_CHUNK)
+            ]
+        except Exception as e:
+            reason = f"a model raised: {type(e).__name__}: {e}"[:500]
+            log.warning("version %s: lookups answered per request (%s)", self.version, reason)
+            return replace(table, answers_info={"precomputed": False, "reason": reason})
+        answers = ChainResult.concat(parts) if parts else None
+        info = {"precomputed": answers is not None, "rows": n}
+        info["seconds"] = round(time.perf_counter() - start, 3)
+        return replace(table, answers=answers, answers_info=info)
 
     def with_customers(self, table: CustomerTable | None, error: str | None, sig: Any) -> Any:
         """A copy of this bundle with another customer table (the models are shared)."""
-        return replace(self, customers=table, customers_error=error, customers_signature=sig)
+        return replace(
+            self,
+            customers=self.answer_table(table),
+            customers_error=error,
+            customers_signature=sig,
+        )
+
+
+def _all_valid(values: np.ndarray, proba: bool) -> bool:
+    """Whether every value is an acceptable answer (finite; a probability in [0, 1])."""
+    if len(values) == 1:  # a single record: plain floats are cheaper than array reductions
+        v = float(values[0])
+        return 0.0 <= v <= 1.0 if proba else math.isfinite(v)
+    if proba:  # NaN fails both comparisons
+        return bool(values.min() >= 0.0) and bool(values.max() <= 1.0)
+    return bool(np.isfinite(values).all())
+
+
+def _valid(values: np.ndarray, proba: bool) -> np.ndarray:
+    """Per value: acceptable as an answer."""
+    ok = np.isfinite(values)
+    if proba:
+        ok &= (values >= 0) & (values <= 1)
+    return ok
 
 
 # -------------------------------------------------------------------------- loading
@@ -478,6 +675,12 @@ class ServedModel:
         """Positive-class probability or predicted value per row (may raise)."""
         return self.predictor.predict(num, cat)
 
+    def predict_background(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """:meth:`predict` on one thread whatever the number of rows (work done beside the
+        event loop, such as answering the customer table, leaves it the other cores)."""
+        predict = getattr(self.predictor, "predict_background", self.predictor.predict)
+        return predict(num, cat)
+
 
 def _verify_graph(
     p: OnnxPredictor, rows: Any, role: str, threshold: float | None
@@ -547,8 +750,10 @@ def load_bundle(
     stats: FallbackStats | None = None,
     aliases: dict[str, str] | None = None,
     batch_threads: int = 1,
+    precompute_lookups: bool = True,
 ) -> ModelBundle:
-    """Load, verify and prepare the version ``pointer`` names (nothing is swapped here).
+    """Load, verify and prepare the version ``pointer`` names (nothing is swapped here);
+    with ``precompute_lookups`` every customer of the table is answered here, once.
 
     Raises:
         IntegrityError: the manifest or an artifact is missing or fails its sha256.
@@ -590,7 +795,7 @@ def load_bundle(
             role_errors[role] = f"{type(e).__name__}: {e}"[:500]
             log.error("version %s: %s could not be loaded: %s", version, role, e)
     customers, customers_error, sig = load_customers(storage, schema)
-    return ModelBundle(
+    bundle = ModelBundle(
         version=version,
         manifest=manifest,
         pointer=pointer,
@@ -601,4 +806,7 @@ def load_bundle(
         customers_error=customers_error,
         customers_signature=sig,
         stats=stats,
+        precompute_lookups=precompute_lookups,
     )
+    bundle.customers = bundle.answer_table(customers)  # not shared yet: set in place
+    return bundle

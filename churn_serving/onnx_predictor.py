@@ -97,10 +97,18 @@ class OnnxPredictor:
         return feed
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        """Positive-class probability or predicted value per row (may raise)."""
+        """Positive-class probability or predicted value per row (may raise): one
+        ``InferenceSession.run``, on ``batch_threads`` threads from :data:`BATCH_MIN_ROWS`
+        rows."""
         session = self.batch_session if len(num) >= BATCH_MIN_ROWS else self.session
-        out = session.run(self._outputs, self.feed(num, cat))[0]
-        out = np.asarray(out)
+        return self._run(session, num, cat)
+
+    def predict_background(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """:meth:`predict` on the one-thread session whatever the number of rows."""
+        return self._run(self.session, num, cat)
+
+    def _run(self, session: Any, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        out = np.asarray(session.run(self._outputs, self.feed(num, cat))[0])
         if out.ndim == 2:
             out = out[:, self.column if out.shape[1] > self.column else 0]
         return out.astype(np.float64, copy=False).reshape(-1)

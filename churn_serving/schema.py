@@ -91,7 +91,10 @@ def validation_error(errors: list[dict[str, Any]]) -> RequestError:
 
 @dataclass
 class ParsedRequest:
-    """A syntactically valid /predict body, split into feature records and id lookups."""
+    """A syntactically valid /predict body, split into feature records and id lookups.
+
+    A columnar body (``{"columns": {...}}``) has its feature columns in ``columns`` (every
+    record is a feature record) or, with only a ``customer_id`` column, only lookups."""
 
     n: int
     customer_ids: list[str | None]
@@ -99,6 +102,11 @@ class ParsedRequest:
     features: list[dict[str, Any]] = field(default_factory=list)
     lookup_rows: list[int] = field(default_factory=list)
     lookup_ids: list[str] = field(default_factory=list)
+    columns: dict[str, list[Any]] | None = None
+    columnar: bool = False
+
+
+_ABSENT = object()
 
 
 def parse_request(payload: Any, max_records: int) -> ParsedRequest:
@@ -111,11 +119,18 @@ def parse_request(payload: Any, max_records: int) -> ParsedRequest:
         raise validation_error(
             [_error(["body"], "wrong_type", f"expected an object, got {json_type(payload)}")]
         )
+    if "columns" in payload:
+        return parse_columns(payload, max_records)
     extra = [k for k in payload if k != "records"]
     if extra:
         raise validation_error(
             [
-                _error(["body", k], "unknown_field", f"unknown field {k!r}; expected 'records'", k)
+                _error(
+                    ["body", k],
+                    "unknown_field",
+                    f"unknown field {k!r}; expected 'records' (or 'columns')",
+                    k,
+                )
                 for k in extra
             ]
         )
@@ -138,12 +153,56 @@ def parse_request(payload: Any, max_records: int) -> ParsedRequest:
             [_error(["body", "records"], "too_short", "at least one record is required")]
         )
     if n > max_records:
-        raise RequestError(
-            413,
-            f"too many records: {n} > {max_records} per request (CHURN_SERVING_MAX_RECORDS); "
-            "split the batch",
-            max_records=max_records,
-        )
+        raise _too_many(n, max_records)
+    return _records_fast(records) or _records_checked(records)
+
+
+def _too_many(n: int, max_records: int) -> RequestError:
+    return RequestError(
+        413,
+        f"too many records: {n} > {max_records} per request (CHURN_SERVING_MAX_RECORDS); "
+        "split the batch",
+        max_records=max_records,
+    )
+
+
+def _records_fast(records: list[Any]) -> ParsedRequest | None:
+    """The records when every one is well-formed (the usual case, one pass without error
+    bookkeeping); None at the first irregular record (:func:`_records_checked` reports)."""
+    n = len(records)
+    out = ParsedRequest(n=n, customer_ids=[None] * n)
+    ids, feature_rows, features = out.customer_ids, out.feature_rows, out.features
+    lookup_rows, lookup_ids = out.lookup_rows, out.lookup_ids
+    for i, rec in enumerate(records):
+        if type(rec) is not dict:
+            return None
+        size = len(rec)
+        cid = rec.get("customer_id", _ABSENT)
+        feats = rec.get("features", _ABSENT)
+        if cid is not _ABSENT:
+            if type(cid) is not str:
+                if type(cid) is not int:
+                    return None
+                cid = str(cid)
+            ids[i] = cid
+            if size == 1:
+                lookup_rows.append(i)
+                lookup_ids.append(cid)
+                continue
+        if type(feats) is not dict or size != 1 + (cid is not _ABSENT):
+            return None
+        feature_rows.append(i)
+        features.append(feats)
+    return out
+
+
+def _records_checked(records: list[Any]) -> ParsedRequest:
+    """The records, each checked, every problem listed.
+
+    Raises:
+        RequestError: 422 naming each malformed record.
+    """
+    n = len(records)
     out = ParsedRequest(n=n, customer_ids=[None] * n)
     errors: list[dict[str, Any]] = []
     for i, rec in enumerate(records):
@@ -215,6 +274,110 @@ def parse_request(payload: Any, max_records: int) -> ParsedRequest:
     return out
 
 
+def parse_columns(payload: dict[str, Any], max_records: int) -> ParsedRequest:
+    """A columnar body: ``{"columns": {name: [value per record], ...}}``, every column of
+    the same length n. The columns are the features (by feature or source column name) and
+    optionally ``customer_id`` (echoed); a body with only ``customer_id`` looks the
+    customers up.
+
+    Raises:
+        RequestError: 422 for a malformed envelope, 413 for too many records.
+    """
+    extra = [k for k in payload if k != "columns"]
+    if extra:
+        raise validation_error(
+            [
+                _error(
+                    ["body", k],
+                    "unknown_field",
+                    f"unknown field {k!r}; a columnar body has only 'columns'",
+                    k,
+                )
+                for k in extra
+            ]
+        )
+    columns = payload["columns"]
+    if type(columns) is not dict:
+        raise validation_error(
+            [
+                _error(
+                    ["body", "columns"],
+                    "wrong_type",
+                    f"expected an object of columns, got {json_type(columns)}",
+                )
+            ]
+        )
+    if not columns:
+        raise validation_error(
+            [_error(["body", "columns"], "too_short", "at least one column is required")]
+        )
+    errors = [
+        _error(
+            ["body", "columns", name],
+            "wrong_type",
+            f"column {name!r} must be an array of values, got {json_type(col)}",
+            name,
+        )
+        for name, col in columns.items()
+        if type(col) is not list
+    ]
+    if errors:
+        raise validation_error(errors)
+    lengths = {name: len(col) for name, col in columns.items()}
+    n = max(lengths.values())
+    if n > max_records:
+        raise _too_many(n, max_records)
+    if len(set(lengths.values())) > 1:
+        raise validation_error(
+            [
+                _error(
+                    ["body", "columns", name],
+                    "length_mismatch",
+                    f"column {name!r} has {size} values, others {n}: every column needs one "
+                    "value per record",
+                    name,
+                )
+                for name, size in lengths.items()
+                if size != n
+            ]
+        )
+    if n == 0:
+        raise validation_error(
+            [_error(["body", "columns"], "too_short", "at least one record is required")]
+        )
+    features = {k: v for k, v in columns.items() if k != "customer_id"}
+    raw_ids = columns.get("customer_id")
+    ids: list[str | None] = [None] * n
+    if raw_ids is not None:
+        for i, cid in enumerate(raw_ids):
+            if type(cid) is str:
+                ids[i] = cid
+            elif type(cid) is int:
+                ids[i] = str(cid)
+            elif cid is not None or not features:
+                allowed = "a string or an integer" + (" (or null)" if features else "")
+                errors.append(
+                    _error(
+                        ["body", "columns", "customer_id", i],
+                        "wrong_type",
+                        f"customer_id must be {allowed}, got {json_type(cid)}",
+                        "customer_id",
+                    )
+                )
+        if errors:
+            raise validation_error(errors)
+    rows = list(range(n))
+    if not features:
+        return ParsedRequest(
+            n=n,
+            customer_ids=ids,
+            lookup_rows=rows,
+            lookup_ids=ids,  # type: ignore[arg-type]
+            columnar=True,
+        )
+    return ParsedRequest(n=n, customer_ids=ids, feature_rows=rows, columns=features, columnar=True)
+
+
 def accepted_range(mn: float | None, mx: float | None, slack: float) -> tuple[float, float]:
     """The accepted interval for a numeric feature with training range [mn, mx]."""
     if mn is None or mx is None or not (math.isfinite(mn) and math.isfinite(mx)):
@@ -242,6 +405,9 @@ class FeatureSchema:
         self.numeric: list[str] = [str(c) for c in feats.get("numeric", [])]
         self.categorical: list[str] = [str(c) for c in feats.get("categorical", [])]
         self.columns = [*self.numeric, *self.categorical]
+        #: The same names as tuples (the inference log groups requests by them).
+        self.numeric_names = tuple(self.numeric)
+        self.categorical_names = tuple(self.categorical)
         self.expected = frozenset(self.columns)
         self.slack = slack
         lo, hi, nullable_num = [], [], []
@@ -254,6 +420,8 @@ class FeatureSchema:
         self.lo = np.asarray(lo, dtype=np.float64)
         self.hi = np.asarray(hi, dtype=np.float64)
         self.num_nullable = np.asarray(nullable_num, dtype=bool)
+        # the same as Python lists, for one record's values
+        self._lo, self._hi, self._nullable = lo, hi, nullable_num
         self.known: list[frozenset[str]] = []
         self.cat_nullable: list[bool] = []
         self.cat_has_categories: list[bool] = []
@@ -383,8 +551,56 @@ class FeatureSchema:
                         )
         if errors:
             raise validation_error(errors)
-        num = self._numeric(feats, rows, errors)
-        cat, unseen = self._categorical(feats, rows, errors)
+
+        def loc(r: int, c: str) -> list[Any]:
+            return _loc(rows[r], c)
+
+        n = len(feats)
+        num = self._numeric([self._num_get(f) for f in feats], n, False, loc, errors)
+        cat_rows = [self._cat_get(f) for f in feats]
+        columns = list(zip(*cat_rows, strict=True)) if cat_rows else []
+        cat, unseen = self._categorical(columns, n, loc, errors)
+        if errors:
+            raise validation_error(errors)
+        return num, cat, unseen
+
+    def columns_to_arrays(
+        self, columns: dict[str, list[Any]], n: int
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
+        """Validate a columnar body's feature columns (``{feature: [value per record]}``,
+        each of length ``n``) and return ``(num, cat, unseen)`` as :meth:`to_arrays` does,
+        with error locations ``["body", "columns", feature, record]``.
+
+        Raises:
+            RequestError: 422 listing every problem found.
+        """
+        if self.aliases and columns.keys() != self.expected:
+            columns = self._translate(columns)
+        errors: list[dict[str, Any]] = []
+        keys = columns.keys()
+        if keys != self.expected:
+            for c in self.columns:
+                if c not in keys:
+                    errors.append(
+                        _error(["body", "columns", c], "missing", f"feature {c!r} is required", c)
+                    )
+            for c in keys:
+                if c not in self.expected:
+                    errors.append(
+                        _error(
+                            ["body", "columns", c],
+                            "unknown_field",
+                            f"unknown feature {c!r} (not in the deployed schema)",
+                            c,
+                        )
+                    )
+            raise validation_error(errors)
+
+        def loc(r: int, c: str) -> list[Any]:
+            return ["body", "columns", c, r]
+
+        num = self._numeric([columns[c] for c in self.numeric], n, True, loc, errors)
+        cat, unseen = self._categorical([columns[c] for c in self.categorical], n, loc, errors)
         if errors:
             raise validation_error(errors)
         return num, cat, unseen
@@ -402,16 +618,26 @@ class FeatureSchema:
         return out
 
     def _numeric(
-        self, feats: list[dict[str, Any]], rows: list[int], errors: list[dict[str, Any]]
+        self,
+        values: list[Any],
+        n: int,
+        by_column: bool,
+        loc: Any,
+        errors: list[dict[str, Any]],
     ) -> np.ndarray:
-        n, k = len(feats), len(self.numeric)
+        """``values``: one sequence per record (``by_column`` False) or per numeric feature
+        (True); ``loc(record, feature)`` locates an error."""
+        k = len(self.numeric)
         if k == 0:
             return np.empty((n, 0), dtype=np.float64)
-        values = [self._num_get(f) for f in feats]
+        if n == 1:  # one record: plain floats cost less than a dozen array operations
+            x = self._one_valid_row([col[0] for col in values] if by_column else values[0])
+            if x is not None:
+                return np.array([x], dtype=np.float64)
         num: np.ndarray | None = None
         try:
             a = np.array(values)
-            if a.shape == (n, k):
+            if a.shape == ((k, n) if by_column else (n, k)):
                 if a.dtype.kind in "biuf":
                     num = a.astype(np.float64, copy=False)
                 elif a.dtype == object and {type(v) for v in a.flat} <= {
@@ -423,11 +649,18 @@ class FeatureSchema:
                     num = a.astype(np.float64)
         except (ValueError, TypeError, OverflowError):
             num = None
-        if num is None:  # some value is not a number: find each one
+        if num is not None:
+            if by_column:
+                num = np.ascontiguousarray(num.T)
+            nulls = np.isnan(num)
+        else:  # some value is not a number (or a column has the wrong length): find each one
             num = np.full((n, k), np.nan)
-            for r, row in enumerate(values):
-                for j, v in enumerate(row):
+            nulls = np.zeros((n, k), dtype=bool)
+            for r in range(n):
+                for j in range(k):
+                    v = values[j][r] if by_column else values[r][j]
                     if v is None:
+                        nulls[r, j] = True
                         continue
                     if type(v) in _NUMBER_TYPES:
                         try:
@@ -438,20 +671,17 @@ class FeatureSchema:
                     c = self.numeric[j]
                     errors.append(
                         _error(
-                            _loc(rows[r], c),
+                            loc(r, c),
                             "wrong_type",
                             f"feature {c!r} must be a number, got {json_type(v)}",
                             c,
                         )
                     )
-            nulls = np.asarray([[v is None for v in row] for row in values], dtype=bool)
-        else:
-            nulls = np.isnan(num)
         if nulls.any():
             bad = nulls & ~self.num_nullable
             self._cell_errors(
                 bad,
-                rows,
+                loc,
                 errors,
                 "null_not_allowed",
                 lambda c, r, j: f"feature {c!r} must not be null (it had no nulls in training)",
@@ -462,7 +692,7 @@ class FeatureSchema:
         if inf.any():
             self._cell_errors(
                 inf,
-                rows,
+                loc,
                 errors,
                 "not_finite",
                 lambda c, r, j: f"feature {c!r} must be a finite number",
@@ -470,7 +700,7 @@ class FeatureSchema:
         if out.any():
             self._cell_errors(
                 out,
-                rows,
+                loc,
                 errors,
                 "out_of_range",
                 lambda c, r, j: (
@@ -482,10 +712,32 @@ class FeatureSchema:
             )
         return num
 
+    def _one_valid_row(self, row: Any) -> list[float] | None:
+        """One record's numeric values as floats when every one is valid, else None (the
+        array checks then name the problems)."""
+        out = []
+        append = out.append
+        nan = math.nan
+        for v, lo, hi, nullable in zip(row, self._lo, self._hi, self._nullable, strict=True):
+            t = type(v)
+            if t is float or t is int or t is bool:
+                try:
+                    f = float(v)
+                except OverflowError:
+                    return None
+                if not lo <= f <= hi:  # out of range, or not finite
+                    return None
+                append(f)
+            elif v is None and nullable:
+                append(nan)
+            else:
+                return None
+        return out
+
     def _cell_errors(
         self,
         mask: np.ndarray,
-        rows: list[int],
+        loc: Any,
         errors: list[dict[str, Any]],
         kind: str,
         message: Any,
@@ -493,26 +745,36 @@ class FeatureSchema:
         """One error per True cell of ``mask`` (records x numeric features)."""
         for r, j in zip(*np.nonzero(mask), strict=True):
             c = self.numeric[j]
-            errors.append(_error(_loc(rows[r], c), kind, message(c, r, j), c))
+            errors.append(_error(loc(int(r), c), kind, message(c, r, j), c))
 
     def _categorical(
-        self, feats: list[dict[str, Any]], rows: list[int], errors: list[dict[str, Any]]
+        self,
+        columns: list[Any],
+        n: int,
+        loc: Any,
+        errors: list[dict[str, Any]],
     ) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
-        n, k = len(feats), len(self.categorical)
+        """``columns``: one sequence of n values per categorical feature."""
+        k = len(self.categorical)
         cat = np.empty((n, k), dtype=object)
         unseen: list[tuple[int, str, str]] = []
-        if k == 0:
-            return cat, unseen
-        values = [self._cat_get(f) for f in feats]
+        if n == 1 and k:  # one record of known categories: no per-column sets
+            row = [col[0] for col in columns]
+            if all(
+                type(v) is str and (v in known or not has)
+                for v, known, has in zip(row, self.known, self.cat_has_categories, strict=True)
+            ):
+                cat[0] = row
+                return cat, unseen
         for j, c in enumerate(self.categorical):
-            col = [row[j] for row in values]
+            col = columns[j]
             types = set(map(type, col))
             if types - {str, type(None)}:
                 for r, v in enumerate(col):
                     if type(v) is not str and v is not None:
                         errors.append(
                             _error(
-                                _loc(rows[r], c),
+                                loc(r, c),
                                 "wrong_type",
                                 f"feature {c!r} must be a string (a category), got {json_type(v)}",
                                 c,
@@ -525,7 +787,7 @@ class FeatureSchema:
                         if v is None:
                             errors.append(
                                 _error(
-                                    _loc(rows[r], c),
+                                    loc(r, c),
                                     "null_not_allowed",
                                     f"feature {c!r} must not be null (it had no nulls in training)",
                                     c,
@@ -535,9 +797,10 @@ class FeatureSchema:
                 col = [MISSING_CATEGORY if v is None else v for v in col]
             if self.cat_has_categories[j]:
                 known = self.known[j]
-                for r, v in enumerate(col):
-                    if v not in known and v != MISSING_CATEGORY:
-                        unseen.append((r, c, v))
+                if not known.issuperset(col):
+                    for r, v in enumerate(col):
+                        if v not in known and v != MISSING_CATEGORY:
+                            unseen.append((r, c, v))
             cat[:, j] = col
         return cat, unseen
 

@@ -60,6 +60,13 @@ class ServingSettings(BaseSettings):
         "a worker thread; smaller requests always predict on one thread). 1 disables.",
     )
 
+    precompute_lookups: bool = Field(
+        default=True,
+        description="Answer every customer of the current_features table when the version or "
+        "the table is loaded (off the request path, one thread), so that id lookups index the "
+        "answers instead of calling the models. Off: lookups run the models per request.",
+    )
+
     @property
     def admin_enabled(self) -> bool:
         """Whether the admin endpoints exist (a non-empty token is configured)."""
