@@ -51,21 +51,16 @@ from churn_serving.settings import ServingSettings
 log = logging.getLogger("churn_serving")
 
 try:  # orjson is several times faster on big batches; the stdlib is the fallback
-    import orjson
-
-    def _loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-    def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+    from orjson import dumps as _dumps
+    from orjson import loads as _loads
 
     JSON_LIBRARY = "orjson"
 except ImportError:  # pragma: no cover - depends on the environment
 
-    def _loads(data: bytes) -> Any:
+    def _loads(data: bytes) -> Any:  # type: ignore[misc]
         return json.loads(data)
 
-    def _dumps(obj: Any) -> bytes:
+    def _dumps(obj: Any) -> bytes:  # type: ignore[misc]
         return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
     JSON_LIBRARY = "json"
@@ -206,6 +201,54 @@ def _parse(body: bytes, max_records: int) -> Any:
     return parse_request(payload, max_records)
 
 
+def encode_answer(
+    request_id: str,
+    version: str,
+    ids: list[str | None],
+    r: ChainResult,
+    has_value_model: bool,
+    per_record: dict[int, dict[str, str]],
+) -> bytes:
+    """The JSON answer: ``{"request_id", "model_version", "count", "predictions": [...]}``
+    with one object per record (in request order)."""
+    n = len(ids)
+    pairs = _LEVEL_PAIRS  # (fallback level, levels object) per pair code: shared, not rebuilt
+    if r.churn_uniform is not None and r.sales_uniform is not None:
+        pair_codes = [r.churn_uniform * len(LEVELS) + r.sales_uniform] * n
+    else:
+        pair_codes = (r.churn_level.astype(np.intp) * len(LEVELS) + r.sales_level).tolist()
+    sales_values = r.expected_total_sales.tolist() if has_value_model else [None] * n
+    columns = zip(
+        ids,
+        r.churn_probability.tolist(),
+        r.churn_label.tolist(),
+        r.threshold.tolist(),
+        sales_values,
+        pair_codes,
+        strict=True,
+    )
+    empty: dict[str, str] = {}
+    preds = [
+        {
+            "customer_id": cid,
+            "churn_probability": p,
+            "churn_label": lab,
+            "threshold": t,
+            "expected_total_sales": sales,
+            "model_version": version,
+            "fallback_level": pairs[code][0],
+            "fallback_levels": pairs[code][1],
+            "unseen_categories": empty,
+        }
+        for cid, p, lab, t, sales, code in columns
+    ]
+    for i, unseen_here in per_record.items():
+        preds[i]["unseen_categories"] = unseen_here
+    return _dumps(
+        {"request_id": request_id, "model_version": version, "count": n, "predictions": preds}
+    )
+
+
 class RequestIds:
     """Request ids: 32 hex digits, a random per-process prefix and a counter (unique
     without a system call per request)."""
@@ -252,8 +295,9 @@ class Scorer:
             )
             table = bundle.customers
             answers = table.answers
-            if len(idx) == 1:  # a view instead of a copy
-                idx = slice(idx[0], idx[0] + 1)
+            # one record: a view instead of a copy; more: an index array (a list would be
+            # converted again by every take)
+            idx = slice(idx[0], idx[0] + 1) if len(idx) == 1 else np.array(idx, dtype=np.intp)
             num_l, cat_l = table.num[idx], table.cat[idx]
             if not has_features:
                 num, cat = num_l, cat_l
@@ -282,42 +326,7 @@ class Scorer:
         version = bundle.version
         ids = parsed.customer_ids
         request_id = self.request_id()
-        # (fallback level, levels object) per (churn level, sales level): shared, not rebuilt
-        pairs = _LEVEL_PAIRS
-        if r.churn_uniform is not None and r.sales_uniform is not None:
-            pair_codes = [r.churn_uniform * len(LEVELS) + r.sales_uniform] * n
-        else:
-            pair_codes = (r.churn_level.astype(np.intp) * len(LEVELS) + r.sales_level).tolist()
-        sales_values = r.expected_total_sales.tolist() if bundle.has_value_model else [None] * n
-        columns = zip(
-            ids,
-            r.churn_probability.tolist(),
-            r.churn_label.tolist(),
-            r.threshold.tolist(),
-            sales_values,
-            pair_codes,
-            strict=True,
-        )
-        empty: dict[str, str] = {}
-        preds = [
-            {
-                "customer_id": cid,
-                "churn_probability": p,
-                "churn_label": lab,
-                "threshold": t,
-                "expected_total_sales": sales,
-                "model_version": version,
-                "fallback_level": pairs[code][0],
-                "fallback_levels": pairs[code][1],
-                "unseen_categories": empty,
-            }
-            for cid, p, lab, t, sales, code in columns
-        ]
-        for i, unseen_here in per_record.items():
-            preds[i]["unseen_categories"] = unseen_here
-        body = _dumps(
-            {"request_id": request_id, "model_version": version, "count": n, "predictions": preds}
-        )
+        body = encode_answer(request_id, version, ids, r, bundle.has_value_model, per_record)
         self._account(bundle, r, n, unseen)
         if self.logger is not None:
             try:
