@@ -6,7 +6,8 @@ Endpoints (status codes):
 ``GET /health``            liveness, always 200 while the process runs: loaded version, last
                            reload, last error, last refusal, degraded roles, inference log
 ``GET /ready``             200 when a model version is loaded, else 503
-``POST /predict``          200 answers; 404 unknown customer_id (whole request, every unknown
+``POST /predict``          records (``{"records": [...]}``) or columns (``{"columns": {...}}``):
+                           200 answers; 404 unknown customer_id (whole request, every unknown
                            id listed); 413 more than ``max_records`` records or a body over
                            ``max_body_bytes``; 422 malformed JSON or invalid records (each
                            problem names its field); 503 no model loaded / no customer table
@@ -19,6 +20,14 @@ Endpoints (status codes):
                            401 missing/malformed ``Authorization: Bearer``, 403 wrong token;
                            200 reloaded/unchanged, 409 refused (integrity), 503 failed
 =========================  ==================================================================
+
+The request path of ``POST /predict``: :class:`SidecarApp` hands it to :class:`PredictASGI`
+before FastAPI's middleware and router (it is counted and timed there like every request;
+the route stays in the OpenAPI document), the body is parsed by orjson, validated column by
+column, answered by the fallback chain (ONNX Runtime) or, for id lookups, from the answers
+computed when the customer table was loaded, encoded by orjson, and queued for the
+inference log (written by a background thread). Requests above ``inline_max_records``
+records are scored in a worker thread.
 """
 
 from __future__ import annotations
@@ -634,7 +643,9 @@ def create_app(
     )
     async def predict(request: Request) -> Response:
         """Churn probability, churn label and expected total sales for 1..max_records
-        records, each ``{"customer_id": ...}`` or ``{"features": {...}}``.
+        records, each ``{"customer_id": ...}`` or ``{"features": {...}}``; or, columnar,
+        ``{"columns": {"<feature>": [value, ...], ...}}`` (one array per feature, an optional
+        ``customer_id`` array; only ``customer_id``: id lookups).
 
         (Served by :class:`PredictEndpoint` ahead of the router; this route documents it.)"""
         try:
@@ -658,9 +669,15 @@ def create_app(
             "version": b.version,
             "max_records": settings.max_records,
             "request": {
-                "body": '{"records": [record, ...]}',
+                "body": '{"records": [record, ...]} or, columnar, {"columns": {name: [value, '
+                "...], ...}}",
                 "record": '{"customer_id": "..."} or {"features": {...}} (optionally with a '
                 "customer_id to echo)",
+                "columns": "one array per feature (feature or source column name), one value "
+                "per record, every array of the same length; an optional customer_id column is "
+                "echoed (null allowed); a body with only a customer_id column looks the "
+                "customers up. Validated column by column: the cheaper body for large batches",
+                "answer": "the same for both bodies: predictions in record order",
                 "unknown_customer_id": "404 for the whole request, listing every unknown id",
             },
             **b.schema.describe(),
@@ -756,8 +773,14 @@ def create_app(
 def request_schemas(bundle: ModelBundle | None, max_records: int = 10_000) -> dict[str, Any]:
     """JSON Schemas of the /predict body for the loaded version (features generic if none)."""
     features = bundle.schema.json_schema() if bundle else {"type": "object"}
+    columns = (
+        bundle.schema.columns_json_schema(max_records)
+        if bundle
+        else {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}}
+    )
     return {
         "Features": features,
+        "FeatureColumns": columns,
         "CustomerRecord": {
             "type": "object",
             "properties": {"customer_id": {"type": ["string", "integer"]}},
@@ -774,6 +797,39 @@ def request_schemas(bundle: ModelBundle | None, max_records: int = 10_000) -> di
             "additionalProperties": False,
         },
         "PredictRequest": {
+            "oneOf": [
+                {"$ref": "#/components/schemas/RecordsRequest"},
+                {"$ref": "#/components/schemas/ColumnarRequest"},
+            ]
+        },
+        "CustomerIdColumns": {
+            "type": "object",
+            "description": "id lookups, columnar",
+            "properties": {
+                "customer_id": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_records,
+                    "items": {"type": ["string", "integer"]},
+                }
+            },
+            "required": ["customer_id"],
+            "additionalProperties": False,
+        },
+        "ColumnarRequest": {
+            "type": "object",
+            "properties": {
+                "columns": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/FeatureColumns"},
+                        {"$ref": "#/components/schemas/CustomerIdColumns"},
+                    ]
+                }
+            },
+            "required": ["columns"],
+            "additionalProperties": False,
+        },
+        "RecordsRequest": {
             "type": "object",
             "properties": {
                 "records": {

@@ -17,6 +17,14 @@ the graph agrees again with the pipeline's stored answers when the version is lo
 otherwise the scikit-learn pipeline answers (when scikit-learn is installed; the slim
 serving image has none, and such a model is then skipped by the fallback chain).
 
+Id lookups: when a version or a new ``current_features`` table is loaded, every customer of
+the table is answered once through this chain (in chunks, one thread, in the poll thread
+before the swap) and kept beside the table (:attr:`CustomerTable.answers`); a lookup then
+takes its customer's answer instead of calling the models: the same answer the request would
+get, since the models and the features are the same. When a model raises during that pass
+(or ``CHURN_SERVING_PRECOMPUTE_LOOKUPS=false``), lookups run the chain per request, as
+feature records always do.
+
 A level is skipped for the whole batch when its model is absent or raises, and for single
 records when it returns a non-finite value (or a probability outside [0, 1]); rules skip
 records whose rule feature is missing (null). The churn label is ``probability >=

@@ -5,7 +5,11 @@ records costs about as much as a few dozen Python loops over it, not 400,000 che
 
 The rules (also served at ``GET /predict/schema``):
 
-* A request is ``{"records": [record, ...]}`` with 1 .. ``max_records`` records (more → 413).
+* A request is ``{"records": [record, ...]}`` with 1 .. ``max_records`` records (more → 413),
+  or columnar: ``{"columns": {name: [value per record], ...}}`` with every array of the same
+  length (1 .. ``max_records``), one per feature and optionally ``customer_id`` (echoed, null
+  allowed); only ``customer_id`` means id lookups. The same rules apply value by value;
+  errors are located as ``["body", "columns", name, record]``.
 * A record is ``{"customer_id": id}`` (features looked up in the latest ``current_features``
   table) or ``{"features": {...}}`` with every deployed feature, optionally with a
   ``customer_id`` that is only echoed and logged. Any other key → 422.
@@ -507,6 +511,29 @@ class FeatureSchema:
             props[c] = p
         return {
             "type": "object",
+            "properties": props,
+            "required": list(self.columns),
+            "additionalProperties": False,
+        }
+
+    def columns_json_schema(self, max_records: int) -> dict[str, Any]:
+        """JSON Schema of a columnar body's ``columns`` object (for the OpenAPI document):
+        every feature as an array of its values, an optional ``customer_id`` array."""
+        values = self.json_schema()["properties"]
+        props: dict[str, Any] = {
+            c: {"type": "array", "minItems": 1, "maxItems": max_records, "items": values[c]}
+            for c in self.columns
+        }
+        props["customer_id"] = {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": max_records,
+            "items": {"type": ["string", "integer", "null"]},
+        }
+        return {
+            "type": "object",
+            "description": "one array per feature, one value per record (the same length for "
+            "every array); only customer_id: id lookups",
             "properties": props,
             "required": list(self.columns),
             "additionalProperties": False,

@@ -158,6 +158,54 @@ def test_predict_by_features_and_mixed_records(client, reference):
     assert one["churn_probability"] == preds[0]["churn_probability"]
 
 
+def test_columnar_bodies_lookups_and_single_records_give_the_same_answers(client, reference):
+    rows = reference["features"].slice(300, 40)
+    ids = rows["customer_id"].to_list()
+    feats = rows.drop("customer_id")
+    by_lookup = client.post("/predict", json={"records": [{"customer_id": i} for i in ids]})
+    by_records = client.post(
+        "/predict",
+        json={
+            "records": [
+                {"customer_id": i, "features": f}
+                for i, f in zip(ids, feats.rows(named=True), strict=True)
+            ]
+        },
+    )
+    by_columns = client.post(
+        "/predict", json={"columns": {"customer_id": ids, **feats.to_dict(as_series=False)}}
+    )
+    by_id_column = client.post("/predict", json={"columns": {"customer_id": ids}})
+    for r in (by_lookup, by_records, by_columns, by_id_column):
+        assert r.status_code == 200, r.text
+
+    def answers(r: httpx.Response) -> list[dict[str, Any]]:
+        return r.json()["predictions"]
+
+    # lookups come from the answers computed when the table was loaded, feature records and
+    # columns from the models per request: the same numbers
+    assert answers(by_lookup) == answers(by_records) == answers(by_columns) == answers(by_id_column)
+    proba, _ = expected(reference, rows)
+    got = [p["churn_probability"] for p in answers(by_columns)]
+    np.testing.assert_allclose(got, proba, rtol=0, atol=1e-6)
+    for k in (0, 17, 39):  # one record alone, by id and by features, as in the batch
+        one_id = client.post("/predict", json={"records": [{"customer_id": ids[k]}]})
+        one_feats = client.post(
+            "/predict",
+            json={"records": [{"customer_id": ids[k], "features": feats.row(k, named=True)}]},
+        )
+        assert answers(one_id) == answers(one_feats) == [answers(by_lookup)[k]]
+    bad = client.post(
+        "/predict", json={"columns": {**feats.head(2).to_dict(as_series=False), "age": ["x", 3]}}
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "columns", "age", 0]
+    health = client.get("/health").json()
+    assert health["customers"]["answers"]["precomputed"] is True
+    schema = client.get("/predict/schema").json()
+    assert "columns" in schema["request"]
+
+
 def test_unseen_category_is_accepted_and_reported(client, reference):
     rec = feature_record(reference, 5, plan="weekly")
     r = client.post("/predict", json={"records": [{"features": rec}]})
