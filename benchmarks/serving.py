@@ -12,20 +12,26 @@ framework's ceiling and ``mlflow models serve``, loopback.
    candidate is trained here on the deployment's training set, written as a new version (the
    same release steps: ONNX export and verification) and hot-reloaded into the running
    sidecar; then measured.
-3. **Load**: single-record requests (explicit features of real customers) at concurrency 16
-   for ``seconds`` each after a warm-up, with ``wrk`` (installed with apt-get when missing
-   and running as root) or an asyncio + httpx client: req/s, p50/p99, errors.
+3. **Load**: single-record requests at concurrency 16 for ``seconds`` each after a warm-up,
+   with ``wrk`` (installed with apt-get when missing and running as root) or an asyncio +
+   httpx client: req/s, p50/p99, errors, and the server's CPU time per request (user +
+   system of its process, ``/proc``; steadier than req/s on a shared machine). Two kinds per
+   type: **id lookups** (``{"customer_id": ...}``, 64 real customers cycled: the row's
+   headline numbers and the targets) and **feature records** (``{"features": {...}}`` of the
+   same customers: the models run per request; under ``features``).
 4. **Ceiling**: a bare FastAPI app under the same uvicorn settings answering a fixed body of
-   the size of a sidecar answer (:mod:`benchmarks.bare_fastapi`), measured the same way;
-   every row reports its ratio to it.
+   the size of a sidecar answer (:mod:`benchmarks.bare_fastapi`), loaded with the same
+   request bodies (lookup bodies; feature bodies for the feature rows); every row reports its
+   ratio to it.
 5. **MLflow**: the default champion saved with ``mlflow.sklearn.save_model(skops,
    pyfunc_predict_fn="predict_proba")`` and served by ``mlflow models serve --env-manager
-   local`` (one uvicorn worker), same load.
-6. **Batch** (default champion): one request of 1,000 customer-id lookups and one of 1,000
-   explicit feature records (median of 5 → records/s), and the same with 10,000.
+   local`` (one uvicorn worker), single feature records (it has no id lookups).
+6. **Batch** (default champion): one request of 1,000 customer-id lookups, one of 1,000
+   explicit feature records and the same 1,000 records as a columnar body (median of 5 →
+   records/s), and the same with 10,000.
 7. **Correctness**: per row, 200 feature records answered by the sidecar (as a batch and the
-   first 20 one by one) against the scikit-learn pipeline's ``predict_proba``
-   (``max_abs_diff``).
+   first 20 one by one) and the same customers by id against the scikit-learn pipeline's
+   ``predict_proba`` (``max_abs_diff``).
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ TARGETS = {
     "p99_ms_goal": 10.0,
     "batch_lookup_records_per_s_min": 2e5,
     "batch_lookup_records_per_s_goal": 5e5,
-    "batch_feature_records_per_s_min": 1e5,
+    "batch_feature_records_per_s_min": 1e5,  # columnar body
     "max_abs_diff_max": 1e-6,
 }
 ADMIN_TOKEN = "bench-serving"
@@ -240,6 +246,17 @@ end
 """
 
 
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``), else None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _run_wrk(
     wrk: str, url: str, path: str, bodies: list[bytes], seconds: float, workdir: Path
 ) -> dict[str, Any]:
@@ -397,12 +414,19 @@ def write_type_version(
 # -------------------------------------------------------------------------------- run
 
 
-def _max_abs_diff(client: Any, url: str, sample: Any, expected: np.ndarray) -> float:
-    """Sidecar vs pipeline on the sample: as one batch and the first 20 records one by one."""
+def _max_abs_diff(
+    client: Any, url: str, sample: Any, sample_ids: list[str], expected: np.ndarray
+) -> float:
+    """Sidecar vs pipeline on the sample: as one batch of feature records, as one batch of
+    id lookups of the same customers, and the first 20 feature records one by one."""
     body = {"records": [{"features": r} for r in sample.to_dicts()]}
     r = client.post(url + "/predict", json=body)
     r.raise_for_status()
     got = np.array([p["churn_probability"] for p in r.json()["predictions"]])
+    r = client.post(url + "/predict", json={"records": [{"customer_id": i} for i in sample_ids]})
+    r.raise_for_status()
+    by_id = np.array([p["churn_probability"] for p in r.json()["predictions"]])
+    got_diff = max(np.abs(got - expected).max(), np.abs(by_id - expected).max())
     singles = np.array(
         [
             client.post(url + "/predict", json={"records": [{"features": rec}]}).json()[
@@ -411,17 +435,19 @@ def _max_abs_diff(client: Any, url: str, sample: Any, expected: np.ndarray) -> f
             for rec in sample.head(20).to_dicts()
         ]
     )
-    return float(max(np.abs(got - expected).max(), np.abs(singles - expected[:20]).max()))
+    return float(max(got_diff, np.abs(singles - expected[:20]).max()))
 
 
 def run(seconds: float = 10.0) -> dict[str, Any]:
     """The sidecar per champion type against the bare-FastAPI ceiling and MLflow.
 
     Returns a JSON-able dict: ``types`` (one row per champion type, ``default`` first: the
-    candidate, ``runtime``, ``rps``, ``p50_ms``, ``p99_ms``, ``errors``,
-    ``ratio_to_bare_fastapi``, ``max_abs_diff``), ``bare_fastapi`` and ``mlflow`` (same load,
-    default champion), ``batch`` (records/s of id lookups and explicit features per batch
-    size), ``targets``, ``meets`` and ``meets_targets``.
+    candidate, ``runtime``, single id lookups' ``rps``, ``p50_ms``, ``p99_ms``, ``errors``,
+    ``cpu_us_per_request``, ``ratio_to_bare_fastapi``; ``features``: the same for single
+    feature records; ``max_abs_diff``), ``bare_fastapi`` (lookup bodies; ``features``: feature
+    bodies) and ``mlflow`` (feature records, default champion), ``batch`` (records/s of id
+    lookups, feature records and a columnar body per batch size), ``targets``, ``meets`` and
+    ``meets_targets``.
     """
     import httpx
 
@@ -429,6 +455,7 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
     from churn_assets.lib.models.persistence import ALLOWED_TYPES, loads_pipeline
     from churn_assets.lib.storage import Storage
 
+    load_before = round(os.getloadavg()[0], 2)
     root = deployment()
     store = Storage(str(root / DATASET))
     default_version = (root / DEFAULT_MARKER).read_text().strip()
@@ -443,9 +470,13 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
     records = rows.to_dicts()
     ids = table["customer_id"].to_list()
     sample = rows.head(SAMPLE_ROWS)
+    sample_ids = ids[:SAMPLE_ROWS]
     sample_frame = sample.to_pandas()
     picks = [records[i] for i in range(0, min(len(records), 64))]
-    ours_bodies = [json.dumps({"records": [{"features": r}]}).encode() for r in picks]
+    feature_bodies = [json.dumps({"records": [{"features": r}]}).encode() for r in picks]
+    lookup_bodies = [
+        json.dumps({"records": [{"customer_id": ids[i]}]}).encode() for i in range(len(picks))
+    ]
 
     work = Path(tempfile.mkdtemp(prefix="churn-bench-serving-"))
     servers: list[Server] = []
@@ -453,9 +484,15 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
     generator = "wrk (1 thread, 16 connections, Lua POST bodies)" if wrk else "httpx asyncio"
 
     def load(server: Server, path: str, bodies: list[bytes], secs: float) -> dict[str, Any]:
+        before = _cpu_seconds(server.proc.pid)
         if wrk:
-            return _run_wrk(wrk, server.url, path, bodies, secs, work)
-        return _run_httpx(server.url, path, bodies, secs)
+            r = _run_wrk(wrk, server.url, path, bodies, secs, work)
+        else:
+            r = _run_httpx(server.url, path, bodies, secs)
+        after = _cpu_seconds(server.proc.pid)
+        if before is not None and after is not None and r["requests"]:
+            r["cpu_us_per_request"] = round((after - before) / r["requests"] * 1e6, 1)
+        return r
 
     def measured(server: Server, path: str, bodies: list[bytes]) -> dict[str, Any]:
         load(server, path, bodies, 2)  # warm-up
@@ -473,7 +510,7 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
         )
         servers.append(ours)
         ours.wait("/ready")
-        answer = client.post(ours.url + "/predict", content=ours_bodies[0]).content
+        answer = client.post(ours.url + "/predict", content=lookup_bodies[0]).content
         (work / "answer.json").write_bytes(answer)
         bare = Server(
             "bare-fastapi",
@@ -493,9 +530,10 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
         servers.append(bare)
         bare.wait("/ready")
 
-        # ---- the framework's ceiling
+        # ---- the framework's ceiling, with the bodies of each kind of row
         _log("load: bare FastAPI")
-        bare_load = measured(bare, "/predict", ours_bodies)
+        bare_load = measured(bare, "/predict", lookup_bodies)
+        bare_features = measured(bare, "/predict", feature_bodies)
         bare.stop()
 
         # ---- MLflow on the default champion
@@ -550,19 +588,24 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
 
         def row(name: str) -> dict[str, Any]:
             info = client.get(ours.url + "/model-info").json()["models"]["classifier"]
-            r = measured(ours, "/predict", ours_bodies)
+            r = measured(ours, "/predict", lookup_bodies)
+            f = measured(ours, "/predict", feature_bodies)
+            f["ratio_to_bare_fastapi"] = round(f["rps"] / bare_features["rps"], 3)
             return {
                 "candidate": info["candidate"],
                 "runtime": info["runtime"],
                 **r,
                 "ratio_to_bare_fastapi": round(r["rps"] / bare_load["rps"], 3),
+                "features": f,
             }
 
         # ---- the default champion: single records, then batches
         types: dict[str, dict[str, Any]] = {}
         _log(f"load: sidecar, default champion {manifest['models']['classifier']['candidate']}")
         types["default"] = row("default")
-        types["default"]["max_abs_diff"] = _max_abs_diff(client, ours.url, sample, expected)
+        types["default"]["max_abs_diff"] = _max_abs_diff(
+            client, ours.url, sample, sample_ids, expected
+        )
 
         def timed(body: bytes, repeat: int = 5) -> float:
             times = []
@@ -581,6 +624,9 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
             features = json.dumps(
                 {"records": [{"features": records[i % len(records)]} for i in range(size)]}
             ).encode()
+            columns = json.dumps(
+                {"columns": {c: [records[i % len(records)][c] for i in range(size)] for c in cols}}
+            ).encode()
             lookups = json.dumps(
                 {"records": [{"customer_id": ids[i % len(ids)]} for i in range(size)]}
             ).encode()
@@ -588,7 +634,12 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
             batch[str(size)] = {
                 "lookup_records_per_s": round(size / timed(lookups)),
                 "feature_records_per_s": round(size / timed(features)),
-                "bytes": {"lookup": len(lookups), "features": len(features)},
+                "feature_columns_records_per_s": round(size / timed(columns)),
+                "bytes": {
+                    "lookup": len(lookups),
+                    "features": len(features),
+                    "columns": len(columns),
+                },
             }
             _wait_log_drained(client, ours.url)
 
@@ -603,7 +654,7 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
             _log(f"load: sidecar, {name} champion ({version})")
             types[name] = row(name)
             want = pipeline.predict_proba(sample_frame)[:, 1]
-            types[name]["max_abs_diff"] = _max_abs_diff(client, ours.url, sample, want)
+            types[name]["max_abs_diff"] = _max_abs_diff(client, ours.url, sample, sample_ids, want)
             _wait_log_drained(client, ours.url)
         health = client.get(ours.url + "/health").json()
     finally:
@@ -613,6 +664,7 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
         dep.set_current(store, default_version, reason="serving benchmark: restored")
         shutil.rmtree(work, ignore_errors=True)
 
+    load_after = round(os.getloadavg()[0], 2)
     worst_ratio = min(t["ratio_to_bare_fastapi"] for t in types.values())
     worst_p99 = max(t["p99_ms"] for t in types.values())
     worst_diff = max(t["max_abs_diff"] for t in types.values())
@@ -622,16 +674,16 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
         "p99": worst_p99 <= TARGETS["p99_ms_max"],
         "no_errors": all(t["errors"] == 0 for t in types.values()),
         "batch_lookups": first["lookup_records_per_s"] >= TARGETS["batch_lookup_records_per_s_min"],
-        "batch_features": first["feature_records_per_s"]
+        "batch_features": first["feature_columns_records_per_s"]
         >= TARGETS["batch_feature_records_per_s_min"],
         "predictions_match": worst_diff <= TARGETS["max_abs_diff_max"],
     }
     return {
         "types": types,
-        "bare_fastapi": bare_load,
+        "bare_fastapi": {**bare_load, "features": bare_features},
         "mlflow": {
             **mlflow_load,
-            "ratio_to_bare_fastapi": round(mlflow_load["rps"] / bare_load["rps"], 3),
+            "ratio_to_bare_fastapi": round(mlflow_load["rps"] / bare_features["rps"], 3),
             "model": "the default champion's classifier.skops saved with "
             "mlflow.sklearn.save_model (skops, pyfunc_predict_fn=predict_proba)",
         },
@@ -647,7 +699,8 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
         "sidecar": {"inference_log": health["inference_log"]},
         "environment": {
             "cpus": os.cpu_count(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
+            "load_average_1m": load_before,
+            "load_average_1m_after": load_after,
             "python": sys.version.split()[0],
         },
     }
@@ -663,26 +716,32 @@ def _wait_log_drained(client: Any, url: str, timeout: float = 30.0) -> None:
 
 
 def table(result: dict[str, Any]) -> str:
-    """The per-type rows as a Markdown table."""
+    """The per-type rows as a Markdown table: single id lookups (the targets), then single
+    feature records (the models run per request)."""
     lines = [
-        "| champion type | candidate | runtime | req/s | p50 ms | p99 ms | errors | "
-        "ratio to bare FastAPI | max abs diff |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| champion type | candidate | runtime | kind | req/s | p50 ms | p99 ms | errors | "
+        "CPU µs/request | ratio to bare FastAPI | max abs diff |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cells(t: dict[str, Any]) -> str:
+        cpu = t.get("cpu_us_per_request")
+        return (
+            f"{t['rps']:,.0f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['errors']} | "
+            f"{'' if cpu is None else f'{cpu:,.0f}'} | {t.get('ratio_to_bare_fastapi', 1.0):.2f}"
+        )
+
     for name, t in result["types"].items():
         lines.append(
-            f"| {name} | {t['candidate']} | {t['runtime']} | {t['rps']:,.0f} | "
-            f"{t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['errors']} | "
-            f"{t['ratio_to_bare_fastapi']:.2f} | {t['max_abs_diff']:.1e} |"
+            f"| {name} | {t['candidate']} | {t['runtime']} | id lookup | {cells(t)} | "
+            f"{t['max_abs_diff']:.1e} |"
         )
-    for name in ("bare_fastapi", "mlflow"):
-        t = result[name]
-        ratio = t.get("ratio_to_bare_fastapi", 1.0)
-        diff = t.get("max_abs_diff")
-        lines.append(
-            f"| {name} | | | {t['rps']:,.0f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | "
-            f"{t['errors']} | {ratio:.2f} | {'' if diff is None else f'{diff:.1e}'} |"
-        )
+        lines.append(f"| {name} | | | features | {cells(t['features'])} | |")
+    bare = result["bare_fastapi"]
+    lines.append(f"| bare_fastapi | | | id lookup body | {cells(bare)} | |")
+    lines.append(f"| bare_fastapi | | | features body | {cells(bare['features'])} | |")
+    m = result["mlflow"]
+    lines.append(f"| mlflow | | scikit-learn | features | {cells(m)} | {m['max_abs_diff']:.1e} |")
     return "\n".join(lines)
 
 
