@@ -14,6 +14,11 @@ A version that fails verification is refused: the current bundle keeps serving, 
 is kept for ``/health`` and counted in ``churn_serving_reload_failures_total``; polling does
 not retry the same refused pointer (a forced reload does). Reloads are serialised by a lock.
 The ``current_features`` table is polled too and swapped in on change (same models).
+
+Right after a version is swapped in, its customer table is answered once (every customer
+through the fallback chain, for id lookups) and the bundle is swapped again with those
+answers; in between, lookups run the models per request. A new table is answered before it
+is swapped in (the old one keeps its answers meanwhile).
 """
 
 from __future__ import annotations
@@ -195,6 +200,7 @@ class ModelManager:
                 aliases=self.aliases,
                 batch_threads=self.batch_threads,
                 precompute_lookups=self.precompute_lookups,
+                answer_now=False,
             )
         except (IntegrityError, dep.DeploymentError) as e:
             self._refused_key = key
@@ -217,6 +223,12 @@ class ModelManager:
                 (models.get("regressor") or {}).get("candidate", ""),
             )
         log.info("serving version %s (was %s)", version, current.version if current else None)
+        # then the customer table's answers (until they are in, lookups run the models)
+        answered = new.answered()
+        if answered is not new:
+            self.bundle = answered
+            info = answered.customers.answers_info if answered.customers else None
+            log.info("version %s: customer table answered: %s", version, info)
         return {
             "status": "reloaded",
             "version": version,

@@ -562,6 +562,11 @@ class ModelBundle:
         info["seconds"] = round(time.perf_counter() - start, 3)
         return replace(table, answers=answers, answers_info=info)
 
+    def answered(self) -> ModelBundle:
+        """This bundle with its customer table answered (itself when nothing changes)."""
+        table = self.answer_table(self.customers)
+        return self if table is self.customers else replace(self, customers=table)
+
     def with_customers(self, table: CustomerTable | None, error: str | None, sig: Any) -> Any:
         """A copy of this bundle with another customer table (the models are shared)."""
         return replace(
@@ -759,9 +764,12 @@ def load_bundle(
     aliases: dict[str, str] | None = None,
     batch_threads: int = 1,
     precompute_lookups: bool = True,
+    answer_now: bool = True,
 ) -> ModelBundle:
-    """Load, verify and prepare the version ``pointer`` names (nothing is swapped here);
-    with ``precompute_lookups`` every customer of the table is answered here, once.
+    """Load, verify and prepare the version ``pointer`` names (nothing is swapped here).
+    With ``precompute_lookups`` every customer of the table is answered once: here, or
+    later by :meth:`ModelBundle.answered` when ``answer_now`` is False (the sidecar swaps
+    the version in first, then its answers).
 
     Raises:
         IntegrityError: the manifest or an artifact is missing or fails its sha256.
@@ -816,5 +824,6 @@ def load_bundle(
         stats=stats,
         precompute_lookups=precompute_lookups,
     )
-    bundle.customers = bundle.answer_table(customers)  # not shared yet: set in place
+    if answer_now:
+        bundle.customers = bundle.answer_table(customers)  # not shared yet: set in place
     return bundle
