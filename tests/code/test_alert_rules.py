@@ -27,6 +27,7 @@ REQUIRED = {
     "fallback rate": "ChurnServingHighFallbackRate",
     "reload failures": "ChurnServingReloadFailures",
     "drift": "ChurnDriftDetected",
+    "drift of the served traffic": "ChurnServedTrafficDrift",
 }
 
 
