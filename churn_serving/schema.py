@@ -556,35 +556,45 @@ class FeatureSchema:
         """
         errors: list[dict[str, Any]] = []
         expected = self.expected
-        if self.aliases:
-            feats = [f if f.keys() == expected else self._translate(f) for f in feats]
-        for k, f in enumerate(feats):
-            if f.keys() != expected:
-                keys = f.keys()
-                for c in self.columns:
-                    if c not in keys:
-                        errors.append(
-                            _error(_loc(rows[k], c), "missing", f"feature {c!r} is required", c)
-                        )
-                for c in keys:
-                    if c not in expected:
-                        errors.append(
-                            _error(
-                                _loc(rows[k], c),
-                                "unknown_field",
-                                f"unknown feature {c!r} (not in the deployed schema)",
-                                c,
+        num_rows = cat_rows = None
+        try:  # the usual case: every record has exactly the deployed features
+            num_rows = [self._num_get(f) for f in feats]
+            cat_rows = [self._cat_get(f) for f in feats]
+            if set(map(len, feats)) != {len(self.columns)}:  # all present: no unknown one
+                num_rows = None
+        except (KeyError, TypeError):
+            num_rows = None
+        if num_rows is None:
+            if self.aliases:
+                feats = [f if f.keys() == expected else self._translate(f) for f in feats]
+            for k, f in enumerate(feats):
+                if f.keys() != expected:
+                    keys = f.keys()
+                    for c in self.columns:
+                        if c not in keys:
+                            errors.append(
+                                _error(_loc(rows[k], c), "missing", f"feature {c!r} is required", c)
                             )
-                        )
-        if errors:
-            raise validation_error(errors)
+                    for c in keys:
+                        if c not in expected:
+                            errors.append(
+                                _error(
+                                    _loc(rows[k], c),
+                                    "unknown_field",
+                                    f"unknown feature {c!r} (not in the deployed schema)",
+                                    c,
+                                )
+                            )
+            if errors:
+                raise validation_error(errors)
+            num_rows = [self._num_get(f) for f in feats]
+            cat_rows = [self._cat_get(f) for f in feats]
 
         def loc(r: int, c: str) -> list[Any]:
             return _loc(rows[r], c)
 
         n = len(feats)
-        num = self._numeric([self._num_get(f) for f in feats], n, False, loc, errors)
-        cat_rows = [self._cat_get(f) for f in feats]
+        num = self._numeric(num_rows, n, False, loc, errors)
         columns = list(zip(*cat_rows, strict=True)) if cat_rows else []
         cat, unseen = self._categorical(columns, n, loc, errors)
         if errors:
