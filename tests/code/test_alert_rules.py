@@ -93,23 +93,25 @@ def test_every_concern_has_an_alert_and_every_alert_a_firing_unit_test():
 def exported_metric_names(tmp_path: Path) -> set[str]:
     """Every sample name the sidecar's /metrics can show, with drift and version gauges set."""
     from churn_assets.lib.storage import Storage
-    from churn_serving.drift_status import SUMMARY, DriftStatus
+    from churn_serving.drift_status import SERVED_PREFIX, SERVED_SUMMARY, SUMMARY, DriftStatus
     from churn_serving.metrics import ServingMetrics
     from churn_serving.version_status import VersionStatus
 
     metrics = ServingMetrics()
     storage = Storage(str(tmp_path))
-    storage.write_json(
-        SUMMARY,
-        {
-            "drifted": True,
-            "share_drifted": 0.5,
-            "drifted_columns": ["a"],
-            "model_version": "v20260101-000000",
-            "created_at": "2026-01-01T00:00:00+00:00",
-        },
-    )
+    for path in (SUMMARY, SERVED_SUMMARY):
+        storage.write_json(
+            path,
+            {
+                "drifted": True,
+                "share_drifted": 0.5,
+                "drifted_columns": ["a"],
+                "model_version": "v20260101-000000",
+                "created_at": "2026-01-01T00:00:00+00:00",
+            },
+        )
     DriftStatus(storage, metrics.registry).refresh()
+    DriftStatus(storage, metrics.registry, summary=SERVED_SUMMARY, prefix=SERVED_PREFIX).refresh()
     VersionStatus(metrics.registry).update("v20260101-000000", "v20260101-000000")
     names: set[str] = set()
     for family in metrics.registry.collect():
