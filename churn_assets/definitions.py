@@ -24,12 +24,18 @@ from churn_assets.jobs import (
 from churn_assets.models import assets as model_assets
 from churn_assets.models.checks import churn_champion_above_floor, value_champion_beats_naive
 from churn_assets.monitoring import assets as monitoring_assets
+from churn_assets.monitoring import realized as realized_monitoring
 from churn_assets.monitoring import served as served_monitoring
 from churn_assets.monitoring.served import served_drift_job, served_drift_schedule
 from churn_assets.raw import assets as raw_assets
 from churn_assets.resources import ChurnPlatform
 from churn_assets.schedules import DEFAULT_CRON, retention_schedule, retraining_schedule
-from churn_assets.sensors import drift_sensor, landing_zone_sensor, run_failure_recorder
+from churn_assets.sensors import (
+    drift_sensor,
+    landing_zone_sensor,
+    realized_performance_sensor,
+    run_failure_recorder,
+)
 
 
 def build_definitions(
@@ -49,6 +55,7 @@ def build_definitions(
                 deployment_assets,
                 monitoring_assets,
                 served_monitoring,
+                realized_monitoring,
             ]
         ),
         asset_checks=[
@@ -74,6 +81,7 @@ def build_definitions(
         sensors=[
             landing_zone_sensor,
             drift_sensor,
+            realized_performance_sensor,
             run_failure_recorder,
             run_failure_notifier,
             check_failure_notifier,

@@ -1,4 +1,5 @@
-"""Sensors: new landing files → ingestion run; drift → retraining run; failures recorded."""
+"""Sensors: new landing files → ingestion run; drift or degraded realized performance →
+retraining run; failures recorded."""
 
 import hashlib
 import json
@@ -81,6 +82,43 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     return dg.RunRequest(
         run_key=f"drift-{asset_event.run_id}",
         tags={"churn/trigger": "drift", "churn/drift_run": asset_event.run_id},
+    )
+
+
+#: Longest reason carried in a run tag (the whole reason is in the check's description).
+REASON_TAG_CHARS = 200
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("realized_performance"),
+    job=retraining_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a retraining run when realized_performance's check "
+    "realized_roc_auc_holds fails for the deployed version (realized ROC-AUC below the floor "
+    "or more than CHURN_REALIZED_MARGIN below the deployment-time figure); the run's "
+    "'churn/reason' tag says why. One request per evaluated snapshot (version and cut-off).",
+)
+def realized_performance_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    mat = asset_event.asset_materialization
+    meta = mat.metadata if mat else {}
+
+    def text(key: str) -> str:
+        value = meta.get(key)
+        return "" if value is None else str(value.value)
+
+    requested = meta.get("retraining_requested")
+    if not (requested and requested.value):
+        verdict = text("verdict") or text("status") or "no verdict"
+        return dg.SkipReason(f"latest realized performance: {verdict}; no retraining needed")
+    version, cutoff = text("model_version"), text("cutoff")
+    reason = f"realized performance of {version} at {cutoff}: {text('verdict_reason')}"
+    return dg.RunRequest(
+        run_key=f"realized-{version}-{cutoff}",
+        tags={
+            "churn/trigger": "realized_performance",
+            "churn/realized_run": asset_event.run_id,
+            "churn/reason": reason[:REASON_TAG_CHARS],
+        },
     )
 
 

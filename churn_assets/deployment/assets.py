@@ -160,6 +160,27 @@ def deployed_model_version(
     return dg.Output(value, metadata=metadata)
 
 
+def _scoring_cutoff(context: dg.AssetExecutionContext, platform: ChurnPlatform):
+    """The cut-off the scored features are as of: the ``as_of`` of the latest
+    ``current_features`` materialization, else the day after the last usable stored raw
+    transaction (where current_features places it); None for snapshot data sets."""
+    import datetime as dt
+
+    from churn_assets.lib.realized import stored_scoring_cutoff
+
+    if platform.dataset_config().transactions is None:
+        return None
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("current_features"))
+    mat = event.asset_materialization if event else None
+    as_of = mat.metadata.get("as_of") if mat else None
+    if as_of is not None:
+        try:
+            return dt.date.fromisoformat(str(as_of.value))
+        except ValueError:
+            pass
+    return stored_scoring_cutoff(platform.storage())
+
+
 @dg.asset(
     retry_policy=STORAGE_RETRY,
     group_name="deployment",
@@ -167,22 +188,47 @@ def deployed_model_version(
     freshness_policy=RETRAINING_FRESHNESS,
 )
 def churn_scores(
-    platform: ChurnPlatform, current_features, deployed_model_version: dict
+    context: dg.AssetExecutionContext,
+    platform: ChurnPlatform,
+    current_features,
+    deployed_model_version: dict,
 ) -> dg.Output:
     """Batch scores of every customer with the deployed version: churn probability, churn
     label at the stored threshold, expected total sales (null for data sets without a
     value label) and the model version. The features are aligned to the version's own
-    feature columns, so new top categories in later data do not break scoring."""
+    feature columns, so new top categories in later data do not break scoring. Each run's
+    scores are also kept as a snapshot ``scores/<version>/<cut-off>.parquet`` (with the
+    cut-off, threshold and horizon), which ``realized_performance`` compares with what the
+    customers did once the horizon has passed (not for snapshot data sets: no time axis)."""
+    from churn_assets.lib.realized import write_snapshot
     from churn_assets.lib.scoring import load_deployed, score_frame
 
     with fail_fast_unless_transient():
-        deployed = load_deployed(platform.storage())
+        storage = platform.storage()
+        deployed = load_deployed(storage)
         scores = score_frame(deployed, current_features)
+        cutoff = _scoring_cutoff(context, platform)
+        snapshot = None
+        if cutoff is not None:
+            snapshot = write_snapshot(
+                storage,
+                scores,
+                version=deployed.version,
+                cutoff=cutoff,
+                threshold=deployed.threshold,
+                horizon_days=platform.dataset_config().labels.horizon_days,
+            )
     metadata = {
         **table_metadata(scores),
         "model_version": dg.MetadataValue.text(deployed.version),
         "threshold": dg.MetadataValue.float(deployed.threshold),
         "predicted_churn_rate": dg.MetadataValue.float(float(scores["churn_label"].mean())),
+        "cutoff": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "n/a (snapshot)"),
+        "snapshot": (
+            dg.MetadataValue.path(snapshot)
+            if snapshot
+            else dg.MetadataValue.text("none: a snapshot data set has no time axis")
+        ),
     }
     if deployed.has_value_model:
         metadata["expected_total_sales_sum"] = dg.MetadataValue.float(

@@ -42,6 +42,13 @@ class ChurnSettings(BaseSettings):
     )
     mlflow_tracking_uri: str | None = Field(default=None)
     seed: int = 42
+    realized_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="realized_roc_auc_holds fails when the realized ROC-AUC is more than "
+        "this below the deployment-time (holdout) ROC-AUC.",
+    )
 
     @cached_property
     def resolved_storage_url(self) -> str:
