@@ -3,8 +3,16 @@
 The JSON report (``churn demo --json``) is a stable interface, documented in the README:
 ``dataset``, ``success``, ``seconds``, ``storage_url``, ``assets`` (per asset: ``rows``,
 ``seconds``, ``metadata``), ``checks`` (per check: ``passed``, ``description``),
-``features`` (``rows``, ``columns``, ``cutoff``, ``churn_rate``, ``mean_total_sales``) and
-``error`` (null on success).
+``features`` (``rows``, ``columns``, ``cutoff``, ``churn_rate``, ``mean_total_sales``),
+``realized`` (null when ``realized_performance`` did not run; else its ``status`` and, once a
+scoring snapshot's horizon has passed, the realized figures per model version next to the
+deployment-time ones, see :func:`realized_summary`) and ``error`` (null on success).
+
+``CHURN_DEMO_SIMULATE_HORIZON=1`` (synthetic data set, empty landing zone) simulates time
+passing: the generated history lands without its last ``horizon_days``, the graph trains,
+deploys and scores at that earlier cut-off, then the rest lands and the landing job
+(ingestion → features → drift → realized performance) measures the scores against what the
+customers did; the report then also has ``simulation``.
 """
 
 from __future__ import annotations
@@ -40,10 +48,51 @@ def root_cause_text(error: Any) -> str:
     return f"{name}: {message.splitlines()[0] if message else ''}".strip()
 
 
+SIMULATE_ENV = "CHURN_DEMO_SIMULATE_HORIZON"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def realized_summary(out: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON report's ``realized``: ``status``, ``message``, ``observed_until``,
+    ``pending`` (snapshots whose horizon has not passed) and, when some were evaluated,
+    ``verdict``, ``retraining_requested`` and ``by_version`` (per model version, its latest
+    evaluated snapshot: ``cutoff``, ``realized`` and ``deployment`` figures, ``deciles``)."""
+    if out is None:
+        return None
+    summary: dict[str, Any] = {
+        k: out.get(k) for k in ("status", "message", "horizon_days", "observed_until")
+    }
+    summary["pending"] = out.get("pending", [])
+    if out.get("status") != "ok":
+        return summary
+    summary["verdict"] = out["verdict"]
+    summary["retraining_requested"] = out["retraining_requested"]
+    summary["by_version"] = {
+        version: {
+            "cutoff": e["cutoff"],
+            "realized": {k: v for k, v in e["realized"].items() if k != "deciles"},
+            "deployment": e["deployment"],
+            "deciles": e["realized"]["deciles"],
+        }
+        for version, e in out["by_version"].items()
+    }
+    return summary
+
+
 def run_demo(
-    dataset: str, *, seed_if_empty: bool = True, log: Callable[[str], None] | None = None
+    dataset: str,
+    *,
+    seed_if_empty: bool = True,
+    log: Callable[[str], None] | None = None,
+    simulate_horizon: bool | None = None,
 ) -> dict[str, Any]:
-    """Run raw → features (and whatever the graph holds) on ``dataset``; return the report."""
+    """Run raw → features (and whatever the graph holds) on ``dataset``; return the report.
+
+    ``simulate_horizon`` (default: ``CHURN_DEMO_SIMULATE_HORIZON``) runs
+    :func:`run_horizon_demo` instead when the synthetic landing zone is empty."""
     import dagster as dg
 
     from churn_assets.cli import landing_has_data
@@ -55,15 +104,21 @@ def run_demo(
 
     cfg = load_dataset_config(dataset)
     settings = get_settings()
-    if cfg.name == "synthetic" and seed_if_empty:
+    if simulate_horizon is None:
+        simulate_horizon = _truthy(os.environ.get(SIMULATE_ENV))
+    if cfg.name == "synthetic" and (seed_if_empty or simulate_horizon):
         url = join_url(settings.resolved_landing_url, "synthetic")
         opts = settings.storage_options(url)
         if not landing_has_data(url, opts):
+            if simulate_horizon:
+                return run_horizon_demo(dataset, log=log)
             from churn_assets.lib.generator import generate
 
             if log:
                 log(f"seeding {url} with synthetic data ...")
             generate(url, storage_options=opts, seed=settings.seed)
+        elif simulate_horizon and log:
+            log(f"{url} already has data: no simulation, the graph runs on it as it is")
     defs = build_definitions(ChurnPlatform(dataset=dataset), ChurnIOManager(dataset=dataset))
     job = defs.resolve_implicit_global_asset_job_def()
     if log:
@@ -71,6 +126,91 @@ def run_demo(
     started = time.perf_counter()
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     seconds = time.perf_counter() - started
+    return _report(cfg, settings, result, seconds)
+
+
+def run_horizon_demo(
+    dataset: str = "synthetic",
+    *,
+    log: Callable[[str], None] | None = None,
+    customers: int = 10_000,
+    days: int = 540,
+) -> dict[str, Any]:
+    """Simulate time passing on the synthetic data set (empty landing zone): generate the
+    history (``CHURN_SEED``), land it without its last ``horizon_days``, run the whole graph
+    (it trains, deploys and scores at that cut-off, keeping a snapshot), land the rest and
+    run the landing job (ingestion → features → drift → realized performance). Returns the
+    first run's report with the realized figures of the second and ``simulation``.
+    ``customers`` and ``days`` size the history (defaults: those of ``churn seed``)."""
+    import datetime as dt
+    import shutil
+    import tempfile
+
+    import dagster as dg
+
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.generator import generate
+    from churn_assets.lib.realized import land_window
+    from churn_assets.lib.settings import get_settings, join_url
+    from churn_assets.resources import ChurnPlatform
+
+    cfg = load_dataset_config(dataset)
+    if cfg.name != "synthetic":
+        raise ValueError(f"the horizon simulation generates synthetic data, not '{cfg.name}'")
+    settings = get_settings()
+    url = join_url(settings.resolved_landing_url, cfg.name)
+    opts = settings.storage_options(url)
+    horizon = cfg.labels.horizon_days
+    defs = build_definitions(ChurnPlatform(dataset=dataset), ChurnIOManager(dataset=dataset))
+    instance = dg.DagsterInstance.ephemeral()
+    stage = tempfile.mkdtemp(prefix="churn-horizon-")
+    try:
+        summary = generate(stage, customers=customers, days=days, seed=settings.seed)
+        cutoff = summary.end - dt.timedelta(days=horizon)
+        before = land_window(stage, url, end=cutoff, storage_options=opts)
+        if log:
+            log(
+                f"landed {summary.start} to {cutoff} (the last {horizon} days held back); "
+                "training, deploying and scoring at that cut-off ..."
+            )
+        started = time.perf_counter()
+        first = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        first_seconds = time.perf_counter() - started
+        later = land_window(stage, url, start=cutoff, batch_name="batch-0001", storage_options=opts)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if log:
+        log(f"landed {cutoff} to {summary.end}: the customers' outcomes; measuring ...")
+    started = time.perf_counter()
+    second = defs.get_job_def("ingest_features_drift").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    second_seconds = time.perf_counter() - started
+    report = _report(cfg, settings, first, first_seconds)
+    later_report = _report(cfg, settings, second, second_seconds)
+    report["success"] = first.success and second.success
+    report["seconds"] = round(first_seconds + second_seconds, 2)
+    report["assets"] = {**report["assets"], **later_report["assets"]}
+    report["checks"] = {**report["checks"], **later_report["checks"]}
+    report["realized"] = later_report["realized"]
+    report["error"] = report["error"] or later_report["error"]
+    report["simulation"] = {
+        "scored_at_cutoff": cutoff.isoformat(),
+        "history": [summary.start.isoformat(), summary.end.isoformat()],
+        "landed_first": before,
+        "landed_later": later,
+        "seconds": [round(first_seconds, 2), round(second_seconds, 2)],
+    }
+    return report
+
+
+def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, Any]:
+    """The JSON report of one in-process run of the graph (or a job of it)."""
+    from churn_assets.lib.settings import join_url
 
     assets: dict[str, dict[str, Any]] = {}
     durations: dict[str, float] = {}
@@ -132,6 +272,9 @@ def run_demo(
     deployment = None
     if "deployed_model_version" in assets:
         deployment = result.output_for_node("deployed_model_version")
+    realized = None
+    if "realized_performance" in assets:
+        realized = realized_summary(result.output_for_node("realized_performance"))
     return {
         "dataset": cfg.name,
         "success": result.success,
@@ -149,6 +292,7 @@ def run_demo(
         },
         "models": models,
         "deployment": deployment,
+        "realized": realized,
         "error": error,
     }
 
@@ -190,6 +334,17 @@ def format_report(report: dict[str, Any]) -> str:
     if d:
         verb = "promoted" if d["promoted"] else "kept"
         lines.append(f"deployment {verb} {d['version']}: {d['decision']['reason']}")
+    r = report.get("realized")
+    if r:
+        lines.append(f"realized   {r['status']}: {r['message']}")
+        for version, e in (r.get("by_version") or {}).items():
+            got, then = e["realized"], e["deployment"]
+            pairs = [
+                f"{k} {got[k]:.4f} (deployed {then[k]:.4f})"
+                for k in ("roc_auc", "pr_auc", "brier", "value_r2")
+                if got.get(k) is not None and then.get(k) is not None
+            ]
+            lines.append(f"  {version} at {e['cutoff']}: " + ", ".join(pairs))
     if report["error"]:
         lines.append(f"error      {report['error']}")
     return "\n".join(lines)

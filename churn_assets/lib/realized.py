@@ -42,7 +42,7 @@ SCORE_COLUMNS = (
 MIN_PER_CLASS = 10
 DECILES = 10
 #: Realized and deployment-time metrics compared side by side (classification, then value).
-CHURN_METRICS = ("roc_auc", "pr_auc", "brier", "log_loss", "f1", "precision", "recall")
+RANK_AND_LABEL_METRICS = ("roc_auc", "pr_auc", "brier", "log_loss", "f1", "precision", "recall")
 VALUE_METRICS = ("mae", "rmse", "r2")
 DEFAULT_MARGIN = 0.05
 
@@ -227,7 +227,7 @@ def realized_metrics(joined: pl.DataFrame, threshold: float) -> dict[str, Any]:
         "positives": positives,
         "observed_churn_rate": float(y.mean()) if len(y) else None,
         "expected_churn_rate": float(p.mean()) if len(p) else None,
-        **{k: _finite(churn.get(k)) for k in CHURN_METRICS},
+        **{k: _finite(churn.get(k)) for k in RANK_AND_LABEL_METRICS},
         "calibration_error": calibration_error(deciles),
         "deciles": deciles,
     }
@@ -251,7 +251,7 @@ def deployment_metrics(manifest: dict[str, Any] | None) -> dict[str, Any]:
     models = manifest.get("models") or {}
     clf = (models.get("classifier") or {}).get("metrics") or {}
     reg = (models.get("regressor") or {}).get("metrics") or {}
-    out: dict[str, Any] = {k: _finite(clf.get(k)) for k in CHURN_METRICS}
+    out: dict[str, Any] = {k: _finite(clf.get(k)) for k in RANK_AND_LABEL_METRICS}
     out["candidate"] = (models.get("classifier") or {}).get("candidate")
     out["threshold"] = _finite((models.get("classifier") or {}).get("threshold"))
     base = (manifest.get("base_rates") or {}).get("churn_probability")

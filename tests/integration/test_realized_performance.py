@@ -1,0 +1,160 @@
+"""Realized performance with the real graph on a small synthetic data set, time passing
+simulated: the history lands without its last 90 days, the graph trains, deploys and scores
+at that cut-off; then the rest lands, and realized_performance measures the scores against
+what the customers did. A degraded snapshot then fails the check, and the realized sensor
+requests a retraining run with the reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from churn_assets.lib import realized as rz
+from churn_assets.lib.datasets import BUILTIN_DIR
+from churn_assets.lib.generator import generate
+from churn_assets.lib.storage import Storage
+
+pytestmark = pytest.mark.integration
+
+#: The cheapest model set that still deploys: one classifier, naive baseline and ridge.
+FAST_MODELS = {
+    "classification_candidates": ["logistic_regression"],
+    "regression_candidates": ["naive_baseline", "ridge"],
+    "cv_folds": 0,
+}
+HORIZON = 90
+FIRST_RUN = [
+    "raw_customers",
+    "raw_transactions",
+    "customer_features",
+    "current_features",
+    "training_set",
+    "classification_models",
+    "regression_models",
+    "deployed_model_version",
+    "churn_scores",
+    "realized_performance",
+]
+
+
+def definitions(config: str) -> dg.Definitions:
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.resources import ChurnPlatform
+
+    return build_definitions(ChurnPlatform(dataset=config), ChurnIOManager(dataset=config))
+
+
+def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str]):
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey(k) for k in selection}
+    )
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success, [
+        str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure
+    ]
+    return result
+
+
+def materialization(result, key: str) -> dg.AssetMaterialization:
+    (mat,) = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == dg.AssetKey(key)
+    ]
+    return mat
+
+
+def check_of(result) -> dg.AssetCheckEvaluation:
+    (check,) = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == "realized_roc_auc_holds"
+    ]
+    return check
+
+
+def sensor_tick(instance: dg.DagsterInstance, cursor: str | None = None):
+    from churn_assets.sensors import realized_performance_sensor
+
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    return realized_performance_sensor.evaluate_tick(context), context.cursor
+
+
+def test_scores_meet_their_outcomes_after_the_horizon(isolated_env: Path, tmp_path: Path):
+    cfg = yaml.safe_load((BUILTIN_DIR / "synthetic.yaml").read_text())
+    cfg["models"] = FAST_MODELS
+    config = tmp_path / "synthetic.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    stage, landing = tmp_path / "stage", isolated_env / "landing" / "synthetic"
+    history = generate(str(stage), customers=1500, days=360, seed=7)
+    cutoff = history.end - dt.timedelta(days=HORIZON)
+    rz.land_window(str(stage), str(landing), end=cutoff)
+    defs, instance = definitions(str(config)), dg.DagsterInstance.ephemeral()
+
+    # 1. train, deploy and score with data up to the cut-off only: nothing to measure yet
+    first = materialize(defs, instance, FIRST_RUN)
+    scores = materialization(first, "churn_scores")
+    assert scores.metadata["cutoff"].value == cutoff.isoformat()
+    version = scores.metadata["model_version"].value
+    storage = Storage(str(isolated_env / "synthetic"))
+    assert [(r.version, r.cutoff) for r in rz.list_snapshots(storage)] == [(version, cutoff)]
+    waiting = materialization(first, "realized_performance").metadata
+    assert waiting["status"].value == "waiting"
+    assert waiting["snapshots_pending"].value == 1
+    assert check_of(first).passed  # nothing to judge is not a failure
+
+    # 2. the horizon passes: the customers' behaviour lands, the snapshot is measured
+    rz.land_window(str(stage), str(landing), start=cutoff, batch_name="batch-0001")
+    second = materialize(defs, instance, ["raw_customers", "raw_transactions"] + FIRST_RUN[-1:])
+    meta = materialization(second, "realized_performance").metadata
+    assert meta["status"].value == "ok" and meta["model_version"].value == version
+    assert meta["cutoff"].value == cutoff.isoformat() and meta["snapshots_evaluated"].value == 1
+    for key in (
+        "realized_roc_auc",
+        "realized_pr_auc",
+        "realized_brier",
+        "realized_calibration_error",
+        "observed_churn_rate",
+        "expected_churn_rate",
+        "realized_value_mae",
+        "realized_value_r2",
+        "deployed_roc_auc",
+        "deployed_pr_auc",
+        "deployed_brier",
+        "deployed_value_r2",
+        "roc_auc_drop",
+    ):
+        assert isinstance(meta[key], dg.FloatMetadataValue), key
+    assert 0.8 < meta["realized_roc_auc"].value <= 1.0  # an out-of-time model that works
+    assert abs(meta["roc_auc_drop"].value) < 0.05
+    assert 0 < meta["positives"].value < meta["n"].value
+    assert meta["retraining_requested"].value is False
+    check = check_of(second)
+    assert check.passed and "holds" in check.description
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    result, cursor = sensor_tick(instance)
+    assert not result.run_requests and "no retraining needed" in result.skip_message
+
+    # 3. the same snapshot, as a model gone bad would have scored it: the check fails and the
+    #    sensor asks for retraining, once, with the reason
+    snap = storage.read_parquet(rz.snapshot_path(version, cutoff))
+    storage.write_parquet(
+        rz.snapshot_path(version, cutoff),
+        snap.with_columns((1.0 - snap["churn_probability"]).alias("churn_probability")),
+    )
+    third = materialize(defs, instance, ["realized_performance"])
+    check = check_of(third)
+    assert not check.passed and "below the floor 0.70" in check.description
+    assert materialization(third, "realized_performance").metadata["verdict"].value == "degraded"
+    result, cursor = sensor_tick(instance, cursor)
+    (request,) = result.run_requests
+    assert request.job_name in (None, "retraining")
+    assert request.run_key == f"realized-{version}-{cutoff.isoformat()}"
+    assert request.tags["churn/trigger"] == "realized_performance"
+    assert "below the floor 0.70" in request.tags["churn/reason"]
