@@ -158,3 +158,15 @@ def test_scores_meet_their_outcomes_after_the_horizon(isolated_env: Path, tmp_pa
     assert request.run_key == f"realized-{version}-{cutoff.isoformat()}"
     assert request.tags["churn/trigger"] == "realized_performance"
     assert "below the floor 0.70" in request.tags["churn/reason"]
+
+
+def test_snapshot_data_sets_are_not_applicable(real_data: Path):
+    defs, instance = definitions("telco"), dg.DagsterInstance.ephemeral()
+    result = materialize(defs, instance, ["raw_customers", "raw_transactions"] + FIRST_RUN[-1:])
+    meta = materialization(result, "realized_performance").metadata
+    assert meta["status"].value == "not_applicable"
+    assert "no time axis" in meta["message"].value
+    assert meta["retraining_requested"].value is False
+    assert check_of(result).passed
+    result, _ = sensor_tick(instance)
+    assert not result.run_requests
