@@ -98,7 +98,9 @@ REASON_TAG_CHARS = 200
     "or more than CHURN_REALIZED_MARGIN below the deployment-time figure); the run's "
     "'churn/reason' tag says why. One request per evaluated snapshot (version and cut-off).",
 )
-def realized_performance_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+def realized_performance_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.RunRequest | dg.SkipReason:
     mat = asset_event.asset_materialization
     meta = mat.metadata if mat else {}
 

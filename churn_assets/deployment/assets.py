@@ -1,3 +1,4 @@
+import datetime as dt
 from typing import Any
 
 import dagster as dg
@@ -160,12 +161,10 @@ def deployed_model_version(
     return dg.Output(value, metadata=metadata)
 
 
-def _scoring_cutoff(context: dg.AssetExecutionContext, platform: ChurnPlatform):
+def _scoring_cutoff(context: dg.AssetExecutionContext, platform: ChurnPlatform) -> dt.date | None:
     """The cut-off the scored features are as of: the ``as_of`` of the latest
     ``current_features`` materialization, else the day after the last usable stored raw
     transaction (where current_features places it); None for snapshot data sets."""
-    import datetime as dt
-
     from churn_assets.lib.realized import stored_scoring_cutoff
 
     if platform.dataset_config().transactions is None:

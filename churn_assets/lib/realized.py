@@ -139,18 +139,30 @@ def evaluable_until(transactions: pl.DataFrame, horizon_days: int) -> dt.date | 
     return default_cutoff(transactions, horizon_days)
 
 
-def observed_outcomes(
-    transactions: pl.DataFrame, customer_ids: pl.Series, cutoff: dt.date, horizon_days: int
-) -> pl.DataFrame:
-    """``customer_id``, ``churned``, ``total_sales`` of ``customer_ids`` over the horizon
-    after ``cutoff``: the training labels' definition
-    (:func:`~churn_assets.lib.features.transaction_labels`), and like the training table a
-    customer without any transaction in the horizon churned with total sales 0."""
+def horizon_labels(transactions: pl.DataFrame, cutoff: dt.date, horizon_days: int) -> pl.DataFrame:
+    """``customer_id``, ``_bought``, ``total_sales`` of the customers with a transaction in
+    ``[cutoff, cutoff + horizon)``: :func:`~churn_assets.lib.features.transaction_labels`."""
     from churn_assets.lib.features import FeatureParams, transaction_labels
 
     params = FeatureParams(cutoff=cutoff, horizon_days=horizon_days, with_labels=True)
     tx = transactions.lazy().filter(pl.col("customer_id").is_not_null())
-    labels = transaction_labels(tx, params).collect()
+    return transaction_labels(tx, params).collect()
+
+
+def observed_outcomes(
+    transactions: pl.DataFrame,
+    customer_ids: pl.Series,
+    cutoff: dt.date,
+    horizon_days: int,
+    labels: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """``customer_id``, ``churned``, ``total_sales`` of ``customer_ids`` over the horizon
+    after ``cutoff``: the training labels' definition
+    (:func:`~churn_assets.lib.features.transaction_labels`), and like the training table a
+    customer without any transaction in the horizon churned with total sales 0. ``labels``:
+    :func:`horizon_labels` of the same cut-off, when already computed."""
+    if labels is None:
+        labels = horizon_labels(transactions, cutoff, horizon_days)
     ids = pl.DataFrame({"customer_id": customer_ids})
     if labels["customer_id"].dtype != ids["customer_id"].dtype:
         labels = labels.with_columns(pl.col("customer_id").cast(ids["customer_id"].dtype))
@@ -331,10 +343,14 @@ def evaluate_snapshot(
     transactions: pl.DataFrame,
     horizon_days: int,
     manifest: dict[str, Any] | None = None,
+    labels: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Realized and deployment-time figures of one snapshot whose horizon has passed."""
+    """Realized and deployment-time figures of one snapshot whose horizon has passed
+    (``labels``: :func:`horizon_labels` of its cut-off, when already computed)."""
     snap = storage.read_parquet(ref.path)
-    outcomes = observed_outcomes(transactions, snap["customer_id"], ref.cutoff, horizon_days)
+    outcomes = observed_outcomes(
+        transactions, snap["customer_id"], ref.cutoff, horizon_days, labels
+    )
     joined = snap.join(outcomes, on="customer_id", how="left")
     threshold = float(snap["threshold"][0]) if "threshold" in snap.columns else 0.5
     return {
@@ -406,13 +422,16 @@ def evaluate_snapshots(
             "pending": pending,
             "retraining_requested": False,
         }
-    cache: dict[str, Any] = {}
-    evaluated = [
-        evaluate_snapshot(
-            storage, r, transactions, horizon_days, _manifest(storage, r.version, cache)
+    manifests: dict[str, Any] = {}
+    labels: dict[dt.date, pl.DataFrame] = {}  # one label computation per cut-off
+    evaluated = []
+    for r in ready:
+        if r.cutoff not in labels:
+            labels[r.cutoff] = horizon_labels(transactions, r.cutoff, horizon_days)
+        manifest = _manifest(storage, r.version, manifests)
+        evaluated.append(
+            evaluate_snapshot(storage, r, transactions, horizon_days, manifest, labels[r.cutoff])
         )
-        for r in ready
-    ]
     by_version: dict[str, dict[str, Any]] = {}
     for e in evaluated:  # oldest first: the latest cut-off of a version wins
         by_version[e["version"]] = e
