@@ -7,6 +7,7 @@ requests a retraining run with the reason."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -170,3 +171,26 @@ def test_snapshot_data_sets_are_not_applicable(real_data: Path):
     assert check_of(result).passed
     result, _ = sensor_tick(instance)
     assert not result.run_requests
+
+
+def test_snapshots_and_report_on_s3_storage(s3_env):
+    """The same files on S3-compatible storage (a real moto_server), as in the compose
+    stack: snapshots written and listed, the stored scoring cut-off, the report."""
+    from tests.monitoring.test_realized import CUTOFF, deploy, population, scores, tx
+
+    s3_env().create_bucket(Bucket="churn-realized")
+    storage = Storage(
+        "s3://churn-realized/storage/synthetic",
+        {"client_kwargs": {"endpoint_url": os.environ["CHURN_S3_ENDPOINT_URL"]}},
+    )
+    transactions, proba = population()
+    deploy(storage, "v1", roc_auc=0.95)
+    url = rz.write_snapshot(
+        storage, scores(proba, "v1"), version="v1", cutoff=CUTOFF, threshold=0.5, horizon_days=30
+    )
+    assert url == "s3://churn-realized/storage/synthetic/scores/v1/2024-06-01.parquet"
+    assert [(r.version, r.cutoff) for r in rz.list_snapshots(storage)] == [("v1", CUTOFF)]
+    storage.write_parquet("assets/raw_transactions.parquet", tx([("a", "2024-07-09 10:00", 1)]))
+    assert rz.stored_scoring_cutoff(storage) == dt.date(2024, 7, 10)
+    report = rz.evaluate_snapshots(storage, transactions, 30, floor=0.7)
+    assert report["status"] == "ok" and report["latest"]["realized"]["roc_auc"] == 1.0
