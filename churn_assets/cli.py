@@ -40,8 +40,29 @@ def landing_has_data(url: str, storage_options: dict) -> bool:
 @click.option("--drift", is_flag=True, help="Write a drifted recent batch beside the data.")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the landing zone has data.")
 @click.option("--force", is_flag=True, help="Replace existing synthetic landing data.")
+@click.option(
+    "--hold-back-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Land the history without its last N days (kept aside under the storage's "
+    "held-back/ folder); `churn seed --land-held-back` lands them later, so the scores made "
+    "at the earlier cut-off meet their outcomes (realized_performance).",
+)
+@click.option(
+    "--land-held-back",
+    is_flag=True,
+    help="Land the days a previous `--hold-back-days` kept aside, as a new batch.",
+)
 def seed(
-    customers: int, days: int, seed: int, fmt: str, drift: bool, if_empty: bool, force: bool
+    customers: int,
+    days: int,
+    seed: int,
+    fmt: str,
+    drift: bool,
+    if_empty: bool,
+    force: bool,
+    hold_back_days: int | None,
+    land_held_back: bool,
 ) -> None:
     """Write synthetic raw files into the landing zone (data set ``synthetic``)."""
     import fsspec
@@ -49,6 +70,11 @@ def seed(
     from churn_assets.lib.generator import generate
 
     url, opts = _landing("synthetic")
+    if land_held_back:
+        _land_held_back(url, opts)
+        return
+    if hold_back_days is not None and (drift or fmt != "parquet"):
+        raise click.UsageError("--hold-back-days writes parquet history: not with --drift/--format")
     has = landing_has_data(url, opts)
     if has and if_empty and not drift:
         click.echo(f"landing zone {url} already has data: nothing to do")
@@ -61,6 +87,9 @@ def seed(
     if force and has:
         fs, path = fsspec.core.url_to_fs(url, **opts)
         fs.rm(path, recursive=True)
+    if hold_back_days is not None:
+        _seed_holding_back(url, opts, customers, days, seed, hold_back_days)
+        return
     batch = "batch-0000"
     if drift:
         fs, path = fsspec.core.url_to_fs(url, **opts)
@@ -80,6 +109,70 @@ def seed(
         f"wrote {summary.customers:,} customers and {summary.transactions:,} transactions "
         f"({summary.start} to {summary.end}, seed {summary.seed}{', drifted' if drift else ''}) "
         f"to {url}"
+    )
+
+
+def _held_back_url() -> tuple[str, dict]:
+    from churn_assets.lib.settings import get_settings, join_url
+
+    s = get_settings()
+    url = join_url(s.resolved_storage_url, "held-back/synthetic")
+    return url, s.storage_options(url)
+
+
+def _seed_holding_back(
+    url: str, opts: dict, customers: int, days: int, seed: int, hold_back: int
+) -> None:
+    """Generate a history aside, land it up to ``end - hold_back`` days, keep the rest."""
+    import datetime as dt
+    import json
+
+    import fsspec
+
+    from churn_assets.lib.generator import generate
+    from churn_assets.lib.realized import land_window
+
+    if hold_back >= days:
+        raise click.BadParameter(f"must be below --days ({days})", param_hint="--hold-back-days")
+    stage, stage_opts = _held_back_url()
+    fs, path = fsspec.core.url_to_fs(stage, **stage_opts)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    summary = generate(stage, customers=customers, days=days, seed=seed, storage_options=stage_opts)
+    cutoff = summary.end - dt.timedelta(days=hold_back)
+    landed = land_window(stage, url, end=cutoff, storage_options=opts)
+    with fs.open(f"{path}/held-back.json", "w") as f:
+        json.dump({"cutoff": cutoff.isoformat(), "end": summary.end.isoformat()}, f)
+    click.echo(
+        f"landed {landed['customers']:,} customers and {landed['transactions']:,} transactions "
+        f"({summary.start} to {cutoff}) to {url}; the last {hold_back} days (to {summary.end}) "
+        f"are held back under {stage}: `churn seed --land-held-back` lands them"
+    )
+
+
+def _land_held_back(url: str, opts: dict) -> None:
+    """Land what ``--hold-back-days`` kept aside, as batch ``batch-0001``, then drop it."""
+    import datetime as dt
+    import json
+
+    import fsspec
+
+    from churn_assets.lib.realized import land_window
+
+    stage, stage_opts = _held_back_url()
+    fs, path = fsspec.core.url_to_fs(stage, **stage_opts)
+    if not fs.exists(f"{path}/held-back.json"):
+        raise click.ClickException(
+            f"nothing is held back under {stage}: run `churn seed --hold-back-days N` first"
+        )
+    with fs.open(f"{path}/held-back.json") as f:
+        info = json.load(f)
+    cutoff = dt.date.fromisoformat(info["cutoff"])
+    landed = land_window(stage, url, start=cutoff, batch_name="batch-0001", storage_options=opts)
+    fs.rm(path, recursive=True)
+    click.echo(
+        f"landed the held-back {landed['transactions']:,} transactions ({cutoff} to "
+        f"{info['end']}) and {landed['customers']:,} customers to {url}"
     )
 
 

@@ -128,3 +128,31 @@ def test_dev_leaves_existing_data_and_honours_no_seed(landing, isolated_env, sta
     done = CliRunner().invoke(main, ["dev", "--no-seed"])
     assert done.exit_code == 0 and not (other / "landing").exists()
     assert started == [3000, 3000]
+
+
+def test_hold_back_lands_the_history_without_its_last_days_then_the_rest(
+    landing, isolated_env: Path
+):
+    done = seed(*SMALL, "--hold-back-days", "30")
+    assert done.exit_code == 0, done.output
+    assert "held back" in done.output
+    first = pl.read_parquet(landing / "transactions" / "batch-0000.parquet")
+    full_end = first["timestamp"].max()
+    held = isolated_env / "held-back" / "synthetic"
+    assert (held / "held-back.json").exists()
+    done = seed("--land-held-back")
+    assert done.exit_code == 0, done.output
+    later = pl.read_parquet(landing / "transactions" / "batch-0001.parquet")
+    assert later.height > 0 and later["timestamp"].min() > full_end  # only the later days
+    # together they are the whole generated history, nothing twice
+    whole = pl.concat([first, later])
+    assert whole.height == whole.unique().height
+    assert not held.exists()
+    again = seed("--land-held-back")
+    assert again.exit_code != 0 and "nothing is held back" in again.output
+
+
+def test_hold_back_must_leave_some_history(landing):
+    done = seed(*SMALL, "--hold-back-days", "120")
+    assert done.exit_code != 0 and "below --days" in done.output
+    assert not landing.exists() or not files(landing)
