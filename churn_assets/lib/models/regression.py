@@ -574,8 +574,9 @@ def choose_value_champion(
     lower end (at :data:`CHOICE_CONFIDENCE`) is above zero: naive baseline -> the best
     simple candidate (ridge) -> the best finalist that beats that reference.  A finalist
     must also beat the reference in cross-validation on train (``cv_gain(name, reference)``,
-    run only for the finalists that get that far): the CV folds see other large customers
-    than the validation split, which is where the trees' failure to extrapolate shows.  The simple
+    run only for the first finalist that gets that far; when it fails, the reference stays):
+    the CV folds see other large customers than the validation split, which is where the
+    trees' failure to extrapolate shows.  The simple
     candidates climb on validation alone (with the temporal protocol, train is an earlier
     cut-off whose spend differs: on online_retail ridge's CV gain is negative while it is
     the best model on validation and holdout).  For a primary metric other than R² the
@@ -626,13 +627,15 @@ def choose_value_champion(
             excluded[name] = f"not better than {reference} on validation"
         elif better(name, reference):
             gain_cv = cv_gain(name, reference) if cv_gain is not None else None
-            if gain_cv is not None and not gain_cv > 0:
+            if gain_cv is None or gain_cv > 0:
+                champion = name
+            else:
                 excluded[name] = (
                     f"does not beat {reference} in CV on train "
                     f"({primary_metric} gain {gain_cv:+.4f})"
                 )
-                continue
-            champion = name
+            # one finalist gets the CV: trying the next ones would be a search for a split
+            # that happens to agree (and five more fits each)
             break
     rule = (
         f"validation {primary_metric}: the naive baseline, replaced by the best simple "
