@@ -150,13 +150,27 @@ class LogBatch:
         }
         num = np.asarray(a["num"], dtype=np.float64).reshape(self.n, len(self.numeric))
         cat = a["cat"].reshape(self.n, len(self.categorical))
+        by_column = np.ascontiguousarray(num.T)  # one transposing copy, then contiguous rows
         for i, c in enumerate(self.numeric):
-            columns[_feature_name(c)] = pa.array(np.ascontiguousarray(num[:, i]))
+            columns[_feature_name(c)] = pa.array(by_column[i])
         for j, c in enumerate(self.categorical):
             columns[_feature_name(c)] = pa.array(cat[:, j].tolist(), type=pa.string())
         self.frame = pa.table(columns)
         self.arrays = {}  # the table holds the data now
         return self.frame
+
+
+def _parquet_options(frame: Any) -> dict[str, Any]:
+    """zstd level 1; dictionary encoding only for the string columns with few distinct
+    values (categories, levels, versions): trying it on floats and ids costs a fallback."""
+    import pyarrow as pa
+
+    strings = [
+        f.name
+        for f in frame.schema
+        if pa.types.is_string(f.type) and f.name not in ("customer_id", "unseen_categories")
+    ]
+    return {"compression": "zstd", "compression_level": 1, "use_dictionary": strings}
 
 
 def batches_to_frame(batches: list[LogBatch]) -> Any:
@@ -364,14 +378,14 @@ class InferenceLogger:
 
         if not getattr(self.storage, "is_local", False):
             buf = io.BytesIO()
-            pq.write_table(frame, buf, compression="zstd", compression_level=1)
+            pq.write_table(frame, buf, **_parquet_options(frame))
             self.storage.write_bytes(rel, buf.getvalue())
             return
         path = self.storage.url(rel).removeprefix("file://")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         try:
-            pq.write_table(frame, tmp, compression="zstd", compression_level=1)
+            pq.write_table(frame, tmp, **_parquet_options(frame))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
