@@ -426,6 +426,18 @@ def write_type_version(
 # -------------------------------------------------------------------------------- run
 
 
+def ratios(row: dict[str, Any], bare: dict[str, Any]) -> dict[str, float | None]:
+    """``ratio_to_bare_fastapi``: req/s over the bare app's; ``cpu_ratio_to_bare_fastapi``:
+    the bare app's server CPU per request over the row's (the same ratio for a server bound
+    by its own CPU, and steadier when other work on the machine comes and goes between the
+    two measurements)."""
+    cpu, bare_cpu = row.get("cpu_us_per_request"), bare.get("cpu_us_per_request")
+    return {
+        "ratio_to_bare_fastapi": round(row["rps"] / bare["rps"], 3),
+        "cpu_ratio_to_bare_fastapi": round(bare_cpu / cpu, 3) if cpu and bare_cpu else None,
+    }
+
+
 def _max_abs_diff(
     client: Any, url: str, sample: Any, sample_ids: list[str], expected: np.ndarray
 ) -> float:
@@ -602,13 +614,12 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
             info = client.get(ours.url + "/model-info").json()["models"]["classifier"]
             r = measured(ours, "/predict", lookup_bodies)
             f = measured(ours, "/predict", feature_bodies)
-            f["ratio_to_bare_fastapi"] = round(f["rps"] / bare_features["rps"], 3)
             return {
                 "candidate": info["candidate"],
                 "runtime": info["runtime"],
                 **r,
-                "ratio_to_bare_fastapi": round(r["rps"] / bare_load["rps"], 3),
-                "features": f,
+                **ratios(r, bare_load),
+                "features": {**f, **ratios(f, bare_features)},
             }
 
         # ---- the default champion: single records, then batches
@@ -695,7 +706,7 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
         "bare_fastapi": {**bare_load, "features": bare_features},
         "mlflow": {
             **mlflow_load,
-            "ratio_to_bare_fastapi": round(mlflow_load["rps"] / bare_features["rps"], 3),
+            **ratios(mlflow_load, bare_features),
             "model": "the default champion's classifier.skops saved with "
             "mlflow.sklearn.save_model (skops, pyfunc_predict_fn=predict_proba)",
         },
@@ -732,15 +743,17 @@ def table(result: dict[str, Any]) -> str:
     feature records (the models run per request)."""
     lines = [
         "| champion type | candidate | runtime | kind | req/s | p50 ms | p99 ms | errors | "
-        "CPU µs/request | ratio to bare FastAPI | max abs diff |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU µs/request | ratio to bare FastAPI | CPU ratio | max abs diff |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def cells(t: dict[str, Any]) -> str:
         cpu = t.get("cpu_us_per_request")
+        cpu_ratio = t.get("cpu_ratio_to_bare_fastapi", 1.0)
         return (
             f"{t['rps']:,.0f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['errors']} | "
-            f"{'' if cpu is None else f'{cpu:,.0f}'} | {t.get('ratio_to_bare_fastapi', 1.0):.2f}"
+            f"{'' if cpu is None else f'{cpu:,.0f}'} | {t.get('ratio_to_bare_fastapi', 1.0):.2f} | "
+            f"{'' if cpu_ratio is None else f'{cpu_ratio:.2f}'}"
         )
 
     for name, t in result["types"].items():
