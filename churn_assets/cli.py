@@ -124,13 +124,11 @@ def _seed_holding_back(
     url: str, opts: dict, customers: int, days: int, seed: int, hold_back: int
 ) -> None:
     """Generate a history aside, land it up to ``end - hold_back`` days, keep the rest."""
-    import datetime as dt
     import json
 
     import fsspec
 
-    from churn_assets.lib.generator import generate
-    from churn_assets.lib.realized import land_window
+    from churn_assets.lib.realized import land_history_holding_back
 
     if hold_back >= days:
         raise click.BadParameter(f"must be below --days ({days})", param_hint="--hold-back-days")
@@ -138,9 +136,16 @@ def _seed_holding_back(
     fs, path = fsspec.core.url_to_fs(stage, **stage_opts)
     if fs.exists(path):
         fs.rm(path, recursive=True)
-    summary = generate(stage, customers=customers, days=days, seed=seed, storage_options=stage_opts)
-    cutoff = summary.end - dt.timedelta(days=hold_back)
-    landed = land_window(stage, url, end=cutoff, storage_options=opts)
+    summary, cutoff, landed = land_history_holding_back(
+        stage,
+        url,
+        customers=customers,
+        days=days,
+        seed=seed,
+        hold_back_days=hold_back,
+        stage_options=stage_opts,
+        storage_options=opts,
+    )
     with fs.open(f"{path}/held-back.json", "w") as f:
         json.dump({"cutoff": cutoff.isoformat(), "end": summary.end.isoformat()}, f)
     click.echo(

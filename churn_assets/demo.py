@@ -143,7 +143,6 @@ def run_horizon_demo(
     first run's report with the realized figures of the second, and ``simulation`` (the
     cut-off, what landed when, and the second run's ``outcomes_run`` report).
     ``customers`` and ``days`` size the history (defaults: those of ``churn seed``)."""
-    import datetime as dt
     import shutil
     import tempfile
 
@@ -152,8 +151,7 @@ def run_horizon_demo(
     from churn_assets.definitions import build_definitions
     from churn_assets.io_managers import ChurnIOManager
     from churn_assets.lib.datasets import load_dataset_config
-    from churn_assets.lib.generator import generate
-    from churn_assets.lib.realized import land_window
+    from churn_assets.lib.realized import land_history_holding_back, land_window
     from churn_assets.lib.settings import get_settings, join_url
     from churn_assets.resources import ChurnPlatform
 
@@ -168,9 +166,15 @@ def run_horizon_demo(
     instance = dg.DagsterInstance.ephemeral()
     stage = tempfile.mkdtemp(prefix="churn-horizon-")
     try:
-        summary = generate(stage, customers=customers, days=days, seed=settings.seed)
-        cutoff = summary.end - dt.timedelta(days=horizon)
-        before = land_window(stage, url, end=cutoff, storage_options=opts)
+        summary, cutoff, before = land_history_holding_back(
+            stage,
+            url,
+            customers=customers,
+            days=days,
+            seed=settings.seed,
+            hold_back_days=horizon,
+            storage_options=opts,
+        )
         if log:
             log(
                 f"landed {summary.start} to {cutoff} (the last {horizon} days held back); "

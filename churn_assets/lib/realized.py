@@ -554,3 +554,28 @@ def land_window(
         with dst_fs.open(f"{dst}/{sub}/{batch_name}.parquet", "wb") as fh:
             frame.write_parquet(fh, compression="zstd")
     return {"customers": cust.height, "transactions": tx.height}
+
+
+def land_history_holding_back(
+    stage_root: str,
+    landing_root: str,
+    *,
+    customers: int,
+    days: int,
+    seed: int,
+    hold_back_days: int,
+    stage_options: dict | None = None,
+    storage_options: dict | None = None,
+) -> tuple[Any, dt.date, dict[str, int]]:
+    """Generate a synthetic history under ``stage_root`` and land it without its last
+    ``hold_back_days`` (the first step of a simulated horizon; :func:`land_window` with
+    ``start=cutoff`` lands the rest later). Returns the generator's summary, the cut-off
+    and the rows landed."""
+    from churn_assets.lib.generator import generate
+
+    summary = generate(
+        stage_root, customers=customers, days=days, seed=seed, storage_options=stage_options
+    )
+    cutoff = summary.end - dt.timedelta(days=hold_back_days)
+    landed = land_window(stage_root, landing_root, end=cutoff, storage_options=storage_options)
+    return summary, cutoff, landed
