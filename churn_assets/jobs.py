@@ -24,12 +24,32 @@ monitoring_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
+#: What every retraining step imports (model sets, MLflow, model files, ONNX). The
+#: retraining job's steps fork from a server process that imported them once per run, instead
+#: of each step process importing them again (seconds per step on 2 cores).
+RETRAINING_PRELOAD = (
+    "churn_assets.definitions",
+    "churn_assets.lib.models.classification",
+    "churn_assets.lib.models.regression",
+    "churn_assets.lib.tracking",
+    "churn_assets.lib.release",
+    "churn_assets.lib.scoring",
+    "mlflow",
+    "skops.io",
+)
+
+retraining_executor = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": list(RETRAINING_PRELOAD)}}},
+    name="retraining_executor",
+)
+
 retraining_job = dg.define_asset_job(
     "retraining",
     selection=dg.AssetSelection.groups("models", "deployment"),
     description="Train both model sets, gate the challenger and deploy it when better; "
     "at most one retraining run at a time (dagster.yaml tag concurrency limit).",
     tags={RETRAINING_TAG: "true"},
+    executor_def=retraining_executor,
 )
 
 
