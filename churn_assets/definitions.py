@@ -15,6 +15,7 @@ from churn_assets.features.checks import customer_features_valid
 from churn_assets.freshness import stale_deployment_notifier
 from churn_assets.io_managers import ChurnIOManager
 from churn_assets.jobs import (
+    forkserver_executor,
     ingest_and_features_job,
     monitoring_job,
     retention_job,
@@ -87,6 +88,7 @@ def build_definitions(
             check_failure_notifier,
             stale_deployment_notifier,
         ],
+        executor=forkserver_executor,
         resources={
             "platform": platform or ChurnPlatform(),
             "io_manager": io_manager or ChurnIOManager(),

@@ -38,6 +38,13 @@ RETRAINING_PRELOAD = (
     "skops.io",
 )
 
+#: The default executor of every other multi-process run (e.g. "Materialize all" in the UI):
+#: steps fork from a server that loaded the code location once per run.
+forkserver_executor = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["churn_assets.definitions"]}}},
+    name="forkserver_executor",
+)
+
 retraining_executor = dg.multiprocess_executor.configured(
     {"start_method": {"forkserver": {"preload_modules": list(RETRAINING_PRELOAD)}}},
     name="retraining_executor",

@@ -63,6 +63,8 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     asset_key=dg.AssetKey("drift_report"),
     job=retraining_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # one event-log read per tick: cheap enough to react within seconds, not half a minute
+    minimum_interval_seconds=10,
     description="Requests a retraining run (model sets → deployment) when a new drift "
     "report says drift, or says nothing is deployed yet (the first model deploys itself). "
     "Runs queue one at a time (pool 'retraining').",

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import churn_assets  # noqa: F401  (first: sets OMP_WAIT_POLICY before any model library loads)
 from tests import skip_guard
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import DevPlatform
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -152,3 +158,25 @@ def s3_env(moto_server: str, monkeypatch: pytest.MonkeyPatch):
         return boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
 
     return client
+
+
+@pytest.fixture(scope="session")
+def platform_dev() -> Iterator[DevPlatform]:
+    """The one shared `churn dev` of the session (see ``tests/integration/conftest.py``)."""
+    from tests.integration.conftest import own_tmp, running_dev
+
+    with own_tmp("churn-dev-") as tmp, running_dev(tmp) as dev:
+        yield dev
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_shared_platform_early(request: pytest.FixtureRequest) -> None:
+    """Start the shared `churn dev` with the session's first test when a later test uses it:
+    its start, ingestion and first deployment (minutes on 2 cores, mostly waiting for
+    processes and sensor ticks) then overlap the tests before it instead of delaying the
+    first test that needs it. A failed start is not this test's failure: the error is cached
+    by the fixture and reported by the tests that use the platform."""
+    if not any("platform_dev" in item.fixturenames for item in request.session.items):
+        return
+    with contextlib.suppress(Exception):  # re-raised where the platform is used
+        request.getfixturevalue("platform_dev")

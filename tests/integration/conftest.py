@@ -11,6 +11,10 @@ settings, each for a reason:
   session would start a retraining run the tests did not cause and move the deployed version
   under them. The hourly default itself is tested in ``test_schedules_sensors.py``.
 
+The fixture ``platform_dev`` itself lives in ``tests/conftest.py``: the platform starts with
+the session's first test whenever a test of the session uses it, so its start-up, ingestion
+and first deployment happen while the tests before it run.
+
 The landing zone is seeded with a smaller synthetic set (1,500 customers, 360 days) than
 ``churn dev`` writes by default (10,000 customers, 540 days), so a retraining run with the
 default model set takes about a minute instead of several.
@@ -156,13 +160,6 @@ def own_tmp(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def platform_dev() -> Iterator[DevPlatform]:
-    """The one shared `churn dev` of the session (see the module docstring)."""
-    with own_tmp("churn-dev-") as tmp, running_dev(tmp) as dev:
-        yield dev
 
 
 @pytest.fixture(scope="session")

@@ -366,8 +366,14 @@ def test_postgres_restart_between_runs(env: Stack, first_run: Outcome):
         assert long_lived.get_run_by_id(run.run_id).is_success
 
 
-def test_mlflow_down_fails_with_clear_error_and_keeps_pointer(env: Stack, first_run: Outcome):
+def test_mlflow_down_fails_with_clear_error_and_keeps_pointer(
+    env: Stack, first_run: Outcome, monkeypatch: pytest.MonkeyPatch
+):
+    """The MLflow server down: every attempt names the tracking URI, the run fails after the
+    retry policy, and the pointer stays. (The client's own HTTP retries, two with backoff by
+    default, about 12 s per attempt, are cut to none here to keep the test short.)"""
     before = _pointer(env)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     env.mlflow.stop(crash=True)
     try:
         run = env.materialize(["classification_models"])
