@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,7 +226,16 @@ def _ingest(
     columns: dict[str, tuple[str, str, str | None, ColumnSpec | None]],
     landing_url: str,
     storage_options: dict[str, Any],
+    finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> IngestResult:
+    """Read, type and (with ``finish``) post-process every file of a table, then stack them.
+
+    ``finish`` runs on each typed file, which is then rechunked, before the stack: every
+    column of the table then has one chunk per file, so later ``with_columns``/``drop``
+    calls on it share the buffers; on misaligned chunks polars would rechunk (copy) the
+    whole table in each of them.
+    """
+    finish = finish or (lambda frame: frame)
     url = resolve_source(spec, landing_url)
     files = list_source_files(url, storage_options)
     if not files:
@@ -243,9 +253,10 @@ def _ingest(
             raw_bytes[problem.file] = data
             continue
         typed, bad = _typed(df, columns)
+        del df
         counts.update(bad)
-        frames.append(typed)
-    frame = pl.concat(frames, how="vertical_relaxed") if frames else _empty_frame(columns)
+        frames.append(finish(typed).rechunk())
+    frame = pl.concat(frames, how="vertical_relaxed") if frames else finish(_empty_frame(columns))
     return IngestResult(
         table,
         frame,
@@ -340,10 +351,18 @@ def ingest_transactions(cfg: DatasetConfig, landing_url: str, storage_options=No
     if cfg.transactions is None:
         return IngestResult("raw_transactions", empty_transactions(), [])
     t = cfg.transactions
-    res = _ingest(
-        "raw_transactions", t, transaction_columns(cfg), landing_url, storage_options or {}
+    return _ingest(
+        "raw_transactions",
+        t,
+        transaction_columns(cfg),
+        landing_url,
+        storage_options or {},
+        finish=lambda frame: _finish_transactions(frame, t),
     )
-    frame = res.frame
+
+
+def _finish_transactions(frame: pl.DataFrame, t: TransactionsSpec) -> pl.DataFrame:
+    """Typed transaction lines in the raw contract: amount, returns flag, normalised id."""
     if "amount" not in frame.columns:
         frame = frame.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
     for out in ("invoice_id", "category", "country"):
@@ -358,8 +377,7 @@ def ingest_transactions(cfg: DatasetConfig, landing_url: str, storage_options=No
         pl.col("customer_id").str.replace(r"\.0$", ""),
         is_return.fill_null(False).alias("is_return"),
     )
-    res.frame = frame.select(TRANSACTION_COLUMNS + ["_source_file", "_parse_errors"])
-    return res
+    return frame.select(TRANSACTION_COLUMNS + ["_source_file", "_parse_errors"])
 
 
 #: The raw transaction contract: column names and types, in order.

@@ -669,7 +669,9 @@ def bad_row_reasons(df: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
         return base.clear().with_columns([pl.lit(None, dtype=t).alias(c) for c, t in extra.items()])
 
     names = mask_frame.columns
-    flagged = pl.any_horizontal([pl.col(n) for n in names])
+    # Filter first, then put the (few) bad rows beside their masks: a horizontal concat of
+    # the whole frame would copy it whenever the chunks of the two sides differ.
+    flagged = mask_frame.select(pl.any_horizontal([pl.col(n) for n in names])).to_series()
 
     def joined(values: list[str]) -> pl.Expr:
         return pl.concat_str(
@@ -680,8 +682,7 @@ def bad_row_reasons(df: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
 
     rules_used = [rule for rule, _ in masks]
     return (
-        pl.concat([base, mask_frame], how="horizontal")
-        .filter(flagged)
+        pl.concat([base.filter(flagged), mask_frame.filter(flagged)], how="horizontal")
         .with_columns(
             joined([r.kind for r in rules_used]).alias("_rule"),
             joined([r.column or "" for r in rules_used]).alias("_column"),

@@ -42,7 +42,8 @@ def screen(frame: pl.DataFrame, rules: list) -> tuple[pl.DataFrame, pl.DataFrame
     """Mark rows that fail parsing or a row-level rule.
 
     Returns the frame with a boolean ``_quarantined`` column, and the bad rows with a
-    ``_reason`` column (one row per bad input row, reasons joined by '; ').
+    ``_reason`` column (one row per bad input row, reasons joined by '; '). The frame's
+    buffers are shared, not copied: only the bad rows are joined and sorted.
     """
     from churn_assets.lib.quality import bad_row_reasons
 
@@ -53,12 +54,23 @@ def screen(frame: pl.DataFrame, rules: list) -> tuple[pl.DataFrame, pl.DataFrame
         "_row", ("unparseable value in " + pl.col("_parse_errors")).alias("_reason")
     )
     reasons = pl.concat([parse, by_rule]).group_by("_row").agg(pl.col("_reason").str.join("; "))
-    flagged = indexed.join(reasons, on="_row", how="left").sort("_row")
-    bad = flagged.filter(pl.col("_reason").is_not_null()).drop("_row")
-    out = flagged.with_columns(pl.col("_reason").is_not_null().alias("_quarantined")).drop(
-        "_row", "_reason"
-    )
+    flags = indexed.select(pl.col("_row").is_in(reasons["_row"].implode())).to_series()
+    bad = indexed.filter(flags).join(reasons, on="_row", how="left").sort("_row").drop("_row")
+    out = frame.with_columns(_chunked_like(flags, frame).alias("_quarantined"))
     return out, bad
+
+
+def _chunked_like(series: pl.Series, frame: pl.DataFrame) -> pl.Series:
+    """``series`` cut into the chunks of ``frame``'s first column: on a frame whose columns
+    are chunked differently, polars rechunks (copies) every column in the next ``drop`` or
+    ``with_columns``."""
+    if not frame.width or frame.to_series(0).n_chunks() <= 1:
+        return series.rechunk()
+    parts, offset = [], 0
+    for chunk in frame.to_series(0).get_chunks():
+        parts.append(series.slice(offset, chunk.len()).rechunk())
+        offset += chunk.len()
+    return pl.concat(parts, rechunk=False)
 
 
 def release_landing_files(
