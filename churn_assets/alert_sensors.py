@@ -21,15 +21,16 @@ MAX_CHECK_MESSAGES = 20
 OFF = f"{notify.WEBHOOK_ENV} is not set: notifications are off"
 
 
-def _step_assets(context: dg.RunFailureSensorContext) -> dict[str, list[str]]:
-    """Step key → the asset keys its outputs materialize (from the run's execution plan)."""
+def _step_assets(context: dg.RunFailureSensorContext) -> dict[str, list[str]] | None:
+    """Step key → the asset keys its outputs materialize (from the run's execution plan);
+    None when the plan is not available."""
     run = context.dagster_run
     if not run.execution_plan_snapshot_id:
-        return {}
+        return None
     try:
         plan = context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
     except Exception:  # the plan is a nicety: the message goes out without it
-        return {}
+        return None
     out: dict[str, list[str]] = {}
     for step in plan.steps:
         keys = [
@@ -54,7 +55,14 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> notify.Alert:
     ]
     step_assets = _step_assets(context)
     steps = tuple(step for step, _ in failures)
-    assets = tuple(dict.fromkeys(a for step in steps for a in step_assets.get(step, [step])))
+    # without the plan, an asset step's key is its asset's name; with it, an op has none
+    assets = tuple(
+        dict.fromkeys(
+            a
+            for step in steps
+            for a in ([step] if step_assets is None else step_assets.get(step, []))
+        )
+    )
     if failures:
         reason = "\n".join(f"{step}: {cause}" for step, cause in failures)
     else:

@@ -40,9 +40,10 @@ def root_cause_text(error: Any) -> str:
         error = error.cause
     name = getattr(error, "cls_name", None) or "Error"
     message = (getattr(error, "message", "") or "").strip()
-    # SerializableErrorInfo messages start with "ClassName: " already
-    if message.startswith(f"{name}: "):
-        message = message[len(name) + 2 :]
+    # SerializableErrorInfo messages start with "ClassName: " (or "module.ClassName: ") already
+    head, sep, rest = message.partition(": ")
+    if sep and (head == name or head.endswith(f".{name}")):
+        message = rest
     if name == "Failure" and ": " in message:
         return message.splitlines()[0]
     return f"{name}: {message.splitlines()[0] if message else ''}".strip()

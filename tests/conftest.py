@@ -163,10 +163,14 @@ def s3_env(moto_server: str, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def platform_dev() -> Iterator[DevPlatform]:
     """The one shared `churn dev` of the session (see ``tests/integration/conftest.py``)."""
-    from tests.integration.conftest import own_tmp, running_dev
+    from tests.integration.conftest import Webhook, own_tmp, running_dev
 
-    with own_tmp("churn-dev-") as tmp, running_dev(tmp) as dev:
-        yield dev
+    hook = Webhook()
+    try:
+        with own_tmp("churn-dev-") as tmp, running_dev(tmp, webhook=hook) as dev:
+            yield dev
+    finally:
+        hook.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -68,3 +68,15 @@ def test_describe_names_the_innermost_cause():
 def test_dagster_control_flow_passes_through(error):
     with pytest.raises(type(error)), fail_fast_unless_transient():
         raise error
+
+
+def test_root_cause_names_the_exception_once():
+    """A step's error message starts with the exception's name, sometimes module-qualified;
+    the root cause says it once: ``DeploymentError: unknown version ...``."""
+    from dagster._utils.error import SerializableErrorInfo
+
+    for prefix in ("DeploymentError", "churn_assets.lib.deployment.DeploymentError"):
+        inner = SerializableErrorInfo(f"{prefix}: unknown version v1\n", [], "DeploymentError")
+        outer = SerializableErrorInfo("Error in step\n", [], "DagsterExecutionStepExecutionError")
+        outer = outer._replace(cause=inner)
+        assert root_cause_text(outer) == "DeploymentError: unknown version v1"

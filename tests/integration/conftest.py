@@ -2,11 +2,14 @@
 
 The self-retraining tests and the browser test share it: starting the platform and letting
 it deploy its first version costs minutes, so it happens once. It runs the shipped default
-configuration (built-in ``synthetic`` data set, repository ``dagster.yaml``) with two test
+configuration (built-in ``synthetic`` data set, repository ``dagster.yaml``) with three test
 settings, each for a reason:
 
 - ``CHURN_LANDING_SENSOR_SECONDS=5`` (default 30): the landing sensor notices new files
   sooner, which only shortens waiting;
+- ``CHURN_ALERT_WEBHOOK_URL`` (default unset: notifications off): the platform's run and
+  check notifications go to a webhook served by the test session, as a team's Slack would
+  receive them;
 - ``CHURN_RETRAINING_CRON`` set to once a year (default hourly): a schedule tick during the
   session would start a retraining run the tests did not cause and move the deployed version
   under them. The hourly default itself is tested in ``test_schedules_sensors.py``.
@@ -23,14 +26,17 @@ default model set takes about a minute instead of several.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,36 @@ query Runs($tag: String!, $value: String!) {
 """
 
 
+class Webhook:
+    """A loopback HTTP server recording every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/churn"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+#: The Dagster UI address the shared platform's notifications link to.
+DEV_UI_URL = "http://dagster.test:3000"
+
+
 @dataclass
 class DevPlatform:
     """A running `churn dev` and where its state lives."""
@@ -59,6 +95,7 @@ class DevPlatform:
     landing: Path
     log: Path
     proc: subprocess.Popen
+    webhook: Webhook | None = field(default=None)
 
     @property
     def url(self) -> str:
@@ -94,7 +131,9 @@ class DevPlatform:
         return self.log.read_text(errors="replace")[-chars:]
 
 
-def dev_environment(tmp: Path, storage: Path, serving_port: int) -> dict[str, str]:
+def dev_environment(
+    tmp: Path, storage: Path, serving_port: int, webhook: Webhook | None = None
+) -> dict[str, str]:
     """The environment of a `churn dev` under test: no stray CHURN_* settings, own homes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
     env |= {
@@ -105,19 +144,23 @@ def dev_environment(tmp: Path, storage: Path, serving_port: int) -> dict[str, st
         "CHURN_SERVING_PORT": str(serving_port),
         "GX_ANALYTICS_ENABLED": "false",
     }
+    if webhook is not None:
+        env |= {"CHURN_ALERT_WEBHOOK_URL": webhook.url, "CHURN_UI_URL": DEV_UI_URL}
     return env
 
 
 @contextlib.contextmanager
-def running_dev(tmp: Path, *, seed: bool = True) -> Iterator[DevPlatform]:
+def running_dev(
+    tmp: Path, *, seed: bool = True, webhook: Webhook | None = None
+) -> Iterator[DevPlatform]:
     """Start `churn dev --no-seed` in its own session (seeding the landing zone first when
-    ``seed``); stop its process group on exit."""
+    ``seed``; notifications to ``webhook`` when given); stop its process group on exit."""
     storage = tmp / "storage"
     landing = storage / "landing" / "synthetic"
     if seed:
         generate(str(landing), customers=1500, days=360, seed=7)
     port, serving_port = free_port(), free_port()
-    env = dev_environment(tmp, storage, serving_port)
+    env = dev_environment(tmp, storage, serving_port, webhook)
     log = tmp / "dev.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -128,7 +171,9 @@ def running_dev(tmp: Path, *, seed: bool = True) -> Iterator[DevPlatform]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        dev = DevPlatform(port, serving_port, tmp / "dagster_home", storage, landing, log, proc)
+        dev = DevPlatform(
+            port, serving_port, tmp / "dagster_home", storage, landing, log, proc, webhook
+        )
         try:
             wait_http(f"{dev.url}/server_info", timeout=300)  # slow on a busy machine
             yield dev

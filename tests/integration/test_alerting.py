@@ -15,11 +15,9 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,13 @@ import polars as pl
 import pytest
 import yaml
 
+from churn_assets.lib import deployment as dep
 from churn_assets.lib.datasets import load_dataset_config
 from churn_assets.lib.monitoring import build_drift_report
 from churn_assets.lib.settings import ChurnSettings
+from churn_assets.lib.storage import Storage
 from tests.conftest import REPO, free_port
+from tests.integration.conftest import DEV_UI_URL, Deployed, Webhook
 from tests.integration.production import HttpService, base_env
 from tests.serving.conftest import (  # noqa: F401 (the session deployment fixture)
     Deployment,
@@ -58,32 +59,6 @@ def debian_binary(package: str, binary: str) -> str:
         if done.returncode != 0:
             pytest.skip(f"could not install {package}: {done.stderr[-500:]}")
     return shutil.which(binary) or f"/usr/bin/{binary}"
-
-
-class Webhook:
-    """A loopback HTTP server recording every JSON body posted to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/churn"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -291,77 +266,59 @@ def graphql(port: int, query: str, variables: dict[str, Any]) -> dict[str, Any]:
     return answer["data"]
 
 
-@pytest.mark.timeout(420)
-def test_a_failed_run_in_dagster_dev_posts_to_the_webhook(webhook: Webhook, tmp_path: Path):
-    """`churn dev` (webserver, daemon, sidecar) with the webhook set and an empty landing zone:
-    an ingestion run fails for want of files, and the daemon's run_failure_notifier posts it
-    (start-up, the sensor's first tick, the run, the next tick: about a minute on 2 idle
-    cores, several when other tests load them; hence the longer timeout)."""
-    from dagster_graphql import DagsterGraphQLClient
-
-    port, ui = free_port(), "http://dagster.test:3000"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
-    env |= {
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "CHURN_STORAGE_URL": str(tmp_path / "storage"),
-        "CHURN_RETRAINING_CRON": "0 0 1 1 *",  # no scheduled run during the test
-        "CHURN_SERVING_PORT": str(free_port()),
-        "CHURN_ALERT_WEBHOOK_URL": webhook.url,
-        "CHURN_UI_URL": ui,
-        "GX_ANALYTICS_ENABLED": "false",
+@pytest.mark.timeout(2400)
+def test_a_failed_run_in_dagster_dev_posts_to_the_webhook(deployed_dev: Deployed):
+    """The shared `churn dev` (webserver, daemon, sidecar; its notifications go to the
+    session's webhook, see ``tests/integration/conftest.py``): a rollback to a version that
+    does not exist fails, and the daemon's run_failure_notifier posts the run, the step, the
+    root cause and a link; the JSON failure record is written too, and the deployed version
+    does not move. Timeout 2400 s: the first test to use the shared platform may wait for its
+    first deployment."""
+    dev = deployed_dev.dev
+    assert dev.webhook is not None
+    store = Storage(str(dev.storage / "synthetic"))
+    before = dep.read_current(store)
+    assert before is not None, dev.tail()
+    selector = {
+        "repositoryLocationName": "churn_assets",
+        "repositoryName": "__repository__",
+        "sensorName": "run_failure_notifier",
     }
-    dev = HttpService(
-        "churn-dev",
-        [str(REPO / ".venv/bin/churn"), "dev", "--port", str(port), "--no-seed"],
-        env,
-        tmp_path,
-        f"http://127.0.0.1:{port}/server_info",
+
+    def ticked() -> bool:
+        try:
+            data = graphql(dev.port, SENSOR_TICKS, {"selector": selector})
+        except (OSError, AssertionError):
+            return False
+        state = data["sensorOrError"].get("sensorState") or {}
+        return state.get("status") == "RUNNING" and bool(state.get("ticks"))
+
+    # a run status sensor starts with the runs that end after its first tick
+    wait_until(ticked, timeout=120, interval=1)
+    unknown = "v19990101-000000"
+    run_id = dev.client().submit_job_execution(
+        "rollback_deployment_job",
+        repository_location_name=selector["repositoryLocationName"],
+        repository_name="__repository__",
+        run_config={"ops": {"rollback_op": {"config": {"to": unknown}}}},
     )
-    dev.spawn()
+    assert dev.wait(lambda: dev.finished(run_id), 180, "the rollback run") == "FAILURE"
+
+    def posted() -> dict | None:
+        return next((b for b in dev.webhook.bodies if run_id in b.get("text", "")), None)
+
     try:
-        try:
-            dev.wait_healthy(timeout=240)  # ~15 s on an idle machine, minutes under load
-        except (RuntimeError, TimeoutError) as e:
-            exits = [ln for ln in dev.tail(10**6).splitlines() if "exited with" in ln]
-            raise AssertionError(f"churn dev did not come up: {exits or e}") from e
-        selector = {
-            "repositoryLocationName": "churn_assets",
-            "repositoryName": "__repository__",
-            "sensorName": "run_failure_notifier",
-        }
-
-        def ticked() -> bool:
-            try:
-                data = graphql(port, SENSOR_TICKS, {"selector": selector})
-            except (OSError, AssertionError):
-                return False
-            state = data["sensorOrError"].get("sensorState") or {}
-            return state.get("status") == "RUNNING" and bool(state.get("ticks"))
-
-        # a run status sensor starts with the runs that end after its first tick
-        wait_until(ticked, timeout=120, interval=1)
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        run_id = client.submit_job_execution(
-            "ingest_and_features",
-            repository_location_name=selector["repositoryLocationName"],
-            repository_name="__repository__",
-        )
-
-        def posted() -> dict | None:
-            return next((b for b in webhook.bodies if run_id in b.get("text", "")), None)
-
-        try:
-            body = wait_until(posted, timeout=150, interval=1)
-        except TimeoutError:
-            raise AssertionError(f"nothing posted for run {run_id}\n{dev.tail()}") from None
-        text = body["text"]
-        assert text.startswith(":rotating_light: Dagster run failed: ingest_and_features")
-        assert f"Run: {run_id} (ingest_and_features)" in text
-        assert "Step: raw_customers" in text and "Asset: raw_customers" in text
-        assert "Reason: raw_customers: " in text
-        assert f"Open in Dagster: {ui}/runs/{run_id}" in text
-        # the JSON failure record is still written next to the notification
-        record = tmp_path / "storage/synthetic/monitoring/failures" / f"{run_id}.json"
-        assert wait_until(record.exists, timeout=30, interval=0.5)
-    finally:
-        dev.stop(timeout=60)
+        body = wait_until(posted, timeout=150, interval=1)
+    except TimeoutError:
+        raise AssertionError(f"nothing posted for run {run_id}\n{dev.tail()}") from None
+    text = body["text"]
+    assert text.startswith(":rotating_light: Dagster run failed: rollback_deployment_job"), text
+    assert f"Run: {run_id} (rollback_deployment_job)" in text
+    assert "Step: rollback_op" in text and "Asset:" not in text  # an op, not an asset
+    assert f"Reason: rollback_op: DeploymentError: unknown version {unknown};" in text, text
+    assert f"Open in Dagster: {DEV_UI_URL}/runs/{run_id}" in text
+    # the JSON failure record is still written next to the notification
+    record = dev.storage / "synthetic/monitoring/failures" / f"{run_id}.json"
+    assert wait_until(record.exists, timeout=30, interval=0.5)
+    # nothing moved
+    assert dep.read_current(store) == before
