@@ -44,10 +44,15 @@ class TableIOManager(dg.UPathIOManager):
             stale.unlink()
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        """A Parquet asset as a ``pl.DataFrame``, or as a ``pl.LazyFrame`` scan when the input
+        is annotated ``pl.LazyFrame`` (then only the columns and rows the consumer uses are
+        read); anything else from JSON."""
         parquet = path.with_suffix(".parquet")
         if parquet.exists():
             import polars as pl
 
+            if _wants_lazy(context):
+                return _scan_parquet(parquet)
             with parquet.open("rb") as f:
                 return pl.read_parquet(f)
         with path.with_suffix(".json").open("r") as f:
@@ -58,6 +63,27 @@ class TableIOManager(dg.UPathIOManager):
 
     def has_output(self, context: dg.OutputContext) -> bool:
         return self.path_exists(self._get_path(context))
+
+
+def _wants_lazy(context: dg.InputContext) -> bool:
+    """Whether the input is annotated ``pl.LazyFrame`` (as dagster-polars decides)."""
+    import polars as pl
+
+    dagster_type = getattr(context, "dagster_type", None)
+    return getattr(dagster_type, "typing_type", None) is pl.LazyFrame
+
+
+def _scan_parquet(path: UPath) -> Any:
+    """A lazy scan of a Parquet file: local files are scanned in place (projection and
+    predicate pushdown); remote ones are read into memory first, with fsspec's options."""
+    import io
+
+    import polars as pl
+
+    if path.protocol in ("", "file", "local"):
+        return pl.scan_parquet(path.path)
+    with path.open("rb") as f:
+        return pl.scan_parquet(io.BytesIO(f.read()))
 
 
 class ChurnIOManager(dg.ConfigurableIOManagerFactory):

@@ -1,4 +1,5 @@
 import dagster as dg
+import polars as pl
 
 from churn_assets.freshness import DATA_FRESHNESS
 from churn_assets.metadata import table_metadata
@@ -11,13 +12,14 @@ def customer_features(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
     raw_customers,
-    raw_transactions,
+    raw_transactions: pl.LazyFrame,
 ) -> dg.Output:
     """One row per customer known before the cut-off: static attributes plus recency,
     frequency, monetary value, average order value, tenure, 90-day trends, returns,
     category and country mix, and the naive value forecast; with the labels ``churned``
     (no purchase in the horizon) and ``total_sales`` (net spend in the horizon). Only
-    events before the cut-off feed the features; quarantined rows are excluded."""
+    events before the cut-off feed the features; quarantined rows are excluded. The
+    transactions come as a lazy scan: only the columns the features use are read."""
     from churn_assets.lib.feature_sets import features_at, label_cutoff, usable
 
     with fail_fast_unless_transient():
@@ -47,12 +49,15 @@ def customer_features(
     kinds={"polars", "parquet"},
     freshness_policy=DATA_FRESHNESS,
 )
-def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
+def current_features(
+    platform: ChurnPlatform, raw_customers, raw_transactions: pl.LazyFrame
+) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups
     use. Snapshot data sets: the customer table as it is. The category-share columns are
     those of the training cut-off plus those of the deployed version's feature definition,
-    so the deployed model finds its columns even after the top categories change."""
+    so the deployed model finds its columns even after the top categories change. The
+    transactions come as a lazy scan: only the columns the features use are read."""
     from churn_assets.lib.feature_sets import (
         deployed_categories,
         features_at,

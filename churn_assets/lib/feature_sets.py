@@ -30,30 +30,42 @@ MIN_TRAIN_ROWS = 200
 MIN_PER_CLASS = 10
 
 
-def usable(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Rows not flagged ``_quarantined``, without bookkeeping columns; and the excluded count."""
-    bad = int(df["_quarantined"].sum()) if "_quarantined" in df.columns else 0
+def usable(df: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame | pl.LazyFrame, int]:
+    """Rows not flagged ``_quarantined``, without bookkeeping columns; and the excluded count.
+
+    A ``LazyFrame`` stays lazy (only the count is computed), so a scan reads neither the
+    bookkeeping columns nor, later, any column the consumer does not use.
+    """
+    names = df.collect_schema().names()
+    if "_quarantined" not in names:
+        bad = 0
+    elif isinstance(df, pl.LazyFrame):
+        bad = int(df.select(pl.col("_quarantined").sum()).collect().item() or 0)
+    else:
+        bad = int(df["_quarantined"].sum())
     if bad:
         df = df.filter(~pl.col("_quarantined"))
-    return df.drop([c for c in INTERNAL if c in df.columns]), bad
+    return df.drop([c for c in INTERNAL if c in names]), bad
 
 
-def label_cutoff(cfg: DatasetConfig, transactions: pl.DataFrame) -> dt.date | None:
+def label_cutoff(cfg: DatasetConfig, transactions: pl.DataFrame | pl.LazyFrame) -> dt.date | None:
     """The cut-off of the labelled feature table (None for snapshot data)."""
     if cfg.transactions is None:
         return None
     return cfg.labels.cutoff or default_cutoff(transactions, cfg.labels.horizon_days)
 
 
-def scoring_cutoff(transactions: pl.DataFrame) -> dt.date:
+def scoring_cutoff(transactions: pl.DataFrame | pl.LazyFrame) -> dt.date:
     """ "Now" for scoring: the day after the last transaction."""
-    last = transactions.select(pl.col("timestamp").max()).item()
+    last = transactions.lazy().select(pl.col("timestamp").max()).collect().item()
     if last is None:
         raise ValueError("no transactions: cannot place the scoring cut-off")
     return last.date() + dt.timedelta(days=1)
 
 
-def reference_categories(cfg: DatasetConfig, transactions: pl.DataFrame | None) -> tuple:
+def reference_categories(
+    cfg: DatasetConfig, transactions: pl.DataFrame | pl.LazyFrame | None
+) -> tuple:
     """The categories whose spend shares are features: the top ones before the label
     cut-off. Every feature table of a data set (training, evaluation, scoring) uses the
     same list, so the deployed model always sees the columns it was trained on."""
@@ -80,7 +92,7 @@ def deployed_categories(storage: Any) -> tuple[str, ...]:
 
 
 def feature_definition(
-    cfg: DatasetConfig, transactions: pl.DataFrame | None, columns: list[str]
+    cfg: DatasetConfig, transactions: pl.DataFrame | pl.LazyFrame | None, columns: list[str]
 ) -> dict[str, Any]:
     """What shapes a model's feature table, stored in the version's manifest: the
     category-share categories, horizon, naive look-back and cut-off, and the columns."""
@@ -113,7 +125,7 @@ def align_to(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
 def features_at(
     cfg: DatasetConfig,
     customers: pl.DataFrame | None,
-    transactions: pl.DataFrame | None,
+    transactions: pl.DataFrame | pl.LazyFrame | None,
     cutoff: dt.date | None,
     *,
     with_labels: bool = True,
@@ -135,7 +147,7 @@ def features_at(
     )
     frame = build_customer_features(
         customers if cfg.customers is not None else None,
-        transactions.filter(pl.col("customer_id").is_not_null()) if has_tx else None,
+        transactions.lazy().filter(pl.col("customer_id").is_not_null()) if has_tx else None,
         params,
     )
     if not with_labels:
@@ -171,7 +183,7 @@ def build_training_set(
     cfg: DatasetConfig,
     features: pl.DataFrame,
     customers: pl.DataFrame | None,
-    transactions: pl.DataFrame | None,
+    transactions: pl.DataFrame | pl.LazyFrame | None,
     *,
     split_seed: int | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -193,7 +205,7 @@ def build_training_set(
     cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
     if cutoff is not None and m.temporal_validation:
         earlier = cutoff - dt.timedelta(days=cfg.labels.horizon_days)
-        first = transactions.select(pl.col("timestamp").min()).item()
+        first = transactions.lazy().select(pl.col("timestamp").min()).collect().item()
         enough_history = first is not None and first.date() <= earlier - dt.timedelta(
             days=MIN_HISTORY_DAYS
         )

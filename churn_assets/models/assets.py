@@ -1,6 +1,7 @@
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
@@ -31,15 +32,14 @@ def training_set(
     platform: ChurnPlatform,
     customer_features,
     raw_customers,
-    raw_transactions,
+    raw_transactions: pl.LazyFrame,
 ) -> dg.Output:
     """Labelled customers with a ``split`` column (train / validation / holdout),
     deterministic by seed. Snapshot data: split by a stable hash of ``customer_id``
     (a customer never changes split as the table grows). Transaction data:
     temporal validation — train on the cut-off one horizon earlier, validate and hold out
-    on the later cut-off — whenever the history allows; the metadata says which ran."""
-    import polars as pl
-
+    on the later cut-off — whenever the history allows; the metadata says which ran. The
+    transactions come as a lazy scan: only the columns the features use are read."""
     from churn_assets.lib.feature_sets import build_training_set, usable
 
     with fail_fast_unless_transient():
