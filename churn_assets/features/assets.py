@@ -1,18 +1,23 @@
 import dagster as dg
-import polars as pl
 
 from churn_assets.freshness import DATA_FRESHNESS
+from churn_assets.io_managers import lazy_input
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 
-@dg.asset(retry_policy=STORAGE_RETRY, group_name="features", kinds={"polars", "parquet"})
+@dg.asset(
+    retry_policy=STORAGE_RETRY,
+    group_name="features",
+    kinds={"polars", "parquet"},
+    ins={"raw_transactions": lazy_input()},
+)
 def customer_features(
     context: dg.AssetExecutionContext,
     platform: ChurnPlatform,
     raw_customers,
-    raw_transactions: pl.LazyFrame,
+    raw_transactions,
 ) -> dg.Output:
     """One row per customer known before the cut-off: static attributes plus recency,
     frequency, monetary value, average order value, tenure, 90-day trends, returns,
@@ -47,11 +52,10 @@ def customer_features(
     retry_policy=STORAGE_RETRY,
     group_name="features",
     kinds={"polars", "parquet"},
+    ins={"raw_transactions": lazy_input()},
     freshness_policy=DATA_FRESHNESS,
 )
-def current_features(
-    platform: ChurnPlatform, raw_customers, raw_transactions: pl.LazyFrame
-) -> dg.Output:
+def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups
     use. Snapshot data sets: the customer table as it is. The category-share columns are

@@ -1,8 +1,8 @@
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
+from churn_assets.io_managers import lazy_input
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
@@ -26,13 +26,17 @@ NUMERIC_META = (
 
 
 @dg.asset(
-    retry_policy=STORAGE_RETRY, group_name="models", kinds={"polars", "parquet"}, pool="retraining"
+    retry_policy=STORAGE_RETRY,
+    group_name="models",
+    kinds={"polars", "parquet"},
+    pool="retraining",
+    ins={"raw_transactions": lazy_input()},
 )
 def training_set(
     platform: ChurnPlatform,
     customer_features,
     raw_customers,
-    raw_transactions: pl.LazyFrame,
+    raw_transactions,
 ) -> dg.Output:
     """Labelled customers with a ``split`` column (train / validation / holdout),
     deterministic by seed. Snapshot data: split by a stable hash of ``customer_id``
@@ -40,6 +44,8 @@ def training_set(
     temporal validation — train on the cut-off one horizon earlier, validate and hold out
     on the later cut-off — whenever the history allows; the metadata says which ran. The
     transactions come as a lazy scan: only the columns the features use are read."""
+    import polars as pl
+
     from churn_assets.lib.feature_sets import build_training_set, usable
 
     with fail_fast_unless_transient():

@@ -1,5 +1,5 @@
-"""Inputs annotated ``pl.LazyFrame`` are lazy Parquet scans; the feature code gives the same
-tables from a scan as from an eager frame."""
+"""Inputs marked with ``lazy_input()`` (or annotated ``pl.LazyFrame``) are lazy Parquet
+scans; the feature code gives the same tables from a scan as from an eager frame."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
-from churn_assets.io_managers import TableIOManager
+from churn_assets.io_managers import TableIOManager, lazy_input
 from churn_assets.lib.datasets import load_dataset_config
 from churn_assets.lib.feature_sets import features_at, scoring_cutoff, usable
 
@@ -31,7 +31,7 @@ TX = pl.DataFrame(
 )
 
 
-def test_io_manager_scans_inputs_annotated_lazyframe(tmp_path: Path) -> None:
+def test_io_manager_scans_inputs_marked_or_annotated_lazy(tmp_path: Path) -> None:
     seen: dict[str, object] = {}
 
     @dg.asset
@@ -43,15 +43,22 @@ def test_io_manager_scans_inputs_annotated_lazyframe(tmp_path: Path) -> None:
         seen["lazy"] = table
         return {"rows": table.select(pl.len()).collect().item()}
 
+    @dg.asset(ins={"table": lazy_input()})
+    def marked_user(table) -> dict:
+        seen["marked"] = table
+        return {"rows": table.select(pl.len()).collect().item()}
+
     @dg.asset
     def eager_user(table) -> dict:
         seen["eager"] = table
         return {"rows": table.height}
 
     io = TableIOManager(base_path=UPath(str(tmp_path)))
-    result = dg.materialize([table, lazy_user, eager_user], resources={"io_manager": io})
+    assets = [table, lazy_user, marked_user, eager_user]
+    result = dg.materialize(assets, resources={"io_manager": io})
     assert result.success
     assert isinstance(seen["lazy"], pl.LazyFrame)
+    assert isinstance(seen["marked"], pl.LazyFrame)
     assert isinstance(seen["eager"], pl.DataFrame)
     assert seen["lazy"].collect().equals(TX)
     assert seen["eager"].equals(TX)
