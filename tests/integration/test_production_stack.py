@@ -429,9 +429,14 @@ def _fresh_s3_clients() -> None:
 
 
 def test_short_s3_outage_is_retried(env: Stack, first_run: Outcome, monkeypatch):
+    """S3 refuses connections when the run starts and is back after the first failed
+    attempt: the assets' retry policy rides the outage out. (botocore's own retries are cut
+    to one attempt, as in the test above, so the first attempt fails in seconds.)"""
     gate = TcpGate(env.moto.port)
     monkeypatch.setenv("CHURN_S3_ENDPOINT_URL", gate.endpoint)
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", gate.endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    _fresh_s3_clients()
     (last_event,) = env.sql("SELECT coalesce(max(id), 0) FROM event_logs")[0]
     outcome: list[Outcome | BaseException] = []
 
@@ -455,6 +460,8 @@ def test_short_s3_outage_is_retried(env: Stack, first_run: Outcome, monkeypatch)
         worker.join(timeout=180)
     finally:
         gate.close()
+        monkeypatch.delenv("AWS_MAX_ATTEMPTS")
+        _fresh_s3_clients()
     assert not worker.is_alive()
     result = outcome[0]
     assert isinstance(result, Outcome), result
