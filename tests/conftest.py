@@ -160,17 +160,32 @@ def s3_env(moto_server: str, monkeypatch: pytest.MonkeyPatch):
     return client
 
 
+#: Stops the shared `churn dev` (see :func:`platform_dev`); closing it twice is harmless.
+_SHARED_DEV = contextlib.ExitStack()
+
+
 @pytest.fixture(scope="session")
 def platform_dev() -> Iterator[DevPlatform]:
-    """The one shared `churn dev` of the session (see ``tests/integration/conftest.py``)."""
+    """The one shared `churn dev` of the session (see ``tests/integration/conftest.py``). It
+    stops after the last test that uses it (:func:`pytest_runtest_teardown`), so its daemon
+    and sidecar do not load the machine under the tests after it."""
     from tests.integration.conftest import Webhook, own_tmp, running_dev
 
-    hook = Webhook()
-    try:
-        with own_tmp("churn-dev-") as tmp, running_dev(tmp, webhook=hook) as dev:
-            yield dev
-    finally:
-        hook.close()
+    with _SHARED_DEV:
+        hook = _SHARED_DEV.enter_context(contextlib.closing(Webhook()))
+        tmp = _SHARED_DEV.enter_context(own_tmp("churn-dev-"))
+        yield _SHARED_DEV.enter_context(running_dev(tmp, webhook=hook))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the shared `churn dev` once no later test of the session uses it."""
+    if "platform_dev" not in getattr(item, "fixturenames", ()):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1 :] if item in items else []
+    if not any("platform_dev" in getattr(i, "fixturenames", ()) for i in later):
+        _SHARED_DEV.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
