@@ -95,7 +95,8 @@ class RetentionConfig(dg.Config):
 
 @dg.op(
     description="Delete old versions, model-set files, drift reports, quarantine "
-    "batches, inference-log days and MLflow runs beyond the retention counts.",
+    "batches, inference-log days, settled scoring snapshots and MLflow runs beyond the "
+    "retention counts.",
     pool=RETRAINING_POOL,
 )
 def retention_op(
@@ -106,7 +107,8 @@ def retention_op(
 
     policy = RetentionPolicy.from_env()
     storage = platform.storage()
-    report = prune(storage, policy, dry_run=config.dry_run)
+    horizon = platform.dataset_config().labels.horizon_days
+    report = prune(storage, policy, dry_run=config.dry_run, horizon_days=horizon)
     tracking = TrackingConfig.from_settings(platform.settings(), platform.dataset_config().name)
     report["mlflow"] = prune_mlflow(tracking, storage, policy, dry_run=config.dry_run)
     verb = "would delete" if config.dry_run else "deleted"
@@ -124,7 +126,8 @@ def retention_op(
 
 @dg.job(
     description="Retention: keep the last N versions, model-set files, drift reports, "
-    "quarantine batches, inference-log days and MLflow model-set runs (CHURN_RETENTION_*); "
+    "quarantine batches, inference-log days, scoring snapshots whose horizon has passed and "
+    "MLflow model-set runs (CHURN_RETENTION_*); "
     "never the deployed version, a pinned one or the rollback target.",
 )
 def retention_job():

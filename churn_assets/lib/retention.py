@@ -11,6 +11,9 @@ What grows without bound, and what is kept (``CHURN_RETENTION_*`` overrides each
 - quarantine batches ``quarantine/<table>/<stamp>-<run>/`` — the newest
   ``quarantine_batches`` per table;
 - inference-log days ``inference_log/date=YYYY-MM-DD/`` — the last ``inference_log_days``;
+- scoring snapshots ``scores/<version>/<cut-off>.parquet`` — every snapshot whose horizon
+  has not passed in the data yet (realized performance still needs it), and the newest
+  ``score_snapshots`` of those whose horizon has passed;
 - MLflow model-set runs (parent + nested candidate runs) — the newest ``model_sets`` per
   kind; a run whose model a kept version or a registered model version uses is kept.
 """
@@ -37,6 +40,7 @@ class RetentionPolicy:
     drift_reports: int = 30
     quarantine_batches: int = 30
     inference_log_days: int = 30
+    score_snapshots: int = 30
 
     def __post_init__(self) -> None:
         for key, value in asdict(self).items():
@@ -86,10 +90,34 @@ def protected_versions(storage: Storage) -> set[str]:
     return keep
 
 
+def settled_snapshots_beyond(storage: Storage, keep: int, horizon_days: int | None) -> list[str]:
+    """Scoring snapshots to delete: of those whose horizon has passed in the data (cut-off
+    at least ``horizon_days`` before the newest snapshot's; all of them when the horizon is
+    unknown), all but the newest ``keep``. Pending snapshots are always kept."""
+    from churn_assets.lib.realized import list_snapshots
+
+    snapshots = list_snapshots(storage)  # oldest cut-off first
+    if not snapshots:
+        return []
+    newest = snapshots[-1].cutoff
+    settled = [
+        s
+        for s in snapshots
+        if horizon_days is None or s.cutoff <= newest - dt.timedelta(days=horizon_days)
+    ]
+    return [s.path for s in settled[: max(len(settled) - keep, 0)]]
+
+
 def plan(
-    storage: Storage, policy: RetentionPolicy, today: dt.date | None = None
+    storage: Storage,
+    policy: RetentionPolicy,
+    today: dt.date | None = None,
+    *,
+    horizon_days: int | None = None,
 ) -> dict[str, list[str]]:
-    """What :func:`prune` would delete, by kind (relative folder paths), without deleting."""
+    """What :func:`prune` would delete, by kind (relative paths), without deleting.
+    ``horizon_days``: the data set's churn horizon, which decides which scoring snapshots
+    realized performance still needs (unknown: only the newest ``score_snapshots`` stay)."""
     today = today or dt.datetime.now(dt.UTC).date()
     out: dict[str, list[str]] = defaultdict(list)
     versions = dep.list_versions(storage)
@@ -118,6 +146,7 @@ def plan(
             continue
         if date < oldest:
             out["inference_log_days"].append(f"inference_log/{day}")
+    out["score_snapshots"] = settled_snapshots_beyond(storage, policy.score_snapshots, horizon_days)
     return dict(out)
 
 
@@ -139,16 +168,17 @@ def prune(
     *,
     dry_run: bool = False,
     today: dt.date | None = None,
+    horizon_days: int | None = None,
 ) -> dict[str, Any]:
     """Delete what :func:`plan` lists; returns the counts and the deleted paths by kind."""
-    todo = plan(storage, policy, today)
+    todo = plan(storage, policy, today, horizon_days=horizon_days)
     protected = protected_versions(storage)
     for kind, paths in todo.items():
         for rel in paths:
             if kind == "versions" and rel.rsplit("/", 1)[-1] in protected:
                 raise RuntimeError(f"refusing to delete protected version {rel}")
             if not dry_run:
-                storage.delete(rel, recursive=True)
+                storage.delete(rel, recursive=not rel.endswith(".parquet"))
     return {
         "dry_run": dry_run,
         "policy": asdict(policy),

@@ -60,6 +60,7 @@ def test_keeps_the_newest_reports_batches_days_and_model_sets(store):
         "drift_reports": 5,
         "quarantine_batches": 3,
         "inference_log_days": 10,
+        "score_snapshots": 0,
     }
     reports = store.list_files("monitoring/drift", "*/report.html")
     assert len(reports) == 30 and reports[0].startswith("monitoring/drift/20261101T000005Z")
@@ -103,3 +104,23 @@ def test_nothing_deployed_prunes_by_count_only(tmp_path):
         _version(s, i)
     report = prune(s, RetentionPolicy(versions=2))
     assert report["deleted"]["versions"] == 2 and report["protected_versions"] == []
+
+
+def test_scoring_snapshots_pending_their_horizon_are_always_kept(tmp_path):
+    """Realized performance needs a snapshot until its horizon has passed in the data: those
+    stay whatever the count; of the settled ones only the newest ``score_snapshots`` do."""
+    s = Storage(str(tmp_path / "synthetic"))
+    start = dt.date(2025, 1, 1)
+    for i in range(40):  # a daily scoring run, a new version every 10 days
+        cutoff = start + dt.timedelta(days=i)
+        s.write_bytes(f"scores/v2025010{i // 10}-000000/{cutoff.isoformat()}.parquet", b"x")
+    policy = RetentionPolicy(score_snapshots=5)
+    todo = plan(s, policy, horizon_days=30)["score_snapshots"]
+    # newest cut-off 2025-02-09: the last 30 days (from 2025-01-11 on) are pending
+    assert len(todo) == 5 and todo[-1].endswith("/2025-01-05.parquet")
+    report = prune(s, policy, horizon_days=30)
+    assert report["deleted"]["score_snapshots"] == 5
+    left = s.list_files("scores", "*/*.parquet")
+    assert len(left) == 35 and min(p.rsplit("/", 1)[-1] for p in left) == "2025-01-06.parquet"
+    # without the horizon, only the newest five of all stay
+    assert len(plan(s, policy)["score_snapshots"]) == 30
