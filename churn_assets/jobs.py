@@ -24,7 +24,7 @@ monitoring_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
-#: What every retraining step imports (model sets, MLflow, model files, ONNX). The
+#: What every retraining step imports (model sets, MLflow, model files). The
 #: retraining job's steps fork from a server process that imported them once per run, instead
 #: of each step process importing them again (seconds per step on 2 cores).
 RETRAINING_PRELOAD = (
