@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -48,8 +49,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """PostgreSQL, moto_server and mlflow server running, data seeded, env applied."""
+    """PostgreSQL, moto_server and mlflow server running, data seeded, env applied.
+
+    SIGTERM is set to its default action for the module: the in-process runs start Dagster's
+    compute-log ``tail -F`` processes and stop them with SIGTERM, waiting up to 30 s each.
+    Children inherit an ignored SIGTERM, and in the full suite this process has been seen
+    with SIGTERM ignored: the tails then outlived the run and every stop waited 60 s."""
     mp = pytest.MonkeyPatch()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         with production_stack(tmp_path_factory.mktemp("production")) as st:
             for k, v in st.env.items():
@@ -57,6 +64,7 @@ def stack(tmp_path_factory):
             yield st
     finally:
         mp.undo()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="module")
