@@ -579,6 +579,7 @@ class Stack:
         from churn_assets.definitions import build_definitions
 
         assert os.environ.get("DAGSTER_HOME") == str(self.home)
+        sigterm_default()
         job = build_definitions().resolve_implicit_global_asset_job_def()
         if selection:
             job = job.get_subset(asset_selection={dg.AssetKey(k) for k in selection})
@@ -587,6 +588,17 @@ class Stack:
                 instance=instance, raise_on_error=False, run_config=run_config or {}
             )
             return Outcome(result.run_id, result.success, list(result.all_events), result)
+
+
+def sigterm_default() -> None:
+    """Give SIGTERM its default action again (main thread only; elsewhere a no-op).
+
+    An in-process run starts Dagster's compute-log ``tail -F`` processes and stops them with
+    SIGTERM, waiting up to 30 s for each. They inherit an ignored SIGTERM, and in the full
+    suite this process has been seen with SIGTERM ignored (its origin is not known yet): the
+    tails then outlived the run and each run's end waited a minute."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def write_instance_home(home: Path) -> Path:

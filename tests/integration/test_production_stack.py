@@ -41,6 +41,7 @@ from tests.integration.production import (
     list_keys,
     production_stack,
     restore,
+    sigterm_default,
     snapshot,
 )
 
@@ -49,14 +50,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """PostgreSQL, moto_server and mlflow server running, data seeded, env applied.
-
-    SIGTERM is set to its default action for the module: the in-process runs start Dagster's
-    compute-log ``tail -F`` processes and stop them with SIGTERM, waiting up to 30 s each.
-    Children inherit an ignored SIGTERM, and in the full suite this process has been seen
-    with SIGTERM ignored: the tails then outlived the run and every stop waited 60 s."""
+    """PostgreSQL, moto_server and mlflow server running, data seeded, env applied."""
     mp = pytest.MonkeyPatch()
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         with production_stack(tmp_path_factory.mktemp("production")) as st:
             for k, v in st.env.items():
@@ -64,7 +60,8 @@ def stack(tmp_path_factory):
             yield st
     finally:
         mp.undo()
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # None: set outside Python, nothing to restore
+            signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="module")
@@ -454,6 +451,7 @@ def test_short_s3_outage_is_retried(env: Stack, first_run: Outcome, monkeypatch)
         except BaseException as e:  # reported by the main thread
             outcome.append(e)
 
+    sigterm_default()  # the run below is in a thread, where it cannot be set (see there)
     worker = threading.Thread(target=run, daemon=True)
     worker.start()  # the gate is closed: every S3 request is refused
     try:
