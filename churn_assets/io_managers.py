@@ -45,8 +45,8 @@ class TableIOManager(dg.UPathIOManager):
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         """A Parquet asset as a ``pl.DataFrame``, or as a ``pl.LazyFrame`` scan when the input
-        is annotated ``pl.LazyFrame`` (then only the columns and rows the consumer uses are
-        read); anything else from JSON."""
+        asks for one (:func:`lazy_input`, or a ``pl.LazyFrame`` annotation; then only the
+        columns and rows the consumer uses are read); anything else from JSON."""
         parquet = path.with_suffix(".parquet")
         if parquet.exists():
             import polars as pl
