@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from churn_assets.alert_sensors import check_failure_notifier, run_failure_notifier
+from churn_assets.automation import churn_automation
 from churn_assets.deployment import assets as deployment_assets
 from churn_assets.deployment.checks import (
     served_graphs_match_pipelines,
@@ -80,6 +81,7 @@ def build_definitions(
             served_drift_schedule,
         ],
         sensors=[
+            churn_automation,
             landing_zone_sensor,
             drift_sensor,
             realized_performance_sensor,

@@ -5,8 +5,9 @@ The windows are part of the asset definitions, so they are fixed when the code l
 loads: from the data set named by ``CHURN_DATASET`` (its label horizon) and the retraining
 cron ``CHURN_RETRAINING_CRON``, the same two settings the schedules and assets use (see
 :mod:`churn_assets.lib.freshness` for the reasoning). The UI shows each asset's freshness
-(pass / warn / fail) from Dagster's freshness daemon; a deployment older than its fail
-window is also posted to ``CHURN_ALERT_WEBHOOK_URL`` once per stale deployment.
+(pass / warn / fail) from Dagster's freshness daemon. New data that has waited longer than
+4 retraining intervals for a completed retraining is posted to ``CHURN_ALERT_WEBHOOK_URL``,
+once per waiting batch.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import dagster as dg
 
 from churn_assets.lib import notify
 from churn_assets.lib.freshness import (
+    RETRAINING_FAIL_INTERVALS,
     FreshnessWindow,
     data_window,
+    deployment_window,
     largest_gap,
     retraining_window,
 )
 from churn_assets.schedules import DEFAULT_CRON
+from churn_assets.training_state import first_untrained_input, last_completed_training_record
 
 DEFAULT_HORIZON_DAYS = 90
 #: Cron ticks sampled for the largest gap (an hourly cron: 8 days; a daily one: 200 days).
@@ -64,8 +68,10 @@ RETRAINING_WINDOW = retraining_window(
 )
 #: ``raw_transactions`` and ``current_features``: new data within a share of the horizon.
 DATA_FRESHNESS = policy(DATA_WINDOW)
-#: ``deployed_model_version`` and ``churn_scores``: a retraining run every few cron ticks.
-RETRAINING_FRESHNESS = policy(RETRAINING_WINDOW)
+DEPLOYMENT_WINDOW = deployment_window(DATA_WINDOW, RETRAINING_WINDOW)
+#: ``deployed_model_version`` and ``churn_scores``: retrained within a few cron ticks of
+#: new data, and data arrives within the data window.
+RETRAINING_FRESHNESS = policy(DEPLOYMENT_WINDOW)
 
 
 def _now() -> float:
@@ -78,47 +84,71 @@ def _age(seconds: float) -> str:
 
 
 def stale_deployment_alert(
-    version: str | None, materialized_at: float, now: float, window: FreshnessWindow
+    version: str | None,
+    waiting: str,
+    waiting_since: float,
+    trained_at: float | None,
+    now: float,
+    window: FreshnessWindow,
 ) -> notify.Alert:
-    """The notification of a deployment older than its fail window."""
-    when = dt.datetime.fromtimestamp(materialized_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """The notification of new data that has waited past ``window.fail`` for a retraining."""
+
+    def when(ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    last = f"last completed training {when(trained_at)}" if trained_at else "no completed training"
     return notify.Alert(
-        title=f"Deployed model version is stale: {version or 'unknown version'}",
-        reason=f"deployed_model_version last materialized {_age(now - materialized_at)} ago "
-        f"({when}); its freshness policy fails after {window.fail} "
-        f"(warns after {window.warn}): retraining runs are not completing",
+        title=f"Deployed model version is stale: {version or 'nothing deployed'}",
+        reason=f"new data ({waiting}, {when(waiting_since)}) has waited "
+        f"{_age(now - waiting_since)} for a retraining ({last}); more than "
+        f"{window.fail} ({RETRAINING_FAIL_INTERVALS} retraining intervals): retraining runs "
+        "are not completing",
         link=notify.asset_link(DEPLOYED.to_user_string()),
-        assets=(DEPLOYED.to_user_string(),),
-        details={"Deployed version": version or "unknown", "Last materialized": when},
+        assets=(DEPLOYED.to_user_string(), waiting),
+        details={
+            "Deployed version": version or "none",
+            "Waiting since": when(waiting_since),
+            "Last completed training": when(trained_at) if trained_at else "never",
+        },
     )
 
 
 @dg.sensor(
     minimum_interval_seconds=STALE_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts to the Slack-compatible webhook CHURN_ALERT_WEBHOOK_URL when "
-    "deployed_model_version is older than its freshness policy's fail window (no retraining "
-    "run completed for several cron intervals); once per stale deployment; skips when unset.",
+    description="Posts to the Slack-compatible webhook CHURN_ALERT_WEBHOOK_URL when new data "
+    "(raw tables or customer features materialized after the last completed training) has "
+    "waited more than 4 retraining intervals for a retraining: retraining runs are not "
+    "completing. Once per waiting batch; skips when unset. With no new data the deployment "
+    "is current, however old.",
 )
 def stale_deployment_notifier(context: dg.SensorEvaluationContext):
-    event = context.instance.get_latest_materialization_event(DEPLOYED)
-    if event is None:
-        return dg.SkipReason("nothing deployed yet")
+    instance = context.instance
+    pending = first_untrained_input(instance)
+    if pending is None:
+        return dg.SkipReason("every ingested batch has been trained on")
     now = _now()
-    age = now - event.timestamp
+    age = now - pending.timestamp
+    waiting = pending.asset_key.to_user_string() if pending.asset_key else "new data"
     if age <= RETRAINING_WINDOW.fail.total_seconds():
-        return dg.SkipReason(f"deployment is fresh ({_age(age)} old)")
-    marker = f"{event.run_id}:{event.timestamp}"  # one post per stale materialization
+        return dg.SkipReason(f"new data ({waiting}) waiting {_age(age)} for a retraining")
+    marker = str(pending.storage_id)  # one post per waiting batch
     if context.cursor == marker:
-        return dg.SkipReason(f"stale deployment ({_age(age)} old) already posted")
+        return dg.SkipReason(f"data waiting {_age(age)} already posted")
     url = notify.webhook_url()
     if url is None:
-        return dg.SkipReason(f"stale deployment ({_age(age)} old); {notify.WEBHOOK_ENV} unset")
-    meta = event.asset_materialization.metadata if event.asset_materialization else {}
+        return dg.SkipReason(
+            f"data waiting {_age(age)} for a retraining; {notify.WEBHOOK_ENV} unset"
+        )
+    event = instance.get_latest_materialization_event(DEPLOYED)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
     version = getattr(meta.get("version"), "value", None)
-    status = notify.post_alert(
-        url, stale_deployment_alert(version, event.timestamp, now, RETRAINING_WINDOW)
+    trained = last_completed_training_record(instance)
+    trained_at = trained.timestamp if trained else None
+    alert = stale_deployment_alert(
+        version, waiting, pending.timestamp, trained_at, now, RETRAINING_WINDOW
     )
+    status = notify.post_alert(url, alert)
     context.update_cursor(marker)
-    context.log.warning(f"stale deployment {version} ({_age(age)} old) posted (HTTP {status})")
+    context.log.warning(f"data waiting {_age(age)} for a retraining posted (HTTP {status})")
     return None

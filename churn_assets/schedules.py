@@ -3,21 +3,39 @@
 import dagster as dg
 
 from churn_assets.jobs import retention_job, retraining_job
+from churn_assets.training_state import TRAINING_INPUTS, last_completed_training, latest_inputs
 
 DEFAULT_CRON = "0 * * * *"
 
 
 def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
-    """Retrain both model sets and gate a deployment on ``cron`` (default hourly)."""
-    return dg.ScheduleDefinition(
+    """Retrain both model sets and gate a deployment on ``cron`` (default hourly), when the
+    training set's inputs changed since the last completed training."""
+
+    @dg.schedule(
         name="hourly_retraining",
         job=retraining_job,
         cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Retraining run on '{cron}' (CHURN_RETRAINING_CRON); it queues behind "
-        "any retraining run already in progress.",
-        tags={"churn/trigger": "schedule"},
+        description=f"Retraining run on '{cron}' (CHURN_RETRAINING_CRON) when new data "
+        f"arrived since the last completed training ({', '.join(TRAINING_INPUTS)} "
+        "materialized after it); otherwise the tick is skipped with the reason. It queues "
+        "behind any retraining run already in progress.",
     )
+    def hourly_retraining(context: dg.ScheduleEvaluationContext):
+        from churn_assets.lib.retraining_policy import scheduled_retraining
+
+        instance = context.instance
+        verdict = scheduled_retraining(latest_inputs(instance), last_completed_training(instance))
+        if not verdict.due:
+            return dg.SkipReason(verdict.reason)
+        tick = context.scheduled_execution_time
+        return dg.RunRequest(
+            run_key=f"schedule-{tick.isoformat()}" if tick else None,
+            tags={"churn/trigger": "schedule", "churn/reason": verdict.reason[:200]},
+        )
+
+    return hourly_retraining
 
 
 RETENTION_CRON = "30 3 * * *"

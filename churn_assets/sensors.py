@@ -10,6 +10,9 @@ import dagster as dg
 from churn_assets.jobs import monitoring_job, retraining_job
 from churn_assets.resources import ChurnPlatform
 
+#: Longest reason carried in a run tag (the whole reason is in the check's description).
+REASON_TAG_CHARS = 200
+
 
 def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
     """Every source file of the data set: URL → 'size:modified' (changes mean new data)."""
@@ -59,17 +62,33 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     )
 
 
+#: Run tags of a drift-triggered retraining: the reference it drifted from and the columns.
+DRIFT_REFERENCE_TAG = "churn/drift_reference"
+DRIFTED_COLUMNS_TAG = "churn/drifted_columns"
+
+
+def _drift_requests_against(instance: dg.DagsterInstance, reference: str) -> list[list[str]]:
+    """Drifted columns of each earlier drift-triggered retraining against ``reference``."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={DRIFT_REFERENCE_TAG: reference}), limit=50)
+    return [json.loads(run.tags.get(DRIFTED_COLUMNS_TAG) or "[]") for run in runs]
+
+
 @dg.asset_sensor(
     asset_key=dg.AssetKey("drift_report"),
     job=retraining_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     # one event-log read per tick: cheap enough to react within seconds, not half a minute
     minimum_interval_seconds=10,
-    description="Requests a retraining run (model sets → deployment) when a new drift "
-    "report says drift, or says nothing is deployed yet (the first model deploys itself). "
-    "Runs queue one at a time (pool 'retraining').",
+    description="Requests a retraining run when a new drift report says drift, once per "
+    "drift episode (a deployed reference and the columns drifted against it: while the "
+    "challenger trained for it was refused or is queued, later reports with the same "
+    "drifted columns start nothing; the hourly schedule picks up new data), or when it says "
+    "nothing is deployed yet (the first model deploys itself). Runs queue one at a time "
+    "(pool 'retraining').",
 )
 def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    from churn_assets.lib.retraining_policy import drift_episode
+
     mat = asset_event.asset_materialization
     meta = mat.metadata if mat else {}
     status = meta.get("status")
@@ -81,14 +100,23 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     drifted = meta.get("drifted")
     if not (drifted and drifted.value):
         return dg.SkipReason("latest drift report shows no drift")
+    reference = str(meta["model_version"].value) if "model_version" in meta else ""
+    columns = sorted(meta["drifted_columns"].value) if "drifted_columns" in meta else []
+    verdict = drift_episode(
+        reference, columns, _drift_requests_against(context.instance, reference)
+    )
+    if not verdict.due:
+        return dg.SkipReason(verdict.reason)
     return dg.RunRequest(
         run_key=f"drift-{asset_event.run_id}",
-        tags={"churn/trigger": "drift", "churn/drift_run": asset_event.run_id},
+        tags={
+            "churn/trigger": "drift",
+            "churn/drift_run": asset_event.run_id,
+            "churn/reason": verdict.reason[:REASON_TAG_CHARS],
+            DRIFT_REFERENCE_TAG: reference,
+            DRIFTED_COLUMNS_TAG: json.dumps(columns),
+        },
     )
-
-
-#: Longest reason carried in a run tag (the whole reason is in the check's description).
-REASON_TAG_CHARS = 200
 
 
 @dg.asset_sensor(

@@ -3,6 +3,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.automation import SCORES_CONDITION
 from churn_assets.freshness import RETRAINING_FRESHNESS
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
@@ -185,6 +186,7 @@ def _scoring_cutoff(context: dg.AssetExecutionContext, platform: ChurnPlatform) 
     group_name="deployment",
     kinds={"polars", "parquet"},
     freshness_policy=RETRAINING_FRESHNESS,
+    automation_condition=SCORES_CONDITION,
 )
 def churn_scores(
     context: dg.AssetExecutionContext,

@@ -8,11 +8,14 @@ Two clocks drive the graph:
   (9 days for the default 90) already miss a noticeable share of the behaviour the forecast
   is about: **warn**. Older than a third of the horizon (30 days), the scores describe a
   period mostly gone by: **fail**. At least 1 day to warn and 2 to fail, for short horizons.
-* **Retraining** (``deployed_model_version``, ``churn_scores``): every retraining run
-  materializes both, promoted or not. One missed run (2 cron intervals since the last one)
-  **warns**; three missed runs in a row (4 intervals) **fail**, and the stale-deployment
-  sensor posts to the alert webhook. The interval is the *largest* gap between ticks, so a
-  weekday cron does not go stale every weekend. At least 1 minute (Dagster's floor).
+* **Retraining** (``deployed_model_version``, ``churn_scores``): a retraining runs on the
+  cron when new data arrived since the last completed training (and on drift), and
+  materializes both, promoted or not. With no new data nothing retrains, so the deployment
+  may be as old as the data plus the time a retraining takes to follow it: its window is the
+  data window plus 2 (warn) and 4 (fail) cron intervals. Data that has waited 4 intervals
+  for a retraining (three missed runs in a row) is what the stale-deployment sensor posts
+  to the alert webhook. The interval is the *largest* gap between ticks, so a weekday cron
+  does not go stale every weekend. At least 1 minute (Dagster's floor).
 """
 
 from __future__ import annotations
@@ -49,11 +52,17 @@ def data_window(horizon_days: int) -> FreshnessWindow:
 
 
 def retraining_window(interval: dt.timedelta) -> FreshnessWindow:
-    """Deployment and scores: 2 (warn) and 4 (fail) retraining intervals."""
+    """Data waiting for a retraining: 2 (warn) and 4 (fail) retraining intervals."""
     interval = max(interval, _MINUTE)
     return FreshnessWindow(
         warn=RETRAINING_WARN_INTERVALS * interval, fail=RETRAINING_FAIL_INTERVALS * interval
     )
+
+
+def deployment_window(data: FreshnessWindow, retraining: FreshnessWindow) -> FreshnessWindow:
+    """Deployment and scores: retrained only after new data, so as old as the data may get
+    plus the retraining slack (90-day horizon, hourly cron: 9 days 2 h and 30 days 4 h)."""
+    return FreshnessWindow(warn=data.warn + retraining.warn, fail=data.fail + retraining.fail)
 
 
 def largest_gap(ticks: list[dt.datetime]) -> dt.timedelta:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,12 @@ import dagster as dg
 import pytest
 
 from churn_assets import freshness
-from churn_assets.lib.freshness import data_window, largest_gap, retraining_window
+from churn_assets.lib.freshness import (
+    data_window,
+    deployment_window,
+    largest_gap,
+    retraining_window,
+)
 from tests.code import test_notifications as notifications
 from tests.code.test_notifications import UI, Receiver
 
@@ -36,6 +42,13 @@ def test_data_windows_are_shares_of_the_horizon():
 def test_retraining_windows_are_missed_runs():
     w = retraining_window(HOUR)
     assert (w.warn, w.fail) == (2 * HOUR, 4 * HOUR)
+
+
+def test_deployment_windows_follow_the_data_plus_the_retraining_slack():
+    """Nothing retrains without new data: the deployment may be as old as the data may get,
+    plus the time a retraining takes to follow."""
+    w = deployment_window(data_window(90), retraining_window(HOUR))
+    assert (w.warn, w.fail) == (9 * DAY + 2 * HOUR, 30 * DAY + 4 * HOUR)
 
 
 def test_the_cron_interval_is_its_largest_gap():
@@ -83,28 +96,50 @@ def test_windows_follow_the_configured_data_set_and_cron():
     )
     windows = json.loads(done.stdout.strip().splitlines()[-1])
     data = [9.1 * 86400, round(91 / 3 * 86400 / 60) * 60]
-    retraining = [12 * 3600, 24 * 3600]
+    deployment = [data[0] + 12 * 3600, data[1] + 24 * 3600]  # + 2 and 4 six-hour intervals
     assert windows == {
         "raw_transactions": data,
         "current_features": data,
-        "deployed_model_version": retraining,
-        "churn_scores": retraining,
+        "deployed_model_version": deployment,
+        "churn_scores": deployment,
     }
 
 
 # ------------------------------------------------------------------ stale deployment alert
 
 
-@dg.asset(name="deployed_model_version")
-def fake_deployment() -> dg.Output[dict]:
-    return dg.Output({"version": "v20260101-000000"}, metadata={"version": "v20260101-000000"})
+def stand_in(name: str, **metadata) -> dg.AssetsDefinition:
+    """An asset under a platform asset's name: the sensor reads its event-log records."""
+
+    @dg.asset(name=name)
+    def _asset() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _asset
+
+
+def land(instance: dg.DagsterInstance, *names: str) -> None:
+    assets = [
+        stand_in(n, version="v20260101-000000") if n == "deployed_model_version" else stand_in(n)
+        for n in names
+    ]
+    assert dg.materialize(assets, instance=instance).success
 
 
 @pytest.fixture
-def deployed() -> dg.DagsterInstance:
+def trained() -> dg.DagsterInstance:
+    """Data, a completed training on it and its deployment."""
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([fake_deployment], instance=instance).success
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+    land(instance, "training_set", "deployed_model_version")
     return instance
+
+
+@pytest.fixture
+def waiting(trained: dg.DagsterInstance) -> dg.DagsterInstance:
+    """... then a new batch that no retraining has completed on."""
+    land(trained, "raw_transactions", "customer_features")
+    return trained
 
 
 def evaluate(instance: dg.DagsterInstance, cursor: str | None = None):
@@ -117,37 +152,52 @@ def later(monkeypatch: pytest.MonkeyPatch, by: dt.timedelta) -> None:
     monkeypatch.setattr(freshness, "_now", lambda: start + by.total_seconds())
 
 
-def test_a_stale_deployment_is_posted_once(
-    deployed: dg.DagsterInstance, webhook: Receiver, monkeypatch: pytest.MonkeyPatch
+def test_data_waiting_for_a_retraining_is_posted_once(
+    waiting: dg.DagsterInstance, webhook: Receiver, monkeypatch: pytest.MonkeyPatch
 ):
     later(monkeypatch, freshness.RETRAINING_WINDOW.fail + dt.timedelta(minutes=5))
-    result, context = evaluate(deployed)
+    result, context = evaluate(waiting)
     assert result is None and len(webhook.bodies) == 1
     text = webhook.bodies[0]["text"]
     assert "Deployed model version is stale: v20260101-000000" in text
-    assert "deployed_model_version" in text and "retraining runs are not completing" in text
+    assert re.search(r"new data \((raw_transactions|customer_features), 20", text), text
+    assert "for a retraining (last completed training 20" in text
+    assert "retraining runs are not completing" in text
     assert f"Open in Dagster: {UI}/assets/deployed_model_version" in text
-    again, _ = evaluate(deployed, context.cursor)
+    again, _ = evaluate(waiting, context.cursor)
     assert isinstance(again, dg.SkipReason) and "already posted" in again.skip_message
     assert len(webhook.bodies) == 1
 
 
-def test_a_fresh_deployment_posts_nothing(
-    deployed: dg.DagsterInstance, webhook: Receiver, monkeypatch: pytest.MonkeyPatch
+def test_data_waiting_less_than_the_window_posts_nothing(
+    waiting: dg.DagsterInstance, webhook: Receiver, monkeypatch: pytest.MonkeyPatch
 ):
     later(monkeypatch, freshness.RETRAINING_WINDOW.fail - dt.timedelta(minutes=5))
-    result, _ = evaluate(deployed)
-    assert isinstance(result, dg.SkipReason) and "fresh" in result.skip_message
+    result, _ = evaluate(waiting)
+    assert isinstance(result, dg.SkipReason) and "waiting" in result.skip_message
     assert webhook.bodies == []
 
 
-def test_nothing_deployed_or_no_webhook_skips(
-    deployed: dg.DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+def test_an_old_deployment_with_no_new_data_is_current(
+    trained: dg.DagsterInstance, webhook: Receiver, monkeypatch: pytest.MonkeyPatch
 ):
-    result, _ = evaluate(dg.DagsterInstance.ephemeral())
-    assert isinstance(result, dg.SkipReason) and "nothing deployed" in result.skip_message
+    """No new data, no retraining: however old, the deployment is not stale."""
+    later(monkeypatch, 100 * freshness.RETRAINING_WINDOW.fail)
+    result, _ = evaluate(trained)
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message == "every ingested batch has been trained on"
+    assert webhook.bodies == []
+
+
+def test_data_never_trained_on_counts_and_no_webhook_skips(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+):
+    instance = dg.DagsterInstance.ephemeral()
+    result, _ = evaluate(instance)
+    assert isinstance(result, dg.SkipReason) and "every ingested batch" in result.skip_message
+    land(instance, "raw_customers")  # data, and no training has ever completed
     later(monkeypatch, 2 * freshness.RETRAINING_WINDOW.fail)
-    result, context = evaluate(deployed)
+    result, context = evaluate(instance)
     assert isinstance(result, dg.SkipReason) and "CHURN_ALERT_WEBHOOK_URL" in result.skip_message
     assert context.cursor is None and receiver.bodies == []
 

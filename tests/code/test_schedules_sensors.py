@@ -55,16 +55,154 @@ def test_retraining_cron_comes_from_the_environment(monkeypatch):
     assert (ticks[1] - ticks[0]).days == 7
 
 
-def test_schedule_tick_requests_a_tagged_retraining_run():
+def stand_in(name: str, fails: bool = False, **metadata) -> dg.AssetsDefinition:
+    """An asset under a platform asset's name: what the schedule and sensors read is its
+    materialization in the event log (and metadata), not its content."""
+
+    @dg.asset(name=name)
+    def _asset() -> dg.MaterializeResult:
+        if fails:
+            raise RuntimeError(f"{name} failed")
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _asset
+
+
+def land(instance: dg.DagsterInstance, *names: str) -> None:
+    """Materialize stand-ins of ``names`` in one successful run."""
+    assert dg.materialize([stand_in(n) for n in names], instance=instance).success
+
+
+def schedule_tick(instance: dg.DagsterInstance, hour: int = 11):
     from churn_assets.schedules import retraining_schedule
 
-    schedule = retraining_schedule()
     context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 3, 1, 11, tzinfo=dt.UTC)
+        instance=instance,
+        scheduled_execution_time=dt.datetime(2026, 3, 1, hour, tzinfo=dt.UTC),
     )
-    (request,) = schedule.evaluate_tick(context).run_requests
+    return retraining_schedule().evaluate_tick(context)
+
+
+@pytest.fixture
+def instance():
+    """A real on-disk instance (schedule contexts need an instance reference)."""
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def test_schedule_retrains_only_when_inputs_changed_since_the_last_training(instance):
+    """An hour with no new data retrains nothing; new data, or a training whose run
+    failed, makes the next tick retrain."""
+    tick = schedule_tick(instance)
+    assert not tick.run_requests and "nothing to train on" in tick.skip_message
+
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+    (request,) = schedule_tick(instance).run_requests  # nothing trained yet
     assert request.tags["churn/trigger"] == "schedule"
-    assert schedule.job.tags["churn/retraining"] == "true"  # the one-at-a-time pool tag
+    assert request.tags["churn/reason"] == "no retraining has completed yet"
+    assert request.run_key == "schedule-2026-03-01T11:00:00+00:00"
+
+    land(instance, "training_set")  # a completed retraining after that data
+    tick = schedule_tick(instance, 12)
+    assert not tick.run_requests
+    assert tick.skip_message.startswith("no new data since the last completed training")
+
+    land(instance, "raw_transactions", "customer_features")  # a new batch was ingested
+    (request,) = schedule_tick(instance, 13).run_requests
+    assert request.tags["churn/reason"] == (
+        "new data since the last training: customer_features, raw_transactions"
+    )
+
+    # a retraining run that materialized the training set and then failed does not count
+    failed = dg.materialize(
+        [stand_in("training_set"), stand_in("classification_models", fails=True)],
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not failed.success
+    assert schedule_tick(instance, 14).run_requests
+    land(instance, "training_set")
+    assert not schedule_tick(instance, 15).run_requests
+
+
+def test_retraining_job_carries_the_one_at_a_time_tag():
+    from churn_assets.schedules import retraining_schedule
+
+    assert retraining_schedule().job.tags["churn/retraining"] == "true"
+
+
+# ------------------------------------------------------------------- the drift sensor
+
+
+def drift_tick(instance: dg.DagsterInstance, reference: str, columns: list[str]):
+    """A new drift report against ``reference`` with ``columns`` drifted, then one
+    evaluation of the drift sensor on it."""
+    from churn_assets.sensors import drift_sensor
+
+    report = stand_in(
+        "drift_report",
+        status="ok",
+        drifted=bool(columns),
+        model_version=reference,
+        drifted_columns=dg.MetadataValue.json(columns),
+    )
+    assert dg.materialize([report], instance=instance).success
+    return drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+
+
+def start_requested_run(instance: dg.DagsterInstance, request: dg.RunRequest) -> None:
+    """Record a run with the request's tags, as the daemon would launch it."""
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job(name="retraining_stand_in")
+    def job() -> None:
+        noop()
+
+    assert job.execute_in_process(instance=instance, tags=request.tags).success
+
+
+def test_drift_sensor_requests_one_retraining_per_drift_episode(instance):
+    """A drifted batch leads to one retraining. While the deployed reference stays (the
+    challenger was refused), later reports with the same drifted columns start nothing;
+    a newly drifted column or a new deployed version starts a new episode."""
+    tick = drift_tick(instance, "v1", [])
+    assert not tick.run_requests and tick.skip_message == "latest drift report shows no drift"
+
+    (first,) = drift_tick(instance, "v1", ["tenure_days", "churn_probability"]).run_requests
+    assert first.tags["churn/trigger"] == "drift"
+    assert first.tags["churn/drift_reference"] == "v1"
+    assert json.loads(first.tags["churn/drifted_columns"]) == ["churn_probability", "tenure_days"]
+    assert first.tags["churn/reason"] == "drift against v1: churn_probability, tenure_days"
+    start_requested_run(instance, first)
+
+    # the next batch drifts the same way against the same reference: same episode
+    tick = drift_tick(instance, "v1", ["tenure_days"])
+    assert not tick.run_requests
+    assert "already requested a retraining" in tick.skip_message
+    assert "tenure_days" in tick.skip_message
+
+    (second,) = drift_tick(instance, "v1", ["tenure_days", "orders_90d"]).run_requests
+    assert second.tags["churn/reason"] == "new drift against v1: orders_90d"
+    start_requested_run(instance, second)
+    assert not drift_tick(instance, "v1", ["orders_90d", "churn_probability"]).run_requests
+
+    (third,) = drift_tick(instance, "v2", ["tenure_days"]).run_requests  # a new version
+    assert third.tags["churn/drift_reference"] == "v2"
+
+
+def test_drift_sensor_bootstraps_when_nothing_is_deployed():
+    from churn_assets.sensors import drift_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    report = stand_in("drift_report", status="no_deployment", drifted=False)
+    result = dg.materialize([report], instance=instance)
+    tick = drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    (request,) = tick.run_requests
+    assert request.tags["churn/trigger"] == "bootstrap"
+    assert request.run_key == f"bootstrap-{result.run_id}"
 
 
 # ------------------------------------------------------------------ the landing sensor
@@ -202,3 +340,54 @@ def test_rollback_job_fails_clearly(isolated_env: Path, versions, to, message):
     cause = failure.event_specific_data.error.cause
     assert cause.cls_name == "DeploymentError" and message in cause.message
     assert dep.read_current(storage) == before
+
+
+# ------------------------------------------------------------------ declarative automation
+
+
+def test_scores_follow_the_deployed_version_and_the_features():
+    """``churn_scores`` is requested once a deployment exists and again whenever the
+    deployed version or the current features change; never while a parent is missing."""
+    from churn_assets.automation import SCORES_CONDITION
+
+    @dg.asset(
+        name="churn_scores",
+        deps=["deployed_model_version", "current_features"],
+        automation_condition=SCORES_CONDITION,
+    )
+    def scores() -> None:
+        pass
+
+    parents = [stand_in("deployed_model_version"), stand_in("current_features")]
+    defs = dg.Definitions(assets=[*parents, scores])
+    instance = dg.DagsterInstance.ephemeral()
+    key = dg.AssetKey("churn_scores")
+
+    def requested(cursor=None):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        return result.get_num_requested(key), result.cursor
+
+    land(instance, "current_features")  # features, nothing deployed yet
+    count, cursor = requested()
+    assert count == 0
+    land(instance, "deployed_model_version")  # the first deployment
+    count, cursor = requested(cursor)
+    assert count == 1
+    assert dg.materialize([scores], instance=instance, selection=[key]).success
+    count, cursor = requested(cursor)
+    assert count == 0  # scored: nothing changed since
+    land(instance, "current_features")  # a landing batch
+    count, cursor = requested(cursor)
+    assert count == 1
+
+
+def test_the_automation_sensor_runs_the_scores_condition():
+    from churn_assets.automation import SCORES_CONDITION
+    from churn_assets.definitions import defs
+
+    key = dg.AssetKey("churn_scores")
+    assert defs.get_assets_def(key).automation_conditions_by_key[key] == SCORES_CONDITION
+    sensor = defs.get_repository_def().get_sensor_def("churn_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    assert sensor.asset_selection.resolve(graph) == {key}

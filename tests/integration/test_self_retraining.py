@@ -101,6 +101,52 @@ def test_drift_in_landing_zone_leads_to_a_decided_retraining(deployed_dev: Deplo
     verb = "promoted" if decided["promoted"] else "kept"
     print(f"\nfile landing → {verb} {current} in {seconds:.0f} s: {decided['decision']}")
 
+    # that drifted batch led to exactly one retraining: the drift sensor, evaluated again on
+    # the same report, names the episode as handled; the hourly schedule, with no data
+    # since that training, retrains nothing
+    assert len(dev.runs("churn/trigger", "drift")) == 1
+    again = dry_run(dev, "sensor", "drift_sensor")
+    assert again["runRequests"] == [] and "already requested a retraining" in str(
+        again["skipReason"]
+    ), again
+    hourly = dry_run(dev, "schedule", "hourly_retraining")
+    assert hourly["runRequests"] == [], hourly
+    assert str(hourly["skipReason"]).startswith("no new data since the last completed training")
+
+
+DRY_RUN = """
+mutation DryRun($selector: %(kind)sSelector!) {
+  %(kind_lower)sDryRun(selectorData: $selector%(extra)s) {
+    __typename
+    ... on DryRunInstigationTick { evaluationResult {
+      runRequests { runKey } skipReason error { message } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def dry_run(dev: DevPlatform, kind: str, name: str) -> dict:
+    """Evaluate a sensor or schedule of the running code location now, as the UI's "Test"
+    button does (nothing is launched): its run requests and skip reason."""
+    title = kind.capitalize()
+    query = DRY_RUN % {
+        "kind": title,
+        "kind_lower": kind,
+        # a schedule is evaluated at a given time; a sensor from a cursor (none: the latest)
+        "extra": f", timestamp: {time.time():f}" if kind == "schedule" else ", cursor: null",
+    }
+    selector = {
+        "repositoryLocationName": "churn_assets",
+        "repositoryName": "__repository__",
+        f"{kind}Name": name,
+    }
+    out = dev.query(query, {"selector": selector})[f"{kind}DryRun"]
+    assert out["__typename"] == "DryRunInstigationTick", out
+    result = out["evaluationResult"]
+    assert result["error"] is None, result["error"]
+    return result
+
 
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {

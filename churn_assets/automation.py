@@ -1,0 +1,28 @@
+"""Declarative automation: which assets Dagster keeps up to date on its own, and the sensor
+that evaluates their conditions.
+
+``churn_scores`` is refreshed whenever the deployed version or the current features change
+(``AutomationCondition.eager()``): a landing batch gives fresh scores without waiting for a
+retraining, and a rollback re-scores with the version rolled back to. The retraining itself
+stays a job started by a schedule and sensors (``schedules.py``, ``sensors.py``): it runs as one
+run of its whole selection (both model sets, the gate, the deployment) in the `retraining`
+pool with its preloaded forkserver, and its triggers read more than asset states (a drift
+episode is a deployed reference and the columns drifted against it; "new data since the last
+*successful* retraining run" looks at run status), which a condition per asset cannot say.
+"""
+
+import dagster as dg
+
+#: Refresh when any parent updated since the last request or materialization, once no
+#: parent is missing or in progress (e.g. not in the middle of a retraining run).
+SCORES_CONDITION = dg.AutomationCondition.eager()
+
+churn_automation = dg.AutomationConditionSensorDefinition(
+    "churn_automation",
+    target=dg.AssetSelection.assets("churn_scores"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the automation conditions of the churn graph every 30 s: "
+    "churn_scores is re-materialized when deployed_model_version or current_features changed "
+    "(eager).",
+)

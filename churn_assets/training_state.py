@@ -1,0 +1,56 @@
+"""What the event log says about training: when the training set's inputs last changed and
+when a retraining last completed (read by the retraining schedule and the stale-deployment
+sensor)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+#: What the training set is built from: a retraining is due when one of them changed.
+TRAINING_INPUTS = ("raw_customers", "raw_transactions", "customer_features")
+TRAINING_SET = dg.AssetKey("training_set")
+
+
+def latest_storage_id(instance: dg.DagsterInstance, key: str) -> int | None:
+    """Event-log id of the latest materialization of ``key`` (None: never materialized)."""
+    records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+    return records[0].storage_id if records else None
+
+
+def latest_inputs(instance: dg.DagsterInstance) -> dict[str, int | None]:
+    """Each training input → event-log id of its latest materialization."""
+    return {key: latest_storage_id(instance, key) for key in TRAINING_INPUTS}
+
+
+def last_completed_training_record(
+    instance: dg.DagsterInstance, scan: int = 20
+) -> dg.EventLogRecord | None:
+    """The newest ``training_set`` materialization of a run that succeeded (a run that built
+    the training set and then failed does not count)."""
+    for record in instance.fetch_materializations(TRAINING_SET, limit=scan).records:
+        run = instance.get_run_by_id(record.run_id)
+        if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
+            return record
+    return None
+
+
+def last_completed_training(instance: dg.DagsterInstance) -> int | None:
+    """Event-log id of :func:`last_completed_training_record` (None: none completed)."""
+    record = last_completed_training_record(instance)
+    return record.storage_id if record else None
+
+
+def first_untrained_input(instance: dg.DagsterInstance) -> dg.EventLogRecord | None:
+    """The earliest input materialization after the last completed training: the data that
+    has been waiting for a retraining since (None: every input has been trained on)."""
+    after = last_completed_training(instance)
+    first: dg.EventLogRecord | None = None
+    for key in TRAINING_INPUTS:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), after_storage_id=after),
+            limit=1,
+            ascending=True,
+        ).records
+        if records and (first is None or records[0].storage_id < first.storage_id):
+            first = records[0]
+    return first
