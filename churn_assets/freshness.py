@@ -80,6 +80,8 @@ def _now() -> float:
 
 def _age(seconds: float) -> str:
     hours = seconds / 3600
+    if hours < 1:
+        return f"{seconds / 60:.0f} minutes"
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
