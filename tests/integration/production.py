@@ -475,18 +475,6 @@ def list_keys(s3, bucket: str, prefix: str = "") -> list[str]:
     return keys
 
 
-def snapshot(s3, bucket: str) -> dict[str, bytes]:
-    """Every object of ``bucket`` (moto keeps its data in memory only)."""
-    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in list_keys(s3, bucket)}
-
-
-def restore(s3, bucket: str, objects: dict[str, bytes]) -> None:
-    """Create ``bucket`` and put ``objects`` back."""
-    s3.create_bucket(Bucket=bucket)
-    for key, body in objects.items():
-        s3.put_object(Bucket=bucket, Key=key, Body=body)
-
-
 # ------------------------------------------------------------------------------ the stack
 
 

@@ -40,9 +40,7 @@ from tests.integration.production import (
     base_env,
     list_keys,
     production_stack,
-    restore,
     sigterm_default,
-    snapshot,
 )
 
 pytestmark = pytest.mark.integration
@@ -375,18 +373,19 @@ def test_mlflow_down_fails_with_clear_error_and_keeps_pointer(
     env: Stack, first_run: Outcome, monkeypatch: pytest.MonkeyPatch
 ):
     """The MLflow server down: every attempt names the tracking URI, the run fails after the
-    retry policy, and the pointer stays. (The client's own HTTP retries, two with backoff by
-    default, about 12 s per attempt, are cut to none here to keep the test short.)"""
+    retry policy, and the pointer stays. The tracking URI points at a closed gate in front
+    of the server (connection refused, as when the mlflow container is down; the server
+    itself keeps running, so no restart follows). The client's own HTTP retries, two with
+    backoff by default, about 12 s per attempt, are cut to none to keep the test short."""
     before = _pointer(env)
+    gate = TcpGate(int(env.mlflow_uri.rsplit(":", 1)[1]))  # closed: nothing listens
+    for key in ("MLFLOW_TRACKING_URI", "CHURN_MLFLOW_TRACKING_URI"):
+        monkeypatch.setenv(key, gate.endpoint)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    env.mlflow.stop(crash=True)
-    try:
-        run = env.materialize(["classification_models"])
-    finally:
-        env.mlflow.start()
+    run = env.materialize(["classification_models"])
     assert not run.success
     text = run.failure_text()
-    assert f"MLflow tracking at {env.mlflow_uri} is unreachable" in text, text
+    assert f"MLflow tracking at {gate.endpoint} is unreachable" in text, text
     # the retry policy tried again before giving up
     assert len(run.of_type("STEP_UP_FOR_RETRY")) == STORAGE_RETRY.max_retries
     assert _pointer(env) == before
@@ -398,25 +397,25 @@ def test_s3_down_fails_clearly_and_pointer_stays_complete(
 ):
     """S3 down for longer than the retry policy waits (about 22 s): every attempt fails
     naming the endpoint, the run fails, and the pointer still names a complete version;
-    with S3 back a run succeeds. (botocore's own retries, about 5 s per request by default,
-    are cut to one attempt here to keep the test short.)"""
-    s3 = env.s3()
-    objects = snapshot(s3, BUCKET)
+    with S3 back a run succeeds. S3 is a closed gate in front of moto_server (connection
+    refused, as when the MinIO container is down; the data stays, so nothing is restored
+    after). botocore's own retries, about 5 s per request by default, are cut to one
+    attempt to keep the test short."""
     before = _pointer(env)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    _fresh_s3_clients()
-    env.moto.stop(crash=True)
+    gate = TcpGate(env.moto.port)  # closed: S3 refuses connections, its data stays
     try:
-        run = env.materialize(["deployed_model_version", "churn_scores"])
+        with monkeypatch.context() as outage:
+            outage.setenv("CHURN_S3_ENDPOINT_URL", gate.endpoint)
+            outage.setenv("MLFLOW_S3_ENDPOINT_URL", gate.endpoint)
+            outage.setenv("AWS_MAX_ATTEMPTS", "1")
+            _fresh_s3_clients()
+            run = env.materialize(["deployed_model_version", "churn_scores"])
     finally:
-        env.moto.start()  # same port: moto starts empty, the snapshot goes back in
-        restore(s3, BUCKET, objects)
-        monkeypatch.delenv("AWS_MAX_ATTEMPTS")
-        _fresh_s3_clients()
+        _fresh_s3_clients()  # S3 is back: clients with the real endpoint again
     assert not run.success
     assert len(run.of_type("STEP_UP_FOR_RETRY")) == STORAGE_RETRY.max_retries
     text = run.failure_text()
-    assert f'Could not connect to the endpoint URL: "{env.moto.endpoint}/' in text, text
+    assert f'Could not connect to the endpoint URL: "{gate.endpoint}/' in text, text
     current = _pointer(env)
     assert current == before
     assert dep.verify_version(env.storage(), current["version"]) == []
