@@ -17,6 +17,7 @@ customers did; the report then also has ``simulation``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -127,27 +128,217 @@ def run_demo(
     settings = get_settings()
     if simulate_horizon is None:
         simulate_horizon = _truthy(os.environ.get(SIMULATE_ENV))
+    seed_url = None
     if cfg.name == "synthetic" and (seed_if_empty or simulate_horizon):
         url = join_url(settings.resolved_landing_url, "synthetic")
-        opts = settings.storage_options(url)
-        if not landing_has_data(url, opts):
+        if not landing_has_data(url, settings.storage_options(url)):
             if simulate_horizon:
                 return run_horizon_demo(dataset, log=log)
+            seed_url = url
+        elif simulate_horizon and log:
+            log(f"{url} already has data: no simulation, the graph runs on it as it is")
+    worker = ModelSetWorker.start(dataset)
+    try:
+        if seed_url:
             from churn_assets.lib.generator import generate
 
             if log:
-                log(f"seeding {url} with synthetic data ...")
-            generate(url, storage_options=opts, seed=settings.seed)
-        elif simulate_horizon and log:
-            log(f"{url} already has data: no simulation, the graph runs on it as it is")
-    defs = build_definitions(ChurnPlatform(dataset=dataset), ChurnIOManager(dataset=dataset))
-    job = defs.resolve_implicit_global_asset_job_def()
-    if log:
-        log(f"materializing the asset graph on data set '{cfg.name}' ...")
-    started = time.perf_counter()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    seconds = time.perf_counter() - started
+                log(f"seeding {seed_url} with synthetic data ...")
+            generate(
+                seed_url, storage_options=settings.storage_options(seed_url), seed=settings.seed
+            )
+        defs = build_definitions(ChurnPlatform(dataset=dataset), ChurnIOManager(dataset=dataset))
+        if log:
+            log(f"materializing the asset graph on data set '{cfg.name}' ...")
+        started = time.perf_counter()
+        result = execute_graph(defs, dg.DagsterInstance.ephemeral(), worker)
+        seconds = time.perf_counter() - started
+    finally:
+        worker.close()
     return _report(cfg, settings, result, seconds)
+
+
+#: The model set that trains in :class:`ModelSetWorker`'s process, side by side with the
+#: classification set in the demo's own process.
+WORKER_SET = "regression_models"
+#: The model sets: independent of each other, the longest steps of the graph.
+MODEL_SETS: tuple[str, ...] = ("classification_models", WORKER_SET)
+
+
+class RunSummary:
+    """What the report reads from one in-process run (sent back by the worker process)."""
+
+    def __init__(
+        self,
+        success: bool,
+        events: list[Any],
+        outputs: dict[str, Any],
+        errors: list[str] | None = None,
+    ) -> None:
+        self.success = success
+        self.all_events = events
+        self.outputs = outputs
+        self.errors = errors or []
+
+    @classmethod
+    def of(cls, result: Any, nodes: list[str]) -> RunSummary:
+        done = {ev.step_key for ev in result.get_asset_materialization_events()}
+        outputs = {n: result.output_for_node(n) for n in nodes if n in done}
+        return cls(result.success, list(result.all_events), outputs)
+
+    def get_asset_materialization_events(self) -> list[Any]:
+        return [ev for ev in self.all_events if ev.event_type_value == "ASSET_MATERIALIZATION"]
+
+    def output_for_node(self, name: str) -> Any:
+        return self.outputs[name]
+
+
+class GraphResult:
+    """The in-process runs of one graph execution, read like one run's result."""
+
+    def __init__(self, results: list[Any]) -> None:
+        self.results = results
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    @property
+    def all_events(self) -> list[Any]:
+        return [ev for r in self.results for ev in r.all_events]
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for r in self.results for e in getattr(r, "errors", [])]
+
+    def get_asset_materialization_events(self) -> list[Any]:
+        return [ev for r in self.results for ev in r.get_asset_materialization_events()]
+
+    def output_for_node(self, name: str) -> Any:
+        for r in self.results:
+            if any(ev.step_key == name for ev in r.get_asset_materialization_events()):
+                return r.output_for_node(name)
+        raise KeyError(f"no step {name!r} materialized")
+
+
+class ModelSetWorker:
+    """A process that trains :data:`WORKER_SET` while the demo's process trains the other set.
+
+    Started when the demo starts, it loads the code location, the model libraries and MLflow
+    (and creates or migrates the local MLflow store) while the demo's process ingests the
+    data on one core; on :meth:`go` it materializes its model set in its own in-process run
+    and sends back a :class:`RunSummary`. A process, not a thread: the fits hold the GIL for
+    much of their time (HistGradientBoosting grows its trees in Python, the preprocessing is
+    pandas), and two sets training in one process took as long as one after the other."""
+
+    def __init__(self, process: Any, conn: Any) -> None:
+        self.process = process
+        self.conn = conn
+
+    @classmethod
+    def start(cls, dataset: str) -> ModelSetWorker:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe()
+        process = ctx.Process(
+            target=_worker_main, args=(dataset, theirs), name="churn-model-set", daemon=True
+        )
+        process.start()
+        theirs.close()
+        return cls(process, ours)
+
+    def go(self) -> None:
+        self.conn.send("go")
+
+    def result(self) -> RunSummary:
+        """The worker's run (a failed one naming the worker when it died without a result)."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return RunSummary(
+                False, [], {}, [f"{WORKER_SET}: the model-set process ended without a result"]
+            )
+
+    def close(self) -> None:
+        """Stop the worker if it is still waiting, and reap it."""
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send("stop")
+        self.conn.close()
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)
+
+
+def _worker_main(dataset: str, conn: Any) -> None:
+    """:class:`ModelSetWorker`'s process."""
+    skip_exit_collection()
+    _import_skops()
+    import dagster as dg
+
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.resources import ChurnPlatform
+
+    platform = ChurnPlatform(dataset=dataset)
+    job = build_definitions(platform, ChurnIOManager(dataset=dataset))
+    job = job.resolve_implicit_global_asset_job_def()
+    try:
+        import lightgbm  # noqa: F401
+        import mlflow.sklearn  # noqa: F401
+        import xgboost  # noqa: F401
+
+        import churn_assets.lib.models.regression  # noqa: F401
+        from churn_assets.lib.tracking import TrackingConfig, ensure_experiment
+
+        name = platform.dataset_config().name
+        ensure_experiment(TrackingConfig.from_settings(platform.settings(), name))
+    except Exception:  # noqa: BLE001 -- the asset meets the same error and reports it
+        pass
+    if conn.recv() != "go":
+        return
+    try:
+        result = job.execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            asset_selection=[dg.AssetKey(WORKER_SET)],
+            raise_on_error=False,
+        )
+        summary = RunSummary.of(result, [WORKER_SET])
+    except Exception as e:  # noqa: BLE001
+        summary = RunSummary(False, [], {}, [f"{WORKER_SET}: {type(e).__name__}: {e}"])
+    conn.send(summary)
+    conn.close()
+
+
+def execute_graph(defs: Any, instance: Any, worker: ModelSetWorker) -> GraphResult:
+    """Materialize the whole graph on ``instance``, the model sets side by side.
+
+    Three stages: every asset that does not depend on a model set, then the classification
+    set here while ``worker`` trains the other, then what depends on them (when everything
+    before succeeded)."""
+    import dagster as dg
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    graph = defs.resolve_asset_graph()
+    sets = [dg.AssetKey(k) for k in MODEL_SETS]
+    after = dg.AssetSelection.assets(*sets).downstream(include_self=False).resolve(graph)
+    before = set(graph.get_all_asset_keys()) - after - set(sets)
+
+    def run(keys: Any) -> Any:
+        return job.execute_in_process(
+            instance=instance, asset_selection=sorted(keys), raise_on_error=False
+        )
+
+    results = [run(before)]
+    if not results[0].success:
+        return GraphResult(results)
+    worker.go()
+    results.append(run([k for k in sets if k.to_user_string() != WORKER_SET]))
+    results.append(worker.result())
+    if all(r.success for r in results) and after:
+        results.append(run(after))
+    return GraphResult(results)
 
 
 def run_horizon_demo(
@@ -268,6 +459,7 @@ def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, A
             for ev in result.all_events
             if ev.event_type_value == "STEP_FAILURE" and ev.event_specific_data.error
         ]
+        failures += getattr(result, "errors", [])
         error = " | ".join(failures) or "run failed"
     feats = assets.get("customer_features", {}).get("metadata", {})
     models: dict[str, Any] = {}

@@ -1,0 +1,80 @@
+"""The demo's side-by-side model sets: how their runs read as one, and the worker process."""
+
+from __future__ import annotations
+
+import atexit
+import gc
+from types import SimpleNamespace
+
+from churn_assets import demo
+
+
+def _event(kind: str, step: str) -> SimpleNamespace:
+    return SimpleNamespace(event_type_value=kind, step_key=step)
+
+
+class _Run:
+    """A stand-in for an in-process run result."""
+
+    def __init__(self, success: bool, steps: dict[str, object]) -> None:
+        self.success = success
+        self.all_events = [_event("STEP_START", s) for s in steps] + [
+            _event("ASSET_MATERIALIZATION", s) for s in steps
+        ]
+        self._outputs = steps
+
+    def get_asset_materialization_events(self):
+        return [e for e in self.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+
+    def output_for_node(self, name: str):
+        return self._outputs[name]
+
+
+def test_graph_result_reads_its_runs_in_order():
+    first = _Run(True, {"raw_customers": 1, "training_set": 2})
+    worker = demo.RunSummary.of(
+        _Run(True, {"regression_models": {"champion": "ridge"}}), ["regression_models"]
+    )
+    result = demo.GraphResult([first, worker])
+    assert result.success
+    assert [e.step_key for e in result.get_asset_materialization_events()] == [
+        "raw_customers",
+        "training_set",
+        "regression_models",
+    ]
+    assert result.output_for_node("regression_models") == {"champion": "ridge"}
+    assert result.output_for_node("training_set") == 2
+    assert result.errors == []
+
+
+def test_a_worker_without_result_fails_the_graph_with_a_reason():
+    class _DeadPipe:
+        def recv(self):
+            raise EOFError
+
+    dead = demo.ModelSetWorker(process=None, conn=_DeadPipe()).result()
+    result = demo.GraphResult([_Run(True, {"training_set": 1}), dead])
+    assert not result.success
+    assert result.errors == [f"{demo.WORKER_SET}: the model-set process ended without a result"]
+
+
+def test_summary_keeps_only_materialized_outputs():
+    summary = demo.RunSummary.of(_Run(False, {}), [demo.WORKER_SET])
+    assert not summary.success
+    assert summary.outputs == {}
+
+
+def test_worker_stops_when_told_to(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(tmp_path / "storage"))
+    monkeypatch.setenv("CHURN_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    worker = demo.ModelSetWorker.start("synthetic")
+    worker.close()
+    assert not worker.process.is_alive()
+    assert worker.process.exitcode == 0
+
+
+def test_exit_collection_is_skipped(monkeypatch):
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    demo.skip_exit_collection()
+    assert registered == [gc.freeze]
