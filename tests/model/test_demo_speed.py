@@ -78,3 +78,33 @@ def test_exit_collection_is_skipped(monkeypatch):
     monkeypatch.setattr(atexit, "register", registered.append)
     demo.skip_exit_collection()
     assert registered == [gc.freeze]
+
+
+def test_ensemble_holdout_metrics_are_those_of_its_voting_pipeline():
+    """The ensemble's holdout metrics come from its members' holdout probabilities; they
+    are exactly those of the soft-voting pipeline's own predictions."""
+    from threadpoolctl import threadpool_limits
+
+    from churn_assets.lib.models.classification import train_classification_set
+    from churn_assets.lib.models.metrics import classification_metrics
+    from churn_assets.lib.models.spec import FeatureSpec
+    from churn_assets.lib.models.splits import split_snapshot
+
+    from ._data import make_frame
+
+    frame = make_frame(600, seed=3)
+    splits, spec = split_snapshot(frame, seed=42), FeatureSpec.infer(frame)
+    with threadpool_limits(limits=1):
+        result = train_classification_set(
+            splits,
+            spec,
+            seed=42,
+            cv_folds=0,
+            policy="exhaustive",
+            candidates=["logistic_regression", "hist_gradient_boosting", "lightgbm", "ensemble"],
+        )
+        ens = result.get("ensemble")
+        hold = splits["holdout"]
+        p = ens.pipeline.predict_proba(hold)[:, 1]
+    expected = classification_metrics(hold["churned"].astype(int).to_numpy(), p, ens.threshold)
+    assert ens.metrics == expected

@@ -416,12 +416,16 @@ def train_classification_set(
             y_cv, folds, preds, lambda y, p: classification_metrics(y, p, 0.5), cv_names
         )
 
+    p_ho: dict[str, np.ndarray] = {}  # holdout probabilities of the train-only fits
+
     def candidate(name: str, fit: _Fit, stage: str) -> CandidateResult:
         threshold = choose_threshold(y_va, fit.p_va)
+        if name not in p_ho:
+            p_ho[name] = _positive_proba(fit.pipeline, X_ho)
         return CandidateResult(
             name=name,
             pipeline=fit.pipeline,
-            metrics=classification_metrics(y_ho, _positive_proba(fit.pipeline, X_ho), threshold),
+            metrics=classification_metrics(y_ho, p_ho[name], threshold),
             cv=cv_scores(oof[name]) if name in oof else {},
             threshold=threshold,
             params=fit.params,
@@ -443,6 +447,8 @@ def train_classification_set(
         )
         members = [r.name for r in ranked[:ENSEMBLE_SIZE]]
         p_va = np.mean([fits[m].p_va for m in members], axis=0)
+        # soft voting = the mean of the members' probabilities (as for validation above)
+        p_ho[ENSEMBLE] = np.mean([p_ho[m] for m in members], axis=0)
         pipeline = assemble_ensemble({m: fits[m].pipeline for m in members}, y_tr)
         if folds:
             # Soft voting = mean of the members' probabilities, and the members' fold
