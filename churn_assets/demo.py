@@ -259,7 +259,9 @@ class ModelSetWorker:
         return cls(process, ours)
 
     def go(self) -> None:
-        self.conn.send("go")
+        """Start the worker's run (a dead worker shows in :meth:`result`)."""
+        with contextlib.suppress(OSError):
+            self.conn.send("go")
 
     def result(self) -> RunSummary:
         """The worker's run (a failed one naming the worker when it died without a result)."""

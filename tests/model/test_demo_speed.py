@@ -108,3 +108,16 @@ def test_ensemble_holdout_metrics_are_those_of_its_voting_pipeline():
         p = ens.pipeline.predict_proba(hold)[:, 1]
     expected = classification_metrics(hold["churned"].astype(int).to_numpy(), p, ens.threshold)
     assert ens.metrics == expected
+
+
+def test_a_dead_worker_is_reported_not_raised():
+    class _BrokenPipe:
+        def send(self, message):
+            raise BrokenPipeError
+
+        def recv(self):
+            raise EOFError
+
+    worker = demo.ModelSetWorker(process=None, conn=_BrokenPipe())
+    worker.go()
+    assert not worker.result().success
