@@ -1,0 +1,63 @@
+"""`churn demo --json`, the README's first command without the UI, as a user runs it: shipped
+defaults (the synthetic data set seeded at its default 10,000 customers, the default
+candidate lists, gate and floors), a local storage root and a SQLite MLflow store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import BIN, REPO
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(900)
+def test_demo_json_runs_the_whole_graph_with_the_defaults(tmp_path: Path):
+    """Timeout 900 s: the whole default graph on a busy 2-core machine. The model sets train
+    side by side (regression in a second process): both must come back, and no process of
+    the demo may outlive it."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHURN_")},
+        "CHURN_STORAGE_URL": str(tmp_path / "storage"),
+        "CHURN_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    out_path, err_path = tmp_path / "demo.json", tmp_path / "demo.log"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [str(BIN / "churn"), "demo", "--json"], cwd=REPO, env=env, stdout=out, stderr=err
+        )
+        children: set[int] = set()
+        parent = psutil.Process(proc.pid)
+        while proc.poll() is None:  # note the demo's child processes while it runs
+            with contextlib.suppress(psutil.Error):
+                children |= {c.pid for c in parent.children(recursive=True)}
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+    assert proc.returncode == 0, err_path.read_text()[-3000:]
+    report = json.loads(out_path.read_text())
+    assert report["success"] is True and report.get("error") is None, report.get("error")
+    assert report["dataset"] == "synthetic"
+    for kind in ("classification", "regression"):
+        assert report["models"][kind]["champion"], report["models"][kind]
+    assert report["models"]["classification"]["champion_metrics"]["roc_auc"] > 0.9
+    assert report["deployment"]["promoted"] is True  # nothing was deployed before
+    assert {"raw_transactions", "regression_models", "churn_scores", "drift_report"} <= set(
+        report["assets"]
+    )
+    assert children, "the regression set trains in a second process"
+    assert [pid for pid in children if _alive(pid)] == [], "processes left behind"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
