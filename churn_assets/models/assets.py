@@ -171,8 +171,28 @@ def _train_model_set(
     return dg.Output(value, metadata=metadata)
 
 
+#: Pod resources of a training step when steps run as their own Kubernetes pods
+#: (``k8s_job_executor`` of dagster-k8s); other executors ignore the tag. With the
+#: ``K8sRunLauncher`` alone (one pod per run) the run pod's size in deploy/k8s/values.yaml
+#: applies instead.
+TRAINING_STEP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "2", "memory": "2Gi"},
+                "limits": {"memory": "6Gi"},
+            }
+        }
+    }
+}
+
+
 @dg.asset(
-    retry_policy=STORAGE_RETRY, group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining"
+    retry_policy=STORAGE_RETRY,
+    group_name="models",
+    kinds={"sklearn", "mlflow"},
+    pool="retraining",
+    op_tags=TRAINING_STEP_TAGS,
 )
 def classification_models(
     context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set
@@ -190,7 +210,11 @@ def classification_models(
 
 
 @dg.asset(
-    retry_policy=STORAGE_RETRY, group_name="models", kinds={"sklearn", "mlflow"}, pool="retraining"
+    retry_policy=STORAGE_RETRY,
+    group_name="models",
+    kinds={"sklearn", "mlflow"},
+    pool="retraining",
+    op_tags=TRAINING_STEP_TAGS,
 )
 def regression_models(
     context: dg.AssetExecutionContext, platform: ChurnPlatform, training_set

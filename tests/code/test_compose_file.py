@@ -600,6 +600,21 @@ def test_helm_values_for_the_dagster_chart():
     assert "password:" not in text.lower().replace("postgresql-password", "")
 
 
+def test_training_steps_carry_their_pod_resources():
+    """Under dagster-k8s's ``k8s_job_executor`` every step is its own pod: the two model
+    sets ask for their CPUs and memory through the ``dagster-k8s/config`` op tag."""
+    from churn_assets.definitions import defs
+    from churn_assets.models.assets import TRAINING_STEP_TAGS
+
+    for key in ("classification_models", "regression_models"):
+        config = json.loads(defs.get_assets_def(key).op.tags["dagster-k8s/config"])
+        assert config == TRAINING_STEP_TAGS["dagster-k8s/config"]
+        resources = config["container_config"]["resources"]
+        gib = {k: int(v["memory"].removesuffix("Gi")) for k, v in resources.items()}
+        assert 0 < gib["requests"] <= gib["limits"]
+        assert float(resources["requests"]["cpu"]) >= 1
+
+
 def test_sidecar_manifests(tmp_path):
     docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
     deployment = docs[("Deployment", "churn-serving")]
