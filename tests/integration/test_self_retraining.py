@@ -21,7 +21,13 @@ import pytest
 from churn_assets.lib import deployment as dep
 from churn_assets.lib.generator import generate
 from churn_assets.lib.storage import Storage
-from tests.integration.conftest import Deployed, DevPlatform, own_tmp, running_dev
+from tests.integration.conftest import (
+    Deployed,
+    DevPlatform,
+    dev_environment,
+    own_tmp,
+    running_dev,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +152,62 @@ def dry_run(dev: DevPlatform, kind: str, name: str) -> dict:
     result = out["evaluationResult"]
     assert result["error"] is None, result["error"]
     return result
+
+
+FRESHNESS = """
+{ assetNodes { assetKey { path }
+    internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy {
+      failWindowSeconds warnWindowSeconds } }
+    freshnessStatusInfo { freshnessStatus }
+    automationCondition { label } } }
+"""
+
+
+@pytest.mark.timeout(2400)
+def test_the_ui_shows_freshness_and_automation(deployed_dev: Deployed):
+    """Timeout 2400 s: when this test runs alone it waits for the shared platform's first
+    deployment. The four assets with freshness policies show their windows in the UI, and
+    Dagster's freshness evaluation calls the just-deployed version and its scores fresh;
+    ``churn_scores`` shows its automation condition."""
+    from churn_assets import freshness
+    from churn_assets.lib.freshness import deployment_window, retraining_window
+
+    dev = deployed_dev.dev
+    # the windows the platform derives from its settings: the synthetic data set's horizon
+    # and the test platform's cron (once a year, see conftest.py)
+    cron = dev_environment(dev.home, dev.storage, 0)["CHURN_RETRAINING_CRON"]
+    deployment = deployment_window(
+        freshness.DATA_WINDOW, retraining_window(freshness.cron_interval(cron))
+    )
+
+    def nodes() -> dict[str, dict]:
+        found = dev.query(FRESHNESS)["assetNodes"]
+        return {"/".join(n["assetKey"]["path"]): n for n in found}
+
+    windows = {
+        "raw_transactions": freshness.DATA_WINDOW,
+        "current_features": freshness.DATA_WINDOW,
+        "deployed_model_version": deployment,
+        "churn_scores": deployment,
+    }
+    shown = nodes()
+    for key, window in windows.items():
+        policy = shown[key]["internalFreshnessPolicy"]
+        assert policy == {
+            "failWindowSeconds": window.fail.total_seconds(),
+            "warnWindowSeconds": window.warn.total_seconds(),
+        }, (key, policy)
+    assert shown["training_set"]["internalFreshnessPolicy"] is None
+    assert shown["churn_scores"]["automationCondition"]["label"] == "eager"
+
+    def fresh() -> bool:
+        now = nodes()
+        return all(
+            (now[k]["freshnessStatusInfo"] or {}).get("freshnessStatus") == "HEALTHY"
+            for k in ("deployed_model_version", "churn_scores")
+        )
+
+    dev.wait(fresh, 120, "the deployment's freshness to show as healthy")
 
 
 LAUNCH = """
