@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -34,11 +35,11 @@ def test_demo_json_runs_the_whole_graph_with_the_defaults(tmp_path: Path):
         proc = subprocess.Popen(
             [str(BIN / "churn"), "demo", "--json"], cwd=REPO, env=env, stdout=out, stderr=err
         )
-        children: set[int] = set()
+        children: set[tuple[int, float]] = set()  # (pid, start time): pids get reused
         parent = psutil.Process(proc.pid)
         while proc.poll() is None:  # note the demo's child processes while it runs
             with contextlib.suppress(psutil.Error):
-                children |= {c.pid for c in parent.children(recursive=True)}
+                children |= {(c.pid, c.create_time()) for c in parent.children(recursive=True)}
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
     assert proc.returncode == 0, err_path.read_text()[-3000:]
@@ -53,11 +54,25 @@ def test_demo_json_runs_the_whole_graph_with_the_defaults(tmp_path: Path):
         report["assets"]
     )
     assert children, "the regression set trains in a second process"
-    assert [pid for pid in children if _alive(pid)] == [], "processes left behind"
+    # multiprocessing's resource tracker exits once it sees the demo gone: a moment's grace
+    deadline = time.monotonic() + 10
+    while any(_alive(*c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [_describe(pid) for pid, t in children if _alive(pid, t)]
+    assert left == [], f"processes left behind: {left}"
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: float) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        p = psutil.Process(pid)
+        return p.create_time() == started and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _describe(pid: int) -> str:
+    try:
+        return f"{pid}: {' '.join(psutil.Process(pid).cmdline())}"
+    except psutil.Error:
+        return str(pid)
