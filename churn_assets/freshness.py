@@ -126,7 +126,8 @@ def stale_deployment_alert(
 )
 def stale_deployment_notifier(context: dg.SensorEvaluationContext):
     instance = context.instance
-    pending = first_untrained_input(instance)
+    trained = last_completed_training_record(instance)
+    pending = first_untrained_input(instance, trained)
     if pending is None:
         return dg.SkipReason("every ingested batch has been trained on")
     now = _now()
@@ -145,7 +146,6 @@ def stale_deployment_notifier(context: dg.SensorEvaluationContext):
     event = instance.get_latest_materialization_event(DEPLOYED)
     meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
     version = getattr(meta.get("version"), "value", None)
-    trained = last_completed_training_record(instance)
     trained_at = trained.timestamp if trained else None
     alert = stale_deployment_alert(
         version, waiting, pending.timestamp, trained_at, now, RETRAINING_WINDOW

@@ -40,10 +40,13 @@ def last_completed_training(instance: dg.DagsterInstance) -> int | None:
     return record.storage_id if record else None
 
 
-def first_untrained_input(instance: dg.DagsterInstance) -> dg.EventLogRecord | None:
-    """The earliest input materialization after the last completed training: the data that
-    has been waiting for a retraining since (None: every input has been trained on)."""
-    after = last_completed_training(instance)
+def first_untrained_input(
+    instance: dg.DagsterInstance, trained: dg.EventLogRecord | None
+) -> dg.EventLogRecord | None:
+    """The earliest input materialization after ``trained`` (the last completed training,
+    :func:`last_completed_training_record`): the data that has been waiting for a retraining
+    since (None: every input has been trained on)."""
+    after = trained.storage_id if trained else None
     first: dg.EventLogRecord | None = None
     for key in TRAINING_INPUTS:
         records = instance.fetch_materializations(
