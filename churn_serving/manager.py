@@ -12,7 +12,9 @@ objects do not make full collections stall requests.
 
 A version that fails verification is refused: the current bundle keeps serving, the refusal
 is kept for ``/health`` and counted in ``churn_serving_reload_failures_total``; polling does
-not retry the same refused pointer (a forced reload does). Reloads are serialised by a lock.
+not retry the same refused pointer while the version's files stay as they were (a forced
+reload does). A version whose files change afterwards (a copy or sync that was still under
+way) is verified again. Reloads are serialised by a lock.
 The ``current_features`` table is polled too and swapped in on change (same models).
 
 Right after a version is swapped in, its customer table is answered once (every customer
@@ -180,9 +182,10 @@ class ModelManager:
                 "failed", "nothing_deployed", f"nothing deployed at {self.storage.url()}", None
             )
         version = str(pointer["version"])
-        key = (version, pointer.get("updated_at"))
         if current is not None and current.version == version and not force:
             return self._refresh_customers(current)
+        # the files as they are before loading: a copy that completes meanwhile is retried
+        key = (version, pointer.get("updated_at"), self._version_files(version))
         if not force and key == self._refused_key:
             return {
                 "status": "refused",
@@ -235,6 +238,13 @@ class ModelManager:
             "previous_version": current.version if current else None,
             "degraded_roles": {r: e for r, e in new.role_errors.items() if e},
         }
+
+    def _version_files(self, version: str) -> tuple[Any, ...]:
+        """The version's files as listed now; unreadable counts as unchanged (empty)."""
+        try:
+            return self.storage.fingerprint(dep.version_dir(version))
+        except Exception:  # a listing error is reported by the load itself
+            return ()
 
     def _refresh_customers(self, current: ModelBundle) -> dict[str, Any]:
         try:

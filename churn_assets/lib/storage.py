@@ -70,6 +70,25 @@ class Storage:
             p[len(prefix) :] if p.startswith(prefix) else p for p in found if not self.fs.isdir(p)
         )
 
+    def fingerprint(self, rel: str) -> tuple[tuple[str, Any, Any], ...]:
+        """What the files under ``rel`` are now: (path, size, modification stamp) for each,
+        from one fresh listing. Changes when any file is added, removed or rewritten."""
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)
+        if not self.fs.exists(path):
+            return ()
+        found = self.fs.find(path, detail=True)
+        return tuple(
+            sorted(
+                (
+                    name,
+                    info.get("size"),
+                    info.get("mtime") or info.get("LastModified") or info.get("ETag"),
+                )
+                for name, info in found.items()
+            )
+        )
+
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self._path(rel))
 

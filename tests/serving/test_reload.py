@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -149,6 +151,16 @@ def test_tampered_version_is_refused_and_the_old_one_keeps_serving(private_deplo
             timeout=30,
         )
         assert "reference.parquet: missing" in health["last_refusal"]["error"]
+        failures = metric(client.get("/metrics").text, "churn_serving_reload_failures_total")
+        time.sleep(1.5)  # five polls: the same files are not verified again
+        assert metric(client.get("/metrics").text, "churn_serving_reload_failures_total") == (
+            failures
+        )
+
+        # the file arrives late (a copy or sync still under way): polling alone picks it up
+        versions = d.dataset_dir / "deployments" / "versions"
+        shutil.copy2(versions / v1 / "reference.parquet", versions / missing / "reference.parquet")
+        wait_until(lambda: client.get("/health").json()["version"] == missing or None, timeout=30)
 
         good = add_version(d, from_version=v1)
         wait_until(lambda: client.get("/health").json()["version"] == good or None, timeout=30)
