@@ -7,17 +7,22 @@ requests a retraining run with the reason."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 import yaml
 
+from churn_assets.lib import deployment as dep
 from churn_assets.lib import realized as rz
 from churn_assets.lib.datasets import BUILTIN_DIR
 from churn_assets.lib.generator import generate
 from churn_assets.lib.storage import Storage
+from tests.integration.conftest import BIN, Deployed, DevPlatform, dev_environment, dry_run
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +199,86 @@ def test_snapshots_and_report_on_s3_storage(s3_env):
     assert rz.stored_scoring_cutoff(storage) == dt.date(2024, 7, 10)
     report = rz.evaluate_snapshots(storage, transactions, 30, floor=0.7)
     assert report["status"] == "ok" and report["latest"]["realized"]["roc_auc"] == 1.0
+
+
+REALIZED_MATERIALIZATIONS = """
+{ assetOrError(assetKey: {path: ["realized_performance"]}) {
+    ... on Asset { assetMaterializations(limit: 5) { runId metadataEntries {
+      label
+      ... on FloatMetadataEntry { floatValue }
+      ... on IntMetadataEntry { intValue }
+      ... on BoolMetadataEntry { boolValue }
+      ... on TextMetadataEntry { text } } } } } }
+"""
+
+
+def realized_metadata(dev: DevPlatform, run_id: str) -> dict[str, Any] | None:
+    """What the UI shows for ``realized_performance`` as materialized by ``run_id``."""
+    found = dev.query(REALIZED_MATERIALIZATIONS)["assetOrError"]["assetMaterializations"]
+    for mat in found:
+        if mat["runId"] == run_id:
+            return {
+                e["label"]: next((v for k, v in e.items() if k != "label"), None)
+                for e in mat["metadataEntries"]
+            }
+    return None
+
+
+@pytest.mark.timeout(2400)
+def test_the_ui_shows_realized_performance_after_the_horizon(deployed_dev: Deployed):
+    """The README's walk-through on the shared `churn dev`, which was seeded with
+    ``churn seed --hold-back-days 90``: the first version was trained, deployed and scored at
+    the cut-off 90 days before the end of the history. ``churn seed --land-held-back`` lands
+    the rest; the landing sensor's run measures that scoring snapshot against what the
+    customers then did, and the UI shows the realized figures next to the deployment-time
+    ones. A stationary history neither drifts nor degrades, so nothing retrains. Timeout
+    2400 s: the first test to use the shared platform waits for its first deployment."""
+    dev = deployed_dev.dev
+    assert deployed_dev.bootstrap_status == "SUCCESS", dev.tail()
+    store = Storage(str(dev.storage / "synthetic"))
+    version = dep.read_current(store)["version"]
+    cutoff = rz.stored_scoring_cutoff(store)
+    assert [(s.version, s.cutoff) for s in rz.list_snapshots(store)] == [(version, cutoff)]
+    held = json.loads((dev.storage / "held-back" / "synthetic" / "held-back.json").read_text())
+    assert held["cutoff"] == cutoff.isoformat()
+
+    landing_runs = {r["runId"] for r in dev.runs("churn/trigger", "landing")}
+    retraining_runs = {r["runId"] for r in dev.runs("churn/trigger", "drift")}
+    env = dev_environment(dev.storage.parent, dev.storage, dev.serving_port)
+    out = subprocess.run(
+        [str(BIN / "churn"), "seed", "--land-held-back"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and "landed the held-back" in out.stdout, out.stderr
+
+    def new_landing_run() -> list[dict[str, Any]]:
+        return [r for r in dev.runs("churn/trigger", "landing") if r["runId"] not in landing_runs]
+
+    (run,) = dev.wait(new_landing_run, 300, "the landing run of the held-back days")
+    status = dev.wait(lambda: dev.finished(run["runId"]), 600, "the landing run to end")
+    assert status == "SUCCESS", dev.tail()
+
+    meta = realized_metadata(dev, run["runId"])
+    assert meta is not None, dev.tail()
+    assert meta["status"] == "ok" and meta["verdict"] == "holds", meta
+    assert meta["model_version"] == version and meta["cutoff"] == cutoff.isoformat(), meta
+    assert meta["snapshots_evaluated"] == 1, meta
+    # the scores at the cut-off meet the customers' behaviour over the horizon after it
+    assert 0.8 < meta["realized_roc_auc"] <= 1.0, meta
+    assert meta["deployed_roc_auc"] > 0.8 and abs(meta["roc_auc_drop"]) < 0.05, meta
+    assert 0 < meta["positives"] < meta["n"], meta
+    for key in ("realized_pr_auc", "realized_brier", "realized_value_mae", "realized_value_r2"):
+        assert isinstance(meta[key], float), (key, meta)
+    assert meta["retraining_requested"] is False, meta
+    print(
+        f"\nrealized at {cutoff} ({version}): ROC-AUC {meta['realized_roc_auc']:.4f} "
+        f"(deployed {meta['deployed_roc_auc']:.4f}), PR-AUC {meta['realized_pr_auc']:.4f}, "
+        f"Brier {meta['realized_brier']:.4f}, value R² {meta['realized_value_r2']:.4f}"
+    )
+    # the realized sensor, evaluated now, requests nothing; no drift retraining started
+    again = dry_run(dev, "sensor", "realized_performance_sensor")
+    assert again["runRequests"] == [], again
+    assert {r["runId"] for r in dev.runs("churn/trigger", "drift")} == retraining_runs

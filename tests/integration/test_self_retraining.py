@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     Deployed,
     DevPlatform,
     dev_environment,
+    dry_run,
     own_tmp,
     running_dev,
 )
@@ -118,40 +119,6 @@ def test_drift_in_landing_zone_leads_to_a_decided_retraining(deployed_dev: Deplo
     hourly = dry_run(dev, "schedule", "hourly_retraining")
     assert hourly["runRequests"] == [], hourly
     assert str(hourly["skipReason"]).startswith("no new data since the last completed training")
-
-
-DRY_RUN = """
-mutation DryRun($selector: %(kind)sSelector!) {
-  %(kind_lower)sDryRun(selectorData: $selector%(extra)s) {
-    __typename
-    ... on DryRunInstigationTick { evaluationResult {
-      runRequests { runKey } skipReason error { message } } }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
-def dry_run(dev: DevPlatform, kind: str, name: str) -> dict:
-    """Evaluate a sensor or schedule of the running code location now, as the UI's "Test"
-    button does (nothing is launched): its run requests and skip reason."""
-    title = kind.capitalize()
-    query = DRY_RUN % {
-        "kind": title,
-        "kind_lower": kind,
-        # a schedule is evaluated at a given time; a sensor from a cursor (none: the latest)
-        "extra": f", timestamp: {time.time():f}" if kind == "schedule" else ", cursor: null",
-    }
-    selector = {
-        "repositoryLocationName": "churn_assets",
-        "repositoryName": "__repository__",
-        f"{kind}Name": name,
-    }
-    out = dev.query(query, {"selector": selector})[f"{kind}DryRun"]
-    assert out["__typename"] == "DryRunInstigationTick", out
-    result = out["evaluationResult"]
-    assert result["error"] is None, result["error"]
-    return result
 
 
 FRESHNESS = """

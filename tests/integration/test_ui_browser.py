@@ -29,6 +29,13 @@ GROUPS = "{ assetNodes { groupName } }"
 RUNS = "{ runsOrError { ... on Runs { results { runId status assetSelection { path } } } } }"
 
 
+def metadata_value(table, key: str) -> str:
+    """The value the asset page's metadata table shows for ``key`` (a row is key | timestamp
+    | value; the row is matched by its first cell, not by a nested table's column header)."""
+    row = table.locator(f"xpath=.//tr[normalize-space(td[1])='{key}']")
+    return row.locator("xpath=./td[last()]").inner_text().strip()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     if CHROMIUM is None:
@@ -129,13 +136,9 @@ def test_classification_models_shows_leaderboard_and_champion_metrics(page, depl
     table = page.locator("table").filter(has_text="champion_roc_auc")
     expect(table).to_be_visible()
 
-    def shown(key: str) -> str:
-        row = table.locator("tr").filter(has=page.get_by_text(key, exact=True))
-        return row.locator("td").last.inner_text().strip()  # key | timestamp | value
-
-    assert shown("champion") == champion
+    assert metadata_value(table, "champion") == champion
     for key, value in numeric.items():
-        assert float(shown(key)) == pytest.approx(value, rel=1e-9), key
+        assert float(metadata_value(table, key)) == pytest.approx(value, rel=1e-9), key
 
     # the leaderboard is markdown: the UI opens it as a table in a dialog
     row = table.locator("tr").filter(has=page.get_by_text("leaderboard", exact=True))
@@ -147,3 +150,36 @@ def test_classification_models_shows_leaderboard_and_champion_metrics(page, depl
     champion_row = board.locator("table tbody tr").filter(has_text=f"{champion} (champion)")
     roc_auc = champion_row.locator("td").nth(1).inner_text()  # the roc_auc column
     assert float(roc_auc) == pytest.approx(numeric["champion_roc_auc"], abs=5e-5)
+
+
+LATEST_REALIZED = """
+{ assetOrError(assetKey: {path: ["realized_performance"]}) {
+    ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries {
+      label
+      ... on FloatMetadataEntry { floatValue }
+      ... on TextMetadataEntry { text } } } } } }
+"""
+
+
+@pytest.mark.timeout(2400)
+def test_realized_performance_page_shows_realized_next_to_deployed(page, deployed_dev: Deployed):
+    """After the held-back days landed (``test_realized_performance.py``), the asset page of
+    ``realized_performance`` shows the realized ROC-AUC, PR-AUC and Brier score next to the
+    deployment-time figures. Timeout 2400 s: see above."""
+    from playwright.sync_api import expect
+
+    dev = deployed_dev.dev
+    (mat,) = dev.query(LATEST_REALIZED)["assetOrError"]["assetMaterializations"]
+    meta = {e["label"]: e for e in mat["metadataEntries"]}
+    assert meta["status"]["text"] == "ok", meta
+    numeric = {
+        k: meta[k]["floatValue"]
+        for k in ("realized_roc_auc", "deployed_roc_auc", "realized_pr_auc", "realized_brier")
+    }
+    assert numeric["realized_roc_auc"] > 0.8, numeric
+
+    page.goto("/assets/realized_performance")
+    table = page.locator("table").filter(has_text="realized_roc_auc")
+    expect(table).to_be_visible()
+    for key, value in numeric.items():
+        assert float(metadata_value(table, key)) == pytest.approx(value, rel=1e-9), key
