@@ -5,6 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# Two pytest-xdist workers: the suite waits on service processes (dagster dev's sensor ticks,
+# run launches, servers starting) for about 40% of its wall time on one worker. Tests that
+# share an expensive fixture run in one worker (groups in tests/conftest.py); TEST_WORKERS=0
+# runs everything in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 .PHONY: install system-deps dev test test-fast lint-check demo seed bench lint format clean
 
@@ -46,7 +52,7 @@ lint-check: install  ## ruff lint and format check, as CI runs them
 	$(BIN)/ruff format --check .
 
 test: install lint-check system-deps  ## lint, then the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (no service processes)
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)

@@ -58,8 +58,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Under CI=true, a skip or xfail outside the allow-list fails the run, by name."""
-    if not skip_guard.guard_active():
+    """Under CI=true, a skip or xfail outside the allow-list fails the run, by name (under
+    xdist, in the controller, which receives every worker's reports)."""
+    if not skip_guard.guard_active() or _xdist_worker(session.config):
         return
     bad = skip_guard.unexpected(_SKIPPED, session.config.stash[_ALLOWED])
     if not bad:
@@ -188,6 +189,50 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         _SHARED_DEV.close()
 
 
+#: Under pytest-xdist (``make test`` runs two workers with ``--dist loadgroup``): the group of
+#: the tests that share the one `churn dev`, and the work units sent out first, longest first,
+#: so that both workers end at about the same time. Everything else keeps collection order.
+SHARED_DEV_GROUP = "shared-dev"
+FIRST_GROUPS = (
+    SHARED_DEV_GROUP,
+    "tests/integration/test_production_stack.py",
+    "tests/integration/test_demo_cli.py",
+    "tests/integration/test_self_retraining.py",
+    "serving",
+)
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker process (not in the controller or a plain run)."""
+    return hasattr(config, "workerinput")
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    """The xdist work unit of a test: the tests of the shared `churn dev` together, the
+    sidecar tests (one trained ``deployment`` per session) together, otherwise the module
+    (its module-scoped fixtures are built once)."""
+    if "platform_dev" in item.fixturenames:
+        return SHARED_DEV_GROUP
+    module = item.nodeid.split("::", 1)[0]
+    if module.startswith("tests/serving/"):
+        return "serving"
+    return module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its :func:`xdist_group_of`; on an xdist worker, order the long groups
+    first (the controller sends work units in this order)."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
+    if _xdist_worker(config):
+
+        def rank(item: pytest.Item) -> int:
+            group = xdist_group_of(item)
+            return FIRST_GROUPS.index(group) if group in FIRST_GROUPS else len(FIRST_GROUPS)
+
+        items.sort(key=rank)  # stable: collection order within a rank
+
+
 @pytest.fixture(scope="session", autouse=True)
 def start_shared_platform_early(request: pytest.FixtureRequest) -> None:
     """Start the shared `churn dev` with the session's first test when a later test uses it:
@@ -195,6 +240,8 @@ def start_shared_platform_early(request: pytest.FixtureRequest) -> None:
     processes and sensor ticks) then overlap the tests before it instead of delaying the
     first test that needs it. A failed start is not this test's failure: the error is cached
     by the fixture and reported by the tests that use the platform."""
+    if _xdist_worker(request.config):  # its group is sent first; its worker starts it
+        return
     if not any("platform_dev" in item.fixturenames for item in request.session.items):
         return
     with contextlib.suppress(Exception):  # re-raised where the platform is used

@@ -27,18 +27,22 @@ def test_known_bug():
 """
 
 
-def run_probe(tmp_path: Path, ci: str | None, allowed: list[str]) -> subprocess.CompletedProcess:
-    """Run pytest on PROBE with the platform's hooks, ``CI`` and an allow-list."""
+def run_probe(
+    tmp_path: Path, ci: str | None, allowed: list[str], workers: int = 0
+) -> subprocess.CompletedProcess:
+    """Run pytest on PROBE with the platform's hooks, ``CI`` and an allow-list (with
+    ``workers``, in pytest-xdist workers as ``make test`` runs it)."""
     (tmp_path / "test_probe.py").write_text(PROBE)
     ini = "\n    ".join(allowed)
     (tmp_path / "pytest.ini").write_text(f"[pytest]\nci_allowed_skips =\n    {ini}\n")
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("PYTEST_")}
     env["PYTHONPATH"] = str(REPO)
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # third-party plugins cost seconds each
     if ci is not None:
         env["CI"] = ci
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider"]
+        + (["-p", "xdist", "-n", str(workers), "--dist", "loadgroup"] if workers else [])
         + ["-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path)],
         capture_output=True,
         text=True,
@@ -55,6 +59,15 @@ def test_ci_fails_on_skips_and_names_them(tmp_path):
     assert "2 test(s) skipped or xfailed outside ci_allowed_skips" in done.stdout
     assert "test_probe.py::test_needs_a_service: service absent" in done.stdout
     assert "test_probe.py::test_known_bug: xfail: known bug" in done.stdout
+
+
+def test_ci_fails_on_skips_in_xdist_workers(tmp_path):
+    """The skips of every worker reach the controller, which fails the run once."""
+    done = run_probe(tmp_path, "true", [], workers=2)
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout
+    assert "1 passed, 1 skipped, 1 xfailed" in done.stdout
+    assert done.stdout.count("2 test(s) skipped or xfailed outside ci_allowed_skips") == 1
+    assert "test_probe.py::test_needs_a_service: service absent" in done.stdout
 
 
 def test_outside_ci_skips_pass(tmp_path):
