@@ -12,7 +12,9 @@ deployment-time ones, see :func:`realized_summary`) and ``error`` (null on succe
 passing: the generated history lands without its last ``horizon_days``, the graph trains,
 deploys and scores at that earlier cut-off, then the rest lands and the landing job
 (ingestion → features → drift → realized performance) measures the scores against what the
-customers did; the report then also has ``simulation``.
+customers did; the report then also has ``simulation``. On another transaction data set
+read from files (e.g. ``online_retail``) the same runs on a copy of its files cut one horizon
+before their end, in the run's storage (:func:`run_source_horizon_demo`).
 """
 
 from __future__ import annotations
@@ -134,7 +136,9 @@ def run_demo(
     """Run raw → features (and whatever the graph holds) on ``dataset``; return the report.
 
     ``simulate_horizon`` (default: ``CHURN_DEMO_SIMULATE_HORIZON``) runs
-    :func:`run_horizon_demo` instead when the synthetic landing zone is empty."""
+    :func:`run_horizon_demo` instead when the synthetic landing zone is empty, and
+    :func:`run_source_horizon_demo` on another transaction data set whose storage holds no
+    deployment or scores yet."""
     skip_exit_collection()
     _import_skops()
     import dagster as dg
@@ -150,6 +154,12 @@ def run_demo(
     settings = get_settings()
     if simulate_horizon is None:
         simulate_horizon = _truthy(os.environ.get(SIMULATE_ENV))
+    if simulate_horizon and cfg.name != "synthetic":
+        refusal = source_simulation_refusal(cfg, settings)
+        if refusal is None:
+            return run_source_horizon_demo(dataset, log=log)
+        if log:
+            log(f"{refusal}: no simulation, the graph runs on the data as it is")
     seed_url = None
     if cfg.name == "synthetic" and (seed_if_empty or simulate_horizon):
         url = join_url(settings.resolved_landing_url, "synthetic")
@@ -450,22 +460,148 @@ def run_horizon_demo(
         instance=instance, raise_on_error=False
     )
     second_seconds = time.perf_counter() - started
-    report = _report(cfg, settings, first, first_seconds)
-    later_report = _report(cfg, settings, second, second_seconds)
-    report["success"] = first.success and second.success
-    report["seconds"] = round(first_seconds + second_seconds, 2)
+    return _simulation_report(
+        cfg,
+        settings,
+        (first, first_seconds),
+        (second, second_seconds),
+        {
+            "scored_at_cutoff": cutoff.isoformat(),
+            "history": [summary.start.isoformat(), summary.end.isoformat()],
+            "landed_first": before,
+            "landed_later": later,
+        },
+    )
+
+
+def _simulation_report(
+    cfg: Any,
+    settings: Any,
+    first: tuple[Any, float],
+    second: tuple[Any, float],
+    simulation: dict[str, Any],
+) -> dict[str, Any]:
+    """The report of a simulated horizon: the first run's report (trained, deployed and
+    scored at the earlier cut-off) with the second run's ``realized`` figures, and
+    ``simulation`` (what landed when, and the second run as ``outcomes_run``)."""
+    report = _report(cfg, settings, *first)
+    later_report = _report(cfg, settings, *second)
+    report["success"] = first[0].success and second[0].success
+    report["seconds"] = round(first[1] + second[1], 2)
     report["realized"] = later_report["realized"]
     report["error"] = report["error"] or later_report["error"]
     report["simulation"] = {
-        "scored_at_cutoff": cutoff.isoformat(),
-        "history": [summary.start.isoformat(), summary.end.isoformat()],
-        "landed_first": before,
-        "landed_later": later,
+        **simulation,
         "outcomes_run": {
             k: later_report[k] for k in ("success", "seconds", "assets", "checks", "error")
         },
     }
     return report
+
+
+def source_simulation_refusal(cfg: Any, settings: Any) -> str | None:
+    """Why a horizon cannot be simulated on the file-based data set ``cfg``, or None: it
+    needs transaction labels, and storage without a deployment or scoring snapshots of the
+    data set (a model deployed before might have been trained on the very outcomes the
+    simulation measures, and the gate could keep it over the simulation's model)."""
+    from churn_assets.lib import deployment as dep
+    from churn_assets.lib import realized as rz
+    from churn_assets.lib.settings import join_url
+    from churn_assets.lib.storage import Storage
+
+    if cfg.transactions is None or cfg.labels.source != "transactions":
+        return f"data set '{cfg.name}' takes its labels from columns: no horizon to wait for"
+    url = join_url(settings.resolved_storage_url, cfg.name)
+    storage = Storage(url, settings.storage_options(url))
+    if dep.read_current(storage) is not None or rz.list_snapshots(storage):
+        return f"{url} already holds a deployment or scores of '{cfg.name}'"
+    return None
+
+
+def run_source_horizon_demo(
+    dataset: str, *, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Simulate time passing on a transaction data set read from files (e.g.
+    ``online_retail``, or a user's own config), without touching its files.
+
+    The source is copied into ``<storage>/<data set>/horizon-simulation/`` cut at the
+    latest cut-off whose whole horizon the data covers (``last day + 1 - horizon_days``: the
+    scores are then measured on a full horizon of real outcomes, and the model trains on as
+    much history as that allows); a derived config reads the copy and trains at the
+    configured cut-off when its labels end by then, else one horizon earlier
+    (:func:`~churn_assets.lib.realized.simulation_cutoffs`). The whole graph runs on the
+    copy (trains, deploys, scores at the cut-off and keeps the snapshot), the held-back rows
+    land, and the landing job (ingestion → features → drift → realized performance)
+    measures the scores. Neither the training labels nor any feature come from the horizon
+    the scores are measured on: those transactions are not in storage until the model is
+    deployed and the snapshot written. Returns the report of :func:`_simulation_report`."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import dagster as dg
+    import yaml
+
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.lib import realized as rz
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.settings import get_settings, join_url
+    from churn_assets.resources import ChurnPlatform
+
+    cfg = load_dataset_config(dataset)
+    settings = get_settings()
+    stage = join_url(settings.resolved_storage_url, cfg.name, rz.SIMULATION_DIR)
+    stage_opts = settings.storage_options(stage)
+    split = rz.split_sources(
+        cfg,
+        join_url(settings.resolved_landing_url, cfg.name),
+        stage,
+        storage_options=settings.storage_options(settings.resolved_landing_url),
+        stage_options=stage_opts,
+    )
+    horizon = cfg.labels.horizon_days
+    tmp = Path(tempfile.mkdtemp(prefix="churn-horizon-"))
+    try:
+        derived = tmp / f"{cfg.name}.yaml"
+        derived.write_text(yaml.safe_dump(split.config, sort_keys=False))
+        path = str(derived)
+        defs = build_definitions(ChurnPlatform(dataset=path), ChurnIOManager(dataset=path))
+        instance = dg.DagsterInstance.ephemeral()
+        if log:
+            log(
+                f"landed {split.history[0]} to {split.cutoff} of '{cfg.name}' into {stage} "
+                f"(the last {horizon} days held back); training at {split.training_cutoff}, "
+                "deploying and scoring at the cut-off ..."
+            )
+        started = time.perf_counter()
+        first = execute_graph(defs, instance, lambda: ModelSetWorker.start(path))
+        first_seconds = time.perf_counter() - started
+        later = rz.land_held_back(split, stage_opts)
+        if log:
+            log(f"landed {split.cutoff} to {split.history[1]}: the outcomes; measuring ...")
+        started = time.perf_counter()
+        second = defs.get_job_def("ingest_features_drift").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        second_seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _simulation_report(
+        cfg,
+        settings,
+        (first, first_seconds),
+        (second, second_seconds),
+        {
+            "scored_at_cutoff": split.cutoff.isoformat(),
+            "trained_at_cutoff": split.training_cutoff.isoformat(),
+            "history": [split.history[0].isoformat(), split.history[1].isoformat()],
+            "source_copy": split.landing_url,
+            "landed_first": split.landed_first,
+            "landed_later": split.held_back,
+            "landed_files": later,
+        },
+    )
 
 
 def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, Any]:

@@ -579,3 +579,215 @@ def land_history_holding_back(
     cutoff = summary.end - dt.timedelta(days=hold_back_days)
     landed = land_window(stage_root, landing_root, end=cutoff, storage_options=storage_options)
     return summary, cutoff, landed
+
+
+# ------------------------------------------------- simulating time on a data set's files
+
+#: Where a simulation keeps its copy of a file-based data set, under the data set's storage.
+SIMULATION_DIR = "horizon-simulation"
+
+
+@dataclass(frozen=True)
+class SourceSplit:
+    """A file-based data set cut in two at ``cutoff`` (see :func:`split_sources`): the copy
+    the platform reads (``landing_url``: what happened before ``cutoff``), the rest waiting
+    under ``held_back_url``, and the config that reads the copy."""
+
+    cutoff: dt.date
+    training_cutoff: dt.date
+    history: tuple[dt.date, dt.date]
+    landing_url: str
+    held_back_url: str
+    config: dict[str, Any]
+    landed_first: dict[str, int]
+    held_back: dict[str, int]
+
+
+def simulation_cutoffs(
+    last_day: dt.date, horizon_days: int, configured: dt.date | None
+) -> tuple[dt.date, dt.date]:
+    """The scoring cut-off and the training cut-off of a simulated horizon on data whose last
+    transaction is on ``last_day``.
+
+    Scoring cut-off: the latest one whose whole horizon the data covers (``last_day + 1 -
+    horizon``, :func:`~churn_assets.lib.features.default_cutoff` of the full data). Later, the
+    outcomes would be cut short (churn overstated); earlier, the model would train on less
+    history for nothing. Training cut-off: the configured one when its label horizon ends by
+    the scoring cut-off, else one horizon before the scoring cut-off (the configured cut-off
+    is usually picked for the full data, and its labels would then reach into the very window
+    the scores are measured on). Either way the model's labels end before the scores' horizon
+    starts, and it never sees a transaction from that horizon."""
+    cutoff = last_day + dt.timedelta(days=1) - dt.timedelta(days=horizon_days)
+    latest_training = cutoff - dt.timedelta(days=horizon_days)
+    training = configured if configured is not None and configured <= latest_training else None
+    return cutoff, training or latest_training
+
+
+def _source_frames(
+    spec: Any, landing_url: str, storage_options: dict[str, Any]
+) -> list[tuple[str, pl.DataFrame, bool]]:
+    """Every file of a source as (name, frame, is_parquet): CSV as strings, every column kept."""
+    import io
+
+    import fsspec
+
+    from churn_assets.lib.ingest import list_source_files, resolve_source
+
+    out = []
+    for url in list_source_files(resolve_source(spec, landing_url), storage_options):
+        with fsspec.open(url, "rb", **storage_options) as f:
+            data = f.read()
+        name = url.rsplit("/", 1)[-1]
+        is_parquet = spec.format == "parquet" or (
+            spec.format == "auto" and name.lower().endswith((".parquet", ".pq"))
+        )
+        if not data.strip():
+            continue
+        if is_parquet:
+            frame = pl.read_parquet(io.BytesIO(data))
+        else:
+            frame = pl.read_csv(
+                io.StringIO(data.decode(spec.encoding)),
+                infer_schema=False,
+                separator=spec.separator,
+            )
+            frame.columns = [c.strip() for c in frame.columns]
+        out.append((name, frame, is_parquet))
+    return out
+
+
+def _as_time(frame: pl.DataFrame, column: str, kind: str, fmt: str | None) -> pl.Series:
+    """``column`` of a raw frame as datetimes, parsed like ingestion does (bad values null)."""
+    from churn_assets.lib.ingest import parse_expr
+
+    dtype = frame.schema[column]
+    if dtype == pl.Date:
+        return frame[column].cast(pl.Datetime("us"))
+    if isinstance(dtype, pl.Datetime):
+        return frame[column].dt.replace_time_zone(None).cast(pl.Datetime("us"))
+    parsed = frame.select(parse_expr(column, None, kind, fmt).alias(column))[column]
+    return parsed.cast(pl.Datetime("us"))
+
+
+def _write_part(
+    frame: pl.DataFrame, url: str, is_parquet: bool, separator: str, options: dict
+) -> None:
+    import fsspec
+
+    with fsspec.open(url, "wb", **options) as f:
+        if is_parquet:
+            frame.write_parquet(f, compression="zstd")
+        else:
+            frame.write_csv(f, separator=separator)
+
+
+def split_sources(
+    cfg: Any,
+    landing_url: str,
+    stage_url: str,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    stage_options: dict[str, Any] | None = None,
+) -> SourceSplit:
+    """Copy a file-based transaction data set (``cfg``, its relative paths under
+    ``landing_url``) into ``stage_url`` cut at the scoring cut-off of
+    :func:`simulation_cutoffs`: ``<stage>/landing/<table>/`` gets the transactions before it
+    (and rows without a readable timestamp: ingestion quarantines them as it would) and the
+    customers who signed up before it (or without a signup date); the rest waits under
+    ``<stage>/held-back/<table>/`` until :func:`land_held_back`. The source files are only
+    read. ``config`` is ``cfg`` reading the copy, with the training cut-off: a data set
+    config as a plain dict (CSV copies are UTF-8, columns and separator as in the source)."""
+    import fsspec
+
+    if cfg.transactions is None or cfg.labels.source != "transactions":
+        raise ValueError(f"data set '{cfg.name}' has no transaction labels to wait for")
+    storage_options = storage_options or {}
+    stage_options = stage_options or {}
+    stage = stage_url.rstrip("/")
+    fs, root = fsspec.core.url_to_fs(stage, **stage_options)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    t = cfg.transactions
+    tx_files = _source_frames(t, landing_url, storage_options)
+    times = [
+        _as_time(frame, t.timestamp, "datetime", t.timestamp_format) for _, frame, _ in tx_files
+    ]
+    stamps = [s.drop_nulls() for s in times]
+    known = [s for s in stamps if len(s)]
+    if not known:
+        raise ValueError(f"data set '{cfg.name}': no readable transaction timestamps")
+    first_day = min(s.min() for s in known).date()
+    last_day = max(s.max() for s in known).date()
+    horizon = cfg.labels.horizon_days
+    cutoff, training = simulation_cutoffs(last_day, horizon, cfg.labels.cutoff)
+    if training <= first_day:
+        raise ValueError(
+            f"data set '{cfg.name}': {first_day} to {last_day} is too short to train and then "
+            f"wait {horizon} days (two horizons of data after the first transaction needed)"
+        )
+    bound = dt.datetime.combine(cutoff, dt.time())
+    landed = {"transactions": 0, "customers": 0}
+    later = {"transactions": 0, "customers": 0}
+
+    def split(table: str, files: list, when: list[pl.Series], separator: str) -> None:
+        for i, ((name, frame, is_parquet), ts) in enumerate(zip(files, when, strict=True)):
+            after = ts.is_not_null() & (ts >= bound)
+            suffix = "parquet" if is_parquet else "csv"
+            part = f"{i:04d}-{name.rsplit('.', 1)[0]}.{suffix}"
+            for where, prefix, rows, counts in (
+                ("landing", "batch-0000-", frame.filter(~after), landed),
+                ("held-back", "", frame.filter(after), later),
+            ):
+                fs.makedirs(f"{root}/{where}/{table}", exist_ok=True)
+                if rows.height:
+                    url = f"{stage}/{where}/{table}/{prefix}{part}"
+                    _write_part(rows, url, is_parquet, separator, stage_options)
+                    counts[table] += rows.height
+
+    split("transactions", tx_files, times, t.separator)
+    config = cfg.model_dump(mode="json")
+    config["transactions"].update(path=f"{stage}/landing/transactions", encoding="utf-8")
+    if cfg.customers is not None:
+        c = cfg.customers
+        cust_files = _source_frames(c, landing_url, storage_options)
+        if c.signup_date is not None:
+            sd = c.signup_date
+            kind = "date" if sd.type == "date" else "datetime"
+            signups = [_as_time(frame, sd.raw, kind, sd.format) for _, frame, _ in cust_files]
+        else:
+            signups = [
+                pl.Series([None] * frame.height, dtype=pl.Datetime("us"))
+                for _, frame, _ in cust_files
+            ]
+        split("customers", cust_files, signups, c.separator)
+        config["customers"].update(path=f"{stage}/landing/customers", encoding="utf-8")
+    config["labels"]["cutoff"] = training.isoformat()
+    config["description"] = (
+        f"{cfg.description} [horizon simulation: data before {cutoff} first, trained at "
+        f"{training}]".strip()
+    )
+    return SourceSplit(
+        cutoff=cutoff,
+        training_cutoff=training,
+        history=(first_day, last_day + dt.timedelta(days=1)),
+        landing_url=f"{stage}/landing",
+        held_back_url=f"{stage}/held-back",
+        config=config,
+        landed_first=landed,
+        held_back=later,
+    )
+
+
+def land_held_back(split: SourceSplit, stage_options: dict[str, Any] | None = None) -> list[str]:
+    """Move the held-back files of a :func:`split_sources` copy into the copy the platform
+    reads (as ``batch-0001-…``): the customers' outcomes arrive. Returns the files landed."""
+    import fsspec
+
+    fs, held = fsspec.core.url_to_fs(split.held_back_url, **(stage_options or {}))
+    _, landing = fsspec.core.url_to_fs(split.landing_url, **(stage_options or {}))
+    moved = []
+    for path in sorted(p for p in fs.find(held) if not fs.isdir(p)):
+        table, name = path.rstrip("/").split("/")[-2:]
+        fs.mv(path, f"{landing}/{table}/batch-0001-{name}")
+        moved.append(f"{table}/batch-0001-{name}")
+    return moved
