@@ -54,7 +54,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         why = str(report.longrepr[2]).removeprefix("Skipped: ")
     else:
         why = str(report.longrepr)
-    _SKIPPED[report.nodeid] = why
+    _SKIPPED[skip_guard.plain_nodeid(report.nodeid)] = why
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -219,6 +219,7 @@ def xdist_group_of(item: pytest.Item) -> str:
     return module
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (in a worker)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its :func:`xdist_group_of`; on an xdist worker, order the long groups
     first (the controller sends work units in this order)."""

@@ -31,6 +31,12 @@ def parse_allow_list(lines: list[str]) -> list[Allowed]:
     return entries
 
 
+def plain_nodeid(nodeid: str) -> str:
+    """The node id without the ``@<group>`` suffix pytest-xdist's ``--dist loadgroup`` adds."""
+    base, sep, group = nodeid.rpartition("@")
+    return base if sep and "::" in base and "::" not in group and "]" not in group else nodeid
+
+
 def is_allowed(nodeid: str, allowed: list[Allowed]) -> bool:
     return any(fnmatch.fnmatchcase(nodeid, a.pattern) for a in allowed)
 

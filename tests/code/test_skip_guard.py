@@ -70,6 +70,13 @@ def test_ci_fails_on_skips_in_xdist_workers(tmp_path):
     assert "test_probe.py::test_needs_a_service: service absent" in done.stdout
 
 
+def test_group_suffix_is_not_part_of_the_node_id():
+    assert skip_guard.plain_nodeid("t.py::test_a@tests/t.py") == "t.py::test_a"
+    assert skip_guard.plain_nodeid("t.py::test_a[x@y]@shared-dev") == "t.py::test_a[x@y]"
+    assert skip_guard.plain_nodeid("t.py::test_a[x@y]") == "t.py::test_a[x@y]"
+    assert skip_guard.plain_nodeid("t.py::test_a") == "t.py::test_a"
+
+
 def test_outside_ci_skips_pass(tmp_path):
     done = run_probe(tmp_path, None, [])
     assert done.returncode == pytest.ExitCode.OK, done.stdout
