@@ -87,3 +87,36 @@ def test_unreachable_s3_is_a_clear_error(tmp_path, monkeypatch):
     text = err.message + (err.cause.message if err.cause else "")
     # the error names the endpoint that could not be reached, so the fix is obvious
     assert f'Could not connect to the endpoint URL: "{endpoint}/' in text, text
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_fingerprint_changes_with_the_files_and_only_then(where, s3_env, tmp_path):
+    """``Storage.fingerprint`` (how the sidecar tells a refused version whose files changed
+    from one that did not) on a local directory and on S3: stable while nothing changes;
+    changed by a file added, rewritten with another size, or removed; empty for no folder."""
+    import os
+
+    from churn_assets.lib.storage import Storage
+
+    if where == "s3":
+        s3_env().create_bucket(Bucket="churn-fp")
+        store = Storage(
+            "s3://churn-fp/root",
+            {"client_kwargs": {"endpoint_url": os.environ["CHURN_S3_ENDPOINT_URL"]}},
+        )
+    else:
+        store = Storage(str(tmp_path / "root"))
+    assert store.fingerprint("v1") == ()
+    store.write_bytes("v1/manifest.json", b"{}")
+    first = store.fingerprint("v1")
+    assert len(first) == 1 and first[0][0].endswith("v1/manifest.json") and first[0][1] == 2
+    assert store.fingerprint("v1") == first  # a second listing of the same files
+
+    store.write_bytes("v1/model.onnx", b"0123")
+    added = store.fingerprint("v1")
+    assert added != first and len(added) == 2
+    store.write_bytes("v1/model.onnx", b"012345")
+    rewritten = store.fingerprint("v1")
+    assert rewritten != added and sorted(e[1] for e in rewritten) == [2, 6]
+    store.delete("v1/model.onnx")
+    assert len(store.fingerprint("v1")) == 1
