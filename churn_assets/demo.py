@@ -178,11 +178,11 @@ def run_demo(
     defs = build_definitions(ChurnPlatform(dataset=dataset), ChurnIOManager(dataset=dataset))
     if log:
         log(f"materializing the asset graph on data set '{cfg.name}' ...")
-    started = time.perf_counter()
-    result = execute_graph(
-        defs, dg.DagsterInstance.ephemeral(), lambda: ModelSetWorker.start(dataset)
+    result, seconds = _timed(
+        lambda: execute_graph(
+            defs, dg.DagsterInstance.ephemeral(), lambda: ModelSetWorker.start(dataset)
+        )
     )
-    seconds = time.perf_counter() - started
     return _report(cfg, settings, result, seconds)
 
 
@@ -445,32 +445,42 @@ def run_horizon_demo(
                 f"landed {summary.start} to {cutoff} (the last {horizon} days held back); "
                 "training, deploying and scoring at that cut-off ..."
             )
-        started = time.perf_counter()
-        first = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, raise_on_error=False
+        first = _timed(
+            lambda: defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, raise_on_error=False
+            )
         )
-        first_seconds = time.perf_counter() - started
         later = land_window(stage, url, start=cutoff, batch_name="batch-0001", storage_options=opts)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if log:
         log(f"landed {cutoff} to {summary.end}: the customers' outcomes; measuring ...")
-    started = time.perf_counter()
-    second = defs.get_job_def("ingest_features_drift").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
-    second_seconds = time.perf_counter() - started
+    second = _timed(lambda: _run_landing_job(defs, instance))
     return _simulation_report(
         cfg,
         settings,
-        (first, first_seconds),
-        (second, second_seconds),
+        first,
+        second,
         {
             "scored_at_cutoff": cutoff.isoformat(),
             "history": [summary.start.isoformat(), summary.end.isoformat()],
             "landed_first": before,
             "landed_later": later,
         },
+    )
+
+
+def _timed(run: Callable[[], Any]) -> tuple[Any, float]:
+    """``run()``'s result and its wall seconds."""
+    started = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - started
+
+
+def _run_landing_job(defs: Any, instance: Any) -> Any:
+    """The landing job (ingestion → features → drift → realized performance), in process."""
+    return defs.get_job_def("ingest_features_drift").execute_in_process(
+        instance=instance, raise_on_error=False
     )
 
 
@@ -574,24 +584,18 @@ def run_source_horizon_demo(
                 f"(the last {horizon} days held back); training at {split.training_cutoff}, "
                 "deploying and scoring at the cut-off ..."
             )
-        started = time.perf_counter()
-        first = execute_graph(defs, instance, lambda: ModelSetWorker.start(path))
-        first_seconds = time.perf_counter() - started
+        first = _timed(lambda: execute_graph(defs, instance, lambda: ModelSetWorker.start(path)))
         later = rz.land_held_back(split, stage_opts)
         if log:
             log(f"landed {split.cutoff} to {split.history[1]}: the outcomes; measuring ...")
-        started = time.perf_counter()
-        second = defs.get_job_def("ingest_features_drift").execute_in_process(
-            instance=instance, raise_on_error=False
-        )
-        second_seconds = time.perf_counter() - started
+        second = _timed(lambda: _run_landing_job(defs, instance))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _simulation_report(
         cfg,
         settings,
-        (first, first_seconds),
-        (second, second_seconds),
+        first,
+        second,
         {
             "scored_at_cutoff": split.cutoff.isoformat(),
             "trained_at_cutoff": split.training_cutoff.isoformat(),
