@@ -52,6 +52,18 @@ query Runs($tag: String!, $value: String!) {
 }
 """
 
+MATERIALIZATIONS = """
+query Materializations($path: [String!]!, $limit: Int!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations(limit: $limit) { runId metadataEntries {
+      label
+      ... on FloatMetadataEntry { floatValue }
+      ... on IntMetadataEntry { intValue }
+      ... on BoolMetadataEntry { boolValue }
+      ... on TextMetadataEntry { text }
+      ... on MarkdownMetadataEntry { mdStr } } } } } }
+"""
+
 
 class Webhook:
     """A loopback HTTP server recording every JSON body posted to it."""
@@ -107,6 +119,21 @@ class DevPlatform:
 
     def query(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.client()._execute(query, variables)
+
+    def materializations(self, asset: str, limit: int = 1) -> list[tuple[str, dict[str, Any]]]:
+        """The asset's newest materializations as the UI reads them: (run id, {label: value})
+        (float, int, bool, text and markdown entries)."""
+        found = self.query(MATERIALIZATIONS, {"path": [asset], "limit": limit})
+        return [
+            (
+                mat["runId"],
+                {
+                    e["label"]: next((v for k, v in e.items() if k != "label"), None)
+                    for e in mat["metadataEntries"]
+                },
+            )
+            for mat in found["assetOrError"]["assetMaterializations"]
+        ]
 
     def runs(self, tag: str, value: str) -> list[dict[str, Any]]:
         return self.query(RUNS_BY_TAG, {"tag": tag, "value": value})["runsOrError"]["results"]

@@ -22,7 +22,7 @@ from churn_assets.lib import realized as rz
 from churn_assets.lib.datasets import BUILTIN_DIR
 from churn_assets.lib.generator import generate
 from churn_assets.lib.storage import Storage
-from tests.integration.conftest import BIN, Deployed, DevPlatform, dev_environment, dry_run
+from tests.integration.conftest import BIN, Deployed, dev_environment, dry_run
 
 pytestmark = pytest.mark.integration
 
@@ -201,29 +201,6 @@ def test_snapshots_and_report_on_s3_storage(s3_env):
     assert report["status"] == "ok" and report["latest"]["realized"]["roc_auc"] == 1.0
 
 
-REALIZED_MATERIALIZATIONS = """
-{ assetOrError(assetKey: {path: ["realized_performance"]}) {
-    ... on Asset { assetMaterializations(limit: 5) { runId metadataEntries {
-      label
-      ... on FloatMetadataEntry { floatValue }
-      ... on IntMetadataEntry { intValue }
-      ... on BoolMetadataEntry { boolValue }
-      ... on TextMetadataEntry { text } } } } } }
-"""
-
-
-def realized_metadata(dev: DevPlatform, run_id: str) -> dict[str, Any] | None:
-    """What the UI shows for ``realized_performance`` as materialized by ``run_id``."""
-    found = dev.query(REALIZED_MATERIALIZATIONS)["assetOrError"]["assetMaterializations"]
-    for mat in found:
-        if mat["runId"] == run_id:
-            return {
-                e["label"]: next((v for k, v in e.items() if k != "label"), None)
-                for e in mat["metadataEntries"]
-            }
-    return None
-
-
 @pytest.mark.timeout(2400)
 def test_the_ui_shows_realized_performance_after_the_horizon(deployed_dev: Deployed):
     """The README's walk-through on the shared `churn dev`, which was seeded with
@@ -261,8 +238,9 @@ def test_the_ui_shows_realized_performance_after_the_horizon(deployed_dev: Deplo
     status = dev.wait(lambda: dev.finished(run["runId"]), 600, "the landing run to end")
     assert status == "SUCCESS", dev.tail()
 
-    meta = realized_metadata(dev, run["runId"])
-    assert meta is not None, dev.tail()
+    found = [m for r, m in dev.materializations("realized_performance", 5) if r == run["runId"]]
+    assert found, dev.tail()
+    meta = found[0]
     assert meta["status"] == "ok" and meta["verdict"] == "holds", meta
     assert meta["model_version"] == version and meta["cutoff"] == cutoff.isoformat(), meta
     assert meta["snapshots_evaluated"] == 1, meta

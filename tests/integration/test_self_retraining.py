@@ -36,20 +36,12 @@ ALL_RUNS = """
 { runsOrError { ... on Runs { results { runId jobName status startTime endTime
   tags { key value } } } } }
 """
-DEPLOYMENTS = """
-{ assetOrError(assetKey: {path: ["deployed_model_version"]}) {
-    ... on Asset { assetMaterializations(limit: 50) { runId metadataEntries {
-      label
-      ... on BoolMetadataEntry { boolValue }
-      ... on TextMetadataEntry { text } } } } } }
-"""
 
 
 def deployment_of_run(dev: DevPlatform, run_id: str) -> dict:
     """The metadata of the `deployed_model_version` materialization of ``run_id``."""
-    mats = dev.query(DEPLOYMENTS)["assetOrError"]["assetMaterializations"]
-    (mat,) = [m for m in mats if m["runId"] == run_id]
-    return {e["label"]: e.get("boolValue", e.get("text")) for e in mat["metadataEntries"]}
+    (meta,) = [m for run, m in dev.materializations("deployed_model_version", 50) if run == run_id]
+    return meta
 
 
 def served_version(dev: DevPlatform) -> str | None:

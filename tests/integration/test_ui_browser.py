@@ -17,14 +17,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CHROMIUM = shutil.which("chromium")
 NEWSLETTER = "Join the Dagster community"
-LATEST_CLASSIFICATION = """
-{ assetOrError(assetKey: {path: ["classification_models"]}) {
-    ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries {
-      label
-      ... on FloatMetadataEntry { floatValue }
-      ... on TextMetadataEntry { text }
-      ... on MarkdownMetadataEntry { mdStr } } } } } }
-"""
 GROUPS = "{ assetNodes { groupName } }"
 RUNS = "{ runsOrError { ... on Runs { results { runId status assetSelection { path } } } } }"
 
@@ -122,14 +114,12 @@ def test_classification_models_shows_leaderboard_and_champion_metrics(page, depl
     from playwright.sync_api import expect
 
     dev = deployed_dev.dev
-    (mat,) = dev.query(LATEST_CLASSIFICATION)["assetOrError"]["assetMaterializations"]
-    meta = {e["label"]: e for e in mat["metadataEntries"]}
-    champion = meta["champion"]["text"]
-    numeric = {k: e["floatValue"] for k, e in meta.items() if k.startswith("champion_")}
+    ((_, meta),) = dev.materializations("classification_models")
+    champion = meta["champion"]
+    numeric = {k: v for k, v in meta.items() if k.startswith("champion_") and k != "champion"}
     assert {"champion_roc_auc", "champion_pr_auc", "champion_brier"} <= set(numeric)
-    board_rows = [
-        line.split("|")[1].strip() for line in meta["leaderboard"]["mdStr"].splitlines()[2:]
-    ]
+    assert all(isinstance(v, float) for v in numeric.values()), numeric
+    board_rows = [line.split("|")[1].strip() for line in meta["leaderboard"].splitlines()[2:]]
     assert f"{champion} (champion)" in board_rows and len(board_rows) >= 3, board_rows
 
     page.goto("/assets/classification_models")
@@ -152,15 +142,6 @@ def test_classification_models_shows_leaderboard_and_champion_metrics(page, depl
     assert float(roc_auc) == pytest.approx(numeric["champion_roc_auc"], abs=5e-5)
 
 
-LATEST_REALIZED = """
-{ assetOrError(assetKey: {path: ["realized_performance"]}) {
-    ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries {
-      label
-      ... on FloatMetadataEntry { floatValue }
-      ... on TextMetadataEntry { text } } } } } }
-"""
-
-
 @pytest.mark.timeout(2400)
 def test_realized_performance_page_shows_realized_next_to_deployed(page, deployed_dev: Deployed):
     """After the held-back days landed (``test_realized_performance.py``), the asset page of
@@ -169,13 +150,13 @@ def test_realized_performance_page_shows_realized_next_to_deployed(page, deploye
     from playwright.sync_api import expect
 
     dev = deployed_dev.dev
-    (mat,) = dev.query(LATEST_REALIZED)["assetOrError"]["assetMaterializations"]
-    meta = {e["label"]: e for e in mat["metadataEntries"]}
-    assert meta["status"]["text"] == "ok", meta
+    ((_, meta),) = dev.materializations("realized_performance")
+    assert meta["status"] == "ok", meta
     numeric = {
-        k: meta[k]["floatValue"]
+        k: meta[k]
         for k in ("realized_roc_auc", "deployed_roc_auc", "realized_pr_auc", "realized_brier")
     }
+    assert all(isinstance(v, float) for v in numeric.values()), numeric
     assert numeric["realized_roc_auc"] > 0.8, numeric
 
     page.goto("/assets/realized_performance")
