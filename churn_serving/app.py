@@ -53,7 +53,7 @@ from starlette.concurrency import run_in_threadpool
 from churn_serving.inference_log import InferenceLogger
 from churn_serving.manager import ModelManager
 from churn_serving.metrics import MetricsMiddleware, ServingMetrics
-from churn_serving.model import LEVELS, NO_VALUE_MODEL, ChainResult, ModelBundle
+from churn_serving.model import LEVELS, NO_VALUE_MODEL, ChainResult, CustomerTable, ModelBundle
 from churn_serving.schema import RequestError, parse_request
 from churn_serving.settings import ServingSettings
 
@@ -210,16 +210,14 @@ def _parse(body: bytes, max_records: int) -> Any:
     return parse_request(payload, max_records)
 
 
-def encode_answer(
-    request_id: str,
-    version: str,
+def prediction_dicts(
     ids: list[str | None],
     r: ChainResult,
+    version: str,
     has_value_model: bool,
     per_record: dict[int, dict[str, str]],
-) -> bytes:
-    """The JSON answer: ``{"request_id", "model_version", "count", "predictions": [...]}``
-    with one object per record (in request order)."""
+) -> list[dict[str, Any]]:
+    """One answer object per record (in request order); see :class:`Prediction`."""
     n = len(ids)
     pairs = _LEVEL_PAIRS  # (fallback level, levels object) per pair code: shared, not rebuilt
     if r.churn_uniform is not None and r.sales_uniform is not None:
@@ -253,9 +251,60 @@ def encode_answer(
     ]
     for i, unseen_here in per_record.items():
         preds[i]["unseen_categories"] = unseen_here
+    return preds
+
+
+def encode_answer(
+    request_id: str,
+    version: str,
+    ids: list[str | None],
+    r: ChainResult,
+    has_value_model: bool,
+    per_record: dict[int, dict[str, str]],
+) -> bytes:
+    """The JSON answer: ``{"request_id", "model_version", "count", "predictions": [...]}``
+    with one object per record (in request order)."""
+    preds = prediction_dicts(ids, r, version, has_value_model, per_record)
     return _dumps(
-        {"request_id": request_id, "model_version": version, "count": n, "predictions": preds}
+        {
+            "request_id": request_id,
+            "model_version": version,
+            "count": len(ids),
+            "predictions": preds,
+        }
     )
+
+
+def encode_lookup_answer(
+    request_id: str,
+    version: str,
+    ids: list[str],
+    rows: list[int],
+    table: CustomerTable,
+    has_value_model: bool,
+) -> bytes:
+    """:func:`encode_answer` for id lookups answered from the customer table: each
+    customer's object is encoded once (the first time it is asked for, kept in
+    ``table.answer_json``) and the answer joins those bytes. Same bytes as
+    :func:`encode_answer` on the same answers."""
+    cache = table.answer_json
+    assert cache is not None and table.answers is not None
+    parts = [cache[i] for i in rows]
+    if None in parts:
+        todo = [k for k, part in enumerate(parts) if part is None]
+        fresh = prediction_dicts(
+            [ids[k] for k in todo],
+            table.answers.take(np.array([rows[k] for k in todo], dtype=np.intp)),
+            version,
+            has_value_model,
+            {},
+        )
+        for k, obj in zip(todo, fresh, strict=True):
+            parts[k] = cache[rows[k]] = _dumps(obj)
+    head = _dumps(
+        {"request_id": request_id, "model_version": version, "count": len(rows), "predictions": []}
+    )
+    return b"".join((head[:-2], b",".join(parts), b"]}"))  # type: ignore[arg-type]
 
 
 class RequestIds:
@@ -291,6 +340,7 @@ class Scorer:
         schema = bundle.schema
         unseen: list[tuple[int, str, str]] = []
         has_features = parsed.columns is not None or bool(parsed.features)
+        cached_rows: list[int] | None = None  # pure lookups with cached answer objects
         if parsed.columns is not None:
             num_f, cat_f, unseen = schema.columns_to_arrays(parsed.columns, n)
         elif parsed.features:
@@ -299,7 +349,7 @@ class Scorer:
             num, cat = num_f, cat_f
             r = bundle.predict_arrays(num, cat)
         else:
-            idx = bundle.lookup_rows(
+            rows = idx = bundle.lookup_rows(
                 parsed.lookup_ids, parsed.lookup_rows, columnar=parsed.columnar
             )
             table = bundle.customers
@@ -311,6 +361,8 @@ class Scorer:
             if not has_features:
                 num, cat = num_l, cat_l
                 r = answers.take(idx) if answers is not None else bundle.predict_arrays(num, cat)
+                if answers is not None and table.answer_json is not None:
+                    cached_rows = rows
             else:
                 num = np.empty((n, len(schema.numeric)), dtype=np.float64)
                 cat = np.empty((n, len(schema.categorical)), dtype=object)
@@ -335,7 +387,12 @@ class Scorer:
         version = bundle.version
         ids = parsed.customer_ids
         request_id = self.request_id()
-        body = encode_answer(request_id, version, ids, r, bundle.has_value_model, per_record)
+        if cached_rows is not None:
+            body = encode_lookup_answer(
+                request_id, version, ids, cached_rows, bundle.customers, bundle.has_value_model
+            )
+        else:
+            body = encode_answer(request_id, version, ids, r, bundle.has_value_model, per_record)
         self._account(bundle, r, n, unseen)
         if self.logger is not None:
             try:

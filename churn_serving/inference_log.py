@@ -154,7 +154,7 @@ class LogBatch:
         for i, c in enumerate(self.numeric):
             columns[_feature_name(c)] = pa.array(by_column[i])
         for j, c in enumerate(self.categorical):
-            columns[_feature_name(c)] = pa.array(cat[:, j].tolist(), type=pa.string())
+            columns[_feature_name(c)] = pa.array(cat[:, j], type=pa.string(), from_pandas=True)
         self.frame = pa.table(columns)
         self.arrays = {}  # the table holds the data now
         return self.frame

@@ -67,6 +67,9 @@ VERIFICATION_FILE = "onnx_verification.parquet"
 CATEGORY_SHARE_PREFIX = "cat_share_"
 #: Rows per model call when the customer table's answers are computed.
 ANSWER_CHUNK = 4096
+#: Tables up to this many customers keep each id lookup's answer as encoded JSON once it has
+#: been asked for (about 330 bytes per customer asked); larger ones encode per request.
+ANSWER_JSON_MAX_ROWS = 2_000_000
 
 
 class IntegrityError(dep.DeploymentError):
@@ -233,6 +236,9 @@ class CustomerTable:
     loaded_at: str
     answers: ChainResult | None = None
     answers_info: dict[str, Any] | None = None
+    #: Per row, that customer's answer as encoded JSON once a lookup has asked for it (None
+    #: until then); set with ``answers`` (same version), absent for very large tables.
+    answer_json: list[bytes | None] | None = None
 
     @classmethod
     def from_frame(
@@ -560,7 +566,8 @@ class ModelBundle:
         answers = ChainResult.concat(parts) if parts else None
         info = {"precomputed": answers is not None, "rows": n}
         info["seconds"] = round(time.perf_counter() - start, 3)
-        return replace(table, answers=answers, answers_info=info)
+        cache = [None] * n if answers is not None and n <= ANSWER_JSON_MAX_ROWS else None
+        return replace(table, answers=answers, answers_info=info, answer_json=cache)
 
     def answered(self) -> ModelBundle:
         """This bundle with its customer table answered (itself when nothing changes)."""

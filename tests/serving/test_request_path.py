@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from churn_assets.lib.storage import Storage
-from churn_serving.app import SidecarApp, create_app
+from churn_serving.app import SidecarApp, create_app, encode_answer, encode_lookup_answer
 from churn_serving.metrics import ServingMetrics
 from churn_serving.model import (
     ChainResult,
@@ -286,6 +286,31 @@ def test_lookups_answer_the_same_with_and_without_precomputed_answers(app):
         _, one = answer(app, {"records": [{"customer_id": cid}]})
         first = next(p for p in predictions(per_request) if p["customer_id"] == cid)
         assert predictions(one) == [first]
+
+
+@pytest.mark.parametrize("classifier", [Linear(0.5), Const([0.3, float("nan")] * 20)])
+def test_lookup_answers_are_encoded_once_per_customer_and_equal_the_general_encoding(classifier):
+    """The per-customer JSON kept for id lookups gives the bytes of the general encoder, with
+    uniform and with mixed fallback levels, for repeated ids, first and later requests."""
+    b = make_bundle(classifier=classifier)
+    table = b.customers
+    assert table.answer_json == [None] * 40
+    for ids in (["C5", "C0", "C39", "C5"], ["C0", "C7", "C1"], ["C7"]):
+        rows = b.lookup_rows(ids, list(range(len(ids))))
+        want = encode_answer(
+            "rid", "v1", ids, table.answers.take(np.array(rows)), b.has_value_model, {}
+        )
+        assert encode_lookup_answer("rid", "v1", ids, rows, table, b.has_value_model) == want
+    assert [i for i, part in enumerate(table.answer_json) if part is not None] == [0, 1, 5, 7, 39]
+    levels = {p["fallback_level"] for p in json.loads(want)["predictions"]}
+    assert levels == ({"champion"} if isinstance(classifier, Linear) else {"fallback_model"})
+
+
+def test_no_answer_json_without_precomputed_answers_or_for_a_huge_table(monkeypatch):
+    assert make_bundle(precompute=False).customers.answer_json is None
+    monkeypatch.setattr("churn_serving.model.ANSWER_JSON_MAX_ROWS", 39)
+    b = make_bundle()
+    assert b.customers.answers is not None and b.customers.answer_json is None
 
 
 def test_mixed_requests_put_lookups_and_feature_records_in_order(app):
