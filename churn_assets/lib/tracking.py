@@ -39,6 +39,8 @@ class TrackingConfig:
     tracking_uri: str
     artifact_location: str
     experiment: str
+    #: The S3-compatible endpoint of the storage (MinIO, moto), for artifacts under it.
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def from_settings(cls, settings: ChurnSettings, dataset: str) -> TrackingConfig:
@@ -52,7 +54,12 @@ class TrackingConfig:
             db = local / "mlflow" / "mlflow.db"
             db.parent.mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{db}"
-        return cls(uri, join_url(root, "mlflow", "artifacts", dataset), f"churn-{dataset}")
+        return cls(
+            uri,
+            join_url(root, "mlflow", "artifacts", dataset),
+            f"churn-{dataset}",
+            settings.resolved_s3_endpoint_url,
+        )
 
 
 def _client(cfg: TrackingConfig):
@@ -60,6 +67,10 @@ def _client(cfg: TrackingConfig):
     # take several minutes); the asset's retry policy then tries again with backoff
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    if cfg.s3_endpoint_url and cfg.artifact_location.startswith("s3://"):
+        # MLflow's own S3 client reads the endpoint from here; without it, artifacts under
+        # an s3:// storage root on MinIO or moto would be sent to AWS
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.s3_endpoint_url)
     import mlflow
     from mlflow.tracking import MlflowClient
 
