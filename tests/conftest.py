@@ -199,6 +199,7 @@ FIRST_GROUPS = (
     "tests/integration/test_demo_cli.py",
     "tests/integration/test_self_retraining.py",
     "serving",
+    "tests/integration/test_per_step_s3.py",
 )
 
 
