@@ -224,7 +224,9 @@ def regression_models(
     LightGBM and heavy-tail variants (Tweedie, log target). The champion is the naive
     baseline, replaced by ridge when ridge beats it on validation, replaced by a more complex
     finalist only when it is confidently better on validation (paired bootstrap) and beats
-    the step below it in CV; it is refitted on train + validation. Holdout RMSE, MAE, R²
+    the step below it in CV; it is then blended with the naive forecast at the weight whose
+    out-of-fold gain is confidently best (the naive forecast when no weight's gain is
+    confidently positive) and refitted on train + validation. Holdout RMSE, MAE, R²
     and the gain over the naive baseline. A data set without a value label (a churn-only snapshot)
     materializes this asset as "not applicable": only the churn model is deployed."""
     with fail_fast_unless_transient():

@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from churn_assets.lib.models import classification, regression
+from churn_assets.lib.models.estimators import NaiveBlendRegressor
 from churn_assets.lib.models.persistence import (
     ALLOWED_TYPES,
     UntrustedTypesError,
@@ -63,6 +64,8 @@ def _pipelines(frame: pd.DataFrame) -> dict[str, Pipeline]:
     pipes["clf_ensemble"] = classification.build_ensemble(members).fit(frame, y)
     for name in regression.ALL_CANDIDATES:
         pipes[f"reg_{name}"] = regression.build_regressor(name, spec).fit(frame, sales)
+    blend = NaiveBlendRegressor(regressor=regression.build_regressor("ridge", spec), weight=0.4)
+    pipes["reg_naive_blend"] = Pipeline([("model", blend)]).fit(frame, sales)
     return pipes
 
 

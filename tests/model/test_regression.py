@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from churn_assets.lib.models.estimators import NaiveBaselineRegressor
+from churn_assets.lib.models.estimators import NaiveBaselineRegressor, NaiveBlendRegressor
 from churn_assets.lib.models.leaderboard import ModelSetResult
 from churn_assets.lib.models.metrics import regression_metrics
 from churn_assets.lib.models.regression import ALL_CANDIDATES, train_regression_set
@@ -261,3 +261,82 @@ def test_errors(data: tuple[dict[str, pd.DataFrame], FeatureSpec]) -> None:
         train_regression_set(negative, spec)
     with pytest.raises(KeyError, match="holdout"):
         train_regression_set({"train": splits["train"]}, spec)
+
+
+def _heavy_tail(n: int = 3000, whales: int = 3, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Spend whose gain over the naive forecast hinges on ``whales`` customers: the model is
+    worse than the naive forecast on every other customer and far better on those few."""
+    rng = np.random.default_rng(seed)
+    y = rng.gamma(0.6, 300.0, n)
+    y[:whales] = 60_000.0
+    naive = y * rng.lognormal(0.0, 0.3, n)
+    naive[:whales] = 15_000.0
+    model = y + rng.normal(0.0, 400.0, n)
+    model[:whales] = 58_000.0
+    return y, model, naive
+
+
+def test_blend_weight_shrinks_a_gain_that_hinges_on_a_few_customers() -> None:
+    from churn_assets.lib.models.regression import choose_naive_weight
+
+    y, model, naive = _heavy_tail()
+    full = regression_metrics(y, model)["r2"] - regression_metrics(y, naive)["r2"]
+    assert full > 0.2  # the point estimate says "the model, at full weight"
+    out = choose_naive_weight(y, model, naive, "r2", seed=0)
+    assert 0 < out.weight < 1 and out.gain_low > 0
+    # without the whales the model loses to the naive forecast at full weight, not blended
+    rest = slice(3, None)
+    blended = np.maximum(out.weight * model + (1 - out.weight) * naive, 0)
+    base = regression_metrics(y[rest], naive[rest])["r2"]
+    assert regression_metrics(y[rest], model[rest])["r2"] < base
+    assert regression_metrics(y[rest], blended[rest])["r2"] - base > (
+        regression_metrics(y[rest], model[rest])["r2"] - base
+    )
+
+
+def test_blend_weight_is_one_for_a_clearly_better_model_and_zero_for_a_loser() -> None:
+    from churn_assets.lib.models.regression import choose_naive_weight
+
+    rng = np.random.default_rng(1)
+    y = rng.gamma(0.6, 300.0, 3000)
+    naive = y + rng.normal(0, 300, len(y))
+    better = choose_naive_weight(y, y + rng.normal(0, 20, len(y)), naive, "r2", seed=0)
+    assert better.weight == 1.0 and better.gain_low > 0
+    # the naive forecast's errors plus more: any weight on it only adds error
+    worse = choose_naive_weight(y, naive + rng.normal(0, 300, len(y)), naive, "rmse", seed=0)
+    assert worse.weight == 0.0 and worse.gain_low == 0.0 and worse.gain == 0.0
+
+
+def test_naive_blend_regressor_predicts_the_floored_blend(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec],
+) -> None:
+    from churn_assets.lib.models.regression import build_regressor
+
+    splits, spec = data
+    train, hold = splits["train"], splits["holdout"]
+    ridge = build_regressor("ridge", spec).fit(train, train["total_sales"])
+    blend = NaiveBlendRegressor(regressor=build_regressor("ridge", spec), weight=0.3)
+    blend.fit(train, train["total_sales"])
+    expected = 0.3 * ridge.predict(hold) + 0.7 * hold["naive_total_sales"].clip(lower=0)
+    np.testing.assert_allclose(blend.predict(hold), np.maximum(expected, 0))
+    with pytest.raises(ValueError, match="weight"):
+        NaiveBlendRegressor(regressor=build_regressor("ridge", spec), weight=1.5).fit(
+            train, train["total_sales"]
+        )
+
+
+def test_champion_is_blended_with_naive_at_the_out_of_fold_weight(
+    result: ModelSetResult,
+) -> None:
+    from churn_assets.lib.models.regression import BLEND_WEIGHTS
+
+    blend = result.selection["naive_blend"]
+    assert result.champion != "naive_baseline" and blend is not None
+    assert blend["weight"] in BLEND_WEIGHTS and blend["folds"] == CV_FOLDS
+    assert blend["grouped_by"] == "customer_id"
+    assert blend["rows"] == result.get(result.champion).fit_rows  # train + validation
+    final = result.get(result.champion).pipeline.steps[-1][1]
+    assert isinstance(final, NaiveBlendRegressor) == (blend["weight"] < 1)
+    if blend["weight"] < 1:
+        assert final.weight == blend["weight"]
+        assert result.get(result.champion).params["estimator"] == "NaiveBlendRegressor"

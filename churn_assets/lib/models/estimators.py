@@ -109,6 +109,40 @@ class NaiveBaselineRegressor(RegressorMixin, BaseEstimator):
         return np.maximum(values.fillna(self.mean_).to_numpy(), 0.0)
 
 
+class NaiveBlendRegressor(RegressorMixin, BaseEstimator):
+    """``weight * regressor + (1 - weight) * naive forecast``, floored at 0.
+
+    Shrinks a value model toward the naive baseline (:class:`NaiveBaselineRegressor` on
+    ``column``); ``weight=1`` is the model alone, ``0`` the naive forecast alone.  ``fit``
+    fits both on the same rows.
+    """
+
+    def __init__(self, regressor: Any = None, weight: float = 1.0, column: str = NAIVE_COLUMN):
+        self.regressor = regressor
+        self.weight = weight
+        self.column = column
+
+    def fit(self, X: pd.DataFrame, y: Any) -> NaiveBlendRegressor:  # noqa: N803
+        """Fit the model (a clone of ``regressor``) and the naive baseline on ``X``, ``y``."""
+        from sklearn.base import clone
+
+        if not 0.0 <= float(self.weight) <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {self.weight!r}")
+        if self.regressor is None:
+            raise ValueError("NaiveBlendRegressor needs a regressor")
+        self.regressor_ = clone(self.regressor).fit(X, y)
+        self.naive_ = NaiveBaselineRegressor(column=self.column).fit(X, y)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        """The blend of the two forecasts, floored at 0."""
+        check_is_fitted(self, "regressor_")
+        w = float(self.weight)
+        blend = w * np.asarray(self.regressor_.predict(X), dtype=float)
+        return np.maximum(blend + (1.0 - w) * self.naive_.predict(X), 0.0)
+
+
 def expm1_nonneg(x: np.ndarray) -> np.ndarray:
     """Inverse of ``log1p`` for log-target models, floored at 0."""
     return np.maximum(np.expm1(x), 0.0)

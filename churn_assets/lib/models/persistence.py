@@ -21,6 +21,7 @@ ALLOWED_TYPES: frozenset[str] = frozenset(
         # our own building blocks
         "churn_assets.lib.models.estimators.FrameCleaner",
         "churn_assets.lib.models.estimators.NaiveBaselineRegressor",
+        "churn_assets.lib.models.estimators.NaiveBlendRegressor",
         "churn_assets.lib.models.estimators.expm1_nonneg",
         "churn_assets.lib.models.estimators.log1p_nonneg",
         # stdlib / numpy / sklearn internals
