@@ -13,6 +13,8 @@ platform's own for its steps:
   (the sidecar sends canonical category strings);
 * ``NaiveBaselineRegressor``: the naive column with nulls as the training mean, floored at 0;
 * ``TransformedTargetRegressor`` with the log1p target: ``max(expm1(inner), 0)``;
+* ``NaiveBlendRegressor`` (a value model shrunk toward the naive forecast): both graphs on
+  the same inputs, then ``max(w * model + (1 - w) * naive, 0)`` in double precision;
 * ``HistGradientBoosting*`` with native categorical splits: skl2onnx writes categorical
   nodes as threshold nodes, which is wrong; here each categorical split becomes a chain of
   equality nodes over the categories that do NOT take the missing-value direction (the
@@ -189,6 +191,58 @@ def _expm1_convert(scope: Any, operator: Any, container: Any) -> None:
     container.add_node(
         "Max",
         [em, zero],
+        [operator.outputs[0].full_name],
+        name=scope.get_unique_operator_name("Max"),
+    )
+
+
+def _naive_blend_parser(scope: Any, model: Any, inputs: list[Any], custom_parsers=None):
+    """``NaiveBlendRegressor``: its fitted model and naive baseline on the same inputs, then
+    the blend (:func:`_naive_blend_convert`)."""
+    from skl2onnx._parse import _parse_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    inner = _parse_sklearn(scope, model.regressor_, inputs, custom_parsers=custom_parsers)[0]
+    naive = _parse_sklearn(scope, model.naive_, inputs, custom_parsers=custom_parsers)[0]
+    op = scope.declare_local_operator("ChurnNaiveBlend", model)
+    op.inputs.extend([inner, naive])
+    op.outputs.append(scope.declare_local_variable("variable", DoubleTensorType([None, 1])))
+    return list(op.outputs)
+
+
+def _naive_blend_convert(scope: Any, operator: Any, container: Any) -> None:
+    """``max(weight * model + (1 - weight) * naive, 0)`` in double precision."""
+    from onnx import TensorProto
+
+    w = float(operator.raw_operator.weight)
+    weights = {"w": w, "rest": 1.0 - w, "zero": 0.0}
+    names = {k: scope.get_unique_variable_name(k) for k in weights}
+    for k, value in weights.items():
+        container.add_initializer(names[k], TensorProto.DOUBLE, [], [value])
+    parts = []
+    for var, weight in zip(operator.inputs, ("w", "rest"), strict=True):
+        d, shaped, scaled = (scope.get_unique_variable_name(n) for n in ("d", "shaped", "scaled"))
+        container.add_node(
+            "Cast",
+            [var.full_name],
+            [d],
+            to=TensorProto.DOUBLE,
+            name=scope.get_unique_operator_name("Cast"),
+        )
+        shape = scope.get_unique_variable_name("shape")
+        container.add_initializer(shape, TensorProto.INT64, [2], [-1, 1])
+        container.add_node(
+            "Reshape", [d, shape], [shaped], name=scope.get_unique_operator_name("Reshape")
+        )
+        container.add_node(
+            "Mul", [shaped, names[weight]], [scaled], name=scope.get_unique_operator_name("Mul")
+        )
+        parts.append(scaled)
+    total = scope.get_unique_variable_name("blend")
+    container.add_node("Add", parts, [total], name=scope.get_unique_operator_name("Add"))
+    container.add_node(
+        "Max",
+        [total, names["zero"]],
         [operator.outputs[0].full_name],
         name=scope.get_unique_operator_name("Max"),
     )
@@ -452,7 +506,11 @@ def register_converters() -> None:
     from sklearn.impute import SimpleImputer
     from xgboost import XGBClassifier, XGBRegressor
 
-    from churn_assets.lib.models.estimators import FrameCleaner, NaiveBaselineRegressor
+    from churn_assets.lib.models.estimators import (
+        FrameCleaner,
+        NaiveBaselineRegressor,
+        NaiveBlendRegressor,
+    )
 
     classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     update_registered_converter(
@@ -501,6 +559,15 @@ def register_converters() -> None:
     )
     # the operator the log-target parser declares after the inner regressor
     update_registered_converter(_Expm1Nonneg, "ChurnExpm1Nonneg", _naive_shape, _expm1_convert)
+    update_registered_converter(
+        NaiveBlendRegressor,
+        "ChurnNaiveBlendRegressor",
+        _naive_shape,
+        lambda scope, operator, container: None,
+        parser=_naive_blend_parser,
+    )
+    # the operator the blend parser declares after the model and the naive baseline
+    update_registered_converter(_NaiveBlend, "ChurnNaiveBlend", _naive_shape, _naive_blend_convert)
     update_registered_converter(SimpleImputer, "SklearnImputer", _imputer_shape, _imputer_convert)
     from skl2onnx.common._registration import (
         _converter_pool,
@@ -530,6 +597,10 @@ def register_converters() -> None:
 
 class _Expm1Nonneg:
     """Marker type for the ``max(expm1(x), 0)`` operator (never instantiated)."""
+
+
+class _NaiveBlend:
+    """Marker type for the blend operator of ``NaiveBlendRegressor`` (never instantiated)."""
 
 
 # --------------------------------------------------------- HistGradientBoosting trees

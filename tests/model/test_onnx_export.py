@@ -29,6 +29,9 @@ REGRESSORS = [
     "lightgbm",
     "lightgbm_tweedie",
     "hgb_log_target",
+    # a value model shrunk toward the naive forecast (NaiveBlendRegressor)
+    "blend:ridge",
+    "blend:hgb_log_target",
 ]
 
 
@@ -65,7 +68,15 @@ def fitted(kind: str, name: str, data: dict[str, Any]) -> Any:
             pipeline = build_classifier(name, spec, y_train=y)
     else:
         y = frame["total_sales"].to_numpy()
-        pipeline = build_regressor(name, spec)
+        if name.startswith("blend:"):
+            from sklearn.pipeline import Pipeline
+
+            from churn_assets.lib.models.estimators import NaiveBlendRegressor
+
+            inner = build_regressor(name.removeprefix("blend:"), spec)
+            pipeline = Pipeline([("model", NaiveBlendRegressor(regressor=inner, weight=0.6))])
+        else:
+            pipeline = build_regressor(name, spec)
     return pipeline.fit(frame, y)
 
 
