@@ -550,24 +550,33 @@ def register_converters() -> None:
     update_registered_converter(
         NaiveBaselineRegressor, "ChurnNaiveBaseline", _naive_shape, _naive_convert
     )
-    update_registered_converter(
-        TransformedTargetRegressor,
-        "ChurnLogTargetRegressor",
-        _naive_shape,
-        lambda scope, operator, container: None,
-        parser=_log_target_parser,
-    )
-    # the operator the log-target parser declares after the inner regressor
-    update_registered_converter(_Expm1Nonneg, "ChurnExpm1Nonneg", _naive_shape, _expm1_convert)
-    update_registered_converter(
-        NaiveBlendRegressor,
-        "ChurnNaiveBlendRegressor",
-        _naive_shape,
-        lambda scope, operator, container: None,
-        parser=_naive_blend_parser,
-    )
-    # the operator the blend parser declares after the model and the naive baseline
-    update_registered_converter(_NaiveBlend, "ChurnNaiveBlend", _naive_shape, _naive_blend_convert)
+    # wrappers: the parser declares the inner graphs, then a final operator (a marker type)
+    for wrapper, alias, parser, marker, final_convert in (
+        (
+            TransformedTargetRegressor,
+            "ChurnLogTargetRegressor",
+            _log_target_parser,
+            _Expm1Nonneg,
+            _expm1_convert,
+        ),
+        (
+            NaiveBlendRegressor,
+            "ChurnNaiveBlendRegressor",
+            _naive_blend_parser,
+            _NaiveBlend,
+            _naive_blend_convert,
+        ),
+    ):
+        update_registered_converter(
+            wrapper,
+            alias,
+            _naive_shape,
+            lambda scope, operator, container: None,
+            parser=parser,
+        )
+        update_registered_converter(
+            marker, f"Churn{marker.__name__[1:]}", _naive_shape, final_convert
+        )
     update_registered_converter(SimpleImputer, "SklearnImputer", _imputer_shape, _imputer_convert)
     from skl2onnx.common._registration import (
         _converter_pool,
