@@ -47,9 +47,34 @@ def root_cause_text(error: Any) -> str:
     head, sep, rest = message.partition(": ")
     if sep and (head == name or head.endswith(f".{name}")):
         message = rest
-    if name == "Failure" and ": " in message:
-        return message.splitlines()[0]
-    return f"{name}: {message.splitlines()[0] if message else ''}".strip()
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if first.endswith(":") and len(lines) > 1:
+        # a heading and its list, e.g. Dagster's "1 blocking asset check failed with ERROR
+        # severity:" followed by "<asset>: <check>" lines: the list is the information
+        first = f"{first} {'; '.join(lines[1:6])}"
+    if name == "Failure" and ": " in first:
+        return first
+    return f"{name}: {first}".strip()
+
+
+def run_error(result: Any, checks: dict[str, dict[str, Any]]) -> str | None:
+    """What failed in a run, for the report's ``error``: each failed step's root cause, then
+    each failed check with its description (what the data did wrong); None on success."""
+    if result.success:
+        return None
+    failures = [
+        f"{ev.step_key}: {root_cause_text(ev.event_specific_data.error)}"
+        for ev in result.all_events
+        if ev.event_type_value == "STEP_FAILURE" and ev.event_specific_data.error
+    ]
+    failures += getattr(result, "errors", [])
+    failures += [
+        f"check {key} failed: {c['description']}"
+        for key, c in checks.items()
+        if c.get("passed") is False
+    ]
+    return " | ".join(failures) or "run failed"
 
 
 SIMULATE_ENV = "CHURN_DEMO_SIMULATE_HORIZON"
@@ -635,15 +660,7 @@ def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, A
                 "passed": e.passed,
                 "description": e.description,
             }
-    error = None
-    if not result.success:
-        failures = [
-            f"{ev.step_key}: {root_cause_text(ev.event_specific_data.error)}"
-            for ev in result.all_events
-            if ev.event_type_value == "STEP_FAILURE" and ev.event_specific_data.error
-        ]
-        failures += getattr(result, "errors", [])
-        error = " | ".join(failures) or "run failed"
+    error = run_error(result, checks)
     feats = assets.get("customer_features", {}).get("metadata", {})
     models: dict[str, Any] = {}
     for kind, key in (

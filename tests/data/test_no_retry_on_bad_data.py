@@ -7,6 +7,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from churn_assets.demo import root_cause_text, run_error
 from tests.data.test_bad_input import CUSTOMERS, TRANSACTIONS, run_graph, setup_landing
 
 BAD = {
@@ -30,6 +31,15 @@ def test_failed_check_fails_the_step_once(asset, isolated_env, tmp_path):
     assert starts.count(asset) == 1
     assert [e.step_key for e in events if e.event_type_value == "STEP_FAILURE"] == [asset]
     assert "customer_features" not in run.materialized
+    # the failure names the check, and the report's error says what the data did wrong
+    (failure,) = [e for e in events if e.event_type_value == "STEP_FAILURE"]
+    cause = root_cause_text(failure.event_specific_data.error)
+    assert cause.startswith("DagsterAssetCheckFailedError: 1 blocking asset check failed")
+    assert cause.endswith(f"{asset}: {check}"), cause
+    checks = {k: {"passed": e.passed, "description": e.description} for k, e in run.checks.items()}
+    error = run_error(run.result, checks)
+    described = run.check(asset, check).description
+    assert described and f"check {asset}:{check} failed: {described}" in error, error
 
 
 def test_raw_assets_have_no_retry_policy():
