@@ -106,6 +106,14 @@ def _frame_cleaner_convert(scope: Any, operator: Any, container: Any) -> None:
         )
 
 
+def _cast(scope: Any, container: Any, source: str, output: str, to: int) -> str:
+    """Add ``output = Cast(source, to)`` (an ONNX ``TensorProto`` type); returns ``output``."""
+    container.add_node(
+        "Cast", [source], [output], to=to, name=scope.get_unique_operator_name("Cast")
+    )
+    return output
+
+
 def _naive_shape(operator: Any) -> None:
     from skl2onnx.common.data_types import DoubleTensorType
 
@@ -183,9 +191,7 @@ def _expm1_convert(scope: Any, operator: Any, container: Any) -> None:
     container.add_initializer(one, TensorProto.DOUBLE, [], [1.0])
     container.add_initializer(zero, TensorProto.DOUBLE, [], [0.0])
     xd, ex, em = (scope.get_unique_variable_name(n) for n in ("xd", "exp", "expm1"))
-    container.add_node(
-        "Cast", [x], [xd], to=TensorProto.DOUBLE, name=scope.get_unique_operator_name("Cast")
-    )
+    _cast(scope, container, x, xd, TensorProto.DOUBLE)
     container.add_node("Exp", [xd], [ex], name=scope.get_unique_operator_name("Exp"))
     container.add_node("Sub", [ex, one], [em], name=scope.get_unique_operator_name("Sub"))
     container.add_node(
@@ -222,13 +228,7 @@ def _naive_blend_convert(scope: Any, operator: Any, container: Any) -> None:
     parts = []
     for var, weight in zip(operator.inputs, ("w", "rest"), strict=True):
         d, shaped, scaled = (scope.get_unique_variable_name(n) for n in ("d", "shaped", "scaled"))
-        container.add_node(
-            "Cast",
-            [var.full_name],
-            [d],
-            to=TensorProto.DOUBLE,
-            name=scope.get_unique_operator_name("Cast"),
-        )
+        _cast(scope, container, var.full_name, d, TensorProto.DOUBLE)
         shape = scope.get_unique_variable_name("shape")
         container.add_initializer(shape, TensorProto.INT64, [2], [-1, 1])
         container.add_node(
@@ -385,13 +385,12 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
         source = operator.inputs[0]
         name = source.full_name
         if float_input:  # float32(x), held exactly in a double tensor
-            name = scope.get_unique_variable_name("float_input")
-            container.add_node(
-                "Cast",
-                [source.full_name],
-                [name],
-                to=TensorProto.FLOAT,
-                name=scope.get_unique_operator_name("Cast"),
+            name = _cast(
+                scope,
+                container,
+                source.full_name,
+                scope.get_unique_variable_name("float_input"),
+                TensorProto.FLOAT,
             )
         # the converter sees a float input where it adjusts thresholds to float32
         kind = FloatTensorType if float_input else DoubleTensorType
@@ -401,13 +400,7 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
             scope.name,
             kind(source.type.shape),
         )
-        container.add_node(
-            "Cast",
-            [name],
-            [x.full_name],
-            to=TensorProto.DOUBLE,
-            name=scope.get_unique_operator_name("Cast"),
-        )
+        _cast(scope, container, name, x.full_name, TensorProto.DOUBLE)
         outputs, casts = [], []
         for o in operator.outputs:
             if isinstance(o.type, DoubleTensorType):
@@ -424,13 +417,7 @@ def _double_trees(convert: Any, *, float_input: bool = False) -> Any:
         target = _DoubleTrees(container, float32_thresholds=float_input)
         convert(scope, _OperatorView(operator, [x], outputs), target)
         for tmp, o in casts:
-            container.add_node(
-                "Cast",
-                [tmp.full_name],
-                [o.full_name],
-                to=TensorProto.DOUBLE,
-                name=scope.get_unique_operator_name("Cast"),
-            )
+            _cast(scope, container, tmp.full_name, o.full_name, TensorProto.DOUBLE)
 
     return converter
 
