@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,66 @@ def _store_lock(cfg: TrackingConfig):
 def ensure_experiment(cfg: TrackingConfig) -> str:
     """Create the experiment with its artifact location under the storage root (once)."""
     with _store_lock(cfg):
+        _seed_sqlite_store(cfg)
         return _ensure_experiment(cfg)
+
+
+#: Where the empty, migrated SQLite schema of this MLflow version is kept between stores.
+CACHE_DIR_ENV = "CHURN_CACHE_DIR"
+
+
+def _cache_dir() -> Path:
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "churn-platform"
+
+
+def _seed_sqlite_store(cfg: TrackingConfig) -> None:
+    """Start a new local SQLite store as a copy of an empty store MLflow itself migrated.
+
+    MLflow builds a new SQLite store by running every schema migration since its first
+    release: about 6 s of CPU, paid by every fresh storage directory (each demo, each
+    test). The migrated schema is made once per MLflow version in the user's cache
+    directory (``CHURN_CACHE_DIR``, else ``$XDG_CACHE_HOME/churn-platform``) and copied;
+    MLflow then verifies the schema and adds its default experiment as usual. Any problem
+    with the cache leaves the store to MLflow's own creation."""
+    if not cfg.tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(cfg.tracking_uri[len("sqlite:///") :])
+    if db.exists():
+        return
+    try:
+        template = _sqlite_schema_template()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        partial = db.with_name(f".{db.name}.{os.getpid()}.partial")
+        shutil.copyfile(template, partial)
+        os.replace(partial, db)
+    except Exception:  # noqa: BLE001 - MLflow creates the store itself
+        return
+
+
+def _sqlite_schema_template() -> Path:
+    import mlflow
+    from filelock import FileLock
+
+    cache = _cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    template = cache / f"mlflow-{mlflow.__version__}-schema.db"
+    with FileLock(str(template) + ".lock", timeout=300):
+        if template.exists():
+            return template
+        from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+        partial = template.with_name(f".{template.name}.{os.getpid()}.partial")
+        partial.unlink(missing_ok=True)
+        engine = create_sqlalchemy_engine(f"sqlite:///{partial}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(partial, template)
+    return template
 
 
 def _ensure_experiment(cfg: TrackingConfig) -> str:

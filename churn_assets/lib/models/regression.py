@@ -78,6 +78,13 @@ CV_METRICS: tuple[str, ...] = ("r2", "rmse", "mae")
 FOREST_CANDIDATES: frozenset[str] = frozenset({"random_forest"})
 
 
+#: Rounds and learning rate of the boosted regressors (HistGradientBoosting: three quarters
+#: of the rounds). 200 at 0.1 pick the same champions with the same holdout gains as 400 at
+#: 0.05 on the synthetic and Online Retail data, at half the fitting cost.
+BOOSTING_ROUNDS = 200
+BOOSTING_LEARNING_RATE = 0.1
+
+
 def _naive(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> Any:
     # Reads the raw frame: uses naive_total_sales whenever the input has it.
     return Pipeline([("model", NaiveBaselineRegressor(column=NAIVE_COLUMN))])
@@ -128,8 +135,8 @@ def _hgb(spec: FeatureSpec, seed: int, **kwargs: Any) -> Any:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(
-        learning_rate=0.05,
-        max_iter=300,
+        learning_rate=BOOSTING_LEARNING_RATE,
+        max_iter=BOOSTING_ROUNDS // 4 * 3,
         max_leaf_nodes=15,
         min_samples_leaf=20,
         l2_regularization=1.0,
@@ -166,8 +173,8 @@ def _xgboost(spec: FeatureSpec, seed: int, n_jobs: int, cap: float | None) -> An
     from xgboost import XGBRegressor
 
     model = XGBRegressor(
-        n_estimators=400,
-        learning_rate=0.05,
+        n_estimators=BOOSTING_ROUNDS,
+        learning_rate=BOOSTING_LEARNING_RATE,
         max_depth=4,
         min_child_weight=5,
         subsample=0.8,
@@ -184,8 +191,8 @@ def _lgbm(seed: int, n_jobs: int, **kwargs: Any) -> Any:
     from lightgbm import LGBMRegressor
 
     params: dict[str, Any] = {
-        "n_estimators": 400,
-        "learning_rate": 0.05,
+        "n_estimators": BOOSTING_ROUNDS,
+        "learning_rate": BOOSTING_LEARNING_RATE,
         "num_leaves": 15,
         "min_child_samples": 20,
         "subsample": 0.8,
@@ -801,7 +808,10 @@ def _naive_weight(
     grouped = GROUP_COLUMN in X_o.columns and X_o[GROUP_COLUMN].nunique() >= cv_folds
     if grouped:
         splitter = GroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-        folds = list(splitter.split(X_o, groups=X_o[GROUP_COLUMN].astype(str)))
+        # Integer codes in the sorted order of the ids: the same folds as the ids themselves,
+        # without GroupKFold's np.isin over strings (3.5 s of the blend step at 14k rows).
+        codes = pd.factorize(X_o[GROUP_COLUMN].astype(str), sort=True)[0]
+        folds = list(splitter.split(X_o, groups=codes))
     else:
         folds = list(KFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(X_o))
     tasks = [
