@@ -203,12 +203,44 @@ def run_demo(
     defs = build_definitions(ChurnPlatform(dataset=dataset), ChurnIOManager(dataset=dataset))
     if log:
         log(f"materializing the asset graph on data set '{cfg.name}' ...")
+    platform = ChurnPlatform(dataset=dataset)
+    landing = platform.landing_url_for_dataset()
+    size = landing_bytes(cfg, landing, platform.landing_storage_options())
+    early = size is not None and size <= EARLY_WORKER_MAX_BYTES
     result, seconds = _timed(
         lambda: execute_graph(
-            defs, dg.DagsterInstance.ephemeral(), lambda: ModelSetWorker.start(dataset)
+            defs,
+            dg.DagsterInstance.ephemeral(),
+            lambda: ModelSetWorker.start(dataset),
+            early_worker=early,
         )
     )
     return _report(cfg, settings, result, seconds)
+
+
+#: Landing data up to this size starts the model-set worker with the graph (its imports
+#: run on the core ingestion leaves idle); more waits until the features are done, so the
+#: worker's libraries do not add to the memory peak of ingestion.
+EARLY_WORKER_MAX_BYTES = 32 * 1024 * 1024
+
+
+def landing_bytes(cfg: Any, landing_url: str, storage_options: dict[str, Any]) -> int | None:
+    """Bytes of the data set's landing files (``None`` when they cannot be listed)."""
+    import fsspec
+
+    from churn_assets.lib.ingest import list_source_files, resolve_source
+
+    total = 0
+    try:
+        for spec in (cfg.customers, cfg.transactions):
+            if spec is None:
+                continue
+            for url in list_source_files(resolve_source(spec, landing_url), storage_options):
+                fs, path = fsspec.core.url_to_fs(url, **storage_options)
+                total += int(fs.size(path) or 0)
+    except Exception:  # noqa: BLE001 - the raw assets report what is wrong with the files
+        return None
+    return total
 
 
 #: The model set that trains in :class:`ModelSetWorker`'s process, side by side with the
@@ -359,6 +391,12 @@ def _worker_main(dataset: str, conn: Any) -> None:
         ensure_experiment(TrackingConfig.from_settings(platform.settings(), name))
     except Exception:  # noqa: BLE001 -- the asset meets the same error and reports it
         pass
+    with contextlib.suppress(Exception):
+        # MLflow maps every installed distribution to its modules (~1.8 s) the first time a
+        # model is logged in a process; done here, it runs while the worker waits
+        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+        _init_packages_to_modules_map()
     if conn.recv() != "go":
         return
     freeze_heap()
@@ -376,14 +414,19 @@ def _worker_main(dataset: str, conn: Any) -> None:
 
 
 def execute_graph(
-    defs: Any, instance: Any, start_worker: Callable[[], ModelSetWorker]
+    defs: Any,
+    instance: Any,
+    start_worker: Callable[[], ModelSetWorker],
+    *,
+    early_worker: bool = False,
 ) -> GraphResult:
     """Materialize the whole graph on ``instance``, the model sets side by side.
 
     Three stages: every asset that does not depend on a model set, then the classification
     set here while a worker process (``start_worker``) trains the other, then what depends
     on them (when everything before succeeded). The worker starts after the first stage, so
-    its libraries do not add to the memory peak of ingestion and features."""
+    its libraries do not add to the memory peak of ingestion and features; with
+    ``early_worker`` (small data) it starts before it, and loads while ingestion runs."""
     import dagster as dg
 
     job = defs.resolve_implicit_global_asset_job_def()
@@ -401,18 +444,20 @@ def execute_graph(
         )
         return RunSummary.of(result, REPORTED)
 
-    results = [run(before)]
-    if not results[0].success:
-        return GraphResult(results)
-    release_free_memory()
-    worker = start_worker()
+    worker = start_worker() if early_worker else None
     try:
+        results = [run(before)]
+        if not results[0].success:
+            return GraphResult(results)
+        release_free_memory()
+        worker = worker or start_worker()
         worker.go()
         freeze_heap()
         results.append(run([k for k in sets if k.to_user_string() != WORKER_SET]))
         results.append(worker.result())
     finally:
-        worker.close()
+        if worker is not None:
+            worker.close()
     freeze_heap()
     if all(r.success for r in results) and after:
         results.append(run(after))

@@ -121,3 +121,73 @@ def test_a_dead_worker_is_reported_not_raised():
     worker = demo.ModelSetWorker(process=None, conn=_BrokenPipe())
     worker.go()
     assert not worker.result().success
+
+
+def _landing(tmp_path, customers: bytes, transactions: bytes):
+    from churn_assets.lib.datasets import load_dataset_config
+
+    root = tmp_path / "landing"
+    (root / "customers").mkdir(parents=True)
+    (root / "transactions").mkdir()
+    (root / "customers" / "customers.csv").write_bytes(customers)
+    (root / "transactions" / "batch-1.csv").write_bytes(transactions)
+    (root / "transactions" / ".partial.csv").write_bytes(b"x" * 1000)  # hidden: not read
+    return load_dataset_config("synthetic"), str(root)
+
+
+def test_landing_bytes_counts_the_files_the_raw_assets_read(tmp_path):
+    cfg, root = _landing(tmp_path, b"c" * 300, b"t" * 4000)
+    assert demo.landing_bytes(cfg, root, {}) == 4300
+    assert demo.landing_bytes(cfg, str(tmp_path / "missing"), {}) is None
+
+
+class _RecordingWorker:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        log.append("start")
+
+    def go(self) -> None:
+        self.log.append("go")
+
+    def result(self):
+        return demo.RunSummary(True, [], {}, [])
+
+    def close(self) -> None:
+        self.log.append("close")
+
+
+def _failing_first_stage(tmp_path, monkeypatch):
+    """Definitions whose first stage fails at once: the landing zone is empty."""
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.resources import ChurnPlatform
+
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(tmp_path / "storage"))
+    monkeypatch.setenv("CHURN_LANDING_URL", str(tmp_path / "empty-landing"))
+    return build_definitions(
+        ChurnPlatform(dataset="synthetic"), ChurnIOManager(dataset="synthetic")
+    )
+
+
+def test_an_early_worker_is_closed_when_ingestion_fails(tmp_path, monkeypatch):
+    import dagster as dg
+
+    defs = _failing_first_stage(tmp_path, monkeypatch)
+    log: list[str] = []
+    graph = demo.execute_graph(
+        defs, dg.DagsterInstance.ephemeral(), lambda: _RecordingWorker(log), early_worker=True
+    )
+    assert not graph.success
+    assert log == ["start", "close"]  # started with the graph, never told to train
+
+
+def test_a_late_worker_is_not_started_when_ingestion_fails(tmp_path, monkeypatch):
+    import dagster as dg
+
+    defs = _failing_first_stage(tmp_path, monkeypatch)
+    log: list[str] = []
+    graph = demo.execute_graph(
+        defs, dg.DagsterInstance.ephemeral(), lambda: _RecordingWorker(log), early_worker=False
+    )
+    assert not graph.success
+    assert log == []
