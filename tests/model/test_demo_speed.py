@@ -6,6 +6,8 @@ import atexit
 import gc
 from types import SimpleNamespace
 
+import pytest
+
 from churn_assets import demo
 
 
@@ -169,25 +171,20 @@ def _failing_first_stage(tmp_path, monkeypatch):
     )
 
 
-def test_an_early_worker_is_closed_when_ingestion_fails(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("early", "expected"),
+    [
+        (True, ["start", "close"]),  # started with the graph, closed without being told to train
+        (False, []),  # started only once ingestion and features succeed
+    ],
+)
+def test_the_worker_when_ingestion_fails(tmp_path, monkeypatch, early, expected):
     import dagster as dg
 
     defs = _failing_first_stage(tmp_path, monkeypatch)
     log: list[str] = []
     graph = demo.execute_graph(
-        defs, dg.DagsterInstance.ephemeral(), lambda: _RecordingWorker(log), early_worker=True
+        defs, dg.DagsterInstance.ephemeral(), lambda: _RecordingWorker(log), early_worker=early
     )
     assert not graph.success
-    assert log == ["start", "close"]  # started with the graph, never told to train
-
-
-def test_a_late_worker_is_not_started_when_ingestion_fails(tmp_path, monkeypatch):
-    import dagster as dg
-
-    defs = _failing_first_stage(tmp_path, monkeypatch)
-    log: list[str] = []
-    graph = demo.execute_graph(
-        defs, dg.DagsterInstance.ephemeral(), lambda: _RecordingWorker(log), early_worker=False
-    )
-    assert not graph.success
-    assert log == []
+    assert log == expected
