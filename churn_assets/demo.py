@@ -206,22 +206,24 @@ def run_demo(
     platform = ChurnPlatform(dataset=dataset)
     landing = platform.landing_url_for_dataset()
     size = landing_bytes(cfg, landing, platform.landing_storage_options())
-    early = size is not None and size <= EARLY_WORKER_MAX_BYTES
+    small = size is not None and size <= SMALL_LANDING_BYTES
     result, seconds = _timed(
         lambda: execute_graph(
             defs,
             dg.DagsterInstance.ephemeral(),
             lambda: ModelSetWorker.start(dataset),
-            early_worker=early,
+            early_worker=small,
+            step_by_step=size is not None and not small,
         )
     )
     return _report(cfg, settings, result, seconds)
 
 
-#: Landing data up to this size starts the model-set worker with the graph (its imports
-#: run on the core ingestion leaves idle); more waits until the features are done, so the
-#: worker's libraries do not add to the memory peak of ingestion.
-EARLY_WORKER_MAX_BYTES = 32 * 1024 * 1024
+#: Landing data up to this size is small: the model-set worker starts with the graph (its
+#: imports run on the core ingestion leaves idle). Larger data is ingested one asset per run,
+#: and the worker waits until the features are done, so that neither the worker's libraries
+#: nor the outputs a run holds add to the memory peak of ingestion (see :func:`execute_graph`).
+SMALL_LANDING_BYTES = 32 * 1024 * 1024
 
 
 def landing_bytes(cfg: Any, landing_url: str, storage_options: dict[str, Any]) -> int | None:
@@ -316,9 +318,10 @@ class GraphResult:
 class ModelSetWorker:
     """A process that trains :data:`WORKER_SET` while the demo's process trains the other set.
 
-    Started once ingestion and features are done, it loads the code location, the model
-    libraries and MLflow (and creates or migrates the local MLflow store) while the demo's
-    process starts the classification set; on :meth:`go` it materializes its model set in
+    Started with the graph on small data, else once ingestion and features are done, it
+    loads the code location, the model libraries and MLflow (and creates or migrates the
+    local MLflow store) while the demo's process ingests or starts the classification set;
+    on :meth:`go` it materializes its model set in
     its own in-process run and sends back a :class:`RunSummary`. A process, not a thread:
     the fits hold the GIL for much of their time (HistGradientBoosting grows its trees in
     Python, the preprocessing is pandas), and two sets training in one process took as long
@@ -419,6 +422,7 @@ def execute_graph(
     start_worker: Callable[[], ModelSetWorker],
     *,
     early_worker: bool = False,
+    step_by_step: bool = False,
 ) -> GraphResult:
     """Materialize the whole graph on ``instance``, the model sets side by side.
 
@@ -426,7 +430,11 @@ def execute_graph(
     set here while a worker process (``start_worker``) trains the other, then what depends
     on them (when everything before succeeded). The worker starts after the first stage, so
     its libraries do not add to the memory peak of ingestion and features; with
-    ``early_worker`` (small data) it starts before it, and loads while ingestion runs."""
+    ``early_worker`` (small data) it starts before it, and loads while ingestion runs.
+
+    With ``step_by_step`` (large data) the first stage is one run per asset, in dependency
+    order, stopping at the first failure: an in-process run holds every output it made until
+    it ends, and at 1M customers the raw transactions alone are several GB."""
     import dagster as dg
 
     job = defs.resolve_implicit_global_asset_job_def()
@@ -446,9 +454,17 @@ def execute_graph(
 
     worker = start_worker() if early_worker else None
     try:
-        results = [run(before)]
-        if not results[0].success:
-            return GraphResult(results)
+        if step_by_step:
+            results = []
+            for key in [k for k in graph.toposorted_asset_keys if k in before]:
+                results.append(run([key]))
+                release_free_memory()
+                if not results[-1].success:
+                    return GraphResult(results)
+        else:
+            results = [run(before)]
+            if not results[0].success:
+                return GraphResult(results)
         release_free_memory()
         worker = worker or start_worker()
         worker.go()

@@ -188,3 +188,41 @@ def test_the_worker_when_ingestion_fails(tmp_path, monkeypatch, early, expected)
     )
     assert not graph.success
     assert log == expected
+
+
+def test_step_by_step_ingests_one_asset_per_run_and_deploys(tmp_path, monkeypatch):
+    """Large data: the first stage is one run per asset, in dependency order; the graph then
+    trains and deploys as in one run."""
+    import dagster as dg
+
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.lib.generator import generate
+    from churn_assets.resources import ChurnPlatform
+
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(tmp_path / "storage"))
+    monkeypatch.setenv("CHURN_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    generate(str(tmp_path / "storage" / "landing" / "synthetic"), customers=1500, days=300)
+    defs = build_definitions(
+        ChurnPlatform(dataset="synthetic"), ChurnIOManager(dataset="synthetic")
+    )
+    graph = demo.execute_graph(
+        defs,
+        dg.DagsterInstance.ephemeral(),
+        lambda: demo.ModelSetWorker.start("synthetic"),
+        step_by_step=True,
+    )
+
+    assert graph.success, graph.errors
+    per_run = [
+        sorted(e.step_key for e in r.get_asset_materialization_events()) for r in graph.results
+    ]
+    assert sorted(per_run[:2]) == [["raw_customers"], ["raw_transactions"]]
+    assert per_run[2:5] == [["current_features"], ["customer_features"], ["training_set"]]
+    assert ["classification_models"] in per_run and ["regression_models"] in per_run
+    assert graph.output_for_node("deployed_model_version")["version"]
+    checked = {
+        e.step_key for e in graph.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert {"raw_customers", "raw_transactions"} <= checked  # checks inside the raw steps
+    assert any(step.startswith("customer_features") for step in checked)  # its own check step
