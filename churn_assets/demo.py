@@ -200,10 +200,10 @@ def run_demo(
         if log:
             log(f"seeding {seed_url} with synthetic data ...")
         generate(seed_url, storage_options=settings.storage_options(seed_url), seed=settings.seed)
-    defs = build_definitions(ChurnPlatform(dataset=dataset), ChurnIOManager(dataset=dataset))
+    platform = ChurnPlatform(dataset=dataset)
+    defs = build_definitions(platform, ChurnIOManager(dataset=dataset))
     if log:
         log(f"materializing the asset graph on data set '{cfg.name}' ...")
-    platform = ChurnPlatform(dataset=dataset)
     landing = platform.landing_url_for_dataset()
     size = landing_bytes(cfg, landing, platform.landing_storage_options())
     small = size is not None and size <= SMALL_LANDING_BYTES

@@ -53,6 +53,13 @@ def slug(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
 
 
+#: Optimizations of the feature query: every branch (orders, category shares, countries,
+#: labels) reads the transactions on its own. With common-subplan elimination polars reads
+#: them once and keeps that frame until every branch is done: at 1M customers (49.7M lines)
+#: the step peaked at 11.4 GB, against 7.6 GB without it, for the same table in less time.
+SEPARATE_SCANS = pl.QueryOptFlags(comm_subplan_elim=False)
+
+
 def _stable(*columns) -> pl.Expr:
     """Round sums to ``ROUND_DECIMALS``: polars adds floats in a thread-dependent order, and
     amounts carry fewer decimals than that, so rounding restores the exact, repeatable sum."""
@@ -297,7 +304,7 @@ def build_customer_features(
             )
     elif "_signup_age" in frame.collect_schema().names():
         frame = frame.rename({"_signup_age": "tenure_days"})
-    result = frame.sort(ID).collect()
+    result = frame.sort(ID).collect(optimizations=SEPARATE_SCANS)
     ordered = [ID] + [c for c in result.columns if c not in (ID, *LABELS)]
     return result.select(ordered + [c for c in LABELS if c in result.columns])
 
