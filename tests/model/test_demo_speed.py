@@ -191,8 +191,8 @@ def test_the_worker_when_ingestion_fails(tmp_path, monkeypatch, early, expected)
 
 
 def test_step_by_step_ingests_one_asset_per_run_and_deploys(tmp_path, monkeypatch):
-    """Large data: the first stage is one run per asset, in dependency order; the graph then
-    trains and deploys as in one run."""
+    """Very large data: the first stage is one run per asset, in dependency order, the model
+    sets train one after the other without a worker; the graph then deploys as in one run."""
     import dagster as dg
 
     from churn_assets.definitions import build_definitions
@@ -209,8 +209,9 @@ def test_step_by_step_ingests_one_asset_per_run_and_deploys(tmp_path, monkeypatc
     graph = demo.execute_graph(
         defs,
         dg.DagsterInstance.ephemeral(),
-        lambda: demo.ModelSetWorker.start("synthetic"),
+        lambda: pytest.fail("no worker starts when the model sets train one by one"),
         step_by_step=True,
+        sequential_sets=True,
     )
 
     assert graph.success, graph.errors
@@ -219,7 +220,7 @@ def test_step_by_step_ingests_one_asset_per_run_and_deploys(tmp_path, monkeypatc
     ]
     assert sorted(per_run[:2]) == [["raw_customers"], ["raw_transactions"]]
     assert per_run[2:5] == [["current_features"], ["customer_features"], ["training_set"]]
-    assert ["classification_models"] in per_run and ["regression_models"] in per_run
+    assert per_run[-3:-1] == [["classification_models"], ["regression_models"]]
     assert graph.output_for_node("deployed_model_version")["version"]
     checked = {
         e.step_key for e in graph.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
