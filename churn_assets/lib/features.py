@@ -70,8 +70,8 @@ def _days(expr: pl.Expr) -> pl.Expr:
     return expr.dt.total_microseconds().cast(pl.Float64) / 86_400e6
 
 
-def _orders(pre: pl.LazyFrame, cutoff: dt.datetime) -> pl.LazyFrame:
-    """Roll transaction lines up to orders (customer x invoice) with their age in days."""
+def _orders(pre: pl.LazyFrame) -> pl.LazyFrame:
+    """Roll transaction lines up to orders (customer x invoice)."""
     # Lines without an invoice form one order per timestamp: group by the invoice id and, for
     # those lines only, the timestamp (no timestamp -> string formatting of every row).
     ts_key = pl.when(pl.col("invoice_id").is_null()).then(pl.col("timestamp"))
@@ -88,7 +88,74 @@ def _orders(pre: pl.LazyFrame, cutoff: dt.datetime) -> pl.LazyFrame:
         )
         .drop("invoice_id", "_order_ts")
         .with_columns(_stable("net", "gross", "returned"))
-        .with_columns(_days(pl.lit(cutoff) - pl.col("ts")).alias("age"))
+    )
+
+
+#: Columns of :func:`order_activity` / :func:`daily_activity` besides the id and the day:
+#: what every behavioural feature is computed from.
+ACTIVITY_SUMS = ("buy_orders", "ret_orders", "net", "gross", "returned")
+ACTIVITY_MAX = ("max_buy_gross", "last_buy_ts")
+ACTIVITY_MIN = ("first_ts", "first_buy_ts")
+
+
+def order_activity(pre: pl.LazyFrame) -> pl.LazyFrame:
+    """Transaction lines rolled up to orders, one activity row per order: its day (of its
+    first line), order counts (1 or 0), net / gross / returned amounts, and its time as the
+    first and last (purchase) time. Rows of one customer and day can be merged with
+    :func:`combine_activity` without changing any feature: the windows of the features are
+    whole days before a midnight cut-off."""
+    buy = pl.col("buy")
+    return _orders(pre).select(
+        ID,
+        pl.col("ts").dt.date().alias("day"),
+        buy.cast(pl.Int64).alias("buy_orders"),
+        pl.col("ret").cast(pl.Int64).alias("ret_orders"),
+        "net",
+        "gross",
+        "returned",
+        pl.when(buy).then(pl.col("gross")).alias("max_buy_gross"),
+        pl.when(buy).then(pl.col("ts")).alias("last_buy_ts"),
+        pl.col("ts").alias("first_ts"),
+        pl.when(buy).then(pl.col("ts")).alias("first_buy_ts"),
+    )
+
+
+def daily_activity(pre: pl.LazyFrame) -> pl.LazyFrame:
+    """:func:`order_activity` merged to one row per customer and day: the compact form
+    kept between batches (a new batch of lines only adds rows)."""
+    return combine_activity(order_activity(pre))
+
+
+def combine_activity(activity: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows of :func:`daily_activity` from several batches merged to one per customer and
+    day (sums added, first times the earliest, last times and largest orders the latest)."""
+    return (
+        activity.group_by(ID, "day")
+        .agg(
+            *[pl.col(c).sum() for c in ACTIVITY_SUMS],
+            *[pl.col(c).max() for c in ACTIVITY_MAX],
+            *[pl.col(c).min() for c in ACTIVITY_MIN],
+        )
+        .with_columns(_stable("net", "gross", "returned"))
+    )
+
+
+def category_sums(pre: pl.LazyFrame) -> pl.LazyFrame:
+    """Gross purchase amount per customer and category (one row each)."""
+    return (
+        pre.filter(~pl.col("is_return") & pl.col("category").is_not_null())
+        .group_by(ID, "category")
+        .agg(pl.col("amount").sum())
+        .with_columns(_stable("amount"))
+    )
+
+
+def country_sums(pre: pl.LazyFrame) -> pl.LazyFrame:
+    """Absolute amount per customer and country (one row each)."""
+    return (
+        pre.filter(pl.col("country").is_not_null())
+        .group_by(ID, "country")
+        .agg(pl.col("amount").abs().sum().alias("_v"))
     )
 
 
@@ -107,34 +174,58 @@ def top_categories(pre: pl.LazyFrame, limit: int = MAX_CATEGORY_SHARES) -> tuple
 
 def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
     """Behavioural features per customer from transactions strictly before the cut-off."""
+    pre = tx.filter(pl.col("timestamp") < params.cutoff_ts)
+    return behaviour_features(
+        order_activity(pre),
+        category_sums(pre) if params.categories else None,
+        country_sums(pre),
+        params,
+    )
+
+
+def behaviour_features(
+    activity: pl.LazyFrame,
+    categories: pl.LazyFrame | None,
+    countries: pl.LazyFrame,
+    params: FeatureParams,
+) -> pl.LazyFrame:
+    """Behavioural features per customer from activity rows (:func:`order_activity` or
+    :func:`daily_activity`),
+    :func:`category_sums` and :func:`country_sums` (one row per key each, all before the
+    cut-off): recency, frequency, monetary value, windows, trends, returns, category shares
+    and countries."""
     cutoff = params.cutoff_ts
-    pre = tx.filter(pl.col("timestamp") < cutoff)
-    orders = _orders(pre, cutoff)
-    purchase = pl.col("buy")  # orders with at least one purchase line
+    days = activity.with_columns(
+        _days(pl.lit(cutoff) - pl.col("day").cast(pl.Datetime("us"))).alias("age")
+    )
+    # an order of day d has an age in (age(d) - 1, age(d)]: with whole-day windows and a
+    # midnight cut-off, "age <= w" of an order is "age(d) <= w" of its day
     age = pl.col("age")
+    buys = pl.col("buy_orders")
     aggs: list[pl.Expr] = [
-        purchase.sum().cast(pl.Float64).alias("frequency"),
-        pl.col("ret").sum().cast(pl.Float64).alias("return_count"),
-        pl.when(purchase).then(pl.col("ts")).max().alias("_last"),
-        pl.col("ts").min().alias("_first"),
-        pl.when(purchase).then(pl.col("ts")).min().alias("_first_buy"),
-        pl.when(purchase).then(age).min().alias("recency_days"),
-        age.max().alias("_first_age"),
+        buys.sum().cast(pl.Float64).alias("frequency"),
+        pl.col("ret_orders").sum().cast(pl.Float64).alias("return_count"),
+        pl.col("last_buy_ts").max().alias("_last"),
+        pl.col("first_ts").min().alias("_first"),
+        pl.col("first_buy_ts").min().alias("_first_buy"),
+        _days(pl.lit(cutoff) - pl.col("last_buy_ts").max()).alias("recency_days"),
+        _days(pl.lit(cutoff) - pl.col("first_ts").min()).alias("_first_age"),
         pl.col("net").sum().alias("monetary_total"),
         pl.col("gross").sum().alias("_gross"),
-        pl.when(purchase).then(pl.col("gross")).max().alias("max_order_value"),
+        pl.col("max_buy_gross").max().alias("max_order_value"),
         pl.col("returned").sum().abs().alias("return_amount"),
-        pl.col("ts").dt.date().n_unique().cast(pl.Float64).alias("active_days"),
+        pl.col("day").n_unique().cast(pl.Float64).alias("active_days"),
         pl.when(age <= params.naive_lookback_days)
         .then(pl.col("net"))
         .sum()
         .alias("_naive_window_sales"),
     ]
     for w in params.windows:
-        aggs.append((purchase & (age <= w)).sum().cast(pl.Float64).alias(f"orders_{w}d"))
+        aggs.append(pl.when(age <= w).then(buys).sum().cast(pl.Float64).alias(f"orders_{w}d"))
         aggs.append(pl.when(age <= w).then(pl.col("net")).sum().alias(f"sales_{w}d"))
-    aggs.append((purchase & (age > 90) & (age <= 180)).sum().cast(pl.Float64).alias("_orders_p90"))
-    aggs.append(pl.when((age > 90) & (age <= 180)).then(pl.col("net")).sum().alias("_sales_p90"))
+    prior = (age > 90) & (age <= 180)
+    aggs.append(pl.when(prior).then(buys).sum().cast(pl.Float64).alias("_orders_p90"))
+    aggs.append(pl.when(prior).then(pl.col("net")).sum().alias("_sales_p90"))
     sums = [
         "monetary_total",
         "_gross",
@@ -143,7 +234,7 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
         "_sales_p90",
         *[f"sales_{w}d" for w in params.windows],
     ]
-    per_customer = orders.group_by(ID).agg(aggs).with_columns(_stable(sums))
+    per_customer = days.group_by(ID).agg(aggs).with_columns(_stable(sums))
 
     def trend(recent: str, prior: str) -> pl.Expr:
         a, b = pl.col(recent), pl.col(prior)
@@ -169,13 +260,9 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
         pl.col("recency_days").fill_null(pl.col("_first_age")),
         pl.col("max_order_value").fill_null(0.0),
     )
-    if params.categories:
+    if params.categories and categories is not None:
         shares = (
-            pre.filter(~pl.col("is_return") & pl.col("category").is_not_null())
-            .group_by(ID, "category")
-            .agg(pl.col("amount").sum())
-            .with_columns(_stable("amount"))
-            .group_by(ID)
+            categories.group_by(ID)
             .agg(
                 pl.len().cast(pl.Float64).alias("n_categories"),
                 *[
@@ -196,18 +283,15 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
         out = out.join(shares, on=ID, how="left").with_columns(
             pl.col(["n_categories", *share_cols]).fill_null(0.0)
         )
-    countries = (
-        pre.filter(pl.col("country").is_not_null())
-        .group_by(ID, "country")
-        .agg(pl.col("amount").abs().sum().alias("_v"))
-        .sort([ID, "_v", "country"], descending=[False, True, False])
+    main = (
+        countries.sort([ID, "_v", "country"], descending=[False, True, False])
         .group_by(ID, maintain_order=True)
         .agg(
             pl.col("country").first().alias("main_country"),
             pl.len().cast(pl.Float64).alias("n_countries"),
         )
     )
-    out = out.join(countries, on=ID, how="left").with_columns(pl.col("n_countries").fill_null(0.0))
+    out = out.join(main, on=ID, how="left").with_columns(pl.col("n_countries").fill_null(0.0))
     return out.drop(["_gross", "_naive_window_sales", "_orders_p90", "_sales_p90", "_first_age"])
 
 
@@ -227,16 +311,22 @@ def build_customer_features(
     transactions: pl.LazyFrame | pl.DataFrame | None,
     params: FeatureParams,
     static_columns: list[str] | None = None,
+    *,
+    behaviour: pl.LazyFrame | None = None,
 ) -> pl.DataFrame:
     """One row per customer known before the cut-off: static attributes, behaviour, labels.
 
     ``customers`` carries ``customer_id``, optional ``signup_date``, static attributes and,
     for snapshot data, the label columns. ``transactions`` carries the standard raw
     transaction columns. Customers that signed up (or first bought) at or after the cut-off
-    are not in the result.
+    are not in the result. ``behaviour`` (from :func:`behaviour_features`) replaces the
+    transactions as the source of the behavioural columns (features without labels only).
     """
-    has_tx = transactions is not None
-    if has_tx:
+    has_tx = transactions is not None or behaviour is not None
+    if behaviour is not None:
+        if params.with_labels or params.categories is None:
+            raise ValueError("precomputed behaviour needs with_labels=False and categories")
+    elif transactions is not None:
         tx = transactions.lazy()
         if params.categories is None:
             cats = top_categories(tx.filter(pl.col("timestamp") < params.cutoff_ts))

@@ -1,0 +1,122 @@
+"""Current features kept up to date batch by batch equal the table built from every line."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from churn_assets.lib import incremental
+from churn_assets.lib.datasets import load_dataset_config
+from churn_assets.lib.feature_sets import features_at, reference_categories, usable
+from churn_assets.lib.generator import generate
+from churn_assets.lib.ingest import ingest_customers, ingest_transactions
+from churn_assets.lib.storage import Storage
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """Typed customers and transaction lines of a small synthetic data set."""
+    landing = tmp_path_factory.mktemp("landing")
+    generate(str(landing / "synthetic"), customers=800, days=200, seed=5)
+    cfg = load_dataset_config("synthetic")
+    customers, _ = usable(ingest_customers(cfg, str(landing / "synthetic")).frame)
+    lines, _ = usable(ingest_transactions(cfg, str(landing / "synthetic")).frame)
+    return cfg, customers, lines.sort("timestamp", "invoice_id", "customer_id")
+
+
+def _whole(cfg, customers, lines, categories):
+    """The table the current_features asset builds from every line."""
+    cutoff = lines["timestamp"].max().date() + dt.timedelta(days=1)
+    return features_at(cfg, customers, lines, cutoff, with_labels=False, categories=categories)
+
+
+def _split_at(lines: pl.DataFrame, ts: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """History before ``ts`` and the batch from it (whole orders on each side)."""
+    first = lines.group_by("invoice_id").agg(pl.col("timestamp").min().alias("_first"))
+    tagged = lines.join(first, on="invoice_id", how="left")
+    late = pl.col("_first") >= ts
+    return tagged.filter(~late).drop("_first"), tagged.filter(late).drop("_first")
+
+
+def _add(storage, name, lines, customers, categories):
+    return incremental.add_batch(
+        storage, name, lines, customers, categories, horizon_days=90, naive_lookback_days=270
+    )
+
+
+def test_a_batch_on_the_same_day_recomputes_only_its_customers(synthetic, tmp_path):
+    cfg, customers, lines = synthetic
+    categories = reference_categories(cfg, lines)
+    last = lines["timestamp"].max()
+    history, batch = _split_at(lines, last.replace(hour=0, minute=0) + dt.timedelta(hours=12))
+    assert history.height and batch.height
+    assert history["timestamp"].max().date() == last.date()  # the cut-off does not move
+    storage = Storage(str(tmp_path / "state"))
+
+    first = _add(storage, "history", history, customers, categories)
+    update = _add(storage, "batch-1", batch, customers, categories)
+
+    assert first.mode == "full"
+    assert update.mode == "touched"
+    assert update.customers_updated == batch["customer_id"].n_unique() < update.customers_total
+    expected = _whole(cfg, customers, lines, categories)
+    assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
+
+
+def test_a_batch_on_a_new_day_recomputes_every_customer_from_the_parts(synthetic, tmp_path):
+    cfg, customers, lines = synthetic
+    categories = reference_categories(cfg, lines)
+    last_day = lines["timestamp"].max().replace(hour=0, minute=0, second=0, microsecond=0)
+    history, batch = _split_at(lines, last_day - dt.timedelta(days=3))
+    storage = Storage(str(tmp_path / "state"))
+
+    _add(storage, "history", history, customers, categories)
+    update = _add(storage, "batch-1", batch, customers, categories)
+
+    assert update.mode == "full"
+    assert update.cutoff == last_day.date() + dt.timedelta(days=1)
+    expected = _whole(cfg, customers, lines, categories)
+    assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
+
+
+def test_without_a_customer_table_new_customers_are_added(synthetic, tmp_path):
+    cfg, _, lines = synthetic
+    categories = reference_categories(cfg, lines)
+    last = lines["timestamp"].max()
+    history, batch = _split_at(lines, last.replace(hour=0, minute=0) + dt.timedelta(hours=12))
+    newcomer = batch.head(1).with_columns(
+        pl.lit("NEW-1").alias("customer_id"), pl.lit("INV-NEW-1").alias("invoice_id")
+    )
+    batch = pl.concat([batch, newcomer])
+    storage = Storage(str(tmp_path / "state"))
+
+    _add(storage, "history", history, None, categories)
+    update = _add(storage, "batch-1", batch, None, categories)
+
+    table = storage.read_parquet(incremental.FEATURES)
+    assert update.mode == "touched"
+    assert "NEW-1" in table["customer_id"].to_list()
+    snapshot = cfg.model_copy(update={"customers": None})
+    expected = _whole(snapshot, None, pl.concat([history, batch]), categories)
+    assert_frame_equal(table, expected, check_exact=True)
+
+
+def test_a_batch_is_written_once_and_bad_batches_are_refused(synthetic, tmp_path):
+    cfg, customers, lines = synthetic
+    categories = reference_categories(cfg, lines)
+    storage = Storage(str(tmp_path / "state"))
+    _add(storage, "b1", lines.head(500), customers, categories)
+    before = storage.read_parquet(incremental.FEATURES)
+
+    with pytest.raises(ValueError, match="added already"):
+        _add(storage, "b1", lines.slice(500, 100), customers, categories)
+    with pytest.raises(ValueError, match="no usable transaction lines"):
+        _add(storage, "b2", lines.head(0), customers, categories)
+    with pytest.raises(ValueError, match="letters, digits"):
+        _add(storage, "../escape", lines.head(10), customers, categories)
+
+    assert_frame_equal(storage.read_parquet(incremental.FEATURES), before)  # nothing lost
+    assert storage.read_json(incremental.STATE)["batches"] == ["b1"]
