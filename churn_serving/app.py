@@ -16,6 +16,13 @@ Endpoints (status codes):
                            scikit-learn, and why), thresholds, rules; 503 no model
 ``GET /fallback-stats``    200 answers by output and fallback level, model errors by role
 ``GET /metrics``           200 Prometheus exposition
+``GET /datasets``          200 the served data sets: the default (``CHURN_DATASET``) and every
+                           other deployed one (or those of ``CHURN_SERVING_DATASETS``), each
+                           with its served and deployed version and its state
+``/datasets/{name}/...``   ``POST predict``, ``GET predict/schema``, ``GET model-info``,
+                           ``GET ready`` of data set ``name``, answered as the un-prefixed
+                           routes answer for the default; 404 (naming the served data sets)
+                           when ``name`` is not served
 ``POST /admin/reload``     only when ``CHURN_SERVING_ADMIN_TOKEN`` is set (404 otherwise):
                            401 missing/malformed ``Authorization: Bearer``, 403 wrong token;
                            200 reloaded/unchanged, 409 refused (integrity), 503 failed
@@ -50,9 +57,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from churn_serving.datasets import (
+    DatasetRegistry,
+    ServedDataset,
+    config_name,
+    echo,
+    parse_names,
+)
 from churn_serving.inference_log import InferenceLogger
 from churn_serving.manager import ModelManager
-from churn_serving.metrics import MetricsMiddleware, ServingMetrics
+from churn_serving.metrics import DatasetMetricsCollector, MetricsMiddleware, ServingMetrics
 from churn_serving.model import LEVELS, NO_VALUE_MODEL, ChainResult, CustomerTable, ModelBundle
 from churn_serving.schema import RequestError, parse_request
 from churn_serving.settings import ServingSettings
@@ -85,6 +99,7 @@ ENDPOINTS = {
     "/fallback-stats",
     "/metrics",
     "/admin/reload",
+    "/datasets",
     "/openapi.json",
     "/docs",
 }
@@ -158,6 +173,32 @@ class ReadyResponse(BaseModel):
     ready: bool
     version: str | None = None
     reason: str | None = None
+
+
+class DatasetState(BaseModel):
+    """One served data set."""
+
+    name: str
+    default: bool = Field(description="the data set of the un-prefixed routes (CHURN_DATASET)")
+    version: str | None = Field(description="the version served (null: none loaded)")
+    deployed_version: str | None = Field(description="the version current.json named last")
+    state: str = Field(description="ready | behind | loading | unavailable")
+    reason: str | None = Field(description="why not ready (refusal or load error)")
+    loaded_at: str | None = None
+
+
+class DatasetsResponse(BaseModel):
+    """The served data sets, the default first."""
+
+    default: str
+    datasets: list[DatasetState]
+
+
+class NotServedResponse(BaseModel):
+    """A data set name that is not served, and the names that are."""
+
+    detail: str
+    served: list[str]
 
 
 class ReloadResponse(BaseModel):
@@ -457,10 +498,16 @@ class Scorer:
             m.unseen.labels(feature=feature).inc()
 
 
+def unavailable_reason(manager: ModelManager) -> str | None:
+    """Why ``manager`` has no version loaded: the last load error, else the last refusal
+    (a deployed version that failed verification), else None (still loading)."""
+    problem = manager.last_error or manager.last_refusal or {}
+    return problem.get("error")
+
+
 def no_model_message(manager: ModelManager) -> str:
     """Why nothing can be answered yet."""
-    reason = (manager.last_error or {}).get("error") or "no model version loaded yet"
-    return f"no model loaded: {reason}"
+    return f"no model loaded: {unavailable_reason(manager) or 'no model version loaded yet'}"
 
 
 class PredictEndpoint:
@@ -577,21 +624,19 @@ class SidecarApp(FastAPI):
 # ------------------------------------------------------------------------------ app
 
 
-def create_app(
-    settings: ServingSettings | None = None,
-    storage: Any = None,
+def serve_dataset(
+    name: str,
+    storage: Any,
+    settings: ServingSettings,
     *,
-    background: bool = True,
+    metrics: ServingMetrics | None = None,
     aliases: dict[str, str] | None = None,
-) -> FastAPI:
-    """The sidecar app. ``storage`` is the data set's storage (default: from
-    ``ChurnSettings``: ``<CHURN_STORAGE_URL>/<data set>``, with the data set's source column
-    names as ``aliases`` of the features). With ``background=False`` neither
-    the poll thread nor the log writer start (tests drive ``app.state.manager`` directly)."""
-    settings = settings or ServingSettings()
-    if storage is None:
-        storage, aliases = dataset_storage(), dataset_aliases()
-    metrics = ServingMetrics()
+    background: bool = True,
+    default: bool = False,
+) -> ServedDataset:
+    """One data set's serving state: model manager (hot reload), scorer, ``POST /predict``
+    endpoint and inference log on its own storage; its own metrics unless given."""
+    metrics = metrics or ServingMetrics(process=False)
     logger = (
         InferenceLogger(
             storage,
@@ -613,22 +658,72 @@ def create_app(
         batch_threads=settings.batch_threads,
         precompute_lookups=settings.precompute_lookups,
     )
-    scorer = Scorer(metrics, logger)
-    endpoint = PredictEndpoint(manager, scorer, settings)
+    endpoint = PredictEndpoint(manager, Scorer(metrics, logger), settings)
+    return ServedDataset(name, manager, endpoint, logger, metrics, default=default)
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    storage: Any = None,
+    *,
+    background: bool = True,
+    aliases: dict[str, str] | None = None,
+    dataset: str | None = None,
+    root: Any = None,
+) -> FastAPI:
+    """The sidecar app. ``storage`` is the default data set's storage (default: from
+    ``ChurnSettings``: ``<CHURN_STORAGE_URL>/<data set>``, with the data set's source column
+    names as ``aliases`` of the features); ``dataset`` its name (default: from
+    ``CHURN_DATASET``). The other data sets are served from ``root``'s sub-folders (default:
+    the storage root when ``storage`` is not given; none otherwise), see
+    :mod:`churn_serving.datasets`. With ``background=False`` neither the poll threads nor the
+    log writers start (tests drive ``app.state.manager`` directly)."""
+    settings = settings or ServingSettings()
+    if storage is None:
+        storage, aliases = dataset_storage(), dataset_aliases()
+        if root is None:
+            root = storage_root()
+    if dataset is None:
+        dataset = default_dataset_name()
+    metrics = ServingMetrics()
+    served = serve_dataset(
+        dataset,
+        storage,
+        settings,
+        metrics=metrics,
+        aliases=aliases,
+        background=background,
+        default=True,
+    )
+    manager, logger, endpoint = served.manager, served.logger, served.endpoint
+    scorer = endpoint.scorer
+
+    def make(name: str) -> ServedDataset:
+        return serve_dataset(
+            name,
+            root.child(name),
+            settings,
+            aliases=dataset_aliases(name),
+            background=background,
+        )
+
+    registry = DatasetRegistry(
+        served,
+        root=root,
+        make=make if root is not None else None,
+        only=parse_names(settings.datasets),
+        poll_seconds=settings.poll_seconds,
+    )
     started = time.monotonic()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if background:
-            manager.start()
-            if logger is not None:
-                logger.start()
+            await run_in_threadpool(registry.start)
         try:
             yield
         finally:
-            manager.stop()
-            if logger is not None:
-                await run_in_threadpool(logger.close)
+            await run_in_threadpool(registry.stop)
 
     app = SidecarApp(
         title="churn serving sidecar",
@@ -644,12 +739,16 @@ def create_app(
     app.state.metrics = metrics
     app.state.logger = logger
     app.state.scorer = scorer
+    app.state.registry = registry
+    DatasetMetricsCollector(registry.other_metrics, metrics.registry)
     # POST /predict is answered ahead of FastAPI (and counted there); metrics wrap the rest.
     app.predict_asgi = PredictASGI(endpoint, metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
-
-    def no_model() -> JSONResponse:
-        return JSONResponse({"detail": no_model_message(manager)}, status_code=503)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=metrics,
+        endpoints=ENDPOINTS,
+        dataset_metrics=registry.metrics_of,
+    )
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, Any]:
@@ -671,11 +770,7 @@ def create_app(
     )
     async def ready() -> Any:
         """Readiness: 200 when a model version is loaded, 503 otherwise."""
-        b = manager.bundle
-        if b is None:
-            reason = (manager.last_error or {}).get("error") or "loading"
-            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
-        return {"ready": True, "version": b.version}
+        return ready_answer(manager)
 
     predict_body = {
         "requestBody": {
@@ -719,26 +814,7 @@ def create_app(
     )
     async def predict_schema() -> Any:
         """The deployed feature schema: features, types, categories and accepted ranges."""
-        b = manager.bundle
-        if b is None:
-            return no_model()
-        return {
-            "version": b.version,
-            "max_records": settings.max_records,
-            "request": {
-                "body": '{"records": [record, ...]} or, columnar, {"columns": {name: [value, '
-                "...], ...}}",
-                "record": '{"customer_id": "..."} or {"features": {...}} (optionally with a '
-                "customer_id to echo)",
-                "columns": "one array per feature (feature or source column name), one value "
-                "per record, every array of the same length; an optional customer_id column is "
-                "echoed (null allowed); a body with only a customer_id column looks the "
-                "customers up. Validated column by column: the cheaper body for large batches",
-                "answer": "the same for both bodies: predictions in record order",
-                "unknown_customer_id": "404 for the whole request, listing every unknown id",
-            },
-            **b.schema.describe(),
-        }
+        return schema_answer(manager, settings)
 
     @app.get(
         "/model-info",
@@ -748,10 +824,104 @@ def create_app(
     async def model_info() -> Any:
         """The loaded version: models, candidates, the runtime answering each, thresholds,
         metrics, rules."""
-        b = manager.bundle
-        if b is None:
-            return no_model()
-        return b.describe()
+        return model_info_answer(manager)
+
+    # ------------------------------------------------- every served data set by name
+
+    def not_served(name: str) -> JSONResponse:
+        return JSONResponse(registry.not_served(name), status_code=404)
+
+    not_served_doc = {404: {"model": NotServedResponse, "description": "data set not served"}}
+
+    @app.get("/datasets", tags=["datasets"], response_model=DatasetsResponse)
+    async def datasets() -> Any:
+        """The served data sets (the default first): served and deployed version, state."""
+        return {"default": registry.default.name, "datasets": registry.describe()}
+
+    @app.post(
+        "/datasets/{name}/predict",
+        tags=["datasets"],
+        response_model=PredictResponse,
+        openapi_extra=predict_body,
+        responses={
+            **not_served_doc,
+            413: {"model": ErrorResponse, "description": "too many records / body too large"},
+            422: {"model": ErrorResponse, "description": "malformed JSON or invalid records"},
+            503: {"model": MessageResponse, "description": "no model loaded"},
+        },
+    )
+    async def dataset_predict(name: str, request: Request) -> Response:
+        """``POST /predict`` of data set ``name`` (404 also for an unknown customer_id)."""
+        d = registry.get(name)
+        if d is None:
+            return not_served(name)
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except RequestError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+        status, content = await d.endpoint.handle(body)
+        return Response(content, status_code=status, media_type="application/json")
+
+    @app.get(
+        "/datasets/{name}/predict/schema",
+        tags=["datasets"],
+        responses={
+            **not_served_doc,
+            503: {"model": MessageResponse, "description": "no model loaded"},
+        },
+    )
+    async def dataset_predict_schema(name: str) -> Any:
+        """``GET /predict/schema`` of data set ``name``."""
+        d = registry.get(name)
+        return not_served(name) if d is None else schema_answer(d.manager, settings)
+
+    @app.get(
+        "/datasets/{name}/model-info",
+        tags=["datasets"],
+        responses={
+            **not_served_doc,
+            503: {"model": MessageResponse, "description": "no model loaded"},
+        },
+    )
+    async def dataset_model_info(name: str) -> Any:
+        """``GET /model-info`` of data set ``name``."""
+        d = registry.get(name)
+        return not_served(name) if d is None else model_info_answer(d.manager)
+
+    @app.get(
+        "/datasets/{name}/ready",
+        tags=["datasets"],
+        response_model=ReadyResponse,
+        responses={
+            **not_served_doc,
+            503: {"model": ReadyResponse, "description": "no model loaded"},
+        },
+    )
+    async def dataset_ready(name: str) -> Any:
+        """``GET /ready`` of data set ``name``."""
+        d = registry.get(name)
+        return not_served(name) if d is None else ready_answer(d.manager)
+
+    @app.api_route(
+        "/datasets/{path:path}",
+        methods=["GET", "POST"],
+        include_in_schema=False,
+        status_code=404,
+    )
+    async def dataset_unknown_route(path: str) -> JSONResponse:
+        """404 for any other path under /datasets/ (the served data sets named)."""
+        name, _, rest = path.partition("/")
+        if name and rest in ("predict", "predict/schema", "model-info", "ready"):
+            body = registry.not_served(name)
+        else:
+            served = registry.names()
+            body = {
+                "detail": f"no such route: /datasets/{echo(path)}; served data sets: "
+                f"{', '.join(served)} (routes: /datasets/{{name}}/predict, /predict/schema, "
+                "/model-info, /ready)",
+                "served": served,
+            }
+        return JSONResponse(body, status_code=404)
 
     @app.get("/fallback-stats", tags=["operations"])
     async def fallback_stats() -> dict[str, Any]:
@@ -825,6 +995,47 @@ def create_app(
     app.state.openapi_key = None
     app.openapi = custom_openapi  # type: ignore[method-assign]
     return app
+
+
+def ready_answer(manager: ModelManager) -> Any:
+    """``GET /ready``: 200 with the version when one is loaded, else 503 with the reason."""
+    b = manager.bundle
+    if b is None:
+        reason = unavailable_reason(manager) or "loading"
+        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+    return {"ready": True, "version": b.version}
+
+
+def schema_answer(manager: ModelManager, settings: ServingSettings) -> Any:
+    """``GET /predict/schema``: the loaded version's feature schema, or 503."""
+    b = manager.bundle
+    if b is None:
+        return JSONResponse({"detail": no_model_message(manager)}, status_code=503)
+    return {
+        "version": b.version,
+        "max_records": settings.max_records,
+        "request": {
+            "body": '{"records": [record, ...]} or, columnar, {"columns": {name: [value, '
+            "...], ...}}",
+            "record": '{"customer_id": "..."} or {"features": {...}} (optionally with a '
+            "customer_id to echo)",
+            "columns": "one array per feature (feature or source column name), one value "
+            "per record, every array of the same length; an optional customer_id column is "
+            "echoed (null allowed); a body with only a customer_id column looks the "
+            "customers up. Validated column by column: the cheaper body for large batches",
+            "answer": "the same for both bodies: predictions in record order",
+            "unknown_customer_id": "404 for the whole request, listing every unknown id",
+        },
+        **b.schema.describe(),
+    }
+
+
+def model_info_answer(manager: ModelManager) -> Any:
+    """``GET /model-info``: the loaded version's description, or 503."""
+    b = manager.bundle
+    if b is None:
+        return JSONResponse({"detail": no_model_message(manager)}, status_code=503)
+    return b.describe()
 
 
 def request_schemas(bundle: ModelBundle | None, max_records: int = 10_000) -> dict[str, Any]:
@@ -925,14 +1136,15 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def dataset_aliases() -> dict[str, str]:
+def dataset_aliases(name: str | None = None) -> dict[str, str]:
     """Source column name → feature name of the data set's customer attributes (snapshot
-    data sets train on these attributes under their configured names)."""
+    data sets train on these attributes under their configured names); ``name`` defaults to
+    ``CHURN_DATASET``."""
     from churn_assets.lib.datasets import load_dataset_config
     from churn_assets.lib.settings import ChurnSettings
 
     try:
-        cfg = load_dataset_config(ChurnSettings().dataset)
+        cfg = load_dataset_config(name or ChurnSettings().dataset)
     except Exception as e:  # requests by feature name still work
         log.warning("data set config unreadable, source column names not accepted: %s", e)
         return {}
@@ -943,11 +1155,31 @@ def dataset_aliases() -> dict[str, str]:
 
 def dataset_storage() -> Any:
     """The data set's storage from ``ChurnSettings`` (``<storage root>/<data set>``)."""
-    from churn_assets.lib.datasets import load_dataset_config
     from churn_assets.lib.settings import ChurnSettings, join_url
     from churn_assets.lib.storage import Storage
 
     s = ChurnSettings()
-    name = load_dataset_config(s.dataset).name
-    url = join_url(s.resolved_storage_url, name)
+    url = join_url(s.resolved_storage_url, config_name(s.dataset))
     return Storage(url, s.storage_options(url))
+
+
+def storage_root() -> Any:
+    """The storage root from ``ChurnSettings``: every data set's storage is a sub-folder."""
+    from churn_assets.lib.settings import ChurnSettings
+    from churn_assets.lib.storage import Storage
+
+    s = ChurnSettings()
+    url = s.resolved_storage_url
+    return Storage(url, s.storage_options(url))
+
+
+def default_dataset_name() -> str:
+    """The default data set's name (``CHURN_DATASET``'s config name; the setting itself
+    when its config does not load)."""
+    from churn_assets.lib.settings import ChurnSettings
+
+    raw = ChurnSettings().dataset
+    try:
+        return config_name(raw)
+    except Exception:
+        return raw

@@ -90,6 +90,7 @@ class ModelManager:
         self.last_reload: dict[str, Any] | None = None
         self.last_error: dict[str, Any] | None = None
         self.last_refusal: dict[str, Any] | None = None
+        self.deployed_version: str | None = None  # what current.json named at the last reload
         self.reloads = 0
         self._refused_key: tuple[Any, ...] | None = None
         self._last_logged: str | None = None
@@ -150,6 +151,8 @@ class ModelManager:
             result["seconds"] = round(time.perf_counter() - start, 4)
             result["trigger"] = trigger
             result["at"] = utcnow()
+            if result.get("version") is not None:
+                self.deployed_version = result["version"]
             if result["status"] != "unchanged":
                 self.last_reload = result
             return result

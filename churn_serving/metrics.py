@@ -19,6 +19,14 @@
 ``churn_serving_inference_log_buffered_records``  records waiting to be written
 =============================================  ==================================================
 
+These describe the default data set (``CHURN_DATASET``); ``churn_serving_requests_total`` and
+its histogram count every HTTP request, the routes of the other data sets under their
+templates (``endpoint="/datasets/{name}/predict"``, ...). Each further data set served under
+``/datasets/{name}/...`` has metrics of its own, exported by :class:`DatasetMetricsCollector`
+under the same names with ``churn_`` replaced by ``churn_dataset_`` and a ``dataset`` label
+(``churn_dataset_serving_predictions_total{dataset="telco",label="1"}``, its requests by
+their un-prefixed endpoint, its drift and version gauges too).
+
 Endpoints outside the app's routes are counted as ``endpoint="other"`` (bounded label set).
 """
 
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 from prometheus_client import (
@@ -38,6 +46,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import Metric
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -66,10 +75,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ServingMetrics:
     """The sidecar's metrics on a private registry (several apps can live in one process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, process: bool = True) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        ProcessCollector(registry=r)
+        if process:  # once per process: not in the registries of further data sets
+            ProcessCollector(registry=r)
         self.requests = Counter(
             "churn_serving_requests",
             "HTTP requests by endpoint, method and status code.",
@@ -190,13 +200,69 @@ class ServingMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class MetricsMiddleware:
-    """Pure ASGI middleware: counts and times every HTTP request by route and status."""
+DATASET_PREFIX = "churn_dataset_"
 
-    def __init__(self, app: ASGIApp, metrics: ServingMetrics, endpoints: set[str]):
+
+def dataset_metric_name(name: str) -> str:
+    """``churn_serving_x`` → ``churn_dataset_serving_x`` (the family of a further data set)."""
+    return DATASET_PREFIX + name.removeprefix("churn_")
+
+
+class DatasetMetricsCollector:
+    """The metrics of the further data sets, each kept in its own :class:`ServingMetrics`,
+    exported on the main registry as ``churn_dataset_*`` families with a ``dataset`` label
+    (one family per name, every data set's samples in it)."""
+
+    def __init__(
+        self, sources: Callable[[], dict[str, ServingMetrics]], registry: CollectorRegistry
+    ):
+        self.sources = sources
+        registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for dataset, metrics in sorted(self.sources().items()):
+            for family in metrics.registry.collect():
+                if not family.name.startswith("churn_"):
+                    continue
+                name = dataset_metric_name(family.name)
+                out = families.get(name)
+                if out is None:
+                    out = families[name] = Metric(name, family.documentation, family.type)
+                for s in family.samples:
+                    out.samples.append(
+                        s._replace(
+                            name=dataset_metric_name(s.name),
+                            labels={"dataset": dataset, **s.labels},
+                        )
+                    )
+        yield from families.values()
+
+
+#: Routes of one data set under ``/datasets/{name}``.
+DATASET_ROUTES = frozenset({"/predict", "/predict/schema", "/model-info", "/ready"})
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request by route and status.
+
+    ``/datasets/{name}/<route>`` is counted under its template; when ``dataset_metrics``
+    gives a further data set's own metrics for ``name``, also there under ``<route>``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServingMetrics,
+        endpoints: set[str],
+        dataset_metrics: Callable[[str], ServingMetrics | None] | None = None,
+    ):
         self.app = app
         self.metrics = metrics
         self.endpoints = endpoints
+        self.dataset_metrics = dataset_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -214,9 +280,28 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
+            seconds = time.perf_counter() - start
             path = scope.get("path", "")
-            endpoint = path if path in self.endpoints else "other"
             method = scope.get("method", "GET")
             if method not in ("GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"):
                 method = "other"
-            self.metrics.observe_request(endpoint, method, status, time.perf_counter() - start)
+            if path in self.endpoints:
+                endpoint = path
+            elif path.startswith("/datasets/"):
+                endpoint = self._dataset_request(path, method, status, seconds)
+            else:
+                endpoint = "other"
+            self.metrics.observe_request(endpoint, method, status, seconds)
+
+    def _dataset_request(self, path: str, method: str, status: int, seconds: float) -> str:
+        """The template of a ``/datasets/{name}/...`` path (``other`` if no route); counts
+        the request in the data set's own metrics when it has some."""
+        name, _, rest = path[len("/datasets/") :].partition("/")
+        route = "/" + rest
+        if not name or route not in DATASET_ROUTES:
+            return "other"
+        if self.dataset_metrics is not None:
+            own = self.dataset_metrics(name)
+            if own is not None:
+                own.observe_request(route, method, status, seconds)
+        return "/datasets/{name}" + route

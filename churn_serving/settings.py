@@ -67,6 +67,14 @@ class ServingSettings(BaseSettings):
         "answers instead of calling the models. Off: lookups run the models per request.",
     )
 
+    datasets: str | None = Field(
+        default=None,
+        description="Comma-separated data set names served under /datasets/{name}/ besides "
+        "the default (CHURN_DATASET), served from the start (503 until deployed). Unset: "
+        "every data set whose config loads and whose storage holds a deployment, looked for "
+        "again every poll_seconds.",
+    )
+
     @property
     def admin_enabled(self) -> bool:
         """Whether the admin endpoints exist (a non-empty token is configured)."""
