@@ -69,6 +69,7 @@ bench: install system-deps  ## benchmarks: ratios against references measured in
 	$(BIN)/churn bench serving --json
 	$(BIN)/python benchmarks/import_time.py
 	$(BIN)/churn bench training --customers 10000 --json
+	$(BIN)/churn bench ingest --json
 
 lint: install
 	$(BIN)/ruff check .

@@ -364,6 +364,24 @@ def bench_training(
     click.echo(json.dumps(report, indent=None if as_json else 2, default=float))
 
 
+@bench.command("ingest")
+@click.option(
+    "--customers",
+    default=210_000,
+    show_default=True,
+    help="Synthetic customers of the history (210,000: ~10.4M transaction lines).",
+)
+@click.option("--no-full-reference", is_flag=True, help="Skip the full-rebuild reference row.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_ingest(customers: int, no_full_reference: bool, as_json: bool) -> None:
+    """A new 50,000-line hourly file on a long history: ingestion and current features,
+    incrementally, against the same file into an empty history (ratio) and a full rebuild."""
+    from benchmarks.ingest import run
+
+    report = run(customers, full_reference=not no_full_reference)
+    click.echo(json.dumps(report, indent=None if as_json else 2, default=float))
+
+
 @main.command()
 @click.option("--host", default=None, help="Bind address (default CHURN_SERVING_HOST).")
 @click.option("--port", default=None, type=int, help="Port (default CHURN_SERVING_PORT).")

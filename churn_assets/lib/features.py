@@ -183,17 +183,43 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
     )
 
 
-def behaviour_features(
-    activity: pl.LazyFrame,
-    categories: pl.LazyFrame | None,
-    countries: pl.LazyFrame,
-    params: FeatureParams,
-) -> pl.LazyFrame:
-    """Behavioural features per customer from activity rows (:func:`order_activity` or
-    :func:`daily_activity`),
-    :func:`category_sums` and :func:`country_sums` (one row per key each, all before the
-    cut-off): recency, frequency, monetary value, windows, trends, returns, category shares
-    and countries."""
+#: Per-customer aggregates of :func:`customer_aggregates` and how two of them (the same
+#: customers, the same cut-off, disjoint orders) merge: added, smallest, largest.
+AGGREGATE_MIN = ("_first", "_first_buy")
+AGGREGATE_MAX = ("_last", "max_order_value", "_last_day")
+
+
+def aggregate_sums(windows: tuple[int, ...] = WINDOWS) -> tuple[str, ...]:
+    """The added columns of :func:`customer_aggregates` (see :data:`AGGREGATE_MIN`)."""
+    return (
+        "frequency",
+        "return_count",
+        "monetary_total",
+        "_gross",
+        "_returned",
+        "active_days",
+        "_naive_window_sales",
+        *[c for w in windows for c in (f"orders_{w}d", f"sales_{w}d")],
+        "_orders_p90",
+        "_sales_p90",
+    )
+
+
+#: Sums of amounts: rounded after every addition (see :func:`_stable`).
+_AMOUNT_SUMS = ("monetary_total", "_gross", "_returned", "_naive_window_sales", "_sales_p90")
+
+
+def round_amounts(frame: pl.LazyFrame, windows: tuple[int, ...] = WINDOWS) -> pl.LazyFrame:
+    """:func:`_stable` on the amount sums of :func:`customer_aggregates`."""
+    return frame.with_columns(_stable([*_AMOUNT_SUMS, *[f"sales_{w}d" for w in windows]]))
+
+
+def customer_aggregates(activity: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
+    """Per-customer aggregates of activity rows (:func:`order_activity` or
+    :func:`daily_activity`) at the cut-off: sums over the feature windows, first and last
+    times, active days. Two of them over disjoint orders merge column by column
+    (:func:`aggregate_sums`, :data:`AGGREGATE_MIN`, :data:`AGGREGATE_MAX`), except that a
+    day active in both counts once."""
     cutoff = params.cutoff_ts
     days = activity.with_columns(
         _days(pl.lit(cutoff) - pl.col("day").cast(pl.Datetime("us"))).alias("age")
@@ -208,13 +234,12 @@ def behaviour_features(
         pl.col("last_buy_ts").max().alias("_last"),
         pl.col("first_ts").min().alias("_first"),
         pl.col("first_buy_ts").min().alias("_first_buy"),
-        _days(pl.lit(cutoff) - pl.col("last_buy_ts").max()).alias("recency_days"),
-        _days(pl.lit(cutoff) - pl.col("first_ts").min()).alias("_first_age"),
         pl.col("net").sum().alias("monetary_total"),
         pl.col("gross").sum().alias("_gross"),
         pl.col("max_buy_gross").max().alias("max_order_value"),
-        pl.col("returned").sum().abs().alias("return_amount"),
+        pl.col("returned").sum().alias("_returned"),
         pl.col("day").n_unique().cast(pl.Float64).alias("active_days"),
+        pl.col("day").max().alias("_last_day"),
         pl.when(age <= params.naive_lookback_days)
         .then(pl.col("net"))
         .sum()
@@ -226,15 +251,56 @@ def behaviour_features(
     prior = (age > 90) & (age <= 180)
     aggs.append(pl.when(prior).then(buys).sum().cast(pl.Float64).alias("_orders_p90"))
     aggs.append(pl.when(prior).then(pl.col("net")).sum().alias("_sales_p90"))
-    sums = [
+    return round_amounts(days.group_by(ID).agg(aggs), params.windows)
+
+
+def behaviour_features(
+    activity: pl.LazyFrame,
+    categories: pl.LazyFrame | None,
+    countries: pl.LazyFrame,
+    params: FeatureParams,
+) -> pl.LazyFrame:
+    """Behavioural features per customer from activity rows (:func:`order_activity` or
+    :func:`daily_activity`), :func:`category_sums` and :func:`country_sums` (one row per
+    key each, all before the cut-off): recency, frequency, monetary value, windows, trends,
+    returns, category shares and countries."""
+    return behaviour_from_aggregates(
+        customer_aggregates(activity, params), categories, countries, params
+    )
+
+
+def behaviour_from_aggregates(
+    aggregates: pl.LazyFrame,
+    categories: pl.LazyFrame | None,
+    countries: pl.LazyFrame,
+    params: FeatureParams,
+) -> pl.LazyFrame:
+    """:func:`behaviour_features` from :func:`customer_aggregates` rows."""
+    cutoff = params.cutoff_ts
+    windows = [c for w in params.windows for c in (f"orders_{w}d", f"sales_{w}d")]
+    per_customer = aggregates.with_columns(
+        _days(pl.lit(cutoff) - pl.col("_last")).alias("recency_days"),
+        _days(pl.lit(cutoff) - pl.col("_first")).alias("_first_age"),
+        pl.col("_returned").abs().alias("return_amount"),
+    ).select(
+        ID,
+        "frequency",
+        "return_count",
+        "_last",
+        "_first",
+        "_first_buy",
+        "recency_days",
+        "_first_age",
         "monetary_total",
         "_gross",
+        "max_order_value",
         "return_amount",
+        "active_days",
         "_naive_window_sales",
+        *windows,
+        "_orders_p90",
         "_sales_p90",
-        *[f"sales_{w}d" for w in params.windows],
-    ]
-    per_customer = days.group_by(ID).agg(aggs).with_columns(_stable(sums))
+    )
 
     def trend(recent: str, prior: str) -> pl.Expr:
         a, b = pl.col(recent), pl.col(prior)

@@ -120,3 +120,33 @@ def test_a_batch_is_written_once_and_bad_batches_are_refused(synthetic, tmp_path
 
     assert_frame_equal(storage.read_parquet(incremental.FEATURES), before)  # nothing lost
     assert storage.read_json(incremental.STATE)["batches"] == ["b1"]
+
+
+def test_hourly_batches_of_one_day_and_late_lines_all_give_the_whole_table(synthetic, tmp_path):
+    """Three batches within the last day (each touching customers already active that day),
+    then a batch of late lines from before it: every step equals the table of every line."""
+    cfg, customers, lines = synthetic
+    categories = reference_categories(cfg, lines)
+    noon = lines["timestamp"].max().replace(hour=0, minute=0) + dt.timedelta(hours=12)
+    late_lines = lines.filter(pl.col("invoice_id").is_in(lines.head(40)["invoice_id"].implode()))
+    rest = lines.join(late_lines.select("invoice_id").unique(), on="invoice_id", how="anti")
+    history, day = _split_at(rest, noon - dt.timedelta(hours=6))
+    storage = Storage(str(tmp_path / "state"))
+    _add(storage, "history", history, customers, categories)
+    seen = [history]
+    for i, (lo, hi) in enumerate([(-6, -2), (-2, 3), (3, 24)]):
+        start, end = noon + dt.timedelta(hours=lo), noon + dt.timedelta(hours=hi)
+        batch = day.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < end))
+        if batch.height == 0:
+            continue
+        seen.append(batch)
+        update = _add(storage, f"hour-{i}", batch, customers, categories)
+        assert update.mode == "touched"
+        expected = _whole(cfg, customers, pl.concat(seen), categories)
+        assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
+
+    update = _add(storage, "late", late_lines, customers, categories)  # lines of early days
+
+    assert update.mode == "full"
+    expected = _whole(cfg, customers, pl.concat([*seen, late_lines]), categories)
+    assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
