@@ -19,6 +19,9 @@ Measured, each in a fresh subprocess (``python -m benchmarks.ingest --worker ...
 - ``full_rebuild`` (reference): what the unpartitioned graph does today, every landing file
   ingested again and the current features built from every line.
 
+Each row also gives ``read_table_seconds``: reading the whole current table afterwards (the
+last full recompute with the day's batches applied), which a consumer pays, not the batch.
+
 ``ratio`` = ``incremental_seconds`` / ``file_alone_seconds``. Targets (2 cores):
 ``ratio`` ≤ 2 and ``incremental_seconds`` ≤ 10.
 """
@@ -241,6 +244,10 @@ def worker(mode: str, root: Path) -> dict[str, Any]:
             out["phases"] = {k: round(v, 3) for k, v in phases.items()}
             out.update(update.to_dict())
         out["seconds"] = round(time.perf_counter() - started, 3)
+        if mode != "full_rebuild":  # what a reader of the whole table pays (not in seconds)
+            t = time.perf_counter()
+            out["read_table_rows"] = incremental.read_table(Storage(str(work / "state"))).height
+            out["read_table_seconds"] = round(time.perf_counter() - t, 3)
         out["peak_rss_mb"] = round(peak_rss_mb(), 1)
         return out
     finally:

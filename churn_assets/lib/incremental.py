@@ -6,17 +6,18 @@ Each batch of validated transaction lines is reduced once to compact parts, writ
   per customer and day);
 - ``categories/<batch>.parquet``, ``countries/<batch>.parquet``: per-customer sums.
 
-Beside them the state holds, for every customer, the mergeable aggregates of all batches at
-the current cut-off (:func:`~churn_assets.lib.features.customer_aggregates`), the category
-and country totals, and the feature table.
+Beside them the state holds, per customer, the mergeable aggregates of all batches at the
+current cut-off (:func:`~churn_assets.lib.features.customer_aggregates`), the category and
+country totals, and the feature row (:func:`read_table`).
 
 - **Within a day** (the scoring cut-off, the day after the last transaction, stays put) a
   batch's own aggregates are merged into those of the customers it touches (sums added,
-  first and last times, a day active in both counted once), and only their feature rows are
-  recomputed and spliced in: O(batch) plus rewriting the per-customer tables.
+  first and last times, a day active in both counted once); only their rows are recomputed
+  and written, beside the last full recompute: O(batch), plus reading the per-customer
+  aggregates of the batch's customers.
 - **On a new day** (or new category columns, or a batch with lines from before the last
   day) the windows move for everybody: every row is recomputed from the activity parts,
-  which are far smaller than the lines.
+  which are far smaller than the lines, and written as the new base.
 
 Both give the table :func:`~churn_assets.lib.feature_sets.features_at` builds from every line
 (tested), as long as an order's lines arrive in one batch.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +50,10 @@ from churn_assets.lib.features import (
 )
 
 PARTS = ("activity", "categories", "countries")
-AGGREGATES = "aggregates.parquet"
-CATEGORY_TOTALS = "category_totals.parquet"
-COUNTRY_TOTALS = "country_totals.parquet"
-FEATURES = "features.parquet"
 STATE = "state.json"
+#: The per-customer tables are written by every batch: lz4 writes them 2-3x faster than
+#: zstd (210k customers: 0.45 s instead of 0.9 s for the four), at 1.3-1.4x the size.
+REWRITTEN_COMPRESSION = "lz4"
 #: Batch names become file names.
 _BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
 
@@ -119,12 +120,6 @@ def _merge_aggregates(
     return round_amounts(merged.lazy(), windows).collect().select(new.columns)
 
 
-def _splice(old: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
-    """``old`` with the customers of ``rows`` replaced (or added), sorted by id."""
-    kept = old.join(rows.select(ID), on=ID, how="anti")
-    return pl.concat([kept, rows.select(old.columns)]).sort(ID)
-
-
 def _features(
     aggregates: pl.DataFrame,
     cats: pl.DataFrame,
@@ -134,6 +129,37 @@ def _features(
 ) -> pl.DataFrame:
     behaviour = behaviour_from_aggregates(aggregates.lazy(), cats.lazy(), countries.lazy(), params)
     return build_customer_features(customers, None, params, behaviour=behaviour)
+
+
+def _read_all(storage: Any, paths: list[str]) -> list[pl.DataFrame]:
+    with ThreadPoolExecutor(4) as pool:  # parquet decoding runs outside the GIL
+        return list(pool.map(storage.read_parquet, paths))
+
+
+def _latest(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The rows of each customer from the last frame that holds the customer."""
+    if len(frames) == 1:
+        return frames[0]
+    tagged = pl.concat([f.with_columns(pl.lit(i).alias("_rank")) for i, f in enumerate(frames)])
+    return tagged.filter(pl.col("_rank") == pl.col("_rank").max().over(ID)).drop("_rank")
+
+
+def _table_paths(state: dict[str, Any], table: str) -> list[str]:
+    return [
+        f"base/{state['base']}/{table}.parquet",
+        *[f"delta/{d}/{table}.parquet" for d in state["deltas"]],
+    ]
+
+
+def read_table(storage: Any, table: str = "features", ids: pl.Series | None = None) -> pl.DataFrame:
+    """The current ``table`` (``features``, ``aggregates``, ``category_totals`` or
+    ``country_totals``): the last full recompute with every later batch's rows applied,
+    sorted by customer id; of ``ids`` only when given."""
+    state = storage.read_json(STATE)
+    frames = _read_all(storage, _table_paths(state, table))
+    if ids is not None:
+        frames = [f.filter(pl.col(ID).is_in(ids.implode())) for f in frames]
+    return _latest(frames).sort(ID)
 
 
 def add_batch(
@@ -147,17 +173,23 @@ def add_batch(
     naive_lookback_days: int = 270,
 ) -> BatchUpdate:
     """Add ``lines`` (usable, typed transaction lines) as batch ``batch`` and bring the
-    stored feature table up to date. A batch is written once: adding a name again raises.
+    stored feature table (:func:`read_table`) up to date. A batch is added once: adding a
+    name again raises.
 
     ``customers`` is the data set's customer table (or ``None``), the same for every batch;
-    ``categories`` the category-share columns of the table."""
+    ``categories`` the category-share columns of the table.
+
+    Within a day the batch's rows of the per-customer tables are written beside the last
+    full recompute (``delta/<batch>/``); a full recompute writes them all anew
+    (``base/<batch>/``). ``state.json``, written last, names what is current, so an
+    interrupted batch leaves the table as it was and can be added again."""
     if not _BATCH_NAME.match(batch):
         raise ValueError(f"batch name {batch!r}: letters, digits, '.', '_', '=', '-' only")
-    if storage.exists(f"activity/{batch}.parquet"):
+    state = storage.read_json(STATE) if storage.exists(STATE) else None
+    if state is not None and batch in state["batches"]:
         raise ValueError(f"batch {batch!r} was added already")
     if lines.height == 0:
         raise ValueError(f"batch {batch!r} holds no usable transaction lines")
-    state = storage.read_json(STATE) if storage.exists(STATE) else None
     first, last = lines.select(
         pl.col("timestamp").min().alias("first"), pl.col("timestamp").max().alias("last")
     ).row(0)
@@ -180,29 +212,38 @@ def add_batch(
         and state["cutoff"] == cutoff.isoformat()
         and tuple(state["categories"]) == params.categories
         and first.date() >= dt.date.fromisoformat(state["last_timestamp"][:10])
-        and all(storage.exists(f) for f in (AGGREGATES, CATEGORY_TOTALS, COUNTRY_TOTALS, FEATURES))
     )
     if same_day:
+        assert state is not None
+        ids = parts["activity"][ID].unique()
+        tables = ("aggregates", "category_totals", "country_totals")
+        paths = [p for t in tables for p in _table_paths(state, t)]
+        frames = [f.filter(pl.col(ID).is_in(ids.implode())) for f in _read_all(storage, paths)]
+        per = len(state["deltas"]) + 1
+        old, cat_totals, country_totals = (
+            _latest(frames[i * per : (i + 1) * per]) for i in range(len(tables))
+        )
         new = customer_aggregates(parts["activity"].lazy(), params).collect()
-        old = storage.read_parquet(AGGREGATES)
         merged = _merge_aggregates(
             old, new, parts["activity"].select(ID, "day").unique(), params.windows
         )
-        ids = merged.select(ID)
-        cat_totals = storage.read_parquet(CATEGORY_TOTALS)
-        cats = _combine_categories(
-            pl.concat([cat_totals.join(ids, on=ID, how="semi"), parts["categories"]]).lazy()
-        ).collect()
-        country_totals = storage.read_parquet(COUNTRY_TOTALS)
+        cats = _combine_categories(pl.concat([cat_totals, parts["categories"]]).lazy()).collect()
         countries = _combine_countries(
-            pl.concat([country_totals.join(ids, on=ID, how="semi"), parts["countries"]]).lazy()
+            pl.concat([country_totals, parts["countries"]]).lazy()
         ).collect()
-        mine = customers.join(ids, on=ID, how="semi") if customers is not None else None
+        mine = (
+            customers.join(merged.select(ID), on=ID, how="semi") if customers is not None else None
+        )
         rows = _features(merged, cats, countries, mine, params)
-        aggregates = _splice(old, merged)
-        cat_totals = _splice(cat_totals, cats)
-        country_totals = _splice(country_totals, countries)
-        table = _splice(storage.read_parquet(FEATURES), rows)
+        tables_out = {
+            "aggregates": merged,
+            "category_totals": cats,
+            "country_totals": countries,
+            "features": rows,
+        }
+        newcomers = 0 if customers is not None else merged.height - old.height
+        total = state["customers"] + newcomers
+        where, base, deltas = f"delta/{batch}", state["base"], [*state["deltas"], batch]
         mode, updated = "touched", rows.height
     else:
 
@@ -217,14 +258,23 @@ def add_batch(
             ]
         )
         table = _features(aggregates, cat_totals, country_totals, customers, params)
-        mode, updated = "full", table.height
-    for name, frame in (
-        (AGGREGATES, aggregates),
-        (CATEGORY_TOTALS, cat_totals),
-        (COUNTRY_TOTALS, country_totals),
-        (FEATURES, table),
-    ):
-        storage.write_parquet(name, frame)
+        tables_out = {
+            "aggregates": aggregates,
+            "category_totals": cat_totals,
+            "country_totals": country_totals,
+            "features": table,
+        }
+        where, base, deltas = f"base/{batch}", batch, []
+        mode, updated, total = "full", table.height, table.height
+    with ThreadPoolExecutor(4) as pool:  # parquet encoding runs outside the GIL
+        list(
+            pool.map(
+                lambda item: storage.write_parquet(
+                    f"{where}/{item[0]}.parquet", item[1], compression=REWRITTEN_COMPRESSION
+                ),
+                tables_out.items(),
+            )
+        )
     storage.write_json(
         STATE,
         {
@@ -232,6 +282,12 @@ def add_batch(
             "last_timestamp": last.isoformat(),
             "categories": list(params.categories),
             "batches": batches,
+            "base": base,
+            "deltas": deltas,
+            "customers": total,
         },
     )
-    return BatchUpdate(batch, lines.height, mode, updated, table.height, cutoff)
+    if mode == "full" and state is not None:  # what the previous state named
+        for stale in [f"base/{state['base']}", *[f"delta/{d}" for d in state["deltas"]]]:
+            storage.delete(stale, recursive=True)
+    return BatchUpdate(batch, lines.height, mode, updated, total, cutoff)

@@ -113,10 +113,11 @@ class Storage:
     def write_json(self, rel: str, obj: Any) -> str:
         return self.write_bytes(rel, json.dumps(obj, indent=2, default=str).encode())
 
-    def write_parquet(self, rel: str, df: Any) -> str:
-        """Write a polars DataFrame as Parquet (zstd)."""
+    def write_parquet(self, rel: str, df: Any, compression: str = "zstd") -> str:
+        """Write a polars DataFrame as Parquet (zstd; ``lz4`` writes 2-3x faster, for tables
+        rewritten often)."""
         buf = io.BytesIO()
-        df.write_parquet(buf, compression="zstd", statistics=True)
+        df.write_parquet(buf, compression=compression, statistics=True)
         return self.write_bytes(rel, buf.getvalue())
 
     def read_parquet(self, rel: str) -> Any:

@@ -63,7 +63,7 @@ def test_a_batch_on_the_same_day_recomputes_only_its_customers(synthetic, tmp_pa
     assert update.mode == "touched"
     assert update.customers_updated == batch["customer_id"].n_unique() < update.customers_total
     expected = _whole(cfg, customers, lines, categories)
-    assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
+    assert_frame_equal(incremental.read_table(storage), expected, check_exact=True)
 
 
 def test_a_batch_on_a_new_day_recomputes_every_customer_from_the_parts(synthetic, tmp_path):
@@ -79,7 +79,7 @@ def test_a_batch_on_a_new_day_recomputes_every_customer_from_the_parts(synthetic
     assert update.mode == "full"
     assert update.cutoff == last_day.date() + dt.timedelta(days=1)
     expected = _whole(cfg, customers, lines, categories)
-    assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
+    assert_frame_equal(incremental.read_table(storage), expected, check_exact=True)
 
 
 def test_without_a_customer_table_new_customers_are_added(synthetic, tmp_path):
@@ -96,9 +96,10 @@ def test_without_a_customer_table_new_customers_are_added(synthetic, tmp_path):
     _add(storage, "history", history, None, categories)
     update = _add(storage, "batch-1", batch, None, categories)
 
-    table = storage.read_parquet(incremental.FEATURES)
+    table = incremental.read_table(storage)
     assert update.mode == "touched"
     assert "NEW-1" in table["customer_id"].to_list()
+    assert update.customers_total == table.height
     snapshot = cfg.model_copy(update={"customers": None})
     expected = _whole(snapshot, None, pl.concat([history, batch]), categories)
     assert_frame_equal(table, expected, check_exact=True)
@@ -109,7 +110,7 @@ def test_a_batch_is_written_once_and_bad_batches_are_refused(synthetic, tmp_path
     categories = reference_categories(cfg, lines)
     storage = Storage(str(tmp_path / "state"))
     _add(storage, "b1", lines.head(500), customers, categories)
-    before = storage.read_parquet(incremental.FEATURES)
+    before = incremental.read_table(storage)
 
     with pytest.raises(ValueError, match="added already"):
         _add(storage, "b1", lines.slice(500, 100), customers, categories)
@@ -118,7 +119,7 @@ def test_a_batch_is_written_once_and_bad_batches_are_refused(synthetic, tmp_path
     with pytest.raises(ValueError, match="letters, digits"):
         _add(storage, "../escape", lines.head(10), customers, categories)
 
-    assert_frame_equal(storage.read_parquet(incremental.FEATURES), before)  # nothing lost
+    assert_frame_equal(incremental.read_table(storage), before)  # nothing lost
     assert storage.read_json(incremental.STATE)["batches"] == ["b1"]
 
 
@@ -142,11 +143,12 @@ def test_hourly_batches_of_one_day_and_late_lines_all_give_the_whole_table(synth
         seen.append(batch)
         update = _add(storage, f"hour-{i}", batch, customers, categories)
         assert update.mode == "touched"
+        assert update.customers_total == customers.height
         expected = _whole(cfg, customers, pl.concat(seen), categories)
-        assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
+        assert_frame_equal(incremental.read_table(storage), expected, check_exact=True)
 
     update = _add(storage, "late", late_lines, customers, categories)  # lines of early days
 
     assert update.mode == "full"
     expected = _whole(cfg, customers, pl.concat([*seen, late_lines]), categories)
-    assert_frame_equal(storage.read_parquet(incremental.FEATURES), expected, check_exact=True)
+    assert_frame_equal(incremental.read_table(storage), expected, check_exact=True)
