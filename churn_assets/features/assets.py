@@ -61,7 +61,13 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
     use. Snapshot data sets: the customer table as it is. The category-share columns are
     those of the training cut-off plus those of the deployed version's feature definition,
     so the deployed model finds its columns even after the top categories change. The
-    transactions come as a lazy scan: only the columns the features use are read."""
+    transactions come as a lazy scan: only the columns the features use are read.
+
+    Kept up to date incrementally (``churn_assets/lib/incremental.py``, state under
+    ``state/current_features/``): a landing file seen before is not processed again; within
+    a day only the customers of new files are recomputed; a new day, a rewritten file, other
+    customers or categories recompute every row. Same table as a build from every line."""
+    from churn_assets.lib import incremental
     from churn_assets.lib.feature_sets import (
         deployed_categories,
         features_at,
@@ -69,6 +75,7 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
         scoring_cutoff,
         usable,
     )
+    from churn_assets.lib.features import LABELS
 
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
@@ -83,14 +90,43 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
                     | set(deployed_categories(platform.storage()))
                 )
             )
-        features = features_at(
-            cfg, customers, transactions, cutoff, with_labels=False, categories=categories
-        )
-    return dg.Output(
-        features,
-        metadata={
-            **table_metadata(features),
-            "as_of": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "snapshot"),
-            "categories": dg.MetadataValue.json(list(categories)),
-        },
-    )
+        if cfg.transactions is None:
+            features = features_at(
+                cfg, customers, transactions, cutoff, with_labels=False, categories=categories
+            )
+            kept: dict = {}
+        else:
+            features, kept = incremental.sync(
+                platform.storage().child(*STATE_DIR),
+                incremental_lines(raw_transactions),
+                customers if cfg.customers is not None else None,
+                categories,
+                horizon_days=cfg.labels.horizon_days,
+                naive_lookback_days=cfg.naive_lookback_days,
+            )
+            features = features.drop([c for c in LABELS if c in features.columns])
+    metadata = {
+        **table_metadata(features),
+        "as_of": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "snapshot"),
+        "categories": dg.MetadataValue.json(list(categories)),
+    }
+    if kept:
+        metadata["incremental"] = dg.MetadataValue.json(kept)
+    return dg.Output(features, metadata=metadata)
+
+
+#: Where current_features keeps its incremental state (under the data set's storage).
+STATE_DIR = ("state", "current_features")
+
+
+def incremental_lines(raw_transactions):
+    """The usable lines of the raw table with the landing file each came from."""
+    import polars as pl
+
+    from churn_assets.lib.incremental import SOURCE_COLUMN
+    from churn_assets.lib.ingest import TRANSACTION_COLUMNS
+
+    names = raw_transactions.collect_schema().names()
+    if "_quarantined" in names:
+        raw_transactions = raw_transactions.filter(~pl.col("_quarantined"))
+    return raw_transactions.select([*TRANSACTION_COLUMNS, SOURCE_COLUMN])

@@ -38,6 +38,7 @@ from churn_assets.lib.features import (
     AGGREGATE_MIN,
     ID,
     ROUND_DECIMALS,
+    SEPARATE_SCANS,
     FeatureParams,
     aggregate_sums,
     behaviour_from_aggregates,
@@ -78,7 +79,12 @@ class BatchUpdate:
 def batch_parts(lines: pl.DataFrame | pl.LazyFrame) -> dict[str, pl.DataFrame]:
     """The compact parts of a batch of usable transaction lines (see the module doc)."""
     lazy = lines.lazy().filter(pl.col(ID).is_not_null())
-    frames = pl.collect_all([daily_activity(lazy), category_sums(lazy), country_sums(lazy)])
+    # one after the other: on a whole history (1M customers, 49.7M lines) three queries at once
+    # held three scans of the lines
+    frames = [
+        q.collect(optimizations=SEPARATE_SCANS)
+        for q in (daily_activity(lazy), category_sums(lazy), country_sums(lazy))
+    ]
     return dict(zip(PARTS, frames, strict=True))
 
 
@@ -167,7 +173,7 @@ def read_table(storage: Any, table: str = "features", ids: pl.Series | None = No
 def add_batch(
     storage: Any,
     batch: str,
-    lines: pl.DataFrame,
+    lines: pl.DataFrame | pl.LazyFrame,
     customers: pl.DataFrame | None,
     categories: tuple[str, ...],
     *,
@@ -190,11 +196,18 @@ def add_batch(
     state = storage.read_json(STATE) if storage.exists(STATE) else None
     if state is not None and batch in state["batches"]:
         raise ValueError(f"batch {batch!r} was added already")
-    if lines.height == 0:
+    lines = lines.lazy()
+    n, first, last = (
+        lines.select(
+            pl.len().alias("n"),
+            pl.col("timestamp").min().alias("first"),
+            pl.col("timestamp").max().alias("last"),
+        )
+        .collect()
+        .row(0)
+    )
+    if n == 0:
         raise ValueError(f"batch {batch!r} holds no usable transaction lines")
-    first, last = lines.select(
-        pl.col("timestamp").min().alias("first"), pl.col("timestamp").max().alias("last")
-    ).row(0)
     if state is not None:
         last = max(last, dt.datetime.fromisoformat(state["last_timestamp"]))
     cutoff = last.date() + dt.timedelta(days=1)
@@ -245,15 +258,12 @@ def add_batch(
     else:
 
         def read(part: str) -> pl.LazyFrame:
-            return pl.concat([storage.read_parquet(f"{part}/{b}.parquet").lazy() for b in batches])
+            earlier = [storage.read_parquet(f"{part}/{b}.parquet") for b in batches[:-1]]
+            return pl.concat([*earlier, parts[part]]).lazy()  # this batch's from memory
 
-        aggregates, cat_totals, country_totals = pl.collect_all(
-            [
-                customer_aggregates(read("activity"), params),
-                _combine_categories(read("categories")),
-                _combine_countries(read("countries")),
-            ]
-        )
+        aggregates = customer_aggregates(read("activity"), params).collect()
+        cat_totals = _combine_categories(read("categories")).collect()
+        country_totals = _combine_countries(read("countries")).collect()
         table = _features(aggregates, cat_totals, country_totals, customers, params)
         tables_out = dict(zip(TABLES, (aggregates, cat_totals, country_totals, table), strict=True))
         where, base, deltas = f"base/{batch}", batch, []
@@ -282,4 +292,106 @@ def add_batch(
     if mode == "full" and state is not None:  # what the previous state named
         for stale in [f"base/{state['base']}", *[f"delta/{d}" for d in state["deltas"]]]:
             storage.delete(stale, recursive=True)
-    return BatchUpdate(batch, lines.height, mode, updated, total, cutoff)
+    return BatchUpdate(batch, n, mode, updated, total, cutoff)
+
+
+SOURCES = "sources.json"
+SOURCE_COLUMN = "_source_file"
+
+
+def _batch_name(source: str) -> str:
+    """A batch name for a landing file: its name, made file-safe, and a short hash of it."""
+    import hashlib
+
+    stem = re.sub(r"[^A-Za-z0-9._=-]+", "_", source.rsplit("/", 1)[-1])[:80].lstrip("._-")
+    return f"{stem or 'file'}-{hashlib.sha1(source.encode()).hexdigest()[:10]}"
+
+
+def _file_summaries(lines: pl.LazyFrame) -> dict[str, list[Any]]:
+    """Per landing file: lines, amount total, first and last time (a rewritten file differs)."""
+    frame = (
+        lines.group_by(SOURCE_COLUMN)
+        .agg(
+            pl.len().alias("n"),
+            # in 1/10,000: an integer sum is the same in any order (a float sum is not)
+            (pl.col("amount") * 10_000).round().cast(pl.Int64).sum().alias("amount"),
+            pl.col("timestamp").min().alias("first"),
+            pl.col("timestamp").max().alias("last"),
+        )
+        .sort("first", SOURCE_COLUMN)
+        .collect()
+    )
+    return {
+        row[SOURCE_COLUMN]: [row["n"], row["amount"], str(row["first"]), str(row["last"])]
+        for row in frame.iter_rows(named=True)
+    }
+
+
+def _customers_fingerprint(customers: pl.DataFrame | None) -> str | None:
+    if customers is None:
+        return None
+    return f"{customers.height}:{customers.hash_rows(seed=7).sum()}"
+
+
+def sync(
+    storage: Any,
+    lines: pl.LazyFrame,
+    customers: pl.DataFrame | None,
+    categories: tuple[str, ...],
+    *,
+    horizon_days: int = 90,
+    naive_lookback_days: int = 270,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The current feature table of ``lines`` (usable transaction lines with their
+    ``_source_file``), kept in ``storage`` between calls.
+
+    Landing files seen before (same lines, amount total and time span), with the same
+    customer table and category columns, are not read again: only new files are added
+    (:func:`add_batch`, in the order of their first line). Anything else (a file removed or
+    rewritten, other customers or categories, a state that does not match) starts the state
+    anew from every line. Returns the table and what was done."""
+    lines = lines.lazy()
+    files = _file_summaries(lines)
+    if not files:
+        raise ValueError("no usable transaction lines")
+    wanted = {
+        "customers": _customers_fingerprint(customers),
+        "categories": list(categories),
+    }
+    known = storage.read_json(SOURCES) if storage.exists(SOURCES) else None
+    state = storage.read_json(STATE) if storage.exists(STATE) else None
+    consistent = (
+        known is not None
+        and state is not None
+        and all(known.get(k) == v for k, v in wanted.items())
+        and all(files.get(f) == s for f, s in known["files"].items())
+        and state["batches"] == known["batches"]
+    )
+    kwargs = {"horizon_days": horizon_days, "naive_lookback_days": naive_lookback_days}
+    updates: list[BatchUpdate] = []
+    if consistent:
+        assert known is not None
+        for source in [f for f in files if f not in known["files"]]:
+            batch = lines.filter(pl.col(SOURCE_COLUMN) == source).drop(SOURCE_COLUMN)
+            updates.append(
+                add_batch(
+                    storage, _batch_name(source), batch.collect(), customers, categories, **kwargs
+                )
+            )
+            known["files"][source] = files[source]
+            known["batches"].append(_batch_name(source))
+            storage.write_json(SOURCES, known)
+    else:
+        for rel in ("base", "delta", *PARTS, STATE, SOURCES):
+            if storage.exists(rel):
+                storage.delete(rel, recursive=True)
+        everything = lines.drop(SOURCE_COLUMN)
+        updates.append(add_batch(storage, "all", everything, customers, categories, **kwargs))
+        storage.write_json(SOURCES, {**wanted, "files": files, "batches": ["all"]})
+    info = {
+        "rebuilt": not consistent,
+        "files_added": len(updates) if consistent else len(files),
+        "modes": [u.mode for u in updates],
+        "customers_updated": sum(u.customers_updated for u in updates),
+    }
+    return read_table(storage), info

@@ -152,3 +152,50 @@ def test_hourly_batches_of_one_day_and_late_lines_all_give_the_whole_table(synth
     assert update.mode == "full"
     expected = _whole(cfg, customers, pl.concat([*seen, late_lines]), categories)
     assert_frame_equal(incremental.read_table(storage), expected, check_exact=True)
+
+
+def _sourced(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(name).alias(incremental.SOURCE_COLUMN))
+
+
+def test_sync_adds_only_new_landing_files_and_starts_anew_when_one_changes(synthetic, tmp_path):
+    cfg, customers, lines = synthetic
+    categories = reference_categories(cfg, lines)
+    noon = lines["timestamp"].max().replace(hour=0, minute=0) + dt.timedelta(hours=12)
+    history, batch = _split_at(lines, noon)
+    storage = Storage(str(tmp_path / "state"))
+
+    def sync(frame, who=customers):
+        return incremental.sync(
+            storage, frame.lazy(), who, categories, horizon_days=90, naive_lookback_days=270
+        )
+
+    old = _sourced(history, "transactions/part-0.parquet")
+    table, info = sync(old)
+    assert info["rebuilt"] and info["modes"] == ["full"]
+    assert_frame_equal(table, _whole(cfg, customers, history, categories), check_exact=True)
+
+    table, info = sync(old)  # nothing new: nothing read again, nothing recomputed
+    assert not info["rebuilt"] and info["files_added"] == 0 and info["customers_updated"] == 0
+
+    both = pl.concat([old, _sourced(batch, "transactions/hour-12.parquet")])
+    table, info = sync(both)
+    assert not info["rebuilt"] and info["modes"] == ["touched"]
+    assert_frame_equal(table, _whole(cfg, customers, lines, categories), check_exact=True)
+
+    rewritten = both.with_columns(
+        pl.when(pl.col("invoice_id") == both["invoice_id"][0])
+        .then(pl.col("amount") + 1.0)
+        .otherwise(pl.col("amount"))
+        .alias("amount")
+    )
+    table, info = sync(rewritten)  # a landing file rewritten in place
+    assert info["rebuilt"]
+    expected = _whole(cfg, customers, rewritten.drop(incremental.SOURCE_COLUMN), categories)
+    assert_frame_equal(table, expected, check_exact=True)
+
+    fewer = customers.head(customers.height - 10)
+    table, info = sync(rewritten, fewer)  # another customer table
+    assert info["rebuilt"]
+    expected = _whole(cfg, fewer, rewritten.drop(incremental.SOURCE_COLUMN), categories)
+    assert_frame_equal(table, expected, check_exact=True)
