@@ -17,7 +17,9 @@ country totals, and the feature row (:func:`read_table`).
   aggregates of the batch's customers.
 - **On a new day** (or new category columns, or a batch with lines from before the last
   day) the windows move for everybody: every row is recomputed from the activity parts,
-  which are far smaller than the lines, and written as the new base.
+  which are far smaller than the lines, and written as the new base. The parts of every
+  batch so far are compacted into the new batch's (one row per customer and day), so the
+  next full recompute reads one part set, not one per landing file.
 
 Both give the table :func:`~churn_assets.lib.feature_sets.features_at` builds from every line
 (tested), as long as an order's lines arrive in one batch.
@@ -44,6 +46,7 @@ from churn_assets.lib.features import (
     behaviour_from_aggregates,
     build_customer_features,
     category_sums,
+    combine_activity,
     country_sums,
     customer_aggregates,
     daily_activity,
@@ -194,7 +197,7 @@ def add_batch(
     if not _BATCH_NAME.match(batch):
         raise ValueError(f"batch name {batch!r}: letters, digits, '.', '_', '=', '-' only")
     state = storage.read_json(STATE) if storage.exists(STATE) else None
-    if state is not None and batch in state["batches"]:
+    if state is not None and batch in state.get("added", state["batches"]):
         raise ValueError(f"batch {batch!r} was added already")
     lines = lines.lazy()
     n, first, last = (
@@ -261,9 +264,17 @@ def add_batch(
             earlier = [storage.read_parquet(f"{part}/{b}.parquet") for b in batches[:-1]]
             return pl.concat([*earlier, parts[part]]).lazy()  # this batch's from memory
 
-        aggregates = customer_aggregates(read("activity"), params).collect()
+        activity = read("activity")
+        if len(batches) > 1:  # compacted: the next full recompute reads one part, not many
+            activity = combine_activity(activity).collect().lazy()
+        aggregates = customer_aggregates(activity, params).collect()
         cat_totals = _combine_categories(read("categories")).collect()
         country_totals = _combine_countries(read("countries")).collect()
+        if len(batches) > 1:
+            compacted = {"activity": activity.collect(), "categories": cat_totals}
+            compacted["countries"] = country_totals
+            for name, frame in compacted.items():
+                storage.write_parquet(f"{name}/{batch}.parquet", frame)
         table = _features(aggregates, cat_totals, country_totals, customers, params)
         tables_out = dict(zip(TABLES, (aggregates, cat_totals, country_totals, table), strict=True))
         where, base, deltas = f"base/{batch}", batch, []
@@ -283,7 +294,9 @@ def add_batch(
             "cutoff": cutoff.isoformat(),
             "last_timestamp": last.isoformat(),
             "categories": list(params.categories),
-            "batches": batches,
+            # the batches whose parts are current (one after a full recompute: compacted)
+            "batches": batches if mode == "touched" else [batch],
+            "added": [*(state or {}).get("added", (state or {}).get("batches", [])), batch],
             "base": base,
             "deltas": deltas,
             "customers": total,
@@ -292,6 +305,9 @@ def add_batch(
     if mode == "full" and state is not None:  # what the previous state named
         for stale in [f"base/{state['base']}", *[f"delta/{d}" for d in state["deltas"]]]:
             storage.delete(stale, recursive=True)
+        for b in batches[:-1]:  # compacted into this batch's parts
+            for name in PARTS:
+                storage.delete(f"{name}/{b}.parquet")
     return BatchUpdate(batch, n, mode, updated, total, cutoff)
 
 
@@ -379,7 +395,8 @@ def sync(
                 )
             )
             known["files"][source] = files[source]
-            known["batches"].append(_batch_name(source))
+            name = _batch_name(source)  # a full recompute compacts the parts into its batch
+            known["batches"] = [name] if updates[-1].mode == "full" else [*known["batches"], name]
             storage.write_json(SOURCES, known)
     else:
         for rel in ("base", "delta", *PARTS, STATE, SOURCES):

@@ -152,6 +152,36 @@ def test_hourly_batches_of_one_day_and_late_lines_all_give_the_whole_table(synth
     assert update.mode == "full"
     expected = _whole(cfg, customers, pl.concat([*seen, late_lines]), categories)
     assert_frame_equal(incremental.read_table(storage), expected, check_exact=True)
+    # the full recompute compacted every batch's parts into its own
+    state = storage.read_json(incremental.STATE)
+    assert state["batches"] == ["late"] and "hour-0" in state["added"]
+    for part in incremental.PARTS:
+        assert storage.list_files(part, "*.parquet") == [f"{part}/late.parquet"]
+    with pytest.raises(ValueError, match="added already"):
+        _add(storage, "hour-0", late_lines, customers, categories)
+    last_day = pl.concat(seen).filter(pl.col("timestamp") >= noon - dt.timedelta(hours=6))
+    again = last_day.head(30).with_columns(
+        ("X" + pl.col("invoice_id")).alias("invoice_id"), pl.col("timestamp").dt.offset_by("1s")
+    )
+    update = _add(storage, "after", again, customers, categories)  # on the compacted parts
+    assert update.mode == "touched"
+    everything = pl.concat([*seen, late_lines, again])
+    assert_frame_equal(
+        incremental.read_table(storage),
+        _whole(cfg, customers, everything, categories),
+        check_exact=True,
+    )
+    update = _add(
+        storage,
+        "next-day",
+        again.with_columns(
+            pl.col("timestamp").dt.offset_by("1d"), ("Y" + pl.col("invoice_id")).alias("invoice_id")
+        ),
+        customers,
+        categories,
+    )
+    assert update.mode == "full"
+    assert storage.read_json(incremental.STATE)["batches"] == ["next-day"]
 
 
 def _sourced(frame: pl.DataFrame, name: str) -> pl.DataFrame:
@@ -182,6 +212,17 @@ def test_sync_adds_only_new_landing_files_and_starts_anew_when_one_changes(synth
     table, info = sync(both)
     assert not info["rebuilt"] and info["modes"] == ["touched"]
     assert_frame_equal(table, _whole(cfg, customers, lines, categories), check_exact=True)
+
+    late = _sourced(
+        both.head(20).with_columns(("L" + pl.col("invoice_id")).alias("invoice_id")),
+        "transactions/late.parquet",
+    )
+    with_late = pl.concat([both, late])
+    table, info = sync(with_late)  # lines of earlier days: every row again, parts compacted
+    assert not info["rebuilt"] and info["modes"] == ["full"]
+    expected = _whole(cfg, customers, with_late.drop(incremental.SOURCE_COLUMN), categories)
+    assert_frame_equal(table, expected, check_exact=True)
+    assert not sync(with_late)[1]["rebuilt"]  # and the state still matches its files
 
     rewritten = both.with_columns(
         pl.when(pl.col("invoice_id") == both["invoice_id"][0])
