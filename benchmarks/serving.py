@@ -109,11 +109,13 @@ def _materialize(config: str) -> None:
 
     from churn_assets.definitions import build_definitions
     from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.partitions import run_in_process
     from churn_assets.resources import ChurnPlatform
 
-    defs = build_definitions(ChurnPlatform(dataset=config), ChurnIOManager(dataset=config))
+    platform = ChurnPlatform(dataset=config)
+    defs = build_definitions(platform, ChurnIOManager(dataset=config))
     job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = run_in_process(job, dg.DagsterInstance.ephemeral(), platform)
     if not result.success:
         raise SystemExit("the asset graph failed")
 

@@ -285,14 +285,14 @@ def evaluate(dataset: str | None, seeds: int, kinds: tuple[str, ...], as_json: b
     storage = Storage(join_url(settings.resolved_storage_url, cfg.name), settings.storage_options())
     tables = {}
     for name in ("customer_features", "raw_customers", "raw_transactions"):
-        rel = f"assets/{name}.parquet"
-        if not storage.exists(rel):
+        table = storage.read_asset(name)
+        if table is None and (name != "raw_transactions" or cfg.transactions is not None):
             raise click.ClickException(
-                f"{name} of data set '{cfg.name}' is not materialized under {storage.url(rel)}: "
-                f"run `churn demo --dataset {cfg.name}` (or materialize it in the Dagster UI) "
-                "first"
+                f"{name} of data set '{cfg.name}' is not materialized under "
+                f"{storage.url('assets')}: run `churn demo --dataset {cfg.name}` (or "
+                "materialize it in the Dagster UI) first"
             )
-        tables[name], _ = usable(storage.read_parquet(rel))
+        tables[name], _ = usable(table)
     report = repeated_holdout(
         cfg,
         tables["customer_features"],

@@ -16,6 +16,7 @@ from churn_assets.features.checks import customer_features_valid
 from churn_assets.freshness import stale_deployment_notifier
 from churn_assets.io_managers import ChurnIOManager
 from churn_assets.jobs import (
+    customers_landing_job,
     forkserver_executor,
     ingest_and_features_job,
     monitoring_job,
@@ -70,6 +71,7 @@ def build_definitions(
         jobs=[
             ingest_and_features_job,
             monitoring_job,
+            customers_landing_job,
             retraining_job,
             rollback_deployment_job,
             retention_job,

@@ -287,6 +287,16 @@ class RunSummary:
         outputs = {n: result.output_for_node(n) for n in nodes if n in done}
         return cls(result.success, list(result.all_events), outputs)
 
+    @classmethod
+    def merge(cls, summaries: list[RunSummary]) -> RunSummary:
+        """Several runs as one (outputs of the later runs win)."""
+        return cls(
+            all(s.success for s in summaries),
+            [ev for s in summaries for ev in s.all_events],
+            {k: v for s in summaries for k, v in s.outputs.items()},
+            [e for s in summaries for e in s.errors],
+        )
+
     def get_asset_materialization_events(self) -> list[Any]:
         return [ev for ev in self.all_events if ev.event_type_value == "ASSET_MATERIALIZATION"]
 
@@ -447,7 +457,10 @@ def execute_graph(
     here, one after the other, so that the memory of only one set's training is held."""
     import dagster as dg
 
+    from churn_assets.partitions import execute_in_process
+
     job = defs.resolve_implicit_global_asset_job_def()
+    platform = defs.resources["platform"]
     graph = defs.resolve_asset_graph()
     sets = [dg.AssetKey(k) for k in MODEL_SETS]
     after = dg.AssetSelection.assets(*sets).downstream(include_self=False).resolve(graph)
@@ -456,11 +469,9 @@ def execute_graph(
     def run(keys: Any) -> RunSummary:
         # the summary keeps the outputs the report reads, not the tables: an in-process
         # result holds every output in memory (at 100k customers ~0.5 GB of raw and
-        # feature tables) until it is dropped
-        result = job.execute_in_process(
-            instance=instance, asset_selection=sorted(keys), raise_on_error=False
-        )
-        return RunSummary.of(result, REPORTED)
+        # feature tables) until it is dropped; raw_transactions runs once per landing file
+        results = execute_in_process(job, instance, platform, sorted(keys))
+        return RunSummary.merge([RunSummary.of(r, REPORTED) for r in results])
 
     worker = start_worker() if early_worker else None
     try:
@@ -519,6 +530,7 @@ def run_horizon_demo(
     from churn_assets.lib.datasets import load_dataset_config
     from churn_assets.lib.realized import land_history_holding_back, land_window
     from churn_assets.lib.settings import get_settings, join_url
+    from churn_assets.partitions import run_in_process
     from churn_assets.resources import ChurnPlatform
 
     cfg = load_dataset_config(dataset)
@@ -547,8 +559,8 @@ def run_horizon_demo(
                 "training, deploying and scoring at that cut-off ..."
             )
         first = _timed(
-            lambda: defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, raise_on_error=False
+            lambda: run_in_process(
+                defs.resolve_implicit_global_asset_job_def(), instance, defs.resources["platform"]
             )
         )
         later = land_window(stage, url, start=cutoff, batch_name="batch-0001", storage_options=opts)
@@ -579,9 +591,15 @@ def _timed(run: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def _run_landing_job(defs: Any, instance: Any) -> Any:
-    """The landing job (ingestion → features → drift → realized performance), in process."""
-    return defs.get_job_def("ingest_features_drift").execute_in_process(
-        instance=instance, raise_on_error=False
+    """The landing job (ingestion → features → drift → realized performance), in process,
+    as the landing sensor runs it: the landing files not ingested yet, then the rest."""
+    from churn_assets.partitions import run_in_process
+
+    return run_in_process(
+        defs.get_job_def("ingest_features_drift"),
+        instance,
+        defs.resources["platform"],
+        only_new=True,
     )
 
 
@@ -723,19 +741,31 @@ def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, A
         key = m.asset_key.to_user_string()
         meta = {k: _plain(v) for k, v in m.metadata.items() if k != "preview"}
         meta = {k: v for k, v in meta.items() if v is not None}
-        assets[key] = {
+        entry = {
             "rows": meta.get("dagster/row_count"),
             "seconds": durations.get(mat.step_key),
             "metadata": meta,
         }
+        if m.partition is not None:  # a partitioned table: its partitions add up
+            before = assets.get(key, {"rows": 0, "seconds": 0.0, "partitions": 0})
+            entry["rows"] = (before["rows"] or 0) + (entry["rows"] or 0)
+            entry["seconds"] = (before["seconds"] or 0.0) + (entry["seconds"] or 0.0)
+            entry["partitions"] = before["partitions"] + 1
+        assets[key] = entry
     checks: dict[str, dict[str, Any]] = {}
     for ev in result.all_events:
         if ev.event_type_value == "ASSET_CHECK_EVALUATION":
             e = ev.event_specific_data
-            checks[f"{e.asset_key.to_user_string()}:{e.check_name}"] = {
-                "passed": e.passed,
-                "description": e.description,
-            }
+            name = f"{e.asset_key.to_user_string()}:{e.check_name}"
+            text = f"{e.partition}: {e.description}" if e.partition else e.description
+            if name in checks and e.partition:  # per partition: any failure fails it
+                was = checks[name]
+                if not e.passed and was["passed"]:
+                    checks[name] = {"passed": False, "description": text}
+                elif e.passed == was["passed"] and not e.passed:
+                    was["description"] = f"{was['description']}; {text}"
+                continue
+            checks[name] = {"passed": e.passed, "description": text}
     error = run_error(result, checks)
     feats = assets.get("customer_features", {}).get("metadata", {})
     models: dict[str, Any] = {}

@@ -21,7 +21,7 @@ class TableIOManager(dg.UPathIOManager):
     extension = ""
 
     def _suffix(self, path: UPath) -> list[UPath]:
-        return [path.with_suffix(".parquet"), path.with_suffix(".json")]
+        return [_with_ext(path, ".parquet"), _with_ext(path, ".json")]
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         import polars as pl
@@ -31,15 +31,15 @@ class TableIOManager(dg.UPathIOManager):
         if hasattr(obj, "to_parquet") and not isinstance(obj, pl.DataFrame):
             obj = pl.from_pandas(obj)
         if isinstance(obj, pl.DataFrame):
-            target = path.with_suffix(".parquet")
+            target = _with_ext(path, ".parquet")
             with target.open("wb") as f:
                 obj.write_parquet(f, compression="zstd")
-            stale = path.with_suffix(".json")
+            stale = _with_ext(path, ".json")
         else:
-            target = path.with_suffix(".json")
+            target = _with_ext(path, ".json")
             with target.open("w") as f:
                 json.dump(obj, f, default=str, indent=1)
-            stale = path.with_suffix(".parquet")
+            stale = _with_ext(path, ".parquet")
         if stale.exists():
             stale.unlink()
 
@@ -47,7 +47,7 @@ class TableIOManager(dg.UPathIOManager):
         """A Parquet asset as a ``pl.DataFrame``, or as a ``pl.LazyFrame`` scan when the input
         asks for one (:func:`lazy_input`, or a ``pl.LazyFrame`` annotation; then only the
         columns and rows the consumer uses are read); anything else from JSON."""
-        parquet = path.with_suffix(".parquet")
+        parquet = _with_ext(path, ".parquet")
         if parquet.exists():
             import polars as pl
 
@@ -55,14 +55,64 @@ class TableIOManager(dg.UPathIOManager):
                 return _scan_parquet(parquet)
             with parquet.open("rb") as f:
                 return pl.read_parquet(f)
-        with path.with_suffix(".json").open("r") as f:
+        with _with_ext(path, ".json").open("r") as f:
             return json.load(f)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """As :class:`dg.UPathIOManager`; a run of several partitions (a single-run backfill)
+        gives a dict of partition key → value, each written to its own file."""
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            if not isinstance(obj, dict):
+                raise TypeError(
+                    f"{context.asset_key.to_user_string()}: a run of "
+                    f"{len(context.asset_partition_keys)} partitions must return a dict of "
+                    "partition key → value"
+                )
+            for key, path in self._get_paths_for_partitions(context).items():
+                self.make_directory(path.parent)
+                self.dump_to_path(context=context, obj=obj[key], path=path)
+            return
+        super().handle_output(context, obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """An unpartitioned asset reading a partitioned one gets every partition written to
+        storage as one table (a lazy scan for :func:`lazy_input`), in key order: the storage,
+        not the instance's partition list, says what exists, so a run on another instance
+        (a worker, a fresh ``dagster dev``) reads the same table. Partitions the instance
+        knows but storage lacks (their run failed) are named in a warning. None written: None."""
+        if not (context.has_asset_key and context.has_asset_partitions):
+            return super().load_input(context)
+        import polars as pl
+
+        folder = self._get_path_without_extension(context)
+        found = sorted(folder.glob("*.parquet"), key=lambda p: p.name) if folder.exists() else []
+        names = {p.name for p in found}
+        missing = [k for k in context.asset_partition_keys if f"{k}.parquet" not in names]
+        if missing:
+            context.log.warning(
+                f"{context.asset_key.to_user_string()}: {len(missing)} partition(s) not "
+                f"materialized, left out: {', '.join(missing[:10])}"
+            )
+        if not found:
+            return None
+        if _wants_lazy(context):
+            return pl.concat([_scan_parquet(p) for p in found], how="diagonal_relaxed")
+        frames = []
+        for p in found:
+            with p.open("rb") as f:
+                frames.append(pl.read_parquet(f))
+        return pl.concat(frames, how="diagonal_relaxed", rechunk=False)
 
     def path_exists(self, path: UPath) -> bool:
         return any(p.exists() for p in self._suffix(path))
 
     def has_output(self, context: dg.OutputContext) -> bool:
         return self.path_exists(self._get_path(context))
+
+
+def _with_ext(path: UPath, ext: str) -> UPath:
+    """``path`` with ``ext`` appended (a partition key such as ``batch-1.csv`` keeps its dot)."""
+    return path.with_name(path.name + ext)
 
 
 #: Input metadata asking for a lazy Parquet scan (see :func:`lazy_input`).

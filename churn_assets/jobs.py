@@ -7,7 +7,8 @@ from churn_assets.resources import ChurnPlatform
 ingest_and_features_job = dg.define_asset_job(
     "ingest_and_features",
     selection=dg.AssetSelection.groups("raw", "features"),
-    description="Ingest the landing zone and rebuild the point-in-time customer features.",
+    description="Ingest a landing file (a raw_transactions partition) and rebuild the "
+    "point-in-time customer features.",
     # light steps in one process: no per-step process start and library imports
     executor_def=dg.in_process_executor,
 )
@@ -15,12 +16,25 @@ ingest_and_features_job = dg.define_asset_job(
 RETRAINING_TAG = "churn/retraining"
 RETRAINING_POOL = "retraining"
 
+#: What a landing batch refreshes: ingestion → features → drift report (the served-traffic
+#: drift reads days of inference log: it has its own daily schedule).
+MONITORING_SELECTION = dg.AssetSelection.groups(
+    "raw", "features", "monitoring"
+) - dg.AssetSelection.assets("served_drift_report")
+
 monitoring_job = dg.define_asset_job(
     "ingest_features_drift",
-    # the served-traffic drift reads days of inference log: its own daily schedule
-    selection=dg.AssetSelection.groups("raw", "features", "monitoring")
-    - dg.AssetSelection.assets("served_drift_report"),
-    description="What the landing sensor runs: ingestion → features → drift report.",
+    selection=MONITORING_SELECTION,
+    description="What the landing sensor runs: ingestion of a landing file (a "
+    "raw_transactions partition) → features → drift report.",
+    executor_def=dg.in_process_executor,
+)
+
+customers_landing_job = dg.define_asset_job(
+    "customers_features_drift",
+    selection=MONITORING_SELECTION - dg.AssetSelection.assets("raw_transactions"),
+    description="What the landing sensor runs when only customer files changed: "
+    "raw_customers → features → drift report, over every transaction partition.",
     executor_def=dg.in_process_executor,
 )
 

@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from churn_assets.jobs import monitoring_job, retraining_job
+from churn_assets.jobs import customers_landing_job, monitoring_job, retraining_job
 from churn_assets.resources import ChurnPlatform
 
 #: Longest reason carried in a run tag (the whole reason is in the check's description).
@@ -40,25 +40,69 @@ def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
 
 
 @dg.sensor(
-    job=monitoring_job,
+    jobs=[monitoring_job, customers_landing_job],
     minimum_interval_seconds=int(os.environ.get("CHURN_LANDING_SENSOR_SECONDS", "30")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone (cursor over file names, sizes and modification "
-    "times). New or changed files start one run: ingestion → features → drift report. A "
-    "bad file is moved to quarantine by that run, so it is never retried.",
+    "times). Each new or changed transaction file gets its raw_transactions partition (added "
+    "here) and is ingested once; the run of the last of them also runs the rest of the job: "
+    "raw_customers → features → drift report. Changed customer files alone start that run "
+    "without a partition. The runs queue one after the other (pool 'ingest'). A bad file is "
+    "moved to quarantine by its run, so it is never retried.",
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
+    from churn_assets.lib.ingest import file_partition_key
+    from churn_assets.partitions import (
+        RAW_TRANSACTIONS,
+        TRANSACTION_FILES,
+        landing_transaction_files,
+    )
+
     seen = json.loads(context.cursor) if context.cursor else {}
     listing = _landing_listing(platform)
     new = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
-    context.update_cursor(json.dumps(listing))
     if not new:
+        context.update_cursor(json.dumps(listing))
         return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
-    key = hashlib.sha1("\n".join(f"{u}={listing[u]}" for u in new).encode()).hexdigest()
+    tx_names = set(landing_transaction_files(platform).values())
+    tx = [u for u in new if u.rsplit("/", 1)[-1] in tx_names]
+    keys = list(dict.fromkeys(file_partition_key(u) for u in tx))
+    known = set(context.instance.get_dynamic_partitions(TRANSACTION_FILES.name))
+    added = [k for k in keys if k not in known]
+
+    def run_key(*parts: str) -> str:
+        digest = "\n".join(f"{u}={listing[u]}" for u in parts)
+        return "landing-" + hashlib.sha1(digest.encode()).hexdigest()
+
     names = [u.rsplit("/", 1)[-1] for u in new]
-    return dg.RunRequest(
-        run_key=f"landing-{key}",
-        tags={"churn/trigger": "landing", "churn/new_files": ",".join(names)[:200]},
+    tags = {"churn/trigger": "landing", "churn/new_files": ",".join(names)[:200]}
+    requests = [
+        dg.RunRequest(
+            run_key=run_key(url),
+            job_name=monitoring_job.name,
+            asset_selection=[RAW_TRANSACTIONS],
+            partition_key=file_partition_key(url),
+            tags=tags,
+        )
+        for url in tx[:-1]
+    ]
+    if tx:  # the last file's run also runs what reads every file
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key(*new),
+                job_name=monitoring_job.name,
+                partition_key=keys[-1],
+                tags=tags,
+            )
+        )
+    else:  # customer files only: no transaction partition to ingest
+        requests.append(
+            dg.RunRequest(run_key=run_key(*new), job_name=customers_landing_job.name, tags=tags)
+        )
+    context.update_cursor(json.dumps(listing))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[TRANSACTION_FILES.build_add_request(added)] if added else [],
     )
 
 

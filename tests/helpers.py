@@ -24,6 +24,7 @@ def run_graph(dataset: str, selection: list[str] | None = None, **platform: Any)
     """Materialize the graph (or ``selection``) in-process on ``dataset``."""
     from churn_assets.definitions import build_definitions
     from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.partitions import run_in_process
     from churn_assets.resources import ChurnPlatform
 
     io_kwargs = {k: v for k, v in platform.items() if k in ("storage_url", "s3_endpoint_url")}
@@ -31,14 +32,15 @@ def run_graph(dataset: str, selection: list[str] | None = None, **platform: Any)
         ChurnPlatform(dataset=dataset, **platform), ChurnIOManager(dataset=dataset, **io_kwargs)
     )
     job = defs.resolve_implicit_global_asset_job_def()
-    if selection:
-        job = job.get_subset(asset_selection={dg.AssetKey(k) for k in selection})
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = run_in_process(
+        job,
+        dg.DagsterInstance.ephemeral(),
+        ChurnPlatform(dataset=dataset, **platform),
+        [dg.AssetKey(k) for k in selection] if selection else None,
+    )
     checks = {}
-    for ev in result.all_events:
-        if ev.event_type_value == "ASSET_CHECK_EVALUATION":
-            e = ev.event_specific_data
-            checks[f"{e.asset_key.to_user_string()}:{e.check_name}"] = e
+    for e in result.get_asset_check_evaluations():
+        checks[f"{e.asset_key.to_user_string()}:{e.check_name}"] = e
     materialized = {
         m.materialization.asset_key.to_user_string()
         for m in result.get_asset_materialization_events()

@@ -3,6 +3,7 @@ import dagster as dg
 from churn_assets.freshness import DATA_FRESHNESS
 from churn_assets.io_managers import lazy_input
 from churn_assets.metadata import table_metadata
+from churn_assets.partitions import INGEST_POOL
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
@@ -54,6 +55,8 @@ def customer_features(
     kinds={"polars", "parquet"},
     ins={"raw_transactions": lazy_input()},
     freshness_policy=DATA_FRESHNESS,
+    # it keeps the incremental state: one writer at a time
+    pool=INGEST_POOL,
 )
 def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
@@ -126,6 +129,11 @@ def incremental_lines(raw_transactions):
     from churn_assets.lib.incremental import SOURCE_COLUMN
     from churn_assets.lib.ingest import TRANSACTION_COLUMNS
 
+    if raw_transactions is None:
+        raise ValueError(
+            "raw_transactions has no partition yet: no transaction file has landed "
+            "(`churn seed`, or put files in the landing zone; the landing sensor ingests them)"
+        )
     names = raw_transactions.collect_schema().names()
     if "_quarantined" in names:
         raw_transactions = raw_transactions.filter(~pl.col("_quarantined"))

@@ -30,12 +30,18 @@ MIN_TRAIN_ROWS = 200
 MIN_PER_CLASS = 10
 
 
-def usable(df: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame | pl.LazyFrame, int]:
+def usable(df: pl.DataFrame | pl.LazyFrame | None) -> tuple[pl.DataFrame | pl.LazyFrame, int]:
     """Rows not flagged ``_quarantined``, without bookkeeping columns; and the excluded count.
 
     A ``LazyFrame`` stays lazy (only the count is computed), so a scan reads neither the
-    bookkeeping columns nor, later, any column the consumer does not use.
+    bookkeeping columns nor, later, any column the consumer does not use. ``None`` (a
+    partitioned raw table with no partition yet, e.g. a snapshot data set's transactions)
+    is the empty transaction table.
     """
+    if df is None:
+        from churn_assets.lib.ingest import empty_transactions
+
+        df = empty_transactions()
     names = df.collect_schema().names()
     if "_quarantined" not in names:
         bad = 0

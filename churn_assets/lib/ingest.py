@@ -9,6 +9,7 @@ in ``_parse_errors`` so it can be quarantined.
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,35 @@ def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -
             "or fix 'path' in the data set config)"
         )
     return sorted(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
+
+
+def file_partition_key(url: str) -> str:
+    """The partition key of a landing file: its name, with characters other than letters,
+    digits and ``._=-`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", url.rsplit("/", 1)[-1])
+
+
+def transaction_files(
+    cfg: DatasetConfig, landing_url: str, storage_options: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The transaction files of ``cfg`` in the landing zone: partition key → file name, in
+    name order (nothing for snapshot data sets or a missing source folder)."""
+    if cfg.transactions is None:
+        return {}
+    try:
+        files = list_source_files(resolve_source(cfg.transactions, landing_url), storage_options)
+    except IngestError:
+        return {}
+    out: dict[str, str] = {}
+    for url in files:
+        key, name = file_partition_key(url), url.rsplit("/", 1)[-1]
+        if key in out and out[key] != name:
+            raise IngestError(
+                f"landing files {out[key]!r} and {name!r} have the same partition key {key!r}: "
+                "rename one of them"
+            )
+        out[key] = name
+    return out
 
 
 def _read_one(
@@ -227,17 +257,27 @@ def _ingest(
     landing_url: str,
     storage_options: dict[str, Any],
     finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    only: list[str] | None = None,
 ) -> IngestResult:
     """Read, type and (with ``finish``) post-process every file of a table, then stack them.
 
     ``finish`` runs on each typed file, which is then rechunked, before the stack: every
     column of the table then has one chunk per file, so later ``with_columns``/``drop``
     calls on it share the buffers; on misaligned chunks polars would rechunk (copy) the
-    whole table in each of them.
+    whole table in each of them. With ``only`` (file names), just those files are read.
     """
     finish = finish or (lambda frame: frame)
     url = resolve_source(spec, landing_url)
     files = list_source_files(url, storage_options)
+    if only is not None:
+        files = [f for f in files if f.rsplit("/", 1)[-1] in only]
+        missing = sorted(set(only) - {f.rsplit("/", 1)[-1] for f in files})
+        if missing:
+            raise IngestError(
+                f"landing file(s) {', '.join(missing)} of table '{table}' are no longer at "
+                f"{url}: a file stopped by its checks is moved to quarantine; land it again "
+                "(fixed) to ingest it"
+            )
     if not files:
         raise IngestError(
             f"no data files for table '{table}' at {url}: seed the landing zone "
@@ -346,8 +386,11 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     return res
 
 
-def ingest_transactions(cfg: DatasetConfig, landing_url: str, storage_options=None) -> IngestResult:
-    """Read the transaction table of ``cfg``: amount, returns flag and a normalised customer id."""
+def ingest_transactions(
+    cfg: DatasetConfig, landing_url: str, storage_options=None, only: list[str] | None = None
+) -> IngestResult:
+    """Read the transaction table of ``cfg``: amount, returns flag and a normalised customer id.
+    With ``only`` (landing file names), just those files."""
     if cfg.transactions is None:
         return IngestResult("raw_transactions", empty_transactions(), [])
     t = cfg.transactions
@@ -358,6 +401,7 @@ def ingest_transactions(cfg: DatasetConfig, landing_url: str, storage_options=No
         landing_url,
         storage_options or {},
         finish=lambda frame: _finish_transactions(frame, t),
+        only=only,
     )
 
 

@@ -108,18 +108,9 @@ def list_snapshots(storage: Storage) -> list[SnapshotRef]:
 def stored_scoring_cutoff(storage: Storage) -> dt.date | None:
     """The scoring cut-off of the stored raw transactions: the day after the last usable
     one, where ``current_features`` places "now"; None without transactions."""
-    import fsspec
-
-    rel = "assets/raw_transactions.parquet"
-    if not storage.exists(rel):
+    frame = storage.read_asset("raw_transactions", ["timestamp", "_quarantined"])
+    if frame is None or "timestamp" not in frame.columns:
         return None
-    with fsspec.open(storage.url(rel), "rb", **storage.storage_options) as f:
-        schema = pl.read_parquet_schema(f)
-        if "timestamp" not in schema:
-            return None
-        f.seek(0)
-        cols = ["timestamp", *(["_quarantined"] if "_quarantined" in schema else [])]
-        frame = pl.read_parquet(f, columns=cols)
     if "_quarantined" in frame.columns:
         frame = frame.filter(~pl.col("_quarantined"))
     last = frame["timestamp"].max()

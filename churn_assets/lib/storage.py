@@ -70,6 +70,27 @@ class Storage:
             p[len(prefix) :] if p.startswith(prefix) else p for p in found if not self.fs.isdir(p)
         )
 
+    def asset_parts(self, asset: str) -> list[str]:
+        """The Parquet file(s) of a materialized asset under ``assets/``: the file of an
+        unpartitioned asset, or one per partition (``assets/<asset>/<key>.parquet``)."""
+        whole = f"assets/{asset}.parquet"
+        if self.exists(whole):
+            return [whole]
+        return self.list_files(f"assets/{asset}", "*.parquet")
+
+    def read_asset(self, asset: str, columns: list[str] | None = None) -> Any:
+        """A materialized asset's table (every partition of a partitioned one), or None."""
+        import polars as pl
+
+        frames = []
+        for rel in self.asset_parts(asset):
+            with self.fs.open(self._path(rel), "rb") as f:
+                schema = pl.read_parquet_schema(f)
+                f.seek(0)
+                wanted = None if columns is None else [c for c in columns if c in schema]
+                frames.append(pl.read_parquet(f, columns=wanted))
+        return pl.concat(frames, how="diagonal_relaxed") if frames else None
+
     def fingerprint(self, rel: str) -> tuple[tuple[str, Any, Any], ...]:
         """What the files under ``rel`` are now: (path, size, modification stamp) for each,
         from one fresh listing. Changes when any file is added, removed or rewritten."""

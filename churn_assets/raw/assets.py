@@ -7,6 +7,7 @@ import dagster as dg
 
 from churn_assets.freshness import DATA_FRESHNESS
 from churn_assets.metadata import table_metadata
+from churn_assets.partitions import INGEST_POOL, TRANSACTION_FILES, landing_transaction_files
 from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, suite_check
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import retry_on_connection_errors
@@ -38,6 +39,12 @@ def _screen_and_report(
         platform.landing_storage_options(),
         str(where) if where else None,
     )
+    if moved:  # a file moved to quarantine is not used until it lands again, fixed
+        import polars as pl
+
+        frame = frame.with_columns(
+            (pl.col("_quarantined") | pl.col("_source_file").is_in(moved)).alias("_quarantined")
+        )
     if where:
         context.log.warning(
             f"{asset}: {q['rows']} row(s) and {q['files']} file(s) quarantined at {where}"
@@ -48,7 +55,7 @@ def _screen_and_report(
         "source_files": dg.MetadataValue.json(res.files),
         "quarantined_rows": dg.MetadataValue.int(int(q["rows"])),
         "quarantined_files": dg.MetadataValue.int(int(q["files"])),
-        "usable_rows": dg.MetadataValue.int(frame.height - int(q["rows"])),
+        "usable_rows": dg.MetadataValue.int(frame.height - int(frame["_quarantined"].sum())),
         "files_moved_to_quarantine": dg.MetadataValue.json(moved),
     }
     if where:
@@ -65,6 +72,7 @@ def _screen_and_report(
     group_name="raw",
     check_specs=raw_check_specs("raw_customers"),
     kinds={"polars", "parquet"},
+    pool=INGEST_POOL,
 )
 def raw_customers(
     context: dg.AssetExecutionContext, platform: ChurnPlatform
@@ -111,28 +119,37 @@ def raw_customers(
 
 @dg.asset(
     group_name="raw",
-    check_specs=raw_check_specs("raw_transactions"),
+    check_specs=raw_check_specs("raw_transactions", TRANSACTION_FILES),
     kinds={"polars", "parquet"},
     freshness_policy=DATA_FRESHNESS,
+    partitions_def=TRANSACTION_FILES,
+    pool=INGEST_POOL,
 )
 def raw_transactions(
     context: dg.AssetExecutionContext, platform: ChurnPlatform
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Transactions of the data set: customer id, timestamp, amount (returns negative),
-    invoice id, category, country and an ``is_return`` flag, typed per the data set config.
-    Rows failing a rule are flagged ``_quarantined`` and copied to quarantine. Snapshot data
-    sets (labels in columns, no transactions) give an empty table and say so."""
-    from churn_assets.lib.ingest import ingest_transactions
+    """Transactions of the data set, one partition per landing file (the key is the file's
+    name): customer id, timestamp, amount (returns negative), invoice id, category, country
+    and an ``is_return`` flag, typed per the data set config. Each file is read, checked and
+    written once; rows failing a rule are flagged ``_quarantined`` and copied to quarantine,
+    and a file stopped by its checks is moved out of the landing zone. Downstream assets read
+    every partition. Snapshot data sets (labels in columns, no transactions) have no
+    partitions."""
+    from churn_assets.lib.ingest import IngestError, ingest_transactions
     from churn_assets.lib.rules import transaction_rules
 
     cfg = platform.dataset_config()
-    with retry_on_connection_errors(context):
-        res = ingest_transactions(
-            cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
-        )
-    note = None
     if cfg.transactions is None:
-        note = f"data set '{cfg.name}' is a customer snapshot: it has no transactions"
+        raise IngestError(
+            f"data set '{cfg.name}' is a customer snapshot: it has no transaction files to "
+            "ingest (its features come from raw_customers alone)"
+        )
+    key = context.partition_key
+    with retry_on_connection_errors(context):
+        name = landing_transaction_files(platform).get(key, key)
+        res = ingest_transactions(
+            cfg, platform.landing_url_for_dataset(), platform.landing_storage_options(), [name]
+        )
     yield from _screen_and_report(
-        context, platform, "raw_transactions", res, transaction_rules(cfg), note=note
+        context, platform, "raw_transactions", res, transaction_rules(cfg)
     )

@@ -7,6 +7,7 @@ file or column and the count of bad rows; the bad rows and files are in quaranti
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -20,13 +21,23 @@ PARSE = "values_parse"
 SUITE = "expectations_met"
 
 
-def raw_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
-    """The three blocking checks of a raw table."""
+def raw_check_specs(
+    asset: str, partitions_def: dg.PartitionsDefinition | None = None
+) -> list[dg.AssetCheckSpec]:
+    """The three blocking checks of a raw table (per partition with ``partitions_def``;
+    Dagster marks partitioned checks as preview: its warning is silenced here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return _specs(asset, partitions_def)
+
+
+def _specs(asset: str, partitions_def: dg.PartitionsDefinition | None) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
             FILES,
             asset=asset,
             blocking=True,
+            partitions_def=partitions_def,
             description="Every landing file is readable: not empty, valid encoding, all "
             "configured columns present. Unreadable files are quarantined whole.",
         ),
@@ -34,6 +45,7 @@ def raw_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
             PARSE,
             asset=asset,
             blocking=True,
+            partitions_def=partitions_def,
             description="Every value parses into its column's type (numbers, dates, "
             "booleans). Rows with unparseable values are quarantined.",
         ),
@@ -41,6 +53,7 @@ def raw_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
             SUITE,
             asset=asset,
             blocking=True,
+            partitions_def=partitions_def,
             description="The table meets its Great Expectations suite (ids present and "
             "unique, values in range, at least one row). Bad rows are quarantined.",
         ),

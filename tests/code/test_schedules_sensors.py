@@ -208,13 +208,21 @@ def test_drift_sensor_bootstraps_when_nothing_is_deployed():
 # ------------------------------------------------------------------ the landing sensor
 
 
-def tick(cursor: str | None):
+def tick(cursor: str | None, instance: dg.DagsterInstance | None = None):
     """One evaluation of the landing sensor: (result, cursor after it)."""
     from churn_assets.sensors import landing_zone_sensor
 
-    context = dg.build_sensor_context(cursor=cursor, resources={"platform": ChurnPlatform()})
+    context = dg.build_sensor_context(
+        cursor=cursor,
+        resources={"platform": ChurnPlatform()},
+        instance=instance or dg.DagsterInstance.ephemeral(),
+    )
     result = landing_zone_sensor(context)
     return result, context.cursor
+
+
+def added_partitions(result: dg.SensorResult) -> list[str]:
+    return [k for r in result.dynamic_partitions_requests for k in r.partition_keys]
 
 
 def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
@@ -224,26 +232,58 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
 
     generate(str(landing), customers=200, days=90, seed=1)
     result, cursor = tick(cursor)
-    assert isinstance(result, dg.RunRequest)
-    assert result.tags["churn/new_files"] == "batch-0000.parquet,batch-0000-part-00000.parquet"
-    assert result.tags["churn/trigger"] == "landing"
+    assert isinstance(result, dg.SensorResult)
+    # the transaction file becomes a partition, ingested by one run that also refreshes
+    # the features and the drift report
+    assert added_partitions(result) == ["batch-0000-part-00000.parquet"]
+    (request,) = result.run_requests
+    assert request.job_name == "ingest_features_drift" and request.asset_selection is None
+    assert request.partition_key == "batch-0000-part-00000.parquet"
+    assert request.tags["churn/new_files"] == "batch-0000.parquet,batch-0000-part-00000.parquet"
+    assert request.tags["churn/trigger"] == "landing"
     assert set(json.loads(cursor)) == {str(p) for p in landing.rglob("*.parquet")}
-    first_key = result.run_key
+    first_key = request.run_key
 
     result, cursor = tick(cursor)  # nothing changed: no second run
     assert isinstance(result, dg.SkipReason) and "no new files among 2" in result.skip_message
 
     generate(str(landing), customers=200, days=90, seed=1, drift=True, batch_name="drift-0001")
     result, cursor = tick(cursor)  # only the new files are named
-    assert isinstance(result, dg.RunRequest) and result.run_key != first_key
-    assert result.tags["churn/new_files"] == "drift-0001.parquet,drift-0001-part-00000.parquet"
+    (request,) = result.run_requests
+    assert request.run_key != first_key
+    assert request.partition_key == "drift-0001-part-00000.parquet"
+    assert added_partitions(result) == ["drift-0001-part-00000.parquet"]
+    assert request.tags["churn/new_files"] == "drift-0001.parquet,drift-0001-part-00000.parquet"
 
     changed = landing / "customers" / "batch-0000.parquet"
     changed.write_bytes(changed.read_bytes() + b"\0")  # same name, new size
     result, cursor = tick(cursor)
-    assert isinstance(result, dg.RunRequest)
-    assert result.tags["churn/new_files"] == "batch-0000.parquet"
+    (request,) = result.run_requests  # customers only: no partition, no new partition
+    assert request.job_name == "customers_features_drift" and request.partition_key is None
+    assert added_partitions(result) == []
+    assert request.tags["churn/new_files"] == "batch-0000.parquet"
     assert isinstance(tick(cursor)[0], dg.SkipReason)
+
+
+def test_landing_sensor_ingests_each_new_file_once_and_refreshes_after_the_last(
+    isolated_env: Path,
+):
+    """Several new transaction files in one tick: one run per file; only the last run (they
+    queue in order, pool 'ingest') refreshes features and drift, once, over every file. A
+    partition the instance already has is not added again."""
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=300, days=90, seed=1, chunk_customers=100)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("transaction_files", ["batch-0000-part-00000.parquet"])
+    result, _ = tick(None, instance)
+    keys = [f"batch-0000-part-{i:05d}.parquet" for i in range(3)]
+    assert added_partitions(result) == keys[1:]
+    assert [r.partition_key for r in result.run_requests] == keys
+    assert [r.asset_selection for r in result.run_requests[:2]] == [
+        [dg.AssetKey("raw_transactions")]
+    ] * 2
+    assert result.run_requests[-1].asset_selection is None  # the whole landing job
+    assert len({r.run_key for r in result.run_requests}) == 3
 
 
 # ------------------------------------------------------------- the run-failure recorder

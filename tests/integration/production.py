@@ -565,15 +565,19 @@ class Stack:
         import dagster as dg
 
         from churn_assets.definitions import build_definitions
+        from churn_assets.partitions import run_in_process
 
         assert os.environ.get("DAGSTER_HOME") == str(self.home)
         sigterm_default()
-        job = build_definitions().resolve_implicit_global_asset_job_def()
-        if selection:
-            job = job.get_subset(asset_selection={dg.AssetKey(k) for k in selection})
+        defs = build_definitions()
+        job = defs.resolve_implicit_global_asset_job_def()
         with dg.DagsterInstance.get() as instance:
-            result = job.execute_in_process(
-                instance=instance, raise_on_error=False, run_config=run_config or {}
+            result = run_in_process(
+                job,
+                instance,
+                defs.resources["platform"],
+                [dg.AssetKey(k) for k in selection] if selection else None,
+                run_config=run_config or {},
             )
             return Outcome(result.run_id, result.success, list(result.all_events), result)
 

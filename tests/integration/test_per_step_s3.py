@@ -75,17 +75,33 @@ def test_every_step_runs_in_its_own_process_and_shares_only_s3(s3_platform, tmp_
 
     home = tmp_path / "dagster_home"
     home.mkdir()
+    from churn_assets.partitions import RAW_TRANSACTIONS, register_transaction_files
+    from churn_assets.resources import ChurnPlatform
+
+    job = dg.reconstructable(graph_job)
+    rest = sorted(set(graph_job().asset_layer.executable_asset_keys) - {RAW_TRANSACTIONS})
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        result = dg.execute_job(dg.reconstructable(graph_job), instance=instance)
+        # as the landing sensor runs it: a run per landing file's partition, then the rest
+        files = register_transaction_files(instance, ChurnPlatform())
+        assert files
+        results = [
+            dg.execute_job(
+                job,
+                instance=instance,
+                asset_selection=[RAW_TRANSACTIONS],
+                tags={"dagster/partition": key},
+            )
+            for key in files
+        ]
+        results.append(dg.execute_job(job, instance=instance, asset_selection=rest))
+        events = [e for r in results for e in r.all_events]
         failures = {
             e.step_key: e.event_specific_data.error.to_string()[-6000:]
-            for e in result.all_events
+            for e in events
             if e.is_step_failure
         }
-        assert result.success, failures
-        starts = {
-            e.step_key: e.pid for e in result.all_events if e.event_type_value == "STEP_START"
-        }
+        assert all(r.success for r in results), failures
+        starts = {e.step_key: e.pid for e in events if e.event_type_value == "STEP_START"}
 
     # one process per step, none of them this one
     assert set(TABLES) | {"classification_models", "deployed_model_version"} <= set(starts)
@@ -99,7 +115,10 @@ def test_every_step_runs_in_its_own_process_and_shares_only_s3(s3_platform, tmp_
         for o in page.get("Contents", [])
     }
     for table in TABLES:
-        assert f"{PREFIX}/synthetic/assets/{table}.parquet" in keys, table
+        if table != "raw_transactions":
+            assert f"{PREFIX}/synthetic/assets/{table}.parquet" in keys, table
+    for key in files:  # one object per partition
+        assert f"{PREFIX}/synthetic/assets/raw_transactions/{key}.parquet" in keys, key
     current = json.loads(
         s3_platform.get_object(Bucket=BUCKET, Key=f"{PREFIX}/synthetic/deployments/current.json")[
             "Body"

@@ -1,0 +1,162 @@
+"""Partitions of the graph: ``raw_transactions`` has one partition per landing file.
+
+A landing file is validated, quarantined and written once, as its own partition
+(``<storage>/<data set>/assets/raw_transactions/<file>.parquet``), with its own check
+results. The landing sensor adds the partition of every new file; assets downstream are
+unpartitioned and read every partition. Dynamic partitions rather than daily ones: a landing
+file is the unit that arrives, is checked and may be quarantined, and its lines may span
+several days (a late file, a backfilled month). The partition key is the file's name.
+
+Runs made in this process (``churn demo``, tests) go through :func:`execute_in_process`,
+which registers the landing files as partitions and runs one partition per run before the
+rest of the selection, as the landing sensor and the daemon do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+#: One partition per landing file of the data set's transactions (key: the file's name).
+TRANSACTION_FILES = dg.DynamicPartitionsDefinition(name="transaction_files")
+
+RAW_TRANSACTIONS = dg.AssetKey("raw_transactions")
+
+#: The pool of every step that writes the raw tables or the incremental feature state: with
+#: run granularity (dagster.yaml), ingestion runs queue one after the other, in order.
+INGEST_POOL = "ingest"
+
+
+def landing_transaction_files(platform: Any) -> dict[str, str]:
+    """Partition key → file name of every transaction file in the data set's landing zone."""
+    from churn_assets.lib.ingest import transaction_files
+
+    return transaction_files(
+        platform.dataset_config(),
+        platform.landing_url_for_dataset(),
+        platform.landing_storage_options(),
+    )
+
+
+def register_transaction_files(instance: dg.DagsterInstance, platform: Any) -> list[str]:
+    """Add a partition for every landing file without one; returns every file's key."""
+    keys = list(landing_transaction_files(platform))
+    known = set(instance.get_dynamic_partitions(TRANSACTION_FILES.name))
+    new = [k for k in keys if k not in known]
+    if new:
+        instance.add_dynamic_partitions(TRANSACTION_FILES.name, new)
+    return keys
+
+
+def execute_in_process(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    platform: Any,
+    selection: list[dg.AssetKey] | None = None,
+    *,
+    only_new: bool = False,
+    **kwargs: Any,
+) -> list[dg.ExecuteInProcessResult]:
+    """Materialize ``selection`` (default: every asset of ``job``) in this process.
+
+    ``raw_transactions`` runs once per landing file (every file, or with ``only_new`` the
+    files without a materialized partition on ``instance``), each its own run; then the rest
+    of the selection runs as one run reading every partition. When a file's run failed (a
+    blocking check: its file is in quarantine), what reads the transactions does not run,
+    as in one run where that check blocks it; the rest (e.g. ``raw_customers``) does.
+    Returns the results, in order."""
+    keys = set(selection) if selection is not None else set(job.asset_layer.executable_asset_keys)
+    results: list[dg.ExecuteInProcessResult] = []
+    if RAW_TRANSACTIONS in keys:
+        keys.discard(RAW_TRANSACTIONS)
+        files = register_transaction_files(instance, platform)
+        if only_new:
+            done = instance.get_materialized_partitions(RAW_TRANSACTIONS)
+            files = [k for k in files if k not in done]
+        for key in files:
+            results.append(
+                job.execute_in_process(
+                    instance=instance,
+                    asset_selection=[RAW_TRANSACTIONS],
+                    partition_key=key,
+                    raise_on_error=False,
+                    **kwargs,
+                )
+            )
+        if not all(r.success for r in results):
+            graph = job.asset_layer.asset_graph
+            keys -= _downstream(graph, RAW_TRANSACTIONS)
+    if keys:
+        results.append(
+            job.execute_in_process(
+                instance=instance, asset_selection=sorted(keys), raise_on_error=False, **kwargs
+            )
+        )
+    return results
+
+
+def _downstream(graph: Any, key: dg.AssetKey) -> set[dg.AssetKey]:
+    """Every asset that reads ``key``, directly or not."""
+    out: set[dg.AssetKey] = set()
+    todo = [key]
+    while todo:
+        for child in graph.get(todo.pop()).child_keys:
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+class InProcessRuns:
+    """The runs of one :func:`execute_in_process` call, read like one run's result."""
+
+    def __init__(self, results: list[dg.ExecuteInProcessResult]) -> None:
+        self.results = results
+
+    @property
+    def success(self) -> bool:
+        return bool(self.results) and all(r.success for r in self.results)
+
+    @property
+    def run_id(self) -> str:
+        return self.results[-1].run_id
+
+    @property
+    def all_events(self) -> list[Any]:
+        return [e for r in self.results for e in r.all_events]
+
+    def get_asset_materialization_events(self) -> list[Any]:
+        return [e for r in self.results for e in r.get_asset_materialization_events()]
+
+    def get_asset_check_evaluations(self) -> list[Any]:
+        return [e for r in self.results for e in r.get_asset_check_evaluations()]
+
+    def output_for_node(self, name: str) -> Any:
+        """The node's output in the last run that made it; a partitioned raw table's
+        partitions stacked into one table."""
+        import polars as pl
+
+        if name == RAW_TRANSACTIONS.to_user_string():
+            frames = [
+                r.output_for_node(name)
+                for r in self.results
+                if name in {s.step_key for s in r.get_step_success_events()}
+            ]
+            if frames:
+                return pl.concat(frames, how="diagonal_relaxed")
+        for r in reversed(self.results):
+            if name in {e.step_key for e in r.get_step_success_events()}:
+                return r.output_for_node(name)
+        raise KeyError(f"no run materialized {name!r}")
+
+
+def run_in_process(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    platform: Any,
+    selection: list[dg.AssetKey] | None = None,
+    **kwargs: Any,
+) -> InProcessRuns:
+    """:func:`execute_in_process`, its runs read as one."""
+    return InProcessRuns(execute_in_process(job, instance, platform, selection, **kwargs))

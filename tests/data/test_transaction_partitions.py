@@ -1,0 +1,113 @@
+"""raw_transactions has one partition per landing file: each file is checked on its own,
+written once, and a landing run ingests only the files that are new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from tests.data.test_bad_input import TRANSACTIONS, setup_landing
+
+SELECTION = [
+    dg.AssetKey(k)
+    for k in ("raw_customers", "raw_transactions", "customer_features", "current_features")
+]
+LATE = "invoice_id,customer_id,timestamp,amount\nI20,C2,2024-03-20 10:00:00,70.0\n"
+
+
+def graph(config: str):
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.resources import ChurnPlatform
+
+    platform = ChurnPlatform(dataset=config)
+    defs = build_definitions(platform, ChurnIOManager(dataset=config))
+    return defs.resolve_implicit_global_asset_job_def(), platform
+
+
+def run(config: str, instance: dg.DagsterInstance, **kwargs):
+    from churn_assets.partitions import run_in_process
+
+    job, platform = graph(config)
+    return run_in_process(job, instance, platform, SELECTION, **kwargs)
+
+
+def partitions_materialized(result) -> list[str]:
+    return [
+        m.materialization.partition
+        for m in result.get_asset_materialization_events()
+        if m.materialization.asset_key == dg.AssetKey("raw_transactions")
+    ]
+
+
+def test_each_file_is_its_own_partition_with_its_own_checks(isolated_env: Path, tmp_path):
+    bad = "invoice_id,customer_id,timestamp,amount\nI9,C1,2024-01-05 10:00:00,9e9\n"
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/b.csv": bad})
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = run(config, instance)
+
+    assert instance.get_dynamic_partitions("transaction_files") == ["a.csv", "b.csv"]
+    suite = {
+        e.partition: e.passed
+        for e in first.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("raw_transactions") and e.check_name == "expectations_met"
+    }
+    assert suite == {"a.csv": True, "b.csv": False}
+    assert not first.success
+    # a failed file blocks what reads the transactions; the customers are still ingested
+    done = {
+        m.materialization.asset_key.to_user_string()
+        for m in first.get_asset_materialization_events()
+    }
+    assert "customer_features" not in done and "raw_customers" in done
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    assert sorted(p.name for p in landing.iterdir()) == ["a.csv"]
+    parts = isolated_env / "mini" / "assets" / "raw_transactions"
+    assert sorted(p.name for p in parts.iterdir()) == ["a.csv.parquet", "b.csv.parquet"]
+    # the partition of a file moved to quarantine keeps its lines, none of them usable
+    kept = pl.read_parquet(parts / "b.csv.parquet")
+    assert kept.height == 1 and kept["_quarantined"].all()
+
+    second = run(config, instance)  # b.csv is in quarantine: the rest goes through
+    assert second.success
+    features = second.output_for_node("customer_features")
+    assert features.height == 4
+    assert "I9" not in second.output_for_node("raw_transactions")["invoice_id"].to_list()
+
+
+def test_a_landing_run_ingests_only_the_new_file(isolated_env: Path, tmp_path):
+    config = setup_landing(isolated_env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(config, instance)
+    assert first.success and partitions_materialized(first) == ["a.csv"]
+    written = (isolated_env / "mini" / "assets" / "raw_transactions" / "a.csv.parquet").stat()
+
+    (isolated_env / "landing" / "mini" / "transactions" / "c.csv").write_text(LATE)
+    later = run(config, instance, only_new=True)
+
+    assert later.success
+    assert partitions_materialized(later) == ["c.csv"]  # a.csv is not read again
+    again = (isolated_env / "mini" / "assets" / "raw_transactions" / "a.csv.parquet").stat()
+    assert again.st_mtime_ns == written.st_mtime_ns
+    # what reads the transactions sees both files
+    current = later.output_for_node("current_features")
+    lines = TRANSACTIONS.count("\n") - 1 + 1
+    meta = next(
+        m.materialization.metadata
+        for m in later.get_asset_materialization_events()
+        if m.materialization.asset_key == dg.AssetKey("current_features")
+    )
+    assert meta["incremental"].value["files_added"] == 1
+    assert current.height == 4
+    stacked = pl.concat(
+        [
+            pl.read_parquet(p)
+            for p in sorted(
+                (isolated_env / "mini" / "assets" / "raw_transactions").glob("*.parquet")
+            )
+        ]
+    )
+    assert stacked.height == lines
