@@ -16,17 +16,19 @@ ingest_and_features_job = dg.define_asset_job(
 RETRAINING_TAG = "churn/retraining"
 RETRAINING_POOL = "retraining"
 
-#: What a landing batch refreshes: ingestion → features → drift report (the served-traffic
-#: drift reads days of inference log: it has its own daily schedule).
+#: What a landing batch refreshes: ingestion → current features → drift report. Not the
+#: labelled training table ``customer_features``, which is built from the whole history: the
+#: retraining run builds it. (The served-traffic drift reads days of inference log: it has
+#: its own daily schedule.)
 MONITORING_SELECTION = dg.AssetSelection.groups(
     "raw", "features", "monitoring"
-) - dg.AssetSelection.assets("served_drift_report")
+) - dg.AssetSelection.assets("served_drift_report", "customer_features")
 
 monitoring_job = dg.define_asset_job(
     "ingest_features_drift",
     selection=MONITORING_SELECTION,
     description="What the landing sensor runs: ingestion of a landing file (a "
-    "raw_transactions partition) → features → drift report.",
+    "raw_transactions partition) → current features → drift report.",
     executor_def=dg.in_process_executor,
 )
 
@@ -34,7 +36,7 @@ customers_landing_job = dg.define_asset_job(
     "customers_features_drift",
     selection=MONITORING_SELECTION - dg.AssetSelection.assets("raw_transactions"),
     description="What the landing sensor runs when only customer files changed: "
-    "raw_customers → features → drift report, over every transaction partition.",
+    "raw_customers → current features → drift report, over every transaction partition.",
     executor_def=dg.in_process_executor,
 )
 
@@ -66,8 +68,10 @@ retraining_executor = dg.multiprocess_executor.configured(
 
 retraining_job = dg.define_asset_job(
     "retraining",
-    selection=dg.AssetSelection.groups("models", "deployment"),
-    description="Train both model sets, gate the challenger and deploy it when better; "
+    selection=dg.AssetSelection.groups("models", "deployment")
+    | dg.AssetSelection.assets("customer_features"),
+    description="Build the labelled training table from the whole history, train both model "
+    "sets, gate the challenger and deploy it when better; "
     "at most one retraining run at a time (dagster.yaml tag concurrency limit).",
     tags={RETRAINING_TAG: "true"},
     executor_def=retraining_executor,

@@ -46,7 +46,7 @@ def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
     description="Watches the landing zone (cursor over file names, sizes and modification "
     "times). Each new or changed transaction file gets its raw_transactions partition (added "
     "here) and is ingested once; the run of the last of them also runs the rest of the job: "
-    "raw_customers → features → drift report. Changed customer files alone start that run "
+    "raw_customers → current features → drift report. Changed customer files alone start that run "
     "without a partition. The runs queue one after the other (pool 'ingest'). A bad file is "
     "moved to quarantine by its run, so it is never retried.",
 )
