@@ -95,6 +95,8 @@ class TableIOManager(dg.UPathIOManager):
             )
         if not found:
             return None
+        if (getattr(context, "definition_metadata", None) or {}).get(PARTS_KEY) is True:
+            return {p.name[: -len(".parquet")]: (_stamp(p), _scan_parquet(p)) for p in found}
         if _wants_lazy(context):
             return pl.concat([_scan_parquet(p) for p in found], how="diagonal_relaxed")
         frames = []
@@ -108,6 +110,22 @@ class TableIOManager(dg.UPathIOManager):
 
     def has_output(self, context: dg.OutputContext) -> bool:
         return self.path_exists(self._get_path(context))
+
+
+#: Input metadata asking for a partitioned asset as its partitions (see :func:`parts_input`).
+PARTS_KEY = "churn/partitions"
+
+
+def parts_input() -> dg.AssetIn:
+    """An input of a partitioned asset loaded as ``{partition key: (stamp, lazy scan)}``,
+    in key order; the stamp (size and modification time) changes when a partition is written
+    again. For consumers that keep per-partition state."""
+    return dg.AssetIn(metadata={PARTS_KEY: True})
+
+
+def _stamp(path: UPath) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime}"
 
 
 def _with_ext(path: UPath, ext: str) -> UPath:

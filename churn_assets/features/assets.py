@@ -1,7 +1,7 @@
 import dagster as dg
 
 from churn_assets.freshness import DATA_FRESHNESS
-from churn_assets.io_managers import lazy_input
+from churn_assets.io_managers import lazy_input, parts_input
 from churn_assets.metadata import table_metadata
 from churn_assets.partitions import INGEST_POOL
 from churn_assets.resources import ChurnPlatform
@@ -53,7 +53,7 @@ def customer_features(
     retry_policy=STORAGE_RETRY,
     group_name="features",
     kinds={"polars", "parquet"},
-    ins={"raw_transactions": lazy_input()},
+    ins={"raw_transactions": parts_input()},
     freshness_policy=DATA_FRESHNESS,
     # it keeps the incremental state: one writer at a time
     pool=INGEST_POOL,
@@ -63,49 +63,67 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups
     use. Snapshot data sets: the customer table as it is. The category-share columns are
     those of the training cut-off plus those of the deployed version's feature definition,
-    so the deployed model finds its columns even after the top categories change. The
-    transactions come as a lazy scan: only the columns the features use are read.
+    so the deployed model finds its columns even after the top categories change.
 
     Kept up to date incrementally (``churn_assets/lib/incremental.py``, state under
-    ``state/current_features/``): a landing file seen before is not processed again; within
-    a day only the customers of new files are recomputed; a new day, a rewritten file, other
-    customers or categories recompute every row. Same table as a build from every line."""
+    ``state/current_features/``): each raw_transactions partition (landing file) is
+    summarised once (lines, time span, daily sales per category), and a partition seen
+    before is not read again; within a day only the customers of new files are recomputed;
+    a new day, a rewritten file, other customers or categories recompute every row. Same
+    table as a build from every line."""
+    import datetime as dt
+
+    import polars as pl
+
     from churn_assets.lib import incremental
-    from churn_assets.lib.feature_sets import (
-        deployed_categories,
-        features_at,
-        reference_categories,
-        scoring_cutoff,
-        usable,
-    )
+    from churn_assets.lib.feature_sets import deployed_categories, features_at, usable
     from churn_assets.lib.features import LABELS
 
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
         customers, _ = usable(raw_customers)
-        transactions, _ = usable(raw_transactions)
-        cutoff = scoring_cutoff(transactions) if cfg.transactions is not None else None
         categories: tuple = ()
-        if cfg.transactions is not None:
+        kept: dict = {}
+        if cfg.transactions is None:
+            cutoff = None
+            features = features_at(cfg, customers, usable(None)[0], None, with_labels=False)
+        else:
+            parts = {
+                k: (stamp, incremental_lines(lf)) for k, (stamp, lf) in _parts(raw_transactions)
+            }
+            state = platform.storage().child(*STATE_DIR)
+            summaries = incremental.partition_summaries(state, parts)
+            last = incremental.last_timestamp(summaries)
+            if last is None:
+                raise ValueError("no usable transaction lines: every line is in quarantine")
+            cutoff = last.date() + dt.timedelta(days=1)
+            label_cut = cfg.labels.cutoff or cutoff - dt.timedelta(days=cfg.labels.horizon_days)
             categories = tuple(
                 sorted(
-                    set(reference_categories(cfg, transactions))
+                    set(incremental.top_categories_before(summaries, label_cut))
                     | set(deployed_categories(platform.storage()))
                 )
             )
-        if cfg.transactions is None:
-            features = features_at(
-                cfg, customers, transactions, cutoff, with_labels=False, categories=categories
+            files = dict(  # in the order of their first line, as read from every line
+                sorted(
+                    ((src, f) for s in summaries.values() for src, f in s["files"].items()),
+                    key=lambda item: (item[1][2], item[0]),
+                )
             )
-            kept: dict = {}
-        else:
+            batches = {
+                src: parts[key][1].filter(pl.col(incremental.SOURCE_COLUMN) == src)
+                for key, s in summaries.items()
+                for src in s["files"]
+            }
             features, kept = incremental.sync(
-                platform.storage().child(*STATE_DIR),
-                incremental_lines(raw_transactions),
+                state,
+                pl.concat([lines for _, lines in parts.values()], how="diagonal_relaxed"),
                 customers if cfg.customers is not None else None,
                 categories,
                 horizon_days=cfg.labels.horizon_days,
                 naive_lookback_days=cfg.naive_lookback_days,
+                files=files,
+                batches=batches,
             )
             features = features.drop([c for c in LABELS if c in features.columns])
     metadata = {
@@ -116,6 +134,16 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
     if kept:
         metadata["incremental"] = dg.MetadataValue.json(kept)
     return dg.Output(features, metadata=metadata)
+
+
+def _parts(raw_transactions):
+    """The partitions of raw_transactions, or a clear error when there is none."""
+    if not raw_transactions:
+        raise ValueError(
+            "raw_transactions has no partition yet: no transaction file has landed "
+            "(`churn seed`, or put files in the landing zone; the landing sensor ingests them)"
+        )
+    return raw_transactions.items()
 
 
 #: Where current_features keeps its incremental state (under the data set's storage).

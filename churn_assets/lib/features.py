@@ -161,14 +161,24 @@ def country_sums(pre: pl.LazyFrame) -> pl.LazyFrame:
 
 def top_categories(pre: pl.LazyFrame, limit: int = MAX_CATEGORY_SHARES) -> tuple[str, ...]:
     """The categories with the most gross sales before the cut-off (at most ``limit``)."""
-    top = (
+    totals = (
         pre.filter(pl.col("category").is_not_null() & ~pl.col("is_return"))
         .group_by("category")
-        .agg(pl.col("amount").sum())
-        .sort(["amount", "category"], descending=[True, False])
-        .head(limit)
+        .agg(amount_units().sum().alias("amount"))
         .collect()
     )
+    return top_of_totals(totals, limit)
+
+
+def amount_units() -> pl.Expr:
+    """``amount`` in integer 1/10,000: sums of it are the same in any order and grouping
+    (float sums are not), so totals kept per day or per file add up exactly."""
+    return (pl.col("amount") * 10_000).round().cast(pl.Int64)
+
+
+def top_of_totals(totals: pl.DataFrame, limit: int = MAX_CATEGORY_SHARES) -> tuple[str, ...]:
+    """The ``limit`` categories with the largest ``amount`` total (ties: by name), sorted."""
+    top = totals.sort(["amount", "category"], descending=[True, False]).head(limit)
     return tuple(sorted(top["category"].to_list()))
 
 

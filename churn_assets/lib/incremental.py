@@ -43,6 +43,7 @@ from churn_assets.lib.features import (
     SEPARATE_SCANS,
     FeatureParams,
     aggregate_sums,
+    amount_units,
     behaviour_from_aggregates,
     build_customer_features,
     category_sums,
@@ -51,6 +52,7 @@ from churn_assets.lib.features import (
     customer_aggregates,
     daily_activity,
     round_amounts,
+    top_of_totals,
 )
 
 PARTS = ("activity", "categories", "countries")
@@ -330,7 +332,7 @@ def _file_summaries(lines: pl.LazyFrame) -> dict[str, list[Any]]:
         .agg(
             pl.len().alias("n"),
             # in 1/10,000: an integer sum is the same in any order (a float sum is not)
-            (pl.col("amount") * 10_000).round().cast(pl.Int64).sum().alias("amount"),
+            amount_units().sum().alias("amount"),
             pl.col("timestamp").min().alias("first"),
             pl.col("timestamp").max().alias("last"),
         )
@@ -341,6 +343,67 @@ def _file_summaries(lines: pl.LazyFrame) -> dict[str, list[Any]]:
         row[SOURCE_COLUMN]: [row["n"], row["amount"], str(row["first"]), str(row["last"])]
         for row in frame.iter_rows(named=True)
     }
+
+
+PARTITIONS = "partitions.json"
+
+
+def partition_summary(lines: pl.LazyFrame) -> dict[str, Any]:
+    """What the state needs to know of one partition (one landing file's usable lines),
+    read once: its :func:`_file_summaries` entry, and its gross sales per day and category
+    (in 1/10,000, so the top categories before any cut-off add up exactly)."""
+    frame = lines.select(SOURCE_COLUMN, "timestamp", "amount", "category", "is_return").collect()
+    days = (
+        frame.filter(pl.col("category").is_not_null() & ~pl.col("is_return"))
+        .group_by(pl.col("timestamp").dt.date().alias("day"), "category")
+        .agg(amount_units().sum().alias("amount"))
+        .sort("day", "category")
+    )
+    return {
+        "files": _file_summaries(frame.lazy()),
+        "category_days": [[str(d), c, int(a)] for d, c, a in days.iter_rows()],
+    }
+
+
+def partition_summaries(
+    storage: Any, parts: dict[str, tuple[str, pl.LazyFrame]]
+) -> dict[str, dict[str, Any]]:
+    """:func:`partition_summary` of every partition (key → (fingerprint, usable lines)),
+    kept in ``storage`` by fingerprint: only a partition that is new or was written again
+    is read. Partitions no longer present are forgotten."""
+    known = storage.read_json(PARTITIONS) if storage.exists(PARTITIONS) else {}
+    out, changed = {}, False
+    for key, (fingerprint, lines) in parts.items():
+        entry = known.get(key)
+        if entry is None or entry["fingerprint"] != fingerprint:
+            entry = {"fingerprint": fingerprint, **partition_summary(lines)}
+            changed = True
+        out[key] = entry
+    if changed or set(known) != set(out):
+        storage.write_json(PARTITIONS, out)
+    return out
+
+
+def last_timestamp(summaries: dict[str, dict[str, Any]]) -> dt.datetime | None:
+    """The latest usable line over every partition (None: no usable line)."""
+    lasts = [f[3] for s in summaries.values() for f in s["files"].values()]
+    return max((dt.datetime.fromisoformat(t) for t in lasts), default=None)
+
+
+def top_categories_before(summaries: dict[str, dict[str, Any]], cutoff: dt.date) -> tuple[str, ...]:
+    """:func:`~churn_assets.lib.features.top_categories` of every line before ``cutoff``,
+    from the partitions' daily totals (the same categories, without reading a line)."""
+    day = cutoff.isoformat()
+    totals: dict[str, int] = {}
+    for s in summaries.values():
+        for d, category, amount in s["category_days"]:
+            if d < day:
+                totals[category] = totals.get(category, 0) + amount
+    frame = pl.DataFrame(
+        {"category": list(totals), "amount": list(totals.values())},
+        schema={"category": pl.String, "amount": pl.Int64},
+    )
+    return top_of_totals(frame)
 
 
 def _customers_fingerprint(customers: pl.DataFrame | None) -> str | None:
@@ -357,9 +420,13 @@ def sync(
     *,
     horizon_days: int = 90,
     naive_lookback_days: int = 270,
+    files: dict[str, list[Any]] | None = None,
+    batches: dict[str, pl.LazyFrame] | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The current feature table of ``lines`` (usable transaction lines with their
-    ``_source_file``), kept in ``storage`` between calls.
+    ``_source_file``), kept in ``storage`` between calls. ``files`` (each file's
+    :func:`_file_summaries` entry, e.g. from :func:`partition_summaries`) and ``batches``
+    (each file's lines) spare reading ``lines`` unless the state starts anew.
 
     Landing files seen before (same lines, amount total and time span), with the same
     customer table and category columns, are not read again: only new files are added
@@ -367,7 +434,7 @@ def sync(
     rewritten, other customers or categories, a state that does not match) starts the state
     anew from every line. Returns the table and what was done."""
     lines = lines.lazy()
-    files = _file_summaries(lines)
+    files = files if files is not None else _file_summaries(lines)
     if not files:
         raise ValueError("no usable transaction lines")
     wanted = {
@@ -388,7 +455,11 @@ def sync(
     if consistent:
         assert known is not None
         for source in [f for f in files if f not in known["files"]]:
-            batch = lines.filter(pl.col(SOURCE_COLUMN) == source).drop(SOURCE_COLUMN)
+            batch = (
+                batches[source]
+                if batches and source in batches
+                else lines.filter(pl.col(SOURCE_COLUMN) == source)
+            ).drop(SOURCE_COLUMN)
             updates.append(
                 add_batch(
                     storage, _batch_name(source), batch.collect(), customers, categories, **kwargs
