@@ -16,7 +16,8 @@ Measured, each in a fresh subprocess (``python -m benchmarks.ingest --worker ...
   of the file's customers);
 - ``next_day`` (extra row): the same file re-timed to the next day, so the cut-off moves and
   every customer is recomputed from the compact parts;
-- ``full_rebuild`` (reference): what the unpartitioned graph does today, every landing file
+- ``full_rebuild`` (reference): what the graph did before ``raw_transactions`` was
+  partitioned by landing file, every landing file
   ingested again and the current features built from every line.
 
 Each row also gives ``read_table_seconds``: reading the whole current table afterwards (the
