@@ -120,17 +120,19 @@ def stored_scoring_cutoff(storage: Storage) -> dt.date | None:
 # --------------------------------------------------------------------------- outcomes
 
 
-def evaluable_until(transactions: pl.DataFrame, horizon_days: int) -> dt.date | None:
+def evaluable_until(transactions: pl.DataFrame | pl.LazyFrame, horizon_days: int) -> dt.date | None:
     """The latest cut-off whose whole horizon the transactions cover (the training label
-    cut-off rule, :func:`~churn_assets.lib.features.default_cutoff`); None without data."""
-    from churn_assets.lib.features import default_cutoff
-
-    if transactions.height == 0 or transactions["timestamp"].null_count() == transactions.height:
+    cut-off rule, :func:`~churn_assets.lib.features.default_cutoff`); None without data.
+    A lazy scan reads the timestamp column alone."""
+    last = transactions.lazy().select(pl.col("timestamp").max()).collect().item()
+    if last is None:
         return None
-    return default_cutoff(transactions, horizon_days)
+    return (last + dt.timedelta(days=1)).date() - dt.timedelta(days=horizon_days)
 
 
-def horizon_labels(transactions: pl.DataFrame, cutoff: dt.date, horizon_days: int) -> pl.DataFrame:
+def horizon_labels(
+    transactions: pl.DataFrame | pl.LazyFrame, cutoff: dt.date, horizon_days: int
+) -> pl.DataFrame:
     """``customer_id``, ``_bought``, ``total_sales`` of the customers with a transaction in
     ``[cutoff, cutoff + horizon)``: :func:`~churn_assets.lib.features.transaction_labels`."""
     from churn_assets.lib.features import FeatureParams, transaction_labels
@@ -141,7 +143,7 @@ def horizon_labels(transactions: pl.DataFrame, cutoff: dt.date, horizon_days: in
 
 
 def observed_outcomes(
-    transactions: pl.DataFrame,
+    transactions: pl.DataFrame | pl.LazyFrame,
     customer_ids: pl.Series,
     cutoff: dt.date,
     horizon_days: int,
@@ -331,7 +333,7 @@ def _manifest(storage: Storage, version: str, cache: dict[str, Any]) -> dict[str
 def evaluate_snapshot(
     storage: Storage,
     ref: SnapshotRef,
-    transactions: pl.DataFrame,
+    transactions: pl.DataFrame | pl.LazyFrame,
     horizon_days: int,
     manifest: dict[str, Any] | None = None,
     labels: pl.DataFrame | None = None,
@@ -357,7 +359,7 @@ def evaluate_snapshot(
 
 def evaluate_snapshots(
     storage: Storage,
-    transactions: pl.DataFrame,
+    transactions: pl.DataFrame | pl.LazyFrame,
     horizon_days: int,
     *,
     floor: float,

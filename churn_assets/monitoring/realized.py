@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.io_managers import lazy_input
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY
 
@@ -91,6 +92,8 @@ def realized_metadata(out: dict[str, Any]) -> dict[str, Any]:
     group_name="monitoring",
     deps=["churn_scores"],
     kinds={"polars"},
+    # a lazy scan: while no snapshot's horizon has passed only the timestamps are read
+    ins={"raw_transactions": lazy_input()},
     check_specs=[
         dg.AssetCheckSpec(
             REALIZED_CHECK,
