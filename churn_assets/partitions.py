@@ -56,13 +56,15 @@ def execute_in_process(
     selection: list[dg.AssetKey] | None = None,
     *,
     only_new: bool = False,
+    partition_keys: list[str] | None = None,
     **kwargs: Any,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize ``selection`` (default: every asset of ``job``) in this process.
 
     ``raw_transactions`` runs once per landing file (every file, or with ``only_new`` the
-    files without a materialized partition on ``instance``), each its own run; then the rest
-    of the selection runs as one run reading every partition. When a file's run failed (a
+    files without a materialized partition on ``instance``, or ``partition_keys``), each its
+    own run; then the rest of the selection runs as one run reading every partition (every
+    partition written to storage). When a file's run failed (a
     blocking check: its file is in quarantine), what reads the transactions does not run,
     as in one run where that check blocks it; the rest (e.g. ``raw_customers``) does.
     Returns the results, in order."""
@@ -74,6 +76,8 @@ def execute_in_process(
         if only_new:
             done = instance.get_materialized_partitions(RAW_TRANSACTIONS)
             files = [k for k in files if k not in done]
+        if partition_keys is not None:
+            files = [k for k in files if k in partition_keys]
         for key in files:
             results.append(
                 job.execute_in_process(
