@@ -58,22 +58,6 @@ class TableIOManager(dg.UPathIOManager):
         with _with_ext(path, ".json").open("r") as f:
             return json.load(f)
 
-    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        """As :class:`dg.UPathIOManager`; a run of several partitions (a single-run backfill)
-        gives a dict of partition key → value, each written to its own file."""
-        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            if not isinstance(obj, dict):
-                raise TypeError(
-                    f"{context.asset_key.to_user_string()}: a run of "
-                    f"{len(context.asset_partition_keys)} partitions must return a dict of "
-                    "partition key → value"
-                )
-            for key, path in self._get_paths_for_partitions(context).items():
-                self.make_directory(path.parent)
-                self.dump_to_path(context=context, obj=obj[key], path=path)
-            return
-        super().handle_output(context, obj)
-
     def load_input(self, context: dg.InputContext) -> Any:
         """An unpartitioned asset reading a partitioned one gets every partition written to
         storage as one table (a lazy scan for :func:`lazy_input`), in key order: the storage,
@@ -124,8 +108,9 @@ def parts_input() -> dg.AssetIn:
 
 
 def _stamp(path: UPath) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime}"
+    """Size and modification time (local) or last-modified / ETag (object stores)."""
+    info = path.fs.info(path.path)
+    return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
 
 
 def _with_ext(path: UPath, ext: str) -> UPath:
