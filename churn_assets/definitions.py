@@ -23,6 +23,7 @@ from churn_assets.jobs import (
     retention_job,
     retraining_job,
     rollback_deployment_job,
+    transactions_landing_job,
 )
 from churn_assets.models import assets as model_assets
 from churn_assets.models.checks import churn_champion_above_floor, value_champion_beats_naive
@@ -72,6 +73,7 @@ def build_definitions(
             ingest_and_features_job,
             monitoring_job,
             customers_landing_job,
+            transactions_landing_job,
             retraining_job,
             rollback_deployment_job,
             retention_job,

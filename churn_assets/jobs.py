@@ -32,6 +32,15 @@ monitoring_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
+transactions_landing_job = dg.define_asset_job(
+    "transactions_features_drift",
+    selection=MONITORING_SELECTION - dg.AssetSelection.assets("raw_customers"),
+    description="What the landing sensor runs when only transaction files changed: the "
+    "file's raw_transactions partition → current features → drift report (the customer "
+    "table, unchanged, is not read again).",
+    executor_def=dg.in_process_executor,
+)
+
 customers_landing_job = dg.define_asset_job(
     "customers_features_drift",
     selection=MONITORING_SELECTION - dg.AssetSelection.assets("raw_transactions"),

@@ -7,7 +7,12 @@ import os
 
 import dagster as dg
 
-from churn_assets.jobs import customers_landing_job, monitoring_job, retraining_job
+from churn_assets.jobs import (
+    customers_landing_job,
+    monitoring_job,
+    retraining_job,
+    transactions_landing_job,
+)
 from churn_assets.resources import ChurnPlatform
 
 #: Longest reason carried in a run tag (the whole reason is in the check's description).
@@ -40,15 +45,17 @@ def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
 
 
 @dg.sensor(
-    jobs=[monitoring_job, customers_landing_job],
+    jobs=[monitoring_job, customers_landing_job, transactions_landing_job],
     minimum_interval_seconds=int(os.environ.get("CHURN_LANDING_SENSOR_SECONDS", "30")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone (cursor over file names, sizes and modification "
     "times). Each new or changed transaction file gets its raw_transactions partition (added "
-    "here) and is ingested once; the run of the last of them also runs the rest of the job: "
-    "raw_customers → current features → drift report. Changed customer files alone start that run "
-    "without a partition. The runs queue one after the other (pool 'ingest'). A bad file is "
-    "moved to quarantine by its run, so it is never retried.",
+    "here) and is ingested once; the run of the last of them also refreshes current features "
+    "and the drift report over every file (ingest_features_drift when customer files changed "
+    "too, else transactions_features_drift, which does not read the customer table again). "
+    "Changed customer files alone start customers_features_drift. The runs queue one after "
+    "the other (pool 'ingest'). A bad file is moved to quarantine by its run, so it is never "
+    "retried.",
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
     from churn_assets.lib.ingest import file_partition_key
@@ -87,10 +94,12 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         for url in tx[:-1]
     ]
     if tx:  # the last file's run also runs what reads every file
+        customers_changed = len(tx) < len(new)
         requests.append(
             dg.RunRequest(
                 run_key=run_key(*new),
-                job_name=monitoring_job.name,
+                # the customer table is read again only when one of its files changed
+                job_name=(monitoring_job if customers_changed else transactions_landing_job).name,
                 partition_key=keys[-1],
                 tags=tags,
             )

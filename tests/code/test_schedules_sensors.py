@@ -254,6 +254,17 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     assert request.partition_key == "drift-0001-part-00000.parquet"
     assert added_partitions(result) == ["drift-0001-part-00000.parquet"]
     assert request.tags["churn/new_files"] == "drift-0001.parquet,drift-0001-part-00000.parquet"
+    assert request.job_name == "ingest_features_drift"  # a customer file came with it
+
+    # a transaction file alone: the customer table is not read again
+    tx_dir = landing / "transactions"
+    (tx_dir / "hour-01.parquet").write_bytes(
+        (tx_dir / "drift-0001-part-00000.parquet").read_bytes()
+    )
+    result, cursor = tick(cursor)
+    (request,) = result.run_requests
+    assert request.job_name == "transactions_features_drift"
+    assert request.partition_key == "hour-01.parquet" and request.asset_selection is None
 
     changed = landing / "customers" / "batch-0000.parquet"
     changed.write_bytes(changed.read_bytes() + b"\0")  # same name, new size

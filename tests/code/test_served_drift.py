@@ -246,9 +246,14 @@ def test_landing_runs_leave_served_drift_out():
     assert list(repo.get_job("served_drift").graph.node_dict) == ["served_drift_report"]
     assert repo.get_schedule_def("daily_served_drift").job_name == "served_drift"
     # the labelled training table reads the whole history: the retraining run builds it
-    for landing in ("ingest_features_drift", "customers_features_drift"):
+    for landing in (
+        "ingest_features_drift",
+        "customers_features_drift",
+        "transactions_features_drift",
+    ):
         nodes = repo.get_job(landing).graph.node_dict
         assert "customer_features" not in nodes and "current_features" in nodes
+    assert "raw_customers" not in repo.get_job("transactions_features_drift").graph.node_dict
     assert "customer_features" in repo.get_job("retraining").graph.node_dict
 
 
