@@ -29,7 +29,7 @@ INGEST_POOL = "ingest"
 
 
 def landing_transaction_files(platform: Any) -> dict[str, str]:
-    """Partition key → file name of every transaction file in the data set's landing zone."""
+    """Partition key → URL of every transaction file in the data set's landing zone."""
     from churn_assets.lib.ingest import transaction_files
 
     return transaction_files(

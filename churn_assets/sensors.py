@@ -71,8 +71,8 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     if not new:
         context.update_cursor(json.dumps(listing))
         return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
-    tx_names = set(landing_transaction_files(platform).values())
-    tx = [u for u in new if u.rsplit("/", 1)[-1] in tx_names]
+    tx_urls = set(landing_transaction_files(platform).values())  # by URL: a customer file
+    tx = [u for u in new if u in tx_urls]  # may have the same name as a transaction file
     keys = list(dict.fromkeys(file_partition_key(u) for u in tx))
     known = set(context.instance.get_dynamic_partitions(TRANSACTION_FILES.name))
     added = [k for k in keys if k not in known]

@@ -104,7 +104,7 @@ def file_partition_key(url: str) -> str:
 def transaction_files(
     cfg: DatasetConfig, landing_url: str, storage_options: dict[str, Any] | None = None
 ) -> dict[str, str]:
-    """The transaction files of ``cfg`` in the landing zone: partition key → file name, in
+    """The transaction files of ``cfg`` in the landing zone: partition key → file URL, in
     name order (nothing for snapshot data sets or a missing source folder)."""
     if cfg.transactions is None:
         return {}
@@ -114,13 +114,13 @@ def transaction_files(
         return {}
     out: dict[str, str] = {}
     for url in files:
-        key, name = file_partition_key(url), url.rsplit("/", 1)[-1]
-        if key in out and out[key] != name:
+        key = file_partition_key(url)
+        if key in out:
             raise IngestError(
-                f"landing files {out[key]!r} and {name!r} have the same partition key {key!r}: "
+                f"landing files {out[key]!r} and {url!r} have the same partition key {key!r}: "
                 "rename one of them"
             )
-        out[key] = name
+        out[key] = url
     return out
 
 

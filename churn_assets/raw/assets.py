@@ -146,7 +146,7 @@ def raw_transactions(
         )
     key = context.partition_key
     with retry_on_connection_errors(context):
-        name = landing_transaction_files(platform).get(key, key)
+        name = landing_transaction_files(platform).get(key, key).rsplit("/", 1)[-1]
         res = ingest_transactions(
             cfg, platform.landing_url_for_dataset(), platform.landing_storage_options(), [name]
         )

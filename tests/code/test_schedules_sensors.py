@@ -276,6 +276,21 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     assert isinstance(tick(cursor)[0], dg.SkipReason)
 
 
+def test_a_customer_file_named_like_a_transaction_file_is_read_again(isolated_env: Path):
+    """``churn seed --hold-back-days`` writes customers/batch-0000.parquet and
+    transactions/batch-0000.parquet: files are told apart by their path, not their name, so
+    the run reads the customer table too."""
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    tx = landing / "transactions"
+    (tx / "batch-0000-part-00000.parquet").rename(tx / "batch-0000.parquet")
+    result, _ = tick(None)
+    assert added_partitions(result) == ["batch-0000.parquet"]
+    (request,) = result.run_requests
+    assert request.job_name == "ingest_features_drift"  # with raw_customers
+    assert request.partition_key == "batch-0000.parquet"
+
+
 def test_landing_sensor_ingests_each_new_file_once_and_refreshes_after_the_last(
     isolated_env: Path,
 ):
