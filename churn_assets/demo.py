@@ -305,14 +305,22 @@ class RunSummary:
 
 
 class GraphResult:
-    """The in-process runs of one graph execution, read like one run's result."""
+    """The in-process runs of one graph execution (Dagster results or :class:`RunSummary`),
+    read like one run's result."""
 
     def __init__(self, results: list[Any]) -> None:
         self.results = results
 
     @property
     def success(self) -> bool:
-        return all(r.success for r in self.results)
+        return bool(self.results) and all(r.success for r in self.results)
+
+    @property
+    def run_id(self) -> str:
+        return self.results[-1].run_id
+
+    def get_asset_check_evaluations(self) -> list[Any]:
+        return [e for r in self.results for e in r.get_asset_check_evaluations()]
 
     @property
     def all_events(self) -> list[Any]:
@@ -326,10 +334,20 @@ class GraphResult:
         return [ev for r in self.results for ev in r.get_asset_materialization_events()]
 
     def output_for_node(self, name: str) -> Any:
-        for r in self.results:
-            if any(ev.step_key == name for ev in r.get_asset_materialization_events()):
-                return r.output_for_node(name)
-        raise KeyError(f"no step {name!r} materialized")
+        """The node's output in the first run that made it; a table partitioned by landing
+        file (one run per partition) as its partitions stacked."""
+        made = [
+            r
+            for r in self.results
+            if any(ev.step_key == name for ev in r.get_asset_materialization_events())
+        ]
+        if not made:
+            raise KeyError(f"no step {name!r} materialized")
+        if len(made) > 1:
+            import polars as pl
+
+            return pl.concat([r.output_for_node(name) for r in made], how="diagonal_relaxed")
+        return made[0].output_for_node(name)
 
 
 class ModelSetWorker:

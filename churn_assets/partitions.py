@@ -14,9 +14,12 @@ rest of the selection, as the landing sensor and the daemon do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from churn_assets.demo import GraphResult
 
 #: One partition per landing file of the data set's transactions (key: the file's name).
 TRANSACTION_FILES = dg.DynamicPartitionsDefinition(name="transaction_files")
@@ -112,55 +115,14 @@ def _downstream(graph: Any, key: dg.AssetKey) -> set[dg.AssetKey]:
     return out
 
 
-class InProcessRuns:
-    """The runs of one :func:`execute_in_process` call, read like one run's result."""
-
-    def __init__(self, results: list[dg.ExecuteInProcessResult]) -> None:
-        self.results = results
-
-    @property
-    def success(self) -> bool:
-        return bool(self.results) and all(r.success for r in self.results)
-
-    @property
-    def run_id(self) -> str:
-        return self.results[-1].run_id
-
-    @property
-    def all_events(self) -> list[Any]:
-        return [e for r in self.results for e in r.all_events]
-
-    def get_asset_materialization_events(self) -> list[Any]:
-        return [e for r in self.results for e in r.get_asset_materialization_events()]
-
-    def get_asset_check_evaluations(self) -> list[Any]:
-        return [e for r in self.results for e in r.get_asset_check_evaluations()]
-
-    def output_for_node(self, name: str) -> Any:
-        """The node's output in the last run that made it; a partitioned raw table's
-        partitions stacked into one table."""
-        import polars as pl
-
-        if name == RAW_TRANSACTIONS.to_user_string():
-            frames = [
-                r.output_for_node(name)
-                for r in self.results
-                if name in {s.step_key for s in r.get_step_success_events()}
-            ]
-            if frames:
-                return pl.concat(frames, how="diagonal_relaxed")
-        for r in reversed(self.results):
-            if name in {e.step_key for e in r.get_step_success_events()}:
-                return r.output_for_node(name)
-        raise KeyError(f"no run materialized {name!r}")
-
-
 def run_in_process(
     job: dg.JobDefinition,
     instance: dg.DagsterInstance,
     platform: Any,
     selection: list[dg.AssetKey] | None = None,
     **kwargs: Any,
-) -> InProcessRuns:
+) -> GraphResult:
     """:func:`execute_in_process`, its runs read as one."""
-    return InProcessRuns(execute_in_process(job, instance, platform, selection, **kwargs))
+    from churn_assets.demo import GraphResult
+
+    return GraphResult(execute_in_process(job, instance, platform, selection, **kwargs))
