@@ -157,11 +157,6 @@ def incremental_lines(raw_transactions):
     from churn_assets.lib.incremental import SOURCE_COLUMN
     from churn_assets.lib.ingest import TRANSACTION_COLUMNS
 
-    if raw_transactions is None:
-        raise ValueError(
-            "raw_transactions has no partition yet: no transaction file has landed "
-            "(`churn seed`, or put files in the landing zone; the landing sensor ingests them)"
-        )
     names = raw_transactions.collect_schema().names()
     if "_quarantined" in names:
         raw_transactions = raw_transactions.filter(~pl.col("_quarantined"))

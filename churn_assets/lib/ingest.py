@@ -264,20 +264,12 @@ def _ingest(
     ``finish`` runs on each typed file, which is then rechunked, before the stack: every
     column of the table then has one chunk per file, so later ``with_columns``/``drop``
     calls on it share the buffers; on misaligned chunks polars would rechunk (copy) the
-    whole table in each of them. With ``only`` (file names), just those files are read.
+    whole table in each of them. With ``only`` (file URLs, e.g. from
+    :func:`transaction_files`), just those files are read, without listing the source.
     """
     finish = finish or (lambda frame: frame)
     url = resolve_source(spec, landing_url)
-    files = list_source_files(url, storage_options)
-    if only is not None:
-        files = [f for f in files if f.rsplit("/", 1)[-1] in only]
-        missing = sorted(set(only) - {f.rsplit("/", 1)[-1] for f in files})
-        if missing:
-            raise IngestError(
-                f"landing file(s) {', '.join(missing)} of table '{table}' are no longer at "
-                f"{url}: a file stopped by its checks is moved to quarantine; land it again "
-                "(fixed) to ingest it"
-            )
+    files = list_source_files(url, storage_options) if only is None else list(only)
     if not files:
         raise IngestError(
             f"no data files for table '{table}' at {url}: seed the landing zone "
@@ -390,7 +382,7 @@ def ingest_transactions(
     cfg: DatasetConfig, landing_url: str, storage_options=None, only: list[str] | None = None
 ) -> IngestResult:
     """Read the transaction table of ``cfg``: amount, returns flag and a normalised customer id.
-    With ``only`` (landing file names), just those files."""
+    With ``only`` (landing file URLs), just those files."""
     if cfg.transactions is None:
         return IngestResult("raw_transactions", empty_transactions(), [])
     t = cfg.transactions

@@ -146,9 +146,15 @@ def raw_transactions(
         )
     key = context.partition_key
     with retry_on_connection_errors(context):
-        name = landing_transaction_files(platform).get(key, key).rsplit("/", 1)[-1]
+        url = landing_transaction_files(platform).get(key)
+        if url is None:
+            raise IngestError(
+                f"landing file {key!r} is no longer in {platform.landing_url_for_dataset()}: "
+                "a file stopped by its checks is moved to quarantine; land it again (fixed) "
+                "to ingest it"
+            )
         res = ingest_transactions(
-            cfg, platform.landing_url_for_dataset(), platform.landing_storage_options(), [name]
+            cfg, platform.landing_url_for_dataset(), platform.landing_storage_options(), [url]
         )
     yield from _screen_and_report(
         context, platform, "raw_transactions", res, transaction_rules(cfg)
