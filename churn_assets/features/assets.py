@@ -77,7 +77,7 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
 
     from churn_assets.lib import incremental
     from churn_assets.lib.feature_sets import deployed_categories, features_at, usable
-    from churn_assets.lib.features import LABELS
+    from churn_assets.lib.features import LABELS, cutoff_before
 
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
@@ -97,7 +97,7 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
             if last is None:
                 raise ValueError("no usable transaction lines: every line is in quarantine")
             cutoff = last.date() + dt.timedelta(days=1)
-            label_cut = cfg.labels.cutoff or cutoff - dt.timedelta(days=cfg.labels.horizon_days)
+            label_cut = cfg.labels.cutoff or cutoff_before(last, cfg.labels.horizon_days)
             categories = tuple(
                 sorted(
                     set(incremental.top_categories_before(summaries, label_cut))

@@ -45,6 +45,11 @@ def default_cutoff(transactions: pl.LazyFrame | pl.DataFrame, horizon_days: int)
     last = transactions.lazy().select(pl.col("timestamp").max()).collect().item()
     if last is None:
         raise ValueError("cannot pick a cut-off: there are no transactions")
+    return cutoff_before(last, horizon_days)
+
+
+def cutoff_before(last: dt.datetime, horizon_days: int) -> dt.date:
+    """The latest cut-off whose whole horizon ends by the day of ``last`` (the last line)."""
     return (last + dt.timedelta(days=1)).date() - dt.timedelta(days=horizon_days)
 
 

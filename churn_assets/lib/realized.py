@@ -124,10 +124,10 @@ def evaluable_until(transactions: pl.DataFrame | pl.LazyFrame, horizon_days: int
     """The latest cut-off whose whole horizon the transactions cover (the training label
     cut-off rule, :func:`~churn_assets.lib.features.default_cutoff`); None without data.
     A lazy scan reads the timestamp column alone."""
+    from churn_assets.lib.features import cutoff_before
+
     last = transactions.lazy().select(pl.col("timestamp").max()).collect().item()
-    if last is None:
-        return None
-    return (last + dt.timedelta(days=1)).date() - dt.timedelta(days=horizon_days)
+    return None if last is None else cutoff_before(last, horizon_days)
 
 
 def horizon_labels(
