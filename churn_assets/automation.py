@@ -13,13 +13,15 @@ episode is a deployed reference and the columns drifted against it; "new data si
 
 import dagster as dg
 
+from churn_assets import scope
+
 #: Refresh when any parent updated since the last request or materialization, once no
 #: parent is missing or in progress (e.g. not in the middle of a retraining run).
 SCORES_CONDITION = dg.AutomationCondition.eager()
 
 churn_automation = dg.AutomationConditionSensorDefinition(
     "churn_automation",
-    target=dg.AssetSelection.assets("churn_scores"),
+    target=dg.AssetSelection.assets(scope.key("churn_scores")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Evaluates the automation conditions of the churn graph every 30 s: "

@@ -4,15 +4,13 @@ import os
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.alert_sensors import check_failure_notifier, run_failure_notifier
 from churn_assets.automation import churn_automation
 from churn_assets.deployment import assets as deployment_assets
-from churn_assets.deployment.checks import (
-    served_graphs_match_pipelines,
-    served_models_above_floors,
-)
+from churn_assets.deployment import checks as deployment_checks
 from churn_assets.features import assets as feature_assets
-from churn_assets.features.checks import customer_features_valid
+from churn_assets.features import checks as feature_checks
 from churn_assets.freshness import stale_deployment_notifier
 from churn_assets.io_managers import ChurnIOManager
 from churn_assets.jobs import (
@@ -26,7 +24,7 @@ from churn_assets.jobs import (
     transactions_landing_job,
 )
 from churn_assets.models import assets as model_assets
-from churn_assets.models.checks import churn_champion_above_floor, value_champion_beats_naive
+from churn_assets.models import checks as model_checks
 from churn_assets.monitoring import assets as monitoring_assets
 from churn_assets.monitoring import realized as realized_monitoring
 from churn_assets.monitoring import served as served_monitoring
@@ -47,6 +45,9 @@ def build_definitions(
 ) -> dg.Definitions:
     """Definitions with the given resources (default: everything from the environment).
 
+    Asset keys carry this code location's prefix, if any (:mod:`churn_assets.scope`: one
+    location per data set, :mod:`churn_assets.locations`).
+
     The retraining cron is the one setting read when the code location loads
     (``CHURN_RETRAINING_CRON``, default hourly): a schedule's cron is part of its definition.
     """
@@ -60,15 +61,12 @@ def build_definitions(
                 monitoring_assets,
                 served_monitoring,
                 realized_monitoring,
-            ]
+            ],
+            key_prefix=scope.PREFIX,
         ),
-        asset_checks=[
-            customer_features_valid,
-            churn_champion_above_floor,
-            value_champion_beats_naive,
-            served_models_above_floors,
-            served_graphs_match_pipelines,
-        ],
+        asset_checks=dg.load_asset_checks_from_modules(
+            [feature_checks, model_checks, deployment_checks], asset_key_prefix=scope.PREFIX
+        ),
         jobs=[
             ingest_and_features_job,
             monitoring_job,

@@ -26,14 +26,85 @@ def prepare_dagster_home(root: Path) -> Path:
     if src.exists():
         shutil.copyfile(src, home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
-    set_pool_limits()
     return home
 
 
 POOL_LIMITS = {"retraining": 1}
+LOCATIONS_MODULE = "churn_assets.locations"
 
 
-def set_pool_limits() -> None:
+def workspace_datasets(doc: dict) -> list[str]:
+    """The data sets of the extra code locations of a workspace (``churn_assets.locations``
+    entries; their attribute names the data set)."""
+    names = []
+    for entry in doc.get("load_from") or []:
+        spec = (entry or {}).get("python_module")
+        if isinstance(spec, dict) and spec.get("module_name") == LOCATIONS_MODULE:
+            names.append(str(spec.get("attribute")))
+    return names
+
+
+def own_datasets(folder: str | None) -> list[str]:
+    """Names of the configs in ``CHURN_DATASETS_DIR`` (``<name>.yaml``), sorted."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    return sorted(p.stem for p in Path(folder).glob("*.yaml"))
+
+
+def prepare_workspace(root: Path, home: Path) -> tuple[Path, list[str]]:
+    """The workspace ``churn dev`` loads and its extra data sets: ``workspace.yaml``, plus a
+    code location for every config in ``CHURN_DATASETS_DIR`` it does not list yet (written to
+    ``$DAGSTER_HOME/workspace.yaml``). Adding a data set is then adding its YAML file and
+    restarting ``churn dev``."""
+    import yaml
+
+    from churn_assets.lib.datasets import load_dataset_config
+
+    path = root / "workspace.yaml"
+    doc = yaml.safe_load(path.read_text()) if path.exists() else {"load_from": []}
+    listed = workspace_datasets(doc)
+    try:
+        default = load_dataset_config(os.environ.get("CHURN_DATASET") or "synthetic").name
+    except Exception:  # the default location reports a broken config itself
+        default = None
+    added = [
+        n
+        for n in own_datasets(os.environ.get("CHURN_DATASETS_DIR"))
+        if n not in listed and n != default
+    ]
+    if not added:
+        return path, listed
+    for entry in doc["load_from"]:
+        spec = (entry or {}).get("python_module")
+        if isinstance(spec, dict):
+            spec.setdefault("working_directory", str(root.resolve()))
+    for name in added:
+        doc["load_from"].append(
+            {
+                "python_module": {
+                    "module_name": LOCATIONS_MODULE,
+                    "attribute": name,
+                    "location_name": name,
+                    "working_directory": str(root.resolve()),
+                }
+            }
+        )
+    out = home / "workspace.yaml"
+    out.write_text(
+        "# written by `churn dev`: workspace.yaml plus CHURN_DATASETS_DIR's data sets\n"
+        + yaml.safe_dump(doc, sort_keys=False)
+    )
+    return out, listed + added
+
+
+def pool_limits(datasets: list[str]) -> dict[str, int]:
+    """The retraining pool of the default location and of every extra data set: limit 1."""
+    return POOL_LIMITS | {
+        f"{name}/{pool}": n for name in datasets for pool, n in POOL_LIMITS.items()
+    }
+
+
+def set_pool_limits(limits: dict[str, int] | None = None) -> None:
     """Write the pool limits into the instance before the daemon starts.
 
     ``concurrency.pools.default_limit`` in dagster.yaml applies a limit only once the daemon
@@ -43,11 +114,11 @@ def set_pool_limits() -> None:
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
-        for pool, limit in POOL_LIMITS.items():
+        for pool, limit in (limits or POOL_LIMITS).items():
             instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
-def processes(port: int) -> dict[str, list[str]]:
+def processes(port: int, workspace: Path | str = "workspace.yaml") -> dict[str, list[str]]:
     """The commands ``churn dev`` runs, by name."""
     bindir = Path(sys.executable).parent
     cmds = {
@@ -55,7 +126,7 @@ def processes(port: int) -> dict[str, list[str]]:
             str(bindir / "dagster"),
             "dev",
             "-w",
-            "workspace.yaml",
+            str(workspace),
             "-h",
             "127.0.0.1",
             "-p",
@@ -71,9 +142,13 @@ def processes(port: int) -> dict[str, list[str]]:
 def run_dev(port: int = 3000, root: Path | None = None) -> int:
     """Run every process until one exits or we are interrupted; returns an exit code."""
     root = root or Path.cwd()
-    prepare_dagster_home(root)
+    home = prepare_dagster_home(root)
+    workspace, datasets = prepare_workspace(root, home)
+    set_pool_limits(pool_limits(datasets))
+    if datasets:
+        print(f"data sets beside the default one: {', '.join(datasets)}", flush=True)
     children: dict[str, subprocess.Popen] = {}
-    for name, cmd in processes(port).items():
+    for name, cmd in processes(port, workspace).items():
         print(f"starting {name}: {' '.join(cmd)}", flush=True)
         children[name] = subprocess.Popen(cmd, cwd=root, start_new_session=True)
     print(

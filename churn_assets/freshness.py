@@ -18,6 +18,7 @@ import time
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.lib import notify
 from churn_assets.lib.freshness import (
     RETRAINING_FAIL_INTERVALS,
@@ -33,7 +34,7 @@ from churn_assets.training_state import first_untrained_input, last_completed_tr
 DEFAULT_HORIZON_DAYS = 90
 #: Cron ticks sampled for the largest gap (an hourly cron: 8 days; a daily one: 200 days).
 SAMPLED_TICKS = 200
-DEPLOYED = dg.AssetKey("deployed_model_version")
+DEPLOYED = scope.key("deployed_model_version")
 STALE_INTERVAL_SECONDS = 60
 
 

@@ -20,6 +20,14 @@ class TableIOManager(dg.UPathIOManager):
 
     extension = ""
 
+    def get_asset_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
+        """The asset's path under ``<data set>/assets/``: the key without this code location's
+        prefix, so every data set's storage has the same layout (``telco/current_features``
+        is stored at ``<storage>/telco/assets/current_features``)."""
+        from churn_assets.scope import strip_prefix
+
+        return UPath(*strip_prefix(context.asset_key.path))
+
     def _suffix(self, path: UPath) -> list[UPath]:
         return [_with_ext(path, ".parquet"), _with_ext(path, ".json")]
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.resources import ChurnPlatform
 
 ingest_and_features_job = dg.define_asset_job(
@@ -11,10 +12,11 @@ ingest_and_features_job = dg.define_asset_job(
     "point-in-time customer features.",
     # light steps in one process: no per-step process start and library imports
     executor_def=dg.in_process_executor,
+    tags=scope.dataset_tags(),
 )
 
 RETRAINING_TAG = "churn/retraining"
-RETRAINING_POOL = "retraining"
+RETRAINING_POOL = scope.pool("retraining")
 
 #: What a landing batch refreshes: ingestion → current features → drift report. Not the
 #: labelled training table ``customer_features``, which is built from the whole history: the
@@ -22,7 +24,7 @@ RETRAINING_POOL = "retraining"
 #: its own daily schedule.)
 MONITORING_SELECTION = dg.AssetSelection.groups(
     "raw", "features", "monitoring"
-) - dg.AssetSelection.assets("served_drift_report", "customer_features")
+) - dg.AssetSelection.assets(scope.key("served_drift_report"), scope.key("customer_features"))
 
 monitoring_job = dg.define_asset_job(
     "ingest_features_drift",
@@ -30,23 +32,26 @@ monitoring_job = dg.define_asset_job(
     description="What the landing sensor runs: ingestion of a landing file (a "
     "raw_transactions partition) → current features → drift report.",
     executor_def=dg.in_process_executor,
+    tags=scope.dataset_tags(),
 )
 
 transactions_landing_job = dg.define_asset_job(
     "transactions_features_drift",
-    selection=MONITORING_SELECTION - dg.AssetSelection.assets("raw_customers"),
+    selection=MONITORING_SELECTION - dg.AssetSelection.assets(scope.key("raw_customers")),
     description="What the landing sensor runs when only transaction files changed: the "
     "file's raw_transactions partition → current features → drift report (the customer "
     "table, unchanged, is not read again).",
     executor_def=dg.in_process_executor,
+    tags=scope.dataset_tags(),
 )
 
 customers_landing_job = dg.define_asset_job(
     "customers_features_drift",
-    selection=MONITORING_SELECTION - dg.AssetSelection.assets("raw_transactions"),
+    selection=MONITORING_SELECTION - dg.AssetSelection.assets(scope.key("raw_transactions")),
     description="What the landing sensor runs when only customer files changed: "
     "raw_customers → current features → drift report, over every transaction partition.",
     executor_def=dg.in_process_executor,
+    tags=scope.dataset_tags(),
 )
 
 #: What every retraining step imports (model sets, MLflow, model files). The
@@ -78,11 +83,11 @@ retraining_executor = dg.multiprocess_executor.configured(
 retraining_job = dg.define_asset_job(
     "retraining",
     selection=dg.AssetSelection.groups("models", "deployment")
-    | dg.AssetSelection.assets("customer_features"),
+    | dg.AssetSelection.assets(scope.key("customer_features")),
     description="Build the labelled training table from the whole history, train both model "
     "sets, gate the challenger and deploy it when better; "
     "at most one retraining run at a time (dagster.yaml tag concurrency limit).",
-    tags={RETRAINING_TAG: "true"},
+    tags={RETRAINING_TAG: "true", **scope.dataset_tags()},
     executor_def=retraining_executor,
 )
 
@@ -109,7 +114,10 @@ def rollback_op(
     return pointer["version"]
 
 
-@dg.job(description="Roll the deployed model version back (default: to the previous one).")
+@dg.job(
+    description="Roll the deployed model version back (default: to the previous one).",
+    tags=scope.dataset_tags(),
+)
 def rollback_deployment_job():
     rollback_op()
 
@@ -156,6 +164,7 @@ def retention_op(
     "quarantine batches, inference-log days, scoring snapshots whose horizon has passed and "
     "MLflow model-set runs (CHURN_RETENTION_*); "
     "never the deployed version, a pinned one or the rollback target.",
+    tags=scope.dataset_tags(),
 )
 def retention_job():
     retention_op()

@@ -18,17 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from churn_assets import scope
+
 if TYPE_CHECKING:
     from churn_assets.demo import GraphResult
 
 #: One partition per landing file of the data set's transactions (key: the file's name).
-TRANSACTION_FILES = dg.DynamicPartitionsDefinition(name="transaction_files")
+TRANSACTION_FILES = dg.DynamicPartitionsDefinition(name=scope.partitions_name("transaction_files"))
 
-RAW_TRANSACTIONS = dg.AssetKey("raw_transactions")
+RAW_TRANSACTIONS = scope.key("raw_transactions")
 
 #: The pool of every step that writes the raw tables or the incremental feature state: with
 #: run granularity (dagster.yaml), ingestion runs queue one after the other, in order.
-INGEST_POOL = "ingest"
+INGEST_POOL = scope.pool("ingest")
 
 
 def landing_transaction_files(platform: Any) -> dict[str, str]:

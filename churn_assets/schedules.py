@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.jobs import retention_job, retraining_job
 from churn_assets.training_state import TRAINING_INPUTS, last_completed_training, latest_inputs
 
@@ -32,7 +33,11 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         tick = context.scheduled_execution_time
         return dg.RunRequest(
             run_key=f"schedule-{tick.isoformat()}" if tick else None,
-            tags={"churn/trigger": "schedule", "churn/reason": verdict.reason[:200]},
+            tags={
+                "churn/trigger": "schedule",
+                "churn/reason": verdict.reason[:200],
+                **scope.dataset_tags(),
+            },
         )
 
     return hourly_retraining

@@ -7,6 +7,7 @@ import os
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.jobs import (
     customers_landing_job,
     monitoring_job,
@@ -82,7 +83,11 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         return "landing-" + hashlib.sha1(digest.encode()).hexdigest()
 
     names = [u.rsplit("/", 1)[-1] for u in new]
-    tags = {"churn/trigger": "landing", "churn/new_files": ",".join(names)[:200]}
+    tags = {
+        "churn/trigger": "landing",
+        "churn/new_files": ",".join(names)[:200],
+        **scope.dataset_tags(),
+    }
     requests = [
         dg.RunRequest(
             run_key=run_key(url),
@@ -122,12 +127,13 @@ DRIFTED_COLUMNS_TAG = "churn/drifted_columns"
 
 def _drift_requests_against(instance: dg.DagsterInstance, reference: str) -> list[list[str]]:
     """Drifted columns of each earlier drift-triggered retraining against ``reference``."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={DRIFT_REFERENCE_TAG: reference}), limit=50)
+    tags = {DRIFT_REFERENCE_TAG: reference, **scope.dataset_tags()}  # versions of two data
+    runs = instance.get_runs(filters=dg.RunsFilter(tags=tags), limit=50)  # sets may share names
     return [json.loads(run.tags.get(DRIFTED_COLUMNS_TAG) or "[]") for run in runs]
 
 
 @dg.asset_sensor(
-    asset_key=dg.AssetKey("drift_report"),
+    asset_key=scope.key("drift_report"),
     job=retraining_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     # one event-log read per tick: cheap enough to react within seconds, not half a minute
@@ -148,7 +154,11 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     if status is not None and status.value == "no_deployment":
         return dg.RunRequest(
             run_key=f"bootstrap-{asset_event.run_id}",
-            tags={"churn/trigger": "bootstrap", "churn/drift_run": asset_event.run_id},
+            tags={
+                "churn/trigger": "bootstrap",
+                "churn/drift_run": asset_event.run_id,
+                **scope.dataset_tags(),
+            },
         )
     drifted = meta.get("drifted")
     if not (drifted and drifted.value):
@@ -168,12 +178,13 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
             "churn/reason": verdict.reason[:REASON_TAG_CHARS],
             DRIFT_REFERENCE_TAG: reference,
             DRIFTED_COLUMNS_TAG: json.dumps(columns),
+            **scope.dataset_tags(),
         },
     )
 
 
 @dg.asset_sensor(
-    asset_key=dg.AssetKey("realized_performance"),
+    asset_key=scope.key("realized_performance"),
     job=retraining_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a retraining run when realized_performance's check "
@@ -203,6 +214,7 @@ def realized_performance_sensor(
             "churn/trigger": "realized_performance",
             "churn/realized_run": asset_event.run_id,
             "churn/reason": reason[:REASON_TAG_CHARS],
+            **scope.dataset_tags(),
         },
     )
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dagster as dg
 
+from churn_assets import scope
+
 #: What the training set is built from: a retraining is due when one of them changed.
 TRAINING_INPUTS = ("raw_customers", "raw_transactions", "customer_features")
-TRAINING_SET = dg.AssetKey("training_set")
+TRAINING_SET = scope.key("training_set")
 
 
 def latest_storage_id(instance: dg.DagsterInstance, key: str) -> int | None:
     """Event-log id of the latest materialization of ``key`` (None: never materialized)."""
-    records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+    records = instance.fetch_materializations(scope.key(key), limit=1).records
     return records[0].storage_id if records else None
 
 
@@ -50,7 +52,7 @@ def first_untrained_input(
     first: dg.EventLogRecord | None = None
     for key in TRAINING_INPUTS:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), after_storage_id=after),
+            dg.AssetRecordsFilter(asset_key=scope.key(key), after_storage_id=after),
             limit=1,
             ascending=True,
         ).records

@@ -3,6 +3,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.automation import SCORES_CONDITION
 from churn_assets.freshness import RETRAINING_FRESHNESS
 from churn_assets.metadata import table_metadata
@@ -49,7 +50,7 @@ def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: st
     retry_policy=STORAGE_RETRY,
     group_name="deployment",
     kinds={"s3", "mlflow"},
-    pool="retraining",
+    pool=scope.pool("retraining"),
     freshness_policy=RETRAINING_FRESHNESS,
 )
 def deployed_model_version(
@@ -170,7 +171,7 @@ def _scoring_cutoff(context: dg.AssetExecutionContext, platform: ChurnPlatform) 
 
     if platform.dataset_config().transactions is None:
         return None
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("current_features"))
+    event = context.instance.get_latest_materialization_event(scope.key("current_features"))
     mat = event.asset_materialization if event else None
     as_of = mat.metadata.get("as_of") if mat else None
     if as_of is not None:

@@ -237,7 +237,8 @@ def builtin_names() -> list[str]:
 
 
 def load_dataset_config(name_or_path: str, env: dict[str, str] | None = None) -> DatasetConfig:
-    """Load a built-in config by name, or a YAML file by path; ``${VAR}`` is expanded.
+    """Load a config by name (``<name>.yaml`` in ``CHURN_DATASETS_DIR``, else a built-in one)
+    or a YAML file by path; ``${VAR}`` is expanded.
 
     Raises :class:`DatasetConfigError` naming the field that does not match the format.
     """
@@ -246,12 +247,18 @@ def load_dataset_config(name_or_path: str, env: dict[str, str] | None = None) ->
     env["CHURN_REAL_DATA_DIR"] = real if "://" in real else str(Path(real).resolve())
     path = Path(name_or_path)
     if not path.suffix:
-        path = BUILTIN_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
+        own = env.get("CHURN_DATASETS_DIR")
+        candidates = [Path(own) / f"{name_or_path}.yaml"] if own else []
+        candidates.append(BUILTIN_DIR / f"{name_or_path}.yaml")
+        found = [p for p in candidates if p.exists()]
+        if not found:
+            where = f"in {own} (CHURN_DATASETS_DIR) or " if own else ""
             raise DatasetConfigError(
-                f"unknown data set {name_or_path!r}: built-in ones are {builtin_names()}, "
-                "or give the path of a YAML config"
+                f"unknown data set {name_or_path!r}: no {name_or_path}.yaml {where}among the "
+                f"built-in ones; built-in ones are {builtin_names()}, or give the path of a "
+                "YAML config"
             )
+        path = found[0]
     if not path.exists():
         raise DatasetConfigError(f"data set config not found: {path}")
     try:

@@ -2,6 +2,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.io_managers import lazy_input
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
@@ -29,7 +30,7 @@ NUMERIC_META = (
     retry_policy=STORAGE_RETRY,
     group_name="models",
     kinds={"polars", "parquet"},
-    pool="retraining",
+    pool=scope.pool("retraining"),
     ins={"raw_transactions": lazy_input()},
 )
 def training_set(
@@ -191,7 +192,7 @@ TRAINING_STEP_TAGS = {
     retry_policy=STORAGE_RETRY,
     group_name="models",
     kinds={"sklearn", "mlflow"},
-    pool="retraining",
+    pool=scope.pool("retraining"),
     op_tags=TRAINING_STEP_TAGS,
 )
 def classification_models(
@@ -213,7 +214,7 @@ def classification_models(
     retry_policy=STORAGE_RETRY,
     group_name="models",
     kinds={"sklearn", "mlflow"},
-    pool="retraining",
+    pool=scope.pool("retraining"),
     op_tags=TRAINING_STEP_TAGS,
 )
 def regression_models(

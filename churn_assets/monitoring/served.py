@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY
 
@@ -110,10 +111,11 @@ def served_drift_report(
 
 served_drift_job = dg.define_asset_job(
     "served_drift",
-    selection=dg.AssetSelection.assets(served_drift_report),
+    selection=dg.AssetSelection.assets(scope.key("served_drift_report")),
     description="Drift of the sidecar's served traffic (inference log) against the deployed "
     "reference.",
     executor_def=dg.in_process_executor,
+    tags=scope.dataset_tags(),
 )
 
 served_drift_schedule = dg.ScheduleDefinition(

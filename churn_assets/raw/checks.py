@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from churn_assets import scope
+
 if TYPE_CHECKING:
     from churn_assets.lib.ingest import IngestResult
     from churn_assets.lib.quality import ValidationReport
@@ -65,7 +67,7 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
     problems = res.file_problems
     return dg.AssetCheckResult(
         check_name=FILES,
-        asset_key=asset,
+        asset_key=scope.key(asset),
         passed=not problems,
         description=(
             "; ".join(p.message() for p in problems)
@@ -92,7 +94,7 @@ def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
     text = "; ".join(f"column '{c}': {n} value(s) not parseable" for c, n in errors.items())
     return dg.AssetCheckResult(
         check_name=PARSE,
-        asset_key=asset,
+        asset_key=scope.key(asset),
         passed=not errors,
         description=text or "all values parsed",
         metadata={
@@ -109,7 +111,7 @@ def suite_check(asset: str, report: ValidationReport, where: str | None) -> dg.A
     blocking_failed = not report.blocking_success
     return dg.AssetCheckResult(
         check_name=SUITE,
-        asset_key=asset,
+        asset_key=scope.key(asset),
         passed=report.success,
         severity=dg.AssetCheckSeverity.ERROR if blocking_failed else dg.AssetCheckSeverity.WARN,
         description="; ".join(f.message for f in failures) or "all expectations met",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from churn_assets.lib.datasets import DatasetConfigError, builtin_names, load_dataset_config
+from churn_assets.lib.datasets import (
+    BUILTIN_DIR,
+    DatasetConfigError,
+    builtin_names,
+    load_dataset_config,
+)
 
 
 def test_builtins_load():
@@ -55,6 +60,18 @@ def test_bad_config_names_the_field(tmp_path, yaml_text, field):
 def test_unknown_name_lists_builtins():
     with pytest.raises(DatasetConfigError, match="built-in ones are"):
         load_dataset_config("nope")
+
+
+def test_own_configs_folder_is_looked_up_by_name_before_the_builtins(tmp_path):
+    """CHURN_DATASETS_DIR holds a user's configs: a name found there wins over a built-in
+    one; a name found nowhere names the folder it was looked for in."""
+    builtin = (BUILTIN_DIR / "telco.yaml").read_text()
+    (tmp_path / "telco.yaml").write_text(builtin.replace("name: telco", "name: telco_copy"))
+    env = {"CHURN_DATASETS_DIR": str(tmp_path)}
+    assert load_dataset_config("telco", env=env).name == "telco_copy"
+    assert load_dataset_config("synthetic", env=env).name == "synthetic"
+    with pytest.raises(DatasetConfigError, match=f"no mine.yaml in {tmp_path}"):
+        load_dataset_config("mine", env=env)
 
 
 def test_missing_env_var(tmp_path):

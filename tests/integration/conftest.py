@@ -42,11 +42,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, REPO, free_port, wait_http
+from tests.conftest import BIN, REPO, free_port, real_data_dir, wait_http
 
 RUNS_BY_TAG = """
-query Runs($tag: String!, $value: String!) {
-  runsOrError(filter: {tags: [{key: $tag, value: $value}]}) {
+query Runs($tags: [ExecutionTag!]) {
+  runsOrError(filter: {tags: $tags}) {
     ... on Runs { results { runId jobName status startTime endTime } }
   }
 }
@@ -135,8 +135,11 @@ class DevPlatform:
             for mat in found["assetOrError"]["assetMaterializations"]
         ]
 
-    def runs(self, tag: str, value: str) -> list[dict[str, Any]]:
-        return self.query(RUNS_BY_TAG, {"tag": tag, "value": value})["runsOrError"]["results"]
+    def runs(self, tag: str, value: str, dataset: str = "synthetic") -> list[dict[str, Any]]:
+        """Runs with the tag ``tag=value`` of ``dataset`` (the platform holds two data sets,
+        each in its own code location: workspace.yaml)."""
+        tags = [{"key": tag, "value": value}, {"key": "churn/dataset", "value": dataset}]
+        return self.query(RUNS_BY_TAG, {"tags": tags})["runsOrError"]["results"]
 
     def finished(self, run_id: str) -> str | None:
         """The run's final status, or None while it is queued or running."""
@@ -169,6 +172,8 @@ def dev_environment(
         "CHURN_RETRAINING_CRON": "0 0 1 1 *",
         "CHURN_SERVING_PORT": str(serving_port),
         "GX_ANALYTICS_ENABLED": "false",
+        # the second data set of workspace.yaml (telco) reads its file from here
+        "CHURN_REAL_DATA_DIR": str(real_data_dir()),
     }
     if webhook is not None:
         env |= {"CHURN_ALERT_WEBHOOK_URL": webhook.url, "CHURN_UI_URL": DEV_UI_URL}
