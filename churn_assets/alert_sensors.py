@@ -13,6 +13,7 @@ from __future__ import annotations
 import dagster as dg
 
 from churn_assets.lib import notify
+from churn_assets.scope import DATASET_TAG
 
 #: Seconds between evaluations: a failure is posted within about this long.
 NOTIFY_INTERVAL_SECONDS = 15
@@ -68,6 +69,8 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> notify.Alert:
     else:
         reason = context.failure_event.message or "the run failed before any step ran"
     details = {}
+    if dataset := run.tags.get(DATASET_TAG):  # several data sets share one instance
+        details["Data set"] = dataset
     if trigger := run.tags.get("churn/trigger"):
         details["Trigger"] = trigger
     checks = [

@@ -115,7 +115,7 @@ def failed_run_context(instance: dg.DagsterInstance) -> dg.RunFailureSensorConte
         [raw_orders, order_features],
         instance=instance,
         raise_on_error=False,
-        tags={"churn/trigger": "landing"},
+        tags={"churn/trigger": "landing", "churn/dataset": "telco"},
     )
     assert not result.success
     run = instance.get_run_by_id(result.run_id)
@@ -141,6 +141,7 @@ def test_a_failed_run_posts_run_step_asset_reason_and_link(webhook: Receiver):
     assert "order_features" not in text  # it never ran: not a cause
     assert f"Reason: {RUN_FAILURE}" in text
     assert "Trigger: landing" in text
+    assert "Data set: telco" in text  # several data sets share one instance
     assert f"Open in Dagster: {UI}/runs/{run_id}" in text
     button = body["blocks"][-1]["elements"][0]
     assert button["url"] == f"{UI}/runs/{run_id}"
