@@ -122,8 +122,9 @@ class DevPlatform:
 
     def materializations(self, asset: str, limit: int = 1) -> list[tuple[str, dict[str, Any]]]:
         """The asset's newest materializations as the UI reads them: (run id, {label: value})
-        (float, int, bool, text and markdown entries)."""
-        found = self.query(MATERIALIZATIONS, {"path": [asset], "limit": limit})
+        (float, int, bool, text and markdown entries). A prefixed key is written with
+        slashes, as the UI shows it (``telco/deployed_model_version``)."""
+        found = self.query(MATERIALIZATIONS, {"path": asset.split("/"), "limit": limit})
         return [
             (
                 mat["runId"],
