@@ -84,7 +84,7 @@ def test_two_datasets_ingest_train_and_serve_side_by_side(deployed_dev: Deployed
     # one retraining per data set at a time: each data set's own pool, limit 1
     import dagster as dg
 
-    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(dev.home))) as instance:
+    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
         storage = instance.event_log_storage
         for pool in ("retraining", "telco/retraining", "ingest", "telco/ingest"):
             assert storage.get_concurrency_info(pool).slot_count == 1, pool
