@@ -20,13 +20,11 @@ the same attribute again and so see the same data set.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any
 
 #: Same as ``churn_assets.scope``, which must not be imported before the data set is set.
 PREFIX_ENV = "CHURN_ASSET_PREFIX"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class LocationError(RuntimeError):
@@ -35,13 +33,10 @@ class LocationError(RuntimeError):
 
 def definitions_for(name: str) -> Any:
     """The ``Definitions`` of data set ``name`` with its keys under the prefix ``name/``."""
-    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.datasets import load_dataset_config, prefix_name_problem
 
-    if not NAME_PATTERN.match(name):
-        raise LocationError(
-            f"data set name {name!r} cannot prefix asset keys: use letters, digits and "
-            "underscores only"
-        )
+    if problem := prefix_name_problem(name):
+        raise LocationError(problem)
     # the prefix is read when churn_assets.scope is first imported: nothing may import it
     # (or the definitions) in this process before the environment says which data set
     built = sys.modules.get("churn_assets.scope")

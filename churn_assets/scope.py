@@ -19,7 +19,6 @@ folder and MLflow names are per data set already (``<storage>/<data set>/``,
 from __future__ import annotations
 
 import os
-import re
 
 import dagster as dg
 
@@ -27,8 +26,6 @@ import dagster as dg
 PREFIX_ENV = "CHURN_ASSET_PREFIX"
 #: Run tag naming the data set of every run our sensors and schedules request.
 DATASET_TAG = "churn/dataset"
-#: What a data set name must look like to prefix asset keys (Dagster's name rule).
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class ScopeError(ValueError):
@@ -37,11 +34,10 @@ class ScopeError(ValueError):
 
 def check_name(name: str) -> str:
     """``name`` if it can prefix asset keys, else a :class:`ScopeError` saying why."""
-    if not NAME_PATTERN.match(name):
-        raise ScopeError(
-            f"data set name {name!r} cannot prefix asset keys: use letters, digits and "
-            "underscores only"
-        )
+    from churn_assets.lib.datasets import prefix_name_problem
+
+    if problem := prefix_name_problem(name):
+        raise ScopeError(problem)
     return name
 
 

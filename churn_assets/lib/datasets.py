@@ -231,6 +231,19 @@ def _expand(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(sub, text)
 
 
+#: What a data set name must look like to prefix Dagster asset keys (Dagster's name rule).
+PREFIX_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def prefix_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot prefix asset keys (a code location of its own), or None."""
+    if PREFIX_NAME.match(name):
+        return None
+    return (
+        f"data set name {name!r} cannot prefix asset keys: use letters, digits and underscores only"
+    )
+
+
 def builtin_names() -> list[str]:
     """Names of the data set configs shipped with the platform."""
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
