@@ -88,10 +88,11 @@ class ServedDataset:
 
 
 def known_names(default: str | None = None) -> list[str]:
-    """The data set config names the platform knows (built-in configs, and the default)."""
-    from churn_assets.lib.datasets import builtin_names
+    """The data set config names the platform knows (built-in configs, those in
+    ``CHURN_DATASETS_DIR``, and the default)."""
+    from churn_assets.lib.datasets import known_names as config_names
 
-    names = set(builtin_names())
+    names = set(config_names())
     if default:
         names.add(default)
     return sorted(names)

@@ -249,6 +249,16 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
+def known_names(env: dict[str, str] | None = None) -> list[str]:
+    """Every config a name finds: the built-in ones and ``<name>.yaml`` in
+    ``CHURN_DATASETS_DIR`` (the user's own)."""
+    own = (os.environ if env is None else env).get("CHURN_DATASETS_DIR")
+    names = set(builtin_names())
+    if own and Path(own).is_dir():
+        names |= {p.stem for p in Path(own).glob("*.yaml")}
+    return sorted(names)
+
+
 def load_dataset_config(name_or_path: str, env: dict[str, str] | None = None) -> DatasetConfig:
     """Load a config by name (``<name>.yaml`` in ``CHURN_DATASETS_DIR``, else a built-in one)
     or a YAML file by path; ``${VAR}`` is expanded.

@@ -8,6 +8,7 @@ from churn_assets.lib.datasets import (
     BUILTIN_DIR,
     DatasetConfigError,
     builtin_names,
+    known_names,
     load_dataset_config,
 )
 
@@ -72,6 +73,11 @@ def test_own_configs_folder_is_looked_up_by_name_before_the_builtins(tmp_path):
     assert load_dataset_config("synthetic", env=env).name == "synthetic"
     with pytest.raises(DatasetConfigError, match=f"no mine.yaml in {tmp_path}"):
         load_dataset_config("mine", env=env)
+    # what the sidecar looks through for deployed data sets
+    assert known_names(env) == builtin_names()  # telco.yaml shadows the built-in one
+    (tmp_path / "shop_eu.yaml").write_text(builtin.replace("name: telco", "name: shop_eu"))
+    assert known_names(env) == sorted([*builtin_names(), "shop_eu"])
+    assert known_names({}) == builtin_names()
 
 
 def test_missing_env_var(tmp_path):
