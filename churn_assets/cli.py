@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -380,6 +382,90 @@ def bench_ingest(customers: int, no_full_reference: bool, as_json: bool) -> None
 
     report = run(customers, full_reference=not no_full_reference)
     click.echo(json.dumps(report, indent=None if as_json else 2, default=float))
+
+
+def _dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or Path(".churn") / "dagster_home").resolve()
+
+
+@main.command()
+@click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day.")
+@click.option("--until", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day.")
+@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+@click.option(
+    "--job",
+    default="ingest_features_drift",
+    show_default=True,
+    help="Job run for each file (transactions_features_drift skips the customer table).",
+)
+@click.option("--dry-run", is_flag=True, help="List the files; launch nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def backfill(
+    since: dt.datetime,
+    until: dt.datetime,
+    dataset: str | None,
+    job: str,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Re-ingest a date range: one queued run of JOB per landing file with a line from SINCE to
+    UNTIL (inclusive), through `dagster job backfill` on the running instance (DAGSTER_HOME);
+    the daemon runs them one after the other (pool `ingest`)."""
+    import subprocess
+
+    from churn_assets.lib.backfill import files_between
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.settings import ChurnSettings
+
+    _, name, storage = _deployment_storage(dataset)
+    try:
+        files = files_between(storage, since.date(), until.date())
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--until") from e
+    default = load_dataset_config(ChurnSettings().dataset).name
+    location = "churn_assets" if name == default else name
+    home = _dagster_home()
+    generated = home / "workspace.yaml"  # `churn dev` with CHURN_DATASETS_DIR writes it
+    workspace = generated if generated.exists() else Path("workspace.yaml")
+    cmd = [
+        str(Path(sys.executable).parent / "dagster"),
+        *("job", "backfill", "-w", str(workspace), "-l", location, "-j", job),
+        *("--partitions", ",".join(f.key for f in files), "--noprompt"),
+    ]
+    report = {
+        "dataset": name,
+        "location": location,
+        "job": job,
+        "since": str(since.date()),
+        "until": str(until.date()),
+        "files": [
+            {"key": f.key, "first": str(f.first), "last": str(f.last), "lines": f.lines}
+            for f in files
+        ],
+        "launched": False,
+    }
+    if not files:
+        message = f"no ingested file of {name} has a line from {since.date()} to {until.date()}"
+        if as_json:
+            click.echo(json.dumps(report | {"message": message}))
+        raise click.ClickException(message)
+    if not dry_run:
+        env = {**os.environ, "DAGSTER_HOME": str(home)}
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise click.ClickException(
+                f"dagster job backfill failed ({out.returncode}): "
+                f"{(out.stderr or out.stdout).strip()[-2000:]}"
+            )
+        report["launched"] = True
+        report["backfill"] = out.stdout.strip()[-500:]
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for f in files:
+        click.echo(f"{f.key}: {f.lines:,} lines, {f.first} to {f.last}")
+    verb = "queued" if not dry_run else "would queue"
+    click.echo(f"{verb} {len(files)} run(s) of {job} in location {location}")
 
 
 @main.command()

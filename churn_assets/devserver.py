@@ -72,7 +72,9 @@ def prepare_workspace(root: Path, home: Path) -> tuple[Path, list[str]]:
         for n in own_datasets(os.environ.get("CHURN_DATASETS_DIR"))
         if n not in listed and n != default
     ]
+    out = home / "workspace.yaml"
     if not added:
+        out.unlink(missing_ok=True)  # an earlier start's: `churn backfill` would read it
         return path, listed
     for entry in doc["load_from"]:
         spec = (entry or {}).get("python_module")
@@ -89,7 +91,6 @@ def prepare_workspace(root: Path, home: Path) -> tuple[Path, list[str]]:
                 }
             }
         )
-    out = home / "workspace.yaml"
     out.write_text(
         "# written by `churn dev`: workspace.yaml plus CHURN_DATASETS_DIR's data sets\n"
         + yaml.safe_dump(doc, sort_keys=False)

@@ -141,12 +141,12 @@ class Storage:
         df.write_parquet(buf, compression=compression, statistics=True)
         return self.write_bytes(rel, buf.getvalue())
 
-    def read_parquet(self, rel: str) -> Any:
-        """Read a Parquet file into a polars DataFrame."""
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> Any:
+        """Read a Parquet file (only ``columns``, when given) into a polars DataFrame."""
         import polars as pl
 
         with self.fs.open(self._path(rel), "rb") as f:
-            return pl.read_parquet(f)
+            return pl.read_parquet(f, columns=columns)
 
     def delete(self, rel: str, recursive: bool = False) -> None:
         path = self._path(rel)

@@ -159,3 +159,41 @@ def result_storage(config: str) -> str:
     from churn_assets.lib.settings import ChurnSettings
 
     return f"{ChurnSettings().resolved_storage_url}/mini/assets/raw_transactions"
+
+
+def test_a_date_range_backfill_names_the_files_with_a_line_in_it(isolated_env: Path, tmp_path):
+    """`churn backfill --since --until` re-ingests a date range: every written partition
+    (landing file) with a line on one of those days, from the partitions' own timestamps."""
+    import json
+
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/late.csv": LATE})
+    assert run(config, dg.DagsterInstance.ephemeral()).success  # a.csv: Jan 2 - Mar 12
+
+    def dry_run(since: str, until: str):
+        return CliRunner().invoke(
+            main,
+            ["backfill", "--since", since, "--until", until, "--dataset", config]
+            + ["--dry-run", "--json"],
+        )
+
+    def keys(since: str, until: str) -> list[str]:
+        out = dry_run(since, until)
+        assert out.exit_code == 0, out.output
+        report = json.loads(out.output)
+        assert report["launched"] is False and report["location"] == "mini"
+        return [f["key"] for f in report["files"]]
+
+    assert keys("2024-03-15", "2024-03-31") == ["late.csv"]
+    assert keys("2024-03-12", "2024-03-20") == ["a.csv", "late.csv"]  # both ends inclusive
+    assert keys("2024-01-01", "2024-01-02") == ["a.csv"]
+    (a,) = json.loads(dry_run("2024-01-01", "2024-01-02").output)["files"]
+    assert a["lines"] == 8 and a["first"].startswith("2024-01-02")
+    empty = dry_run("2025-01-01", "2025-12-31")
+    assert empty.exit_code == 1
+    assert "no ingested file of mini has a line from 2025-01-01 to 2025-12-31" in empty.output
+    backwards = dry_run("2024-03-01", "2024-02-01")
+    assert backwards.exit_code == 2 and "is before --since" in backwards.output

@@ -115,3 +115,49 @@ def test_two_datasets_ingest_train_and_serve_side_by_side(deployed_dev: Deployed
     (pred,) = r.json()["predictions"]
     assert pred["model_version"] == telco_meta["version"]
     assert 0.0 <= pred["churn_probability"] <= 1.0
+
+
+@pytest.mark.timeout(2400)
+def test_a_date_range_backfill_runs_through_the_daemon(deployed_dev: Deployed):
+    """`churn backfill --since --until` against the running platform: one queued run of the
+    landing job per landing file with a line in the range, each of its partition, run by the
+    daemon to success. Timeout 2400 s: see above."""
+    import subprocess
+
+    from tests.conftest import BIN, REPO
+    from tests.integration.conftest import dev_environment
+
+    dev = deployed_dev.dev
+    env = dev_environment(dev.home.parent, dev.storage, dev.serving_port)
+    out = subprocess.run(
+        [str(BIN / "churn"), "backfill", "--since", "2000-01-01", "--until", "2100-12-31"]
+        + ["--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["launched"] and report["location"] == "churn_assets"
+    keys = sorted(f["key"] for f in report["files"])
+    assert keys and all(f["lines"] > 0 for f in report["files"])
+
+    def backfill_runs() -> list[dict]:
+        found = []
+        for r in dev.query(RUNS_OF_LOCATIONS)["runsOrError"]["results"]:
+            tags = {t["key"]: t["value"] for t in r["tags"]}
+            if "dagster/backfill" in tags:
+                found.append(r | {"partition": tags.get("dagster/partition")})
+        return found
+
+    runs = dev.wait(
+        lambda: (found := backfill_runs()) and len(found) == len(keys) and found,
+        300,
+        "the backfill's runs",
+    )
+    assert sorted(r["partition"] for r in runs) == keys
+    assert {r["jobName"] for r in runs} == {"ingest_features_drift"}
+    for r in runs:
+        assert dev.wait(lambda r=r: dev.finished(r["runId"]), 900, "a backfill run") == "SUCCESS"
