@@ -27,13 +27,19 @@ from typing import Any
 PREFIX_ENV = "CHURN_ASSET_PREFIX"
 
 
-class LocationError(RuntimeError):
-    """A data set location that cannot load (a bad name, or two data sets in one process)."""
+class LocationError(AttributeError):
+    """A data set location that cannot load (a bad name or config, or two data sets in one
+    process). An ``AttributeError``: the module has no such attribute, so ``hasattr`` probes
+    of other libraries get False, and Dagster shows the reason on the location."""
 
 
 def definitions_for(name: str) -> Any:
     """The ``Definitions`` of data set ``name`` with its keys under the prefix ``name/``."""
-    from churn_assets.lib.datasets import load_dataset_config, prefix_name_problem
+    from churn_assets.lib.datasets import (
+        DatasetConfigError,
+        load_dataset_config,
+        prefix_name_problem,
+    )
 
     if problem := prefix_name_problem(name):
         raise LocationError(problem)
@@ -50,7 +56,10 @@ def definitions_for(name: str) -> Any:
         from churn_assets.definitions import defs
 
         return defs
-    cfg = load_dataset_config(name)  # a bad config stops the location here, naming its field
+    try:  # a bad config stops the location here, naming its field
+        cfg = load_dataset_config(name)
+    except DatasetConfigError as e:
+        raise LocationError(str(e)) from e
     if cfg.name != name:
         raise LocationError(
             f"data set config {name!r} is named {cfg.name!r}: the attribute must be the "
