@@ -86,7 +86,8 @@ retraining_job = dg.define_asset_job(
     | dg.AssetSelection.assets(scope.key("customer_features")),
     description="Build the labelled training table from the whole history, train both model "
     "sets, gate the challenger and deploy it when better; "
-    "at most one retraining run at a time (dagster.yaml tag concurrency limit).",
+    "one retraining run of this data set at a time (its pool 'retraining'), at most two of "
+    "all data sets (dagster.yaml tag concurrency limit on churn/retraining).",
     tags={RETRAINING_TAG: "true", **scope.dataset_tags()},
     executor_def=retraining_executor,
 )
