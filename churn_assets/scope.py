@@ -66,11 +66,6 @@ def _dataset_label() -> str:
 DATASET: str = _dataset_label()
 
 
-def key_prefix() -> list[str] | None:
-    """The asset-key prefix as Dagster takes it (None: plain keys)."""
-    return [PREFIX] if PREFIX else None
-
-
 def key(name: str) -> dg.AssetKey:
     """The asset key of asset ``name`` in this code location."""
     return dg.AssetKey([PREFIX, name] if PREFIX else [name])
