@@ -89,7 +89,8 @@ def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -
         found = [path]
     else:
         raise IngestError(
-            f"no such file or directory: {url} (seed the landing zone with `churn seed`, "
+            f"no such file or directory: {url} (land the file there; for the synthetic data "
+            "set, `churn seed`; for the real ones, set CHURN_REAL_DATA_DIR to their folder; "
             "or fix 'path' in the data set config)"
         )
     return sorted(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
