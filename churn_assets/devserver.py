@@ -59,12 +59,13 @@ def prepare_workspace(root: Path, home: Path) -> tuple[Path, list[str]]:
     import yaml
 
     from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.settings import ChurnSettings
 
     path = root / "workspace.yaml"
     doc = yaml.safe_load(path.read_text()) if path.exists() else {"load_from": []}
     listed = workspace_datasets(doc)
     try:
-        default = load_dataset_config(os.environ.get("CHURN_DATASET") or "synthetic").name
+        default = load_dataset_config(ChurnSettings().dataset).name
     except Exception:  # the default location reports a broken config itself
         default = None
     added = [

@@ -41,13 +41,7 @@ STALE_INTERVAL_SECONDS = 60
 def configured_horizon_days() -> int:
     """The label horizon of the configured data set (the default if it cannot be read now:
     a broken config must not keep the code location from loading; runs report it)."""
-    try:
-        from churn_assets.lib.datasets import load_dataset_config
-        from churn_assets.lib.settings import get_settings
-
-        return load_dataset_config(get_settings().dataset).labels.horizon_days
-    except Exception:
-        return DEFAULT_HORIZON_DAYS
+    return scope.CONFIG.labels.horizon_days if scope.CONFIG else DEFAULT_HORIZON_DAYS
 
 
 def cron_interval(cron: str) -> dt.timedelta:

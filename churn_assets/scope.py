@@ -19,8 +19,12 @@ folder and MLflow names are per data set already (``<storage>/<data set>/``,
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from churn_assets.lib.datasets import DatasetConfig
 
 #: Environment variable naming the key prefix of this code location (unset: plain keys).
 PREFIX_ENV = "CHURN_ASSET_PREFIX"
@@ -50,20 +54,20 @@ def _prefix_from_env() -> str | None:
 PREFIX: str | None = _prefix_from_env()
 
 
-def _dataset_label() -> str:
-    if PREFIX:
-        return PREFIX
+def _configured() -> DatasetConfig | None:
     try:
         from churn_assets.lib.datasets import load_dataset_config
         from churn_assets.lib.settings import get_settings
 
-        return load_dataset_config(get_settings().dataset).name
+        return load_dataset_config(get_settings().dataset)
     except Exception:  # a broken config must not stop the location loading: runs report it
-        return os.environ.get("CHURN_DATASET") or "synthetic"
+        return None
 
 
+#: This location's data set config as it loads (None when it cannot be read now).
+CONFIG: DatasetConfig | None = _configured()
 #: The name of this location's data set, as its runs are tagged (``churn/dataset``).
-DATASET: str = _dataset_label()
+DATASET: str = PREFIX or (CONFIG.name if CONFIG else os.environ.get("CHURN_DATASET") or "synthetic")
 
 
 def key(name: str) -> dg.AssetKey:

@@ -40,21 +40,30 @@ print(json.dumps({
 """
 
 
-def load_location(module: str, attr: str, **env: str) -> subprocess.CompletedProcess:
+def python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh Python process of this environment (plus ``env``)."""
     return subprocess.run(
-        [sys.executable, "-c", PROBE, module, attr],
+        [sys.executable, "-c", code, *args],
         env={**os.environ, **env},
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
 
 
-def probe(module: str, attr: str, **env: str) -> dict:
-    out = load_location(module, attr, **env)
+def last_json(out: subprocess.CompletedProcess) -> dict:
+    """The JSON object a successful process printed last."""
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def load_location(module: str, attr: str, **env: str) -> subprocess.CompletedProcess:
+    return python(PROBE, module, attr, **env)
+
+
+def probe(module: str, attr: str, **env: str) -> dict:
+    return last_json(load_location(module, attr, **env))
 
 
 def test_a_data_set_location_shares_no_instance_wide_name_with_the_default():
@@ -128,20 +137,9 @@ def test_a_data_set_location_writes_its_own_storage_folder(real_data: Path, tmp_
     """telco's landing job in its own location: prefixed keys in the instance, the usual
     layout in storage (``<storage>/telco/assets/<asset>``), nothing in the default's folder."""
     storage = tmp_path / "storage"
-    out = subprocess.run(
-        [sys.executable, "-c", MATERIALIZE],
-        env={
-            **os.environ,
-            "CHURN_STORAGE_URL": str(storage),
-            "CHURN_REAL_DATA_DIR": str(real_data),
-        },
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = last_json(
+        python(MATERIALIZE, CHURN_STORAGE_URL=str(storage), CHURN_REAL_DATA_DIR=str(real_data))
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["success"]
     assert {"telco/raw_customers", "telco/current_features", "telco/drift_report"} <= set(
         result["materialized"]
