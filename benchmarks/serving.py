@@ -27,11 +27,14 @@ framework's ceiling and ``mlflow models serve``, loopback.
    pyfunc_predict_fn="predict_proba")`` and served by ``mlflow models serve --env-manager
    local`` (one uvicorn worker), single feature records (it has no id lookups).
 6. **Batch** (default champion): one request of 1,000 customer-id lookups, one of 1,000
-   explicit feature records and the same 1,000 records as a columnar body (median of 5 →
-   records/s), and the same with 10,000; then the throughput (``*_loaded``): ``wrk`` with
-   ``BATCH_CONNECTIONS`` connections sending the lookup batch, then the columnar batch, back to
-   back for ``BATCH_SECONDS`` (records/s, p50/p99, server CPU per request). The batch targets
-   apply to the throughput (to the sequential figures without ``wrk``).
+   explicit feature records, the same 1,000 records as a JSON columnar body and as an Arrow
+   IPC stream (Arrow answer too; the columns with their types in ``current_features``)
+   (median of 5 → records/s), and the same with 10,000; then the throughput (``*_loaded``):
+   ``wrk`` with ``BATCH_CONNECTIONS`` connections sending the lookup batch, then the JSON
+   columnar batch, then the Arrow batch, back to back for ``BATCH_SECONDS`` each (records/s,
+   p50/p99, server CPU per request). The batch targets apply to the throughput (to the
+   sequential figures without ``wrk``) of the lookups and of the JSON columnar body; the
+   Arrow rows are reported beside them.
 7. **Correctness**: per row, 200 feature records answered by the sidecar (as a batch and the
    first 20 one by one) and the same customers by id against the scikit-learn pipeline's
    ``predict_proba`` (``max_abs_diff``).
@@ -53,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from churn_serving.arrow_body import ARROW_STREAM
 
 DATASET = "synthetic"
 CUSTOMERS = 10_000  # the shipped default data size (`churn seed`)
@@ -90,6 +95,16 @@ def _log(msg: str) -> None:
 def _bin(name: str) -> str:
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def arrow_stream(table: Any) -> bytes:
+    """A pyarrow table as an Arrow IPC stream (the sidecar's Arrow request body)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def _free_port() -> int:
@@ -282,7 +297,8 @@ def _cpu_seconds(pid: int | None) -> float | None:
 LUA_FIXED = (
     """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = "%(content_type)s"
+%(accept)s
 local f = assert(io.open("%(file)s", "rb"))
 wrk.body = f:read("*all")
 f:close()
@@ -300,14 +316,25 @@ def _run_wrk(
     seconds: float,
     workdir: Path,
     connections: int = CONCURRENCY,
+    content_type: str = "application/json",
+    accept: str | None = None,
 ) -> dict[str, Any]:
     """``wrk`` for ``seconds`` on ``connections`` connections: ``bodies`` cycled (one body:
-    sent as is, read from a file, so that the client does not rebuild big requests)."""
-    script = workdir / f"load-{abs(hash((url, path, len(bodies), bodies[0][:64])))}.lua"
+    sent as is, read from a file, so that the client does not rebuild big requests, with
+    ``content_type`` and, if given, ``accept``)."""
+    key = (url, path, len(bodies), bodies[0][:64], content_type, accept)
+    script = workdir / f"load-{abs(hash(key))}.lua"
     if len(bodies) == 1:
         body_file = script.with_suffix(".json")
         body_file.write_bytes(bodies[0])
-        script.write_text(LUA_FIXED % {"file": str(body_file)})
+        script.write_text(
+            LUA_FIXED
+            % {
+                "file": str(body_file),
+                "content_type": content_type,
+                "accept": f'wrk.headers["Accept"] = "{accept}"' if accept else "",
+            }
+        )
     else:
         lua_bodies = ",".join(f"[==[{b.decode()}]==]" for b in bodies)
         script.write_text(LUA % {"bodies": lua_bodies, "path": path})
@@ -666,9 +693,9 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
             client, ours.url, sample, sample_ids, expected
         )
 
-        def timed(body: bytes, repeat: int = 5) -> float:
+        def timed(body: bytes, repeat: int = 5, media: str = "application/json") -> float:
             times = []
-            headers = {"content-type": "application/json"}
+            headers = {"content-type": media, "accept": media}
             client.post(ours.url + "/predict", content=body, headers=headers).raise_for_status()
             for _ in range(repeat):
                 t0 = time.perf_counter()
@@ -686,6 +713,7 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
             columns = json.dumps(
                 {"columns": {c: [records[i % len(records)][c] for i in range(size)] for c in cols}}
             ).encode()
+            arrow = arrow_stream(rows.to_arrow().take(np.arange(size) % rows.height))
             lookups = json.dumps(
                 {"records": [{"customer_id": ids[i % len(ids)]} for i in range(size)]}
             ).encode()
@@ -694,15 +722,21 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
                 "lookup_records_per_s": round(size / timed(lookups)),
                 "feature_records_per_s": round(size / timed(features)),
                 "feature_columns_records_per_s": round(size / timed(columns)),
+                "feature_arrow_records_per_s": round(size / timed(arrow, media=ARROW_STREAM)),
                 "bytes": {
                     "lookup": len(lookups),
                     "features": len(features),
                     "columns": len(columns),
+                    "arrow": len(arrow),
                 },
             }
             _wait_log_drained(client, ours.url)
             if wrk:  # throughput: BATCH_CONNECTIONS clients sending the batch back to back
-                for kind, body in (("lookup", lookups), ("feature_columns", columns)):
+                for kind, body, media in (
+                    ("lookup", lookups, "application/json"),
+                    ("feature_columns", columns, "application/json"),
+                    ("feature_arrow", arrow, ARROW_STREAM),
+                ):
                     before = _cpu_seconds(ours.proc.pid)
                     r = _run_wrk(
                         wrk,
@@ -712,6 +746,8 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
                         BATCH_SECONDS,
                         work,
                         connections=BATCH_CONNECTIONS,
+                        content_type=media,
+                        accept=media,
                     )
                     after = _cpu_seconds(ours.proc.pid)
                     loaded = {

@@ -6,7 +6,8 @@ Endpoints (status codes):
 ``GET /health``            liveness, always 200 while the process runs: loaded version, last
                            reload, last error, last refusal, degraded roles, inference log
 ``GET /ready``             200 when a model version is loaded, else 503
-``POST /predict``          records (``{"records": [...]}``) or columns (``{"columns": {...}}``):
+``POST /predict``          records (``{"records": [...]}``), columns (``{"columns": {...}}``) or
+                           an Arrow IPC stream (answer in Arrow with that ``Accept``):
                            200 answers; 404 unknown customer_id (whole request, every unknown
                            id listed); 413 more than ``max_records`` records or a body over
                            ``max_body_bytes``; 422 malformed JSON or invalid records (each
@@ -57,6 +58,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from churn_serving import arrow_body
 from churn_serving.datasets import (
     DatasetRegistry,
     ServedDataset,
@@ -368,8 +370,9 @@ class Scorer:
         self.logger = logger
         self.request_id = RequestIds()
 
-    def score(self, bundle: ModelBundle, parsed: Any) -> bytes:
-        """Validate, look up, predict through the fallback chain, log; the JSON answer.
+    def score(self, bundle: ModelBundle, parsed: Any, arrow_answer: bool = False) -> bytes:
+        """Validate, look up, predict through the fallback chain, log; the JSON answer (an
+        Arrow IPC stream with ``arrow_answer``, see :mod:`churn_serving.arrow_body`).
 
         Id lookups take the customer table's precomputed answers when it has them (the
         same chain, run when the table was loaded); feature records run the models.
@@ -380,9 +383,13 @@ class Scorer:
         n = parsed.n
         schema = bundle.schema
         unseen: list[tuple[int, str, str]] = []
-        has_features = parsed.columns is not None or bool(parsed.features)
+        has_features = (
+            parsed.columns is not None or parsed.arrow is not None or bool(parsed.features)
+        )
         cached_rows: list[int] | None = None  # pure lookups with cached answer objects
-        if parsed.columns is not None:
+        if parsed.arrow is not None:
+            num_f, cat_f, unseen = schema.arrow_to_arrays(parsed.arrow)
+        elif parsed.columns is not None:
             num_f, cat_f, unseen = schema.columns_to_arrays(parsed.columns, n)
         elif parsed.features:
             num_f, cat_f, unseen = schema.to_arrays(parsed.features, parsed.feature_rows)
@@ -428,7 +435,11 @@ class Scorer:
         version = bundle.version
         ids = parsed.customer_ids
         request_id = self.request_id()
-        if cached_rows is not None:
+        if arrow_answer:
+            body = arrow_body.encode_answer(
+                request_id, version, ids, r, bundle.has_value_model, per_record, LEVELS
+            )
+        elif cached_rows is not None:
             body = encode_lookup_answer(
                 request_id, version, ids, cached_rows, bundle.customers, bundle.has_value_model
             )
@@ -518,25 +529,41 @@ class PredictEndpoint:
         self.scorer = scorer
         self.settings = settings
 
-    async def handle(self, body: bytes) -> tuple[int, bytes]:
-        """Answer one request; small ones on the event loop, big ones in a worker thread."""
+    async def handle(
+        self,
+        body: bytes,
+        content_type: str | bytes | None = None,
+        accept: str | bytes | None = None,
+    ) -> tuple[int, bytes, str]:
+        """Answer one request: ``(status, body, media type)``. The body is JSON unless
+        ``content_type`` names an Arrow IPC stream; the answer is JSON unless ``accept``
+        does (errors are always JSON). Small requests on the event loop, big ones in a
+        worker thread."""
         bundle = self.manager.bundle  # one read: this request uses this version throughout
         if bundle is None:
-            return 503, _dumps({"detail": no_model_message(self.manager)})
+            return 503, _dumps({"detail": no_model_message(self.manager)}), JSON_MEDIA
         settings = self.settings
+        parse = arrow_body.parse if arrow_body.is_arrow(content_type) else _parse
+        arrow_answer = arrow_body.is_arrow(accept)
+        media = arrow_body.ARROW_STREAM if arrow_answer else JSON_MEDIA
         try:
             if len(body) > THREAD_PARSE_BYTES:
-                parsed = await run_in_threadpool(_parse, body, settings.max_records)
+                parsed = await run_in_threadpool(parse, body, settings.max_records)
             else:
-                parsed = _parse(body, settings.max_records)
+                parsed = parse(body, settings.max_records)
             if parsed.n <= settings.inline_max_records:
-                return 200, self.scorer.score(bundle, parsed)
-            return 200, await run_in_threadpool(self.scorer.score, bundle, parsed)
+                return 200, self.scorer.score(bundle, parsed, arrow_answer), media
+            answer = await run_in_threadpool(self.scorer.score, bundle, parsed, arrow_answer)
+            return 200, answer, media
         except RequestError as e:
-            return e.status, _dumps(e.body())
+            return e.status, _dumps(e.body()), JSON_MEDIA
 
 
-_JSON_HEADERS = (b"content-type", b"application/json")
+JSON_MEDIA = "application/json"
+_CONTENT_TYPES = {
+    JSON_MEDIA: (b"content-type", b"application/json"),
+    arrow_body.ARROW_STREAM: (b"content-type", arrow_body.ARROW_STREAM.encode()),
+}
 
 
 class PredictASGI:
@@ -553,52 +580,60 @@ class PredictASGI:
         start = time.perf_counter()
         status = 500
         try:
-            status, content = await self._answer(scope, receive)
+            status, content, media = await self._answer(scope, receive)
             await send(
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [_JSON_HEADERS, (b"content-length", b"%d" % len(content))],
+                    "headers": [
+                        _CONTENT_TYPES[media],
+                        (b"content-length", b"%d" % len(content)),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": content})
         finally:
             self.metrics.observe_request("/predict", "POST", status, time.perf_counter() - start)
 
-    async def _answer(self, scope: Any, receive: Any) -> tuple[int, bytes]:
+    async def _answer(self, scope: Any, receive: Any) -> tuple[int, bytes, str]:
         limit = self.limit
+        content_type = accept = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if value.isdigit() and int(value) > limit:
                     msg = f"request body of {int(value)} bytes exceeds {limit} bytes"
-                    return 413, _dumps({"detail": msg})
-                break
+                    return 413, _dumps({"detail": msg}), JSON_MEDIA
+            elif key == b"content-type":
+                content_type = value
+            elif key == b"accept":
+                accept = value
         try:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return 400, b'{"detail":"client disconnected"}'
+                return 400, b'{"detail":"client disconnected"}', JSON_MEDIA
             body = message.get("body", b"")
             if len(body) > limit:
-                return 413, _dumps({"detail": f"request body exceeds {limit} bytes"})
+                return 413, _dumps({"detail": f"request body exceeds {limit} bytes"}), JSON_MEDIA
             if message.get("more_body", False):
                 chunks = [body]
                 size = len(body)
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        return 400, b'{"detail":"client disconnected"}'
+                        return 400, b'{"detail":"client disconnected"}', JSON_MEDIA
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        return 413, _dumps({"detail": f"request body exceeds {limit} bytes"})
+                        msg = f"request body exceeds {limit} bytes"
+                        return 413, _dumps({"detail": msg}), JSON_MEDIA
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
                 body = b"".join(chunks)
-            return await self.endpoint.handle(body)
+            return await self.endpoint.handle(body, content_type, accept)
         except Exception as e:  # a bug, not the client's fault: 500 with a message
             log.exception("POST /predict failed")
-            return 500, _dumps({"detail": f"internal error: {type(e).__name__}: {e}"})
+            return 500, _dumps({"detail": f"internal error: {type(e).__name__}: {e}"}), JSON_MEDIA
 
 
 class SidecarApp(FastAPI):
@@ -797,15 +832,19 @@ def create_app(
         """Churn probability, churn label and expected total sales for 1..max_records
         records, each ``{"customer_id": ...}`` or ``{"features": {...}}``; or, columnar,
         ``{"columns": {"<feature>": [value, ...], ...}}`` (one array per feature, an optional
-        ``customer_id`` array; only ``customer_id``: id lookups).
+        ``customer_id`` array; only ``customer_id``: id lookups); or the columns as an Arrow
+        IPC stream (``Content-Type: application/vnd.apache.arrow.stream``; with that
+        ``Accept`` the answer is Arrow too).
 
         (Served by :class:`PredictEndpoint` ahead of the router; this route documents it.)"""
         try:
             body = await _read_body(request, settings.max_body_bytes)
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
-        status, content = await endpoint.handle(body)
-        return Response(content, status_code=status, media_type="application/json")
+        status, content, media = await endpoint.handle(
+            body, request.headers.get("content-type"), request.headers.get("accept")
+        )
+        return Response(content, status_code=status, media_type=media)
 
     @app.get(
         "/predict/schema",
@@ -859,8 +898,10 @@ def create_app(
             body = await _read_body(request, settings.max_body_bytes)
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
-        status, content = await d.endpoint.handle(body)
-        return Response(content, status_code=status, media_type="application/json")
+        status, content, media = await d.endpoint.handle(
+            body, request.headers.get("content-type"), request.headers.get("accept")
+        )
+        return Response(content, status_code=status, media_type=media)
 
     @app.get(
         "/datasets/{name}/predict/schema",
@@ -1023,7 +1064,13 @@ def schema_answer(manager: ModelManager, settings: ServingSettings) -> Any:
             "per record, every array of the same length; an optional customer_id column is "
             "echoed (null allowed); a body with only a customer_id column looks the "
             "customers up. Validated column by column: the cheaper body for large batches",
-            "answer": "the same for both bodies: predictions in record order",
+            "arrow": "Content-Type: application/vnd.apache.arrow.stream: the columnar body "
+            "as an Arrow IPC stream, one row per record (numeric features: integer, floating "
+            "or boolean columns; categorical: string columns); Accept: "
+            "application/vnd.apache.arrow.stream answers in Arrow too (columns customer_id, "
+            "churn_probability, churn_label, threshold, expected_total_sales, churn_level, "
+            "sales_level, unseen_categories)",
+            "answer": "the same for every body: predictions in record order",
             "unknown_customer_id": "404 for the whole request, listing every unknown id",
         },
         **b.schema.describe(),

@@ -98,7 +98,8 @@ class ParsedRequest:
     """A syntactically valid /predict body, split into feature records and id lookups.
 
     A columnar body (``{"columns": {...}}``) has its feature columns in ``columns`` (every
-    record is a feature record) or, with only a ``customer_id`` column, only lookups."""
+    record is a feature record) or, with only a ``customer_id`` column, only lookups; an
+    Arrow body has them in ``arrow``."""
 
     n: int
     customer_ids: list[str | None]
@@ -108,6 +109,8 @@ class ParsedRequest:
     lookup_ids: list[str] = field(default_factory=list)
     columns: dict[str, list[Any]] | None = None
     columnar: bool = False
+    #: An Arrow body's feature columns (a ``pyarrow.Table``), in place of ``columns``.
+    arrow: Any = None
 
 
 _ABSENT = object()
@@ -611,36 +614,111 @@ class FeatureSchema:
         Raises:
             RequestError: 422 listing every problem found.
         """
-        if self.aliases and columns.keys() != self.expected:
-            columns = self._translate(columns)
+        columns = self._column_keys(columns)
         errors: list[dict[str, Any]] = []
-        keys = columns.keys()
-        if keys != self.expected:
-            for c in self.columns:
-                if c not in keys:
-                    errors.append(
-                        _error(["body", "columns", c], "missing", f"feature {c!r} is required", c)
-                    )
-            for c in keys:
-                if c not in self.expected:
-                    errors.append(
-                        _error(
-                            ["body", "columns", c],
-                            "unknown_field",
-                            f"unknown feature {c!r} (not in the deployed schema)",
-                            c,
-                        )
-                    )
-            raise validation_error(errors)
-
-        def loc(r: int, c: str) -> list[Any]:
-            return ["body", "columns", c, r]
-
-        num = self._numeric([columns[c] for c in self.numeric], n, True, loc, errors)
-        cat, unseen = self._categorical([columns[c] for c in self.categorical], n, loc, errors)
+        num = self._numeric([columns[c] for c in self.numeric], n, True, _column_loc, errors)
+        cat, unseen = self._categorical(
+            [columns[c] for c in self.categorical], n, _column_loc, errors
+        )
         if errors:
             raise validation_error(errors)
         return num, cat, unseen
+
+    def arrow_to_arrays(
+        self, table: Any
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
+        """Validate an Arrow body's feature columns (a ``pyarrow.Table``, one row per record)
+        and return ``(num, cat, unseen)`` as :meth:`columns_to_arrays` does, with the same
+        rules and error locations.
+
+        Numeric features take any integer, floating or boolean column (null and NaN are
+        missing values); categorical features a string column (plain, large or
+        dictionary-encoded). A column of another type is refused as a whole (422
+        ``wrong_type``), before its values are looked at.
+
+        Raises:
+            RequestError: 422 listing every problem found.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = table.num_rows
+        columns = self._column_keys(dict(zip(table.column_names, table.columns, strict=True)))
+        errors: list[dict[str, Any]] = []
+        num = np.empty((n, len(self.numeric)), dtype=np.float64)
+        for j, c in enumerate(self.numeric):
+            col = columns[c]
+            t = col.type
+            if pa.types.is_boolean(t):
+                col = pc.cast(col, pa.int8())
+            elif not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                errors.append(
+                    _error(
+                        ["body", "columns", c],
+                        "wrong_type",
+                        f"feature {c!r} must be a numeric column, got Arrow type {t}",
+                        c,
+                    )
+                )
+                continue
+            num[:, j] = col.to_numpy(zero_copy_only=False)  # nulls become NaN
+        cats: list[Any] = []
+        for c in self.categorical:
+            col = columns[c]
+            t = col.type
+            if pa.types.is_dictionary(t):
+                t = t.value_type
+                col = pc.cast(col, t)
+            if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+                errors.append(
+                    _error(
+                        ["body", "columns", c],
+                        "wrong_type",
+                        f"feature {c!r} must be a string column (categories), got Arrow type "
+                        f"{col.type}",
+                        c,
+                    )
+                )
+                cats.append([None] * n)
+                continue
+            cats.append(col.to_pylist())
+        if errors:
+            raise validation_error(errors)
+        num = self._numeric_checks(num, np.isnan(num), _column_loc, errors)
+        cat, unseen = self._categorical(cats, n, _column_loc, errors)
+        if errors:
+            raise validation_error(errors)
+        return num, cat, unseen
+
+    def _column_keys(self, columns: dict[str, Any]) -> dict[str, Any]:
+        """A columnar body's feature columns keyed by feature name (source column names
+        translated).
+
+        Raises:
+            RequestError: 422 naming every missing and unknown feature.
+        """
+        if self.aliases and columns.keys() != self.expected:
+            columns = self._translate(columns)
+        keys = columns.keys()
+        if keys == self.expected:
+            return columns
+        errors: list[dict[str, Any]] = []
+        for c in self.columns:
+            if c not in keys:
+                errors.append(
+                    _error(["body", "columns", c], "missing", f"feature {c!r} is required", c)
+                )
+        for c in keys:
+            if c not in self.expected:
+                errors.append(
+                    _error(
+                        ["body", "columns", c],
+                        "unknown_field",
+                        f"unknown feature {c!r} (not in the deployed schema)",
+                        c,
+                    )
+                )
+        raise validation_error(errors)
 
     def _translate(self, f: dict[str, Any]) -> dict[str, Any]:
         """A record keyed by source column names (or a mix) keyed by feature names; a feature
@@ -689,7 +767,7 @@ class FeatureSchema:
         if num is not None:
             if by_column:
                 num = np.ascontiguousarray(num.T)
-            nulls = np.isnan(num)
+            return self._numeric_checks(num, np.isnan(num), loc, errors)
         else:  # some value is not a number (or a column has the wrong length): find each one
             num = np.full((n, k), np.nan)
             nulls = np.zeros((n, k), dtype=bool)
@@ -714,6 +792,13 @@ class FeatureSchema:
                             c,
                         )
                     )
+        return self._numeric_checks(num, nulls, loc, errors)
+
+    def _numeric_checks(
+        self, num: np.ndarray, nulls: np.ndarray, loc: Any, errors: list[dict[str, Any]]
+    ) -> np.ndarray:
+        """Append the null, finiteness and range problems of ``num`` (records x numeric
+        features, ``nulls`` marking the missing values) to ``errors``; ``num``."""
         if nulls.any():
             bad = nulls & ~self.num_nullable
             self._cell_errors(
@@ -844,6 +929,10 @@ class FeatureSchema:
 
 def _loc(row: int, name: str) -> list[Any]:
     return ["body", "records", row, "features", name]
+
+
+def _column_loc(row: int, name: str) -> list[Any]:
+    return ["body", "columns", name, row]
 
 
 def _finite_or_none(v: float) -> float | None:

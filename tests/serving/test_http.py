@@ -206,6 +206,35 @@ def test_columnar_bodies_lookups_and_single_records_give_the_same_answers(client
     assert "columns" in schema["request"]
 
 
+def test_an_arrow_stream_is_answered_as_the_json_columns_over_http(client, reference):
+    import pyarrow as pa
+
+    from churn_serving.arrow_body import ARROW_STREAM, read_answer
+
+    rows = reference["features"].slice(500, 300)
+    table = rows.to_arrow()  # the feature table's own column types
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    body = sink.getvalue().to_pybytes()
+    by_json = client.post("/predict", json={"columns": rows.to_dict(as_series=False)})
+    by_arrow = client.post("/predict", content=body, headers={"content-type": ARROW_STREAM})
+    arrow_answer = client.post(
+        "/predict", content=body, headers={"content-type": ARROW_STREAM, "accept": ARROW_STREAM}
+    )
+    assert by_json.status_code == by_arrow.status_code == arrow_answer.status_code == 200
+    assert by_arrow.json()["predictions"] == by_json.json()["predictions"]
+    assert arrow_answer.headers["content-type"] == ARROW_STREAM
+    answers = read_answer(arrow_answer.content)
+    proba, sales = expected(reference, rows)
+    np.testing.assert_allclose(answers["churn_probability"].to_numpy(), proba, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(answers["expected_total_sales"].to_numpy(), sales, rtol=1e-6)
+    assert answers["customer_id"].to_pylist() == rows["customer_id"].to_list()
+    garbage = client.post("/predict", content=b"not arrow", headers={"content-type": ARROW_STREAM})
+    assert garbage.status_code == 422
+    assert garbage.json()["detail"][0]["type"] == "arrow_invalid"
+
+
 def test_unseen_category_is_accepted_and_reported(client, reference):
     rec = feature_record(reference, 5, plan="weekly")
     r = client.post("/predict", json={"records": [{"features": rec}]})
