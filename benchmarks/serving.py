@@ -737,6 +737,7 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
                     ("feature_columns", columns, "application/json"),
                     ("feature_arrow", arrow, ARROW_STREAM),
                 ):
+                    dropped = _log_dropped(client, ours.url)
                     before = _cpu_seconds(ours.proc.pid)
                     r = _run_wrk(
                         wrk,
@@ -750,19 +751,23 @@ def run(seconds: float = 10.0) -> dict[str, Any]:
                         accept=media,
                     )
                     after = _cpu_seconds(ours.proc.pid)
+                    _wait_log_drained(client, ours.url)
+                    dropped = _log_dropped(client, ours.url) - dropped
                     loaded = {
                         "records_per_s": round(r["rps"] * size),
                         "p50_ms": r["p50_ms"],
                         "p99_ms": r["p99_ms"],
                         "errors": r["errors"],
                         "requests": r["requests"],
+                        # records the inference log dropped (its buffer was full): the
+                        # throughput did not pay for writing them
+                        "log_records_dropped": dropped,
                     }
                     if before is not None and after is not None and r["requests"]:
                         loaded["cpu_ms_per_request"] = round(
                             (after - before) / r["requests"] * 1e3, 2
                         )
                     row_b[f"{kind}_loaded"] = loaded
-                    _wait_log_drained(client, ours.url)
             batch[str(size)] = row_b
 
         # ---- one row per champion type
@@ -835,6 +840,11 @@ def batch_rate(row: dict[str, Any], kind: str) -> float:
     if loaded is not None:
         return 0.0 if loaded["errors"] else float(loaded["records_per_s"])
     return float(row[f"{kind}_records_per_s"])
+
+
+def _log_dropped(client: Any, url: str) -> int:
+    """Records the sidecar's inference log has dropped so far."""
+    return int(client.get(url + "/health").json()["inference_log"]["records_dropped"])
 
 
 def _wait_log_drained(client: Any, url: str, timeout: float = 30.0) -> None:
