@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from churn_serving.schema import ParsedRequest, RequestError, _error, _too_many, validation_error
+from churn_serving.schema import (
+    ParsedRequest,
+    RequestError,
+    _error,
+    _too_many,
+    columnar_request,
+    validation_error,
+)
 
 #: The media type of an Arrow IPC stream (request body and answer).
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -127,22 +134,7 @@ def parse(body: bytes, max_records: int) -> ParsedRequest:
                 ]
             )
         ids = col.to_pylist()
-    rows = list(range(n))
-    if not features:
-        return ParsedRequest(
-            n=n,
-            customer_ids=ids,
-            lookup_rows=rows,
-            lookup_ids=ids,
-            columnar=True,  # type: ignore[arg-type]
-        )
-    return ParsedRequest(
-        n=n,
-        customer_ids=ids,
-        feature_rows=rows,
-        arrow=table.select(features),
-        columnar=True,
-    )
+    return columnar_request(ids, arrow=table.select(features) if features else None)
 
 
 def encode_answer(

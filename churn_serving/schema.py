@@ -373,16 +373,31 @@ def parse_columns(payload: dict[str, Any], max_records: int) -> ParsedRequest:
                 )
         if errors:
             raise validation_error(errors)
-    rows = list(range(n))
-    if not features:
+    return columnar_request(ids, columns=features or None)
+
+
+def columnar_request(
+    ids: list[str | None], *, columns: dict[str, list[Any]] | None = None, arrow: Any = None
+) -> ParsedRequest:
+    """A columnar body's request: every record a feature record (``columns`` or ``arrow``
+    given), else every record an id lookup (``ids`` then holds no null)."""
+    rows = list(range(len(ids)))
+    if columns is None and arrow is None:
         return ParsedRequest(
-            n=n,
+            n=len(ids),
             customer_ids=ids,
             lookup_rows=rows,
             lookup_ids=ids,  # type: ignore[arg-type]
             columnar=True,
         )
-    return ParsedRequest(n=n, customer_ids=ids, feature_rows=rows, columns=features, columnar=True)
+    return ParsedRequest(
+        n=len(ids),
+        customer_ids=ids,
+        feature_rows=rows,
+        columns=columns,
+        arrow=arrow,
+        columnar=True,
+    )
 
 
 def accepted_range(mn: float | None, mx: float | None, slack: float) -> tuple[float, float]:

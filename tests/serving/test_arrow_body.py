@@ -3,7 +3,6 @@ bodies, the same validation rules, and clear JSON errors for anything else."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from typing import Any
@@ -18,6 +17,7 @@ from churn_serving.app import SidecarApp, create_app
 from churn_serving.schema import FeatureSchema, RequestError
 from churn_serving.settings import ServingSettings
 from tests.serving.test_request_path import answer, make_bundle, predictions
+from tests.serving.test_request_path import post as post_predict
 from tests.serving.test_units import MANIFEST, record
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -44,27 +44,11 @@ def post(
     app: Any, body: bytes, content_type: str = ARROW, accept: str | None = None
 ) -> tuple[int, str, bytes]:
     """POST /predict through the ASGI app, in process: status, content type, body."""
-    out: dict[str, Any] = {}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            out["status"] = message["status"]
-            out["type"] = dict(message["headers"])[b"content-type"].decode()
-        else:
-            out["body"] = message["body"]
-
-    headers = [
-        (b"content-length", str(len(body)).encode()),
-        (b"content-type", content_type.encode()),
-    ]
+    headers = [(b"content-type", content_type.encode())]
     if accept:
         headers.append((b"accept", accept.encode()))
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
-    asyncio.run(app(scope, receive, send))
-    return out["status"], out["type"], out["body"]
+    status, answer_headers, content = post_predict(app, body, headers)
+    return status, answer_headers[b"content-type"].decode(), content
 
 
 FEATS = [

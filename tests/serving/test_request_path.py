@@ -79,9 +79,10 @@ def make_bundle(*, precompute: bool = True, **predictors: Any) -> ModelBundle:
     return b.with_customers(customers(schema), None, "sig")
 
 
-def answer(app: Any, payload: Any) -> tuple[int, dict[str, Any]]:
-    """POST /predict through the ASGI app, in process."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+def post(
+    app: Any, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """POST /predict through the ASGI app, in process: status, answer headers, body."""
     out: dict[str, Any] = {}
 
     async def receive() -> dict[str, Any]:
@@ -90,6 +91,7 @@ def answer(app: Any, payload: Any) -> tuple[int, dict[str, Any]]:
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             out["status"] = message["status"]
+            out["headers"] = dict(message["headers"])
         else:
             out["body"] = message["body"]
 
@@ -97,10 +99,17 @@ def answer(app: Any, payload: Any) -> tuple[int, dict[str, Any]]:
         "type": "http",
         "method": "POST",
         "path": "/predict",
-        "headers": [(b"content-length", str(len(body)).encode())],
+        "headers": [(b"content-length", str(len(body)).encode()), *(headers or [])],
     }
     asyncio.run(app(scope, receive, send))
-    return out["status"], json.loads(out["body"])
+    return out["status"], out["headers"], out["body"]
+
+
+def answer(app: Any, payload: Any) -> tuple[int, dict[str, Any]]:
+    """POST /predict of a JSON body through the ASGI app, in process."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    status, _, content = post(app, body)
+    return status, json.loads(content)
 
 
 @pytest.fixture
