@@ -422,3 +422,51 @@ def test_request_ids_are_unique_hex():
     seen = {ids() for _ in range(1000)}
     assert len(seen) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in seen)
+
+
+# ------------------------------------------------------------------------ inference log
+
+
+def test_logged_lookups_hold_the_features_a_feature_record_would(tmp_path):
+    """The inference log holds the same feature values for an id lookup as for the same
+    customer's explicit feature record, in request order, with ``source`` telling them
+    apart."""
+    import polars as pl
+
+    from churn_serving.inference_log import InferenceLogger
+
+    settings = ServingSettings(inline_max_records=4)
+    a = create_app(settings, storage=Storage(str(tmp_path)), background=False, aliases={})
+    bundle = make_bundle()
+    a.state.manager.bundle = bundle
+    table = bundle.customers
+    ids = ["C3", "C0", "C14", "C7", "C3"]  # C0, C14, C7: a null spend
+    rows = [table.index[i] for i in ids]
+    feats = [
+        {
+            **dict(zip(bundle.schema.numeric, table.num[r].tolist(), strict=True)),
+            **dict(zip(bundle.schema.categorical, table.cat[r].tolist(), strict=True)),
+        }
+        for r in rows
+    ]
+    for f in feats:
+        f["spend"] = None if math.isnan(f["spend"]) else f["spend"]
+    bodies = [
+        {"records": [{"customer_id": i} for i in ids]},
+        {"records": [{"customer_id": i, "features": f} for i, f in zip(ids, feats, strict=True)]},
+        {"columns": {"customer_id": ids[:2]}},
+    ]
+    for body in bodies:
+        assert answer(a, body)[0] == 200
+    logger: InferenceLogger = a.state.logger
+    assert logger.flush() == 12
+    [path] = sorted((tmp_path / "inference_log").glob("date=*/*.parquet"))
+    frame = pl.read_parquet(path)
+    assert frame["source"].to_list() == ["lookup"] * 5 + ["features"] * 5 + ["lookup"] * 2
+    assert frame["customer_id"].to_list() == ids + ids + ids[:2]
+    by_lookup, by_features = frame.slice(0, 5), frame.slice(5, 5)
+    same = [c for c in frame.columns if c not in ("source", "request_id", "logged_at")]
+    assert by_lookup.select(same).equals(by_features.select(same))
+    assert by_lookup.schema == by_features.schema  # plain strings, not dictionaries
+    assert by_lookup["spend"].is_nan().to_list() == [False, True, True, True, False]
+    assert by_lookup["plan"].to_list() == ["b", "a", "a", "b", "b"]
