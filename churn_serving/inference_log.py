@@ -64,11 +64,14 @@ _ARRAYS = (
     "num",
     "cat",
 )
-#: A batch holds at most this many records; the bounded buffer drops whole batches. Each
-#: batch costs the writer a dozen Arrow calls whatever its size: under load (the GIL shared
-#: with the request threads) 1,000-record batches kept about 65,000 records/s of 1,000-id
-#: lookups, 10,000-record batches about three times as many.
+#: A batch holds at most this many records and this many requests; the bounded buffer drops
+#: whole batches. Each batch costs the writer a few dozen Arrow calls whatever its size:
+#: under load (the GIL shared with the request threads) 1,000-record batches kept about
+#: 65,000 records/s of 1,000-id lookups, 10,000-record batches about three times as many.
+#: The request bound keeps a batch of single-record requests small: turning 10,000 of them
+#: into a table holds the GIL long enough to triple the p99 of single records.
 BATCH_RECORDS = 10_000
+BATCH_REQUESTS = 1_000
 
 
 def _feature_name(name: str) -> str:
@@ -246,6 +249,7 @@ class InferenceLogger:
                     or batch.numeric != numeric
                     or batch.categorical != categorical
                     or batch.n >= self.batch_records
+                    or len(batch.counts) >= BATCH_REQUESTS
                 ):
                     if batch is not None:
                         batch.sealed = True  # no more appends: the writer may compact it
