@@ -811,7 +811,16 @@ def create_app(
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                arrow_body.ARROW_STREAM: {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "the columnar body as an Arrow IPC stream: one row "
+                        "per record, a column per feature (feature or source column name) "
+                        "and an optional customer_id column; only customer_id: id lookups",
+                    }
+                },
             },
         }
     }
