@@ -29,6 +29,7 @@ from churn_serving.schema import (
 
 #: The media type of an Arrow IPC stream (request body and answer).
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+_ARROW_STREAM_BYTES = ARROW_STREAM.encode()
 #: Answer columns, in order.
 ANSWER_COLUMNS = (
     "customer_id",
@@ -46,8 +47,8 @@ def is_arrow(media_type: str | bytes | None) -> bool:
     """Whether a ``Content-Type`` / ``Accept`` header names the Arrow IPC stream format."""
     if not media_type:
         return False
-    if isinstance(media_type, bytes):
-        media_type = media_type.decode("latin-1")
+    if isinstance(media_type, bytes):  # ASGI headers: no decoding on the request path
+        return _ARROW_STREAM_BYTES in media_type.lower()
     return ARROW_STREAM in media_type.lower()
 
 

@@ -694,7 +694,6 @@ class FeatureSchema:
                         c,
                     )
                 )
-                cats.append([None] * n)
                 continue
             cats.append(col.to_pylist())
         if errors:
