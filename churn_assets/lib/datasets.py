@@ -55,6 +55,20 @@ class SourceSpec(_Strict):
     format: Literal["auto", "csv", "parquet"] = "auto"
     encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
     separator: str = ","
+    decimal: Literal[".", ","] = Field(
+        default=".", description="Decimal mark of numbers in CSV files ('1234,56' needs ',')."
+    )
+    thousands: Literal["", ".", ",", " ", "'"] = Field(
+        default="",
+        description="Thousands separator removed from numbers in CSV files ('1.234,56' needs "
+        "'.' with decimal ','; ' ' also removes no-break spaces).",
+    )
+
+    @model_validator(mode="after")
+    def _number_marks_differ(self) -> SourceSpec:
+        if self.thousands == self.decimal:
+            raise ValueError(f"'thousands' and 'decimal' must differ (both {self.decimal!r})")
+        return self
 
 
 class CustomersSpec(SourceSpec):

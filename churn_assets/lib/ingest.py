@@ -57,6 +57,7 @@ class IngestResult:
     files: list[str]
     file_problems: list[FileProblem] = field(default_factory=list)
     parse_errors: dict[str, int] = field(default_factory=dict)  # column -> unparseable values
+    parse_hints: dict[str, str] = field(default_factory=dict)  # column -> likely fix
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
 
@@ -174,16 +175,35 @@ def _blank_to_null(expr: pl.Expr) -> pl.Expr:
     return pl.when(s == "").then(None).otherwise(s)
 
 
-def parse_expr(raw: str, col: ColumnSpec | None, target: str, fmt: str | None = None) -> pl.Expr:
-    """A polars expression turning raw column ``raw`` into type ``target``; bad values → null."""
+def _number_text(s: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
+    """Number text in the platform's form: thousands separators removed, a ``.`` decimal."""
+    if thousands:
+        marks = thousands + ("\u00a0\u202f" if thousands == " " else "")
+        s = s.str.replace_all(f"[{re.escape(marks)}]", "")
+    if decimal != ".":
+        s = s.str.replace_all(decimal, ".", literal=True)
+    return s
+
+
+def parse_expr(
+    raw: str,
+    col: ColumnSpec | None,
+    target: str,
+    fmt: str | None = None,
+    *,
+    decimal: str = ".",
+    thousands: str = "",
+) -> pl.Expr:
+    """A polars expression turning raw column ``raw`` into type ``target``; bad values → null.
+    Numbers may use another ``decimal`` mark and a ``thousands`` separator."""
     c = pl.col(raw)
     s = _blank_to_null(c)
     if target in ("string", "categorical"):
         return s
     if target == "numeric":
-        return s.cast(pl.Float64, strict=False)
+        return _number_text(s, decimal, thousands).cast(pl.Float64, strict=False)
     if target == "integer":
-        f = s.cast(pl.Float64, strict=False)
+        f = _number_text(s, decimal, thousands).cast(pl.Float64, strict=False)
         return pl.when(f == f.round(0)).then(f).otherwise(None).cast(pl.Int64, strict=False)
     if target == "boolean":
         trues = [v.lower() for v in (col.true_values if col else ["1", "true", "yes"])]
@@ -202,12 +222,24 @@ def parse_expr(raw: str, col: ColumnSpec | None, target: str, fmt: str | None = 
     raise ValueError(f"unknown column type {target!r}")
 
 
-def _typed(df: pl.DataFrame, columns: dict[str, tuple[str, str, str | None, ColumnSpec | None]]):
-    """Type ``df``: columns maps out name → (raw name, type, format, spec).
+#: Number text written with a decimal comma ("1234,56", "-1.234,5", "1 234,56").
+_DECIMAL_COMMA = r"^\s*[-+]?[\d.\s\u00a0\u202f']*\d,\d+\s*$"
 
-    Returns the typed frame (with ``_parse_errors``) and the count of bad values per column.
+
+def _typed(
+    df: pl.DataFrame,
+    columns: dict[str, tuple[str, str, str | None, ColumnSpec | None]],
+    decimal: str = ".",
+    thousands: str = "",
+):
+    """Type ``df``: columns maps out name → (raw name, type, format, spec); numbers as
+    ``decimal`` / ``thousands`` say.
+
+    Returns the typed frame (with ``_parse_errors``), the count of bad values per column and
+    a hint per column whose bad values look like numbers written with a decimal comma.
     """
     exprs, checks = [], []
+    bad_exprs: dict[str, pl.Expr] = {}
     for out, (raw, typ, fmt, spec) in columns.items():
         dtype = df.schema[raw]
         native = (
@@ -226,10 +258,12 @@ def _typed(df: pl.DataFrame, columns: dict[str, tuple[str, str, str | None, Colu
         if typ == "datetime" and dtype == pl.Date:
             exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
             continue
-        parsed = parse_expr(raw, spec, typ, fmt)
+        parsed = parse_expr(raw, spec, typ, fmt, decimal=decimal, thousands=thousands)
         exprs.append(parsed.alias(out))
         bad = _blank_to_null(pl.col(raw)).is_not_null() & parsed.is_null()
         checks.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
+        if typ in ("numeric", "integer") and decimal == ".":
+            bad_exprs[out] = bad & pl.col(raw).cast(pl.String).str.contains(_DECIMAL_COMMA)
     typed = df.with_columns(checks).with_columns(exprs)
     bad_cols = [c for c in typed.columns if c.startswith("__bad_")]
     counts: dict[str, int] = {}
@@ -247,8 +281,19 @@ def _typed(df: pl.DataFrame, columns: dict[str, tuple[str, str, str | None, Colu
         )
     else:
         typed = typed.with_columns(pl.lit(None, dtype=pl.String).alias("_parse_errors"))
+    hints: dict[str, str] = {}
+    commas = {c: e for c, e in bad_exprs.items() if c in counts}
+    if commas:
+        found = df.select(e.sum().alias(c) for c, e in commas.items()).row(0, named=True)
+        for out, n in found.items():
+            if n and n * 2 >= counts[out]:
+                hints[out] = (
+                    f"{n} look like numbers with a decimal comma (e.g. '1234,56'): set "
+                    '`decimal: ","` for this table in the data set config (and `thousands` '
+                    "when they have a thousands separator)"
+                )
     keep = [*columns.keys(), "_source_file", "_parse_errors"]
-    return typed.select(keep), counts
+    return typed.select(keep), counts, hints
 
 
 def _ingest(
@@ -279,15 +324,17 @@ def _ingest(
     wanted = list(dict.fromkeys(raw for raw, *_ in columns.values()))
     frames, problems, raw_bytes = [], [], {}
     counts: Counter[str] = Counter()
+    hints: dict[str, str] = {}
     for f in files:
         df, problem, data = _read_one(f, spec, wanted, storage_options)
         if problem is not None:
             problems.append(problem)
             raw_bytes[problem.file] = data
             continue
-        typed, bad = _typed(df, columns)
+        typed, bad, found = _typed(df, columns, spec.decimal, spec.thousands)
         del df
         counts.update(bad)
+        hints.update(found)
         frames.append(finish(typed).rechunk())
     frame = pl.concat(frames, how="vertical_relaxed") if frames else finish(_empty_frame(columns))
     return IngestResult(
@@ -296,6 +343,7 @@ def _ingest(
         [f.rsplit("/", 1)[-1] for f in files],
         problems,
         dict(counts),
+        hints,
         raw_bytes,
         {f.rsplit("/", 1)[-1]: f for f in files},
     )

@@ -91,7 +91,11 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
 def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetCheckResult:
     """Fails when values could not be parsed, naming each column and its bad-row count."""
     errors = res.parse_errors
-    text = "; ".join(f"column '{c}': {n} value(s) not parseable" for c, n in errors.items())
+    hints = res.parse_hints
+    text = "; ".join(
+        f"column '{c}': {n} value(s) not parseable" + (f" ({hints[c]})" if c in hints else "")
+        for c, n in errors.items()
+    )
     return dg.AssetCheckResult(
         check_name=PARSE,
         asset_key=scope.key(asset),
@@ -100,6 +104,7 @@ def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
         metadata={
             "bad_values_by_column": dg.MetadataValue.json(errors),
             "bad_values": sum(errors.values()),
+            **({"hints": dg.MetadataValue.json(hints)} if hints else {}),
             **({"quarantine": dg.MetadataValue.path(where)} if where else {}),
         },
     )

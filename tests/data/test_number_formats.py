@@ -1,0 +1,152 @@
+"""Numbers written the European way (decimal comma, thousands separators) in CSV files: read
+exactly with `decimal` / `thousands` in the config, and without them a failed parse check
+that says which setting is missing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from churn_assets.lib.datasets import DatasetConfigError, load_dataset_config
+from churn_assets.lib.ingest import ingest_customers, ingest_transactions
+from churn_assets.raw.checks import parse_check
+
+CONFIG = """
+name: euro
+customers:
+  path: customers/
+  separator: ";"
+  encoding: latin-1
+{marks}
+  id_column: Kundennummer
+  attributes:
+    - {{name: city, source: Ort, type: categorical}}
+    - {{name: balance, source: Saldo, type: numeric}}
+    - {{name: products, source: Produkte, type: integer}}
+transactions:
+  path: orders/
+  separator: ";"
+{marks}
+  customer_id: Kunde
+  timestamp: Zeit
+  timestamp_format: "%d.%m.%Y %H:%M"
+  quantity: Menge
+  unit_price: Preis
+labels:
+  source: transactions
+  horizon_days: 30
+"""
+
+CUSTOMERS = (
+    "Kundennummer;Ort;Saldo;Produkte\n"
+    "K1;Köln;1.234,56;1\n"
+    "K2;Zürich;-3,5;2\n"
+    "K3;Genève;1.234.567,25;1.200\n"
+    "K4;Graz;;3\n"
+    "K5;Lyon;42;4\n"
+)
+
+ORDERS = (
+    "Kunde;Zeit;Menge;Preis\n"
+    "K1;03.01.2024 10:00;2;1.499,90\n"
+    "K2;04.01.2024 11:30;1,5;0,99\n"
+    "K3;05.01.2024 09:15;-1;12,00\n"
+)
+
+
+def _config(tmp_path: Path, marks: str) -> tuple[object, str]:
+    landing = tmp_path / "landing"
+    (landing / "customers").mkdir(parents=True)
+    (landing / "orders").mkdir(parents=True)
+    (landing / "customers" / "a.csv").write_bytes(CUSTOMERS.encode("latin-1"))
+    (landing / "orders" / "a.csv").write_text(ORDERS)
+    path = tmp_path / "euro.yaml"
+    path.write_text(CONFIG.format(marks=marks))
+    return load_dataset_config(str(path)), str(landing)
+
+
+def test_decimal_comma_and_thousands_are_read_exactly(tmp_path):
+    cfg, landing = _config(tmp_path, '  decimal: ","\n  thousands: "."')
+    res = ingest_customers(cfg, landing)
+    assert res.parse_errors == {} and res.parse_hints == {}
+    frame = res.frame.sort("customer_id")
+    assert frame["city"].to_list() == ["Köln", "Zürich", "Genève", "Graz", "Lyon"]
+    balance = frame["balance"].to_list()
+    assert balance[:3] == [1234.56, -3.5, 1234567.25] and balance[4] == 42.0
+    assert balance[3] is None  # blank stays missing
+    assert frame["products"].to_list() == [1, 2, 1200, 3, 4]
+
+    tx = ingest_transactions(cfg, landing)
+    assert tx.parse_errors == {}
+    amounts = dict(zip(tx.frame["customer_id"], tx.frame["amount"], strict=True))
+    assert math.isclose(amounts["K1"], 2 * 1499.90)
+    assert math.isclose(amounts["K2"], 1.5 * 0.99)
+    assert math.isclose(amounts["K3"], -12.0)
+
+
+def test_space_thousands_separator_includes_no_break_spaces(tmp_path):
+    cfg, landing = _config(tmp_path, '  decimal: ","\n  thousands: " "')
+    rows = (
+        "Kundennummer;Ort;Saldo;Produkte\n"
+        "K1;A;1 234,5;1\nK2;B;1\u00a0234,5;1\nK3;C;1\u202f234,5;1\n"
+    )
+    (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("utf-8"))
+    cfg = cfg.model_copy(
+        update={"customers": cfg.customers.model_copy(update={"encoding": "utf-8"})}
+    )
+    res = ingest_customers(cfg, landing)
+    assert res.parse_errors == {}
+    assert res.frame["balance"].to_list() == [1234.5, 1234.5, 1234.5]
+
+
+def test_without_the_setting_the_parse_check_names_it(tmp_path):
+    cfg, landing = _config(tmp_path, "")
+    res = ingest_customers(cfg, landing)
+    # K1, K2 and K3 carry a decimal comma; "1.200" is a valid number (1.2) but not an integer
+    assert res.parse_errors == {"balance": 3, "products": 1}
+    assert set(res.parse_hints) == {"balance"}
+    assert 'decimal: ","' in res.parse_hints["balance"]
+    check = parse_check("raw_customers", res, None)
+    assert not check.passed
+    assert "column 'balance': 3 value(s) not parseable (3 look like numbers" in (
+        check.description or ""
+    )
+    assert "column 'products': 1 value(s) not parseable" in (check.description or "")
+    assert check.metadata["hints"].data == res.parse_hints
+    # the good rows keep their values; the bad ones are null and flagged
+    frame = res.frame.sort("customer_id")
+    assert frame["balance"].to_list()[4] == 42.0
+    assert frame.filter(pl.col("_parse_errors").is_not_null())["customer_id"].to_list() == [
+        "K1",
+        "K2",
+        "K3",
+    ]
+
+
+def test_garbage_gets_no_decimal_hint(tmp_path):
+    cfg, landing = _config(tmp_path, "")
+    rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;n/a;1\nK2;B;12;1\n"
+    (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("latin-1"))
+    res = ingest_customers(cfg, landing)
+    assert res.parse_errors == {"balance": 1}
+    assert res.parse_hints == {}
+
+
+def test_same_mark_for_decimal_and_thousands_is_refused(tmp_path):
+    with pytest.raises(DatasetConfigError, match="'thousands' and 'decimal' must differ"):
+        _config(tmp_path, '  decimal: ","\n  thousands: ","')
+
+
+def test_no_break_space_thousands_get_the_hint_too(tmp_path):
+    cfg, landing = _config(tmp_path, "")
+    rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;1\u00a0234,5;1\nK2;B;1\u202f000,25;1\n"
+    (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("utf-8"))
+    cfg = cfg.model_copy(
+        update={"customers": cfg.customers.model_copy(update={"encoding": "utf-8"})}
+    )
+    res = ingest_customers(cfg, landing)
+    assert res.parse_errors == {"balance": 2}
+    assert res.parse_hints["balance"].startswith("2 look like numbers with a decimal comma")
