@@ -389,12 +389,18 @@ class ModelBundle:
         try:
             return self.customers.rows(ids, positions)
         except UnknownCustomers as e:
+            days = (self.manifest.get("feature_definition") or {}).get("active_within_days")
+            why = "not in the latest current_features" + (
+                f", which holds the customers active in the {days} days before its cut-off"
+                if days
+                else ""
+            )
             detail = [
                 {
                     "loc": ["body", "columns", "customer_id", pos]
                     if columnar
                     else ["body", "records", pos, "customer_id"],
-                    "msg": f"unknown customer_id {cid!r} (not in the latest current_features)",
+                    "msg": f"unknown customer_id {cid!r} ({why})",
                     "type": "unknown_customer_id",
                     "field": "customer_id",
                 }

@@ -76,7 +76,12 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
     import polars as pl
 
     from churn_assets.lib import incremental
-    from churn_assets.lib.feature_sets import deployed_categories, features_at, usable
+    from churn_assets.lib.feature_sets import (
+        active_population,
+        deployed_categories,
+        features_at,
+        usable,
+    )
     from churn_assets.lib.features import LABELS, cutoff_before
 
     with fail_fast_unless_transient():
@@ -125,7 +130,9 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
                 files=files,
                 batches=batches,
             )
-            features = features.drop([c for c in LABELS if c in features.columns])
+            features = active_population(
+                cfg, features.drop([c for c in LABELS if c in features.columns])
+            )
     metadata = {
         **table_metadata(features),
         "as_of": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "snapshot"),

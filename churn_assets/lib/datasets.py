@@ -124,6 +124,13 @@ class LabelsSpec(_Strict):
     naive_lookback_days: int | None = Field(
         default=None, gt=0, description="Spend window of the naive forecast; default 3 x horizon."
     )
+    active_within_days: int | None = Field(
+        default=None,
+        gt=0,
+        description="Transaction data: only customers with a purchase (or, never having "
+        "bought, a sign-up) in the N days before a cut-off are trained on, scored and served; "
+        "the others have lapsed already. Default: every customer known before the cut-off.",
+    )
 
     @model_validator(mode="after")
     def _columns_given(self) -> LabelsSpec:
@@ -132,6 +139,11 @@ class LabelsSpec(_Strict):
                 "labels.source 'columns' needs 'churned_column': every data set trains a "
                 "churn model (a value label alone, 'total_sales_column', is not enough; "
                 "value-only data sets are not supported)"
+            )
+        if self.source == "columns" and self.active_within_days is not None:
+            raise ValueError(
+                "labels.active_within_days needs labels.source 'transactions': a snapshot "
+                "table has no purchases to tell an active customer by"
             )
         return self
 

@@ -107,6 +107,7 @@ def feature_definition(
         "categories": list(reference_categories(cfg, transactions)) if cutoff else [],
         "horizon_days": cfg.labels.horizon_days,
         "naive_lookback_days": cfg.naive_lookback_days,
+        "active_within_days": cfg.labels.active_within_days,
         "label_cutoff": cutoff.isoformat() if cutoff else None,
         "columns": list(columns),
     }
@@ -158,7 +159,36 @@ def features_at(
     )
     if not with_labels:
         frame = frame.drop([c for c in ("churned", "total_sales") if c in frame.columns])
-    return frame
+    return active_population(cfg, frame)
+
+
+def active_population(cfg: DatasetConfig, frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` without the customers who lapsed before its cut-off, when the config sets
+    ``labels.active_within_days``: kept are those whose last purchase (never having bought:
+    their sign-up) is at most that many days before the cut-off (``recency_days``)."""
+    days = cfg.labels.active_within_days
+    if days is None or "recency_days" not in frame.columns:
+        return frame
+    return frame.filter(pl.col("recency_days") <= days)
+
+
+def population(cfg: DatasetConfig, frame: pl.DataFrame) -> str:
+    """Which customers a training set holds, for the asset's metadata."""
+    days = cfg.labels.active_within_days
+    if days is not None:
+        return (
+            f"customers with a purchase (or, never having bought, a sign-up) in the {days} "
+            "days before each cut-off (labels.active_within_days); lapsed ones are left out"
+        )
+    if "recency_days" not in frame.columns:
+        return "every customer of the snapshot"
+    horizon = cfg.labels.horizon_days
+    lapsed = int(frame.filter(pl.col("recency_days") > horizon).height)
+    return (
+        f"every customer known before the cut-off; {lapsed:,} of {frame.height:,} had no "
+        f"purchase in the {horizon} days before it (set labels.active_within_days to leave "
+        "customers who lapsed already out of training, scoring and serving)"
+    )
 
 
 def stable_unit(ids: pl.Series, seed: int) -> np.ndarray:
@@ -227,6 +257,7 @@ def build_training_set(
                 )
                 return out, {
                     "protocol": "temporal",
+                    "population": population(cfg, features),
                     "description": f"train on cut-off {earlier}, validate and hold out "
                     f"(customers split 50/50 by a stable hash of customer_id) on cut-off {cutoff}",
                     "train_cutoff": earlier.isoformat(),
@@ -243,6 +274,7 @@ def build_training_set(
     )
     return features.with_columns(split), {
         "protocol": "hashed",
+        "population": population(cfg, features),
         "description": f"split {train_share:.0%}/{m.validation_fraction:.0%}/"
         f"{m.holdout_fraction:.0%} by a stable hash of customer_id ({reason})",
         "evaluation_cutoff": cutoff.isoformat() if cutoff else None,

@@ -66,6 +66,7 @@ def training_set(
             **table_metadata(frame, preview_rows=5),
             "protocol": dg.MetadataValue.text(protocol["protocol"]),
             "protocol_description": dg.MetadataValue.text(protocol["description"]),
+            "population": dg.MetadataValue.text(protocol["population"]),
             "splits": dg.MetadataValue.json(
                 {
                     r["split"]: {"rows": r["len"], "churn_rate": r["churned"]}
