@@ -470,3 +470,20 @@ def test_logged_lookups_hold_the_features_a_feature_record_would(tmp_path):
     assert by_lookup.schema == by_features.schema  # plain strings, not dictionaries
     assert by_lookup["spend"].is_nan().to_list() == [False, True, True, True, False]
     assert by_lookup["plan"].to_list() == ["b", "a", "a", "b", "b"]
+
+
+def test_an_unknown_id_of_a_data_set_with_an_active_population_says_why(app):
+    status, body = answer(app, {"records": [{"customer_id": "C1"}, {"customer_id": "gone"}]})
+    assert status == 404
+    assert body["detail"][0]["msg"] == (
+        "unknown customer_id 'gone' (not in the latest current_features)"
+    )
+    manifest = {**MANIFEST, "feature_definition": {"active_within_days": 60}}
+    bundle = replace(make_bundle(), manifest=manifest)
+    with pytest.raises(RequestError) as err:
+        bundle.lookup_rows(["gone"], [0])
+    assert err.value.status == 404
+    assert err.value.detail[0]["msg"] == (
+        "unknown customer_id 'gone' (not in the latest current_features, which holds the "
+        "customers active in the 60 days before its cut-off)"
+    )
