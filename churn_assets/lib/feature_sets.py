@@ -233,10 +233,18 @@ def build_training_set(
     counts = features["churned"].value_counts()
     smallest = int(counts["count"].min()) if counts.height == 2 else 0
     if smallest < MIN_PER_CLASS:
+        hint = (
+            f" (labels.churned_positive {cfg.labels.churned_positive} names the values of "
+            f"column '{cfg.labels.churned_column}' that mean churned; the values_parse check "
+            "of raw_customers lists the column's values)"
+            if cfg.labels.source == "columns"
+            else ""
+        )
         raise ValueError(
             f"training_set needs at least {MIN_PER_CLASS} churned and {MIN_PER_CLASS} retained "
             f"customers; customer_features has {features.height} rows with class counts "
             f"{dict(zip(counts['churned'].to_list(), counts['count'].to_list(), strict=True))}"
+            + hint
         )
     cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
     if cutoff is not None and m.temporal_validation:

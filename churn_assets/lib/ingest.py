@@ -58,6 +58,7 @@ class IngestResult:
     file_problems: list[FileProblem] = field(default_factory=list)
     parse_errors: dict[str, int] = field(default_factory=dict)  # column -> unparseable values
     parse_hints: dict[str, str] = field(default_factory=dict)  # column -> likely fix
+    label_problem: str | None = None  # why the churn label column is unusable
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
 
@@ -341,11 +342,11 @@ def _ingest(
         table,
         frame,
         [f.rsplit("/", 1)[-1] for f in files],
-        problems,
-        dict(counts),
-        hints,
-        raw_bytes,
-        {f.rsplit("/", 1)[-1]: f for f in files},
+        file_problems=problems,
+        parse_errors=dict(counts),
+        parse_hints=hints,
+        raw_bytes=raw_bytes,
+        urls={f.rsplit("/", 1)[-1]: f for f in files},
     )
 
 
@@ -404,6 +405,35 @@ def transaction_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | N
     return cols
 
 
+def _label_key(value: pl.Expr) -> pl.Expr:
+    """A churn label value as compared with ``churned_positive``: numbers by value ("1.0"
+    is "1"), other text without case ("YES" is "yes")."""
+    number = value.cast(pl.Float64, strict=False)
+    return (
+        pl.when(number.is_not_null())
+        .then(number.cast(pl.String))
+        .otherwise(value.str.to_lowercase())
+    )
+
+
+def _one_class_label(
+    raw: pl.Series, labels: pl.Series, column: str | None, positive: list[str]
+) -> str | None:
+    """Why a churn label column cannot be used (no value or every value in
+    ``churned_positive``), naming its most common values; None when it has both classes."""
+    churned = int(labels.sum() or 0)
+    known = labels.count()
+    if known == 0 or 0 < churned < known:
+        return None
+    counts = raw.drop_nulls().value_counts(sort=True).head(5).rows()
+    values = ", ".join(f"'{v}' ({n:,})" for v, n in counts)
+    which = "none" if churned == 0 else "every one"
+    return (
+        f"{which} of the churn label's values is in labels.churned_positive {positive} "
+        f"(column '{column}': {values}): set churned_positive to the values that mean churned"
+    )
+
+
 def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None) -> IngestResult:
     """Read the customer table of ``cfg`` into a typed frame (``customer_id`` first)."""
     if cfg.customers is None:
@@ -413,13 +443,19 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     )
     frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
     if cfg.labels.source == "columns":
-        positive = set(cfg.labels.churned_positive)
+        positive = pl.Series(cfg.labels.churned_positive, dtype=pl.String)
+        keys = pl.DataFrame({"v": positive}).select(_label_key(pl.col("v")))["v"]
+        labels = frame["churned"]
         frame = frame.with_columns(
             pl.when(pl.col("churned").is_null())
             .then(None)
-            .otherwise(pl.col("churned").is_in(positive).cast(pl.Int8))
+            .otherwise(_label_key(pl.col("churned")).is_in(keys.to_list()).cast(pl.Int8))
             .alias("churned")
         )
+        problem = _one_class_label(
+            labels, frame["churned"], cfg.labels.churned_column, cfg.labels.churned_positive
+        )
+        res.label_problem = problem
         if "total_sales" in frame.columns:
             # blank totals (brand-new customers) count as no sales so far
             frame = frame.with_columns(pl.col("total_sales").fill_null(0.0))

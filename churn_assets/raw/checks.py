@@ -49,7 +49,8 @@ def _specs(asset: str, partitions_def: dg.PartitionsDefinition | None) -> list[d
             blocking=True,
             partitions_def=partitions_def,
             description="Every value parses into its column's type (numbers, dates, "
-            "booleans). Rows with unparseable values are quarantined.",
+            "booleans); rows with unparseable values are quarantined. Warns when a churn "
+            "label column has one class only by labels.churned_positive.",
         ),
         dg.AssetCheckSpec(
             SUITE,
@@ -89,17 +90,25 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
 
 
 def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetCheckResult:
-    """Fails when values could not be parsed, naming each column and its bad-row count."""
+    """Fails when values could not be parsed, naming each column and its bad-row count (and
+    the likely fix); warns when the churn label column has one class only, naming its
+    values."""
     errors = res.parse_errors
     hints = res.parse_hints
-    text = "; ".join(
+    problems = [
         f"column '{c}': {n} value(s) not parseable" + (f" ({hints[c]})" if c in hints else "")
         for c, n in errors.items()
-    )
+    ]
+    if res.label_problem:
+        problems.append(f"churn label unusable: {res.label_problem}")
+    text = "; ".join(problems)
     return dg.AssetCheckResult(
         check_name=PARSE,
         asset_key=scope.key(asset),
-        passed=not errors,
+        passed=not problems,
+        # a one-class label alone does not block: a table of current customers may have only
+        # "No" and still be scored; training refuses it with this check's text as the reason
+        severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
         description=text or "all values parsed",
         metadata={
             "bad_values_by_column": dg.MetadataValue.json(errors),
