@@ -194,9 +194,11 @@ def parse_expr(
     *,
     decimal: str = ".",
     thousands: str = "",
+    offset: bool = False,
 ) -> pl.Expr:
     """A polars expression turning raw column ``raw`` into type ``target``; bad values → null.
-    Numbers may use another ``decimal`` mark and a ``thousands`` separator."""
+    Numbers may use another ``decimal`` mark and a ``thousands`` separator. Timestamps with a
+    UTC offset (a ``%z`` format, or with ``offset`` ISO 8601 ending in one) become UTC."""
     c = pl.col(raw)
     s = _blank_to_null(c)
     if target in ("string", "categorical"):
@@ -219,8 +221,30 @@ def parse_expr(
     if target == "date":
         return s.str.to_date(fmt or "%Y-%m-%d", strict=False)
     if target == "datetime":
-        return s.str.to_datetime(fmt, strict=False, time_unit="us")
+        if fmt is None and offset:
+            # ISO 8601 with "Z" or "+01:00": UTC, as every other timestamp (no time zone)
+            t = s.str.replace(r"[Zz]$", "+00:00")
+            aware = pl.coalesce(
+                t.str.to_datetime(f, strict=False, time_unit="us") for f in ISO_WITH_OFFSET
+            )
+            return aware.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        parsed = s.str.to_datetime(fmt, strict=False, time_unit="us")
+        if fmt is not None and re.search(r"%#?[zZ]", fmt):
+            parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        return parsed
     raise ValueError(f"unknown column type {target!r}")
+
+
+#: ISO 8601 timestamps with a UTC offset ("Z" is read as "+00:00").
+ISO_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+#: Text that ends in a UTC offset or "Z" (after an ISO 8601 time).
+_ENDS_WITH_OFFSET = re.compile(r"\d[Zz]$|\d[+-]\d\d:?\d\d$")
+
+
+def _has_offset(values: pl.Series) -> bool:
+    """Whether a file's timestamps carry a UTC offset, by its first value."""
+    first = values.drop_nulls().head(1).to_list()
+    return bool(first) and bool(_ENDS_WITH_OFFSET.search(str(first[0]).strip()))
 
 
 #: Number text written with a decimal comma ("1234,56", "-1.234,5", "1 234,56").
@@ -254,12 +278,17 @@ def _typed(
             e = pl.col(raw).cast(
                 {"numeric": pl.Float64, "integer": pl.Int64}.get(typ, dtype), strict=False
             )
+            if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+                e = e.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
             exprs.append(e.alias(out))
             continue
         if typ == "datetime" and dtype == pl.Date:
             exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
             continue
-        parsed = parse_expr(raw, spec, typ, fmt, decimal=decimal, thousands=thousands)
+        offset = typ == "datetime" and fmt is None and _has_offset(df[raw])
+        parsed = parse_expr(
+            raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
+        )
         exprs.append(parsed.alias(out))
         bad = _blank_to_null(pl.col(raw)).is_not_null() & parsed.is_null()
         checks.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))

@@ -1,0 +1,87 @@
+"""Transaction timestamps as APIs and exports write them: ISO 8601 with "Z" or a UTC offset,
+a format with `%z`, Parquet with a time zone. All become UTC without a time zone, as the
+cut-offs and windows are."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from churn_assets.lib.datasets import load_dataset_config
+from churn_assets.lib.ingest import ingest_transactions
+
+CONFIG = """
+name: shop
+transactions:
+  path: {path}
+  customer_id: account
+  timestamp: at
+{fmt}
+  amount: amount
+labels:
+  source: transactions
+"""
+
+UTC_10 = dt.datetime(2024, 4, 1, 10, 0)
+
+
+def _ingest(tmp_path: Path, stamps: list[str], fmt: str = "", parquet: pl.Series | None = None):
+    n = len(stamps) if parquet is None else len(parquet)
+    frame = pl.DataFrame(
+        {
+            "account": [f"A{i}" for i in range(n)],
+            "at": stamps if parquet is None else parquet,
+            "amount": [1.0] * n,
+        }
+    )
+    path = tmp_path / ("t.csv" if parquet is None else "t.parquet")
+    if parquet is None:
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path)
+    fmt_line = f'  timestamp_format: "{fmt}"' if fmt else ""
+    (tmp_path / "shop.yaml").write_text(CONFIG.format(path=path, fmt=fmt_line))
+    res = ingest_transactions(load_dataset_config(str(tmp_path / "shop.yaml")), str(tmp_path))
+    return res, res.frame.sort("customer_id")["timestamp"]
+
+
+def test_iso_8601_with_z_or_an_offset_is_read_as_utc(tmp_path):
+    res, ts = _ingest(
+        tmp_path,
+        [
+            "2024-04-01T10:00:00Z",
+            "2024-04-01T12:00:00+02:00",
+            "2024-04-01 04:30:00.250-05:30",
+            "2024-04-01T10:00:00z",
+            "yesterday",
+        ],
+    )
+    assert ts.dtype == pl.Datetime("us") and ts.dtype.time_zone is None
+    assert ts.to_list()[:4] == [
+        UTC_10,
+        UTC_10,
+        dt.datetime(2024, 4, 1, 10, 0, 0, 250_000),
+        UTC_10,
+    ]
+    assert ts[4] is None and res.parse_errors == {"timestamp": 1}
+
+
+def test_iso_8601_without_an_offset_is_taken_as_it_is(tmp_path):
+    res, ts = _ingest(tmp_path, ["2024-04-01T10:00:00", "2024-04-01 10:00:00"])
+    assert res.parse_errors == {}
+    assert ts.to_list() == [UTC_10, UTC_10]
+
+
+def test_a_format_with_an_offset_is_read_as_utc(tmp_path):
+    res, ts = _ingest(tmp_path, ["01/04/2024 12:00 +0200"], fmt="%d/%m/%Y %H:%M %z")
+    assert res.parse_errors == {}
+    assert ts.dtype.time_zone is None and ts.to_list() == [UTC_10]
+
+
+def test_parquet_with_a_time_zone_is_read_as_utc(tmp_path):
+    berlin = pl.Series([dt.datetime(2024, 4, 1, 12, 0)]).dt.replace_time_zone("Europe/Berlin")
+    res, ts = _ingest(tmp_path, [], parquet=berlin)
+    assert res.parse_errors == {}
+    assert ts.dtype.time_zone is None and ts.to_list() == [UTC_10]
