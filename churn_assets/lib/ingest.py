@@ -243,7 +243,9 @@ _ENDS_WITH_OFFSET = re.compile(r"\d[Zz]$|\d[+-]\d\d:?\d\d$")
 
 def _has_offset(values: pl.Series) -> bool:
     """Whether a file's timestamps carry a UTC offset, by its first value."""
-    first = values.drop_nulls().head(1).to_list()
+    first = values.head(1000).drop_nulls().head(1).to_list() or (
+        values.drop_nulls().head(1).to_list()
+    )
     return bool(first) and bool(_ENDS_WITH_OFFSET.search(str(first[0]).strip()))
 
 
