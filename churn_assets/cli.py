@@ -208,6 +208,58 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
         sys.exit(1)
 
 
+@main.command("draft-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--label", default=None, help="Churn label column (a snapshot table).")
+@click.option("--value", default=None, help="Value label column (snapshot; optional).")
+@click.option("--id", "id_column", default=None, help="Customer id column (default: by name).")
+@click.option("--timestamp", default=None, help="Timestamp column (a table of transactions).")
+@click.option("--amount", default=None, help="Amount column (transactions; default: by name).")
+@click.option("--quantity", default=None, help="Quantity column (with --price).")
+@click.option("--price", "unit_price", default=None, help="Unit price column (with --quantity).")
+@click.option("--invoice", default=None, help="Invoice id column (default: by name).")
+@click.option("--name", default=None, help="Data set name (default: from the file name).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write it here.")
+def draft_config_command(
+    file: str,
+    label: str | None,
+    value: str | None,
+    id_column: str | None,
+    timestamp: str | None,
+    amount: str | None,
+    quantity: str | None,
+    unit_price: str | None,
+    invoice: str | None,
+    name: str | None,
+    out: str | None,
+) -> None:
+    """Draft a data set config (YAML) for a CSV or Parquet FILE: a snapshot with a churn
+    column (--label) or transactions (--timestamp). Column types, separator, encoding,
+    decimal comma and timestamp format come from the data; every choice is commented."""
+    from churn_assets.lib.config_draft import DraftError, draft_config
+
+    try:
+        text = draft_config(
+            file,
+            name=name,
+            label=label,
+            value=value,
+            id_column=id_column,
+            timestamp=timestamp,
+            amount=amount,
+            quantity=quantity,
+            unit_price=unit_price,
+            invoice=invoice,
+        )
+    except DraftError as e:
+        raise click.ClickException(str(e)) from None
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    Path(out).write_text(text)
+    click.echo(f"wrote {out}; check it, then: churn demo --dataset {out}", err=True)
+
+
 def _deployment_storage(dataset: str | None):
     from churn_assets.lib.datasets import load_dataset_config
     from churn_assets.lib.settings import ChurnSettings, join_url

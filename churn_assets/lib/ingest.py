@@ -241,7 +241,7 @@ ISO_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _ENDS_WITH_OFFSET = re.compile(r"\d[Zz]$|\d[+-]\d\d:?\d\d$")
 
 
-def _has_offset(values: pl.Series) -> bool:
+def has_offset(values: pl.Series) -> bool:
     """Whether a file's timestamps carry a UTC offset, by its first value."""
     first = values.head(1000).drop_nulls().head(1).to_list() or (
         values.drop_nulls().head(1).to_list()
@@ -287,7 +287,7 @@ def _typed(
         if typ == "datetime" and dtype == pl.Date:
             exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
             continue
-        offset = typ == "datetime" and fmt is None and _has_offset(df[raw])
+        offset = typ == "datetime" and fmt is None and has_offset(df[raw])
         parsed = parse_expr(
             raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
         )

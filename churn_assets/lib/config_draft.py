@@ -1,0 +1,468 @@
+"""A first data set config drafted from a data file, for ``churn draft-config``.
+
+Reads a sample of a CSV or Parquet file (the separator, encoding, decimal comma and
+timestamp format found from the data), types every column with the same parsers ingestion
+uses, and writes the YAML of ``docs/datasets.md`` with a comment on each choice it made:
+columns left out (row numbers, free text, identifiers), the churn label's positive value,
+the transaction columns it recognised. The draft is validated before it is returned.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from churn_assets.lib.datasets import load_dataset_config
+from churn_assets.lib.ingest import has_offset, parse_expr
+
+#: Bytes of a CSV file read to draft its config (cut at the last whole line).
+SAMPLE_BYTES = 32 * 1024 * 1024
+#: A text column with at most this many distinct values (or 5% of its rows) is categorical.
+MAX_CATEGORIES = 100
+#: Timestamp formats tried when ISO 8601 does not parse (day-first before month-first).
+TIMESTAMP_FORMATS = (
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%d-%m-%Y %H:%M:%S",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y-%m-%d",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d.%m.%Y",
+    "%Y%m%d",
+)
+DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
+#: Column names recognised (lower case, without ``_`` and spaces) when no option names them.
+ID_NAMES = ("customerid", "customer", "clientid", "accountid", "userid", "memberid", "id")
+AMOUNT_NAMES = ("amount", "total", "revenue", "sales", "value", "paymentamount")
+QUANTITY_NAMES = ("quantity", "qty")
+PRICE_NAMES = ("unitprice", "price")
+INVOICE_NAMES = ("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber")
+CATEGORY_NAMES = ("category", "productcategory", "productgroup", "plan")
+COUNTRY_NAMES = ("country", "region")
+SIGNUP_HINTS = ("signup", "sign_up", "joined", "join", "created", "start", "since", "opened")
+
+
+class DraftError(ValueError):
+    """The file or the options do not allow a config; the message says what to give."""
+
+
+@dataclass
+class _Column:
+    source: str
+    type: str
+    note: str = ""
+    format: str | None = None
+
+
+@dataclass
+class _Table:
+    path: str
+    format: str
+    frame: pl.DataFrame
+    encoding: str = "utf-8"
+    separator: str = ","
+    decimal: str = "."
+    thousands: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-.]", "", name.lower())
+
+
+def _snake(name: str) -> str:
+    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name.strip())
+    s = re.sub(r"[^0-9A-Za-z]+", "_", s).strip("_").lower()
+    return s or "column"
+
+
+def _read(path: str, sample_rows: int) -> _Table:
+    p = Path(path)
+    if not p.is_file():
+        raise DraftError(f"{path}: no such file")
+    if p.suffix.lower() in (".parquet", ".pq"):
+        frame = pl.scan_parquet(p).head(sample_rows).collect()
+        return _Table(str(p.resolve()), "parquet", frame)
+    data = p.read_bytes()[:SAMPLE_BYTES]
+    if len(data) == SAMPLE_BYTES and b"\n" in data:
+        data = data[: data.rindex(b"\n") + 1]
+    for encoding in ("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "cp1252"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        encoding, text = "latin-1", data.decode("latin-1")
+    head = "\n".join(text.splitlines()[:50])
+    try:
+        separator = csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
+    except csv.Error:
+        separator = ","
+    try:
+        frame = pl.read_csv(
+            io.StringIO(text), separator=separator, infer_schema=False, n_rows=sample_rows
+        )
+    except Exception as e:  # polars raises several error types for malformed files
+        raise DraftError(f"{path}: not a readable CSV file ({str(e).splitlines()[0]})") from e
+    frame.columns = [c.strip() for c in frame.columns]
+    table = _Table(str(p.resolve()), "csv", frame, encoding, separator)
+    _number_marks(table)
+    return table
+
+
+_COMMA_NUMBER = re.compile(r"^\s*[-+]?[\d.\s\u00a0\u202f']*\d(,\d+)?\s*$")
+_THOUSANDS = {".": re.compile(r"\d\.\d{3}(,|$)"), " ": re.compile(r"\d[ \u00a0\u202f]\d{3}")}
+
+
+def _number_marks(table: _Table) -> None:
+    """Decimal comma (and a ``.`` or space thousands separator) when the text columns that
+    look like numbers are written that way: some values with a comma, none with a dot
+    decimal."""
+    comma = 0
+    seen: set[str] = set()
+    for col in table.frame.columns:
+        values = table.frame[col].drop_nulls().str.strip_chars()
+        values = values.filter(values != "").head(5000).to_list()
+        if values and all(_COMMA_NUMBER.match(v) for v in values):
+            if any("," in v for v in values):
+                comma += 1
+            seen |= {m for m, rx in _THOUSANDS.items() if any(rx.search(v) for v in values)}
+    if comma:
+        table.decimal = ","
+        table.thousands = "." if "." in seen else " " if " " in seen else ""
+
+
+def _parses(table: _Table, col: str, target: str, fmt: str | None = None) -> float:
+    """Share of the non-blank values of ``col`` that parse as ``target``."""
+    s = table.frame.select(
+        raw=pl.col(col).cast(pl.String).str.strip_chars(),
+        parsed=parse_expr(
+            col,
+            None,
+            target,
+            fmt,
+            decimal=table.decimal,
+            thousands=table.thousands,
+            offset=target == "datetime" and fmt is None and has_offset(table.frame[col]),
+        ),
+    )
+    present = s.filter(pl.col("raw").is_not_null() & (pl.col("raw") != ""))
+    if present.height == 0:
+        return 0.0
+    return float(present["parsed"].is_not_null().mean())
+
+
+def _column_type(table: _Table, col: str) -> _Column:
+    s = table.frame[col]
+    if table.format == "parquet" and s.dtype != pl.String:
+        if s.dtype.is_integer():
+            typ = "integer"
+        elif s.dtype.is_numeric():
+            typ = "numeric"
+        elif s.dtype == pl.Boolean:
+            typ = "boolean"
+        elif s.dtype == pl.Date:
+            return _Column(col, "date")
+        elif isinstance(s.dtype, pl.Datetime):
+            return _Column(col, "datetime")
+        else:
+            typ = "categorical"
+        if typ == "integer" and _row_number(s):
+            return _Column(col, "skip", "a row number")
+        return _Column(col, typ)
+    text = s.cast(pl.String).str.strip_chars()
+    present = text.filter(text.is_not_null() & (text != ""))
+    if present.len() == 0:
+        return _Column(col, "skip", "always empty")
+    if _parses(table, col, "integer") == 1.0:
+        parsed = table.frame.select(parse_expr(col, None, "integer", thousands=table.thousands))
+        if _row_number(parsed.to_series()):
+            return _Column(col, "skip", "a row number")
+        return _Column(col, "integer")
+    if _parses(table, col, "numeric") == 1.0:
+        return _Column(col, "numeric")
+    for fmt in DATE_FORMATS:
+        if _parses(table, col, "date", fmt) == 1.0:
+            return _Column(col, "date", format=fmt)
+    if _parses(table, col, "datetime") == 1.0:
+        return _Column(col, "datetime")
+    distinct = present.n_unique()
+    if distinct <= MAX_CATEGORIES or distinct <= 0.05 * present.len():
+        return _Column(col, "categorical")
+    return _Column(
+        col,
+        "skip",
+        f"{distinct:,} distinct values in {present.len():,} rows: free text or an identifier",
+    )
+
+
+def _row_number(s: pl.Series) -> bool:
+    values = s.drop_nulls()
+    if values.len() < 3 or values.len() != s.len():
+        return False
+    first = int(values[0])
+    return first in (0, 1) and values.to_list() == list(range(first, first + values.len()))
+
+
+def _find(table: _Table, given: str | None, names: tuple[str, ...], what: str) -> str | None:
+    if given is not None:
+        if given not in table.frame.columns:
+            raise DraftError(
+                f"{what} column {given!r} is not in the file; its columns: "
+                f"{', '.join(table.frame.columns)}"
+            )
+        return given
+    by_key = {_key(c): c for c in table.frame.columns}
+    return next((by_key[n] for n in names if n in by_key), None)
+
+
+def _positive(table: _Table, label: str) -> tuple[list[str], str]:
+    values = table.frame[label].cast(pl.String).str.strip_chars().drop_nulls()
+    values = values.filter(values != "")
+    counts = values.value_counts(sort=True).rows()
+    keys = {v.lower() for v, _ in counts}
+    numbers = {re.sub(r"\.0+$", "", k) for k in keys}
+    if numbers <= {"1", "0"} and numbers:
+        return ["1"], "1 means churned"
+    for yes, no in (("yes", "no"), ("true", "false"), ("y", "n"), ("t", "f")):
+        if keys <= {yes, no} and keys:
+            original = next(v for v, _ in counts if v.lower() == yes) if yes in keys else yes
+            return [original], f"{original!r} means churned"
+    if len(counts) == 2:
+        rarer = counts[-1][0]
+        return [rarer], (
+            f"CHECK: {rarer!r} (the rarer of {counts[0][0]!r} and {rarer!r}) is taken to mean "
+            "churned"
+        )
+    shown = ", ".join(f"{v!r} ({n:,})" for v, n in counts[:10])
+    raise DraftError(
+        f"the label column {label!r} has {len(counts)} values ({shown}); a churn label has two: "
+        "give the one that means churned in labels.churned_positive of the draft by hand, or "
+        "pick another column with --label"
+    )
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$")
+
+
+def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str]:
+    """The ``timestamp_format`` of ``col`` (None: ISO 8601) and a note when the day and the
+    month could be either way round."""
+    values = table.frame[col].cast(pl.String).str.strip_chars().drop_nulls().head(5000)
+    iso = values.str.contains(_ISO.pattern).mean() or 0.0
+    if iso >= 0.99 and _parses(table, col, "datetime") >= 0.99:
+        return None, ""
+    found = [
+        fmt
+        for fmt in TIMESTAMP_FORMATS
+        if _parses(table, col, "date" if "%H" not in fmt else "datetime", fmt) >= 0.99
+    ]
+    if found:
+        fmt = found[0]
+        swapped = fmt.replace("%d", "%?").replace("%m", "%d").replace("%?", "%m")
+        note = (
+            f"CHECK: {fmt!r} and {swapped!r} both read every value; day first was taken"
+            if swapped != fmt and swapped in found
+            else ""
+        )
+        return fmt, note
+    raise DraftError(
+        f"the timestamps of column {col!r} (e.g. {table.frame[col].drop_nulls()[0]!r}) match "
+        "neither ISO 8601 nor a common format: set timestamp_format (strptime) in the draft"
+    )
+
+
+def _yaml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def _attribute_line(c: _Column) -> str:
+    name = _snake(c.source)
+    parts = [f"name: {name}"]
+    if name != c.source:
+        parts.append(f"source: {_yaml(c.source)}")
+    parts.append(f"type: {c.type}")
+    if c.format:
+        parts.append(f"format: {_yaml(c.format)}")
+    return "    - {" + ", ".join(parts) + "}"
+
+
+def draft_config(
+    path: str,
+    *,
+    name: str | None = None,
+    label: str | None = None,
+    value: str | None = None,
+    id_column: str | None = None,
+    timestamp: str | None = None,
+    amount: str | None = None,
+    quantity: str | None = None,
+    unit_price: str | None = None,
+    invoice: str | None = None,
+    horizon_days: int = 90,
+    sample_rows: int = 100_000,
+) -> str:
+    """The YAML of a data set config for the file at ``path``: a snapshot table with churn
+    column ``label`` (and optionally value column ``value``), or, with ``timestamp``, a table
+    of transactions (``amount``, or ``quantity`` and ``unit_price``). Columns not named are
+    found by their names where they can be. Raises :class:`DraftError` when the file or the
+    options do not allow one; the draft returned always loads as a config."""
+    if (label is None) == (timestamp is None):
+        raise DraftError(
+            "give --label (a snapshot table with a churn column) or --timestamp (a table of "
+            "transactions, churn derived from purchases after a cut-off), not both"
+        )
+    table = _read(path, sample_rows)
+    cols = table.frame.columns
+    stem = _snake(Path(path).stem)
+    name = name or (stem if stem[0].isalpha() else f"data_{stem}")
+    lines = [
+        f"# Drafted by `churn draft-config` from {Path(path).name} ({table.frame.height:,} rows "
+        "read).",
+        "# Check the lines marked CHECK, then: churn demo --dataset <this file>",
+        f"name: {name}",
+        f"description: {_yaml(f'{Path(path).name}, drafted config')}",
+    ]
+    source = [f"  path: {_yaml(table.path)}", f"  format: {table.format}"]
+    if table.format == "csv":
+        source += [f"  encoding: {table.encoding}", f"  separator: {_yaml(table.separator)}"]
+        if table.decimal != ".":
+            source.append('  decimal: ","')
+            if table.thousands:
+                source.append(f"  thousands: {_yaml(table.thousands)}")
+    if timestamp is not None:
+        lines += _transactions(table, source, timestamp, amount, quantity, unit_price, invoice)
+        lines += [
+            "labels:",
+            "  source: transactions",
+            f"  horizon_days: {horizon_days}           # churned = no purchase in the "
+            "horizon after the cut-off",
+            "  # cutoff: YYYY-MM-DD          # default: the last purchase minus the horizon",
+            "  # active_within_days: 90      # leave out customers who lapsed already",
+        ]
+    else:
+        assert label is not None
+        label = _find(table, label, (), "label")
+        value = _find(table, value, (), "value") if value else None
+        ident = _find(table, id_column, ID_NAMES, "id")
+        if ident is None:
+            raise DraftError(
+                f"no customer id column found among {', '.join(cols)}: give it with --id"
+            )
+        ids = table.frame[ident].drop_nulls()
+        if ids.n_unique() != ids.len():
+            raise DraftError(
+                f"the id column {ident!r} repeats values ({ids.len() - ids.n_unique():,} "
+                "duplicates in the rows read): a snapshot has one row per customer"
+            )
+        positive, why = _positive(table, label)
+        lines += ["customers:", *source, f"  id_column: {_yaml(ident)}"]
+        signup, attributes, skipped = None, [], []
+        for col in cols:
+            if col in (ident, label, value):
+                continue
+            c = _column_type(table, col)
+            if c.type == "date" and signup is None and any(h in col.lower() for h in SIGNUP_HINTS):
+                signup = c
+            elif c.type in ("date", "datetime"):
+                skipped.append((col, "a date other than the sign-up date"))
+            elif c.type == "skip":
+                skipped.append((col, c.note))
+            else:
+                attributes.append(c)
+        if signup is not None:
+            fmt = f", format: {_yaml(signup.format)}" if signup.format else ""
+            lines.append(
+                f"  signup_date: {{name: signup_date, source: {_yaml(signup.source)}, "
+                f"type: date{fmt}}}"
+            )
+        lines.append("  attributes:")
+        lines += [_attribute_line(c) for c in attributes] or ["    []"]
+        lines += [f"    # left out: {_yaml(col)}: {why_}" for col, why_ in skipped]
+        lines += [
+            "labels:",
+            "  source: columns",
+            f"  churned_column: {_yaml(label)}",
+            f"  churned_positive: [{_yaml(positive[0])}]   # {why}",
+        ]
+        if value:
+            lines.append(f"  total_sales_column: {_yaml(value)}")
+        else:
+            lines.append("  # total_sales_column: <column>  # a value label, if the table has one")
+    text = "\n".join(lines) + "\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        check = Path(tmp) / f"{name}.yaml"
+        check.write_text(text)
+        load_dataset_config(str(check))
+    return text
+
+
+def _transactions(
+    table: _Table,
+    source: list[str],
+    timestamp: str,
+    amount: str | None,
+    quantity: str | None,
+    unit_price: str | None,
+    invoice: str | None,
+) -> list[str]:
+    customer = _find(table, None, ID_NAMES, "customer id")
+    if customer is None:
+        raise DraftError(
+            f"no customer id column found among {', '.join(table.frame.columns)}: rename it "
+            "to customer_id, or write the draft's customer_id line by hand"
+        )
+    ts = _find(table, timestamp, (), "timestamp")
+    assert ts is not None
+    fmt, note = _timestamp_format(table, ts)
+    out = [
+        "transactions:",
+        *source,
+        f"  customer_id: {_yaml(customer)}",
+        f"  timestamp: {_yaml(ts)}",
+    ]
+    if fmt:
+        out.append(f"  timestamp_format: {_yaml(fmt)}" + (f"   # {note}" if note else ""))
+    amt = _find(table, amount, AMOUNT_NAMES, "amount") if not (quantity or unit_price) else None
+    if amt is not None:
+        out.append(f"  amount: {_yaml(amt)}")
+    else:
+        qty = _find(table, quantity, QUANTITY_NAMES, "quantity")
+        price = _find(table, unit_price, PRICE_NAMES, "unit price")
+        if qty is None or price is None:
+            raise DraftError("no amount column found: give --amount, or --quantity and --price")
+        out += [f"  quantity: {_yaml(qty)}", f"  unit_price: {_yaml(price)}"]
+    inv = _find(table, invoice, INVOICE_NAMES, "invoice")
+    if inv is not None:
+        out.append(f"  invoice_id: {_yaml(inv)}")
+        ids = table.frame[inv].cast(pl.String).drop_nulls()
+        returns = ids.filter(ids.str.starts_with("C")).len()
+        if 0 < returns < 0.5 * ids.len():
+            out.append('  cancellation_prefix: "C"   # invoices starting with C are returns')
+    for key, names in (("category", CATEGORY_NAMES), ("country", COUNTRY_NAMES)):
+        col = _find(table, None, names, key)
+        if col is not None:
+            out.append(f"  {key}: {_yaml(col)}")
+    missing = table.frame[customer].null_count()
+    if missing:
+        share = 1 - missing / table.frame.height
+        out.append(
+            f"  customer_id_required_fraction: {max(0.0, round(share - 0.05, 2))}"
+            f"   # {missing:,} of {table.frame.height:,} lines read have no customer id"
+        )
+    return out

@@ -1,0 +1,180 @@
+"""`churn draft-config`: a config drafted from a data file loads, ingests the file without a
+parse error, and says what it left out and why; files and options it cannot draft from get an
+error naming what to give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from churn_assets.cli import main
+from churn_assets.lib.config_draft import DraftError, draft_config
+from churn_assets.lib.datasets import load_dataset_config
+from churn_assets.lib.ingest import ingest_customers, ingest_transactions
+
+
+def _bank(n: int = 400) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    return pl.DataFrame(
+        {
+            "RowNumber": np.arange(1, n + 1),
+            "CustomerId": 15_000_000 + rng.permutation(n * 2)[:n],
+            "Surname": [f"Name{i}" for i in rng.permutation(n)],
+            "Geography": rng.choice(["France", "Spain", "Germany"], n),
+            "Age": rng.integers(18, 90, n),
+            "Balance": rng.uniform(0, 200_000, n).round(2),
+            "Joined": [f"2020-01-{1 + i % 28:02d}" for i in range(n)],
+            "Exited": rng.choice(["0", "1"], n, p=[0.8, 0.2]),
+        }
+    )
+
+
+def _load(text: str, tmp_path: Path):
+    path = tmp_path / "draft.yaml"
+    path.write_text(text)
+    return load_dataset_config(str(path)), yaml.safe_load(text)
+
+
+def test_a_snapshot_draft_types_the_columns_and_ingests_cleanly(tmp_path):
+    csv = tmp_path / "Churn_Modelling.csv"
+    _bank().write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert cfg.name == "churn_modelling"
+    assert raw["customers"]["id_column"] == "CustomerId"
+    assert raw["customers"]["signup_date"] == {
+        "name": "signup_date",
+        "source": "Joined",
+        "type": "date",
+        "format": "%Y-%m-%d",
+    }
+    types = {a["name"]: a["type"] for a in raw["customers"]["attributes"]}
+    assert types == {"geography": "categorical", "age": "integer", "balance": "numeric"}
+    assert '# left out: "RowNumber": a row number' in text
+    assert '# left out: "Surname": 400 distinct values in 400 rows' in text
+    assert raw["labels"]["churned_positive"] == ["1"]
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.file_problems == [] and res.label_problem is None
+    assert res.frame["churned"].sum() == (_bank()["Exited"] == "1").sum()
+
+
+def test_a_european_export_gets_its_separator_encoding_and_decimal_comma(tmp_path):
+    bank = _bank().with_columns(
+        pl.col("Balance").map_elements(lambda v: f"{v:,.2f}".replace(",", " ").replace(".", ",")),
+        pl.col("Geography").replace({"Germany": "Österreich"}),
+        pl.col("Exited").replace({"0": "Nein", "1": "Ja"}),
+    )
+    csv = tmp_path / "kunden.csv"
+    csv.write_bytes(bank.write_csv(separator=";").encode("latin-1"))
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    spec = raw["customers"]
+    assert (spec["separator"], spec["decimal"], spec["encoding"]) == (";", ",", "cp1252")
+    assert "CHECK: 'Ja' (the rarer of 'Nein' and 'Ja') is taken to mean churned" in text
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    assert spec["thousands"] == " "
+    got = res.frame.sort("customer_id")["balance"].to_numpy()
+    assert np.allclose(got, _bank().sort("CustomerId")["Balance"].to_numpy())
+    assert "Österreich" in res.frame["geography"].to_list()
+
+
+def test_a_transaction_draft_finds_the_columns_and_the_timestamp_format(tmp_path):
+    lines = pl.DataFrame(
+        {
+            "InvoiceNo": ["1001", "1001", "C1002", "1003", "1004"],
+            "CustomerID": ["17850.0", "17850.0", "13047.0", None, "13047.0"],
+            "InvoiceDate": ["01/12/2010 08:26", "01/12/2010 08:26", "03/12/2010 10:00",
+                            "05/12/2010 11:30", "25/12/2010 09:15"],
+            "Quantity": [6, 2, -1, 3, 4],
+            "UnitPrice": [2.55, 3.39, 2.55, 1.0, 7.5],
+            "Country": ["United Kingdom"] * 5,
+        }
+    )  # fmt: skip
+    csv = tmp_path / "retail.csv"
+    lines.write_csv(csv)
+    text = draft_config(str(csv), timestamp="InvoiceDate")
+    cfg, raw = _load(text, tmp_path)
+    t = raw["transactions"]
+    assert t["timestamp_format"] == "%d/%m/%Y %H:%M"  # 25/12 rules out month first
+    assert (t["customer_id"], t["quantity"], t["unit_price"]) == (
+        "CustomerID",
+        "Quantity",
+        "UnitPrice",
+    )
+    assert (t["invoice_id"], t["cancellation_prefix"], t["country"]) == (
+        "InvoiceNo",
+        "C",
+        "Country",
+    )
+    assert t["customer_id_required_fraction"] == 0.75
+    res = ingest_transactions(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.frame.height == 5
+
+
+def test_the_command_writes_a_draft_that_loads(tmp_path):
+    csv = tmp_path / "bank.csv"
+    _bank().write_csv(csv)
+    out = tmp_path / "bank.yaml"
+    result = CliRunner().invoke(
+        main, ["draft-config", str(csv), "--label", "Exited", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert load_dataset_config(str(out)).customers.id_column == "CustomerId"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "frame", "message"),
+    [
+        ({}, _bank(), "give --label"),
+        ({"label": "Exited", "timestamp": "Joined"}, _bank(), "not both"),
+        ({"label": "Churn"}, _bank(), "label column 'Churn' is not in the file"),
+        (
+            {"label": "Geography"},
+            _bank(),
+            "the label column 'Geography' has 3 values",
+        ),
+        (
+            {"label": "Exited"},
+            _bank().drop("CustomerId"),
+            "no customer id column found",
+        ),
+        (
+            {"label": "Exited", "id_column": "Age"},
+            _bank(),
+            "the id column 'Age' repeats values",
+        ),
+    ],
+)
+def test_what_cannot_be_drafted_says_what_to_give(tmp_path, kwargs, frame, message):
+    csv = tmp_path / "t.csv"
+    frame.write_csv(csv)
+    with pytest.raises(DraftError, match=message):
+        draft_config(str(csv), **kwargs)
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["draft-config", str(tmp_path / "nope.csv"), "--label", "x"])
+    assert result.exit_code == 1 and "nope.csv: no such file" in result.output
+
+
+@pytest.mark.parametrize(
+    ("stamps", "fmt", "note"),
+    [
+        (["12/1/2010 8:26", "12/25/2010 9:15"], "%m/%d/%Y %H:%M", False),
+        (["01/02/2011 10:00", "03/04/2011 11:00"], "%d/%m/%Y %H:%M", True),
+        (["2011-02-01T10:00:00Z", "2011-02-01T11:00:00+01:00"], None, False),
+    ],
+)
+def test_timestamp_formats_and_ambiguous_days(tmp_path, stamps, fmt, note):
+    csv = tmp_path / "t.csv"
+    pl.DataFrame({"customer_id": ["a", "b"], "at": stamps, "amount": [1.0, 2.0]}).write_csv(csv)
+    text = draft_config(str(csv), timestamp="at")
+    _, raw = _load(text, tmp_path)
+    assert raw["transactions"].get("timestamp_format") == fmt
+    assert ("CHECK: '%d/%m/%Y %H:%M' and '%m/%d/%Y %H:%M' both read every value" in text) == note
