@@ -237,6 +237,7 @@ def draft_config_command(
     column (--label) or transactions (--timestamp). Column types, separator, encoding,
     decimal comma and timestamp format come from the data; every choice is commented."""
     from churn_assets.lib.config_draft import DraftError, draft_config
+    from churn_assets.lib.datasets import DatasetConfigError
 
     try:
         text = draft_config(
@@ -251,7 +252,7 @@ def draft_config_command(
             unit_price=unit_price,
             invoice=invoice,
         )
-    except DraftError as e:
+    except (DraftError, DatasetConfigError) as e:
         raise click.ClickException(str(e)) from None
     if out is None:
         click.echo(text, nl=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from churn_assets.lib.datasets import load_dataset_config
+from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
 from churn_assets.lib.ingest import has_offset, parse_expr
 
 #: Bytes of a CSV file read to draft its config (cut at the last whole line).
@@ -291,8 +291,14 @@ def _yaml(value: Any) -> str:
     return str(value)
 
 
-def _attribute_line(c: _Column) -> str:
+def _attribute_line(c: _Column, taken: set[str]) -> str:
     name = _snake(c.source)
+    if name in PLATFORM_COLUMNS:
+        name = f"{name}_attribute"
+    base, i = name, 2
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
     parts = [f"name: {name}"]
     if name != c.source:
         parts.append(f"source: {_yaml(c.source)}")
@@ -392,7 +398,8 @@ def draft_config(
                 f"type: date{fmt}}}"
             )
         lines.append("  attributes:")
-        lines += [_attribute_line(c) for c in attributes] or ["    []"]
+        taken: set[str] = set()
+        lines += [_attribute_line(c, taken) for c in attributes] or ["    []"]
         lines += [f"    # left out: {_yaml(col)}: {why_}" for col, why_ in skipped]
         lines += [
             "labels:",

@@ -204,6 +204,56 @@ class DriftSpec(_Strict):
     bins: int = Field(default=10, ge=2, le=100)
 
 
+#: Columns the platform adds to every customer table (an attribute may not take the name).
+PLATFORM_COLUMNS = frozenset(
+    {"customer_id", "signup_date", "churned", "total_sales", "split", "tenure_days"}
+)
+#: Behaviour features built from transactions (names and prefixes), see ``features.py``.
+BEHAVIOUR_COLUMNS = frozenset(
+    {
+        "frequency",
+        "return_count",
+        "recency_days",
+        "monetary_total",
+        "max_order_value",
+        "return_amount",
+        "active_days",
+        "avg_order_value",
+        "return_rate",
+        "days_between_orders",
+        "sales_trend_90d",
+        "orders_trend_90d",
+        "naive_total_sales",
+        "has_purchases",
+        "n_categories",
+        "main_country",
+        "n_countries",
+    }
+)
+BEHAVIOUR_PREFIXES = ("orders_", "sales_", "cat_share_")
+
+
+def _check_attribute_names(customers: CustomersSpec, *, with_behaviour: bool) -> None:
+    """Attribute names must be unique and must not take a column the platform adds."""
+    seen: set[str] = set()
+    for a in customers.attributes:
+        if a.name in seen:
+            raise ValueError(f"attribute name {a.name!r} is given twice")
+        seen.add(a.name)
+        if a.name in PLATFORM_COLUMNS:
+            raise ValueError(
+                f"attribute name {a.name!r} is a column the platform adds: rename it (its "
+                f"source column stays {a.raw!r})"
+            )
+        if with_behaviour and (
+            a.name in BEHAVIOUR_COLUMNS or a.name.startswith(BEHAVIOUR_PREFIXES)
+        ):
+            raise ValueError(
+                f"attribute name {a.name!r} is a feature built from the transactions: rename "
+                f"it (its source column stays {a.raw!r})"
+            )
+
+
 class DatasetConfig(_Strict):
     """A whole data set: customers and/or transactions, and the labels."""
 
@@ -224,6 +274,8 @@ class DatasetConfig(_Strict):
             raise ValueError("labels.source 'transactions' needs a 'transactions' table")
         if self.labels.source == "columns" and self.customers is None:
             raise ValueError("labels.source 'columns' needs a 'customers' table")
+        if self.customers is not None:
+            _check_attribute_names(self.customers, with_behaviour=self.transactions is not None)
         return self
 
     @property

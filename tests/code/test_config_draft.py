@@ -178,3 +178,16 @@ def test_timestamp_formats_and_ambiguous_days(tmp_path, stamps, fmt, note):
     _, raw = _load(text, tmp_path)
     assert raw["transactions"].get("timestamp_format") == fmt
     assert ("CHECK: '%d/%m/%Y %H:%M' and '%m/%d/%Y %H:%M' both read every value" in text) == note
+
+
+def test_column_names_the_platform_uses_or_that_collide_are_renamed(tmp_path):
+    csv = tmp_path / "t.csv"
+    _bank().with_columns(pl.col("Geography").alias("split"), pl.col("Age").alias("age")).write_csv(
+        csv
+    )
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    names = {a["name"]: a.get("source", a["name"]) for a in raw["customers"]["attributes"]}
+    assert names["split_attribute"] == "split"
+    assert (names["age"], names["age_2"]) == ("Age", "age")
+    assert ingest_customers(cfg, str(tmp_path)).parse_errors == {}

@@ -88,3 +88,39 @@ def test_missing_env_var(tmp_path):
     )
     with pytest.raises(DatasetConfigError, match="NOT_SET_ANYWHERE"):
         load_dataset_config(str(p), env={})
+
+
+@pytest.mark.parametrize(
+    ("attributes", "transactions", "message"),
+    [
+        ("[{name: age}, {name: age, source: Age2}]", False, "attribute name 'age' is given twice"),
+        ("[{name: split, source: Region}]", False, "'split' is a column the platform adds"),
+        ("[{name: churned, source: Flag}]", False, "'churned' is a column the platform adds"),
+        ("[{name: recency_days}]", True, "'recency_days' is a feature built from the transactions"),
+        ("[{name: sales_30d}]", True, "'sales_30d' is a feature built from the transactions"),
+    ],
+)
+def test_attribute_names_that_would_clash_are_refused(tmp_path, attributes, transactions, message):
+    tx = "transactions: {path: t/, customer_id: id, timestamp: ts, amount: a}\n"
+    labels = (
+        "labels: {source: transactions}\n"
+        if transactions
+        else ("labels: {source: columns, churned_column: c}\n")
+    )
+    p = tmp_path / "x.yaml"
+    p.write_text(
+        f"name: x\ncustomers: {{path: c/, id_column: id, attributes: {attributes}}}\n"
+        + (tx if transactions else "")
+        + labels
+    )
+    with pytest.raises(DatasetConfigError, match=message):
+        load_dataset_config(str(p))
+
+
+def test_a_snapshot_may_name_an_attribute_like_a_transaction_feature(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text(
+        "name: x\ncustomers: {path: c/, id_column: id, attributes: [{name: recency_days}]}\n"
+        "labels: {source: columns, churned_column: c}\n"
+    )
+    assert load_dataset_config(str(p)).customers.attributes[0].name == "recency_days"
