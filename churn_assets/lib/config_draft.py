@@ -95,7 +95,8 @@ def _read(path: str, sample_rows: int) -> _Table:
     if p.suffix.lower() in (".parquet", ".pq"):
         frame = pl.scan_parquet(p).head(sample_rows).collect()
         return _Table(str(p.resolve()), "parquet", frame)
-    data = p.read_bytes()[:SAMPLE_BYTES]
+    with p.open("rb") as f:
+        data = f.read(SAMPLE_BYTES)
     if len(data) == SAMPLE_BYTES and b"\n" in data:
         data = data[: data.rindex(b"\n") + 1]
     for encoding in ("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "cp1252"):
