@@ -124,6 +124,12 @@ class LabelsSpec(_Strict):
     naive_lookback_days: int | None = Field(
         default=None, gt=0, description="Spend window of the naive forecast; default 3 x horizon."
     )
+    allow_unlabelled: bool = Field(
+        default=False,
+        description="Snapshot data: rows with a blank churn label are customers whose outcome "
+        "is not known yet; they are scored and served but not trained on. Default: a blank "
+        "label fails the raw table's checks.",
+    )
     active_within_days: int | None = Field(
         default=None,
         gt=0,
@@ -139,6 +145,11 @@ class LabelsSpec(_Strict):
                 "labels.source 'columns' needs 'churned_column': every data set trains a "
                 "churn model (a value label alone, 'total_sales_column', is not enough; "
                 "value-only data sets are not supported)"
+            )
+        if self.source != "columns" and self.allow_unlabelled:
+            raise ValueError(
+                "labels.allow_unlabelled needs labels.source 'columns': transaction data "
+                "derives every label from the purchases after the cut-off"
             )
         if self.source == "columns" and self.active_within_days is not None:
             raise ValueError(

@@ -95,6 +95,7 @@ class Rule:
             ``mostly``; ignored by the table-level kinds.
         blocking: Whether a failure must stop downstream work.
         description: Human text; :meth:`describe` generates one when empty.
+        hint: What to do about a failure, added to its message.
     """
 
     kind: str
@@ -106,6 +107,7 @@ class Rule:
     mostly: float = 1.0
     blocking: bool = True
     description: str = ""
+    hint: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -578,6 +580,8 @@ def _to_rule_result(rule: Rule, gx_result: Any, df: pl.DataFrame, pdf: Any) -> R
             what = f"are not of type {rule.dtype}"
     message = f"{_subject(rule)}: {unexpected:,} of {basis} ({_fmt_pct(percent)}) {what}"
     message += _mostly_note(rule, success, unexpected)
+    if not success and rule.hint:
+        message += f" ({rule.hint})"
     return RuleResult(rule, success, unexpected, element_count, percent, samples, message)
 
 

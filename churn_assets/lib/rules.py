@@ -47,7 +47,16 @@ def customer_rules(cfg: DatasetConfig) -> list[Rule]:
                 )
             )
     if cfg.labels.source == "columns":
-        rules.append(Rule("not_null", "churned", description="every customer has a churn label"))
+        if not cfg.labels.allow_unlabelled:
+            rules.append(
+                Rule(
+                    "not_null",
+                    "churned",
+                    description="every customer has a churn label",
+                    hint="customers whose outcome is not known yet? labels.allow_unlabelled: "
+                    "true scores them without training on them",
+                )
+            )
         rules.append(Rule("in_set", "churned", value_set=(0, 1), description="churn label 0/1"))
     return rules
 

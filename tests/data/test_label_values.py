@@ -80,3 +80,42 @@ def test_training_set_names_the_setting_when_one_class_is_left(tmp_path):
     )
     with pytest.raises(ValueError, match=r"class counts \{0: 50\} \(labels.churned_positive"):
         build_training_set(cfg, features, None, None)
+
+
+def test_blank_labels_fail_the_suite_with_the_setting_that_allows_them(tmp_path):
+    from churn_assets.lib.quality import validate
+    from churn_assets.lib.rules import customer_rules
+
+    cfg, res = _ingest(tmp_path, ["1", "0", "", "0", ""])
+    report = validate(res.frame.drop("_source_file", "_parse_errors"), customer_rules(cfg), "c")
+    [failure] = report.failures()
+    assert failure.message == (
+        "column 'churned': 2 of 5 rows (40.00%) are null (customers whose outcome is not known "
+        "yet? labels.allow_unlabelled: true scores them without training on them)"
+    )
+
+
+def test_unlabelled_customers_are_scored_but_not_trained_on(tmp_path):
+    from churn_assets.lib.feature_sets import features_at
+    from churn_assets.lib.quality import validate
+    from churn_assets.lib.rules import customer_rules
+
+    cfg, res = _ingest(tmp_path, ["1", "0", "", "0", ""], "  allow_unlabelled: true")
+    customers = res.frame.drop("_source_file", "_parse_errors")
+    assert validate(customers, customer_rules(cfg), "c").success
+    labelled = features_at(cfg, customers, None, None)
+    assert labelled["customer_id"].to_list() == ["0", "1", "3"]
+    assert labelled["churned"].to_list() == [1, 0, 0]
+    scored = features_at(cfg, customers, None, None, with_labels=False)
+    assert scored["customer_id"].to_list() == ["0", "1", "2", "3", "4"]
+
+
+def test_allow_unlabelled_needs_label_columns(tmp_path):
+    from churn_assets.lib.datasets import DatasetConfigError
+
+    (tmp_path / "t.yaml").write_text(
+        "name: t\ntransactions: {path: t/, customer_id: id, timestamp: ts, amount: a}\n"
+        "labels: {source: transactions, allow_unlabelled: true}\n"
+    )
+    with pytest.raises(DatasetConfigError, match="allow_unlabelled needs labels.source"):
+        load_dataset_config(str(tmp_path / "t.yaml"))
