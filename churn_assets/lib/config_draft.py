@@ -408,6 +408,14 @@ def draft_config(
             f"  churned_column: {_yaml(label)}",
             f"  churned_positive: [{_yaml(positive[0])}]   # {why}",
         ]
+        blank = table.frame.select(
+            (pl.col(label).cast(pl.String).str.strip_chars().fill_null("") == "").sum()
+        ).item()
+        if blank:
+            lines.append(
+                f"  allow_unlabelled: true   # CHECK: {blank:,} rows have no label: scored and "
+                "served, not trained on"
+            )
         if value:
             lines.append(f"  total_sales_column: {_yaml(value)}")
         else:

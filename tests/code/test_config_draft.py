@@ -191,3 +191,18 @@ def test_column_names_the_platform_uses_or_that_collide_are_renamed(tmp_path):
     assert names["split_attribute"] == "split"
     assert (names["age"], names["age_2"]) == ("Age", "age")
     assert ingest_customers(cfg, str(tmp_path)).parse_errors == {}
+
+
+def test_blank_labels_are_drafted_as_customers_to_score(tmp_path):
+    csv = tmp_path / "t.csv"
+    _bank().with_columns(
+        pl.when(pl.col("Age") > 80).then(None).otherwise(pl.col("Exited")).alias("Exited")
+    ).write_csv(csv)
+    blank = int((_bank()["Age"] > 80).sum())
+    text = draft_config(str(csv), label="Exited")
+    cfg, _ = _load(text, tmp_path)
+    assert cfg.labels.allow_unlabelled
+    assert f"CHECK: {blank:,} rows have no label" in text
+    full = tmp_path / "full.csv"
+    _bank().write_csv(full)
+    assert "allow_unlabelled" not in draft_config(str(full), label="Exited")
