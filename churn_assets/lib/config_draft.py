@@ -353,7 +353,9 @@ def draft_config(
             if table.thousands:
                 source.append(f"  thousands: {_yaml(table.thousands)}")
     if timestamp is not None:
-        lines += _transactions(table, source, timestamp, amount, quantity, unit_price, invoice)
+        lines += _transactions(
+            table, source, id_column, timestamp, amount, quantity, unit_price, invoice
+        )
         lines += [
             "labels:",
             "  source: transactions",
@@ -431,17 +433,17 @@ def draft_config(
 def _transactions(
     table: _Table,
     source: list[str],
+    id_column: str | None,
     timestamp: str,
     amount: str | None,
     quantity: str | None,
     unit_price: str | None,
     invoice: str | None,
 ) -> list[str]:
-    customer = _find(table, None, ID_NAMES, "customer id")
+    customer = _find(table, id_column, ID_NAMES, "customer id")
     if customer is None:
         raise DraftError(
-            f"no customer id column found among {', '.join(table.frame.columns)}: rename it "
-            "to customer_id, or write the draft's customer_id line by hand"
+            f"no customer id column found among {', '.join(table.frame.columns)}: give it with --id"
         )
     ts = _find(table, timestamp, (), "timestamp")
     assert ts is not None

@@ -206,3 +206,14 @@ def test_blank_labels_are_drafted_as_customers_to_score(tmp_path):
     full = tmp_path / "full.csv"
     _bank().write_csv(full)
     assert "allow_unlabelled" not in draft_config(str(full), label="Exited")
+
+
+def test_transactions_take_the_customer_column_from_id(tmp_path):
+    csv = tmp_path / "t.csv"
+    pl.DataFrame(
+        {"shopper": ["a", "b"], "at": ["2024-01-01", "2024-01-02"], "amount": [1.0, 2.0]}
+    ).write_csv(csv)
+    with pytest.raises(DraftError, match="no customer id column found.*give it with --id"):
+        draft_config(str(csv), timestamp="at")
+    _, raw = _load(draft_config(str(csv), timestamp="at", id_column="shopper"), tmp_path)
+    assert raw["transactions"]["customer_id"] == "shopper"
