@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -288,7 +289,7 @@ def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str]:
 
 def _yaml(value: Any) -> str:
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)  # a YAML double-quoted scalar
     return str(value)
 
 

@@ -217,3 +217,13 @@ def test_transactions_take_the_customer_column_from_id(tmp_path):
         draft_config(str(csv), timestamp="at")
     _, raw = _load(draft_config(str(csv), timestamp="at", id_column="shopper"), tmp_path)
     assert raw["transactions"]["customer_id"] == "shopper"
+
+
+def test_a_tab_separated_file_with_quoted_commas(tmp_path):
+    tsv = tmp_path / "t.tsv"
+    _bank().with_columns(pl.col("Geography") + ", EU").write_csv(tsv, separator="\t")
+    text = draft_config(str(tsv), label="Exited")
+    assert 'separator: "\\t"' in text
+    cfg, _ = _load(text, tmp_path)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {} and "France, EU" in res.frame["geography"].to_list()
