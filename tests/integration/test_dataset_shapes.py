@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -185,6 +186,63 @@ def test_new_top_category_after_deployment_breaks_nothing(tmp_path, isolated_env
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0]["model_version"] == version
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_a_drafted_european_export_with_unlabelled_customers_runs_and_is_served(
+    tmp_path, isolated_env
+):
+    """A bank's snapshot as a European export (";", cp1252, "1.234,56", labels "Ja"/"Nein",
+    some blank): `churn draft-config` drafts its config, the graph trains on the labelled
+    customers and scores every one, and the sidecar answers for an unlabelled customer."""
+    from churn_assets.lib.config_draft import draft_config
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    age = rng.integers(18, 85, n)
+    active = rng.random(n) < 0.5
+    churn = rng.random(n) < 1 / (1 + np.exp(-(-2.0 + 0.05 * (age - 40) - 1.0 * active)))
+    label = np.where(churn, "Ja", "Nein").astype(object)
+    label[rng.random(n) < 0.15] = None  # current customers: outcome not known yet
+    frame = pl.DataFrame(
+        {
+            "Kundennummer": [f"K{i:05d}" for i in range(n)],
+            "Land": rng.choice(["Deutschland", "Österreich", "Schweiz"], n),
+            "Alter": age,
+            "Aktiv": active.astype(int),
+            "Saldo": [f"{v:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".") for v in
+                      rng.uniform(0, 250_000, n)],
+            "Gekündigt": label,
+        }
+    )  # fmt: skip
+    path = tmp_path / "kunden.csv"
+    path.write_bytes(frame.write_csv(separator=";").encode("cp1252"))
+    text = draft_config(str(path), label="Gekündigt", id_column="Kundennummer")
+    cfg = yaml.safe_load(text)
+    assert cfg["labels"]["allow_unlabelled"] is True
+    assert (cfg["customers"]["decimal"], cfg["customers"]["thousands"]) == (",", ".")
+    cfg["models"] = dict(FAST_MODELS)
+    config = tmp_path / "kunden.yaml"
+    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+
+    run = run_graph(str(config))
+    assert run.result.success, run.result.all_events[-1]
+    unlabelled = int((frame["Gekündigt"].is_null()).sum())
+    assert run.result.output_for_node("training_set").height == n - unlabelled
+    scores = run.result.output_for_node("churn_scores")
+    assert scores.height == n
+    blank_id = frame.filter(pl.col("Gekündigt").is_null())["Kundennummer"][0]
+    proc, url = start_sidecar(isolated_env, str(config))
+    try:
+        wait_ready(url)
+        answer = httpx.post(
+            f"{url}/predict", json={"records": [{"customer_id": blank_id}]}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        expected = scores.filter(pl.col("customer_id") == blank_id)["churn_probability"][0]
+        assert answer.json()["predictions"][0]["churn_probability"] == pytest.approx(expected)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
