@@ -183,6 +183,11 @@ def population(cfg: DatasetConfig, frame: pl.DataFrame) -> str:
             "days before each cut-off (labels.active_within_days); lapsed ones are left out"
         )
     if "recency_days" not in frame.columns:
+        if cfg.labels.allow_unlabelled:
+            return (
+                "the snapshot's customers with a churn label; those without one are scored, "
+                "not trained on (labels.allow_unlabelled)"
+            )
         return "every customer of the snapshot"
     horizon = cfg.labels.horizon_days
     lapsed = int(frame.filter(pl.col("recency_days") > horizon).height)

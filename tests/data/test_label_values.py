@@ -96,7 +96,7 @@ def test_blank_labels_fail_the_suite_with_the_setting_that_allows_them(tmp_path)
 
 
 def test_unlabelled_customers_are_scored_but_not_trained_on(tmp_path):
-    from churn_assets.lib.feature_sets import features_at
+    from churn_assets.lib.feature_sets import features_at, population
     from churn_assets.lib.quality import validate
     from churn_assets.lib.rules import customer_rules
 
@@ -108,6 +108,7 @@ def test_unlabelled_customers_are_scored_but_not_trained_on(tmp_path):
     assert labelled["churned"].to_list() == [1, 0, 0]
     scored = features_at(cfg, customers, None, None, with_labels=False)
     assert scored["customer_id"].to_list() == ["0", "1", "2", "3", "4"]
+    assert population(cfg, labelled).startswith("the snapshot's customers with a churn label")
 
 
 def test_allow_unlabelled_needs_label_columns(tmp_path):
