@@ -26,12 +26,20 @@ def customer_features(
     (no purchase in the horizon) and ``total_sales`` (net spend in the horizon). Only
     events before the cut-off feed the features; quarantined rows are excluded. The
     transactions come as a lazy scan: only the columns the features use are read."""
-    from churn_assets.lib.feature_sets import features_at, label_cutoff, usable
+    from churn_assets.lib.feature_sets import (
+        customer_id_match,
+        features_at,
+        label_cutoff,
+        usable,
+    )
 
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
         customers, bad_c = usable(raw_customers)
         transactions, bad_t = usable(raw_transactions)
+        match = None
+        if cfg.customers is not None and cfg.transactions is not None:
+            match = customer_id_match(customers, transactions)
         cutoff = label_cutoff(cfg, transactions)
         features = features_at(cfg, customers, transactions, cutoff)
     metadata = {
@@ -45,6 +53,16 @@ def customer_features(
     }
     if "total_sales" in features.columns:
         metadata["mean_total_sales"] = dg.MetadataValue.float(float(features["total_sales"].mean()))
+    if match is not None:
+        matched, total = match
+        metadata["transaction_customers_in_customer_table"] = dg.MetadataValue.text(
+            f"{matched:,} of {total:,}"
+        )
+        if matched < 0.5 * total:
+            context.log.warning(
+                f"only {matched:,} of the {total:,} customer ids in the transactions are in the "
+                "customer table; the purchases of the others are not used"
+            )
     context.log.info(f"{features.height} customers, cut-off {cutoff}")
     return dg.Output(features, metadata=metadata)
 

@@ -164,6 +164,33 @@ def features_at(
     return active_population(cfg, frame)
 
 
+def customer_id_match(
+    customers: pl.DataFrame, transactions: pl.DataFrame | pl.LazyFrame
+) -> tuple[int, int]:
+    """How many of the distinct customer ids of ``transactions`` the customer table has:
+    ``(matched, total)``.
+
+    Raises:
+        ValueError: when none does (ids written differently in the two files, e.g. ``C001``
+            and ``1``), naming examples of both.
+    """
+    tx_ids = (
+        transactions.lazy()
+        .select(pl.col("customer_id").drop_nulls().unique())
+        .collect()["customer_id"]
+    )
+    known = customers["customer_id"]
+    matched = int(tx_ids.is_in(known.implode()).sum())
+    if tx_ids.len() and known.len() and matched == 0:
+        raise ValueError(
+            f"none of the {tx_ids.len():,} customer ids in the transactions is in the customer "
+            f"table (transactions: {', '.join(map(repr, tx_ids.sort().head(3)))}; customers: "
+            f"{', '.join(map(repr, known.sort().head(3)))}): check customers.id_column and "
+            "transactions.customer_id, and that both files name customers the same way"
+        )
+    return matched, tx_ids.len()
+
+
 def active_population(cfg: DatasetConfig, frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` without the customers who lapsed before its cut-off, when the config sets
     ``labels.active_within_days``: kept are those whose last purchase (never having bought:

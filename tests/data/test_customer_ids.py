@@ -1,0 +1,54 @@
+"""Transactions whose customer ids the customer table does not have: counted in
+customer_features' metadata, and refused by name when none matches (the two files write ids
+differently), instead of every customer silently looking like one who never bought."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from churn_assets.lib.feature_sets import customer_id_match
+from tests.data.test_bad_input import TRANSACTIONS, run_graph, setup_landing
+
+
+def test_matched_ids_are_counted():
+    customers = pl.DataFrame({"customer_id": ["C1", "C2", "C3"]})
+    tx = pl.DataFrame({"customer_id": ["C1", "C1", "C2", "X9", None]})
+    assert customer_id_match(customers, tx.lazy()) == (2, 3)
+
+
+def test_no_matching_id_names_examples_of_both():
+    customers = pl.DataFrame({"customer_id": ["C001", "C002"]})
+    tx = pl.DataFrame({"customer_id": ["1", "2", "2"]})
+    with pytest.raises(ValueError) as err:
+        customer_id_match(customers, tx)
+    assert str(err.value).startswith(
+        "none of the 2 customer ids in the transactions is in the customer table "
+        "(transactions: '1', '2'; customers: 'C001', 'C002')"
+    )
+
+
+def test_the_graph_reports_the_match_and_refuses_none(isolated_env, tmp_path):
+    config = setup_landing(isolated_env, tmp_path)
+    run = run_graph(config)
+    assert run.result.success
+    features = [
+        m.materialization
+        for m in run.result.get_asset_materialization_events()
+        if m.materialization.asset_key.to_user_string() == "customer_features"
+    ][0]
+    assert features.metadata["transaction_customers_in_customer_table"].value == "4 of 4"
+
+    lowered = TRANSACTIONS.replace(",C", ",c")  # the same customers, written in lower case
+    (tmp_path / "b").mkdir()
+    config = setup_landing(isolated_env, tmp_path / "b", transactions=lowered)
+    run = run_graph(config)
+    assert not run.result.success
+    assert "customer_features" not in {
+        m.materialization.asset_key.to_user_string()
+        for m in run.result.get_asset_materialization_events()
+    }
+    failure = [e for e in run.result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "none of the 4 customer ids in the transactions is in the customer table" in str(
+        failure.event_specific_data.error
+    )
