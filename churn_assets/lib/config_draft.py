@@ -14,14 +14,14 @@ import io
 import json
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
-from churn_assets.lib.ingest import has_offset, parse_expr
+from churn_assets.lib.ingest import has_offset, label_key, parse_expr
 
 #: Bytes of a CSV file read to draft its config (cut at the last whole line).
 SAMPLE_BYTES = 32 * 1024 * 1024
@@ -76,7 +76,6 @@ class _Table:
     separator: str = ","
     decimal: str = "."
     thousands: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def _key(name: str) -> str:
@@ -149,6 +148,13 @@ def _number_marks(table: _Table) -> None:
 
 def _parses(table: _Table, col: str, target: str, fmt: str | None = None) -> float:
     """Share of the non-blank values of ``col`` that parse as ``target``."""
+    return _parsed(table, col, target, fmt)[0]
+
+
+def _parsed(
+    table: _Table, col: str, target: str, fmt: str | None = None
+) -> tuple[float, pl.Series]:
+    """:func:`_parses` and the parsed values (as ingestion would type them)."""
     s = table.frame.select(
         raw=pl.col(col).cast(pl.String).str.strip_chars(),
         parsed=parse_expr(
@@ -162,9 +168,8 @@ def _parses(table: _Table, col: str, target: str, fmt: str | None = None) -> flo
         ),
     )
     present = s.filter(pl.col("raw").is_not_null() & (pl.col("raw") != ""))
-    if present.height == 0:
-        return 0.0
-    return float(present["parsed"].is_not_null().mean())
+    share = float(present["parsed"].is_not_null().mean()) if present.height else 0.0
+    return share, s["parsed"]
 
 
 def _column_type(table: _Table, col: str) -> _Column:
@@ -189,9 +194,9 @@ def _column_type(table: _Table, col: str) -> _Column:
     present = text.filter(text.is_not_null() & (text != ""))
     if present.len() == 0:
         return _Column(col, "skip", "always empty")
-    if _parses(table, col, "integer") == 1.0:
-        parsed = table.frame.select(parse_expr(col, None, "integer", thousands=table.thousands))
-        if _row_number(parsed.to_series()):
+    share, integers = _parsed(table, col, "integer")
+    if share == 1.0:
+        if _row_number(integers):
             return _Column(col, "skip", "a row number")
         return _Column(col, "integer")
     if _parses(table, col, "numeric") == 1.0:
@@ -231,21 +236,22 @@ def _find(table: _Table, given: str | None, names: tuple[str, ...], what: str) -
     return next((by_key[n] for n in names if n in by_key), None)
 
 
-def _positive(table: _Table, label: str) -> tuple[list[str], str]:
+def _positive(table: _Table, label: str) -> tuple[str, str]:
+    """The label value that means churned, and why (compared as ingestion compares it)."""
     values = table.frame[label].cast(pl.String).str.strip_chars().drop_nulls()
     values = values.filter(values != "")
     counts = values.value_counts(sort=True).rows()
-    keys = {v.lower() for v, _ in counts}
-    numbers = {re.sub(r"\.0+$", "", k) for k in keys}
-    if numbers <= {"1", "0"} and numbers:
-        return ["1"], "1 means churned"
+    labels = pl.DataFrame({"v": [v for v, _ in counts]}, schema={"v": pl.String})
+    keys = set(labels.select(label_key(pl.col("v")))["v"])
+    if keys and keys <= {"1.0", "0.0"}:
+        return "1", "1 means churned"
     for yes, no in (("yes", "no"), ("true", "false"), ("y", "n"), ("t", "f")):
-        if keys <= {yes, no} and keys:
-            original = next(v for v, _ in counts if v.lower() == yes) if yes in keys else yes
-            return [original], f"{original!r} means churned"
+        if keys and keys <= {yes, no}:
+            original = next((v for v, _ in counts if v.lower() == yes), yes)
+            return original, f"{original!r} means churned"
     if len(counts) == 2:
         rarer = counts[-1][0]
-        return [rarer], (
+        return rarer, (
             f"CHECK: {rarer!r} (the rarer of {counts[0][0]!r} and {rarer!r}) is taken to mean "
             "churned"
         )
@@ -257,14 +263,14 @@ def _positive(table: _Table, label: str) -> tuple[list[str], str]:
     )
 
 
-_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$")
+_ISO = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
 
 
 def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str]:
     """The ``timestamp_format`` of ``col`` (None: ISO 8601) and a note when the day and the
     month could be either way round."""
     values = table.frame[col].cast(pl.String).str.strip_chars().drop_nulls().head(5000)
-    iso = values.str.contains(_ISO.pattern).mean() or 0.0
+    iso = values.str.contains(_ISO).mean() or 0.0
     if iso >= 0.99 and _parses(table, col, "datetime") >= 0.99:
         return None, ""
     found = [
@@ -409,7 +415,7 @@ def draft_config(
             "labels:",
             "  source: columns",
             f"  churned_column: {_yaml(label)}",
-            f"  churned_positive: [{_yaml(positive[0])}]   # {why}",
+            f"  churned_positive: [{_yaml(positive)}]   # {why}",
         ]
         blank = table.frame.select(
             (pl.col(label).cast(pl.String).str.strip_chars().fill_null("") == "").sum()

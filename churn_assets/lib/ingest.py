@@ -436,7 +436,7 @@ def transaction_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | N
     return cols
 
 
-def _label_key(value: pl.Expr) -> pl.Expr:
+def label_key(value: pl.Expr) -> pl.Expr:
     """A churn label value as compared with ``churned_positive``: numbers by value ("1.0"
     is "1"), other text without case ("YES" is "yes")."""
     number = value.cast(pl.Float64, strict=False)
@@ -475,12 +475,12 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
     if cfg.labels.source == "columns":
         positive = pl.Series(cfg.labels.churned_positive, dtype=pl.String)
-        keys = pl.DataFrame({"v": positive}).select(_label_key(pl.col("v")))["v"]
+        keys = pl.DataFrame({"v": positive}).select(label_key(pl.col("v")))["v"]
         labels = frame["churned"]
         frame = frame.with_columns(
             pl.when(pl.col("churned").is_null())
             .then(None)
-            .otherwise(_label_key(pl.col("churned")).is_in(keys.to_list()).cast(pl.Int8))
+            .otherwise(label_key(pl.col("churned")).is_in(keys.to_list()).cast(pl.Int8))
             .alias("churned")
         )
         problem = _one_class_label(
