@@ -138,3 +138,28 @@ def test_order_mixing_a_purchase_and_a_return():
     assert x["avg_order_value"] == pytest.approx(20.0)  # (30 + 10) / 2 purchase orders
     assert x["days_between_orders"] == pytest.approx(10.0)  # between purchases only
     assert x["monetary_total"] == pytest.approx(27.0)
+
+
+def test_every_behaviour_column_is_a_name_configs_may_not_take(tmp_path):
+    """The config's list of reserved names (``datasets.BEHAVIOUR_COLUMNS``, kept free of the
+    feature code's imports) covers every column a feature build adds to the attributes."""
+    from churn_assets.lib.datasets import BEHAVIOUR_COLUMNS, BEHAVIOUR_PREFIXES, PLATFORM_COLUMNS
+    from churn_assets.lib.generator import generate
+
+    generate(str(tmp_path), customers=200, days=200, seed=5)
+    t = pl.read_parquet(tmp_path / "transactions" / "*.parquet").with_columns(
+        pl.col(pl.Categorical).cast(pl.String),
+        pl.col("invoice_id").str.starts_with("C").alias("is_return"),
+    )
+    if "country" not in t.columns:
+        t = t.with_columns(pl.lit("UK").alias("country"))
+    cust = pl.read_parquet(tmp_path / "customers" / "*.parquet")
+    built = build_customer_features(cust, t, FeatureParams(cutoff=default_cutoff(t, 60)))
+    added = [c for c in built.columns if c not in cust.columns]
+    assert {"recency_days", "main_country", "sales_30d"} <= set(added)
+    unreserved = [
+        c
+        for c in added
+        if c not in PLATFORM_COLUMNS | BEHAVIOUR_COLUMNS and not c.startswith(BEHAVIOUR_PREFIXES)
+    ]
+    assert unreserved == []
