@@ -14,6 +14,7 @@ import io
 import json
 import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,13 @@ import polars as pl
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
 from churn_assets.lib.ingest import has_offset, label_key, parse_expr
+from churn_assets.lib.source_files import (
+    UnreadableFile,
+    kind_of,
+    read_sample,
+    read_spreadsheet,
+    sheet_names,
+)
 
 #: Bytes of a CSV file read to draft its config (cut at the last whole line).
 SAMPLE_BYTES = 32 * 1024 * 1024
@@ -76,6 +84,9 @@ class _Table:
     separator: str = ","
     decimal: str = "."
     thousands: str = ""
+    skip_rows: int = 0  # lines above the header
+    sheet: tuple[str, ...] = ()  # the workbook's sheets of the table (spreadsheets)
+    sheets: tuple[str, ...] = ()  # all of its sheets
 
 
 def _key(name: str) -> str:
@@ -88,15 +99,25 @@ def _snake(name: str) -> str:
     return s or "column"
 
 
-def _read(path: str, sample_rows: int) -> _Table:
+def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
+    """A sample of the file's table: Parquet, a spreadsheet (the first sheet with a column
+    named ``want``) or CSV (separator and encoding sniffed), compressed or not."""
     p = Path(path)
     if not p.is_file():
         raise DraftError(f"{path}: no such file")
     if p.suffix.lower() in (".parquet", ".pq"):
         frame = pl.scan_parquet(p).head(sample_rows).collect()
         return _Table(str(p.resolve()), "parquet", frame)
-    with p.open("rb") as f:
-        data = f.read(SAMPLE_BYTES)
+    try:
+        data, inner = read_sample(str(p), SAMPLE_BYTES)
+        kind = kind_of(data, inner)
+        if kind == "parquet":
+            frame = pl.read_parquet(io.BytesIO(data), n_rows=sample_rows)
+            return _Table(str(p.resolve()), "parquet", frame)
+        if kind == "excel":
+            return _read_sheet(p, data, sample_rows, want)
+    except UnreadableFile as e:
+        raise DraftError(f"{path}: {e}") from e
     if len(data) == SAMPLE_BYTES and b"\n" in data:
         data = data[: data.rindex(b"\n") + 1]
     for encoding in ("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "cp1252"):
@@ -107,21 +128,63 @@ def _read(path: str, sample_rows: int) -> _Table:
             continue
     else:
         encoding, text = "latin-1", data.decode("latin-1")
-    head = "\n".join(text.splitlines()[:50])
+    lines = text.splitlines()[:60]
+    body = lines[10:] if len(lines) > 30 else lines  # past a title or notes above the header
     try:
-        separator = csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
+        separator = csv.Sniffer().sniff("\n".join(body), delimiters=",;\t|").delimiter
     except csv.Error:
         separator = ","
+    widths = [
+        len(row) if any(c.strip() for c in row) else 0
+        for row in csv.reader(lines, delimiter=separator)
+    ]
+    skip = _header_row(widths)
     try:
         frame = pl.read_csv(
-            io.StringIO(text), separator=separator, infer_schema=False, n_rows=sample_rows
+            io.StringIO(text),
+            separator=separator,
+            infer_schema=False,
+            n_rows=sample_rows,
+            skip_rows=skip,
         )
     except Exception as e:  # polars raises several error types for malformed files
         raise DraftError(f"{path}: not a readable CSV file ({str(e).splitlines()[0]})") from e
     frame.columns = [c.strip() for c in frame.columns]
-    table = _Table(str(p.resolve()), "csv", frame, encoding, separator)
+    table = _Table(str(p.resolve()), "csv", frame, encoding, separator, skip_rows=skip)
     _number_marks(table)
     return table
+
+
+def _read_sheet(p: Path, data: bytes, sample_rows: int, want: str | None) -> _Table:
+    """The first sheet of a workbook that has a column named ``want`` (else the first),
+    with every sheet of the same columns (a table split by year, say) listed to stack."""
+    names = sheet_names(data)
+    heads = {n: read_spreadsheet(data, n, n_rows=1).columns for n in names}
+    name = next(
+        (n for n in names if want is None or any(_key(c) == _key(want) for c in heads[n])),
+        names[0],
+    )
+    top = read_spreadsheet(data, name, header_row=None, n_rows=30)
+    skip = _header_row(top.select(pl.sum_horizontal(pl.all().is_not_null())).to_series().to_list())
+    if skip:
+        heads = {n: read_spreadsheet(data, n, skip_rows=skip, n_rows=1).columns for n in names}
+    stacked = tuple(n for n in names if set(heads[n]) == set(heads[name]))
+    frame = read_spreadsheet(data, name, skip_rows=skip, n_rows=sample_rows)
+    return _Table(
+        str(p.resolve()), "excel", frame, sheet=stacked, sheets=tuple(names), skip_rows=skip
+    )
+
+
+def _header_row(widths: list[int]) -> int:
+    """The header's line among a file's first lines, by their count of filled fields: the
+    first at least as wide as most lines are, when every line above it is narrower (a title
+    or notes); else 0."""
+    filled = [w for w in widths if w]
+    if not filled:
+        return 0
+    usual = Counter(filled).most_common(1)[0][0]
+    first = next(i for i, w in enumerate(widths) if w >= usual)
+    return first if usual > 1 else 0
 
 
 _COMMA_NUMBER = re.compile(r"^\s*[-+]?[\d.\s\u00a0\u202f']*\d(,\d+)?\s*$")
@@ -341,7 +404,7 @@ def draft_config(
             "give --label (a snapshot table with a churn column) or --timestamp (a table of "
             "transactions, churn derived from purchases after a cut-off), not both"
         )
-    table = _read(path, sample_rows)
+    table = _read(path, sample_rows, want=label or timestamp)
     cols = table.frame.columns
     stem = _snake(Path(path).stem)
     name = name or (stem if stem[0].isalpha() else f"data_{stem}")
@@ -353,6 +416,18 @@ def draft_config(
         f"description: {_yaml(f'{Path(path).name}, drafted config')}",
     ]
     source = [f"  path: {_yaml(table.path)}", f"  format: {table.format}"]
+    if table.format == "excel" and len(table.sheets) > 1:
+        others = ", ".join(n for n in table.sheets if n not in table.sheet)
+        if len(table.sheet) == 1:
+            source.append(
+                f"  sheet: {_yaml(table.sheet[0])}  # the workbook's other sheets: {others}"
+            )
+        else:
+            listed = ", ".join(_yaml(n) for n in table.sheet)
+            note = f"; not {others}" if others else ""
+            source.append(f"  sheet: [{listed}]  # stacked: the same columns{note}")
+    if table.skip_rows:
+        source.append(f"  skip_rows: {table.skip_rows}   # lines above the header (a title)")
     if table.format == "csv":
         source += [f"  encoding: {table.encoding}", f"  separator: {_yaml(table.separator)}"]
         if table.decimal != ".":

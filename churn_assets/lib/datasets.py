@@ -52,7 +52,11 @@ class SourceSpec(_Strict):
     """Where a table's raw files are: a file, a directory or a glob."""
 
     path: str = Field(description="Relative paths are under the landing zone's data set folder.")
-    format: Literal["auto", "csv", "parquet"] = "auto"
+    format: Literal["auto", "csv", "parquet", "excel"] = Field(
+        default="auto",
+        description="'auto' tells by the file's first bytes and name (gzip, bzip2, xz and "
+        "one-file zip compression are unpacked whatever the format).",
+    )
     encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
     separator: str = ","
     decimal: Literal[".", ","] = Field(
@@ -62,6 +66,15 @@ class SourceSpec(_Strict):
         default="",
         description="Thousands separator removed from numbers in CSV files ('1.234,56' needs "
         "'.' with decimal ','; ' ' also removes no-break spaces).",
+    )
+
+    sheet: str | int | list[str | int] | None = Field(
+        default=None,
+        description="Spreadsheets: the sheet's name or 0-based index, a list of them, or '*' "
+        "for every sheet (stacked; same columns); the first sheet when omitted.",
+    )
+    skip_rows: int = Field(
+        default=0, ge=0, description="Lines above the header row (a title, notes) to skip."
     )
 
     @model_validator(mode="after")

@@ -8,7 +8,6 @@ in ``_parse_errors`` so it can be quarantined.
 
 from __future__ import annotations
 
-import io
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -25,9 +24,9 @@ from churn_assets.lib.datasets import (
     SourceSpec,
     TransactionsSpec,
 )
+from churn_assets.lib.source_files import DATA_SUFFIXES, UnreadableFile, read_table
 
 FALSE_VALUES = ("0", "false", "no", "n", "f")
-DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")
 
 
 class IngestError(RuntimeError):
@@ -42,10 +41,12 @@ class FileProblem:
     problem: str
     column: str | None = None
     rows: int = 0
+    hint: str = ""  # what the file holds instead, or how to fix it
 
     def message(self) -> str:
         col = f" (column '{self.column}')" if self.column else ""
-        return f"{self.file}: {self.problem}{col}"
+        hint = f": {self.hint}" if self.hint else ""
+        return f"{self.file}: {self.problem}{col}{hint}"
 
 
 @dataclass
@@ -130,44 +131,35 @@ def transaction_files(
 def _read_one(
     url: str, spec: SourceSpec, wanted: list[str], storage_options: dict[str, Any]
 ) -> tuple[pl.DataFrame | None, FileProblem | None, bytes]:
-    """Read one file as strings (CSV) or its own types (Parquet), keeping ``wanted`` columns."""
+    """Read one file as strings (CSV, spreadsheets) or its own types (Parquet), keeping
+    ``wanted`` columns; compressed files are unpacked first."""
     with fsspec.open(url, "rb", **storage_options) as f:
         data = f.read()
     name = url.rsplit("/", 1)[-1]
     if not data.strip():
         return None, FileProblem(name, "empty file (0 data bytes)"), data
-    is_parquet = spec.format == "parquet" or (
-        spec.format == "auto" and url.lower().endswith((".parquet", ".pq"))
-    )
     try:
-        if is_parquet:
-            df = pl.read_parquet(io.BytesIO(data))
-        else:
-            try:
-                text = data.decode(spec.encoding)
-            except UnicodeDecodeError as e:
-                return (
-                    None,
-                    FileProblem(
-                        name,
-                        f"unknown encoding: byte 0x{data[e.start]:02x} at offset {e.start} is "
-                        f"not valid {spec.encoding}; set 'encoding' in the data set config",
-                    ),
-                    data,
-                )
-            df = pl.read_csv(
-                io.StringIO(text),
-                infer_schema=False,
-                separator=spec.separator,
-            )
-    except Exception as e:  # polars raises several error types for malformed files
-        return None, FileProblem(name, f"unreadable file: {str(e).splitlines()[0]}"), data
+        df = read_table(data, name, spec)
+    except UnreadableFile as e:
+        return None, FileProblem(name, str(e)), data
     if df.height == 0:
         return None, FileProblem(name, "empty file (header only, 0 rows)"), data
-    df.columns = [c.strip() for c in df.columns]
     for col in wanted:
         if col not in df.columns:
-            return None, FileProblem(name, "missing column", column=col, rows=df.height), data
+            found = ", ".join(repr(c) for c in df.columns[:12])
+            more = f" and {df.width - 12} more" if df.width > 12 else ""
+            return (
+                None,
+                FileProblem(
+                    name,
+                    "missing column",
+                    column=col,
+                    rows=df.height,
+                    hint=f"the file's columns are {found}{more} (a title above the header "
+                    "needs 'skip_rows'; another separator, 'separator')",
+                ),
+                data,
+            )
     return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
 
 
@@ -235,6 +227,22 @@ def parse_expr(
     raise ValueError(f"unknown column type {target!r}")
 
 
+def _bad_counts(typed: pl.DataFrame, bad_cols: list[str]) -> dict[str, int]:
+    sums = typed.select(pl.col(c).is_not_null().sum() for c in bad_cols).row(0)
+    return {c[len("__bad_") :]: int(n) for c, n in zip(bad_cols, sums, strict=True) if n}
+
+
+def _iso_8601(raw: str, target: str) -> pl.Expr:
+    """Text column ``raw`` read as an ISO 8601 date or date and time (no offset)."""
+    s = _blank_to_null(pl.col(raw))
+    parsed = pl.coalesce(
+        s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
+        s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
+        s.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
+    )
+    return parsed.dt.date() if target == "date" else parsed
+
+
 #: ISO 8601 timestamps with a UTC offset ("Z" is read as "+00:00").
 ISO_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 #: Text that ends in a UTC offset or "Z" (after an ISO 8601 time).
@@ -267,6 +275,7 @@ def _typed(
     """
     exprs, checks = [], []
     bad_exprs: dict[str, pl.Expr] = {}
+    first_pass: dict[str, pl.Expr] = {}
     for out, (raw, typ, fmt, spec) in columns.items():
         dtype = df.schema[raw]
         native = (
@@ -292,6 +301,7 @@ def _typed(
             raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
         )
         exprs.append(parsed.alias(out))
+        first_pass[out] = parsed
         bad = _blank_to_null(pl.col(raw)).is_not_null() & parsed.is_null()
         checks.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
         if typ in ("numeric", "integer") and decimal == ".":
@@ -300,8 +310,26 @@ def _typed(
     bad_cols = [c for c in typed.columns if c.startswith("__bad_")]
     counts: dict[str, int] = {}
     if bad_cols:
-        sums = typed.select(pl.col(c).is_not_null().sum() for c in bad_cols).row(0)
-        counts = {c[len("__bad_") :]: int(n) for c, n in zip(bad_cols, sums, strict=True) if n}
+        counts = _bad_counts(typed, bad_cols)
+        iso = [
+            out
+            for out in counts
+            if columns[out][1] in ("date", "datetime") and df.schema[columns[out][0]] == pl.String
+        ]
+        if iso:
+            # a second pass, only for columns with failures: ISO 8601 text is unambiguous,
+            # so a value another format missed (a spreadsheet's date cell, a mixed export)
+            # is read as ISO 8601
+            # (from the raw text in ``df``: ``typed`` may have replaced a column of that name)
+            redo = []
+            for out in iso:
+                raw, typ = columns[out][0], columns[out][1]
+                fixed = pl.coalesce(first_pass[out], _iso_8601(raw, typ))
+                bad = _blank_to_null(pl.col(raw)).is_not_null() & fixed.is_null()
+                redo.append(fixed.alias(out))
+                redo.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
+            typed = typed.with_columns(df.select(redo).get_columns())
+            counts = _bad_counts(typed, bad_cols)
         typed = typed.with_columns(
             pl.concat_str(bad_cols, separator=",", ignore_nulls=True).alias("_parse_errors")
         )

@@ -28,7 +28,13 @@ def quarantine(
         storage.write_json(
             f"{base}/files/_reasons.json",
             [
-                {"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
+                {
+                    "file": p.file,
+                    "problem": p.problem,
+                    "column": p.column,
+                    "rows": p.rows,
+                    "hint": p.hint,
+                }
                 for p in result.file_problems
             ],
         )

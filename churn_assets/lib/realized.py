@@ -619,33 +619,22 @@ def simulation_cutoffs(
 def _source_frames(
     spec: Any, landing_url: str, storage_options: dict[str, Any]
 ) -> list[tuple[str, pl.DataFrame, bool]]:
-    """Every file of a source as (name, frame, is_parquet): CSV as strings, every column kept."""
-    import io
-
+    """Every file of a source as (name, frame, is_parquet): CSV and spreadsheets as strings,
+    every column kept; compressed files unpacked."""
     import fsspec
 
     from churn_assets.lib.ingest import list_source_files, resolve_source
+    from churn_assets.lib.source_files import open_table
 
     out = []
     for url in list_source_files(resolve_source(spec, landing_url), storage_options):
         with fsspec.open(url, "rb", **storage_options) as f:
             data = f.read()
         name = url.rsplit("/", 1)[-1]
-        is_parquet = spec.format == "parquet" or (
-            spec.format == "auto" and name.lower().endswith((".parquet", ".pq"))
-        )
         if not data.strip():
             continue
-        if is_parquet:
-            frame = pl.read_parquet(io.BytesIO(data))
-        else:
-            frame = pl.read_csv(
-                io.StringIO(data.decode(spec.encoding)),
-                infer_schema=False,
-                separator=spec.separator,
-            )
-            frame.columns = [c.strip() for c in frame.columns]
-        out.append((name, frame, is_parquet))
+        frame, kind = open_table(data, name, spec)
+        out.append((name, frame, kind == "parquet"))
     return out
 
 
@@ -739,7 +728,9 @@ def split_sources(
 
     split("transactions", tx_files, times, t.separator)
     config = cfg.model_dump(mode="json")
-    config["transactions"].update(path=f"{stage}/landing/transactions", encoding="utf-8")
+    # the copies are plain .csv (UTF-8, the source's separator) or .parquet files
+    copied = {"encoding": "utf-8", "format": "auto", "sheet": None, "skip_rows": 0}
+    config["transactions"].update(path=f"{stage}/landing/transactions", **copied)
     if cfg.customers is not None:
         c = cfg.customers
         cust_files = _source_frames(c, landing_url, storage_options)
@@ -753,7 +744,7 @@ def split_sources(
                 for _, frame, _ in cust_files
             ]
         split("customers", cust_files, signups, c.separator)
-        config["customers"].update(path=f"{stage}/landing/customers", encoding="utf-8")
+        config["customers"].update(path=f"{stage}/landing/customers", **copied)
     config["labels"]["cutoff"] = training.isoformat()
     config["description"] = (
         f"{cfg.description} [horizon simulation: data before {cutoff} first, trained at "

@@ -80,7 +80,13 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
             "bad_files": len(problems),
             "problems": dg.MetadataValue.json(
                 [
-                    {"file": p.file, "problem": p.problem, "column": p.column, "rows": p.rows}
+                    {
+                        "file": p.file,
+                        "problem": p.problem,
+                        "column": p.column,
+                        "rows": p.rows,
+                        "hint": p.hint,
+                    }
                     for p in problems
                 ]
             ),

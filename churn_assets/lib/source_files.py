@@ -1,0 +1,286 @@
+"""Open a landing file's bytes as a table: CSV, Parquet or a spreadsheet, compressed or not.
+
+Compression (gzip, bzip2, xz, a zip archive holding one file) is recognised by its first
+bytes, whatever the file is called; the table inside by the declared ``format``, its own first
+bytes or its name. Spreadsheets (``.xlsx``, ``.xlsm``, ``.xlsb``, ``.xls``, ``.ods``) are read
+with `fastexcel` (the Rust `calamine` reader) with every cell as text, as CSV files are: a
+date cell reads as ISO 8601 (``2011-12-09 12:50:00``), a number as its shortest decimal.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import zipfile
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+#: Compression suffixes recognised in a source folder (the content decides, not the name).
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zip")
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+#: The files a source folder's listing picks up.
+DATA_SUFFIXES = (
+    *TEXT_SUFFIXES,
+    *PARQUET_SUFFIXES,
+    *SPREADSHEET_SUFFIXES,
+    *(t + c for t in TEXT_SUFFIXES for c in COMPRESSED_SUFFIXES),
+    ".zip",
+)
+
+Kind = Literal["csv", "parquet", "excel"]
+
+_ARTICLE = {"parquet": "a Parquet", "excel": "a spreadsheet", "csv": "a CSV"}
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the legacy .xls container
+
+
+class UnreadableFile(ValueError):
+    """A landing file that cannot be read as a table; the message says why and what to do."""
+
+
+def _zip_members(data: bytes) -> tuple[zipfile.ZipFile, list[str]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as e:
+        raise UnreadableFile(f"corrupt zip archive ({e})") from e
+    members = [
+        m.filename
+        for m in archive.infolist()
+        if not m.is_dir()
+        and not m.filename.startswith("__MACOSX/")
+        and not m.filename.rsplit("/", 1)[-1].startswith(".")
+    ]
+    return archive, members
+
+
+def _is_spreadsheet_zip(members: list[str]) -> bool:
+    return "[Content_Types].xml" in members or "mimetype" in members
+
+
+def unpack(data: bytes, name: str) -> tuple[bytes, str]:
+    """The bytes inside a gzip, bzip2, xz or single-file zip ``data`` and the inner file's
+    name; anything else (spreadsheets included, which are zip files too) unchanged."""
+    try:
+        if data[:2] == b"\x1f\x8b":
+            return gzip.decompress(data), _strip(name, ".gz")
+        if data[:3] == b"BZh":
+            return bz2.decompress(data), _strip(name, ".bz2")
+        if data[:6] == b"\xfd7zXZ\x00":
+            return lzma.decompress(data), _strip(name, ".xz")
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
+        raise UnreadableFile(f"corrupt compressed file ({e})") from e
+    if data[:4] == b"PK\x03\x04":
+        archive, members = _zip_members(data)
+        if _is_spreadsheet_zip(members):
+            return data, name
+        if len(members) != 1:
+            listed = ", ".join(repr(m) for m in members[:5]) or "nothing"
+            raise UnreadableFile(
+                f"zip archive holds {len(members)} files ({listed}): put one table in each "
+                "archive, or unzip them into the source folder"
+            )
+        try:
+            return archive.read(members[0]), members[0].rsplit("/", 1)[-1]
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise UnreadableFile(f"corrupt zip archive ({e})") from e
+    return data, name
+
+
+def read_sample(path: str, limit: int) -> tuple[bytes, str]:
+    """The first ``limit`` bytes of a local file's table and the table file's name: a
+    compressed file's content unpacked as far as needed, a spreadsheet whole."""
+    name = Path(path).name
+    with open(path, "rb") as f:
+        head = f.read(8)
+    openers = {b"\x1f\x8b": (gzip.open, ".gz"), b"BZh": (bz2.open, ".bz2")}
+    openers[b"\xfd7zXZ\x00"] = (lzma.open, ".xz")
+    try:
+        for magic, (opener, suffix) in openers.items():
+            if head.startswith(magic):
+                with opener(path, "rb") as f:
+                    return f.read(limit), _strip(name, suffix)
+        if head.startswith(b"PK\x03\x04"):
+            with open(path, "rb") as f:
+                data = f.read()
+            archive, members = _zip_members(data)
+            if _is_spreadsheet_zip(members) or len(members) != 1:
+                return unpack(data, name)  # a workbook, or the archive's error
+            with archive.open(members[0]) as f:
+                return f.read(limit), members[0].rsplit("/", 1)[-1]
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zipfile.BadZipFile) as e:
+        if isinstance(e, UnreadableFile):
+            raise
+        raise UnreadableFile(f"corrupt compressed file ({e})") from e
+    with open(path, "rb") as f:
+        if head.startswith(_OLE2) or name.lower().endswith(SPREADSHEET_SUFFIXES):
+            return f.read(), name
+        return f.read(limit), name
+
+
+def _strip(name: str, suffix: str) -> str:
+    return name[: -len(suffix)] if name.lower().endswith(suffix) else name
+
+
+def _content_kind(data: bytes) -> Kind | None:
+    """Parquet or a spreadsheet by its first bytes; None for anything else (text)."""
+    if data[:4] == b"PAR1":
+        return "parquet"
+    if data[:8] == _OLE2:
+        return "excel"
+    if data[:4] == b"PK\x03\x04" and _is_spreadsheet_zip(_zip_members(data)[1]):
+        return "excel"
+    return None
+
+
+def kind_of(data: bytes, name: str, declared: str = "auto") -> Kind:
+    """What ``data`` (already unpacked) holds: the declared format, else its first bytes,
+    else its name's suffix; CSV (text) otherwise."""
+    if declared != "auto":
+        return declared  # type: ignore[return-value]
+    found = _content_kind(data)
+    if found is not None:
+        return found
+    low = name.lower()
+    if low.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if low.endswith(SPREADSHEET_SUFFIXES):
+        return "excel"
+    return "csv"
+
+
+def read_csv_text(
+    data: bytes,
+    *,
+    encoding: str = "utf-8",
+    separator: str = ",",
+    skip_rows: int = 0,
+    n_rows: int | None = None,
+) -> pl.DataFrame:
+    """A CSV file's bytes as a frame of strings (header names stripped)."""
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise UnreadableFile(
+            f"unknown encoding: byte 0x{data[e.start]:02x} at offset {e.start} is not valid "
+            f"{encoding}; set 'encoding' in the data set config"
+        ) from e
+    try:
+        frame = pl.read_csv(
+            io.StringIO(text),
+            infer_schema=False,
+            separator=separator,
+            skip_rows=skip_rows,
+            n_rows=n_rows,
+        )
+    except Exception as e:  # polars raises several error types for malformed files
+        raise UnreadableFile(f"unreadable file: {str(e).splitlines()[0]}") from e
+    frame.columns = [c.strip() for c in frame.columns]
+    return frame
+
+
+def sheet_names(data: bytes) -> list[str]:
+    """The sheets of a spreadsheet file, in workbook order."""
+    return list(_workbook(data).sheet_names)
+
+
+def _workbook(data: bytes) -> Any:
+    import fastexcel
+
+    try:
+        return fastexcel.read_excel(data)
+    except Exception as e:  # fastexcel raises its own error types for corrupt workbooks
+        raise UnreadableFile(f"unreadable spreadsheet: {str(e).splitlines()[0]}") from e
+
+
+def read_spreadsheet(
+    data: bytes,
+    sheet: str | int | list[str | int] | None = None,
+    *,
+    skip_rows: int = 0,
+    n_rows: int | None = None,
+    header_row: int | None | Literal["skip_rows"] = "skip_rows",
+) -> pl.DataFrame:
+    """Sheets of a spreadsheet as one frame of strings: ``sheet`` is a name, a 0-based
+    index, a list of them, ``"*"`` for every sheet, or None for the first. Stacked sheets
+    must have the same columns; ``skip_rows`` rows above each header are skipped
+    (``header_row=None`` reads every row as data, columns unnamed)."""
+    book = _workbook(data)
+    names = list(book.sheet_names)
+    if sheet is None:
+        wanted: list[str | int] = [0]
+    elif sheet == "*":
+        wanted = list(names)
+    else:
+        wanted = list(sheet) if isinstance(sheet, list) else [sheet]
+    frames: list[tuple[str, pl.DataFrame]] = []
+    for s in wanted:
+        if (isinstance(s, int) and not 0 <= s < len(names)) or (
+            isinstance(s, str) and s not in names
+        ):
+            listed = ", ".join(repr(n) for n in names)
+            raise UnreadableFile(f"no sheet {s!r} in the workbook (its sheets: {listed})")
+        label = names[s] if isinstance(s, int) else s
+        try:
+            header = skip_rows if header_row == "skip_rows" else header_row
+            frame = book.load_sheet(
+                s, header_row=header, n_rows=n_rows, dtypes="string"
+            ).to_polars()
+        except Exception as e:  # fastexcel raises its own error types
+            raise UnreadableFile(f"sheet {label!r}: {str(e).splitlines()[0]}") from e
+        frame.columns = [str(c).strip() for c in frame.columns]
+        frames.append((label, frame))
+    first_label, first = frames[0]
+    for label, frame in frames[1:]:
+        if set(frame.columns) != set(first.columns):
+            extra = sorted(set(frame.columns) ^ set(first.columns))[:5]
+            raise UnreadableFile(
+                f"sheets {first_label!r} and {label!r} have different columns "
+                f"({', '.join(repr(c) for c in extra)}): list only the sheets of one table "
+                "in 'sheet'"
+            )
+    return pl.concat([f.select(first.columns) for _, f in frames], how="vertical")
+
+
+def read_table(data: bytes, name: str, spec: Any, n_rows: int | None = None) -> pl.DataFrame:
+    """A landing file's bytes as a frame: CSV and spreadsheets as strings, Parquet in its own
+    types; compressed files unpacked first. ``spec`` is the table's source settings
+    (``format``, ``encoding``, ``separator``, ``sheet``, ``skip_rows``).
+
+    Raises :class:`UnreadableFile` naming what is wrong."""
+    return open_table(data, name, spec, n_rows)[0]
+
+
+def open_table(
+    data: bytes, name: str, spec: Any, n_rows: int | None = None
+) -> tuple[pl.DataFrame, Kind]:
+    """:func:`read_table` and what the file held: ``csv``, ``parquet`` or ``excel``."""
+    data, inner = unpack(data, name)
+    kind = kind_of(data, inner, spec.format)
+    found = _content_kind(data) if spec.format == "csv" else None
+    if found is not None:
+        raise UnreadableFile(
+            f"{_ARTICLE[found]} file, but the data set config says format: csv: set format: auto "
+            f"(or {found})"
+        )
+    if kind == "parquet":
+        try:
+            frame = pl.read_parquet(io.BytesIO(data), n_rows=n_rows)
+        except Exception as e:  # polars/arrow raise several error types
+            raise UnreadableFile(f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
+        return frame, kind
+    if kind == "excel":
+        frame = read_spreadsheet(data, spec.sheet, skip_rows=spec.skip_rows, n_rows=n_rows)
+        return frame, kind
+    frame = read_csv_text(
+        data,
+        encoding=spec.encoding,
+        separator=spec.separator,
+        skip_rows=spec.skip_rows,
+        n_rows=n_rows,
+    )
+    return frame, kind

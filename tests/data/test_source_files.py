@@ -1,0 +1,277 @@
+"""Landing files as users get them: compressed CSV exports, spreadsheets (one sheet, a table
+split over yearly sheets, a title above the header), read the same as the plain CSV file; a
+file that is none of these is quarantined with a message that says what to change."""
+
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import gzip
+import lzma
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+import xlsxwriter
+
+from churn_assets.lib.config_draft import draft_config
+from churn_assets.lib.datasets import SourceSpec, load_dataset_config
+from churn_assets.lib.ingest import ingest_customers, ingest_transactions, list_source_files
+from churn_assets.lib.source_files import UnreadableFile, read_table
+from churn_assets.raw.checks import files_check, parse_check
+
+CSV = (
+    "InvoiceNo,CustomerID,InvoiceDate,Quantity,UnitPrice\n"
+    "536365,17850,2010-12-01 08:26:00,6,2.55\n"
+    "C536379,14527,2010-12-01 09:41:00,-1,27.5\n"
+    "536380,17850,2010-12-02 10:00:00,12,0.85\n"
+)
+ROWS = [
+    (536365, 17850, dt.datetime(2010, 12, 1, 8, 26), 6, 2.55),
+    ("C536379", 14527, dt.datetime(2010, 12, 1, 9, 41), -1, 27.5),
+    (536380, 17850, dt.datetime(2010, 12, 2, 10, 0), 12, 0.85),
+]
+HEADER = ["InvoiceNo", "CustomerID", "InvoiceDate", "Quantity", "UnitPrice"]
+
+
+def _workbook(
+    path: Path, sheets: dict[str, list[tuple]], title: str | None = None, notes: bool = False
+) -> Path:
+    """A workbook with native cells: numbers as numbers, dates as date cells shown the US
+    way (as Excel users see them), text as text; with ``notes``, an "About" sheet first."""
+    wb = xlsxwriter.Workbook(str(path))
+    shown = wb.add_format({"num_format": "m/d/yyyy h:mm"})
+    if notes:
+        wb.add_worksheet("About").write_row(0, 0, ["Invoices", "2010-2011"])
+    for name, rows in sheets.items():
+        ws = wb.add_worksheet(name)
+        top = 0
+        if title:
+            ws.write_string(0, 0, title)
+            top = 2  # a title, then a blank line
+        ws.write_row(top, 0, HEADER)
+        for i, row in enumerate(rows, start=top + 1):
+            for j, v in enumerate(row):
+                if isinstance(v, dt.datetime):
+                    ws.write_datetime(i, j, v, shown)
+                elif isinstance(v, str):
+                    ws.write_string(i, j, v)
+                else:
+                    ws.write_number(i, j, v)
+    wb.close()
+    return path
+
+
+def _spec(**kw) -> SourceSpec:
+    return SourceSpec(path="x", **kw)
+
+
+@pytest.mark.parametrize(
+    ("name", "pack"),
+    [
+        ("orders.csv.gz", gzip.compress),
+        ("orders.csv.bz2", bz2.compress),
+        ("orders.csv.xz", lzma.compress),
+        ("orders.dat", gzip.compress),  # the content decides, not the name
+    ],
+)
+def test_compressed_csv_reads_as_the_plain_file(name, pack):
+    plain = read_table(CSV.encode(), "orders.csv", _spec())
+    assert read_table(pack(CSV.encode()), name, _spec()).equals(plain)
+    assert plain.height == 3 and plain["InvoiceNo"].to_list()[1] == "C536379"
+
+
+def test_a_zip_archive_with_one_table_is_read_and_with_two_is_refused(tmp_path):
+    one, two = tmp_path / "one.zip", tmp_path / "two.zip"
+    with zipfile.ZipFile(one, "w") as z:
+        z.writestr("__MACOSX/._orders.csv", b"junk")  # macOS metadata is not a table
+        z.writestr("export/orders.csv", CSV)
+    with zipfile.ZipFile(two, "w") as z:
+        z.writestr("orders.csv", CSV)
+        z.writestr("customers.csv", CSV)
+    assert read_table(one.read_bytes(), "one.zip", _spec()).height == 3
+    with pytest.raises(UnreadableFile, match=r"holds 2 files \('orders.csv', 'customers.csv'\)"):
+        read_table(two.read_bytes(), "two.zip", _spec())
+
+
+def test_a_truncated_gzip_file_is_unreadable_with_its_reason():
+    with pytest.raises(UnreadableFile, match="corrupt compressed file"):
+        read_table(gzip.compress(CSV.encode())[:40], "orders.csv.gz", _spec())
+
+
+def test_spreadsheet_cells_read_as_text_like_a_csv_file(tmp_path):
+    book = _workbook(tmp_path / "orders.xlsx", {"Orders": ROWS})
+    frame = read_table(book.read_bytes(), "orders.xlsx", _spec())
+    assert frame.columns == HEADER and frame.dtypes == [pl.String] * 5
+    # date cells as ISO 8601 whatever the display format; numbers as their shortest text
+    assert frame.row(0) == ("536365", "17850", "2010-12-01 08:26:00", "6", "2.55")
+    assert frame["InvoiceNo"].to_list()[1] == "C536379"
+    # the container decides: a workbook saved without its suffix is still a workbook
+    assert read_table(book.read_bytes(), "orders", _spec()).equals(frame)
+    # and a config that says CSV gets a message naming both, not an encoding error
+    with pytest.raises(
+        UnreadableFile, match="a spreadsheet file, but the data set config says format: csv"
+    ):
+        read_table(book.read_bytes(), "orders.xlsx", _spec(format="csv"))
+
+
+def test_sheets_are_chosen_by_name_index_list_or_all(tmp_path):
+    book = _workbook(
+        tmp_path / "retail.xlsx", {"Year 2010": ROWS[:2], "Year 2011": ROWS[2:]}
+    ).read_bytes()
+    assert read_table(book, "r.xlsx", _spec()).height == 2  # the first sheet
+    assert read_table(book, "r.xlsx", _spec(sheet=1)).height == 1
+    assert read_table(book, "r.xlsx", _spec(sheet="Year 2011")).height == 1
+    both = read_table(book, "r.xlsx", _spec(sheet="*"))
+    assert both["InvoiceNo"].to_list() == ["536365", "C536379", "536380"]
+    assert read_table(book, "r.xlsx", _spec(sheet=["Year 2010", "Year 2011"])).equals(both)
+    with pytest.raises(UnreadableFile, match=r"no sheet 'Data'.*'Year 2010', 'Year 2011'"):
+        read_table(book, "r.xlsx", _spec(sheet="Data"))
+
+
+def test_stacked_sheets_must_share_their_columns(tmp_path):
+    path = tmp_path / "mixed.xlsx"
+    wb = xlsxwriter.Workbook(str(path))
+    for sheet, header in (("Orders", ["InvoiceNo", "CustomerID"]), ("Notes", ["Field", "Text"])):
+        ws = wb.add_worksheet(sheet)
+        ws.write_row(0, 0, header)
+        ws.write_row(1, 0, ["a", "b"])
+    wb.close()
+    with pytest.raises(UnreadableFile, match="'Orders' and 'Notes' have different columns"):
+        read_table(path.read_bytes(), "mixed.xlsx", _spec(sheet="*"))
+
+
+def test_a_title_above_the_header_is_skipped_with_skip_rows(tmp_path):
+    book = _workbook(tmp_path / "report.xlsx", {"Report": ROWS}, title="Orders, December")
+    assert read_table(book.read_bytes(), "r.xlsx", _spec(skip_rows=2)).columns == HEADER
+    text = ("Orders, December\n\n" + CSV).encode()
+    assert read_table(text, "r.csv", _spec(skip_rows=2)).columns == HEADER
+
+
+def test_a_source_folder_lists_compressed_files_and_workbooks(tmp_path):
+    for name in ("a.csv.gz", "b.xlsx", "c.tsv.zip", "d.parquet", "e.csv"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "notes.md").write_text("not data")
+    (tmp_path / "f.gz").write_bytes(b"x")  # compressed, but not a table's name
+    found = [Path(p).name for p in list_source_files(str(tmp_path))]
+    assert found == ["a.csv.gz", "b.xlsx", "c.tsv.zip", "d.parquet", "e.csv"]
+
+
+TRANSACTIONS = """
+name: shop
+transactions:
+  path: orders/
+  customer_id: CustomerID
+  timestamp: InvoiceDate
+  timestamp_format: "{fmt}"
+  quantity: Quantity
+  unit_price: UnitPrice
+  invoice_id: InvoiceNo
+  cancellation_prefix: "C"
+labels:
+  source: transactions
+  horizon_days: 30
+"""
+
+
+def _shop(tmp_path: Path, fmt: str) -> tuple[object, str]:
+    orders = tmp_path / "landing" / "orders"
+    orders.mkdir(parents=True)
+    _workbook(orders / "2010-12.xlsx", {"Orders": ROWS})
+    (orders / "2010-12-02.csv.gz").write_bytes(
+        gzip.compress(
+            b"InvoiceNo,CustomerID,InvoiceDate,Quantity,UnitPrice\n"
+            b"536390,14527,12/2/2010 11:00,3,1.25\n"
+            b"536391,14527,yesterday,1,1.00\n"
+        )
+    )
+    cfg = tmp_path / "shop.yaml"
+    cfg.write_text(TRANSACTIONS.format(fmt=fmt))
+    return load_dataset_config(str(cfg)), str(tmp_path / "landing")
+
+
+def test_a_workbook_and_a_gzip_export_land_in_one_table_with_the_display_format(tmp_path):
+    """The config names the format users see in Excel ("12/1/2010 8:26"); date cells read as
+    ISO 8601 still parse, as ISO text is never ambiguous, and the gzip file's text uses the
+    configured format. What parses neither way is still counted and quarantined."""
+    cfg, landing = _shop(tmp_path, "%m/%d/%Y %H:%M")
+    res = ingest_transactions(cfg, landing)
+    assert res.file_problems == []
+    assert res.parse_errors == {"timestamp": 1}
+    good = res.frame.filter(pl.col("_parse_errors").is_null()).sort("timestamp")
+    assert good["timestamp"].to_list() == [
+        dt.datetime(2010, 12, 1, 8, 26),
+        dt.datetime(2010, 12, 1, 9, 41),
+        dt.datetime(2010, 12, 2, 10, 0),
+        dt.datetime(2010, 12, 2, 11, 0),
+    ]
+    assert sorted(set(good["customer_id"].to_list())) == ["14527", "17850"]
+    assert good["amount"].to_list() == pytest.approx([15.3, -27.5, 10.2, 3.75])
+    assert not parse_check("raw_transactions", res, None).passed
+
+
+def test_a_workbook_without_the_configured_column_names_the_columns_it_has(tmp_path):
+    landing = tmp_path / "landing" / "customers"
+    landing.mkdir(parents=True)
+    _workbook(landing / "customers.xlsx", {"Orders": ROWS}, title="Customer list")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: c\ncustomers:\n  path: customers/\n  id_column: CustomerID\n"
+        "labels:\n  source: columns\n  churned_column: Churn\n"
+    )
+    res = ingest_customers(load_dataset_config(str(cfg)), str(tmp_path / "landing"))
+    check = files_check("raw_customers", res, None)
+    assert not check.passed
+    # the title row was read as the header: the message shows it and names the setting
+    assert "customers.xlsx: missing column (column 'CustomerID')" in check.description
+    assert "'Customer list'" in check.description and "skip_rows" in check.description
+
+
+def test_draft_config_reads_a_workbook_split_by_year_after_a_notes_sheet(tmp_path):
+    path = tmp_path / "online_retail_II.xlsx"
+    _workbook(path, {"Year 2010": ROWS[:2], "Year 2011": ROWS[2:]}, notes=True)
+    text = draft_config(str(path), timestamp="InvoiceDate")
+    assert "format: excel" in text
+    assert 'sheet: ["Year 2010", "Year 2011"]  # stacked: the same columns; not About' in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    cfg = load_dataset_config(str(out))
+    res = ingest_transactions(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.rows == 3
+
+
+def test_draft_config_reads_a_gzip_export(tmp_path):
+    path = tmp_path / "orders.csv.gz"
+    path.write_bytes(gzip.compress(CSV.replace(",", ";").encode("cp1252")))
+    text = draft_config(str(path), timestamp="InvoiceDate")
+    assert 'separator: ";"' in text and "format: csv" in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    res = ingest_transactions(load_dataset_config(str(out)), str(tmp_path))
+    assert res.file_problems == [] and res.parse_errors == {} and res.rows == 3
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_draft_config_skips_a_report_title_above_the_header(tmp_path, kind):
+    """An export from a reporting tool: a title and a blank line above the header, in CSV
+    and in a workbook."""
+    if kind == "csv":
+        path = tmp_path / "report.csv"
+        path.write_text("Orders, December (all shops)\n\n" + CSV)
+    else:
+        path = _workbook(tmp_path / "report.xlsx", {"Report": ROWS}, title="Orders, December")
+    text = draft_config(str(path), timestamp="InvoiceDate")
+    assert "skip_rows: 2   # lines above the header (a title)" in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    cfg = load_dataset_config(str(out))
+    assert cfg.transactions.skip_rows == 2 and cfg.transactions.customer_id == "CustomerID"
+    res = ingest_transactions(cfg, str(tmp_path))
+    assert res.file_problems == [] and res.parse_errors == {} and res.rows == 3
+
+
+def test_draft_config_keeps_the_first_line_as_header_without_a_title(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text(CSV)
+    assert "skip_rows" not in draft_config(str(path), timestamp="InvoiceDate")
