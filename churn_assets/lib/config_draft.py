@@ -128,10 +128,9 @@ def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
             continue
     else:
         encoding, text = "latin-1", data.decode("latin-1")
-    lines = text.splitlines()[:60]
-    body = lines[10:] if len(lines) > 30 else lines  # past a title or notes above the header
+    lines = text.splitlines()[:50]
     try:
-        separator = csv.Sniffer().sniff("\n".join(body), delimiters=",;\t|").delimiter
+        separator = csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
     except csv.Error:
         separator = ","
     widths = [
