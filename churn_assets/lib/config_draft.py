@@ -23,6 +23,7 @@ import polars as pl
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
 from churn_assets.lib.ingest import has_offset, label_key, parse_expr
+from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
     kind_of,
@@ -361,6 +362,39 @@ def _yaml(value: Any) -> str:
     return str(value)
 
 
+def _without_leaks(
+    table: _Table, label: str, positive: str, attributes: list[_Column]
+) -> tuple[list[_Column], list[tuple[str, str]]]:
+    """The attributes without those that predict the label almost perfectly alone (see
+    :mod:`churn_assets.lib.leakage`), and a CHECK note for each one left out."""
+    raw = table.frame[label].cast(pl.String).str.strip_chars()
+    labelled = (raw.is_not_null() & (raw != "")).to_numpy()
+    if labelled.sum() < 20:
+        return attributes, []
+    keys = table.frame.select(label_key(pl.col(label).cast(pl.String).str.strip_chars()))
+    target = label_key(pl.lit(positive))
+    y = keys.select(pl.col(label) == pl.select(target).item()).to_series().to_numpy()
+    frame = pl.DataFrame(
+        {
+            c.source: _parsed(table, c.source, c.type)[1]
+            if c.type in ("integer", "numeric")
+            else table.frame[c.source]
+            for c in attributes
+        }
+    ).filter(pl.Series(labelled))
+    leaks, _ = leaking_columns(frame, y[labelled].astype(int), frame.columns)
+    notes = [
+        (
+            col,
+            f"CHECK: predicts the label almost perfectly alone (ROC-AUC {auc:.3f} on the rows "
+            "read), as a value recorded after the outcome would; add it back if it is known "
+            "before",
+        )
+        for col, auc in leaks.items()
+    ]
+    return [c for c in attributes if c.source not in leaks], notes
+
+
 def _attribute_line(c: _Column, taken: set[str]) -> str:
     name = _snake(c.source)
     if name in PLATFORM_COLUMNS:
@@ -475,6 +509,8 @@ def draft_config(
                 skipped.append((col, c.note))
             else:
                 attributes.append(c)
+        attributes, leaks = _without_leaks(table, label, positive, attributes)
+        skipped += leaks
         if signup is not None:
             fmt = f", format: {_yaml(signup.format)}" if signup.format else ""
             lines.append(

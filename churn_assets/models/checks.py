@@ -2,7 +2,7 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.models.assets import classification_models, regression_models
+from churn_assets.models.assets import classification_models, regression_models, training_set
 from churn_assets.resources import ChurnPlatform
 
 
@@ -46,4 +46,46 @@ def value_champion_beats_naive(
         description=f"{champion} R² gain over naive {gain:+.4f}{note}"
         + ("" if required else " (not required by this data set)"),
         metadata={"r2_gain_vs_naive": gain, "r2": regression_models["champion_metrics"]["r2"]},
+    )
+
+
+@dg.asset_check(asset=training_set)
+def no_single_feature_leak(training_set: Any) -> dg.AssetCheckResult:
+    """Warns when one feature alone predicts churn almost perfectly (out-of-fold ROC-AUC
+    ≥ 0.99 on the training rows): nearly always a value recorded after the outcome (a churn
+    value or reason beside the label), which makes the model perfect on paper and useless in
+    service. Lists each feature's ROC-AUC alone, highest first."""
+    import polars as pl
+
+    from churn_assets.lib.leakage import LEAK_ROC_AUC, leaking_columns
+    from churn_assets.lib.models.spec import DEFAULT_EXCLUDE
+
+    train = training_set.filter(pl.col("split") == "train")
+    skip = {*DEFAULT_EXCLUDE, "split"}
+    columns = [
+        c
+        for c, t in train.schema.items()
+        if c not in skip and (t.is_numeric() or t in (pl.String, pl.Boolean, pl.Categorical))
+    ]
+    leaks, ranked = leaking_columns(train, train["churned"].to_numpy().astype(int), columns)
+    top = list(ranked.items())[:10]
+    shown = ", ".join(f"{c} {a:.3f}" for c, a in top[:3])
+    if leaks:
+        named = ", ".join(f"'{c}' (ROC-AUC {a:.3f})" for c, a in leaks.items())
+        description = (
+            f"{named} alone predict(s) churn almost perfectly: a value recorded after the "
+            "outcome leaks the label; leave it out of the data set config unless it is known "
+            "before"
+        )
+    else:
+        description = f"no feature predicts churn almost perfectly alone (highest ROC-AUC alone: {shown})"
+    return dg.AssetCheckResult(
+        passed=not leaks,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "threshold": LEAK_ROC_AUC,
+            "roc_auc_alone": dg.MetadataValue.json({c: round(a, 4) for c, a in top}),
+            "rows": train.height,
+        },
     )

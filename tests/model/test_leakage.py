@@ -1,0 +1,105 @@
+"""Label leakage: a column that predicts churn almost perfectly alone is named by the
+training set's warning check and left out of a drafted config; honest features, ids and
+noise are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from churn_assets.lib.config_draft import draft_config
+from churn_assets.lib.leakage import leaking_columns, single_column_roc_auc
+from tests.helpers import run_graph
+
+N = 1200
+
+
+def _customers(seed: int = 0) -> pl.DataFrame:
+    """A bank-like snapshot: churn depends on age and products; three leaks beside it."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 80, N)
+    products = rng.integers(1, 5, N)
+    logit = -2.0 + 0.04 * (age - 40) + 0.6 * (products == 1)
+    churned = (rng.random(N) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pl.DataFrame(
+        {
+            "CustomerId": [f"K{i:05d}" for i in range(N)],
+            "Age": age,
+            "Products": products,
+            "Noise": rng.normal(size=N),
+            "Exited": churned,
+            # recorded after the outcome
+            "ExitedFlag": np.where(churned == 1, "Y", "N"),
+            "ExitReason": [
+                rng.choice(["price", "service", "moved"]) if c else None for c in churned
+            ],
+            "ClosedBalance": np.where(churned == 1, 0.0, rng.gamma(2.0, 5000.0, N)),
+        }
+    )
+
+
+def test_single_column_roc_auc_tells_leaks_from_features_ids_and_noise():
+    frame = _customers()
+    y = frame["Exited"].to_numpy()
+    assert single_column_roc_auc(frame["ExitedFlag"], y) == 1.0
+    assert single_column_roc_auc(frame["ExitReason"], y) == 1.0  # blank for those who stayed
+    assert single_column_roc_auc(frame["ClosedBalance"], y) > 0.99  # a number, binned
+    assert 0.6 < single_column_roc_auc(frame["Age"], y) < 0.9
+    assert single_column_roc_auc(frame["Noise"], y) < 0.6
+    # an id is unique per row: learnt on one half, it says nothing about the other
+    assert single_column_roc_auc(frame["CustomerId"], y) == 0.5
+    assert single_column_roc_auc(frame["Age"], np.zeros(N)) == 0.5  # one class
+
+
+def test_leaking_columns_ranks_every_column_and_is_deterministic():
+    frame = _customers()
+    cols = ["Age", "Products", "Noise", "ExitedFlag", "ExitReason", "ClosedBalance"]
+    leaks, ranked = leaking_columns(frame, frame["Exited"].to_numpy(), cols)
+    assert set(leaks) == {"ExitedFlag", "ExitReason", "ClosedBalance"}
+    assert list(ranked)[-1] == "Noise" and len(ranked) == 6
+    assert leaking_columns(frame, frame["Exited"].to_numpy(), cols)[1] == ranked
+
+
+def test_draft_config_leaves_leaks_out_with_a_check_note(tmp_path):
+    path = tmp_path / "bank.csv"
+    _customers().write_csv(path)
+    text = draft_config(str(path), label="Exited")
+    for leak in ("ExitedFlag", "ExitReason", "ClosedBalance"):
+        assert f'# left out: "{leak}": CHECK: predicts the label almost perfectly alone' in text
+        assert f'source: "{leak}"' not in text
+    assert '{name: age, source: "Age", type: integer}' in text
+    assert '{name: noise, source: "Noise", type: numeric}' in text
+
+
+CONFIG = """
+name: leaky
+customers:
+  path: {path}
+  id_column: CustomerId
+  attributes:
+    - {{name: age, source: Age, type: integer}}
+    - {{name: products, source: Products, type: integer}}
+{extra}
+labels:
+  source: columns
+  churned_column: Exited
+  churned_positive: ["1"]
+"""
+
+
+@pytest.mark.parametrize("leaky", [True, False])
+def test_the_training_set_check_warns_on_a_leak_and_passes_without(isolated_env, tmp_path, leaky):
+    path = tmp_path / "bank.csv"
+    _customers().write_csv(path)
+    extra = "    - {name: exit_reason, source: ExitReason, type: categorical}" if leaky else ""
+    config = tmp_path / "leaky.yaml"
+    config.write_text(CONFIG.format(path=path, extra=extra))
+    run = run_graph(str(config), ["raw_customers", "customer_features", "training_set"])
+    assert run.result.success  # a warning: the run goes on
+    check = run.check("training_set", "no_single_feature_leak")
+    assert check.passed is not leaky
+    if leaky:
+        assert check.description.startswith("'exit_reason' (ROC-AUC 1.000) alone predict(s)")
+    else:
+        assert "highest ROC-AUC alone: age" in check.description
