@@ -102,7 +102,14 @@ def _snake(name: str) -> str:
 
 def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
     """A sample of the file's table: Parquet, a spreadsheet (the first sheet with a column
-    named ``want``) or CSV (separator and encoding sniffed), compressed or not."""
+    named ``want``) or CSV (separator and encoding sniffed), compressed or not; without
+    rows whose every field is empty (ingestion skips them)."""
+    table = _read_file(path, sample_rows, want)
+    table.frame = table.frame.filter(~pl.all_horizontal(pl.all().is_null()))
+    return table
+
+
+def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
     p = Path(path)
     if not p.is_file():
         raise DraftError(f"{path}: no such file")

@@ -61,6 +61,7 @@ class IngestResult:
     parse_hints: dict[str, str] = field(default_factory=dict)  # column -> likely fix
     label_problem: str | None = None  # why the churn label column is unusable
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
+    empty_rows: int = 0  # rows with every field empty, skipped
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
 
     @property
@@ -161,6 +162,14 @@ def _read_one(
                 data,
             )
     return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
+
+
+def _without_empty_rows(df: pl.DataFrame, wanted: list[str]) -> tuple[pl.DataFrame, int]:
+    """``df`` without the lines whose every field is empty (",,,,", a spreadsheet's blank
+    row): they are no rows at all, never a customer without an id. Returns their count."""
+    empty = pl.all_horizontal(pl.col(c).is_null() for c in wanted)
+    n = df.select(empty.sum()).item()
+    return (df.filter(~empty), n) if n else (df, 0)
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:
@@ -382,7 +391,7 @@ def _ingest(
             "(`churn seed`) or fix 'path' in the data set config"
         )
     wanted = list(dict.fromkeys(raw for raw, *_ in columns.values()))
-    frames, problems, raw_bytes = [], [], {}
+    frames, problems, raw_bytes, empty = [], [], {}, 0
     counts: Counter[str] = Counter()
     hints: dict[str, str] = {}
     for f in files:
@@ -391,6 +400,8 @@ def _ingest(
             problems.append(problem)
             raw_bytes[problem.file] = data
             continue
+        df, n = _without_empty_rows(df, wanted)
+        empty += n
         typed, bad, found = _typed(df, columns, spec.decimal, spec.thousands)
         del df
         counts.update(bad)
@@ -406,6 +417,7 @@ def _ingest(
         parse_hints=hints,
         raw_bytes=raw_bytes,
         urls={f.rsplit("/", 1)[-1]: f for f in files},
+        empty_rows=empty,
     )
 
 

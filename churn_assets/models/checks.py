@@ -78,7 +78,9 @@ def no_single_feature_leak(training_set: Any) -> dg.AssetCheckResult:
             "before"
         )
     else:
-        description = f"no feature predicts churn almost perfectly alone (highest ROC-AUC alone: {shown})"
+        description = (
+            f"no feature predicts churn almost perfectly alone (highest ROC-AUC alone: {shown})"
+        )
     return dg.AssetCheckResult(
         passed=not leaks,
         severity=dg.AssetCheckSeverity.WARN,

@@ -74,10 +74,12 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
             "; ".join(p.message() for p in problems)
             if problems
             else f"{len(res.files)} file(s) read"
+            + (f"; {res.empty_rows:,} empty row(s) skipped" if res.empty_rows else "")
         ),
         metadata={
             "files": len(res.files),
             "bad_files": len(problems),
+            "empty_rows_skipped": res.empty_rows,
             "problems": dg.MetadataValue.json(
                 [
                     {

@@ -275,3 +275,24 @@ def test_draft_config_keeps_the_first_line_as_header_without_a_title(tmp_path):
     path = tmp_path / "orders.csv"
     path.write_text(CSV)
     assert "skip_rows" not in draft_config(str(path), timestamp="InvoiceDate")
+
+
+def test_rows_with_every_field_empty_are_skipped_and_counted(tmp_path):
+    """A public churn export with one all-empty row (",,,,,") trains as the rest of it; a row
+    with data but no id is still a bad row."""
+    (tmp_path / "c.csv").write_text(
+        "CustomerID,Age,Churn\n1.0,30.0,0.0\n,,\n2.0,41.0,1.0\n,,\n,52.0,1.0\n"
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: c\ncustomers:\n  path: c.csv\n  id_column: CustomerID\n  attributes:\n"
+        "    - {name: age, source: Age, type: integer}\n"
+        "labels:\n  source: columns\n  churned_column: Churn\n"
+    )
+    res = ingest_customers(load_dataset_config(str(cfg)), str(tmp_path))
+    assert res.empty_rows == 2 and res.rows == 3
+    assert res.frame["customer_id"].to_list() == ["1", "2", None]
+    check = files_check("raw_customers", res, None)
+    assert check.passed and check.description == "1 file(s) read; 2 empty row(s) skipped"
+    text = draft_config(str(tmp_path / "c.csv"), label="Churn")
+    assert "allow_unlabelled" not in text and "(3 rows read)" in text
