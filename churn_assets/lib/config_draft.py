@@ -264,6 +264,8 @@ def _column_type(table: _Table, col: str) -> _Column:
     present = text.filter(text.is_not_null() & (text != ""))
     if present.len() == 0:
         return _Column(col, "skip", "always empty")
+    if present.n_unique() == 1 and present.len() == text.len():
+        return _Column(col, "skip", f"{present[0]!r} in every row read: says nothing")
     share, integers = _parsed(table, col, "integer")
     if share == 1.0:
         if _row_number(integers):

@@ -227,3 +227,15 @@ def test_a_tab_separated_file_with_quoted_commas(tmp_path):
     cfg, _ = _load(text, tmp_path)
     res = ingest_customers(cfg, str(tmp_path))
     assert res.parse_errors == {} and "France, EU" in res.frame["geography"].to_list()
+
+
+def test_a_column_with_one_value_is_left_out(tmp_path):
+    csv = tmp_path / "bank.csv"
+    frame = _bank().with_columns(Count=pl.lit(1), Country=pl.lit("France"))
+    frame = frame.with_columns(Partly=pl.when(pl.col("Age") > 50).then(pl.lit("x")))
+    frame.write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    assert "# left out: \"Count\": '1' in every row read: says nothing" in text
+    assert "# left out: \"Country\": 'France' in every row read: says nothing" in text
+    # one value and blanks: whether it is there says something
+    assert '{name: partly, source: "Partly", type: categorical}' in text
