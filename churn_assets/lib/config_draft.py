@@ -52,6 +52,12 @@ TIMESTAMP_FORMATS = (
     "%d.%m.%Y",
     "%Y%m%d",
 )
+#: Numbers taken for times since 1970 (1979 to 2099) by their size: format, unit, range.
+EPOCH_RANGES = (
+    ("epoch_s", "seconds", (3e8, 4.1e9)),
+    ("epoch_ms", "milliseconds", (3e11, 4.1e12)),
+    ("epoch_us", "microseconds", (3e14, 4.1e15)),
+)
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
 #: Column names recognised (lower case, without ``_`` and spaces) when no option names them.
 ID_NAMES = ("customerid", "customer", "clientid", "accountid", "userid", "memberid", "id")
@@ -342,6 +348,15 @@ def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str]:
     """The ``timestamp_format`` of ``col`` (None: ISO 8601) and a note when the day and the
     month could be either way round."""
     values = table.frame[col].cast(pl.String).str.strip_chars().drop_nulls().head(5000)
+    numbers = values.cast(pl.Float64, strict=False)
+    if values.len() and numbers.null_count() == 0:
+        for fmt, unit, (low, high) in EPOCH_RANGES:
+            if low <= numbers.min() and numbers.max() <= high:
+                first = _parsed(table, col, "datetime", fmt)[1].drop_nulls()[0]
+                return fmt, (
+                    f"CHECK: numbers read as {unit} since 1970-01-01 UTC "
+                    f"({values[0]} is {first:%Y-%m-%d %H:%M:%S})"
+                )
     iso = values.str.contains(_ISO).mean() or 0.0
     if iso >= 0.99 and _parses(table, col, "datetime") >= 0.99:
         return None, ""

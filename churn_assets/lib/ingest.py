@@ -219,6 +219,12 @@ def parse_expr(
             .then(False)
             .otherwise(None)
         )
+    if target in ("date", "datetime") and fmt in EPOCH_FORMATS:
+        # seconds (or ms, µs) since 1970-01-01 UTC; outside 1900-2200 is a wrong unit
+        us = (s.cast(pl.Float64, strict=False) * EPOCH_FORMATS[fmt]).round(0)
+        ok = us.is_between(_EPOCH_MIN_US, _EPOCH_MAX_US)
+        t = pl.from_epoch(pl.when(ok).then(us).cast(pl.Int64), time_unit="us")
+        return t.dt.date() if target == "date" else t
     if target == "date":
         return s.str.to_date(fmt or "%Y-%m-%d", strict=False)
     if target == "datetime":
@@ -251,6 +257,11 @@ def _iso_8601(raw: str, target: str) -> pl.Expr:
     )
     return parsed.dt.date() if target == "date" else parsed
 
+
+#: ``format`` / ``timestamp_format`` values for numbers since 1970-01-01 UTC: µs per unit.
+EPOCH_FORMATS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
+_EPOCH_MIN_US = -2_208_988_800 * 1_000_000  # 1900-01-01
+_EPOCH_MAX_US = 7_258_118_400 * 1_000_000  # 2200-01-01
 
 #: ISO 8601 timestamps with a UTC offset ("Z" is read as "+00:00").
 ISO_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")

@@ -85,3 +85,29 @@ def test_parquet_with_a_time_zone_is_read_as_utc(tmp_path):
     res, ts = _ingest(tmp_path, [], parquet=berlin)
     assert res.parse_errors == {}
     assert ts.dtype.time_zone is None and ts.to_list() == [UTC_10]
+
+
+def test_seconds_and_milliseconds_since_1970_are_read_as_utc(tmp_path):
+    """Unix times as event exports write them, in text and as Parquet integers; a number of
+    the wrong size for its unit (past 2200) is a bad value, never year 53,000."""
+    res, ts = _ingest(tmp_path, ["1711965600", "1711965600.5", "", "1711965600000"], "epoch_s")
+    assert ts.to_list()[:2] == [UTC_10, UTC_10 + dt.timedelta(milliseconds=500)]
+    assert res.parse_errors == {"timestamp": 1}  # the ms value read as seconds
+    res, ts = _ingest(
+        tmp_path, [], "epoch_ms", parquet=pl.Series([1711965600000, 1711965600250], dtype=pl.Int64)
+    )
+    assert res.parse_errors == {}
+    assert ts.to_list() == [UTC_10, UTC_10 + dt.timedelta(milliseconds=250)]
+
+
+def test_draft_config_recognises_unix_times_by_their_size(tmp_path):
+    from churn_assets.lib.config_draft import draft_config
+
+    for unit, scale in (("epoch_s", 1), ("epoch_ms", 1000)):
+        path = tmp_path / f"{unit}.csv"
+        pl.DataFrame(
+            {"account": ["A1", "A2", "A3"], "at": [1711965600 * scale] * 3, "amount": [1.0] * 3}
+        ).write_csv(path)
+        text = draft_config(str(path), timestamp="at", id_column="account")
+        assert f'timestamp_format: "{unit}"   # CHECK: numbers read as' in text
+        assert "is 2024-04-01 10:00:00" in text
