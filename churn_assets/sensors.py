@@ -30,7 +30,7 @@ def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
     landing = platform.landing_url_for_dataset()
     opts = platform.landing_storage_options()
     listing: dict[str, str] = {}
-    for spec in (cfg.customers, cfg.transactions):
+    for spec in (cfg.customers, cfg.transactions, cfg.labels.file):
         if spec is None:
             continue
         try:

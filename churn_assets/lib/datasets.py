@@ -123,6 +123,15 @@ class TransactionsSpec(SourceSpec):
         return self
 
 
+class LabelFileSpec(SourceSpec):
+    """Snapshot labels in a file of their own (a CRM export of cancellations, a competition's
+    ``train.csv``): one row per customer, joined to the customer table by id."""
+
+    id_column: str | None = Field(
+        default=None, description="Its customer id column; default: the customer table's."
+    )
+
+
 class LabelsSpec(_Strict):
     """Where labels come from: columns of the customer table, or transactions after a cut-off."""
 
@@ -136,6 +145,11 @@ class LabelsSpec(_Strict):
     horizon_days: int = Field(default=90, gt=0)
     naive_lookback_days: int | None = Field(
         default=None, gt=0, description="Spend window of the naive forecast; default 3 x horizon."
+    )
+    file: LabelFileSpec | None = Field(
+        default=None,
+        description="Snapshot data: read churned_column (and total_sales_column) from this "
+        "file, joined by customer id, instead of from the customer table.",
     )
     allow_unlabelled: bool = Field(
         default=False,
@@ -158,6 +172,11 @@ class LabelsSpec(_Strict):
                 "labels.source 'columns' needs 'churned_column': every data set trains a "
                 "churn model (a value label alone, 'total_sales_column', is not enough; "
                 "value-only data sets are not supported)"
+            )
+        if self.source != "columns" and self.file is not None:
+            raise ValueError(
+                "labels.file needs labels.source 'columns': transaction data derives every "
+                "label from the purchases after the cut-off"
             )
         if self.source != "columns" and self.allow_unlabelled:
             raise ValueError(

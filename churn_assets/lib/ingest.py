@@ -62,6 +62,7 @@ class IngestResult:
     label_problem: str | None = None  # why the churn label column is unusable
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
     empty_rows: int = 0  # rows with every field empty, skipped
+    label_rows: tuple[int, int] | None = None  # label file: rows naming a customer, all rows
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
 
     @property
@@ -461,11 +462,85 @@ def customer_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None
     for a in spec.attributes:
         cols[a.name] = (a.raw, a.type, a.format, a)
     labels = cfg.labels
-    if labels.source == "columns":
-        cols["churned"] = (labels.churned_column, "string", None, None)
-        if labels.total_sales_column:
-            cols["total_sales"] = (labels.total_sales_column, "numeric", None, None)
+    if labels.source == "columns" and labels.file is None:
+        cols.update(_label_columns(cfg))
     return cols
+
+
+def _label_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
+    labels = cfg.labels
+    cols: dict[str, tuple[str, str, str | None, Any]] = {
+        "churned": (labels.churned_column, "string", None, None)  # type: ignore[dict-item]
+    }
+    if labels.total_sales_column:
+        cols["total_sales"] = (labels.total_sales_column, "numeric", None, None)
+    return cols
+
+
+def label_file_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
+    """Out column → (raw column, type, format, spec) for a separate label file."""
+    spec = cfg.labels.file
+    ident = (spec.id_column if spec else None) or cfg.customers.id_column  # type: ignore[union-attr]
+    return {"customer_id": (ident, "string", None, None), **_label_columns(cfg)}
+
+
+def _join_label_file(
+    cfg: DatasetConfig, res: IngestResult, frame: pl.DataFrame, landing_url: str, options: dict
+) -> pl.DataFrame:
+    """``frame`` (the customer table) with the label columns of ``labels.file``, joined by
+    customer id; the label file's files and problems are added to ``res``. A customer
+    without a label row has a blank label. Raises ValueError when an id repeats in the label
+    file or no label row names a customer of the table."""
+    spec = cfg.labels.file
+    assert spec is not None
+    lab = _ingest("raw_customers", spec, label_file_columns(cfg), landing_url, options)
+    res.files += lab.files
+    res.file_problems += lab.file_problems
+    res.raw_bytes |= lab.raw_bytes
+    res.urls |= lab.urls
+    res.parse_hints |= lab.parse_hints
+    res.empty_rows += lab.empty_rows
+    res.parse_errors = dict(Counter(res.parse_errors) + Counter(lab.parse_errors))
+    labels = lab.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", "")).filter(
+        pl.col("customer_id").is_not_null()
+    )
+    repeated = labels.filter(pl.col("customer_id").is_duplicated())["customer_id"].unique()
+    if repeated.len():
+        shown = ", ".join(repr(v) for v in repeated.sort().head(3).to_list())
+        raise ValueError(
+            f"label file {', '.join(lab.files)}: {repeated.len():,} customer id(s) have more "
+            f"than one label row (e.g. {shown}); a snapshot has one label per customer"
+        )
+    known = labels["customer_id"].is_in(frame["customer_id"].drop_nulls().implode())
+    res.label_rows = (int(known.sum()), labels.height)
+    if labels.height and frame.height and not known.any():
+        raise ValueError(
+            f"none of the {labels.height:,} customer ids in the label file is in the customer "
+            f"table (label file: {', '.join(repr(v) for v in labels['customer_id'].head(3))}; "
+            f"customers: {', '.join(repr(v) for v in frame['customer_id'].drop_nulls().head(3))})"
+        )
+    keep = ["customer_id", *(c for c in ("churned", "total_sales") if c in labels.columns)]
+    joined = frame.join(
+        labels.select(
+            *keep,
+            pl.col("_parse_errors").alias("_label_errors"),
+            pl.col("_source_file").alias("_label_file"),
+        ),
+        on="customer_id",
+        how="left",
+        maintain_order="left",
+    )
+    bad_label = pl.col("_label_errors").is_not_null()
+    return joined.with_columns(
+        pl.concat_str(["_parse_errors", "_label_errors"], separator=",", ignore_nulls=True)
+        .replace("", None)
+        .alias("_parse_errors"),
+        # a value the label file got wrong is that file's bad row
+        pl.when(bad_label)
+        .then(pl.col("_label_file"))
+        .otherwise(pl.col("_source_file"))
+        .alias("_source_file"),
+    ).select(*frame.columns[:-2], *keep[1:], "_source_file", "_parse_errors")
 
 
 def transaction_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
@@ -524,6 +599,8 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
         "raw_customers", cfg.customers, customer_columns(cfg), landing_url, storage_options or {}
     )
     frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
+    if cfg.labels.file is not None:
+        frame = _join_label_file(cfg, res, frame, landing_url, storage_options or {})
     if cfg.labels.source == "columns":
         positive = pl.Series(cfg.labels.churned_positive, dtype=pl.String)
         keys = pl.DataFrame({"v": positive}).select(label_key(pl.col("v")))["v"]

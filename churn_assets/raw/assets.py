@@ -60,6 +60,16 @@ def _screen_and_report(
     }
     if where:
         metadata["quarantine"] = dg.MetadataValue.path(str(where))
+    if res.label_rows is not None:
+        named, rows = res.label_rows
+        metadata["label_file_rows_matched"] = dg.MetadataValue.text(
+            f"{named:,} of {rows:,} label rows name a customer of the table"
+        )
+        if named < rows:
+            context.log.warning(
+                f"{asset}: {rows - named:,} of {rows:,} rows of the label file name no customer "
+                "of the customer table; they are not used"
+            )
     if note:
         metadata["note"] = dg.MetadataValue.text(note)
     yield dg.Output(frame, metadata=metadata)
@@ -78,7 +88,8 @@ def raw_customers(
     context: dg.AssetExecutionContext, platform: ChurnPlatform
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Customers of the data set, one row each: id, optional signup date, static attributes
-    and, for snapshot data, the label columns. Read from the landing zone and typed per the
+    and, for snapshot data, the label columns (from the table itself, or from
+    ``labels.file`` joined by customer id). Read from the landing zone and typed per the
     data set config; rows failing a rule are flagged ``_quarantined`` and copied to
     quarantine. Data sets without a customer table give an empty table (customers are then
     derived from transactions)."""
