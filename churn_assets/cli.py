@@ -212,6 +212,12 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--label", default=None, help="Churn label column (a snapshot table).")
 @click.option("--value", default=None, help="Value label column (snapshot; optional).")
+@click.option(
+    "--labels-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="A file of its own holding --label (and --value), joined by customer id.",
+)
 @click.option("--id", "id_column", default=None, help="Customer id column (default: by name).")
 @click.option("--timestamp", default=None, help="Timestamp column (a table of transactions).")
 @click.option("--amount", default=None, help="Amount column (transactions; default: by name).")
@@ -224,6 +230,7 @@ def draft_config_command(
     file: str,
     label: str | None,
     value: str | None,
+    labels_file: str | None,
     id_column: str | None,
     timestamp: str | None,
     amount: str | None,
@@ -233,9 +240,10 @@ def draft_config_command(
     name: str | None,
     out: str | None,
 ) -> None:
-    """Draft a data set config (YAML) for a CSV or Parquet FILE: a snapshot with a churn
-    column (--label) or transactions (--timestamp). Column types, separator, encoding,
-    decimal comma and timestamp format come from the data; every choice is commented."""
+    """Draft a data set config (YAML) for a CSV, Parquet or spreadsheet FILE (compressed or
+    not): a snapshot with a churn column (--label, in FILE or in --labels-file) or
+    transactions (--timestamp). Column types, separator, encoding, decimal comma and
+    timestamp format come from the data; every choice is commented."""
     from churn_assets.lib.config_draft import DraftError, draft_config
     from churn_assets.lib.datasets import DatasetConfigError
 
@@ -245,6 +253,7 @@ def draft_config_command(
             name=name,
             label=label,
             value=value,
+            labels_file=labels_file,
             id_column=id_column,
             timestamp=timestamp,
             amount=amount,

@@ -10,6 +10,7 @@ the transaction columns it recognised. The draft is validated before it is retur
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -436,42 +437,8 @@ def _attribute_line(c: _Column, taken: set[str]) -> str:
     return "    - {" + ", ".join(parts) + "}"
 
 
-def draft_config(
-    path: str,
-    *,
-    name: str | None = None,
-    label: str | None = None,
-    value: str | None = None,
-    id_column: str | None = None,
-    timestamp: str | None = None,
-    amount: str | None = None,
-    quantity: str | None = None,
-    unit_price: str | None = None,
-    invoice: str | None = None,
-    horizon_days: int = 90,
-    sample_rows: int = 100_000,
-) -> str:
-    """The YAML of a data set config for the file at ``path``: a snapshot table with churn
-    column ``label`` (and optionally value column ``value``), or, with ``timestamp``, a table
-    of transactions (``amount``, or ``quantity`` and ``unit_price``). Columns not named are
-    found by their names where they can be. Raises :class:`DraftError` when the file or the
-    options do not allow one; the draft returned always loads as a config."""
-    if (label is None) == (timestamp is None):
-        raise DraftError(
-            "give --label (a snapshot table with a churn column) or --timestamp (a table of "
-            "transactions, churn derived from purchases after a cut-off), not both"
-        )
-    table = _read(path, sample_rows, want=label or timestamp)
-    cols = table.frame.columns
-    stem = _snake(Path(path).stem)
-    name = name or (stem if stem[0].isalpha() else f"data_{stem}")
-    lines = [
-        f"# Drafted by `churn draft-config` from {Path(path).name} ({table.frame.height:,} rows "
-        "read).",
-        "# Check the lines marked CHECK, then: churn demo --dataset <this file>",
-        f"name: {name}",
-        f"description: {_yaml(f'{Path(path).name}, drafted config')}",
-    ]
+def _source_lines(table: _Table, indent: str = "  ") -> list[str]:
+    """The source settings of ``table`` as YAML lines: path, format, sheet, encoding, ..."""
     source = [f"  path: {_yaml(table.path)}", f"  format: {table.format}"]
     if table.format == "excel" and len(table.sheets) > 1:
         others = ", ".join(n for n in table.sheets if n not in table.sheet)
@@ -491,6 +458,51 @@ def draft_config(
             source.append('  decimal: ","')
             if table.thousands:
                 source.append(f"  thousands: {_yaml(table.thousands)}")
+    return [indent + line[2:] for line in source]
+
+
+def draft_config(
+    path: str,
+    *,
+    name: str | None = None,
+    label: str | None = None,
+    value: str | None = None,
+    id_column: str | None = None,
+    timestamp: str | None = None,
+    amount: str | None = None,
+    quantity: str | None = None,
+    unit_price: str | None = None,
+    invoice: str | None = None,
+    labels_file: str | None = None,
+    horizon_days: int = 90,
+    sample_rows: int = 100_000,
+) -> str:
+    """The YAML of a data set config for the file at ``path``: a snapshot table with churn
+    column ``label`` (and optionally value column ``value``), or, with ``timestamp``, a table
+    of transactions (``amount``, or ``quantity`` and ``unit_price``). Columns not named are
+    found by their names where they can be. With ``labels_file``, the churn (and value)
+    column is in that file, joined by customer id (``labels.file``). Raises
+    :class:`DraftError` when the file or the options do not allow one; the draft returned
+    always loads as a config."""
+    if (label is None) == (timestamp is None):
+        raise DraftError(
+            "give --label (a snapshot table with a churn column) or --timestamp (a table of "
+            "transactions, churn derived from purchases after a cut-off), not both"
+        )
+    if labels_file is not None and label is None:
+        raise DraftError("--labels-file goes with --label: the churn column of that file")
+    table = _read(path, sample_rows, want=None if labels_file else label or timestamp)
+    cols = table.frame.columns
+    stem = _snake(Path(path).stem)
+    name = name or (stem if stem[0].isalpha() else f"data_{stem}")
+    lines = [
+        f"# Drafted by `churn draft-config` from {Path(path).name} ({table.frame.height:,} rows "
+        "read).",
+        "# Check the lines marked CHECK, then: churn demo --dataset <this file>",
+        f"name: {name}",
+        f"description: {_yaml(f'{Path(path).name}, drafted config')}",
+    ]
+    source = _source_lines(table)
     if timestamp is not None:
         lines += _transactions(
             table, source, id_column, timestamp, amount, quantity, unit_price, invoice
@@ -505,20 +517,44 @@ def draft_config(
         ]
     else:
         assert label is not None
-        label = _find(table, label, (), "label")
-        value = _find(table, value, (), "value") if value else None
+        labels_table = _read(labels_file, sample_rows, want=label) if labels_file else table
         ident = _find(table, id_column, ID_NAMES, "id")
+        shared = [c for c in cols if c in labels_table.frame.columns and c != label]
+        if ident is None and labels_file is not None and len(shared) == 1:
+            ident = shared[0]  # the one column both files have: the key they join on
         if ident is None:
             raise DraftError(
                 f"no customer id column found among {', '.join(cols)}: give it with --id"
             )
+        judged, label_id = table, None
+        if labels_file is not None:
+            label = _find(labels_table, label, (), "label")
+            value = _find(labels_table, value, (), "value") if value else None
+            label_id = _find(
+                labels_table, ident if ident in labels_table.frame.columns else None, ID_NAMES, "id"
+            )
+            if label_id is None:
+                raise DraftError(
+                    f"no customer id column found in {labels_file} among "
+                    f"{', '.join(labels_table.frame.columns)}: name it like {ident!r}"
+                )
+            kept = [label, *([value] if value else [])]
+            joined = table.frame.with_columns(pl.col(ident).cast(pl.String)).join(
+                labels_table.frame.select(pl.col(label_id).cast(pl.String).alias(ident), *kept),
+                on=ident,
+                how="inner",
+            )
+            judged = dataclasses.replace(table, frame=joined)
+        else:
+            label = _find(table, label, (), "label")
+            value = _find(table, value, (), "value") if value else None
         ids = table.frame[ident].drop_nulls()
         if ids.n_unique() != ids.len():
             raise DraftError(
                 f"the id column {ident!r} repeats values ({ids.len() - ids.n_unique():,} "
                 "duplicates in the rows read): a snapshot has one row per customer"
             )
-        positive, why = _positive(table, label)
+        positive, why = _positive(labels_table, label)
         lines += ["customers:", *source, f"  id_column: {_yaml(ident)}"]
         signup, attributes, skipped = None, [], []
         for col in cols:
@@ -533,7 +569,7 @@ def draft_config(
                 skipped.append((col, c.note))
             else:
                 attributes.append(c)
-        attributes, leaks = _without_leaks(table, label, positive, attributes)
+        attributes, leaks = _without_leaks(judged, label, positive, attributes)
         skipped += leaks
         if signup is not None:
             fmt = f", format: {_yaml(signup.format)}" if signup.format else ""
@@ -545,16 +581,29 @@ def draft_config(
         taken: set[str] = set()
         lines += [_attribute_line(c, taken) for c in attributes] or ["    []"]
         lines += [f"    # left out: {_yaml(col)}: {why_}" for col, why_ in skipped]
+        lines += ["labels:", "  source: columns"]
+        if labels_file is not None:
+            lines.append("  file:")
+            lines += _source_lines(labels_table, indent="    ")
+            if label_id != ident:
+                lines.append(f"    id_column: {_yaml(label_id)}")
         lines += [
-            "labels:",
-            "  source: columns",
             f"  churned_column: {_yaml(label)}",
             f"  churned_positive: [{_yaml(positive)}]   # {why}",
         ]
-        blank = table.frame.select(
-            (pl.col(label).cast(pl.String).str.strip_chars().fill_null("") == "").sum()
-        ).item()
-        if blank:
+        blank = (
+            (labels_table if labels_file else table)
+            .frame.select(
+                (pl.col(label).cast(pl.String).str.strip_chars().fill_null("") == "").sum()
+            )
+            .item()
+        )
+        if labels_file is not None:
+            lines.append(
+                "  allow_unlabelled: true   # CHECK: customers without a label row are scored "
+                "and served, not trained on; remove it when every customer has one"
+            )
+        elif blank:
             lines.append(
                 f"  allow_unlabelled: true   # CHECK: {blank:,} rows have no label: scored and "
                 "served, not trained on"

@@ -149,3 +149,28 @@ def test_a_changed_label_file_is_new_landing_data(isolated_env, tmp_path, monkey
     (request,) = result.run_requests
     assert request.job_name == "customers_features_drift"
     assert request.tags["churn/new_files"] == "train.csv"
+
+
+def test_draft_config_with_a_labels_file_joins_it_and_judges_leaks_across_files(tmp_path):
+    from churn_assets.lib.config_draft import DraftError, draft_config
+
+    labels = _members(tmp_path)
+    labels.write_csv(tmp_path / "train.csv")
+    members = pl.read_csv(tmp_path / "members.csv")
+    # a column of the members file that is the outcome itself, found only through the join
+    outcome = dict(labels.iter_rows())
+    members.with_columns(cancelled=pl.col("msno").replace_strict(outcome, default=None)).write_csv(
+        tmp_path / "members.csv"
+    )
+    text = draft_config(
+        str(tmp_path / "members.csv"), label="is_churn", labels_file=str(tmp_path / "train.csv")
+    )
+    assert 'id_column: "msno"' in text  # the one column both files have
+    assert "  file:\n    path: " in text and "allow_unlabelled: true   # CHECK" in text
+    assert '# left out: "cancelled": CHECK: predicts the label almost perfectly alone' in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    res = ingest_customers(load_dataset_config(str(out)), str(tmp_path))
+    assert res.label_rows == (480, 482) and res.parse_errors == {}
+    with pytest.raises(DraftError, match="--labels-file goes with --label"):
+        draft_config(str(tmp_path / "members.csv"), timestamp="bd", labels_file="x.csv")
