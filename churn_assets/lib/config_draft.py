@@ -28,6 +28,7 @@ from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
     kind_of,
+    parse_csv_text,
     read_sample,
     read_spreadsheet,
     sheet_names,
@@ -154,16 +155,10 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
     ]
     skip = _header_row(widths)
     try:
-        frame = pl.read_csv(
-            io.StringIO(text),
-            separator=separator,
-            infer_schema=False,
-            n_rows=sample_rows,
-            skip_rows=skip,
-        )
-    except Exception as e:  # polars raises several error types for malformed files
-        raise DraftError(f"{path}: not a readable CSV file ({str(e).splitlines()[0]})") from e
-    frame.columns = [c.strip() for c in frame.columns]
+        frame = parse_csv_text(text, separator=separator, skip_rows=skip, n_rows=sample_rows)
+    except UnreadableFile as e:
+        detail = str(e).removeprefix("unreadable file: ")
+        raise DraftError(f"{path}: not a readable CSV file ({detail})") from e
     table = _Table(str(p.resolve()), "csv", frame, encoding, separator, skip_rows=skip)
     _number_marks(table)
     return table

@@ -169,6 +169,13 @@ def read_csv_text(
             f"unknown encoding: byte 0x{data[e.start]:02x} at offset {e.start} is not valid "
             f"{encoding}; set 'encoding' in the data set config"
         ) from e
+    return parse_csv_text(text, separator=separator, skip_rows=skip_rows, n_rows=n_rows)
+
+
+def parse_csv_text(
+    text: str, *, separator: str = ",", skip_rows: int = 0, n_rows: int | None = None
+) -> pl.DataFrame:
+    """CSV text as a frame of strings (header names stripped)."""
     try:
         frame = pl.read_csv(
             io.StringIO(text),
