@@ -111,7 +111,18 @@ def _snake(name: str) -> str:
 def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
     """A sample of the file's table: Parquet, a spreadsheet (the first sheet with a column
     named ``want``) or CSV (separator and encoding sniffed), compressed or not; without
-    rows whose every field is empty (ingestion skips them)."""
+    rows whose every field is empty (ingestion skips them). A folder (daily exports, say)
+    is drafted from its last data file by name, and read whole by the config."""
+    folder = Path(path)
+    if folder.is_dir():
+        from churn_assets.lib.ingest import list_source_files
+
+        files = list_source_files(str(folder))
+        if not files:
+            raise DraftError(f"{path}: a folder without data files (.csv, .parquet, .xlsx, ...)")
+        table = _read(files[-1], sample_rows, want)
+        table.path = str(folder.resolve())
+        return table
     table = _read_file(path, sample_rows, want)
     table.frame = table.frame.filter(~pl.all_horizontal(pl.all().is_null()))
     return table
@@ -491,7 +502,9 @@ def draft_config(
     stem = _snake(Path(path).stem)
     name = name or (stem if stem[0].isalpha() else f"data_{stem}")
     lines = [
-        f"# Drafted by `churn draft-config` from {Path(path).name} ({table.frame.height:,} rows "
+        f"# Drafted by `churn draft-config` from {Path(path).name}"
+        + ("/ (its last file" if Path(path).is_dir() else " (")
+        + f"{', ' if Path(path).is_dir() else ''}{table.frame.height:,} rows "
         "read).",
         "# Check the lines marked CHECK, then: churn demo --dataset <this file>",
         f"name: {name}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bz2
 import datetime as dt
 import gzip
+import json
 import lzma
 import zipfile
 from pathlib import Path
@@ -296,3 +297,22 @@ def test_rows_with_every_field_empty_are_skipped_and_counted(tmp_path):
     assert check.passed and check.description == "1 file(s) read; 2 empty row(s) skipped"
     text = draft_config(str(tmp_path / "c.csv"), label="Churn")
     assert "allow_unlabelled" not in text and "(3 rows read)" in text
+
+
+def test_draft_config_of_a_folder_of_daily_exports_reads_them_all(tmp_path):
+    orders = tmp_path / "orders"
+    orders.mkdir()
+    (orders / "2010-12-01.csv.gz").write_bytes(gzip.compress(CSV.encode()))
+    (orders / "2010-12-02.csv.gz").write_bytes(
+        gzip.compress(
+            b"InvoiceNo,CustomerID,InvoiceDate,Quantity,UnitPrice\n"
+            b"536390,14527,2010-12-02 11:00:00,3,1.25\n"
+        )
+    )
+    text = draft_config(str(orders), timestamp="InvoiceDate")
+    assert text.startswith("# Drafted by `churn draft-config` from orders/ (its last file, 1 rows")
+    assert f"path: {json.dumps(str(orders.resolve()))}" in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    res = ingest_transactions(load_dataset_config(str(out)), str(tmp_path))
+    assert res.files == ["2010-12-01.csv.gz", "2010-12-02.csv.gz"] and res.rows == 4
