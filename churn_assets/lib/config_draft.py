@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import json
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
 from churn_assets.lib.ingest import has_offset, label_key, parse_expr
@@ -29,6 +31,7 @@ from churn_assets.lib.source_files import (
     UnreadableFile,
     kind_of,
     parse_csv_text,
+    read_json_records,
     read_sample,
     read_spreadsheet,
     sheet_names,
@@ -143,6 +146,13 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
             return _Table(str(p.resolve()), "parquet", frame)
         if kind == "excel":
             return _read_sheet(p, data, sample_rows, want)
+        if kind == "json":
+            if len(data) == SAMPLE_BYTES:  # cut: whole records (lines) only, or all of it
+                if data.lstrip()[:1] == b"[":
+                    data, _ = read_sample(str(p), -1)
+                else:
+                    data = data[: data.rindex(b"\n") + 1]
+            return _Table(str(p.resolve()), "json", read_json_records(data, sample_rows))
     except UnreadableFile as e:
         raise DraftError(f"{path}: {e}") from e
     if len(data) == SAMPLE_BYTES and b"\n" in data:
@@ -318,6 +328,9 @@ def _find(table: _Table, given: str | None, names: tuple[str, ...], what: str) -
             )
         return given
     by_key = {_key(c): c for c in table.frame.columns}
+    # a nested JSON field ("metadata.plan") also goes by its own name
+    for c in table.frame.columns:
+        by_key.setdefault(_key(c.rsplit(".", 1)[-1]), c)
     return next((by_key[n] for n in names if n in by_key), None)
 
 
@@ -521,7 +534,8 @@ def draft_config(
             f"  horizon_days: {horizon_days}           # churned = no purchase in the "
             "horizon after the cut-off",
             "  # cutoff: YYYY-MM-DD          # default: the last purchase minus the horizon",
-            "  # active_within_days: 90      # leave out customers who lapsed already",
+            f"  # active_within_days: {horizon_days}      # leave out customers who lapsed "
+            "already" + _lapsed_note(table, lines, horizon_days),
         ]
     else:
         assert label is not None
@@ -626,6 +640,27 @@ def draft_config(
         check.write_text(text)
         load_dataset_config(str(check))
     return text
+
+
+def _lapsed_note(table: _Table, lines: list[str], horizon_days: int) -> str:
+    """How many customers known at the default cut-off bought nothing in the horizon before
+    it, in the lines read (subscriptions that ended long ago inflate the churn rate)."""
+    cfg = yaml.safe_load("\n".join(lines))["transactions"]
+    stamps = _parsed(table, cfg["timestamp"], "datetime", cfg.get("timestamp_format"))[1]
+    frame = pl.DataFrame({"c": table.frame[cfg["customer_id"]].cast(pl.String), "t": stamps})
+    frame = frame.drop_nulls()
+    if frame.height == 0:
+        return ""
+    last = frame["t"].max()
+    cutoff = dt.datetime.combine(last.date(), dt.time()) + dt.timedelta(days=1 - horizon_days)
+    before = frame.filter(pl.col("t") < cutoff).group_by("c").agg(pl.col("t").max())
+    if before.height == 0:
+        return ""
+    lapsed = before.filter(pl.col("t") < cutoff - dt.timedelta(days=horizon_days)).height
+    return (
+        f" ({lapsed / before.height:.0%} of the {before.height:,} customers known at the "
+        f"cut-off, in the lines read)"
+    )
 
 
 def _transactions(

@@ -52,7 +52,7 @@ class SourceSpec(_Strict):
     """Where a table's raw files are: a file, a directory or a glob."""
 
     path: str = Field(description="Relative paths are under the landing zone's data set folder.")
-    format: Literal["auto", "csv", "parquet", "excel"] = Field(
+    format: Literal["auto", "csv", "parquet", "excel", "json"] = Field(
         default="auto",
         description="'auto' tells by the file's first bytes and name (gzip, bzip2, xz and "
         "one-file zip compression are unpacked whatever the format).",

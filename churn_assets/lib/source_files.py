@@ -23,19 +23,21 @@ import polars as pl
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zip")
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: The files a source folder's listing picks up.
 DATA_SUFFIXES = (
     *TEXT_SUFFIXES,
     *PARQUET_SUFFIXES,
     *SPREADSHEET_SUFFIXES,
-    *(t + c for t in TEXT_SUFFIXES for c in COMPRESSED_SUFFIXES),
+    *JSON_SUFFIXES,
+    *(t + c for t in (*TEXT_SUFFIXES, *JSON_SUFFIXES) for c in COMPRESSED_SUFFIXES),
     ".zip",
 )
 
-Kind = Literal["csv", "parquet", "excel"]
+Kind = Literal["csv", "parquet", "excel", "json"]
 
-_ARTICLE = {"parquet": "a Parquet", "excel": "a spreadsheet", "csv": "a CSV"}
+_ARTICLE = {"parquet": "a Parquet", "excel": "a spreadsheet", "csv": "a CSV", "json": "a JSON"}
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the legacy .xls container
 
 
@@ -93,7 +95,8 @@ def unpack(data: bytes, name: str) -> tuple[bytes, str]:
 
 def read_sample(path: str, limit: int) -> tuple[bytes, str]:
     """The first ``limit`` bytes of a local file's table and the table file's name: a
-    compressed file's content unpacked as far as needed, a spreadsheet whole."""
+    compressed file's content unpacked as far as needed (``-1``: all of it), a spreadsheet
+    whole."""
     name = Path(path).name
     with open(path, "rb") as f:
         head = f.read(8)
@@ -150,6 +153,8 @@ def kind_of(data: bytes, name: str, declared: str = "auto") -> Kind:
         return "parquet"
     if low.endswith(SPREADSHEET_SUFFIXES):
         return "excel"
+    if low.endswith(JSON_SUFFIXES) or data.lstrip()[:1] in (b"{", b"["):
+        return "json"
     return "csv"
 
 
@@ -188,6 +193,27 @@ def parse_csv_text(
         raise UnreadableFile(f"unreadable file: {str(e).splitlines()[0]}") from e
     frame.columns = [c.strip() for c in frame.columns]
     return frame
+
+
+def read_json_records(data: bytes, n_rows: int | None = None) -> pl.DataFrame:
+    """JSON records (one object per line, or an array of objects) as a frame of strings, as
+    a CSV export would hold them: nested objects flattened to ``parent.child`` columns,
+    numbers and booleans as their text; lists are left out."""
+    try:
+        if data.lstrip()[:1] == b"[":
+            frame = pl.read_json(io.BytesIO(data), infer_schema_length=None)
+            frame = frame.head(n_rows) if n_rows is not None else frame
+        else:
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None, n_rows=n_rows)
+    except Exception as e:  # polars raises several error types for malformed JSON
+        raise UnreadableFile(f"unreadable JSON: {str(e).splitlines()[0]}") from e
+    while structs := [c for c, t in frame.schema.items() if isinstance(t, pl.Struct)]:
+        frame = frame.with_columns(
+            pl.col(c).struct.rename_fields([f"{c}.{f.name}" for f in frame.schema[c].fields])
+            for c in structs
+        ).unnest(structs)
+    scalar = [c for c, t in frame.schema.items() if not isinstance(t, pl.List | pl.Array)]
+    return frame.select(pl.col(c).cast(pl.String) for c in scalar)
 
 
 def sheet_names(data: bytes) -> list[str]:
@@ -283,6 +309,8 @@ def open_table(
     if kind == "excel":
         frame = read_spreadsheet(data, spec.sheet, skip_rows=spec.skip_rows, n_rows=n_rows)
         return frame, kind
+    if kind == "json":
+        return read_json_records(data, n_rows), kind
     frame = read_csv_text(
         data,
         encoding=spec.encoding,

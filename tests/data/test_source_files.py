@@ -316,3 +316,66 @@ def test_draft_config_of_a_folder_of_daily_exports_reads_them_all(tmp_path):
     out.write_text(text)
     res = ingest_transactions(load_dataset_config(str(out)), str(tmp_path))
     assert res.files == ["2010-12-01.csv.gz", "2010-12-02.csv.gz"] and res.rows == 4
+
+
+CHARGES = [
+    {
+        "id": "ch_1",
+        "amount": 1900,
+        "created": 1704067200,
+        "customer": {"id": "cus_A"},
+        "metadata": {"plan": "basic"},
+        "refunds": [],
+    },
+    {
+        "id": "ch_2",
+        "amount": 4900.5,
+        "created": 1706745600,
+        "customer": {"id": "cus_B"},
+        "metadata": {"plan": None},
+        "refunds": [{"amount": 100}],
+    },
+    {
+        "id": "ch_3",
+        "amount": 1900,
+        "created": 1711929600,
+        "customer": {"id": "cus_A"},
+        "metadata": {"plan": "basic"},
+        "refunds": [],
+    },
+]
+
+
+@pytest.mark.parametrize("layout", ["lines", "array"])
+def test_json_records_read_as_text_with_nested_fields_flattened(layout):
+    if layout == "lines":
+        data = "".join(json.dumps(r) + "\n" for r in CHARGES).encode()
+    else:
+        data = json.dumps(CHARGES).encode()
+    frame = read_table(data, "charges.json", _spec())
+    assert frame.columns == ["id", "amount", "created", "customer.id", "metadata.plan"]
+    assert frame.dtypes == [pl.String] * 5  # lists (refunds) are left out
+    assert frame["amount"].to_list() == ["1900.0", "4900.5", "1900.0"]
+    assert frame["metadata.plan"].to_list() == ["basic", None, "basic"]
+    assert read_table(data, "x.jsonl", _spec(), n_rows=2).height == 2
+    with pytest.raises(UnreadableFile, match="unreadable JSON"):
+        read_table(data[:-7], "charges.json", _spec())
+
+
+def test_a_payments_export_in_json_lines_drafts_and_ingests(tmp_path):
+    """A Stripe-like export: nested customer id, Unix times, a plan in metadata."""
+    path = tmp_path / "charges.jsonl.gz"
+    lapsed = {**CHARGES[0], "id": "ch_0", "created": 1685577600, "customer": {"id": "cus_C"}}
+    records = [lapsed, *CHARGES]  # cus_C paid last in June 2023, long before the cut-off
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    text = draft_config(str(path), timestamp="created", id_column="customer.id")
+    assert "format: json" in text and 'timestamp_format: "epoch_s"' in text
+    assert 'category: "metadata.plan"' in text  # found by its own name
+    assert "lapsed already (50% of the 2 customers known at the cut-off" in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    res = ingest_transactions(load_dataset_config(str(out)), str(tmp_path))
+    assert res.parse_errors == {} and res.rows == 4
+    assert res.frame["customer_id"].to_list() == ["cus_C", "cus_A", "cus_B", "cus_A"]
+    assert res.frame["timestamp"].to_list()[2] == dt.datetime(2024, 2, 1)
+    assert res.frame["amount"].to_list() == [1900.0, 1900.0, 4900.5, 1900.0]
