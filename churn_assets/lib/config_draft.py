@@ -25,7 +25,7 @@ import polars as pl
 import yaml
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
-from churn_assets.lib.ingest import has_offset, label_key, parse_expr
+from churn_assets.lib.ingest import has_offset, label_key, parse_expr, plain_number
 from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
@@ -248,18 +248,19 @@ def _parsed(
     table: _Table, col: str, target: str, fmt: str | None = None
 ) -> tuple[float, pl.Series]:
     """:func:`_parses` and the parsed values (as ingestion would type them)."""
-    s = table.frame.select(
-        raw=pl.col(col).cast(pl.String).str.strip_chars(),
-        parsed=parse_expr(
-            col,
-            None,
-            target,
-            fmt,
-            decimal=table.decimal,
-            thousands=table.thousands,
-            offset=target == "datetime" and fmt is None and has_offset(table.frame[col]),
-        ),
+    parsed = parse_expr(
+        col,
+        None,
+        target,
+        fmt,
+        decimal=table.decimal,
+        thousands=table.thousands,
+        offset=target == "datetime" and fmt is None and has_offset(table.frame[col]),
     )
+    if target in ("numeric", "integer") and table.frame.schema[col] == pl.String:
+        # what ingestion reads in its second pass: "$1,234.50"
+        parsed = pl.coalesce(parsed, plain_number(col, target, table.decimal))
+    s = table.frame.select(raw=pl.col(col).cast(pl.String).str.strip_chars(), parsed=parsed)
     present = s.filter(pl.col("raw").is_not_null() & (pl.col("raw") != ""))
     share = float(present["parsed"].is_not_null().mean()) if present.height else 0.0
     return share, s["parsed"]

@@ -248,6 +248,30 @@ def _bad_counts(typed: pl.DataFrame, bad_cols: list[str]) -> dict[str, int]:
     return {c[len("__bad_") :]: int(n) for c, n in zip(bad_cols, sums, strict=True) if n}
 
 
+#: A currency sign or ISO code before or after a number ("$12", "12 €", "EUR 12").
+_CURRENCY = r"^\s*(?:[$€£¥₹]|[A-Z]{3}\s)?\s*|\s*(?:[$€£¥₹]|\s[A-Z]{3})?\s*$"
+
+
+def plain_number(raw: str, target: str, decimal: str) -> pl.Expr:
+    """Text column ``raw`` read as a number without its currency sign and, where the digits
+    are grouped in threes by the mark that is not the decimal one ("1,234,567.5" with a
+    "." decimal), without the grouping."""
+    s = _blank_to_null(pl.col(raw)).str.replace_all(_CURRENCY, "")
+    group = "," if decimal == "." else "."
+    grouped = rf"^[-+]?\d{{1,3}}(\{group}\d{{3}})+(\{decimal}\d+)?$"
+    s = (
+        pl.when(s.str.contains(grouped))
+        .then(s.str.replace_all(group, "", literal=True))
+        .otherwise(s)
+    )
+    if decimal != ".":
+        s = s.str.replace_all(decimal, ".", literal=True)
+    f = s.cast(pl.Float64, strict=False)
+    if target == "integer":
+        return pl.when(f == f.round(0)).then(f).otherwise(None).cast(pl.Int64, strict=False)
+    return f
+
+
 def _iso_8601(raw: str, target: str) -> pl.Expr:
     """Text column ``raw`` read as an ISO 8601 date or date and time (no offset)."""
     s = _blank_to_null(pl.col(raw))
@@ -332,23 +356,26 @@ def _typed(
     counts: dict[str, int] = {}
     if bad_cols:
         counts = _bad_counts(typed, bad_cols)
-        iso = [
-            out
-            for out in counts
-            if columns[out][1] in ("date", "datetime") and df.schema[columns[out][0]] == pl.String
-        ]
-        if iso:
-            # a second pass, only for columns with failures: ISO 8601 text is unambiguous,
-            # so a value another format missed (a spreadsheet's date cell, a mixed export)
-            # is read as ISO 8601
-            # (from the raw text in ``df``: ``typed`` may have replaced a column of that name)
-            redo = []
-            for out in iso:
-                raw, typ = columns[out][0], columns[out][1]
+        # a second pass, only for columns with failures, for text that is unambiguous
+        # whatever the config says: ISO 8601 dates (a spreadsheet's date cell, a mixed
+        # export) and numbers with a currency sign or digit grouping ("$1,234.50" when the
+        # decimal mark is "."); from the raw text in ``df``, as ``typed`` may have replaced
+        # a column of that name
+        redo = []
+        for out in counts:
+            raw, typ = columns[out][0], columns[out][1]
+            if df.schema[raw] != pl.String:
+                continue
+            if typ in ("date", "datetime"):
                 fixed = pl.coalesce(first_pass[out], _iso_8601(raw, typ))
-                bad = _blank_to_null(pl.col(raw)).is_not_null() & fixed.is_null()
-                redo.append(fixed.alias(out))
-                redo.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
+            elif typ in ("numeric", "integer"):
+                fixed = pl.coalesce(first_pass[out], plain_number(raw, typ, decimal))
+            else:
+                continue
+            bad = _blank_to_null(pl.col(raw)).is_not_null() & fixed.is_null()
+            redo.append(fixed.alias(out))
+            redo.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
+        if redo:
             typed = typed.with_columns(df.select(redo).get_columns())
             counts = _bad_counts(typed, bad_cols)
         typed = typed.with_columns(

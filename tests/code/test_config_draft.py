@@ -239,3 +239,16 @@ def test_a_column_with_one_value_is_left_out(tmp_path):
     assert "# left out: \"Country\": 'France' in every row read: says nothing" in text
     # one value and blanks: whether it is there says something
     assert '{name: partly, source: "Partly", type: categorical}' in text
+
+
+def test_money_columns_are_typed_as_numbers(tmp_path):
+    csv = tmp_path / "accounts.csv"
+    csv.write_text(
+        'id,fee,balance,churn\nA,$29.85,"$1,234.50",Yes\nB,$19.00,"$4,000.00",No\nC,$9.99,$12,No\n'
+    )
+    text = draft_config(str(csv), label="churn")
+    assert "{name: fee, type: numeric}" in text and "{name: balance, type: numeric}" in text
+    cfg, _ = _load(text, tmp_path)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    assert res.frame.sort("customer_id")["balance"].to_list() == [1234.5, 4000.0, 12.0]

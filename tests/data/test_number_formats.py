@@ -150,3 +150,21 @@ def test_no_break_space_thousands_get_the_hint_too(tmp_path):
     res = ingest_customers(cfg, landing)
     assert res.parse_errors == {"balance": 2}
     assert res.parse_hints["balance"].startswith("2 look like numbers with a decimal comma")
+
+
+def test_currency_signs_and_grouped_digits_are_read_without_a_setting(tmp_path):
+    """Exports that format money ("$1,234.50", "29.85 €", "EUR 7.5") read as numbers; text
+    that is no number still fails, and a decimal comma still gets its hint."""
+    (tmp_path / "c.csv").write_text(
+        'id,fee,balance\nA,$29.85,"$1,234.50"\nB,29.85 €,"1,234,567"\nC,EUR 7.5,-12\nD,n/a,0\n'
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: c\ncustomers:\n  path: c.csv\n  id_column: id\n  attributes:\n"
+        "    - {name: fee, type: numeric}\n    - {name: balance, type: integer}\n"
+        "labels:\n  source: columns\n  churned_column: id\n"
+    )
+    res = ingest_customers(load_dataset_config(str(tmp_path / "c.yaml")), str(tmp_path))
+    frame = res.frame.sort("customer_id")
+    assert frame["fee"].to_list() == [29.85, 29.85, 7.5, None]
+    assert frame["balance"].to_list() == [None, 1234567, -12, 0]  # 1234.5 is no integer
+    assert res.parse_errors == {"fee": 1, "balance": 1}
