@@ -64,6 +64,22 @@ EPOCH_RANGES = (
     ("epoch_us", "microseconds", (3e14, 4.1e15)),
 )
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
+#: Label values that mean churned by their name (lower case, without ``_`` and spaces).
+CHURN_WORDS = (
+    "churn",
+    "churned",
+    "left",
+    "exited",
+    "cancelled",
+    "canceled",
+    "closed",
+    "lost",
+    "terminated",
+    "inactive",
+    "attrited",
+    "attritedcustomer",
+    "lapsed",
+)
 #: Column names recognised (lower case, without ``_`` and spaces) when no option names them.
 ID_NAMES = ("customerid", "customer", "clientid", "accountid", "userid", "memberid", "id")
 AMOUNT_NAMES = ("amount", "total", "revenue", "sales", "value", "paymentamount")
@@ -348,6 +364,13 @@ def _positive(table: _Table, label: str) -> tuple[str, str]:
         if keys and keys <= {yes, no}:
             original = next((v for v, _ in counts if v.lower() == yes), yes)
             return original, f"{original!r} means churned"
+    churn_words = [v for v, _ in counts if _key(v) in CHURN_WORDS]
+    if len(churn_words) == 1 and len(counts) >= 2:
+        others = ", ".join(repr(v) for v, _ in counts if v != churn_words[0])
+        return churn_words[0], (
+            f"CHECK: {churn_words[0]!r} is taken to mean churned by its name; {others} count "
+            "as retained"
+        )
     if len(counts) == 2:
         rarer = counts[-1][0]
         return rarer, (
@@ -414,7 +437,7 @@ def _without_leaks(
     :mod:`churn_assets.lib.leakage`), and a CHECK note for each one left out."""
     raw = table.frame[label].cast(pl.String).str.strip_chars()
     labelled = (raw.is_not_null() & (raw != "")).to_numpy()
-    if labelled.sum() < 20:
+    if labelled.sum() < 20 or not attributes:
         return attributes, []
     keys = table.frame.select(label_key(pl.col(label).cast(pl.String).str.strip_chars()))
     target = label_key(pl.lit(positive))

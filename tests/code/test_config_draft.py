@@ -252,3 +252,35 @@ def test_money_columns_are_typed_as_numbers(tmp_path):
     res = ingest_customers(cfg, str(tmp_path))
     assert res.parse_errors == {}
     assert res.frame.sort("customer_id")["balance"].to_list() == [1234.5, 4000.0, 12.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "positive"),
+    [
+        (["Stayed", "Churned", "Joined"], "Churned"),  # a telecom export's customer status
+        (["Existing Customer", "Attrited Customer"], "Attrited Customer"),  # card customers
+    ],
+)
+def test_a_label_value_named_like_churn_is_the_positive_one(tmp_path, values, positive):
+    csv = tmp_path / "status.csv"
+    n = 300
+    pl.DataFrame(
+        {
+            "id": [f"C{i}" for i in range(n)],
+            "age": [20 + i % 50 for i in range(n)],
+            "status": [values[i % len(values)] if i % 7 else values[0] for i in range(n)],
+        }
+    ).write_csv(csv)
+    text = draft_config(str(csv), label="status")
+    assert f'churned_positive: ["{positive}"]   # CHECK: {positive!r} is taken to mean' in text
+    cfg, _ = _load(text, tmp_path)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.label_problem is None and res.frame["churned"].sum() > 0
+
+
+def test_a_table_of_ids_and_labels_only_drafts_without_attributes(tmp_path):
+    csv = tmp_path / "labels.csv"
+    pl.DataFrame({"id": [f"C{i}" for i in range(50)], "churn": ["Yes", "No"] * 25}).write_csv(csv)
+    text = draft_config(str(csv), label="churn")
+    assert "  attributes:\n    []" in text
+    _load(text, tmp_path)
