@@ -29,6 +29,7 @@ from churn_assets.lib.ingest import has_offset, label_key, parse_expr, plain_num
 from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
+    first_byte,
     kind_of,
     parse_csv_text,
     read_json_records,
@@ -164,7 +165,7 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
             return _read_sheet(p, data, sample_rows, want)
         if kind == "json":
             if len(data) == SAMPLE_BYTES:  # cut: whole records (lines) only, or all of it
-                if data.lstrip()[:1] == b"[":
+                if first_byte(data) == b"[":
                     data, _ = read_sample(str(p), -1)
                 else:
                     data = data[: data.rindex(b"\n") + 1]

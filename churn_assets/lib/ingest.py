@@ -24,7 +24,7 @@ from churn_assets.lib.datasets import (
     SourceSpec,
     TransactionsSpec,
 )
-from churn_assets.lib.source_files import DATA_SUFFIXES, UnreadableFile, read_table
+from churn_assets.lib.source_files import DATA_SUFFIXES, UnreadableFile, is_blank, read_table
 
 FALSE_VALUES = ("0", "false", "no", "n", "f")
 
@@ -138,7 +138,7 @@ def _read_one(
     with fsspec.open(url, "rb", **storage_options) as f:
         data = f.read()
     name = url.rsplit("/", 1)[-1]
-    if not data.strip():
+    if is_blank(data):
         return None, FileProblem(name, "empty file (0 data bytes)"), data
     try:
         df = read_table(data, name, spec)

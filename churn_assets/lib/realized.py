@@ -624,14 +624,14 @@ def _source_frames(
     import fsspec
 
     from churn_assets.lib.ingest import list_source_files, resolve_source
-    from churn_assets.lib.source_files import open_table
+    from churn_assets.lib.source_files import is_blank, open_table
 
     out = []
     for url in list_source_files(resolve_source(spec, landing_url), storage_options):
         with fsspec.open(url, "rb", **storage_options) as f:
             data = f.read()
         name = url.rsplit("/", 1)[-1]
-        if not data.strip():
+        if is_blank(data):
             continue
         frame, kind = open_table(data, name, spec)
         out.append((name, frame, kind == "parquet"))
