@@ -184,6 +184,9 @@ def _number_text(s: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
         marks = thousands + ("\u00a0\u202f" if thousands == " " else "")
         s = s.str.replace_all(f"[{re.escape(marks)}]", "")
     if decimal != ".":
+        # with a decimal comma, a "." left (not a thousands separator) makes no number:
+        # "1.234" is not read as 1.234
+        s = pl.when(s.str.contains(".", literal=True)).then(None).otherwise(s)
         s = s.str.replace_all(decimal, ".", literal=True)
     return s
 
@@ -254,19 +257,20 @@ _CURRENCY = r"^\s*(?:[$€£¥₹]|[A-Z]{3}\s)?\s*|\s*(?:[$€£¥₹]|\s[A-Z]{3
 
 def plain_number(raw: str, target: str, decimal: str) -> pl.Expr:
     """Text column ``raw`` read as a number without its currency sign and, where the digits
-    are grouped in threes by the mark that is not the decimal one ("1,234,567.5" with a
-    "." decimal), without the grouping."""
+    are grouped in threes by the mark that is not the decimal one, without the grouping:
+    only where that cannot be a decimal mark, with two groups or more ("1,234,567") or a
+    decimal part ("1,234.50" with a "." decimal); "1,234" stays unread, as it may be a
+    decimal comma."""
     s = _blank_to_null(pl.col(raw)).str.replace_all(_CURRENCY, "")
+    g, d = re.escape("," if decimal == "." else "."), re.escape(decimal)
+    grouped = rf"^[-+]?\d{{1,3}}(({g}\d{{3}}){{2,}}({d}\d+)?|{g}\d{{3}}{d}\d+)$"
     group = "," if decimal == "." else "."
-    grouped = rf"^[-+]?\d{{1,3}}(\{group}\d{{3}})+(\{decimal}\d+)?$"
     s = (
         pl.when(s.str.contains(grouped))
         .then(s.str.replace_all(group, "", literal=True))
         .otherwise(s)
     )
-    if decimal != ".":
-        s = s.str.replace_all(decimal, ".", literal=True)
-    f = s.cast(pl.Float64, strict=False)
+    f = _number_text(s, decimal, "").cast(pl.Float64, strict=False)
     if target == "integer":
         return pl.when(f == f.round(0)).then(f).otherwise(None).cast(pl.Int64, strict=False)
     return f

@@ -168,3 +168,20 @@ def test_currency_signs_and_grouped_digits_are_read_without_a_setting(tmp_path):
     assert frame["fee"].to_list() == [29.85, 29.85, 7.5, None]
     assert frame["balance"].to_list() == [None, 1234567, -12, 0]  # 1234.5 is no integer
     assert res.parse_errors == {"fee": 1, "balance": 1}
+
+
+def test_a_decimal_comma_without_a_thousands_setting_reads_no_dot_number(tmp_path):
+    """With `decimal: ","` alone, "1.234" is no number (it was read as 1.234, a thousandth of
+    what the export meant); with `thousands: "."` it is 1234."""
+    rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;1.234;1\nK2;B;12,5;1\n"
+    cfg, landing = _config(tmp_path, '  decimal: ","')
+    (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("latin-1"))
+    res = ingest_customers(cfg, landing)
+    assert res.parse_errors == {"balance": 1}
+    assert res.frame.sort("customer_id")["balance"].to_list() == [None, 12.5]
+    cfg, landing = _config(tmp_path / "b", '  decimal: ","\n  thousands: "."')
+    (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("latin-1"))
+    assert ingest_customers(cfg, landing).frame.sort("customer_id")["balance"].to_list() == [
+        1234.0,
+        12.5,
+    ]
