@@ -66,7 +66,7 @@ EPOCH_RANGES = (
 )
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
 #: Label values that mean churned by their name (lower case, without ``_`` and spaces).
-CHURN_WORDS = (
+POSITIVE_LABEL_WORDS = (
     "churn",
     "churned",
     "left",
@@ -365,7 +365,7 @@ def _positive(table: _Table, label: str) -> tuple[str, str]:
         if keys and keys <= {yes, no}:
             original = next((v for v, _ in counts if v.lower() == yes), yes)
             return original, f"{original!r} means churned"
-    churn_words = [v for v, _ in counts if _key(v) in CHURN_WORDS]
+    churn_words = [v for v, _ in counts if _key(v) in POSITIVE_LABEL_WORDS]
     if len(churn_words) == 1 and len(counts) >= 2:
         others = ", ".join(repr(v) for v, _ in counts if v != churn_words[0])
         return churn_words[0], (
