@@ -25,7 +25,13 @@ def customer_rules(cfg: DatasetConfig) -> list[Rule]:
     rules = [
         Rule("row_count", None, min_value=1, description="at least one customer"),
         Rule("not_null", "customer_id", description="every customer has an id"),
-        Rule("unique", "customer_id", description="one row per customer id"),
+        Rule(
+            "unique",
+            "customer_id",
+            description="one row per customer id",
+            hint="a table of customer-months or of several snapshots needs the latest row "
+            "of each customer only; or the id column is not the customer's",
+        ),
     ]
     spec = cfg.customers
     if spec is None:

@@ -157,6 +157,7 @@ def test_duplicate_id(isolated_env, tmp_path):
     check = run.check("raw_customers", "expectations_met")
     assert not check.passed
     assert "customer_id" in check.description and "2 of 5" in check.description
+    assert "needs the latest row of each customer only" in check.description
     assert quarantined_rows(isolated_env, "raw_customers")["customer_id"].to_list() == ["C2", "C2"]
     assert_blocked(run)
 
