@@ -222,6 +222,40 @@ def _read_sheet(p: Path, data: bytes, sample_rows: int, want: str | None) -> _Ta
     )
 
 
+#: Names of a column that orders a customer's rows over time (lower case, no separators).
+PERIOD_NAMES = (
+    "month",
+    "date",
+    "period",
+    "snapshot",
+    "snapshotdate",
+    "asof",
+    "asofdate",
+    "week",
+    "year",
+    "yearmonth",
+    "reportdate",
+    "time",
+)
+
+
+def _latest_column(table: _Table, ident: str, label: str) -> _Column | None:
+    """The column that tells a customer's rows apart over time (a month, a date): unique
+    with the id, never blank, and typed as a date or named like a period; None without one."""
+    frame = table.frame.filter(pl.col(ident).is_not_null())
+    found = []
+    for col in table.frame.columns:
+        if col in (ident, label) or frame[col].null_count():
+            continue
+        if frame.select(pl.struct(ident, col).is_duplicated().any()).item():
+            continue
+        c = _column_type(table, col)
+        named = _key(col) in PERIOD_NAMES
+        if c.type in ("date", "datetime") or (named and c.type != "skip"):
+            found.append((c.type not in ("date", "datetime"), not named, c))
+    return min(found, key=lambda f: f[:2])[2] if found else None
+
+
 def _header_row(widths: list[int]) -> int:
     """The header's line among a file's first lines, by their count of filled fields: the
     first at least as wide as most lines are, when every line above it is narrower (a title
@@ -596,16 +630,39 @@ def draft_config(
             label = _find(table, label, (), "label")
             value = _find(table, value, (), "value") if value else None
         ids = table.frame[ident].drop_nulls()
+        latest = None
         if ids.n_unique() != ids.len():
-            raise DraftError(
-                f"the id column {ident!r} repeats values ({ids.len() - ids.n_unique():,} "
-                "duplicates in the rows read): a snapshot has one row per customer"
-            )
+            latest = _latest_column(table, ident, label)
+            if latest is None:
+                raise DraftError(
+                    f"the id column {ident!r} repeats values ({ids.len() - ids.n_unique():,} "
+                    "duplicates in the rows read) and no column (a month, a date) tells a "
+                    "customer's rows apart: a snapshot has one row per customer"
+                )
         positive, why = _positive(labels_table, label)
         lines += ["customers:", *source, f"  id_column: {_yaml(ident)}"]
+        if latest is not None:
+            repeated = ids.len() - ids.n_unique()
+            fmt = f", format: {_yaml(latest.format)}" if latest.format else ""
+            order = " (sorted as text)" if latest.type == "categorical" else ""
+            named = _snake(latest.source)
+            src = f", source: {_yaml(latest.source)}" if named != latest.source else ""
+            lines.append(
+                f"  latest_by: {{name: {named}{src}, type: {latest.type}{fmt}}}   # CHECK: "
+                f"{repeated:,} rows repeat a customer; "
+                f"each one's latest by {latest.source!r}{order} is kept"
+            )
+            table = dataclasses.replace(
+                table,
+                frame=table.frame.sort(latest.source, maintain_order=True).unique(
+                    ident, keep="last", maintain_order=True
+                ),
+            )
+            if labels_file is None:
+                labels_table = judged = table
         signup, attributes, skipped = None, [], []
         for col in cols:
-            if col in (ident, label, value):
+            if col in (ident, label, value) or (latest is not None and col == latest.source):
                 continue
             c = _column_type(table, col)
             if c.type == "date" and signup is None and any(h in col.lower() for h in SIGNUP_HINTS):

@@ -90,6 +90,11 @@ class CustomersSpec(SourceSpec):
     id_column: str
     signup_date: ColumnSpec | None = None
     attributes: list[ColumnSpec] = Field(default_factory=list)
+    latest_by: ColumnSpec | None = Field(
+        default=None,
+        description="A table with rows per customer over time (customer-months, repeated "
+        "snapshots): each customer's row with the latest value of this column is kept.",
+    )
 
 
 class TransactionsSpec(SourceSpec):

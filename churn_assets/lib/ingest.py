@@ -63,6 +63,7 @@ class IngestResult:
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
     empty_rows: int = 0  # rows with every field empty, skipped
     label_rows: tuple[int, int] | None = None  # label file: rows naming a customer, all rows
+    earlier_rows: int = 0  # customers.latest_by: earlier rows of a customer, left out
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
 
     @property
@@ -492,6 +493,9 @@ def customer_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None
         cols["signup_date"] = (sd.raw, sd.type, sd.format, sd)
     for a in spec.attributes:
         cols[a.name] = (a.raw, a.type, a.format, a)
+    if spec.latest_by is not None:
+        lb = spec.latest_by
+        cols[LATEST_BY] = (lb.raw, lb.type, lb.format, lb)
     labels = cfg.labels
     if labels.source == "columns" and labels.file is None:
         cols.update(_label_columns(cfg))
@@ -622,6 +626,22 @@ def _one_class_label(
     )
 
 
+#: The typed ``customers.latest_by`` column while the latest rows are picked.
+LATEST_BY = "_latest_by"
+
+
+def _latest_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Each customer's row with the latest ``_latest_by`` (a row without a readable one comes
+    first), the column dropped; rows without an id are all kept for the checks to report.
+    Returns the frame and the count of earlier rows left out."""
+    known = frame.filter(pl.col("customer_id").is_not_null())
+    latest = known.sort(LATEST_BY, nulls_last=False, maintain_order=True).unique(
+        "customer_id", keep="last", maintain_order=True
+    )
+    out = pl.concat([latest, frame.filter(pl.col("customer_id").is_null())]).drop(LATEST_BY)
+    return out, frame.height - out.height
+
+
 def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None) -> IngestResult:
     """Read the customer table of ``cfg`` into a typed frame (``customer_id`` first)."""
     if cfg.customers is None:
@@ -630,6 +650,8 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
         "raw_customers", cfg.customers, customer_columns(cfg), landing_url, storage_options or {}
     )
     frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
+    if LATEST_BY in frame.columns:
+        frame, res.earlier_rows = _latest_rows(frame)
     if cfg.labels.file is not None:
         frame = _join_label_file(cfg, res, frame, landing_url, storage_options or {})
     if cfg.labels.source == "columns":

@@ -60,6 +60,8 @@ def _screen_and_report(
     }
     if where:
         metadata["quarantine"] = dg.MetadataValue.path(str(where))
+    if res.earlier_rows:
+        metadata["earlier_rows_left_out"] = dg.MetadataValue.int(res.earlier_rows)
     if res.label_rows is not None:
         named, rows = res.label_rows
         metadata["label_file_rows_matched"] = dg.MetadataValue.text(
