@@ -254,7 +254,7 @@ class DriftSpec(_Strict):
 
 #: Columns the platform adds to every customer table (an attribute may not take the name).
 PLATFORM_COLUMNS = frozenset(
-    {"customer_id", "signup_date", "churned", "total_sales", "split", "tenure_days"}
+    {"customer_id", "signup_date", "churned", "total_sales", "split", "tenure_days", "latest_by"}
 )
 #: Behaviour features built from transactions (names and prefixes), see ``features.py``.
 BEHAVIOUR_COLUMNS = frozenset(

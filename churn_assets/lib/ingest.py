@@ -626,12 +626,12 @@ def _one_class_label(
     )
 
 
-#: The typed ``customers.latest_by`` column while the latest rows are picked.
-LATEST_BY = "_latest_by"
+#: The typed ``customers.latest_by`` column while the latest rows are picked (then dropped).
+LATEST_BY = "latest_by"
 
 
 def _latest_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Each customer's row with the latest ``_latest_by`` (a row without a readable one comes
+    """Each customer's row with the latest ``latest_by`` (a row without a readable one comes
     first), the column dropped; rows without an id are all kept for the checks to report.
     Returns the frame and the count of earlier rows left out."""
     known = frame.filter(pl.col("customer_id").is_not_null())

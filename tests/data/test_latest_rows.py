@@ -48,7 +48,7 @@ def _ingest(tmp_path: Path, latest: str):
 def test_each_customers_latest_row_is_kept(tmp_path):
     latest = '  latest_by: {name: month, type: date, format: "%Y-%m"}'
     cfg, res = _ingest(tmp_path, latest.replace('format: "%Y-%m"', 'format: "%Y-%m-%d"'))
-    assert res.parse_errors == {"_latest_by": 7}  # a wrong format is reported, not guessed
+    assert res.parse_errors == {"latest_by": 7}  # a wrong format is reported, not guessed
     cfg, res = _ingest(tmp_path, latest)
     assert res.parse_errors == {} and res.earlier_rows == 3
     rows = res.frame.sort("customer_id", nulls_last=True).select(
