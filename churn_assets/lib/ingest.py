@@ -142,7 +142,7 @@ def _read_one(
     if is_blank(data):
         return None, FileProblem(name, "empty file (0 data bytes)"), data
     try:
-        df = read_table(data, name, spec)
+        df = read_table(data, name, spec, columns=wanted)
     except UnreadableFile as e:
         return None, FileProblem(name, str(e)), data
     if df.height == 0:

@@ -179,14 +179,18 @@ def read_csv_text(
     separator: str = ",",
     skip_rows: int = 0,
     n_rows: int | None = None,
+    columns: list[str] | None = None,
 ) -> pl.DataFrame:
-    """A CSV file's bytes as a frame of strings (header names stripped). UTF-8 is parsed
+    """A CSV file's bytes as a frame of strings (header names stripped; only ``columns``
+    when the file has them all, else every column). UTF-8 is parsed
     from the bytes as they are (no decoded copy: a 700 MB file peaks at 3 GB, not 7 GB);
     other encodings are converted to UTF-8 first. Invalid bytes are named with their
     offset."""
     if encoding in ("utf-8", "utf-8-sig"):
         try:
-            return parse_csv_text(data, separator=separator, skip_rows=skip_rows, n_rows=n_rows)
+            return parse_csv_text(
+                data, separator=separator, skip_rows=skip_rows, n_rows=n_rows, columns=columns
+            )
         except UnreadableFile:
             pass  # invalid UTF-8, or malformed: decoding below says which
     try:
@@ -198,7 +202,9 @@ def read_csv_text(
         ) from e
     data = text.encode("utf-8")
     del text
-    return parse_csv_text(data, separator=separator, skip_rows=skip_rows, n_rows=n_rows)
+    return parse_csv_text(
+        data, separator=separator, skip_rows=skip_rows, n_rows=n_rows, columns=columns
+    )
 
 
 def parse_csv_text(
@@ -207,17 +213,29 @@ def parse_csv_text(
     separator: str = ",",
     skip_rows: int = 0,
     n_rows: int | None = None,
+    columns: list[str] | None = None,
 ) -> pl.DataFrame:
-    """CSV text (or UTF-8 bytes) as a frame of strings (header names stripped)."""
+    """CSV text (or UTF-8 bytes) as a frame of strings (header names stripped); only
+    ``columns`` when the header has them all (a wide export's other columns are never
+    held in memory), else every column, so the caller can say which one is missing."""
     if isinstance(text, str):
         text = text.encode("utf-8")
     try:
+        selected = None
+        if columns is not None:
+            header = pl.read_csv(
+                text, separator=separator, skip_rows=skip_rows, n_rows=0, infer_schema=False
+            ).columns
+            raw = {c.strip(): c for c in header}
+            if all(c in raw for c in columns):
+                selected = [raw[c] for c in dict.fromkeys(columns)]
         frame = pl.read_csv(
             text,
             infer_schema=False,
             separator=separator,
             skip_rows=skip_rows,
             n_rows=n_rows,
+            columns=selected,
         )
     except Exception as e:  # polars raises several error types for malformed files
         raise UnreadableFile(f"unreadable file: {str(e).splitlines()[0]}") from e
@@ -309,17 +327,28 @@ def read_spreadsheet(
     return pl.concat([f.select(first.columns) for _, f in frames], how="vertical")
 
 
-def read_table(data: bytes, name: str, spec: Any, n_rows: int | None = None) -> pl.DataFrame:
+def read_table(
+    data: bytes,
+    name: str,
+    spec: Any,
+    n_rows: int | None = None,
+    columns: list[str] | None = None,
+) -> pl.DataFrame:
     """A landing file's bytes as a frame: CSV and spreadsheets as strings, Parquet in its own
     types; compressed files unpacked first. ``spec`` is the table's source settings
-    (``format``, ``encoding``, ``separator``, ``sheet``, ``skip_rows``).
+    (``format``, ``encoding``, ``separator``, ``sheet``, ``skip_rows``). With ``columns``,
+    CSV and Parquet files that have them all are read for those columns only.
 
     Raises :class:`UnreadableFile` naming what is wrong."""
-    return open_table(data, name, spec, n_rows)[0]
+    return open_table(data, name, spec, n_rows, columns)[0]
 
 
 def open_table(
-    data: bytes, name: str, spec: Any, n_rows: int | None = None
+    data: bytes,
+    name: str,
+    spec: Any,
+    n_rows: int | None = None,
+    columns: list[str] | None = None,
 ) -> tuple[pl.DataFrame, Kind]:
     """:func:`read_table` and what the file held: ``csv``, ``parquet`` or ``excel``."""
     data, inner = unpack(data, name)
@@ -332,7 +361,11 @@ def open_table(
         )
     if kind == "parquet":
         try:
-            frame = pl.read_parquet(io.BytesIO(data), n_rows=n_rows)
+            schema = pl.read_parquet_schema(io.BytesIO(data))
+            selected = list(dict.fromkeys(columns)) if columns else None
+            if selected and not all(c in schema for c in selected):
+                selected = None
+            frame = pl.read_parquet(io.BytesIO(data), n_rows=n_rows, columns=selected)
         except Exception as e:  # polars/arrow raise several error types
             raise UnreadableFile(f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
         return frame, kind
@@ -347,5 +380,6 @@ def open_table(
         separator=spec.separator,
         skip_rows=spec.skip_rows,
         n_rows=n_rows,
+        columns=columns,
     )
     return frame, kind

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bz2
 import datetime as dt
 import gzip
+import io
 import json
 import lzma
 import zipfile
@@ -379,3 +380,15 @@ def test_a_payments_export_in_json_lines_drafts_and_ingests(tmp_path):
     assert res.frame["customer_id"].to_list() == ["cus_C", "cus_A", "cus_B", "cus_A"]
     assert res.frame["timestamp"].to_list()[2] == dt.datetime(2024, 2, 1)
     assert res.frame["amount"].to_list() == [1900.0, 1900.0, 4900.5, 1900.0]
+
+
+def test_only_the_configured_columns_of_a_wide_file_are_read():
+    wide = CSV.replace("InvoiceNo,", " InvoiceNo ,")  # header names are matched stripped
+    frame = read_table(wide.encode(), "o.csv", _spec(), columns=["CustomerID", "InvoiceNo"])
+    assert frame.columns == ["CustomerID", "InvoiceNo"] and frame.height == 3
+    parquet = io.BytesIO()
+    read_table(CSV.encode(), "o.csv", _spec()).write_parquet(parquet)
+    only = read_table(parquet.getvalue(), "o.parquet", _spec(), columns=["Quantity"])
+    assert only.columns == ["Quantity"]
+    # a column the file lacks: every column comes back, so the message can list them
+    assert read_table(wide.encode(), "o.csv", _spec(), columns=["Nope"]).width == 5
