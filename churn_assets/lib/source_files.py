@@ -208,18 +208,21 @@ def read_csv_text(
 
 
 def parse_csv_text(
-    text: str | bytes,
+    text: str | bytes | Path,
     *,
     separator: str = ",",
     skip_rows: int = 0,
     n_rows: int | None = None,
     columns: list[str] | None = None,
 ) -> pl.DataFrame:
-    """CSV text (or UTF-8 bytes) as a frame of strings (header names stripped); only
-    ``columns`` when the header has them all (a wide export's other columns are never
-    held in memory), else every column, so the caller can say which one is missing."""
+    """CSV text (or UTF-8 bytes, or a UTF-8 file's path) as a frame of strings (header names
+    stripped); only ``columns`` when the header has them all (a wide export's other columns
+    are never held in memory), else every column, so the caller can say which one is
+    missing."""
     if isinstance(text, str):
         text = text.encode("utf-8")
+    elif isinstance(text, Path):
+        text = str(text)  # type: ignore[assignment]  # polars reads the file itself
     try:
         selected = None
         if columns is not None:
@@ -325,6 +328,39 @@ def read_spreadsheet(
                 "in 'sheet'"
             )
     return pl.concat([f.select(first.columns) for _, f in frames], how="vertical")
+
+
+def read_local_table(
+    url: str, name: str, spec: Any, columns: list[str], storage_options: dict[str, Any]
+) -> pl.DataFrame | None:
+    """A plain (uncompressed) local CSV in UTF-8 or Parquet file read by polars from its
+    path, ``columns`` only when it has them all; None for anything else, or when polars
+    cannot read it (the caller then reads its bytes, which name the problem)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" not in protocols:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if not head.strip() or head[:2] == b"\x1f\x8b" or head[:3] == b"BZh":
+        return None
+    if head[:6] == b"\xfd7zXZ\x00" or head[:4] == b"PK\x03\x04":
+        return None
+    kind = kind_of(head, name, spec.format) if head[:4] != b"PAR1" else "parquet"
+    try:
+        if kind == "parquet" and spec.format in ("auto", "parquet"):
+            schema = pl.read_parquet_schema(path)
+            selected = list(dict.fromkeys(columns)) if all(c in schema for c in columns) else None
+            return pl.read_parquet(path, columns=selected)
+        if kind == "csv" and spec.encoding in ("utf-8", "utf-8-sig") and not _content_kind(head):
+            return parse_csv_text(
+                Path(path), separator=spec.separator, skip_rows=spec.skip_rows, columns=columns
+            )
+    except (UnreadableFile, OSError, pl.exceptions.PolarsError):
+        return None
+    return None
 
 
 def read_table(

@@ -392,3 +392,19 @@ def test_only_the_configured_columns_of_a_wide_file_are_read():
     assert only.columns == ["Quantity"]
     # a column the file lacks: every column comes back, so the message can list them
     assert read_table(wide.encode(), "o.csv", _spec(), columns=["Nope"]).width == 5
+
+
+def test_plain_local_files_are_read_from_their_path_and_the_rest_from_bytes(tmp_path):
+    from churn_assets.lib.source_files import read_local_table
+
+    (tmp_path / "o.csv").write_text(CSV)
+    (tmp_path / "o.csv.gz").write_bytes(gzip.compress(CSV.encode()))
+    (tmp_path / "latin.csv").write_bytes("id,Ort\n1,Köln\n".encode("latin-1"))
+    cols = ["CustomerID", "InvoiceNo"]
+    frame = read_local_table(str(tmp_path / "o.csv"), "o.csv", _spec(), cols, {})
+    assert frame is not None and frame.columns == cols and frame.height == 3
+    assert read_local_table(str(tmp_path / "o.csv.gz"), "o.csv.gz", _spec(), cols, {}) is None
+    # not UTF-8: left to the byte reader, which names the offending byte
+    assert read_local_table(str(tmp_path / "latin.csv"), "latin.csv", _spec(), ["id"], {}) is None
+    latin = _spec(encoding="latin-1")
+    assert read_local_table(str(tmp_path / "latin.csv"), "latin.csv", latin, ["id"], {}) is None
