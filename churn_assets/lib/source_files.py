@@ -64,33 +64,59 @@ def _is_spreadsheet_zip(members: list[str]) -> bool:
     return "[Content_Types].xml" in members or "mimetype" in members
 
 
+#: Compressed formats by their first bytes: (one-shot decompress, file opener, suffix).
+_COMPRESSED = {
+    b"\x1f\x8b": (gzip.decompress, gzip.open, ".gz"),
+    b"BZh": (bz2.decompress, bz2.open, ".bz2"),
+    b"\xfd7zXZ\x00": (lzma.decompress, lzma.open, ".xz"),
+}
+_ZIP = b"PK\x03\x04"
+_CORRUPT = (OSError, EOFError, ValueError, lzma.LZMAError, zipfile.BadZipFile)
+
+
+def _compression(head: bytes) -> tuple[Any, Any, str] | None:
+    return next((c for magic, c in _COMPRESSED.items() if head.startswith(magic)), None)
+
+
+def is_packed(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is compressed or a zip (a workbook too)."""
+    return _compression(head) is not None or head.startswith(_ZIP)
+
+
 def unpack(data: bytes, name: str) -> tuple[bytes, str]:
     """The bytes inside a gzip, bzip2, xz or single-file zip ``data`` and the inner file's
     name; anything else (spreadsheets included, which are zip files too) unchanged."""
-    try:
-        if data[:2] == b"\x1f\x8b":
-            return gzip.decompress(data), _strip(name, ".gz")
-        if data[:3] == b"BZh":
-            return bz2.decompress(data), _strip(name, ".bz2")
-        if data[:6] == b"\xfd7zXZ\x00":
-            return lzma.decompress(data), _strip(name, ".xz")
-    except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
-        raise UnreadableFile(f"corrupt compressed file ({e})") from e
-    if data[:4] == b"PK\x03\x04":
-        archive, members = _zip_members(data)
-        if _is_spreadsheet_zip(members):
-            return data, name
-        if len(members) != 1:
-            listed = ", ".join(repr(m) for m in members[:5]) or "nothing"
-            raise UnreadableFile(
-                f"zip archive holds {len(members)} files ({listed}): put one table in each "
-                "archive, or unzip them into the source folder"
-            )
+    packed = _compression(data[:8])
+    if packed is not None:
+        decompress, _, suffix = packed
         try:
-            return archive.read(members[0]), members[0].rsplit("/", 1)[-1]
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            return decompress(data), _strip(name, suffix)
+        except _CORRUPT as e:
+            raise UnreadableFile(f"corrupt compressed file ({e})") from e
+    if data.startswith(_ZIP):
+        archive, member = _zip_table(data)
+        if member is None:
+            return data, name
+        try:
+            return archive.read(member), member.rsplit("/", 1)[-1]
+        except _CORRUPT as e:
             raise UnreadableFile(f"corrupt zip archive ({e})") from e
     return data, name
+
+
+def _zip_table(data: bytes) -> tuple[zipfile.ZipFile, str | None]:
+    """A zip archive and its one table file (None: the zip is a workbook itself); an
+    archive with several files is refused, naming them."""
+    archive, members = _zip_members(data)
+    if _is_spreadsheet_zip(members):
+        return archive, None
+    if len(members) != 1:
+        listed = ", ".join(repr(m) for m in members[:5]) or "nothing"
+        raise UnreadableFile(
+            f"zip archive holds {len(members)} files ({listed}): put one table in each "
+            "archive, or unzip them into the source folder"
+        )
+    return archive, members[0]
 
 
 def read_sample(path: str, limit: int) -> tuple[bytes, str]:
@@ -100,24 +126,23 @@ def read_sample(path: str, limit: int) -> tuple[bytes, str]:
     name = Path(path).name
     with open(path, "rb") as f:
         head = f.read(8)
-    openers = {b"\x1f\x8b": (gzip.open, ".gz"), b"BZh": (bz2.open, ".bz2")}
-    openers[b"\xfd7zXZ\x00"] = (lzma.open, ".xz")
+    packed = _compression(head)
     try:
-        for magic, (opener, suffix) in openers.items():
-            if head.startswith(magic):
-                with opener(path, "rb") as f:
-                    return f.read(limit), _strip(name, suffix)
-        if head.startswith(b"PK\x03\x04"):
+        if packed is not None:
+            _, opener, suffix = packed
+            with opener(path, "rb") as f:
+                return f.read(limit), _strip(name, suffix)
+        if head.startswith(_ZIP):
             with open(path, "rb") as f:
                 data = f.read()
-            archive, members = _zip_members(data)
-            if _is_spreadsheet_zip(members) or len(members) != 1:
-                return unpack(data, name)  # a workbook, or the archive's error
-            with archive.open(members[0]) as f:
-                return f.read(limit), members[0].rsplit("/", 1)[-1]
-    except (OSError, EOFError, ValueError, lzma.LZMAError, zipfile.BadZipFile) as e:
-        if isinstance(e, UnreadableFile):
-            raise
+            archive, member = _zip_table(data)
+            if member is None:
+                return data, name
+            with archive.open(member) as f:
+                return f.read(limit), member.rsplit("/", 1)[-1]
+    except UnreadableFile:
+        raise
+    except _CORRUPT as e:
         raise UnreadableFile(f"corrupt compressed file ({e})") from e
     with open(path, "rb") as f:
         if head.startswith(_OLE2) or name.lower().endswith(SPREADSHEET_SUFFIXES):
@@ -135,7 +160,7 @@ def _content_kind(data: bytes) -> Kind | None:
         return "parquet"
     if data[:8] == _OLE2:
         return "excel"
-    if data[:4] == b"PK\x03\x04" and _is_spreadsheet_zip(_zip_members(data)[1]):
+    if data.startswith(_ZIP) and _is_spreadsheet_zip(_zip_members(data)[1]):
         return "excel"
     return None
 
@@ -344,16 +369,12 @@ def read_local_table(
         return None
     with open(path, "rb") as f:
         head = f.read(8192)
-    if not head.strip() or head[:2] == b"\x1f\x8b" or head[:3] == b"BZh":
-        return None
-    if head[:6] == b"\xfd7zXZ\x00" or head[:4] == b"PK\x03\x04":
+    if not head.strip() or is_packed(head):
         return None
     kind = kind_of(head, name, spec.format) if head[:4] != b"PAR1" else "parquet"
     try:
         if kind == "parquet" and spec.format in ("auto", "parquet"):
-            schema = pl.read_parquet_schema(path)
-            selected = list(dict.fromkeys(columns)) if all(c in schema for c in columns) else None
-            return pl.read_parquet(path, columns=selected)
+            return _read_parquet(path, columns)
         if kind == "csv" and spec.encoding in ("utf-8", "utf-8-sig") and not _content_kind(head):
             return parse_csv_text(
                 Path(path), separator=spec.separator, skip_rows=spec.skip_rows, columns=columns
@@ -361,6 +382,20 @@ def read_local_table(
     except (UnreadableFile, OSError, pl.exceptions.PolarsError):
         return None
     return None
+
+
+def _read_parquet(
+    source: bytes | str, columns: list[str] | None, n_rows: int | None = None
+) -> pl.DataFrame:
+    """A Parquet file (bytes or a path): ``columns`` only when it has them all."""
+
+    def src() -> Any:
+        return io.BytesIO(source) if isinstance(source, bytes) else source
+
+    selected = list(dict.fromkeys(columns)) if columns else None
+    if selected and not all(c in pl.read_parquet_schema(src()) for c in selected):
+        selected = None
+    return pl.read_parquet(src(), n_rows=n_rows, columns=selected)
 
 
 def read_table(
@@ -397,11 +432,7 @@ def open_table(
         )
     if kind == "parquet":
         try:
-            schema = pl.read_parquet_schema(io.BytesIO(data))
-            selected = list(dict.fromkeys(columns)) if columns else None
-            if selected and not all(c in schema for c in selected):
-                selected = None
-            frame = pl.read_parquet(io.BytesIO(data), n_rows=n_rows, columns=selected)
+            frame = _read_parquet(data, columns, n_rows)
         except Exception as e:  # polars/arrow raise several error types
             raise UnreadableFile(f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
         return frame, kind
