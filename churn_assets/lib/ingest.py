@@ -289,6 +289,17 @@ def plain_number(raw: str, target: str, decimal: str) -> pl.Expr:
     return f
 
 
+def second_pass(first: pl.Expr, raw: str, target: str, decimal: str) -> pl.Expr | None:
+    """``first`` (the configured parse of text column ``raw``) with what no config makes
+    ambiguous read as well: ISO 8601 dates, numbers with a currency sign or digit
+    grouping; None for types without such a reading."""
+    if target in ("date", "datetime"):
+        return pl.coalesce(first, _iso_8601(raw, target))
+    if target in ("numeric", "integer"):
+        return pl.coalesce(first, plain_number(raw, target, decimal))
+    return None
+
+
 def _iso_8601(raw: str, target: str) -> pl.Expr:
     """Text column ``raw`` read as an ISO 8601 date or date and time (no offset)."""
     s = _blank_to_null(pl.col(raw))
@@ -381,13 +392,10 @@ def _typed(
         redo = []
         for out in counts:
             raw, typ = columns[out][0], columns[out][1]
-            if df.schema[raw] != pl.String:
-                continue
-            if typ in ("date", "datetime"):
-                fixed = pl.coalesce(first_pass[out], _iso_8601(raw, typ))
-            elif typ in ("numeric", "integer"):
-                fixed = pl.coalesce(first_pass[out], plain_number(raw, typ, decimal))
-            else:
+            if (
+                df.schema[raw] != pl.String
+                or (fixed := second_pass(first_pass[out], raw, typ, decimal)) is None
+            ):
                 continue
             bad = _blank_to_null(pl.col(raw)).is_not_null() & fixed.is_null()
             redo.append(fixed.alias(out))
