@@ -32,6 +32,7 @@ def customer_features(
         label_cutoff,
         usable,
     )
+    from churn_assets.lib.features import feature_columns
 
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
@@ -42,27 +43,35 @@ def customer_features(
             match = customer_id_match(customers, transactions)
         cutoff = label_cutoff(cfg, transactions)
         features = features_at(cfg, customers, transactions, cutoff)
-    metadata = {
-        **table_metadata(features),
-        "cutoff": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "n/a (snapshot)"),
-        "horizon_days": dg.MetadataValue.int(cfg.labels.horizon_days),
-        "label_source": dg.MetadataValue.text(cfg.labels.source),
-        "churn_rate": dg.MetadataValue.float(float(features["churned"].mean() or 0.0)),
-        "excluded_quarantined_rows": dg.MetadataValue.int(bad_c + bad_t),
-        "feature_count": dg.MetadataValue.int(features.width - 3),
-    }
-    if "total_sales" in features.columns:
-        metadata["mean_total_sales"] = dg.MetadataValue.float(float(features["total_sales"].mean()))
-    if match is not None:
-        matched, total = match
-        metadata["transaction_customers_in_customer_table"] = dg.MetadataValue.text(
-            f"{matched:,} of {total:,}"
-        )
-        if matched < 0.5 * total:
-            context.log.warning(
-                f"only {matched:,} of the {total:,} customer ids in the transactions are in the "
-                "customer table; the purchases of the others are not used"
+        if features.height == 0:
+            raise ValueError(
+                "the labelled feature table is empty: no customer "
+                + (f"was active before the cut-off {cutoff}" if cutoff else "row is usable")
+                + " (see the raw tables' checks, labels.active_within_days and labels.cutoff)"
             )
+        metadata = {
+            **table_metadata(features),
+            "cutoff": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "n/a (snapshot)"),
+            "horizon_days": dg.MetadataValue.int(cfg.labels.horizon_days),
+            "label_source": dg.MetadataValue.text(cfg.labels.source),
+            "churn_rate": dg.MetadataValue.float(float(features["churned"].mean() or 0.0)),
+            "excluded_quarantined_rows": dg.MetadataValue.int(bad_c + bad_t),
+            "feature_count": dg.MetadataValue.int(len(feature_columns(features))),
+        }
+        if "total_sales" in features.columns:
+            metadata["mean_total_sales"] = dg.MetadataValue.float(
+                float(features["total_sales"].mean() or 0.0)
+            )
+        if match is not None:
+            matched, total = match
+            metadata["transaction_customers_in_customer_table"] = dg.MetadataValue.text(
+                f"{matched:,} of {total:,}"
+            )
+            if matched < 0.5 * total:
+                context.log.warning(
+                    f"only {matched:,} of the {total:,} customer ids in the transactions are in "
+                    "the customer table; the purchases of the others are not used"
+                )
     context.log.info(f"{features.height} customers, cut-off {cutoff}")
     return dg.Output(features, metadata=metadata)
 

@@ -588,9 +588,12 @@ def draft_config(
         lines += _transactions(
             table, source, id_column, timestamp, amount, quantity, unit_price, invoice
         )
+        whole = table.frame.height < sample_rows and not Path(path).is_dir()
+        horizon_days, horizon_note = _horizon(table, lines, horizon_days, whole)
         lines += [
             "labels:",
             "  source: transactions",
+            *horizon_note,
             f"  horizon_days: {horizon_days}           # churned = no purchase in the "
             "horizon after the cut-off",
             "  # cutoff: YYYY-MM-DD          # default: the last purchase minus the horizon",
@@ -725,13 +728,44 @@ def draft_config(
     return text
 
 
-def _lapsed_note(table: _Table, lines: list[str], horizon_days: int) -> str:
-    """How many customers known at the default cut-off bought nothing in the horizon before
-    it, in the lines read (subscriptions that ended long ago inflate the churn rate)."""
+def _stamps(table: _Table, lines: list[str]) -> pl.DataFrame:
+    """Customer ids and parsed timestamps of the lines read, as the drafted config reads them."""
     cfg = yaml.safe_load("\n".join(lines))["transactions"]
     stamps = _parsed(table, cfg["timestamp"], "datetime", cfg.get("timestamp_format"))[1]
     frame = pl.DataFrame({"c": table.frame[cfg["customer_id"]].cast(pl.String), "t": stamps})
-    frame = frame.drop_nulls()
+    return frame.drop_nulls()
+
+
+#: Label horizons a draft may propose, longest first.
+HORIZONS = (90, 60, 30, 14, 7)
+
+
+def _horizon(table: _Table, lines: list[str], wanted: int, whole: bool) -> tuple[int, list[str]]:
+    """The horizon to draft: ``wanted``, or, when the whole file was read and spans less than
+    twice it, the longest of :data:`HORIZONS` that leaves as much history before the cut-off
+    as after it; with a CHECK comment line when it differs or none fits."""
+    frame = _stamps(table, lines)
+    if not whole or frame.height == 0:
+        return wanted, []
+    span = (frame["t"].max().date() - frame["t"].min().date()).days + 1
+    if span >= 2 * wanted:
+        return wanted, []
+    fits = [h for h in HORIZONS if 2 * h <= span]
+    if not fits:
+        return wanted, [
+            f"  # CHECK: the file spans {span} day(s), too short a history to learn churn "
+            "from: land a longer one"
+        ]
+    return fits[0], [
+        f"  # CHECK: the file spans {span} days, too short for a {wanted}-day horizon with as "
+        "much history before the cut-off"
+    ]
+
+
+def _lapsed_note(table: _Table, lines: list[str], horizon_days: int) -> str:
+    """How many customers known at the default cut-off bought nothing in the horizon before
+    it, in the lines read (subscriptions that ended long ago inflate the churn rate)."""
+    frame = _stamps(table, lines)
     if frame.height == 0:
         return ""
     last = frame["t"].max()

@@ -19,7 +19,7 @@ from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.features import (
     FeatureParams,
     build_customer_features,
-    default_cutoff,
+    cutoff_before,
     top_categories,
 )
 
@@ -58,7 +58,31 @@ def label_cutoff(cfg: DatasetConfig, transactions: pl.DataFrame | pl.LazyFrame) 
     """The cut-off of the labelled feature table (None for snapshot data)."""
     if cfg.transactions is None:
         return None
-    return cfg.labels.cutoff or default_cutoff(transactions, cfg.labels.horizon_days)
+    first, last = (
+        transactions.lazy()
+        .select(pl.col("timestamp").min().alias("first"), pl.col("timestamp").max())
+        .collect()
+        .row(0)
+    )
+    if last is None:
+        raise ValueError("cannot pick a label cut-off: there are no transactions")
+    cutoff = cfg.labels.cutoff or cutoff_before(last, cfg.labels.horizon_days)
+    if cutoff <= first.date():
+        span = (last.date() - first.date()).days + 1
+        if cfg.labels.cutoff:
+            why, fix = f"labels.cutoff is {cutoff}", f"set labels.cutoff after {first.date()}"
+        else:
+            why = f"labels.horizon_days ({cfg.labels.horizon_days}) needs as many after the cut-off"
+            fix = (
+                f"set labels.horizon_days to at most {max(1, span // 2)} (half the span keeps "
+                "as much history before the cut-off as the horizon after it)"
+            )
+        raise ValueError(
+            f"no purchase history before the label cut-off {cutoff}: the transactions span "
+            f"{span} day(s) ({first.date()} to {last.date()}) and {why}; {fix}, or land a "
+            "longer history"
+        )
+    return cutoff
 
 
 def scoring_cutoff(transactions: pl.DataFrame | pl.LazyFrame) -> dt.date:

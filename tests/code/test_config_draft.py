@@ -284,3 +284,27 @@ def test_a_table_of_ids_and_labels_only_drafts_without_attributes(tmp_path):
     text = draft_config(str(csv), label="churn")
     assert "  attributes:\n    []" in text
     _load(text, tmp_path)
+
+
+@pytest.mark.parametrize(("days", "horizon", "check"), [(400, 90, False), (61, 30, True)])
+def test_a_short_history_gets_a_horizon_that_leaves_history_before_the_cutoff(
+    tmp_path, days, horizon, check
+):
+    rng = np.random.default_rng(1)
+    start = np.datetime64("2024-01-01T00:00:00")
+    stamps = start + np.sort(rng.integers(0, days * 86_400, 3_000)).astype("timedelta64[s]")
+    stamps[-1] = start + np.timedelta64(days * 86_400 - 1, "s")  # the span is exactly `days`
+    csv = tmp_path / "orders.csv"
+    pl.DataFrame(
+        {
+            "customer_id": rng.integers(1, 300, 3_000),
+            "ordered_at": pl.Series(stamps.astype("datetime64[us]")).dt.strftime(
+                "%Y-%m-%d %H:%M:%S"
+            ),
+            "amount": rng.gamma(2.0, 30.0, 3_000).round(2),
+        }
+    ).write_csv(csv)
+    text = draft_config(str(csv), timestamp="ordered_at")
+    cfg, _ = _load(text, tmp_path)
+    assert cfg.labels.horizon_days == horizon
+    assert (f"CHECK: the file spans {days} days, too short for a 90-day horizon" in text) == check

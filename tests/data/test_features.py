@@ -163,3 +163,22 @@ def test_every_behaviour_column_is_a_name_configs_may_not_take(tmp_path):
         if c not in PLATFORM_COLUMNS | BEHAVIOUR_COLUMNS and not c.startswith(BEHAVIOUR_PREFIXES)
     ]
     assert unreserved == []
+
+
+def test_a_history_shorter_than_the_horizon_names_the_horizon_to_set():
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import label_cutoff
+
+    cfg = load_dataset_config("synthetic")  # transactions, 90-day horizon
+    t = tx(BASE + AFTER).filter(pl.col("timestamp") >= dt.datetime(2024, 1, 1))  # 65 days
+    with pytest.raises(ValueError, match="no purchase history before the label cut-off") as e:
+        label_cutoff(cfg, t)
+    assert "span 65 day(s) (2024-01-01 to 2024-03-05)" in str(e.value)
+    assert "labels.horizon_days to at most 32" in str(e.value)
+    short = cfg.model_copy(update={"labels": cfg.labels.model_copy(update={"horizon_days": 30})})
+    assert label_cutoff(short, t) == dt.date(2024, 2, 5)
+    early = cfg.model_copy(
+        update={"labels": cfg.labels.model_copy(update={"cutoff": dt.date(2023, 12, 1)})}
+    )
+    with pytest.raises(ValueError, match="labels.cutoff is 2023-12-01; set labels.cutoff after"):
+        label_cutoff(early, t)

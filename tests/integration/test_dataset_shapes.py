@@ -96,6 +96,16 @@ def test_churn_only_snapshot_runs_end_to_end_and_is_served(tmp_path, isolated_en
     assert scores.height == 7043 and scores["expected_total_sales"].null_count() == 7043
     assert scores["churn_probability"].is_between(0, 1).all()
     assert "drift_report" in run.materialized
+    features = run.result.output_for_node("customer_features")
+    assert "total_sales" not in features.columns
+    (event,) = [
+        e
+        for e in run.result.get_asset_materialization_events()
+        if e.asset_key.path == ["customer_features"]
+    ]
+    # every column but the id and the churn label is a feature
+    count = event.step_materialization_data.materialization.metadata["feature_count"].value
+    assert count == features.width - 2
 
     proc, url = start_sidecar(isolated_env, config)
     try:
