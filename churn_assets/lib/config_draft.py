@@ -89,7 +89,10 @@ PRICE_NAMES = ("unitprice", "price")
 INVOICE_NAMES = ("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber")
 CATEGORY_NAMES = ("category", "productcategory", "productgroup", "plan")
 COUNTRY_NAMES = ("country", "region")
-SIGNUP_HINTS = ("signup", "sign_up", "joined", "join", "created", "start", "since", "opened")
+SIGNUP_HINTS = (
+    *("signup", "sign_up", "signed", "joined", "join", "created", "start", "since", "opened"),
+    *("regist", "enrol", "onboard", "activat"),
+)
 
 
 class DraftError(ValueError):
@@ -669,9 +672,10 @@ def draft_config(
             if col in (ident, label, value) or (latest is not None and col == latest.source):
                 continue
             c = _column_type(table, col)
-            if c.type == "date" and signup is None and any(h in col.lower() for h in SIGNUP_HINTS):
+            dated = c.type in ("date", "datetime")
+            if dated and signup is None and any(h in col.lower() for h in SIGNUP_HINTS):
                 signup = c
-            elif c.type in ("date", "datetime"):
+            elif dated:
                 skipped.append((col, "a date other than the sign-up date"))
             elif c.type == "skip":
                 skipped.append((col, c.note))
@@ -683,7 +687,7 @@ def draft_config(
             fmt = f", format: {_yaml(signup.format)}" if signup.format else ""
             lines.append(
                 f"  signup_date: {{name: signup_date, source: {_yaml(signup.source)}, "
-                f"type: date{fmt}}}"
+                f"type: {signup.type}{fmt}}}"
             )
         lines.append("  attributes:")
         taken: set[str] = set()

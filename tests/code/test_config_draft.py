@@ -308,3 +308,38 @@ def test_a_short_history_gets_a_horizon_that_leaves_history_before_the_cutoff(
     cfg, _ = _load(text, tmp_path)
     assert cfg.labels.horizon_days == horizon
     assert (f"CHECK: the file spans {days} days, too short for a 90-day horizon" in text) == check
+
+
+def test_a_pandas_parquet_file_keeps_its_types_and_its_signup_timestamp(tmp_path):
+    import pandas as pd
+
+    n = 300
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.Series(np.arange(n) + 10_000, dtype="int32"),
+            "tenure": pd.Series(rng.integers(0, 72, n), dtype="Int16"),
+            "plan": pd.Categorical(rng.choice(["basic", "pro"], n)),
+            "signed_up": pd.Timestamp("2020-01-01", tz="Europe/Berlin")
+            + pd.to_timedelta(rng.integers(0, 900, n), unit="D"),
+            "senior": rng.random(n) < 0.2,
+            "churned": rng.random(n) < 0.3,
+        }
+    )
+    frame.loc[::7, "tenure"] = pd.NA
+    path = tmp_path / "accounts.parquet"
+    frame.to_parquet(path, index=False)
+    text = draft_config(str(path), label="churned")
+    cfg, raw = _load(text, tmp_path)
+    assert raw["customers"]["signup_date"] == {
+        "name": "signup_date",
+        "source": "signed_up",
+        "type": "datetime",
+    }
+    types = {a["name"]: a["type"] for a in raw["customers"]["attributes"]}
+    assert types == {"tenure": "integer", "plan": "categorical", "senior": "boolean"}
+    assert raw["labels"]["churned_positive"] == ["true"]
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.file_problems == []
+    assert res.frame["signup_date"].null_count() == 0
+    assert res.frame["tenure"].null_count() == len(range(0, n, 7))
