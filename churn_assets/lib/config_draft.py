@@ -89,6 +89,7 @@ PRICE_NAMES = ("unitprice", "price")
 INVOICE_NAMES = ("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber")
 CATEGORY_NAMES = ("category", "productcategory", "productgroup", "plan")
 COUNTRY_NAMES = ("country", "region")
+EVENT_NAMES = ("event", "eventtype", "eventname", "action", "activity")  # activity_only lines
 SIGNUP_HINTS = (
     *("signup", "sign_up", "signed", "joined", "join", "created", "start", "since", "opened"),
     *("regist", "enrol", "onboard", "activat"),
@@ -597,8 +598,9 @@ def draft_config(
             "labels:",
             "  source: transactions",
             *horizon_note,
-            f"  horizon_days: {horizon_days}           # churned = no purchase in the "
-            "horizon after the cut-off",
+            f"  horizon_days: {horizon_days}           # churned = no "
+            + ("activity" if "  activity_only: true" in "\n".join(lines) else "purchase")
+            + " in the horizon after the cut-off",
             "  # cutoff: YYYY-MM-DD          # default: the last purchase minus the horizon",
             f"  # active_within_days: {horizon_days}      # leave out customers who lapsed "
             "already" + _lapsed_note(table, lines, horizon_days),
@@ -811,14 +813,23 @@ def _transactions(
     if fmt:
         out.append(f"  timestamp_format: {_yaml(fmt)}" + (f"   # {note}" if note else ""))
     amt = _find(table, amount, AMOUNT_NAMES, "amount") if not (quantity or unit_price) else None
+    activity = False
     if amt is not None:
         out.append(f"  amount: {_yaml(amt)}")
     else:
         qty = _find(table, quantity, QUANTITY_NAMES, "quantity")
         price = _find(table, unit_price, PRICE_NAMES, "unit price")
+        if (quantity or unit_price) and (qty is None or price is None):
+            raise DraftError("--quantity and --price go together: give both")
         if qty is None or price is None:
-            raise DraftError("no amount column found: give --amount, or --quantity and --price")
-        out += [f"  quantity: {_yaml(qty)}", f"  unit_price: {_yaml(price)}"]
+            activity = True
+            out.append(
+                "  activity_only: true   # CHECK: no amount column found: each line counts as "
+                "one event (logins, sessions) and no value model is trained; give --amount if "
+                "a column holds money"
+            )
+        else:
+            out += [f"  quantity: {_yaml(qty)}", f"  unit_price: {_yaml(price)}"]
     inv = _find(table, invoice, INVOICE_NAMES, "invoice")
     if inv is not None:
         out.append(f"  invoice_id: {_yaml(inv)}")
@@ -826,7 +837,10 @@ def _transactions(
         returns = ids.filter(ids.str.starts_with("C")).len()
         if 0 < returns < 0.5 * ids.len():
             out.append('  cancellation_prefix: "C"   # invoices starting with C are returns')
-    for key, names in (("category", CATEGORY_NAMES), ("country", COUNTRY_NAMES)):
+    for key, names in (
+        ("category", CATEGORY_NAMES + (EVENT_NAMES if activity else ())),
+        ("country", COUNTRY_NAMES),
+    ):
         col = _find(table, None, names, key)
         if col is not None:
             out.append(f"  {key}: {_yaml(col)}")

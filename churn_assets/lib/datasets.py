@@ -120,11 +120,25 @@ class TransactionsSpec(SourceSpec):
         le=1.0,
         description="Share of rows that must name a customer (the others are quarantined).",
     )
+    activity_only: bool = Field(
+        default=False,
+        description="The lines are activity events without money (logins, sessions, app "
+        "opens): each counts as 1 in the spend features, and no value model is trained.",
+    )
 
     @model_validator(mode="after")
     def _amount_given(self) -> TransactionsSpec:
-        if self.amount is None and (self.quantity is None or self.unit_price is None):
-            raise ValueError("give 'amount', or both 'quantity' and 'unit_price'")
+        money = [k for k in ("amount", "quantity", "unit_price") if getattr(self, k)]
+        if self.activity_only and money:
+            raise ValueError(
+                f"activity_only lines have no amount: drop {', '.join(money)}, or drop "
+                "activity_only"
+            )
+        if not self.activity_only and not (self.amount or (self.quantity and self.unit_price)):
+            raise ValueError(
+                "give 'amount', or both 'quantity' and 'unit_price'; for events without "
+                "money (logins, sessions), set 'activity_only: true'"
+            )
         return self
 
 
@@ -333,9 +347,14 @@ class DatasetConfig(_Strict):
 
     @property
     def has_value_label(self) -> bool:
-        """True when the data set has a customer-value label (``total_sales``): always for
-        transaction labels, and for column labels when ``total_sales_column`` is given."""
-        return self.labels.source == "transactions" or bool(self.labels.total_sales_column)
+        """True when the data set has a customer-value label (``total_sales``): for
+        transaction labels unless the lines are ``activity_only``, and for column labels
+        when ``total_sales_column`` is given."""
+        if self.labels.total_sales_column:
+            return True
+        return self.labels.source == "transactions" and not (
+            self.transactions is not None and self.transactions.activity_only
+        )
 
     @property
     def naive_lookback_days(self) -> int:

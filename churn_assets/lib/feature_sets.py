@@ -183,6 +183,8 @@ def features_at(
     )
     if not with_labels:
         frame = frame.drop([c for c in ("churned", "total_sales") if c in frame.columns])
+    elif not cfg.has_value_label and "total_sales" in frame.columns:
+        frame = frame.drop("total_sales")  # activity events: a count, not a customer value
     elif cfg.labels.allow_unlabelled and "churned" in frame.columns:
         frame = frame.filter(pl.col("churned").is_not_null())  # scored, not trained on
     return active_population(cfg, frame)

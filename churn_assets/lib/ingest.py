@@ -607,7 +607,7 @@ def transaction_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | N
     }
     if t.amount:
         cols["amount"] = (t.amount, "numeric", None, None)
-    else:
+    elif not t.activity_only:
         cols["quantity"] = (t.quantity, "numeric", None, None)
         cols["unit_price"] = (t.unit_price, "numeric", None, None)
     for out in ("invoice_id", "category", "country"):
@@ -716,7 +716,9 @@ def ingest_transactions(
 
 def _finish_transactions(frame: pl.DataFrame, t: TransactionsSpec) -> pl.DataFrame:
     """Typed transaction lines in the raw contract: amount, returns flag, normalised id."""
-    if "amount" not in frame.columns:
+    if t.activity_only:
+        frame = frame.with_columns(pl.lit(1.0).alias("amount"))  # each event counts once
+    elif "amount" not in frame.columns:
         frame = frame.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
     for out in ("invoice_id", "category", "country"):
         if out not in frame.columns:

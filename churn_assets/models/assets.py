@@ -234,9 +234,14 @@ def regression_models(
     with fail_fast_unless_transient():
         cfg = platform.dataset_config()
         if not cfg.has_value_label:
+            why = (
+                "its transactions are activity events without money: activity_only"
+                if cfg.transactions is not None and cfg.transactions.activity_only
+                else "labels.total_sales_column is not set"
+            )
             reason = (
-                f"not applicable: data set {cfg.name!r} has no value label "
-                "(labels.total_sales_column is not set), so only the churn model is trained"
+                f"not applicable: data set {cfg.name!r} has no value label ({why}), so only "
+                "the churn model is trained"
             )
             context.log.info(reason)
             return _not_applicable(reason)

@@ -124,3 +124,26 @@ def test_a_snapshot_may_name_an_attribute_like_a_transaction_feature(tmp_path):
         "labels: {source: columns, churned_column: c}\n"
     )
     assert load_dataset_config(str(p)).customers.attributes[0].name == "recency_days"
+
+
+@pytest.mark.parametrize(
+    ("money", "message"),
+    [
+        ("", "give 'amount', or both 'quantity' and 'unit_price'; for events without money"),
+        ("quantity: q, ", "for events without money .*set 'activity_only: true'"),
+        ("amount: a, activity_only: true, ", "activity_only lines have no amount: drop amount"),
+    ],
+)
+def test_transactions_need_money_or_say_they_are_activity_events(tmp_path, money, message):
+    p = tmp_path / "x.yaml"
+    p.write_text(
+        f"name: x\ntransactions: {{path: t/, customer_id: id, timestamp: ts, {money}}}\n"
+        "labels: {source: transactions}\n"
+    )
+    with pytest.raises(DatasetConfigError, match=message):
+        load_dataset_config(str(p))
+    p.write_text(
+        "name: x\ntransactions: {path: t/, customer_id: id, timestamp: ts, activity_only: true}\n"
+        "labels: {source: transactions}\n"
+    )
+    assert not load_dataset_config(str(p)).has_value_label

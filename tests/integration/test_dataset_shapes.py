@@ -256,3 +256,58 @@ def test_a_drafted_european_export_with_unlabelled_customers_runs_and_is_served(
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_an_activity_log_without_money_trains_and_serves_the_churn_model(tmp_path, isolated_env):
+    """App events (user, time, event type; no amount), drafted by `churn draft-config`: each
+    event counts once, the churn model is trained and served, and the value model is "not
+    applicable" with the reason."""
+    from churn_assets.lib.config_draft import draft_config
+
+    rng = np.random.default_rng(9)
+    users, n = 1500, 40_000
+    user = rng.integers(0, users, n)
+    life = rng.integers(20, 400, users)  # the day each user's activity stops
+    day = rng.random(n) * life[user]
+    start = dt.datetime(2023, 1, 1)
+    frame = pl.DataFrame(
+        {
+            "user_id": [f"u{u:05d}" for u in user],
+            "event_time": [start + dt.timedelta(days=float(d)) for d in day],
+            "event": rng.choice(["login", "view", "click"], n),
+        }
+    ).sort("event_time")
+    path = tmp_path / "events.csv"
+    frame.write_csv(path)
+    cfg = yaml.safe_load(draft_config(str(path), timestamp="event_time"))
+    assert cfg["transactions"]["activity_only"] is True
+    assert cfg["transactions"]["category"] == "event"
+    cfg["models"] = dict(FAST_MODELS)
+    config = tmp_path / "events.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+
+    run = run_graph(str(config))
+    assert run.result.success, run.result.all_events[-1]
+    raw = run.result.output_for_node("raw_transactions")
+    assert raw.height == n and (raw["amount"] == 1.0).all()
+    features = run.result.output_for_node("customer_features")
+    assert "total_sales" not in features.columns and "cat_share_login" in features.columns
+    regression = run.result.output_for_node("regression_models")
+    assert regression["applicable"] is False and "activity_only" in regression["reason"]
+    out = run.result.output_for_node("deployed_model_version")
+    assert out["promoted"] and set(out["decision"]["roles"]) == {"classifier"}
+    scores = run.result.output_for_node("churn_scores")
+    assert scores["expected_total_sales"].null_count() == scores.height
+
+    proc, url = start_sidecar(isolated_env, str(config))
+    try:
+        wait_ready(url)
+        answer = httpx.post(
+            f"{url}/predict", json={"records": [{"customer_id": "u00001"}]}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        pred = answer.json()["predictions"][0]
+        assert 0 <= pred["churn_probability"] <= 1 and pred["expected_total_sales"] is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
