@@ -260,7 +260,7 @@ def parse_expr(
 
 
 def _bad_counts(typed: pl.DataFrame, bad_cols: list[str]) -> dict[str, int]:
-    sums = typed.select(pl.col(c).is_not_null().sum() for c in bad_cols).row(0)
+    sums = typed.select(pl.col(c).sum() for c in bad_cols).row(0)
     return {c[len("__bad_") :]: int(n) for c, n in zip(bad_cols, sums, strict=True) if n}
 
 
@@ -374,9 +374,13 @@ def _typed(
             raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
         )
         exprs.append(parsed.alias(out))
+        if typ in ("string", "categorical"):
+            continue  # text cannot fail to parse
         first_pass[out] = parsed
         bad = _blank_to_null(pl.col(raw)).is_not_null() & parsed.is_null()
-        checks.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
+        # a flag per value (one bit a row; a column of error texts costs 16 bytes a row
+        # even when every value is null: 870 MB a column at 54M lines)
+        checks.append(bad.fill_null(False).alias(f"__bad_{out}"))
         if typ in ("numeric", "integer") and decimal == ".":
             bad_exprs[out] = bad & pl.col(raw).cast(pl.String).str.contains(_DECIMAL_COMMA)
     typed = df.with_columns(checks).with_columns(exprs)
@@ -384,6 +388,7 @@ def _typed(
     counts: dict[str, int] = {}
     if bad_cols:
         counts = _bad_counts(typed, bad_cols)
+    if counts:
         # a second pass, only for columns with failures, for text that is unambiguous
         # whatever the config says: ISO 8601 dates (a spreadsheet's date cell, a mixed
         # export) and numbers with a currency sign or digit grouping ("$1,234.50" when the
@@ -399,17 +404,16 @@ def _typed(
                 continue
             bad = _blank_to_null(pl.col(raw)).is_not_null() & fixed.is_null()
             redo.append(fixed.alias(out))
-            redo.append(pl.when(bad).then(pl.lit(out)).otherwise(None).alias(f"__bad_{out}"))
+            redo.append(bad.fill_null(False).alias(f"__bad_{out}"))
         if redo:
             typed = typed.with_columns(df.select(redo).get_columns())
             counts = _bad_counts(typed, bad_cols)
+    if counts:
+        failed = [f"__bad_{out}" for out in counts]
+        names = [pl.when(pl.col(c)).then(pl.lit(c[len("__bad_") :])) for c in failed]
         typed = typed.with_columns(
-            pl.concat_str(bad_cols, separator=",", ignore_nulls=True).alias("_parse_errors")
-        )
-        typed = typed.with_columns(
-            pl.when(pl.col("_parse_errors") == "")
-            .then(None)
-            .otherwise(pl.col("_parse_errors"))
+            pl.when(pl.any_horizontal(failed))
+            .then(pl.concat_str(names, separator=",", ignore_nulls=True))
             .alias("_parse_errors")
         )
     else:
