@@ -25,7 +25,7 @@ import polars as pl
 import yaml
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
-from churn_assets.lib.ingest import has_offset, label_key, parse_expr, second_pass
+from churn_assets.lib.ingest import given_value, has_offset, label_key, parse_expr, second_pass
 from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
@@ -316,8 +316,8 @@ def _parsed(
         # what ingestion reads in its second pass: "$1,234.50", an ISO date
         lenient = second_pass(parsed, col, target, table.decimal)
         parsed = parsed if lenient is None else lenient
-    s = table.frame.select(raw=pl.col(col).cast(pl.String).str.strip_chars(), parsed=parsed)
-    present = s.filter(pl.col("raw").is_not_null() & (pl.col("raw") != ""))
+    s = table.frame.select(given=given_value(col, target), parsed=parsed)
+    present = s.filter(pl.col("given"))  # "N/A", "-" in a number column are missing values
     share = float(present["parsed"].is_not_null().mean()) if present.height else 0.0
     return share, s["parsed"]
 

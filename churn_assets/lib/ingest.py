@@ -191,6 +191,28 @@ def _blank_to_null(expr: pl.Expr) -> pl.Expr:
     return pl.when(s == "").then(None).otherwise(s)
 
 
+#: Text that marks a missing number, date or flag in exports (pandas' defaults, spreadsheet
+#: errors, "-" and "?"), in lower, upper or title case. In such a column it is a missing
+#: value, not a parse failure; never in a text column, where "NA" may be a country.
+MISSING_TOKENS = frozenset(
+    v
+    for t in (
+        *("na", "n/a", "#n/a", "#na", "<na>", "nan", "-nan", "nat", "null", "none", "nil"),
+        *("-", "--", "?", "#value!", "#div/0!", "missing"),
+    )
+    for v in (t, t.upper(), t.title())
+)
+
+
+def given_value(raw: str, target: str) -> pl.Expr:
+    """True where text column ``raw`` holds a value: not blank and, for a number, date or
+    flag, not one of :data:`MISSING_TOKENS`."""
+    s = _blank_to_null(pl.col(raw))
+    if target in ("string", "categorical"):
+        return s.is_not_null()
+    return s.is_not_null() & ~s.is_in(list(MISSING_TOKENS))
+
+
 def _number_text(s: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
     """Number text in the platform's form: thousands separators removed, a ``.`` decimal."""
     if thousands:
@@ -377,7 +399,7 @@ def _typed(
         if typ in ("string", "categorical"):
             continue  # text cannot fail to parse
         first_pass[out] = parsed
-        bad = _blank_to_null(pl.col(raw)).is_not_null() & parsed.is_null()
+        bad = given_value(raw, typ) & parsed.is_null()
         # a flag per value (one bit a row; a column of error texts costs 16 bytes a row
         # even when every value is null: 870 MB a column at 54M lines)
         checks.append(bad.fill_null(False).alias(f"__bad_{out}"))
@@ -402,7 +424,7 @@ def _typed(
                 or (fixed := second_pass(first_pass[out], raw, typ, decimal)) is None
             ):
                 continue
-            bad = _blank_to_null(pl.col(raw)).is_not_null() & fixed.is_null()
+            bad = given_value(raw, typ) & fixed.is_null()
             redo.append(fixed.alias(out))
             redo.append(bad.fill_null(False).alias(f"__bad_{out}"))
         if redo:
