@@ -77,7 +77,7 @@ def test_a_workbook_label_file_with_its_own_id_column_and_a_value_label(tmp_path
     sheet = book.add_worksheet("Outcomes")
     sheet.write_row(0, 0, ["Member", "is_churn", "Revenue"])
     for i, (member, churned) in enumerate(labels.iter_rows(), start=1):
-        sheet.write_row(i, 0, [member, churned, "n/a" if member == "m00007" else 10.5 * i])
+        sheet.write_row(i, 0, [member, churned, "unknown" if member == "m00007" else 10.5 * i])
     book.close()
     path = _config(tmp_path, "outcomes.xlsx", extra=", id_column: Member")
     path.write_text(path.read_text() + "  total_sales_column: Revenue\n")

@@ -128,7 +128,7 @@ def test_without_the_setting_the_parse_check_names_it(tmp_path):
 
 def test_garbage_gets_no_decimal_hint(tmp_path):
     cfg, landing = _config(tmp_path, "")
-    rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;n/a;1\nK2;B;12;1\n"
+    rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;zwölf;1\nK2;B;12;1\n"
     (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("latin-1"))
     res = ingest_customers(cfg, landing)
     assert res.parse_errors == {"balance": 1}
@@ -156,7 +156,7 @@ def test_currency_signs_and_grouped_digits_are_read_without_a_setting(tmp_path):
     """Exports that format money ("$1,234.50", "29.85 €", "EUR 7.5") read as numbers; text
     that is no number still fails, and a decimal comma still gets its hint."""
     (tmp_path / "c.csv").write_text(
-        'id,fee,balance\nA,$29.85,"$1,234.50"\nB,29.85 €,"1,234,567"\nC,EUR 7.5,-12\nD,n/a,0\n'
+        'id,fee,balance\nA,$29.85,"$1,234.50"\nB,29.85 €,"1,234,567"\nC,EUR 7.5,-12\nD,tbd,0\n'
     )
     (tmp_path / "c.yaml").write_text(
         "name: c\ncustomers:\n  path: c.csv\n  id_column: id\n  attributes:\n"
