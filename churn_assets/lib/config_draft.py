@@ -89,7 +89,8 @@ PRICE_NAMES = ("unitprice", "price")
 INVOICE_NAMES = ("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber")
 CATEGORY_NAMES = ("category", "productcategory", "productgroup", "plan")
 COUNTRY_NAMES = ("country", "region")
-EVENT_NAMES = ("event", "eventtype", "eventname", "action", "activity")  # activity_only lines
+#: Event-type columns of an activity log (``activity_only``), taken as its category.
+EVENT_NAMES = ("event", "eventtype", "eventname", "action", "activity", "page")
 SIGNUP_HINTS = (
     *("signup", "sign_up", "signed", "joined", "join", "created", "start", "since", "opened"),
     *("regist", "enrol", "onboard", "activat"),

@@ -79,6 +79,9 @@ def transaction_rules(cfg: DatasetConfig) -> list[Rule]:
             "customer_id",
             mostly=t.customer_id_required_fraction,
             description="transactions name a customer",
+            hint="lines without a customer (guest orders, logged-out events) are quarantined "
+            "once transactions.customer_id_required_fraction allows them: set it a little "
+            "below the share of lines that name one",
         ),
         Rule("not_null", "timestamp", description="every transaction has a timestamp"),
         Rule("not_null", "amount", description="every transaction has an amount"),

@@ -57,6 +57,7 @@ def no_single_feature_leak(training_set: Any) -> dg.AssetCheckResult:
     service. Lists each feature's ROC-AUC alone, highest first."""
     import polars as pl
 
+    from churn_assets.lib.datasets import BEHAVIOUR_COLUMNS, BEHAVIOUR_PREFIXES
     from churn_assets.lib.leakage import LEAK_ROC_AUC, leaking_columns
     from churn_assets.lib.models.spec import DEFAULT_EXCLUDE
 
@@ -72,10 +73,16 @@ def no_single_feature_leak(training_set: Any) -> dg.AssetCheckResult:
     shown = ", ".join(f"{c} {a:.3f}" for c, a in top[:3])
     if leaks:
         named = ", ".join(f"'{c}' (ROC-AUC {a:.3f})" for c, a in leaks.items())
-        description = (
-            f"{named} alone predict(s) churn almost perfectly: a value recorded after the "
-            "outcome leaks the label; leave it out of the data set config unless it is known "
-            "before"
+        behaviour = [c for c in leaks if c in BEHAVIOUR_COLUMNS or c.startswith(BEHAVIOUR_PREFIXES)]
+        description = f"{named} alone predict(s) churn almost perfectly: " + (
+            "a feature of the lines before the cut-off, so the table likely holds customers "
+            "who had left already (a cancellation among their lines, long inactivity), whose "
+            "churn is no prediction; leave them out: labels.active_within_days leaves out "
+            "the long inactive, and customers who cancelled are best left out of the lines "
+            "landed for training"
+            if behaviour
+            else "a value recorded after the outcome leaks the label; leave it out of the "
+            "data set config unless it is known before"
         )
     else:
         description = (

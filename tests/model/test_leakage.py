@@ -103,3 +103,38 @@ def test_the_training_set_check_warns_on_a_leak_and_passes_without(isolated_env,
         assert check.description.startswith("'exit_reason' (ROC-AUC 1.000) alone predict(s)")
     else:
         assert "highest ROC-AUC alone: age" in check.description
+
+
+def test_a_leak_through_the_lines_before_the_cutoff_names_customers_who_had_left(
+    isolated_env, tmp_path
+):
+    """An activity log whose departed users' last event is a cancellation: the share of
+    that event predicts churn alone, and the warning says the table holds customers who had
+    left already (not that a config column leaks)."""
+    import datetime as dt
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for u in range(400):
+        left = u % 3 == 0
+        last = 40 if left else 200  # the cut-off is day 200 - 90 = 110
+        for d in sorted(rng.integers(0, last, 30)):
+            rows.append((f"u{u}", dt.datetime(2024, 1, 1) + dt.timedelta(days=int(d)), "view"))
+        if left:
+            rows.append((f"u{u}", dt.datetime(2024, 1, 1) + dt.timedelta(days=last), "cancel"))
+    log = pl.DataFrame(rows, schema=["user", "at", "event"], orient="row")
+    log.write_csv(tmp_path / "events.csv")
+    config = tmp_path / "events.yaml"
+    config.write_text(
+        f"name: events\ntransactions:\n  path: {tmp_path / 'events.csv'}\n  customer_id: user\n"
+        "  timestamp: at\n  activity_only: true\n  category: event\n"
+        "labels:\n  source: transactions\n  horizon_days: 90\n"
+    )
+    selection = ["raw_customers", "raw_transactions", "customer_features", "training_set"]
+    run = run_graph(str(config), selection)
+    assert run.result.success
+    check = run.check("training_set", "no_single_feature_leak")
+    assert not check.passed
+    assert "'cat_share_cancel' (ROC-AUC 1.000)" in check.description
+    assert "holds customers who had left already" in check.description
+    assert "leave it out of the data set config" not in check.description
