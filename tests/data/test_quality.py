@@ -567,3 +567,20 @@ def test_validate_200k_rows_counts_exactly_with_bounded_samples() -> None:
     assert report.results[3].sample_values and set(report.results[3].sample_values) == {"b"}
     assert all(len(r.sample_values) <= 20 for r in report.results)
     assert not report.success
+
+
+def test_lines_without_a_customer_name_the_setting_that_admits_them() -> None:
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.rules import transaction_rules
+
+    rule = next(
+        r
+        for r in transaction_rules(load_dataset_config("synthetic"))
+        if (r.kind, r.column) == ("not_null", "customer_id")
+    )
+    df = pl.DataFrame({"customer_id": ["a"] * 997 + [None] * 3})
+    result = _only(df, rule)
+    assert not result.success
+    assert result.message.startswith("column 'customer_id': 3 of 1,000 rows (0.30%) are null")
+    assert "set it a little below the share" in result.message
+    assert "transactions.customer_id_required_fraction" in result.message
