@@ -613,7 +613,7 @@ def draft_config(
         shared = [c for c in cols if c in labels_table.frame.columns and c != label]
         if ident is None and labels_file is not None and len(shared) == 1:
             ident = shared[0]  # the one column both files have: the key they join on
-        if ident is None:
+        if ident is None and labels_file is not None:
             raise DraftError(
                 f"no customer id column found among {', '.join(cols)}: give it with --id"
             )
@@ -639,7 +639,7 @@ def draft_config(
         else:
             label = _find(table, label, (), "label")
             value = _find(table, value, (), "value") if value else None
-        ids = table.frame[ident].drop_nulls()
+        ids = table.frame[ident].drop_nulls() if ident else pl.Series([], dtype=pl.String)
         latest = None
         if ids.n_unique() != ids.len():
             latest = _latest_column(table, ident, label)
@@ -650,7 +650,14 @@ def draft_config(
                     "customer's rows apart: a snapshot has one row per customer"
                 )
         positive, why = _positive(labels_table, label)
-        lines += ["customers:", *source, f"  id_column: {_yaml(ident)}"]
+        lines += [
+            "customers:",
+            *source,
+            f"  id_column: {_yaml(ident)}"
+            if ident
+            else "  row_ids: true   # CHECK: no customer id column found: rows are numbered "
+            "from 1 in file order; give --id if a column identifies customers",
+        ]
         if latest is not None:
             repeated = ids.len() - ids.n_unique()
             fmt = f", format: {_yaml(latest.format)}" if latest.format else ""

@@ -87,7 +87,12 @@ class SourceSpec(_Strict):
 class CustomersSpec(SourceSpec):
     """The customer table: one row per customer."""
 
-    id_column: str
+    id_column: str | None = None
+    row_ids: bool = Field(
+        default=False,
+        description="The table has no customer id: the row number (from 1, over the files "
+        "in name order) is the id. A later snapshot must keep the row order.",
+    )
     signup_date: ColumnSpec | None = None
     attributes: list[ColumnSpec] = Field(default_factory=list)
     latest_by: ColumnSpec | None = Field(
@@ -316,6 +321,30 @@ def _check_attribute_names(customers: CustomersSpec, *, with_behaviour: bool) ->
             )
 
 
+def _check_ids(cfg: DatasetConfig) -> None:
+    """The customer table names its id column, or numbers its rows when it has none (a
+    snapshot alone: nothing else joins on such an id)."""
+    c = cfg.customers
+    assert c is not None
+    if c.row_ids and c.id_column:
+        raise ValueError("customers: give 'id_column' or 'row_ids: true', not both")
+    if not c.row_ids and not c.id_column:
+        raise ValueError(
+            "customers: give 'id_column' (the customer id), or 'row_ids: true' for a table "
+            "without one (its rows are numbered from 1)"
+        )
+    if c.row_ids and cfg.transactions is not None:
+        raise ValueError(
+            "customers.row_ids: the transactions name customers by id, so the customer table "
+            "needs its id column"
+        )
+    if c.row_ids and (c.latest_by is not None or cfg.labels.file is not None):
+        raise ValueError(
+            "customers.row_ids: latest_by and labels.file match rows by customer id, so the "
+            "table needs its id column"
+        )
+
+
 class DatasetConfig(_Strict):
     """A whole data set: customers and/or transactions, and the labels."""
 
@@ -338,6 +367,7 @@ class DatasetConfig(_Strict):
             raise ValueError("labels.source 'columns' needs a 'customers' table")
         if self.customers is not None:
             _check_attribute_names(self.customers, with_behaviour=self.transactions is not None)
+            _check_ids(self)
         return self
 
     @property

@@ -531,9 +531,9 @@ def _empty_frame(columns: dict[str, tuple[str, str, str | None, ColumnSpec | Non
 def customer_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
     """Out column → (raw column, type, format, spec) for the customer table."""
     spec: CustomersSpec = cfg.customers  # type: ignore[assignment]
-    cols: dict[str, tuple[str, str, str | None, Any]] = {
-        "customer_id": (spec.id_column, "string", None, None)
-    }
+    cols: dict[str, tuple[str, str, str | None, Any]] = {}
+    if not spec.row_ids:
+        cols["customer_id"] = (spec.id_column, "string", None, None)
     if spec.signup_date is not None:
         sd = spec.signup_date
         cols["signup_date"] = (sd.raw, sd.type, sd.format, sd)
@@ -695,7 +695,11 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     res = _ingest(
         "raw_customers", cfg.customers, customer_columns(cfg), landing_url, storage_options or {}
     )
-    frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
+    if cfg.customers.row_ids:  # no id column: the row number, over the files in order
+        ids = pl.int_range(1, pl.len() + 1).cast(pl.String).alias("customer_id")
+        frame = res.frame.select(ids, pl.all())
+    else:
+        frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
     if LATEST_BY in frame.columns:
         frame, res.earlier_rows = _latest_rows(frame)
     if cfg.labels.file is not None:

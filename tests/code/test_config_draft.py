@@ -140,11 +140,6 @@ def test_the_command_writes_a_draft_that_loads(tmp_path):
             "the label column 'Geography' has 3 values",
         ),
         (
-            {"label": "Exited"},
-            _bank().drop("CustomerId"),
-            "no customer id column found",
-        ),
-        (
             {"label": "Exited", "id_column": "Age"},
             _bank(),
             "the id column 'Age' repeats values",
@@ -343,3 +338,16 @@ def test_a_pandas_parquet_file_keeps_its_types_and_its_signup_timestamp(tmp_path
     assert res.parse_errors == {} and res.file_problems == []
     assert res.frame["signup_date"].null_count() == 0
     assert res.frame["tenure"].null_count() == len(range(0, n, 7))
+
+
+def test_a_table_without_ids_numbers_its_rows(tmp_path):
+    csv = tmp_path / "churn-bigml-80.csv"
+    _bank().drop("CustomerId").write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert cfg.customers.row_ids and "id_column" not in raw["customers"]
+    assert "CHECK: no customer id column found: rows are numbered from 1" in text
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    assert res.frame["customer_id"].to_list() == [str(i) for i in range(1, 401)]
+    assert res.frame.columns[0] == "customer_id"

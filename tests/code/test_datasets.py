@@ -147,3 +147,28 @@ def test_transactions_need_money_or_say_they_are_activity_events(tmp_path, money
         "labels: {source: transactions}\n"
     )
     assert not load_dataset_config(str(p)).has_value_label
+
+
+@pytest.mark.parametrize(
+    ("customers", "extra", "message"),
+    [
+        ("{path: c/}", "", "give 'id_column' .*or 'row_ids: true' for a table without one"),
+        (
+            "{path: c/, id_column: id, row_ids: true}",
+            "",
+            "give 'id_column' or 'row_ids: true', not",
+        ),
+        (
+            "{path: c/, row_ids: true}",
+            "transactions: {path: t/, customer_id: id, timestamp: ts, amount: a}\n",
+            "the transactions name customers by id",
+        ),
+    ],
+)
+def test_a_customer_table_names_its_ids_or_numbers_its_rows(tmp_path, customers, extra, message):
+    p = tmp_path / "x.yaml"
+    p.write_text(
+        f"name: x\ncustomers: {customers}\n{extra}labels: {{source: columns, churned_column: c}}\n"
+    )
+    with pytest.raises(DatasetConfigError, match=message):
+        load_dataset_config(str(p))

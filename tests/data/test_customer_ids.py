@@ -52,3 +52,25 @@ def test_the_graph_reports_the_match_and_refuses_none(isolated_env, tmp_path):
     assert "none of the 4 customer ids in the transactions is in the customer table" in str(
         failure.event_specific_data.error
     )
+
+
+def test_row_ids_number_the_rows_over_the_files_in_name_order(tmp_path):
+    """A table without an id column (``row_ids: true``): the ids are the row numbers, over
+    the files in name order."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.ingest import ingest_customers
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "b.csv").write_text("plan,churn\npro,1\nbasic,0\n")
+    (tmp_path / "c" / "a.csv").write_text("plan,churn\nbasic,0\npro,1\n")
+    config = tmp_path / "x.yaml"
+    config.write_text(
+        "name: x\ncustomers:\n  path: c/\n  row_ids: true\n  attributes:\n"
+        "    - {name: plan, type: categorical}\n"
+        "labels: {source: columns, churned_column: churn}\n"
+    )
+    res = ingest_customers(load_dataset_config(str(config)), str(tmp_path))
+    frame = res.frame
+    assert frame["customer_id"].to_list() == ["1", "2", "3", "4"]
+    assert frame["plan"].to_list() == ["basic", "pro", "pro", "basic"]
+    assert frame["_source_file"].to_list() == ["a.csv", "a.csv", "b.csv", "b.csv"]
