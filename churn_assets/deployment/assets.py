@@ -6,6 +6,7 @@ import dagster as dg
 from churn_assets import scope
 from churn_assets.automation import SCORES_CONDITION
 from churn_assets.freshness import RETRAINING_FRESHNESS
+from churn_assets.io_managers import lazy_input
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
@@ -52,6 +53,7 @@ def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: st
     kinds={"s3", "mlflow"},
     pool=scope.pool("retraining"),
     freshness_policy=RETRAINING_FRESHNESS,
+    ins={"raw_transactions": lazy_input()},
 )
 def deployed_model_version(
     context: dg.AssetExecutionContext,

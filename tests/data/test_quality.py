@@ -584,3 +584,25 @@ def test_lines_without_a_customer_name_the_setting_that_admits_them() -> None:
     assert result.message.startswith("column 'customer_id': 3 of 1,000 rows (0.30%) are null")
     assert "set it a little below the share" in result.message
     assert "transactions.customer_id_required_fraction" in result.message
+
+
+def test_a_text_column_checked_for_nulls_only_reaches_gx_as_floats() -> None:
+    """GX sees a text column that only ``not_null`` rules check as float32 NaN/0 (no Python
+    string a row): the same counts, percentages and verdicts as the text itself."""
+    from churn_assets.lib.quality import _to_pandas
+
+    ids = pl.Series("customer_id", [None if i % 7 == 0 else f"c{i}" for i in range(700)])
+    df = pl.DataFrame({"customer_id": ids, "plan": ids.str.slice(0, 2)})
+    pdf = _to_pandas(df, ["customer_id", "plan"], nullness_only={"customer_id"})
+    assert str(pdf["customer_id"].dtype) == "float32" and pdf["plan"].dtype == object
+    rules = [
+        Rule("not_null", "customer_id", mostly=0.85),
+        Rule("not_null", "plan"),
+        Rule("unique", "plan"),
+    ]
+    report = validate(df, rules, "t")
+    ids_result, plan_result, unique_result = report.results
+    assert (ids_result.unexpected_count, ids_result.success) == (100, True)
+    assert ids_result.unexpected_percent == pytest.approx(100 / 7)
+    assert (plan_result.unexpected_count, plan_result.success) == (100, False)
+    assert not unique_result.success  # "c1" and "c1…" share a prefix: the text itself is used
