@@ -444,10 +444,7 @@ def _typed(
             .alias("_parse_errors")
         )
     else:
-        # a column of the frame's length (not a scalar), so stacked files keep aligned chunks
-        typed = typed.with_columns(
-            pl.repeat(None, pl.len(), dtype=pl.String).alias("_parse_errors")
-        )
+        typed = typed.with_columns(pl.lit(None, dtype=pl.String).alias("_parse_errors"))
     hints: dict[str, str] = {}
     commas = {c: e for c, e in bad_exprs.items() if c in counts}
     if commas:
@@ -509,24 +506,24 @@ def _ingest(
         return out, bad_counts, found_hints, blank
 
     for f in files:
-        typed = None
+        done = None
         batches = local_csv_batches(f, f.rsplit("/", 1)[-1], spec, wanted, storage_options)
         if batches is not None:
             try:
-                typed = typed_parts(batches)
+                done = typed_parts(batches)
             except pl.exceptions.PolarsError:
-                typed = None  # read whole below: that names the problem
-            if typed is not None and not typed[0]:
-                typed = None  # no rows: read whole below, which says so
-        if typed is None:
+                done = None  # read whole below: that names the problem
+            if done is not None and not done[0]:
+                done = None  # no rows: read whole below, which says so
+        if done is None:
             df, problem, data = _read_one(f, spec, wanted, storage_options)
             if problem is not None:
                 problems.append(problem)
                 raw_bytes[problem.file] = data
                 continue
-            typed = typed_parts([df])
+            done = typed_parts([df])
             del df
-        parts, bad, found, n = typed
+        parts, bad, found, n = done
         frames += parts
         counts.update(bad)
         hints.update(found)

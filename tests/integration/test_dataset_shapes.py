@@ -4,9 +4,11 @@ deployment (scoring, drift and the sidecar keep working on the version's own col
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -77,6 +79,18 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
     raise TimeoutError(f"{url} never became ready")
 
 
+@contextlib.contextmanager
+def serving(storage: Path, dataset: str) -> Iterator[str]:
+    """The sidecar on ``dataset``, ready: its URL; stopped on the way out."""
+    proc, url = start_sidecar(storage, dataset)
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_churn_only_snapshot_runs_end_to_end_and_is_served(tmp_path, isolated_env, real_data):
     config = churn_only_telco(tmp_path)
     run = run_graph(config)
@@ -107,9 +121,7 @@ def test_churn_only_snapshot_runs_end_to_end_and_is_served(tmp_path, isolated_en
     count = event.step_materialization_data.materialization.metadata["feature_count"].value
     assert count == features.width - 2
 
-    proc, url = start_sidecar(isolated_env, config)
-    try:
-        wait_ready(url)
+    with serving(isolated_env, config) as url:
         answer = httpx.post(
             f"{url}/predict", json={"records": [{"customer_id": "7590-VHVEG"}]}, timeout=30
         )
@@ -118,9 +130,6 @@ def test_churn_only_snapshot_runs_end_to_end_and_is_served(tmp_path, isolated_en
         assert 0 <= pred["churn_probability"] <= 1
         assert pred["expected_total_sales"] is None
         assert "no_value_model" in str(pred), pred
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_value_only_config_is_refused_with_a_clear_error(tmp_path):
@@ -188,17 +197,12 @@ def test_new_top_category_after_deployment_breaks_nothing(tmp_path, isolated_env
     drift = second.result.output_for_node("drift_report")
     assert drift["status"] == "ok" and drift["model_version"] == version
 
-    proc, url = start_sidecar(isolated_env, str(config))
-    try:
-        wait_ready(url)
+    with serving(isolated_env, str(config)) as url:
         answer = httpx.post(
             f"{url}/predict", json={"records": [{"customer_id": ids[0]}]}, timeout=30
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0]["model_version"] == version
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_a_drafted_european_export_with_unlabelled_customers_runs_and_is_served(
@@ -244,18 +248,13 @@ def test_a_drafted_european_export_with_unlabelled_customers_runs_and_is_served(
     scores = run.result.output_for_node("churn_scores")
     assert scores.height == n
     blank_id = frame.filter(pl.col("Gekündigt").is_null())["Kundennummer"][0]
-    proc, url = start_sidecar(isolated_env, str(config))
-    try:
-        wait_ready(url)
+    with serving(isolated_env, str(config)) as url:
         answer = httpx.post(
             f"{url}/predict", json={"records": [{"customer_id": blank_id}]}, timeout=30
         )
         assert answer.status_code == 200, answer.text
         expected = scores.filter(pl.col("customer_id") == blank_id)["churn_probability"][0]
         assert answer.json()["predictions"][0]["churn_probability"] == pytest.approx(expected)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_an_activity_log_without_money_trains_and_serves_the_churn_model(tmp_path, isolated_env):
@@ -299,15 +298,10 @@ def test_an_activity_log_without_money_trains_and_serves_the_churn_model(tmp_pat
     scores = run.result.output_for_node("churn_scores")
     assert scores["expected_total_sales"].null_count() == scores.height
 
-    proc, url = start_sidecar(isolated_env, str(config))
-    try:
-        wait_ready(url)
+    with serving(isolated_env, str(config)) as url:
         answer = httpx.post(
             f"{url}/predict", json={"records": [{"customer_id": "u00001"}]}, timeout=30
         )
         assert answer.status_code == 200, answer.text
         pred = answer.json()["predictions"][0]
         assert 0 <= pred["churn_probability"] <= 1 and pred["expected_total_sales"] is None
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
