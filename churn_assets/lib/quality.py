@@ -730,8 +730,11 @@ def _mostly_note(rule: Rule, success: bool, unexpected: int) -> str:
     return f" (exceeds mostly={_fmt_num(rule.mostly)})"
 
 
-def _fmt_num(value: float | int) -> str:
-    """Format a number without exponent noise: 1e6 -> '1000000', 0.5 -> '0.5'."""
+def _fmt_num(value: Any) -> str:
+    """Format a number without exponent noise: 1e6 -> '1000000', 0.5 -> '0.5'; a date or
+    time bound in ISO 8601."""
+    if isinstance(value, _dt.date):
+        return value.isoformat(sep=" ") if isinstance(value, _dt.datetime) else value.isoformat()
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):

@@ -6,6 +6,8 @@ Expectations suite for the verdict, and as polars expressions marking rows for q
 
 from __future__ import annotations
 
+import datetime as dt
+
 from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.quality import Rule
 
@@ -67,6 +69,13 @@ def customer_rules(cfg: DatasetConfig) -> list[Rule]:
     return rules
 
 
+def latest_plausible_timestamp(today: dt.date | None = None) -> dt.datetime:
+    """The end of tomorrow in UTC: a later transaction cannot have happened yet (a day of
+    slack for a local time ahead of UTC)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    return dt.datetime.combine(today + dt.timedelta(days=2), dt.time())
+
+
 def transaction_rules(cfg: DatasetConfig) -> list[Rule]:
     """Rules for ``raw_transactions``: ids, parseable timestamps, amounts in a sane range."""
     t = cfg.transactions
@@ -84,6 +93,14 @@ def transaction_rules(cfg: DatasetConfig) -> list[Rule]:
             "below the share of lines that name one",
         ),
         Rule("not_null", "timestamp", description="every transaction has a timestamp"),
+        Rule(
+            "between",
+            "timestamp",
+            max_value=latest_plausible_timestamp(),
+            description="no transaction dated after tomorrow (UTC)",
+            hint="a line from the future (a typo in the year, a clock set wrong) would move "
+            "the label and scoring cut-offs to its date: fix or remove it",
+        ),
         Rule("not_null", "amount", description="every transaction has an amount"),
         Rule(
             "between",

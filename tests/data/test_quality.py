@@ -606,3 +606,26 @@ def test_a_text_column_checked_for_nulls_only_reaches_gx_as_floats() -> None:
     assert ids_result.unexpected_percent == pytest.approx(100 / 7)
     assert (plan_result.unexpected_count, plan_result.success) == (100, False)
     assert not unique_result.success  # "c1" and "c1…" share a prefix: the text itself is used
+
+
+def test_a_transaction_from_the_future_fails_naming_its_date_and_why() -> None:
+    """A line dated after tomorrow (a typo in the year) would move the label cut-off: the
+    blocking rule flags it, with the bound in ISO 8601 and the likely cause."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.rules import latest_plausible_timestamp, transaction_rules
+
+    assert latest_plausible_timestamp(dt.date(2026, 12, 1)) == dt.datetime(2026, 12, 3)
+    rule = next(
+        r
+        for r in transaction_rules(load_dataset_config("synthetic"))
+        if (r.kind, r.column) == ("between", "timestamp")
+    )
+    assert rule.blocking and rule.max_value >= latest_plausible_timestamp()
+    stamps = [dt.datetime(2024, 5, 1) + dt.timedelta(hours=h) for h in range(999)]
+    df = pl.DataFrame({"timestamp": [*stamps, dt.datetime(2201, 3, 5, 10)]})
+    result = _only(df, rule)
+    assert not result.success and result.unexpected_count == 1
+    assert result.message.startswith("column 'timestamp': 1 of 1,000 rows (0.10%) above 20")
+    assert "a typo in the year" in result.message
+    assert result.sample_values == ["2201-03-05T10:00:00"]
+    assert _polars_count(df, rule) == 1  # and the row is quarantined
