@@ -629,3 +629,19 @@ def test_a_transaction_from_the_future_fails_naming_its_date_and_why() -> None:
     assert "a typo in the year" in result.message
     assert result.sample_values == ["2201-03-05T10:00:00"]
     assert _polars_count(df, rule) == 1  # and the row is quarantined
+
+
+def test_datetime_bounds_count_as_polars_does() -> None:
+    """A timestamp column with null and bound rules only reaches GX as µs since the epoch:
+    the counts match polars', samples are ISO 8601 again."""
+    stamps = pl.datetime_range(
+        dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, 9), "1h", eager=True
+    ).to_list()
+    df = pl.DataFrame({"t": [*stamps, None]}, schema={"t": pl.Datetime("us")})
+    rule = Rule(
+        "between", "t", min_value=dt.datetime(2024, 1, 1, 2), max_value=dt.datetime(2024, 1, 1, 6)
+    )
+    result = _only(df, rule)
+    assert result.unexpected_count == _polars_count(df, rule) == 5  # 00, 01, 07, 08, 09
+    assert result.sample_values[:2] == ["2024-01-01T00:00:00", "2024-01-01T01:00:00"]
+    assert result.message.endswith("outside [2024-01-01 02:00:00, 2024-01-01 06:00:00]")
