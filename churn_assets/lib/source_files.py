@@ -252,12 +252,7 @@ def parse_csv_text(
     try:
         selected = None
         if columns is not None:
-            header = pl.read_csv(
-                text, separator=separator, skip_rows=skip_rows, n_rows=0, infer_schema=False
-            ).columns
-            raw = {c.strip(): c for c in header}
-            if all(c in raw for c in columns):
-                selected = [raw[c] for c in dict.fromkeys(columns)]
+            selected = _header_names(text, separator, skip_rows, columns)
         frame = pl.read_csv(
             text,
             infer_schema=False,
@@ -270,6 +265,20 @@ def parse_csv_text(
         raise UnreadableFile(f"unreadable file: {str(e).splitlines()[0]}") from e
     frame.columns = [c.strip() for c in frame.columns]
     return frame
+
+
+def _header_names(
+    source: Any, separator: str, skip_rows: int, columns: list[str]
+) -> list[str] | None:
+    """The header names (as written, spaces and all) of ``columns`` in CSV ``source``, when
+    its header has them all (compared stripped); else None."""
+    header = pl.read_csv(
+        source, separator=separator, skip_rows=skip_rows, n_rows=0, infer_schema=False
+    ).columns
+    raw = {c.strip(): c for c in header}
+    if not all(c in raw for c in columns):
+        return None
+    return [raw[c] for c in dict.fromkeys(columns)]
 
 
 def read_json_records(data: bytes, n_rows: int | None = None) -> pl.DataFrame:
@@ -356,12 +365,11 @@ def read_spreadsheet(
     return pl.concat([f.select(first.columns) for _, f in frames], how="vertical")
 
 
-def read_local_table(
-    url: str, name: str, spec: Any, columns: list[str], storage_options: dict[str, Any]
-) -> pl.DataFrame | None:
-    """A plain (uncompressed) local CSV in UTF-8 or Parquet file read by polars from its
-    path, ``columns`` only when it has them all; None for anything else, or when polars
-    cannot read it (the caller then reads its bytes, which name the problem)."""
+def _plain_local(
+    url: str, name: str, spec: Any, storage_options: dict[str, Any]
+) -> tuple[str, Literal["csv", "parquet"]] | None:
+    """The path and kind of a local file polars can read itself: uncompressed Parquet, or
+    CSV in UTF-8 whose content is not another format; None for anything else."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
@@ -373,16 +381,31 @@ def read_local_table(
     if not head.strip() or is_packed(head):
         return None
     kind = kind_of(head, name, spec.format) if head[:4] != b"PAR1" else "parquet"
+    if kind == "parquet" and spec.format in ("auto", "parquet"):
+        return path, "parquet"
+    if kind == "csv" and spec.encoding in ("utf-8", "utf-8-sig") and not _content_kind(head):
+        return path, "csv"
+    return None
+
+
+def read_local_table(
+    url: str, name: str, spec: Any, columns: list[str], storage_options: dict[str, Any]
+) -> pl.DataFrame | None:
+    """A plain (uncompressed) local CSV in UTF-8 or Parquet file read by polars from its
+    path, ``columns`` only when it has them all; None for anything else, or when polars
+    cannot read it (the caller then reads its bytes, which name the problem)."""
+    plain = _plain_local(url, name, spec, storage_options)
+    if plain is None:
+        return None
+    path, kind = plain
     try:
-        if kind == "parquet" and spec.format in ("auto", "parquet"):
+        if kind == "parquet":
             return _read_parquet(path, columns)
-        if kind == "csv" and spec.encoding in ("utf-8", "utf-8-sig") and not _content_kind(head):
-            return parse_csv_text(
-                Path(path), separator=spec.separator, skip_rows=spec.skip_rows, columns=columns
-            )
+        return parse_csv_text(
+            Path(path), separator=spec.separator, skip_rows=spec.skip_rows, columns=columns
+        )
     except (UnreadableFile, OSError, pl.exceptions.PolarsError):
         return None
-    return None
 
 
 #: A plain local CSV file larger than this is read and typed in batches of
@@ -400,30 +423,19 @@ def local_csv_batches(
     local UTF-8 CSV file larger than :data:`BATCH_BYTES` whose header has every one of
     ``columns``; None for any other file (read whole). A file polars cannot parse raises
     while it is iterated: the caller then reads it whole, which names the problem."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" not in protocols or Path(path).stat().st_size <= BATCH_BYTES:
+    plain = _plain_local(url, name, spec, storage_options)
+    if plain is None or plain[1] != "csv" or Path(plain[0]).stat().st_size <= BATCH_BYTES:
         return None
-    with open(path, "rb") as f:
-        head = f.read(8192)
-    if is_packed(head) or kind_of(head, name, spec.format) != "csv" or _content_kind(head):
-        return None
-    if spec.encoding not in ("utf-8", "utf-8-sig"):
-        return None
-    options = {"separator": spec.separator, "skip_rows": spec.skip_rows, "infer_schema": False}
+    path = plain[0]
     try:
-        header = pl.read_csv(path, n_rows=0, **options).columns
+        selected = _header_names(path, spec.separator, spec.skip_rows, columns)
     except pl.exceptions.PolarsError:
         return None
-    raw = {c.strip(): c for c in header}
-    if not all(c in raw for c in columns):
+    if selected is None:
         return None
-    selected = [raw[c] for c in dict.fromkeys(columns)]
-    query = pl.scan_csv(path, **options).select(
-        *(pl.col(r).alias(r.strip()) for r in selected), pl.lit(name).alias("_source_file")
-    )
+    query = pl.scan_csv(
+        path, separator=spec.separator, skip_rows=spec.skip_rows, infer_schema=False
+    ).select(*(pl.col(r).alias(r.strip()) for r in selected), pl.lit(name).alias("_source_file"))
     return iter(query.collect_batches(chunk_size=BATCH_ROWS, lazy=True))
 
 
