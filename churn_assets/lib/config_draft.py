@@ -593,18 +593,20 @@ def draft_config(
         lines += _transactions(
             table, source, id_column, timestamp, amount, quantity, unit_price, invoice
         )
+        drafted = yaml.safe_load("\n".join(lines))["transactions"]
+        stamps = _stamps(table, drafted)
         whole = table.frame.height < sample_rows and not Path(path).is_dir()
-        horizon_days, horizon_note = _horizon(table, lines, horizon_days, whole)
+        horizon_days, horizon_note = _horizon(stamps, horizon_days, whole)
         lines += [
             "labels:",
             "  source: transactions",
             *horizon_note,
             f"  horizon_days: {horizon_days}           # churned = no "
-            + ("activity" if "  activity_only: true" in "\n".join(lines) else "purchase")
+            + ("activity" if drafted.get("activity_only") else "purchase")
             + " in the horizon after the cut-off",
             "  # cutoff: YYYY-MM-DD          # default: the last purchase minus the horizon",
             f"  # active_within_days: {horizon_days}      # leave out customers who lapsed "
-            "already" + _lapsed_note(table, lines, horizon_days),
+            "already" + _lapsed_note(stamps, horizon_days),
         ]
     else:
         assert label is not None
@@ -742,9 +744,9 @@ def draft_config(
     return text
 
 
-def _stamps(table: _Table, lines: list[str]) -> pl.DataFrame:
-    """Customer ids and parsed timestamps of the lines read, as the drafted config reads them."""
-    cfg = yaml.safe_load("\n".join(lines))["transactions"]
+def _stamps(table: _Table, cfg: dict[str, Any]) -> pl.DataFrame:
+    """Customer ids and parsed timestamps of the lines read, as the drafted ``transactions``
+    section ``cfg`` reads them."""
     stamps = _parsed(table, cfg["timestamp"], "datetime", cfg.get("timestamp_format"))[1]
     frame = pl.DataFrame({"c": table.frame[cfg["customer_id"]].cast(pl.String), "t": stamps})
     return frame.drop_nulls()
@@ -754,11 +756,11 @@ def _stamps(table: _Table, lines: list[str]) -> pl.DataFrame:
 HORIZONS = (90, 60, 30, 14, 7)
 
 
-def _horizon(table: _Table, lines: list[str], wanted: int, whole: bool) -> tuple[int, list[str]]:
+def _horizon(frame: pl.DataFrame, wanted: int, whole: bool) -> tuple[int, list[str]]:
     """The horizon to draft: ``wanted``, or, when the whole file was read and spans less than
     twice it, the longest of :data:`HORIZONS` that leaves as much history before the cut-off
-    as after it; with a CHECK comment line when it differs or none fits."""
-    frame = _stamps(table, lines)
+    as after it; with a CHECK comment line when it differs or none fits. ``frame``:
+    :func:`_stamps`."""
     if not whole or frame.height == 0:
         return wanted, []
     span = (frame["t"].max().date() - frame["t"].min().date()).days + 1
@@ -776,10 +778,10 @@ def _horizon(table: _Table, lines: list[str], wanted: int, whole: bool) -> tuple
     ]
 
 
-def _lapsed_note(table: _Table, lines: list[str], horizon_days: int) -> str:
+def _lapsed_note(frame: pl.DataFrame, horizon_days: int) -> str:
     """How many customers known at the default cut-off bought nothing in the horizon before
-    it, in the lines read (subscriptions that ended long ago inflate the churn rate)."""
-    frame = _stamps(table, lines)
+    it, in the lines read (subscriptions that ended long ago inflate the churn rate).
+    ``frame``: :func:`_stamps`."""
     if frame.height == 0:
         return ""
     last = frame["t"].max()

@@ -396,7 +396,9 @@ def _typed(
         if typ == "datetime" and dtype == pl.Date:
             exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
             continue
-        offset = typ == "datetime" and fmt is None and judged.setdefault(out, has_offset(df[raw]))
+        if typ == "datetime" and fmt is None and out not in judged:
+            judged[out] = has_offset(df[raw])  # by the first value of the file
+        offset = judged.get(out, False)
         parsed = parse_expr(
             raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
         )
