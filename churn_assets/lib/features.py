@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -63,6 +65,34 @@ def slug(value: str) -> str:
 #: them once and keeps that frame until every branch is done: at 1M customers (49.7M lines)
 #: the step peaked at 11.4 GB, against 8.6 GB without it, for the same table.
 SEPARATE_SCANS = pl.QueryOptFlags(comm_subplan_elim=False)
+
+
+#: Rows per customer bucket when a large table is reduced per customer: a whole history
+#: (1M customers, 49.7M lines, 44M customer-days) is reduced a bucket of customers at a
+#: time, so a group-by holds one bucket's groups, not every customer's.
+BUCKET_ROWS = 10_000_000
+
+
+def bucket_count(rows: int) -> int:
+    """How many customer buckets a table of ``rows`` rows is reduced in (1 up to
+    :data:`BUCKET_ROWS`)."""
+    return max(1, -(-rows // BUCKET_ROWS))
+
+
+def per_customer_bucket(rows: int, reduce: Callable[[Callable[[Any], Any]], Any]) -> Any:
+    """``reduce(only)`` run on one bucket of customers (by a hash of the id) after the
+    other, and the results (a DataFrame, or a list of them) concatenated: ``only`` keeps a
+    frame's rows of the bucket's customers. Any reduction grouped by customer gives the
+    same rows as ``reduce`` of everything, in another order. ``rows`` (the size of the
+    largest input) sets the number of buckets (:func:`bucket_count`)."""
+    buckets = bucket_count(rows)
+    if buckets == 1:
+        return reduce(lambda frame: frame)
+    key = pl.col(ID).hash(seed=0) % buckets
+    outs = [reduce(lambda frame, k=k: frame.filter(key == k)) for k in range(buckets)]
+    if isinstance(outs[0], pl.DataFrame):
+        return pl.concat(outs)
+    return [pl.concat(list(group)) for group in zip(*outs, strict=True)]
 
 
 def _stable(*columns) -> pl.Expr:
@@ -402,7 +432,37 @@ def build_customer_features(
     transaction columns. Customers that signed up (or first bought) at or after the cut-off
     are not in the result. ``behaviour`` (from :func:`behaviour_features`) replaces the
     transactions as the source of the behavioural columns (features without labels only).
+    More than :data:`BUCKET_ROWS` transaction lines are read a bucket of customers at a
+    time (the same table).
     """
+    if transactions is None or behaviour is not None:
+        return _customer_features(
+            customers, transactions, params, static_columns, behaviour=behaviour
+        )
+    tx = transactions.lazy()
+    if params.categories is None:  # the same share columns in every bucket
+        cats = top_categories(tx.filter(pl.col("timestamp") < params.cutoff_ts))
+        params = FeatureParams(**{**params.__dict__, "categories": cats})
+    rows = tx.select(pl.len()).collect().item()
+    if bucket_count(rows) == 1:
+        return _customer_features(customers, tx, params, static_columns)
+
+    def reduce(only: Callable[[pl.LazyFrame], pl.LazyFrame]) -> pl.DataFrame:
+        mine = only(customers.lazy()) if customers is not None else None
+        return _customer_features(mine, only(tx), params, static_columns)
+
+    return per_customer_bucket(rows, reduce).sort(ID)
+
+
+def _customer_features(
+    customers: pl.LazyFrame | pl.DataFrame | None,
+    transactions: pl.LazyFrame | pl.DataFrame | None,
+    params: FeatureParams,
+    static_columns: list[str] | None = None,
+    *,
+    behaviour: pl.LazyFrame | None = None,
+) -> pl.DataFrame:
+    """:func:`build_customer_features` of one set of customers, in one query."""
     has_tx = transactions is not None or behaviour is not None
     if behaviour is not None:
         if params.with_labels or params.categories is None:

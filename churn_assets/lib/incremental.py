@@ -51,6 +51,7 @@ from churn_assets.lib.features import (
     country_sums,
     customer_aggregates,
     daily_activity,
+    per_customer_bucket,
     round_amounts,
     top_of_totals,
 )
@@ -81,15 +82,21 @@ class BatchUpdate:
         return {**self.__dict__, "cutoff": self.cutoff.isoformat()}
 
 
-def batch_parts(lines: pl.DataFrame | pl.LazyFrame) -> dict[str, pl.DataFrame]:
-    """The compact parts of a batch of usable transaction lines (see the module doc)."""
+def batch_parts(lines: pl.DataFrame | pl.LazyFrame, rows: int = 0) -> dict[str, pl.DataFrame]:
+    """The compact parts of a batch of usable transaction lines (see the module doc);
+    ``rows`` (the batch's line count, when known) sets the customer buckets it is
+    reduced in."""
     lazy = lines.lazy().filter(pl.col(ID).is_not_null())
-    # one after the other: on a whole history (1M customers, 49.7M lines) three queries at once
-    # held three scans of the lines
-    frames = [
-        q.collect(optimizations=SEPARATE_SCANS)
-        for q in (daily_activity(lazy), category_sums(lazy), country_sums(lazy))
-    ]
+
+    def reduce(part: pl.LazyFrame) -> list[pl.DataFrame]:
+        # one after the other: on a whole history (1M customers, 49.7M lines) three queries
+        # at once held three scans of the lines
+        return [
+            q.collect(optimizations=SEPARATE_SCANS)
+            for q in (daily_activity(part), category_sums(part), country_sums(part))
+        ]
+
+    frames = per_customer_bucket(rows, lambda only: reduce(only(lazy)))
     return dict(zip(PARTS, frames, strict=True))
 
 
@@ -223,7 +230,7 @@ def add_batch(
         with_labels=False,
         categories=tuple(categories),
     )
-    parts = batch_parts(lines)
+    parts = batch_parts(lines, n)
     for name, frame in parts.items():
         storage.write_parquet(f"{name}/{batch}.parquet", frame)
     batches = [*(state or {}).get("batches", []), batch]
@@ -267,9 +274,14 @@ def add_batch(
             return pl.concat([*earlier, parts[part]]).lazy()  # this batch's from memory
 
         activity = read("activity")
+        rows = activity.select(pl.len()).collect().item()
         if len(batches) > 1:  # compacted: the next full recompute reads one part, not many
-            activity = combine_activity(activity).collect().lazy()
-        aggregates = customer_aggregates(activity, params).collect()
+            activity = per_customer_bucket(
+                rows, lambda only: combine_activity(only(activity)).collect()
+            ).lazy()
+        aggregates = per_customer_bucket(
+            rows, lambda only: customer_aggregates(only(activity), params).collect()
+        )
         cat_totals = _combine_categories(read("categories")).collect()
         country_totals = _combine_countries(read("countries")).collect()
         if len(batches) > 1:

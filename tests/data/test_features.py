@@ -120,6 +120,33 @@ def test_no_look_ahead_on_generated_data(tmp_path):
     assert not base["total_sales"].equals(other["total_sales"])
 
 
+def test_many_lines_are_read_a_bucket_of_customers_at_a_time_into_the_same_table(
+    tmp_path, monkeypatch
+):
+    """Above BUCKET_ROWS lines the features and labels are built per bucket of customers
+    (the memory of one bucket's orders, not every customer's): the same table, exactly,
+    with and without a customer table."""
+    from churn_assets.lib import features
+    from churn_assets.lib.generator import generate
+
+    generate(str(tmp_path), customers=800, days=200, seed=3)
+    t = pl.read_parquet(tmp_path / "transactions" / "*.parquet").with_columns(
+        pl.col(pl.Categorical).cast(pl.String),
+        pl.col("invoice_id").str.starts_with("C").alias("is_return"),
+    )
+    cust = pl.read_parquet(tmp_path / "customers" / "*.parquet")
+    params = FeatureParams(cutoff=default_cutoff(t, 60), horizon_days=60)
+    whole = build_customer_features(cust, t, params)
+    without_table = build_customer_features(None, t, params)
+
+    monkeypatch.setattr(features, "BUCKET_ROWS", t.height // 4)  # ~160 customers a bucket
+    assert features.bucket_count(t.height) == 5
+
+    assert_frame_equal(build_customer_features(cust, t.lazy(), params), whole, check_exact=True)
+    assert_frame_equal(build_customer_features(None, t, params), without_table, check_exact=True)
+    assert whole["churned"].n_unique() == 2 and whole["total_sales"].sum() > 0
+
+
 def test_default_cutoff_leaves_a_whole_horizon():
     t = tx(BASE + AFTER)
     assert default_cutoff(t, 30) == dt.date(2024, 2, 5)  # last day 2024-03-05, leap year
