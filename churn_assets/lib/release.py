@@ -86,9 +86,11 @@ def passes_floor(role: str, entry: dict[str, Any], settings: GateSettings) -> tu
 
 def predict(role: str, pipeline: Any, frame: pd.DataFrame) -> np.ndarray:
     """Churn probability (classifier) or non-negative expected value (regressor)."""
+    from churn_assets.lib.models._common import predict_in_chunks
+
     if role.startswith("classifier"):
-        return np.asarray(pipeline.predict_proba(frame))[:, 1].astype(float)
-    return np.clip(np.asarray(pipeline.predict(frame), dtype=float), 0, None)
+        return predict_in_chunks(pipeline.predict_proba, frame)[:, 1].astype(float)
+    return np.clip(predict_in_chunks(pipeline.predict, frame).astype(float), 0, None)
 
 
 def _aligned(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -53,13 +53,16 @@ def score_frame(deployed: DeployedModels, features: pl.DataFrame) -> pl.DataFram
     :func:`~churn_assets.lib.feature_sets.align_to`); ``expected_total_sales`` is null when
     the version has no value model."""
     from churn_assets.lib.feature_sets import align_to
+    from churn_assets.lib.models._common import predict_in_chunks
 
     frame = align_to(features, deployed.columns).to_pandas()
-    proba = deployed.pipelines["classifier"].predict_proba(frame)[:, 1]
+    proba = predict_in_chunks(deployed.pipelines["classifier"].predict_proba, frame)[:, 1]
     if deployed.has_value_model:
         value = pl.Series(
             "expected_total_sales",
-            np.clip(deployed.pipelines["regressor"].predict(frame), 0, None).astype(float),
+            np.clip(
+                predict_in_chunks(deployed.pipelines["regressor"].predict, frame), 0, None
+            ).astype(float),
         )
     else:
         value = pl.Series("expected_total_sales", [None] * len(frame), dtype=pl.Float64)

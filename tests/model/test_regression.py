@@ -340,3 +340,29 @@ def test_champion_is_blended_with_naive_at_the_out_of_fold_weight(
     if blend["weight"] < 1:
         assert final.weight == blend["weight"]
         assert result.get(result.champion).params["estimator"] == "NaiveBlendRegressor"
+
+
+def test_predictions_in_row_chunks_equal_one_call_and_bound_the_rows_given(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec],
+) -> None:
+    """Pipelines predict a bounded number of rows at a time (poly_ridge's degree-2 terms
+    grow with the rows given): the same predictions, bit for bit, as one call."""
+    from churn_assets.lib.models import _common
+    from churn_assets.lib.models.regression import build_regressor
+
+    splits, spec = data
+    X = _common.features(splits["validation"])  # noqa: N806
+    pipeline = build_regressor("poly_ridge", spec, seed=0)
+    pipeline.fit(_common.features(splits["train"]), splits["train"]["total_sales"].to_numpy())
+    seen: list[int] = []
+
+    def predict(rows: pd.DataFrame) -> np.ndarray:
+        seen.append(len(rows))
+        return pipeline.predict(rows)
+
+    chunked = _common.predict_in_chunks(predict, X, rows=37)
+
+    assert max(seen) == 37 and sum(seen) == len(X) > 37
+    np.testing.assert_array_equal(chunked, pipeline.predict(X))
+    square = _common.predict_in_chunks(np.square, np.arange(100.0), rows=30)
+    np.testing.assert_array_equal(square, np.arange(100.0) ** 2)

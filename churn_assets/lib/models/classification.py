@@ -281,7 +281,7 @@ def assemble_ensemble(members: dict[str, Pipeline], y: np.ndarray) -> Pipeline:
 
 
 def _positive_proba(pipeline: Any, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
-    return np.asarray(pipeline.predict_proba(X))[:, 1]
+    return _common.predict_in_chunks(pipeline.predict_proba, X)[:, 1]
 
 
 def _resolve_candidates(candidates: Sequence[str] | None) -> list[str]:

@@ -339,7 +339,9 @@ def train_regression_set(
             pipeline = build(name, len(y))
             params = _common.model_params(pipeline)  # before fit: as configured
             secs = _common.fit_timed(pipeline, X, y)
-            return _Fit(pipeline, params, secs, len(y), pipeline.predict(X_va))
+            return _Fit(
+                pipeline, params, secs, len(y), _common.predict_in_chunks(pipeline.predict, X_va)
+            )
 
         return run
 
@@ -430,7 +432,9 @@ def train_regression_set(
             CandidateResult(
                 name=name,
                 pipeline=fit.pipeline,
-                metrics=regression_metrics(y_ho, fit.pipeline.predict(X_ho)),
+                metrics=regression_metrics(
+                    y_ho, _common.predict_in_chunks(fit.pipeline.predict, X_ho)
+                ),
                 cv=cv.get(name, {}),
                 threshold=None,
                 params=fit.params,
@@ -536,7 +540,9 @@ def train_regression_set(
             )[0]
             res.metrics_before_refit = res.metrics
             res.pipeline = pipeline
-            res.metrics = regression_metrics(y_ho, pipeline.predict(X_ho))
+            res.metrics = regression_metrics(
+                y_ho, _common.predict_in_chunks(pipeline.predict, X_ho)
+            )
             res.fit_rows = len(y_all)
             res.stage = "refit" if pol.refit else "finalist"
             refit.append(name)
@@ -853,7 +859,7 @@ def _fold_task(
 ) -> Callable[[], tuple[np.ndarray, float]]:
     def run() -> tuple[np.ndarray, float]:
         secs = _common.fit_timed(pipeline, X.iloc[train], y[train])
-        return np.asarray(pipeline.predict(X.iloc[test])), secs
+        return _common.predict_in_chunks(pipeline.predict, X.iloc[test]), secs
 
     return run
 
