@@ -30,6 +30,8 @@ from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
     first_byte,
+    header_names,
+    is_packed,
     kind_of,
     parse_csv_text,
     read_json_records,
@@ -121,6 +123,7 @@ class _Table:
     skip_rows: int = 0  # lines above the header
     sheet: tuple[str, ...] = ()  # the workbook's sheets of the table (spreadsheets)
     sheets: tuple[str, ...] = ()  # all of its sheets
+    complete: bool = False  # every row of the file was read
 
 
 def _key(name: str) -> str:
@@ -147,8 +150,10 @@ def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
             raise DraftError(f"{path}: a folder without data files (.csv, .parquet, .xlsx, ...)")
         table = _read(files[-1], sample_rows, want)
         table.path = str(folder.resolve())
+        table.complete = False  # one file of several
         return table
     table = _read_file(path, sample_rows, want)
+    table.complete = table.complete and table.frame.height < sample_rows
     table.frame = table.frame.filter(~pl.all_horizontal(pl.all().is_null()))
     return table
 
@@ -159,25 +164,29 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
         raise DraftError(f"{path}: no such file")
     if p.suffix.lower() in (".parquet", ".pq"):
         frame = pl.scan_parquet(p).head(sample_rows).collect()
-        return _Table(str(p.resolve()), "parquet", frame)
+        return _Table(str(p.resolve()), "parquet", frame, complete=True)
     try:
         data, inner = read_sample(str(p), SAMPLE_BYTES)
         kind = kind_of(data, inner)
         if kind == "parquet":
             frame = pl.read_parquet(io.BytesIO(data), n_rows=sample_rows)
-            return _Table(str(p.resolve()), "parquet", frame)
+            return _Table(str(p.resolve()), "parquet", frame, complete=len(data) < SAMPLE_BYTES)
         if kind == "excel":
             return _read_sheet(p, data, sample_rows, want)
         if kind == "json":
-            if len(data) == SAMPLE_BYTES:  # cut: whole records (lines) only, or all of it
+            complete = len(data) < SAMPLE_BYTES
+            if not complete:  # cut: whole records (lines) only, or all of it
                 if first_byte(data) == b"[":
                     data, _ = read_sample(str(p), -1)
+                    complete = True
                 else:
                     data = data[: data.rindex(b"\n") + 1]
-            return _Table(str(p.resolve()), "json", read_json_records(data, sample_rows))
+            frame = read_json_records(data, sample_rows)
+            return _Table(str(p.resolve()), "json", frame, complete=complete)
     except UnreadableFile as e:
         raise DraftError(f"{path}: {e}") from e
-    if len(data) == SAMPLE_BYTES and b"\n" in data:
+    complete = len(data) < SAMPLE_BYTES
+    if not complete and b"\n" in data:
         data = data[: data.rindex(b"\n") + 1]
     for encoding in ("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "cp1252"):
         try:
@@ -202,7 +211,9 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
     except UnreadableFile as e:
         detail = str(e).removeprefix("unreadable file: ")
         raise DraftError(f"{path}: not a readable CSV file ({detail})") from e
-    table = _Table(str(p.resolve()), "csv", frame, encoding, separator, skip_rows=skip)
+    table = _Table(
+        str(p.resolve()), "csv", frame, encoding, separator, skip_rows=skip, complete=complete
+    )
     _number_marks(table)
     return table
 
@@ -223,7 +234,13 @@ def _read_sheet(p: Path, data: bytes, sample_rows: int, want: str | None) -> _Ta
     stacked = tuple(n for n in names if set(heads[n]) == set(heads[name]))
     frame = read_spreadsheet(data, name, skip_rows=skip, n_rows=sample_rows)
     return _Table(
-        str(p.resolve()), "excel", frame, sheet=stacked, sheets=tuple(names), skip_rows=skip
+        str(p.resolve()),
+        "excel",
+        frame,
+        sheet=stacked,
+        sheets=tuple(names),
+        skip_rows=skip,
+        complete=len(stacked) == 1,
     )
 
 
@@ -304,6 +321,15 @@ def _parsed(
     table: _Table, col: str, target: str, fmt: str | None = None
 ) -> tuple[float, pl.Series]:
     """:func:`_parses` and the parsed values (as ingestion would type them)."""
+    parsed = _parse_expression(table, col, target, fmt)
+    s = table.frame.select(given=given_value(col, target), parsed=parsed)
+    present = s.filter(pl.col("given"))  # "N/A", "-" in a number column are missing values
+    share = float(present["parsed"].is_not_null().mean()) if present.height else 0.0
+    return share, s["parsed"]
+
+
+def _parse_expression(table: _Table, col: str, target: str, fmt: str | None) -> pl.Expr:
+    """``col`` typed as ``target``, as ingestion types it."""
     parsed = parse_expr(
         col,
         None,
@@ -317,10 +343,7 @@ def _parsed(
         # what ingestion reads in its second pass: "$1,234.50", an ISO date
         lenient = second_pass(parsed, col, target, table.decimal)
         parsed = parsed if lenient is None else lenient
-    s = table.frame.select(given=given_value(col, target), parsed=parsed)
-    present = s.filter(pl.col("given"))  # "N/A", "-" in a number column are missing values
-    share = float(present["parsed"].is_not_null().mean()) if present.height else 0.0
-    return share, s["parsed"]
+    return parsed
 
 
 def _column_type(table: _Table, col: str) -> _Column:
@@ -594,9 +617,11 @@ def draft_config(
             table, source, id_column, timestamp, amount, quantity, unit_price, invoice
         )
         drafted = yaml.safe_load("\n".join(lines))["transactions"]
-        stamps = _stamps(table, drafted)
-        whole = table.frame.height < sample_rows and not Path(path).is_dir()
-        horizon_days, horizon_note = _horizon(stamps, horizon_days, whole)
+        history = _history(table, drafted)
+        if history.whole and not table.complete:
+            lines[0] = lines[0].removesuffix(").") + f"; ids and times of all {history.lines:,})."
+        lines += _id_fraction(history)
+        horizon_days, horizon_note = _horizon(history, horizon_days)
         lines += [
             "labels:",
             "  source: transactions",
@@ -606,7 +631,7 @@ def draft_config(
             + " in the horizon after the cut-off",
             "  # cutoff: YYYY-MM-DD          # default: the last purchase minus the horizon",
             f"  # active_within_days: {horizon_days}      # leave out customers who lapsed "
-            "already" + _lapsed_note(stamps, horizon_days),
+            "already" + _lapsed_note(history, horizon_days),
         ]
     else:
         assert label is not None
@@ -744,26 +769,97 @@ def draft_config(
     return text
 
 
-def _stamps(table: _Table, cfg: dict[str, Any]) -> pl.DataFrame:
-    """Customer ids and parsed timestamps of the lines read, as the drafted ``transactions``
-    section ``cfg`` reads them."""
-    stamps = _parsed(table, cfg["timestamp"], "datetime", cfg.get("timestamp_format"))[1]
-    frame = pl.DataFrame({"c": table.frame[cfg["customer_id"]].cast(pl.String), "t": stamps})
-    return frame.drop_nulls()
+@dataclass(frozen=True)
+class _History:
+    """What the draft tells of the customers' history: from every line of the file
+    (``whole``), or from the lines read."""
+
+    stamps: pl.LazyFrame  # c: customer id (text), t: time as ingestion parses it; both set
+    lines: int
+    missing_ids: int
+    first: dt.datetime | None
+    last: dt.datetime | None
+    whole: bool
+
+    @property
+    def where(self) -> str:
+        return "in the file" if self.whole else "in the lines read"
+
+
+def _every_line(table: _Table, columns: list[str]) -> pl.LazyFrame | None:
+    """``columns`` of every row of the table's file, scanned by polars without holding the
+    file: a plain local CSV in UTF-8 or an uncompressed Parquet file; None for anything
+    else (compressed, JSON, a spreadsheet, a folder)."""
+    path = Path(table.path)
+    if not path.is_file() or table.format not in ("csv", "parquet"):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if is_packed(head) or head.startswith(b"PK"):
+        return None
+    if table.format == "parquet":
+        return pl.scan_parquet(path).select(columns) if head.startswith(b"PAR1") else None
+    if table.encoding not in ("utf-8", "utf-8-sig"):
+        return None
+    raw = header_names(str(path), table.separator, table.skip_rows, columns)
+    if raw is None:
+        return None
+    scan = pl.scan_csv(
+        path, separator=table.separator, skip_rows=table.skip_rows, infer_schema=False
+    )
+    return scan.select(pl.col(r).alias(r.strip()) for r in raw)
+
+
+def _history(table: _Table, cfg: dict[str, Any]) -> _History:
+    """The :class:`_History` of the drafted ``transactions`` section ``cfg``: of every line
+    when the file was read whole or polars can scan it (a 5 GB CSV: seconds, in bounded
+    memory), else of the lines read."""
+    who, when = cfg["customer_id"], cfg["timestamp"]
+    parsed = _parse_expression(table, when, "datetime", cfg.get("timestamp_format"))
+    sources = [(table.frame.lazy(), table.complete)]
+    if not table.complete:
+        scan = _every_line(table, list(dict.fromkeys([who, when])))
+        if scan is not None:
+            sources.insert(0, (scan.filter(pl.any_horizontal(pl.all().is_not_null())), True))
+    for frame, whole in sources:
+        lines = frame.select(c=pl.col(who).cast(pl.String), t=parsed)
+        stamps = lines.drop_nulls()
+        counts = lines.select(pl.len(), pl.col("c").null_count())
+        span = stamps.select(pl.col("t").min().alias("first"), pl.col("t").max().alias("last"))
+        try:
+            n, missing = counts.collect(engine="streaming").row(0)
+            first, last = span.collect(engine="streaming").row(0)
+        except pl.exceptions.ComputeError:
+            if frame is sources[-1][0]:
+                raise
+            continue  # a line the scan cannot parse: judged on the lines read
+        return _History(stamps, n, missing, first, last, whole)
+    raise AssertionError("unreachable: the lines read give a history or raise")
+
+
+def _id_fraction(history: _History) -> list[str]:
+    """The ``customer_id_required_fraction`` line, when lines lack a customer id."""
+    if not history.missing_ids:
+        return []
+    share = 1 - history.missing_ids / history.lines
+    return [
+        f"  customer_id_required_fraction: {max(0.0, round(share - 0.05, 2))}"
+        f"   # {history.missing_ids:,} of {history.lines:,} lines {history.where} have no "
+        "customer id"
+    ]
 
 
 #: Label horizons a draft may propose, longest first.
 HORIZONS = (90, 60, 30, 14, 7)
 
 
-def _horizon(frame: pl.DataFrame, wanted: int, whole: bool) -> tuple[int, list[str]]:
-    """The horizon to draft: ``wanted``, or, when the whole file was read and spans less than
-    twice it, the longest of :data:`HORIZONS` that leaves as much history before the cut-off
-    as after it; with a CHECK comment line when it differs or none fits. ``frame``:
-    :func:`_stamps`."""
-    if not whole or frame.height == 0:
+def _horizon(history: _History, wanted: int) -> tuple[int, list[str]]:
+    """The horizon to draft: ``wanted``, or, when every line was seen and the file spans
+    less than twice it, the longest of :data:`HORIZONS` that leaves as much history before
+    the cut-off as after it; with a CHECK comment line when it differs or none fits."""
+    if not history.whole or history.first is None or history.last is None:
         return wanted, []
-    span = (frame["t"].max().date() - frame["t"].min().date()).days + 1
+    span = (history.last.date() - history.first.date()).days + 1
     if span >= 2 * wanted:
         return wanted, []
     fits = [h for h in HORIZONS if 2 * h <= span]
@@ -778,21 +874,25 @@ def _horizon(frame: pl.DataFrame, wanted: int, whole: bool) -> tuple[int, list[s
     ]
 
 
-def _lapsed_note(frame: pl.DataFrame, horizon_days: int) -> str:
+def _lapsed_note(history: _History, horizon_days: int) -> str:
     """How many customers known at the default cut-off bought nothing in the horizon before
-    it, in the lines read (subscriptions that ended long ago inflate the churn rate).
-    ``frame``: :func:`_stamps`."""
-    if frame.height == 0:
+    it (subscriptions that ended long ago inflate the churn rate)."""
+    if history.last is None:
         return ""
-    last = frame["t"].max()
+    last = history.last
     cutoff = dt.datetime.combine(last.date(), dt.time()) + dt.timedelta(days=1 - horizon_days)
-    before = frame.filter(pl.col("t") < cutoff).group_by("c").agg(pl.col("t").max())
-    if before.height == 0:
+    known, lapsed = (
+        history.stamps.filter(pl.col("t") < cutoff)
+        .group_by("c")
+        .agg(pl.col("t").max())
+        .select(pl.len(), (pl.col("t") < cutoff - dt.timedelta(days=horizon_days)).sum())
+        .collect(engine="streaming")
+        .row(0)
+    )
+    if known == 0:
         return ""
-    lapsed = before.filter(pl.col("t") < cutoff - dt.timedelta(days=horizon_days)).height
     return (
-        f" ({lapsed / before.height:.0%} of the {before.height:,} customers known at the "
-        f"cut-off, in the lines read)"
+        f" ({lapsed / known:.0%} of the {known:,} customers known at the cut-off, {history.where})"
     )
 
 
@@ -854,11 +954,4 @@ def _transactions(
         col = _find(table, None, names, key)
         if col is not None:
             out.append(f"  {key}: {_yaml(col)}")
-    missing = table.frame[customer].null_count()
-    if missing:
-        share = 1 - missing / table.frame.height
-        out.append(
-            f"  customer_id_required_fraction: {max(0.0, round(share - 0.05, 2))}"
-            f"   # {missing:,} of {table.frame.height:,} lines read have no customer id"
-        )
     return out

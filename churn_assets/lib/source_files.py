@@ -252,7 +252,7 @@ def parse_csv_text(
     try:
         selected = None
         if columns is not None:
-            selected = _header_names(text, separator, skip_rows, columns)
+            selected = header_names(text, separator, skip_rows, columns)
         frame = pl.read_csv(
             text,
             infer_schema=False,
@@ -267,7 +267,7 @@ def parse_csv_text(
     return frame
 
 
-def _header_names(
+def header_names(
     source: Any, separator: str, skip_rows: int, columns: list[str]
 ) -> list[str] | None:
     """The header names (as written, spaces and all) of ``columns`` in CSV ``source``, when
@@ -428,7 +428,7 @@ def local_csv_batches(
         return None
     path = plain[0]
     try:
-        selected = _header_names(path, spec.separator, spec.skip_rows, columns)
+        selected = header_names(path, spec.separator, spec.skip_rows, columns)
     except pl.exceptions.PolarsError:
         return None
     if selected is None:

@@ -351,3 +351,62 @@ def test_a_table_without_ids_numbers_its_rows(tmp_path):
     assert res.parse_errors == {}
     assert res.frame["customer_id"].to_list() == [str(i) for i in range(1, 401)]
     assert res.frame.columns[0] == "customer_id"
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_file_larger_than_the_rows_read_is_judged_on_every_line(tmp_path, kind):
+    """The columns are drafted from the first rows; the horizon, the lapsed share and the
+    share of lines without a customer come from every line, which polars scans: here the
+    first 1,000 of 4,000 lines span a week of a 61-day file, and only 500 lines after them
+    lack a customer."""
+    n = 4_000
+    rng = np.random.default_rng(2)
+    start = np.datetime64("2024-03-01T00:00:00")
+    stamps = start + np.sort(rng.integers(0, 61 * 86_400, n)).astype("timedelta64[s]")
+    stamps[: n // 4] = start + np.sort(rng.integers(0, 7 * 86_400, n // 4)).astype("timedelta64[s]")
+    stamps[-1] = start + np.timedelta64(61 * 86_400 - 1, "s")
+    ids = pl.Series(rng.integers(1, 400, n)).cast(pl.String)
+    frame = pl.DataFrame(
+        {
+            "customer_id": ids.scatter(list(range(2_000, 2_500)), None),
+            "ordered_at": pl.Series(np.sort(stamps).astype("datetime64[us]")).dt.strftime(
+                "%Y-%m-%d %H:%M:%S"
+            ),
+            "amount": rng.gamma(2.0, 30.0, n).round(2),
+        }
+    )
+    path = tmp_path / f"orders.{kind}"
+    if kind == "csv":
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path, row_group_size=500)
+
+    head = draft_config(str(path), timestamp="ordered_at", sample_rows=1_000)
+    cfg, raw = _load(head, tmp_path)
+
+    assert "1,000 rows read; ids and times of all 4,000)" in head
+    assert "CHECK: the file spans 61 days, too short for a 90-day horizon" in head
+    assert cfg.labels.horizon_days == 30
+    assert raw["transactions"]["customer_id_required_fraction"] == 0.82
+    assert "# 500 of 4,000 lines in the file have no customer id" in head
+    assert "customers known at the cut-off, in the file)" in head
+    whole = draft_config(str(path), timestamp="ordered_at")  # every row read: the same draft
+    assert whole.splitlines()[1:] == head.splitlines()[1:]
+
+
+def test_a_file_polars_cannot_scan_is_judged_on_the_lines_read(tmp_path):
+    """A compressed export is drafted from the rows read, and says so."""
+    import gzip
+
+    csv = "customer_id,ordered_at,amount\n" + "".join(
+        f"{i % 50 if i < 900 else ''},2024-01-{1 + i % 28:02d} 10:00:00,{i % 7 + 1}.5\n"
+        for i in range(1_000)
+    )
+    path = tmp_path / "orders.csv.gz"
+    path.write_bytes(gzip.compress(csv.encode()))
+
+    text = draft_config(str(path), timestamp="ordered_at", sample_rows=950)
+
+    assert "(950 rows read)." in text
+    assert "# 50 of 950 lines in the lines read have no customer id" in text
+    assert "CHECK" not in text.split("labels:")[1]  # no horizon judged on part of the file
