@@ -86,6 +86,10 @@ POSITIVE_LABEL_WORDS = (
 #: Column names recognised (lower case, without ``_`` and spaces) when no option names them.
 ID_NAMES = ("customerid", "customer", "clientid", "accountid", "userid", "memberid", "id")
 AMOUNT_NAMES = ("amount", "total", "revenue", "sales", "value", "paymentamount")
+#: Words in the name of a money column that is not named like :data:`AMOUNT_NAMES`
+#: (``actual_amount_paid``, ``payment_value``, ``Purchase Amount (USD)``), in order of
+#: preference.
+AMOUNT_WORDS = ("amount", "paid", "revenue", "sales", "spend", "spent", "value", "total")
 QUANTITY_NAMES = ("quantity", "qty")
 PRICE_NAMES = ("unitprice", "price")
 INVOICE_NAMES = ("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber")
@@ -413,6 +417,18 @@ def _find(table: _Table, given: str | None, names: tuple[str, ...], what: str) -
     for c in table.frame.columns:
         by_key.setdefault(_key(c.rsplit(".", 1)[-1]), c)
     return next((by_key[n] for n in names if n in by_key), None)
+
+
+def _money_column(table: _Table, taken: tuple[str, ...]) -> str | None:
+    """A column of numbers whose name holds one of :data:`AMOUNT_WORDS` (the first word
+    that any column's name holds), not one of the columns ``taken``."""
+    for word in AMOUNT_WORDS:
+        for col in table.frame.columns:
+            if col in taken or word not in _key(col):
+                continue
+            if table.frame[col].dtype.is_numeric() or _parses(table, col, "numeric") >= 0.99:
+                return col
+    return None
 
 
 def _positive(table: _Table, label: str) -> tuple[str, str]:
@@ -931,7 +947,13 @@ def _transactions(
         price = _find(table, unit_price, PRICE_NAMES, "unit price")
         if (quantity or unit_price) and (qty is None or price is None):
             raise DraftError("--quantity and --price go together: give both")
-        if qty is None or price is None:
+        money = None if quantity or unit_price else _money_column(table, (customer, ts))
+        if (qty is None or price is None) and money is not None:
+            out.append(
+                f"  amount: {_yaml(money)}   # CHECK: taken as the amount by its name; give "
+                "--amount (or --quantity and --price) if another column holds it"
+            )
+        elif qty is None or price is None:
             activity = True
             out.append(
                 "  activity_only: true   # CHECK: no amount column found: each line counts as "

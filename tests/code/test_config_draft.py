@@ -410,3 +410,34 @@ def test_a_file_polars_cannot_scan_is_judged_on_the_lines_read(tmp_path):
     assert "(950 rows read)." in text
     assert "# 50 of 950 lines in the lines read have no customer id" in text
     assert "CHECK" not in text.split("labels:")[1]  # no horizon judged on part of the file
+
+
+def test_a_money_column_not_named_amount_is_taken_by_its_name(tmp_path):
+    """Subscription payments (KKBox-like): ``actual_amount_paid`` beside a list price, dates
+    written as yyyymmdd numbers; the amount is taken by a word in its name, marked CHECK."""
+    rng = np.random.default_rng(5)
+    n = 600
+    days = np.datetime64("2015-01-01") + np.sort(rng.integers(0, 400, n)).astype("timedelta64[D]")
+    lines = pl.DataFrame(
+        {
+            "msno": [f"u{i % 80:03d}+/=" for i in range(n)],
+            "payment_method_id": rng.integers(30, 42, n),
+            "plan_list_price": rng.choice([99, 129, 149], n),
+            "actual_amount_paid": rng.choice([0, 99, 129, 149], n),
+            "is_auto_renew": rng.integers(0, 2, n),
+            "transaction_date": [int(str(d).replace("-", "")) for d in days],
+        }
+    )
+    csv = tmp_path / "transactions.csv"
+    lines.write_csv(csv)
+
+    text = draft_config(str(csv), timestamp="transaction_date", id_column="msno")
+    cfg, raw = _load(text, tmp_path)
+
+    t = raw["transactions"]
+    assert (t["amount"], t["timestamp_format"]) == ("actual_amount_paid", "%Y%m%d")
+    assert "activity_only" not in t
+    assert 'amount: "actual_amount_paid"   # CHECK: taken as the amount by its name' in text
+    res = ingest_transactions(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.frame.height == n
+    assert res.frame["amount"].sum() == lines["actual_amount_paid"].sum()
