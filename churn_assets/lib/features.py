@@ -67,16 +67,30 @@ def slug(value: str) -> str:
 SEPARATE_SCANS = pl.QueryOptFlags(comm_subplan_elim=False)
 
 
-#: Rows per customer bucket when a large table is reduced per customer: a whole history
-#: (1M customers, 49.7M lines, 44M customer-days) is reduced a bucket of customers at a
-#: time, so a group-by holds one bucket's groups, not every customer's.
+#: Groups (orders, customer-days) per customer bucket when a large table is reduced per
+#: customer: a whole history (1M customers, 49.7M lines, 44M orders) is reduced a bucket
+#: of customers at a time, so a group-by holds one bucket's groups, not every customer's.
 BUCKET_ROWS = 10_000_000
 
 
 def bucket_count(rows: int) -> int:
-    """How many customer buckets a table of ``rows`` rows is reduced in (1 up to
+    """How many customer buckets a table of ``rows`` groups is reduced in (1 up to
     :data:`BUCKET_ROWS`)."""
     return max(1, -(-rows // BUCKET_ROWS))
+
+
+def order_rows(lines: pl.LazyFrame, rows: int | None = None) -> int:
+    """The number of transaction lines (``rows``, when known), or, when they are more than
+    :data:`BUCKET_ROWS`, about how many orders they hold (a HyperLogLog estimate, ~1% off,
+    in one pass over three columns): what the feature query's group-bys hold. 100x Online
+    Retail has 54M lines in 2.5M orders: one bucket, not six scans."""
+    if rows is None:
+        rows = lines.select(pl.len()).collect().item()
+    if bucket_count(rows) == 1:
+        return rows
+    own = pl.when(pl.col("invoice_id").is_null()).then(pl.col("timestamp")).alias("_order_ts")
+    key = pl.struct(ID, "invoice_id", own).hash()
+    return int(lines.select(key.approx_n_unique()).collect().item())
 
 
 def per_customer_bucket(rows: int, reduce: Callable[[Callable[[Any], Any]], Any]) -> Any:
@@ -443,7 +457,7 @@ def build_customer_features(
     if params.categories is None:  # the same share columns in every bucket
         cats = top_categories(tx.filter(pl.col("timestamp") < params.cutoff_ts))
         params = FeatureParams(**{**params.__dict__, "categories": cats})
-    rows = tx.select(pl.len()).collect().item()
+    rows = order_rows(tx)
     if bucket_count(rows) == 1:
         return _customer_features(customers, tx, params, static_columns)
 

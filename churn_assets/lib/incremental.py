@@ -51,6 +51,7 @@ from churn_assets.lib.features import (
     country_sums,
     customer_aggregates,
     daily_activity,
+    order_rows,
     per_customer_bucket,
     round_amounts,
     top_of_totals,
@@ -83,9 +84,9 @@ class BatchUpdate:
 
 
 def batch_parts(lines: pl.DataFrame | pl.LazyFrame, rows: int = 0) -> dict[str, pl.DataFrame]:
-    """The compact parts of a batch of usable transaction lines (see the module doc);
-    ``rows`` (the batch's line count, when known) sets the customer buckets it is
-    reduced in."""
+    """The compact parts of a batch of usable transaction lines (see the module doc),
+    reduced a bucket of customers at a time when they hold many orders (``rows``: the
+    batch's line count, when known)."""
     lazy = lines.lazy().filter(pl.col(ID).is_not_null())
 
     def reduce(part: pl.LazyFrame) -> list[pl.DataFrame]:
@@ -96,7 +97,7 @@ def batch_parts(lines: pl.DataFrame | pl.LazyFrame, rows: int = 0) -> dict[str, 
             for q in (daily_activity(part), category_sums(part), country_sums(part))
         ]
 
-    frames = per_customer_bucket(rows, lambda only: reduce(only(lazy)))
+    frames = per_customer_bucket(order_rows(lazy, rows or None), lambda only: reduce(only(lazy)))
     return dict(zip(PARTS, frames, strict=True))
 
 

@@ -140,11 +140,35 @@ def test_many_lines_are_read_a_bucket_of_customers_at_a_time_into_the_same_table
     without_table = build_customer_features(None, t, params)
 
     monkeypatch.setattr(features, "BUCKET_ROWS", t.height // 4)  # ~160 customers a bucket
-    assert features.bucket_count(t.height) == 5
+    assert features.bucket_count(features.order_rows(t.lazy())) >= 4  # orders: ~1 a line
 
     assert_frame_equal(build_customer_features(cust, t.lazy(), params), whole, check_exact=True)
     assert_frame_equal(build_customer_features(None, t, params), without_table, check_exact=True)
     assert whole["churned"].n_unique() == 2 and whole["total_sales"].sum() > 0
+
+
+def test_buckets_follow_the_orders_the_lines_hold_not_the_lines(monkeypatch):
+    """Many lines in few orders (Online Retail: 54M lines, 2.5M orders at 100x) are one
+    bucket; lines without an invoice are an order each."""
+    from churn_assets.lib import features
+
+    monkeypatch.setattr(features, "BUCKET_ROWS", 100)
+    stamps = pl.datetime_range(
+        dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, 16, 39), "1m", eager=True
+    )
+    lines = pl.DataFrame(
+        {
+            "customer_id": [f"C{i % 20}" for i in range(1_000)],
+            "invoice_id": [f"INV{i % 20}" for i in range(1_000)],
+            "timestamp": stamps,
+        }
+    )
+    few = features.order_rows(lines.lazy())
+    many = features.order_rows(lines.with_columns(pl.lit(None).alias("invoice_id")).lazy())
+
+    assert features.bucket_count(few) == 1 and 18 <= few <= 22
+    assert features.bucket_count(many) in (10, 11) and 950 <= many <= 1_050
+    assert features.order_rows(lines.head(100).lazy()) == 100  # up to a bucket: the lines
 
 
 def test_default_cutoff_leaves_a_whole_horizon():

@@ -95,7 +95,7 @@ def test_large_batches_reduced_a_bucket_of_customers_at_a_time_give_the_same_tab
     # about 200 customers a bucket: polars divides a one-row column exactly and a longer
     # one by its reciprocal, so a one-customer bucket could differ in the last bit
     monkeypatch.setattr(features, "BUCKET_ROWS", history.height // 4)
-    assert features.bucket_count(history.height) == 5
+    assert features.bucket_count(features.order_rows(history.lazy())) >= 4
     storage = Storage(str(tmp_path / "state"))
 
     _add(storage, "history", history, customers, categories)
