@@ -378,6 +378,8 @@ def _column_type(table: _Table, col: str) -> _Column:
     if share == 1.0:
         if _row_number(integers):
             return _Column(col, "skip", "a row number")
+        if _yyyymmdd(table, col, integers):
+            return _Column(col, "date", format="%Y%m%d")
         return _Column(col, "integer")
     if _parses(table, col, "numeric") == 1.0:
         return _Column(col, "numeric")
@@ -394,6 +396,21 @@ def _column_type(table: _Table, col: str) -> _Column:
         "skip",
         f"{distinct:,} distinct values in {present.len():,} rows: free text or an identifier",
     )
+
+
+#: Words in the name of a column of dates written as whole numbers (``20150301``).
+DATE_HINTS = ("date", "time", "day", "expir", *SIGNUP_HINTS)
+
+
+def _yyyymmdd(table: _Table, col: str, integers: pl.Series) -> bool:
+    """Whole numbers that are dates written as yyyymmdd (KKBox's
+    ``registration_init_time``: 20150301), in a column named like a date."""
+    if not any(h in col.lower() for h in DATE_HINTS):
+        return False
+    values = integers.drop_nulls()
+    if values.len() == 0 or values.min() < 19000101 or values.max() > 21001231:  # type: ignore[operator]
+        return False
+    return _parses(table, col, "date", "%Y%m%d") == 1.0
 
 
 def _row_number(s: pl.Series) -> bool:

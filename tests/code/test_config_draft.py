@@ -441,3 +441,38 @@ def test_a_money_column_not_named_amount_is_taken_by_its_name(tmp_path):
     res = ingest_transactions(cfg, str(tmp_path))
     assert res.parse_errors == {} and res.frame.height == n
     assert res.frame["amount"].sum() == lines["actual_amount_paid"].sum()
+
+
+def test_dates_written_as_whole_numbers_in_a_date_named_column_are_dates(tmp_path):
+    """KKBox's members table: ``registration_init_time`` holds 20150301-style numbers (the
+    sign-up date); ``bd`` (an age) and ``city`` stay integers."""
+    rng = np.random.default_rng(6)
+    n = 400
+    days = np.datetime64("2008-01-01") + rng.integers(0, 3_000, n).astype("timedelta64[D]")
+    members = pl.DataFrame(
+        {
+            "msno": [f"m{i:04d}" for i in range(n)],
+            "city": rng.integers(1, 22, n),
+            "bd": rng.integers(15, 70, n),
+            "registration_init_time": [int(str(d).replace("-", "")) for d in days],
+            "is_churn": rng.integers(0, 2, n),
+        }
+    )
+    csv = tmp_path / "members.csv"
+    members.write_csv(csv)
+
+    text = draft_config(str(csv), label="is_churn", id_column="msno")
+    cfg, raw = _load(text, tmp_path)
+
+    signup = raw["customers"]["signup_date"]
+    assert (signup["source"], signup["type"], signup["format"]) == (
+        "registration_init_time",
+        "date",
+        "%Y%m%d",
+    )
+    kinds = {a["name"]: a["type"] for a in raw["customers"]["attributes"]}
+    assert kinds == {"city": "integer", "bd": "integer"}
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    first = np.datetime64(res.frame["signup_date"].min(), "D")
+    assert first == days.min()
