@@ -218,6 +218,14 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
     type=click.Path(dir_okay=False),
     help="A file of its own holding --label (and --value), joined by customer id.",
 )
+@click.option(
+    "--transactions",
+    "transactions_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Transactions of the snapshot's customers (with --label and --timestamp): their "
+    "behaviour becomes features.",
+)
 @click.option("--id", "id_column", default=None, help="Customer id column (default: by name).")
 @click.option("--timestamp", default=None, help="Timestamp column (a table of transactions).")
 @click.option("--amount", default=None, help="Amount column (transactions; default: by name).")
@@ -231,6 +239,7 @@ def draft_config_command(
     label: str | None,
     value: str | None,
     labels_file: str | None,
+    transactions_file: str | None,
     id_column: str | None,
     timestamp: str | None,
     amount: str | None,
@@ -241,9 +250,10 @@ def draft_config_command(
     out: str | None,
 ) -> None:
     """Draft a data set config (YAML) for a CSV, Parquet or spreadsheet FILE (compressed or
-    not): a snapshot with a churn column (--label, in FILE or in --labels-file) or
-    transactions (--timestamp). Column types, separator, encoding, decimal comma and
-    timestamp format come from the data; every choice is commented."""
+    not): a snapshot with a churn column (--label, in FILE or in --labels-file; its
+    customers' payments or events in --transactions) or transactions (--timestamp). Column
+    types, separator, encoding, decimal comma and timestamp format come from the data;
+    every choice is commented."""
     from churn_assets.lib.config_draft import DraftError, draft_config
     from churn_assets.lib.datasets import DatasetConfigError
 
@@ -254,6 +264,7 @@ def draft_config_command(
             label=label,
             value=value,
             labels_file=labels_file,
+            transactions_file=transactions_file,
             id_column=id_column,
             timestamp=timestamp,
             amount=amount,

@@ -446,8 +446,8 @@ def build_customer_features(
     transaction columns. Customers that signed up (or first bought) at or after the cut-off
     are not in the result. ``behaviour`` (from :func:`behaviour_features`) replaces the
     transactions as the source of the behavioural columns (features without labels only).
-    More than :data:`BUCKET_ROWS` transaction lines are read a bucket of customers at a
-    time (the same table).
+    Lines holding more than :data:`BUCKET_ROWS` orders are read a bucket of customers at
+    a time (the same table).
     """
     if transactions is None or behaviour is not None:
         return _customer_features(

@@ -83,7 +83,9 @@ class BatchUpdate:
         return {**self.__dict__, "cutoff": self.cutoff.isoformat()}
 
 
-def batch_parts(lines: pl.DataFrame | pl.LazyFrame, rows: int = 0) -> dict[str, pl.DataFrame]:
+def batch_parts(
+    lines: pl.DataFrame | pl.LazyFrame, rows: int | None = None
+) -> dict[str, pl.DataFrame]:
     """The compact parts of a batch of usable transaction lines (see the module doc),
     reduced a bucket of customers at a time when they hold many orders (``rows``: the
     batch's line count, when known)."""
@@ -97,7 +99,7 @@ def batch_parts(lines: pl.DataFrame | pl.LazyFrame, rows: int = 0) -> dict[str, 
             for q in (daily_activity(part), category_sums(part), country_sums(part))
         ]
 
-    frames = per_customer_bucket(order_rows(lazy, rows or None), lambda only: reduce(only(lazy)))
+    frames = per_customer_bucket(order_rows(lazy, rows), lambda only: reduce(only(lazy)))
     return dict(zip(PARTS, frames, strict=True))
 
 

@@ -476,3 +476,49 @@ def test_dates_written_as_whole_numbers_in_a_date_named_column_are_dates(tmp_pat
     assert res.parse_errors == {}
     first = np.datetime64(res.frame["signup_date"].min(), "D")
     assert first == days.min()
+
+
+def test_a_snapshot_with_its_customers_transactions_drafts_both_sections(tmp_path):
+    """KKBox's shape: a members table, labels in a file of their own and the members'
+    payments (``--transactions``): one config with customers, transactions and the label
+    file, whose features come from the payments before the cut-off."""
+    rng = np.random.default_rng(8)
+    n = 300
+    ids = [f"m{i:04d}" for i in range(n)]
+    pl.DataFrame(
+        {"msno": ids, "city": rng.integers(1, 22, n), "bd": rng.integers(15, 70, n)}
+    ).write_csv(tmp_path / "members.csv")
+    pl.DataFrame({"msno": ids[:250], "is_churn": rng.integers(0, 2, 250)}).write_csv(
+        tmp_path / "train.csv"
+    )
+    m = 3_000
+    days = np.datetime64("2016-01-01") + rng.integers(0, 400, m).astype("timedelta64[D]")
+    pl.DataFrame(
+        {
+            "msno": rng.choice(ids, m),
+            "transaction_date": [int(str(d).replace("-", "")) for d in days],
+            "actual_amount_paid": rng.choice([99, 129, 149], m),
+        }
+    ).write_csv(tmp_path / "transactions.csv")
+
+    text = draft_config(
+        str(tmp_path / "members.csv"),
+        label="is_churn",
+        labels_file=str(tmp_path / "train.csv"),
+        transactions_file=str(tmp_path / "transactions.csv"),
+        timestamp="transaction_date",
+    )
+    cfg, raw = _load(text, tmp_path)
+
+    assert raw["customers"]["id_column"] == "msno"
+    t = raw["transactions"]
+    assert (t["customer_id"], t["timestamp_format"], t["amount"]) == (
+        "msno",
+        "%Y%m%d",
+        "actual_amount_paid",
+    )
+    assert raw["labels"]["source"] == "columns" and raw["labels"]["churned_column"] == "is_churn"
+    assert "# cutoff: YYYY-MM-DD   # CHECK: the date the labels were taken" in text
+    assert ingest_transactions(cfg, str(tmp_path)).frame.height == m
+    with pytest.raises(DraftError, match="--transactions goes with --label"):
+        draft_config(str(tmp_path / "members.csv"), label="is_churn", transactions_file="x.csv")
