@@ -30,13 +30,13 @@ from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
     first_byte,
-    header_names,
     is_packed,
     kind_of,
     parse_csv_text,
     read_json_records,
     read_sample,
     read_spreadsheet,
+    scan_csv_columns,
     sheet_names,
 )
 
@@ -882,16 +882,7 @@ def _every_line(table: _Table, columns: list[str]) -> pl.LazyFrame | None:
         return pl.scan_parquet(path).select(columns) if head.startswith(b"PAR1") else None
     if table.encoding not in ("utf-8", "utf-8-sig"):
         return None
-    try:
-        raw = header_names(str(path), table.separator, table.skip_rows, columns)
-    except pl.exceptions.PolarsError:
-        return None
-    if raw is None:
-        return None
-    scan = pl.scan_csv(
-        path, separator=table.separator, skip_rows=table.skip_rows, infer_schema=False
-    )
-    return scan.select(pl.col(r).alias(r.strip()) for r in raw)
+    return scan_csv_columns(str(path), table.separator, table.skip_rows, columns)
 
 
 def _history(table: _Table, cfg: dict[str, Any]) -> _History:

@@ -252,7 +252,7 @@ def parse_csv_text(
     try:
         selected = None
         if columns is not None:
-            selected = header_names(text, separator, skip_rows, columns)
+            selected = _header_names(text, separator, skip_rows, columns)
         frame = pl.read_csv(
             text,
             infer_schema=False,
@@ -267,7 +267,7 @@ def parse_csv_text(
     return frame
 
 
-def header_names(
+def _header_names(
     source: Any, separator: str, skip_rows: int, columns: list[str]
 ) -> list[str] | None:
     """The header names (as written, spaces and all) of ``columns`` in CSV ``source``, when
@@ -426,17 +426,26 @@ def local_csv_batches(
     plain = _plain_local(url, name, spec, storage_options)
     if plain is None or plain[1] != "csv" or Path(plain[0]).stat().st_size <= BATCH_BYTES:
         return None
-    path = plain[0]
+    query = scan_csv_columns(plain[0], spec.separator, spec.skip_rows, columns)
+    if query is None:
+        return None
+    query = query.with_columns(pl.lit(name).alias("_source_file"))
+    return iter(query.collect_batches(chunk_size=BATCH_ROWS, lazy=True))
+
+
+def scan_csv_columns(
+    path: str, separator: str, skip_rows: int, columns: list[str]
+) -> pl.LazyFrame | None:
+    """A lazy scan of ``columns`` (as strings, names stripped) of the CSV file at ``path``;
+    None when its header lacks one of them or polars cannot read the header."""
     try:
-        selected = header_names(path, spec.separator, spec.skip_rows, columns)
+        selected = _header_names(path, separator, skip_rows, columns)
     except pl.exceptions.PolarsError:
         return None
     if selected is None:
         return None
-    query = pl.scan_csv(
-        path, separator=spec.separator, skip_rows=spec.skip_rows, infer_schema=False
-    ).select(*(pl.col(r).alias(r.strip()) for r in selected), pl.lit(name).alias("_source_file"))
-    return iter(query.collect_batches(chunk_size=BATCH_ROWS, lazy=True))
+    scan = pl.scan_csv(path, separator=separator, skip_rows=skip_rows, infer_schema=False)
+    return scan.select(pl.col(r).alias(r.strip()) for r in selected)
 
 
 def _read_parquet(
