@@ -869,10 +869,11 @@ class _History:
 
 def _every_line(table: _Table, columns: list[str]) -> pl.LazyFrame | None:
     """``columns`` of every row of the table's file, scanned by polars without holding the
-    file: a plain local CSV in UTF-8 or an uncompressed Parquet file; None for anything
-    else (compressed, JSON, a spreadsheet, a folder)."""
+    file: a plain local CSV in UTF-8, JSON lines (top-level fields, as text) or an
+    uncompressed Parquet file; None for anything else (compressed, a JSON array, a
+    spreadsheet, a folder)."""
     path = Path(table.path)
-    if not path.is_file() or table.format not in ("csv", "parquet"):
+    if not path.is_file() or table.format not in ("csv", "parquet", "json"):
         return None
     with open(path, "rb") as f:
         head = f.read(8192)
@@ -880,6 +881,11 @@ def _every_line(table: _Table, columns: list[str]) -> pl.LazyFrame | None:
         return None
     if table.format == "parquet":
         return pl.scan_parquet(path).select(columns) if head.startswith(b"PAR1") else None
+    if table.format == "json":
+        if first_byte(head) != b"{" or any("." in c for c in columns):
+            return None
+        scan = pl.scan_ndjson(path, infer_schema_length=10_000)
+        return scan.select(pl.col(c).cast(pl.String) for c in columns)
     if table.encoding not in ("utf-8", "utf-8-sig"):
         return None
     return scan_csv_columns(str(path), table.separator, table.skip_rows, columns)

@@ -353,7 +353,7 @@ def test_a_table_without_ids_numbers_its_rows(tmp_path):
     assert res.frame.columns[0] == "customer_id"
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("kind", ["csv", "parquet", "json"])
 def test_a_file_larger_than_the_rows_read_is_judged_on_every_line(tmp_path, kind):
     """The columns are drafted from the first rows; the horizon, the lapsed share and the
     share of lines without a customer come from every line, which polars scans: here the
@@ -378,6 +378,8 @@ def test_a_file_larger_than_the_rows_read_is_judged_on_every_line(tmp_path, kind
     path = tmp_path / f"orders.{kind}"
     if kind == "csv":
         frame.write_csv(path)
+    elif kind == "json":  # JSON lines, as event and payment APIs export them
+        frame.write_ndjson(path)
     else:
         frame.write_parquet(path, row_group_size=500)
 
