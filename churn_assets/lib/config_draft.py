@@ -902,8 +902,10 @@ def _history(table: _Table, cfg: dict[str, Any]) -> _History:
         scan = _every_line(table, list(dict.fromkeys([who, when])))
         if scan is not None:
             sources.insert(0, (scan.filter(pl.any_horizontal(pl.all().is_not_null())), True))
+    ident = pl.col(who).cast(pl.String)
+    ident = pl.when(ident.str.strip_chars() != "").then(ident)  # blank: no customer, as ingested
     for frame, whole in sources:
-        lines = frame.select(c=pl.col(who).cast(pl.String), t=parsed)
+        lines = frame.select(c=ident, t=parsed)
         stamps = lines.drop_nulls()
         counts = lines.select(pl.len(), pl.col("c").null_count())
         span = stamps.select(pl.col("t").min().alias("first"), pl.col("t").max().alias("last"))

@@ -524,3 +524,23 @@ def test_a_snapshot_with_its_customers_transactions_drafts_both_sections(tmp_pat
     assert ingest_transactions(cfg, str(tmp_path)).frame.height == m
     with pytest.raises(DraftError, match="--transactions goes with --label"):
         draft_config(str(tmp_path / "members.csv"), label="is_churn", transactions_file="x.csv")
+
+
+def test_blank_customer_ids_in_an_event_log_count_as_missing(tmp_path):
+    """Sparkify-style JSON lines: logged-out events carry ``"userId": ""``, which ingestion
+    reads as no customer; the draft counts them and admits them."""
+    lines = [
+        {"ts": 1_538_352_000_000 + i * 3_600_000, "userId": "" if i % 10 == 0 else str(i % 30)}
+        | {"page": "NextSong" if i % 3 else "Home"}
+        for i in range(200)
+    ]
+    path = tmp_path / "events.json"
+    pl.DataFrame(lines).write_ndjson(path)
+
+    text = draft_config(str(path), timestamp="ts")
+    cfg, raw = _load(text, tmp_path)
+
+    assert raw["transactions"]["customer_id_required_fraction"] == 0.85
+    assert "# 20 of 200 lines in the file have no customer id" in text
+    res = ingest_transactions(cfg, str(tmp_path))
+    assert res.frame["customer_id"].null_count() == 20
