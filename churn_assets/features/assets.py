@@ -154,6 +154,7 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
                 categories,
                 horizon_days=cfg.labels.horizon_days,
                 naive_lookback_days=cfg.naive_lookback_days,
+                exit_events=tuple(cfg.transactions.exit_events),
                 files=files,
                 batches=batches,
             )

@@ -1043,4 +1043,32 @@ def _transactions(
         col = _find(table, None, names, key)
         if col is not None:
             out.append(f"  {key}: {_yaml(col)}")
+            if key == "category":
+                out += _exit_events(table, col)
     return out
+
+
+#: Parts of an event name (lower case, no separators) that mean the customer left.
+EXIT_WORDS = (
+    "cancellationconfirm",
+    "unsubscrib",
+    "accountclos",
+    "closeaccount",
+    "accountdelet",
+    "deleteaccount",
+    "churn",
+)
+
+
+def _exit_events(table: _Table, col: str) -> list[str]:
+    """The ``exit_events`` line when the category (event type) column holds events that
+    mean the customer left (Sparkify's ``Cancellation Confirmation``)."""
+    values = table.frame[col].cast(pl.String).drop_nulls().unique().sort().to_list()
+    exits = [v for v in values if any(w in _key(v) for w in EXIT_WORDS)]
+    if not exits:
+        return []
+    return [
+        f"  exit_events: [{', '.join(_yaml(v) for v in exits)}]   # CHECK: events that mean "
+        "the customer left: churned when one falls in the horizon, left out once one is "
+        "before the cut-off"
+    ]

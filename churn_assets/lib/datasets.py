@@ -130,9 +130,21 @@ class TransactionsSpec(SourceSpec):
         description="The lines are activity events without money (logins, sessions, app "
         "opens): each counts as 1 in the spend features, and no value model is trained.",
     )
+    exit_events: list[str] = Field(
+        default_factory=list,
+        description="Category values that mean the customer left (an event log's "
+        "'Cancellation Confirmation'): a customer with one before the cut-off is left out "
+        "of training, scoring and serving, and one in the horizon labels the customer "
+        "churned even when active before it.",
+    )
 
     @model_validator(mode="after")
     def _amount_given(self) -> TransactionsSpec:
+        if self.exit_events and not self.category:
+            raise ValueError(
+                "exit_events are values of the category column: set 'category' (the event "
+                "type column) too"
+            )
         money = [k for k in ("amount", "quantity", "unit_price") if getattr(self, k)]
         if self.activity_only and money:
             raise ValueError(

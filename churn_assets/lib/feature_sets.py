@@ -173,6 +173,7 @@ def features_at(
         cutoff=cutoff or dt.date.today(),
         horizon_days=cfg.labels.horizon_days,
         naive_lookback_days=cfg.naive_lookback_days,
+        exit_events=tuple(cfg.transactions.exit_events) if cfg.transactions else (),
         with_labels=with_labels,
         categories=tuple(categories or ()),
     )

@@ -32,6 +32,8 @@ class FeatureParams:
     windows: tuple[int, ...] = WINDOWS
     with_labels: bool = True
     categories: tuple[str, ...] | None = field(default=None)
+    #: Category values that mean the customer left (``transactions.exit_events``).
+    exit_events: tuple[str, ...] = ()
 
     @property
     def cutoff_ts(self) -> dt.datetime:
@@ -236,7 +238,7 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
     pre = tx.filter(pl.col("timestamp") < params.cutoff_ts)
     return behaviour_features(
         order_activity(pre),
-        category_sums(pre) if params.categories else None,
+        category_sums(pre) if params.categories or params.exit_events else None,
         country_sums(pre),
         params,
     )
@@ -408,6 +410,14 @@ def behaviour_from_aggregates(
         out = out.join(shares, on=ID, how="left").with_columns(
             pl.col(["n_categories", *share_cols]).fill_null(0.0)
         )
+    if params.exit_events and categories is not None:
+        exited = (
+            categories.filter(pl.col("category").is_in(list(params.exit_events)))
+            .select(ID)
+            .unique()
+            .with_columns(pl.lit(True).alias("_exited"))
+        )
+        out = out.join(exited, on=ID, how="left")
     main = (
         countries.sort([ID, "_v", "country"], descending=[False, True, False])
         .group_by(ID, maintain_order=True)
@@ -428,6 +438,9 @@ def transaction_labels(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
     return window.group_by(ID).agg(
         (~pl.col("is_return")).any().alias("_bought"),
         pl.col("amount").sum().round(ROUND_DECIMALS).clip(lower_bound=0.0).alias("total_sales"),
+        pl.col("category").is_in(list(params.exit_events)).any().alias("_exit")
+        if params.exit_events
+        else pl.lit(False).alias("_exit"),
     )
 
 
@@ -535,17 +548,21 @@ def _customer_features(
             pl.col("recency_days").fill_null(pl.col("tenure_days")),
             pl.col("days_between_orders").fill_null(pl.col("tenure_days")),
         )
-        temp = ("_signup_age", "_last", "_first", "_first_buy")
+        if "_exited" in names:  # left before the cut-off: nothing to predict
+            frame = frame.filter(~pl.col("_exited").fill_null(False))
+        temp = ("_signup_age", "_last", "_first", "_first_buy", "_exited")
         frame = frame.drop([c for c in temp if c in names])
         if params.with_labels and not snapshot_labels:
             labels = transaction_labels(tx, params)
             frame = (
                 frame.join(labels, on=ID, how="left")
                 .with_columns(
-                    (~pl.col("_bought").fill_null(False)).cast(pl.Int8).alias("churned"),
+                    (~pl.col("_bought").fill_null(False) | pl.col("_exit").fill_null(False))
+                    .cast(pl.Int8)
+                    .alias("churned"),
                     pl.col("total_sales").fill_null(0.0),
                 )
-                .drop("_bought")
+                .drop("_bought", "_exit")
             )
     elif "_signup_age" in frame.collect_schema().names():
         frame = frame.rename({"_signup_age": "tenure_days"})

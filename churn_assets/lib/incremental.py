@@ -194,6 +194,7 @@ def add_batch(
     *,
     horizon_days: int = 90,
     naive_lookback_days: int = 270,
+    exit_events: tuple[str, ...] = (),
 ) -> BatchUpdate:
     """Add ``lines`` (usable, typed transaction lines) as batch ``batch`` and bring the
     stored feature table (:func:`read_table`) up to date. A batch is added once: adding a
@@ -232,6 +233,7 @@ def add_batch(
         naive_lookback_days=naive_lookback_days,
         with_labels=False,
         categories=tuple(categories),
+        exit_events=tuple(exit_events),
     )
     parts = batch_parts(lines, n)
     for name, frame in parts.items():
@@ -435,6 +437,7 @@ def sync(
     *,
     horizon_days: int = 90,
     naive_lookback_days: int = 270,
+    exit_events: tuple[str, ...] = (),
     files: dict[str, list[Any]] | None = None,
     batches: dict[str, pl.LazyFrame] | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -452,20 +455,27 @@ def sync(
     files = files if files is not None else _file_summaries(lines)
     if not files:
         raise ValueError("no usable transaction lines")
-    wanted = {
+    wanted: dict[str, Any] = {
         "customers": _customers_fingerprint(customers),
         "categories": list(categories),
     }
+    if exit_events:  # a state written before exit events existed had none
+        wanted["exit_events"] = list(exit_events)
     known = storage.read_json(SOURCES) if storage.exists(SOURCES) else None
     state = storage.read_json(STATE) if storage.exists(STATE) else None
     consistent = (
         known is not None
         and state is not None
         and all(known.get(k) == v for k, v in wanted.items())
+        and known.get("exit_events", []) == list(exit_events)
         and all(files.get(f) == s for f, s in known["files"].items())
         and state["batches"] == known["batches"]
     )
-    kwargs = {"horizon_days": horizon_days, "naive_lookback_days": naive_lookback_days}
+    kwargs = {
+        "horizon_days": horizon_days,
+        "naive_lookback_days": naive_lookback_days,
+        "exit_events": tuple(exit_events),
+    }
     updates: list[BatchUpdate] = []
     if consistent:
         assert known is not None

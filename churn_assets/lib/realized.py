@@ -131,13 +131,19 @@ def evaluable_until(transactions: pl.DataFrame | pl.LazyFrame, horizon_days: int
 
 
 def horizon_labels(
-    transactions: pl.DataFrame | pl.LazyFrame, cutoff: dt.date, horizon_days: int
+    transactions: pl.DataFrame | pl.LazyFrame,
+    cutoff: dt.date,
+    horizon_days: int,
+    exit_events: tuple[str, ...] = (),
 ) -> pl.DataFrame:
-    """``customer_id``, ``_bought``, ``total_sales`` of the customers with a transaction in
-    ``[cutoff, cutoff + horizon)``: :func:`~churn_assets.lib.features.transaction_labels`."""
+    """``customer_id``, ``_bought``, ``total_sales``, ``_exit`` of the customers with a
+    transaction in ``[cutoff, cutoff + horizon)``:
+    :func:`~churn_assets.lib.features.transaction_labels`."""
     from churn_assets.lib.features import FeatureParams, transaction_labels
 
-    params = FeatureParams(cutoff=cutoff, horizon_days=horizon_days, with_labels=True)
+    params = FeatureParams(
+        cutoff=cutoff, horizon_days=horizon_days, with_labels=True, exit_events=exit_events
+    )
     tx = transactions.lazy().filter(pl.col("customer_id").is_not_null())
     return transaction_labels(tx, params).collect()
 
@@ -162,10 +168,12 @@ def observed_outcomes(
     return (
         ids.join(labels, on="customer_id", how="left")
         .with_columns(
-            (~pl.col("_bought").fill_null(False)).cast(pl.Int8).alias("churned"),
+            (~pl.col("_bought").fill_null(False) | pl.col("_exit").fill_null(False))
+            .cast(pl.Int8)
+            .alias("churned"),
             pl.col("total_sales").fill_null(0.0),
         )
-        .drop("_bought")
+        .drop("_bought", "_exit")
     )
 
 
@@ -364,8 +372,10 @@ def evaluate_snapshots(
     *,
     floor: float,
     margin: float = DEFAULT_MARGIN,
+    exit_events: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Every snapshot whose horizon the transactions cover, evaluated; the others listed as
+    """Every snapshot whose horizon the transactions cover, evaluated (churned as in
+    training: no purchase in the horizon, or one of ``exit_events``); the others listed as
     pending. ``status``: ``ok`` (at least one evaluated), ``waiting`` (snapshots, none
     evaluable yet) or ``no_snapshots``. ``latest`` is the most recent evaluable snapshot
     (latest cut-off, then latest version), ``by_version`` the latest one of each version,
@@ -420,7 +430,7 @@ def evaluate_snapshots(
     evaluated = []
     for r in ready:
         if r.cutoff not in labels:
-            labels[r.cutoff] = horizon_labels(transactions, r.cutoff, horizon_days)
+            labels[r.cutoff] = horizon_labels(transactions, r.cutoff, horizon_days, exit_events)
         manifest = _manifest(storage, r.version, manifests)
         evaluated.append(
             evaluate_snapshot(storage, r, transactions, horizon_days, manifest, labels[r.cutoff])

@@ -78,8 +78,8 @@ def no_single_feature_leak(training_set: Any) -> dg.AssetCheckResult:
             "a feature of the lines before the cut-off, so the table likely holds customers "
             "who had left already (a cancellation among their lines, long inactivity), whose "
             "churn is no prediction; leave them out: labels.active_within_days leaves out "
-            "the long inactive, and customers who cancelled are best left out of the lines "
-            "landed for training"
+            "the long inactive, and transactions.exit_events (the event that means a "
+            "customer left, e.g. 'Cancellation Confirmation') those who cancelled"
             if behaviour
             else "a value recorded after the outcome leaks the label; leave it out of the "
             "data set config unless it is known before"

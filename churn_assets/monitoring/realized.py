@@ -141,6 +141,7 @@ def realized_performance(
             cfg.labels.horizon_days,
             floor=cfg.models.min_roc_auc,
             margin=margin,
+            exit_events=tuple(cfg.transactions.exit_events) if cfg.transactions else (),
         )
     context.log.info(out["message"])
     yield dg.Output(out, metadata=realized_metadata(out))

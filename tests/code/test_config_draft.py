@@ -544,3 +544,23 @@ def test_blank_customer_ids_in_an_event_log_count_as_missing(tmp_path):
     assert "# 20 of 200 lines in the file have no customer id" in text
     res = ingest_transactions(cfg, str(tmp_path))
     assert res.frame["customer_id"].null_count() == 20
+
+
+def test_an_event_log_with_a_cancellation_event_drafts_it_as_an_exit_event(tmp_path):
+    """Sparkify's pages: 'Cancellation Confirmation' means the user left ('Cancel', the
+    button before it, does not); the draft proposes it as an exit event, marked CHECK."""
+    pages = ["NextSong", "Home", "Cancel", "Cancellation Confirmation", "Thumbs Up"]
+    lines = [
+        {"ts": 1_538_352_000_000 + i * 3_600_000, "userId": str(i % 40), "page": pages[i % 5]}
+        for i in range(500)
+    ]
+    path = tmp_path / "events.json"
+    pl.DataFrame(lines).write_ndjson(path)
+
+    text = draft_config(str(path), timestamp="ts")
+    cfg, raw = _load(text, tmp_path)
+
+    assert raw["transactions"]["category"] == "page"
+    assert raw["transactions"]["exit_events"] == ["Cancellation Confirmation"]
+    assert cfg.transactions.exit_events == ["Cancellation Confirmation"]
+    assert 'exit_events: ["Cancellation Confirmation"]   # CHECK: events that mean' in text

@@ -132,6 +132,7 @@ def test_a_snapshot_may_name_an_attribute_like_a_transaction_feature(tmp_path):
         ("", "give 'amount', or both 'quantity' and 'unit_price'; for events without money"),
         ("quantity: q, ", "for events without money .*set 'activity_only: true'"),
         ("amount: a, activity_only: true, ", "activity_only lines have no amount: drop amount"),
+        ("amount: a, exit_events: [Cancel], ", "exit_events are values of the category column"),
     ],
 )
 def test_transactions_need_money_or_say_they_are_activity_events(tmp_path, money, message):

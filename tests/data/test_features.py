@@ -233,3 +233,48 @@ def test_a_history_shorter_than_the_horizon_names_the_horizon_to_set():
     )
     with pytest.raises(ValueError, match="labels.cutoff is 2023-12-01; set labels.cutoff after"):
         label_cutoff(early, t)
+
+
+def test_exit_events_label_a_cancellation_in_the_horizon_and_drop_those_gone_before():
+    """An event log (Sparkify's 'Cancellation Confirmation'): a customer who cancels within
+    the horizon churned though active before cancelling; one who cancelled before the
+    cut-off is left out (nothing to predict); without exit events both count as before."""
+    t0 = dt.datetime(2024, 1, 1)
+    cut = dt.date(2024, 3, 1)
+
+    def ev(cust: str, day: int, page: str = "NextSong") -> dict:
+        return {
+            "customer_id": cust,
+            "timestamp": t0 + dt.timedelta(days=day),
+            "amount": 1.0,
+            "invoice_id": None,
+            "category": page,
+            "country": None,
+            "is_return": False,
+        }
+
+    lines = pl.DataFrame(
+        [ev("stays", d) for d in (5, 40, 70, 90)]
+        + [ev("cancels_later", d) for d in (5, 40, 65)]
+        + [ev("cancels_later", 70, "Cancellation Confirmation")]
+        + [ev("gone", d) for d in (5, 50)]
+        + [ev("gone", 55, "Cancellation Confirmation")]
+    )
+    plain = FeatureParams(cutoff=cut, horizon_days=30, categories=())
+    exits = FeatureParams(
+        cutoff=cut, horizon_days=30, categories=(), exit_events=("Cancellation Confirmation",)
+    )
+
+    before = build_customer_features(None, lines, plain)
+    after = build_customer_features(None, lines, exits)
+
+    assert dict(before.select("customer_id", "churned").iter_rows()) == {
+        "cancels_later": 0,
+        "gone": 1,
+        "stays": 0,
+    }
+    assert dict(after.select("customer_id", "churned").iter_rows()) == {
+        "cancels_later": 1,
+        "stays": 0,
+    }
+    assert after.columns == before.columns

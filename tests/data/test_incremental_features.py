@@ -266,3 +266,29 @@ def test_sync_adds_only_new_landing_files_and_starts_anew_when_one_changes(synth
     assert info["rebuilt"]
     expected = _whole(cfg, fewer, rewritten.drop(incremental.SOURCE_COLUMN), categories)
     assert_frame_equal(table, expected, check_exact=True)
+
+
+def test_exit_events_leave_the_same_customers_out_batch_by_batch(synthetic, tmp_path):
+    """With exit events (here the first category by name, as a stand-in) the customers who
+    'left' before now are out of the incremental table as of the table from every line."""
+    cfg, customers, lines = synthetic
+    exits = (lines["category"].drop_nulls().sort()[0],)
+    cfg = cfg.model_copy(
+        update={"transactions": cfg.transactions.model_copy(update={"exit_events": list(exits)})}
+    )
+    categories = reference_categories(cfg, lines)
+    last_day = lines["timestamp"].max().replace(hour=0, minute=0, second=0, microsecond=0)
+    history, batch = _split_at(lines, last_day - dt.timedelta(days=3))
+    storage = Storage(str(tmp_path / "state"))
+    kwargs = {"horizon_days": 90, "naive_lookback_days": 270, "exit_events": exits}
+
+    incremental.add_batch(storage, "history", history, customers, categories, **kwargs)
+    incremental.add_batch(storage, "batch-1", batch, customers, categories, **kwargs)
+
+    table = incremental.read_table(storage)
+    expected = _whole(cfg, customers, lines, categories)
+    assert_frame_equal(table, expected, check_exact=True)
+    plain = cfg.model_copy(
+        update={"transactions": cfg.transactions.model_copy(update={"exit_events": []})}
+    )
+    assert 0 < table.height < _whole(plain, customers, lines, categories).height
