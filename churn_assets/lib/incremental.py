@@ -159,11 +159,18 @@ def _read_all(storage: Any, paths: list[str]) -> list[pl.DataFrame]:
         return list(pool.map(storage.read_parquet, paths))
 
 
+#: Marks a feature row of a customer who left (an exit event) within a day: it hides the
+#: customer's row of the last full recompute.
+EXITED = "_exited"
+
+
 def _latest(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """The rows of each customer from the last frame that holds the customer."""
     if len(frames) == 1:
         return frames[0]
-    tagged = pl.concat([f.with_columns(pl.lit(i).alias("_rank")) for i, f in enumerate(frames)])
+    tagged = pl.concat(
+        [f.with_columns(pl.lit(i).alias("_rank")) for i, f in enumerate(frames)], how="diagonal"
+    )
     return tagged.filter(pl.col("_rank") == pl.col("_rank").max().over(ID)).drop("_rank")
 
 
@@ -182,7 +189,10 @@ def read_table(storage: Any, table: str = "features", ids: pl.Series | None = No
     frames = _read_all(storage, _table_paths(state, table))
     if ids is not None:
         frames = [f.filter(pl.col(ID).is_in(ids.implode())) for f in frames]
-    return _latest(frames).sort(ID)
+    latest = _latest(frames)
+    if EXITED in latest.columns:  # customers who left since the last full recompute
+        latest = latest.filter(pl.col(EXITED).is_null()).drop(EXITED)
+    return latest.sort(ID)
 
 
 def add_batch(
@@ -267,6 +277,10 @@ def add_batch(
             customers.join(merged.select(ID), on=ID, how="semi") if customers is not None else None
         )
         rows = _features(merged, cats, countries, mine, params)
+        if params.exit_events:  # who left in this batch: a row saying so hides the base's
+            gone = cats.filter(pl.col("category").is_in(list(params.exit_events))).select(ID)
+            gone = gone.unique().with_columns(pl.lit(True).alias(EXITED))
+            rows = pl.concat([rows, gone], how="diagonal") if gone.height else rows
         tables_out = dict(zip(TABLES, (merged, cats, countries, rows), strict=True))
         newcomers = 0 if customers is not None else merged.height - old.height
         total = state["customers"] + newcomers

@@ -292,3 +292,33 @@ def test_exit_events_leave_the_same_customers_out_batch_by_batch(synthetic, tmp_
         update={"transactions": cfg.transactions.model_copy(update={"exit_events": []})}
     )
     assert 0 < table.height < _whole(plain, customers, lines, categories).height
+
+
+def test_a_customer_who_leaves_within_the_day_is_out_of_the_table_at_once(synthetic, tmp_path):
+    """An exit event in a same-day batch (only its customers recomputed) hides the
+    customer's row of the last full recompute: the table equals the one from every line."""
+    cfg, customers, lines = synthetic
+    cfg = cfg.model_copy(
+        update={"transactions": cfg.transactions.model_copy(update={"exit_events": ["EXIT"]})}
+    )
+    categories = reference_categories(cfg, lines)
+    last = lines["timestamp"].max()
+    history, batch = _split_at(lines, last.replace(hour=0, minute=0) + dt.timedelta(hours=12))
+    leaver = batch["customer_id"][0]
+    exit_line = batch.head(1).with_columns(
+        pl.lit("INV-EXIT-1").alias("invoice_id"), pl.lit("EXIT").alias("category")
+    )
+    batch = pl.concat([batch, exit_line])
+    storage = Storage(str(tmp_path / "state"))
+    kwargs = {"horizon_days": 90, "naive_lookback_days": 270, "exit_events": ("EXIT",)}
+
+    incremental.add_batch(storage, "history", history, customers, categories, **kwargs)
+    before = incremental.read_table(storage)
+    update = incremental.add_batch(storage, "batch-1", batch, customers, categories, **kwargs)
+
+    table = incremental.read_table(storage)
+    assert update.mode == "touched"
+    assert leaver in before["customer_id"].to_list()
+    assert leaver not in table["customer_id"].to_list()
+    expected = _whole(cfg, customers, pl.concat([history, batch]), categories)
+    assert_frame_equal(table, expected, check_exact=True)
