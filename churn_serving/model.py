@@ -389,12 +389,16 @@ class ModelBundle:
         try:
             return self.customers.rows(ids, positions)
         except UnknownCustomers as e:
-            days = (self.manifest.get("feature_definition") or {}).get("active_within_days")
+            definition = self.manifest.get("feature_definition") or {}
+            days = definition.get("active_within_days")
+            exits = definition.get("exit_events")
             why = "not in the latest current_features" + (
                 f", which holds the customers active in the {days} days before its cut-off"
                 if days
                 else ""
             )
+            if exits:
+                why += f"; customers with an exit event ({', '.join(exits)}) are left out"
             detail = [
                 {
                     "loc": ["body", "columns", "customer_id", pos]

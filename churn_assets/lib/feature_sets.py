@@ -125,13 +125,15 @@ def feature_definition(
     cfg: DatasetConfig, transactions: pl.DataFrame | pl.LazyFrame | None, columns: list[str]
 ) -> dict[str, Any]:
     """What shapes a model's feature table, stored in the version's manifest: the
-    category-share categories, horizon, naive look-back and cut-off, and the columns."""
+    category-share categories, horizon, naive look-back, who counts (``active_within_days``,
+    ``exit_events``), the cut-off and the columns."""
     cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
     return {
         "categories": list(reference_categories(cfg, transactions)) if cutoff else [],
         "horizon_days": cfg.labels.horizon_days,
         "naive_lookback_days": cfg.naive_lookback_days,
         "active_within_days": cfg.labels.active_within_days,
+        "exit_events": list(cfg.transactions.exit_events) if cfg.transactions else [],
         "label_cutoff": cutoff.isoformat() if cutoff else None,
         "columns": list(columns),
     }

@@ -487,3 +487,11 @@ def test_an_unknown_id_of_a_data_set_with_an_active_population_says_why(app):
         "unknown customer_id 'gone' (not in the latest current_features, which holds the "
         "customers active in the 60 days before its cut-off)"
     )
+    manifest = {**MANIFEST, "feature_definition": {"exit_events": ["Cancellation Confirmation"]}}
+    bundle = replace(make_bundle(), manifest=manifest)
+    with pytest.raises(RequestError) as err:
+        bundle.lookup_rows(["gone"], [0])
+    assert err.value.detail[0]["msg"] == (
+        "unknown customer_id 'gone' (not in the latest current_features; customers with an "
+        "exit event (Cancellation Confirmation) are left out)"
+    )
