@@ -671,7 +671,8 @@ def draft_config(
             *horizon_note,
             f"  horizon_days: {horizon_days}           # churned = no "
             + ("activity" if drafted.get("activity_only") else "purchase")
-            + " in the horizon after the cut-off",
+            + " in the horizon after the cut-off"
+            + (", or an exit event in it" if drafted.get("exit_events") else ""),
             "  # cutoff: YYYY-MM-DD          # default: the last purchase minus the horizon",
             f"  # active_within_days: {horizon_days}      # leave out customers who lapsed "
             "already" + _lapsed_note(history, horizon_days),

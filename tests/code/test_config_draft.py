@@ -564,3 +564,4 @@ def test_an_event_log_with_a_cancellation_event_drafts_it_as_an_exit_event(tmp_p
     assert raw["transactions"]["exit_events"] == ["Cancellation Confirmation"]
     assert cfg.transactions.exit_events == ["Cancellation Confirmation"]
     assert 'exit_events: ["Cancellation Confirmation"]   # CHECK: events that mean' in text
+    assert "in the horizon after the cut-off, or an exit event in it" in text
