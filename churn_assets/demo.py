@@ -60,21 +60,30 @@ def root_cause_text(error: Any) -> str:
 
 def run_error(result: Any, checks: dict[str, dict[str, Any]]) -> str | None:
     """What failed in a run, for the report's ``error``: each failed step's root cause, then
-    each failed check with its description (what the data did wrong); None on success."""
+    each failed check with its description (what the data did wrong), upstream first; None
+    on success. A step that failed only because a blocking check did is left to that
+    check's own line (its description says why; the step's error only names it)."""
     if result.success:
         return None
-    failures = [
-        f"{ev.step_key}: {root_cause_text(ev.event_specific_data.error)}"
-        for ev in result.all_events
-        if ev.event_type_value == "STEP_FAILURE" and ev.event_specific_data.error
-    ]
-    failures += getattr(result, "errors", [])
-    failures += [
+    failed_checks = [
         f"check {key} failed: {c['description']}"
         for key, c in checks.items()
         if c.get("passed") is False
     ]
-    return " | ".join(failures) or "run failed"
+    failures = []
+    for ev in result.all_events:
+        if ev.event_type_value != "STEP_FAILURE" or not ev.event_specific_data.error:
+            continue
+        cause = root_cause_text(ev.event_specific_data.error)
+        if failed_checks and cause.startswith(f"{CHECK_FAILED}: "):
+            continue
+        failures.append(f"{ev.step_key}: {cause}")
+    failures += getattr(result, "errors", [])
+    return " | ".join(failures + failed_checks) or "run failed"
+
+
+#: The error a step raises when one of its blocking asset checks failed.
+CHECK_FAILED = "DagsterAssetCheckFailedError"
 
 
 SIMULATE_ENV = "CHURN_DEMO_SIMULATE_HORIZON"

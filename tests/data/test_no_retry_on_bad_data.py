@@ -40,6 +40,9 @@ def test_failed_check_fails_the_step_once(asset, isolated_env, tmp_path):
     error = run_error(run.result, checks)
     described = run.check(asset, check).description
     assert described and f"check {asset}:{check} failed: {described}" in error, error
+    # the check's line says what the data did wrong; the step's "a check failed" is not
+    # repeated before it
+    assert error.startswith("check ") and "DagsterAssetCheckFailedError" not in error, error
 
 
 def test_raw_assets_have_no_retry_policy():
