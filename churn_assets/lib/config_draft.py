@@ -653,17 +653,15 @@ def draft_config(
         f"name: {name}",
         f"description: {_yaml(f'{Path(path).name}, drafted config')}",
     ]
-    source = _source_lines(table)
     if label is None:
         assert timestamp is not None
-        lines += _transactions(
-            table, source, id_column, timestamp, amount, quantity, unit_price, invoice
+        section, history = _transactions(
+            table, id_column, timestamp, amount, quantity, unit_price, invoice
         )
+        lines += section
         drafted = yaml.safe_load("\n".join(lines))["transactions"]
-        history = _history(table, drafted)
         if history.whole and not table.complete:
             lines[0] = lines[0].removesuffix(").") + f"; ids and times of all {history.lines:,})."
-        lines += _id_fraction(history)
         horizon_days, horizon_note = _horizon(history, horizon_days)
         lines += [
             "labels:",
@@ -723,7 +721,7 @@ def draft_config(
         positive, why = _positive(labels_table, label)
         lines += [
             "customers:",
-            *source,
+            *_source_lines(table),
             f"  id_column: {_yaml(ident)}"
             if ident
             else "  row_ids: true   # CHECK: no customer id column found: rows are numbered "
@@ -776,16 +774,11 @@ def draft_config(
         lines += [f"    # left out: {_yaml(col)}: {why_}" for col, why_ in skipped]
         if transactions_file is not None:
             assert timestamp is not None
-            lines += _snapshot_transactions(
-                transactions_file,
-                sample_rows,
-                ident,
-                timestamp,
-                amount,
-                quantity,
-                unit_price,
-                invoice,
-            )
+            payments = _read(transactions_file, sample_rows, want=timestamp)
+            own = ident if ident in payments.frame.columns else None
+            lines += _transactions(payments, own, timestamp, amount, quantity, unit_price, invoice)[
+                0
+            ]
         lines += ["labels:", "  source: columns"]
         if transactions_file is not None:
             lines.append(
@@ -829,26 +822,6 @@ def draft_config(
         check.write_text(text)
         load_dataset_config(str(check))
     return text
-
-
-def _snapshot_transactions(
-    path: str,
-    sample_rows: int,
-    ident: str | None,
-    timestamp: str,
-    amount: str | None,
-    quantity: str | None,
-    unit_price: str | None,
-    invoice: str | None,
-) -> list[str]:
-    """The ``transactions`` section for a snapshot's payments or events (``--transactions``),
-    read from ``path``; the customer id column is the snapshot's when the file has it."""
-    table = _read(path, sample_rows, want=timestamp)
-    own = ident if ident in table.frame.columns else None
-    out = _transactions(
-        table, _source_lines(table), own, timestamp, amount, quantity, unit_price, invoice
-    )
-    return out + _id_fraction(_history(table, yaml.safe_load("\n".join(out))["transactions"]))
 
 
 @dataclass(frozen=True)
@@ -907,17 +880,17 @@ def _history(table: _Table, cfg: dict[str, Any]) -> _History:
     ident = pl.when(ident.str.strip_chars() != "").then(ident)  # blank: no customer, as ingested
     for frame, whole in sources:
         lines = frame.select(c=ident, t=parsed)
-        stamps = lines.drop_nulls()
-        counts = lines.select(pl.len(), pl.col("c").null_count())
-        span = stamps.select(pl.col("t").min().alias("first"), pl.col("t").max().alias("last"))
-        try:
-            n, missing = counts.collect(engine="streaming").row(0)
-            first, last = span.collect(engine="streaming").row(0)
+        stamped = pl.col("t").filter(pl.col("c").is_not_null())  # min/max skip a null t
+        summary = lines.select(
+            pl.len(), pl.col("c").null_count(), stamped.min().alias("a"), stamped.max()
+        )
+        try:  # one pass over the file
+            n, missing, first, last = summary.collect(engine="streaming").row(0)
         except pl.exceptions.ComputeError:
             if frame is sources[-1][0]:
                 raise
             continue  # a line the scan cannot parse: judged on the lines read
-        return _History(stamps, n, missing, first, last, whole)
+        return _History(lines.drop_nulls(), n, missing, first, last, whole)
     raise AssertionError("unreachable: the lines read give a history or raise")
 
 
@@ -982,14 +955,17 @@ def _lapsed_note(history: _History, horizon_days: int) -> str:
 
 def _transactions(
     table: _Table,
-    source: list[str],
     id_column: str | None,
     timestamp: str,
     amount: str | None,
     quantity: str | None,
     unit_price: str | None,
     invoice: str | None,
-) -> list[str]:
+) -> tuple[list[str], _History]:
+    """The ``transactions`` section drafted from ``table`` (the lines of a transactions
+    file, or a snapshot's payments with ``--transactions``) and the :class:`_History` of
+    its lines, which gives ``customer_id_required_fraction``."""
+    source = _source_lines(table)
     customer = _find(table, id_column, ID_NAMES, "customer id")
     if customer is None:
         raise DraftError(
@@ -1046,7 +1022,8 @@ def _transactions(
             out.append(f"  {key}: {_yaml(col)}")
             if key == "category":
                 out += _exit_events(table, col)
-    return out
+    history = _history(table, yaml.safe_load("\n".join(out))["transactions"])
+    return out + _id_fraction(history), history
 
 
 #: Parts of an event name (lower case, no separators) that mean the customer left.
