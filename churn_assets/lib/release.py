@@ -76,12 +76,34 @@ def passes_floor(role: str, entry: dict[str, Any], settings: GateSettings) -> tu
         auc = float(metrics.get("roc_auc", float("nan")))
         ok = auc >= settings.min_roc_auc
         sign = "≥" if ok else "<"
-        return ok, f"{entry['name']} ROC-AUC {auc:.4f} {sign} floor {settings.min_roc_auc:.2f}"
+        why = f"{entry['name']} ROC-AUC {auc:.4f} {sign} floor {settings.min_roc_auc:.2f}"
+        return ok, why + _holdout_interval(auc, entry.get("holdout"), settings)
     if entry["name"] == NAIVE:
         return True, "the naive baseline (the value floor itself)"
     gain = float(metrics.get("r2_gain_vs_naive", float("nan")))
     ok = gain > 0 or not settings.value_must_beat_naive
     return ok, f"{entry['name']} R² gain over naive {gain:+.4f}"
+
+
+def _holdout_interval(auc: float, holdout: dict[str, int] | None, settings: GateSettings) -> str:
+    """How sure the floor's verdict is: the ROC-AUC's interval on a holdout of that size,
+    and a warning when the interval reaches across the floor (the verdict stays the point
+    figure's; more customers would settle it)."""
+    from churn_assets.lib.models.metrics import roc_auc_interval
+
+    if not holdout or not holdout.get("rows"):
+        return ""
+    rows, churned = int(holdout["rows"]), int(holdout.get("churned", 0))
+    low, high = roc_auc_interval(auc, churned, rows - churned, settings.confidence)
+    if low != low:
+        return f" ({rows:,} holdout customers, {churned:,} churned)"
+    text = (
+        f" ({settings.confidence:.0%} interval {low:.2f}-{high:.2f} on {rows:,} holdout "
+        f"customers, {churned:,} churned"
+    )
+    if low < settings.min_roc_auc <= high:
+        text += "; the interval reaches across the floor: too few customers to be sure"
+    return text + ")"
 
 
 def predict(role: str, pipeline: Any, frame: pd.DataFrame) -> np.ndarray:
@@ -397,6 +419,7 @@ def release(
                     "mlflow_run_id": run.get("run_id"),
                     "model_uri": run.get("model_uri"),
                     "metrics": e.get("metrics") or {},
+                    **({"holdout": e["holdout"]} if e.get("holdout") else {}),
                     "from_version": version,
                 }
             models[role]["cv"] = (

@@ -119,6 +119,10 @@ def _train_model_set(
     roles = [("champion", result.champion), ("best_simple", result.best_simple)]
     if kind == "regression":
         roles.append(("naive", "naive_baseline"))
+    holdout_size = None
+    if kind == "classification":
+        churned = splits["holdout"]["churned"]
+        holdout_size = {"rows": int(len(churned)), "churned": int(churned.sum())}
     files = {}
     for role, name in roles:
         cand = result.get(name)
@@ -131,6 +135,7 @@ def _train_model_set(
             "sha256": sha256(data),
             "metrics": cand.metrics,
             "threshold": cand.threshold,
+            **({"holdout": holdout_size} if holdout_size else {}),
         }
     board = result.leaderboard()
     champ = result.champion_result
@@ -143,6 +148,7 @@ def _train_model_set(
         "primary_metric": result.primary_metric,
         "champion_metrics": champ.metrics,
         "champion_cv": champ.cv,
+        **({"holdout": holdout_size} if holdout_size else {}),
         "threshold": champ.threshold,
         "best_simple_threshold": result.best_simple_result.threshold,
         "leaderboard": board.to_dict(orient="records"),

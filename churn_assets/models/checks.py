@@ -14,14 +14,22 @@ def churn_champion_above_floor(
     floor (``models.min_roc_auc``, default 0.70). Such a challenger is never deployed:
     ``deployed_model_version`` keeps the deployed model (or deploys the best candidate that
     passes) and its own blocking check guards what is served."""
+    from churn_assets.lib.release import GateSettings, passes_floor
+
     floor = platform.dataset_config().models.min_roc_auc
     auc = float(classification_models["champion_metrics"]["roc_auc"])
+    entry = {
+        "name": classification_models["champion"],
+        "metrics": classification_models["champion_metrics"],
+        "holdout": classification_models.get("holdout"),
+    }
+    settings = GateSettings.from_models(platform.dataset_config().models)
+    ok, why = passes_floor("classifier", entry, settings)
     return dg.AssetCheckResult(
-        passed=auc >= floor,
+        passed=ok,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"{classification_models['champion']} holdout ROC-AUC {auc:.4f} "
-        f"{'≥' if auc >= floor else '<'} floor {floor:.2f}",
-        metadata={"roc_auc": auc, "floor": floor},
+        description=why.replace(" ROC-AUC ", " holdout ROC-AUC ", 1),
+        metadata={"roc_auc": auc, "floor": floor, **(entry["holdout"] or {})},
     )
 
 

@@ -122,6 +122,40 @@ def test_floors():
     assert passes_floor("regressor", loses, lenient)[0]
 
 
+def test_roc_auc_interval_covers_the_spread_of_holdouts_that_size():
+    """Hanley-McNeil's interval against 400 holdouts drawn from one population: about 90%
+    of their ROC-AUCs fall in a 90% interval, for a small and a larger holdout."""
+    from sklearn.metrics import roc_auc_score
+
+    from churn_assets.lib.models.metrics import roc_auc_interval
+
+    rng = np.random.default_rng(0)
+    for positives, negatives in ((5, 15), (200, 600)):
+        aucs = []
+        for _ in range(400):
+            y = np.r_[np.ones(positives), np.zeros(negatives)]
+            score = rng.normal(size=len(y)) + 1.2 * y
+            aucs.append(roc_auc_score(y, score))
+        center = float(np.mean(aucs))
+        low, high = roc_auc_interval(center, positives, negatives, 0.9)
+        inside = np.mean([(low <= a <= high) for a in aucs])
+        assert 0.84 <= inside <= 0.97, (positives, low, high, inside)
+    assert roc_auc_interval(0.8, 0, 10) != roc_auc_interval(0.8, 0, 10)  # NaN: one class
+
+
+def test_floor_says_when_the_holdout_is_too_small_to_be_sure():
+    s = GateSettings(min_roc_auc=0.7)
+    small = {"name": "x", "metrics": {"roc_auc": 0.85}, "holdout": {"rows": 9, "churned": 4}}
+    ok, why = passes_floor("classifier", small, s)
+    assert ok and "on 9 holdout customers, 4 churned" in why
+    assert "too few customers to be sure" in why
+    large = {**small, "holdout": {"rows": 2000, "churned": 400}}
+    ok, why = passes_floor("classifier", large, s)
+    assert ok and "90% interval 0.83-0.87" in why and "too few" not in why
+    below = {"name": "x", "metrics": {"roc_auc": 0.60}, "holdout": {"rows": 2000, "churned": 400}}
+    assert not passes_floor("classifier", below, s)[0]
+
+
 @pytest.mark.parametrize("metric", ["roc_auc", "r2", "f1"])
 def test_resample_metrics_equal_sklearn(metric):
     """The NumPy metrics used inside the bootstrap give sklearn's values, ties included."""

@@ -70,6 +70,25 @@ def classification_metrics(y_true: ArrayLike, proba: ArrayLike, threshold: float
     }
 
 
+def roc_auc_interval(
+    auc: float, positives: int, negatives: int, confidence: float = 0.9
+) -> tuple[float, float]:
+    """Two-sided normal interval of a ROC-AUC measured on ``positives`` and ``negatives``
+    rows, with the Hanley-McNeil (1982) standard error; clipped to [0, 1]. It says how far
+    a holdout this size can move the figure (9 rows: about ±0.3; 2,000 rows: about ±0.02)."""
+    from scipy.stats import norm
+
+    if positives < 1 or negatives < 1 or auc != auc:
+        return float("nan"), float("nan")
+    q1 = auc / (2.0 - auc)
+    q2 = 2.0 * auc * auc / (1.0 + auc)
+    var = (
+        auc * (1.0 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)
+    ) / (positives * negatives)
+    half = float(norm.ppf(0.5 + confidence / 2.0)) * float(np.sqrt(max(var, 0.0)))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
 def regression_metrics(y_true: ArrayLike, pred: ArrayLike) -> dict:
     """RMSE, MAE and R² of ``pred`` against ``y_true``."""
     y = np.asarray(y_true, dtype=float)
