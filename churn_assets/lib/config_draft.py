@@ -436,6 +436,31 @@ def _find(table: _Table, given: str | None, names: tuple[str, ...], what: str) -
     return next((by_key[n] for n in names if n in by_key), None)
 
 
+#: Parts of the name of an id column not named like :data:`ID_NAMES` (``CLIENTNUM``,
+#: ``account_no``, ``subscriber_key``): owners, and endings that number things.
+ID_OWNER_WORDS = ("customer", "client", "account", "member", "user", "subscriber", "cust")
+ID_ENDINGS = ("id", "num", "no", "nr", "number", "key", "code")
+
+
+def _distinct_id(table: _Table, taken: tuple[str | None, ...]) -> str | None:
+    """A column that identifies customers though not named like :data:`ID_NAMES`: named
+    for an owner (``CLIENTNUM``) or ending like a number (``account_no``), text or whole
+    numbers, present and distinct in every row read, and not a row number (1, 2, 3 …)."""
+    for col in table.frame.columns:
+        key = _key(col)
+        if col in taken or not (any(w in key for w in ID_OWNER_WORDS) or key.endswith(ID_ENDINGS)):
+            continue
+        s = table.frame[col]
+        text = s.cast(pl.String).str.strip_chars()
+        if text.null_count() or (text == "").any() or text.n_unique() != text.len():
+            continue
+        share, integers = _parsed(table, col, "integer")
+        if s.dtype.is_float() or (share == 1.0 and _row_number(integers)):
+            continue
+        return col
+    return None
+
+
 def _money_column(table: _Table, taken: tuple[str, ...]) -> str | None:
     """A column of numbers whose name holds one of :data:`AMOUNT_WORDS` (the first word
     that any column's name holds), not one of the columns ``taken``."""
@@ -541,8 +566,8 @@ def _without_leaks(
     y = keys.select(pl.col(label) == pl.select(target).item()).to_series().to_numpy()
     frame = pl.DataFrame(
         {
-            c.source: _parsed(table, c.source, c.type)[1]
-            if c.type in ("integer", "numeric")
+            c.source: _parsed(table, c.source, c.type, c.format)[1].to_physical()
+            if c.type in ("integer", "numeric", "date", "datetime")
             else table.frame[c.source]
             for c in attributes
         }
@@ -708,6 +733,9 @@ def draft_config(
         else:
             label = _find(table, label, (), "label")
             value = _find(table, value, (), "value") if value else None
+        guessed = ident is None and id_column is None
+        if guessed:
+            ident = _distinct_id(table, (label, value))
         ids = table.frame[ident].drop_nulls() if ident else pl.Series([], dtype=pl.String)
         latest = None
         if ids.n_unique() != ids.len():
@@ -723,6 +751,12 @@ def draft_config(
             "customers:",
             *_source_lines(table),
             f"  id_column: {_yaml(ident)}"
+            + (
+                "   # CHECK: named like an id and distinct in every row read: the customer "
+                "id, not a feature"
+                if guessed
+                else ""
+            )
             if ident
             else "  row_ids: true   # CHECK: no customer id column found: rows are numbered "
             "from 1 in file order; give --id if a column identifies customers",
@@ -754,8 +788,6 @@ def draft_config(
             dated = c.type in ("date", "datetime")
             if dated and signup is None and any(h in col.lower() for h in SIGNUP_HINTS):
                 signup = c
-            elif dated:
-                skipped.append((col, "a date other than the sign-up date"))
             elif c.type == "skip":
                 skipped.append((col, c.note))
             else:
@@ -953,6 +985,22 @@ def _lapsed_note(history: _History, horizon_days: int) -> str:
     )
 
 
+def _one_time_ids(table: _Table, customer: str, ts: str) -> str:
+    """A CHECK when no customer id in the lines read comes back at another time: an id
+    per order or visit (Olist's ``customer_id``; its ``customer_unique_id`` names the
+    person) would make every customer one who never bought again."""
+    pairs = table.frame.select(
+        pl.col(customer).cast(pl.String).str.strip_chars().alias("id"), pl.col(ts)
+    ).filter(pl.col("id").is_not_null() & (pl.col("id") != ""))
+    ids = pairs["id"].n_unique()
+    if ids < 20 or pairs.unique().height != ids:
+        return ""
+    return (
+        f"   # CHECK: none of the {ids:,} ids in the lines read comes back at another time: "
+        "it must name a customer who can buy again, not an order or a visit"
+    )
+
+
 def _transactions(
     table: _Table,
     id_column: str | None,
@@ -977,7 +1025,7 @@ def _transactions(
     out = [
         "transactions:",
         *source,
-        f"  customer_id: {_yaml(customer)}",
+        f"  customer_id: {_yaml(customer)}" + _one_time_ids(table, customer, ts),
         f"  timestamp: {_yaml(ts)}",
     ]
     if fmt:

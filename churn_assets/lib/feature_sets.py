@@ -172,7 +172,7 @@ def features_at(
     if categories is None and has_tx:
         categories = reference_categories(cfg, transactions)
     params = FeatureParams(
-        cutoff=cutoff or dt.date.today(),
+        cutoff=cutoff or snapshot_as_of(cfg, customers),
         horizon_days=cfg.labels.horizon_days,
         naive_lookback_days=cfg.naive_lookback_days,
         exit_events=tuple(cfg.transactions.exit_events) if cfg.transactions else (),
@@ -191,6 +191,33 @@ def features_at(
     elif cfg.labels.allow_unlabelled and "churned" in frame.columns:
         frame = frame.filter(pl.col("churned").is_not_null())  # scored, not trained on
     return active_population(cfg, frame)
+
+
+def snapshot_as_of(cfg: DatasetConfig, customers: pl.DataFrame | None) -> dt.date:
+    """ "Now" of a snapshot table, the date its sign-up ages and ``days_since_<date>``
+    features count to: ``labels.cutoff`` when set, else the day after the latest date in
+    its date columns that is not after today (a contract's end in the future does not move
+    it), so the same export gives the same features on any day it is read. Today only
+    when the table holds no date."""
+    if cfg.labels.cutoff is not None:
+        return cfg.labels.cutoff
+    today = dt.date.today()
+    if customers is None:
+        return today
+    dated = [
+        pl.col(c).cast(pl.Date)
+        for c, t in customers.schema.items()
+        if t == pl.Date or isinstance(t, pl.Datetime)
+    ]
+    if not dated:
+        return today
+    latest = (
+        customers.select(pl.concat_list(dated).explode().alias("d"))
+        .filter(pl.col("d") <= today)
+        .select(pl.col("d").max())
+        .item()
+    )
+    return today if latest is None else latest + dt.timedelta(days=1)
 
 
 def customer_id_match(
@@ -278,6 +305,27 @@ def _hashed(frame: pl.DataFrame, fractions: dict[str, float], seed: int) -> pl.S
     return pl.Series("split", np.asarray(names, dtype=object)[np.minimum(idx, len(names) - 1)])
 
 
+def _transaction_label_hint(cfg: DatasetConfig, features: pl.DataFrame) -> str:
+    """Why labels from transactions came out all one class, and what to set."""
+    churn_rate = float(features["churned"].mean() or 0.0) if features.height else 0.0
+    horizon = cfg.labels.horizon_days
+    if churn_rate < 0.5:
+        return (
+            f" (nearly every customer bought again within labels.horizon_days ({horizon}) "
+            "after the cut-off: a shorter horizon gives churned customers to learn from)"
+        )
+    once = ""
+    if "frequency" in features.columns and features.height:
+        single = float((features["frequency"] <= 1).mean())
+        once = f"; {single:.0%} of them placed a single order before the cut-off"
+    return (
+        f" (almost no customer bought again within labels.horizon_days ({horizon}) after the "
+        f"cut-off{once}. If transactions.customer_id names an order or a visit rather than a "
+        "person (Olist's customer_id; its customer_unique_id names the person), land the lines "
+        "with the person's id; otherwise a longer horizon_days)"
+    )
+
+
 def build_training_set(
     cfg: DatasetConfig,
     features: pl.DataFrame,
@@ -301,7 +349,7 @@ def build_training_set(
             f"column '{cfg.labels.churned_column}' that mean churned; the values_parse check "
             "of raw_customers lists the column's values)"
             if cfg.labels.source == "columns"
-            else ""
+            else _transaction_label_hint(cfg, features)
         )
         raise ValueError(
             f"training_set needs at least {MIN_PER_CLASS} churned and {MIN_PER_CLASS} retained "

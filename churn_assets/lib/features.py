@@ -444,6 +444,31 @@ def transaction_labels(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
     )
 
 
+#: Prefix of the feature a date attribute becomes: days from the date to the cut-off.
+DAYS_SINCE = "days_since_"
+
+
+def _dates_as_days(
+    base: pl.LazyFrame, static_columns: list[str], cutoff: dt.datetime
+) -> tuple[pl.LazyFrame, list[str]]:
+    """Date and datetime attributes (a last login, a contract's end) as the days from
+    them to the cut-off, ``days_since_<name>`` (negative for a date after it): a model
+    takes numbers, and a date's meaning is how long before "now" it lies."""
+    schema = base.collect_schema()
+    dated = [
+        c
+        for c in static_columns
+        if c in schema and (schema[c] == pl.Date or isinstance(schema[c], pl.Datetime))
+    ]
+    if not dated:
+        return base, static_columns
+    base = base.with_columns(
+        _days(pl.lit(cutoff) - pl.col(c).cast(pl.Datetime("us"))).alias(f"{DAYS_SINCE}{c}")
+        for c in dated
+    ).drop(dated)
+    return base, [f"{DAYS_SINCE}{c}" if c in dated else c for c in static_columns]
+
+
 def build_customer_features(
     customers: pl.LazyFrame | pl.DataFrame | None,
     transactions: pl.LazyFrame | pl.DataFrame | None,
@@ -506,6 +531,7 @@ def _customer_features(
         static_columns = static_columns or [
             c for c in base.collect_schema().names() if c not in (ID, "signup_date", *LABELS)
         ]
+        base, static_columns = _dates_as_days(base, static_columns, cutoff)
         keep = [ID, *static_columns]
         snapshot_labels = [c for c in LABELS if c in base.collect_schema().names()]
         if "signup_date" in base.collect_schema().names():

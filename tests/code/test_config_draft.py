@@ -565,3 +565,56 @@ def test_an_event_log_with_a_cancellation_event_drafts_it_as_an_exit_event(tmp_p
     assert cfg.transactions.exit_events == ["Cancellation Confirmation"]
     assert 'exit_events: ["Cancellation Confirmation"]   # CHECK: events that mean' in text
     assert "in the horizon after the cut-off, or an exit event in it" in text
+
+
+def test_dates_other_than_the_signup_are_attributes_and_a_churn_date_is_a_leak(tmp_path):
+    """A last login is kept as a date attribute (the model gets the days from it to the
+    snapshot's date); a churn date, blank for those who stayed, is left out as a leak."""
+    n = 400
+    bank = _bank(n)
+    exited = bank["Exited"] == "1"
+    csv = tmp_path / "accounts.csv"
+    bank.with_columns(
+        pl.Series("last_login", [f"2024-06-{1 + i % 28:02d}" for i in range(n)]),
+        pl.when(exited).then(pl.lit("2024-07-01")).otherwise(None).alias("churn_date"),
+    ).write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    types = {a["name"]: a["type"] for a in raw["customers"]["attributes"]}
+    assert types["last_login"] == "date" and "churn_date" not in types
+    assert '# left out: "churn_date": CHECK: predicts the label almost perfectly' in text
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.frame["last_login"].dtype == pl.Date
+
+
+def test_an_id_not_named_like_one_is_found_by_its_distinct_values(tmp_path):
+    """BankChurners' ``CLIENTNUM``: named for its owner and distinct in every row, it is
+    the id (marked CHECK), not an integer feature; a row number never is."""
+    csv = tmp_path / "BankChurners.csv"
+    _bank().rename({"CustomerId": "CLIENTNUM"}).write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert raw["customers"]["id_column"] == "CLIENTNUM" and not cfg.customers.row_ids
+    assert "CHECK: named like an id and distinct in every row read" in text
+    assert "clientnum" not in {a["name"] for a in raw["customers"]["attributes"]}
+    repeated = tmp_path / "repeats.csv"
+    _bank().drop("CustomerId").with_columns(pl.lit("7").alias("account_no")).write_csv(repeated)
+    assert "row_ids: true" in draft_config(str(repeated), label="Exited")
+
+
+def test_ids_that_never_come_back_are_marked_for_a_check(tmp_path):
+    """Olist's orders name a customer_id per order: no id comes back at another time."""
+    rng = np.random.default_rng(3)
+    n = 300
+    stamps = [f"2023-{1 + i % 12:02d}-{1 + i % 27:02d} 10:00:00" for i in range(n)]
+    per_order = pl.DataFrame(
+        {"customer_id": [f"c{i:04d}" for i in range(n)], "ts": stamps, "amount": rng.random(n)}
+    )
+    path = tmp_path / "orders.csv"
+    per_order.write_csv(path)
+    assert "none of the 300 ids in the lines read comes back" in draft_config(
+        str(path), timestamp="ts"
+    )
+    people = per_order.with_columns(pl.Series("customer_id", [f"c{i % 60}" for i in range(n)]))
+    people.write_csv(path)
+    assert "comes back" not in draft_config(str(path), timestamp="ts")

@@ -278,3 +278,71 @@ def test_exit_events_label_a_cancellation_in_the_horizon_and_drop_those_gone_bef
         "stays": 0,
     }
     assert after.columns == before.columns
+
+
+def test_date_attributes_become_the_days_from_them_to_the_cutoff():
+    """A last login or a contract's end is a number a model can take: the days from the
+    date to the cut-off (negative after it); a missing date stays missing."""
+    customers = pl.DataFrame(
+        {
+            "customer_id": ["A", "B", "C"],
+            "plan": ["x", "y", "x"],
+            "last_login": [dt.date(2024, 2, 20), None, dt.date(2024, 2, 29)],
+            "contract_end": [dt.datetime(2024, 3, 11, 12), dt.datetime(2023, 12, 2), None],
+        }
+    )
+    f = build_customer_features(customers, tx(BASE + AFTER), PARAMS)
+    assert "last_login" not in f.columns and "contract_end" not in f.columns
+    assert f["days_since_last_login"].to_list() == [10.0, None, 1.0]
+    assert f["days_since_contract_end"].to_list() == [-10.5, 90.0, None]
+    snapshot = build_customer_features(customers, None, PARAMS)
+    assert snapshot["days_since_last_login"].to_list() == [10.0, None, 1.0]
+
+
+def test_a_snapshot_counts_its_dates_to_its_own_latest_date_not_to_today():
+    """The same export gives the same features on any day: "now" is the day after its
+    latest date that is not in the future, or labels.cutoff when set."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import snapshot_as_of
+
+    cfg = load_dataset_config("telco")
+    customers = pl.DataFrame(
+        {
+            "customer_id": ["A", "B"],
+            "signup_date": [dt.date(2021, 5, 1), dt.date(2024, 6, 29)],
+            "last_login": [dt.datetime(2024, 6, 29, 23), None],
+            "contract_end": [dt.date(2999, 1, 1), dt.date(2025, 1, 1)],  # in the future
+        }
+    )
+    assert snapshot_as_of(cfg, customers) == dt.date(2025, 1, 2)
+    past = customers.with_columns(pl.lit(dt.date(2999, 1, 1)).alias("contract_end"))
+    assert snapshot_as_of(cfg, past) == dt.date(2024, 6, 30)
+    fixed = cfg.model_copy(
+        update={"labels": cfg.labels.model_copy(update={"cutoff": dt.date(2024, 7, 15)})}
+    )
+    assert snapshot_as_of(fixed, customers) == dt.date(2024, 7, 15)
+    assert snapshot_as_of(cfg, customers.select("customer_id")) == dt.date.today()
+
+
+@pytest.mark.parametrize(
+    ("churned", "says"),
+    [
+        (1, "If transactions.customer_id names an order or a visit rather than a person"),
+        (0, "a shorter horizon gives churned customers to learn from"),
+    ],
+)
+def test_labels_all_of_one_class_say_what_to_change(churned, says):
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import build_training_set
+
+    features = pl.DataFrame(
+        {
+            "customer_id": [str(i) for i in range(50)],
+            "frequency": [1.0] * 50,
+            "churned": [churned] * 50,
+        }
+    )
+    with pytest.raises(ValueError, match="needs at least 10 churned") as e:
+        build_training_set(load_dataset_config("synthetic"), features, None, None)
+    assert says in str(e.value)
+    assert ("100% of them placed a single order" in str(e.value)) == bool(churned)
