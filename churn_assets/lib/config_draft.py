@@ -210,6 +210,7 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
         for row in csv.reader(lines, delimiter=separator)
     ]
     skip = _header_row(widths)
+    _refuse_headerless(path, lines[skip] if skip < len(lines) else "", separator)
     try:
         frame = parse_csv_text(text, separator=separator, skip_rows=skip, n_rows=sample_rows)
     except UnreadableFile as e:
@@ -220,6 +221,32 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
     )
     _number_marks(table)
     return table
+
+
+#: A field that is a value, not a column's name: a number, a date, a time.
+VALUE_FIELD = re.compile(r"^[\s\d.,:/+\-$€£%]*$")
+
+
+def _refuse_headerless(path: str, first: str, separator: str) -> None:
+    """Files must start with a line of column names. A first line of values only (CDNOW's
+    ``00001 19970101  1   11.77``) would read as names and lose that row: refused with
+    the command that writes the file with a header line (and as CSV when its values are
+    aligned by spaces, which no separator reads)."""
+    fields = [f.strip() for f in first.split(separator)]
+    if not first.strip() or not all(VALUE_FIELD.match(f) for f in fields):
+        return
+    spaced = len(fields) == 1 and len(first.split()) > 1
+    count = len(first.split()) if spaced else len(fields)
+    names = ", ".join(f"'column_{i}'" for i in range(1, count + 1))
+    sep = r"r'\s+'" if spaced else repr(separator)
+    raise DraftError(
+        f"{path}: the first line holds values, not column names ({first.strip()[:60]!r}"
+        + (", separated by runs of spaces" if spaced else "")
+        + "): the platform reads files whose first line names the columns. Write it with "
+        f'a header line, naming the columns, e.g.: python -c "import pandas as pd; '
+        f"pd.read_csv('{Path(path).name}', sep={sep}, header=None, dtype=str, "
+        f"names=[{names}]).to_csv('{Path(path).stem}.csv', index=False)\""
+    )
 
 
 def _read_sheet(p: Path, data: bytes, sample_rows: int, want: str | None) -> _Table:

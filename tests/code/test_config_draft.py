@@ -618,3 +618,25 @@ def test_ids_that_never_come_back_are_marked_for_a_check(tmp_path):
     people = per_order.with_columns(pl.Series("customer_id", [f"c{i % 60}" for i in range(n)]))
     people.write_csv(path)
     assert "comes back" not in draft_config(str(path), timestamp="ts")
+
+
+def test_a_file_without_a_header_line_is_refused_with_the_command_that_adds_one(tmp_path):
+    """CDNOW's master file: values aligned by spaces, no column names. The command in the
+    error writes the CSV the draft then reads."""
+    import shlex
+    import subprocess
+    import sys
+
+    path = tmp_path / "CDNOW_master.txt"
+    path.write_text("00001 19970101  1   11.77\n00002 19970112  2   89.00\n" * 15)
+    with pytest.raises(DraftError, match="the first line holds values, not column names") as e:
+        draft_config(str(path), timestamp="column_2")
+    command = str(e.value).split("e.g.: ", 1)[1]
+    subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=tmp_path, check=True)
+    written = pl.read_csv(tmp_path / "CDNOW_master.csv", infer_schema=False)
+    assert written.columns == ["column_1", "column_2", "column_3", "column_4"]
+    assert written.row(0) == ("00001", "19970101", "1", "11.77") and written.height == 30
+    commas = tmp_path / "values.csv"
+    commas.write_text("17850,2010-12-01 08:26:00,15.30\n" * 30)
+    with pytest.raises(DraftError, match=r"sep=',', header=None"):
+        draft_config(str(commas), timestamp="column_2")
