@@ -904,8 +904,13 @@ def _every_line(table: _Table, columns: list[str]) -> pl.LazyFrame | None:
     """``columns`` of every row of the table's file, scanned by polars without holding the
     file: a plain local CSV in UTF-8, JSON lines (top-level fields, as text) or an
     uncompressed Parquet file; None for anything else (compressed, a JSON array, a
-    spreadsheet, a folder)."""
+    spreadsheet, a folder). A workbook split into sheets by year is read whole, every
+    sheet of the table (a workbook holds at most a million rows a sheet)."""
     path = Path(table.path)
+    if path.is_file() and table.format == "excel" and len(table.sheet) > 1:
+        data, _ = read_sample(str(path), -1)
+        stacked = read_spreadsheet(data, list(table.sheet), skip_rows=table.skip_rows)
+        return stacked.lazy().select(columns)
     if not path.is_file() or table.format not in ("csv", "parquet", "json"):
         return None
     with open(path, "rb") as f:

@@ -243,6 +243,21 @@ def test_draft_config_reads_a_workbook_split_by_year_after_a_notes_sheet(tmp_pat
     assert res.parse_errors == {} and res.rows == 3
 
 
+def test_draft_config_judges_a_workbook_split_by_year_on_every_sheet(tmp_path):
+    """The lines without a customer and the time span come from both years' sheets, not
+    from the first sheet the draft read rows of."""
+    first = [(536000 + i, 17000 + i % 5, dt.datetime(2010, 1, 1 + i), 1, 2.0) for i in range(20)]
+    second = [
+        (537000 + i, "" if i % 4 == 0 else 18000 + i % 5, dt.datetime(2011, 6, 1 + i), 1, 2.0)
+        for i in range(20)
+    ]
+    path = tmp_path / "online_retail_II.xlsx"
+    _workbook(path, {"Year 2010": first, "Year 2011": second})
+    text = draft_config(str(path), timestamp="InvoiceDate")
+    assert "ids and times of all 40" in text
+    assert "# 5 of 40 lines in the file have no customer id" in text
+
+
 def test_draft_config_reads_a_gzip_export(tmp_path):
     path = tmp_path / "orders.csv.gz"
     path.write_bytes(gzip.compress(CSV.replace(",", ";").encode("cp1252")))
