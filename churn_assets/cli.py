@@ -197,7 +197,14 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
     from churn_assets.demo import run_demo
 
     dataset = dataset or os.environ.get("CHURN_DATASET") or "synthetic"
-    report = run_demo(dataset, seed_if_empty=seed_if_empty, log=None if as_json else click.echo)
+    try:
+        report = run_demo(dataset, seed_if_empty=seed_if_empty, log=None if as_json else click.echo)
+    except Exception as e:  # noqa: BLE001 - before any run (config, landing files): say why
+        if not as_json:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+        error = {"dataset": dataset, "success": False, "error": f"{type(e).__name__}: {e}"}
+        click.echo(json.dumps(error, default=str))
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(report, default=str))
     else:
@@ -209,7 +216,7 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
 
 
 @main.command("draft-config")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--label", default=None, help="Churn label column (a snapshot table).")
 @click.option("--value", default=None, help="Value label column (snapshot; optional).")
 @click.option(

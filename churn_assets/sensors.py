@@ -59,7 +59,6 @@ def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
     "retried.",
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
-    from churn_assets.lib.ingest import file_partition_key
     from churn_assets.partitions import (
         RAW_TRANSACTIONS,
         TRANSACTION_FILES,
@@ -72,9 +71,10 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     if not new:
         context.update_cursor(json.dumps(listing))
         return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
-    tx_urls = set(landing_transaction_files(platform).values())  # by URL: a customer file
-    tx = [u for u in new if u in tx_urls]  # may have the same name as a transaction file
-    keys = list(dict.fromkeys(file_partition_key(u) for u in tx))
+    # by URL: a customer file may have the same name as a transaction file
+    key_of = {url: key for key, url in landing_transaction_files(platform).items()}
+    tx = [u for u in new if u in key_of]
+    keys = list(dict.fromkeys(key_of[u] for u in tx))
     known = set(context.instance.get_dynamic_partitions(TRANSACTION_FILES.name))
     added = [k for k in keys if k not in known]
 
@@ -93,7 +93,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
             run_key=run_key(url),
             job_name=monitoring_job.name,
             asset_selection=[RAW_TRANSACTIONS],
-            partition_key=file_partition_key(url),
+            partition_key=key_of[url],
             tags=tags,
         )
         for url in tx[:-1]

@@ -895,9 +895,14 @@ class _History:
     last: dt.datetime | None
     whole: bool
 
+    folder: bool = False  # every file of a folder
+    worst_file: tuple[str, float] | None = None  # folder: the file with the fewest ids, share
+
     @property
     def where(self) -> str:
-        return "in the file" if self.whole else "in the lines read"
+        if not self.whole:
+            return "in the lines read"
+        return "in the folder's files" if self.folder else "in the file"
 
 
 def _every_line(table: _Table, columns: list[str]) -> pl.LazyFrame | None:
@@ -907,6 +912,24 @@ def _every_line(table: _Table, columns: list[str]) -> pl.LazyFrame | None:
     spreadsheet, a folder). A workbook split into sheets by year is read whole, every
     sheet of the table (a workbook holds at most a million rows a sheet)."""
     path = Path(table.path)
+    if path.is_dir():  # every data file of the folder, when all are of the drafted kind
+        from churn_assets.lib.ingest import list_source_files
+
+        files = list_source_files(str(path))
+        kinds = {Path(f).suffix.lower() for f in files}
+        if len(kinds) != 1:
+            return None
+        parts = [_every_line(dataclasses.replace(table, path=f), columns) for f in files]
+        if any(p is None for p in parts):
+            return None
+        return pl.concat(
+            [
+                p.with_columns(_file=pl.lit(Path(f).name))
+                for p, f in zip(parts, files, strict=True)
+                if p is not None
+            ],
+            how="vertical",
+        )
     if path.is_file() and table.format == "excel" and len(table.sheet) > 1:
         data, _ = read_sample(str(path), -1)
         stacked = read_spreadsheet(data, list(table.sheet), skip_rows=table.skip_rows)
@@ -950,11 +973,21 @@ def _history(table: _Table, cfg: dict[str, Any]) -> _History:
         )
         try:  # one pass over the file
             n, missing, first, last = summary.collect(engine="streaming").row(0)
-        except pl.exceptions.ComputeError:
+        except (pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError):
             if frame is sources[-1][0]:
                 raise
             continue  # a line the scan cannot parse: judged on the lines read
-        return _History(lines.drop_nulls(), n, missing, first, last, whole)
+        folder = whole and Path(table.path).is_dir()
+        worst = None
+        if folder and missing:  # the check applies file by file: the one with the fewest ids
+            per_file = (
+                frame.group_by("_file")
+                .agg(share=ident.is_not_null().mean())
+                .sort("share", "_file")
+                .collect(engine="streaming")
+            )
+            worst = per_file.row(0)
+        return _History(lines.drop_nulls(), n, missing, first, last, whole, folder, worst)
     raise AssertionError("unreachable: the lines read give a history or raise")
 
 
@@ -963,10 +996,14 @@ def _id_fraction(history: _History) -> list[str]:
     if not history.missing_ids:
         return []
     share = 1 - history.missing_ids / history.lines
+    worst = ""
+    if history.worst_file is not None and history.worst_file[1] < share:
+        name, share = history.worst_file
+        worst = f"; each file is checked on its own, and {name} names one on {share:.0%}"
     return [
         f"  customer_id_required_fraction: {max(0.0, round(share - 0.05, 2))}"
         f"   # {history.missing_ids:,} of {history.lines:,} lines {history.where} have no "
-        "customer id"
+        "customer id" + worst
     ]
 
 
@@ -984,13 +1021,14 @@ def _horizon(history: _History, wanted: int) -> tuple[int, list[str]]:
     if span >= 2 * wanted:
         return wanted, []
     fits = [h for h in HORIZONS if 2 * h <= span]
+    spans = "the folder's files span" if history.folder else "the file spans"
     if not fits:
         return wanted, [
-            f"  # CHECK: the file spans {span} day(s), too short a history to learn churn "
+            f"  # CHECK: {spans} {span} day(s), too short a history to learn churn "
             "from: land a longer one"
         ]
     return fits[0], [
-        f"  # CHECK: the file spans {span} days, too short for a {wanted}-day horizon with as "
+        f"  # CHECK: {spans} {span} days, too short for a {wanted}-day horizon with as "
         "much history before the cut-off"
     ]
 

@@ -8,6 +8,7 @@ in ``_parse_errors`` so it can be quarantined.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -109,10 +110,50 @@ def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -
     return sorted(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
 
 
-def file_partition_key(url: str) -> str:
-    """The partition key of a landing file: its name, with characters other than letters,
-    digits and ``._=-`` replaced by ``_``."""
-    return re.sub(r"[^A-Za-z0-9._=-]", "_", url.rsplit("/", 1)[-1])
+def file_partition_key(url: str, root: str | None = None) -> str:
+    """The partition key of a landing file: its path under the source folder ``root``
+    (its name when directly in it, or without ``root``), with characters other than
+    letters, digits and ``._=-`` replaced by ``_``: a Hive-style folder of
+    ``date=2024-01-01/part-0.parquet`` files gives ``date=2024-01-01_part-0.parquet``."""
+    name = url.rsplit("/", 1)[-1]
+    if root is not None:
+        base = _without_protocol(root).rstrip("/") + "/"
+        path = _without_protocol(url)
+        if path.startswith(base):
+            name = path[len(base) :]
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", name)
+
+
+def _without_protocol(url: str) -> str:
+    return url.split("://", 1)[1] if "://" in url else url
+
+
+def identical_files(
+    url: str, others: list[str], storage_options: dict[str, Any] | None = None
+) -> list[str]:
+    """Those of ``others`` holding exactly the bytes of ``url`` (a file landed twice,
+    ``2011-03 (1).csv``). Sizes first; contents only of files of the same size."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    size = fs.size(path)
+    digest = None
+    same = []
+    for other in others:
+        ofs, opath = fsspec.core.url_to_fs(other, **(storage_options or {}))
+        if other == url or ofs.size(opath) != size:
+            continue
+        if digest is None:
+            digest = _sha256(fs, path)
+        if _sha256(ofs, opath) == digest:
+            same.append(other)
+    return same
+
+
+def _sha256(fs: Any, path: str) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def transaction_files(
@@ -126,9 +167,10 @@ def transaction_files(
         files = list_source_files(resolve_source(cfg.transactions, landing_url), storage_options)
     except IngestError:
         return {}
+    root = resolve_source(cfg.transactions, landing_url)
     out: dict[str, str] = {}
     for url in files:
-        key = file_partition_key(url)
+        key = file_partition_key(url, root)
         if key in out:
             raise IngestError(
                 f"landing files {out[key]!r} and {url!r} have the same partition key {key!r}: "

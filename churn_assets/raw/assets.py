@@ -20,6 +20,7 @@ def _screen_and_report(
     res: Any,
     rules: list,
     note: str | None = None,
+    copy_of: str | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     from churn_assets.lib.feature_sets import INTERNAL
     from churn_assets.lib.quality import validate
@@ -74,6 +75,8 @@ def _screen_and_report(
             )
     if note:
         metadata["note"] = dg.MetadataValue.text(note)
+    if copy_of:  # refused as a file landed twice: its twin's lines count instead
+        metadata["copy_of"] = dg.MetadataValue.text(copy_of)
     yield dg.Output(frame, metadata=metadata)
     yield files_check(asset, res, where)
     yield parse_check(asset, res, where)
@@ -130,6 +133,32 @@ def raw_customers(
     yield from _screen_and_report(context, platform, "raw_customers", res, customer_rules(cfg))
 
 
+def _landed_twin(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, key: str, files: dict[str, str]
+) -> str | None:
+    """Another landing file with the bytes of this partition's file that counts instead of
+    it: one ingested as itself (not refused as a copy), else one not ingested yet that comes
+    earlier by key. Of a file landed twice, the lines count once, whichever order the runs
+    take."""
+    from churn_assets.lib.ingest import identical_files
+
+    twins = identical_files(
+        files[key], [u for k, u in files.items() if k != key], platform.landing_storage_options()
+    )
+    key_of = {url: k for k, url in files.items()}
+    waiting = []
+    for twin in sorted(twins, key=lambda u: key_of[u]):
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[key_of[twin]]),
+            limit=1,
+        ).records
+        if not records:
+            waiting.append(twin)
+        elif "copy_of" not in (records[0].asset_materialization.metadata or {}):
+            return twin
+    return next((t for t in waiting if key_of[t] < key), None)
+
+
 @dg.asset(
     group_name="raw",
     check_specs=raw_check_specs("raw_transactions", TRANSACTION_FILES),
@@ -159,7 +188,8 @@ def raw_transactions(
         )
     key = context.partition_key
     with retry_on_connection_errors(context):
-        url = landing_transaction_files(platform).get(key)
+        files = landing_transaction_files(platform)
+        url = files.get(key)
         if url is None:
             raise IngestError(
                 f"landing file {key!r} is no longer in {platform.landing_url_for_dataset()}: "
@@ -169,6 +199,24 @@ def raw_transactions(
         res = ingest_transactions(
             cfg, platform.landing_url_for_dataset(), platform.landing_storage_options(), [url]
         )
+        twin = _landed_twin(context, platform, key, files)
+    if twin is not None:
+        from churn_assets.lib.ingest import FileProblem
+
+        name = url.rsplit("/", 1)[-1]
+        res.file_problems.append(
+            FileProblem(
+                name,
+                f"the same bytes as landing file {twin.rsplit('/', 1)[-1]!r}, whose lines "
+                "count: a file landed twice would count them twice",
+                hint="this copy is set aside; land new lines under a new name",
+            )
+        )
     yield from _screen_and_report(
-        context, platform, "raw_transactions", res, transaction_rules(cfg)
+        context,
+        platform,
+        "raw_transactions",
+        res,
+        transaction_rules(cfg),
+        copy_of=None if twin is None else twin.rsplit("/", 1)[-1],
     )

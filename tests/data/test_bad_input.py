@@ -259,3 +259,55 @@ def test_file_with_blocking_bad_rows_is_moved_whole(isolated_env, tmp_path):
     assert quarantined_files(isolated_env, "raw_transactions") == ["b.csv"]
     assert not (isolated_env / "landing" / "mini" / "transactions" / "b.csv").exists()
     assert run_graph(config).result.success
+
+
+@pytest.mark.parametrize(
+    ("copy", "set_aside", "kept"),
+    [("a (1).csv", "a (1).csv", "a.csv"), ("0 copy.csv", "a.csv", "0 copy.csv")],
+)
+def test_a_file_landed_twice_counts_once(isolated_env, tmp_path, copy, set_aside, kept):
+    """The same bytes under a second name would count every line twice: one of the two is
+    set aside (the one later by partition key, whichever runs first), moved to quarantine
+    with the name of the file whose lines count, and the next run uses the other alone."""
+    config = setup_landing(isolated_env, tmp_path, extra={f"transactions/{copy}": TRANSACTIONS})
+    first = run_graph(config)
+    assert not first.result.success
+    failed = [
+        e
+        for e in first.result.get_asset_check_evaluations()
+        if e.check_name == "files_readable" and not e.passed
+    ]
+    assert len(failed) == 1
+    assert f"{set_aside}: the same bytes as landing file '{kept}', whose lines count" in (
+        failed[0].description
+    )
+    assert quarantined_files(isolated_env, "raw_transactions") == [set_aside]
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    assert sorted(p.name for p in landing.iterdir()) == [kept]
+    second = run_graph(config)
+    assert second.result.success
+    lines = pl.read_parquet(isolated_env / "mini" / "assets" / "raw_transactions" / "*.parquet")
+    assert lines.filter(~pl.col("_quarantined")).height == TRANSACTIONS.count("\n") - 1
+
+
+def test_demo_json_reports_an_error_before_any_run_as_json(isolated_env, tmp_path):
+    """Two landing files whose names give one partition key stop the demo before any run:
+    ``--json`` still prints one JSON document whose ``error`` says why, and exits 1."""
+    import json
+
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+
+    other = TRANSACTIONS.replace("I1,", "J1,")
+    config = setup_landing(
+        isolated_env,
+        tmp_path,
+        extra={"transactions/b c.csv": TRANSACTIONS, "transactions/b_c.csv": other},
+    )
+    result = CliRunner().invoke(main, ["demo", "--dataset", config, "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["success"] is False
+    assert report["error"].startswith("IngestError: landing files")
+    assert "have the same partition key 'b_c.csv': rename one of them" in report["error"]

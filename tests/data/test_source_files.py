@@ -423,3 +423,71 @@ def test_plain_local_files_are_read_from_their_path_and_the_rest_from_bytes(tmp_
     assert read_local_table(str(tmp_path / "latin.csv"), "latin.csv", _spec(), ["id"], {}) is None
     latin = _spec(encoding="latin-1")
     assert read_local_table(str(tmp_path / "latin.csv"), "latin.csv", latin, ["id"], {}) is None
+
+
+def _hive_folder(root: Path, days: int = 3) -> Path:
+    """Events in a Hive-style folder: every day's file is ``part-0.parquet``."""
+    for d in range(days):
+        day = root / f"date=2024-01-{d + 1:02d}"
+        day.mkdir(parents=True)
+        pl.DataFrame(
+            {
+                "id": [f"u{i}" for i in range(4)],
+                "ts": [dt.datetime(2024, 1, d + 1, 10 + i) for i in range(4)],
+                "amount": [1.0, 2.0, 3.0, 4.0],
+            }
+        ).write_parquet(day / "part-0.parquet")
+    return root
+
+
+def test_a_hive_style_folder_gets_one_partition_per_file(tmp_path):
+    """Files of the same name in their own folders are partitions of their own, keyed by
+    their path under the source folder (a file directly in it keeps its name)."""
+    from churn_assets.lib.ingest import file_partition_key, transaction_files
+
+    events = _hive_folder(tmp_path / "events")
+    cfg = tmp_path / "events.yaml"
+    cfg.write_text(
+        "name: events\ntransactions:\n"
+        f"  path: {events}\n  customer_id: id\n  timestamp: ts\n  amount: amount\n"
+        "labels:\n  source: transactions\n  horizon_days: 1\n"
+    )
+    files = transaction_files(load_dataset_config(str(cfg)), str(tmp_path / "landing"))
+    assert list(files) == [f"date=2024-01-0{d}_part-0.parquet" for d in (1, 2, 3)]
+    assert files["date=2024-01-02_part-0.parquet"].endswith("date=2024-01-02/part-0.parquet")
+    assert file_partition_key("s3://b/landing/tx/2011-03 (1).csv", "s3://b/landing/tx") == (
+        "2011-03__1_.csv"
+    )
+
+
+def test_draft_config_of_a_folder_judges_every_file_and_takes_the_fraction_of_the_worst(
+    tmp_path,
+):
+    """From the command line, a folder of monthly exports: its lines are counted in every
+    file, and since each file is checked on its own, the drafted share of lines that must
+    name a customer is the lowest of any file's."""
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+
+    folder = tmp_path / "monthly"
+    folder.mkdir()
+    for month, missing in ((1, 2), (2, 10), (3, 0)):
+        rows = [
+            (f"{month}{i:03d}", "" if i < missing else f"c{i % 7}", f"2024-0{month}-{1 + i:02d}")
+            for i in range(20)
+        ]
+        text = "invoice,customer_id,ts,amount\n" + "".join(f"{a},{b},{c},5.0\n" for a, b, c in rows)
+        (folder / f"2024-0{month}.csv").write_text(text)
+    out = tmp_path / "draft.yaml"
+    result = CliRunner().invoke(
+        main, ["draft-config", str(folder), "--timestamp", "ts", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "12 of 60 lines in the folder's files have no customer id" in text
+    assert "customer_id_required_fraction: 0.45" in text  # 2024-02.csv: 10 of 20 named
+    assert "2024-02.csv names one on 50%" in text
+    cfg = load_dataset_config(str(out))
+    res = ingest_transactions(cfg, str(tmp_path))
+    assert res.rows == 60
