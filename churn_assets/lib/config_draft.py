@@ -500,11 +500,32 @@ def _money_column(table: _Table, taken: tuple[str, ...]) -> str | None:
     return None
 
 
-def _positive(table: _Table, label: str) -> tuple[str, str]:
-    """The label value that means churned, and why (compared as ingestion compares it)."""
+#: Label values that say the outcome is not known (compared by :func:`_key`, lower case).
+UNKNOWN_LABELS = ("unknown", "unk", "na", "n/a", "none", "null", "pending", "tbd", "?")
+
+
+def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
+    """The label value that means churned, why (compared as ingestion compares it), and
+    the values that mean retained when there are more than two: a third that says the
+    outcome is not known (``Unknown``), or several named by a churn word's column
+    (``Stayed``, ``Joined`` beside ``Churned``)."""
     values = table.frame[label].cast(pl.String).str.strip_chars().drop_nulls()
     values = values.filter(values != "")
     counts = values.value_counts(sort=True).rows()
+    unknown = [(v, n) for v, n in counts if _key(v) in UNKNOWN_LABELS]
+    known = [(v, n) for v, n in counts if _key(v) not in UNKNOWN_LABELS]
+    if unknown and len(known) == 2:
+        positive, why = _positive_of(known, label)
+        negative = next(v for v, _ in known if v != positive)
+        shown = ", ".join(f"{v!r} ({n:,})" for v, n in unknown)
+        return positive, f"{why}; CHECK: {negative!r} means retained, {shown}: no label", [negative]
+    positive, why = _positive_of(counts, label)
+    others = [v for v, _ in counts if v != positive]
+    return positive, why, others if len(others) > 1 else None
+
+
+def _positive_of(counts: list[tuple[str, int]], label: str) -> tuple[str, str]:
+    """:func:`_positive` of a label column's values and their counts, most common first."""
     labels = pl.DataFrame({"v": [v for v, _ in counts]}, schema={"v": pl.String})
     keys = set(labels.select(label_key(pl.col("v")))["v"])
     if keys and keys <= {"1.0", "0.0"}:
@@ -528,9 +549,10 @@ def _positive(table: _Table, label: str) -> tuple[str, str]:
         )
     shown = ", ".join(f"{v!r} ({n:,})" for v, n in counts[:10])
     raise DraftError(
-        f"the label column {label!r} has {len(counts)} values ({shown}); a churn label has two: "
-        "give the one that means churned in labels.churned_positive of the draft by hand, or "
-        "pick another column with --label"
+        f"the label column {label!r} has {len(counts)} values ({shown}); a churn label has two "
+        "(and may have one that says the outcome is not known, like 'Unknown'): pick another "
+        "column with --label, or write labels.churned_positive and labels.churned_negative "
+        "by hand (docs/datasets.md)"
     )
 
 
@@ -773,7 +795,7 @@ def draft_config(
                     "duplicates in the rows read) and no column (a month, a date) tells a "
                     "customer's rows apart: a snapshot has one row per customer"
                 )
-        positive, why = _positive(labels_table, label)
+        positive, why, negative = _positive(labels_table, label)
         lines += [
             "customers:",
             *_source_lines(table),
@@ -854,10 +876,14 @@ def draft_config(
             f"  churned_column: {_yaml(label)}",
             f"  churned_positive: [{_yaml(positive)}]   # {why}",
         ]
+        if negative is not None:
+            lines.append(f"  churned_negative: [{', '.join(_yaml(v) for v in negative)}]")
+        answered = [positive, *(negative or [])]
+        text_label = pl.col(label).cast(pl.String).str.strip_chars().fill_null("")
         blank = (
             (labels_table if labels_file else table)
             .frame.select(
-                (pl.col(label).cast(pl.String).str.strip_chars().fill_null("") == "").sum()
+                ((text_label == "") | (~text_label.is_in(answered) if negative else False)).sum()
             )
             .item()
         )

@@ -174,6 +174,13 @@ class LabelsSpec(_Strict):
     source: Literal["columns", "transactions"]
     churned_column: str | None = None
     churned_positive: list[str] = Field(default_factory=lambda: ["Yes", "yes", "1", "True", "true"])
+    churned_negative: list[str] | None = Field(
+        default=None,
+        description="Snapshot data: the label values that mean retained. Default: every "
+        "value not in churned_positive, which must then be one value (a third one, "
+        "'Unknown', is refused). Set, a value in neither list is no label: the row is "
+        "scored but not trained on with allow_unlabelled, else it fails the checks.",
+    )
     total_sales_column: str | None = None
     cutoff: dt.date | None = Field(
         default=None, description="Default: the last transaction date minus the horizon."
@@ -213,6 +220,11 @@ class LabelsSpec(_Strict):
             raise ValueError(
                 "labels.file needs labels.source 'columns': transaction data derives every "
                 "label from the purchases after the cut-off"
+            )
+        if self.source != "columns" and self.churned_negative is not None:
+            raise ValueError(
+                "labels.churned_negative needs labels.source 'columns': transaction data "
+                "derives every label from the purchases after the cut-off"
             )
         if self.source != "columns" and self.allow_unlabelled:
             raise ValueError(

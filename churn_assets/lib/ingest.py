@@ -68,6 +68,7 @@ class IngestResult:
     parse_errors: dict[str, int] = field(default_factory=dict)  # column -> unparseable values
     parse_hints: dict[str, str] = field(default_factory=dict)  # column -> likely fix
     label_problem: str | None = None  # why the churn label column is unusable
+    label_blocks: bool = False  # the problem stops ingestion (labels would be wrong)
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
     empty_rows: int = 0  # rows with every field empty, skipped
     label_rows: tuple[int, int] | None = None  # label file: rows naming a customer, all rows
@@ -765,6 +766,34 @@ def _one_class_label(
     )
 
 
+def _label_keys(values: list[str]) -> list[str]:
+    """``values`` as :func:`label_key` compares them."""
+    frame = pl.DataFrame({"v": pl.Series(values, dtype=pl.String)})
+    return frame.select(label_key(pl.col("v")))["v"].to_list()
+
+
+#: Label values (as :func:`label_key` gives them) that plainly mean retained: a mixed export
+#: writing both ``no`` and ``False`` needs no ``churned_negative``.
+PLAIN_NEGATIVES = ("no", "false", "0.0", "n", "f")
+
+
+def _several_retained_values(raw: pl.Series, column: str | None, positive: list[str]) -> str | None:
+    """Why a label column with two or more values outside ``churned_positive`` (``No`` and
+    ``Unknown``) cannot be read without ``churned_negative``: each would count as retained."""
+    keyed = raw.drop_nulls().cast(pl.String).to_frame("v").with_columns(k=label_key(pl.col("v")))
+    others = keyed.filter(~pl.col("k").is_in(positive))
+    if others["k"].n_unique() < 2 or others["k"].is_in(PLAIN_NEGATIVES).all():
+        return None
+    counts = others.group_by("k").agg(pl.col("v").first(), pl.len()).sort("len", descending=True)
+    shown = ", ".join(f"'{v}' ({n:,})" for v, n in counts.select("v", "len").head(5).rows())
+    return (
+        f"column '{column}' holds {counts.height} values besides churned_positive ({shown}): "
+        "each would count as retained. List the values that mean retained in "
+        "labels.churned_negative; a row with another value then has no label (scored, not "
+        "trained on, with labels.allow_unlabelled: true)"
+    )
+
+
 #: The typed ``customers.latest_by`` column while the latest rows are picked (then dropped).
 LATEST_BY = "latest_by"
 
@@ -798,18 +827,23 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     if cfg.labels.file is not None:
         frame = _join_label_file(cfg, res, frame, landing_url, storage_options or {})
     if cfg.labels.source == "columns":
-        positive = pl.Series(cfg.labels.churned_positive, dtype=pl.String)
-        keys = pl.DataFrame({"v": positive}).select(label_key(pl.col("v")))["v"]
         labels = frame["churned"]
+        positive = _label_keys(cfg.labels.churned_positive)
+        negative = _label_keys(cfg.labels.churned_negative or [])
+        key = label_key(pl.col("churned"))
+        is_label = key.is_in(positive) | key.is_in(negative) if negative else pl.lit(True)
         frame = frame.with_columns(
-            pl.when(pl.col("churned").is_null())
+            pl.when(pl.col("churned").is_null() | ~is_label)
             .then(None)
-            .otherwise(label_key(pl.col("churned")).is_in(keys.to_list()).cast(pl.Int8))
+            .otherwise(key.is_in(positive).cast(pl.Int8))
             .alias("churned")
         )
         problem = _one_class_label(
             labels, frame["churned"], cfg.labels.churned_column, cfg.labels.churned_positive
         )
+        if problem is None and cfg.labels.churned_negative is None:
+            problem = _several_retained_values(labels, cfg.labels.churned_column, positive)
+            res.label_blocks = problem is not None
         res.label_problem = problem
         if "total_sales" in frame.columns:
             # blank totals (brand-new customers) count as no sales so far

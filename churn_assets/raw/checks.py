@@ -99,8 +99,8 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
 
 def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetCheckResult:
     """Fails when values could not be parsed, naming each column and its bad-row count (and
-    the likely fix); warns when the churn label column has one class only, naming its
-    values."""
+    the likely fix), or when the churn label has several values besides the churned ones
+    without ``churned_negative``; warns when it has one class only, naming its values."""
     errors = res.parse_errors
     hints = res.parse_hints
     problems = [
@@ -116,7 +116,10 @@ def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
         passed=not problems,
         # a one-class label alone does not block: a table of current customers may have only
         # "No" and still be scored; training refuses it with this check's text as the reason
-        severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
+        # a third label value ('Unknown') does: it would be trained on as retained
+        severity=dg.AssetCheckSeverity.ERROR
+        if errors or res.label_blocks
+        else dg.AssetCheckSeverity.WARN,
         description=text or "all values parsed",
         metadata={
             "bad_values_by_column": dg.MetadataValue.json(errors),

@@ -640,3 +640,40 @@ def test_a_file_without_a_header_line_is_refused_with_the_command_that_adds_one(
     commas.write_text("17850,2010-12-01 08:26:00,15.30\n" * 30)
     with pytest.raises(DraftError, match=r"sep=',', header=None"):
         draft_config(str(commas), timestamp="column_2")
+
+
+def test_a_label_with_an_unknown_value_drafts_what_means_retained(tmp_path):
+    """'Yes' / 'No' / 'Unknown': 'No' is drafted as churned_negative and 'Unknown' rows are
+    scored, not trained on; without churned_negative the third value is refused, not
+    counted as retained."""
+    bank = (
+        _bank()
+        .with_columns(
+            pl.Series("Exited", (["Yes", "No", "No", "Unknown", "No"] * 80)),
+            pl.lit(None).alias("x"),
+        )
+        .drop("x")
+    )
+    csv = tmp_path / "accounts.csv"
+    bank.write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert raw["labels"]["churned_positive"] == ["Yes"]
+    assert raw["labels"]["churned_negative"] == ["No"]
+    assert raw["labels"]["allow_unlabelled"] is True
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.label_problem is None
+    assert res.frame["churned"].value_counts(sort=True).rows() == [(0, 240), (1, 80), (None, 80)]
+    plain = cfg.model_copy(
+        update={"labels": cfg.labels.model_copy(update={"churned_negative": None})}
+    )
+    refused = ingest_customers(plain, str(tmp_path))
+    problem = refused.label_problem
+    assert problem is not None and "holds 2 values besides churned_positive" in problem
+    assert "'No' (240), 'Unknown' (80)" in problem and "labels.churned_negative" in problem
+    from dagster import AssetCheckSeverity
+
+    from churn_assets.raw.checks import parse_check
+
+    check = parse_check("raw_customers", refused, None)
+    assert not check.passed and check.severity == AssetCheckSeverity.ERROR  # blocks training
