@@ -244,6 +244,23 @@ def customer_id_match(
             f"{', '.join(map(repr, known.sort().head(3)))}): check customers.id_column and "
             "transactions.customer_id, and that both files name customers the same way"
         )
+    unmatched = tx_ids.filter(~tx_ids.is_in(known.implode()))
+    if unmatched.len():
+        zeros = pl.col("id").str.strip_chars_start("0")
+        plain = known.to_frame("id").select(zeros)["id"]
+        lost = unmatched.to_frame("id").filter(zeros.is_in(plain.implode()))["id"]
+        if lost.len() and lost.len() >= unmatched.len() / 2:
+            by_plain = dict(
+                zip(plain, known, strict=True)
+            )  # one customer-table spelling per id without zeros
+            example = lost.sort()[0]
+            raise ValueError(
+                f"{lost.len():,} of the {tx_ids.len():,} customer ids in the transactions are "
+                "in the customer table only with other leading zeros (transactions: "
+                f"{example!r}; customers: {by_plain[example.lstrip('0')]!r}): the two files "
+                "write ids differently, and those customers would count as never having "
+                "bought; export the ids the same way in both files"
+            )
     return matched, tx_ids.len()
 
 

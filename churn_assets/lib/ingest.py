@@ -676,7 +676,7 @@ def _join_label_file(
     res.parse_hints |= lab.parse_hints
     res.empty_rows += lab.empty_rows
     res.parse_errors = dict(Counter(res.parse_errors) + Counter(lab.parse_errors))
-    labels = lab.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", "")).filter(
+    labels = lab.frame.with_columns(plain_id(pl.col("customer_id"))).filter(
         pl.col("customer_id").is_not_null()
     )
     repeated = labels.filter(pl.col("customer_id").is_duplicated())["customer_id"].unique()
@@ -735,6 +735,12 @@ def transaction_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | N
         if raw:
             cols[out] = (raw, "string", None, None)
     return cols
+
+
+def plain_id(ids: pl.Expr) -> pl.Expr:
+    """Customer ids as one text however a file wrote them: a number exported as a float
+    loses its ``.0`` (``17850.0``), or its ``,0`` with a decimal comma (``15240,0``)."""
+    return ids.str.replace(r"\.0$", "").str.replace(r"^(\d+),0$", "${1}")
 
 
 def label_key(value: pl.Expr) -> pl.Expr:
@@ -821,7 +827,7 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
         ids = pl.int_range(1, pl.len() + 1).cast(pl.String).alias("customer_id")
         frame = res.frame.select(ids, pl.all())
     else:
-        frame = res.frame.with_columns(pl.col("customer_id").str.replace(r"\.0$", ""))
+        frame = res.frame.with_columns(plain_id(pl.col("customer_id")))
     if LATEST_BY in frame.columns:
         frame, res.earlier_rows = _latest_rows(frame)
     if cfg.labels.file is not None:
@@ -886,7 +892,7 @@ def _finish_transactions(frame: pl.DataFrame, t: TransactionsSpec) -> pl.DataFra
             t.cancellation_prefix
         ).fill_null(False)
     frame = frame.with_columns(
-        pl.col("customer_id").str.replace(r"\.0$", ""),
+        plain_id(pl.col("customer_id")),
         is_return.fill_null(False).alias("is_return"),
     )
     return frame.select(TRANSACTION_COLUMNS + ["_source_file", "_parse_errors"])

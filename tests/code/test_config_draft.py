@@ -677,3 +677,21 @@ def test_a_label_with_an_unknown_value_drafts_what_means_retained(tmp_path):
 
     check = parse_check("raw_customers", refused, None)
     assert not check.passed and check.severity == AssetCheckSeverity.ERROR  # blocks training
+
+
+def test_ids_exported_as_numbers_with_a_decimal_comma_are_plain_ids(tmp_path):
+    """A European export of float ids writes ``15000123,0``: the same customer as the
+    ``15000123`` another file names (``1,000`` is left as written)."""
+    bank = _bank(30).with_columns(
+        (pl.col("CustomerId").cast(pl.String) + ",0").alias("CustomerId"),
+        pl.col("Balance").cast(pl.String).str.replace(r"\.", ","),
+    )
+    csv = tmp_path / "kunden.csv"
+    csv.write_text(bank.write_csv(separator=";"))
+    cfg, _ = _load(draft_config(str(csv), label="Exited"), tmp_path)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert sorted(res.frame["customer_id"]) == sorted(_bank(30)["CustomerId"].cast(pl.String))
+    from churn_assets.lib.ingest import plain_id
+
+    kept = pl.DataFrame({"c": ["1,000", "C1.0", "0123"]}).select(plain_id(pl.col("c")))["c"]
+    assert kept.to_list() == ["1,000", "C1", "0123"]

@@ -28,6 +28,21 @@ def test_no_matching_id_names_examples_of_both():
     )
 
 
+def test_ids_that_match_only_with_other_leading_zeros_are_refused_by_example():
+    """'0123' in the customer table, '123' in the transactions: a partial match would leave
+    those customers without purchases; refused with an example of each spelling."""
+    customers = pl.DataFrame({"customer_id": ["1000", "1001", "0123", "0456"]})
+    tx = pl.DataFrame({"customer_id": ["1000", "123", "456", "456"]})
+    with pytest.raises(ValueError) as err:
+        customer_id_match(customers, tx)
+    assert str(err.value).startswith(
+        "2 of the 3 customer ids in the transactions are in the customer table only with "
+        "other leading zeros (transactions: '123'; customers: '0123')"
+    )
+    unrelated = pl.DataFrame({"customer_id": ["1000", "1000", "1001", "999"]})
+    assert customer_id_match(customers, unrelated) == (2, 3)
+
+
 def test_the_graph_reports_the_match_and_refuses_none(isolated_env, tmp_path):
     config = setup_landing(isolated_env, tmp_path)
     run = run_graph(config)
