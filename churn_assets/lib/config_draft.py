@@ -377,6 +377,11 @@ def _parse_expression(table: _Table, col: str, target: str, fmt: str | None) -> 
     return parsed
 
 
+#: Words in the name of a column of codes written in digits (``zip``, ``Postal Code``,
+#: ``area_code``): categories (with their leading zeros), never numbers.
+CODE_WORDS = ("zip", "postal", "postcode", "plz", "areacode", "fips")
+
+
 def _column_type(table: _Table, col: str) -> _Column:
     s = table.frame[col]
     if table.format == "parquet" and s.dtype != pl.String:
@@ -401,6 +406,16 @@ def _column_type(table: _Table, col: str) -> _Column:
         return _Column(col, "skip", "always empty")
     if present.n_unique() == 1 and present.len() == text.len():
         return _Column(col, "skip", f"{present[0]!r} in every row read: says nothing")
+    if any(w in _key(col) for w in CODE_WORDS):  # digits that name a place, not a number
+        distinct = present.n_unique()
+        if distinct <= MAX_CATEGORIES:
+            return _Column(col, "categorical")
+        return _Column(
+            col,
+            "skip",
+            f"a code with {distinct:,} values in {present.len():,} rows: too many to be a "
+            "category (a region column says more)",
+        )
     share, integers = _parsed(table, col, "integer")
     if share == 1.0:
         if _row_number(integers):

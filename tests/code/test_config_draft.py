@@ -695,3 +695,19 @@ def test_ids_exported_as_numbers_with_a_decimal_comma_are_plain_ids(tmp_path):
 
     kept = pl.DataFrame({"c": ["1,000", "C1.0", "0123"]}).select(plain_id(pl.col("c")))["c"]
     assert kept.to_list() == ["1,000", "C1", "0123"]
+
+
+def test_postal_and_area_codes_are_categories_or_left_out_never_numbers(tmp_path):
+    rng = np.random.default_rng(8)
+    csv = tmp_path / "accounts.csv"
+    _bank().with_columns(
+        pl.Series("Zip Code", [f"{z:05d}" for z in rng.integers(1000, 99999, 400)]),
+        pl.Series("Area code", rng.choice(["0408", "0415", "0510"], 400)),
+    ).write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    types = {a.get("source", a["name"]): a["type"] for a in raw["customers"]["attributes"]}
+    assert types["Area code"] == "categorical" and "Zip Code" not in types
+    assert '# left out: "Zip Code": a code with' in text
+    res = ingest_customers(cfg, str(tmp_path))
+    assert set(res.frame["area_code"]) == {"0408", "0415", "0510"}  # leading zeros kept
