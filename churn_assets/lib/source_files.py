@@ -262,7 +262,14 @@ def parse_csv_text(
             columns=selected,
         )
     except Exception as e:  # polars raises several error types for malformed files
-        raise UnreadableFile(f"unreadable file: {str(e).splitlines()[0]}") from e
+        first = str(e).splitlines()[0]
+        if "more fields than defined" in first:
+            first += (
+                f" (a line splits into more fields than the header at separator {separator!r}: "
+                "a file written with another separator, or an unquoted value holding it? "
+                "'separator' is one per table, so such a file is re-exported like the others)"
+            )
+        raise UnreadableFile(f"unreadable file: {first}") from e
     frame.columns = [c.strip() for c in frame.columns]
     return frame
 

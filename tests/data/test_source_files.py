@@ -491,3 +491,11 @@ def test_draft_config_of_a_folder_judges_every_file_and_takes_the_fraction_of_th
     cfg = load_dataset_config(str(out))
     res = ingest_transactions(cfg, str(tmp_path))
     assert res.rows == 60
+
+
+def test_a_line_with_more_fields_than_the_header_says_the_separator_may_differ():
+    """One month exported with ';' and decimal commas in a folder of ',' files."""
+    from churn_assets.lib.source_files import parse_csv_text
+
+    with pytest.raises(UnreadableFile, match="more fields than the header at separator ','"):
+        parse_csv_text("InvoiceNo;CustomerID;Amount\n536365;17850;2,55\n", separator=",")
