@@ -60,11 +60,13 @@ TIMESTAMP_FORMATS = (
     "%d.%m.%Y",
     "%Y%m%d",
 )
-#: Numbers taken for times since 1970 (1979 to 2099) by their size: format, unit, range.
+#: Numbers taken for times by their size: format, unit, range (1979 to 2099 since 1970;
+#: Excel's serial days 1954 to 2119).
 EPOCH_RANGES = (
     ("epoch_s", "seconds", (3e8, 4.1e9)),
     ("epoch_ms", "milliseconds", (3e11, 4.1e12)),
     ("epoch_us", "microseconds", (3e14, 4.1e15)),
+    ("excel", "days since 1899-12-30 (Excel's serial dates)", (20_000, 80_000)),
 )
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
 #: Label values that mean churned by their name (lower case, without ``_`` and spaces).
@@ -583,8 +585,9 @@ def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str]:
         for fmt, unit, (low, high) in EPOCH_RANGES:
             if low <= numbers.min() and numbers.max() <= high:
                 first = _parsed(table, col, "datetime", fmt)[1].drop_nulls()[0]
+                since = "" if fmt == "excel" else " since 1970-01-01 UTC"
                 return fmt, (
-                    f"CHECK: numbers read as {unit} since 1970-01-01 UTC "
+                    f"CHECK: numbers read as {unit}{since} "
                     f"({values[0]} is {first:%Y-%m-%d %H:%M:%S})"
                 )
     iso = values.str.contains(_ISO).mean() or 0.0

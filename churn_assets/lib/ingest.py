@@ -303,8 +303,10 @@ def parse_expr(
             .otherwise(None)
         )
     if target in ("date", "datetime") and fmt in EPOCH_FORMATS:
-        # seconds (or ms, µs) since 1970-01-01 UTC; outside 1900-2200 is a wrong unit
-        us = (s.cast(pl.Float64, strict=False) * EPOCH_FORMATS[fmt]).round(0)
+        # seconds (or ms, µs) since 1970-01-01 UTC, or Excel's serial days since 1899-12-30;
+        # outside 1900-2200 is a wrong unit
+        shift = EXCEL_EPOCH_DAYS if fmt == "excel" else 0
+        us = ((s.cast(pl.Float64, strict=False) - shift) * EPOCH_FORMATS[fmt]).round(0)
         ok = us.is_between(_EPOCH_MIN_US, _EPOCH_MAX_US)
         t = pl.from_epoch(pl.when(ok).then(us).cast(pl.Int64), time_unit="us")
         return t.dt.date() if target == "date" else t
@@ -378,7 +380,14 @@ def _iso_8601(raw: str, target: str) -> pl.Expr:
 
 
 #: ``format`` / ``timestamp_format`` values for numbers since 1970-01-01 UTC: µs per unit.
-EPOCH_FORMATS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
+EPOCH_FORMATS = {
+    "epoch_s": 1_000_000,
+    "epoch_ms": 1_000,
+    "epoch_us": 1,
+    "excel": 86_400_000_000,  # serial days (and fractions) since 1899-12-30
+}
+#: Excel's serial day of 1970-01-01 (day 1 is 1900-01-01, counting its phantom 1900-02-29).
+EXCEL_EPOCH_DAYS = 25_569
 _EPOCH_MIN_US = -2_208_988_800 * 1_000_000  # 1900-01-01
 _EPOCH_MAX_US = 7_258_118_400 * 1_000_000  # 2200-01-01
 

@@ -711,3 +711,28 @@ def test_postal_and_area_codes_are_categories_or_left_out_never_numbers(tmp_path
     assert '# left out: "Zip Code": a code with' in text
     res = ingest_customers(cfg, str(tmp_path))
     assert set(res.frame["area_code"]) == {"0408", "0415", "0510"}  # leading zeros kept
+
+
+def test_spreadsheet_serial_dates_are_read_as_excel_days(tmp_path):
+    """Excel dates exported as numbers: 40513.35139 is 2010-12-01 08:26 (day 1 is
+    1900-01-01), drafted as ``timestamp_format: excel`` and ingested as that time."""
+    import datetime as dt
+
+    csv = tmp_path / "orders.csv"
+    pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "a"],
+            "at": ["40513.35139", "40908.5", "40544"],
+            "amount": [1.0, 2.0, 3.0],
+        }
+    ).write_csv(csv)
+    text = draft_config(str(csv), timestamp="at")
+    cfg, raw = _load(text, tmp_path)
+    assert raw["transactions"]["timestamp_format"] == "excel"
+    assert "(40513.35139 is 2010-12-01 08:26:00)" in text
+    got = ingest_transactions(cfg, str(tmp_path)).frame.sort("timestamp")["timestamp"]
+    assert got.to_list() == [
+        dt.datetime(2010, 12, 1, 8, 26, 0, 96_000),
+        dt.datetime(2011, 1, 1),
+        dt.datetime(2011, 12, 31, 12),
+    ]
