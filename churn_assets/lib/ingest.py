@@ -71,6 +71,7 @@ class IngestResult:
     label_blocks: bool = False  # the problem stops ingestion (labels would be wrong)
     raw_bytes: dict[str, bytes] = field(default_factory=dict)  # bytes of quarantined files
     empty_rows: int = 0  # rows with every field empty, skipped
+    total_rows: int = 0  # a spreadsheet's totals rows ("Total", no customer id), skipped
     label_rows: tuple[int, int] | None = None  # label file: rows naming a customer, all rows
     earlier_rows: int = 0  # customers.latest_by: earlier rows of a customer, left out
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
@@ -222,12 +223,26 @@ def _read_one(
     return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
 
 
-def _without_empty_rows(df: pl.DataFrame, wanted: list[str]) -> tuple[pl.DataFrame, int]:
+#: A field that marks a spreadsheet's totals row ("Total", "Grand total:", "Sum").
+TOTALS = r"(?i)^\s*(grand\s+|sub)?totals?\s*:?\s*$|^\s*sum\s*:?\s*$"
+
+
+def _without_empty_rows(
+    df: pl.DataFrame, wanted: list[str], ident: str | None = None
+) -> tuple[pl.DataFrame, int, int]:
     """``df`` without the lines whose every field is empty (",,,,", a spreadsheet's blank
-    row): they are no rows at all, never a customer without an id. Returns their count."""
+    row) and without a totals row (a field "Total" / "Grand total" / "Sum" and no customer
+    id in ``ident``, or "Total" as the id): they are no rows at all, never a customer
+    without an id. Returns the frame and the counts of both."""
     empty = pl.all_horizontal(pl.col(c).is_null() for c in wanted)
-    n = df.select(empty.sum()).item()
-    return (df.filter(~empty), n) if n else (df, 0)
+    texts = [c for c in wanted if df.schema.get(c) == pl.String]
+    total = pl.lit(False)
+    if texts and ident in df.columns:
+        marked = pl.any_horizontal(pl.col(c).str.contains(TOTALS).fill_null(False) for c in texts)
+        no_id = pl.col(ident).is_null() | pl.col(ident).str.contains(TOTALS).fill_null(False)
+        total = marked & no_id & ~empty
+    n, t = df.select(empty.sum().alias("empty"), total.sum().alias("total")).row(0)
+    return (df.filter(~(empty | total)), n, t) if n or t else (df, 0, 0)
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:
@@ -544,12 +559,17 @@ def _ingest(
     counts: Counter[str] = Counter()
     hints: dict[str, str] = {}
 
+    ident = columns["customer_id"][0] if "customer_id" in columns else None
+    totals = 0
+
     def typed_parts(parts: Iterable[pl.DataFrame]) -> tuple[list, Counter, dict, int]:
+        nonlocal totals
         out, bad_counts, found_hints, blank = [], Counter(), {}, 0
         offsets: dict[str, bool] | None = None  # by the file's first value, for every batch
         for df in parts:
-            df, n = _without_empty_rows(df, wanted)
+            df, n, t = _without_empty_rows(df, wanted, ident)
             blank += n
+            totals += t
             typed, bad, found, offsets = _typed(
                 df, columns, spec.decimal, spec.thousands, offsets=offsets
             )
@@ -598,6 +618,7 @@ def _ingest(
         raw_bytes=raw_bytes,
         urls={f.rsplit("/", 1)[-1]: f for f in files},
         empty_rows=empty,
+        total_rows=totals,
     )
 
 

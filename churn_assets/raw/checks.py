@@ -75,11 +75,13 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
             if problems
             else f"{len(res.files)} file(s) read"
             + (f"; {res.empty_rows:,} empty row(s) skipped" if res.empty_rows else "")
+            + (f"; {res.total_rows:,} totals row(s) skipped" if res.total_rows else "")
         ),
         metadata={
             "files": len(res.files),
             "bad_files": len(problems),
             "empty_rows_skipped": res.empty_rows,
+            "totals_rows_skipped": res.total_rows,
             "problems": dg.MetadataValue.json(
                 [
                     {

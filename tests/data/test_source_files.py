@@ -499,3 +499,24 @@ def test_a_line_with_more_fields_than_the_header_says_the_separator_may_differ()
 
     with pytest.raises(UnreadableFile, match="more fields than the header at separator ','"):
         parse_csv_text("InvoiceNo;CustomerID;Amount\n536365;17850;2,55\n", separator=",")
+
+
+def test_a_totals_row_at_the_end_of_an_export_is_skipped_and_counted(tmp_path):
+    """Excel's "Total,,,12345.67" under the lines: no row at all (not a line without a
+    customer, nor a bad amount); a line whose invoice is "TOTAL" but names a customer stays."""
+    landing = tmp_path / "landing" / "t"
+    landing.mkdir(parents=True)
+    (landing / "orders.csv").write_text(
+        CSV.replace("536380,", "TOTAL,") + "Total,,,\r\nGrand total:,,,\n"
+    )
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(
+        "name: t\ntransactions:\n  path: t/orders.csv\n  customer_id: CustomerID\n"
+        "  timestamp: InvoiceDate\n  quantity: Quantity\n  unit_price: UnitPrice\n"
+        "  invoice_id: InvoiceNo\nlabels:\n  source: transactions\n  horizon_days: 1\n"
+    )
+    res = ingest_transactions(load_dataset_config(str(cfg)), str(tmp_path / "landing"))
+    assert res.rows == 3 and res.total_rows == 2
+    assert "TOTAL" in res.frame["invoice_id"].to_list()
+    check = files_check("raw_transactions", res, None)
+    assert check.passed and "2 totals row(s) skipped" in check.description
