@@ -233,16 +233,24 @@ def _without_empty_rows(
     """``df`` without the lines whose every field is empty (",,,,", a spreadsheet's blank
     row) and without a totals row (a field "Total" / "Grand total" / "Sum" and no customer
     id in ``ident``, or "Total" as the id): they are no rows at all, never a customer
-    without an id. Returns the frame and the counts of both."""
+    without an id. Returns the frame and the counts of both. Only sparse lines without an
+    id (at most half their fields filled) are searched for the word."""
     empty = pl.all_horizontal(pl.col(c).is_null() for c in wanted)
     texts = [c for c in wanted if df.schema.get(c) == pl.String]
-    total = pl.lit(False)
-    if texts and ident in df.columns:
-        marked = pl.any_horizontal(pl.col(c).str.contains(TOTALS).fill_null(False) for c in texts)
-        no_id = pl.col(ident).is_null() | pl.col(ident).str.contains(TOTALS).fill_null(False)
-        total = marked & no_id & ~empty
-    n, t = df.select(empty.sum().alias("empty"), total.sum().alias("total")).row(0)
-    return (df.filter(~(empty | total)), n, t) if n or t else (df, 0, 0)
+    if not texts or ident not in df.columns:
+        n = df.select(empty.sum()).item()
+        return (df.filter(~empty), n, 0) if n else (df, 0, 0)
+    candidate = pl.col(ident).is_null() | pl.col(ident).str.contains(TOTALS)
+    filled = pl.sum_horizontal(pl.col(c).is_not_null() for c in wanted)
+    sparse = (filled > 0) & (filled * 2 <= len(wanted))  # a label and a sum or two
+    at = df.select((candidate & sparse).arg_true().alias("_row"))["_row"]
+    marked = pl.any_horizontal(pl.col(c).str.contains(TOTALS).fill_null(False) for c in texts)
+    totals = df[at].with_columns(_row=at).filter(marked)["_row"] if at.len() else at
+    n = df.select(empty.sum()).item()
+    if not n and not totals.len():
+        return df, 0, 0
+    drop = empty | pl.int_range(pl.len()).is_in(totals.implode())
+    return df.filter(~drop), n, totals.len()
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:
