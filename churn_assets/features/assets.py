@@ -1,3 +1,5 @@
+from typing import Any
+
 import dagster as dg
 
 from churn_assets.freshness import DATA_FRESHNESS
@@ -51,7 +53,9 @@ def customer_features(
             )
         metadata = {
             **table_metadata(features),
-            "cutoff": dg.MetadataValue.text(cutoff.isoformat() if cutoff else "n/a (snapshot)"),
+            "cutoff": dg.MetadataValue.text(
+                cutoff.isoformat() if cutoff else _snapshot_note(cfg, customers, features)
+            ),
             "horizon_days": dg.MetadataValue.int(cfg.labels.horizon_days),
             "label_source": dg.MetadataValue.text(cfg.labels.source),
             "churn_rate": dg.MetadataValue.float(float(features["churned"].mean() or 0.0)),
@@ -196,3 +200,14 @@ def incremental_lines(raw_transactions):
     if "_quarantined" in names:
         raw_transactions = raw_transactions.filter(~pl.col("_quarantined"))
     return raw_transactions.select([*TRANSACTION_COLUMNS, SOURCE_COLUMN])
+
+
+def _snapshot_note(cfg: Any, customers: Any, features: Any) -> str:
+    """The cut-off text of a snapshot: the date its date features count to, if it has any."""
+    from churn_assets.lib.feature_sets import snapshot_as_of
+
+    if "tenure_days" in features.columns or any(
+        c.startswith("days_since_") for c in features.columns
+    ):
+        return f"n/a (snapshot; its dates count to {snapshot_as_of(cfg, customers)})"
+    return "n/a (snapshot)"

@@ -885,6 +885,8 @@ def draft_config(
                 "transactions before it become features (default: the last one minus "
                 f"{horizon_days} days)"
             )
+        else:
+            lines += _export_date(table, attributes, signup)
         if labels_file is not None:
             lines.append("  file:")
             lines += _source_lines(labels_table, indent="    ")
@@ -1097,6 +1099,28 @@ def _lapsed_note(history: _History, horizon_days: int) -> str:
     return (
         f" ({lapsed / known:.0%} of the {known:,} customers known at the cut-off, {history.where})"
     )
+
+
+def _export_date(table: _Table, attributes: list[_Column], signup: _Column | None) -> list[str]:
+    """A snapshot with date attributes but no sign-up date: ``labels.cutoff``, the date its
+    ``days_since_<date>`` features count to, drafted as the day after its latest date not
+    in the future (CHECK: the export's date belongs there)."""
+    dated = [c for c in attributes if c.type in ("date", "datetime")]
+    if signup is not None or not dated:
+        return []
+    today = dt.date.today()
+    latest = None
+    for c in dated:
+        values = _parsed(table, c.source, c.type, c.format)[1].drop_nulls().cast(pl.Date)
+        past = values.filter(values <= today)
+        if past.len() and (latest is None or past.max() > latest):  # type: ignore[operator]
+            latest = past.max()
+    if latest is None:
+        return []
+    return [
+        f"  cutoff: {latest + dt.timedelta(days=1)}   # CHECK: the date the table was "  # type: ignore[operator]
+        "exported: its date columns become days before it (days_since_<name>)"
+    ]
 
 
 def _one_time_ids(table: _Table, customer: str, ts: str) -> str:

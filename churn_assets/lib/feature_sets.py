@@ -195,24 +195,24 @@ def features_at(
 
 def snapshot_as_of(cfg: DatasetConfig, customers: pl.DataFrame | None) -> dt.date:
     """ "Now" of a snapshot table, the date its sign-up ages and ``days_since_<date>``
-    features count to: ``labels.cutoff`` when set, else the day after the latest date in
-    its date columns that is not after today (a contract's end in the future does not move
-    it), so the same export gives the same features on any day it is read. Today only
-    when the table holds no date."""
+    features count to: ``labels.cutoff`` when set (the export's date); else the day after
+    its latest sign-up (someone signs up shortly before any export); else the day after
+    its latest date that is not after today. The same export then gives the same features
+    on any day it is read. Today only when the table holds no date."""
     if cfg.labels.cutoff is not None:
         return cfg.labels.cutoff
     today = dt.date.today()
     if customers is None:
         return today
-    dated = [
-        pl.col(c).cast(pl.Date)
-        for c, t in customers.schema.items()
-        if t == pl.Date or isinstance(t, pl.Datetime)
-    ]
+    dated = [c for c, t in customers.schema.items() if t == pl.Date or isinstance(t, pl.Datetime)]
+    if "signup_date" in dated and customers["signup_date"].null_count() < customers.height:
+        dated = ["signup_date"]
     if not dated:
         return today
     latest = (
-        customers.select(pl.concat_list(dated).explode().alias("d"))
+        customers.select(
+            pl.concat_list(pl.col(c).cast(pl.Date) for c in dated).explode().alias("d")
+        )
         .filter(pl.col("d") <= today)
         .select(pl.col("d").max())
         .item()

@@ -585,6 +585,12 @@ def test_dates_other_than_the_signup_are_attributes_and_a_churn_date_is_a_leak(t
     assert '# left out: "churn_date": CHECK: predicts the label almost perfectly' in text
     res = ingest_customers(cfg, str(tmp_path))
     assert res.parse_errors == {} and res.frame["last_login"].dtype == pl.Date
+    assert "cutoff:" not in text  # the sign-ups date the export
+    pl.read_csv(csv).drop("Joined").write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert str(raw["labels"]["cutoff"]) == "2024-06-29"  # the day after the last login
+    assert "CHECK: the date the table was exported" in text
 
 
 def test_an_id_not_named_like_one_is_found_by_its_distinct_values(tmp_path):

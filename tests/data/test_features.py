@@ -300,8 +300,9 @@ def test_date_attributes_become_the_days_from_them_to_the_cutoff():
 
 
 def test_a_snapshot_counts_its_dates_to_its_own_latest_date_not_to_today():
-    """The same export gives the same features on any day: "now" is the day after its
-    latest date that is not in the future, or labels.cutoff when set."""
+    """The same export gives the same features on any day: "now" is labels.cutoff when
+    set, else the day after its latest sign-up (a contract's end after the export, even if
+    before today, does not move it), else the day after its latest date not in the future."""
     from churn_assets.lib.datasets import load_dataset_config
     from churn_assets.lib.feature_sets import snapshot_as_of
 
@@ -311,12 +312,12 @@ def test_a_snapshot_counts_its_dates_to_its_own_latest_date_not_to_today():
             "customer_id": ["A", "B"],
             "signup_date": [dt.date(2021, 5, 1), dt.date(2024, 6, 29)],
             "last_login": [dt.datetime(2024, 6, 29, 23), None],
-            "contract_end": [dt.date(2999, 1, 1), dt.date(2025, 1, 1)],  # in the future
+            "contract_end": [dt.date(2999, 1, 1), dt.date(2025, 1, 1)],  # after the export
         }
     )
-    assert snapshot_as_of(cfg, customers) == dt.date(2025, 1, 2)
-    past = customers.with_columns(pl.lit(dt.date(2999, 1, 1)).alias("contract_end"))
-    assert snapshot_as_of(cfg, past) == dt.date(2024, 6, 30)
+    assert snapshot_as_of(cfg, customers) == dt.date(2024, 6, 30)
+    no_signup = customers.drop("signup_date")
+    assert snapshot_as_of(cfg, no_signup) == dt.date(2025, 1, 2)  # 2999 is in the future
     fixed = cfg.model_copy(
         update={"labels": cfg.labels.model_copy(update={"cutoff": dt.date(2024, 7, 15)})}
     )
