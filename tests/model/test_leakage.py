@@ -138,3 +138,35 @@ def test_a_leak_through_the_lines_before_the_cutoff_names_customers_who_had_left
     assert "'cat_share_cancel' (ROC-AUC 1.000)" in check.description
     assert "holds customers who had left already" in check.description
     assert "leave it out of the data set config" not in check.description
+
+
+def test_a_value_that_leaks_only_at_the_evaluation_cutoff_is_caught():
+    """A temporal split trains on an earlier cut-off: a customer's status as of the export
+    ('inactive') says nothing there, and everything at the evaluation cut-off."""
+    from churn_assets.models.checks import no_single_feature_leak
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 2, n)
+    split = np.where(
+        np.arange(n) < 300, "train", np.where(np.arange(n) < 450, "validation", "holdout")
+    )
+    status = np.where(
+        split == "train",
+        rng.choice(["active", "inactive"], n),
+        np.where(y == 1, "inactive", "active"),
+    )
+    frame = pl.DataFrame(
+        {
+            "customer_id": [str(i) for i in range(n)],
+            "age": rng.integers(18, 80, n),
+            "status": status,
+            "churned": y,
+            "split": split,
+        }
+    )
+    result = no_single_feature_leak(frame)
+    assert not result.passed
+    assert result.description.startswith("'status' (ROC-AUC 1.000) alone predict(s)")
+    fair = frame.with_columns(pl.Series("status", rng.choice(["active", "inactive"], n)))
+    assert no_single_feature_leak(fair).passed
