@@ -1200,10 +1200,15 @@ def _transactions(
         if 0 < returns < 0.5 * ids.len():
             out.append('  cancellation_prefix: "C"   # invoices starting with C are returns')
     for key, names in (
-        ("category", CATEGORY_NAMES + (EVENT_NAMES if activity else ())),
+        # an activity log's event type says more than a plan; either, the one holding an
+        # exit event ('Cancellation Confirmation') first
+        ("category", EVENT_NAMES + CATEGORY_NAMES if activity else CATEGORY_NAMES),
         ("country", COUNTRY_NAMES),
     ):
-        col = _find(table, None, names, key)
+        found = [c for n in names if (c := _find(table, None, (n,), key)) is not None]
+        found = list(dict.fromkeys(found))
+        col = next((c for c in found if key == "category" and _exit_events(table, c)), None)
+        col = col or (found[0] if found else None)
         if col is not None:
             out.append(f"  {key}: {_yaml(col)}")
             if key == "category":

@@ -550,8 +550,13 @@ def test_an_event_log_with_a_cancellation_event_drafts_it_as_an_exit_event(tmp_p
     """Sparkify's pages: 'Cancellation Confirmation' means the user left ('Cancel', the
     button before it, does not); the draft proposes it as an exit event, marked CHECK."""
     pages = ["NextSong", "Home", "Cancel", "Cancellation Confirmation", "Thumbs Up"]
-    lines = [
-        {"ts": 1_538_352_000_000 + i * 3_600_000, "userId": str(i % 40), "page": pages[i % 5]}
+    lines = [  # with the user's plan beside the page: the page holds the exit event
+        {
+            "ts": 1_538_352_000_000 + i * 3_600_000,
+            "userId": str(i % 40),
+            "plan": ["free", "paid"][i % 2],
+            "page": pages[i % 5],
+        }
         for i in range(500)
     ]
     path = tmp_path / "events.json"
