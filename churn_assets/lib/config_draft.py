@@ -192,16 +192,21 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
     except UnreadableFile as e:
         raise DraftError(f"{path}: {e}") from e
     complete = len(data) < SAMPLE_BYTES
-    if not complete and b"\n" in data:
-        data = data[: data.rindex(b"\n") + 1]
-    for encoding in ("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "cp1252"):
-        try:
-            text = data.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # Excel's "Unicode Text": UTF-16 with a BOM
+        encoding, text = "utf-16", data.decode("utf-16", errors="ignore")
+        if not complete and "\n" in text:
+            text = text[: text.rindex("\n") + 1]
     else:
-        encoding, text = "latin-1", data.decode("latin-1")
+        if not complete and b"\n" in data:
+            data = data[: data.rindex(b"\n") + 1]
+        for encoding in ("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "cp1252"):
+            try:
+                text = data.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            encoding, text = "latin-1", data.decode("latin-1")
     lines = text.splitlines()[:50]
     try:
         separator = csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter

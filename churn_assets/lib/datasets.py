@@ -57,7 +57,7 @@ class SourceSpec(_Strict):
         description="'auto' tells by the file's first bytes and name (gzip, bzip2, xz and "
         "one-file zip compression are unpacked whatever the format).",
     )
-    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
+    encoding: Literal["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252"] = "utf-8"
     separator: str = ","
     decimal: Literal[".", ","] = Field(
         default=".", description="Decimal mark of numbers in CSV files ('1234,56' needs ',')."

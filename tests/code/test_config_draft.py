@@ -747,3 +747,15 @@ def test_spreadsheet_serial_dates_are_read_as_excel_days(tmp_path):
         dt.datetime(2011, 1, 1),
         dt.datetime(2011, 12, 31, 12),
     ]
+
+
+def test_excel_unicode_text_utf16_tab_separated_is_drafted_and_ingested(tmp_path):
+    """Excel's "Unicode Text (*.txt)": UTF-16 with a byte-order mark, tab-separated."""
+    path = tmp_path / "customers.txt"
+    path.write_bytes(_bank().write_csv(separator="\t").encode("utf-16"))
+    text = draft_config(str(path), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert (raw["customers"]["encoding"], raw["customers"]["separator"]) == ("utf-16", "\t")
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.rows == 400
+    assert sorted(res.frame["customer_id"]) == sorted(_bank()["CustomerId"].cast(pl.String))
