@@ -142,11 +142,17 @@ def _snake(name: str) -> str:
     return s or "column"
 
 
+#: The last files of a folder whose rows a draft reads (a year of monthly snapshots).
+FOLDER_FILES = 12
+
+
 def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
     """A sample of the file's table: Parquet, a spreadsheet (the first sheet with a column
     named ``want``) or CSV (separator and encoding sniffed), compressed or not; without
-    rows whose every field is empty (ingestion skips them). A folder (daily exports, say)
-    is drafted from its last data file by name, and read whole by the config."""
+    rows whose every field is empty (ingestion skips them). A folder (daily exports, monthly
+    snapshots) is drafted from its last data file by name, with the rows of the others of
+    the same settings and columns beside it (a customer's rows in several monthly
+    snapshots then show), and read whole by the config."""
     folder = Path(path)
     if folder.is_dir():
         from churn_assets.lib.ingest import list_source_files
@@ -154,7 +160,23 @@ def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
         files = list_source_files(str(folder))
         if not files:
             raise DraftError(f"{path}: a folder without data files (.csv, .parquet, .xlsx, ...)")
-        table = _read(files[-1], sample_rows, want)
+        recent = files[-FOLDER_FILES:]
+        share = max(1_000, sample_rows // len(recent))
+        table = _read(files[-1], share, want)
+        others = []
+        for f in recent[:-1]:
+            other = _read(f, share, want)
+            same = (other.format, other.encoding, other.separator, other.skip_rows) == (
+                table.format,
+                table.encoding,
+                table.separator,
+                table.skip_rows,
+            )
+            if same and set(other.frame.columns) == set(table.frame.columns):
+                others.append(other.frame.select(table.frame.columns))
+        if others:
+            frames = [f.cast(pl.String) if table.format != "parquet" else f for f in others]
+            table.frame = pl.concat([*frames, table.frame], how="vertical_relaxed")
         table.path = str(folder.resolve())
         table.complete = False  # one file of several
         return table
@@ -743,7 +765,7 @@ def draft_config(
     name = name or (stem if stem[0].isalpha() else f"data_{stem}")
     lines = [
         f"# Drafted by `churn draft-config` from {Path(path).name}"
-        + ("/ (its last file" if Path(path).is_dir() else " (")
+        + ("/ (its last files" if Path(path).is_dir() else " (")
         + f"{', ' if Path(path).is_dir() else ''}{table.frame.height:,} rows "
         "read).",
         "# Check the lines marked CHECK, then: churn demo --dataset <this file>",

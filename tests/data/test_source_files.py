@@ -326,7 +326,7 @@ def test_draft_config_of_a_folder_of_daily_exports_reads_them_all(tmp_path):
         )
     )
     text = draft_config(str(orders), timestamp="InvoiceDate")
-    assert text.startswith("# Drafted by `churn draft-config` from orders/ (its last file, 1 rows")
+    assert text.startswith("# Drafted by `churn draft-config` from orders/ (its last files, 4 rows")
     assert f"path: {json.dumps(str(orders.resolve()))}" in text
     out = tmp_path / "draft.yaml"
     out.write_text(text)
@@ -520,3 +520,22 @@ def test_a_totals_row_at_the_end_of_an_export_is_skipped_and_counted(tmp_path):
     assert "TOTAL" in res.frame["invoice_id"].to_list()
     check = files_check("raw_transactions", res, None)
     assert check.passed and "2 totals row(s) skipped" in check.description
+
+
+def test_draft_config_of_a_folder_of_monthly_snapshots_keeps_each_customers_latest(tmp_path):
+    """The same customers in three monthly files: the rows of every file are read, so the
+    draft sees a customer's rows repeat and proposes ``latest_by`` on the month."""
+    folder = tmp_path / "snapshots"
+    folder.mkdir()
+    for m in (4, 5, 6):
+        rows = "".join(
+            f"C{i},2024-0{m},{10 + i + m},{'Yes' if i % 4 == 0 else 'No'}\n" for i in range(40)
+        )
+        (folder / f"2024-0{m}.csv").write_text("customer_id,month,tenure,Churn\n" + rows)
+    text = draft_config(str(folder), label="Churn")
+    assert "latest_by: {name: month" in text and "80 rows repeat a customer" in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    res = ingest_customers(load_dataset_config(str(out)), str(tmp_path))
+    assert res.rows == 40 and res.earlier_rows == 80
+    assert set(res.frame["tenure"]) == {16 + i for i in range(40)}  # June's rows
