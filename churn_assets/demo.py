@@ -754,6 +754,19 @@ def run_source_horizon_demo(
     )
 
 
+def _added_up(before: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a partitioned table so far, with one more partition's: counts add
+    up, lists (source files, files moved to quarantine) join, the rest is the latest's."""
+    out = {**before, **meta}
+    for k, v in meta.items():
+        old = before.get(k)
+        lists = isinstance(v, list) and isinstance(old, list)
+        counts = type(v) is int and type(old) is int and k.endswith(("rows", "files", "row_count"))
+        if lists or counts:
+            out[k] = old + v
+    return out
+
+
 def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, Any]:
     """The JSON report of one in-process run of the graph (or a job of it)."""
     from churn_assets.lib.settings import join_url
@@ -774,10 +787,11 @@ def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, A
             "metadata": meta,
         }
         if m.partition is not None:  # a partitioned table: its partitions add up
-            before = assets.get(key, {"rows": 0, "seconds": 0.0, "partitions": 0})
+            before = assets.get(key, {"rows": 0, "seconds": 0.0, "partitions": 0, "metadata": {}})
             entry["rows"] = (before["rows"] or 0) + (entry["rows"] or 0)
             entry["seconds"] = (before["seconds"] or 0.0) + (entry["seconds"] or 0.0)
             entry["partitions"] = before["partitions"] + 1
+            entry["metadata"] = _added_up(before["metadata"], meta)
         assets[key] = entry
     checks: dict[str, dict[str, Any]] = {}
     for ev in result.all_events:
