@@ -80,19 +80,3 @@ def test_root_cause_names_the_exception_once():
         outer = SerializableErrorInfo("Error in step\n", [], "DagsterExecutionStepExecutionError")
         outer = outer._replace(cause=inner)
         assert root_cause_text(outer) == "DeploymentError: unknown version v1"
-
-
-def test_the_report_adds_up_the_metadata_of_a_partitioned_table():
-    """One file per partition: counts add up and file lists join, so the report of
-    ``raw_transactions`` tells of every file, not the last one."""
-    from churn_assets.demo import _added_up
-
-    first = {"dagster/row_count": 10, "quarantined_rows": 2, "source_files": ["a.csv"], "path": "a"}
-    second = {"dagster/row_count": 5, "quarantined_rows": 0, "source_files": ["b.csv"], "path": "b"}
-    total = _added_up(_added_up({}, first), second)
-    assert total == {
-        "dagster/row_count": 15,
-        "quarantined_rows": 2,
-        "source_files": ["a.csv", "b.csv"],
-        "path": "b",
-    }
