@@ -400,15 +400,23 @@ def columnar_request(
     )
 
 
-def accepted_range(mn: float | None, mx: float | None, slack: float) -> tuple[float, float]:
-    """The accepted interval for a numeric feature with training range [mn, mx]."""
+#: Features that may be negative whatever training saw: the days from a date to the
+#: cut-off (``days_since_<name>``) are negative for a date after it (a contract's end).
+SIGNED_PREFIXES = ("days_since_",)
+
+
+def accepted_range(
+    mn: float | None, mx: float | None, slack: float, signed: bool = False
+) -> tuple[float, float]:
+    """The accepted interval for a numeric feature with training range [mn, mx]; never
+    below 0 when training saw no negative value, unless the feature is ``signed``."""
     if mn is None or mx is None or not (math.isfinite(mn) and math.isfinite(mx)):
         return -math.inf, math.inf
     width = mx - mn
     if width <= 0:
         width = max(abs(mx), 1.0)
     lo, hi = mn - slack * width, mx + slack * width
-    if mn >= 0:
+    if mn >= 0 and not signed:
         lo = max(lo, 0.0)
     return float(lo), float(hi)
 
@@ -435,7 +443,9 @@ class FeatureSchema:
         lo, hi, nullable_num = [], [], []
         for c in self.numeric:
             s = schema.get(c, {})
-            a, b = accepted_range(s.get("min"), s.get("max"), slack)
+            a, b = accepted_range(
+                s.get("min"), s.get("max"), slack, signed=c.startswith(SIGNED_PREFIXES)
+            )
             lo.append(a)
             hi.append(b)
             nullable_num.append(bool(s.get("nullable", True)))
@@ -506,7 +516,8 @@ class FeatureSchema:
                 f"numeric values must lie in [min - {self.slack:g}*width, max + "
                 f"{self.slack:g}*width] of the training range (width = max - min, or "
                 "max(|max|, 1) for a constant column), and be >= 0 when the training minimum "
-                "is >= 0"
+                "is >= 0 (days_since_<date> features excepted: a date after the cut-off is "
+                "negative)"
             ),
         }
 

@@ -75,6 +75,16 @@ def test_accepted_range_rule():
     assert accepted_range(0.5, 0.5, 1.0) == (0.0, 1.5)  # constant column: width max(|max|, 1)
     assert accepted_range(-5, -5, 2.0) == (-15.0, 5.0)
     assert accepted_range(None, 3, 1.0) == (-math.inf, math.inf)
+    # days from a date to the cut-off: a date after it (a contract's end) is negative
+    assert accepted_range(1, 60, 1.0, signed=True) == (-58.0, 119.0)
+    dated = {
+        "features": {"numeric": ["days_since_contract_end", "tenure_days"], "categorical": []},
+        "feature_schema": {
+            c: {"type": "numeric", "min": 1.0, "max": 60.0, "nullable": True}
+            for c in ("days_since_contract_end", "tenure_days")
+        },
+    }
+    assert FeatureSchema(dated).lo.tolist() == [-589.0, 0.0]  # the default slack: 10 widths
 
 
 def test_valid_records_become_arrays():
