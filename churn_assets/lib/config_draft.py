@@ -86,12 +86,23 @@ POSITIVE_LABEL_WORDS = (
     "lapsed",
 )
 #: Column names recognised (lower case, without ``_`` and spaces) when no option names them.
-ID_NAMES = ("customerid", "customer", "clientid", "accountid", "userid", "memberid", "id")
-AMOUNT_NAMES = ("amount", "total", "revenue", "sales", "value", "paymentamount")
+ID_NAMES = (
+    *("customerid", "customer", "clientid", "accountid", "userid", "memberid", "id"),
+    # German, French, Spanish / Portuguese and Dutch exports
+    *("kundennummer", "kundennr", "kundenid", "kunde", "numeroclient", "idclient"),
+    *("idcliente", "cliente", "klantnummer", "klantid", "klant"),
+)
+AMOUNT_NAMES = (
+    *("amount", "total", "revenue", "sales", "value", "paymentamount"),
+    *("betrag", "umsatz", "montant", "importe", "monto", "valor", "bedrag"),
+)
 #: Words in the name of a money column that is not named like :data:`AMOUNT_NAMES`
 #: (``actual_amount_paid``, ``payment_value``, ``Purchase Amount (USD)``), in order of
 #: preference.
-AMOUNT_WORDS = ("amount", "paid", "revenue", "sales", "spend", "spent", "value", "total")
+AMOUNT_WORDS = (
+    *("amount", "paid", "revenue", "sales", "spend", "spent", "value", "total"),
+    *("betrag", "umsatz", "montant", "importe", "monto", "bedrag"),
+)
 QUANTITY_NAMES = ("quantity", "qty")
 PRICE_NAMES = ("unitprice", "price")
 INVOICE_NAMES = ("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber")
@@ -487,7 +498,7 @@ def _category_or_text(col: str, present: pl.Series) -> _Column:
 
 
 #: Words in the name of a column of dates written as whole numbers (``20150301``).
-DATE_HINTS = ("date", "time", "day", "expir", *SIGNUP_HINTS)
+DATE_HINTS = ("date", "time", "day", "expir", "datum", "fecha", *SIGNUP_HINTS)
 
 
 def _yyyymmdd(table: _Table, col: str, integers: pl.Series) -> bool:

@@ -759,3 +759,16 @@ def test_excel_unicode_text_utf16_tab_separated_is_drafted_and_ingested(tmp_path
     res = ingest_customers(cfg, str(tmp_path))
     assert res.parse_errors == {} and res.rows == 400
     assert sorted(res.frame["customer_id"]) == sorted(_bank()["CustomerId"].cast(pl.String))
+
+
+def test_a_german_export_names_its_customer_and_amount_columns_in_german(tmp_path):
+    csv = tmp_path / "export.csv"
+    csv.write_text(
+        "Kundennummer;Rechnungsdatum;Betrag\n"
+        + "".join(f"{17850 + i % 9};{1 + i % 28:02d}/03/2011 10:00;{i},50\n" for i in range(60))
+    )
+    text = draft_config(str(csv), timestamp="Rechnungsdatum")
+    _, raw = _load(text, tmp_path)
+    tx = raw["transactions"]
+    assert (tx["customer_id"], tx["amount"], tx["decimal"]) == ("Kundennummer", "Betrag", ",")
+    assert "activity_only" not in tx
