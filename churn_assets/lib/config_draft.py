@@ -30,6 +30,7 @@ from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
     first_byte,
+    holds_values,
     is_packed,
     kind_of,
     parse_csv_text,
@@ -263,17 +264,13 @@ def _read_file(path: str, sample_rows: int, want: str | None = None) -> _Table:
     return table
 
 
-#: A field that is a value, not a column's name: a number, a date, a time.
-VALUE_FIELD = re.compile(r"^[\s\d.,:/+\-$€£%]*$")
-
-
 def _refuse_headerless(path: str, first: str, separator: str) -> None:
     """Files must start with a line of column names. A first line of values only (CDNOW's
     ``00001 19970101  1   11.77``) would read as names and lose that row: refused with
     the command that writes the file with a header line (and as CSV when its values are
     aligned by spaces, which no separator reads)."""
     fields = [f.strip() for f in first.split(separator)]
-    if not first.strip() or not all(VALUE_FIELD.match(f) for f in fields):
+    if not holds_values(fields):
         return
     spaced = len(fields) == 1 and len(first.split()) > 1
     count = len(first.split()) if spaced else len(fields)

@@ -28,6 +28,7 @@ from churn_assets.lib.datasets import (
 from churn_assets.lib.source_files import (
     DATA_SUFFIXES,
     UnreadableFile,
+    holds_values,
     is_blank,
     local_csv_batches,
     read_local_table,
@@ -207,13 +208,18 @@ def _read_one(
     if missing and problem is None:
         found = ", ".join(repr(c) for c in df.columns[:12])
         more = f" and {df.width - 12} more" if df.width > 12 else ""
+        why = (
+            "its first line holds values, not column names: the file has no header line; "
+            "write it with one (churn draft-config prints a command that does)"
+            if holds_values(list(df.columns))
+            else "a title above the header needs 'skip_rows'; another separator, 'separator'"
+        )
         problem = FileProblem(
             name,
             "missing column",
             column=missing[0],
             rows=df.height,
-            hint=f"the file's columns are {found}{more} (a title above the header "
-            "needs 'skip_rows'; another separator, 'separator')",
+            hint=f"the file's columns are {found}{more} ({why})",
         )
     if problem is not None:
         if not data:  # read from its path: its bytes go to quarantine

@@ -13,6 +13,7 @@ import bz2
 import gzip
 import io
 import lzma
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,6 +197,16 @@ def kind_of(data: bytes, name: str, declared: str = "auto") -> Kind:
     if low.endswith(JSON_SUFFIXES) or first_byte(data) in (b"{", b"["):
         return "json"
     return "csv"
+
+
+#: A field that is a value, not a column's name: a number, a date, a time.
+VALUE_FIELD = re.compile(r"^[\s\d.,:/+\-$€£%]*$")
+
+
+def holds_values(fields: list[str]) -> bool:
+    """Whether a header line's fields are all values (numbers, dates): a file without a
+    header line, whose first row was read as the column names."""
+    return any(f.strip() for f in fields) and all(VALUE_FIELD.match(f) for f in fields)
 
 
 def read_csv_text(

@@ -539,3 +539,21 @@ def test_draft_config_of_a_folder_of_monthly_snapshots_keeps_each_customers_late
     res = ingest_customers(load_dataset_config(str(out)), str(tmp_path))
     assert res.rows == 40 and res.earlier_rows == 80
     assert set(res.frame["tenure"]) == {16 + i for i in range(40)}  # June's rows
+
+
+def test_a_file_without_a_header_line_says_so_when_a_config_names_its_columns(tmp_path):
+    """A hand-written config on a headerless export: the first line was read as the
+    column names, and the problem says the file has no header line."""
+    landing = tmp_path / "landing" / "t"
+    landing.mkdir(parents=True)
+    (landing / "orders.csv").write_text("".join(CSV.splitlines(keepends=True)[1:]))
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(
+        "name: t\ntransactions:\n  path: t/orders.csv\n  customer_id: CustomerID\n"
+        "  timestamp: InvoiceDate\n  quantity: Quantity\n  unit_price: UnitPrice\n"
+        "labels:\n  source: transactions\n  horizon_days: 1\n"
+    )
+    res = ingest_transactions(load_dataset_config(str(cfg)), str(tmp_path / "landing"))
+    (problem,) = res.file_problems
+    assert problem.problem == "missing column"
+    assert "its first line holds values, not column names" in problem.hint
