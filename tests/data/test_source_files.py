@@ -501,21 +501,26 @@ def test_a_line_with_more_fields_than_the_header_says_the_separator_may_differ()
         parse_csv_text("InvoiceNo;CustomerID;Amount\n536365;17850;2,55\n", separator=",")
 
 
-def test_a_totals_row_at_the_end_of_an_export_is_skipped_and_counted(tmp_path):
-    """Excel's "Total,,,12345.67" under the lines: no row at all (not a line without a
-    customer, nor a bad amount); a line whose invoice is "TOTAL" but names a customer stays."""
+def _ingest_orders(tmp_path: Path, text: str):
+    """``text`` landed as ``orders.csv`` and ingested with the Online Retail columns."""
     landing = tmp_path / "landing" / "t"
     landing.mkdir(parents=True)
-    (landing / "orders.csv").write_text(
-        CSV.replace("536380,", "TOTAL,") + "Total,,,\r\nGrand total:,,,\n"
-    )
+    (landing / "orders.csv").write_text(text)
     cfg = tmp_path / "t.yaml"
     cfg.write_text(
         "name: t\ntransactions:\n  path: t/orders.csv\n  customer_id: CustomerID\n"
         "  timestamp: InvoiceDate\n  quantity: Quantity\n  unit_price: UnitPrice\n"
         "  invoice_id: InvoiceNo\nlabels:\n  source: transactions\n  horizon_days: 1\n"
     )
-    res = ingest_transactions(load_dataset_config(str(cfg)), str(tmp_path / "landing"))
+    return ingest_transactions(load_dataset_config(str(cfg)), str(tmp_path / "landing"))
+
+
+def test_a_totals_row_at_the_end_of_an_export_is_skipped_and_counted(tmp_path):
+    """Excel's "Total,,,12345.67" under the lines: no row at all (not a line without a
+    customer, nor a bad amount); a line whose invoice is "TOTAL" but names a customer stays."""
+    res = _ingest_orders(
+        tmp_path, CSV.replace("536380,", "TOTAL,") + "Total,,,\r\nGrand total:,,,\n"
+    )
     assert res.rows == 3 and res.total_rows == 2
     assert "TOTAL" in res.frame["invoice_id"].to_list()
     check = files_check("raw_transactions", res, None)
@@ -544,16 +549,7 @@ def test_draft_config_of_a_folder_of_monthly_snapshots_keeps_each_customers_late
 def test_a_file_without_a_header_line_says_so_when_a_config_names_its_columns(tmp_path):
     """A hand-written config on a headerless export: the first line was read as the
     column names, and the problem says the file has no header line."""
-    landing = tmp_path / "landing" / "t"
-    landing.mkdir(parents=True)
-    (landing / "orders.csv").write_text("".join(CSV.splitlines(keepends=True)[1:]))
-    cfg = tmp_path / "t.yaml"
-    cfg.write_text(
-        "name: t\ntransactions:\n  path: t/orders.csv\n  customer_id: CustomerID\n"
-        "  timestamp: InvoiceDate\n  quantity: Quantity\n  unit_price: UnitPrice\n"
-        "labels:\n  source: transactions\n  horizon_days: 1\n"
-    )
-    res = ingest_transactions(load_dataset_config(str(cfg)), str(tmp_path / "landing"))
+    res = _ingest_orders(tmp_path, "".join(CSV.splitlines(keepends=True)[1:]))
     (problem,) = res.file_problems
     assert problem.problem == "missing column"
     assert "its first line holds values, not column names" in problem.hint
