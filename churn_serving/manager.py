@@ -185,6 +185,8 @@ class ModelManager:
                 "failed", "nothing_deployed", f"nothing deployed at {self.storage.url()}", None
             )
         version = str(pointer["version"])
+        # before any swap: a reader that sees the new bundle sees the version it came from
+        self.deployed_version = version
         if current is not None and current.version == version and not force:
             return self._refresh_customers(current)
         # the files as they are before loading: a copy that completes meanwhile is retried
