@@ -249,14 +249,15 @@ def _without_empty_rows(
     candidate = pl.col(ident).is_null() | pl.col(ident).str.contains(TOTALS)
     filled = pl.sum_horizontal(pl.col(c).is_not_null() for c in wanted)
     sparse = (filled > 0) & (filled * 2 <= len(wanted))  # a label and a sum or two
-    at = df.select((candidate & sparse).arg_true().alias("_row"))["_row"]
+    flags = df.select(empty=filled == 0, maybe=candidate & sparse)  # one pass for both
+    at = flags["maybe"].arg_true()
     marked = pl.any_horizontal(pl.col(c).str.contains(TOTALS).fill_null(False) for c in texts)
     totals = df[at].with_columns(_row=at).filter(marked)["_row"] if at.len() else at
-    n = df.select(empty.sum()).item()
+    n = int(flags["empty"].sum())
     if not n and not totals.len():
         return df, 0, 0
-    drop = empty | pl.int_range(pl.len()).is_in(totals.implode())
-    return df.filter(~drop), n, totals.len()
+    drop = flags.select(pl.col("empty") | pl.int_range(pl.len()).is_in(totals.implode()))
+    return df.filter(~drop.to_series()), n, totals.len()
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:
