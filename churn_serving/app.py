@@ -1206,7 +1206,8 @@ def dataset_aliases(name: str | None = None) -> dict[str, str]:
         return {}
     if cfg.customers is None:
         return {}
-    return {a.raw: a.name for a in cfg.customers.attributes if a.raw != a.name}
+    columns = [*cfg.customers.attributes, cfg.customers.signup_date]
+    return {a.raw: a.name for a in columns if a is not None and a.raw != a.name}
 
 
 def dataset_storage() -> Any:

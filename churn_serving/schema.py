@@ -35,6 +35,7 @@ The rules (also served at ``GET /predict/schema``):
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -402,7 +403,22 @@ def columnar_request(
 
 #: Features that may be negative whatever training saw: the days from a date to the
 #: cut-off (``days_since_<name>``) are negative for a date after it (a contract's end).
-SIGNED_PREFIXES = ("days_since_",)
+DAYS_SINCE = "days_since_"
+SIGNED_PREFIXES = (DAYS_SINCE,)
+
+
+@dataclass(frozen=True)
+class BadDate:
+    """A value sent under a date's name that is not a date: refused as ``wrong_type``."""
+
+    key: str
+    value: Any
+
+    def message(self, feature: str) -> str:
+        return (
+            f"{self.key!r} must be a date (YYYY-MM-DD) or an ISO date-time, got "
+            f"{self.value!r}; or send the days to the cut-off as {feature!r}"
+        )
 
 
 def accepted_range(
@@ -472,6 +488,21 @@ class FeatureSchema:
             if name in self.expected and src != name and src not in self.expected
         }
         self.source_names = {name: src for src, name in self.aliases.items()}
+        # dates: a days_since_<name> feature may be sent as the date under <name> (or its
+        # source column name), counted to the day the version's dates count to
+        definition = manifest.get("feature_definition") or {}
+        as_of = definition.get("dates_as_of")
+        self.dates_as_of = dt.datetime.fromisoformat(as_of) if as_of else None
+        dates = {
+            k: v
+            for k, v in (definition.get("dates") or {}).items()
+            if v in self.numeric and k not in self.expected
+        }
+        self.date_keys: dict[str, str] = dict(dates)
+        for src, name in (aliases or {}).items():
+            if name in dates and src not in self.expected:
+                self.date_keys.setdefault(src, dates[name])
+        self._renames = bool(self.aliases or self.date_keys)
         self._num_get = _getter(self.numeric)
         self._cat_get = _getter(self.categorical)
 
@@ -511,6 +542,17 @@ class FeatureSchema:
             "source_names": dict(self.source_names),
             "names_accepted": "a record's features may be keyed by the feature names or by the "
             "data set's source column names (source_names), or a mix",
+            "dates": {
+                "fields": dict(self.date_keys),
+                "dates_as_of": self.dates_as_of.date().isoformat() if self.dates_as_of else None,
+                "rule": "a date feature (days_since_<name>; a snapshot's tenure_days from "
+                "signup_date) may be sent as the date itself under the date's name or its "
+                "source column name (fields): YYYY-MM-DD or an ISO date-time, counted in "
+                "days to dates_as_of (negative after it), as training counted them to its "
+                "cut-off",
+            }
+            if self.date_keys
+            else None,
             "fields": fields,
             "range_rule": (
                 f"numeric values must lie in [min - {self.slack:g}*width, max + "
@@ -594,7 +636,7 @@ class FeatureSchema:
         except (KeyError, TypeError):
             num_rows = None
         if num_rows is None:
-            if self.aliases:
+            if self._renames:
                 feats = [f if f.keys() == expected else self._translate(f) for f in feats]
             for k, f in enumerate(feats):
                 if f.keys() != expected:
@@ -722,7 +764,7 @@ class FeatureSchema:
         Raises:
             RequestError: 422 naming every missing and unknown feature.
         """
-        if self.aliases and columns.keys() != self.expected:
+        if self._renames and columns.keys() != self.expected:
             columns = self._translate(columns)
         keys = columns.keys()
         if keys == self.expected:
@@ -751,11 +793,45 @@ class FeatureSchema:
         out: dict[str, Any] = {}
         for k, v in f.items():
             name = self.aliases.get(k)
-            if name is None or name in f:
+            feature = self.date_keys.get(k)
+            if feature is not None and feature not in f and self.dates_as_of is not None:
+                out[feature] = self._days(k, v)
+            elif name is None or name in f:
                 out[k] = v
             else:
                 out[name] = v
         return out
+
+    def _days(self, key: str, value: Any) -> Any:
+        """The days from a date sent under ``key`` (one value, a JSON column of them or an
+        Arrow column) to :attr:`dates_as_of`, as ``days_since_<name>`` is computed in
+        training; a value that is not a date becomes a :class:`BadDate`."""
+        if isinstance(value, list):
+            return [self._days(key, v) for v in value]
+        if hasattr(value, "to_pylist"):  # an Arrow column of dates, date-times or strings
+            import pyarrow as pa
+
+            values = [v.isoformat() if isinstance(v, dt.date) else v for v in value.to_pylist()]
+            days = [self._days(key, v) for v in values]
+            bad = next((d for d in days if isinstance(d, BadDate)), None)
+            if bad is not None:
+                feature = self.date_keys[key]
+                raise validation_error(
+                    [_error(["body", "columns", key], "wrong_type", bad.message(feature), key)]
+                )
+            return pa.array(days, type=pa.float64())
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            return BadDate(key, value)
+        try:
+            when = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return BadDate(key, value)
+        if when.tzinfo is not None:  # training dates are naive UTC
+            when = when.astimezone(dt.UTC).replace(tzinfo=None)
+        assert self.dates_as_of is not None
+        return (self.dates_as_of - when).total_seconds() / 86_400
 
     def _numeric(
         self,
@@ -813,7 +889,9 @@ class FeatureSchema:
                         _error(
                             loc(r, c),
                             "wrong_type",
-                            f"feature {c!r} must be a number, got {json_type(v)}",
+                            v.message(c)
+                            if isinstance(v, BadDate)
+                            else f"feature {c!r} must be a number, got {json_type(v)}",
                             c,
                         )
                     )

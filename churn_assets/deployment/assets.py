@@ -122,7 +122,10 @@ def deployed_model_version(
             settings=GateSettings.from_models(cfg.models, seed=cfg.seed),
             reference_features=current_features,
             feature_definition=feature_definition(
-                cfg, transactions, [*spec["numeric"], *spec["categorical"]]
+                cfg,
+                transactions,
+                [*spec["numeric"], *spec["categorical"]],
+                customers=_snapshot_customers(cfg, storage, spec["numeric"]),
             ),
             register=register,
             lineage={
@@ -163,6 +166,17 @@ def deployed_model_version(
                 float(comparison["diff"])
             )
     return dg.Output(value, metadata=metadata)
+
+
+def _snapshot_customers(cfg: Any, storage: Any, numeric: list[str]) -> Any:
+    """A snapshot data set's usable customer table when a date attribute is a feature
+    (its "now" is then stored with the version, for the sidecar to count dates to)."""
+    from churn_assets.lib.feature_sets import date_features, usable
+
+    if cfg.transactions is not None or not date_features(cfg, numeric):
+        return None
+    table = storage.read_asset("raw_customers")
+    return None if table is None else usable(table)[0]
 
 
 def _scoring_cutoff(context: dg.AssetExecutionContext, platform: ChurnPlatform) -> dt.date | None:

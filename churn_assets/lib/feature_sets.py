@@ -17,6 +17,7 @@ import polars as pl
 
 from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.features import (
+    DAYS_SINCE,
     FeatureParams,
     build_customer_features,
     cutoff_before,
@@ -122,12 +123,18 @@ def deployed_categories(storage: Any) -> tuple[str, ...]:
 
 
 def feature_definition(
-    cfg: DatasetConfig, transactions: pl.DataFrame | pl.LazyFrame | None, columns: list[str]
+    cfg: DatasetConfig,
+    transactions: pl.DataFrame | pl.LazyFrame | None,
+    columns: list[str],
+    customers: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """What shapes a model's feature table, stored in the version's manifest: the
     category-share categories, horizon, naive look-back, who counts (``active_within_days``,
-    ``exit_events``), the cut-off and the columns."""
+    ``exit_events``), the cut-off, the columns and, when a date attribute is a feature
+    (:func:`date_features`), which and the day its dates count to for scoring."""
     cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
+    dates = date_features(cfg, columns)
+    as_of = dates_as_of(cfg, customers, transactions) if dates else None
     return {
         "categories": list(reference_categories(cfg, transactions)) if cutoff else [],
         "horizon_days": cfg.labels.horizon_days,
@@ -135,8 +142,35 @@ def feature_definition(
         "active_within_days": cfg.labels.active_within_days,
         "exit_events": list(cfg.transactions.exit_events) if cfg.transactions else [],
         "label_cutoff": cutoff.isoformat() if cutoff else None,
+        "dates": dates,
+        "dates_as_of": as_of.isoformat() if as_of else None,
         "columns": list(columns),
     }
+
+
+def date_features(cfg: DatasetConfig, columns: list[str]) -> dict[str, str]:
+    """Customer date attributes that are features, each with its feature: a date as
+    ``days_since_<name>``, and a snapshot's sign-up as ``tenure_days`` (with transactions
+    the tenure also counts from the first purchase, so it is not the sign-up's alone)."""
+    dates = {c[len(DAYS_SINCE) :]: c for c in columns if c.startswith(DAYS_SINCE)}
+    signup = cfg.customers is not None and cfg.customers.signup_date is not None
+    if signup and cfg.transactions is None and "tenure_days" in columns:
+        dates["signup_date"] = "tenure_days"
+    return dates
+
+
+def dates_as_of(
+    cfg: DatasetConfig,
+    customers: pl.DataFrame | None,
+    transactions: pl.DataFrame | pl.LazyFrame | None,
+) -> dt.date | None:
+    """The day scored customers' ``days_since_<date>`` features count to: the scoring
+    cut-off of transaction data (the day after the last usable line, as
+    ``current_features`` places it), else the snapshot's "now" (:func:`snapshot_as_of`)."""
+    if transactions is not None and cfg.transactions is not None:
+        last = transactions.lazy().select(pl.col("timestamp").max()).collect().item()
+        return None if last is None else last.date() + dt.timedelta(days=1)
+    return snapshot_as_of(cfg, customers)
 
 
 def align_to(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:

@@ -305,3 +305,73 @@ def test_an_activity_log_without_money_trains_and_serves_the_churn_model(tmp_pat
         assert answer.status_code == 200, answer.text
         pred = answer.json()["predictions"][0]
         assert 0 <= pred["churn_probability"] <= 1 and pred["expected_total_sales"] is None
+
+
+def test_a_snapshot_with_a_last_login_date_is_served_from_the_date_itself(tmp_path, isolated_env):
+    """A snapshot with a ``LastLogin`` date, drafted by `churn draft-config`: the date is a
+    ``days_since_last_login`` feature counted to the snapshot's day, stored with the
+    version; the sidecar takes the customer's row as exported, date and all, and answers
+    what it answers for the customer's id."""
+    from churn_assets.lib.config_draft import draft_config
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    idle = rng.integers(0, 200, n)  # days since the last login, as of 2024-06-30
+    plan = rng.choice(["basic", "pro"], n)
+    churn = rng.random(n) < 1 / (1 + np.exp(-(-2.0 + 0.02 * idle)))
+    day = dt.date(2024, 6, 30)
+    frame = pl.DataFrame(
+        {
+            "CustomerID": [f"C{i:05d}" for i in range(n)],
+            "Plan": plan,
+            "MonthlyFee": np.round(rng.uniform(5, 50, n), 2),
+            "SignupDate": [
+                day - dt.timedelta(days=int(d)) for d in [0, *rng.integers(1, 900, n - 1)]
+            ],
+            "LastLogin": [day - dt.timedelta(days=int(d)) for d in idle],
+            "Churned": np.where(churn, "Yes", "No"),
+        }
+    )
+    path = tmp_path / "accounts.csv"
+    frame.write_csv(path)
+    cfg = yaml.safe_load(draft_config(str(path), label="Churned"))
+    cfg["models"] = dict(FAST_MODELS)
+    config = tmp_path / "accounts.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+
+    run = run_graph(str(config))
+    assert run.result.success, run.result.all_events[-1]
+    out = run.result.output_for_node("deployed_model_version")
+    manifest = dep.read_manifest(Storage(str(isolated_env / cfg["name"])), out["version"])
+    definition = manifest["feature_definition"]
+    assert definition["dates_as_of"] == "2024-07-01"  # the day after the latest sign-up
+    assert "days_since_last_login" in manifest["features"]["numeric"]
+    assert definition["dates"] == {
+        "last_login": "days_since_last_login",
+        "signup_date": "tenure_days",
+    }
+    row = frame.row(7, named=True)
+    exported = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+    features = {k: v for k, v in exported.items() if k not in ("CustomerID", "Churned")}
+    with serving(isolated_env, str(config)) as url:
+        schema = httpx.get(f"{url}/predict/schema", timeout=30).json()
+        assert schema["dates"]["fields"]["LastLogin"] == "days_since_last_login"
+        assert schema["dates"]["fields"]["SignupDate"] == "tenure_days"
+        by_id = httpx.post(
+            f"{url}/predict", json={"records": [{"customer_id": row["CustomerID"]}]}, timeout=30
+        )
+        assert by_id.status_code == 200, by_id.text
+        by_row = httpx.post(
+            f"{url}/predict", json={"records": [{"features": features}]}, timeout=30
+        )
+        assert by_row.status_code == 200, by_row.text
+        assert by_row.json()["predictions"][0]["churn_probability"] == pytest.approx(
+            by_id.json()["predictions"][0]["churn_probability"]
+        )
+        bad = httpx.post(
+            f"{url}/predict",
+            json={"records": [{"features": {**features, "LastLogin": "last week"}}]},
+            timeout=30,
+        )
+        assert bad.status_code == 422
+        assert "'LastLogin' must be a date" in bad.text

@@ -87,6 +87,74 @@ def test_accepted_range_rule():
     assert FeatureSchema(dated).lo.tolist() == [-589.0, 0.0]  # the default slack: 10 widths
 
 
+def test_a_date_feature_is_sent_as_the_date_and_counted_to_the_versions_day():
+    manifest = {
+        "features": {"numeric": ["days_since_last_login", "spend"], "categorical": []},
+        "feature_schema": {
+            "days_since_last_login": {"min": 0.0, "max": 400.0, "nullable": True},
+            "spend": {"min": 0.0, "max": 100.0, "nullable": False},
+        },
+        "feature_definition": {
+            "dates": {"last_login": "days_since_last_login"},
+            "dates_as_of": "2024-07-01",
+        },
+    }
+    schema = FeatureSchema(manifest, aliases={"LastLogin": "last_login"})
+    assert schema.date_keys == {
+        "last_login": "days_since_last_login",
+        "LastLogin": "days_since_last_login",
+    }
+    assert schema.describe()["dates"]["dates_as_of"] == "2024-07-01"
+    feats = [
+        {"last_login": "2024-06-01", "spend": 5},
+        {"LastLogin": "2024-06-30T12:00:00", "spend": 5},
+        {"last_login": "2024-07-01T02:00:00+02:00", "spend": 5},  # midnight UTC
+        {"last_login": None, "spend": 5},
+        {"last_login": "2024-08-01", "spend": 5},  # after the day: negative
+        {"days_since_last_login": 7, "spend": 5},  # the days themselves still work
+    ]
+    num, _, _ = schema.to_arrays(feats, list(range(len(feats))))
+    days = num[:, 0].tolist()
+    assert days[:3] == [30.0, 0.5, 0.0] and math.isnan(days[3]) and days[4:] == [-31.0, 7.0]
+    # the same as a columnar body
+    num, _, _ = schema.columns_to_arrays({"last_login": ["2024-06-01"], "spend": [5]}, 1)
+    assert num[0, 0] == 30.0
+    # not a date: a clear error naming both ways to send it
+    with pytest.raises(RequestError) as e:
+        schema.to_arrays(
+            [{"last_login": "June 1st", "spend": 5}, {"last_login": 30, "spend": 5}], [0, 1]
+        )
+    errors = e.value.body()["detail"]
+    assert [(x["field"], x["type"]) for x in errors] == [
+        ("days_since_last_login", "wrong_type")
+    ] * 2
+    assert "'last_login' must be a date (YYYY-MM-DD)" in errors[0]["msg"]
+    assert "'days_since_last_login'" in errors[1]["msg"]
+    # a version that does not record the day takes the days only
+    old = FeatureSchema({**manifest, "feature_definition": {}})
+    with pytest.raises(RequestError):
+        old.to_arrays([{"last_login": "2024-06-01", "spend": 5}], [0])
+
+
+def test_a_date_feature_in_an_arrow_body():
+    pa = pytest.importorskip("pyarrow")
+    manifest = {
+        "features": {"numeric": ["days_since_last_login"], "categorical": []},
+        "feature_schema": {"days_since_last_login": {"min": 0.0, "max": 400.0}},
+        "feature_definition": {
+            "dates": {"last_login": "days_since_last_login"},
+            "dates_as_of": "2024-07-01",
+        },
+    }
+    schema = FeatureSchema(manifest)
+    table = pa.table({"last_login": pa.array([dt.date(2024, 6, 1), None], pa.date32())})
+    num, _, _ = schema.arrow_to_arrays(table)
+    assert num[0, 0] == 30.0 and math.isnan(num[1, 0])
+    with pytest.raises(RequestError) as e:
+        schema.arrow_to_arrays(pa.table({"last_login": ["soon"]}))
+    assert "must be a date" in e.value.body()["detail"][0]["msg"]
+
+
 def test_valid_records_become_arrays():
     schema = FeatureSchema(MANIFEST)
     feats = [
