@@ -25,7 +25,14 @@ import polars as pl
 import yaml
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
-from churn_assets.lib.ingest import given_value, has_offset, label_key, parse_expr, second_pass
+from churn_assets.lib.ingest import (
+    given_value,
+    has_offset,
+    label_key,
+    label_keys,
+    parse_expr,
+    second_pass,
+)
 from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
     UnreadableFile,
@@ -589,8 +596,11 @@ def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
         shown = ", ".join(f"{v!r} ({n:,})" for v, n in unknown)
         return positive, f"{why}; CHECK: {negative!r} means retained, {shown}: no label", [negative]
     positive, why = _positive_of(counts, label)
-    others = [v for v, _ in counts if v != positive]
-    return positive, why, others if len(others) > 1 else None
+    values = [v for v, _ in counts]
+    keys = dict(zip(values, label_keys(values), strict=True))
+    key = label_keys([positive])[0]
+    others = [v for v in values if keys[v] != key]  # '1.0' is '1', as ingestion reads it
+    return positive, why, others if len({keys[v] for v in others}) > 1 else None
 
 
 def _positive_of(counts: list[tuple[str, int]], label: str) -> tuple[str, str]:
@@ -628,10 +638,55 @@ def _positive_of(counts: list[tuple[str, int]], label: str) -> tuple[str, str]:
 _ISO = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
 
 
-def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str]:
-    """The ``timestamp_format`` of ``col`` (None: ISO 8601) and a note when the day and the
-    month could be either way round."""
+#: A time zone name ending a timestamp ("2023-03-01 08:26:00 Europe/Berlin").
+_ZONE_NAME = r"\s((?:[A-Za-z_]+/)+[A-Za-z0-9_+\-]+|UTC|GMT)$"
+
+
+def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str, str | None]:
+    """The ``timestamp_format`` of ``col`` (None: ISO 8601), a note when the day and the
+    month could be either way round, and the ``timezone`` named after every time."""
     values = table.frame[col].cast(pl.String).str.strip_chars().drop_nulls().head(5000)
+    zones = values.str.extract(_ZONE_NAME, 1)
+    if values.len() and zones.null_count() == 0:
+        return _zoned_format(table, col, zones.unique().sort().to_list())
+    return (*_plain_timestamp_format(table, col, values), None)
+
+
+def _zoned_format(table: _Table, col: str, zones: list[str]) -> tuple[str, str, str]:
+    """Timestamps that end with a time zone's name: the format with the name as text and
+    the zone as ``timezone`` (polars' ``%Z`` reads a name without applying it)."""
+    import zoneinfo
+
+    example = table.frame[col].drop_nulls()[0]
+    if len(zones) > 1:
+        raise DraftError(
+            f"the timestamps of column {col!r} name {len(zones)} time zones "
+            f"({', '.join(zones[:4])}; e.g. {example!r}): write them with UTC offsets "
+            "('2023-03-01 08:26:00+01:00') before landing, or land each zone's lines as a "
+            "table of its own with its timezone"
+        )
+    zone = zones[0]
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise DraftError(
+            f"the timestamps of column {col!r} end with {zone!r} (e.g. {example!r}), not an "
+            "IANA time zone name: write them with UTC offsets before landing"
+        ) from None
+    stems = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", *TIMESTAMP_FORMATS)
+    for stem in stems:
+        fmt = f"{stem} {zone}"
+        if _parses(table, col, "datetime", fmt) >= 0.99:
+            return fmt, f"CHECK: local times in {zone}, converted to UTC (timezone)", zone
+    raise DraftError(
+        f"the timestamps of column {col!r} (e.g. {example!r}) end with the time zone {zone!r} "
+        f"but match no common format before it: set timestamp_format ('%Y-%m-%d %H:%M:%S "
+        f"{zone}') and timezone: {zone} in the draft"
+    )
+
+
+def _plain_timestamp_format(table: _Table, col: str, values: pl.Series) -> tuple[str | None, str]:
+    """:func:`_timestamp_format` of timestamps without a zone name."""
     numbers = values.cast(pl.Float64, strict=False)
     if values.len() and numbers.null_count() == 0:
         for fmt, unit, (low, high) in EPOCH_RANGES:
@@ -1211,10 +1266,11 @@ def _transactions(
         )
     ts = _find(table, timestamp, (), "timestamp")
     assert ts is not None
-    fmt, note = _timestamp_format(table, ts)
+    fmt, note, zone = _timestamp_format(table, ts)
     out = [
         "transactions:",
         *source,
+        *([f"  timezone: {_yaml(zone)}   # the zone the times are local to"] if zone else []),
         f"  customer_id: {_yaml(customer)}" + _one_time_ids(table, customer, ts),
         f"  timestamp: {_yaml(ts)}",
     ]

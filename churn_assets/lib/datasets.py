@@ -76,16 +76,48 @@ class SourceSpec(_Strict):
     skip_rows: int = Field(
         default=0, ge=0, description="Lines above the header row (a title, notes) to skip."
     )
+    timezone: str | None = Field(
+        default=None,
+        description="The IANA time zone (Europe/London) the table's date-times are local "
+        "to: they are converted to UTC, daylight saving time included. Date-times with a UTC "
+        "offset and numbers since 1970 are UTC already and stay as they are.",
+    )
 
     @model_validator(mode="after")
     def _number_marks_differ(self) -> SourceSpec:
         if self.thousands == self.decimal:
             raise ValueError(f"'thousands' and 'decimal' must differ (both {self.decimal!r})")
+        if self.timezone is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"timezone {self.timezone!r} is not an IANA time zone name "
+                    "(e.g. 'Europe/London', 'America/New_York', 'UTC')"
+                ) from None
+        for fmt in self._formats():
+            if fmt and re.search(r"%#?Z", fmt):
+                raise ValueError(
+                    f"format {fmt!r}: %Z reads a time zone name without applying it (the times "
+                    "would stay local). Write the name as text in the format ('%Y-%m-%d "
+                    "%H:%M:%S Europe/Berlin') and set timezone: Europe/Berlin; a file with "
+                    "several zone names needs its times written with UTC offsets (%z)"
+                )
         return self
+
+    def _formats(self) -> list[str | None]:
+        """The strptime formats this table's config names."""
+        return []
 
 
 class CustomersSpec(SourceSpec):
     """The customer table: one row per customer."""
+
+    def _formats(self) -> list[str | None]:
+        columns = [self.signup_date, self.latest_by, *self.attributes]
+        return [c.format for c in columns if c is not None]
 
     id_column: str | None = None
     row_ids: bool = Field(
@@ -104,6 +136,9 @@ class CustomersSpec(SourceSpec):
 
 class TransactionsSpec(SourceSpec):
     """The transaction table: customer id, timestamp and amount (or quantity x unit price)."""
+
+    def _formats(self) -> list[str | None]:
+        return [self.timestamp_format]
 
     customer_id: str
     timestamp: str

@@ -387,12 +387,16 @@ def plain_number(raw: str, target: str, decimal: str) -> pl.Expr:
     return f
 
 
-def second_pass(first: pl.Expr, raw: str, target: str, decimal: str) -> pl.Expr | None:
+def second_pass(
+    first: pl.Expr, raw: str, target: str, decimal: str, timezone: str | None = None
+) -> pl.Expr | None:
     """``first`` (the configured parse of text column ``raw``) with what no config makes
-    ambiguous read as well: ISO 8601 dates, numbers with a currency sign or digit
-    grouping; None for types without such a reading."""
-    if target in ("date", "datetime"):
+    ambiguous read as well: ISO 8601 dates (date-times local to ``timezone``), numbers
+    with a currency sign or digit grouping; None for types without such a reading."""
+    if target == "date":
         return pl.coalesce(first, _iso_8601(raw, target))
+    if target == "datetime":
+        return pl.coalesce(first, local_to_utc(_iso_8601(raw, target), timezone))
     if target in ("numeric", "integer"):
         return pl.coalesce(first, plain_number(raw, target, decimal))
     return None
@@ -427,6 +431,18 @@ ISO_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _ENDS_WITH_OFFSET = re.compile(r"\d[Zz]$|\d[+-]\d\d:?\d\d$")
 
 
+def local_to_utc(times: pl.Expr, timezone: str | None) -> pl.Expr:
+    """Date-times local to ``timezone`` as UTC (no zone; as is without one). A time the
+    clocks skipped is null (a bad value); one they passed twice is the earlier."""
+    if timezone is None:
+        return times
+    return (
+        times.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+        .dt.replace_time_zone(None)
+    )
+
+
 def has_offset(values: pl.Series) -> bool:
     """Whether a file's timestamps carry a UTC offset, by its first value."""
     first = values.head(1000).drop_nulls().head(1).to_list() or (
@@ -445,9 +461,10 @@ def _typed(
     decimal: str = ".",
     thousands: str = "",
     offsets: dict[str, bool] | None = None,
+    timezone: str | None = None,
 ):
     """Type ``df``: columns maps out name → (raw name, type, format, spec); numbers as
-    ``decimal`` / ``thousands`` say.
+    ``decimal`` / ``thousands`` say; local date-times in ``timezone`` become UTC.
 
     Returns the typed frame (with ``_parse_errors``), the count of bad values per column, a
     hint per column whose bad values look like numbers written with a decimal comma, and
@@ -458,6 +475,7 @@ def _typed(
     exprs, checks = [], []
     bad_exprs: dict[str, pl.Expr] = {}
     first_pass: dict[str, pl.Expr] = {}
+    local: dict[str, str | None] = {}  # date-time columns read as local times
     for out, (raw, typ, fmt, spec) in columns.items():
         dtype = df.schema[raw]
         native = (
@@ -473,10 +491,12 @@ def _typed(
             )
             if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
                 e = e.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            elif isinstance(dtype, pl.Datetime):
+                e = local_to_utc(e, timezone)
             exprs.append(e.alias(out))
             continue
         if typ == "datetime" and dtype == pl.Date:
-            exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
+            exprs.append(local_to_utc(pl.col(raw).cast(pl.Datetime("us")), timezone).alias(out))
             continue
         if typ == "datetime" and fmt is None and out not in judged:
             judged[out] = has_offset(df[raw])  # by the first value of the file
@@ -484,6 +504,10 @@ def _typed(
         parsed = parse_expr(
             raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
         )
+        aware = offset or fmt in EPOCH_FORMATS or bool(fmt and re.search(r"%#?z", fmt))
+        if typ == "datetime" and not aware:
+            parsed = local_to_utc(parsed, timezone)
+            local[out] = timezone
         exprs.append(parsed.alias(out))
         if typ in ("string", "categorical"):
             continue  # text cannot fail to parse
@@ -510,7 +534,8 @@ def _typed(
             raw, typ = columns[out][0], columns[out][1]
             if (
                 df.schema[raw] != pl.String
-                or (fixed := second_pass(first_pass[out], raw, typ, decimal)) is None
+                or (fixed := second_pass(first_pass[out], raw, typ, decimal, local.get(out)))
+                is None
             ):
                 continue
             bad = given_value(raw, typ) & fixed.is_null()
@@ -586,7 +611,7 @@ def _ingest(
             blank += n
             totals += t
             typed, bad, found, offsets = _typed(
-                df, columns, spec.decimal, spec.thousands, offsets=offsets
+                df, columns, spec.decimal, spec.thousands, offsets=offsets, timezone=spec.timezone
             )
             del df
             bad_counts.update(bad)
@@ -817,7 +842,7 @@ def _one_class_label(
     )
 
 
-def _label_keys(values: list[str]) -> list[str]:
+def label_keys(values: list[str]) -> list[str]:
     """``values`` as :func:`label_key` compares them."""
     frame = pl.DataFrame({"v": pl.Series(values, dtype=pl.String)})
     return frame.select(label_key(pl.col("v")))["v"].to_list()
@@ -879,8 +904,8 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
         frame = _join_label_file(cfg, res, frame, landing_url, storage_options or {})
     if cfg.labels.source == "columns":
         labels = frame["churned"]
-        positive = _label_keys(cfg.labels.churned_positive)
-        negative = _label_keys(cfg.labels.churned_negative or [])
+        positive = label_keys(cfg.labels.churned_positive)
+        negative = label_keys(cfg.labels.churned_negative or [])
         key = label_key(pl.col("churned"))
         is_label = key.is_in(positive) | key.is_in(negative) if negative else pl.lit(True)
         frame = frame.with_columns(

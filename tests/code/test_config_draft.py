@@ -273,6 +273,25 @@ def test_a_label_value_named_like_churn_is_the_positive_one(tmp_path, values, po
     assert res.label_problem is None and res.frame["churned"].sum() > 0
 
 
+def test_a_label_written_as_1_and_1_0_is_one_value(tmp_path):
+    """Two files (or one export) writing the label as 1/0 and 1.0/0.0: the draft does not
+    list '1.0' among the retained values, as ingestion reads it as 1."""
+    csv = tmp_path / "churn.csv"
+    n = 300
+    pl.DataFrame(
+        {
+            "id": [f"C{i}" for i in range(n)],
+            "age": [20 + i % 50 for i in range(n)],
+            "churn": [("1" if i % 3 == 0 else "0") + (".0" if i % 2 else "") for i in range(n)],
+        }
+    ).write_csv(csv)
+    text = draft_config(str(csv), label="churn")
+    assert 'churned_positive: ["1"]' in text and "churned_negative" not in text
+    cfg, _ = _load(text, tmp_path)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.label_problem is None and res.frame["churned"].sum() == 100
+
+
 def test_a_table_of_ids_and_labels_only_drafts_without_attributes(tmp_path):
     csv = tmp_path / "labels.csv"
     pl.DataFrame({"id": [f"C{i}" for i in range(50)], "churn": ["Yes", "No"] * 25}).write_csv(csv)

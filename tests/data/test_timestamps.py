@@ -111,3 +111,72 @@ def test_draft_config_recognises_unix_times_by_their_size(tmp_path):
         text = draft_config(str(path), timestamp="at", id_column="account")
         assert f'timestamp_format: "{unit}"   # CHECK: numbers read as' in text
         assert "is 2024-04-01 10:00:00" in text
+
+
+def _ingest_in_zone(tmp_path: Path, stamps: list[str], zone: str, fmt: str = ""):
+    """:func:`_ingest` with ``timezone: zone`` in the config."""
+    res, ts = None, None
+    text = CONFIG.replace("  amount: amount", f"  amount: amount\n  timezone: {zone}")
+    path = tmp_path / "t.csv"
+    n = len(stamps)
+    pl.DataFrame(
+        {"account": [f"A{i}" for i in range(n)], "at": stamps, "amount": [1.0] * n}
+    ).write_csv(path)
+    fmt_line = f'  timestamp_format: "{fmt}"' if fmt else ""
+    (tmp_path / "shop.yaml").write_text(text.format(path=path, fmt=fmt_line))
+    res = ingest_transactions(load_dataset_config(str(tmp_path / "shop.yaml")), str(tmp_path))
+    ts = res.frame.sort("customer_id")["timestamp"]
+    return res, ts
+
+
+def test_local_times_of_a_time_zone_become_utc_with_daylight_saving_time(tmp_path):
+    """``timezone``: local times converted to UTC (summer time included); times with an
+    offset are UTC already; a time the clocks skipped is a bad value."""
+    res, ts = _ingest_in_zone(
+        tmp_path,
+        [
+            "2024-01-15 11:00:00",  # CET, +01:00
+            "2024-04-01 12:00:00",  # CEST, +02:00
+            "2024-03-31 02:30:00",  # skipped by the clocks
+        ],
+        "Europe/Berlin",
+    )
+    assert ts.to_list()[:2] == [dt.datetime(2024, 1, 15, 10, 0), UTC_10]
+    assert res.parse_errors == {"timestamp": 1}
+    res, ts = _ingest_in_zone(tmp_path, ["2024-04-01T10:00:00Z"], "Europe/Berlin")
+    assert ts.to_list() == [UTC_10]
+    res, ts = _ingest_in_zone(tmp_path, ["1711965600"], "Europe/Berlin", "epoch_s")
+    assert ts.to_list() == [UTC_10]
+
+
+def test_a_zone_name_after_each_time_is_drafted_as_the_timezone(tmp_path):
+    """'2024-04-01 12:00:00 Europe/Berlin': polars' %Z would read the name and keep the local
+    time; the draft writes the name as text and the zone as ``timezone``, and a hand-written
+    %Z is refused."""
+    import pytest
+    import yaml
+
+    from churn_assets.lib.config_draft import DraftError, draft_config
+    from churn_assets.lib.datasets import DatasetConfigError
+
+    path = tmp_path / "zoned.csv"
+    stamps = ["2024-04-01 12:00:00 Europe/Berlin", "2024-01-15 11:00:00 Europe/Berlin"]
+    pl.DataFrame({"account": ["A1", "A2"], "at": stamps, "amount": [1.0, 2.0]}).write_csv(path)
+    text = draft_config(str(path), timestamp="at", id_column="account")
+    cfg = yaml.safe_load(text)["transactions"]
+    assert cfg["timezone"] == "Europe/Berlin"
+    assert cfg["timestamp_format"] == "%Y-%m-%d %H:%M:%S Europe/Berlin"
+    res, ts = _ingest_in_zone(tmp_path, stamps, "Europe/Berlin", cfg["timestamp_format"])
+    assert res.parse_errors == {}
+    assert ts.to_list() == [UTC_10, dt.datetime(2024, 1, 15, 10, 0)]
+
+    with pytest.raises(DatasetConfigError, match="%Z reads a time zone name without applying"):
+        _ingest(tmp_path, stamps, fmt="%Y-%m-%d %H:%M:%S %Z")
+    with pytest.raises(DatasetConfigError, match="not an IANA time zone name"):
+        _ingest_in_zone(tmp_path, ["2024-04-01 12:00:00"], "Mars/Olympus")
+    mixed = tmp_path / "mixed.csv"
+    pl.DataFrame(
+        {"account": ["A1", "A2"], "at": [stamps[0], "2024-04-01 06:00:00 America/New_York"]}
+    ).write_csv(mixed)
+    with pytest.raises(DraftError, match="name 2 time zones"):
+        draft_config(str(mixed), timestamp="at", id_column="account")
