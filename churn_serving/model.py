@@ -38,6 +38,7 @@ import datetime as dt
 import io
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -133,6 +134,13 @@ class FallbackStats:
                 k: 1.0 - v["champion"] / self.records for k, v in out["by_output"].items()
             }
         return out
+
+
+def plain_customer_id(cid: str) -> str:
+    """A customer id as ingestion stores it (``churn_assets.lib.ingest.plain_id``): a
+    number a float column exported loses its ``.0`` (``17850.0``), or its ``,0`` with a
+    decimal comma (``15240,0``)."""
+    return re.sub(r"^(\d+),0$", r"\1", re.sub(r"\.0$", "", cid))
 
 
 class UnknownCustomers(Exception):
@@ -389,28 +397,36 @@ class ModelBundle:
         try:
             return self.customers.rows(ids, positions)
         except UnknownCustomers as e:
-            definition = self.manifest.get("feature_definition") or {}
-            days = definition.get("active_within_days")
-            exits = definition.get("exit_events")
-            why = "not in the latest current_features" + (
-                f", which holds the customers active in the {days} days before its cut-off"
-                if days
-                else ""
-            )
-            if exits:
-                why += f"; customers with an exit event ({', '.join(exits)}) are left out"
-            detail = [
-                {
-                    "loc": ["body", "columns", "customer_id", pos]
-                    if columnar
-                    else ["body", "records", pos, "customer_id"],
-                    "msg": f"unknown customer_id {cid!r} ({why})",
-                    "type": "unknown_customer_id",
-                    "field": "customer_id",
-                }
-                for pos, cid in zip(e.positions[:100], e.ids[:100], strict=True)
-            ]
-            raise RequestError(404, detail, error_count=len(e.ids)) from None
+            unknown = e
+        plain = [plain_customer_id(cid) for cid in ids]
+        if plain != ids:  # "17850.0" as a float column exported it: stored as "17850"
+            try:
+                return self.customers.rows(plain, positions)
+            except UnknownCustomers as still:  # named as sent
+                sent = dict(zip(positions, ids, strict=True))
+                unknown = UnknownCustomers(still.positions, [sent[p] for p in still.positions])
+        definition = self.manifest.get("feature_definition") or {}
+        days = definition.get("active_within_days")
+        exits = definition.get("exit_events")
+        why = "not in the latest current_features" + (
+            f", which holds the customers active in the {days} days before its cut-off"
+            if days
+            else ""
+        )
+        if exits:
+            why += f"; customers with an exit event ({', '.join(exits)}) are left out"
+        detail = [
+            {
+                "loc": ["body", "columns", "customer_id", pos]
+                if columnar
+                else ["body", "records", pos, "customer_id"],
+                "msg": f"unknown customer_id {cid!r} ({why})",
+                "type": "unknown_customer_id",
+                "field": "customer_id",
+            }
+            for pos, cid in zip(unknown.positions[:100], unknown.ids[:100], strict=True)
+        ]
+        raise RequestError(404, detail, error_count=len(unknown.ids))
 
     def lookup(self, ids: list[str], positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Features of known customers from the current_features table.

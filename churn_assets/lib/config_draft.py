@@ -31,6 +31,7 @@ from churn_assets.lib.ingest import (
     label_key,
     label_keys,
     parse_expr,
+    plain_id,
     second_pass,
 )
 from churn_assets.lib.leakage import leaking_columns
@@ -149,6 +150,7 @@ class _Table:
     sheet: tuple[str, ...] = ()  # the workbook's sheets of the table (spreadsheets)
     sheets: tuple[str, ...] = ()  # all of its sheets
     complete: bool = False  # every row of the file was read
+    parts: tuple[tuple[str, int], ...] = ()  # a folder's files read, with their rows, in order
 
 
 def _key(name: str) -> str:
@@ -182,7 +184,7 @@ def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
         recent = files[-FOLDER_FILES:]
         share = max(1_000, sample_rows // len(recent))
         table = _read(files[-1], share, want)
-        others = []
+        others, parts = [], []
         for f in recent[:-1]:
             other = _read(f, share, want)
             same = (other.format, other.encoding, other.separator, other.skip_rows) == (
@@ -193,6 +195,8 @@ def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
             )
             if same and set(other.frame.columns) == set(table.frame.columns):
                 others.append(other.frame.select(table.frame.columns))
+                parts.append((Path(f).name, other.frame.height))
+        table.parts = (*parts, (Path(files[-1]).name, table.frame.height))
         if others:
             frames = [f.cast(pl.String) if table.format != "parquet" else f for f in others]
             table.frame = pl.concat([*frames, table.frame], how="vertical_relaxed")
@@ -580,6 +584,29 @@ def _money_column(table: _Table, taken: tuple[str, ...]) -> str | None:
 UNKNOWN_LABELS = ("unknown", "unk", "na", "n/a", "none", "null", "pending", "tbd", "?")
 
 
+def _shared_ids(table: _Table, ident: str) -> str:
+    """What a folder's files repeating each other's ids may mean, when they do."""
+    if len(table.parts) < 2:
+        return ""
+    names = [name for name, n in table.parts for _ in range(n)]
+    frame = table.frame.select(plain_id(pl.col(ident).cast(pl.String)).alias("id")).with_columns(
+        pl.Series("file", names, dtype=pl.String)
+    )
+    spread = frame.drop_nulls("id").group_by("id").agg(pl.col("file").n_unique().alias("files"))
+    shared = spread.filter(pl.col("files") > 1)
+    if shared.is_empty():
+        return ""
+    example = shared["id"].sort()[0]
+    files = frame.filter(pl.col("id") == example)["file"].unique(maintain_order=True).to_list()
+    return (
+        f". {shared.height:,} ids are in more than one file (e.g. {example!r} in "
+        f"{' and '.join(map(repr, files[:2]))}): if the files hold different customers (a "
+        "training and a test file), land one of them, or make the ids distinct before "
+        "landing (a prefix per file); if they are snapshots of the same customers, add a "
+        "column that dates each file's rows (customers.latest_by)"
+    )
+
+
 def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
     """The label value that means churned, why (compared as ingestion compares it), and
     the values that mean retained when there are more than two: a third that says the
@@ -910,7 +937,11 @@ def draft_config(
         guessed = ident is None and id_column is None
         if guessed:
             ident = _distinct_id(table, (label, value))
-        ids = table.frame[ident].drop_nulls() if ident else pl.Series([], dtype=pl.String)
+        ids = (
+            table.frame.select(plain_id(pl.col(ident).cast(pl.String)))[ident].drop_nulls()
+            if ident
+            else pl.Series([], dtype=pl.String)
+        )  # as ingestion compares them: "2.0" is "2"
         latest = None
         if ids.n_unique() != ids.len():
             latest = _latest_column(table, ident, label)
@@ -919,6 +950,7 @@ def draft_config(
                     f"the id column {ident!r} repeats values ({ids.len() - ids.n_unique():,} "
                     "duplicates in the rows read) and no column (a month, a date) tells a "
                     "customer's rows apart: a snapshot has one row per customer"
+                    + _shared_ids(table, ident)
                 )
         positive, why, negative = _positive(labels_table, label)
         lines += [

@@ -32,7 +32,9 @@ def customer_rules(cfg: DatasetConfig) -> list[Rule]:
             "customer_id",
             description="one row per customer id",
             hint="a table of customer-months or of several snapshots needs the latest row "
-            "of each customer only; or the id column is not the customer's",
+            "of each customer only (customers.latest_by); files that hold different "
+            "customers under the same ids (a training and a test file) need the ids made "
+            "distinct before landing; or the id column is not the customer's",
         ),
     ]
     spec = cfg.customers

@@ -546,6 +546,33 @@ def test_draft_config_of_a_folder_of_monthly_snapshots_keeps_each_customers_late
     assert set(res.frame["tenure"]) == {16 + i for i in range(40)}  # June's rows
 
 
+def test_draft_config_of_a_training_and_a_test_file_sharing_ids_says_what_to_do(tmp_path):
+    """Kaggle's split churn tables: a training file writing ids as floats (``2.0``) and a
+    test file with ``2``, different customers. Ingestion reads ``2.0`` as ``2``, so does the
+    draft: it refuses the folder, naming the shared ids and the files, instead of a config
+    whose ingestion quarantines every repeated customer."""
+    from churn_assets.lib.config_draft import DraftError
+
+    folder = tmp_path / "kaggle"
+    folder.mkdir()
+    head = "CustomerID,Age,Churn\n"
+    train = "".join(f"{i}.0,{20 + i % 50},{float(i % 3 == 0)}\n" for i in range(1, 301))
+    test = "".join(f"{i},{30 + i % 40},{i % 2}\n" for i in range(1, 61))
+    (folder / "churn-training.csv").write_text(head + train)
+    (folder / "churn-testing.csv").write_text(head + test)
+    with pytest.raises(DraftError) as err:
+        draft_config(str(folder), label="Churn")
+    msg = str(err.value)
+    assert "60 duplicates" in msg and "60 ids are in more than one file" in msg
+    assert "'churn-testing.csv' and 'churn-training.csv'" in msg and "a prefix per file" in msg
+    # with distinct ids the same folder drafts (the label's 1.0 and 1 are one value)
+    (folder / "churn-testing.csv").write_text(
+        head + "".join(f"T{i},{30 + i % 40},{i % 2}\n" for i in range(1, 61))
+    )
+    text = draft_config(str(folder), label="Churn")
+    assert "latest_by" not in text and "churned_negative" not in text
+
+
 def test_a_file_without_a_header_line_says_so_when_a_config_names_its_columns(tmp_path):
     """A hand-written config on a headerless export: the first line was read as the
     column names, and the problem says the file has no header line."""

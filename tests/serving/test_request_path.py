@@ -495,3 +495,24 @@ def test_an_unknown_id_of_a_data_set_with_an_active_population_says_why(app):
         "unknown customer_id 'gone' (not in the latest current_features; customers with an "
         "exit event (Cancellation Confirmation) are left out)"
     )
+
+
+def test_an_id_written_as_a_float_finds_its_customer():
+    """Ingestion stores ``17850.0`` (a float column's export) as ``17850``: a client sending
+    the id as the file wrote it finds the customer; an id that is still unknown is named as
+    sent."""
+    import pyarrow as pa
+
+    schema = FeatureSchema(MANIFEST)
+    rows = [record(age=30 + i, spend=10.0, plan="a") for i in range(3)]
+    table = pa.table(
+        {
+            "customer_id": ["17850", "15240", "X.5"],
+            **{c: [r[c] for r in rows] for c in schema.columns},
+        }
+    )
+    bundle = replace(make_bundle(), customers=CustomerTable.from_frame(table, schema, "mem", None))
+    assert bundle.lookup_rows(["17850.0", "15240,0", "17850"], [0, 1, 2]) == [0, 1, 0]
+    with pytest.raises(RequestError) as err:
+        bundle.lookup_rows(["17850.0", "99.0"], [0, 1])
+    assert err.value.status == 404 and "'99.0'" in err.value.detail[0]["msg"]
