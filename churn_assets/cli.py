@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -239,7 +240,9 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
 @click.option("--quantity", default=None, help="Quantity column (with --price).")
 @click.option("--price", "unit_price", default=None, help="Unit price column (with --quantity).")
 @click.option("--invoice", default=None, help="Invoice id column (default: by name).")
-@click.option("--name", default=None, help="Data set name (default: from the file name).")
+@click.option(
+    "--name", default=None, help="Data set name (default: --out's file name, else the data's)."
+)
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write it here.")
 def draft_config_command(
     file: str,
@@ -264,6 +267,8 @@ def draft_config_command(
     from churn_assets.lib.config_draft import DraftError, draft_config
     from churn_assets.lib.datasets import DatasetConfigError
 
+    if name is None and out is not None and re.fullmatch(r"[A-Za-z0-9_]+", Path(out).stem):
+        name = Path(out).stem  # CHURN_DATASETS_DIR finds a config by its file's name
     try:
         text = draft_config(
             file,

@@ -857,9 +857,20 @@ def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, A
         },
         "models": models,
         "deployment": deployment,
+        "serve": _serve_command(settings) if deployment and deployment.get("version") else None,
         "realized": realized,
         "error": error,
     }
+
+
+def _serve_command(settings: Any) -> str:
+    """The command that serves the deployed version over HTTP (the sidecar)."""
+    import shlex
+
+    env = [f"CHURN_DATASET={shlex.quote(str(settings.dataset))}"]
+    if os.environ.get("CHURN_STORAGE_URL"):
+        env.append(f"CHURN_STORAGE_URL={shlex.quote(os.environ['CHURN_STORAGE_URL'])}")
+    return " ".join([*env, "churn", "serve"])
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -899,6 +910,8 @@ def format_report(report: dict[str, Any]) -> str:
     if d:
         verb = "promoted" if d["promoted"] else "kept"
         lines.append(f"deployment {verb} {d['version']}: {d['decision']['reason']}")
+    if report.get("serve"):
+        lines.append(f"serve      {report['serve']}   (then POST /predict; docs/serving.md)")
     r = report.get("realized")
     if r:
         lines.append(f"realized   {r['status']}: {r['message']}")

@@ -220,7 +220,8 @@ class DatasetRegistry:
             why = self._why_not(name)
             if why is not None:
                 if self.skipped.get(name) != why:
-                    log.info("data set %s not served: %s", name, why)
+                    quiet = why == "nothing deployed"  # waiting for a first version
+                    (log.info if quiet else log.warning)("data set %s not served: %s", name, why)
                 self.skipped[name] = why
                 continue
             try:
@@ -244,8 +245,12 @@ class DatasetRegistry:
 
     def _why_not(self, name: str) -> str | None:
         try:
-            if config_name(name) != name:
-                return "its config names another data set"
+            if (named := config_name(name)) != name:
+                return (
+                    f"the file {name}.yaml holds the config of data set {named!r}: a config "
+                    f"is found by its name, so save it as {named}.yaml (or set its name to "
+                    f"{name!r})"
+                )
         except Exception as e:
             return f"config does not load: {e}"
         if self.only is not None:

@@ -126,6 +126,14 @@ def test_the_command_writes_a_draft_that_loads(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert load_dataset_config(str(out)).customers.id_column == "CustomerId"
+    # saved under another name, the config takes that name (CHURN_DATASETS_DIR finds a
+    # config by its file's name)
+    other = tmp_path / "retail_bank.yaml"
+    result = CliRunner().invoke(
+        main, ["draft-config", str(csv), "--label", "Exited", "--out", str(other)]
+    )
+    assert result.exit_code == 0, result.output
+    assert load_dataset_config(str(other)).name == "retail_bank"
 
 
 @pytest.mark.parametrize(

@@ -17,3 +17,32 @@ def test_the_report_adds_up_the_metadata_of_a_partitioned_table():
         "source_files": ["a.csv", "b.csv"],
         "path": "b",
     }
+
+
+def test_the_summary_says_how_to_serve_the_deployed_version(monkeypatch):
+    """After a deployment the summary ends with the command that serves it: the data set
+    (a config path too) and the storage the run used."""
+    from types import SimpleNamespace
+
+    from churn_assets.demo import _serve_command, format_report
+
+    monkeypatch.setenv("CHURN_STORAGE_URL", "/data/churn store")
+    command = _serve_command(SimpleNamespace(dataset="/cfg/my shop.yaml"))
+    assert (
+        command
+        == "CHURN_DATASET='/cfg/my shop.yaml' CHURN_STORAGE_URL='/data/churn store' churn serve"
+    )
+    report = {
+        "dataset": "my_shop",
+        "success": True,
+        "seconds": 1.0,
+        "storage_url": "/data/churn store/my_shop",
+        "assets": {},
+        "checks": {},
+        "features": {"rows": None},
+        "models": {},
+        "deployment": {"promoted": True, "version": "v1", "decision": {"reason": "first"}},
+        "serve": command,
+        "error": None,
+    }
+    assert f"serve      {command}" in format_report(report)

@@ -641,3 +641,24 @@ def test_telco_source_column_names_map_to_its_features(monkeypatch):
     assert aliases["SeniorCitizen"] == "senior_citizen"
     assert aliases["MonthlyCharges"] == "monthly_charges"
     assert "tenure" not in aliases  # same name in the file and the platform
+
+
+def test_a_config_saved_under_another_name_says_how_to_serve_it(tmp_path, monkeypatch):
+    """A config in CHURN_DATASETS_DIR is found by its file's name: one saved as
+    ``ecomm.yaml`` that names ``e_commerce`` is not served, and the reason says both."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from churn_assets.lib.datasets import BUILTIN_DIR
+    from churn_serving.datasets import DatasetRegistry
+
+    cfg = yaml.safe_load((BUILTIN_DIR / "telco.yaml").read_text())
+    cfg["name"] = "e_commerce"
+    (tmp_path / "ecomm.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("CHURN_DATASETS_DIR", str(tmp_path))
+    registry = DatasetRegistry(
+        SimpleNamespace(name="synthetic", default=True), root=object(), make=lambda n: None
+    )
+    why = registry._why_not("ecomm")
+    assert why is not None and "data set 'e_commerce'" in why and "e_commerce.yaml" in why
