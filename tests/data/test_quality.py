@@ -615,20 +615,36 @@ def test_a_transaction_from_the_future_fails_naming_its_date_and_why() -> None:
     from churn_assets.lib.rules import latest_plausible_timestamp, transaction_rules
 
     assert latest_plausible_timestamp(dt.date(2026, 12, 1)) == dt.datetime(2026, 12, 3)
-    rule = next(
-        r
-        for r in transaction_rules(load_dataset_config("synthetic"))
-        if (r.kind, r.column) == ("between", "timestamp")
-    )
+    rules = transaction_rules(load_dataset_config("synthetic"))
+    rule = next(r for r in rules if (r.kind, r.column) == ("between", "timestamp"))
     assert rule.blocking and rule.max_value >= latest_plausible_timestamp()
-    stamps = [dt.datetime(2024, 5, 1) + dt.timedelta(hours=h) for h in range(999)]
-    df = pl.DataFrame({"timestamp": [*stamps, dt.datetime(2201, 3, 5, 10)]})
+    stamps = [dt.datetime(2024, 5, 1) + dt.timedelta(hours=h) for h in range(998)]
+    df = pl.DataFrame({"timestamp": [*stamps, *[dt.datetime(2201, 3, 5, 10)] * 2]})
     result = _only(df, rule)
-    assert not result.success and result.unexpected_count == 1
-    assert result.message.startswith("column 'timestamp': 1 of 1,000 rows (0.10%) above 20")
+    assert not result.success and result.unexpected_count == 2
+    assert result.message.startswith("column 'timestamp': 2 of 1,000 rows (0.20%) outside [1971")
     assert "a typo in the year" in result.message
-    assert result.sample_values == ["2201-03-05T10:00:00"]
-    assert _polars_count(df, rule) == 1  # and the row is quarantined
+    assert result.sample_values[0] == "2201-03-05T10:00:00"
+    assert _polars_count(df, rule) == 2  # and the rows are quarantined
+    # a stray line or two in a large file is quarantined and the run goes on
+    many = pl.DataFrame({"timestamp": [*stamps, *stamps, dt.datetime(2201, 3, 5, 10)]})
+    assert _only(many, rule).success and _polars_count(many, rule) == 1
+
+
+def test_a_placeholder_date_is_quarantined() -> None:
+    """1970-01-01 (Unix time 0) or a spreadsheet's day 0 in a transaction file: the line is
+    quarantined, with what it likely is; a file full of them stops the run."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.rules import transaction_rules
+
+    rules = transaction_rules(load_dataset_config("synthetic"))
+    rule = next(r for r in rules if (r.kind, r.column) == ("between", "timestamp"))
+    stamps = [dt.datetime(2024, 5, 1) + dt.timedelta(hours=h) for h in range(2000)]
+    one = pl.DataFrame({"timestamp": [*stamps, dt.datetime(1970, 1, 1)]})
+    assert _only(one, rule).success and _polars_count(one, rule) == 1
+    many = pl.DataFrame({"timestamp": [*stamps[:100], *[dt.datetime(1899, 12, 30)] * 5]})
+    result = _only(many, rule)
+    assert not result.success and "Unix time 0" in result.message
 
 
 def test_datetime_bounds_count_as_polars_does() -> None:
