@@ -565,8 +565,22 @@ def _typed(
                     '`decimal: ","` for this table in the data set config (and `thousands` '
                     "when they have a thousands separator)"
                 )
+    for out in counts:
+        if out not in hints:
+            hints[out] = _bad_example(df, typed[f"__bad_{out}"], columns[out])
     keep = [*columns.keys(), "_source_file", "_parse_errors"]
     return typed.select(keep), counts, hints, judged
+
+
+def _bad_example(df: pl.DataFrame, bad: pl.Series, column: tuple[str, str, str | None, Any]) -> str:
+    """A value of ``column`` that did not parse, and how it was read."""
+    raw, typ, fmt, _ = column
+    value = df.filter(bad)[raw].head(1).to_list()
+    shown = repr(str(value[0])) if value else "?"
+    if typ in ("date", "datetime"):
+        how = f"the format {fmt!r}" if fmt else "ISO 8601 (set the format in the config)"
+        return f"e.g. {shown}, read as {typ} with {how}"
+    return f"e.g. {shown}, read as {typ}"
 
 
 def _ingest(

@@ -106,7 +106,7 @@ def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
     errors = res.parse_errors
     hints = res.parse_hints
     problems = [
-        f"column '{c}': {n} value(s) not parseable" + (f" ({hints[c]})" if c in hints else "")
+        f"column '{c}': {n:,} value(s) not parseable" + (f" ({hints[c]})" if c in hints else "")
         for c, n in errors.items()
     ]
     if res.label_problem:
