@@ -643,9 +643,7 @@ class FeatureSchema:
                     keys = f.keys()
                     for c in self.columns:
                         if c not in keys:
-                            errors.append(
-                                _error(_loc(rows[k], c), "missing", f"feature {c!r} is required", c)
-                            )
+                            errors.append(_error(_loc(rows[k], c), "missing", self._required(c), c))
                     for c in keys:
                         if c not in expected:
                             errors.append(
@@ -772,9 +770,7 @@ class FeatureSchema:
         errors: list[dict[str, Any]] = []
         for c in self.columns:
             if c not in keys:
-                errors.append(
-                    _error(["body", "columns", c], "missing", f"feature {c!r} is required", c)
-                )
+                errors.append(_error(["body", "columns", c], "missing", self._required(c), c))
         for c in keys:
             if c not in self.expected:
                 errors.append(
@@ -786,6 +782,13 @@ class FeatureSchema:
                     )
                 )
         raise validation_error(errors)
+
+    def _required(self, feature: str) -> str:
+        """The message of a missing feature, with the other names it may be sent under."""
+        names = [self.source_names[feature]] if feature in self.source_names else []
+        names += [k for k, v in self.date_keys.items() if v == feature]
+        also = f" (or {' / '.join(map(repr, names))})" if names else ""
+        return f"feature {feature!r}{also} is required"
 
     def _translate(self, f: dict[str, Any]) -> dict[str, Any]:
         """A record keyed by source column names (or a mix) keyed by feature names; a feature

@@ -130,6 +130,12 @@ def test_a_date_feature_is_sent_as_the_date_and_counted_to_the_versions_day():
     ] * 2
     assert "'last_login' must be a date (YYYY-MM-DD)" in errors[0]["msg"]
     assert "'days_since_last_login'" in errors[1]["msg"]
+    # a missing date feature names every way to send it
+    with pytest.raises(RequestError) as e:
+        schema.to_arrays([{"spend": 5}], [0])
+    assert e.value.body()["detail"][0]["msg"] == (
+        "feature 'days_since_last_login' (or 'last_login' / 'LastLogin') is required"
+    )
     # a version that does not record the day takes the days only
     old = FeatureSchema({**manifest, "feature_definition": {}})
     with pytest.raises(RequestError):
