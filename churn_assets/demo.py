@@ -226,7 +226,7 @@ def run_demo(
             sequential_sets=size is not None and size > SEQUENTIAL_LANDING_BYTES,
         )
     )
-    return _report(cfg, settings, result, seconds)
+    return _report(cfg, settings, result, seconds, dataset=dataset)
 
 
 #: Landing data up to this size is small: the model-set worker starts with the graph (its
@@ -767,8 +767,11 @@ def _added_up(before: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, Any]:
-    """The JSON report of one in-process run of the graph (or a job of it)."""
+def _report(
+    cfg: Any, settings: Any, result: Any, seconds: float, dataset: str | None = None
+) -> dict[str, Any]:
+    """The JSON report of one in-process run of the graph (or a job of it) of ``dataset``
+    (a name or config path; default the config's name)."""
     from churn_assets.lib.settings import join_url
 
     assets: dict[str, dict[str, Any]] = {}
@@ -857,17 +860,19 @@ def _report(cfg: Any, settings: Any, result: Any, seconds: float) -> dict[str, A
         },
         "models": models,
         "deployment": deployment,
-        "serve": _serve_command(settings) if deployment and deployment.get("version") else None,
+        "serve": _serve_command(dataset or cfg.name)
+        if deployment and deployment.get("version")
+        else None,
         "realized": realized,
         "error": error,
     }
 
 
-def _serve_command(settings: Any) -> str:
-    """The command that serves the deployed version over HTTP (the sidecar)."""
+def _serve_command(dataset: str) -> str:
+    """The command that serves ``dataset``'s deployed version over HTTP (the sidecar)."""
     import shlex
 
-    env = [f"CHURN_DATASET={shlex.quote(str(settings.dataset))}"]
+    env = [f"CHURN_DATASET={shlex.quote(dataset)}"]
     if os.environ.get("CHURN_STORAGE_URL"):
         env.append(f"CHURN_STORAGE_URL={shlex.quote(os.environ['CHURN_STORAGE_URL'])}")
     return " ".join([*env, "churn", "serve"])

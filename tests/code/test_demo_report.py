@@ -22,12 +22,10 @@ def test_the_report_adds_up_the_metadata_of_a_partitioned_table():
 def test_the_summary_says_how_to_serve_the_deployed_version(monkeypatch):
     """After a deployment the summary ends with the command that serves it: the data set
     (a config path too) and the storage the run used."""
-    from types import SimpleNamespace
-
     from churn_assets.demo import _serve_command, format_report
 
     monkeypatch.setenv("CHURN_STORAGE_URL", "/data/churn store")
-    command = _serve_command(SimpleNamespace(dataset="/cfg/my shop.yaml"))
+    command = _serve_command("/cfg/my shop.yaml")
     assert (
         command
         == "CHURN_DATASET='/cfg/my shop.yaml' CHURN_STORAGE_URL='/data/churn store' churn serve"

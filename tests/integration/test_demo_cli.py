@@ -50,6 +50,8 @@ def test_demo_json_runs_the_whole_graph_with_the_defaults(tmp_path: Path):
         assert report["models"][kind]["champion"], report["models"][kind]
     assert report["models"]["classification"]["champion_metrics"]["roc_auc"] > 0.9
     assert report["deployment"]["promoted"] is True  # nothing was deployed before
+    storage = tmp_path / "storage"
+    assert report["serve"] == f"CHURN_DATASET=synthetic CHURN_STORAGE_URL={storage} churn serve"
     assert {"raw_transactions", "regression_models", "churn_scores", "drift_report"} <= set(
         report["assets"]
     )
