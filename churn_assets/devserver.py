@@ -3,7 +3,9 @@
 Starts ``dagster dev`` (webserver on ``--port`` plus the daemon) and the prediction
 sidecar (``churn serve``) with ``DAGSTER_HOME``
 prepared from the repository's ``dagster.yaml``, each process in its own session so a
-Ctrl-C or SIGTERM here stops every child process group cleanly.
+Ctrl-C or SIGTERM here stops every child process group cleanly. A process that exits on
+its own (a killed daemon takes ``dagster dev`` with it) is started again; runs it left in
+progress are marked failed first, as they are whenever ``churn dev`` starts.
 """
 
 from __future__ import annotations
@@ -141,16 +143,77 @@ def processes(port: int, workspace: Path | str = "workspace.yaml") -> dict[str, 
     return cmds
 
 
+#: A process that exits on its own is started again, at most this many times in
+#: RESTART_WINDOW seconds; then everything stops (a crash loop is not hidden).
+MAX_RESTARTS = 3
+RESTART_WINDOW = 600.0
+
+
+def fail_interrupted_runs() -> list[str]:
+    """Mark failed (canceled, for one being canceled) every run the instance still shows
+    in progress, and free its concurrency slots: called before ``dagster dev`` starts, when
+    no run of this instance can be executing. A run whose processes were killed (a crash,
+    a reboot) would otherwise stay STARTED for ever and, holding the retraining pool's one
+    slot, keep every later retraining run queued. Returns their run ids."""
+    import dagster as dg
+
+    in_progress = [
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    failed = []
+    with dg.DagsterInstance.get() as instance:
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=in_progress)):
+            message = (
+                "the platform stopped while this run was in progress (its processes were "
+                "killed or the machine restarted); marked "
+                + ("canceled" if run.status == dg.DagsterRunStatus.CANCELING else "failed")
+                + " when `churn dev` started again. Its outputs up to the last successful "
+                "step are kept; launch it again to finish."
+            )
+            if run.status == dg.DagsterRunStatus.CANCELING:
+                instance.report_run_canceled(run, message)
+            else:
+                instance.report_run_failed(run, message)
+            storage = instance.event_log_storage
+            if storage.supports_global_concurrency_limits:
+                storage.free_concurrency_slots_for_run(run.run_id)
+            failed.append(run.run_id)
+    return failed
+
+
+def _stop_group(p: subprocess.Popen) -> None:
+    """Stop ``p``'s whole process group: SIGINT (what ``dagster dev`` and uvicorn treat as
+    Ctrl-C), then SIGTERM, then SIGKILL for a group that does not stop in time."""
+    for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(p.pid, 0)  # anyone of the group left (a code server, a run)?
+            except ProcessLookupError:
+                return
+            p.poll()
+            time.sleep(0.2)
+
+
 def run_dev(port: int = 3000, root: Path | None = None) -> int:
-    """Run every process until one exits or we are interrupted; returns an exit code."""
+    """Run every process until we are interrupted; returns an exit code. A process that
+    exits on its own is started again (a killed daemon restarts ``dagster dev``, after
+    its interrupted runs are marked failed), up to :data:`MAX_RESTARTS` times in
+    :data:`RESTART_WINDOW` seconds; then everything stops."""
     root = root or Path.cwd()
     home = prepare_dagster_home(root)
     workspace, datasets = prepare_workspace(root, home)
     set_pool_limits(pool_limits(datasets))
+    _say_failed(fail_interrupted_runs())
     if datasets:
         print(f"data sets beside the default one: {', '.join(datasets)}", flush=True)
+    commands = processes(port, workspace)
     children: dict[str, subprocess.Popen] = {}
-    for name, cmd in processes(port, workspace).items():
+    for name, cmd in commands.items():
         print(f"starting {name}: {' '.join(cmd)}", flush=True)
         children[name] = subprocess.Popen(cmd, cwd=root, start_new_session=True)
     print(
@@ -166,30 +229,49 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     code = 0
+    restarts: dict[str, list[float]] = {name: [] for name in commands}
     try:
         while not stopping:
-            for name, p in children.items():
-                if p.poll() is not None:
-                    print(f"{name} exited with {p.returncode}; stopping the rest", flush=True)
+            for name, p in list(children.items()):
+                if p.poll() is None or stopping:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in restarts[name] if now - t < RESTART_WINDOW]
+                if len(recent) >= MAX_RESTARTS:
+                    print(
+                        f"{name} exited with {p.returncode} {len(recent) + 1} times in "
+                        f"{RESTART_WINDOW / 60:.0f} minutes; stopping the rest",
+                        flush=True,
+                    )
                     code = p.returncode or 1
                     stopping = True
+                    break
+                print(f"{name} exited with {p.returncode}; starting it again", flush=True)
+                _stop_group(p)  # what it left behind (code servers, run workers)
+                if name == "dagster":
+                    _say_failed(fail_interrupted_runs())
+                restarts[name] = [*recent, now]
+                children[name] = subprocess.Popen(commands[name], cwd=root, start_new_session=True)
             time.sleep(0.5)
     finally:
-        # SIGINT is what both dagster dev and uvicorn treat as a graceful Ctrl-C; escalate to
-        # SIGTERM and then SIGKILL for a process group that does not stop in time
-        for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            alive = [p for p in children.values() if p.poll() is None]
-            if not alive:
-                break
-            for p in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, sig)
-            deadline = time.monotonic() + grace
-            for p in alive:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        alive = [p for p in children.values() if p.poll() is None]
+        for p in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGINT)
+        for p in alive:
+            _stop_group(p)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
         print("stopped", flush=True)
     return code
+
+
+def _say_failed(run_ids: list[str]) -> None:
+    if run_ids:
+        print(
+            f"{len(run_ids)} run(s) left in progress when the platform last stopped, marked "
+            f"failed: {', '.join(run_ids)}",
+            flush=True,
+        )
