@@ -180,11 +180,20 @@ class ModelManager:
             pointer = dep.read_current(self.storage)
         except Exception as e:
             return self._fail("failed", "storage", f"cannot read current.json: {e}", None)
+        if pointer is not None and not isinstance(pointer, dict):
+            return self._fail(
+                "failed",
+                "storage",
+                f"current.json at {self.storage.url(dep.POINTER)} is not a JSON object (a "
+                f"{type(pointer).__name__}): it names no version",
+                None,
+            )
         if pointer is None or not pointer.get("version"):
             return self._fail(
                 "failed", "nothing_deployed", f"nothing deployed at {self.storage.url()}", None
             )
         version = str(pointer["version"])
+        self.last_error = None  # the pointer reads again; a failed load below says so anew
         # before any swap: a reader that sees the new bundle sees the version it came from
         self.deployed_version = version
         if current is not None and current.version == version and not force:
@@ -212,7 +221,12 @@ class ModelManager:
             )
         except (IntegrityError, dep.DeploymentError) as e:
             self._refused_key = key
-            return self._fail("refused", "integrity", str(e), version)
+            refused = self._fail("refused", "integrity", str(e), version)
+            if current is None:  # nothing served yet (a restart): the last intact version
+                fallback = self._load_history(pointer, version, trigger)
+                if fallback is not None:
+                    return {**refused, **fallback}
+            return refused
         except Exception as e:
             return self._fail("failed", "error", f"{type(e).__name__}: {e}", version)
         self._refused_key = None
@@ -243,6 +257,45 @@ class ModelManager:
             "previous_version": current.version if current else None,
             "degraded_roles": {r: e for r, e in new.role_errors.items() if e},
         }
+
+    def _load_history(
+        self, pointer: dict[str, Any], refused: str, trigger: str
+    ) -> dict[str, Any] | None:
+        """Serve the newest intact version of the pointer's history when the version it
+        names is refused and nothing is served (a sidecar started on a damaged version
+        would otherwise answer 503 to everything). None when no earlier version loads."""
+        seen = {refused}
+        for entry in reversed(pointer.get("history") or []):
+            version = str((entry or {}).get("version") or "")
+            if not version or version in seen:
+                continue
+            seen.add(version)
+            try:
+                bundle = load_bundle(
+                    self.storage,
+                    {**entry, "version": version},
+                    slack=self.slack,
+                    stats=self.stats,
+                    aliases=self.aliases,
+                    batch_threads=self.batch_threads,
+                    precompute_lookups=self.precompute_lookups,
+                )
+            except Exception as e:  # that one is damaged too: the one before it
+                log.warning("fallback version %s not loadable either: %s", version, e)
+                continue
+            self.bundle = bundle
+            self.reloads += 1
+            if self.metrics is not None:
+                self.metrics.reloads.labels(trigger=trigger).inc()
+            log.error(
+                "version %s refused; serving %s, the newest intact version before it, until "
+                "%s is repaired or another version is deployed",
+                refused,
+                version,
+                refused,
+            )
+            return {"serving_version": version, "fallback": True}
+        return None
 
     def _version_files(self, version: str) -> tuple[Any, ...]:
         """The version's files as listed now; unreadable counts as unchanged (empty)."""

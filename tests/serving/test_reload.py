@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from churn_assets.lib import deployment as dep
 from churn_assets.lib.models.persistence import dumps_pipeline, loads_pipeline
 from tests.serving.conftest import (
     DATASET,
@@ -316,3 +317,32 @@ def test_serves_from_s3_storage(deployment, s3_env, moto_server, tmp_path):
         keys = wait_until(logged, timeout=30)
         assert keys[0].endswith(".parquet") and "/inference_log/date=" in keys[0]
         client.close()
+
+
+def test_a_sidecar_started_on_a_damaged_version_serves_the_one_before(private_deployment, tmp_path):
+    """The deployed version's model file is damaged after deployment and the sidecar
+    restarts: instead of 503 to everything it serves the newest intact version of the
+    pointer's history, says so in /health, and takes the deployed one once it is repaired."""
+    d = private_deployment
+    v1 = d.version
+    v2 = add_version(d, from_version=v1)  # deployed: v1 goes into the pointer's history
+    path = d.dataset_dir / "deployments" / "versions" / v2 / "classifier.skops"
+    good = path.read_bytes()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with sidecar(str(d.root), tmp_path / "logs", poll_seconds=0.3) as car, car.client() as c:
+        health = wait_until(lambda: (h := c.get("/health").json())["version"] and h, timeout=60)
+        assert health["version"] == v1
+        assert health["last_refusal"]["version"] == v2
+        assert "classifier.skops: sha256 mismatch" in health["last_refusal"]["error"]
+        assert c.get("/ready").status_code == 200
+        r = c.post("/predict", json={"records": [{"customer_id": "C0000001"}]})
+        assert r.status_code == 200 and r.json()["model_version"] == v1
+        path.write_bytes(good)  # repaired: the deployed version is served
+        wait_until(lambda: c.get("/health").json()["version"] == v2 or None, timeout=30)
+        # a pointer that is not an object: said in /health, the version keeps serving
+        (d.dataset_dir / "deployments" / "current.json").write_text("[]")
+        health = wait_until(lambda: (h := c.get("/health").json())["last_error"] and h, timeout=30)
+        assert "is not a JSON object (a list)" in health["last_error"]["error"]
+        assert health["version"] == v2 and c.get("/ready").status_code == 200
+        dep.set_current(d.storage(), v2, reason="repaired")  # and the error is gone
+        wait_until(lambda: c.get("/health").json()["last_error"] is None or None, timeout=30)
