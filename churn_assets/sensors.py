@@ -20,8 +20,35 @@ from churn_assets.resources import ChurnPlatform
 REASON_TAG_CHARS = 200
 
 
-def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
-    """Every source file of the data set: URL → 'size:modified' (changes mean new data)."""
+#: A landing file modified less than this many seconds ago (``CHURN_LANDING_SETTLE_SECONDS``)
+#: is still being written (a slow copy): it is left for a later tick, so that no
+#: half-written file is ingested.
+DEFAULT_SETTLE_SECONDS = 10.0
+
+
+def settle_seconds() -> float:
+    """``CHURN_LANDING_SETTLE_SECONDS`` (default :data:`DEFAULT_SETTLE_SECONDS`)."""
+    return float(os.environ.get("CHURN_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS))
+
+
+def _age_seconds(stamp: object) -> float | None:
+    """Seconds since a file listing's modification time (None when it does not say)."""
+    import datetime as dt
+    import time
+
+    if isinstance(stamp, int | float):
+        return time.time() - float(stamp)
+    if isinstance(stamp, dt.datetime):
+        when = stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+        return (dt.datetime.now(dt.UTC) - when).total_seconds()
+    return None
+
+
+def _landing_listing(
+    platform: ChurnPlatform, ages: dict[str, float | None] | None = None
+) -> dict[str, str]:
+    """Every source file of the data set: URL → 'size:modified' (changes mean new data);
+    ``ages`` gets each file's seconds since its last modification."""
     import fsspec
 
     from churn_assets.lib.ingest import IngestError, list_source_files, resolve_source
@@ -42,6 +69,8 @@ def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
             info = fs.info(path)
             stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
             listing[url] = f"{info.get('size')}:{stamp}"
+            if ages is not None:
+                ages[url] = _age_seconds(info.get("mtime") or info.get("LastModified"))
     return listing
 
 
@@ -50,10 +79,12 @@ def _landing_listing(platform: ChurnPlatform) -> dict[str, str]:
     minimum_interval_seconds=int(os.environ.get("CHURN_LANDING_SENSOR_SECONDS", "30")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone (cursor over file names, sizes and modification "
-    "times). Each new or changed transaction file gets its raw_transactions partition (added "
-    "here) and is ingested once; the run of the last of them also refreshes current features "
-    "and the drift report over every file (ingest_features_drift when customer files changed "
-    "too, else transactions_features_drift, which does not read the customer table again). "
+    "times; a file changed in the last CHURN_LANDING_SETTLE_SECONDS, default 10, is still "
+    "being written and waits for a later tick). Each new or changed transaction file gets "
+    "its raw_transactions partition (added here) and is ingested once; the run of the last "
+    "of them also refreshes current features and the drift report over every file "
+    "(ingest_features_drift when customer files changed too, else "
+    "transactions_features_drift, which does not read the customer table again). "
     "Changed customer files alone start customers_features_drift. The runs queue one after "
     "the other (pool 'ingest'). A bad file is moved to quarantine by its run, so it is never "
     "retried.",
@@ -66,10 +97,25 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     )
 
     seen = json.loads(context.cursor) if context.cursor else {}
-    listing = _landing_listing(platform)
-    new = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
+    ages: dict[str, float | None] = {}
+    listing = _landing_listing(platform, ages)
+    changed = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
+    # a file still being written is left for a later tick: not in the cursor yet
+    settle = settle_seconds()
+    writing = [u for u in changed if (age := ages.get(u)) is not None and age < settle]
+    new = [u for u in changed if u not in writing]
+    for url in writing:
+        if url in seen:
+            listing[url] = seen[url]
+        else:
+            del listing[url]
     if not new:
         context.update_cursor(json.dumps(listing))
+        if writing:
+            return dg.SkipReason(
+                f"{len(writing)} file(s) changed in the last {settle:g} s, left until "
+                f"they are written: {', '.join(u.rsplit('/', 1)[-1] for u in writing)[:200]}"
+            )
         return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
     # by URL: a customer file may have the same name as a transaction file
     key_of = {url: key for key, url in landing_transaction_files(platform).items()}

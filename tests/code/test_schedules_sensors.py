@@ -208,8 +208,9 @@ def test_drift_sensor_bootstraps_when_nothing_is_deployed():
 # ------------------------------------------------------------------ the landing sensor
 
 
-def tick(cursor: str | None, instance: dg.DagsterInstance | None = None):
-    """One evaluation of the landing sensor: (result, cursor after it)."""
+def tick(cursor: str | None, instance: dg.DagsterInstance | None = None, settle: float = 0):
+    """One evaluation of the landing sensor: (result, cursor after it). Files count as
+    written once ``settle`` seconds old (the tests write them just before)."""
     from churn_assets.sensors import landing_zone_sensor
 
     context = dg.build_sensor_context(
@@ -217,8 +218,34 @@ def tick(cursor: str | None, instance: dg.DagsterInstance | None = None):
         resources={"platform": ChurnPlatform()},
         instance=instance or dg.DagsterInstance.ephemeral(),
     )
-    result = landing_zone_sensor(context)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHURN_LANDING_SETTLE_SECONDS", str(settle))
+        result = landing_zone_sensor(context)
     return result, context.cursor
+
+
+def test_a_file_still_being_written_waits_for_a_later_tick(isolated_env: Path):
+    """A file modified within the settle time (a slow copy) is not picked up, nor put in
+    the cursor; once it has stopped changing it is, whole."""
+    import os
+    import time
+
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    result, cursor = tick(None)
+    tx = landing / "transactions" / "late.csv"
+    tx.write_text("customer_id,timestamp,amount\nC1,2024-01-01 10:00:00,5\n")  # half of it
+    result, cursor_after = tick(cursor, settle=30)
+    assert isinstance(result, dg.SkipReason)
+    assert "1 file(s) changed in the last 30 s, left until they are written: late.csv" in (
+        result.skip_message or ""
+    )
+    assert str(tx) not in json.loads(cursor_after)
+    old = time.time() - 60  # written a minute ago: settled
+    os.utime(tx, (old, old))
+    result, cursor_after = tick(cursor_after, settle=30)
+    assert isinstance(result, dg.SensorResult)
+    assert result.run_requests[-1].tags["churn/new_files"] == "late.csv"
 
 
 def added_partitions(result: dg.SensorResult) -> list[str]:

@@ -170,6 +170,7 @@ def dev_environment(
         "DAGSTER_HOME": str(tmp / "dagster_home"),
         "CHURN_STORAGE_URL": str(storage),
         "CHURN_LANDING_SENSOR_SECONDS": "5",
+        "CHURN_LANDING_SETTLE_SECONDS": "2",
         "CHURN_RETRAINING_CRON": "0 0 1 1 *",
         "CHURN_SERVING_PORT": str(serving_port),
         "GX_ANALYTICS_ENABLED": "false",
