@@ -111,6 +111,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
             del listing[url]
     if not new:
         context.update_cursor(json.dumps(listing))
+        refresh = _refresh_behind_features(context.instance)
+        if refresh is not None:
+            return refresh
         if writing:
             return dg.SkipReason(
                 f"{len(writing)} file(s) changed in the last {settle:g} s, left until "
@@ -163,6 +166,45 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[TRANSACTION_FILES.build_add_request(added)] if added else [],
+    )
+
+
+#: The landing jobs: their last file's run refreshes the features over every file.
+LANDING_JOBS = (monitoring_job, transactions_landing_job, customers_landing_job)
+PENDING = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
+
+
+def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | None:
+    """A run that refreshes current features and drift when a transaction file was
+    ingested after their last materialization and no landing run is still on its way: the
+    run that was to refresh them (a batch's last file's) failed on its own file, so the
+    good files of the batch would otherwise wait for the next landing. Once per ingestion."""
+    raw = instance.get_latest_materialization_event(scope.key("raw_transactions"))
+    if raw is None:
+        return None
+    features = instance.get_latest_materialization_event(scope.key("current_features"))
+    if features is not None and features.timestamp >= raw.timestamp:
+        return None
+    pending = instance.get_runs(
+        filters=dg.RunsFilter(job_name=None, statuses=list(PENDING), tags=scope.dataset_tags()),
+        limit=50,
+    )
+    if any(r.job_name in {j.name for j in LANDING_JOBS} for r in pending):
+        return None
+    return dg.RunRequest(
+        run_key=f"refresh-features-{raw.run_id}-{raw.timestamp:.3f}",
+        job_name=customers_landing_job.name,
+        asset_selection=[scope.key("current_features"), scope.key("drift_report")],
+        tags={
+            "churn/trigger": "landing",
+            "churn/refresh": "features behind the last ingested file",
+            **scope.dataset_tags(),
+        },
     )
 
 

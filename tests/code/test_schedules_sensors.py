@@ -484,3 +484,37 @@ def test_the_automation_sensor_runs_the_scores_condition():
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = defs.resolve_asset_graph()
     assert sensor.asset_selection.resolve(graph) == {key}
+
+
+def test_good_files_of_a_batch_whose_last_file_failed_reach_the_features(isolated_env: Path):
+    """Two files in one tick: the good one is ingested, the last one (whose run also
+    refreshes the features) fails its checks. The next tick sees a transaction file
+    ingested after the last current features, no landing run on its way, and asks once for
+    a run that refreshes current features and drift."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from churn_assets import scope
+
+    instance = dg.DagsterInstance.ephemeral()
+    land(instance, "raw_transactions")
+    land(instance, "current_features")
+    result, cursor = tick(None, instance)
+    assert isinstance(result, dg.SkipReason)  # the features are up to date
+
+    land(instance, "raw_transactions")  # the good file; the batch's last run then failed
+    in_flight = instance.add_run(
+        DagsterRun(
+            job_name="transactions_features_drift",
+            status=dg.DagsterRunStatus.STARTED,
+            tags=scope.dataset_tags(),
+        )
+    )
+    result, cursor = tick(cursor, instance)
+    assert isinstance(result, dg.SkipReason)  # the refresh is still on its way
+    instance.report_run_failed(in_flight)
+    result, cursor = tick(cursor, instance)
+    assert isinstance(result, dg.RunRequest)
+    assert result.job_name == "customers_features_drift"
+    assert result.asset_selection == [scope.key("current_features"), scope.key("drift_report")]
+    raw = instance.get_latest_materialization_event(scope.key("raw_transactions"))
+    assert result.run_key == f"refresh-features-{raw.run_id}-{raw.timestamp:.3f}"  # once
