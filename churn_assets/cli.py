@@ -12,7 +12,46 @@ from pathlib import Path
 import click
 
 
-@click.group()
+class _Group(click.Group):
+    """The ``churn`` commands: a wrong setting (an unknown data set, an unreachable storage
+    endpoint, a damaged deployment pointer) ends in one line naming it, not a traceback
+    (``CHURN_DEBUG=1`` shows the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            hint = setting_hint(e)
+            if hint is None or os.environ.get("CHURN_DEBUG"):
+                raise
+            raise click.ClickException(hint) from e
+
+
+def setting_hint(e: BaseException) -> str | None:
+    """One line for an error a setting causes, naming the setting; None for others."""
+    from churn_assets.lib.datasets import DatasetConfigError
+    from churn_assets.lib.deployment import DeploymentError
+
+    kind = type(e).__name__
+    if isinstance(e, DatasetConfigError):
+        return f"{e} (CHURN_DATASET={os.environ.get('CHURN_DATASET', 'synthetic')})"
+    if isinstance(e, DeploymentError):
+        return f"{e} (storage: CHURN_STORAGE_URL)"
+    if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError") or (
+        kind == "ClientError" and "InvalidAccessKeyId" in str(e)
+    ):
+        return (
+            f"{kind}: {e}: the storage is unreachable or refuses the credentials; check "
+            f"CHURN_STORAGE_URL ({os.environ.get('CHURN_STORAGE_URL', 'unset')}), "
+            f"CHURN_S3_ENDPOINT_URL ({os.environ.get('CHURN_S3_ENDPOINT_URL', 'unset')}) "
+            "and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        )
+    return None
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """Churn platform: a Dagster asset graph for customer churn."""
 

@@ -156,3 +156,21 @@ def test_hold_back_must_leave_some_history(landing):
     done = seed(*SMALL, "--hold-back-days", "120")
     assert done.exit_code != 0 and "below --days" in done.output
     assert not landing.exists() or not files(landing)
+
+
+def test_a_wrong_setting_ends_in_one_line_naming_it(monkeypatch):
+    """An unknown data set or an unreachable storage endpoint: the command ends with one
+    line naming the setting to fix, not a traceback (CHURN_DEBUG=1 shows it)."""
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+
+    monkeypatch.setenv("CHURN_DATASET", "nope")
+    result = CliRunner().invoke(main, ["rollback"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: unknown data set 'nope'")
+    assert result.output.rstrip().endswith("(CHURN_DATASET=nope)")
+    assert "Traceback" not in result.output
+    monkeypatch.setenv("CHURN_DEBUG", "1")
+    result = CliRunner().invoke(main, ["rollback"])
+    assert result.exception is not None and type(result.exception).__name__ == "DatasetConfigError"
