@@ -225,9 +225,11 @@ _LEVEL_PAIRS = [
 ]
 
 
-def _json_error(e: Exception) -> RequestError:
+def _json_error(e: Exception, body: bytes = b"") -> RequestError:
     pos = getattr(e, "pos", None)
     reason = str(e)
+    if any(w in body for w in (b"NaN", b"Infinity")):
+        reason += " (NaN and Infinity are not JSON: send null for a missing value)"
     return RequestError(
         422,
         [
@@ -249,7 +251,7 @@ def _parse(body: bytes, max_records: int) -> Any:
     try:
         payload = _loads(body)
     except ValueError as e:
-        raise _json_error(e) from None
+        raise _json_error(e, body) from None
     return parse_request(payload, max_records)
 
 

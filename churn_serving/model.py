@@ -136,6 +136,12 @@ class FallbackStats:
         return out
 
 
+def _short(value: str, limit: int = 100) -> str:
+    """``repr`` of an id from a request, cut to ``limit`` characters (a 10 MB id is not
+    echoed back whole)."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value):,} chars)"
+
+
 def plain_customer_id(cid: str) -> str:
     """A customer id as ingestion stores it (``churn_assets.lib.ingest.plain_id``): a
     number a float column exported loses its ``.0`` (``17850.0``), or its ``,0`` with a
@@ -420,7 +426,7 @@ class ModelBundle:
                 "loc": ["body", "columns", "customer_id", pos]
                 if columnar
                 else ["body", "records", pos, "customer_id"],
-                "msg": f"unknown customer_id {cid!r} ({why})",
+                "msg": f"unknown customer_id {_short(cid)} ({why})",
                 "type": "unknown_customer_id",
                 "field": "customer_id",
             }

@@ -233,6 +233,14 @@ def read_csv_text(
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
+        head = data[:4096]
+        if head.count(0) > len(head) // 20 or sum(b < 9 for b in head) > len(head) // 10:
+            raise UnreadableFile(
+                f"not a text file: its first {len(head):,} bytes hold "
+                f"{sum(b < 9 for b in head):,} control bytes (binary data named like a CSV: "
+                "a wrong file, or a spreadsheet or archive renamed); land the data as CSV, "
+                "Parquet, JSON lines or a workbook"
+            ) from e
         raise UnreadableFile(
             f"unknown encoding: byte 0x{data[e.start]:02x} at offset {e.start} is not valid "
             f"{encoding}; set 'encoding' in the data set config"

@@ -129,7 +129,15 @@ class Storage:
         return self.url(rel)
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        """The JSON document at ``rel``.
+
+        Raises:
+            ValueError: it is not valid JSON (a damaged or half-written file), naming it.
+        """
+        try:
+            return json.loads(self.read_bytes(rel))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{self.url(rel)} is not valid JSON (damaged?): {e}") from e
 
     def write_json(self, rel: str, obj: Any) -> str:
         return self.write_bytes(rel, json.dumps(obj, indent=2, default=str).encode())

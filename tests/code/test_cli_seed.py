@@ -174,3 +174,15 @@ def test_a_wrong_setting_ends_in_one_line_naming_it(monkeypatch):
     monkeypatch.setenv("CHURN_DEBUG", "1")
     result = CliRunner().invoke(main, ["rollback"])
     assert result.exception is not None and type(result.exception).__name__ == "DatasetConfigError"
+
+
+def test_a_damaged_pointer_is_named_in_the_error(tmp_path):
+    """A half-written current.json: reading it names the file, not only the JSON position."""
+    from churn_assets.lib import deployment as dep
+    from churn_assets.lib.storage import Storage
+
+    storage = Storage(str(tmp_path))
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "current.json").write_text('{"version": "v2026')
+    with pytest.raises(ValueError, match=r"current\.json is not valid JSON \(damaged\?\)"):
+        dep.read_current(storage)

@@ -580,3 +580,16 @@ def test_a_file_without_a_header_line_says_so_when_a_config_names_its_columns(tm
     (problem,) = res.file_problems
     assert problem.problem == "missing column"
     assert "its first line holds values, not column names" in problem.hint
+
+
+def test_binary_data_named_like_a_csv_is_not_taken_for_an_encoding_problem():
+    """A binary file with a .csv name (a renamed archive, random bytes) is refused as not a
+    text file, not sent to the config's ``encoding``; text in another encoding still is."""
+    from churn_assets.lib.source_files import read_csv_text
+
+    junk = b"ID,x\n\x00\x80\x01\x02\x03,\xff\n" * 300
+    with pytest.raises(UnreadableFile, match="not a text file"):
+        read_csv_text(junk, encoding="utf-8")
+    latin = "customer_id,plan\nC9,mensuel é\n".encode("latin-1")
+    with pytest.raises(UnreadableFile, match="unknown encoding: byte 0xe9"):
+        read_csv_text(latin, encoding="utf-8")

@@ -280,6 +280,9 @@ def test_malformed_json_and_bad_envelopes_are_422(client):
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "json_invalid"
     assert "JSON decode error" in r.json()["detail"][0]["msg"]
+    nan = b'{"records": [{"features": {"age": NaN}}]}'
+    r = client.post("/predict", content=nan, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "NaN and Infinity are not JSON: send null" in r.text
     assert client.post("/predict", content=b"").status_code == 422
     assert client.post("/predict", json={"rows": []}).status_code == 422
     assert client.post("/predict", json={"records": []}).status_code == 422

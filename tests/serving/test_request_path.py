@@ -516,3 +516,8 @@ def test_an_id_written_as_a_float_finds_its_customer():
     with pytest.raises(RequestError) as err:
         bundle.lookup_rows(["17850.0", "99.0"], [0, 1])
     assert err.value.status == 404 and "'99.0'" in err.value.detail[0]["msg"]
+    with pytest.raises(RequestError) as err:  # a huge id is not echoed whole
+        bundle.lookup_rows(["x" * 1_000_000], [0])
+    assert (
+        len(err.value.detail[0]["msg"]) < 300 and "(1,000,000 chars)" in err.value.detail[0]["msg"]
+    )
