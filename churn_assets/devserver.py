@@ -183,12 +183,15 @@ def fail_interrupted_runs() -> list[str]:
     return failed
 
 
-def _stop_group(p: subprocess.Popen) -> None:
+def _stop_group(p: subprocess.Popen, interrupted: bool = False) -> None:
     """Stop ``p``'s whole process group: SIGINT (what ``dagster dev`` and uvicorn treat as
-    Ctrl-C), then SIGTERM, then SIGKILL for a group that does not stop in time."""
+    Ctrl-C; not again when ``interrupted``: a second one makes ``dagster dev`` leave its
+    webserver, daemon and code servers behind), then SIGTERM, then SIGKILL for a group
+    that does not stop in time."""
     for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, sig)
+        if sig != signal.SIGINT or not interrupted:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             try:
@@ -261,7 +264,7 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGINT)
         for p in alive:
-            _stop_group(p)
+            _stop_group(p, interrupted=True)
         for sig, handler in before.items():
             signal.signal(sig, handler)
         print("stopped", flush=True)
