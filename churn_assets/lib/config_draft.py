@@ -483,6 +483,26 @@ def _column_type(table: _Table, col: str) -> _Column:
     return _category_or_text(col, present)
 
 
+def _spellings(present: pl.Series) -> str:
+    """A CHECK note when categories differ only in case, spacing or punctuation ('Credit
+    Card', 'credit card', 'Credit-Card'): each is a category of its own to the models."""
+    values = present.unique().sort()
+    keys = values.str.to_lowercase().str.replace_all(r"[\s_\-.]+", "")
+    groups = (
+        pl.DataFrame({"v": values, "k": keys})
+        .group_by("k", maintain_order=True)
+        .agg(pl.col("v"))
+        .filter(pl.col("v").list.len() > 1)
+    )
+    if groups.is_empty():
+        return ""
+    shown = "; ".join(" / ".join(map(repr, g)) for g in groups["v"].head(3).to_list())
+    return (
+        f"CHECK: {groups.height} value(s) spelled more than one way ({shown}): each spelling "
+        "is a category of its own; write them alike before landing if they mean the same"
+    )
+
+
 def _all_have_digits(present: pl.Series) -> bool:
     """Whether every distinct value (but the texts that mean missing) holds a digit, as
     every date, time and number does."""
@@ -497,7 +517,7 @@ def _category_or_text(col: str, present: pl.Series) -> _Column:
     """A categorical column, or one left out: too many distinct values to be a category."""
     distinct = present.n_unique()
     if distinct <= MAX_CATEGORIES or distinct <= 0.05 * present.len():
-        return _Column(col, "categorical")
+        return _Column(col, "categorical", _spellings(present))
     return _Column(
         col,
         "skip",
@@ -800,7 +820,7 @@ def _attribute_line(c: _Column, taken: set[str]) -> str:
     parts.append(f"type: {c.type}")
     if c.format:
         parts.append(f"format: {_yaml(c.format)}")
-    return "    - {" + ", ".join(parts) + "}"
+    return "    - {" + ", ".join(parts) + "}" + (f"   # {c.note}" if c.note else "")
 
 
 def _source_lines(table: _Table, indent: str = "  ") -> list[str]:

@@ -300,6 +300,28 @@ def test_a_label_written_as_1_and_1_0_is_one_value(tmp_path):
     assert res.label_problem is None and res.frame["churned"].sum() == 100
 
 
+def test_categories_spelled_two_ways_are_pointed_out(tmp_path):
+    """'Credit Card' and 'credit card' (or 'Credit-Card') are two categories to the models:
+    the draft marks the column, naming the spellings; a clean column gets no note."""
+    csv = tmp_path / "shop.csv"
+    n = 300
+    pay = ["Credit Card", "credit card", "Debit", "Credit-Card", "Cash"]
+    pl.DataFrame(
+        {
+            "id": [f"C{i}" for i in range(n)],
+            "payment": [pay[i % 5] for i in range(n)],
+            "plan": ["basic" if i % 2 else "pro" for i in range(n)],
+            "churn": ["Yes" if i % 3 == 0 else "No" for i in range(n)],
+        }
+    ).write_csv(csv)
+    text = draft_config(str(csv), label="churn")
+    line = next(x for x in text.splitlines() if "name: payment" in x)
+    assert "# CHECK: 1 value(s) spelled more than one way" in line
+    assert "'Credit Card' / 'Credit-Card' / 'credit card'" in line
+    assert "#" not in next(x for x in text.splitlines() if "name: plan" in x)
+    _load(text, tmp_path)
+
+
 def test_a_table_of_ids_and_labels_only_drafts_without_attributes(tmp_path):
     csv = tmp_path / "labels.csv"
     pl.DataFrame({"id": [f"C{i}" for i in range(50)], "churn": ["Yes", "No"] * 25}).write_csv(csv)
