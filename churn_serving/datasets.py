@@ -214,10 +214,16 @@ class DatasetRegistry:
         if self.root is None or self.make is None:
             return []
         added: list[str] = []
-        for name in self.candidates():
-            if name in self.served:
-                continue
-            why = self._why_not(name)
+        waiting = [n for n in self.candidates() if n not in self.served]
+        if len(waiting) > 1:  # side by side: an unreachable storage costs its timeout once
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(8, len(waiting))) as pool:
+                whys = dict(zip(waiting, pool.map(self._why_not, waiting), strict=True))
+        else:
+            whys = {n: self._why_not(n) for n in waiting}
+        for name in waiting:
+            why = whys[name]
             if why is not None:
                 if self.skipped.get(name) != why:
                     quiet = why == "nothing deployed"  # waiting for a first version
