@@ -209,16 +209,7 @@ class ModelManager:
                 "cached": True,
             }
         try:
-            new = load_bundle(
-                self.storage,
-                pointer,
-                slack=self.slack,
-                stats=self.stats,
-                aliases=self.aliases,
-                batch_threads=self.batch_threads,
-                precompute_lookups=self.precompute_lookups,
-                answer_now=False,
-            )
+            new = self._load(pointer, answer_now=False)
         except (IntegrityError, dep.DeploymentError) as e:
             self._refused_key = key
             refused = self._fail("refused", "integrity", str(e), version)
@@ -258,6 +249,19 @@ class ModelManager:
             "degraded_roles": {r: e for r, e in new.role_errors.items() if e},
         }
 
+    def _load(self, pointer: dict[str, Any], answer_now: bool = True) -> ModelBundle:
+        """The version ``pointer`` names, loaded and verified with this sidecar's settings."""
+        return load_bundle(
+            self.storage,
+            pointer,
+            slack=self.slack,
+            stats=self.stats,
+            aliases=self.aliases,
+            batch_threads=self.batch_threads,
+            precompute_lookups=self.precompute_lookups,
+            answer_now=answer_now,
+        )
+
     def _load_history(
         self, pointer: dict[str, Any], refused: str, trigger: str
     ) -> dict[str, Any] | None:
@@ -271,15 +275,7 @@ class ModelManager:
                 continue
             seen.add(version)
             try:
-                bundle = load_bundle(
-                    self.storage,
-                    {**entry, "version": version},
-                    slack=self.slack,
-                    stats=self.stats,
-                    aliases=self.aliases,
-                    batch_threads=self.batch_threads,
-                    precompute_lookups=self.precompute_lookups,
-                )
+                bundle = self._load({**entry, "version": version})
             except Exception as e:  # that one is damaged too: the one before it
                 log.warning("fallback version %s not loadable either: %s", version, e)
                 continue

@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from churn_assets.lib.datasets import PLATFORM_COLUMNS, load_dataset_config
+from churn_assets.lib.datasets import PLATFORM_COLUMNS, is_time_zone, load_dataset_config
 from churn_assets.lib.ingest import (
     given_value,
     has_offset,
@@ -702,8 +702,6 @@ def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str, str | N
 def _zoned_format(table: _Table, col: str, zones: list[str]) -> tuple[str, str, str]:
     """Timestamps that end with a time zone's name: the format with the name as text and
     the zone as ``timezone`` (polars' ``%Z`` reads a name without applying it)."""
-    import zoneinfo
-
     example = table.frame[col].drop_nulls()[0]
     if len(zones) > 1:
         raise DraftError(
@@ -713,13 +711,11 @@ def _zoned_format(table: _Table, col: str, zones: list[str]) -> tuple[str, str, 
             "table of its own with its timezone"
         )
     zone = zones[0]
-    try:
-        zoneinfo.ZoneInfo(zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    if not is_time_zone(zone):
         raise DraftError(
             f"the timestamps of column {col!r} end with {zone!r} (e.g. {example!r}), not an "
             "IANA time zone name: write them with UTC offsets before landing"
-        ) from None
+        )
     stems = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", *TIMESTAMP_FORMATS)
     for stem in stems:
         fmt = f"{stem} {zone}"

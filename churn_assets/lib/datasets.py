@@ -48,6 +48,17 @@ class ColumnSpec(_Strict):
         return self.source or self.name
 
 
+def is_time_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone (``Europe/London``, ``UTC``)."""
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 class SourceSpec(_Strict):
     """Where a table's raw files are: a file, a directory or a glob."""
 
@@ -87,16 +98,11 @@ class SourceSpec(_Strict):
     def _number_marks_differ(self) -> SourceSpec:
         if self.thousands == self.decimal:
             raise ValueError(f"'thousands' and 'decimal' must differ (both {self.decimal!r})")
-        if self.timezone is not None:
-            import zoneinfo
-
-            try:
-                zoneinfo.ZoneInfo(self.timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"timezone {self.timezone!r} is not an IANA time zone name "
-                    "(e.g. 'Europe/London', 'America/New_York', 'UTC')"
-                ) from None
+        if self.timezone is not None and not is_time_zone(self.timezone):
+            raise ValueError(
+                f"timezone {self.timezone!r} is not an IANA time zone name "
+                "(e.g. 'Europe/London', 'America/New_York', 'UTC')"
+            )
         for fmt in self._formats():
             if fmt and re.search(r"%#?Z", fmt):
                 raise ValueError(

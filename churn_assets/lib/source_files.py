@@ -234,10 +234,11 @@ def read_csv_text(
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
         head = data[:4096]
-        if head.count(0) > len(head) // 20 or sum(b < 9 for b in head) > len(head) // 10:
+        control = sum(b < 9 for b in head)  # NUL and the like: no text encoding writes them
+        if head.count(0) > len(head) // 20 or control > len(head) // 10:
             raise UnreadableFile(
                 f"not a text file: its first {len(head):,} bytes hold "
-                f"{sum(b < 9 for b in head):,} control bytes (binary data named like a CSV: "
+                f"{control:,} control bytes (binary data named like a CSV: "
                 "a wrong file, or a spreadsheet or archive renamed); land the data as CSV, "
                 "Parquet, JSON lines or a workbook"
             ) from e

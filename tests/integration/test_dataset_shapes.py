@@ -10,6 +10,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -45,6 +46,17 @@ def churn_only_telco(tmp_path: Path) -> str:
     path = tmp_path / "telco_churn_only.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+def run_drafted(cfg: dict, tmp_path: Path, name: str) -> tuple[Path, Any]:
+    """A drafted config with the trimmed candidate lists, saved as ``name``.yaml, run
+    through the whole graph (which must succeed): the config's path and the run."""
+    cfg["models"] = dict(FAST_MODELS)
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    run = run_graph(str(config))
+    assert run.result.success, run.result.all_events[-1]
+    return config, run
 
 
 def start_sidecar(storage: Path, dataset: str) -> tuple[subprocess.Popen, str]:
@@ -237,12 +249,7 @@ def test_a_drafted_european_export_with_unlabelled_customers_runs_and_is_served(
     cfg = yaml.safe_load(text)
     assert cfg["labels"]["allow_unlabelled"] is True
     assert (cfg["customers"]["decimal"], cfg["customers"]["thousands"]) == (",", ".")
-    cfg["models"] = dict(FAST_MODELS)
-    config = tmp_path / "kunden.yaml"
-    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-
-    run = run_graph(str(config))
-    assert run.result.success, run.result.all_events[-1]
+    config, run = run_drafted(cfg, tmp_path, "kunden")
     unlabelled = int((frame["Gekündigt"].is_null()).sum())
     assert run.result.output_for_node("training_set").height == n - unlabelled
     scores = run.result.output_for_node("churn_scores")
@@ -281,12 +288,7 @@ def test_an_activity_log_without_money_trains_and_serves_the_churn_model(tmp_pat
     cfg = yaml.safe_load(draft_config(str(path), timestamp="event_time"))
     assert cfg["transactions"]["activity_only"] is True
     assert cfg["transactions"]["category"] == "event"
-    cfg["models"] = dict(FAST_MODELS)
-    config = tmp_path / "events.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-
-    run = run_graph(str(config))
-    assert run.result.success, run.result.all_events[-1]
+    config, run = run_drafted(cfg, tmp_path, "events")
     raw = run.result.output_for_node("raw_transactions")
     assert raw.height == n and (raw["amount"] == 1.0).all()
     features = run.result.output_for_node("customer_features")
@@ -335,12 +337,7 @@ def test_a_snapshot_with_a_last_login_date_is_served_from_the_date_itself(tmp_pa
     path = tmp_path / "accounts.csv"
     frame.write_csv(path)
     cfg = yaml.safe_load(draft_config(str(path), label="Churned"))
-    cfg["models"] = dict(FAST_MODELS)
-    config = tmp_path / "accounts.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-
-    run = run_graph(str(config))
-    assert run.result.success, run.result.all_events[-1]
+    config, run = run_drafted(cfg, tmp_path, "accounts")
     out = run.result.output_for_node("deployed_model_version")
     manifest = dep.read_manifest(Storage(str(isolated_env / cfg["name"])), out["version"])
     definition = manifest["feature_definition"]
