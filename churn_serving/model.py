@@ -420,7 +420,10 @@ class ModelBundle:
             else ""
         )
         if exits:
-            why += f"; customers with an exit event ({', '.join(exits)}) are left out"
+            why += (
+                f"; customers whose last activity is an exit event ({', '.join(exits)}) "
+                "are left out until they come back"
+            )
         detail = [
             {
                 "loc": ["body", "columns", "customer_id", pos]

@@ -191,13 +191,47 @@ def combine_activity(activity: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def category_sums(pre: pl.LazyFrame) -> pl.LazyFrame:
-    """Gross purchase amount per customer and category (one row each)."""
+#: A customer's latest line of a category (:func:`category_sums` ``with_times``).
+LAST_TIME = "_last_ts"
+#: Activity more than this after a customer's last exit event means the customer came back.
+RETURN_GAP = dt.timedelta(days=1)
+
+
+def category_sums(pre: pl.LazyFrame, with_times: bool = False) -> pl.LazyFrame:
+    """Gross purchase amount per customer and category (one row each); with ``with_times``
+    also the time of the customer's latest line of the category (:data:`LAST_TIME`)."""
     return (
         pre.filter(~pl.col("is_return") & pl.col("category").is_not_null())
         .group_by(ID, "category")
-        .agg(pl.col("amount").sum())
+        .agg(
+            pl.col("amount").sum(),
+            *([pl.col("timestamp").max().alias(LAST_TIME)] if with_times else []),
+        )
         .with_columns(_stable("amount"))
+    )
+
+
+def left_for_good(last_exit: pl.Expr, last_active: pl.Expr) -> pl.Expr:
+    """True for a customer with an exit event (``last_exit``: the latest one's time) and no
+    activity more than :data:`RETURN_GAP` after it (``last_active``: the latest line's time;
+    events logged just after a cancellation are not a return)."""
+    came_back = (last_active > last_exit + RETURN_GAP).fill_null(False)
+    return last_exit.is_not_null() & ~came_back
+
+
+def exited_customers(
+    categories: pl.LazyFrame, last_active: pl.LazyFrame, exit_events: tuple[str, ...]
+) -> pl.LazyFrame:
+    """The customers (``customer_id``, ``_exited`` True) who left for good
+    (:func:`left_for_good`), from :func:`category_sums` ``with_times`` rows and each
+    customer's latest active time (``customer_id``, ``_last``)."""
+    return (
+        categories.filter(pl.col("category").is_in(list(exit_events)))
+        .group_by(ID)
+        .agg(pl.col(LAST_TIME).max().alias("_last_exit"))
+        .join(last_active.select(ID, "_last"), on=ID, how="left")
+        .filter(left_for_good(pl.col("_last_exit"), pl.col("_last")))
+        .select(ID, pl.lit(True).alias("_exited"))
     )
 
 
@@ -238,7 +272,9 @@ def transaction_features(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFram
     pre = tx.filter(pl.col("timestamp") < params.cutoff_ts)
     return behaviour_features(
         order_activity(pre),
-        category_sums(pre) if params.categories or params.exit_events else None,
+        category_sums(pre, with_times=bool(params.exit_events))
+        if params.categories or params.exit_events
+        else None,
         country_sums(pre),
         params,
     )
@@ -411,12 +447,7 @@ def behaviour_from_aggregates(
             pl.col(["n_categories", *share_cols]).fill_null(0.0)
         )
     if params.exit_events and categories is not None:
-        exited = (
-            categories.filter(pl.col("category").is_in(list(params.exit_events)))
-            .select(ID)
-            .unique()
-            .with_columns(pl.lit(True).alias("_exited"))
-        )
+        exited = exited_customers(categories, out, params.exit_events)
         out = out.join(exited, on=ID, how="left")
     main = (
         countries.sort([ID, "_v", "country"], descending=[False, True, False])
@@ -431,14 +462,18 @@ def behaviour_from_aggregates(
 
 
 def transaction_labels(tx: pl.LazyFrame, params: FeatureParams) -> pl.LazyFrame:
-    """``churned`` (no purchase in the horizon) and ``total_sales`` (net spend, floored at 0)."""
+    """``churned`` (no purchase in the horizon, or an exit event in it not followed by a
+    return: :func:`left_for_good`) and ``total_sales`` (net spend, floored at 0)."""
     window = tx.filter(
         (pl.col("timestamp") >= params.cutoff_ts) & (pl.col("timestamp") < params.horizon_end_ts)
     )
     return window.group_by(ID).agg(
         (~pl.col("is_return")).any().alias("_bought"),
         pl.col("amount").sum().round(ROUND_DECIMALS).clip(lower_bound=0.0).alias("total_sales"),
-        pl.col("category").is_in(list(params.exit_events)).any().alias("_exit")
+        left_for_good(
+            pl.col("timestamp").filter(pl.col("category").is_in(list(params.exit_events))).max(),
+            pl.col("timestamp").filter(~pl.col("is_return")).max(),
+        ).alias("_exit")
         if params.exit_events
         else pl.lit(False).alias("_exit"),
     )

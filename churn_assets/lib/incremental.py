@@ -39,6 +39,7 @@ from churn_assets.lib.features import (
     AGGREGATE_MAX,
     AGGREGATE_MIN,
     ID,
+    LAST_TIME,
     ROUND_DECIMALS,
     SEPARATE_SCANS,
     FeatureParams,
@@ -51,6 +52,7 @@ from churn_assets.lib.features import (
     country_sums,
     customer_aggregates,
     daily_activity,
+    exited_customers,
     order_rows,
     per_customer_bucket,
     round_amounts,
@@ -84,11 +86,12 @@ class BatchUpdate:
 
 
 def batch_parts(
-    lines: pl.DataFrame | pl.LazyFrame, rows: int | None = None
+    lines: pl.DataFrame | pl.LazyFrame, rows: int | None = None, with_times: bool = False
 ) -> dict[str, pl.DataFrame]:
     """The compact parts of a batch of usable transaction lines (see the module doc),
     reduced a bucket of customers at a time when they hold many orders (``rows``: the
-    batch's line count, when known)."""
+    batch's line count, when known); ``with_times``: each category's latest time too
+    (for exit events)."""
     lazy = lines.lazy().filter(pl.col(ID).is_not_null())
 
     def reduce(part: pl.LazyFrame) -> list[pl.DataFrame]:
@@ -96,7 +99,11 @@ def batch_parts(
         # at once held three scans of the lines
         return [
             q.collect(optimizations=SEPARATE_SCANS)
-            for q in (daily_activity(part), category_sums(part), country_sums(part))
+            for q in (
+                daily_activity(part),
+                category_sums(part, with_times),
+                country_sums(part),
+            )
         ]
 
     frames = per_customer_bucket(order_rows(lazy, rows), lambda only: reduce(only(lazy)))
@@ -104,7 +111,8 @@ def batch_parts(
 
 
 def _combine_categories(frame: pl.LazyFrame) -> pl.LazyFrame:
-    return frame.group_by(ID, "category").agg(pl.col("amount").sum().round(ROUND_DECIMALS))
+    times = [pl.col(LAST_TIME).max()] if LAST_TIME in frame.collect_schema().names() else []
+    return frame.group_by(ID, "category").agg(pl.col("amount").sum().round(ROUND_DECIMALS), *times)
 
 
 def _combine_countries(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -245,7 +253,7 @@ def add_batch(
         categories=tuple(categories),
         exit_events=tuple(exit_events),
     )
-    parts = batch_parts(lines, n)
+    parts = batch_parts(lines, n, with_times=bool(params.exit_events))
     for name, frame in parts.items():
         storage.write_parquet(f"{name}/{batch}.parquet", frame)
     batches = [*(state or {}).get("batches", []), batch]
@@ -278,8 +286,7 @@ def add_batch(
         )
         rows = _features(merged, cats, countries, mine, params)
         if params.exit_events:  # who left in this batch: a row saying so hides the base's
-            gone = cats.filter(pl.col("category").is_in(list(params.exit_events))).select(ID)
-            gone = gone.unique().with_columns(pl.lit(True).alias(EXITED))
+            gone = exited_customers(cats.lazy(), merged.lazy(), params.exit_events).collect()
             rows = pl.concat([rows, gone], how="diagonal") if gone.height else rows
         tables_out = dict(zip(TABLES, (merged, cats, countries, rows), strict=True))
         newcomers = 0 if customers is not None else merged.height - old.height
@@ -475,6 +482,7 @@ def sync(
     }
     if exit_events:  # a state written before exit events existed had none
         wanted["exit_events"] = list(exit_events)
+        wanted["exit_times"] = True  # one written before returns after an exit counted
     known = storage.read_json(SOURCES) if storage.exists(SOURCES) else None
     state = storage.read_json(STATE) if storage.exists(STATE) else None
     consistent = (

@@ -280,6 +280,53 @@ def test_exit_events_label_a_cancellation_in_the_horizon_and_drop_those_gone_bef
     assert after.columns == before.columns
 
 
+def test_a_customer_who_comes_back_after_an_exit_event_counts_again():
+    """Activity more than a day after a customer's last exit event is a return: before the
+    cut-off the customer stays in the table, in the horizon the customer is retained. Events
+    logged within the day after a cancellation (a last page view) are not a return."""
+    t0 = dt.datetime(2024, 1, 1)
+    cut = dt.date(2024, 3, 1)
+    exit_page = "Cancellation Confirmation"
+
+    def ev(cust: str, day: float, page: str = "NextSong") -> dict:
+        return {
+            "customer_id": cust,
+            "timestamp": t0 + dt.timedelta(days=day),
+            "amount": 1.0,
+            "invoice_id": None,
+            "category": page,
+            "country": None,
+            "is_return": False,
+        }
+
+    lines = pl.DataFrame(
+        # left in January, back in February: in the table; active in the horizon
+        [ev("returned", d) for d in (5, 10)]
+        + [ev("returned", 20, exit_page)]
+        + [ev("returned", d) for d in (45, 70)]
+        # a page view an hour after cancelling: still gone
+        + [ev("gone", d) for d in (5, 50)]
+        + [ev("gone", 55, exit_page), ev("gone", 55 + 1 / 24)]
+        # left twice, the second time for good
+        + [ev("twice", 5, exit_page), ev("twice", 30), ev("twice", 50, exit_page)]
+        # cancels in the horizon, resubscribes ten days later: retained
+        + [ev("back_in_horizon", d) for d in (5, 40, 65, 75)]
+        + [ev("back_in_horizon", 66, exit_page)]
+        # cancels in the horizon with a last event the same hour: churned
+        + [ev("cancels", d) for d in (5, 40, 65)]
+        + [ev("cancels", 70, exit_page), ev("cancels", 70 + 1 / 48)]
+    )
+    params = FeatureParams(cutoff=cut, horizon_days=30, categories=(), exit_events=(exit_page,))
+
+    table = build_customer_features(None, lines, params)
+
+    assert dict(table.select("customer_id", "churned").iter_rows()) == {
+        "back_in_horizon": 0,
+        "cancels": 1,
+        "returned": 0,
+    }
+
+
 def test_date_attributes_become_the_days_from_them_to_the_cutoff():
     """A last login or a contract's end is a number a model can take: the days from the
     date to the cut-off (negative after it); a missing date stays missing."""

@@ -322,3 +322,48 @@ def test_a_customer_who_leaves_within_the_day_is_out_of_the_table_at_once(synthe
     assert leaver not in table["customer_id"].to_list()
     expected = _whole(cfg, customers, pl.concat([history, batch]), categories)
     assert_frame_equal(table, expected, check_exact=True)
+
+
+def test_a_customer_who_comes_back_after_leaving_is_in_the_table_again(synthetic, tmp_path):
+    """A customer hidden by an exit event is back in the table once a later batch holds a
+    line more than a day after it, as in the table from every line; a state written before
+    returns counted is built anew once."""
+    cfg, customers, lines = synthetic
+    cfg = cfg.model_copy(
+        update={"transactions": cfg.transactions.model_copy(update={"exit_events": ["EXIT"]})}
+    )
+    categories = reference_categories(cfg, lines)
+    last = lines["timestamp"].max()
+    history, batch = _split_at(lines, last.replace(hour=0, minute=0) + dt.timedelta(hours=12))
+    leaver = batch["customer_id"][0]
+    earlier = history.filter(pl.col("customer_id") == leaver).sort("timestamp")
+    exit_line = earlier.tail(1).with_columns(
+        pl.lit("INV-EXIT-1").alias("invoice_id"),
+        pl.lit("EXIT").alias("category"),
+        (pl.col("timestamp") + dt.timedelta(minutes=1)).alias("timestamp"),
+    )
+    history = pl.concat([history, exit_line])
+    storage = Storage(str(tmp_path / "state"))
+    kwargs = {"horizon_days": 90, "naive_lookback_days": 270, "exit_events": ("EXIT",)}
+
+    incremental.add_batch(storage, "history", history, customers, categories, **kwargs)
+    before = incremental.read_table(storage)
+    update = incremental.add_batch(storage, "batch-1", batch, customers, categories, **kwargs)
+    table = incremental.read_table(storage)
+
+    assert update.mode == "touched"
+    assert leaver not in before["customer_id"].to_list()
+    assert leaver in table["customer_id"].to_list()
+    expected = _whole(cfg, customers, pl.concat([history, batch]), categories)
+    assert_frame_equal(table, expected, check_exact=True)
+
+    state = Storage(str(tmp_path / "sync"))
+    sourced = _sourced(history, "transactions/part-0.parquet")
+    sync = incremental.sync(state, sourced.lazy(), customers, categories, **kwargs)
+    assert sync[1]["rebuilt"]
+    sources = state.read_json(incremental.SOURCES)
+    state.write_json(incremental.SOURCES, {k: v for k, v in sources.items() if k != "exit_times"})
+    assert incremental.sync(state, sourced.lazy(), customers, categories, **kwargs)[1]["rebuilt"]
+    assert not incremental.sync(state, sourced.lazy(), customers, categories, **kwargs)[1][
+        "rebuilt"
+    ]

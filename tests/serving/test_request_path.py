@@ -492,8 +492,8 @@ def test_an_unknown_id_of_a_data_set_with_an_active_population_says_why(app):
     with pytest.raises(RequestError) as err:
         bundle.lookup_rows(["gone"], [0])
     assert err.value.detail[0]["msg"] == (
-        "unknown customer_id 'gone' (not in the latest current_features; customers with an "
-        "exit event (Cancellation Confirmation) are left out)"
+        "unknown customer_id 'gone' (not in the latest current_features; customers whose last "
+        "activity is an exit event (Cancellation Confirmation) are left out until they come back)"
     )
 
 
