@@ -619,5 +619,39 @@ def dev(port: int, no_seed: bool) -> None:
     sys.exit(run_dev(port=port))
 
 
+@main.command(
+    "fail-interrupted-runs",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--location", default=None, help="Only the runs of this code location.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def fail_interrupted(location: str | None, command: tuple[str, ...]) -> None:
+    """Mark failed the runs the Dagster instance still shows in progress (of one code
+    location with --location): run it when the processes that executed them are gone, as
+    the code server that ran them starts. Then, given ``-- COMMAND ...``, become COMMAND:
+    compose's code-location runs ``churn fail-interrupted-runs --location churn_assets --
+    dagster code-server start ...``. An instance that cannot be reached is reported and
+    COMMAND still starts."""
+    from churn_assets.interrupted_runs import fail_interrupted_runs, say_failed
+
+    when = (
+        f"the code server of {location!r} started again"
+        if location
+        else "`churn fail-interrupted-runs` was run"
+    )
+    try:
+        say_failed(fail_interrupted_runs(location, when=when))
+    except Exception as e:
+        if not command:
+            raise
+        click.echo(
+            f"runs left in progress not checked ({type(e).__name__}: {e}); starting anyway",
+            err=True,
+        )
+    if command:
+        sys.stdout.flush()
+        os.execvp(command[0], list(command))
+
+
 if __name__ == "__main__":
     main()

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from churn_assets.interrupted_runs import fail_interrupted_runs, say_failed
+
 
 def prepare_dagster_home(root: Path) -> Path:
     """Create ``$DAGSTER_HOME`` (default ``.churn/dagster_home``) holding our dagster.yaml."""
@@ -149,40 +151,6 @@ MAX_RESTARTS = 3
 RESTART_WINDOW = 600.0
 
 
-def fail_interrupted_runs() -> list[str]:
-    """Mark failed (canceled, for one being canceled) every run the instance still shows
-    in progress, and free its concurrency slots: called before ``dagster dev`` starts, when
-    no run of this instance can be executing. A run whose processes were killed (a crash,
-    a reboot) would otherwise stay STARTED for ever and, holding the retraining pool's one
-    slot, keep every later retraining run queued. Returns their run ids."""
-    import dagster as dg
-
-    in_progress = [
-        dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED,
-        dg.DagsterRunStatus.CANCELING,
-    ]
-    failed = []
-    with dg.DagsterInstance.get() as instance:
-        for run in instance.get_runs(filters=dg.RunsFilter(statuses=in_progress)):
-            message = (
-                "the platform stopped while this run was in progress (its processes were "
-                "killed or the machine restarted); marked "
-                + ("canceled" if run.status == dg.DagsterRunStatus.CANCELING else "failed")
-                + " when `churn dev` started again. Its outputs up to the last successful "
-                "step are kept; launch it again to finish."
-            )
-            if run.status == dg.DagsterRunStatus.CANCELING:
-                instance.report_run_canceled(run, message)
-            else:
-                instance.report_run_failed(run, message)
-            storage = instance.event_log_storage
-            if storage.supports_global_concurrency_limits:
-                storage.free_concurrency_slots_for_run(run.run_id)
-            failed.append(run.run_id)
-    return failed
-
-
 def _stop_group(p: subprocess.Popen, interrupted: bool = False) -> None:
     """Stop ``p``'s whole process group: SIGINT (what ``dagster dev`` and uvicorn treat as
     Ctrl-C; not again when ``interrupted``: a second one makes ``dagster dev`` leave its
@@ -211,7 +179,7 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
     home = prepare_dagster_home(root)
     workspace, datasets = prepare_workspace(root, home)
     set_pool_limits(pool_limits(datasets))
-    _say_failed(fail_interrupted_runs())
+    say_failed(fail_interrupted_runs())
     if datasets:
         print(f"data sets beside the default one: {', '.join(datasets)}", flush=True)
     commands = processes(port, workspace)
@@ -254,7 +222,7 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
                 print(f"{name} exited with {p.returncode}; starting it again", flush=True)
                 _stop_group(p)  # what it left behind (code servers, run workers)
                 if name == "dagster":
-                    _say_failed(fail_interrupted_runs())
+                    say_failed(fail_interrupted_runs())
                 restarts[name] = [*recent, now]
                 children[name] = subprocess.Popen(commands[name], cwd=root, start_new_session=True)
             time.sleep(0.5)
@@ -269,12 +237,3 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
             signal.signal(sig, handler)
         print("stopped", flush=True)
     return code
-
-
-def _say_failed(run_ids: list[str]) -> None:
-    if run_ids:
-        print(
-            f"{len(run_ids)} run(s) left in progress when the platform last stopped, marked "
-            f"failed: {', '.join(run_ids)}",
-            flush=True,
-        )

@@ -358,8 +358,10 @@ def test_commands_and_ports_match_the_code():
     assert "127.0.0.1:3000:3000" in raw["dagster-webserver"]["ports"]
     assert ":3000" in (REPO / "README.md").read_text()
 
-    code = c.command("code-location")
-    assert code[1:4] == ["code-server", "start", "-h"]
+    wrapped = c.command("code-location")
+    sweep, code = wrapped[: wrapped.index("--")], wrapped[wrapped.index("--") + 1 :]
+    assert Path(sweep[0]).name == "churn" and sweep[1] == "fail-interrupted-runs"
+    assert code[:4] == ["dagster", "code-server", "start", "-h"]
     module = option(code, "-m")
     assert module == "churn_assets.definitions" and importlib.util.find_spec(module)
     grpc_port = option(code, "-p")
@@ -371,6 +373,7 @@ def test_commands_and_ports_match_the_code():
     assert server["host"] == "code-location" and str(server["port"]) == grpc_port
     location = local[0]["python_module"]["location_name"]
     assert server["location_name"] == location == option(code, "--location-name")
+    assert option(sweep, "--location") == location
     assert option(web, "-w") == "/opt/dagster/workspace.yaml"
     assert option(c.command("dagster-daemon"), "-w") == "/opt/dagster/workspace.yaml"
     assert c.command("dagster-daemon")[1] == "run"

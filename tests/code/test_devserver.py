@@ -3,6 +3,8 @@ when it starts, and a process that exits on its own is started again."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +20,7 @@ def test_runs_left_in_progress_are_failed_and_free_their_pool(tmp_path, monkeypa
     finished and not started runs are left alone."""
     from dagster._core.storage.dagster_run import DagsterRun
 
-    from churn_assets.devserver import fail_interrupted_runs
+    from churn_assets.interrupted_runs import fail_interrupted_runs
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     (tmp_path / "dagster.yaml").write_text("")
@@ -52,6 +54,59 @@ def test_runs_left_in_progress_are_failed_and_free_their_pool(tmp_path, monkeypa
         failure = instance.all_logs(ids["started"], of_type=dg.DagsterEventType.RUN_FAILURE)
         assert "the platform stopped while this run was in progress" in failure[0].message
     assert fail_interrupted_runs() == []  # nothing left to do
+
+
+def test_a_code_server_starting_fails_its_own_locations_runs_then_becomes_the_server(tmp_path):
+    """Compose's code-location command: ``churn fail-interrupted-runs --location L --
+    COMMAND`` fails the runs of location L left in progress (not another location's), then
+    execs COMMAND; an instance it cannot open is reported and COMMAND still starts."""
+    from dagster._core.remote_origin import (
+        GrpcServerCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from tests.conftest import BIN
+
+    def origin(location: str) -> RemoteJobOrigin:
+        where = GrpcServerCodeLocationOrigin(host="code", port=4000, location_name=location)
+        return RemoteJobOrigin(RemoteRepositoryOrigin(where, "__repository__"), "retraining")
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    started = dg.DagsterRunStatus.STARTED
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        ids = {
+            name: instance.add_run(
+                DagsterRun(job_name="retraining", status=started, remote_job_origin=where)
+            ).run_id
+            for name, where in (("mine", origin("churn_assets")), ("telco", origin("telco")))
+        }
+    argv = [str(BIN / "churn"), "fail-interrupted-runs", "--location", "churn_assets", "--"]
+    server = [sys.executable, "-c", "print('code server up')"]
+    out = subprocess.run(argv + server, env=env, capture_output=True, text=True, timeout=120)
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"1 run(s) left in progress when the platform last stopped, marked failed: {ids['mine']}",
+        "code server up",
+    ]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(ids["mine"]).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(ids["telco"]).status == started
+        failure = instance.all_logs(ids["mine"], of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "marked failed when the code server of 'churn_assets' started again" in (
+            failure[0].message
+        )
+
+    (home / "dagster.yaml").write_text("run_storage:\n  module: no_such_module\n  class: X\n")
+    out = subprocess.run(argv + server, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "code server up"
+    assert "runs left in progress not checked (" in out.stderr
+    assert "starting anyway" in out.stderr
 
 
 def test_a_process_that_exits_is_started_again_then_a_crash_loop_stops_all(

@@ -265,9 +265,18 @@ def _wait_ready(url: str, proc: Process, timeout: float = 120) -> None:
 
 def test_compose_dagster_services_run_the_sensor_run(env: Stack, first_run: Outcome, tmp_path):
     """code-location, dagster-webserver and dagster-daemon started with docker-compose.yml's
-    commands and environments (endpoints mapped to this machine): their health checks pass,
-    the landing sensor's run is queued, launched by the daemon through the code server
-    (DefaultRunLauncher) and succeeds, and the webserver reports it."""
+    commands and environments (endpoints mapped to this machine): a retraining run left
+    STARTED by a code-location container that was killed is marked failed as the code
+    server starts, its health checks pass, the landing sensor's run is queued, launched by
+    the daemon through the code server (DefaultRunLauncher) and succeeds, and the webserver
+    reports it."""
+    import dagster as dg
+    from dagster._core.remote_origin import (
+        GrpcServerCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.storage.dagster_run import DagsterRun
     from dagster_graphql import DagsterGraphQLClient
 
     c = env.compose
@@ -331,9 +340,22 @@ def test_compose_dagster_services_run_the_sensor_run(env: Stack, first_run: Outc
         "SELECT r.run_id, r.status FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
         "WHERE t.key = 'churn/trigger' AND t.value = 'landing'"
     )
+    location = GrpcServerCodeLocationOrigin(
+        host="code-location",
+        port=4000,
+        location_name=code.cmd[code.cmd.index("--location-name") + 1],
+    )
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), "retraining")
+    with dg.DagsterInstance.get() as instance:
+        stranded = instance.add_run(
+            DagsterRun(
+                job_name="retraining", status=dg.DagsterRunStatus.STARTED, remote_job_origin=origin
+            )
+        ).run_id
     try:
         code.start()
         wait("code-location health check", lambda: healthy("code-location"))
+        assert env.sql("SELECT status FROM runs WHERE run_id = %s", (stranded,)) == [("FAILURE",)]
         web.start()
         daemon.start()
         wait("dagster-webserver health check", lambda: healthy("dagster-webserver"))
