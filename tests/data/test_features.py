@@ -235,23 +235,26 @@ def test_a_history_shorter_than_the_horizon_names_the_horizon_to_set():
         label_cutoff(early, t)
 
 
+def _event(cust: str, day: float, page: str = "NextSong") -> dict:
+    """One line of an event log (counted as 1), ``day`` days after 2024-01-01."""
+    return {
+        "customer_id": cust,
+        "timestamp": dt.datetime(2024, 1, 1) + dt.timedelta(days=day),
+        "amount": 1.0,
+        "invoice_id": None,
+        "category": page,
+        "country": None,
+        "is_return": False,
+    }
+
+
 def test_exit_events_label_a_cancellation_in_the_horizon_and_drop_those_gone_before():
     """An event log (Sparkify's 'Cancellation Confirmation'): a customer who cancels within
     the horizon churned though active before cancelling; one who cancelled before the
     cut-off is left out (nothing to predict); without exit events both count as before."""
-    t0 = dt.datetime(2024, 1, 1)
     cut = dt.date(2024, 3, 1)
 
-    def ev(cust: str, day: int, page: str = "NextSong") -> dict:
-        return {
-            "customer_id": cust,
-            "timestamp": t0 + dt.timedelta(days=day),
-            "amount": 1.0,
-            "invoice_id": None,
-            "category": page,
-            "country": None,
-            "is_return": False,
-        }
+    ev = _event
 
     lines = pl.DataFrame(
         [ev("stays", d) for d in (5, 40, 70, 90)]
@@ -284,20 +287,10 @@ def test_a_customer_who_comes_back_after_an_exit_event_counts_again():
     """Activity more than a day after a customer's last exit event is a return: before the
     cut-off the customer stays in the table, in the horizon the customer is retained. Events
     logged within the day after a cancellation (a last page view) are not a return."""
-    t0 = dt.datetime(2024, 1, 1)
     cut = dt.date(2024, 3, 1)
     exit_page = "Cancellation Confirmation"
 
-    def ev(cust: str, day: float, page: str = "NextSong") -> dict:
-        return {
-            "customer_id": cust,
-            "timestamp": t0 + dt.timedelta(days=day),
-            "amount": 1.0,
-            "invoice_id": None,
-            "category": page,
-            "country": None,
-            "is_return": False,
-        }
+    ev = _event
 
     lines = pl.DataFrame(
         # left in January, back in February: in the table; active in the horizon

@@ -294,9 +294,10 @@ def test_exit_events_leave_the_same_customers_out_batch_by_batch(synthetic, tmp_
     assert 0 < table.height < _whole(plain, customers, lines, categories).height
 
 
-def test_a_customer_who_leaves_within_the_day_is_out_of_the_table_at_once(synthetic, tmp_path):
-    """An exit event in a same-day batch (only its customers recomputed) hides the
-    customer's row of the last full recompute: the table equals the one from every line."""
+def _exit_setup(synthetic):
+    """The synthetic data set with the exit event ``EXIT``: its config, customers and
+    category columns, the history and a same-day batch of the last day, and a customer of
+    that batch."""
     cfg, customers, lines = synthetic
     cfg = cfg.model_copy(
         update={"transactions": cfg.transactions.model_copy(update={"exit_events": ["EXIT"]})}
@@ -304,38 +305,43 @@ def test_a_customer_who_leaves_within_the_day_is_out_of_the_table_at_once(synthe
     categories = reference_categories(cfg, lines)
     last = lines["timestamp"].max()
     history, batch = _split_at(lines, last.replace(hour=0, minute=0) + dt.timedelta(hours=12))
-    leaver = batch["customer_id"][0]
+    return cfg, customers, categories, history, batch, batch["customer_id"][0]
+
+
+def _exit_batches(tmp_path, cfg, customers, categories, history, batch):
+    """``history`` then ``batch`` added with the exit event ``EXIT``: the table before and
+    after the batch and what the batch did; the table after is checked against the one
+    from every line."""
+    storage = Storage(str(tmp_path / "state"))
+    kwargs = {"horizon_days": 90, "naive_lookback_days": 270, "exit_events": ("EXIT",)}
+    incremental.add_batch(storage, "history", history, customers, categories, **kwargs)
+    before = incremental.read_table(storage)
+    update = incremental.add_batch(storage, "batch-1", batch, customers, categories, **kwargs)
+    table = incremental.read_table(storage)
+    expected = _whole(cfg, customers, pl.concat([history, batch]), categories)
+    assert_frame_equal(table, expected, check_exact=True)
+    return before, update, table
+
+
+def test_a_customer_who_leaves_within_the_day_is_out_of_the_table_at_once(synthetic, tmp_path):
+    """An exit event in a same-day batch (only its customers recomputed) hides the
+    customer's row of the last full recompute: the table equals the one from every line."""
+    cfg, customers, categories, history, batch, leaver = _exit_setup(synthetic)
     exit_line = batch.head(1).with_columns(
         pl.lit("INV-EXIT-1").alias("invoice_id"), pl.lit("EXIT").alias("category")
     )
     batch = pl.concat([batch, exit_line])
-    storage = Storage(str(tmp_path / "state"))
-    kwargs = {"horizon_days": 90, "naive_lookback_days": 270, "exit_events": ("EXIT",)}
-
-    incremental.add_batch(storage, "history", history, customers, categories, **kwargs)
-    before = incremental.read_table(storage)
-    update = incremental.add_batch(storage, "batch-1", batch, customers, categories, **kwargs)
-
-    table = incremental.read_table(storage)
+    before, update, table = _exit_batches(tmp_path, cfg, customers, categories, history, batch)
     assert update.mode == "touched"
     assert leaver in before["customer_id"].to_list()
     assert leaver not in table["customer_id"].to_list()
-    expected = _whole(cfg, customers, pl.concat([history, batch]), categories)
-    assert_frame_equal(table, expected, check_exact=True)
 
 
 def test_a_customer_who_comes_back_after_leaving_is_in_the_table_again(synthetic, tmp_path):
     """A customer hidden by an exit event is back in the table once a later batch holds a
     line more than a day after it, as in the table from every line; a state written before
     returns counted is built anew once."""
-    cfg, customers, lines = synthetic
-    cfg = cfg.model_copy(
-        update={"transactions": cfg.transactions.model_copy(update={"exit_events": ["EXIT"]})}
-    )
-    categories = reference_categories(cfg, lines)
-    last = lines["timestamp"].max()
-    history, batch = _split_at(lines, last.replace(hour=0, minute=0) + dt.timedelta(hours=12))
-    leaver = batch["customer_id"][0]
+    cfg, customers, categories, history, batch, leaver = _exit_setup(synthetic)
     earlier = history.filter(pl.col("customer_id") == leaver).sort("timestamp")
     exit_line = earlier.tail(1).with_columns(
         pl.lit("INV-EXIT-1").alias("invoice_id"),
@@ -343,20 +349,13 @@ def test_a_customer_who_comes_back_after_leaving_is_in_the_table_again(synthetic
         (pl.col("timestamp") + dt.timedelta(minutes=1)).alias("timestamp"),
     )
     history = pl.concat([history, exit_line])
-    storage = Storage(str(tmp_path / "state"))
-    kwargs = {"horizon_days": 90, "naive_lookback_days": 270, "exit_events": ("EXIT",)}
-
-    incremental.add_batch(storage, "history", history, customers, categories, **kwargs)
-    before = incremental.read_table(storage)
-    update = incremental.add_batch(storage, "batch-1", batch, customers, categories, **kwargs)
-    table = incremental.read_table(storage)
+    before, update, table = _exit_batches(tmp_path, cfg, customers, categories, history, batch)
 
     assert update.mode == "touched"
     assert leaver not in before["customer_id"].to_list()
     assert leaver in table["customer_id"].to_list()
-    expected = _whole(cfg, customers, pl.concat([history, batch]), categories)
-    assert_frame_equal(table, expected, check_exact=True)
 
+    kwargs = {"horizon_days": 90, "naive_lookback_days": 270, "exit_events": ("EXIT",)}
     state = Storage(str(tmp_path / "sync"))
     sourced = _sourced(history, "transactions/part-0.parquet")
     sync = incremental.sync(state, sourced.lazy(), customers, categories, **kwargs)
