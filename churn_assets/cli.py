@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,6 +51,22 @@ def setting_hint(e: BaseException) -> str | None:
             "and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         )
     return None
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as one line of strict JSON: NaN and infinities (a metric that was not
+    computed) become null, which every JSON parser reads; other values as ``str``."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.dumps(clean(obj), default=str, allow_nan=False)
 
 
 @click.group(cls=_Group)
@@ -243,10 +261,10 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
         if not as_json:
             raise click.ClickException(f"{type(e).__name__}: {e}") from e
         error = {"dataset": dataset, "success": False, "error": f"{type(e).__name__}: {e}"}
-        click.echo(json.dumps(error, default=str))
+        click.echo(json_text(error))
         sys.exit(1)
     if as_json:
-        click.echo(json.dumps(report, default=str))
+        click.echo(json_text(report))
     else:
         from churn_assets.demo import format_report
 
@@ -428,7 +446,7 @@ def evaluate(dataset: str | None, seeds: int, kinds: tuple[str, ...], as_json: b
         kinds=list(kinds) or list(KINDS),
         log=None if as_json else click.echo,
     )
-    click.echo(json.dumps(report) if as_json else format_report(report))
+    click.echo(json_text(report) if as_json else format_report(report))
 
 
 @main.group()

@@ -840,6 +840,10 @@ def _report(
     deployment = None
     if "deployed_model_version" in assets:
         deployment = result.output_for_node("deployed_model_version")
+        for kind, role in (("classification", "classifier"), ("regression", "regressor")):
+            registered = (deployment.get("registered") or {}).get(role)
+            if registered and kind in models:
+                models[kind].update(registered)
     realized = None
     if "realized_performance" in assets:
         realized = realized_summary(result.output_for_node("realized_performance"))

@@ -31,6 +31,18 @@ class TableIOManager(dg.UPathIOManager):
     def _suffix(self, path: UPath) -> list[UPath]:
         return [_with_ext(path, ".parquet"), _with_ext(path, ".json")]
 
+    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
+        """The ``path`` of the file written (with its extension; Dagster's own is the path
+        without it, which names no file)."""
+        if obj is None:
+            return {}
+        if context.has_asset_partitions:
+            path = next(iter(self._get_paths_for_partitions(context).values()))
+        else:
+            path = self._get_path(context)
+        ext = ".parquet" if _is_table(obj) else ".json"
+        return {"path": dg.MetadataValue.path(str(_with_ext(path, ext)))}
+
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         import polars as pl
 
@@ -38,7 +50,7 @@ class TableIOManager(dg.UPathIOManager):
             obj = obj.collect()
         if hasattr(obj, "to_parquet") and not isinstance(obj, pl.DataFrame):
             obj = pl.from_pandas(obj)
-        if isinstance(obj, pl.DataFrame):
+        if _is_table(obj):
             target = _with_ext(path, ".parquet")
             with target.open("wb") as f:
                 obj.write_parquet(f, compression="zstd")
@@ -119,6 +131,11 @@ def _stamp(path: UPath) -> str:
     """Size and modification time (local) or last-modified / ETag (object stores)."""
     info = path.fs.info(path.path)
     return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
+
+
+def _is_table(obj: Any) -> bool:
+    """Whether ``obj`` is stored as Parquet (a polars or pandas frame) rather than JSON."""
+    return hasattr(obj, "to_parquet") or type(obj).__name__ in ("DataFrame", "LazyFrame")
 
 
 def _with_ext(path: UPath, ext: str) -> UPath:

@@ -101,7 +101,9 @@ def deployed_model_version(
             )
         tracking = TrackingConfig.from_settings(platform.settings(), cfg.name)
 
-        def register(role: str, model_uri: str, candidate: str, version: str) -> dict:
+        def register(
+            role: str, model_uri: str, candidate: str, version: str, threshold: float | None
+        ) -> dict:
             return register_promoted(
                 tracking,
                 dataset=cfg.name,
@@ -109,6 +111,7 @@ def deployed_model_version(
                 model_uri=model_uri,
                 candidate=candidate,
                 version=version,
+                threshold=threshold,
             )
 
         transactions = usable(raw_transactions)[0] if cfg.transactions is not None else None
@@ -140,6 +143,13 @@ def deployed_model_version(
     else:
         context.log.info(f"kept {out['version']}: {decision['reason']}")
     value = {k: v for k, v in out.items() if k != "manifest"}
+    registered = {  # the MLflow model versions this run registered (promoted roles only)
+        role: {k: m[k] for k in ("registered_model", "registered_version")}
+        for role, m in ((out.get("manifest") or {}).get("models") or {}).items()
+        if m.get("registered_version") and m.get("from_version") == out["version"]
+    }
+    if registered:
+        value["registered"] = registered
     roles = {
         role: {
             "promoted": bool(d.get("promote")),
@@ -158,6 +168,7 @@ def deployed_model_version(
         "deployed_before": dg.MetadataValue.json(decision["deployed"] or {}),
         "pointer": dg.MetadataValue.path(storage.url("deployments/current.json")),
         "pinned": dg.MetadataValue.text(str(decision.get("pinned"))),
+        **({"registered": dg.MetadataValue.json(registered)} if registered else {}),
     }
     for role, d in decision["roles"].items():
         comparison = d.get("comparison")

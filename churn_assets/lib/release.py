@@ -37,8 +37,9 @@ REFERENCE_ROWS = 20_000
 ROLES = ("classifier", "regressor")
 NAIVE = "naive_baseline"
 
-#: ``register(role, model_uri, candidate, version) -> {registered_model, registered_version}``
-Register = Callable[[str, str, str, str], dict[str, str]]
+#: ``register(role, model_uri, candidate, version, threshold) -> {registered_model,
+#: registered_version}`` (``threshold``: the classifier's decision threshold, else None)
+Register = Callable[[str, str, str, str, float | None], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -427,7 +428,13 @@ def release(
             )
             if register is not None and models[role]["model_uri"]:
                 models[role].update(
-                    register(role, models[role]["model_uri"], entry["name"], version)
+                    register(
+                        role,
+                        models[role]["model_uri"],
+                        entry["name"],
+                        version,
+                        models[role]["threshold"],
+                    )
                 )
             pipelines[role] = pipeline
         elif deployed.pipelines and role in deployed.pipelines:

@@ -256,6 +256,11 @@ def log_model_set(
                 info = mlflow.sklearn.log_model(
                     cand.pipeline,
                     name="model",
+                    # a classifier's pyfunc predict gives probabilities: its labels at 0.5
+                    # would differ from the platform's (at the stored threshold)
+                    pyfunc_predict_fn="predict_proba"
+                    if result.kind == "classification"
+                    else "predict",
                     serialization_format="skops",
                     skops_trusted_types=trusted,
                     pip_requirements=[
@@ -284,19 +289,46 @@ def register_promoted(
     model_uri: str,
     candidate: str,
     version: str,
+    threshold: float | None = None,
 ) -> dict[str, str]:
     """Register a promoted model under the data set's name, tag it with the deployed
-    version and candidate, and point ``challenger`` and ``champion`` at it."""
+    version, candidate and (a classifier) decision threshold, describe what its
+    ``predict`` returns, and point ``challenger`` and ``champion`` at it."""
     import mlflow
 
     client = _client(cfg)
     name = registered_name(dataset, role)
     registered = mlflow.register_model(model_uri, name)
-    for key, value in (("candidate", candidate), ("deployed_version", version)):
+    tags = {"candidate": candidate, "deployed_version": version}
+    if threshold is not None:
+        tags["threshold"] = f"{threshold:.6g}"
+    for key, value in tags.items():
         client.set_model_version_tag(name, registered.version, key, value)
+    client.update_model_version(
+        name, registered.version, description=model_description(role, version, threshold)
+    )
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
     client.set_registered_model_alias(name, CHAMPION, registered.version)
     return {"registered_model": name, "registered_version": str(registered.version)}
+
+
+def model_description(role: str, version: str, threshold: float | None) -> str:
+    """What a registered model's ``predict`` returns and how the platform reads it."""
+    if role == "classifier":
+        cut = f" {threshold:.6g}" if threshold is not None else ""
+        return (
+            f"Churn classifier of deployed version {version}. Input: the feature columns of "
+            "customer_features / current_features (feature_spec.json of its run). predict "
+            "(pyfunc) and predict_proba (sklearn) return [P(retained), P(churned)] per row; "
+            f"the platform labels a customer churned when P(churned) >= the threshold{cut} "
+            "(the version's 'threshold' tag), as churn_scores and the sidecar do."
+        )
+    return (
+        f"Value regressor of deployed version {version}. Input: the feature columns of "
+        "customer_features / current_features (feature_spec.json of its run). predict "
+        "returns the expected total sales over the label horizon, as the sidecar's "
+        "expected_total_sales."
+    )
 
 
 def tag_candidate_run(cfg: TrackingConfig, run_id: str, tags: dict[str, str]) -> None:

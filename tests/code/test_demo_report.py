@@ -44,3 +44,18 @@ def test_the_summary_says_how_to_serve_the_deployed_version(monkeypatch):
         "error": None,
     }
     assert f"serve      {command}" in format_report(report)
+
+
+def test_json_output_is_strict_json():
+    """A metric that was not computed (NaN) is null: JSON.parse and strict parsers read it."""
+    import json
+    import math
+
+    from churn_assets.cli import json_text
+
+    text = json_text({"cv": [float("nan"), 0.5], "x": {"inf": math.inf}, "when": object})
+    assert json.loads(text, parse_constant=lambda c: 1 / 0) == {
+        "cv": [None, 0.5],
+        "x": {"inf": None},
+        "when": str(object),
+    }

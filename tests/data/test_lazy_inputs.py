@@ -62,6 +62,15 @@ def test_io_manager_scans_inputs_marked_or_annotated_lazy(tmp_path: Path) -> Non
     assert isinstance(seen["eager"], pl.DataFrame)
     assert seen["lazy"].collect().equals(TX)
     assert seen["eager"].equals(TX)
+    # each materialization's path names the file written, which opens as it says
+    paths = {
+        m.materialization.asset_key.to_user_string(): m.materialization.metadata["path"].value
+        for m in result.get_asset_materialization_events()
+    }
+    assert paths["table"] == str(tmp_path / "table.parquet")
+    assert pl.read_parquet(paths["table"]).equals(TX)
+    assert paths["eager_user"] == str(tmp_path / "eager_user.json")
+    assert Path(paths["eager_user"]).read_text().strip().startswith("{")
 
 
 def test_usable_on_a_scan_equals_usable_on_the_frame(tmp_path: Path) -> None:

@@ -70,6 +70,12 @@ def test_each_file_is_its_own_partition_with_its_own_checks(isolated_env: Path, 
     # the partition of a file moved to quarantine keeps its lines, none of them usable
     kept = pl.read_parquet(parts / "b.csv.parquet")
     assert kept.height == 1 and kept["_quarantined"].all()
+    written = {
+        m.partition: m.materialization.metadata["path"].value
+        for m in first.get_asset_materialization_events()
+        if m.materialization.asset_key == dg.AssetKey("raw_transactions")
+    }
+    assert written == {k: str(parts / f"{k}.parquet") for k in ("a.csv", "b.csv")}
 
     second = run(config, instance)  # b.csv is in quarantine: the rest goes through
     assert second.success

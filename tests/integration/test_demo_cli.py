@@ -43,13 +43,16 @@ def test_demo_json_runs_the_whole_graph_with_the_defaults(tmp_path: Path):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
     assert proc.returncode == 0, err_path.read_text()[-3000:]
-    report = json.loads(out_path.read_text())
+    report = json.loads(out_path.read_text(), parse_constant=_not_json)  # strict JSON
     assert report["success"] is True and report.get("error") is None, report.get("error")
     assert report["dataset"] == "synthetic"
     for kind in ("classification", "regression"):
         assert report["models"][kind]["champion"], report["models"][kind]
     assert report["models"]["classification"]["champion_metrics"]["roc_auc"] > 0.9
     assert report["deployment"]["promoted"] is True  # nothing was deployed before
+    for kind, role in (("classification", "churn-classifier"), ("regression", "clv-regressor")):
+        assert report["models"][kind]["registered_model"] == f"synthetic-{role}"
+        assert report["models"][kind]["registered_version"] == "1"
     storage = tmp_path / "storage"
     assert report["serve"] == f"CHURN_DATASET=synthetic CHURN_STORAGE_URL={storage} churn serve"
     assert {"raw_transactions", "regression_models", "churn_scores", "drift_report"} <= set(
@@ -62,6 +65,10 @@ def test_demo_json_runs_the_whole_graph_with_the_defaults(tmp_path: Path):
         time.sleep(0.2)
     left = [_describe(pid) for pid, t in children if _alive(pid, t)]
     assert left == [], f"processes left behind: {left}"
+
+
+def _not_json(constant: str) -> None:
+    raise AssertionError(f"{constant} in the JSON: not valid JSON for most parsers")
 
 
 def _alive(pid: int, started: float) -> bool:

@@ -161,6 +161,29 @@ def test_mlflow_runs_nested_finished_and_aliases(deployed):
         # registered on promotion only: the second (kept) run registered nothing
         assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
 
+    # the registered classifier, loaded as MLflow users do, answers as churn_scores does:
+    # pyfunc predict gives [P(retained), P(churned)], labelled at its 'threshold' tag
+    import mlflow.pyfunc
+    import numpy as np
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    name = "synthetic-churn-classifier"
+    champion = client.get_model_version_by_alias(name, "champion")
+    threshold = float(champion.tags["threshold"])
+    assert threshold == pytest.approx(manifest["models"]["classifier"]["threshold"], rel=1e-5)
+    assert "P(churned) >= the threshold" in champion.description
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    scores = first.result.output_for_node("churn_scores").head(200)
+    rows = first.result.output_for_node("current_features")
+    rows = rows.filter(rows["customer_id"].is_in(scores["customer_id"].implode()))
+    columns = [*manifest["features"]["numeric"], *manifest["features"]["categorical"]]
+    proba = np.asarray(model.predict(rows.sort("customer_id").select(columns).to_pandas()))
+    scores = scores.sort("customer_id")
+    assert proba.shape == (scores.height, 2)
+    assert np.allclose(proba[:, 1], scores["churn_probability"].to_numpy(), atol=1e-6)
+    labels = (proba[:, 1] >= threshold).astype(np.int8)
+    assert (labels == scores["churn_label"].to_numpy()).all()
+
 
 def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
     storage, _, first, _ = deployed
