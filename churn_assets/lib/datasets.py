@@ -287,7 +287,9 @@ class ModelsSpec(_Strict):
     regression_metric: Literal["r2"] = "r2"
     classification_candidates: list[str] | None = None
     regression_candidates: list[str] | None = None
-    cv_folds: int = Field(default=5, ge=0, le=20)
+    cv_folds: int = Field(
+        default=5, ge=0, le=20, description="Cross-validation folds of the finalists (0: off)."
+    )
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     temporal_validation: bool = Field(
@@ -318,6 +320,23 @@ class ModelsSpec(_Strict):
         default=False,
         description="Promote a fresher challenger that is not worse by more than the tolerance.",
     )
+
+    @model_validator(mode="after")
+    def _check_candidates(self) -> ModelsSpec:
+        """Candidate lists and folds that cannot train are refused when the config loads,
+        not after ingestion and the other model set."""
+        from churn_assets.lib.models.candidates import candidate_list_problem
+
+        for kind, names in (
+            ("classification", self.classification_candidates),
+            ("regression", self.regression_candidates),
+        ):
+            problem = None if names is None else candidate_list_problem(kind, names)
+            if problem:
+                raise ValueError(f"{kind}_candidates: {problem}")
+        if self.cv_folds == 1:
+            raise ValueError("cv_folds: 1 fold is no cross-validation: use 0 (off) or 2 or more")
+        return self
 
 
 class DriftSpec(_Strict):

@@ -58,6 +58,39 @@ def test_bad_config_names_the_field(tmp_path, yaml_text, field):
     assert f"field '{field}" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        (
+            "{classification_candidates: [lightgbm, catboost]}",
+            "classification_candidates: unknown classification candidate(s) ['catboost']; "
+            "known: logistic_regression, random_forest",
+        ),
+        (
+            "{classification_candidates: [ensemble]}",
+            "classification_candidates: needs at least one candidate besides 'ensemble'",
+        ),
+        (
+            "{regression_candidates: [naive_baseline]}",
+            "regression_candidates: needs at least one candidate besides 'naive_baseline'",
+        ),
+        ("{cv_folds: 1}", "cv_folds: 1 fold is no cross-validation: use 0 (off) or 2 or more"),
+    ],
+)
+def test_model_settings_that_cannot_train_are_refused_when_the_config_loads(
+    tmp_path, models, message
+):
+    """Not after ingestion and the other model set (which trained and logged to MLflow)."""
+    p = tmp_path / "x.yaml"
+    p.write_text(
+        "name: x\nlabels: {source: columns, churned_column: c}\n"
+        f"customers: {{path: c/, id_column: id}}\nmodels: {models}\n"
+    )
+    with pytest.raises(DatasetConfigError) as e:
+        load_dataset_config(str(p))
+    assert "field 'models'" in str(e.value) and message in str(e.value)
+
+
 def test_unknown_name_lists_builtins():
     with pytest.raises(DatasetConfigError, match="built-in ones are"):
         load_dataset_config("nope")

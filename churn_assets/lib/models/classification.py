@@ -38,6 +38,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from . import _common, selection
+from . import candidates as candidates_module
+from .candidates import candidate_list_problem
 from .leaderboard import CandidateResult, ModelSetResult
 from .metrics import choose_threshold, classification_metrics, greater_is_better
 from .preprocessing import (
@@ -50,16 +52,9 @@ from .selection import Procedure, SelectionPolicy, resolve_policy
 from .spec import FeatureSpec
 
 LABEL = "churned"
-BASE_CANDIDATES: tuple[str, ...] = (
-    "logistic_regression",
-    "random_forest",
-    "extra_trees",
-    "hist_gradient_boosting",
-    "xgboost",
-    "lightgbm",
-)
-ENSEMBLE = "ensemble"
-ALL_CANDIDATES: tuple[str, ...] = (*BASE_CANDIDATES, ENSEMBLE)
+BASE_CANDIDATES: tuple[str, ...] = candidates_module.CLASSIFICATION_BASE
+ENSEMBLE = candidates_module.ENSEMBLE
+ALL_CANDIDATES: tuple[str, ...] = candidates_module.CLASSIFICATION
 SIMPLE_CANDIDATES: frozenset[str] = frozenset({"logistic_regression"})
 #: Number of base candidates (best validation ROC-AUC) in the soft-voting ensemble.
 ENSEMBLE_SIZE = 3
@@ -286,11 +281,9 @@ def _positive_proba(pipeline: Any, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
 
 def _resolve_candidates(candidates: Sequence[str] | None) -> list[str]:
     names = list(ALL_CANDIDATES if candidates is None else candidates)
-    unknown = [n for n in names if n not in ALL_CANDIDATES]
-    if unknown:
-        raise ValueError(f"unknown classification candidates {unknown}; known: {ALL_CANDIDATES}")
-    if not [n for n in names if n != ENSEMBLE]:
-        raise ValueError("need at least one base candidate")
+    problem = candidate_list_problem("classification", names)
+    if problem:
+        raise ValueError(f"models.classification_candidates: {problem}")
     return list(dict.fromkeys(names))
 
 

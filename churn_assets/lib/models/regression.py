@@ -41,6 +41,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 
 from . import _common, selection
+from . import candidates as candidates_module
 from .estimators import (
     NaiveBaselineRegressor,
     NaiveBlendRegressor,
@@ -60,18 +61,8 @@ from .selection import Procedure, SelectionPolicy, resolve_policy
 from .spec import NAIVE_COLUMN, FeatureSpec
 
 LABEL = "total_sales"
-NAIVE = "naive_baseline"
-ALL_CANDIDATES: tuple[str, ...] = (
-    NAIVE,
-    "ridge",
-    "poly_ridge",
-    "random_forest",
-    "hist_gradient_boosting",
-    "xgboost",
-    "lightgbm",
-    "lightgbm_tweedie",
-    "hgb_log_target",
-)
+NAIVE = candidates_module.NAIVE
+ALL_CANDIDATES: tuple[str, ...] = candidates_module.REGRESSION
 SIMPLE_CANDIDATES: frozenset[str] = frozenset({NAIVE, "ridge"})
 #: Metrics usable as primary metric.
 CV_METRICS: tuple[str, ...] = ("r2", "rmse", "mae")
@@ -304,12 +295,10 @@ def train_regression_set(
         raise ValueError(f"unsupported primary metric {primary_metric!r}; use r2, rmse or mae")
     _common.check_splits(splits, spec, label)
     names = list(ALL_CANDIDATES if candidates is None else candidates)
-    unknown = [n for n in names if n not in ALL_CANDIDATES]
-    if unknown:
-        raise ValueError(f"unknown regression candidates {unknown}; known: {ALL_CANDIDATES}")
+    problem = candidates_module.candidate_list_problem("regression", names)
+    if problem:
+        raise ValueError(f"models.regression_candidates: {problem}")
     names = list(dict.fromkeys([NAIVE, *names]))
-    if len(names) < 2:
-        raise ValueError("need at least one candidate besides naive_baseline")
     models = [n for n in names if n != NAIVE]
 
     X_tr, X_va, X_ho = (_common.features(splits[s]) for s in _common.SPLITS_REQUIRED)  # noqa: N806
