@@ -286,6 +286,8 @@ def decide(
             deployed,
             bounds,
         )
-    return GateDecision(
-        True, f"challenger better ({text})", deployed_version, challenger, deployed, bounds
-    )
+    if all(bounds[k][0] > 0 for k in gains):
+        verdict = "challenger better"
+    else:  # ahead on the point estimate, and the interval allows no loss beyond tolerance
+        verdict = f"challenger ahead, not worse by more than {tolerance} (the interval includes 0)"
+    return GateDecision(True, f"{verdict} ({text})", deployed_version, challenger, deployed, bounds)

@@ -22,6 +22,18 @@ def test_clearly_better_challenger_is_promoted():
     assert "interval [+0.0300, +0.0700]" in d.reason
 
 
+def test_a_point_ahead_within_noise_is_promoted_and_says_so():
+    """Ahead on the point estimate, the interval includes 0 but reaches no lower than the
+    tolerance: promoted, and the reason does not call it better."""
+    d = decide(
+        {"roc_auc": 0.9764}, {"roc_auc": 0.9763}, "v1", interval={"roc_auc": (-0.0002, 0.0004)}
+    )
+    assert d.promote
+    assert d.reason.startswith(
+        "challenger ahead, not worse by more than 0.005 (the interval includes 0) (roc_auc "
+    )
+
+
 def test_better_point_but_possibly_worse_is_kept():
     """A better point estimate whose interval reaches below -tolerance is noise: kept."""
     d = decide(
