@@ -66,7 +66,7 @@ def run_error(result: Any, checks: dict[str, dict[str, Any]]) -> str | None:
     if result.success:
         return None
     failed_checks = [
-        f"check {key} failed: {c['description']}"
+        f"check {key} {'warned' if c.get('severity') == 'WARN' else 'failed'}: {c['description']}"
         for key, c in checks.items()
         if c.get("passed") is False
     ]
@@ -805,11 +805,15 @@ def _report(
             if name in checks and e.partition:  # per partition: any failure fails it
                 was = checks[name]
                 if not e.passed and was["passed"]:
-                    checks[name] = {"passed": False, "description": text}
+                    checks[name] = {**was, "passed": False, "description": text}
                 elif e.passed == was["passed"] and not e.passed:
                     was["description"] = f"{was['description']}; {text}"
                 continue
-            checks[name] = {"passed": e.passed, "description": text}
+            checks[name] = {
+                "passed": e.passed,
+                "description": text,
+                "severity": getattr(e.severity, "value", None),
+            }
     error = run_error(result, checks)
     feats = assets.get("customer_features", {}).get("metadata", {})
     models: dict[str, Any] = {}

@@ -395,6 +395,14 @@ def release(
         deployed.pipelines is not None and "classifier" in deployed.pipelines
     )
     if not chosen or not can_serve_churn:
+        if chosen and not can_serve_churn:  # a value model alone is not a version
+            summary["reason"] = (
+                "nothing deployed: a version needs a churn model and none passes the floor; "
+                + summary["reason"].replace(" promoted: ", " would be promoted: ")
+            )
+            summary["promote"] = False
+            for role in chosen:
+                decisions[role]["promote"] = False
         return {"promoted": False, "decision": summary, "version": deployed.version}
 
     version = dep.new_version(storage)

@@ -59,3 +59,31 @@ def test_json_output_is_strict_json():
         "x": {"inf": None},
         "when": str(object),
     }
+
+
+def test_a_failed_warning_check_is_named_as_a_warning_in_the_error():
+    """A run stopped by a blocking check: the error names that check as failed and a
+    warning (documented as one) as warned."""
+    from types import SimpleNamespace
+
+    from churn_assets.demo import run_error
+
+    checks = {
+        "classification_models:churn_champion_above_floor": {
+            "passed": False,
+            "description": "lightgbm holdout ROC-AUC 0.49 < floor 0.70",
+            "severity": "WARN",
+        },
+        "deployed_model_version:served_models_above_floors": {
+            "passed": False,
+            "description": "nothing is deployed",
+            "severity": "ERROR",
+        },
+        "raw_customers:files_readable": {"passed": True, "description": "1 file(s) read"},
+    }
+    run = SimpleNamespace(success=False, all_events=[])
+    assert run_error(run, checks) == (
+        "check classification_models:churn_champion_above_floor warned: lightgbm holdout "
+        "ROC-AUC 0.49 < floor 0.70 | check deployed_model_version:served_models_above_floors "
+        "failed: nothing is deployed"
+    )

@@ -289,6 +289,13 @@ def test_floor_blocks_a_first_deployment(tmp_path, isolated_env):
     out = run.result.output_for_node("deployed_model_version")
     assert out["version"] is None and not out["promoted"]
     assert "no candidate passes the floor" in out["decision"]["roles"]["classifier"]["reason"]
+    # the value model passed its floor, but a version needs a churn model: nothing is
+    # deployed, and the decision says so rather than "regressor promoted"
+    reason = out["decision"]["reason"]
+    assert reason.startswith("nothing deployed: a version needs a churn model"), reason
+    assert "regressor ridge would be promoted: nothing deployed yet" in reason
+    assert " ridge promoted" not in reason
+    assert not out["decision"]["roles"]["regressor"]["promote"]
     served = run.check("deployed_model_version", "served_models_above_floors")
     assert not served.passed and "nothing is deployed" in served.description
     assert "churn_scores" not in run.materialized
