@@ -57,6 +57,41 @@ def value_champion_beats_naive(
     )
 
 
+#: A value model explaining this much of the label on the holdout computes it from the
+#: features rather than forecasting it: future spend is never that predictable (the shipped
+#: transaction data sets reach R² 0.66-0.90).
+VALUE_LABEL_R2 = 0.98
+
+
+@dg.asset_check(asset=regression_models)
+def value_label_is_not_a_function_of_features(
+    regression_models: dict[str, Any],
+) -> dg.AssetCheckResult:
+    """Warns when the value champion explains nearly all of the value label on the
+    holdout (R² ≥ 0.98): the label is then (almost) computed from the features, like a
+    snapshot's charges to date (Telco's ``TotalCharges`` ≈ ``tenure`` × ``MonthlyCharges``),
+    so the value model reports what customers have paid, not a forecast of what they will
+    spend. A value label should be spend after the snapshot or cut-off."""
+    if not regression_models.get("applicable", True):
+        return dg.AssetCheckResult(passed=True, description=regression_models["reason"])
+    champion = regression_models["champion"]
+    r2 = float(regression_models["champion_metrics"]["r2"])
+    ok = r2 < VALUE_LABEL_R2
+    text = f"{champion} holdout R² {r2:.4f}"
+    if not ok:
+        text += (
+            f" ≥ {VALUE_LABEL_R2}: the value label is almost a function of the features (a "
+            "total to date, e.g. tenure × monthly charges), so expected_total_sales restates "
+            "past spend rather than forecasting it; label spend after the cut-off instead"
+        )
+    return dg.AssetCheckResult(
+        passed=ok,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=text,
+        metadata={"r2": r2, "limit": VALUE_LABEL_R2},
+    )
+
+
 @dg.asset_check(asset=training_set)
 def no_single_feature_leak(training_set: Any) -> dg.AssetCheckResult:
     """Warns when one feature alone predicts churn almost perfectly (out-of-fold ROC-AUC

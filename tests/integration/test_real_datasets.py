@@ -30,13 +30,16 @@ def retail_reference(csv, cutoff: str, horizon_days: int) -> tuple[set[str], set
 
 
 def test_telco_snapshot(real_data):
-    run = run_graph("telco", selection=INGEST)
+    run = run_graph("telco", selection=[*INGEST, "training_set", "regression_models"])
     assert run.result.success
     features = run.result.output_for_node("customer_features")
     assert features.height == 7043
     assert features["churned"].sum() == 1869  # 26.54 % as published
     # a snapshot data set has no transaction files, so raw_transactions has no partition
     assert "raw_transactions" not in run.materialized
+    # TotalCharges is about tenure x MonthlyCharges: the value "forecast" restates it
+    value = run.check("regression_models", "value_label_is_not_a_function_of_features")
+    assert not value.passed and "almost a function of the features" in value.description
 
 
 @pytest.mark.timeout(1200)
@@ -56,5 +59,6 @@ def test_online_retail_transactions(real_data):
     assert {i for i, c in zip(ids, features["churned"], strict=True) if c} == churned  # 43 %
     value = run.result.output_for_node("regression_models")
     assert value["champion_metrics"]["r2_gain_vs_naive"] >= 0.05
+    assert run.check("regression_models", "value_label_is_not_a_function_of_features").passed
     protocol = run.result.output_for_node("training_set")
     assert set(protocol["split"].unique()) == {"train", "validation", "holdout"}
