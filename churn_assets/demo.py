@@ -452,12 +452,20 @@ def _worker_main(dataset: str, conn: Any) -> None:
             instance=dg.DagsterInstance.ephemeral(),
             asset_selection=[dg.AssetKey(WORKER_SET)],
             raise_on_error=False,
+            run_config=console_run_config(),
         )
         summary = RunSummary.of(result, [WORKER_SET])
     except Exception as e:  # noqa: BLE001
         summary = RunSummary(False, [], {}, [f"{WORKER_SET}: {type(e).__name__}: {e}"])
     conn.send(summary)
     conn.close()
+
+
+def console_run_config() -> dict[str, Any]:
+    """Run config of the demo's in-process runs: Dagster's console log at INFO (what ran,
+    warnings, failures) rather than ~200 DEBUG lines per run; ``CHURN_DEBUG=1`` keeps DEBUG."""
+    level = "DEBUG" if os.environ.get("CHURN_DEBUG") else "INFO"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def execute_graph(
@@ -497,7 +505,9 @@ def execute_graph(
         # the summary keeps the outputs the report reads, not the tables: an in-process
         # result holds every output in memory (at 100k customers ~0.5 GB of raw and
         # feature tables) until it is dropped; raw_transactions runs once per landing file
-        results = execute_in_process(job, instance, platform, sorted(keys))
+        results = execute_in_process(
+            job, instance, platform, sorted(keys), run_config=console_run_config()
+        )
         return RunSummary.merge([RunSummary.of(r, REPORTED) for r in results])
 
     worker = start_worker() if early_worker else None

@@ -13,6 +13,7 @@ promoted version) and ``champion`` (what serving answers with; a rollback moves 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -208,6 +209,8 @@ def log_model_set(
 
     exp_id = ensure_experiment(cfg)
     _client(cfg)  # sets the tracking URI and request timeouts
+    # "Detected uv project" once per logged model: the requirements are given explicitly
+    logging.getLogger("mlflow.utils.uv_utils").setLevel(logging.WARNING)
     trusted = sorted(ALLOWED_TYPES)
     runs: dict[str, dict[str, str]] = {}
     deployable = {result.champion, result.best_simple, "naive_baseline"}

@@ -58,6 +58,9 @@ def test_demo_json_runs_the_whole_graph_with_the_defaults(tmp_path: Path):
     assert {"raw_transactions", "regression_models", "churn_scores", "drift_report"} <= set(
         report["assets"]
     )
+    log = err_path.read_text()
+    assert " - DEBUG - " not in log and " - INFO - " in log  # the runs' console log at INFO
+    assert "Detected uv project" not in log
     assert children, "the regression set trains in a second process"
     # multiprocessing's resource tracker exits once it sees the demo gone: a moment's grace
     deadline = time.monotonic() + 10
