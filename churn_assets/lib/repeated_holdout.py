@@ -178,11 +178,14 @@ def format_report(report: dict[str, Any]) -> str:
             )
         c = block.get("criteria")
         if c:
+            if c["shortfall"] <= 0:
+                verdict = f"champion ahead by {-c['shortfall']:.4f}"
+            else:
+                within = "within" if c["within_tolerance"] else "beyond"
+                verdict = f"shortfall {c['shortfall']:.4f} ({within} {MEAN_TOLERANCE})"
             lines.append(
                 f"  champion mean {c['champion_mean']:.4f} vs best single candidate "
-                f"{c['best_single_candidate']} {c['best_single_mean']:.4f}: shortfall "
-                f"{c['shortfall']:+.4f} ({'within' if c['within_tolerance'] else 'beyond'} "
-                f"{MEAN_TOLERANCE})"
+                f"{c['best_single_candidate']} {c['best_single_mean']:.4f}: {verdict}"
             )
         lines.append(f"  champions per seed: {', '.join(block['champions'])}")
     return "\n".join(lines)

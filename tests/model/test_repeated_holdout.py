@@ -99,3 +99,37 @@ def test_evaluate_without_materialized_tables_says_what_to_run() -> None:
     assert "churn demo --dataset synthetic" in result.output
     bad = CliRunner().invoke(main, ["evaluate", "--seeds", "0"])
     assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("shortfall", "text"),
+    [
+        (-0.0417, "champion ahead by 0.0417"),
+        (0.004, "shortfall 0.0040 (within 0.01)"),
+        (0.02, "shortfall 0.0200 (beyond 0.01)"),
+    ],
+)
+def test_the_report_says_ahead_rather_than_a_negative_shortfall(shortfall, text) -> None:
+    from churn_assets.lib.repeated_holdout import format_report
+
+    block = {
+        "primary_metric": "roc_auc",
+        "champion": {"roc_auc": {"mean": 0.8, "sd": 0.01, "min": 0.79, "max": 0.81}},
+        "candidates": {},
+        "champions": ["lightgbm"],
+        "criteria": {
+            "champion_mean": 0.8,
+            "best_single_candidate": "lightgbm",
+            "best_single_mean": 0.8 + shortfall,
+            "shortfall": shortfall,
+            "within_tolerance": shortfall <= 0.01,
+        },
+    }
+    report = {
+        "dataset": "x",
+        "protocol": "hashed",
+        "protocol_description": "split by a hash",
+        "seeds": [0],
+        "classification": block,
+    }
+    assert f"best single candidate lightgbm {0.8 + shortfall:.4f}: {text}" in format_report(report)
