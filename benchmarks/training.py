@@ -1,10 +1,13 @@
 """Training cost of the model sets: the staged procedure vs the exhaustive one, same data.
 
 ``run(customers=N)`` generates N synthetic customers, materializes the graph up to
-``training_set`` in a temporary storage directory (not timed against the targets), then
-trains each model set with each procedure in a fresh subprocess (so a peak RSS belongs to
-one procedure) and reports wall and CPU seconds, peak RSS, per-phase and per-candidate
-seconds and the champion's holdout metrics side by side.
+``training_set`` in a temporary storage directory (not timed against the targets), keeps
+that training set as ``$TMPDIR/churn-bench-training/<N>-customers/training_set.parquet``
+(the report's ``training_set``, to pass back with ``--training-set``), then trains each
+model set with each procedure in a fresh subprocess (so a peak RSS belongs to one
+procedure) and reports wall and CPU seconds, peak RSS, per-phase and per-candidate seconds
+and the champion's holdout metrics side by side. A bad argument or a failed step ends in a
+:class:`BenchmarkError` naming the cause.
 
     python -m benchmarks.training --customers 10000 --json
     python -m benchmarks.training --training-set path/to/training_set.parquet --json
@@ -23,11 +26,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
+
 KINDS = ("classification", "regression")
 PROCEDURES = ("staged", "exhaustive")
 #: Targets on 2 cores (see the benchmark README): champion ROC-AUC within this of the
 #: exhaustive procedure's.
 ROC_AUC_TOLERANCE = 0.005
+#: Fewest synthetic customers: the training set needs 10 churned and 10 retained customers
+#: (about 40 generated customers); 100 leaves a margin.
+MIN_CUSTOMERS = 100
+#: The label column each model set trains on.
+LABELS = {"classification": "churned", "regression": "total_sales"}
+SPLITS = ("train", "validation", "holdout")
+
+
+class BenchmarkError(click.ClickException):
+    """Why the benchmark cannot run or a step of it failed, in one line (``churn`` prints
+    it as an error without a traceback)."""
 
 
 def _log(message: str) -> None:
@@ -42,6 +58,7 @@ def build_training_set(customers: int, workdir: Path, seed: int = 42) -> dict[st
     code = (
         "import json, sys, time\n"
         "import dagster as dg\n"
+        "from churn_assets.demo import run_error\n"
         "from churn_assets.definitions import build_definitions\n"
         "from churn_assets.io_managers import ChurnIOManager\n"
         "from churn_assets.lib.generator import generate\n"
@@ -61,18 +78,95 @@ def build_training_set(customers: int, workdir: Path, seed: int = 42) -> dict[st
         "t = time.perf_counter()\n"
         "res = run_in_process(job, dg.DagsterInstance.ephemeral(), "
         "defs.resources['platform'], [dg.AssetKey(k) for k in keys])\n"
-        "assert res.success\n"
+        "if not res.success:\n"
+        "    checks = {f'{c.asset_key.to_user_string()}:{c.check_name}':\n"
+        "              {'passed': c.passed, 'description': c.description}\n"
+        "              for c in res.get_asset_check_evaluations()}\n"
+        "    raise RuntimeError(run_error(res, checks))\n"
         "steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in res.all_events\n"
         "         if e.event_type_value == 'STEP_SUCCESS'}\n"
         "print(json.dumps({'transactions': summary.transactions, 'generate_seconds': gen,\n"
         "                  'graph_seconds': time.perf_counter() - t, 'steps': steps}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
-    )
-    info = json.loads(out.stdout.strip().splitlines()[-1])
+    stdout = run_step([sys.executable, "-c", code], "building the training set", env=env)
+    info = json.loads(stdout.strip().splitlines()[-1])
     info["training_set"] = str(storage / "synthetic" / "assets" / "training_set.parquet")
     return info
+
+
+def run_step(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    """The stdout of ``cmd``; a :class:`BenchmarkError` carrying the end of its stderr (the
+    exception it died of) when it fails."""
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BenchmarkError(f"{what} failed (exit status {out.returncode}): {cause(out.stderr)}")
+    return out.stdout
+
+
+def cause(stderr: str, limit: int = 600) -> str:
+    """The exception a Python process died of, from its stderr: the lines after the last
+    traceback's frames, joined; without a traceback, its last three lines."""
+    lines = [line.rstrip() for line in stderr.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if starts:
+        tail = lines[starts[-1] + 1 :]
+        tail = tail[next((i for i, t in enumerate(tail) if not t[:1].isspace()), len(tail)) :]
+    else:
+        tail = lines[-3:]
+    text = " | ".join(t.strip() for t in tail) or "no error output"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_customers(customers: int) -> None:
+    """Refuse a customer count too small to build a training set."""
+    if customers < MIN_CUSTOMERS:
+        raise BenchmarkError(
+            f"--customers {customers}: at least {MIN_CUSTOMERS} needed (the training set needs "
+            "10 churned and 10 retained customers)"
+        )
+
+
+def check_training_set(path: str, kinds: tuple[str, ...] = KINDS) -> None:
+    """Refuse a ``--training-set`` that is missing, not Parquet, or not a training set (a
+    ``split`` column with rows in each split, the labels of ``kinds``)."""
+    import polars as pl
+
+    where = f"--training-set {path}"
+    if not Path(path).is_file():
+        raise BenchmarkError(f"{where}: no such file")
+    try:
+        columns = pl.read_parquet_schema(path)
+    except Exception as e:
+        raise BenchmarkError(
+            f"{where}: not a readable Parquet file ({type(e).__name__}: {e})"
+        ) from e
+    needed = ["split", *(LABELS[k] for k in kinds)]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise BenchmarkError(
+            f"{where}: not a training set (no column {', '.join(map(repr, missing))}); pass a "
+            "training_set.parquet, e.g. the training_set path an earlier run reported"
+        )
+    counts = pl.read_parquet(path, columns=["split"])["split"].value_counts()
+    present = dict(zip(counts["split"].to_list(), counts["count"].to_list(), strict=True))
+    empty = [s for s in SPLITS if not present.get(s)]
+    if empty:
+        raise BenchmarkError(f"{where}: no rows in split(s) {', '.join(empty)}")
+
+
+def cache_dir(customers: int) -> Path:
+    """Where the training set generated for ``customers`` customers is kept."""
+    return Path(tempfile.gettempdir()) / "churn-bench-training" / f"{customers}-customers"
+
+
+def keep_training_set(path: str, customers: int) -> str:
+    """Copy a generated training set to :func:`cache_dir` (replacing an earlier one)."""
+    target = cache_dir(customers) / "training_set.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".parquet.partial")
+    partial.write_bytes(Path(path).read_bytes())
+    partial.replace(target)
+    return str(target)
 
 
 def train_worker(training_set: str, kind: str, procedure: str) -> dict[str, Any]:
@@ -130,8 +224,8 @@ def _run_worker(training_set: str, kind: str, procedure: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.training", "--worker"]
     cmd += ["--training-set", training_set, "--kind", kind, "--procedure", procedure]
     started = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    stdout = run_step(cmd, f"{kind} training ({procedure})")
+    result = json.loads(stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - started
     return result
 
@@ -159,24 +253,26 @@ def run(
     kinds: tuple[str, ...] = KINDS,
 ) -> dict[str, Any]:
     """The benchmark (see the module docstring); ``training_set`` skips data generation."""
+    if training_set is None:
+        check_customers(customers)
+    else:
+        check_training_set(training_set, kinds)
     report: dict[str, Any] = {"customers": customers, "environment": _environment()}
-    with tempfile.TemporaryDirectory(prefix="churn-bench-training-") as tmp:
-        if training_set is None:
-            _log(f"generating {customers:,} customers and building the training set ...")
-            data = build_training_set(customers, Path(tmp))
-            training_set = data.pop("training_set")
-            report["data"] = data
-        else:
-            report["customers"] = None
-        report["training_set"] = training_set
-        for kind in kinds:
-            block: dict[str, Any] = {}
-            for procedure in procedures:
-                _log(f"{kind}: {procedure} procedure ...")
-                block[procedure] = _run_worker(training_set, kind, procedure)
-            if set(PROCEDURES) <= set(block):
-                block["comparison"] = compare(block["staged"], block["exhaustive"])
-            report[kind] = block
+    if training_set is None:
+        data = _generate(customers)
+        training_set = data.pop("training_set")
+        report["data"] = data
+    else:
+        report["customers"] = None
+    report["training_set"] = training_set
+    for kind in kinds:
+        block: dict[str, Any] = {}
+        for procedure in procedures:
+            _log(f"{kind}: {procedure} procedure ...")
+            block[procedure] = _run_worker(training_set, kind, procedure)
+        if set(PROCEDURES) <= set(block):
+            block["comparison"] = compare(block["staged"], block["exhaustive"])
+        report[kind] = block
     staged = [report[k]["staged"] for k in kinds if "staged" in report[k]]
     report["staged_total"] = {
         "seconds": sum(r["seconds"] for r in staged),
@@ -185,6 +281,15 @@ def run(
     }
     report["environment"]["load_average_after"] = list(os.getloadavg())
     return report
+
+
+def _generate(customers: int) -> dict[str, Any]:
+    """:func:`build_training_set` in a temporary directory, its training set kept."""
+    _log(f"generating {customers:,} customers and building the training set ...")
+    with tempfile.TemporaryDirectory(prefix="churn-bench-training-") as tmp:
+        data = build_training_set(customers, Path(tmp))
+        data["training_set"] = keep_training_set(data["training_set"], customers)
+    return data
 
 
 def _environment() -> dict[str, Any]:
@@ -211,12 +316,15 @@ def main(argv: list[str] | None = None) -> None:
         result = train_worker(args.training_set, args.kind[0], args.procedure[0])
         print(json.dumps(result, default=float))
         return
-    report = run(
-        args.customers,
-        training_set=args.training_set,
-        procedures=tuple(args.procedure or PROCEDURES),
-        kinds=tuple(args.kind or KINDS),
-    )
+    try:
+        report = run(
+            args.customers,
+            training_set=args.training_set,
+            procedures=tuple(args.procedure or PROCEDURES),
+            kinds=tuple(args.kind or KINDS),
+        )
+    except BenchmarkError as e:
+        parser.exit(1, f"error: {e.message}\n")
     print(json.dumps(report, indent=None if args.json else 2, default=float))
 
 

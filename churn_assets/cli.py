@@ -487,8 +487,19 @@ def bench_serving(as_json: bool, seconds: float) -> None:
 
 
 @bench.command("training")
-@click.option("--customers", default=10_000, show_default=True, help="Synthetic customers.")
-@click.option("--training-set", default=None, help="Use this training_set.parquet instead.")
+@click.option(
+    "--customers",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Synthetic customers (at least 100).",
+)
+@click.option(
+    "--training-set",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    help="Use this training_set.parquet instead (e.g. the training_set of an earlier run).",
+)
 @click.option(
     "--procedure",
     "procedures",

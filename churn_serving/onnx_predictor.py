@@ -119,12 +119,14 @@ def compare(
 ) -> dict[str, Any]:
     """How far ``got`` is from ``expected`` (the pipeline's answers on the same rows).
 
-    ``max_abs_diff`` is the largest absolute difference (NaN on both sides counts as equal),
-    ``max_rel_diff`` the same relative to the sample's largest value, max(1, max |expected|);
-    ``labels_equal`` says whether
-    both give the same label at ``threshold`` (classifiers); ``ok`` is the verdict:
-    probabilities within :data:`TOLERANCE` absolutely, values within it relatively, and the
-    same labels.
+    ``max_abs_diff`` is the largest absolute difference (NaN on both sides counts as equal).
+    Probabilities (``kind`` "classifier") must be within :data:`TOLERANCE` absolutely, with
+    the same labels at ``threshold`` (``labels_equal``). Values are judged row by row at their
+    own magnitude: ``|got - expected| <= TOLERANCE * max(1, |expected|)`` on every row
+    (numpy.allclose's rule with 1 as the absolute floor), so a far-out value near 1e16, where
+    float64 steps by units, cannot hide an ordinary value that is off; ``max_rel_diff`` is
+    the largest such ratio and ``max_rel_diff_expected`` the pipeline's value on that row.
+    ``ok`` is the verdict, ``reason`` says why not.
     """
     got = np.asarray(got, dtype=np.float64).reshape(-1)
     expected = np.asarray(expected, dtype=np.float64).reshape(-1)
@@ -136,21 +138,29 @@ def compare(
         }
     both_nan = np.isnan(got) & np.isnan(expected)
     diff = np.nan_to_num(np.where(both_nan, 0.0, np.abs(got - expected)), nan=np.inf)
-    finite = np.abs(expected[np.isfinite(expected)])
-    scale = max(1.0, float(finite.max())) if finite.size else 1.0
     max_abs = float(diff.max()) if diff.size else 0.0
-    max_rel = max_abs / scale
     out: dict[str, Any] = {"rows": int(expected.size), "max_abs_diff": max_abs}
     if kind == "classifier":
         t = 0.5 if threshold is None else float(threshold)
         labels_equal = bool(np.array_equal(got >= t, expected >= t))
         out["labels_equal"] = labels_equal
         out["ok"] = max_abs <= TOLERANCE and labels_equal
-    else:
-        out["max_rel_diff"] = max_rel
-        out["ok"] = max_rel <= TOLERANCE
+        if not out["ok"]:
+            out["reason"] = f"differs from the pipeline by {max_abs:.3g}" + (
+                "" if labels_equal else " and changes labels at the threshold"
+            )
+        return out
+    scale = np.maximum(1.0, np.abs(np.nan_to_num(expected, nan=1.0, posinf=1.0, neginf=1.0)))
+    same = (got == expected) | both_nan
+    with np.errstate(invalid="ignore"):
+        rel = np.where(same, 0.0, np.nan_to_num(diff / scale, nan=np.inf))
+    worst = int(np.argmax(rel)) if rel.size else 0
+    out["max_rel_diff"] = float(rel[worst]) if rel.size else 0.0
+    out["max_rel_diff_expected"] = float(expected[worst]) if rel.size else None
+    out["ok"] = out["max_rel_diff"] <= TOLERANCE
     if not out["ok"]:
-        out["reason"] = f"differs from the pipeline by {max_abs:.3g}" + (
-            "" if out.get("labels_equal", True) else " and changes labels at the threshold"
+        out["reason"] = (
+            f"differs from the pipeline by {out['max_rel_diff']:.3g} relative on the value "
+            f"{expected[worst]:.6g} (tolerance {TOLERANCE:g} of max(1, |value|))"
         )
     return out

@@ -60,7 +60,7 @@ def served_graphs_match_pipelines(
     served = {role: r.get("serves") for role, r in result["roles"].items()}
     notes = [
         f"{role}: {r['serves']}"
-        + (f" (max |Δ| {r['max_abs_diff']:.2g})" if r.get("max_abs_diff") is not None else "")
+        + _parity(r)
         + (f" ({r['reason']})" if r["serves"] == "pipeline" else "")
         for role, r in result["roles"].items()
     ]
@@ -69,3 +69,12 @@ def served_graphs_match_pipelines(
         description=f"{version}: " + "; ".join(result["problems"] or notes),
         metadata={"version": version, "served_by": served},
     )
+
+
+def _parity(r: dict[str, Any]) -> str:
+    """How close the graph came: probabilities absolutely, values relative to themselves."""
+    if r.get("max_rel_diff") is not None:
+        return f" (max relative Δ {r['max_rel_diff']:.2g})"
+    if r.get("max_abs_diff") is not None:
+        return f" (max |Δ| {r['max_abs_diff']:.2g})"
+    return ""

@@ -546,3 +546,27 @@ def compute_drift(
         current_rows=current.height,
         distributions=distributions,
     )
+
+
+def verdict_reasons(result: DriftResult) -> list[str]:
+    """Why the verdict is drift (empty when it is not), in the HTML report's words with
+    the figures: the share of drifted features, prediction drift, a severe PSI."""
+    t, table = result.thresholds, result.table
+    reasons = []
+    if result.share_drifted > t.share_drifted:
+        reasons.append(
+            "share of drifted features above its threshold "
+            f"({result.share_drifted:.0%} > {t.share_drifted:.0%})"
+        )
+    predictions = table.filter((pl.col("kind") == "prediction") & pl.col("drifted"))
+    if predictions.height:
+        reasons.append(f"prediction drift in {', '.join(predictions['column'])}")
+    severe = table.filter(
+        (pl.col("kind") != "prediction")
+        & (pl.col("metric") == "psi")
+        & (pl.col("value") > t.severe_psi)
+    ).sort("value", descending=True)
+    if severe.height:
+        worst = ", ".join(f"{c} ({v:.3g})" for c, v in severe.select("column", "value").rows())
+        reasons.append(f"severe PSI in {worst}, above {t.severe_psi:g}")
+    return reasons

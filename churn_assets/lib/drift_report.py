@@ -271,18 +271,9 @@ def _summary(result: DriftResult, meta: Mapping[str, Any]) -> str:
         ", ".join(f'<a href="#{_anchor(c)}">{_esc(c)}</a>' for c in result.drifted_columns)
         or '<span class="muted">none</span>'
     )
-    reasons = []
-    if result.share_drifted > result.thresholds.share_drifted:
-        reasons.append("share of drifted features above its threshold")
-    if result.prediction_drift:
-        reasons.append("prediction drift")
-    severe = result.table.filter(
-        (result.table["kind"] != "prediction")
-        & (result.table["metric"] == "psi")
-        & (result.table["value"] > result.thresholds.severe_psi)
-    )["column"].to_list()
-    if severe:
-        reasons.append(f"severe PSI in {', '.join(severe)}")
+    from churn_assets.lib.drift import verdict_reasons
+
+    reasons = verdict_reasons(result)
     if reasons:
         drifted += f' <span class="muted">(verdict: {_esc("; ".join(reasons))})</span>'
     meta_rows = "".join(

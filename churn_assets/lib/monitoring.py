@@ -19,6 +19,8 @@ from churn_assets.lib.storage import Storage
 PREDICTIONS = ["churn_probability", "expected_total_sales"]
 #: The latest report's summary, at a fixed path the serving sidecar reads (drift gauges).
 LATEST_SUMMARY = "monitoring/drift/latest.json"
+#: Rows of the drift table shown in the asset's metadata (the stored table has them all).
+SHOWN_ROWS = 30
 
 
 def build_drift_report(
@@ -31,7 +33,6 @@ def build_drift_report(
     """Compute drift against the deployed reference and store table + HTML report."""
     from churn_assets.lib.drift import DriftThresholds, compute_drift
     from churn_assets.lib.drift_report import render_html
-    from churn_assets.lib.markdown import to_markdown
     from churn_assets.lib.scoring import load_deployed, score_frame
 
     if dep.read_current(storage) is None:
@@ -102,7 +103,6 @@ def build_drift_report(
             )
     except Exception as e:  # tracking is secondary here: the report is stored anyway
         mlflow_run_id = f"not logged: {e}"
-    shown = result.table.sort("drifted", "value", descending=[True, True]).head(30)
     return {
         "status": "ok",
         "drifted": result.drifted,
@@ -114,7 +114,85 @@ def build_drift_report(
         "current_rows": result.current_rows,
         "table_url": table_url,
         "report_url": report_url,
-        "table_markdown": to_markdown(shown),
+        **presentation(result),
         "mlflow_run_id": mlflow_run_id,
         "created_at": stamp,
     }
+
+
+def presentation(result: Any, limit: int = SHOWN_ROWS) -> dict[str, Any]:
+    """What the drift assets show of a :class:`~churn_assets.lib.drift.DriftResult`:
+    ``verdict_reasons``, ``share_threshold`` and ``table_markdown`` (:func:`table_markdown`)."""
+    from churn_assets.lib.drift import verdict_reasons
+
+    return {
+        "verdict_reasons": verdict_reasons(result),
+        "share_threshold": float(result.thresholds.share_drifted),
+        "table_markdown": table_markdown(result.table, limit),
+    }
+
+
+def table_markdown(table: pl.DataFrame, limit: int = SHOWN_ROWS) -> str:
+    """The drift table as markdown under a line saying what it shows: drifted columns
+    first, then the prediction rows (always shown), then the other features, each group by
+    ``vs_threshold`` (the measure over its threshold; categorical: the larger of L1 and JS
+    over theirs, so PSI and L1 rows compare), at most ``limit`` rows."""
+    from churn_assets.lib.markdown import to_markdown
+
+    ordered = _ordered(table)
+    is_prediction = pl.col("kind") == "prediction"
+    n_predictions = ordered.filter(is_prediction).height
+    keep = pl.int_range(pl.len()).over(is_prediction) < max(limit - n_predictions, 0)
+    shown = ordered.filter(is_prediction | keep).drop("_order")
+    total = table.height
+    head = (
+        f"All {total} columns"
+        if shown.height == total
+        else f"{shown.height} of {total} columns shown; the HTML report and the stored table "
+        "have all"
+    )
+    note = (
+        f"_{head}. Drifted first, then the model's predictions, then the other features, "
+        "each by vs_threshold (the measure over its threshold; categorical: the larger of "
+        "L1 and JS over theirs)._"
+    )
+    return f"{note}\n\n{to_markdown(shown)}"
+
+
+def _ordered(table: pl.DataFrame) -> pl.DataFrame:
+    """``table`` with ``vs_threshold`` after ``js_threshold``, in the order of
+    :func:`table_markdown` (``_order`` is the sort key: a drifted column without a value,
+    such as one side all missing, ranks first)."""
+
+    def ratio(value: str, threshold: str) -> pl.Expr:
+        v, t = pl.col(value), pl.col(threshold)
+        return pl.when(t > 0).then(v / t).when(v > 0).then(float("inf")).otherwise(0.0)
+
+    vs = pl.max_horizontal(ratio("value", "threshold"), ratio("js", "js_threshold"))
+    order = vs.fill_null(pl.when(pl.col("drifted")).then(float("inf")).otherwise(-1.0))
+    columns = list(table.columns)
+    at = columns.index("js_threshold") + 1 if "js_threshold" in columns else len(columns)
+    return (
+        table.with_columns(vs.alias("vs_threshold"), order.alias("_order"))
+        .select(*columns[:at], "vs_threshold", *columns[at:], "_order")
+        .sort(
+            ["drifted", pl.col("kind") == "prediction", "_order"],
+            descending=True,
+            maintain_order=True,
+        )
+    )
+
+
+def drift_description(out: dict[str, Any], where: str = "") -> str:
+    """The drift check's one line: the verdict and why, how many columns drifted against
+    the share threshold, the first drifted columns."""
+    columns = list(out["drifted_columns"])
+    reasons = list(out.get("verdict_reasons") or [])
+    verdict = "DRIFT" if out["drifted"] else "no drift"
+    why = f" ({'; '.join(reasons)})" if reasons else ""
+    share = f"{out['share_drifted']:.0%} of features"
+    if out.get("share_threshold") is not None:
+        share += f"; share threshold {out['share_threshold']:.0%}"
+    named = f": {', '.join(columns[:10])}" if columns else ""
+    more = f" and {len(columns) - 10} more" if len(columns) > 10 else ""
+    return f"{verdict}{where}{why}: {len(columns)} drifted column(s) ({share}){named}{more}"

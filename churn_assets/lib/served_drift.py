@@ -34,6 +34,7 @@ from churn_assets.lib.datasets import DatasetConfig
 from churn_assets.lib.storage import Storage
 from churn_serving.inference_log import META_COLUMNS
 from churn_serving.inference_log import PREFIX as INFERENCE_LOG_PREFIX
+from churn_serving.schema import MISSING_CATEGORY
 
 #: The sidecar's inference log folder (relative to the data set's storage).
 LOG_PREFIX = INFERENCE_LOG_PREFIX
@@ -128,12 +129,16 @@ def served_sample(
     """One column per feature (missing ones all null) and the prediction columns, numeric
     ones as Float64 and categoricals as String, so the log and the reference compare alike.
     ``logged``: ``frame`` is the inference log (a clashing feature has a ``feature_`` prefix
-    there), else the reference sample."""
+    there, and a missing category is logged as the sidecar's ``"__missing__"``: null again
+    here, as in the reference), else the reference sample."""
 
     def column(name: str, is_feature: bool, dtype: type[pl.DataType]) -> pl.Expr:
         col = feature_column(name) if logged and is_feature else name
         expr = pl.col(col) if col in frame.columns else pl.lit(None)
-        return expr.cast(dtype).alias(name)
+        expr = expr.cast(dtype)
+        if logged and dtype == pl.String:
+            expr = pl.when(expr != MISSING_CATEGORY).then(expr)
+        return expr.alias(name)
 
     return frame.select(
         *(column(n, True, pl.Float64) for n in numeric),
@@ -259,7 +264,7 @@ def build_served_drift_report(
     :data:`SERVED_SUMMARY`. Nothing deployed, or too little traffic, is a status."""
     from churn_assets.lib.drift import DriftThresholds
     from churn_assets.lib.drift_report import render_html
-    from churn_assets.lib.markdown import to_markdown
+    from churn_assets.lib.monitoring import presentation
 
     now = now or dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(days=window.days)
@@ -311,7 +316,6 @@ def build_served_drift_report(
             },
         )
         out["report_url"] = storage.write_bytes(f"{base}/report.html", html.encode())
-        shown = result.table.sort("drifted", "value", descending=[True, True]).head(30)
-        out["table_markdown"] = to_markdown(shown)
+        out.update(presentation(result))
     storage.write_json(SERVED_SUMMARY, summary(out, window, run_id, now))
     return out

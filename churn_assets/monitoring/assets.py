@@ -29,7 +29,7 @@ def drift_report(
     divergence, unseen categories counted; predictions: PSI of churn probability and
     expected sales. Stored as Parquet plus a self-contained HTML report (linked here and
     logged to MLflow); the verdict is in the metadata and the check."""
-    from churn_assets.lib.monitoring import build_drift_report
+    from churn_assets.lib.monitoring import build_drift_report, drift_description
 
     cfg = platform.dataset_config()
     out = build_drift_report(
@@ -51,6 +51,7 @@ def drift_report(
             "status": "ok",
             "drifted": out["drifted"],
             "verdict": verdict,
+            "verdict_reasons": dg.MetadataValue.json(out["verdict_reasons"]),
             "share_drifted": dg.MetadataValue.float(out["share_drifted"]),
             "drifted_columns": dg.MetadataValue.json(out["drifted_columns"]),
             "prediction_drift": out["prediction_drift"],
@@ -65,7 +66,5 @@ def drift_report(
         check_name="drift_within_thresholds",
         passed=not out["drifted"],
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"{verdict}: {len(out['drifted_columns'])} drifted column(s) "
-        f"({out['share_drifted']:.0%} of features)"
-        + (f": {', '.join(out['drifted_columns'][:10])}" if out["drifted_columns"] else ""),
+        description=drift_description(out),
     )

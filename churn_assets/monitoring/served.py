@@ -37,6 +37,7 @@ def _metadata(out: dict[str, Any]) -> dict[str, Any]:
         "status": "ok",
         "drifted": bool(result.drifted),
         "verdict": "DRIFT" if result.drifted else "no drift",
+        "verdict_reasons": dg.MetadataValue.json(out["verdict_reasons"]),
         "share_drifted": dg.MetadataValue.float(float(result.share_drifted)),
         "drifted_columns": dg.MetadataValue.json(list(result.drifted_columns)),
         "prediction_drift": bool(result.prediction_drift),
@@ -76,6 +77,7 @@ def served_drift_report(
     served traffic" (never a failure). The summary is written to
     ``monitoring/drift/served-latest.json``, which the sidecar exports as
     ``churn_served_drift_*`` gauges."""
+    from churn_assets.lib.monitoring import drift_description
     from churn_assets.lib.served_drift import ServedWindow, build_served_drift_report
 
     window = ServedWindow.from_env(days=config.window_days, min_rows=config.min_rows)
@@ -98,14 +100,11 @@ def served_drift_report(
         prediction_drift=result.prediction_drift,
     )
     yield dg.Output(stored, metadata=metadata)
-    cols = result.drifted_columns
     yield dg.AssetCheckResult(
         check_name=SERVED_DRIFT_CHECK,
         passed=not result.drifted,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"{metadata['verdict']} in {out['current_rows']} served record(s): "
-        f"{len(cols)} drifted column(s) ({result.share_drifted:.0%} of features)"
-        + (f": {', '.join(cols[:10])}" if cols else ""),
+        description=drift_description(stored, f" in {out['current_rows']} served record(s)"),
     )
 
 

@@ -131,6 +131,38 @@ def test_shifted_traffic_drifts_in_features_and_predictions(storage: Storage):
     assert summary["drifted"] is True and summary["share_drifted"] == 1.0
 
 
+def test_a_missing_category_in_the_log_is_null_as_in_the_reference(tmp_path: Path):
+    """The sidecar logs a missing category as "__missing__"; the reference holds nulls.
+    Traffic with the reference's share of missing plans does not drift in ``plan``."""
+    from churn_serving.schema import MISSING_CATEGORY
+
+    def holes(n: int, seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).random(n) < 0.2
+
+    s = Storage(str(tmp_path / "synthetic"))
+    ref = population(3000, seed=1)
+    plan = [None if hole else v for v, hole in zip(ref["plan"], holes(3000, 11), strict=True)]
+    buf = io.BytesIO()
+    frame = {**ref, "plan": plan, "expected_total_sales": np.full(3000, 50.0)}
+    pl.DataFrame(frame).write_parquet(buf)
+    manifest = {
+        "features": {"numeric": list(NUMERIC), "categorical": list(CATEGORICAL)},
+        "models": {"classifier": {"threshold": 0.5}},
+        "reference": {"file": "reference.parquet"},
+    }
+    dep.write_version(s, VERSION, {"reference.parquet": buf.getvalue()}, manifest)
+    dep.set_current(s, VERSION, "test")
+    traffic = population(2000, seed=2)
+    logged = np.where(holes(2000, 12), MISSING_CATEGORY, traffic["plan"])
+    serve(s, {**traffic, "plan": logged}, NOW - dt.timedelta(days=1))
+
+    out = report(s)
+
+    assert "plan" not in out["result"].drifted_columns
+    plan = out["result"].table.filter(pl.col("column") == "plan")
+    assert plan["value"][0] < 0.1
+
+
 def test_predictions_of_another_version_are_not_compared(storage: Storage):
     serve(storage, population(1500, seed=4), NOW - dt.timedelta(hours=5))
     other = population(1500, seed=5)
