@@ -91,8 +91,12 @@ def resolve_source(spec: SourceSpec, landing_url: str) -> str:
 
 
 def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Data files named by a source URL: a file, every data file in a directory, or a glob."""
+    """Data files named by a source URL: a file, every data file in a directory, or a glob,
+    as they are now: an object store's cached listings are dropped first (fsspec keeps one
+    per file system in a long-lived process, such as the code server the landing sensor
+    runs in, and would hide files landed since, or a file rewritten under the same name)."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    fs.invalidate_cache()
     protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
     if any(ch in path for ch in "*?["):
         found = [p for p in fs.glob(path) if not fs.isdir(p)]

@@ -122,3 +122,34 @@ def test_fingerprint_changes_with_the_files_and_only_then(where, s3_env, tmp_pat
     assert rewritten != added and sorted(e[1] for e in rewritten) == [2, 6]
     store.delete("v1/model.onnx")
     assert len(store.fingerprint("v1")) == 1
+
+
+def test_the_landing_listing_sees_files_landed_since_the_last_tick(s3_env, tmp_path, monkeypatch):
+    """The landing sensor runs in the long-lived code server, where fsspec keeps S3 folder
+    listings: a file landed after the first tick, and a file rewritten under its name (a
+    quarantined file fixed and landed again), must show in the next tick's listing."""
+    from churn_assets.resources import ChurnPlatform
+    from churn_assets.sensors import _landing_listing
+
+    s3 = s3_env()
+    s3.create_bucket(Bucket="churn-l")
+    monkeypatch.setenv("CHURN_STORAGE_URL", "s3://churn-l/p")
+    key = "p/landing/mini/transactions/{}.csv"
+    s3.put_object(Bucket="churn-l", Key="p/landing/mini/customers/a.csv", Body=CUSTOMERS.encode())
+    s3.put_object(Bucket="churn-l", Key=key.format("a"), Body=TRANSACTIONS.encode())
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text(CONFIG)
+    platform = ChurnPlatform(dataset=str(cfg))
+
+    first = _landing_listing(platform)
+    assert sorted(u.rsplit("/", 1)[-1] for u in first) == ["a.csv", "a.csv"]
+    s3.put_object(Bucket="churn-l", Key=key.format("b"), Body=TRANSACTIONS.encode())
+    s3.put_object(Bucket="churn-l", Key=key.format("a"), Body=(TRANSACTIONS + "\n").encode())
+
+    second = _landing_listing(platform)
+
+    added = [u for u in second if u not in first]
+    assert [u.rsplit("/", 1)[-1] for u in added] == ["b.csv"]
+    rewritten = next(u for u in second if u.endswith("transactions/a.csv"))
+    assert second[rewritten] != first[rewritten]  # a new size: a new run key
+    assert second[rewritten].split(":")[0] == str(len(TRANSACTIONS) + 1)
