@@ -387,16 +387,20 @@ def rollback(to: str | None, dataset: str | None, no_pin: bool) -> None:
     """Move the deployed model version (pointer and MLflow aliases) back and pin it:
     automatic promotion stays off until `churn unpin`."""
     from churn_assets.lib.deployment import DeploymentError
-    from churn_assets.lib.rollback import rollback_deployment
+    from churn_assets.lib.rollback import aliases_problem, rollback_deployment
 
     settings, name, storage = _deployment_storage(dataset)
     try:
         pointer = rollback_deployment(storage, settings, name, to, pin=not no_pin)
     except DeploymentError as e:
         raise click.ClickException(str(e)) from e
+    problem = aliases_problem(pointer)
+    if problem:
+        raise click.ClickException(problem)
     pinned = "pinned until `churn unpin`" if pointer.get("pinned") else "not pinned"
+    now = "is already" if pointer.get("already_deployed") else "is now"
     click.echo(
-        f"deployed version is now {pointer['version']} "
+        f"deployed version {now} {pointer['version']} "
         f"(MLflow aliases {pointer['mlflow_aliases']}; {pinned})"
     )
 

@@ -106,12 +106,15 @@ class RollbackConfig(dg.Config):
 def rollback_op(
     context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform
 ) -> str:
-    from churn_assets.lib.rollback import rollback_deployment
+    from churn_assets.lib.rollback import aliases_problem, rollback_deployment
 
     pointer = rollback_deployment(
         platform.storage(), platform.settings(), platform.dataset_config().name, config.to or None
     )
     context.log.info(f"deployed version is now {pointer['version']}")
+    problem = aliases_problem(pointer)
+    if problem:  # a registry that names another champion than what is served: fail loudly
+        raise dg.Failure(description=problem, allow_retries=False)
     return pointer["version"]
 
 

@@ -22,7 +22,7 @@ class DeploymentConfig(dg.Config):
 
 
 def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: str) -> dict:
-    from churn_assets.lib.rollback import rollback_deployment
+    from churn_assets.lib.rollback import aliases_problem, rollback_deployment
 
     pointer = rollback_deployment(
         platform.storage(),
@@ -32,6 +32,10 @@ def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: st
     )
     reason = f"{pointer['reason']} (pinned: automatic promotion is off until unpinned)"
     context.log.info(f"deployed version is now {pointer['version']}: {reason}")
+    problem = aliases_problem(pointer)
+    if problem:
+        context.log.warning(problem)
+        reason += f"; {problem}"
     return {
         "promoted": False,
         "rolled_back": True,

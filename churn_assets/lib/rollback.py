@@ -8,6 +8,9 @@ from churn_assets.lib import deployment as dep
 from churn_assets.lib.settings import ChurnSettings
 from churn_assets.lib.storage import Storage
 
+#: ``mlflow_aliases`` of a rollback whose aliases point at the deployed version's models.
+MOVED = "moved"
+
 
 def rollback_deployment(
     storage: Storage,
@@ -17,9 +20,28 @@ def rollback_deployment(
     *,
     pin: bool = True,
 ) -> dict[str, Any]:
-    """Point at ``to`` (default: the previous version) and pin it; returns the new pointer."""
-    pointer = dep.rollback(storage, to, pin=pin)
-    manifest = dep.read_manifest(storage, pointer["version"])
+    """Point at ``to`` (default: the previous version) and pin it; returns the new pointer,
+    with ``mlflow_aliases``: :data:`MOVED`, or ``"not moved: <why>"`` (MLflow unreachable:
+    serving follows the pointer all the same). ``to`` naming the deployed version moves
+    nothing and points the aliases at it again: the repair after a rollback whose aliases
+    did not move (``already_deployed`` is then True)."""
+    current = dep.read_current(storage)
+    if to is not None and current is not None and current.get("version") == to:
+        pointer = {**current, "already_deployed": True}
+    else:
+        pointer = dep.rollback(storage, to, pin=pin)
+    pointer["mlflow_aliases"] = sync_champion_aliases(
+        storage, settings, dataset, pointer["version"]
+    )
+    return pointer
+
+
+def sync_champion_aliases(
+    storage: Storage, settings: ChurnSettings, dataset: str, version: str
+) -> str:
+    """Point the ``champion`` alias of each registered model of ``version`` at it:
+    :data:`MOVED`, or ``"not moved: <why>"``."""
+    manifest = dep.read_manifest(storage, version)
     try:
         from churn_assets.lib.tracking import TrackingConfig, set_champion_alias
 
@@ -28,7 +50,18 @@ def rollback_deployment(
             m = manifest["models"].get(role)
             if m and m.get("registered_model") and m.get("registered_version"):
                 set_champion_alias(tracking, m["registered_model"], m["registered_version"])
-        pointer["mlflow_aliases"] = "moved"
     except Exception as e:  # the pointer is what serving follows; say what did not move
-        pointer["mlflow_aliases"] = f"not moved: {e}"
-    return pointer
+        return f"not moved: {type(e).__name__}: {e}"
+    return MOVED
+
+
+def aliases_problem(pointer: dict[str, Any]) -> str | None:
+    """What to tell the operator when the aliases did not follow the pointer, else None."""
+    if pointer.get("mlflow_aliases") == MOVED:
+        return None
+    version = pointer["version"]
+    return (
+        f"{version} is deployed (serving follows it), but the MLflow champion aliases were "
+        f"{pointer.get('mlflow_aliases')}; once MLflow answers, `churn rollback --to {version}` "
+        "points them at it"
+    )

@@ -233,6 +233,53 @@ def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
     assert again.returncode == 1 and "unknown version" in again.stderr
 
 
+def test_a_rollback_with_mlflow_down_says_so_and_is_repaired_once_it_answers(deployed, monkeypatch):
+    """MLflow unreachable: the pointer moves (serving follows it) and the rollback says
+    the champion aliases did not; naming the deployed version again re-points them."""
+    from churn_assets.lib.rollback import MOVED, aliases_problem, rollback_deployment
+    from churn_assets.lib.settings import ChurnSettings
+    from tests.conftest import free_port
+
+    storage, _, _, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    v1 = dep.read_current(s)["version"]
+    m1 = dep.read_manifest(s, v1)
+    artifacts = {n: s.read_bytes(f"deployments/versions/{v1}/{n}") for n in m1["artifacts"]}
+    v2 = dep.new_version(s)
+    dep.write_version(
+        s, v2, artifacts, {k: v for k, v in m1.items() if k not in ("version", "artifacts")}
+    )
+    dep.set_current(s, v2, reason="test")
+    client = mlflow_client(storage)
+    name = "synthetic-churn-classifier"
+    client.delete_registered_model_alias(name, "champion")  # what the failed move leaves
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by any earlier client
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    down = ChurnSettings(
+        storage_url=str(storage), mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"
+    )
+
+    pointer = rollback_deployment(s, down, "synthetic", v1, pin=False)
+
+    assert dep.read_current(s)["version"] == v1
+    assert pointer["mlflow_aliases"].startswith("not moved: ")
+    problem = aliases_problem(pointer)
+    assert problem and f"`churn rollback --to {v1}` points them at it" in problem
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias(name, "champion")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    up = ChurnSettings(storage_url=str(storage))
+    repaired = rollback_deployment(s, up, "synthetic", v1, pin=False)
+
+    assert repaired["already_deployed"] and repaired["mlflow_aliases"] == MOVED
+    assert aliases_problem(repaired) is None
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == m1["models"]["classifier"]["registered_version"]
+    assert dep.read_current(s)["version"] == v1
+
+
 def test_tampered_deployment_is_refused(deployed):
     from churn_assets.lib.scoring import load_deployed
 
