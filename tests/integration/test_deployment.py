@@ -196,10 +196,19 @@ def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
         s, v2, artifacts, {k: v for k, v in m1.items() if k not in ("version", "artifacts")}
     )
     dep.set_current(s, v2, reason="test")
-    env = {"CHURN_STORAGE_URL": str(storage), "PATH": str(BIN)}
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    env = {"CHURN_STORAGE_URL": str(storage), "PATH": str(BIN), "DAGSTER_HOME": str(home)}
     done = subprocess.run([str(BIN / "churn"), "rollback"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert f"now {v1}" in done.stdout and "aliases moved" in done.stdout
+    assert f"recorded in the Dagster instance: churn_scores re-scores with {v1}" in done.stdout
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("deployed_model_version"))
+        assert event.asset_materialization.metadata["version"].value == v1
     assert "pinned until `churn unpin`" in done.stdout
     pointer = dep.read_current(s)
     assert pointer["version"] == v1 and pointer["history"][-1]["version"] == v2
