@@ -564,6 +564,20 @@ def _dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or Path(".churn") / "dagster_home").resolve()
 
 
+def _workspace_file(home: Path) -> Path:
+    """The workspace of the instance at ``home``: the one ``churn dev`` writes there (with
+    CHURN_DATASETS_DIR), the repository's ``./workspace.yaml``, or the one beside ``home``
+    (the compose image: /opt/dagster/workspace.yaml beside /opt/dagster/home)."""
+    candidates = [home / "workspace.yaml", Path("workspace.yaml"), home.parent / "workspace.yaml"]
+    for path in candidates:
+        if path.exists():
+            return path
+    raise click.ClickException(
+        f"no workspace.yaml found (looked at {', '.join(str(c) for c in candidates)}): "
+        "pass --workspace with the instance's workspace file"
+    )
+
+
 @main.command()
 @click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day.")
 @click.option("--until", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day.")
@@ -574,6 +588,13 @@ def _dagster_home() -> Path:
     show_default=True,
     help="Job run for each file (transactions_features_drift skips the customer table).",
 )
+@click.option(
+    "--workspace",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The instance's workspace.yaml (default: $DAGSTER_HOME/workspace.yaml, "
+    "./workspace.yaml, then the one beside $DAGSTER_HOME, as in the compose image).",
+)
 @click.option("--dry-run", is_flag=True, help="List the files; launch nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def backfill(
@@ -581,6 +602,7 @@ def backfill(
     until: dt.datetime,
     dataset: str | None,
     job: str,
+    workspace: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -601,13 +623,6 @@ def backfill(
     default = load_dataset_config(ChurnSettings().dataset).name
     location = "churn_assets" if name == default else name
     home = _dagster_home()
-    generated = home / "workspace.yaml"  # `churn dev` with CHURN_DATASETS_DIR writes it
-    workspace = generated if generated.exists() else Path("workspace.yaml")
-    cmd = [
-        str(Path(sys.executable).parent / "dagster"),
-        *("job", "backfill", "-w", str(workspace), "-l", location, "-j", job),
-        *("--partitions", ",".join(f.key for f in files), "--noprompt"),
-    ]
     report = {
         "dataset": name,
         "location": location,
@@ -626,6 +641,12 @@ def backfill(
             click.echo(json.dumps(report | {"message": message}))
         raise click.ClickException(message)
     if not dry_run:
+        workspace_file = Path(workspace) if workspace else _workspace_file(home)
+        cmd = [
+            str(Path(sys.executable).parent / "dagster"),
+            *("job", "backfill", "-w", str(workspace_file), "-l", location, "-j", job),
+            *("--partitions", ",".join(f.key for f in files), "--noprompt"),
+        ]
         env = {**os.environ, "DAGSTER_HOME": str(home)}
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:

@@ -203,3 +203,26 @@ def test_a_date_range_backfill_names_the_files_with_a_line_in_it(isolated_env: P
     assert "no ingested file of mini has a line from 2025-01-01 to 2025-12-31" in empty.output
     backwards = dry_run("2024-03-01", "2024-02-01")
     assert backwards.exit_code == 2 and "is before --since" in backwards.output
+
+
+def test_backfill_finds_the_workspace_of_the_compose_image_layout(tmp_path, monkeypatch):
+    """`churn backfill` run in the compose image: DAGSTER_HOME /opt/dagster/home holds only
+    dagster.yaml, the working directory no workspace.yaml; the workspace is beside the home.
+    Without any, the error names where it looked and the option."""
+    import click
+    import pytest
+
+    from churn_assets.cli import _workspace_file
+
+    home = tmp_path / "opt" / "dagster" / "home"
+    home.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(click.ClickException, match="no workspace.yaml found .* --workspace"):
+        _workspace_file(home)
+    beside = home.parent / "workspace.yaml"
+    beside.write_text("load_from: []\n")
+    assert _workspace_file(home) == beside
+    (tmp_path / "workspace.yaml").write_text("load_from: []\n")  # a checkout: its own first
+    assert _workspace_file(home) == Path("workspace.yaml")
+    (home / "workspace.yaml").write_text("load_from: []\n")  # written by `churn dev`
+    assert _workspace_file(home) == home / "workspace.yaml"
