@@ -252,6 +252,42 @@ def added_partitions(result: dg.SensorResult) -> list[str]:
     return [k for r in result.dynamic_partitions_requests for k in r.partition_keys]
 
 
+def test_a_landing_sensor_failing_every_tick_is_posted_once_per_episode(
+    isolated_env: Path, monkeypatch
+):
+    """A landing zone that cannot be listed fails every tick: the webhook gets one post
+    naming the error (not one per tick), the tick still fails; after a good tick the next
+    failure is posted again."""
+    from churn_assets import sensors
+    from tests.integration.conftest import Webhook
+
+    hook = Webhook()
+    monkeypatch.setenv("CHURN_ALERT_WEBHOOK_URL", hook.url)
+    real = sensors._landing_listing
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Could not connect to the endpoint URL: http://minio:9000/churn")
+
+    try:
+        monkeypatch.setattr(sensors, "_landing_listing", unreachable)
+        for _ in range(3):
+            with pytest.raises(ConnectionError):
+                tick(None)
+        assert len(hook.bodies) == 1
+        text = json.dumps(hook.bodies[0])
+        assert "landing_zone_sensor failed" in text and "ConnectionError: Could not" in text
+        monkeypatch.setattr(sensors, "_landing_listing", real)
+        result, _ = tick(None)  # the landing zone answers again
+        assert isinstance(result, dg.SkipReason)
+        monkeypatch.setattr(sensors, "_landing_listing", unreachable)
+        with pytest.raises(ConnectionError):
+            tick(None)
+        assert len(hook.bodies) == 2
+    finally:
+        hook.close()
+        sensors._POSTED_ERRORS.clear()
+
+
 def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     landing = isolated_env / "landing" / "synthetic"
     result, cursor = tick(None)
