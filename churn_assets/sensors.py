@@ -238,7 +238,8 @@ PENDING = (
 
 def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | None:
     """A run that refreshes current features and drift when a transaction file was
-    ingested after their last materialization and no landing run is still on its way: the
+    ingested after their last materialization and no landing run (nor another run
+    materializing current_features) is still on its way: the
     run that was to refresh them (a batch's last file's) failed on its own file, so the
     good files of the batch would otherwise wait for the next landing. Once per ingestion."""
     raw = instance.get_latest_materialization_event(scope.key("raw_transactions"))
@@ -247,11 +248,18 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     features = instance.get_latest_materialization_event(scope.key("current_features"))
     if features is not None and features.timestamp >= raw.timestamp:
         return None
-    pending = instance.get_runs(
+    landing = {j.name for j in LANDING_JOBS}
+    ours = instance.get_runs(
         filters=dg.RunsFilter(job_name=None, statuses=list(PENDING), tags=scope.dataset_tags()),
         limit=50,
     )
-    if any(r.job_name in {j.name for j in LANDING_JOBS} for r in pending):
+    if any(r.job_name in landing for r in ours):
+        return None
+    # a run materializing current_features on its way (a backfill or a materialization
+    # from the UI, which carry no data set tag) refreshes them too
+    features_key = scope.key("current_features")
+    pending = instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100)
+    if any(features_key in (r.asset_selection or ()) for r in pending):
         return None
     return dg.RunRequest(
         run_key=f"refresh-features-{raw.run_id}-{raw.timestamp:.3f}",

@@ -561,6 +561,16 @@ def test_good_files_of_a_batch_whose_last_file_failed_reach_the_features(isolate
     result, cursor = tick(cursor, instance)
     assert isinstance(result, dg.SkipReason)  # the refresh is still on its way
     instance.report_run_failed(in_flight)
+    backfill = instance.add_run(  # a UI backfill of the whole graph (no data set tag) running
+        DagsterRun(
+            job_name="__ASSET_JOB",
+            status=dg.DagsterRunStatus.STARTED,
+            asset_selection=frozenset({scope.key("current_features"), scope.key("churn_scores")}),
+        )
+    )
+    result, cursor = tick(cursor, instance)
+    assert isinstance(result, dg.SkipReason)  # that run refreshes the features too
+    instance.report_run_canceled(backfill)
     result, cursor = tick(cursor, instance)
     assert isinstance(result, dg.RunRequest)
     assert result.job_name == "customers_features_drift"
