@@ -41,6 +41,7 @@ records are scored in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hmac
 import itertools
 import json
@@ -70,7 +71,7 @@ from churn_serving.inference_log import InferenceLogger
 from churn_serving.manager import ModelManager
 from churn_serving.metrics import DatasetMetricsCollector, MetricsMiddleware, ServingMetrics
 from churn_serving.model import LEVELS, NO_VALUE_MODEL, ChainResult, CustomerTable, ModelBundle
-from churn_serving.schema import RequestError, parse_request
+from churn_serving.schema import RequestError, parse_as_of, parse_request
 from churn_serving.settings import ServingSettings
 
 log = logging.getLogger("churn_serving")
@@ -372,7 +373,13 @@ class Scorer:
         self.logger = logger
         self.request_id = RequestIds()
 
-    def score(self, bundle: ModelBundle, parsed: Any, arrow_answer: bool = False) -> bytes:
+    def score(
+        self,
+        bundle: ModelBundle,
+        parsed: Any,
+        arrow_answer: bool = False,
+        as_of: dt.datetime | None = None,
+    ) -> bytes:
         """Validate, look up, predict through the fallback chain, log; the JSON answer (an
         Arrow IPC stream with ``arrow_answer``, see :mod:`churn_serving.arrow_body`).
 
@@ -383,7 +390,7 @@ class Scorer:
             RequestError: 404 / 422 / 503 for requests that cannot be answered.
         """
         n = parsed.n
-        schema = bundle.schema
+        schema = bundle.schema if as_of is None else bundle.schema.at(as_of)
         unseen: list[tuple[int, str, str]] = []
         has_features = (
             parsed.columns is not None or parsed.arrow is not None or bool(parsed.features)
@@ -536,11 +543,12 @@ class PredictEndpoint:
         body: bytes,
         content_type: str | bytes | None = None,
         accept: str | bytes | None = None,
+        query: str | bytes | None = None,
     ) -> tuple[int, bytes, str]:
         """Answer one request: ``(status, body, media type)``. The body is JSON unless
         ``content_type`` names an Arrow IPC stream; the answer is JSON unless ``accept``
-        does (errors are always JSON). Small requests on the event loop, big ones in a
-        worker thread."""
+        does (errors are always JSON); ``query`` may hold ``as_of`` (:func:`parse_as_of`).
+        Small requests on the event loop, big ones in a worker thread."""
         bundle = self.manager.bundle  # one read: this request uses this version throughout
         if bundle is None:
             return 503, _dumps({"detail": no_model_message(self.manager)}), JSON_MEDIA
@@ -549,13 +557,14 @@ class PredictEndpoint:
         arrow_answer = arrow_body.is_arrow(accept)
         media = arrow_body.ARROW_STREAM if arrow_answer else JSON_MEDIA
         try:
+            as_of = parse_as_of(query)
             if len(body) > THREAD_PARSE_BYTES:
                 parsed = await run_in_threadpool(parse, body, settings.max_records)
             else:
                 parsed = parse(body, settings.max_records)
             if parsed.n <= settings.inline_max_records:
-                return 200, self.scorer.score(bundle, parsed, arrow_answer), media
-            answer = await run_in_threadpool(self.scorer.score, bundle, parsed, arrow_answer)
+                return 200, self.scorer.score(bundle, parsed, arrow_answer, as_of), media
+            answer = await run_in_threadpool(self.scorer.score, bundle, parsed, arrow_answer, as_of)
             return 200, answer, media
         except RequestError as e:
             return e.status, _dumps(e.body()), JSON_MEDIA
@@ -632,7 +641,7 @@ class PredictASGI:
                     if not message.get("more_body", False):
                         break
                 body = b"".join(chunks)
-            return await self.endpoint.handle(body, content_type, accept)
+            return await self.endpoint.handle(body, content_type, accept, scope.get("query_string"))
         except Exception as e:  # a bug, not the client's fault: 500 with a message
             log.exception("POST /predict failed")
             return 500, _dumps({"detail": f"internal error: {type(e).__name__}: {e}"}), JSON_MEDIA
@@ -810,6 +819,17 @@ def create_app(
         return ready_answer(manager)
 
     predict_body = {
+        "parameters": [
+            {
+                "name": "as_of",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "examples": ["2026-12-01", "today"]},
+                "description": "the day dates sent as dates (a last login, a sign-up) count "
+                "to, in place of the version's dates_as_of: YYYY-MM-DD, an ISO date-time or "
+                "'today' (UTC)",
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -824,7 +844,7 @@ def create_app(
                     }
                 },
             },
-        }
+        },
     }
 
     @app.post(
@@ -853,7 +873,10 @@ def create_app(
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
         status, content, media = await endpoint.handle(
-            body, request.headers.get("content-type"), request.headers.get("accept")
+            body,
+            request.headers.get("content-type"),
+            request.headers.get("accept"),
+            request.url.query,
         )
         return Response(content, status_code=status, media_type=media)
 
@@ -910,7 +933,10 @@ def create_app(
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
         status, content, media = await d.endpoint.handle(
-            body, request.headers.get("content-type"), request.headers.get("accept")
+            body,
+            request.headers.get("content-type"),
+            request.headers.get("accept"),
+            request.url.query,
         )
         return Response(content, status_code=status, media_type=media)
 

@@ -35,6 +35,7 @@ The rules (also served at ``GET /predict/schema``):
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -163,6 +164,53 @@ def parse_request(payload: Any, max_records: int) -> ParsedRequest:
     if n > max_records:
         raise _too_many(n, max_records)
     return _records_fast(records) or _records_checked(records)
+
+
+def parse_as_of(query: str | bytes | None) -> dt.datetime | None:
+    """The ``as_of`` of a request's query string (``as_of=2026-12-01``, an ISO date-time, or
+    ``as_of=today``: today in UTC): the day dates sent as dates count to. None without one.
+
+    Raises:
+        RequestError: 422 for a value that is not a date, or another query parameter.
+    """
+    from urllib.parse import parse_qs
+
+    if not query:
+        return None
+    text = query.decode("latin-1") if isinstance(query, bytes) else query
+    params = parse_qs(text, keep_blank_values=True)
+    unknown = [k for k in params if k != "as_of"]
+    if unknown:
+        raise validation_error(
+            [
+                _error(["query", k], "unknown_field", f"unknown query parameter {k!r}", k)
+                for k in unknown
+            ]
+        )
+    values = params.get("as_of") or []
+    if not values:
+        return None
+    value = values[-1].strip()
+    if value.lower() == "today":
+        today = dt.datetime.now(dt.UTC).date()
+        return dt.datetime(today.year, today.month, today.day)
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise validation_error(
+            [
+                _error(
+                    ["query", "as_of"],
+                    "wrong_type",
+                    f"as_of must be a date (YYYY-MM-DD), an ISO date-time or 'today', got "
+                    f"{value[:40]!r}",
+                    "as_of",
+                )
+            ]
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return when
 
 
 def _too_many(n: int, max_records: int) -> RequestError:
@@ -506,6 +554,13 @@ class FeatureSchema:
         self._num_get = _getter(self.numeric)
         self._cat_get = _getter(self.categorical)
 
+    def at(self, as_of: dt.datetime) -> FeatureSchema:
+        """This schema counting dates sent as dates to ``as_of`` rather than
+        :attr:`dates_as_of` (a request's ``?as_of=``); everything else shared."""
+        view = copy.copy(self)
+        view.dates_as_of = as_of
+        return view
+
     # ------------------------------------------------------------------ descriptions
 
     def describe(self) -> dict[str, Any]:
@@ -549,7 +604,8 @@ class FeatureSchema:
                 "signup_date) may be sent as the date itself under the date's name or its "
                 "source column name (fields): YYYY-MM-DD or an ISO date-time, counted in "
                 "days to dates_as_of (negative after it), as training counted them to its "
-                "cut-off",
+                "cut-off; POST /predict?as_of=YYYY-MM-DD (or as_of=today) counts them to that "
+                "day instead, for records describing customers as of then",
             }
             if self.date_keys
             else None,

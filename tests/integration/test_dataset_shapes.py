@@ -372,3 +372,22 @@ def test_a_snapshot_with_a_last_login_date_is_served_from_the_date_itself(tmp_pa
         )
         assert bad.status_code == 422
         assert "'LastLogin' must be a date" in bad.text
+        # the same customer a year on, sent with its dates a year later and ?as_of= a year
+        # after the version's day: the same days, the same answer
+        later = {
+            k: (dt.date.fromisoformat(v[:10]) + dt.timedelta(days=365)).isoformat()
+            if k in ("LastLogin", "SignupDate")
+            else v
+            for k, v in features.items()
+        }
+        moved = httpx.post(
+            f"{url}/predict?as_of=2025-07-01", json={"records": [{"features": later}]}, timeout=30
+        )
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["predictions"][0]["churn_probability"] == pytest.approx(
+            by_row.json()["predictions"][0]["churn_probability"]
+        )
+        wrong = httpx.post(
+            f"{url}/predict?as_of=someday", json={"records": [{"features": later}]}, timeout=30
+        )
+        assert wrong.status_code == 422 and "as_of must be a date" in wrong.text

@@ -142,6 +142,38 @@ def test_a_date_feature_is_sent_as_the_date_and_counted_to_the_versions_day():
         old.to_arrays([{"last_login": "2024-06-01", "spend": 5}], [0])
 
 
+def test_a_request_may_count_dates_to_its_own_day():
+    """``?as_of=`` counts dates sent as dates to that day instead of the version's."""
+    from churn_serving.schema import parse_as_of
+
+    manifest = {
+        "features": {"numeric": ["days_since_last_login"], "categorical": []},
+        "feature_schema": {"days_since_last_login": {"min": 0.0, "max": 400.0}},
+        "feature_definition": {
+            "dates": {"last_login": "days_since_last_login"},
+            "dates_as_of": "2024-07-01",
+        },
+    }
+    schema = FeatureSchema(manifest)
+    as_of = parse_as_of("as_of=2024-08-01")
+    assert as_of == dt.datetime(2024, 8, 1)
+    num, _, _ = schema.at(as_of).to_arrays([{"last_login": "2024-06-01"}], [0])
+    assert num[0, 0] == 61.0
+    num, _, _ = schema.to_arrays([{"last_login": "2024-06-01"}], [0])  # the version's own
+    assert num[0, 0] == 30.0
+    today = dt.datetime.now(dt.UTC).date()
+    assert parse_as_of(b"as_of=today") == dt.datetime(today.year, today.month, today.day)
+    assert parse_as_of("as_of=2024-08-01T02:00:00%2B02:00") == dt.datetime(2024, 8, 1)
+    assert parse_as_of("") is None and parse_as_of(None) is None
+    for query, message in (
+        ("as_of=soon", "as_of must be a date (YYYY-MM-DD), an ISO date-time or 'today'"),
+        ("asof=today", "unknown query parameter 'asof'"),
+    ):
+        with pytest.raises(RequestError) as e:
+            parse_as_of(query)
+        assert e.value.status == 422 and message in e.value.body()["detail"][0]["msg"]
+
+
 def test_a_date_feature_in_an_arrow_body():
     pa = pytest.importorskip("pyarrow")
     manifest = {
