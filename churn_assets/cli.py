@@ -37,6 +37,8 @@ def setting_hint(e: BaseException) -> str | None:
     from churn_assets.lib.deployment import DeploymentError
 
     kind = type(e).__name__
+    if kind == "ServingSettingError":  # churn_serving.datasets: says the setting itself
+        return str(e)
     if isinstance(e, DatasetConfigError):
         return f"{e} (CHURN_DATASET={os.environ.get('CHURN_DATASET', 'synthetic')})"
     if isinstance(e, DeploymentError):

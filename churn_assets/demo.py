@@ -597,7 +597,10 @@ def run_horizon_demo(
             )
         first = _timed(
             lambda: run_in_process(
-                defs.resolve_implicit_global_asset_job_def(), instance, defs.resources["platform"]
+                defs.resolve_implicit_global_asset_job_def(),
+                instance,
+                defs.resources["platform"],
+                run_config=console_run_config(),
             )
         )
         later = land_window(stage, url, start=cutoff, batch_name="batch-0001", storage_options=opts)
@@ -637,6 +640,7 @@ def _run_landing_job(defs: Any, instance: Any) -> Any:
         instance,
         defs.resources["platform"],
         only_new=True,
+        run_config=console_run_config(),
     )
 
 
@@ -819,11 +823,9 @@ def _report(
                 elif e.passed == was["passed"] and not e.passed:
                     was["description"] = f"{was['description']}; {text}"
                 continue
-            checks[name] = {
-                "passed": e.passed,
-                "description": text,
-                "severity": getattr(e.severity, "value", None),
-            }
+            checks[name] = {"passed": e.passed, "description": text}
+            if not e.passed:  # a passed check's severity is Dagster's default, not its own
+                checks[name]["severity"] = getattr(e.severity, "value", None)
     error = run_error(result, checks)
     feats = assets.get("customer_features", {}).get("metadata", {})
     models: dict[str, Any] = {}

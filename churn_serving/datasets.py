@@ -33,6 +33,11 @@ log = logging.getLogger("churn_serving.datasets")
 MAX_ECHOED_NAME = 100
 
 
+class ServingSettingError(ValueError):
+    """A serving setting that names something that does not exist (``churn serve`` and
+    ``churn-serve`` print it as one line)."""
+
+
 @dataclass
 class ServedDataset:
     """One served data set: its model manager, predict endpoint, inference log, metrics."""
@@ -156,7 +161,7 @@ class DatasetRegistry:
         if only is not None:
             unknown = [n for n in only if n not in known_names(default.name)]
             if unknown:
-                raise ValueError(
+                raise ServingSettingError(
                     f"CHURN_SERVING_DATASETS names unknown data sets {unknown}: known ones are "
                     f"{known_names(default.name)}"
                 )

@@ -63,7 +63,14 @@ def main() -> None:
     parser.add_argument("--host", default=None, help="bind address (CHURN_SERVING_HOST)")
     parser.add_argument("--port", type=int, default=None, help="port (CHURN_SERVING_PORT)")
     args = parser.parse_args()
-    run(host=args.host, port=args.port)
+    from churn_serving.datasets import ServingSettingError
+
+    try:
+        run(host=args.host, port=args.port)
+    except ServingSettingError as e:
+        if os.environ.get("CHURN_DEBUG"):
+            raise
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":  # python -m churn_serving.server

@@ -304,7 +304,7 @@ def register_promoted(
     registered = mlflow.register_model(model_uri, name)
     tags = {"candidate": candidate, "deployed_version": version}
     if threshold is not None:
-        tags["threshold"] = f"{threshold:.6g}"
+        tags["threshold"] = repr(float(threshold))  # exact: labels as churn_scores does
     for key, value in tags.items():
         client.set_model_version_tag(name, registered.version, key, value)
     client.update_model_version(

@@ -176,6 +176,29 @@ def test_a_wrong_setting_ends_in_one_line_naming_it(monkeypatch):
     assert result.exception is not None and type(result.exception).__name__ == "DatasetConfigError"
 
 
+def test_an_unknown_served_data_set_ends_in_one_line(tmp_path):
+    """``CHURN_SERVING_DATASETS`` naming a data set that does not exist: ``churn serve``
+    and ``churn-serve`` exit 1 with one line naming the setting, not a traceback."""
+    import os
+    import subprocess
+
+    from tests.conftest import BIN, free_port
+
+    env = {
+        **os.environ,
+        "CHURN_SERVING_DATASETS": "telco,nope",
+        "CHURN_STORAGE_URL": str(tmp_path),
+        "CHURN_SERVING_PORT": str(free_port()),
+    }
+    env.pop("CHURN_DEBUG", None)
+    for argv in ([str(BIN / "churn"), "serve"], [str(BIN / "churn-serve")]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        lines = [line for line in done.stderr.splitlines() if "unknown data sets" in line]
+        assert lines and "CHURN_SERVING_DATASETS names unknown data sets ['nope']" in lines[0]
+
+
 def test_a_damaged_pointer_is_named_in_the_error(tmp_path):
     """A half-written current.json: reading it names the file, not only the JSON position."""
     from churn_assets.lib import deployment as dep
