@@ -37,6 +37,7 @@ from churn_assets.sensors import (
     landing_zone_sensor,
     realized_performance_sensor,
     run_failure_recorder,
+    scores_follow_deployment,
 )
 
 
@@ -85,6 +86,7 @@ def build_definitions(
         sensors=[
             churn_automation,
             landing_zone_sensor,
+            scores_follow_deployment,
             drift_sensor,
             realized_performance_sensor,
             run_failure_recorder,

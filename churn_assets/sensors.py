@@ -273,6 +273,42 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     )
 
 
+@dg.sensor(
+    target=dg.AssetSelection.assets(scope.key("churn_scores")),
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keeps churn_scores on the deployed version: when the deployment pointer "
+    "names another version than the latest scores (a rollback from the CLI or the rollback "
+    "job, a promotion), requests one churn_scores run per pointer move. A backstop of "
+    "churn_automation's eager condition, which misses an update that lands in the same "
+    "tick as the scores it made.",
+)
+def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
+    from churn_assets.lib import deployment as dep
+
+    pointer = dep.read_current(platform.storage())
+    if pointer is None or not pointer.get("version"):
+        return dg.SkipReason("nothing is deployed")
+    instance = context.instance
+    if instance.get_latest_materialization_event(scope.key("current_features")) is None:
+        return dg.SkipReason("no current_features to score yet")
+    event = instance.get_latest_materialization_event(scope.key("churn_scores"))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    scored = meta.get("model_version")
+    scored = scored.value if scored is not None else None
+    version = pointer["version"]
+    if scored == version:
+        return dg.SkipReason(f"churn_scores are of the deployed version {version}")
+    return dg.RunRequest(
+        run_key=f"rescore-{version}-{pointer.get('updated_at')}",
+        tags={
+            "churn/trigger": "deployment",
+            "churn/reason": f"scores of {scored or 'no version'}, deployed {version}",
+            **scope.dataset_tags(),
+        },
+    )
+
+
 #: Run tags of a drift-triggered retraining: the reference it drifted from and the columns.
 DRIFT_REFERENCE_TAG = "churn/drift_reference"
 DRIFTED_COLUMNS_TAG = "churn/drifted_columns"

@@ -426,6 +426,42 @@ def deploy_versions(storage: Storage, names: list[str]) -> None:
         dep.set_current(storage, name, reason=f"test deploy {name}")
 
 
+def test_scores_follow_every_pointer_move(isolated_env: Path):
+    """Whatever moved the deployment pointer (two rollbacks in a row, which the eager
+    condition can miss when they land in one tick), churn_scores of another version get
+    one run per move; scores of the deployed version get none."""
+    from churn_assets.sensors import scores_follow_deployment
+
+    storage = Storage(str(isolated_env / "synthetic"))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def evaluate():
+        context = dg.build_sensor_context(
+            instance=instance, resources={"platform": ChurnPlatform()}
+        )
+        return scores_follow_deployment(context)
+
+    assert isinstance(evaluate(), dg.SkipReason)  # nothing deployed
+    deploy_versions(storage, ["v20260101-000000", "v20260102-000000"])
+    land(instance, "current_features")
+    assert dg.materialize(
+        [stand_in("churn_scores", model_version="v20260102-000000")], instance=instance
+    ).success
+    skip = evaluate()
+    assert isinstance(skip, dg.SkipReason) and "of the deployed version" in skip.skip_message
+    dep.rollback(storage, None)  # back to v20260101
+    first = evaluate()
+    assert isinstance(first, dg.RunRequest)
+    assert first.run_key.startswith("rescore-v20260101-000000-")
+    assert first.tags["churn/trigger"] == "deployment"
+    dep.set_current(storage, "v20260102-000000", reason="forward again")
+    second = evaluate()  # forward again: the scores (of v20260102) are the deployed one's
+    assert isinstance(second, dg.SkipReason)
+    dep.rollback(storage, "v20260101-000000")
+    third = evaluate()
+    assert isinstance(third, dg.RunRequest) and third.run_key != first.run_key
+
+
 def run_rollback(to: str = ""):
     from churn_assets.jobs import rollback_deployment_job
 
