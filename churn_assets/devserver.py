@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from churn_assets.interrupted_runs import fail_interrupted_runs, say_failed
 
@@ -170,6 +171,30 @@ def _stop_group(p: subprocess.Popen, interrupted: bool = False) -> None:
             time.sleep(0.2)
 
 
+#: Held (an exclusive ``flock``) by the ``churn dev`` running on a Dagster instance; the
+#: operating system releases it when that process ends, however it ends.
+LOCK_FILE = "churn-dev.lock"
+
+
+def instance_lock(home: Path) -> Any | None:
+    """The open lock file of the instance at ``home``, locked for this process; None when
+    another process holds it (another ``churn dev`` on the same instance, whose runs in
+    progress are alive)."""
+    import fcntl
+
+    handle = (home / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def run_dev(port: int = 3000, root: Path | None = None) -> int:
     """Run every process until we are interrupted; returns an exit code. A process that
     exits on its own is started again (a killed daemon restarts ``dagster dev``, after
@@ -177,6 +202,16 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
     :data:`RESTART_WINDOW` seconds; then everything stops."""
     root = root or Path.cwd()
     home = prepare_dagster_home(root)
+    lock = instance_lock(home)
+    if lock is None:
+        print(
+            f"another `churn dev` is running on the Dagster instance at {home} (it holds "
+            f"{home / LOCK_FILE}): stop it first, or give this one its own DAGSTER_HOME and "
+            "CHURN_STORAGE_URL. Starting here would mark that platform's runs in progress "
+            "failed.",
+            flush=True,
+        )
+        return 1
     workspace, datasets = prepare_workspace(root, home)
     set_pool_limits(pool_limits(datasets))
     say_failed(fail_interrupted_runs())
@@ -236,4 +271,5 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
         for sig, handler in before.items():
             signal.signal(sig, handler)
         print("stopped", flush=True)
+    lock.close()
     return code

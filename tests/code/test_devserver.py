@@ -13,6 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tests.conftest import free_port
+
 
 def test_runs_left_in_progress_are_failed_and_free_their_pool(tmp_path, monkeypatch):
     """A retraining run that was STARTED when the platform died holds the pool's one slot:
@@ -107,6 +109,38 @@ def test_a_code_server_starting_fails_its_own_locations_runs_then_becomes_the_se
     assert out.returncode == 0 and out.stdout.strip() == "code server up"
     assert "runs left in progress not checked (" in out.stderr
     assert "starting anyway" in out.stderr
+
+
+def test_a_second_churn_dev_on_the_same_instance_refuses_to_start(tmp_path, monkeypatch, capsys):
+    """Another `churn dev` holds the instance's lock: this one starts nothing and leaves
+    that platform's runs in progress alone; once the lock is released it may start."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from churn_assets import devserver
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    (tmp_path / "dagster.yaml").write_text("")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        live = instance.add_run(
+            DagsterRun(job_name="retraining", status=dg.DagsterRunStatus.STARTED)
+        ).run_id
+    started = []
+    monkeypatch.setattr(devserver, "processes", lambda *a: started.append(a) or {})
+    other = devserver.instance_lock(home)  # the running platform
+    assert other is not None
+
+    assert devserver.run_dev(port=free_port(), root=tmp_path) == 1
+
+    assert "another `churn dev` is running on the Dagster instance" in capsys.readouterr().out
+    assert started == []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+    other.close()
+    again = devserver.instance_lock(home)
+    assert again is not None
+    again.close()
 
 
 def test_a_process_that_exits_is_started_again_then_a_crash_loop_stops_all(
