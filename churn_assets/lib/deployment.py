@@ -280,7 +280,11 @@ def decide(
     if not_better:
         return GateDecision(
             False,
-            f"challenger not better by more than {min_margin} ({text})",
+            (
+                f"challenger not better by more than {min_margin} ({text})"
+                if all(gains[k] > 0 for k in not_better)
+                else f"challenger not better ({text})"
+            ),
             deployed_version,
             challenger,
             deployed,

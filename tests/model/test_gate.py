@@ -181,3 +181,12 @@ def test_resample_metrics_equal_sklearn(metric):
         p = y * 0.7 + rng.normal(0, 50, 400)
     exact = metric_function(metric, 0.45)(y, p)
     assert fast_metric_function(metric, 0.45)(y, p) == pytest.approx(exact, abs=1e-12)
+
+
+def test_a_slightly_worse_challenger_within_tolerance_is_kept_as_not_better():
+    """Below the deployed model on the point estimate: "not better", not "not better by
+    more than 0.0", which reads as if it were ahead."""
+    d = decide(
+        {"roc_auc": 0.9794}, {"roc_auc": 0.9795}, "v1", interval={"roc_auc": (-0.0004, 0.0002)}
+    )
+    assert not d.promote and d.reason.startswith("challenger not better (roc_auc 0.9794 vs")
