@@ -299,6 +299,10 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
     version = pointer["version"]
     if scored == version:
         return dg.SkipReason(f"churn_scores are of the deployed version {version}")
+    key = scope.key("churn_scores")
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100):
+        if _materializes(context, run, key):
+            return dg.SkipReason(f"run {run.run_id} materializing churn_scores is on its way")
     return dg.RunRequest(
         run_key=f"rescore-{version}-{pointer.get('updated_at')}",
         tags={
@@ -307,6 +311,17 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
             **scope.dataset_tags(),
         },
     )
+
+
+def _materializes(context: dg.SensorEvaluationContext, run: Any, key: dg.AssetKey) -> bool:
+    """Whether ``run`` (queued or in progress) materializes ``key``: its asset selection,
+    or, for a whole asset job of this code location, the job's assets."""
+    if run.asset_selection is not None:
+        return key in run.asset_selection
+    repo = getattr(context, "repository_def", None)
+    if repo is None or not repo.has_job(run.job_name):
+        return False
+    return key in repo.get_job(run.job_name).asset_layer.executable_asset_keys
 
 
 #: Run tags of a drift-triggered retraining: the reference it drifted from and the columns.

@@ -460,6 +460,17 @@ def test_scores_follow_every_pointer_move(isolated_env: Path):
     dep.rollback(storage, "v20260101-000000")
     third = evaluate()
     assert isinstance(third, dg.RunRequest) and third.run_key != first.run_key
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    instance.add_run(  # a run that scores anyway (a retraining, a landing run) on its way
+        DagsterRun(
+            job_name="x",
+            status=dg.DagsterRunStatus.STARTED,
+            asset_selection=frozenset({dg.AssetKey("churn_scores")}),
+        )
+    )
+    waiting = evaluate()
+    assert isinstance(waiting, dg.SkipReason) and "on its way" in waiting.skip_message
 
 
 def run_rollback(to: str = ""):
