@@ -185,9 +185,9 @@ def test_mlflow_runs_nested_finished_and_aliases(deployed):
     assert (labels == scores["churn_label"].to_numpy()).all()
 
 
-def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
-    storage, _, first, _ = deployed
-    s = Storage(str(storage / "synthetic"))
+def _deploy_a_copy(s: Storage) -> tuple[str, dict, str]:
+    """Deploy a copy of the deployed version: (the deployed version, its manifest, the
+    copy's version, now deployed)."""
     v1 = dep.read_current(s)["version"]
     m1 = dep.read_manifest(s, v1)
     artifacts = {n: s.read_bytes(f"deployments/versions/{v1}/{n}") for n in m1["artifacts"]}
@@ -196,6 +196,13 @@ def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
         s, v2, artifacts, {k: v for k, v in m1.items() if k not in ("version", "artifacts")}
     )
     dep.set_current(s, v2, reason="test")
+    return v1, m1, v2
+
+
+def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
+    storage, _, first, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    v1, m1, v2 = _deploy_a_copy(s)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("")
@@ -251,14 +258,7 @@ def test_a_rollback_with_mlflow_down_says_so_and_is_repaired_once_it_answers(dep
 
     storage, _, _, _ = deployed
     s = Storage(str(storage / "synthetic"))
-    v1 = dep.read_current(s)["version"]
-    m1 = dep.read_manifest(s, v1)
-    artifacts = {n: s.read_bytes(f"deployments/versions/{v1}/{n}") for n in m1["artifacts"]}
-    v2 = dep.new_version(s)
-    dep.write_version(
-        s, v2, artifacts, {k: v for k, v in m1.items() if k not in ("version", "artifacts")}
-    )
-    dep.set_current(s, v2, reason="test")
+    v1, m1, v2 = _deploy_a_copy(s)
     client = mlflow_client(storage)
     name = "synthetic-churn-classifier"
     client.delete_registered_model_alias(name, "champion")  # what the failed move leaves

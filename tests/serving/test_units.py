@@ -142,19 +142,22 @@ def test_a_date_feature_is_sent_as_the_date_and_counted_to_the_versions_day():
         old.to_arrays([{"last_login": "2024-06-01", "spend": 5}], [0])
 
 
+#: A version with one date feature, counted to 2024-07-01.
+LOGIN_DATED = {
+    "features": {"numeric": ["days_since_last_login"], "categorical": []},
+    "feature_schema": {"days_since_last_login": {"min": 0.0, "max": 400.0}},
+    "feature_definition": {
+        "dates": {"last_login": "days_since_last_login"},
+        "dates_as_of": "2024-07-01",
+    },
+}
+
+
 def test_a_request_may_count_dates_to_its_own_day():
     """``?as_of=`` counts dates sent as dates to that day instead of the version's."""
     from churn_serving.schema import parse_as_of
 
-    manifest = {
-        "features": {"numeric": ["days_since_last_login"], "categorical": []},
-        "feature_schema": {"days_since_last_login": {"min": 0.0, "max": 400.0}},
-        "feature_definition": {
-            "dates": {"last_login": "days_since_last_login"},
-            "dates_as_of": "2024-07-01",
-        },
-    }
-    schema = FeatureSchema(manifest)
+    schema = FeatureSchema(LOGIN_DATED)
     as_of = parse_as_of("as_of=2024-08-01")
     assert as_of == dt.datetime(2024, 8, 1)
     num, _, _ = schema.at(as_of).to_arrays([{"last_login": "2024-06-01"}], [0])
@@ -176,15 +179,7 @@ def test_a_request_may_count_dates_to_its_own_day():
 
 def test_a_date_feature_in_an_arrow_body():
     pa = pytest.importorskip("pyarrow")
-    manifest = {
-        "features": {"numeric": ["days_since_last_login"], "categorical": []},
-        "feature_schema": {"days_since_last_login": {"min": 0.0, "max": 400.0}},
-        "feature_definition": {
-            "dates": {"last_login": "days_since_last_login"},
-            "dates_as_of": "2024-07-01",
-        },
-    }
-    schema = FeatureSchema(manifest)
+    schema = FeatureSchema(LOGIN_DATED)
     table = pa.table({"last_login": pa.array([dt.date(2024, 6, 1), None], pa.date32())})
     num, _, _ = schema.arrow_to_arrays(table)
     assert num[0, 0] == 30.0 and math.isnan(num[1, 0])
