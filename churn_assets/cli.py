@@ -352,23 +352,6 @@ def draft_config_command(
     click.echo(f"wrote {out}; check it, then: churn demo --dataset {out}", err=True)
 
 
-def _record_rollback(settings: Any, name: str, version: str) -> str:
-    """Tell the Dagster instance (``$DAGSTER_HOME``, default ``.churn/dagster_home``) that
-    the deployed version changed, so ``churn_scores`` re-scores; never fails the rollback."""
-    from churn_assets.deployment.events import deployment_key, report_rollback
-    from churn_assets.lib.datasets import load_dataset_config
-
-    try:
-        default = load_dataset_config(os.environ.get("CHURN_DATASET") or "synthetic").name
-        key = deployment_key(name, default)
-        return report_rollback(_dagster_home(), key, version, "churn rollback")
-    except Exception as e:  # the pointer moved: serving follows it whatever happens here
-        return (
-            f"not recorded in the Dagster instance ({type(e).__name__}: {e}): churn_scores "
-            "re-scores with the next landing or retraining run"
-        )
-
-
 def _deployment_storage(dataset: str | None):
     from churn_assets.lib.datasets import load_dataset_config
     from churn_assets.lib.settings import ChurnSettings, join_url
@@ -413,8 +396,6 @@ def rollback(to: str | None, dataset: str | None, no_pin: bool) -> None:
         pointer = rollback_deployment(storage, settings, name, to, pin=not no_pin)
     except DeploymentError as e:
         raise click.ClickException(str(e)) from e
-    if not pointer.get("already_deployed"):
-        click.echo(_record_rollback(settings, name, pointer["version"]))
     problem = aliases_problem(pointer)
     if problem:
         raise click.ClickException(problem)

@@ -103,22 +103,20 @@ class RollbackConfig(dg.Config):
     description="Move the deployment pointer and the MLflow champion aliases back.",
     pool=RETRAINING_POOL,
 )
-def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform):
-    """Roll back, and record it as a materialization of ``deployed_model_version`` so that
-    ``churn_scores`` re-scores with the version rolled back to."""
-    from churn_assets.deployment.events import rollback_materialization
+def rollback_op(
+    context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform
+) -> str:
+    """Roll back (``churn_scores`` follows through ``scores_follow_deployment``)."""
     from churn_assets.lib.rollback import aliases_problem, rollback_deployment
 
     pointer = rollback_deployment(
         platform.storage(), platform.settings(), platform.dataset_config().name, config.to or None
     )
     context.log.info(f"deployed version is now {pointer['version']}")
-    key = scope.key("deployed_model_version")
-    yield rollback_materialization(key, pointer["version"], "rollback_deployment_job")
     problem = aliases_problem(pointer)
     if problem:  # a registry that names another champion than what is served: fail loudly
         raise dg.Failure(description=problem, allow_retries=False)
-    yield dg.Output(pointer["version"])
+    return pointer["version"]
 
 
 @dg.job(

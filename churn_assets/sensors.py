@@ -249,18 +249,16 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     if features is not None and features.timestamp >= raw.timestamp:
         return None
     landing = {j.name for j in LANDING_JOBS}
-    ours = instance.get_runs(
-        filters=dg.RunsFilter(job_name=None, statuses=list(PENDING), tags=scope.dataset_tags()),
-        limit=50,
-    )
-    if any(r.job_name in landing for r in ours):
-        return None
-    # a run materializing current_features on its way (a backfill or a materialization
-    # from the UI, which carry no data set tag) refreshes them too
+    ours = scope.dataset_tags().items()
     features_key = scope.key("current_features")
     pending = instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100)
-    if any(features_key in (r.asset_selection or ()) for r in pending):
-        return None
+    for r in pending:
+        if r.job_name in landing and ours <= r.tags.items():
+            return None
+        # a run materializing current_features on its way (a backfill or a materialization
+        # from the UI, which carry no data set tag) refreshes them too
+        if features_key in (r.asset_selection or ()):
+            return None
     return dg.RunRequest(
         run_key=f"refresh-features-{raw.run_id}-{raw.timestamp:.3f}",
         job_name=customers_landing_job.name,
@@ -279,9 +277,9 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps churn_scores on the deployed version: when the deployment pointer "
     "names another version than the latest scores (a rollback from the CLI or the rollback "
-    "job, a promotion), requests one churn_scores run per pointer move. A backstop of "
-    "churn_automation's eager condition, which misses an update that lands in the same "
-    "tick as the scores it made.",
+    "job, which move the pointer outside any asset), requests one churn_scores run per "
+    "pointer move. churn_automation's eager condition cannot see such a move (and misses "
+    "an update landing in the tick of the scores it made).",
 )
 def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
     from churn_assets.lib import deployment as dep

@@ -195,7 +195,7 @@ def parse_as_of(query: str | bytes | None) -> dt.datetime | None:
         today = dt.datetime.now(dt.UTC).date()
         return dt.datetime(today.year, today.month, today.day)
     try:
-        when = dt.datetime.fromisoformat(value)
+        return naive_utc(value)
     except ValueError:
         raise validation_error(
             [
@@ -208,6 +208,12 @@ def parse_as_of(query: str | bytes | None) -> dt.datetime | None:
                 )
             ]
         ) from None
+
+
+def naive_utc(text: str) -> dt.datetime:
+    """An ISO date or date-time as naive UTC, as training stores dates (an offset is
+    applied). Raises ValueError for anything else."""
+    when = dt.datetime.fromisoformat(text.strip())
     if when.tzinfo is not None:
         when = when.astimezone(dt.UTC).replace(tzinfo=None)
     return when
@@ -884,11 +890,9 @@ class FeatureSchema:
         if not isinstance(value, str):
             return BadDate(key, value)
         try:
-            when = dt.datetime.fromisoformat(value.strip())
+            when = naive_utc(value)
         except ValueError:
             return BadDate(key, value)
-        if when.tzinfo is not None:  # training dates are naive UTC
-            when = when.astimezone(dt.UTC).replace(tzinfo=None)
         assert self.dates_as_of is not None
         return (self.dates_as_of - when).total_seconds() / 86_400
 

@@ -203,19 +203,10 @@ def test_rollback_moves_pointer_and_alias(deployed, tmp_path):
     storage, _, first, _ = deployed
     s = Storage(str(storage / "synthetic"))
     v1, m1, v2 = _deploy_a_copy(s)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("")
-    env = {"CHURN_STORAGE_URL": str(storage), "PATH": str(BIN), "DAGSTER_HOME": str(home)}
+    env = {"CHURN_STORAGE_URL": str(storage), "PATH": str(BIN)}
     done = subprocess.run([str(BIN / "churn"), "rollback"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert f"now {v1}" in done.stdout and "aliases moved" in done.stdout
-    assert f"recorded in the Dagster instance: churn_scores re-scores with {v1}" in done.stdout
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey("deployed_model_version"))
-        assert event.asset_materialization.metadata["version"].value == v1
     assert "pinned until `churn unpin`" in done.stdout
     pointer = dep.read_current(s)
     assert pointer["version"] == v1 and pointer["history"][-1]["version"] == v2
