@@ -14,6 +14,7 @@ import dagster as dg
 
 from churn_assets.lib import notify
 from churn_assets.scope import DATASET_TAG
+from churn_assets.tick_errors import posting_errors
 
 #: Seconds between evaluations: a failure is posted within about this long.
 NOTIFY_INTERVAL_SECONDS = 15
@@ -98,6 +99,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> notify.Alert:
     description="Posts every failed run (job, failed steps, their assets, root causes, a link "
     "to the run) to the Slack-compatible webhook CHURN_ALERT_WEBHOOK_URL; skips when unset.",
 )
+@posting_errors("run_failure_notifier", "failed runs are not posted")
 def run_failure_notifier(context: dg.RunFailureSensorContext):
     url = notify.webhook_url()
     run = context.dagster_run
@@ -154,6 +156,7 @@ def check_failure_alert(entry: dg.EventLogEntry, job: str | None = None) -> noti
     "message per check; skips when unset. Failed checks of failed runs are listed in the "
     "run_failure_notifier's message.",
 )
+@posting_errors("check_failure_notifier", "failed asset checks are not posted")
 def check_failure_notifier(context: dg.RunStatusSensorContext):
     run = context.dagster_run
     failed = failed_checks(context.instance, run.run_id)

@@ -29,6 +29,7 @@ from churn_assets.lib.freshness import (
     retraining_window,
 )
 from churn_assets.schedules import DEFAULT_CRON
+from churn_assets.tick_errors import posting_errors
 from churn_assets.training_state import first_untrained_input, last_completed_training_record
 
 DEFAULT_HORIZON_DAYS = 90
@@ -119,6 +120,7 @@ def stale_deployment_alert(
     "completing. Once per waiting batch; skips when unset. With no new data the deployment "
     "is current, however old.",
 )
+@posting_errors("stale_deployment_notifier", "stale deployments are not posted")
 def stale_deployment_notifier(context: dg.SensorEvaluationContext):
     instance = context.instance
     trained = last_completed_training_record(instance)

@@ -4,6 +4,7 @@ import dagster as dg
 
 from churn_assets import scope
 from churn_assets.jobs import retention_job, retraining_job
+from churn_assets.tick_errors import posting_errors
 from churn_assets.training_state import TRAINING_INPUTS, last_completed_training, latest_inputs
 
 DEFAULT_CRON = "0 * * * *"
@@ -23,6 +24,7 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         "materialized after it); otherwise the tick is skipped with the reason. It queues "
         "behind any retraining run already in progress.",
     )
+    @posting_errors("hourly_retraining", "no retraining is started on new data", "Schedule")
     def hourly_retraining(context: dg.ScheduleEvaluationContext):
         from churn_assets.lib.retraining_policy import scheduled_retraining
 

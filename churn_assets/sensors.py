@@ -1,11 +1,9 @@
 """Sensors: new landing files → ingestion run; drift or degraded realized performance →
 retraining run; failures recorded."""
 
-import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -18,62 +16,10 @@ from churn_assets.jobs import (
     transactions_landing_job,
 )
 from churn_assets.resources import ChurnPlatform
+from churn_assets.tick_errors import posting_errors
 
 #: Longest reason carried in a run tag (the whole reason is in the check's description).
 REASON_TAG_CHARS = 200
-
-
-#: The error each sensor last posted, in this code server process: a sensor failing the
-#: same way on every tick is posted once, again after a tick that succeeds.
-_POSTED_ERRORS: dict[str, str] = {}
-
-
-def post_tick_error(sensor: str, error: BaseException) -> bool:
-    """Post a failed tick of ``sensor`` to the webhook (``CHURN_ALERT_WEBHOOK_URL``) unless
-    this error was the last one posted for it; True when posted. A sensor that fails on
-    every tick (an unreachable landing zone, a bad config) would otherwise stop ingestion
-    with nothing but failed ticks in the UI."""
-    from churn_assets.lib import notify
-    from churn_assets.retries import describe
-
-    text = describe(error)
-    if _POSTED_ERRORS.get(sensor) == text:
-        return False
-    _POSTED_ERRORS[sensor] = text
-    url = notify.webhook_url()
-    if url is None:
-        return False
-    alert = notify.Alert(
-        title=f"Sensor {sensor} failed: nothing it watches is picked up",
-        reason=text,
-        link=f"{notify.ui_url()}/overview/automation",
-        details={"Sensor": sensor, "Next": "it retries every tick; posted once per error"},
-    )
-    try:
-        notify.post_alert(url, alert)
-    except Exception:  # noqa: BLE001 - the tick's own error is what the UI must show
-        return False
-    return True
-
-
-def posting_errors(sensor: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wrap a sensor function: a tick that raises is posted (:func:`post_tick_error`) and
-    raised again, so it still fails in the UI; a tick that succeeds ends the episode."""
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def tick(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as e:
-                post_tick_error(sensor, e)
-                raise
-            _POSTED_ERRORS.pop(sensor, None)
-            return result
-
-        return tick
-
-    return wrap
 
 
 #: A landing file modified less than this many seconds ago (``CHURN_LANDING_SETTLE_SECONDS``)
@@ -145,7 +91,7 @@ def _landing_listing(
     "the other (pool 'ingest'). A bad file is moved to quarantine by its run, so it is never "
     "retried.",
 )
-@posting_errors("landing_zone_sensor")
+@posting_errors("landing_zone_sensor", "nothing it watches is picked up")
 def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
     from churn_assets.partitions import (
         RAW_TRANSACTIONS,
@@ -281,6 +227,7 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     "pointer move. churn_automation's eager condition cannot see such a move (and misses "
     "an update landing in the tick of the scores it made).",
 )
+@posting_errors("scores_follow_deployment", "churn_scores may not follow the deployed version")
 def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
     from churn_assets.lib import deployment as dep
 
@@ -347,6 +294,7 @@ def _drift_requests_against(instance: dg.DagsterInstance, reference: str) -> lis
     "nothing is deployed yet (the first model deploys itself). Runs queue one at a time "
     "(pool 'retraining').",
 )
+@posting_errors("drift_sensor", "drift reports start no retraining")
 def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     from churn_assets.lib.retraining_policy import drift_episode
 
@@ -394,6 +342,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     "or more than CHURN_REALIZED_MARGIN below the deployment-time figure); the run's "
     "'churn/reason' tag says why. One request per evaluated snapshot (version and cut-off).",
 )
+@posting_errors("realized_performance_sensor", "degraded realized performance starts no retraining")
 def realized_performance_sensor(
     context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
 ) -> dg.RunRequest | dg.SkipReason:
@@ -426,6 +375,7 @@ def realized_performance_sensor(
     description="Records every failed run (job, step errors) under "
     "<storage>/<data set>/monitoring/failures/ and in the sensor's log.",
 )
+@posting_errors("run_failure_recorder", "failed runs are not recorded")
 def run_failure_recorder(context: dg.RunFailureSensorContext, platform: ChurnPlatform):
     import datetime as dt
 

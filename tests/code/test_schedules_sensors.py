@@ -258,7 +258,7 @@ def test_a_landing_sensor_failing_every_tick_is_posted_once_per_episode(
     """A landing zone that cannot be listed fails every tick: the webhook gets one post
     naming the error (not one per tick), the tick still fails; after a good tick the next
     failure is posted again."""
-    from churn_assets import sensors
+    from churn_assets import sensors, tick_errors
     from tests.integration.conftest import Webhook
 
     hook = Webhook()
@@ -285,7 +285,76 @@ def test_a_landing_sensor_failing_every_tick_is_posted_once_per_episode(
         assert len(hook.bodies) == 2
     finally:
         hook.close()
-        sensors._POSTED_ERRORS.clear()
+        tick_errors._POSTED_ERRORS.clear()
+
+
+def test_other_sensors_and_the_schedule_post_failed_ticks(isolated_env: Path, monkeypatch):
+    """Not only the landing sensor: a deployment pointer that cannot be read fails
+    scores_follow_deployment's ticks, an instance that cannot be read the hourly schedule's;
+    each is posted once under its own name and says what stops, and still fails."""
+    from churn_assets import tick_errors
+    from churn_assets.schedules import retraining_schedule
+    from churn_assets.sensors import scores_follow_deployment
+    from tests.integration.conftest import Webhook
+
+    hook = Webhook()
+    monkeypatch.setenv("CHURN_ALERT_WEBHOOK_URL", hook.url)
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError("[Errno 13] Permission denied: '.../deployments/current.json'")
+
+    try:
+        monkeypatch.setattr(dep, "read_current", unreadable)
+        with (
+            dg.instance_for_test() as instance,
+            dg.build_sensor_context(
+                instance=instance, resources={"platform": ChurnPlatform()}
+            ) as context,
+        ):
+            for _ in range(2):
+                with pytest.raises(PermissionError):
+                    scores_follow_deployment(context)
+        monkeypatch.setattr(
+            "churn_assets.schedules.latest_inputs",
+            lambda instance: (_ for _ in ()).throw(ConnectionError("event log unreachable")),
+        )
+        schedule = retraining_schedule()
+        with dg.instance_for_test() as instance:
+            for _ in range(2):
+                with pytest.raises(ConnectionError, match="event log unreachable"):
+                    schedule(dg.build_schedule_context(instance=instance))
+        texts = [json.dumps(body) for body in hook.bodies]
+        assert len(texts) == 2, texts
+        assert "Sensor scores_follow_deployment failed: churn_scores may not follow" in texts[0]
+        assert "PermissionError: [Errno 13]" in texts[0]
+        assert "Schedule hourly_retraining failed: no retraining" in texts[1]
+        assert "ConnectionError: event log unreachable" in texts[1]
+    finally:
+        hook.close()
+        tick_errors._POSTED_ERRORS.clear()
+
+
+def test_every_sensor_and_schedule_function_posts_its_failed_ticks():
+    """Every sensor or schedule function of the code location carries ``posting_errors``
+    (a new one without it would fail silently, in the UI's tick history only)."""
+    import ast
+    import inspect
+
+    from churn_assets import alert_sensors, freshness, schedules, sensors
+
+    found = []
+    for module in (sensors, alert_sensors, freshness, schedules):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            names = [
+                ast.unparse(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list
+            ]
+            if any(n.startswith("dg.") and n.endswith(("sensor", "schedule")) for n in names):
+                found.append(node.name)
+                assert "posting_errors" in names, f"{module.__name__}.{node.name}"
+    assert {"landing_zone_sensor", "drift_sensor", "hourly_retraining"} <= set(found)
+    assert len(found) == 9, found
 
 
 def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
