@@ -2,8 +2,9 @@
 
 This is where a data set config meets the feature code: which cut-off labels use, which
 cut-off "now" is for scoring, and how the training set is split (by a stable hash of
-``customer_id`` for snapshot data; temporal — train on an earlier cut-off, validate on the
-later one — for transaction data whenever the history allows).
+``customer_id`` for snapshot data and labels read from the customer table; temporal — train
+on an earlier cut-off, validate on the later one — for labels derived from transactions
+whenever the history allows).
 """
 
 from __future__ import annotations
@@ -409,7 +410,12 @@ def build_training_set(
             + hint
         )
     cutoff = label_cutoff(cfg, transactions) if transactions is not None else None
-    if cutoff is not None and m.temporal_validation:
+    # A label read from the customer table (or a label file) is each customer's status at
+    # one date: at an earlier cut-off it would be the same row's label again, so training
+    # there would train on the evaluated customers' own labels. Only labels derived from
+    # transactions are known at an earlier cut-off.
+    derived = cfg.labels.source == "transactions"
+    if cutoff is not None and m.temporal_validation and derived:
         earlier = cutoff - dt.timedelta(days=cfg.labels.horizon_days)
         first = transactions.lazy().select(pl.col("timestamp").min()).collect().item()
         enough_history = first is not None and first.date() <= earlier - dt.timedelta(
@@ -434,8 +440,15 @@ def build_training_set(
                     "evaluation_cutoff": cutoff.isoformat(),
                 }
         reason = "not enough history before an earlier cut-off"
+    elif cutoff is None:
+        reason = "snapshot data"
+    elif not derived:
+        reason = (
+            "the churn label is a column of the customer table, known at one date only: an "
+            "earlier cut-off would train on the evaluated customers' own labels"
+        )
     else:
-        reason = "snapshot data" if cutoff is None else "temporal validation disabled"
+        reason = "temporal validation disabled"
     train_share = 1.0 - m.validation_fraction - m.holdout_fraction
     split = _hashed(
         features,
