@@ -569,23 +569,38 @@ ID_OWNER_WORDS = ("customer", "client", "account", "member", "user", "subscriber
 ID_ENDINGS = ("id", "num", "no", "nr", "number", "key", "code")
 
 
+#: A repeating column named for an owner and like a number (``cust_id`` of a customer-month
+#: table) is taken for the id when it has at least this many distinct values.
+MIN_REPEATED_IDS = 20
+
+
 def _distinct_id(table: _Table, taken: tuple[str | None, ...]) -> str | None:
     """A column that identifies customers though not named like :data:`ID_NAMES`: named
     for an owner (``CLIENTNUM``) or ending like a number (``account_no``), text or whole
-    numbers, present and distinct in every row read, and not a row number (1, 2, 3 …)."""
+    numbers, present and distinct in every row read, and not a row number (1, 2, 3 …).
+    Without one, a column named for an owner and ending like a number (``cust_id``) whose
+    values repeat: the id of a table with several rows per customer (``latest_by``), or of
+    one with duplicates, which the draft then refuses naming them."""
+    repeated = None
     for col in table.frame.columns:
         key = _key(col)
-        if col in taken or not (any(w in key for w in ID_OWNER_WORDS) or key.endswith(ID_ENDINGS)):
+        owner = any(w in key for w in ID_OWNER_WORDS)
+        if col in taken or not (owner or key.endswith(ID_ENDINGS)):
             continue
         s = table.frame[col]
         text = s.cast(pl.String).str.strip_chars()
-        if text.null_count() or (text == "").any() or text.n_unique() != text.len():
+        if text.null_count() or (text == "").any() or s.dtype.is_float():
+            continue
+        if text.n_unique() != text.len():
+            enough = text.n_unique() >= max(MIN_REPEATED_IDS, 0.05 * text.len())
+            if repeated is None and owner and key.endswith(ID_ENDINGS) and enough:
+                repeated = col
             continue
         share, integers = _parsed(table, col, "integer")
-        if s.dtype.is_float() or (share == 1.0 and _row_number(integers)):
+        if share == 1.0 and _row_number(integers):
             continue
         return col
-    return None
+    return repeated
 
 
 def _money_column(table: _Table, taken: tuple[str, ...]) -> str | None:
@@ -601,7 +616,23 @@ def _money_column(table: _Table, taken: tuple[str, ...]) -> str | None:
 
 
 #: Label values that say the outcome is not known (compared by :func:`_key`, lower case).
-UNKNOWN_LABELS = ("unknown", "unk", "na", "n/a", "none", "null", "pending", "tbd", "?")
+UNKNOWN_LABELS = ("unknown", "unk", "na", "n/a", "nan", "none", "null", "pending", "tbd", "?")
+#: Label column names (as :func:`_key` gives them, after a leading ``is``, ``has`` or
+#: ``still``) that say the customer stayed: their yes / 1 / true means retained.
+RETAINED_LABEL_NAMES = (
+    *("retained", "retention", "retain", "active", "stayed", "stay", "renewed", "renewal"),
+    *("renew", "loyal", "subscribed", "current", "alive", "survived", "activecustomer"),
+)
+
+
+def _means_retained(label: str) -> bool:
+    """Whether the label column's name says the customer stayed (``retained``,
+    ``is_active``, ``still_subscribed``)."""
+    key = _key(label)
+    for prefix in ("is", "has", "still"):
+        if key.startswith(prefix) and key[len(prefix) :] in RETAINED_LABEL_NAMES:
+            return True
+    return key in RETAINED_LABEL_NAMES
 
 
 def _shared_ids(table: _Table, ident: str) -> str:
@@ -636,13 +667,13 @@ def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
     values = values.filter(values != "")
     counts = values.value_counts(sort=True).rows()
     unknown = [(v, n) for v, n in counts if _key(v) in UNKNOWN_LABELS]
-    known = [(v, n) for v, n in counts if _key(v) not in UNKNOWN_LABELS]
+    known = _same_values([(v, n) for v, n in counts if _key(v) not in UNKNOWN_LABELS])
     if unknown and len(known) == 2:
         positive, why = _positive_of(known, label)
         negative = next(v for v, _ in known if v != positive)
         shown = ", ".join(f"{v!r} ({n:,})" for v, n in unknown)
         return positive, f"{why}; CHECK: {negative!r} means retained, {shown}: no label", [negative]
-    positive, why = _positive_of(counts, label)
+    positive, why = _positive_of(_same_values(counts), label)
     values = [v for v, _ in counts]
     keys = dict(zip(values, label_keys(values), strict=True))
     key = label_keys([positive])[0]
@@ -650,14 +681,34 @@ def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
     return positive, why, others if len({keys[v] for v in others}) > 1 else None
 
 
+def _same_values(counts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Label values and counts with the spellings ingestion reads as one value ("Yes",
+    "yes", "YES"; "1", "1.0") added up under the most common one, most common first."""
+    merged: dict[str, tuple[str, int]] = {}
+    for (value, n), key in zip(counts, label_keys([v for v, _ in counts]), strict=True):
+        first, total = merged.get(key, (value, 0))
+        merged[key] = (first, total + n)
+    return sorted(merged.values(), key=lambda vn: -vn[1])
+
+
 def _positive_of(counts: list[tuple[str, int]], label: str) -> tuple[str, str]:
-    """:func:`_positive` of a label column's values and their counts, most common first."""
+    """:func:`_positive` of a label column's values and their counts, most common first. A
+    column named for staying (:func:`_means_retained`) has its yes / 1 / true retained."""
     labels = pl.DataFrame({"v": [v for v, _ in counts]}, schema={"v": pl.String})
     keys = set(labels.select(label_key(pl.col("v")))["v"])
+    stays = _means_retained(label)
     if keys and keys <= {"1.0", "0.0"}:
+        if stays and keys == {"1.0", "0.0"}:
+            return "0", f"CHECK: 0 means churned: the column's name ({label!r}) says 1 stayed"
         return "1", "1 means churned"
     for yes, no in (("yes", "no"), ("true", "false"), ("y", "n"), ("t", "f")):
         if keys and keys <= {yes, no}:
+            if stays and keys == {yes, no}:
+                original = next((v for v, _ in counts if v.lower() == no), no)
+                return original, (
+                    f"CHECK: {original!r} means churned: the column's name ({label!r}) says "
+                    f"{yes!r} stayed"
+                )
             original = next((v for v, _ in counts if v.lower() == yes), yes)
             return original, f"{original!r} means churned"
     churn_words = [v for v, _ in counts if _key(v) in POSITIVE_LABEL_WORDS]
@@ -974,8 +1025,13 @@ def draft_config(
             *_source_lines(table),
             f"  id_column: {_yaml(ident)}"
             + (
-                "   # CHECK: named like an id and distinct in every row read: the customer "
-                "id, not a feature"
+                (
+                    "   # CHECK: named like an id, a customer's rows repeat it (latest_by): "
+                    "the customer id, not a feature"
+                    if latest is not None
+                    else "   # CHECK: named like an id and distinct in every row read: the "
+                    "customer id, not a feature"
+                )
                 if guessed
                 else ""
             )

@@ -821,3 +821,96 @@ def test_a_german_export_names_its_customer_and_amount_columns_in_german(tmp_pat
     tx = raw["transactions"]
     assert (tx["customer_id"], tx["amount"], tx["decimal"]) == ("Kundennummer", "Betrag", ",")
     assert "activity_only" not in tx
+
+
+def test_a_repeating_id_named_for_its_owner_is_the_id_not_a_feature(tmp_path):
+    """A customer-month table whose id is ``cust_id``: the id (its months kept by
+    ``latest_by``), never an integer feature beside numbered rows; the same id repeating
+    with no month is refused, naming it."""
+    rng = np.random.default_rng(1)
+    customers, months = 300, 6
+    ids = [f"{i:06d}" for i in range(customers)]
+    monthly = tmp_path / "customer_months.csv"
+    pl.DataFrame(
+        {
+            "cust_id": np.repeat(ids, months),
+            "month": np.tile([f"2024-{m:02d}" for m in range(1, months + 1)], customers),
+            "usage": rng.normal(size=customers * months).round(3),
+            "churn_next_month": rng.choice([0, 1], customers * months, p=[0.8, 0.2]),
+        }
+    ).write_csv(monthly)
+    text = draft_config(str(monthly), label="churn_next_month")
+    cfg, raw = _load(text, tmp_path)
+    assert raw["customers"]["id_column"] == "cust_id" and not cfg.customers.row_ids
+    assert raw["customers"]["latest_by"]["name"] == "month"
+    assert "a customer's rows repeat it (latest_by)" in text
+    names = {a["name"] for a in raw["customers"]["attributes"]}
+    assert "cust_id" not in names and "month" not in names
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.frame.height == customers
+    assert res.frame["customer_id"].sort().to_list() == ids  # leading zeros kept
+
+    dups = tmp_path / "dups" / "accounts.csv"
+    dups.parent.mkdir()
+    pl.DataFrame(
+        {
+            "cust_no": [f"{i:06d}" for i in range(400)] + ["000007", "000011"],
+            "region": rng.choice(["N", "S"], 402),
+            "churned_flag": rng.choice([0, 1], 402),
+        }
+    ).write_csv(dups)
+    with pytest.raises(DraftError, match="the id column 'cust_no' repeats values"):
+        draft_config(str(dups), label="churned_flag")
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "positive"),
+    [
+        ("retained", ["1", "0"], "0"),
+        ("is_active", ["true", "false"], "false"),
+        ("Stayed", ["Yes", "No"], "No"),
+        ("Exited", ["1", "0"], "1"),  # a churn word: 1 is churned
+    ],
+)
+def test_a_label_named_for_staying_has_its_no_churned(tmp_path, column, values, positive):
+    """``retained`` / ``is_active`` / ``stayed`` with 1-0, true-false, yes-no: churned is
+    the 0 / false / no (marked CHECK), not a churn model of the retention rate."""
+    csv = tmp_path / "members.csv"
+    n = 300
+    pl.DataFrame(
+        {
+            "id": [f"M{i}" for i in range(n)],
+            "age": [20 + i % 50 for i in range(n)],
+            column: [values[0] if i % 4 else values[1] for i in range(n)],  # 75% the first
+        }
+    ).write_csv(csv)
+    text = draft_config(str(csv), label=column)
+    cfg, _ = _load(text, tmp_path)
+    assert [v.lower() for v in cfg.labels.churned_positive] == [positive.lower()]
+    res = ingest_customers(cfg, str(tmp_path))
+    expected = 75 if positive == values[1] else 225
+    assert res.label_problem is None and res.frame["churned"].sum() == expected
+    if positive == values[1]:
+        assert "CHECK:" in text and f"the column's name ({column!r}) says" in text
+
+
+def test_a_label_spelled_in_several_cases_with_nan_is_two_values(tmp_path):
+    """Yes / yes / YES / No / no and NaN (ingestion compares without case): drafted as
+    yes churned, No retained, NaN no label; every row ingests with its label."""
+    csv = tmp_path / "crm.csv"
+    spellings = ["Yes", "yes", "YES", "No", "no", "no", "NaN", "No"]
+    n = 400
+    pl.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(n)],
+            "tenure": [i % 70 for i in range(n)],
+            "Churn": [spellings[i % len(spellings)] for i in range(n)],
+        }
+    ).write_csv(csv)
+    text = draft_config(str(csv), label="Churn")
+    cfg, _ = _load(text, tmp_path)
+    assert [v.lower() for v in cfg.labels.churned_positive] == ["yes"]
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.label_problem is None
+    assert res.frame["churned"].sum() == 150  # 3 of every 8
+    assert res.frame["churned"].null_count() == 50  # the NaN rows: scored, not trained on
