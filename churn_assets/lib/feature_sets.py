@@ -24,6 +24,7 @@ from churn_assets.lib.features import (
     cutoff_before,
     top_categories,
 )
+from churn_assets.lib.ingest import ids_with_other_zeros
 
 INTERNAL = ("_source_file", "_parse_errors", "_quarantined")
 SPLITS = ("train", "validation", "holdout")
@@ -272,6 +273,16 @@ def customer_id_match(
     )
     known = customers["customer_id"]
     matched = int(tx_ids.is_in(known.implode()).sum())
+    unmatched = tx_ids.filter(~tx_ids.is_in(known.implode()))
+    lost, pair = ids_with_other_zeros(unmatched, known)
+    if pair is not None and lost >= unmatched.len() / 2:
+        raise ValueError(
+            f"{lost:,} of the {tx_ids.len():,} customer ids in the transactions are in the "
+            f"customer table only with other leading zeros (transactions: {pair[0]!r}; "
+            f"customers: {pair[1]!r}): the two files write ids differently, and those "
+            "customers would count as never having bought; export the ids the same way in "
+            "both files"
+        )
     if tx_ids.len() and known.len() and matched == 0:
         raise ValueError(
             f"none of the {tx_ids.len():,} customer ids in the transactions is in the customer "
@@ -279,23 +290,6 @@ def customer_id_match(
             f"{', '.join(map(repr, known.sort().head(3)))}): check customers.id_column and "
             "transactions.customer_id, and that both files name customers the same way"
         )
-    unmatched = tx_ids.filter(~tx_ids.is_in(known.implode()))
-    if unmatched.len():
-        zeros = pl.col("id").str.strip_chars_start("0")
-        plain = known.to_frame("id").select(zeros)["id"]
-        lost = unmatched.to_frame("id").filter(zeros.is_in(plain.implode()))["id"]
-        if lost.len() and lost.len() >= unmatched.len() / 2:
-            by_plain = dict(
-                zip(plain, known, strict=True)
-            )  # one customer-table spelling per id without zeros
-            example = lost.sort()[0]
-            raise ValueError(
-                f"{lost.len():,} of the {tx_ids.len():,} customer ids in the transactions are "
-                "in the customer table only with other leading zeros (transactions: "
-                f"{example!r}; customers: {by_plain[example.lstrip('0')]!r}): the two files "
-                "write ids differently, and those customers would count as never having "
-                "bought; export the ids the same way in both files"
-            )
     return matched, tx_ids.len()
 
 

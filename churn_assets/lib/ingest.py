@@ -747,6 +747,24 @@ def label_file_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | No
     return {"customer_id": (ident, "string", None, None), **_label_columns(cfg)}
 
 
+def ids_with_other_zeros(
+    unmatched: pl.Series, known: pl.Series
+) -> tuple[int, tuple[str, str] | None]:
+    """How many of ``unmatched`` ids are in ``known`` only with other leading zeros ("123"
+    and "000123": one file's ids went through a spreadsheet), and one such pair (unmatched
+    spelling, known spelling)."""
+    if not unmatched.len():
+        return 0, None
+    zeros = pl.col("id").str.strip_chars_start("0")
+    plain = known.cast(pl.String).to_frame("id").select(zeros)["id"]
+    lost = unmatched.cast(pl.String).to_frame("id").filter(zeros.is_in(plain.implode()))["id"]
+    if not lost.len():
+        return 0, None
+    by_plain = dict(zip(plain, known.cast(pl.String), strict=True))
+    example = lost.sort()[0]
+    return lost.len(), (example, by_plain[example.lstrip("0")])
+
+
 def _join_label_file(
     cfg: DatasetConfig, res: IngestResult, frame: pl.DataFrame, landing_url: str, options: dict
 ) -> pl.DataFrame:
@@ -776,6 +794,16 @@ def _join_label_file(
         )
     known = labels["customer_id"].is_in(frame["customer_id"].drop_nulls().implode())
     res.label_rows = (int(known.sum()), labels.height)
+    unmatched = labels.filter(~known)["customer_id"]
+    lost, pair = ids_with_other_zeros(unmatched, frame["customer_id"].drop_nulls())
+    if pair is not None and lost >= unmatched.len() / 2:
+        raise ValueError(
+            f"label file {', '.join(lab.files)}: {lost:,} of its {labels.height:,} customer ids "
+            f"are in the customer table only with other leading zeros (label file: "
+            f"{pair[0]!r}; customers: {pair[1]!r}): the two files write ids differently, and "
+            "those customers would be left without a label; export the ids the same way in "
+            "both files (as text, so a spreadsheet keeps the zeros)"
+        )
     if labels.height and frame.height and not known.any():
         raise ValueError(
             f"none of the {labels.height:,} customer ids in the label file is in the customer "

@@ -89,3 +89,12 @@ def test_row_ids_number_the_rows_over_the_files_in_name_order(tmp_path):
     assert frame["customer_id"].to_list() == ["1", "2", "3", "4"]
     assert frame["plan"].to_list() == ["basic", "pro", "pro", "basic"]
     assert frame["_source_file"].to_list() == ["a.csv", "a.csv", "b.csv", "b.csv"]
+
+
+def test_no_matching_id_because_of_leading_zeros_says_so():
+    """Every customer-table id zero-padded, no transaction id padded: the error names the
+    leading zeros, not only 'none matches'."""
+    customers = pl.DataFrame({"customer_id": ["000048", "100139"]})
+    tx = pl.DataFrame({"customer_id": ["48", "48"]})
+    with pytest.raises(ValueError, match=r"only with other leading zeros \(transactions: '48'"):
+        customer_id_match(customers, tx)

@@ -106,6 +106,34 @@ def test_a_label_file_naming_no_customer_is_refused_with_examples(tmp_path):
         ingest_customers(cfg, str(tmp_path))
 
 
+def test_label_ids_that_lost_their_leading_zeros_are_refused(tmp_path):
+    """Zero-padded member ids, and a label file that went through a spreadsheet ('00042'
+    became '42'): refused with an example of each spelling, instead of those members
+    silently training without a label (even with allow_unlabelled)."""
+    labels = _members(tmp_path)
+    members = pl.read_csv(tmp_path / "members.csv").with_columns(
+        ("000" + pl.int_range(pl.len()).cast(pl.String)).alias("msno")
+    )
+    members.write_csv(tmp_path / "members.csv")
+    stripped = labels.with_row_index().select(
+        pl.col("index").cast(pl.String).alias("msno"), "is_churn"
+    )
+    stripped.write_csv(tmp_path / "train.csv")
+    cfg = load_dataset_config(str(_config(tmp_path, more="  allow_unlabelled: true")))
+    with pytest.raises(ValueError, match=r"only with other leading zeros \(label file: '0'"):
+        ingest_customers(cfg, str(tmp_path))
+    # some ids padded and the rest not: most of the unmatched ones are the padded ones
+    mixed = stripped.with_columns(
+        pl.when(pl.col("msno").str.len_chars() < 3)
+        .then("000" + pl.col("msno"))
+        .otherwise(pl.col("msno"))
+        .alias("msno")
+    )
+    mixed.write_csv(tmp_path / "train.csv")
+    with pytest.raises(ValueError, match="leading zeros"):
+        ingest_customers(cfg, str(tmp_path))
+
+
 def test_a_label_file_needs_snapshot_labels(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
