@@ -33,6 +33,7 @@ from churn_assets.lib.ingest import (
     parse_expr,
     plain_id,
     second_pass,
+    without_currency,
 )
 from churn_assets.lib.leakage import leaking_columns
 from churn_assets.lib.source_files import (
@@ -380,7 +381,8 @@ def _number_marks(table: _Table) -> None:
     comma = 0
     seen: set[str] = set()
     for col in table.frame.columns:
-        values = table.frame[col].drop_nulls().str.strip_chars()
+        text = table.frame.select(without_currency(pl.col(col)))[col]  # "269,47 €"
+        values = text.drop_nulls().str.strip_chars()
         values = values.filter(values != "").head(5000).to_list()
         if values and all(_COMMA_NUMBER.match(v) for v in values):
             if any("," in v for v in values):

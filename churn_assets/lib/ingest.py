@@ -370,13 +370,18 @@ def _bad_counts(typed: pl.DataFrame, bad_cols: list[str]) -> dict[str, int]:
 _CURRENCY = r"^\s*(?:[$€£¥₹]|[A-Z]{3}\s)?\s*|\s*(?:[$€£¥₹]|\s[A-Z]{3})?\s*$"
 
 
+def without_currency(s: pl.Expr) -> pl.Expr:
+    """Number text without a currency sign or ISO code before or after it ("12 €": "12")."""
+    return s.str.replace_all(_CURRENCY, "")
+
+
 def plain_number(raw: str, target: str, decimal: str) -> pl.Expr:
     """Text column ``raw`` read as a number without its currency sign and, where the digits
     are grouped in threes by the mark that is not the decimal one, without the grouping:
     only where that cannot be a decimal mark, with two groups or more ("1,234,567") or a
     decimal part ("1,234.50" with a "." decimal); "1,234" stays unread, as it may be a
     decimal comma."""
-    s = _blank_to_null(pl.col(raw)).str.replace_all(_CURRENCY, "")
+    s = without_currency(_blank_to_null(pl.col(raw)))
     g, d = re.escape("," if decimal == "." else "."), re.escape(decimal)
     grouped = rf"^[-+]?\d{{1,3}}(({g}\d{{3}}){{2,}}({d}\d+)?|{g}\d{{3}}{d}\d+)$"
     group = "," if decimal == "." else "."
@@ -521,7 +526,9 @@ def _typed(
         # even when every value is null: 870 MB a column at 54M lines)
         checks.append(bad.fill_null(False).alias(f"__bad_{out}"))
         if typ in ("numeric", "integer") and decimal == ".":
-            bad_exprs[out] = bad & pl.col(raw).cast(pl.String).str.contains(_DECIMAL_COMMA)
+            bad_exprs[out] = bad & without_currency(pl.col(raw).cast(pl.String)).str.contains(
+                _DECIMAL_COMMA
+            )
     typed = df.with_columns(checks).with_columns(exprs)
     bad_cols = [c for c in typed.columns if c.startswith("__bad_")]
     counts: dict[str, int] = {}

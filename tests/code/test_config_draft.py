@@ -84,6 +84,26 @@ def test_a_european_export_gets_its_separator_encoding_and_decimal_comma(tmp_pat
     assert "Österreich" in res.frame["geography"].to_list()
 
 
+def test_a_decimal_comma_is_found_behind_a_currency_sign(tmp_path):
+    """A German shop's amounts written '269,47 €' and '1.234,50 €': drafted with the decimal
+    comma and the '.' thousands separator, and every amount ingests exactly."""
+    amounts = [269.47, 1234.5, 12.0, 3.99] * 30
+    text_amounts = [
+        f"{a:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".") + " €" for a in amounts
+    ]
+    csv = tmp_path / "kunden.csv"
+    bank = _bank(len(amounts)).with_columns(pl.Series("Umsatz", text_amounts))
+    csv.write_bytes(bank.write_csv(separator=";").encode("cp1252"))
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert (raw["customers"]["decimal"], raw["customers"]["thousands"]) == (",", ".")
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    got = dict(res.frame.select("customer_id", "umsatz").iter_rows())
+    ids = bank["CustomerId"].cast(pl.String).to_list()
+    assert [got[i] for i in ids] == amounts
+
+
 def test_a_transaction_draft_finds_the_columns_and_the_timestamp_format(tmp_path):
     lines = pl.DataFrame(
         {

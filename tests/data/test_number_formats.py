@@ -152,6 +152,20 @@ def test_no_break_space_thousands_get_the_hint_too(tmp_path):
     assert res.parse_hints["balance"].startswith("2 look like numbers with a decimal comma")
 
 
+def test_a_decimal_comma_with_a_currency_sign_gets_the_hint(tmp_path):
+    """'269,47 €' without `decimal: ","`: the hint names the decimal comma (the sign does
+    not hide it)."""
+    cfg, landing = _config(tmp_path, "")
+    rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;269,47 €;1\nK2;B;€ 1.234,50;1\n"
+    (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("utf-8"))
+    cfg = cfg.model_copy(
+        update={"customers": cfg.customers.model_copy(update={"encoding": "utf-8"})}
+    )
+    res = ingest_customers(cfg, landing)
+    assert res.parse_errors == {"balance": 2}
+    assert res.parse_hints["balance"].startswith("2 look like numbers with a decimal comma")
+
+
 def test_currency_signs_and_grouped_digits_are_read_without_a_setting(tmp_path):
     """Exports that format money ("$1,234.50", "29.85 €", "EUR 7.5") read as numbers; text
     that is no number still fails, and a decimal comma still gets its hint."""
