@@ -254,3 +254,29 @@ def test_subset_reweight_and_errors(data: tuple[dict[str, pd.DataFrame], Feature
         train_classification_set(splits, bad, candidates=["logistic_regression"])
     with pytest.raises(ValueError):
         build_classifier("nope", spec)
+
+
+def test_too_few_churned_customers_in_train_for_the_folds_skip_cv_and_say_why(
+    data: tuple[dict[str, pd.DataFrame], FeatureSpec],
+) -> None:
+    """4 churned customers in train and 5 folds: a fold would score no churned customer, so
+    there is no CV (not a CV of NaNs) and the selection record says why."""
+    splits, spec = data
+    train = splits["train"]
+    churned = train[train["churned"] == 1].head(4)
+    rare = {**splits, "train": pd.concat([train[train["churned"] == 0], churned])}
+    res = train_classification_set(
+        rare, spec, candidates=["logistic_regression", "random_forest"], cv_folds=5
+    )
+    assert all(c.cv == {} for c in res.candidates)
+    assert res.selection["cv_folds"] == 0
+    assert res.selection["cv_skipped"].startswith(
+        "no cross-validation: train holds 4 customer(s) of its smaller class, fewer than "
+        "cv_folds (5)"
+    )
+    assert (
+        "cv_skipped"
+        not in train_classification_set(
+            splits, spec, candidates=["logistic_regression"], cv_folds=CV_FOLDS
+        ).selection
+    )

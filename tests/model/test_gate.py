@@ -155,6 +155,32 @@ def test_roc_auc_interval_covers_the_spread_of_holdouts_that_size():
     assert roc_auc_interval(0.8, 0, 10) != roc_auc_interval(0.8, 0, 10)  # NaN: one class
 
 
+def test_a_perfect_ranking_on_a_few_churned_customers_is_not_certain():
+    """5 churned and 15 retained customers of a population at ROC-AUC ~0.98 rank perfectly
+    on about half of such holdouts; Hanley-McNeil's error is 0 there (interval 1.00-1.00).
+    The interval of a perfect ranking covers the population's figure on about 90% of them,
+    and stays narrow when the smaller class is large."""
+    from sklearn.metrics import roc_auc_score
+
+    from churn_assets.lib.models.metrics import roc_auc_interval
+
+    rng = np.random.default_rng(0)
+    positives, negatives = 5, 15
+    aucs = []
+    for _ in range(400):
+        y = np.r_[np.ones(positives), np.zeros(negatives)]
+        aucs.append(roc_auc_score(y, rng.normal(size=len(y)) + 3.0 * y))
+    center = float(np.mean(aucs))
+    assert 0.3 < np.mean(np.asarray(aucs) == 1.0) < 0.7
+    intervals = [roc_auc_interval(a, positives, negatives, 0.9) for a in aucs]
+    inside = np.mean([low <= center <= high for low, high in intervals])
+    assert inside >= 0.84, inside  # Hanley-McNeil alone: about half (the perfect ones miss)
+    low, high = roc_auc_interval(1.0, 6, 414, 0.9)
+    assert (round(low, 2), high) == (0.69, 1.0)
+    assert roc_auc_interval(1.0, 500, 1500, 0.9)[0] > 0.99
+    assert roc_auc_interval(0.0, 6, 414, 0.9) == pytest.approx((0.0, 1 - low))
+
+
 def test_floor_says_when_the_holdout_is_too_small_to_be_sure():
     s = GateSettings(min_roc_auc=0.7)
     small = {"name": "x", "metrics": {"roc_auc": 0.85}, "holdout": {"rows": 9, "churned": 4}}

@@ -391,9 +391,16 @@ def train_classification_set(
         selection.subsample_positions(n_tr, pol.cv_max_rows, seed, y_tr) if pol.staged else None
     )
     X_cv, y_cv = (X_tr, y_tr) if cv_rows is None else (X_tr.iloc[cv_rows], y_tr[cv_rows])  # noqa: N806
+    smallest_class = int(min(np.sum(y_cv == 1), np.sum(y_cv == 0)))
+    cv_skipped = (
+        f"no cross-validation: train holds {smallest_class} customer(s) of its smaller class, "
+        f"fewer than cv_folds ({cv_folds}), so a fold would score no churned customer"
+        if cv_folds and cv_folds > 1 and smallest_class < cv_folds
+        else None
+    )
     folds = (
         list(StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(X_cv, y_cv))
-        if cv_folds and cv_folds > 1
+        if cv_folds and cv_folds > 1 and cv_skipped is None
         else []
     )
     cv_names = list(dict.fromkeys(["roc_auc", "pr_auc", primary_metric]))
@@ -479,6 +486,7 @@ def train_classification_set(
         "screen_rows": len(y_s),
         "cv_rows": len(y_cv) if folds else 0,
         "cv_folds": len(folds),
+        **({"cv_skipped": cv_skipped} if cv_skipped else {}),
         "finalists": finalists,
         "excluded": {
             r.name: "screened out: not among the best on validation"
