@@ -63,6 +63,22 @@ _JSON_TYPES = {
 }
 
 
+def _not_a_number(feature: str, value: Any) -> str:
+    """Why ``value`` is refused for numeric ``feature``; for text that spells a number or a
+    boolean (a client forwarding a CSV's "False" or "40.5"), how to send it."""
+    text = f"feature {feature!r} must be a number, got {json_type(value)}"
+    if isinstance(value, str):
+        plain = value.strip().lower()
+        if plain in ("true", "false"):
+            return f"{text} {value!r}: send the JSON boolean {plain} (without quotes)"
+        try:
+            float(plain)
+        except ValueError:
+            return text
+        return f"{text} {value!r}: send it as a JSON number (without quotes)"
+    return text
+
+
 def json_type(value: Any) -> str:
     """The JSON name of a parsed value's type."""
     return _JSON_TYPES.get(type(value), type(value).__name__)
@@ -952,9 +968,7 @@ class FeatureSchema:
                         _error(
                             loc(r, c),
                             "wrong_type",
-                            v.message(c)
-                            if isinstance(v, BadDate)
-                            else f"feature {c!r} must be a number, got {json_type(v)}",
+                            v.message(c) if isinstance(v, BadDate) else _not_a_number(c, v),
                             c,
                         )
                     )

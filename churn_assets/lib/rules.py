@@ -24,9 +24,19 @@ _DTYPE = {
 
 def customer_rules(cfg: DatasetConfig) -> list[Rule]:
     """Rules for ``raw_customers``: a non-empty table of unique ids, attributes in range."""
+    spec = cfg.customers
+    if spec is None:
+        return []
     rules = [
         Rule("row_count", None, min_value=1, description="at least one customer"),
-        Rule("not_null", "customer_id", description="every customer has an id"),
+        Rule(
+            "not_null",
+            "customer_id",
+            description="every customer has an id",
+            hint=f"the file's id column {spec.id_column!r} is blank on these rows: a customer "
+            "without an id can be neither trained on nor served; fill or remove those rows "
+            "and land the file again",
+        ),
         Rule(
             "unique",
             "customer_id",
@@ -37,9 +47,6 @@ def customer_rules(cfg: DatasetConfig) -> list[Rule]:
             "distinct before landing; or the id column is not the customer's",
         ),
     ]
-    spec = cfg.customers
-    if spec is None:
-        return []
     cols = list(spec.attributes)
     if spec.signup_date is not None:
         cols.append(spec.signup_date)

@@ -586,6 +586,21 @@ def test_lines_without_a_customer_name_the_setting_that_admits_them() -> None:
     assert "transactions.customer_id_required_fraction" in result.message
 
 
+def test_customers_without_an_id_name_the_files_id_column() -> None:
+    """Blank ids in the customer table: the message names the file's id column (not only
+    the platform's 'customer_id') and what to do."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.rules import customer_rules
+
+    cfg = load_dataset_config("telco")
+    rule = next(r for r in customer_rules(cfg) if (r.kind, r.column) == ("not_null", "customer_id"))
+    result = _only(pl.DataFrame({"customer_id": ["a"] * 98 + [None] * 2}), rule)
+    assert not result.success
+    assert f"the file's id column {cfg.customers.id_column!r} is blank on these rows" in (
+        result.message
+    )
+
+
 def test_a_text_column_checked_for_nulls_only_reaches_gx_as_floats() -> None:
     """GX sees a text column that only ``not_null`` rules check as float32 NaN/0 (no Python
     string a row): the same counts, percentages and verdicts as the text itself."""

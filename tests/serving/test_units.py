@@ -235,6 +235,25 @@ def test_each_validation_error_names_the_field(changes, expected):
     assert exc.value.body()["error_count"] == len(expected)
 
 
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("False", "got string 'False': send the JSON boolean false (without quotes)"),
+        ("40.5", "got string '40.5': send it as a JSON number (without quotes)"),
+        ("forty", "must be a number, got string"),
+    ],
+)
+def test_a_number_or_boolean_sent_as_text_says_how_to_send_it(value, says):
+    """A client forwarding a CSV's text ("False", "40.5") gets a 422 that says to send the
+    JSON value; other text keeps the plain message."""
+    with pytest.raises(RequestError) as exc:
+        FeatureSchema(MANIFEST).to_arrays([record(age=value)], [0])
+    (error,) = exc.value.detail
+    assert error["type"] == "wrong_type" and says in error["msg"]
+    if value == "forty":
+        assert error["msg"].endswith("got string")
+
+
 def test_out_of_range_message_gives_the_accepted_interval():
     with pytest.raises(RequestError) as exc:
         FeatureSchema(MANIFEST).to_arrays([record(age=5000)], [0])
