@@ -24,7 +24,7 @@ from churn_assets.lib.features import (
     cutoff_before,
     top_categories,
 )
-from churn_assets.lib.ingest import ids_with_other_zeros
+from churn_assets.lib.ingest import other_zeros_problem
 
 INTERNAL = ("_source_file", "_parse_errors", "_quarantined")
 SPLITS = ("train", "validation", "holdout")
@@ -273,16 +273,16 @@ def customer_id_match(
     )
     known = customers["customer_id"]
     matched = int(tx_ids.is_in(known.implode()).sum())
-    unmatched = tx_ids.filter(~tx_ids.is_in(known.implode()))
-    lost, pair = ids_with_other_zeros(unmatched, known)
-    if pair is not None and lost >= unmatched.len() / 2:
-        raise ValueError(
-            f"{lost:,} of the {tx_ids.len():,} customer ids in the transactions are in the "
-            f"customer table only with other leading zeros (transactions: {pair[0]!r}; "
-            f"customers: {pair[1]!r}): the two files write ids differently, and those "
-            "customers would count as never having bought; export the ids the same way in "
-            "both files"
-        )
+    problem = other_zeros_problem(
+        tx_ids.filter(~tx_ids.is_in(known.implode())),
+        known,
+        total=tx_ids.len(),
+        source="the transactions",
+        short="transactions",
+        consequence="count as never having bought",
+    )
+    if problem:
+        raise ValueError(problem)
     if tx_ids.len() and known.len() and matched == 0:
         raise ValueError(
             f"none of the {tx_ids.len():,} customer ids in the transactions is in the customer "

@@ -754,22 +754,34 @@ def label_file_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | No
     return {"customer_id": (ident, "string", None, None), **_label_columns(cfg)}
 
 
-def ids_with_other_zeros(
-    unmatched: pl.Series, known: pl.Series
-) -> tuple[int, tuple[str, str] | None]:
-    """How many of ``unmatched`` ids are in ``known`` only with other leading zeros ("123"
-    and "000123": one file's ids went through a spreadsheet), and one such pair (unmatched
-    spelling, known spelling)."""
+def other_zeros_problem(
+    unmatched: pl.Series,
+    known: pl.Series,
+    *,
+    total: int,
+    source: str,
+    short: str,
+    consequence: str,
+) -> str | None:
+    """Why ids of ``source`` (``short`` in the example) that the customer table lacks are
+    refused when most of them (``unmatched``, of ``total``) are in it (``known``) only with
+    other leading zeros ("123" and "000123": one file went through a spreadsheet); None
+    otherwise."""
     if not unmatched.len():
-        return 0, None
+        return None
     zeros = pl.col("id").str.strip_chars_start("0")
     plain = known.cast(pl.String).to_frame("id").select(zeros)["id"]
     lost = unmatched.cast(pl.String).to_frame("id").filter(zeros.is_in(plain.implode()))["id"]
-    if not lost.len():
-        return 0, None
+    if not lost.len() or lost.len() < unmatched.len() / 2:
+        return None
     by_plain = dict(zip(plain, known.cast(pl.String), strict=True))
     example = lost.sort()[0]
-    return lost.len(), (example, by_plain[example.lstrip("0")])
+    return (
+        f"{lost.len():,} of the {total:,} customer ids in {source} are in the customer table "
+        f"only with other leading zeros ({short}: {example!r}; customers: "
+        f"{by_plain[example.lstrip('0')]!r}): the two files write ids differently, and those "
+        f"customers would {consequence}; export the ids the same way in both files"
+    )
 
 
 def _join_label_file(
@@ -801,16 +813,16 @@ def _join_label_file(
         )
     known = labels["customer_id"].is_in(frame["customer_id"].drop_nulls().implode())
     res.label_rows = (int(known.sum()), labels.height)
-    unmatched = labels.filter(~known)["customer_id"]
-    lost, pair = ids_with_other_zeros(unmatched, frame["customer_id"].drop_nulls())
-    if pair is not None and lost >= unmatched.len() / 2:
-        raise ValueError(
-            f"label file {', '.join(lab.files)}: {lost:,} of its {labels.height:,} customer ids "
-            f"are in the customer table only with other leading zeros (label file: "
-            f"{pair[0]!r}; customers: {pair[1]!r}): the two files write ids differently, and "
-            "those customers would be left without a label; export the ids the same way in "
-            "both files (as text, so a spreadsheet keeps the zeros)"
-        )
+    problem = other_zeros_problem(
+        labels.filter(~known)["customer_id"],
+        frame["customer_id"].drop_nulls(),
+        total=labels.height,
+        source=f"the label file {', '.join(lab.files)}",
+        short="label file",
+        consequence="be left without a label (keep them as text in a spreadsheet)",
+    )
+    if problem:
+        raise ValueError(problem)
     if labels.height and frame.height and not known.any():
         raise ValueError(
             f"none of the {labels.height:,} customer ids in the label file is in the customer "

@@ -68,6 +68,13 @@ def _config(tmp_path: Path, marks: str) -> tuple[object, str]:
     return load_dataset_config(str(path)), str(landing)
 
 
+def _utf8(cfg):
+    """``cfg`` with its customer files read as UTF-8."""
+    return cfg.model_copy(
+        update={"customers": cfg.customers.model_copy(update={"encoding": "utf-8"})}
+    )
+
+
 def test_decimal_comma_and_thousands_are_read_exactly(tmp_path):
     cfg, landing = _config(tmp_path, '  decimal: ","\n  thousands: "."')
     res = ingest_customers(cfg, landing)
@@ -94,9 +101,7 @@ def test_space_thousands_separator_includes_no_break_spaces(tmp_path):
         "K1;A;1 234,5;1\nK2;B;1\u00a0234,5;1\nK3;C;1\u202f234,5;1\n"
     )
     (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("utf-8"))
-    cfg = cfg.model_copy(
-        update={"customers": cfg.customers.model_copy(update={"encoding": "utf-8"})}
-    )
+    cfg = _utf8(cfg)
     res = ingest_customers(cfg, landing)
     assert res.parse_errors == {}
     assert res.frame["balance"].to_list() == [1234.5, 1234.5, 1234.5]
@@ -144,9 +149,7 @@ def test_no_break_space_thousands_get_the_hint_too(tmp_path):
     cfg, landing = _config(tmp_path, "")
     rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;1\u00a0234,5;1\nK2;B;1\u202f000,25;1\n"
     (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("utf-8"))
-    cfg = cfg.model_copy(
-        update={"customers": cfg.customers.model_copy(update={"encoding": "utf-8"})}
-    )
+    cfg = _utf8(cfg)
     res = ingest_customers(cfg, landing)
     assert res.parse_errors == {"balance": 2}
     assert res.parse_hints["balance"].startswith("2 look like numbers with a decimal comma")
@@ -158,9 +161,7 @@ def test_a_decimal_comma_with_a_currency_sign_gets_the_hint(tmp_path):
     cfg, landing = _config(tmp_path, "")
     rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;269,47 €;1\nK2;B;€ 1.234,50;1\n"
     (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("utf-8"))
-    cfg = cfg.model_copy(
-        update={"customers": cfg.customers.model_copy(update={"encoding": "utf-8"})}
-    )
+    cfg = _utf8(cfg)
     res = ingest_customers(cfg, landing)
     assert res.parse_errors == {"balance": 2}
     assert res.parse_hints["balance"].startswith("2 look like numbers with a decimal comma")
