@@ -146,10 +146,41 @@ def processes(port: int, workspace: Path | str = "workspace.yaml") -> dict[str, 
     return cmds
 
 
-#: A process that exits on its own is started again, at most this many times in
-#: RESTART_WINDOW seconds; then everything stops (a crash loop is not hidden).
+#: ``dagster dev`` exiting on its own is started again, at most this many times in
+#: RESTART_WINDOW seconds; then everything stops (a crash loop is not hidden). The sidecar
+#: is started again after a pause that doubles with each exit in the window (1 s to
+#: MAX_SIDECAR_PAUSE), and never takes Dagster and its runs down with it.
 MAX_RESTARTS = 3
 RESTART_WINDOW = 600.0
+MAX_SIDECAR_PAUSE = 300.0
+
+
+def port_problem(host: str, port: int, what: str, setting: str) -> str | None:
+    """Why ``what`` cannot listen on ``host:port`` (another program holds it), naming the
+    ``setting`` that moves it; None when the port is free."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return (
+                f"port {port} on {host} ({what}) is taken ({e.strerror}): stop the program "
+                f"holding it (`ss -ltnp 'sport = :{port}'` names it) or use {setting}"
+            )
+    return None
+
+
+def _die_with_parent() -> None:
+    """In a child of ``churn dev``, before it runs: ask Linux to send it SIGINT (its
+    Ctrl-C) when ``churn dev`` dies, however it dies (a SIGKILL included), so that no
+    platform is left running without the process that holds the instance lock."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(Exception):  # not Linux: the lock is still passed down
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
 
 
 def _stop_group(p: subprocess.Popen, interrupted: bool = False) -> None:
@@ -195,11 +226,18 @@ def instance_lock(home: Path) -> Any | None:
     return handle
 
 
+def sidecar_pause(exits_before: int) -> float:
+    """Seconds before the sidecar starts again after its ``exits_before + 1``-th exit in
+    :data:`RESTART_WINDOW`: 1, 2, 4, … up to :data:`MAX_SIDECAR_PAUSE`."""
+    return min(MAX_SIDECAR_PAUSE, 2.0**exits_before)
+
+
 def run_dev(port: int = 3000, root: Path | None = None) -> int:
-    """Run every process until we are interrupted; returns an exit code. A process that
-    exits on its own is started again (a killed daemon restarts ``dagster dev``, after
-    its interrupted runs are marked failed), up to :data:`MAX_RESTARTS` times in
-    :data:`RESTART_WINDOW` seconds; then everything stops."""
+    """Run every process until we are interrupted; returns an exit code. Nothing starts
+    when a port is taken. ``dagster dev`` exiting on its own is started again (a killed
+    daemon restarts it, after its interrupted runs are marked failed), up to
+    :data:`MAX_RESTARTS` times in :data:`RESTART_WINDOW` seconds, then everything stops;
+    the sidecar is started again after a growing pause (:func:`sidecar_pause`)."""
     root = root or Path.cwd()
     home = prepare_dagster_home(root)
     lock = instance_lock(home)
@@ -208,9 +246,29 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
             f"another `churn dev` is running on the Dagster instance at {home} (it holds "
             f"{home / LOCK_FILE}): stop it first, or give this one its own DAGSTER_HOME and "
             "CHURN_STORAGE_URL. Starting here would mark that platform's runs in progress "
-            "failed.",
+            "failed. A `churn dev` that was killed leaves its processes stopping (they hold "
+            "the lock until they have): try again in a minute.",
             flush=True,
         )
+        return 1
+    from churn_serving.settings import ServingSettings
+
+    serving = ServingSettings()
+    taken = [
+        problem
+        for problem in (
+            port_problem("127.0.0.1", port, "the Dagster UI", "`churn dev --port <other>`"),
+            port_problem(
+                serving.host,
+                serving.port,
+                "the prediction sidecar",
+                "CHURN_SERVING_PORT=<other> (and CHURN_SERVING_HOST)",
+            ),
+        )
+        if problem
+    ]
+    if taken:
+        print("nothing started: " + "; ".join(taken), flush=True)
         return 1
     workspace, datasets = prepare_workspace(root, home)
     set_pool_limits(pool_limits(datasets))
@@ -218,14 +276,26 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
     if datasets:
         print(f"data sets beside the default one: {', '.join(datasets)}", flush=True)
     commands = processes(port, workspace)
+
+    def start(name: str) -> subprocess.Popen:
+        # each child holds the instance lock too (an inherited descriptor of the same lock)
+        # and gets SIGINT when churn dev dies: a killed churn dev leaves no platform running
+        # that a new one would not see
+        return subprocess.Popen(
+            commands[name],
+            cwd=root,
+            start_new_session=True,
+            pass_fds=(lock.fileno(),),
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+        )
+
     children: dict[str, subprocess.Popen] = {}
     for name, cmd in commands.items():
         print(f"starting {name}: {' '.join(cmd)}", flush=True)
-        children[name] = subprocess.Popen(cmd, cwd=root, start_new_session=True)
+        children[name] = start(name)
     print(
         f"Dagster UI on http://127.0.0.1:{port}, prediction sidecar on "
-        f"http://127.0.0.1:{os.environ.get('CHURN_SERVING_PORT', '8000')} — Ctrl-C stops "
-        "everything",
+        f"http://{serving.host}:{serving.port} — Ctrl-C stops everything",
         flush=True,
     )
 
@@ -238,14 +308,22 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
     before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     restarts: dict[str, list[float]] = {name: [] for name in commands}
+    due: dict[str, float] = {}  # a sidecar that exited: when it starts again
     try:
         while not stopping:
             for name, p in list(children.items()):
                 if p.poll() is None or stopping:
                     continue
                 now = time.monotonic()
+                if name in due:
+                    if now < due[name]:
+                        continue
+                    del due[name]
+                    print(f"starting {name} again", flush=True)
+                    children[name] = start(name)
+                    continue
                 recent = [t for t in restarts[name] if now - t < RESTART_WINDOW]
-                if len(recent) >= MAX_RESTARTS:
+                if name == "dagster" and len(recent) >= MAX_RESTARTS:
                     print(
                         f"{name} exited with {p.returncode} {len(recent) + 1} times in "
                         f"{RESTART_WINDOW / 60:.0f} minutes; stopping the rest",
@@ -254,12 +332,21 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
                     code = p.returncode or 1
                     stopping = True
                     break
-                print(f"{name} exited with {p.returncode}; starting it again", flush=True)
                 _stop_group(p)  # what it left behind (code servers, run workers)
-                if name == "dagster":
-                    say_failed(fail_interrupted_runs())
                 restarts[name] = [*recent, now]
-                children[name] = subprocess.Popen(commands[name], cwd=root, start_new_session=True)
+                if name == "dagster":
+                    print(f"{name} exited with {p.returncode}; starting it again", flush=True)
+                    say_failed(fail_interrupted_runs())
+                    children[name] = start(name)
+                    continue
+                pause = sidecar_pause(len(recent))
+                print(
+                    f"{name} exited with {p.returncode} ({len(recent) + 1} time(s) in "
+                    f"{RESTART_WINDOW / 60:.0f} minutes); starting it again in {pause:.0f} s "
+                    "(Dagster and its runs go on)",
+                    flush=True,
+                )
+                due[name] = now + pause
             time.sleep(0.5)
     finally:
         alive = [p for p in children.values() if p.poll() is None]

@@ -143,50 +143,168 @@ def test_a_second_churn_dev_on_the_same_instance_refuses_to_start(tmp_path, monk
     again.close()
 
 
-def test_a_process_that_exits_is_started_again_then_a_crash_loop_stops_all(
-    tmp_path, monkeypatch, capsys
-):
-    """The sidecar killed under ``churn dev`` comes back; one that keeps exiting stops
-    everything after MAX_RESTARTS, with the reason."""
+def _supervise(monkeypatch, tmp_path, commands: dict[str, list[str]]) -> None:
+    """``run_dev`` on ``commands`` instead of the platform's, on free ports."""
     import churn_assets.devserver as devserver
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    starts = tmp_path / "starts"
-    script = f"open({str(starts)!r}, 'a').write('x'); import time; time.sleep(0.3)"
-    monkeypatch.setattr(
-        devserver,
-        "processes",
-        lambda port, workspace: {"sidecar": [sys.executable, "-c", script]},
-    )
+    monkeypatch.setenv("CHURN_SERVING_PORT", str(free_port()))
+    monkeypatch.setattr(devserver, "processes", lambda port, workspace: commands)
     monkeypatch.setattr(devserver, "prepare_workspace", lambda root, home: (Path("w.yaml"), []))
     monkeypatch.setattr(devserver, "set_pool_limits", lambda limits: None)
     monkeypatch.setattr(devserver, "fail_interrupted_runs", list)
-    code = devserver.run_dev(root=tmp_path)
+
+
+def test_dagster_exiting_is_started_again_then_a_crash_loop_stops_all(
+    tmp_path, monkeypatch, capsys
+):
+    """``dagster dev`` exiting comes back; one that keeps exiting stops everything after
+    MAX_RESTARTS, with the reason."""
+    import churn_assets.devserver as devserver
+
+    starts = tmp_path / "starts"
+    script = f"open({str(starts)!r}, 'a').write('x'); import time; time.sleep(0.3)"
+    _supervise(monkeypatch, tmp_path, {"dagster": [sys.executable, "-c", script]})
+    code = devserver.run_dev(port=free_port(), root=tmp_path)
     out = capsys.readouterr().out
     assert code == 1
     assert starts.read_text() == "x" * (devserver.MAX_RESTARTS + 1)
-    assert out.count("sidecar exited with 0; starting it again") == devserver.MAX_RESTARTS
+    assert out.count("dagster exited with 0; starting it again") == devserver.MAX_RESTARTS
     assert "exited with 0 4 times in 10 minutes; stopping the rest" in out
+
+
+def test_a_sidecar_that_keeps_exiting_backs_off_and_never_stops_dagster(
+    tmp_path, monkeypatch, capsys
+):
+    """A sidecar in a crash loop (its port taken after the start, a bad setting) is
+    started again after pauses of 1, 2, 4 … s (up to 5 minutes) while Dagster and its
+    runs go on; it did take the whole platform down after three exits."""
+    import signal
+
+    import churn_assets.devserver as devserver
+
+    assert [devserver.sidecar_pause(k) for k in range(10)] == [
+        1, 2, 4, 8, 16, 32, 64, 128, 256, 300
+    ]  # fmt: skip
+    starts = tmp_path / "starts"
+    sidecar = f"open({str(starts)!r}, 'a').write('x')"
+    alive = tmp_path / "dagster-alive"
+    dagster = f"import time; open({str(alive)!r}, 'w').write('up'); time.sleep(60)"
+    _supervise(
+        monkeypatch,
+        tmp_path,
+        {"dagster": [sys.executable, "-c", dagster], "sidecar": [sys.executable, "-c", sidecar]},
+    )
+    monkeypatch.setattr(devserver, "sidecar_pause", lambda k: 0.2 * (k + 1))
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if starts.exists() and len(starts.read_text()) >= devserver.MAX_RESTARTS + 3:
+                break
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    assert devserver.run_dev(port=free_port(), root=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert len(starts.read_text()) >= devserver.MAX_RESTARTS + 3
+    assert "sidecar exited with 0 (4 time(s) in 10 minutes); starting it again in 1 s" in out
+    assert "(Dagster and its runs go on)" in out
+    assert "stopping the rest" not in out and alive.exists()
+
+
+def test_nothing_starts_when_a_port_is_taken(tmp_path, monkeypatch, capsys):
+    """Port 3000 or 8000 held by another program: ``churn dev`` starts nothing (no landing
+    run begun and then interrupted, no UI-less platform) and names the setting to move."""
+    import socket
+
+    import churn_assets.devserver as devserver
+
+    started: list = []
+    _supervise(monkeypatch, tmp_path, {})
+    monkeypatch.setattr(devserver, "processes", lambda *a: started.append(a) or {})
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        assert devserver.run_dev(port=taken, root=tmp_path) == 1
+        out = capsys.readouterr().out
+        assert f"nothing started: port {taken} on 127.0.0.1 (the Dagster UI) is taken" in out
+        assert "`churn dev --port <other>`" in out
+        monkeypatch.setenv("CHURN_SERVING_PORT", str(taken))
+        assert devserver.run_dev(port=free_port(), root=tmp_path) == 1
+        out = capsys.readouterr().out
+        assert f"port {taken} on 127.0.0.1 (the prediction sidecar) is taken" in out
+        assert "CHURN_SERVING_PORT=<other>" in out
+    assert started == []
+
+
+def test_a_killed_churn_dev_takes_its_platform_down_and_holds_the_lock_till_then(tmp_path):
+    """``churn dev`` SIGKILLed: its children (in sessions of their own, so a kill of its
+    group misses them) get SIGINT and stop, and they hold the instance lock until they do,
+    so no second ``churn dev`` starts beside a platform still running."""
+    import signal
+
+    from churn_assets import devserver
+
+    home = tmp_path / "home"
+    home.mkdir()
+    pidfile = tmp_path / "child"
+    child = (
+        "import os, signal, sys, time; "
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+        "signal.signal(signal.SIGINT, lambda *a: (time.sleep(1.5), sys.exit(0))); "
+        "time.sleep(120)"
+    )
+    runner = tmp_path / "runner.py"
+    runner.write_text(
+        "import sys\nfrom pathlib import Path\nimport churn_assets.devserver as d\n"
+        f"d.processes = lambda port, workspace: {{'dagster': [sys.executable, '-c', {child!r}]}}\n"
+        "d.prepare_workspace = lambda root, home: (Path('w.yaml'), [])\n"
+        "d.set_pool_limits = lambda limits: None\n"
+        "d.fail_interrupted_runs = list\n"
+        f"sys.exit(d.run_dev(port={free_port()}, root=Path({str(tmp_path)!r})))\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CHURN_SERVING_PORT": str(free_port())}
+    parent = subprocess.Popen([sys.executable, str(runner)], env=env, cwd=Path.cwd())
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        pid = int(pidfile.read_text())
+        parent.kill()
+        parent.wait(timeout=10)
+        assert devserver.instance_lock(home) is None  # the child still holds it
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the child of a killed churn dev kept running")
+        again = devserver.instance_lock(home)
+        assert again is not None
+        again.close()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
 
 
 def test_ctrl_c_stops_a_supervised_process_group(tmp_path, monkeypatch):
     """SIGINT to ``churn dev`` stops its children's whole process groups."""
     import churn_assets.devserver as devserver
 
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     pidfile = tmp_path / "grandchild"
     script = (
         "import subprocess, sys, time; "
         f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
         f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)"
     )
-    monkeypatch.setattr(
-        devserver, "processes", lambda port, workspace: {"dagster": [sys.executable, "-c", script]}
-    )
-    monkeypatch.setattr(devserver, "prepare_workspace", lambda root, home: (Path("w.yaml"), []))
-    monkeypatch.setattr(devserver, "set_pool_limits", lambda limits: None)
-    monkeypatch.setattr(devserver, "fail_interrupted_runs", list)
-    import os
+    _supervise(monkeypatch, tmp_path, {"dagster": [sys.executable, "-c", script]})
     import signal
 
     def interrupt() -> None:
@@ -198,7 +316,7 @@ def test_ctrl_c_stops_a_supervised_process_group(tmp_path, monkeypatch):
 
     threading.Thread(target=interrupt, daemon=True).start()
     handler = signal.getsignal(signal.SIGINT)
-    assert devserver.run_dev(root=tmp_path) == 0
+    assert devserver.run_dev(port=free_port(), root=tmp_path) == 0
     grandchild = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         for _ in range(50):
