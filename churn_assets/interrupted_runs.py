@@ -39,8 +39,9 @@ def fail_interrupted_runs(
                 "the platform stopped while this run was in progress (its processes were "
                 "killed or the machine restarted); marked "
                 + ("canceled" if canceling else "failed")
-                + f" when {when}. Its outputs up to the last successful step are kept; "
-                "launch it again to finish."
+                + f" when {when}. Its outputs up to the last successful step are kept; a "
+                "landing or retraining run is launched again by the daemon's run retries "
+                "(twice at most), any other: launch it again to finish."
             )
             if canceling:
                 instance.report_run_canceled(run, message)

@@ -5,6 +5,12 @@ import dagster as dg
 from churn_assets import scope
 from churn_assets.resources import ChurnPlatform
 
+#: Runs of the landing and retraining jobs that were interrupted (a killed platform or code
+#: server: failed by ``churn dev``, the compose code location or run monitoring, not by a
+#: step) are run again by the daemon's run retries (``run_retries`` in dagster.yaml), twice
+#: at most; a step that failed (a data-quality check, a bad config) is not retried.
+INTERRUPTED_RUN_RETRIES = {"dagster/max_retries": "2"}
+
 ingest_and_features_job = dg.define_asset_job(
     "ingest_and_features",
     selection=dg.AssetSelection.groups("raw", "features"),
@@ -12,7 +18,7 @@ ingest_and_features_job = dg.define_asset_job(
     "point-in-time customer features.",
     # light steps in one process: no per-step process start and library imports
     executor_def=dg.in_process_executor,
-    tags=scope.dataset_tags(),
+    tags={**INTERRUPTED_RUN_RETRIES, **scope.dataset_tags()},
 )
 
 RETRAINING_TAG = "churn/retraining"
@@ -32,7 +38,7 @@ monitoring_job = dg.define_asset_job(
     description="What the landing sensor runs: ingestion of a landing file (a "
     "raw_transactions partition) → current features → drift report.",
     executor_def=dg.in_process_executor,
-    tags=scope.dataset_tags(),
+    tags={**INTERRUPTED_RUN_RETRIES, **scope.dataset_tags()},
 )
 
 transactions_landing_job = dg.define_asset_job(
@@ -42,7 +48,7 @@ transactions_landing_job = dg.define_asset_job(
     "file's raw_transactions partition → current features → drift report (the customer "
     "table, unchanged, is not read again).",
     executor_def=dg.in_process_executor,
-    tags=scope.dataset_tags(),
+    tags={**INTERRUPTED_RUN_RETRIES, **scope.dataset_tags()},
 )
 
 customers_landing_job = dg.define_asset_job(
@@ -51,7 +57,7 @@ customers_landing_job = dg.define_asset_job(
     description="What the landing sensor runs when only customer files changed: "
     "raw_customers → current features → drift report, over every transaction partition.",
     executor_def=dg.in_process_executor,
-    tags=scope.dataset_tags(),
+    tags={**INTERRUPTED_RUN_RETRIES, **scope.dataset_tags()},
 )
 
 #: What every retraining step imports (model sets, MLflow, model files). The
@@ -88,7 +94,7 @@ retraining_job = dg.define_asset_job(
     "sets, gate the challenger and deploy it when better; "
     "one retraining run of this data set at a time (its pool 'retraining'), at most two of "
     "all data sets (dagster.yaml tag concurrency limit on churn/retraining).",
-    tags={RETRAINING_TAG: "true", **scope.dataset_tags()},
+    tags={RETRAINING_TAG: "true", **INTERRUPTED_RUN_RETRIES, **scope.dataset_tags()},
     executor_def=retraining_executor,
 )
 

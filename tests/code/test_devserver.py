@@ -111,6 +111,52 @@ def test_a_code_server_starting_fails_its_own_locations_runs_then_becomes_the_se
     assert "starting anyway" in out.stderr
 
 
+def test_interrupted_landing_and_retraining_runs_are_retried_by_the_daemon(tmp_path, monkeypatch):
+    """With the shipped dagster.yaml, a landing or retraining run that ``churn dev`` marks
+    failed (interrupted) is one the daemon's run retries launch again (a landing file was
+    never ingested after a killed platform); one failed by its own step, or a run of a job
+    that does not ask for retries, is not."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG
+    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
+
+    from churn_assets.interrupted_runs import fail_interrupted_runs
+    from churn_assets.jobs import monitoring_job, retraining_job, rollback_deployment_job
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text((repo / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 0
+
+        def add(job, status=dg.DagsterRunStatus.STARTED, tags=None) -> str:
+            run = DagsterRun(
+                job_name=job.name, status=status, tags={**(job.tags or {}), **(tags or {})}
+            )
+            return instance.add_run(run).run_id
+
+        landing, retraining, rollback = (
+            add(monitoring_job),
+            add(retraining_job),
+            add(rollback_deployment_job),
+        )
+        step = add(
+            monitoring_job, dg.DagsterRunStatus.FAILURE, {RUN_FAILURE_REASON_TAG: "STEP_FAILURE"}
+        )
+    assert set(fail_interrupted_runs()) == {landing, retraining, rollback}
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        verdicts = {
+            name: should_retry(instance.get_run_by_id(run_id), instance)
+            for name, run_id in (
+                ("landing", landing),
+                ("retraining", retraining),
+                ("rollback", rollback),
+                ("step", step),
+            )
+        }
+    assert verdicts == {"landing": True, "retraining": True, "rollback": False, "step": False}
+
+
 def test_a_second_churn_dev_on_the_same_instance_refuses_to_start(tmp_path, monkeypatch, capsys):
     """Another `churn dev` holds the instance's lock: this one starts nothing and leaves
     that platform's runs in progress alone; once the lock is released it may start."""
