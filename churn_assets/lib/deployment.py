@@ -77,11 +77,20 @@ def read_current(storage: Storage) -> dict[str, Any] | None:
 
 
 def read_manifest(storage: Storage, version: str) -> dict[str, Any]:
-    """The manifest of ``version`` (DeploymentError if absent)."""
+    """The manifest of ``version`` (DeploymentError if absent or damaged: not a JSON
+    object, so that readers treat it like a version that fails its verification)."""
     rel = f"{version_dir(version)}/manifest.json"
     if not storage.exists(rel):
         raise DeploymentError(f"version {version} has no manifest at {storage.url(rel)}")
-    return storage.read_json(rel)
+    try:
+        manifest = storage.read_json(rel)
+    except ValueError as e:  # truncated or overwritten
+        raise DeploymentError(f"version {version}: {e}") from e
+    if not isinstance(manifest, dict):
+        raise DeploymentError(
+            f"version {version}: {storage.url(rel)} is not a JSON object (damaged?)"
+        )
+    return manifest
 
 
 def list_versions(storage: Storage) -> list[str]:

@@ -346,3 +346,23 @@ def test_a_sidecar_started_on_a_damaged_version_serves_the_one_before(private_de
         assert health["version"] == v2 and c.get("/ready").status_code == 200
         dep.set_current(d.storage(), v2, reason="repaired")  # and the error is gone
         wait_until(lambda: c.get("/health").json()["last_error"] is None or None, timeout=30)
+
+
+def test_a_sidecar_started_on_a_truncated_manifest_serves_the_one_before(
+    private_deployment, tmp_path
+):
+    """The deployed version's manifest cut short (a disk filled up, a copy interrupted) and
+    the sidecar restarts: it serves the version before, as for a model file that fails its
+    sha256, instead of nothing ("not valid JSON" was an error no fallback caught)."""
+    d = private_deployment
+    v1 = d.version
+    v2 = add_version(d, from_version=v1)
+    manifest = d.dataset_dir / "deployments" / "versions" / v2 / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    with sidecar(str(d.root), tmp_path / "logs", poll_seconds=0.3) as car, car.client() as c:
+        health = wait_until(lambda: (h := c.get("/health").json())["version"] and h, timeout=60)
+        assert health["version"] == v1
+        assert health["last_refusal"]["version"] == v2
+        assert "manifest.json is not valid JSON (damaged?)" in health["last_refusal"]["error"]
+        r = c.post("/predict", json={"records": [{"customer_id": "C0000001"}]})
+        assert r.status_code == 200 and r.json()["model_version"] == v1
