@@ -52,6 +52,16 @@ def setting_hint(e: BaseException) -> str | None:
             f"CHURN_S3_ENDPOINT_URL ({os.environ.get('CHURN_S3_ENDPOINT_URL', 'unset')}) "
             "and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         )
+    if isinstance(e, NotADirectoryError | PermissionError | FileExistsError | IsADirectoryError):
+        where = ", ".join(
+            f"{name}={os.environ[name]}"
+            for name in ("CHURN_STORAGE_URL", "CHURN_LANDING_URL", "DAGSTER_HOME")
+            if os.environ.get(name)
+        )
+        return (
+            f"{kind}: {e}: a folder of the platform cannot be created or written there; "
+            f"check the paths it is given ({where or 'the defaults under .churn/'})"
+        )
     return None
 
 

@@ -176,6 +176,23 @@ def test_a_wrong_setting_ends_in_one_line_naming_it(monkeypatch):
     assert result.exception is not None and type(result.exception).__name__ == "DatasetConfigError"
 
 
+def test_a_storage_path_under_a_file_ends_in_one_line_naming_the_paths(tmp_path, monkeypatch):
+    """``CHURN_LANDING_URL`` (or the storage, or ``DAGSTER_HOME``) under a regular file: one
+    line naming the error and the path settings, not a traceback."""
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.delenv("CHURN_DEBUG", raising=False)
+    monkeypatch.setenv("CHURN_LANDING_URL", str(tmp_path / "afile" / "landing"))
+    result = CliRunner().invoke(main, ["seed", "--customers", "100", "--days", "120"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: NotADirectoryError: ")
+    assert f"CHURN_LANDING_URL={tmp_path / 'afile' / 'landing'}" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_an_unknown_served_data_set_ends_in_one_line(tmp_path):
     """``CHURN_SERVING_DATASETS`` naming a data set that does not exist: ``churn serve``
     and ``churn-serve`` exit 1 with one line naming the setting, not a traceback."""
