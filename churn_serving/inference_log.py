@@ -353,6 +353,7 @@ class InferenceLogger:
                 return 0
             self._failures_in_a_row = 0
             self._retry_at = 0.0
+            self.last_error = None  # recovered: flush_failures keeps the count
             self.records_written += written
             if self.metrics is not None:
                 self.metrics.log_records.labels(result="written").inc(written)

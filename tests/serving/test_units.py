@@ -641,6 +641,7 @@ def test_inference_log_survives_storage_outage_with_bounded_buffer(tmp_path):
     storage.down = False
     logger._retry_at = 0.0
     assert logger.flush() == 8
+    assert logger.last_error is None and logger.status()["flush_failures"] == 1  # recovered
     ids = pl.read_parquet(log_files(tmp_path)[0])["customer_id"].to_list()
     assert ids[:2] == ["C10", "C11"] and ids[-2:] == ["C100", "C101"]
 
