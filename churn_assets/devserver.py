@@ -172,12 +172,16 @@ def port_problem(host: str, port: int, what: str, setting: str) -> str | None:
     return None
 
 
-def _die_with_parent() -> None:
-    """In a child of ``churn dev``, before it runs: ask Linux to send it SIGINT (its
-    Ctrl-C) when ``churn dev`` dies, however it dies (a SIGKILL included), so that no
-    platform is left running without the process that holds the instance lock."""
+def _child_setup() -> None:
+    """In a child of ``churn dev``, before it runs: Ctrl-C and SIGTERM back to their
+    defaults (a ``churn dev`` started in the background, ``nohup make dev &``, has them
+    ignored, and children would inherit that: a stop could only kill them), and ask Linux
+    to send it SIGINT when ``churn dev`` dies, however it dies (a SIGKILL included), so
+    that no platform is left running without the process that holds the instance lock."""
     import ctypes
 
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     pr_set_pdeathsig = 1
     with contextlib.suppress(Exception):  # not Linux: the lock is still passed down
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
@@ -286,7 +290,7 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
             cwd=root,
             start_new_session=True,
             pass_fds=(lock.fileno(),),
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+            preexec_fn=_child_setup,  # noqa: PLW1509 - signals and prctl only, no locks
         )
 
     children: dict[str, subprocess.Popen] = {}

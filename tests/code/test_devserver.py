@@ -289,7 +289,8 @@ def test_nothing_starts_when_a_port_is_taken(tmp_path, monkeypatch, capsys):
 def test_a_killed_churn_dev_takes_its_platform_down_and_holds_the_lock_till_then(tmp_path):
     """``churn dev`` SIGKILLed: its children (in sessions of their own, so a kill of its
     group misses them) get SIGINT and stop, and they hold the instance lock until they do,
-    so no second ``churn dev`` starts beside a platform still running."""
+    so no second ``churn dev`` starts beside a platform still running; also when it was
+    started in the background with SIGINT ignored."""
     import signal
 
     from churn_assets import devserver
@@ -297,11 +298,10 @@ def test_a_killed_churn_dev_takes_its_platform_down_and_holds_the_lock_till_then
     home = tmp_path / "home"
     home.mkdir()
     pidfile = tmp_path / "child"
-    child = (
-        "import os, signal, sys, time; "
-        f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
-        "signal.signal(signal.SIGINT, lambda *a: (time.sleep(1.5), sys.exit(0))); "
-        "time.sleep(120)"
+    child = (  # Python's own Ctrl-C handling, only there when SIGINT is not ignored
+        "import os, time\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    time.sleep(1.5)\n"
     )
     runner = tmp_path / "runner.py"
     runner.write_text(
@@ -313,7 +313,14 @@ def test_a_killed_churn_dev_takes_its_platform_down_and_holds_the_lock_till_then
         f"sys.exit(d.run_dev(port={free_port()}, root=Path({str(tmp_path)!r})))\n"
     )
     env = {**os.environ, "DAGSTER_HOME": str(home), "CHURN_SERVING_PORT": str(free_port())}
-    parent = subprocess.Popen([sys.executable, str(runner)], env=env, cwd=Path.cwd())
+    # started as `nohup make dev &` starts it: SIGINT ignored, which its children inherit
+    # unless churn dev gives them the default back
+    parent = subprocess.Popen(
+        [sys.executable, str(runner)],
+        env=env,
+        cwd=Path.cwd(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
     try:
         deadline = time.monotonic() + 60
         while not pidfile.exists() and time.monotonic() < deadline:
