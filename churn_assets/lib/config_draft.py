@@ -115,8 +115,16 @@ AMOUNT_WORDS = (
 )
 QUANTITY_NAMES = ("quantity", "qty")
 PRICE_NAMES = ("unitprice", "price")
-INVOICE_NAMES = ("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber")
-CATEGORY_NAMES = ("category", "productcategory", "productgroup", "plan")
+INVOICE_NAMES = (
+    *("invoiceno", "invoice", "invoiceid", "orderid", "order", "ordernumber"),
+    # German, French, Spanish / Portuguese and Dutch exports
+    *("belegnr", "belegnummer", "rechnungsnr", "rechnungsnummer", "bestellnr", "bestellnummer"),
+    *("facture", "numerofacture", "commande", "factura", "pedido", "fatura", "factuurnummer"),
+)
+CATEGORY_NAMES = (
+    *("category", "productcategory", "productgroup", "plan"),
+    *("warengruppe", "kategorie", "categorie", "categoria", "categoría"),
+)
 COUNTRY_NAMES = ("country", "region")
 #: Event-type columns of an activity log (``activity_only``), taken as its category.
 EVENT_NAMES = ("event", "eventtype", "eventname", "action", "activity", "page")

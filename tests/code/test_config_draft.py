@@ -833,13 +833,17 @@ def test_excel_unicode_text_utf16_tab_separated_is_drafted_and_ingested(tmp_path
 def test_a_german_export_names_its_customer_and_amount_columns_in_german(tmp_path):
     csv = tmp_path / "export.csv"
     csv.write_text(
-        "Kundennummer;Rechnungsdatum;Betrag\n"
-        + "".join(f"{17850 + i % 9};{1 + i % 28:02d}/03/2011 10:00;{i},50\n" for i in range(60))
+        "Kundennummer;Belegnr;Rechnungsdatum;Warengruppe;Betrag\n"
+        + "".join(
+            f"{17850 + i % 9};B{i // 2};{1 + i % 28:02d}/03/2011 10:00;W{i % 3};{i},50\n"
+            for i in range(60)
+        )
     )
     text = draft_config(str(csv), timestamp="Rechnungsdatum")
     _, raw = _load(text, tmp_path)
     tx = raw["transactions"]
     assert (tx["customer_id"], tx["amount"], tx["decimal"]) == ("Kundennummer", "Betrag", ",")
+    assert (tx["invoice_id"], tx["category"]) == ("Belegnr", "Warengruppe")
     assert "activity_only" not in tx
 
 
