@@ -260,9 +260,12 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
 
 def _materializes(context: dg.SensorEvaluationContext, run: Any, key: dg.AssetKey) -> bool:
     """Whether ``run`` (queued or in progress) materializes ``key``: its asset selection,
-    or, for a whole asset job of this code location, the job's assets."""
+    or, for a whole asset job of this code location, the job's assets (a job of the same
+    name in another data set's location carries that data set's tag, not this one's)."""
     if run.asset_selection is not None:
         return key in run.asset_selection
+    if not scope.dataset_tags().items() <= run.tags.items():
+        return False
     repo = getattr(context, "repository_def", None)
     if repo is None or not repo.has_job(run.job_name):
         return False

@@ -272,9 +272,10 @@ def customer_id_match(
         .collect()["customer_id"]
     )
     known = customers["customer_id"]
-    matched = int(tx_ids.is_in(known.implode()).sum())
+    found = tx_ids.is_in(known.implode())
+    matched = int(found.sum())
     problem = other_zeros_problem(
-        tx_ids.filter(~tx_ids.is_in(known.implode())),
+        tx_ids.filter(~found),
         known,
         total=tx_ids.len(),
         source="the transactions",

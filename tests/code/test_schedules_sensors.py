@@ -680,3 +680,26 @@ def test_good_files_of_a_batch_whose_last_file_failed_reach_the_features(isolate
     assert result.asset_selection == [scope.key("current_features"), scope.key("drift_report")]
     raw = instance.get_latest_materialization_event(scope.key("raw_transactions"))
     assert result.run_key == f"refresh-features-{raw.run_id}-{raw.timestamp:.3f}"  # once
+
+
+def test_a_whole_job_run_counts_as_materializing_only_for_its_own_data_set():
+    """A queued landing run materializes current_features; one of the same job name in
+    another data set's code location (its tag names that data set) does not."""
+    from types import SimpleNamespace
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from churn_assets import scope
+    from churn_assets.definitions import defs
+    from churn_assets.jobs import monitoring_job
+    from churn_assets.sensors import _materializes
+
+    context = SimpleNamespace(repository_def=defs.get_repository_def())
+    key = scope.key("current_features")
+
+    def run(tags: dict[str, str]) -> DagsterRun:
+        return DagsterRun(job_name=monitoring_job.name, tags=tags)
+
+    assert _materializes(context, run(scope.dataset_tags()), key)
+    assert not _materializes(context, run({scope.DATASET_TAG: "telco"}), key)
+    assert not _materializes(context, run(scope.dataset_tags()), scope.key("churn_scores"))

@@ -92,14 +92,13 @@ def roc_auc_interval(
         auc * (1.0 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)
     ) / (positives * negatives)
     z = float(norm.ppf(0.5 + confidence / 2.0))
-    half = z * float(np.sqrt(max(var, 0.0)))
-    low, high = max(0.0, auc - half), min(1.0, auc + half)
-    n = min(positives, negatives)
-    if var <= 0:
+    if var <= 0:  # a perfect ranking: Wilson's interval on the smaller class's rows
+        n = min(positives, negatives)
         centre = (auc + z * z / (2 * n)) / (1 + z * z / n)
-        spread = z * np.sqrt(auc * (1 - auc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        low, high = min(low, float(centre - spread)), max(high, float(centre + spread))
-    return max(0.0, low), min(1.0, high)
+        spread = z * float(np.sqrt(auc * (1 - auc) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+        return max(0.0, centre - spread), min(1.0, centre + spread)
+    half = z * float(np.sqrt(var))
+    return max(0.0, auc - half), min(1.0, auc + half)
 
 
 def regression_metrics(y_true: ArrayLike, pred: ArrayLike) -> dict:
