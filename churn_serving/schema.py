@@ -13,7 +13,9 @@ The rules (also served at ``GET /predict/schema``):
 * A record is ``{"customer_id": id}`` (features looked up in the latest ``current_features``
   table) or ``{"features": {...}}`` with every deployed feature, optionally with a
   ``customer_id`` that is only echoed and logged. Any other key → 422.
-* Numeric features: a JSON number or boolean (``true`` = 1). ``null`` only where the training
+* Numeric features: a JSON number or boolean (``true`` = 1); a whole number where the
+  training column held integers (``40.5`` for an ``int64`` count is refused) and only 0 / 1
+  (or ``false`` / ``true``) where it held booleans. ``null`` only where the training
   data had nulls (``nullable``). Out of range = outside ``[min - k*width, max + k*width]``
   with ``width = max - min`` of the training data (``k = CHURN_SERVING_RANGE_SLACK``, default
   10; a constant column uses ``width = max(|max|, 1)``), and below 0 whenever the training
@@ -30,7 +32,7 @@ The rules (also served at ``GET /predict/schema``):
 * Unknown features, missing features, wrong types, out-of-range values → 422 with one entry
   per problem: ``loc`` (``["body", "records", i, "features", name]``), ``field``, ``msg`` and
   ``type`` (``missing``, ``unknown_field``, ``wrong_type``, ``null_not_allowed``,
-  ``not_finite``, ``out_of_range``).
+  ``not_finite``, ``not_integer``, ``not_boolean``, ``out_of_range``).
 """
 
 from __future__ import annotations
@@ -540,6 +542,16 @@ class FeatureSchema:
         self.num_nullable = np.asarray(nullable_num, dtype=bool)
         # the same as Python lists, for one record's values
         self._lo, self._hi, self._nullable = lo, hi, nullable_num
+        definition = manifest.get("feature_definition") or {}
+        dated = set((definition.get("dates") or {}).values())
+        kinds = [
+            _value_kind(schema.get(c, {}).get("dtype")) if c not in dated else None
+            for c in self.numeric
+        ]
+        #: Features whose training values were booleans (0/1 only) or whole numbers.
+        self.boolean = np.asarray([k == "boolean" for k in kinds], dtype=bool)
+        self.whole = np.asarray([k == "whole" for k in kinds], dtype=bool)
+        self._kinds = kinds
         self.known: list[frozenset[str]] = []
         self.cat_nullable: list[bool] = []
         self.cat_has_categories: list[bool] = []
@@ -560,7 +572,6 @@ class FeatureSchema:
         self.source_names = {name: src for src, name in self.aliases.items()}
         # dates: a days_since_<name> feature may be sent as the date under <name> (or its
         # source column name), counted to the day the version's dates count to
-        definition = manifest.get("feature_definition") or {}
         as_of = definition.get("dates_as_of")
         self.dates_as_of = dt.datetime.fromisoformat(as_of) if as_of else None
         dates = {
@@ -596,8 +607,13 @@ class FeatureSchema:
                 "nullable": bool(self.num_nullable[i]),
                 "training_min": s.get("min"),
                 "training_max": s.get("max"),
-                "accepted_min": _finite_or_none(self.lo[i]),
-                "accepted_max": _finite_or_none(self.hi[i]),
+                "accepted_min": 0.0 if self.boolean[i] else _finite_or_none(self.lo[i]),
+                "accepted_max": 1.0 if self.boolean[i] else _finite_or_none(self.hi[i]),
+                "values": "true/false or 1/0"
+                if self.boolean[i]
+                else "whole numbers"
+                if self.whole[i]
+                else "numbers",
             }
             if c in self.source_names:
                 fields[c]["source_name"] = self.source_names[c]
@@ -645,12 +661,14 @@ class FeatureSchema:
         """JSON Schema of a ``features`` object (for the OpenAPI document)."""
         props: dict[str, Any] = {}
         for i, c in enumerate(self.numeric):
-            types = ["number", "boolean", "null"] if self.num_nullable[i] else ["number", "boolean"]
+            number = "integer" if self.whole[i] or self.boolean[i] else "number"
+            types = [number, "boolean", "null"] if self.num_nullable[i] else [number, "boolean"]
             p: dict[str, Any] = {"type": types}
-            if math.isfinite(self.lo[i]):
-                p["minimum"] = float(self.lo[i])
-            if math.isfinite(self.hi[i]):
-                p["maximum"] = float(self.hi[i])
+            lo, hi = (0.0, 1.0) if self.boolean[i] else (self.lo[i], self.hi[i])
+            if math.isfinite(lo):
+                p["minimum"] = float(lo)
+            if math.isfinite(hi):
+                p["maximum"] = float(hi)
             props[c] = p
         for j, c in enumerate(self.categorical):
             p = {"type": ["string", "null"] if self.cat_nullable[j] else "string"}
@@ -999,6 +1017,32 @@ class FeatureSchema:
                 "not_finite",
                 lambda c, r, j: f"feature {c!r} must be a finite number",
             )
+        with np.errstate(invalid="ignore"):
+            fractional = self.whole & np.isfinite(num) & (num != np.floor(num))
+            not_boolean = self.boolean & (num != 0) & (num != 1) & ~np.isnan(num)
+        if fractional.any():
+            self._cell_errors(
+                fractional,
+                loc,
+                errors,
+                "not_integer",
+                lambda c, r, j: (
+                    f"feature {c!r} must be a whole number (it was "
+                    f"{self._raw.get(c, {}).get('dtype')} in training), got {float(num[r, j])!r}"
+                ),
+            )
+        if not_boolean.any():
+            self._cell_errors(
+                not_boolean,
+                loc,
+                errors,
+                "not_boolean",
+                lambda c, r, j: (
+                    f"feature {c!r} is a boolean: send true or false (or 1 or 0), "
+                    f"got {float(num[r, j])!r}"
+                ),
+            )
+            out &= ~not_boolean
         if out.any():
             self._cell_errors(
                 out,
@@ -1020,7 +1064,9 @@ class FeatureSchema:
         out = []
         append = out.append
         nan = math.nan
-        for v, lo, hi, nullable in zip(row, self._lo, self._hi, self._nullable, strict=True):
+        for v, lo, hi, nullable, kind in zip(
+            row, self._lo, self._hi, self._nullable, self._kinds, strict=True
+        ):
             t = type(v)
             if t is float or t is int or t is bool:
                 try:
@@ -1028,6 +1074,10 @@ class FeatureSchema:
                 except OverflowError:
                     return None
                 if not lo <= f <= hi:  # out of range, or not finite
+                    return None
+                if kind is not None and (
+                    not f.is_integer() if kind == "whole" else f != 0.0 and f != 1.0
+                ):
                     return None
                 append(f)
             elif v is None and nullable:
@@ -1105,6 +1155,17 @@ class FeatureSchema:
                             unseen.append((r, c, v))
             cat[:, j] = col
         return cat, unseen
+
+
+def _value_kind(dtype: Any) -> str | None:
+    """``"boolean"`` or ``"whole"`` for a training dtype (as ``str(series.dtype)``) whose
+    values are booleans or integers; None for floats, unknown or absent dtypes."""
+    text = str(dtype or "").lower()
+    if text in ("bool", "boolean"):
+        return "boolean"
+    if text.startswith(("int", "uint")):
+        return "whole"
+    return None
 
 
 def _loc(row: int, name: str) -> list[Any]:

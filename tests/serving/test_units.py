@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import math
@@ -252,6 +253,58 @@ def test_a_number_or_boolean_sent_as_text_says_how_to_send_it(value, says):
     assert error["type"] == "wrong_type" and says in error["msg"]
     if value == "forty":
         assert error["msg"].endswith("got string")
+
+
+def _typed_manifest() -> dict[str, Any]:
+    """MANIFEST with ``age`` an integer column and ``score`` a boolean one in training."""
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["feature_schema"]["age"]["dtype"] = "int64"
+    manifest["feature_schema"]["score"] = {
+        "type": "numeric",
+        "dtype": "bool",
+        "min": 0.0,
+        "max": 1.0,
+        "nullable": False,
+    }
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "says"),
+    [
+        ({"age": 40.5}, "not_integer", "'age' must be a whole number (it was int64 in training)"),
+        ({"score": 2}, "not_boolean", "'score' is a boolean: send true or false (or 1 or 0)"),
+        ({"score": 0.5}, "not_boolean", "got 0.5"),
+    ],
+)
+def test_integer_and_boolean_features_refuse_other_numbers(changes, kind, says):
+    """A fractional value for a feature that held integers in training, or a value other than
+    0/1 for a boolean one, is a 422 naming the feature, alone and in a batch, by records and
+    by columns; whole numbers, ``40.0`` and ``true`` pass."""
+    schema = FeatureSchema(_typed_manifest())
+
+    def typed(**values: Any) -> dict[str, Any]:
+        return record(**{"score": True, **values})
+
+    for feats in ([typed(**changes)], [typed(), typed(**changes)]):
+        with pytest.raises(RequestError) as exc:
+            schema.to_arrays(feats, list(range(len(feats))))
+        (error,) = exc.value.detail
+        assert error["type"] == kind and says in error["msg"], error
+        assert error["loc"] == ["body", "records", len(feats) - 1, "features", error["field"]]
+    columns = {k: [v] for k, v in typed(**changes).items()}
+    with pytest.raises(RequestError) as exc:
+        schema.columns_to_arrays(columns, 1)
+    assert [e["type"] for e in exc.value.detail] == [kind]
+    num, _, _ = schema.to_arrays([typed(age=40.0), typed(age=41, score=0)], [0, 1])
+    assert num[:, 0].tolist() == [40.0, 41.0] and num[:, 2].tolist() == [1.0, 0.0]
+    described = schema.describe()["fields"]
+    assert described["age"]["values"] == "whole numbers"
+    assert (described["score"]["accepted_min"], described["score"]["accepted_max"]) == (0, 1)
+    props = schema.json_schema()["properties"]
+    assert props["age"]["type"][0] == "integer" and props["score"]["maximum"] == 1.0
+    # a manifest without dtypes (an older version) keeps accepting any number
+    assert FeatureSchema(MANIFEST).to_arrays([record(age=40.5)], [0])[0][0, 0] == 40.5
 
 
 def test_out_of_range_message_gives_the_accepted_interval():
