@@ -613,6 +613,31 @@ def _distinct_id(table: _Table, taken: tuple[str | None, ...]) -> str | None:
     return repeated
 
 
+#: Column names (as :func:`_key` gives them) of the currency beside an amount.
+CURRENCY_NAMES = ("currency", "currencycode", "curr", "waehrung", "währung", "devise", "moneda")
+
+
+def _cents(table: _Table, column: str) -> list[str]:
+    """``amount_scale: 0.01`` when ``column`` holds minor units: its name says cents
+    (``amount_cents``, ``price_in_cents``), or its values are all whole numbers beside a
+    currency column (what payment APIs such as Stripe export; marked CHECK)."""
+    key = _key(column)
+    if "cents" in key:
+        return ["  amount_scale: 0.01   # the column holds cents: amounts in currency units"]
+    if not any(_key(c) in CURRENCY_NAMES for c in table.frame.columns):
+        return []
+    values = table.frame[column]
+    if not values.dtype.is_numeric():
+        values = values.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    values = values.drop_nulls()
+    if values.len() == 0 or not bool((values.round(0) == values).all()):
+        return []
+    return [
+        "  amount_scale: 0.01   # CHECK: whole-number amounts beside a currency column, as "
+        "payment APIs export cents; drop it if they are currency units"
+    ]
+
+
 def _money_column(table: _Table, taken: tuple[str, ...]) -> str | None:
     """A column of numbers whose name holds one of :data:`AMOUNT_WORDS` (the first word
     that any column's name holds), not one of the columns ``taken``."""
@@ -1394,6 +1419,7 @@ def _transactions(
     activity = False
     if amt is not None:
         out.append(f"  amount: {_yaml(amt)}")
+        out += _cents(table, amt)
     else:
         qty = _find(table, quantity, QUANTITY_NAMES, "quantity")
         price = _find(table, unit_price, PRICE_NAMES, "unit price")
@@ -1414,6 +1440,7 @@ def _transactions(
             )
         else:
             out += [f"  quantity: {_yaml(qty)}", f"  unit_price: {_yaml(price)}"]
+            out += _cents(table, price)
     inv = _find(table, invoice, INVOICE_NAMES, "invoice")
     if inv is not None:
         out.append(f"  invoice_id: {_yaml(inv)}")

@@ -158,6 +158,13 @@ class TransactionsSpec(SourceSpec):
     )
     category: str | None = None
     country: str | None = None
+    amount_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="Amounts (or unit prices) are multiplied by this as they are read: 0.01 "
+        "for amounts in cents, as payment APIs (Stripe, Chargebee, Adyen) export them. "
+        "min_amount and max_amount apply to the scaled amounts.",
+    )
     min_amount: float = -1_000_000.0
     max_amount: float = 1_000_000.0
     customer_id_required_fraction: float = Field(
@@ -187,9 +194,10 @@ class TransactionsSpec(SourceSpec):
                 "type column) too"
             )
         money = [k for k in ("amount", "quantity", "unit_price") if getattr(self, k)]
-        if self.activity_only and money:
+        if self.activity_only and (money or self.amount_scale != 1.0):
             raise ValueError(
-                f"activity_only lines have no amount: drop {', '.join(money)}, or drop "
+                "activity_only lines have no amount: drop "
+                f"{', '.join(money + ['amount_scale'] * (self.amount_scale != 1.0))}, or drop "
                 "activity_only"
             )
         if not self.activity_only and not (self.amount or (self.quantity and self.unit_price)):

@@ -1018,6 +1018,8 @@ def _finish_transactions(frame: pl.DataFrame, t: TransactionsSpec) -> pl.DataFra
         frame = frame.with_columns(pl.lit(1.0).alias("amount"))  # each event counts once
     elif "amount" not in frame.columns:
         frame = frame.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
+    if t.amount_scale != 1.0:  # cents (or another minor unit) to currency units
+        frame = frame.with_columns(pl.col("amount") * t.amount_scale)
     for out in ("invoice_id", "category", "country"):
         if out not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(out))

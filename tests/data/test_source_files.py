@@ -397,6 +397,34 @@ def test_a_payments_export_in_json_lines_drafts_and_ingests(tmp_path):
     assert res.frame["amount"].to_list() == [1900.0, 1900.0, 4900.5, 1900.0]
 
 
+def test_amounts_in_cents_are_drafted_and_read_in_currency_units(tmp_path):
+    """Whole-number amounts beside a currency column (a Stripe charges export) draft
+    ``amount_scale: 0.01`` marked CHECK; a column named for cents drafts it plainly; ingestion
+    scales the amounts (and ``max_amount`` judges the scaled ones). Fractional amounts beside
+    a currency column are currency units and draft nothing."""
+    paid = [
+        {**c, "amount": int(c["amount"]), "currency": "usd", "customer": {"id": f"cus_{i % 2}"}}
+        for i, c in enumerate(CHARGES * 3)
+    ]
+    path = tmp_path / "charges.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in paid))
+    text = draft_config(str(path), timestamp="created", id_column="customer.id")
+    assert "amount_scale: 0.01   # CHECK: whole-number amounts beside a currency column" in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text.replace("  amount_scale:", "  max_amount: 100\n  amount_scale:"))
+    res = ingest_transactions(load_dataset_config(str(out)), str(tmp_path))
+    assert res.parse_errors == {} and res.rows == len(paid)
+    assert sorted(set(res.frame["amount"].to_list())) == [19.0, 49.0]
+    cents = tmp_path / "cents.csv"
+    cents.write_text("user,ts,amount_cents\nu1,2024-01-02,1999\nu2,2024-01-03,500\n")
+    text = draft_config(str(cents), timestamp="ts", id_column="user", amount="amount_cents")
+    assert "amount_scale: 0.01   # the column holds cents" in text
+    path.write_text("".join(json.dumps({**r, "amount": r["amount"] + 0.5}) + "\n" for r in paid))
+    assert "amount_scale" not in draft_config(
+        str(path), timestamp="created", id_column="customer.id"
+    )
+
+
 def test_only_the_configured_columns_of_a_wide_file_are_read():
     wide = CSV.replace("InvoiceNo,", " InvoiceNo ,")  # header names are matched stripped
     frame = read_table(wide.encode(), "o.csv", _spec(), columns=["CustomerID", "InvoiceNo"])
