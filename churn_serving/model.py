@@ -145,8 +145,8 @@ def _short(value: str, limit: int = 100) -> str:
 def plain_customer_id(cid: str) -> str:
     """A customer id as ingestion stores it (``churn_assets.lib.ingest.plain_id``): a
     number a float column exported loses its ``.0`` (``17850.0``), or its ``,0`` with a
-    decimal comma (``15240,0``)."""
-    return re.sub(r"^(\d+),0$", r"\1", re.sub(r"\.0$", "", cid))
+    decimal comma (``15240,0``); other ids (``C0003.0``) are kept as they are."""
+    return re.sub(r"^(\d+)[.,]0$", r"\1", cid)
 
 
 class UnknownCustomers(Exception):

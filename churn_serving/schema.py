@@ -1219,15 +1219,24 @@ def frame_to_arrays(frame: Any, numeric: list[str], categorical: list[str]) -> t
         num[:, i] = v
     cat = np.empty((n, len(categorical)), dtype=object)
     for j, c in enumerate(categorical):
+        # by dictionary: every cell refers to one string object per category (a million
+        # customers' categories as separate strings cost 50+ bytes each)
         col = table.column(c)
-        if pa.types.is_dictionary(col.type):
-            col = pc.cast(col, col.type.value_type)
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            vals = col.to_pylist()
-        else:
-            vals = [
-                None if v is None or (isinstance(v, float) and math.isnan(v)) else category_label(v)
-                for v in col.to_pylist()
+        if not pa.types.is_dictionary(col.type):
+            col = pc.dictionary_encode(col)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        labels = np.array(
+            [
+                MISSING_CATEGORY
+                if v is None or (isinstance(v, float) and math.isnan(v))
+                else v
+                if isinstance(v, str)
+                else category_label(v)
+                for v in col.dictionary.to_pylist()
             ]
-        cat[:, j] = [MISSING_CATEGORY if v is None else v for v in vals]
+            + [MISSING_CATEGORY],
+            dtype=object,
+        )
+        codes = pc.fill_null(col.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
+        cat[:, j] = labels[codes]
     return num, cat

@@ -874,8 +874,9 @@ def transaction_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | N
 
 def plain_id(ids: pl.Expr) -> pl.Expr:
     """Customer ids as one text however a file wrote them: a number exported as a float
-    loses its ``.0`` (``17850.0``), or its ``,0`` with a decimal comma (``15240,0``)."""
-    return ids.str.replace(r"\.0$", "").str.replace(r"^(\d+),0$", "${1}")
+    loses its ``.0`` (``17850.0``), or its ``,0`` with a decimal comma (``15240,0``); other
+    ids (``C0003.0``) are kept as they are."""
+    return ids.str.replace(r"^(\d+)[.,]0$", "${1}")
 
 
 def label_key(value: pl.Expr) -> pl.Expr:

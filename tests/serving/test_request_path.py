@@ -315,6 +315,27 @@ def test_lookup_answers_are_encoded_once_per_customer_and_equal_the_general_enco
     assert levels == ({"champion"} if isinstance(classifier, Linear) else {"fallback_model"})
 
 
+def test_a_lookup_is_echoed_with_the_id_as_sent_whoever_asked_first():
+    """``17850.0`` finds customer ``17850``; each answer echoes the id as its request sent
+    it, in either order (the per-customer JSON cache holds the table's spelling only)."""
+    import pyarrow as pa
+
+    schema = FeatureSchema(MANIFEST)
+    rows = [record(age=30 + i, spend=10.0, plan="a") for i in range(2)]
+    frame = pa.table(
+        {"customer_id": ["17850", "15240"], **{c: [r[c] for r in rows] for c in schema.columns}}
+    )
+    b = make_bundle().with_customers(
+        CustomerTable.from_frame(frame, schema, "mem", None), None, "s"
+    )
+    table = b.customers
+    assert table.answer_json is not None
+    for ids in (["17850.0"], ["17850"], ["17850.0", "17850"], ["15240", "15240,0"], ["15240"]):
+        rows_of = b.lookup_rows(ids, list(range(len(ids))))
+        body = encode_lookup_answer("rid", "v1", ids, rows_of, table, b.has_value_model)
+        assert [p["customer_id"] for p in json.loads(body)["predictions"]] == ids
+
+
 def test_no_answer_json_without_precomputed_answers_or_for_a_huge_table(monkeypatch):
     assert make_bundle(precompute=False).customers.answer_json is None
     monkeypatch.setattr("churn_serving.model.ANSWER_JSON_MAX_ROWS", 39)
@@ -516,6 +537,9 @@ def test_an_id_written_as_a_float_finds_its_customer():
     with pytest.raises(RequestError) as err:
         bundle.lookup_rows(["17850.0", "99.0"], [0, 1])
     assert err.value.status == 404 and "'99.0'" in err.value.detail[0]["msg"]
+    with pytest.raises(RequestError) as err:  # only a number loses its .0: X.5.0 is not X.5
+        bundle.lookup_rows(["X.5.0"], [0])
+    assert err.value.status == 404 and "'X.5.0'" in err.value.detail[0]["msg"]
     with pytest.raises(RequestError) as err:  # a huge id is not echoed whole
         bundle.lookup_rows(["x" * 1_000_000], [0])
     assert (
