@@ -990,10 +990,19 @@ def create_app(
         include_in_schema=False,
         status_code=404,
     )
-    async def dataset_unknown_route(path: str) -> JSONResponse:
-        """404 for any other path under /datasets/ (the served data sets named)."""
+    async def dataset_unknown_route(path: str, request: Request) -> JSONResponse:
+        """404 for any other path under /datasets/ (the served data sets named); 405 for a
+        served data set's route asked with the other method."""
         name, _, rest = path.partition("/")
-        if name and rest in ("predict", "predict/schema", "model-info", "ready"):
+        routes = {"predict": "POST", "predict/schema": "GET", "model-info": "GET", "ready": "GET"}
+        if name and rest in routes and registry.get(name) is not None:
+            allowed = routes[rest]
+            return JSONResponse(
+                {"detail": f"/datasets/{name}/{rest} takes {allowed}, not {request.method}"},
+                status_code=405,
+                headers={"Allow": allowed},
+            )
+        if name and rest in routes:
             body = registry.not_served(name)
         else:
             served = registry.names()

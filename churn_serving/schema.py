@@ -25,14 +25,17 @@ The rules (also served at ``GET /predict/schema``):
   features keep growing after training (in the synthetic data the latest ``return_amount``
   reaches 4.4x its training maximum), so a tight k would refuse real customers.
 * Categorical features: a JSON string (``null`` where nullable, treated as the missing
-  category). A category not seen in training is accepted; the model treats it as unknown
+  category), or a number or boolean naming the category as training labelled it (``0`` is
+  ``"0"``, as a CSV row forwarded with its types sends Telco's ``SeniorCitizen``).
+  ``"__missing__"`` (the model's own marker for a missing value) is refused
+  (``reserved_value``). A category not seen in training is accepted; the model treats it as unknown
   (the encoders' ``handle_unknown``), and the answer lists it under ``unseen_categories``.
 * A feature may be keyed by the data set's source column name instead (``source_names`` in
   the schema, e.g. Telco's ``MonthlyCharges`` for ``monthly_charges``).
 * Unknown features, missing features, wrong types, out-of-range values → 422 with one entry
   per problem: ``loc`` (``["body", "records", i, "features", name]``), ``field``, ``msg`` and
   ``type`` (``missing``, ``unknown_field``, ``wrong_type``, ``null_not_allowed``,
-  ``not_finite``, ``not_integer``, ``not_boolean``, ``out_of_range``).
+  ``not_finite``, ``not_integer``, ``not_boolean``, ``reserved_value``, ``out_of_range``).
 """
 
 from __future__ import annotations
@@ -671,7 +674,8 @@ class FeatureSchema:
                 p["maximum"] = float(hi)
             props[c] = p
         for j, c in enumerate(self.categorical):
-            p = {"type": ["string", "null"] if self.cat_nullable[j] else "string"}
+            kinds = ["string", "number", "boolean"]
+            p = {"type": [*kinds, "null"] if self.cat_nullable[j] else kinds}
             if self.known[j]:
                 p["description"] = "known: " + ", ".join(sorted(self.known[j]))
                 p["examples"] = sorted(self.known[j])[:3]
@@ -746,7 +750,7 @@ class FeatureSchema:
                                 _error(
                                     _loc(rows[k], c),
                                     "unknown_field",
-                                    f"unknown feature {c!r} (not in the deployed schema)",
+                                    self._unknown(c),
                                     c,
                                 )
                             )
@@ -873,7 +877,7 @@ class FeatureSchema:
                     _error(
                         ["body", "columns", c],
                         "unknown_field",
-                        f"unknown feature {c!r} (not in the deployed schema)",
+                        self._unknown(c),
                         c,
                     )
                 )
@@ -885,6 +889,16 @@ class FeatureSchema:
         names += [k for k, v in self.date_keys.items() if v == feature]
         also = f" (or {' / '.join(map(repr, names))})" if names else ""
         return f"feature {feature!r}{also} is required"
+
+    def _unknown(self, key: str) -> str:
+        """Why ``key`` is refused: not a feature, or a feature's other name sent beside it."""
+        feature = self.aliases.get(key) or self.date_keys.get(key)
+        if feature is not None:
+            return (
+                f"{key!r} is the source name of feature {feature!r}, which the record also "
+                "holds under its own name: send it once"
+            )
+        return f"unknown feature {key!r} (not in the deployed schema)"
 
     def _translate(self, f: dict[str, Any]) -> dict[str, Any]:
         """A record keyed by source column names (or a mix) keyed by feature names; a feature
@@ -1113,7 +1127,7 @@ class FeatureSchema:
         if n == 1 and k:  # one record of known categories: no per-column sets
             row = [col[0] for col in columns]
             if all(
-                type(v) is str and (v in known or not has)
+                type(v) is str and (v in known or not has and v != MISSING_CATEGORY)
                 for v, known, has in zip(row, self.known, self.cat_has_categories, strict=True)
             ):
                 cat[0] = row
@@ -1121,14 +1135,33 @@ class FeatureSchema:
         for j, c in enumerate(self.categorical):
             col = columns[j]
             types = set(map(type, col))
-            if types - {str, type(None)}:
+            if types - {str, type(None)}:  # numbers name their category as training did
+                col, bad = _category_labels(col)
+                for r, v in bad:
+                    errors.append(
+                        _error(
+                            loc(r, c),
+                            "wrong_type",
+                            f"feature {c!r} must be a string (a category), got {json_type(v)}",
+                            c,
+                        )
+                    )
+                if bad:
+                    continue
+            if MISSING_CATEGORY in col:
                 for r, v in enumerate(col):
-                    if type(v) is not str and v is not None:
+                    if v == MISSING_CATEGORY:
                         errors.append(
                             _error(
                                 loc(r, c),
-                                "wrong_type",
-                                f"feature {c!r} must be a string (a category), got {json_type(v)}",
+                                "reserved_value",
+                                f"feature {c!r}: {MISSING_CATEGORY!r} stands for a missing "
+                                "value inside the model; send null"
+                                + (
+                                    ""
+                                    if self.cat_nullable[j]
+                                    else " (not allowed here: it had no nulls in training)"
+                                ),
                                 c,
                             )
                         )
@@ -1155,6 +1188,24 @@ class FeatureSchema:
                             unseen.append((r, c, v))
             cat[:, j] = col
         return cat, unseen
+
+
+def _category_labels(col: Any) -> tuple[list[Any], list[tuple[int, Any]]]:
+    """A categorical column's values with numbers and booleans as the category labels
+    training gave them (``0`` → ``"0"``, ``1.0`` → ``"1"``, ``true`` → ``"True"``), and the
+    ``(record, value)`` of values that name no category (objects, arrays, ±inf)."""
+    out: list[Any] = []
+    bad: list[tuple[int, Any]] = []
+    for r, v in enumerate(col):
+        t = type(v)
+        if t is str or v is None:
+            out.append(v)
+        elif (t is int or t is bool) or (t is float and math.isfinite(v)):
+            out.append(category_label(v))
+        else:
+            bad.append((r, v))
+            out.append(None)
+    return out, bad
 
 
 def _value_kind(dtype: Any) -> str | None:

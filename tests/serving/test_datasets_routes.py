@@ -219,6 +219,15 @@ def test_unknown_or_undeployed_names_answer_404_naming_the_served_ones(car):
         assert "unknown data set 'nope'" in r.json()["detail"]
         r = c.get("/datasets/online_retail/model-info")
         assert "nothing deployed" in r.json()["detail"]
+        # a served data set's route with the other method is a 405, not "not served"
+        for method, path, allowed in (
+            ("GET", f"/datasets/{TELCO}/predict", "POST"),
+            ("POST", f"/datasets/{TELCO}/ready", "GET"),
+            ("POST", f"/datasets/{TELCO}/model-info", "GET"),
+        ):
+            r = c.request(method, path)
+            assert r.status_code == 405 and r.headers["allow"] == allowed, (path, r.text)
+            assert f"takes {allowed}, not {method}" in r.json()["detail"]
 
 
 def test_each_data_set_has_its_own_metrics_and_inference_log(car, both_root, telco):

@@ -252,7 +252,7 @@ def test_unseen_category_is_accepted_and_reported(client, reference):
         ({"age": "<drop>"}, "age", "missing"),
         ({"favourite_colour": "red"}, "favourite_colour", "unknown_field"),
         ({"age": "forty"}, "age", "wrong_type"),
-        ({"plan": 2}, "plan", "wrong_type"),
+        ({"plan": {"id": 2}}, "plan", "wrong_type"),
         ({"age": 100_000}, "age", "out_of_range"),
         ({"frequency": -1.0}, "frequency", "out_of_range"),
         ({"recency_days": None}, "recency_days", "null_not_allowed"),

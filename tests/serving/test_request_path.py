@@ -194,7 +194,7 @@ def test_columnar_envelope_errors(payload, status, kind, loc):
         ("age", [None, 40], "null_not_allowed"),
         ("age", [5000, 40], "out_of_range"),
         ("spend", [math.inf, 1.0], "not_finite"),
-        ("plan", [3, "a"], "wrong_type"),
+        ("plan", [[3], "a"], "wrong_type"),
         ("plan", [None, "a"], "null_not_allowed"),
     ],
 )
@@ -233,7 +233,7 @@ VALID = [
     record(),
     record(age=True, spend=None, country=None),
     record(plan="z", age=300),
-    record(plan="__missing__", country="FR", spend=0),
+    record(plan=1, country="FR", spend=0),
     record(age=90, spend=-1100.0, score=0.0),
 ]
 
@@ -256,9 +256,9 @@ def test_one_record_is_validated_as_in_a_batch():
         {"age": 5000},
         {"age": 10**400},
         {"spend": math.inf},
-        {"plan": 3},
+        {"plan": [3]},
         {"plan": None},
-        {"age": 5000, "plan": 1},
+        {"age": 5000, "plan": [1]},
     ],
 )
 def test_one_invalid_record_gets_the_errors_of_a_batch(changes):

@@ -211,7 +211,7 @@ def test_valid_records_become_arrays():
         ({"colour": "red"}, [("colour", "unknown_field")]),
         ({"age": "forty"}, [("age", "wrong_type")]),
         ({"age": [1]}, [("age", "wrong_type")]),
-        ({"plan": 3}, [("plan", "wrong_type")]),
+        ({"plan": [3]}, [("plan", "wrong_type")]),
         ({"plan": {"a": 1}}, [("plan", "wrong_type")]),
         ({"age": None}, [("age", "null_not_allowed")]),
         ({"plan": None}, [("plan", "null_not_allowed")]),
@@ -221,7 +221,7 @@ def test_valid_records_become_arrays():
         ({"spend": -20000.0}, [("spend", "out_of_range")]),
         ({"age": 10**400}, [("age", "not_finite")]),
         ({"spend": math.inf}, [("spend", "not_finite")]),
-        ({"age": 5000, "plan": 1}, [("age", "out_of_range"), ("plan", "wrong_type")]),
+        ({"age": 5000, "plan": [1]}, [("age", "out_of_range"), ("plan", "wrong_type")]),
     ],
 )
 def test_each_validation_error_names_the_field(changes, expected):
@@ -305,6 +305,32 @@ def test_integer_and_boolean_features_refuse_other_numbers(changes, kind, says):
     assert props["age"]["type"][0] == "integer" and props["score"]["maximum"] == 1.0
     # a manifest without dtypes (an older version) keeps accepting any number
     assert FeatureSchema(MANIFEST).to_arrays([record(age=40.5)], [0])[0][0, 0] == 40.5
+
+
+def test_a_category_sent_as_a_number_is_its_label_and_the_missing_marker_is_refused():
+    """A CSV row forwarded with its types sends a category such as Telco's SeniorCitizen as
+    ``0``: numbers and booleans name the category as training labelled it (``1.0`` is
+    ``"1"``); objects are refused; ``"__missing__"`` (the model's own marker) is a 422 that
+    says to send null, in a single record and in a batch."""
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["feature_schema"]["plan"]["categories"] = ["0", "1", "True"]
+    schema = FeatureSchema(manifest)
+    _, cat, unseen = schema.to_arrays(
+        [record(plan=0), record(plan=1.0), record(plan=True), record(plan=7)], [0, 1, 2, 3]
+    )
+    assert cat[:, 0].tolist() == ["0", "1", "True", "7"] and unseen == [(3, "plan", "7")]
+    with pytest.raises(RequestError) as exc:
+        schema.to_arrays([record(plan={"a": 1})], [0])
+    assert [e["type"] for e in exc.value.detail] == ["wrong_type"]
+    for feats in ([record(plan=MISSING_CATEGORY)], [record(), record(country=MISSING_CATEGORY)]):
+        with pytest.raises(RequestError) as exc:
+            schema.to_arrays(feats, list(range(len(feats))))
+        (error,) = exc.value.detail
+        assert error["type"] == "reserved_value" and "send null" in error["msg"]
+    with pytest.raises(RequestError) as exc:  # plan had no nulls in training, country had
+        schema.to_arrays([record(plan=MISSING_CATEGORY, country=MISSING_CATEGORY)], [0])
+    notes = {e["field"]: "not allowed here" in e["msg"] for e in exc.value.detail}
+    assert notes == {"plan": True, "country": False}
 
 
 def test_out_of_range_message_gives_the_accepted_interval():
@@ -557,6 +583,13 @@ def test_records_in_the_source_column_names_are_accepted():
     with pytest.raises(RequestError) as e:
         schema.to_arrays([both], [0])
     assert [d["field"] for d in e.value.detail] == ["Age"]
+    assert (
+        "'Age' is the source name of feature 'age', which the record also holds"
+        in (e.value.detail[0]["msg"])
+    )
+    with pytest.raises(RequestError) as e:  # by columns too
+        schema.columns_to_arrays({k: [v] for k, v in both.items()}, 1)
+    assert "send it once" in e.value.detail[0]["msg"]
 
 
 # ---------------------------------------------------------------------- ONNX Runtime
