@@ -8,9 +8,10 @@ Endpoints (status codes):
 ``GET /ready``             200 when a model version is loaded, else 503
 ``POST /predict``          records (``{"records": [...]}``), columns (``{"columns": {...}}``) or
                            an Arrow IPC stream (answer in Arrow with that ``Accept``):
-                           200 answers; 404 unknown customer_id (whole request, every unknown
-                           id listed); 413 more than ``max_records`` records or a body over
-                           ``max_body_bytes``; 422 malformed JSON or invalid records (each
+                           200 answers; 404 unknown customer_id (whole request: the first 100
+                           described in ``detail``, every position in
+                           ``unknown_positions``); 413 more than ``max_records`` records or a
+                           body over ``max_body_bytes``; 422 malformed JSON or invalid records (each
                            problem names its field); 503 no model loaded / no customer table
 ``GET /predict/schema``    200 the deployed feature schema and accepted ranges; 503 no model
 ``GET /model-info``        200 version, models and the runtime answering each (onnxruntime or
@@ -162,6 +163,9 @@ class ErrorResponse(BaseModel):
 
     detail: list[ErrorItem] | str
     error_count: int | None = None
+    #: A 404 for unknown ids: the position of every unknown id (``detail`` describes at most
+    #: 100), so that a client can drop them and send the rest again.
+    unknown_positions: list[int] | None = None
 
 
 class MessageResponse(BaseModel):
@@ -920,8 +924,15 @@ def create_app(
         tags=["datasets"],
         response_model=PredictResponse,
         openapi_extra=predict_body,
+        description="`POST /predict` of data set `name`. Its records carry that data set's "
+        "features, as `GET /datasets/{name}/predict/schema` lists them: the request schema "
+        "shown here is the default data set's.",
         responses={
-            **not_served_doc,
+            404: {
+                "model": NotServedResponse | ErrorResponse,
+                "description": "data set not served (NotServedResponse) or an unknown "
+                "customer_id (ErrorResponse)",
+            },
             413: {"model": ErrorResponse, "description": "too many records / body too large"},
             422: {"model": ErrorResponse, "description": "malformed JSON or invalid records"},
             503: {"model": MessageResponse, "description": "no model loaded"},
@@ -1121,7 +1132,8 @@ def schema_answer(manager: ModelManager, settings: ServingSettings) -> Any:
             "churn_probability, churn_label, threshold, expected_total_sales, churn_level, "
             "sales_level, unseen_categories)",
             "answer": "the same for every body: predictions in record order",
-            "unknown_customer_id": "404 for the whole request, listing every unknown id",
+            "unknown_customer_id": "404 for the whole request: detail describes the first 100 "
+            "unknown ids, unknown_positions lists the position of every one",
         },
         **b.schema.describe(),
     }

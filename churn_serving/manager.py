@@ -168,11 +168,28 @@ class ModelManager:
         # before the first deployment, waiting is the normal state: said once, then on change
         if reason != "nothing_deployed":
             log.error("reload %s: %s", status, message)
+        elif self._last_logged != message and self.bundle is not None:
+            log.warning("reload %s: %s", status, message)
         elif self._last_logged != message:
             log.info("reload %s: %s (waiting for a first deployment)", status, message)
         self._last_logged = message
         current = self.bundle.version if self.bundle else None
         return {**entry, "serving_version": current}
+
+    def _nothing_deployed(self, current: Any) -> str:
+        """Why no version is named: no pointer yet, a storage folder that does not exist, or
+        a pointer gone while a version is served."""
+        where = self.storage.url()
+        if self.storage.is_local and not self.storage.exists(""):
+            text = f"nothing deployed at {where}: the folder does not exist (check the storage URL)"
+        else:
+            text = f"nothing deployed at {where}"
+        if current is not None:
+            text = (
+                f"{dep.POINTER} is gone from {where}: still serving {current.version} (was the "
+                "storage moved or deleted?)"
+            )
+        return text
 
     def _reload_locked(self, force: bool, trigger: str) -> dict[str, Any]:
         current = self.bundle
@@ -189,9 +206,7 @@ class ModelManager:
                 None,
             )
         if pointer is None or not pointer.get("version"):
-            return self._fail(
-                "failed", "nothing_deployed", f"nothing deployed at {self.storage.url()}", None
-            )
+            return self._fail("failed", "nothing_deployed", self._nothing_deployed(current), None)
         version = str(pointer["version"])
         self.last_error = None  # the pointer reads again; a failed load below says so anew
         # before any swap: a reader that sees the new bundle sees the version it came from

@@ -435,7 +435,11 @@ class ModelBundle:
             }
             for pos, cid in zip(unknown.positions[:100], unknown.ids[:100], strict=True)
         ]
-        raise RequestError(404, detail, error_count=len(unknown.ids))
+        # detail names the first 100 (each with why); unknown_positions holds every one, so a
+        # client can drop them all and send the rest again
+        raise RequestError(
+            404, detail, error_count=len(unknown.ids), unknown_positions=list(unknown.positions)
+        )
 
     def lookup(self, ids: list[str], positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Features of known customers from the current_features table.

@@ -84,6 +84,15 @@ def _not_a_number(feature: str, value: Any) -> str:
     return text
 
 
+def _float_id_hint(value: Any) -> str:
+    """For an id that arrived as a JSON float: how to send it."""
+    if type(value) is not float:
+        return ""
+    if math.isfinite(value) and value.is_integer() and abs(value) >= 2**63:
+        return f" ({value:.6g}: an integer this long is not exact in JSON; send the id as a string)"
+    return f" ({value!r}; send the id as a string)"
+
+
 def json_type(value: Any) -> str:
     """The JSON name of a parsed value's type."""
     return _JSON_TYPES.get(type(value), type(value).__name__)
@@ -330,7 +339,8 @@ def _records_checked(records: list[Any]) -> ParsedRequest:
                     _error(
                         ["body", "records", i, "customer_id"],
                         "wrong_type",
-                        f"customer_id must be a string or an integer, got {json_type(cid)}",
+                        f"customer_id must be a string or an integer, got {json_type(cid)}"
+                        + _float_id_hint(cid),
                         "customer_id",
                     )
                 )
@@ -443,7 +453,8 @@ def parse_columns(payload: dict[str, Any], max_records: int) -> ParsedRequest:
                     _error(
                         ["body", "columns", "customer_id", i],
                         "wrong_type",
-                        f"customer_id must be {allowed}, got {json_type(cid)}",
+                        f"customer_id must be {allowed}, got {json_type(cid)}"
+                        + _float_id_hint(cid),
                         "customer_id",
                     )
                 )

@@ -160,6 +160,23 @@ def unpin(storage: Storage) -> dict[str, Any]:
     return pointer
 
 
+def pin_current(storage: Storage) -> dict[str, Any]:
+    """Pin the deployed version (automatic promotion off until :func:`unpin`); it does not
+    change."""
+    current = read_current(storage)
+    if current is None:
+        raise DeploymentError("nothing is deployed: there is nothing to pin")
+    if current.get("pinned") == current["version"]:
+        return current
+    pointer = {
+        **current,
+        "pinned": current["version"],
+        "updated_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    storage.write_json(POINTER, pointer)
+    return pointer
+
+
 def rollback(storage: Storage, to: str | None = None, *, pin: bool = True) -> dict[str, Any]:
     """Move the pointer back to ``to`` or, by default, the version deployed before this one,
     and pin it (``pin=False`` leaves automatic promotion on)."""

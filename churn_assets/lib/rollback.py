@@ -23,11 +23,11 @@ def rollback_deployment(
     """Point at ``to`` (default: the previous version) and pin it; returns the new pointer,
     with ``mlflow_aliases``: :data:`MOVED`, or ``"not moved: <why>"`` (MLflow unreachable:
     serving follows the pointer all the same). ``to`` naming the deployed version moves
-    nothing and points the aliases at it again: the repair after a rollback whose aliases
-    did not move (``already_deployed`` is then True)."""
+    nothing and points the aliases at it again (the repair after a rollback whose aliases
+    did not move), pinning it unless ``pin`` is False (``already_deployed`` is then True)."""
     current = dep.read_current(storage)
     if to is not None and current is not None and current.get("version") == to:
-        pointer = {**current, "already_deployed": True}
+        pointer = {**(dep.pin_current(storage) if pin else current), "already_deployed": True}
     else:
         pointer = dep.rollback(storage, to, pin=pin)
     pointer["mlflow_aliases"] = sync_champion_aliases(

@@ -277,7 +277,11 @@ def test_a_rollback_with_mlflow_down_says_so_and_is_repaired_once_it_answers(dep
     assert aliases_problem(repaired) is None
     champion = client.get_model_version_by_alias(name, "champion")
     assert str(champion.version) == m1["models"]["classifier"]["registered_version"]
-    assert dep.read_current(s)["version"] == v1
+    assert dep.read_current(s)["version"] == v1 and not dep.read_current(s).get("pinned")
+    # `churn rollback --to <the deployed version>` pins it, as every rollback does
+    pinned = rollback_deployment(s, up, "synthetic", v1)
+    assert pinned["already_deployed"] and dep.read_current(s)["pinned"] == v1
+    dep.unpin(s)  # as the later tests expect it
 
 
 def test_tampered_deployment_is_refused(deployed):

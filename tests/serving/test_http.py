@@ -311,6 +311,14 @@ def test_unknown_customer_id_is_404_listing_them(client):
     assert (
         "nobody" in body["detail"][0]["msg"] and body["detail"][0]["type"] == "unknown_customer_id"
     )
+    assert body["unknown_positions"] == [1, 2]
+    # 150 unknown ids: detail describes 100, unknown_positions holds all, and the rest answers
+    records = [{"customer_id": f"gone-{i}" if i % 2 else "C0000001"} for i in range(300)]
+    body = client.post("/predict", json={"records": records}).json()
+    assert body["error_count"] == 150 and len(body["detail"]) == 100
+    assert body["unknown_positions"] == list(range(1, 300, 2))
+    kept = [r for i, r in enumerate(records) if i not in set(body["unknown_positions"])]
+    assert client.post("/predict", json={"records": kept}).status_code == 200
 
 
 def test_admin_reload_needs_the_bearer_token(client, deployment):

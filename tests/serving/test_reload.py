@@ -366,3 +366,22 @@ def test_a_sidecar_started_on_a_truncated_manifest_serves_the_one_before(
         assert "manifest.json is not valid JSON (damaged?)" in health["last_refusal"]["error"]
         r = c.post("/predict", json={"records": [{"customer_id": "C0000001"}]})
         assert r.status_code == 200 and r.json()["model_version"] == v1
+
+
+def test_a_pointer_gone_while_serving_keeps_the_version_and_says_so(deployment, tmp_path, caplog):
+    """current.json deleted under a running sidecar (storage moved or wiped): the served
+    version stays, and the reload error (a warning in the log) says the pointer is gone."""
+    import logging
+
+    from churn_assets.lib.storage import Storage
+    from churn_serving.manager import ModelManager
+
+    d = copy_deployment(deployment, tmp_path / "store")
+    manager = ModelManager(Storage(str(d.dataset_dir)))
+    assert manager.reload(trigger="poll")["status"] == "reloaded"
+    (d.dataset_dir / dep.POINTER).unlink()
+    with caplog.at_level(logging.INFO, logger="churn_serving.manager"):
+        result = manager.reload(trigger="poll")
+    assert result["status"] == "failed" and result["serving_version"] == d.version
+    assert f"is gone from {d.dataset_dir}: still serving {d.version}" in result["error"]
+    assert [r.levelno for r in caplog.records if "is gone" in r.getMessage()] == [logging.WARNING]

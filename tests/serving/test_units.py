@@ -370,6 +370,14 @@ def test_envelope_errors():
             parse_request(payload, 100)
         assert exc.value.status == 422, payload
         assert exc.value.detail[0]["type"] == kind, payload
+    # an id too long for a JSON integer arrives as a float: the answer says to send text
+    for payload in (
+        {"records": [{"customer_id": 1.2345e29}]},
+        {"columns": {"customer_id": [1e30]}},
+    ):
+        with pytest.raises(RequestError) as exc:
+            parse_request(payload, 100)
+        assert "not exact in JSON; send the id as a string" in exc.value.detail[0]["msg"]
 
 
 def test_too_many_records_is_413():
@@ -770,6 +778,11 @@ def test_waiting_for_a_first_deployment_is_logged_once(tmp_path, caplog):
     waiting = [r for r in caplog.records if "nothing deployed" in r.getMessage()]
     assert len(waiting) == 1 and waiting[0].levelno == logging.INFO
     assert manager.last_error is not None and "nothing deployed" in manager.last_error["error"]
+    # tmp_path/empty does not exist (a mistyped storage URL): the message says so
+    assert "the folder does not exist" in manager.last_error["error"]
+    (tmp_path / "empty").mkdir()
+    manager.reload(trigger="poll")
+    assert "does not exist" not in manager.last_error["error"]
 
 
 def test_telco_source_column_names_map_to_its_features(monkeypatch):
