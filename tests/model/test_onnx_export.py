@@ -228,3 +228,48 @@ def test_forest_thresholds_compare_like_scikit_learn_in_float32():
     )
     got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[1][:, 1]
     np.testing.assert_allclose(got, est.predict_proba(x)[:, 1], rtol=0, atol=TOLERANCE)
+
+
+def test_many_one_hot_columns_reach_the_linear_models_sparse_with_the_same_answers():
+    """Fifteen categorical columns of 60 levels beside 20 numeric ones: the linear
+    preprocessor's output is sparse (its density is below 0.3), the linear candidates fit
+    on it with the answers they give on the dense matrix, and their ONNX graphs equal them."""
+    import pandas as pd
+    from scipy import sparse
+    from sklearn.base import clone
+
+    from churn_assets.lib.models.classification import build_classifier
+    from churn_assets.lib.models.regression import build_regressor
+    from churn_assets.lib.models.spec import FeatureSpec, feature_schema
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(20)})
+    for j in range(15):
+        frame[f"c{j}"] = rng.choice([f"v{k}" for k in range(60)], n)
+    churned = (frame["x0"] + (frame["c0"] < "v20") + rng.normal(size=n) > 0.7).astype(int)
+    sales = np.exp(frame["x1"] + (frame["c1"] < "v10")) * 100
+    spec = FeatureSpec(
+        numeric=[f"x{i}" for i in range(20)], categorical=[f"c{j}" for j in range(15)]
+    )
+    columns = (spec.numeric, spec.categorical)
+    num, cat = ox.verification_rows(frame, *columns, schema=feature_schema(frame, spec))
+    for kind, pipeline, y in (
+        (
+            "classifier",
+            build_classifier("logistic_regression", spec, y_train=churned.to_numpy()),
+            churned,
+        ),
+        ("regressor", build_regressor("ridge", spec), sales),
+    ):
+        dense = clone(pipeline)
+        dense.named_steps["prep"].set_params(cat__sparse_output=False)
+        pipeline.fit(frame, y.to_numpy())
+        dense.fit(frame, y.to_numpy())
+        assert sparse.issparse(pipeline[:-1].transform(frame.head(50)))
+        expected = ox.pipeline_predict(pipeline, kind, num, cat, columns)
+        np.testing.assert_allclose(
+            expected, ox.pipeline_predict(dense, kind, num, cat, columns), rtol=1e-6, atol=1e-6
+        )
+        got = OnnxPredictor(ox.to_onnx(pipeline, *columns), kind, *columns).predict(num, cat)
+        assert np.abs(got - expected).max() <= TOLERANCE * max(1.0, np.abs(expected).max())

@@ -363,6 +363,25 @@ def test_predictions_in_row_chunks_equal_one_call_and_bound_the_rows_given(
     chunked = _common.predict_in_chunks(predict, X, rows=37)
 
     assert max(seen) == 37 and sum(seen) == len(X) > 37
-    np.testing.assert_array_equal(chunked, pipeline.predict(X))
+    # the same rows in the same order; BLAS may round a 37-row block differently from the
+    # whole matrix by an ulp, depending on the CPU's kernels
+    np.testing.assert_allclose(chunked, pipeline.predict(X), rtol=1e-12, atol=0)
     square = _common.predict_in_chunks(np.square, np.arange(100.0), rows=30)
     np.testing.assert_array_equal(square, np.arange(100.0) ** 2)
+
+
+def test_poly_ridge_is_left_out_of_a_wide_table_and_says_why() -> None:
+    """50 numeric features would give 1,325 degree-2 terms: poly_ridge is skipped (named
+    with the reason in ``selection["skipped"]``), the others train; a narrow table keeps it."""
+    from churn_assets.lib.models.regression import POLY_MAX_TERMS, candidate_skip_reason
+
+    frame = make_frame(400, seed=4, n_noise=44)
+    spec = FeatureSpec.infer(frame)
+    assert len(spec.numeric) == 50 and POLY_MAX_TERMS < 50 * 53 // 2
+    result = train_regression_set(
+        split_random(frame, seed=1), spec, seed=1, cv_folds=0, candidates=["ridge", "poly_ridge"]
+    )
+    assert [c.name for c in result.candidates] == ["naive_baseline", "ridge"]
+    assert "1,325 degree-2 terms" in result.selection["skipped"]["poly_ridge"]
+    narrow = FeatureSpec.infer(make_frame(50, seed=4))
+    assert candidate_skip_reason("poly_ridge", narrow) is None
