@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from churn_assets.interrupted_runs import fail_interrupted_runs, say_failed
+from churn_serving.server import port_problem
 
 
 def prepare_dagster_home(root: Path) -> Path:
@@ -153,23 +154,6 @@ def processes(port: int, workspace: Path | str = "workspace.yaml") -> dict[str, 
 MAX_RESTARTS = 3
 RESTART_WINDOW = 600.0
 MAX_SIDECAR_PAUSE = 300.0
-
-
-def port_problem(host: str, port: int, what: str, setting: str) -> str | None:
-    """Why ``what`` cannot listen on ``host:port`` (another program holds it), naming the
-    ``setting`` that moves it; None when the port is free."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            return (
-                f"port {port} on {host} ({what}) is taken ({e.strerror}): stop the program "
-                f"holding it (`ss -ltnp 'sport = :{port}'` names it) or use {setting}"
-            )
-    return None
 
 
 def _child_setup() -> None:

@@ -10,6 +10,23 @@ import sys
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def port_problem(host: str, port: int, what: str, setting: str) -> str | None:
+    """Why ``what`` cannot listen on ``host:port`` (another program holds it), naming the
+    ``setting`` that moves it; None when the port is free."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return (
+                f"port {port} on {host} ({what}) is taken ({e.strerror}): stop the program "
+                f"holding it (`ss -ltnp 'sport = :{port}'` names it) or use {setting}"
+            )
+    return None
+
+
 def run(host: str | None = None, port: int | None = None) -> None:
     """Serve the deployed model version on ``host:port`` (defaults: ``CHURN_SERVING_HOST``,
     ``CHURN_SERVING_PORT``) until interrupted; flushes the inference log on shutdown."""
@@ -40,11 +57,21 @@ def run(host: str | None = None, port: int | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    host = host or settings.host
+    port = settings.port if port is None else port
+    # before the data sets load (seconds to minutes): a taken port is said at once
+    taken = port and port_problem(
+        host, port, "the prediction sidecar", "--port <other> (or CHURN_SERVING_PORT)"
+    )
+    if taken:
+        from churn_serving.datasets import ServingSettingError
+
+        raise ServingSettingError(f"nothing started: {taken}")
     app = create_app(settings)
     config = uvicorn.Config(
         app,
-        host=host or settings.host,
-        port=settings.port if port is None else port,
+        host=host,
+        port=port,
         access_log=settings.access_log,
         log_level="info",
         loop="auto",

@@ -216,6 +216,33 @@ def test_an_unknown_served_data_set_ends_in_one_line(tmp_path):
         assert lines and "CHURN_SERVING_DATASETS names unknown data sets ['nope']" in lines[0]
 
 
+def test_a_taken_port_is_said_before_anything_loads(tmp_path):
+    """``churn serve`` / ``churn-serve`` on a port another program holds: exit 1 at once
+    with one line naming the port and how to move it (uvicorn said only "[Errno 98]" after
+    every data set had loaded)."""
+    import os
+    import socket
+    import subprocess
+
+    from tests.conftest import BIN
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**os.environ, "CHURN_STORAGE_URL": str(tmp_path), "CHURN_SERVING_PORT": str(port)}
+        env.pop("CHURN_DEBUG", None)
+        for argv in ([str(BIN / "churn"), "serve"], [str(BIN / "churn-serve")]):
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1, done.stderr
+            assert "Traceback" not in done.stderr
+            assert (
+                f"nothing started: port {port} on 127.0.0.1 (the prediction sidecar) is taken"
+                in done.stderr
+            )
+            assert "--port <other> (or CHURN_SERVING_PORT)" in done.stderr
+
+
 def test_a_damaged_pointer_is_named_in_the_error(tmp_path):
     """A half-written current.json: reading it names the file, not only the JSON position."""
     from churn_assets.lib import deployment as dep
