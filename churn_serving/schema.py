@@ -765,18 +765,24 @@ class FeatureSchema:
                                     c,
                                 )
                             )
+            # the values present are checked too: one answer names every problem
+            absent = {tuple(e["loc"]) for e in errors if e["type"] == "missing"}
             if errors:
-                raise validation_error(errors)
+                feats = [{c: f.get(c) for c in self.columns} for f in feats]
             num_rows = [self._num_get(f) for f in feats]
             cat_rows = [self._cat_get(f) for f in feats]
+        else:
+            absent = set()
 
         def loc(r: int, c: str) -> list[Any]:
             return _loc(rows[r], c)
 
         n = len(feats)
-        num = self._numeric(num_rows, n, False, loc, errors)
+        found: list[dict[str, Any]] = []
+        num = self._numeric(num_rows, n, False, loc, found)
         columns = list(zip(*cat_rows, strict=True)) if cat_rows else []
-        cat, unseen = self._categorical(columns, n, loc, errors)
+        cat, unseen = self._categorical(columns, n, loc, found)
+        errors += [e for e in found if tuple(e["loc"]) not in absent] if absent else found
         if errors:
             raise validation_error(errors)
         return num, cat, unseen

@@ -333,6 +333,20 @@ def test_a_category_sent_as_a_number_is_its_label_and_the_missing_marker_is_refu
     assert notes == {"plan": True, "country": False}
 
 
+def test_a_missing_feature_does_not_hide_a_wrong_value_beside_it():
+    """One 422 names every problem: a missing feature, an unknown one and a wrong value in
+    the same record (the value used to be reported only once the fields were fixed)."""
+    rec = record(age="forty", colour="red")
+    del rec["spend"]
+    with pytest.raises(RequestError) as exc:
+        FeatureSchema(MANIFEST).to_arrays([record(), rec], [0, 1])
+    assert sorted(errors_of(exc)) == [
+        ("age", "wrong_type"),
+        ("colour", "unknown_field"),
+        ("spend", "missing"),
+    ]
+
+
 def test_out_of_range_message_gives_the_accepted_interval():
     with pytest.raises(RequestError) as exc:
         FeatureSchema(MANIFEST).to_arrays([record(age=5000)], [0])
