@@ -181,7 +181,10 @@ class ModelManager:
         a pointer gone while a version is served."""
         where = self.storage.url()
         if self.storage.is_local and not self.storage.exists(""):
-            text = f"nothing deployed at {where}: the folder does not exist (check the storage URL)"
+            text = (
+                f"nothing deployed at {where}: the folder does not exist (nothing written there "
+                "yet, or the storage URL points elsewhere)"
+            )
         else:
             text = f"nothing deployed at {where}"
         if current is not None:
