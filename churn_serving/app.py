@@ -336,12 +336,11 @@ def encode_lookup_answer(
     """:func:`encode_answer` for id lookups answered from the customer table: each
     customer's object is encoded once (the first time it is asked for, kept in
     ``table.answer_json``) and the answer joins those bytes. Same bytes as
-    :func:`encode_answer` on the same answers. Only an id spelled as the table holds it is
-    cached: ``17850.0`` finds customer ``17850`` and is echoed as sent, uncached."""
+    :func:`encode_answer` on the same answers. ``ids`` are spelled as the table holds them
+    (each cached object echoes that spelling)."""
     cache = table.answer_json
     assert cache is not None and table.answers is not None
-    index = table.index
-    parts = [cache[i] if ids[k] in index else None for k, i in enumerate(rows)]
+    parts = [cache[i] for i in rows]
     if None in parts:
         todo = [k for k, part in enumerate(parts) if part is None]
         fresh = prediction_dicts(
@@ -352,9 +351,7 @@ def encode_lookup_answer(
             {},
         )
         for k, obj in zip(todo, fresh, strict=True):
-            parts[k] = _dumps(obj)
-            if ids[k] in index:
-                cache[rows[k]] = parts[k]
+            parts[k] = cache[rows[k]] = _dumps(obj)
     head = _dumps(
         {"request_id": request_id, "model_version": version, "count": len(rows), "predictions": []}
     )
@@ -414,9 +411,10 @@ class Scorer:
             num, cat = num_f, cat_f
             r = bundle.predict_arrays(num, cat)
         else:
-            rows = idx = bundle.lookup_rows(
+            rows, respelled = bundle.find_rows(
                 parsed.lookup_ids, parsed.lookup_rows, columnar=parsed.columnar
             )
+            idx = rows
             table = bundle.customers
             answers = table.answers
             # one record: a view instead of a copy; more: an index array (a list would be
@@ -426,7 +424,9 @@ class Scorer:
             if not has_features:
                 num, cat = num_l, cat_l
                 r = answers.take(idx) if answers is not None else bundle.predict_arrays(num, cat)
-                if answers is not None and table.answer_json is not None:
+                # the cached answers echo the table's spelling of each id: an id sent in
+                # another one (17850.0) is answered by the general encoder, echoed as sent
+                if answers is not None and table.answer_json is not None and not respelled:
                     cached_rows = rows
             else:
                 num = np.empty((n, len(schema.numeric)), dtype=np.float64)

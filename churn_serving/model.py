@@ -394,6 +394,17 @@ class ModelBundle:
         Raises:
             RequestError: 404 naming unknown ids; 503 when the table is unavailable.
         """
+        return self.find_rows(ids, positions, columnar=columnar)[0]
+
+    def find_rows(
+        self, ids: list[str], positions: list[int], *, columnar: bool = False
+    ) -> tuple[list[int], bool]:
+        """:meth:`lookup_rows`, and whether some id was found only in another spelling
+        (``17850.0`` for ``17850``).
+
+        Raises:
+            RequestError: 404 naming unknown ids; 503 when the table is unavailable.
+        """
         if self.customers is None:
             raise RequestError(
                 503,
@@ -401,13 +412,13 @@ class ModelBundle:
                 + (self.customers_error or "no current_features table"),
             )
         try:
-            return self.customers.rows(ids, positions)
+            return self.customers.rows(ids, positions), False
         except UnknownCustomers as e:
             unknown = e
         plain = [plain_customer_id(cid) for cid in ids]
         if plain != ids:  # "17850.0" as a float column exported it: stored as "17850"
             try:
-                return self.customers.rows(plain, positions)
+                return self.customers.rows(plain, positions), True
             except UnknownCustomers as still:  # named as sent
                 sent = dict(zip(positions, ids, strict=True))
                 unknown = UnknownCustomers(still.positions, [sent[p] for p in still.positions])

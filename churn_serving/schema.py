@@ -565,6 +565,7 @@ class FeatureSchema:
         #: Features whose training values were booleans (0/1 only) or whole numbers.
         self.boolean = np.asarray([k == "boolean" for k in kinds], dtype=bool)
         self.whole = np.asarray([k == "whole" for k in kinds], dtype=bool)
+        self._any_whole, self._any_boolean = bool(self.whole.any()), bool(self.boolean.any())
         self._kinds = kinds
         self.known: list[frozenset[str]] = []
         self.cat_nullable: list[bool] = []
@@ -1048,10 +1049,14 @@ class FeatureSchema:
                 "not_finite",
                 lambda c, r, j: f"feature {c!r} must be a finite number",
             )
+        # only when the schema has such columns (most batch checks cost nothing more)
+        fractional = not_boolean = None
         with np.errstate(invalid="ignore"):
-            fractional = self.whole & np.isfinite(num) & (num != np.floor(num))
-            not_boolean = self.boolean & (num != 0) & (num != 1) & ~np.isnan(num)
-        if fractional.any():
+            if self._any_whole:
+                fractional = self.whole & np.isfinite(num) & (num != np.floor(num))
+            if self._any_boolean:
+                not_boolean = self.boolean & (num != 0) & (num != 1) & ~np.isnan(num)
+        if fractional is not None and fractional.any():
             self._cell_errors(
                 fractional,
                 loc,
@@ -1062,7 +1067,7 @@ class FeatureSchema:
                     f"{self._raw.get(c, {}).get('dtype')} in training), got {float(num[r, j])!r}"
                 ),
             )
-        if not_boolean.any():
+        if not_boolean is not None and not_boolean.any():
             self._cell_errors(
                 not_boolean,
                 loc,

@@ -315,7 +315,7 @@ def test_lookup_answers_are_encoded_once_per_customer_and_equal_the_general_enco
     assert levels == ({"champion"} if isinstance(classifier, Linear) else {"fallback_model"})
 
 
-def test_a_lookup_is_echoed_with_the_id_as_sent_whoever_asked_first():
+def test_a_lookup_is_echoed_with_the_id_as_sent_whoever_asked_first(app):
     """``17850.0`` finds customer ``17850``; each answer echoes the id as its request sent
     it, in either order (the per-customer JSON cache holds the table's spelling only)."""
     import pyarrow as pa
@@ -328,12 +328,13 @@ def test_a_lookup_is_echoed_with_the_id_as_sent_whoever_asked_first():
     b = make_bundle().with_customers(
         CustomerTable.from_frame(frame, schema, "mem", None), None, "s"
     )
-    table = b.customers
-    assert table.answer_json is not None
+    assert b.customers.answer_json is not None
+    app.state.manager.bundle = b
     for ids in (["17850.0"], ["17850"], ["17850.0", "17850"], ["15240", "15240,0"], ["15240"]):
-        rows_of = b.lookup_rows(ids, list(range(len(ids))))
-        body = encode_lookup_answer("rid", "v1", ids, rows_of, table, b.has_value_model)
-        assert [p["customer_id"] for p in json.loads(body)["predictions"]] == ids
+        status, body = answer(app, {"records": [{"customer_id": i} for i in ids]})
+        assert status == 200 and [p["customer_id"] for p in predictions(body)] == ids
+    assert b.find_rows(["17850.0"], [0]) == ([0], True)
+    assert b.find_rows(["17850"], [0]) == ([0], False)
 
 
 def test_no_answer_json_without_precomputed_answers_or_for_a_huge_table(monkeypatch):
