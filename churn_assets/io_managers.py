@@ -7,12 +7,14 @@ Polars and pandas frames are stored as Parquet, other values as JSON. Paths are
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 import dagster as dg
 from upath import UPath
 
 from churn_assets.lib.settings import ChurnSettings, join_url
+from churn_assets.lib.storage import write_local_atomically
 
 
 class TableIOManager(dg.UPathIOManager):
@@ -51,14 +53,11 @@ class TableIOManager(dg.UPathIOManager):
         if hasattr(obj, "to_parquet") and not isinstance(obj, pl.DataFrame):
             obj = pl.from_pandas(obj)
         if _is_table(obj):
-            target = _with_ext(path, ".parquet")
-            with target.open("wb") as f:
-                obj.write_parquet(f, compression="zstd")
+            _write(_with_ext(path, ".parquet"), lambda f: obj.write_parquet(f, compression="zstd"))
             stale = _with_ext(path, ".json")
         else:
-            target = _with_ext(path, ".json")
-            with target.open("w") as f:
-                json.dump(obj, f, default=str, indent=1)
+            data = json.dumps(obj, default=str, indent=1).encode()
+            _write(_with_ext(path, ".json"), lambda f: f.write(data))
             stale = _with_ext(path, ".parquet")
         if stale.exists():
             stale.unlink()
@@ -131,6 +130,17 @@ def _stamp(path: UPath) -> str:
     """Size and modification time (local) or last-modified / ETag (object stores)."""
     info = path.fs.info(path.path)
     return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
+
+
+def _write(target: UPath, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write an asset's file whole or not at all: a local file through a temporary file
+    renamed into place (a killed step or a full disk leaves the previous value readable), an
+    object in one PUT."""
+    if target.protocol in ("", "file", "local"):
+        write_local_atomically(target.path, write)
+    else:
+        with target.open("wb") as f:
+            write(f)
 
 
 def _is_table(obj: Any) -> bool:

@@ -76,10 +76,11 @@ def deployed_model_version(
     ``vYYYYMMDD-HHMMSS/`` (models, fallbacks, reference sample, feature definition,
     manifest with sha256 of every artifact) and then moves the ``current.json`` pointer,
     last and atomically; the promoted model is registered in MLflow under the data set's
-    name with aliases ``challenger`` and ``champion``. Otherwise the deployed version is
-    kept, and the metadata says why, role by role. Data sets without a value label deploy
-    the churn model alone. Config ``rollback_to`` (a version, or ``previous``) rolls back
-    instead and pins that version: automatic promotion stays off until ``unpin``."""
+    name with alias ``challenger``, and ``champion`` once the pointer has moved. Otherwise
+    the deployed version is kept, and the metadata says why, role by role. Data sets
+    without a value label deploy the churn model alone. Config ``rollback_to`` (a version,
+    or ``previous``) rolls back instead and pins that version: automatic promotion stays
+    off until ``unpin``."""
     from churn_assets.lib.feature_sets import feature_definition, usable
     from churn_assets.lib.release import GateSettings, release
     from churn_assets.lib.tracking import TrackingConfig, register_promoted
@@ -142,8 +143,16 @@ def deployed_model_version(
             },
         )
     decision = out["decision"]
+    aliases = None
     if out["promoted"]:
         context.log.info(f"promoted {out['version']}: {decision['reason']}")
+        # champion moves only now that serving follows the version (see register_promoted)
+        from churn_assets.lib.rollback import aliases_problem, sync_champion_aliases
+
+        aliases = sync_champion_aliases(storage, platform.settings(), cfg.name, out["version"])
+        problem = aliases_problem({"version": out["version"], "mlflow_aliases": aliases})
+        if problem:
+            context.log.warning(problem)
     else:
         context.log.info(f"kept {out['version']}: {decision['reason']}")
     value = {k: v for k, v in out.items() if k != "manifest"}
@@ -173,6 +182,7 @@ def deployed_model_version(
         "pointer": dg.MetadataValue.path(storage.url("deployments/current.json")),
         "pinned": dg.MetadataValue.text(str(decision.get("pinned"))),
         **({"registered": dg.MetadataValue.json(registered)} if registered else {}),
+        **({"mlflow_aliases": dg.MetadataValue.text(aliases)} if aliases else {}),
     }
     for role, d in decision["roles"].items():
         comparison = d.get("comparison")

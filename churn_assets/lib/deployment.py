@@ -13,6 +13,7 @@ any point leaves ``current.json`` naming a complete version.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from dataclasses import asdict, dataclass
@@ -54,18 +55,27 @@ def write_version(
     """Write the artifacts, verify each by reading it back, then write the manifest.
 
     Returns the manifest as written (with ``artifacts``: name → sha256 and size). The
-    pointer is not touched: call :func:`set_current` afterwards.
+    pointer is not touched: call :func:`set_current` afterwards. A write that fails (a full
+    disk, storage refusing it) removes what it wrote of a new version before raising.
     """
-    listing = {}
-    for name, data in artifacts.items():
-        rel = f"{version_dir(version)}/{name}"
-        storage.write_bytes(rel, data)
-        digest = sha256(data)
-        if sha256(storage.read_bytes(rel)) != digest:
-            raise DeploymentError(f"artifact {rel} did not read back intact")
-        listing[name] = {"sha256": digest, "bytes": len(data)}
-    manifest = {**manifest, "version": version, "artifacts": listing}
-    storage.write_json(f"{version_dir(version)}/manifest.json", manifest)
+    folder = version_dir(version)
+    new = not storage.exists(folder)
+    try:
+        listing = {}
+        for name, data in artifacts.items():
+            rel = f"{folder}/{name}"
+            storage.write_bytes(rel, data)
+            digest = sha256(data)
+            if sha256(storage.read_bytes(rel)) != digest:
+                raise DeploymentError(f"artifact {rel} did not read back intact")
+            listing[name] = {"sha256": digest, "bytes": len(data)}
+        manifest = {**manifest, "version": version, "artifacts": listing}
+        storage.write_json(f"{folder}/manifest.json", manifest)
+    except BaseException:
+        if new:  # a version without its manifest is never served: do not leave its parts
+            with contextlib.suppress(Exception):
+                storage.delete(folder, recursive=True)
+        raise
     return manifest
 
 

@@ -1,20 +1,64 @@
 """One storage root for every table and file: a local directory or S3-compatible storage.
 
 Everything goes through fsspec, so the local default and S3 (MinIO, moto, AWS) share one
-code path. Writes of small control files are atomic: local files are written to a temporary
-name and renamed; an S3 PUT is atomic per object.
+code path. Writes are atomic: local files are written to a temporary name and renamed
+(:func:`write_local_atomically`); an S3 PUT is atomic per object.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
+import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import fsspec
+
+#: The errors of a file system with no room left (a full disk, a user's quota).
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_local_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write the local file ``path`` with ``write(file)`` through a temporary sibling renamed
+    into place: a reader sees the old file or the new one, never a part of it, and a failed
+    or interrupted write leaves the old file as it was and no temporary file behind.
+
+    Raises:
+        OSError: as the write raised it; with a full disk or quota (``ENOSPC``, ``EDQUOT``)
+            its message names ``path``, the room left there and what to do.
+    """
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _FULL:
+            raise OSError(e.errno, _full_message(path, e)) from e
+        raise
+
+
+def _full_message(path: str, error: OSError) -> str:
+    try:
+        left = f"{shutil.disk_usage(os.path.dirname(path) or '.').free / 2**20:,.1f} MB free"
+    except OSError:
+        left = "free space unknown"
+    return (
+        f"{error.strerror} writing {path} ({left} there): the storage is full. What it held "
+        "before is unchanged; free space (or point CHURN_STORAGE_URL at a larger volume), "
+        "then re-execute the failed run"
+    )
 
 
 @dataclass
@@ -117,13 +161,7 @@ class Storage:
         """Write ``data`` atomically; returns the full URL."""
         path = self._path(rel)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_local_atomically(path, lambda f: f.write(data))
         else:
             self.fs.pipe_file(path, data)
         return self.url(rel)

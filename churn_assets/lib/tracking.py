@@ -6,8 +6,9 @@ Embedded default: a SQLite tracking store and registry in ``<storage>/mlflow/mlf
 opened with a context manager, so it ends FINISHED or FAILED, never left RUNNING.
 A model is registered only when deployment promotes it (it passed the floors and the gate),
 under a name that includes the data set (``<data set>-churn-classifier``,
-``<data set>-clv-regressor``); the new version gets the aliases ``challenger`` (the newest
-promoted version) and ``champion`` (what serving answers with; a rollback moves it back).
+``<data set>-clv-regressor``); the new version gets the alias ``challenger`` (the newest
+promoted version) and, once the version is deployed, ``champion`` (what serving answers
+with; a rollback moves it back).
 """
 
 from __future__ import annotations
@@ -296,7 +297,10 @@ def register_promoted(
 ) -> dict[str, str]:
     """Register a promoted model under the data set's name, tag it with the deployed
     version, candidate and (a classifier) decision threshold, describe what its
-    ``predict`` returns, and point ``challenger`` and ``champion`` at it."""
+    ``predict`` returns, and point ``challenger`` at it. ``champion`` follows once the
+    version is deployed (:func:`~churn_assets.lib.rollback.sync_champion_aliases`), so a
+    deployment that fails after this call (a full disk, storage refusing a write) leaves it
+    on what serving answers with."""
     import mlflow
 
     client = _client(cfg)
@@ -311,7 +315,6 @@ def register_promoted(
         name, registered.version, description=model_description(role, version, threshold)
     )
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
-    client.set_registered_model_alias(name, CHAMPION, registered.version)
     return {"registered_model": name, "registered_version": str(registered.version)}
 
 

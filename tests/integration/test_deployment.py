@@ -322,6 +322,9 @@ def test_pointer_survives_a_crash_mid_release(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert dep.read_current(s)["version"] == v1
     assert v2 not in dep.list_versions(s)
+    # the parts it had written are removed: nothing of a version that was never complete
+    assert not (tmp_path / "store" / "deployments" / "versions" / v2).exists()
+    assert (tmp_path / "store" / "deployments" / "versions" / v1 / "manifest.json").exists()
     with pytest.raises(dep.DeploymentError):
         dep.set_current(s, v2, reason="partial")
     assert (
@@ -423,6 +426,78 @@ def test_poor_value_model_never_blocks_the_churn_model(deployed, tmp_path):
     assert manifest["models"]["classifier"]["candidate"] == cls["champion"]
     assert manifest["models"]["regressor"]["candidate"] == "naive_baseline"
     assert "R² gain over naive -0.2000" in str(out["decision"]["roles"]["regressor"])
+
+
+def test_a_deployment_failing_midway_leaves_the_champion_alias_on_what_is_served(
+    deployed, tmp_path, monkeypatch
+):
+    """A promotion whose version cannot be written (the disk fills up while its files are
+    written): the models were registered, but ``champion`` stays where it was (here: on
+    nothing), only ``challenger`` names the new registration; no part of the version and
+    no temporary file is left, and the error names the file and the full storage."""
+    import errno
+
+    from churn_assets.lib.release import GateSettings, release
+    from churn_assets.lib.tracking import TrackingConfig, register_promoted
+
+    storage, _, first, _ = deployed
+    fresh = Storage(str(tmp_path / "full"))
+    src = Storage(str(storage / "synthetic"))
+    cls = first.result.output_for_node("classification_models")
+    reg = first.result.output_for_node("regression_models")
+    for result in (cls, reg):
+        for f in result["files"].values():
+            fresh.write_bytes(f["path"], src.read_bytes(f["path"]))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from churn_assets.lib.settings import ChurnSettings
+
+    tracking = TrackingConfig.from_settings(ChurnSettings(storage_url=str(storage)), "synthetic")
+    name = "fullstore-churn-classifier"  # its own registered models: the module's stay as they are
+
+    def register(role, model_uri, candidate, version, threshold):
+        return register_promoted(
+            tracking,
+            dataset="fullstore",
+            role=role,
+            model_uri=model_uri,
+            candidate=candidate,
+            version=version,
+            threshold=threshold,
+        )
+
+    def full_disk(f):  # what a file system with no room left answers, after a first part
+        f.write(b"PAR1")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import churn_assets.lib.storage as storage_module
+
+    real = storage_module.write_local_atomically
+
+    def fill_up_at_the_onnx_graphs(path, write):
+        return real(path, full_disk if path.endswith(".onnx") else write)
+
+    monkeypatch.setattr(storage_module, "write_local_atomically", fill_up_at_the_onnx_graphs)
+    with pytest.raises(OSError, match="the storage is full") as raised:
+        release(
+            fresh,
+            dataset="synthetic",
+            classification=cls,
+            regression=reg,
+            training_set=first.result.output_for_node("training_set"),
+            lineage={},
+            settings=GateSettings(),
+            register=register,
+        )
+    monkeypatch.undo()
+    assert raised.value.errno == errno.ENOSPC and ".onnx" in str(raised.value)
+    assert dep.read_current(fresh) is None  # nothing deployed, as before
+    versions = tmp_path / "full" / "deployments" / "versions"
+    assert not versions.exists() or not any(versions.iterdir())
+    assert not [p for p in (tmp_path / "full").rglob("*") if ".tmp-" in p.name]
+    client = mlflow_client(storage)
+    assert client.get_model_version_by_alias(name, "challenger")
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias(name, "champion")
 
 
 def test_retention_job_keeps_the_runs_the_deployed_version_uses(deployed, monkeypatch):
