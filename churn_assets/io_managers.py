@@ -15,6 +15,7 @@ from upath import UPath
 
 from churn_assets.lib.settings import ChurnSettings, join_url
 from churn_assets.lib.storage import write_local_atomically
+from churn_assets.retries import fail_fast_unless_transient
 
 
 class TableIOManager(dg.UPathIOManager):
@@ -77,12 +78,24 @@ class TableIOManager(dg.UPathIOManager):
         with _with_ext(path, ".json").open("r") as f:
             return json.load(f)
 
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Write the asset (see :meth:`dump_to_path`). As in the asset bodies, only a
+        transient error reaches the retry policy; any other (a full disk, a value that
+        cannot be stored) fails the step at once, naming its cause."""
+        with fail_fast_unless_transient():
+            super().handle_output(context, obj)
+
     def load_input(self, context: dg.InputContext) -> Any:
         """An unpartitioned asset reading a partitioned one gets every partition written to
         storage as one table (a lazy scan for :func:`lazy_input`), in key order: the storage,
         not the instance's partition list, says what exists, so a run on another instance
         (a worker, a fresh ``dagster dev``) reads the same table. Partitions the instance
-        knows but storage lacks (their run failed) are named in a warning. None written: None."""
+        knows but storage lacks (their run failed) are named in a warning. None written: None.
+        Errors other than transient ones fail the step at once, as in :meth:`handle_output`."""
+        with fail_fast_unless_transient():
+            return self._load_input(context)
+
+    def _load_input(self, context: dg.InputContext) -> Any:
         if not (context.has_asset_key and context.has_asset_partitions):
             return super().load_input(context)
         import polars as pl

@@ -44,8 +44,8 @@ def write_local_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in _FULL:
-            raise OSError(e.errno, _full_message(path, e)) from e
+        if isinstance(e, OSError) and e.errno in _FULL:  # the same error, saying more
+            raise OSError(e.errno, _full_message(path, e)) from None
         raise
 
 

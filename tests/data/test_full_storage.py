@@ -18,6 +18,7 @@ from upath import UPath
 import churn_assets.io_managers as io_managers
 from churn_assets.io_managers import TableIOManager
 from churn_assets.lib.storage import Storage, write_local_atomically
+from churn_assets.retries import STORAGE_RETRY
 
 
 def _full_disk(f) -> None:
@@ -79,7 +80,7 @@ def test_an_asset_written_on_a_full_disk_keeps_its_previous_value(tmp_path, monk
     write in place left a truncated Parquet file that every later run failed to read."""
     frames = iter([pl.DataFrame({"customer_id": ["C1", "C2"]}), pl.DataFrame({"x": [1]})])
 
-    @dg.asset
+    @dg.asset(retry_policy=STORAGE_RETRY)  # as the platform's assets: transient errors retry
     def current_features() -> pl.DataFrame:
         return next(frames)
 
@@ -97,8 +98,12 @@ def test_an_asset_written_on_a_full_disk_keeps_its_previous_value(tmp_path, monk
     )
 
     assert not result.success
+    # a full disk is not transient: no retry, and the step's error is the cause itself
+    # (it used to be retried three times and end as "Exceeded max_retries of 3")
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     failure = result.get_step_failure_events()[0].step_failure_data.error
-    assert "the storage is full" in str(failure) and "current_features.parquet" in str(failure)
+    assert "No space left on device writing" in failure.message
+    assert "the storage is full" in failure.message and "current_features.parquet" in str(failure)
     assert stored.read_bytes() == before
     assert pl.read_parquet(stored)["customer_id"].to_list() == ["C1", "C2"]
     assert _leftovers(tmp_path) == []
