@@ -44,20 +44,33 @@ def write_local_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in _FULL:  # the same error, saying more
-            raise OSError(e.errno, _full_message(path, e)) from None
+        code = _no_room(e)
+        if code is not None:  # the same error, saying more
+            raise OSError(code, _full_message(path, code)) from None
         raise
 
 
-def _full_message(path: str, error: OSError) -> str:
+def _no_room(error: BaseException) -> int | None:
+    """``ENOSPC`` / ``EDQUOT`` when ``error`` says the file system has no room left: an
+    ``OSError``, or a writer's own error carrying it (polars: "... (os error 28)")."""
+    if isinstance(error, OSError) and error.errno in _FULL:
+        return error.errno
+    text = str(error)
+    for code in _FULL:
+        if f"(os error {code})" in text or os.strerror(code) in text:
+            return code
+    return None
+
+
+def _full_message(path: str, code: int) -> str:
     try:
         left = f"{shutil.disk_usage(os.path.dirname(path) or '.').free / 2**20:,.1f} MB free"
     except OSError:
         left = "free space unknown"
     return (
-        f"{error.strerror} writing {path} ({left} there): the storage is full. What it held "
-        "before is unchanged; free space (or point CHURN_STORAGE_URL at a larger volume), "
-        "then re-execute the failed run"
+        f"{os.strerror(code)} writing {path} ({left} there): the storage is full. What it "
+        "held before is unchanged; free space (or point CHURN_STORAGE_URL at a larger "
+        "volume), then re-execute the failed run"
     )
 
 

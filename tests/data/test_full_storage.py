@@ -46,6 +46,25 @@ def test_a_full_disk_leaves_the_file_as_it_was_and_says_what_to_do(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_a_full_disk_seen_by_polars_reads_the_same(tmp_path):
+    """Polars writing Parquet straight into the file reports the file system's error as
+    its own ComputeError (as a full disk under `dagster dev` did): it is still the full
+    disk, with the same message and errno."""
+
+    def polars_full(f):
+        f.write(b"PAR1")
+        raise pl.exceptions.ComputeError(
+            "parquet: File out of specification: underlying IO error: No space left on "
+            "device (os error 28)"
+        )
+
+    target = tmp_path / "customer_features.parquet"
+    with pytest.raises(OSError, match="the storage is full") as raised:
+        write_local_atomically(str(target), polars_full)
+    assert raised.value.errno == errno.ENOSPC and str(target) in str(raised.value)
+    assert not target.exists() and _leftovers(tmp_path) == []
+
+
 def test_other_write_errors_pass_unchanged_and_leave_nothing(tmp_path):
     target = tmp_path / "a.parquet"
 
