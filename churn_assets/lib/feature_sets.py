@@ -24,7 +24,7 @@ from churn_assets.lib.features import (
     cutoff_before,
     top_categories,
 )
-from churn_assets.lib.ingest import other_zeros_problem
+from churn_assets.lib.ingest import other_spelling_problem
 
 INTERNAL = ("_source_file", "_parse_errors", "_quarantined")
 SPLITS = ("train", "validation", "holdout")
@@ -274,7 +274,7 @@ def customer_id_match(
     known = customers["customer_id"]
     found = tx_ids.is_in(known.implode())
     matched = int(found.sum())
-    problem = other_zeros_problem(
+    problem = other_spelling_problem(
         tx_ids.filter(~found),
         known,
         total=tx_ids.len(),

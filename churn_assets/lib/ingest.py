@@ -250,7 +250,9 @@ def _without_empty_rows(
     if not texts or ident not in df.columns:
         n = df.select(empty.sum()).item()
         return (df.filter(~empty), n, 0) if n else (df, 0, 0)
-    candidate = pl.col(ident).is_null() | pl.col(ident).str.contains(TOTALS)
+    candidate = pl.col(ident).is_null()
+    if df.schema[ident] == pl.String:  # typed files (Parquet, Excel) may hold numeric ids
+        candidate = candidate | pl.col(ident).str.contains(TOTALS)
     filled = pl.sum_horizontal(pl.col(c).is_not_null() for c in wanted)
     sparse = (filled > 0) & (filled * 2 <= len(wanted))  # a label and a sum or two
     flags = df.select(empty=filled == 0, maybe=candidate & sparse)  # one pass for both
@@ -754,7 +756,7 @@ def label_file_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | No
     return {"customer_id": (ident, "string", None, None), **_label_columns(cfg)}
 
 
-def other_zeros_problem(
+def other_spelling_problem(
     unmatched: pl.Series,
     known: pl.Series,
     *,
@@ -764,24 +766,31 @@ def other_zeros_problem(
     consequence: str,
 ) -> str | None:
     """Why ids of ``source`` (``short`` in the example) that the customer table lacks are
-    refused when most of them (``unmatched``, of ``total``) are in it (``known``) only with
-    other leading zeros ("123" and "000123": one file went through a spreadsheet); None
+    refused when most of them (``unmatched``, of ``total``) are in it (``known``) only in
+    another spelling: other leading zeros ("123" and "000123": one file went through a
+    spreadsheet) or other letter case ("Anna@Example.com" and "anna@example.com"); None
     otherwise."""
     if not unmatched.len():
         return None
-    zeros = pl.col("id").str.strip_chars_start("0")
-    plain = known.cast(pl.String).to_frame("id").select(zeros)["id"]
-    lost = unmatched.cast(pl.String).to_frame("id").filter(zeros.is_in(plain.implode()))["id"]
-    if not lost.len() or lost.len() < unmatched.len() / 2:
-        return None
-    by_plain = dict(zip(plain, known.cast(pl.String), strict=True))
-    example = lost.sort()[0]
-    return (
-        f"{lost.len():,} of the {total:,} customer ids in {source} are in the customer table "
-        f"only with other leading zeros ({short}: {example!r}; customers: "
-        f"{by_plain[example.lstrip('0')]!r}): the two files write ids differently, and those "
-        f"customers would {consequence}; export the ids the same way in both files"
+    spellings = (
+        (pl.col("id").str.strip_chars_start("0"), "other leading zeros"),
+        (pl.col("id").str.to_lowercase(), "another letter case"),
     )
+    for norm, how in spellings:
+        plain = known.cast(pl.String).to_frame("id").select(norm)["id"]
+        lost = unmatched.cast(pl.String).to_frame("id").filter(norm.is_in(plain.implode()))
+        if not lost.height or lost.height < unmatched.len() / 2:
+            continue
+        example = lost["id"].sort()[0]
+        spelled = pl.DataFrame({"id": [example]}).select(norm).item()
+        by_plain = dict(zip(plain, known.cast(pl.String), strict=True))
+        return (
+            f"{lost.height:,} of the {total:,} customer ids in {source} are in the customer "
+            f"table only with {how} ({short}: {example!r}; customers: "
+            f"{by_plain[spelled]!r}): the two files write ids differently, and those "
+            f"customers would {consequence}; export the ids the same way in both files"
+        )
+    return None
 
 
 def _join_label_file(
@@ -813,7 +822,7 @@ def _join_label_file(
         )
     known = labels["customer_id"].is_in(frame["customer_id"].drop_nulls().implode())
     res.label_rows = (int(known.sum()), labels.height)
-    problem = other_zeros_problem(
+    problem = other_spelling_problem(
         labels.filter(~known)["customer_id"],
         frame["customer_id"].drop_nulls(),
         total=labels.height,

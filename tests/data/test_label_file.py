@@ -99,10 +99,15 @@ def test_an_id_with_two_label_rows_is_refused_naming_it(tmp_path):
 
 
 def test_a_label_file_naming_no_customer_is_refused_with_examples(tmp_path):
-    labels = _members(tmp_path).with_columns(pl.col("msno").str.to_uppercase())
+    labels = _members(tmp_path).with_columns(("X-" + pl.col("msno")).alias("msno"))
     labels.write_csv(tmp_path / "train.csv")
     cfg = load_dataset_config(str(_config(tmp_path)))
-    with pytest.raises(ValueError, match=r"none of the 482 customer ids in the label file.*'M0"):
+    with pytest.raises(ValueError, match=r"none of the 482 customer ids in the label file.*'X-"):
+        ingest_customers(cfg, str(tmp_path))
+    # the same ids in upper case: the message names the spelling
+    labels = _members(tmp_path).with_columns(pl.col("msno").str.to_uppercase())
+    labels.write_csv(tmp_path / "train.csv")
+    with pytest.raises(ValueError, match=r"only with another letter case \(label file: 'M0"):
         ingest_customers(cfg, str(tmp_path))
 
 
