@@ -380,25 +380,38 @@ def _header_row(widths: list[int]) -> int:
 
 _COMMA_NUMBER = re.compile(r"^\s*[-+]?[\d.\s\u00a0\u202f']*\d(,\d+)?\s*$")
 _THOUSANDS = {".": re.compile(r"\d\.\d{3}(,|$)"), " ": re.compile(r"\d[ \u00a0\u202f]\d{3}")}
+#: Digits grouped in threes by commas, nothing else: "2,502", "12,345,678" (never "2,50").
+_COMMA_GROUPS = re.compile(r"^\s*[-+]?\d{1,3}(,\d{3})+\s*$")
 
 
 def _number_marks(table: _Table) -> None:
     """Decimal comma (and a ``.`` or space thousands separator) when the text columns that
     look like numbers are written that way: some values with a comma, none with a dot
-    decimal."""
+    decimal. A column whose commas all group digits in threes ("2,502", "12,345") is an
+    English export's thousands comma instead (``thousands: ","``): read as a decimal comma
+    it would shrink every value from 1,000 up a thousandfold."""
     comma = 0
+    grouped = 0
     seen: set[str] = set()
     for col in table.frame.columns:
         text = table.frame.select(without_currency(pl.col(col)))[col]  # "269,47 €"
         values = text.drop_nulls().str.strip_chars()
         values = values.filter(values != "").head(5000).to_list()
         if values and all(_COMMA_NUMBER.match(v) for v in values):
-            if any("," in v for v in values):
-                comma += 1
-            seen |= {m for m, rx in _THOUSANDS.items() if any(rx.search(v) for v in values)}
+            with_comma = [v for v in values if "," in v]
+            if not with_comma:
+                continue
+            marks = {m for m, rx in _THOUSANDS.items() if any(rx.search(v) for v in values)}
+            if not marks and all(_COMMA_GROUPS.match(v) for v in with_comma):
+                grouped += 1
+                continue
+            comma += 1
+            seen |= marks
     if comma:
         table.decimal = ","
         table.thousands = "." if "." in seen else " " if " " in seen else ""
+    elif grouped:
+        table.thousands = ","
 
 
 def _parses(table: _Table, col: str, target: str, fmt: str | None = None) -> float:
@@ -926,6 +939,11 @@ def _source_lines(table: _Table, indent: str = "  ") -> list[str]:
             source.append('  decimal: ","')
             if table.thousands:
                 source.append(f"  thousands: {_yaml(table.thousands)}")
+        elif table.thousands:
+            source.append(
+                f"  thousands: {_yaml(table.thousands)}   # CHECK: numbers like '2,502' read "
+                'as 2502; were the commas decimal marks, write decimal: "," instead'
+            )
     return [indent + line[2:] for line in source]
 
 

@@ -464,6 +464,8 @@ def has_offset(values: pl.Series) -> bool:
 
 #: Number text written with a decimal comma ("1234,56", "-1.234,5", "1 234,56").
 _DECIMAL_COMMA = r"^\s*[-+]?[\d.\s\u00a0\u202f']*\d,\d+\s*$"
+#: One comma before three digits, nothing else ("2,502"): a thousands comma or a decimal one.
+_THOUSANDS_COMMA = r"^\s*[-+]?\d{1,3},\d{3}\s*$"
 
 
 def _typed(
@@ -485,6 +487,7 @@ def _typed(
     judged: dict[str, bool] = dict(offsets or {})
     exprs, checks = [], []
     bad_exprs: dict[str, pl.Expr] = {}
+    grouped_exprs: dict[str, pl.Expr] = {}  # of those, "2,502": a thousands comma as likely
     first_pass: dict[str, pl.Expr] = {}
     local: dict[str, str | None] = {}  # date-time columns read as local times
     for out, (raw, typ, fmt, spec) in columns.items():
@@ -528,9 +531,9 @@ def _typed(
         # even when every value is null: 870 MB a column at 54M lines)
         checks.append(bad.fill_null(False).alias(f"__bad_{out}"))
         if typ in ("numeric", "integer") and decimal == ".":
-            bad_exprs[out] = bad & without_currency(pl.col(raw).cast(pl.String)).str.contains(
-                _DECIMAL_COMMA
-            )
+            text = without_currency(pl.col(raw).cast(pl.String))
+            bad_exprs[out] = bad & text.str.contains(_DECIMAL_COMMA)
+            grouped_exprs[out] = bad & text.str.contains(_THOUSANDS_COMMA)
     typed = df.with_columns(checks).with_columns(exprs)
     bad_cols = [c for c in typed.columns if c.startswith("__bad_")]
     counts: dict[str, int] = {}
@@ -570,9 +573,19 @@ def _typed(
     hints: dict[str, str] = {}
     commas = {c: e for c, e in bad_exprs.items() if c in counts}
     if commas:
-        found = df.select(e.sum().alias(c) for c, e in commas.items()).row(0, named=True)
-        for out, n in found.items():
-            if n and n * 2 >= counts[out]:
+        found = df.select(
+            *(e.sum().alias(c) for c, e in commas.items()),
+            *(grouped_exprs[c].sum().alias(f"__grouped_{c}") for c in commas),
+        ).row(0, named=True)
+        for out in commas:
+            n = found[out]
+            if n and n == found[f"__grouped_{out}"] and n * 2 >= counts[out]:
+                hints[out] = (
+                    f"{n} look like numbers with a thousands comma (e.g. '2,502'): set "
+                    '`thousands: ","` for this table in the data set config (or `decimal: ","` '
+                    "if the commas are decimal marks)"
+                )
+            elif n and n * 2 >= counts[out]:
                 hints[out] = (
                     f"{n} look like numbers with a decimal comma (e.g. '1234,56'): set "
                     '`decimal: ","` for this table in the data set config (and `thousands` '

@@ -104,6 +104,33 @@ def test_a_decimal_comma_is_found_behind_a_currency_sign(tmp_path):
     assert [got[i] for i in ids] == amounts
 
 
+def test_a_thousands_comma_is_no_decimal_comma(tmp_path):
+    """An English export's '2,502' points (every comma before three digits, no other mark)
+    is drafted as `thousands: ","` with a CHECK, and read whole: drafted as a decimal comma
+    it was 2.502, a thousandfold too small for every value from 1,000 up, with every check
+    passing. A column holding '2,50' still makes the comma a decimal one."""
+    rng = np.random.default_rng(6)
+    points = rng.integers(500, 5000, 300)
+    bank = _bank(300).with_columns(pl.Series("Points", [f"{p:,}" for p in points]))
+    csv = tmp_path / "members.csv"
+    bank.write_csv(csv)
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert raw["customers"]["thousands"] == "," and "decimal" not in raw["customers"]
+    assert "CHECK: numbers like '2,502' read as 2502" in text
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    got = dict(res.frame.select("customer_id", "points").iter_rows())
+    assert [got[str(i)] for i in bank["CustomerId"].to_list()] == points.tolist()
+
+    cents = bank.with_columns(
+        pl.Series("Fee", [f"{p / 100:.2f}".replace(".", ",") for p in points])
+    )
+    cents.write_csv(csv)
+    raw = yaml.safe_load(draft_config(str(csv), label="Exited"))
+    assert raw["customers"]["decimal"] == ","
+
+
 def test_a_transaction_draft_finds_the_columns_and_the_timestamp_format(tmp_path):
     lines = pl.DataFrame(
         {

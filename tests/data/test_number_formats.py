@@ -200,3 +200,17 @@ def test_a_decimal_comma_without_a_thousands_setting_reads_no_dot_number(tmp_pat
         1234.0,
         12.5,
     ]
+
+
+def test_a_thousands_comma_gets_its_own_hint(tmp_path):
+    """'2,502' without a setting may be 2502 (an English export's thousands comma) or 2.502:
+    the hint names the thousands setting first, where 'decimal' would read every value from
+    1,000 up a thousandfold too small."""
+    cfg, landing = _config(tmp_path, "")
+    rows = "Kundennummer;Ort;Saldo;Produkte\nK1;A;2,502;1\nK2;B;13,700;1\nK3;C;640;1\n"
+    (Path(landing) / "customers" / "a.csv").write_bytes(rows.encode("utf-8"))
+    res = ingest_customers(_utf8(cfg), landing)
+    assert res.parse_errors == {"balance": 2}
+    assert res.parse_hints["balance"].startswith(
+        "2 look like numbers with a thousands comma (e.g. '2,502'): set `thousands: \",\"`"
+    )
