@@ -368,12 +368,14 @@ def _bad_counts(typed: pl.DataFrame, bad_cols: list[str]) -> dict[str, int]:
     return {c[len("__bad_") :]: int(n) for c, n in zip(bad_cols, sums, strict=True) if n}
 
 
-#: A currency sign or ISO code before or after a number ("$12", "12 €", "EUR 12").
-_CURRENCY = r"^\s*(?:[$€£¥₹]|[A-Z]{3}\s)?\s*|\s*(?:[$€£¥₹]|\s[A-Z]{3})?\s*$"
+#: A currency sign or ISO code before or after a number ("$12", "12 €", "EUR 12"), or a
+#: percent sign after it ("45.3%": 45.3, in percent as written).
+_CURRENCY = r"^\s*(?:[$€£¥₹]|[A-Z]{3}\s)?\s*|\s*(?:[$€£¥₹%]|\s[A-Z]{3})?\s*$"
 
 
 def without_currency(s: pl.Expr) -> pl.Expr:
-    """Number text without a currency sign or ISO code before or after it ("12 €": "12")."""
+    """Number text without a currency sign or ISO code before or after it ("12 €": "12"),
+    or a percent sign after it ("45.3%": "45.3")."""
     return s.str.replace_all(_CURRENCY, "")
 
 

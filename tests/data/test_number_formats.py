@@ -214,3 +214,22 @@ def test_a_thousands_comma_gets_its_own_hint(tmp_path):
     assert res.parse_hints["balance"].startswith(
         "2 look like numbers with a thousands comma (e.g. '2,502'): set `thousands: \",\"`"
     )
+
+
+def test_percentages_read_as_numbers_in_percent(tmp_path):
+    """'45.3%' is the number 45.3 (as written, in percent): it was dropped by the draft as
+    free text and could not be configured (every value failed values_parse), losing the
+    strongest feature of a table. The draft now types it numeric."""
+    from churn_assets.lib.config_draft import draft_config
+
+    rows = "id,utilization,churn\n" + "".join(
+        f"C{i},{v},{i % 2}\n" for i, v in enumerate(["45.3%", "7%", " 100 % ", "-", "12.5"] * 4)
+    )
+    (tmp_path / "p.csv").write_text(rows)
+    text = draft_config(str(tmp_path / "p.csv"), label="churn")
+    assert "{name: utilization, type: numeric}" in text
+    (tmp_path / "p.yaml").write_text(text)
+    res = ingest_customers(load_dataset_config(str(tmp_path / "p.yaml")), str(tmp_path))
+    assert res.parse_errors == {}
+    got = dict(res.frame.select("customer_id", "utilization").iter_rows())
+    assert [got[f"C{i}"] for i in range(5)] == [45.3, 7.0, 100.0, None, 12.5]
