@@ -75,6 +75,7 @@ class IngestResult:
     total_rows: int = 0  # a spreadsheet's totals rows ("Total", no customer id), skipped
     label_rows: tuple[int, int] | None = None  # label file: rows naming a customer, all rows
     earlier_rows: int = 0  # customers.latest_by: earlier rows of a customer, left out
+    zero_value_labels: int = 0  # labelled customers whose value label was blank: 0 sales
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
 
     @property
@@ -1012,7 +1013,11 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
             res.label_blocks = problem is not None
         res.label_problem = problem
         if "total_sales" in frame.columns:
-            # blank totals (brand-new customers) count as no sales so far
+            # blank totals (brand-new customers) count as no sales so far; counted, as a
+            # table whose missing values mean "unknown" then trains on zeros
+            res.zero_value_labels = frame.select(
+                (pl.col("total_sales").is_null() & pl.col("churned").is_not_null()).sum()
+            ).item()
             frame = frame.with_columns(pl.col("total_sales").fill_null(0.0))
     res.frame = frame
     return res

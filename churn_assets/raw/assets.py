@@ -12,6 +12,10 @@ from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, s
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import retry_on_connection_errors
 
+#: A share of blank value labels above this is worth a warning (Telco's 11 of 7,043
+#: brand-new customers are not).
+ZERO_VALUE_WARNING = 0.01
+
 
 def _screen_and_report(
     context: dg.AssetExecutionContext,
@@ -63,6 +67,15 @@ def _screen_and_report(
         metadata["quarantine"] = dg.MetadataValue.path(str(where))
     if res.earlier_rows:
         metadata["earlier_rows_left_out"] = dg.MetadataValue.int(res.earlier_rows)
+    if res.zero_value_labels:
+        share = res.zero_value_labels / max(frame.height, 1)
+        metadata["value_labels_blank_read_as_zero"] = dg.MetadataValue.int(res.zero_value_labels)
+        if share >= ZERO_VALUE_WARNING:
+            context.log.warning(
+                f"{asset}: {res.zero_value_labels:,} customer(s) ({share:.1%}) have no value "
+                "label and count as 0 sales (a customer who has bought nothing yet); if the "
+                "value is unknown for them instead, fill it in or leave the value label out"
+            )
     if res.label_rows is not None:
         named, rows = res.label_rows
         metadata["label_file_rows_matched"] = dg.MetadataValue.text(

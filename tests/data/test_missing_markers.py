@@ -72,3 +72,22 @@ def test_a_draft_types_a_number_column_with_markers_as_numeric(tmp_path):
     text = draft_config(str(tmp_path / "customers" / "c.csv"), label="churn")
     types = {a["name"]: a["type"] for a in yaml.safe_load(text)["customers"]["attributes"]}
     assert types["fee"] == "numeric"
+
+
+def test_missing_value_labels_count_as_zero_and_are_counted(tmp_path):
+    """A value label blank or "N/A" is 0 sales (a customer who has bought nothing yet, as
+    Telco's blank TotalCharges): counted, so that raw_customers can say how many (an export
+    whose "N/A" means "unknown" trained on zeros without a word)."""
+    (tmp_path / "c.csv").write_text(
+        "id,revenue,churn\na,10.5,1\nb,N/A,0\nc,,0\nd,-,\ne,7,1\n"  # d has no churn label
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: v\ncustomers:\n  path: c.csv\n  id_column: id\n  attributes: []\n"
+        "labels:\n  source: columns\n  churned_column: churn\n  churned_positive: ['1']\n"
+        "  total_sales_column: revenue\n"
+    )
+    res = ingest_customers(load_dataset_config(str(tmp_path / "c.yaml")), str(tmp_path))
+    assert res.parse_errors == {}
+    got = dict(res.frame.select("customer_id", "total_sales").iter_rows())
+    assert got == {"a": 10.5, "b": 0.0, "c": 0.0, "d": 0.0, "e": 7.0}
+    assert res.zero_value_labels == 2  # b and c: d is no labelled customer
