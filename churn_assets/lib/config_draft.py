@@ -721,6 +721,13 @@ def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
         negative = next(v for v, _ in known if v != positive)
         shown = ", ".join(f"{v!r} ({n:,})" for v, n in unknown)
         return positive, f"{why}; CHECK: {negative!r} means retained, {shown}: no label", [negative]
+    if len(counts) > 3 and _column_type(table, label).type in ("date", "datetime"):
+        raise DraftError(
+            f"the label column {label!r} holds dates (e.g. {counts[0][0]!r}): a churn date is "
+            "no label as it is. Add a churn flag beside it, 1 where the date is set, e.g. "
+            f"pandas: df['churned'] = df[{label!r}].notna().astype(int), then give "
+            f"--label churned; the draft leaves {label!r} out (it would leak the outcome)"
+        )
     positive, why = _positive_of(_same_values(counts), label)
     values = [v for v, _ in counts]
     keys = dict(zip(values, label_keys(values), strict=True))
@@ -982,7 +989,8 @@ def draft_config(
     elif (label is None) == (timestamp is None):
         raise DraftError(
             "give --label (a snapshot table with a churn column) or --timestamp (a table of "
-            "transactions, churn derived from purchases after a cut-off), not both"
+            "transactions, churn derived from purchases after a cut-off)"
+            + (", not both" if label is not None else "")
         )
     if labels_file is not None and label is None:
         raise DraftError("--labels-file goes with --label: the churn column of that file")

@@ -194,6 +194,13 @@ def test_the_command_writes_a_draft_that_loads(tmp_path):
             _bank(),
             "the label column 'Geography' has 3 values",
         ),
+        (  # a churn date (blank while active): the flag to add, not values to list by hand
+            {"label": "Ended"},
+            _bank().with_columns(
+                pl.when(pl.col("Exited") == "1").then(pl.col("Joined")).alias("Ended")
+            ),
+            "the label column 'Ended' holds dates \\(e.g. '2020-01-",
+        ),
         (
             {"label": "Exited", "id_column": "Age"},
             _bank(),
