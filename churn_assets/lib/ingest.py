@@ -381,12 +381,19 @@ def without_currency(s: pl.Expr) -> pl.Expr:
 
 
 def plain_number(raw: str, target: str, decimal: str) -> pl.Expr:
-    """Text column ``raw`` read as a number without its currency sign and, where the digits
+    """Text column ``raw`` read as a number without its currency sign, a negative one in
+    parentheses as accounts write it ("($47.81)": -47.81), and, where the digits
     are grouped in threes by the mark that is not the decimal one, without the grouping:
     only where that cannot be a decimal mark, with two groups or more ("1,234,567") or a
     decimal part ("1,234.50" with a "." decimal); "1,234" stays unread, as it may be a
     decimal comma."""
     s = without_currency(_blank_to_null(pl.col(raw)))
+    # an accountant's negative: "(47.81)", "($47.81)"
+    s = (
+        pl.when(s.str.contains(r"^\(.*\)$"))
+        .then("-" + without_currency(s.str.slice(1, s.str.len_chars() - 2)))
+        .otherwise(s)
+    )
     g, d = re.escape("," if decimal == "." else "."), re.escape(decimal)
     grouped = rf"^[-+]?\d{{1,3}}(({g}\d{{3}}){{2,}}({d}\d+)?|{g}\d{{3}}{d}\d+)$"
     group = "," if decimal == "." else "."

@@ -233,3 +233,19 @@ def test_percentages_read_as_numbers_in_percent(tmp_path):
     assert res.parse_errors == {}
     got = dict(res.frame.select("customer_id", "utilization").iter_rows())
     assert [got[f"C{i}"] for i in range(5)] == [45.3, 7.0, 100.0, None, 12.5]
+
+
+def test_an_accountants_negative_in_parentheses_is_read(tmp_path):
+    """'($47.81)' is -47.81, as accounts write a negative amount (every such line failed
+    values_parse and went to quarantine); '(x)' is still no number."""
+    (tmp_path / "c.csv").write_text(
+        'id,balance\nA,($47.81)\nB,"(1,234.50)"\nC,(12)\nD,(x)\nE,3.5\n'
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: c\ncustomers:\n  path: c.csv\n  id_column: id\n  attributes:\n"
+        "    - {name: balance, type: numeric}\n"
+        "labels:\n  source: columns\n  churned_column: id\n"
+    )
+    res = ingest_customers(load_dataset_config(str(tmp_path / "c.yaml")), str(tmp_path))
+    assert res.frame.sort("customer_id")["balance"].to_list() == [-47.81, -1234.5, -12.0, None, 3.5]
+    assert res.parse_errors == {"balance": 1}
