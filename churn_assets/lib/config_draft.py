@@ -571,6 +571,27 @@ def _row_number(s: pl.Series) -> bool:
     return first in (0, 1) and values.to_list() == list(range(first, first + values.len()))
 
 
+def _column_of_ids(payments: _Table, ids: pl.Series, ident: str) -> str:
+    """The column of the transactions file holding the customer table's ids (``ident``
+    there) under another name (``member`` for ``email``): the one whose values are most
+    often such ids, at least half of them."""
+    known = ids.cast(pl.String).drop_nulls().unique()
+    best, share = None, 0.5
+    for col in payments.frame.columns:
+        values = payments.frame[col].cast(pl.String).drop_nulls()
+        if values.len():
+            found = float(values.is_in(known.implode()).mean() or 0.0)
+            if found > share:
+                best, share = col, found
+    if best is None:
+        raise DraftError(
+            f"the transactions file has no column {ident!r} (the customer table's id) and no "
+            "column whose values are mostly those ids: rename its customer id column to "
+            f"{ident!r}, or check that both files name customers the same way"
+        )
+    return best
+
+
 def _find(table: _Table, given: str | None, names: tuple[str, ...], what: str) -> str | None:
     if given is not None:
         if given not in table.frame.columns:
@@ -1146,7 +1167,11 @@ def draft_config(
         if transactions_file is not None:
             assert timestamp is not None
             payments = _read(transactions_file, sample_rows, want=timestamp)
-            own = ident if ident in payments.frame.columns else None
+            own = (
+                ident
+                if ident in payments.frame.columns
+                else _column_of_ids(payments, table.frame[ident], ident)
+            )
             lines += _transactions(payments, own, timestamp, amount, quantity, unit_price, invoice)[
                 0
             ]

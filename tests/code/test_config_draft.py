@@ -628,6 +628,32 @@ def test_a_snapshot_with_its_customers_transactions_drafts_both_sections(tmp_pat
     with pytest.raises(DraftError, match="--transactions goes with --label"):
         draft_config(str(tmp_path / "members.csv"), label="is_churn", transactions_file="x.csv")
 
+    # the payments name the member column otherwise ('member'): found by its values, where
+    # it said "no customer id column found ...: give it with --id" though --id was given
+    pl.read_csv(tmp_path / "transactions.csv").rename({"msno": "member"}).write_csv(
+        tmp_path / "payments.csv"
+    )
+    text = draft_config(
+        str(tmp_path / "members.csv"),
+        label="is_churn",
+        id_column="msno",
+        labels_file=str(tmp_path / "train.csv"),
+        transactions_file=str(tmp_path / "payments.csv"),
+        timestamp="transaction_date",
+    )
+    assert yaml.safe_load(text)["transactions"]["customer_id"] == "member"
+    pl.read_csv(tmp_path / "payments.csv").with_columns(
+        ("X" + pl.col("member")).alias("member")
+    ).write_csv(tmp_path / "payments.csv")
+    with pytest.raises(DraftError, match="has no column 'msno' .* and no column whose values"):
+        draft_config(
+            str(tmp_path / "members.csv"),
+            label="is_churn",
+            labels_file=str(tmp_path / "train.csv"),
+            transactions_file=str(tmp_path / "payments.csv"),
+            timestamp="transaction_date",
+        )
+
 
 def test_blank_customer_ids_in_an_event_log_count_as_missing(tmp_path):
     """Sparkify-style JSON lines: logged-out events carry ``"userId": ""``, which ingestion
