@@ -574,7 +574,7 @@ def _row_number(s: pl.Series) -> bool:
 def _column_of_ids(payments: _Table, ids: pl.Series, ident: str) -> str:
     """The column of the transactions file holding the customer table's ids (``ident``
     there) under another name (``member`` for ``email``): the one whose values are most
-    often such ids, at least half of them."""
+    often such ids, at least half of them; else one named like a customer id."""
     known = ids.cast(pl.String).drop_nulls().unique()
     best, share = None, 0.5
     for col in payments.frame.columns:
@@ -583,6 +583,7 @@ def _column_of_ids(payments: _Table, ids: pl.Series, ident: str) -> str:
             found = float(values.is_in(known.implode()).mean() or 0.0)
             if found > share:
                 best, share = col, found
+    best = best or _find(payments, None, ID_NAMES, "customer id")
     if best is None:
         raise DraftError(
             f"the transactions file has no column {ident!r} (the customer table's id) and no "

@@ -400,6 +400,13 @@ def test_refused_challenger_keeps_the_deployed_version(deployed):
     assert dep.read_current(s)["version"] == before
 
 
+def _copy_model_files(src: Storage, dst: Storage, *results: dict) -> None:
+    """The stored model files of model-set outputs, from ``src`` into ``dst``."""
+    for result in results:
+        for f in result["files"].values():
+            dst.write_bytes(f["path"], src.read_bytes(f["path"]))
+
+
 def test_poor_value_model_never_blocks_the_churn_model(deployed, tmp_path):
     """Nothing deployed, the value candidates lose to naive: the churn model is deployed,
     and the naive forecast serves the value."""
@@ -409,9 +416,7 @@ def test_poor_value_model_never_blocks_the_churn_model(deployed, tmp_path):
     fresh = Storage(str(tmp_path / "fresh"))
     src = Storage(str(storage / "synthetic"))
     cls, reg = _below_floors(first, churn=False, value=True)
-    for result in (cls, reg):
-        for f in result["files"].values():
-            fresh.write_bytes(f["path"], src.read_bytes(f["path"]))
+    _copy_model_files(src, fresh, cls, reg)
     out = release(
         fresh,
         dataset="synthetic",
@@ -445,9 +450,7 @@ def test_a_deployment_failing_midway_leaves_the_champion_alias_on_what_is_served
     src = Storage(str(storage / "synthetic"))
     cls = first.result.output_for_node("classification_models")
     reg = first.result.output_for_node("regression_models")
-    for result in (cls, reg):
-        for f in result["files"].values():
-            fresh.write_bytes(f["path"], src.read_bytes(f["path"]))
+    _copy_model_files(src, fresh, cls, reg)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from churn_assets.lib.settings import ChurnSettings
 
