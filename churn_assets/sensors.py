@@ -76,6 +76,10 @@ def _landing_listing(
     return listing
 
 
+#: The cursor's entry counting the ticks that asked for runs (not a file).
+GENERATION = "_generation"
+
+
 @dg.sensor(
     jobs=[monitoring_job, customers_landing_job, transactions_landing_job],
     minimum_interval_seconds=int(os.environ.get("CHURN_LANDING_SENSOR_SECONDS", "30")),
@@ -102,6 +106,8 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     seen = json.loads(context.cursor) if context.cursor else {}
     ages: dict[str, float | None] = {}
     listing = _landing_listing(platform, ages)
+    if GENERATION in seen:
+        listing[GENERATION] = seen[GENERATION]  # kept, never a file (listed URLs have "/")
     changed = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
     # a file still being written is left for a later tick: not in the cursor yet
     settle = settle_seconds()
@@ -130,8 +136,14 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     known = set(context.instance.get_dynamic_partitions(TRANSACTION_FILES.name))
     added = [k for k in keys if k not in known]
 
+    # the tick's number in the cursor: a file restored as it was first landed (same name,
+    # size and time, after a bad version) gets a run key of its own, where Dagster skipped
+    # the key it had used for that file and the restored lines were never ingested; a tick
+    # evaluated again before its cursor was saved asks for the same keys (no double run)
+    generation = int(seen.get(GENERATION, 0)) + 1
+
     def run_key(*parts: str) -> str:
-        digest = "\n".join(f"{u}={listing[u]}" for u in parts)
+        digest = "\n".join([str(generation), *(f"{u}={listing[u]}" for u in parts)])
         return "landing-" + hashlib.sha1(digest.encode()).hexdigest()
 
     names = [u.rsplit("/", 1)[-1] for u in new]
@@ -165,7 +177,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         requests.append(
             dg.RunRequest(run_key=run_key(*new), job_name=customers_landing_job.name, tags=tags)
         )
-    context.update_cursor(json.dumps(listing))
+    context.update_cursor(json.dumps({**listing, GENERATION: generation}))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[TRANSACTION_FILES.build_add_request(added)] if added else [],

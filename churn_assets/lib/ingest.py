@@ -357,7 +357,14 @@ def parse_expr(
                 t.str.to_datetime(f, strict=False, time_unit="us") for f in ISO_WITH_OFFSET
             )
             return aware.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        parsed = s.str.to_datetime(fmt, strict=False, time_unit="us")
+        if fmt is None:
+            # without a format only ISO 8601 is read: polars guesses a format from the first
+            # value, and a file of "07/01/2025 06:00" was read day first, six months early
+            parsed = pl.when(s.str.contains(_ISO_DATE_START)).then(
+                s.str.to_datetime(None, strict=False, time_unit="us")
+            )
+        else:
+            parsed = s.str.to_datetime(fmt, strict=False, time_unit="us")
         if fmt is not None and re.search(r"%#?[zZ]", fmt):
             parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         return parsed
@@ -446,6 +453,8 @@ EXCEL_EPOCH_DAYS = 25_569
 _EPOCH_MIN_US = -2_208_988_800 * 1_000_000  # 1900-01-01
 _EPOCH_MAX_US = 7_258_118_400 * 1_000_000  # 2200-01-01
 
+#: The start of an ISO 8601 date or date and time ("2025-07-01", "2025-07-01T06:00").
+_ISO_DATE_START = r"^\d{4}-\d{2}-\d{2}(?:[T ]|$)"
 #: ISO 8601 timestamps with a UTC offset ("Z" is read as "+00:00").
 ISO_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 #: Text that ends in a UTC offset or "Z" (after an ISO 8601 time).

@@ -248,6 +248,35 @@ def test_a_file_still_being_written_waits_for_a_later_tick(isolated_env: Path):
     assert result.run_requests[-1].tags["churn/new_files"] == "late.csv"
 
 
+def test_a_file_restored_as_it_first_landed_is_ingested_again(isolated_env: Path):
+    """A good file, then a bad version of it, then the good one restored from a backup
+    (`cp -p`: same name, size and time as when it first landed): each gets a run of its
+    own. The restored file used to get the run key of its first landing, which Dagster
+    skips, so its lines were never ingested again. A tick evaluated twice (its cursor not
+    saved) still asks for the same key."""
+    import os
+
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    _, cursor = tick(None)
+    tx = landing / "transactions" / "late.csv"
+    good = "customer_id,timestamp,amount\nC1,2024-01-01 10:00:00,5\n"
+    tx.write_text(good)
+    os.utime(tx, (1_700_000_000, 1_700_000_000))
+    first, cursor = tick(cursor)
+    tx.write_text("customer_id,when,amount\nC1,yesterday,5\n")  # the bad version
+    bad, before = tick(cursor)
+    tx.write_text(good)
+    os.utime(tx, (1_700_000_000, 1_700_000_000))  # restored, as cp -p or rsync -a do
+    restored, _ = tick(before)
+    keys = [r.run_requests[-1].run_key for r in (first, bad, restored)]
+    assert len(set(keys)) == 3, keys
+    assert restored.run_requests[-1].tags["churn/new_files"] == "late.csv"
+    # the same tick evaluated again before its cursor was saved: the same key, no new run
+    replay, _ = tick(before)
+    assert replay.run_requests[-1].run_key == keys[-1]
+
+
 def added_partitions(result: dg.SensorResult) -> list[str]:
     return [k for r in result.dynamic_partitions_requests for k in r.partition_keys]
 

@@ -74,6 +74,23 @@ def test_iso_8601_without_an_offset_is_taken_as_it_is(tmp_path):
     assert ts.to_list() == [UTC_10, UTC_10]
 
 
+def test_without_a_format_only_iso_8601_is_read(tmp_path):
+    """US or European dates and no `timestamp_format`: every line fails values_parse with
+    a hint to set it (polars guessed a format from the first value: '07/01/2025' was read
+    day first, six months early, and nothing said so)."""
+    res, ts = _ingest(tmp_path, ["07/01/2025 06:00", "05/06/2025 06:00", "12/31/2025 23:00"])
+    assert ts.to_list() == [None, None, None]
+    assert res.parse_errors == {"timestamp": 3}
+    assert "ISO 8601 (set the format in the config)" in res.parse_hints["timestamp"]
+    res, ts = _ingest(tmp_path, ["2025-07-01 06:00", "2025-07-01T06:00:00", "2025-07-02"])
+    assert ts.to_list() == [
+        dt.datetime(2025, 7, 1, 6, 0),
+        dt.datetime(2025, 7, 1, 6, 0),
+        dt.datetime(2025, 7, 2),
+    ]
+    assert res.parse_errors == {}
+
+
 def test_a_format_with_an_offset_is_read_as_utc(tmp_path):
     res, ts = _ingest(tmp_path, ["01/04/2024 12:00 +0200"], fmt="%d/%m/%Y %H:%M %z")
     assert res.parse_errors == {}
