@@ -25,7 +25,12 @@ def _screen_and_report(
     rules: list,
     note: str | None = None,
     copy_of: str | None = None,
+    stored_rows: int = 0,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Screen, validate and quarantine ``res``; yield the table and its three checks. With
+    ``stored_rows`` (usable lines this partition holds from an earlier version of its file),
+    a version stopped by its checks writes nothing: those lines stay, and so does
+    everything computed from them."""
     from churn_assets.lib.feature_sets import INTERNAL
     from churn_assets.lib.quality import validate
     from churn_assets.lib.quarantine import quarantine, release_landing_files, screen
@@ -90,7 +95,14 @@ def _screen_and_report(
         metadata["note"] = dg.MetadataValue.text(note)
     if copy_of:  # refused as a file landed twice: its twin's lines count instead
         metadata["copy_of"] = dg.MetadataValue.text(copy_of)
-    yield dg.Output(frame, metadata=metadata)
+    if blocked and stored_rows:
+        context.log.warning(
+            f"{asset}: this version of {', '.join(res.files) or 'the file'} is stopped by its "
+            f"checks; the {stored_rows:,} usable line(s) ingested from its earlier version "
+            "stay, and nothing computed from them changes. Land it again, fixed"
+        )
+    else:
+        yield dg.Output(frame, metadata=metadata)
     yield files_check(asset, res, where)
     yield parse_check(asset, res, where)
     yield suite_check(asset, report, where)
@@ -179,6 +191,7 @@ def _landed_twin(
     freshness_policy=DATA_FRESHNESS,
     partitions_def=TRANSACTION_FILES,
     pool=INGEST_POOL,
+    output_required=False,  # a re-delivered file stopped by its checks keeps the stored lines
 )
 def raw_transactions(
     context: dg.AssetExecutionContext, platform: ChurnPlatform
@@ -232,4 +245,15 @@ def raw_transactions(
         res,
         transaction_rules(cfg),
         copy_of=None if twin is None else twin.rsplit("/", 1)[-1],
+        stored_rows=_stored_usable_rows(platform, key),
     )
+
+
+def _stored_usable_rows(platform: ChurnPlatform, key: str) -> int:
+    """Usable lines of the stored ``raw_transactions`` partition ``key`` (0: none stored)."""
+    storage = platform.storage()
+    rel = f"assets/raw_transactions/{key}.parquet"
+    if not storage.exists(rel):
+        return 0
+    flags = storage.read_parquet(rel, columns=["_quarantined"])["_quarantined"]
+    return int((~flags.fill_null(False)).sum())

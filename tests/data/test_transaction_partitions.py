@@ -134,6 +134,40 @@ def test_a_landing_run_ingests_only_the_new_file(isolated_env: Path, tmp_path):
     assert_same_as_built_from_every_line(config, rewritten)
 
 
+def test_a_bad_redelivery_of_an_ingested_file_keeps_its_good_lines(isolated_env: Path, tmp_path):
+    """c.csv ingested, then landed again without a column its checks need: the new version
+    goes to quarantine, the run fails, and the lines of the good version stay in its
+    partition (it was overwritten with no usable line, and every feature computed from the
+    file changed at the next refresh). A fixed version then replaces them."""
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    part = isolated_env / "mini" / "assets" / "raw_transactions" / "c.csv.parquet"
+    good = part.read_bytes()
+
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    (landing / "c.csv").write_text(LATE.replace("amount", "total"))  # no amount column
+    broken = run(config, instance, only_new=False)
+
+    assert not broken.success
+    assert part.read_bytes() == good  # not written: the good lines stay
+    assert "c.csv" not in partitions_materialized(broken)
+    assert not (landing / "c.csv").exists()  # the bad version is in quarantine
+    checks = {
+        (e.partition, e.check_name): e.passed
+        for e in broken.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("raw_transactions")
+    }
+    assert checks[("c.csv", "files_readable")] is False
+    said = [r.user_message for x in instance.get_runs(limit=3) for r in instance.all_logs(x.run_id)]
+    assert any("the 1 usable line(s) ingested from its earlier version stay" in m for m in said)
+
+    (landing / "c.csv").write_text(LATE.replace("70.0", "7.0"))  # fixed: replaces them
+    fixed = run(config, instance, only_new=False)
+    assert fixed.success and "c.csv" in partitions_materialized(fixed)
+    assert pl.read_parquet(part)["amount"].to_list() == [7.0]
+
+
 def assert_same_as_built_from_every_line(config: str, result) -> None:
     """current_features equals the table built from every stored line at once, with the
     category columns chosen from every line."""
