@@ -168,7 +168,10 @@ def transaction_files(
     cfg: DatasetConfig, landing_url: str, storage_options: dict[str, Any] | None = None
 ) -> dict[str, str]:
     """The transaction files of ``cfg`` in the landing zone: partition key → file URL, in
-    name order (nothing for snapshot data sets or a missing source folder)."""
+    name order (nothing for snapshot data sets or a missing source folder). Names that give
+    the same key (``2025-06-27 x.csv`` and ``2025-06-27_x.csv``) each get one: the file
+    named like the key (else the first by name) keeps it, the others have a short hash of
+    their path added (``2025-06-27_x.csv--1a2b3c4d``), so that neither stops the rest."""
     if cfg.transactions is None:
         return {}
     try:
@@ -176,16 +179,19 @@ def transaction_files(
     except IngestError:
         return {}
     root = resolve_source(cfg.transactions, landing_url)
-    out: dict[str, str] = {}
+    by_key: dict[str, list[str]] = {}
     for url in files:
-        key = file_partition_key(url, root)
-        if key in out:
-            raise IngestError(
-                f"landing files {out[key]!r} and {url!r} have the same partition key {key!r}: "
-                "rename one of them"
-            )
-        out[key] = url
-    return out
+        by_key.setdefault(file_partition_key(url, root), []).append(url)
+    out: dict[str, str] = {}
+    for key, urls in by_key.items():
+        plain = next((u for u in urls if u.rsplit("/", 1)[-1] == key), urls[0])
+        out[key] = plain
+        for url in urls:
+            if url != plain:
+                digest = hashlib.sha1(_without_protocol(url).encode()).hexdigest()[:8]
+                out[f"{key}--{digest}"] = url
+    order = {url: i for i, url in enumerate(files)}
+    return dict(sorted(out.items(), key=lambda item: order[item[1]]))
 
 
 def _read_one(

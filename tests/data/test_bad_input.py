@@ -291,13 +291,30 @@ def test_a_file_landed_twice_counts_once(isolated_env, tmp_path, copy, set_aside
 
 
 def test_demo_json_reports_an_error_before_any_run_as_json(isolated_env, tmp_path):
-    """Two landing files whose names give one partition key stop the demo before any run:
-    ``--json`` still prints one JSON document whose ``error`` says why, and exits 1."""
+    """A config refused when it loads stops the demo before any run: ``--json`` still
+    prints one JSON document whose ``error`` says why, and exits 1."""
     import json
 
     from click.testing import CliRunner
 
     from churn_assets.cli import main
+
+    config = setup_landing(isolated_env, tmp_path)
+    Path(config).write_text(Path(config).read_text() + "models:\n  cv_folds: 1\n")
+    result = CliRunner().invoke(main, ["demo", "--dataset", config, "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["success"] is False
+    assert report["error"].startswith("DatasetConfigError:")
+    assert "cv_folds" in report["error"]
+
+
+def test_file_names_giving_one_partition_key_each_get_one(isolated_env, tmp_path):
+    """'b c.csv' and 'b_c.csv' both make the key 'b_c.csv': the file named so keeps it, the
+    other has a hash of its path added, and both are ingested. They used to stop every
+    landing tick and every partition run of the data set until one was renamed."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.ingest import transaction_files
 
     other = TRANSACTIONS.replace("I1,", "J1,")
     config = setup_landing(
@@ -305,9 +322,10 @@ def test_demo_json_reports_an_error_before_any_run_as_json(isolated_env, tmp_pat
         tmp_path,
         extra={"transactions/b c.csv": TRANSACTIONS, "transactions/b_c.csv": other},
     )
-    result = CliRunner().invoke(main, ["demo", "--dataset", config, "--json"])
-    assert result.exit_code == 1
-    report = json.loads(result.stdout)
-    assert report["success"] is False
-    assert report["error"].startswith("IngestError: landing files")
-    assert "have the same partition key 'b_c.csv': rename one of them" in report["error"]
+    landing = isolated_env / "landing" / "mini"
+    files = transaction_files(load_dataset_config(config), str(landing))
+    names = {k: u.rsplit("/", 1)[-1] for k, u in files.items()}
+    assert names["a.csv"] == "a.csv" and names["b_c.csv"] == "b_c.csv"
+    (spaced,) = [k for k, n in names.items() if n == "b c.csv"]
+    assert spaced.startswith("b_c.csv--") and len(spaced) == len("b_c.csv--") + 8
+    assert transaction_files(load_dataset_config(config), str(landing)) == files  # stable
