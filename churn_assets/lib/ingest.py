@@ -77,6 +77,8 @@ class IngestResult:
     earlier_rows: int = 0  # customers.latest_by: earlier rows of a customer, left out
     zero_value_labels: int = 0  # labelled customers whose value label was blank: 0 sales
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
+    stamps: dict[str, str | None] = field(default_factory=dict)  # file name -> when read
+    changed_since_read: list[str] = field(default_factory=list)  # so left in the landing zone
 
     @property
     def rows(self) -> int:
@@ -684,8 +686,10 @@ def _ingest(
             out.append(finish(typed).rechunk())
         return out, bad_counts, found_hints, blank
 
+    stamps: dict[str, str | None] = {}
     for f in files:
         done = None
+        stamps[f.rsplit("/", 1)[-1]] = file_stamp(f, storage_options)
         batches = local_csv_batches(f, f.rsplit("/", 1)[-1], spec, wanted, storage_options)
         if batches is not None:
             try:
@@ -722,9 +726,23 @@ def _ingest(
         parse_hints=hints,
         raw_bytes=raw_bytes,
         urls={f.rsplit("/", 1)[-1]: f for f in files},
+        stamps=stamps,
         empty_rows=empty,
         total_rows=totals,
     )
+
+
+def file_stamp(url: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """Size and modification time of a file (None when it cannot be asked): a file still
+    being written has another one after it was read."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        info = fs.info(path)
+    except (OSError, ValueError):
+        return None
+    return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
 
 
 def chunked_like(series: pl.Series, frame: pl.DataFrame) -> pl.Series:
@@ -845,6 +863,7 @@ def _join_label_file(
     res.file_problems += lab.file_problems
     res.raw_bytes |= lab.raw_bytes
     res.urls |= lab.urls
+    res.stamps |= lab.stamps
     res.parse_hints |= lab.parse_hints
     res.empty_rows += lab.empty_rows
     res.parse_errors = dict(Counter(res.parse_errors) + Counter(lab.parse_errors))

@@ -97,9 +97,14 @@ def release_landing_files(
     reported once and never retried forever: unreadable files, and (when a blocking check
     failed) files holding bad rows. Files outside the landing zone are never touched.
 
-    Each moved file is copied to ``<quarantine_url>/files/`` first. Returns the moved names.
+    Each moved file is copied to ``<quarantine_url>/files/`` first. A file that changed
+    since it was read (a slow writer: what was judged is not what is there now) stays, named
+    in ``result.changed_since_read``, for the landing sensor to read again. Returns the moved
+    names.
     """
     import fsspec
+
+    from churn_assets.lib.ingest import file_stamp
 
     names = {p.file for p in result.file_problems}
     if blocked and bad_rows.height and "_source_file" in bad_rows.columns:
@@ -109,6 +114,10 @@ def release_landing_files(
     for name in sorted(names):
         url = result.urls.get(name)
         if url is None or not url.startswith(prefix):
+            continue
+        read = result.stamps.get(name)
+        if read is not None and file_stamp(url, storage_options) != read:
+            result.changed_since_read.append(name)
             continue
         fs, path = fsspec.core.url_to_fs(url, **storage_options)
         if quarantine_url and name not in result.raw_bytes:

@@ -60,6 +60,12 @@ def _screen_and_report(
             f"{asset}: {q['rows']} row(s) and {q['files']} file(s) quarantined at {where}"
             + (f"; moved out of the landing zone: {', '.join(moved)}" if moved else "")
         )
+    if res.changed_since_read:
+        context.log.warning(
+            f"{asset}: {', '.join(res.changed_since_read)} changed while it was read (still "
+            "being written?): left in the landing zone, to be read again whole by the next "
+            "landing tick"
+        )
     metadata = {
         **table_metadata(public),
         "source_files": dg.MetadataValue.json(res.files),

@@ -329,3 +329,37 @@ def test_file_names_giving_one_partition_key_each_get_one(isolated_env, tmp_path
     (spaced,) = [k for k, n in names.items() if n == "b c.csv"]
     assert spaced.startswith("b_c.csv--") and len(spaced) == len("b_c.csv--") + 8
     assert transaction_files(load_dataset_config(config), str(landing)) == files  # stable
+
+
+def test_a_file_still_being_written_when_judged_stays_in_the_landing_zone(tmp_path):
+    """A slow writer's file read half-written fails its checks, but by the time it would be
+    moved to quarantine it has grown: what was judged is not what is there, so it stays in
+    the landing zone for the next tick (it was moved whole, with the reason of its cut-off
+    last line, and the landing zone lost a good file)."""
+    import polars as pl
+
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.ingest import ingest_transactions
+    from churn_assets.lib.quarantine import release_landing_files
+
+    landing = tmp_path / "landing"
+    (landing / "transactions").mkdir(parents=True)
+    (landing / "customers").mkdir()
+    cfg_path = tmp_path / "mini.yaml"
+    cfg_path.write_text(CONFIG)
+    slow = landing / "transactions" / "slow.csv"
+    half = TRANSACTIONS[: TRANSACTIONS.index("\n", 60) + 8]  # cut within a line
+    slow.write_text(half)
+    res = ingest_transactions(load_dataset_config(str(cfg_path)), str(landing))
+    assert res.parse_errors  # the cut-off line
+    bad = pl.DataFrame({"_source_file": ["slow.csv"]})
+    slow.write_text(TRANSACTIONS)  # the writer finishes
+    moved = release_landing_files(res, bad, True, str(landing), {}, str(tmp_path / "q"))
+    assert moved == [] and res.changed_since_read == ["slow.csv"]
+    assert slow.read_text() == TRANSACTIONS and not (tmp_path / "q").exists()
+    # unchanged since it was read: moved, as before
+    res = ingest_transactions(load_dataset_config(str(cfg_path)), str(landing))
+    assert release_landing_files(res, bad, True, str(landing), {}, str(tmp_path / "q")) == [
+        "slow.csv"
+    ]
+    assert not slow.exists()
