@@ -606,13 +606,24 @@ def backfill(
 
     from churn_assets.lib.backfill import files_between
     from churn_assets.lib.datasets import load_dataset_config
-    from churn_assets.lib.settings import ChurnSettings
+    from churn_assets.lib.settings import ChurnSettings, join_url
 
-    _, name, storage = _deployment_storage(dataset)
+    settings, name, storage = _deployment_storage(dataset)
     try:
         files = files_between(storage, since.date(), until.date())
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--until") from e
+    # a partition whose file has left the landing zone (removed, or moved to quarantine by
+    # its checks) cannot be ingested again: named, not launched to fail
+    from churn_assets.lib.ingest import transaction_files
+
+    landed = transaction_files(
+        load_dataset_config(settings.dataset),
+        join_url(settings.resolved_landing_url, name),
+        settings.storage_options(settings.resolved_landing_url),
+    )
+    gone = [f.key for f in files if f.key not in landed]
+    files = [f for f in files if f.key in landed]
     default = load_dataset_config(ChurnSettings().dataset).name
     location = "churn_assets" if name == default else name
     home = _dagster_home()
@@ -626,10 +637,13 @@ def backfill(
             {"key": f.key, "first": str(f.first), "last": str(f.last), "lines": f.lines}
             for f in files
         ],
+        "not_in_landing_zone": gone,
         "launched": False,
     }
     if not files:
         message = f"no ingested file of {name} has a line from {since.date()} to {until.date()}"
+        if gone:
+            message += f" and is still in the landing zone (gone: {', '.join(gone[:10])})"
         if as_json:
             click.echo(json.dumps(report | {"message": message}))
         raise click.ClickException(message)
@@ -654,6 +668,11 @@ def backfill(
         return
     for f in files:
         click.echo(f"{f.key}: {f.lines:,} lines, {f.first} to {f.last}")
+    if gone:
+        click.echo(
+            f"left out, no longer in the landing zone (removed, or in quarantine): "
+            f"{', '.join(gone)}; their ingested lines stay as they are"
+        )
     verb = "queued" if not dry_run else "would queue"
     click.echo(f"{verb} {len(files)} run(s) of {job} in location {location}")
 

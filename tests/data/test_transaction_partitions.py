@@ -238,6 +238,23 @@ def test_a_date_range_backfill_names_the_files_with_a_line_in_it(isolated_env: P
     backwards = dry_run("2024-03-01", "2024-02-01")
     assert backwards.exit_code == 2 and "is before --since" in backwards.output
 
+    # a file no longer in the landing zone (removed, or in quarantine) cannot be ingested
+    # again: named, not queued (its run failed on every backfill)
+    (isolated_env / "landing" / "mini" / "transactions" / "late.csv").unlink()
+    report = json.loads(dry_run("2024-03-12", "2024-03-20").output)
+    assert [f["key"] for f in report["files"]] == ["a.csv"]
+    assert report["not_in_landing_zone"] == ["late.csv"]
+    text = CliRunner().invoke(
+        main,
+        ["backfill", "--since", "2024-03-12", "--until", "2024-03-20", "--dataset", config]
+        + ["--dry-run"],
+    )
+    assert "left out, no longer in the landing zone (removed, or in quarantine): late.csv" in (
+        text.output
+    )
+    only_gone = dry_run("2024-03-15", "2024-03-31")
+    assert only_gone.exit_code == 1 and "gone: late.csv" in only_gone.output
+
 
 def test_backfill_finds_the_workspace_of_the_compose_image_layout(tmp_path, monkeypatch):
     """`churn backfill` run in the compose image: DAGSTER_HOME /opt/dagster/home holds only
