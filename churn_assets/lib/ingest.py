@@ -152,13 +152,14 @@ def identical_files(
         if other == url or ofs.size(opath) != size:
             continue
         if digest is None:
-            digest = _sha256(fs, path)
-        if _sha256(ofs, opath) == digest:
+            digest = file_sha256(fs, path)
+        if file_sha256(ofs, opath) == digest:
             same.append(other)
     return same
 
 
-def _sha256(fs: Any, path: str) -> str:
+def file_sha256(fs: Any, path: str) -> str:
+    """The sha256 of the file at ``path`` on ``fs``, read in 1 MB blocks."""
     h = hashlib.sha256()
     with fs.open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

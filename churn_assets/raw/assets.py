@@ -210,6 +210,7 @@ def raw_transactions(
     every partition. Snapshot data sets (labels in columns, no transactions) have no
     partitions."""
     from churn_assets.lib.ingest import IngestError, ingest_transactions
+    from churn_assets.lib.landed_sources import forget_source, ingested_copy, record_source
     from churn_assets.lib.rules import transaction_rules
 
     cfg = platform.dataset_config()
@@ -225,34 +226,54 @@ def raw_transactions(
         if url is None:
             raise IngestError(
                 f"landing file {key!r} is no longer in {platform.landing_url_for_dataset()}: "
-                "a file stopped by its checks is moved to quarantine; land it again (fixed) "
+                "it was removed, or moved to quarantine by its checks; land it again (fixed) "
                 "to ingest it"
             )
         res = ingest_transactions(
             cfg, platform.landing_url_for_dataset(), platform.landing_storage_options(), [url]
         )
         twin = _landed_twin(context, platform, key, files)
-    if twin is not None:
-        from churn_assets.lib.ingest import FileProblem
+        options = platform.landing_storage_options()
+        storage = platform.storage()
+        earlier = None if twin is not None else ingested_copy(storage, key, url, options)
+    from churn_assets.lib.ingest import FileProblem
 
-        name = url.rsplit("/", 1)[-1]
+    name = url.rsplit("/", 1)[-1]
+    copy_of = None
+    if twin is not None:
+        copy_of = twin.rsplit("/", 1)[-1]
+        reason = f"the same bytes as landing file {copy_of!r}, whose lines count"
+    elif earlier is not None:  # its original has left the landing zone: a rename, a re-send
+        copy_of = earlier[1]
+        reason = (
+            f"the same bytes as landing file {copy_of!r}, ingested earlier (partition "
+            f"{earlier[0]!r}), whose lines count"
+        )
+    if copy_of is not None:
         res.file_problems.append(
             FileProblem(
                 name,
-                f"the same bytes as landing file {twin.rsplit('/', 1)[-1]!r}, whose lines "
-                "count: a file landed twice would count them twice",
+                f"{reason}: a file landed twice (or renamed) would count them twice",
                 hint="this copy is set aside; land new lines under a new name",
             )
         )
-    yield from _screen_and_report(
+    for event in _screen_and_report(
         context,
         platform,
         "raw_transactions",
         res,
         transaction_rules(cfg),
-        copy_of=None if twin is None else twin.rsplit("/", 1)[-1],
+        copy_of=copy_of,
         stored_rows=_stored_usable_rows(platform, key),
-    )
+    ):
+        yield event
+        if isinstance(event, dg.Output):  # written: record what its lines came from
+            usable = event.value.height - int(event.value["_quarantined"].sum())
+            with retry_on_connection_errors(context):
+                if usable and copy_of is None:
+                    record_source(storage, key, url, options)
+                else:
+                    forget_source(storage, key)
 
 
 def _stored_usable_rows(platform: ChurnPlatform, key: str) -> int:

@@ -168,6 +168,38 @@ def test_a_bad_redelivery_of_an_ingested_file_keeps_its_good_lines(isolated_env:
     assert pl.read_parquet(part)["amount"].to_list() == [7.0]
 
 
+def test_a_renamed_ingested_file_is_set_aside_as_a_copy(isolated_env: Path, tmp_path):
+    """c.csv ingested, then renamed d.csv (its original gone from the landing zone): d.csv
+    is the same bytes as a file whose lines count, so it is set aside as a copy beside its
+    original would be; its lines counted twice before (monetary totals doubled)."""
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    (landing / "c.csv").rename(landing / "d.csv")
+
+    renamed = run(config, instance, only_new=False)
+
+    assert not renamed.success
+    failed = {
+        e.partition: e.description
+        for e in renamed.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("raw_transactions") and not e.passed
+    }
+    assert "the same bytes as landing file 'c.csv', ingested earlier (partition 'c.csv')" in (
+        failed["d.csv"] or ""
+    )
+    assert not (landing / "d.csv").exists()  # set aside, in quarantine
+    parts = isolated_env / "mini" / "assets" / "raw_transactions"
+    usable = pl.concat([pl.read_parquet(p) for p in parts.glob("*.parquet")]).filter(
+        ~pl.col("_quarantined")
+    )
+    assert usable.filter(pl.col("invoice_id") == "I20").height == 1  # counted once
+    # new lines under a new name are no copy
+    (landing / "e.csv").write_text(LATE.replace("I20", "I21"))
+    assert run(config, instance, only_new=True).success
+
+
 def assert_same_as_built_from_every_line(config: str, result) -> None:
     """current_features equals the table built from every stored line at once, with the
     category columns chosen from every line."""
