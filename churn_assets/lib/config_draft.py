@@ -1490,6 +1490,17 @@ def _transactions(
                 "one event (logins, sessions) and no value model is trained; give --amount if "
                 "a column holds money"
             )
+            numbers = [
+                c
+                for c in table.frame.columns
+                if c not in (customer, ts) and _column_type(table, c).type in ("numeric", "integer")
+            ]
+            if numbers:
+                out.append(
+                    f"  # left out: {', '.join(map(_yaml, numbers[:5]))}: numbers a line "
+                    "carries are not used (a line counts once); to weigh lines by one, give "
+                    "it as --amount (its sums become the spend features and a value label)"
+                )
         else:
             out += [f"  quantity: {_yaml(qty)}", f"  unit_price: {_yaml(price)}"]
             out += _cents(table, price)

@@ -998,3 +998,23 @@ def test_a_label_spelled_in_several_cases_with_nan_is_two_values(tmp_path):
     assert res.label_problem is None
     assert res.frame["churned"].sum() == 150  # 3 of every 8
     assert res.frame["churned"].null_count() == 50  # the NaN rows: scored, not trained on
+
+
+def test_an_activity_log_says_which_numbers_it_leaves_out(tmp_path):
+    """Sessions with their minutes and no money: drafted as activity_only (a line counts
+    once), and the numbers the lines carry are named as left out, with how to weigh lines by
+    one of them (they were dropped without a word)."""
+    rng = np.random.default_rng(4)
+    n = 400
+    pl.DataFrame(
+        {
+            "user_id": [f"u{i % 40}" for i in range(n)],
+            "started": [f"2024-0{1 + i % 9}-1{i % 10} 10:00:00" for i in range(n)],
+            "minutes": rng.integers(1, 90, n),
+            "pages": rng.integers(1, 30, n),
+        }
+    ).write_csv(tmp_path / "sessions.csv")
+    text = draft_config(str(tmp_path / "sessions.csv"), timestamp="started")
+    assert yaml.safe_load(text)["transactions"]["activity_only"] is True
+    assert '# left out: "minutes", "pages": numbers a line carries are not used' in text
+    assert "give it as --amount" in text
