@@ -470,6 +470,8 @@ def _column_type(table: _Table, col: str) -> _Column:
             typ = "categorical"
         if typ == "integer" and _row_number(s):
             return _Column(col, "skip", "a row number")
+        if s.null_count() == 0 and s.n_unique() == 1:  # as a text file's column would be
+            return _Column(col, "skip", f"{s[0]!r} in every row read: says nothing")
         return _Column(col, typ)
     text = s.cast(pl.String).str.strip_chars()
     present = text.filter(text.is_not_null() & (text != ""))

@@ -1018,3 +1018,12 @@ def test_an_activity_log_says_which_numbers_it_leaves_out(tmp_path):
     assert yaml.safe_load(text)["transactions"]["activity_only"] is True
     assert '# left out: "minutes", "pages": numbers a line carries are not used' in text
     assert "give it as --amount" in text
+
+
+def test_a_constant_column_of_a_parquet_file_is_left_out_as_in_a_csv(tmp_path):
+    """A typed column with one value in every row says nothing: left out with its reason,
+    as the same column of a CSV or workbook is (it was kept from Parquet)."""
+    bank = _bank().with_columns(pl.lit(7.0).alias("Constant"))
+    bank.write_parquet(tmp_path / "bank.parquet")
+    text = draft_config(str(tmp_path / "bank.parquet"), label="Exited")
+    assert '# left out: "Constant": 7.0 in every row read: says nothing' in text
