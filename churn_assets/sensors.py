@@ -128,7 +128,8 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
                 f"{len(writing)} file(s) changed in the last {settle:g} s, left until "
                 f"they are written: {', '.join(u.rsplit('/', 1)[-1] for u in writing)[:200]}"
             )
-        return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
+        files = len(listing) - (GENERATION in listing)
+        return dg.SkipReason(f"no new files among {files} in the landing zone")
     # by URL: a customer file may have the same name as a transaction file
     key_of = {url: key for key, url in landing_transaction_files(platform).items()}
     tx = [u for u in new if u in key_of]

@@ -16,6 +16,7 @@ from churn_assets.lib import deployment as dep
 from churn_assets.lib.generator import generate
 from churn_assets.lib.storage import Storage
 from churn_assets.resources import ChurnPlatform
+from churn_assets.sensors import GENERATION
 
 
 def schedule_of(defs: dg.Definitions) -> dg.ScheduleDefinition:
@@ -402,7 +403,8 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     assert request.partition_key == "batch-0000-part-00000.parquet"
     assert request.tags["churn/new_files"] == "batch-0000.parquet,batch-0000-part-00000.parquet"
     assert request.tags["churn/trigger"] == "landing"
-    assert set(json.loads(cursor)) == {str(p) for p in landing.rglob("*.parquet")}
+    files = {str(p) for p in landing.rglob("*.parquet")}
+    assert set(json.loads(cursor)) == {*files, GENERATION}  # the files, and the tick count
     first_key = request.run_key
 
     result, cursor = tick(cursor)  # nothing changed: no second run
