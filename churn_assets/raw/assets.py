@@ -1,6 +1,6 @@
 """Raw tables ingested from the landing zone: typed, screened, with bad input quarantined."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -25,12 +25,12 @@ def _screen_and_report(
     rules: list,
     note: str | None = None,
     copy_of: str | None = None,
-    stored_rows: int = 0,
+    stored_rows: Callable[[], int] | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Screen, validate and quarantine ``res``; yield the table and its three checks. With
-    ``stored_rows`` (usable lines this partition holds from an earlier version of its file),
-    a version stopped by its checks writes nothing: those lines stay, and so does
-    everything computed from them."""
+    """Screen, validate and quarantine ``res``; yield the table and its three checks. When
+    ``stored_rows()`` (asked only of a version stopped by its checks) finds usable lines
+    this partition holds from an earlier version of its file, that version writes nothing:
+    those lines stay, and so does everything computed from them."""
     from churn_assets.lib.feature_sets import INTERNAL
     from churn_assets.lib.quality import validate
     from churn_assets.lib.quarantine import quarantine, release_landing_files, screen
@@ -101,10 +101,11 @@ def _screen_and_report(
         metadata["note"] = dg.MetadataValue.text(note)
     if copy_of:  # refused as a file landed twice: its twin's lines count instead
         metadata["copy_of"] = dg.MetadataValue.text(copy_of)
-    if blocked and stored_rows:
+    kept = stored_rows() if blocked and stored_rows is not None else 0
+    if kept:
         context.log.warning(
             f"{asset}: this version of {', '.join(res.files) or 'the file'} is stopped by its "
-            f"checks; the {stored_rows:,} usable line(s) ingested from its earlier version "
+            f"checks; the {kept:,} usable line(s) ingested from its earlier version "
             "stay, and nothing computed from them changes. Land it again, fixed"
         )
     else:
@@ -209,7 +210,7 @@ def raw_transactions(
     and a file stopped by its checks is moved out of the landing zone. Downstream assets read
     every partition. Snapshot data sets (labels in columns, no transactions) have no
     partitions."""
-    from churn_assets.lib.ingest import IngestError, ingest_transactions
+    from churn_assets.lib.ingest import FileProblem, IngestError, ingest_transactions
     from churn_assets.lib.landed_sources import forget_source, ingested_copy, record_source
     from churn_assets.lib.rules import transaction_rules
 
@@ -229,15 +230,11 @@ def raw_transactions(
                 "it was removed, or moved to quarantine by its checks; land it again (fixed) "
                 "to ingest it"
             )
-        res = ingest_transactions(
-            cfg, platform.landing_url_for_dataset(), platform.landing_storage_options(), [url]
-        )
-        twin = _landed_twin(context, platform, key, files)
         options = platform.landing_storage_options()
+        res = ingest_transactions(cfg, platform.landing_url_for_dataset(), options, [url])
+        twin = _landed_twin(context, platform, key, files)
         storage = platform.storage()
         earlier = None if twin is not None else ingested_copy(storage, key, url, options)
-    from churn_assets.lib.ingest import FileProblem
-
     name = url.rsplit("/", 1)[-1]
     copy_of = None
     if twin is not None:
@@ -264,7 +261,7 @@ def raw_transactions(
         res,
         transaction_rules(cfg),
         copy_of=copy_of,
-        stored_rows=_stored_usable_rows(platform, key),
+        stored_rows=lambda: _stored_usable_rows(storage, key),
     ):
         yield event
         if isinstance(event, dg.Output):  # written: record what its lines came from
@@ -276,9 +273,8 @@ def raw_transactions(
                     forget_source(storage, key)
 
 
-def _stored_usable_rows(platform: ChurnPlatform, key: str) -> int:
+def _stored_usable_rows(storage: Any, key: str) -> int:
     """Usable lines of the stored ``raw_transactions`` partition ``key`` (0: none stored)."""
-    storage = platform.storage()
     rel = f"assets/raw_transactions/{key}.parquet"
     if not storage.exists(rel):
         return 0
