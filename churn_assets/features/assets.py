@@ -71,10 +71,22 @@ def customer_features(
             metadata["transaction_customers_in_customer_table"] = dg.MetadataValue.text(
                 f"{matched:,} of {total:,}"
             )
-            if matched < 0.5 * total:
+            if matched < total:  # their lines are in no feature: counted and said
+                import polars as pl
+
+                lines = (
+                    transactions.lazy()
+                    .filter(~pl.col("customer_id").is_in(customers["customer_id"].implode()))
+                    .select(pl.len())
+                    .collect()
+                    .item()
+                )
+                metadata["transaction_lines_of_unknown_customers"] = dg.MetadataValue.int(lines)
                 context.log.warning(
-                    f"only {matched:,} of the {total:,} customer ids in the transactions are in "
-                    "the customer table; the purchases of the others are not used"
+                    f"{total - matched:,} of the {total:,} customer ids in the transactions "
+                    f"({lines:,} line(s)) are not in the customer table: those purchases are "
+                    "not used (land their customer rows, or they are not customers of this "
+                    "data set)"
                 )
     context.log.info(f"{features.height} customers, cut-off {cutoff}")
     return dg.Output(features, metadata=metadata)

@@ -144,3 +144,20 @@ def test_a_parquet_table_with_integer_ids_and_a_text_column_is_read(tmp_path):
     res = ingest_customers(load_dataset_config(str(tmp_path / "members.yaml")), str(tmp_path))
     assert res.frame["customer_id"].to_list() == ["101", "102", "103"]
     assert res.empty_rows == 1
+
+
+def test_lines_of_customers_missing_from_the_customer_table_are_counted(isolated_env, tmp_path):
+    """Two lines of a customer the customer table lacks (C9): not in any feature, so counted
+    in customer_features' metadata and said in a warning (they were dropped without a word
+    unless fewer than half the customers matched)."""
+    unknown = TRANSACTIONS + "I9,C9,2024-02-01 10:00:00,70.0\nI10,C9,2024-02-02 10:00:00,5.0\n"
+    config = setup_landing(isolated_env, tmp_path, transactions=unknown)
+    run = run_graph(config)
+    assert run.result.success
+    meta = [
+        m.materialization.metadata
+        for m in run.result.get_asset_materialization_events()
+        if m.materialization.asset_key.to_user_string() == "customer_features"
+    ][0]
+    assert meta["transaction_customers_in_customer_table"].value == "4 of 5"
+    assert meta["transaction_lines_of_unknown_customers"].value == 2
