@@ -14,7 +14,7 @@ import dagster as dg
 from upath import UPath
 
 from churn_assets.lib.settings import ChurnSettings, join_url
-from churn_assets.lib.storage import write_local_atomically
+from churn_assets.lib.storage import info_stamp, write_local_atomically
 from churn_assets.retries import fail_fast_unless_transient
 
 
@@ -141,8 +141,7 @@ def parts_input() -> dg.AssetIn:
 
 def _stamp(path: UPath) -> str:
     """Size and modification time (local) or last-modified / ETag (object stores)."""
-    info = path.fs.info(path.path)
-    return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
+    return info_stamp(path.fs.info(path.path))
 
 
 def _write(target: UPath, write: Callable[[IO[bytes]], Any]) -> None:

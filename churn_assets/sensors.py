@@ -54,6 +54,7 @@ def _landing_listing(
     import fsspec
 
     from churn_assets.lib.ingest import IngestError, list_source_files, resolve_source
+    from churn_assets.lib.storage import info_stamp
 
     cfg = platform.dataset_config()
     landing = platform.landing_url_for_dataset()
@@ -69,8 +70,7 @@ def _landing_listing(
         for url in files:
             fs, path = fsspec.core.url_to_fs(url, **opts)
             info = fs.info(path)
-            stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
-            listing[url] = f"{info.get('size')}:{stamp}"
+            listing[url] = info_stamp(info)
             if ages is not None:
                 ages[url] = _age_seconds(info.get("mtime") or info.get("LastModified"))
     return listing
@@ -104,10 +104,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     )
 
     seen = json.loads(context.cursor) if context.cursor else {}
+    before = int(seen.pop(GENERATION, 0))
     ages: dict[str, float | None] = {}
     listing = _landing_listing(platform, ages)
-    if GENERATION in seen:
-        listing[GENERATION] = seen[GENERATION]  # kept, never a file (listed URLs have "/")
     changed = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
     # a file still being written is left for a later tick: not in the cursor yet
     settle = settle_seconds()
@@ -119,7 +118,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         else:
             del listing[url]
     if not new:
-        context.update_cursor(json.dumps(listing))
+        context.update_cursor(json.dumps({**listing, GENERATION: before}))
         refresh = _refresh_behind_features(context.instance)
         if refresh is not None:
             return refresh
@@ -128,8 +127,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
                 f"{len(writing)} file(s) changed in the last {settle:g} s, left until "
                 f"they are written: {', '.join(u.rsplit('/', 1)[-1] for u in writing)[:200]}"
             )
-        files = len(listing) - (GENERATION in listing)
-        return dg.SkipReason(f"no new files among {files} in the landing zone")
+        return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
     # by URL: a customer file may have the same name as a transaction file
     key_of = {url: key for key, url in landing_transaction_files(platform).items()}
     tx = [u for u in new if u in key_of]
@@ -141,7 +139,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     # size and time, after a bad version) gets a run key of its own, where Dagster skipped
     # the key it had used for that file and the restored lines were never ingested; a tick
     # evaluated again before its cursor was saved asks for the same keys (no double run)
-    generation = int(seen.get(GENERATION, 0)) + 1
+    generation = before + 1
 
     def run_key(*parts: str) -> str:
         digest = "\n".join([str(generation), *(f"{u}={listing[u]}" for u in parts)])

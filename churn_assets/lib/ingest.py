@@ -736,14 +736,13 @@ def _ingest(
 def file_stamp(url: str, storage_options: dict[str, Any] | None = None) -> str | None:
     """Size and modification time of a file (None when it cannot be asked): a file still
     being written has another one after it was read."""
-    import fsspec
+    from churn_assets.lib.storage import info_stamp
 
     try:
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        info = fs.info(path)
+        return info_stamp(fs.info(path))
     except (OSError, ValueError):
         return None
-    return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
 
 
 def chunked_like(series: pl.Series, frame: pl.DataFrame) -> pl.Series:

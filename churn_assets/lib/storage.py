@@ -20,6 +20,14 @@ from typing import IO, Any
 
 import fsspec
 
+
+def info_stamp(info: dict[str, Any]) -> str:
+    """``size:modified`` of an fsspec ``info`` (modification time on local disks,
+    last-modified or ETag on object stores): it changes when a file is written again."""
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
+    return f"{info.get('size')}:{stamp}"
+
+
 #: The errors of a file system with no room left (a full disk, a user's quota).
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 

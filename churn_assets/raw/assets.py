@@ -211,7 +211,12 @@ def raw_transactions(
     every partition. Snapshot data sets (labels in columns, no transactions) have no
     partitions."""
     from churn_assets.lib.ingest import FileProblem, IngestError, ingest_transactions
-    from churn_assets.lib.landed_sources import forget_source, ingested_copy, record_source
+    from churn_assets.lib.landed_sources import (
+        LandedFile,
+        forget_source,
+        ingested_copy,
+        record_source,
+    )
     from churn_assets.lib.rules import transaction_rules
 
     cfg = platform.dataset_config()
@@ -234,7 +239,8 @@ def raw_transactions(
         res = ingest_transactions(cfg, platform.landing_url_for_dataset(), options, [url])
         twin = _landed_twin(context, platform, key, files)
         storage = platform.storage()
-        earlier = None if twin is not None else ingested_copy(storage, key, url, options)
+        landed = LandedFile(url, options)  # hashed at most once, for both uses below
+        earlier = None if twin is not None else ingested_copy(storage, key, landed)
     name = url.rsplit("/", 1)[-1]
     copy_of = None
     if twin is not None:
@@ -268,7 +274,7 @@ def raw_transactions(
             usable = event.value.height - int(event.value["_quarantined"].sum())
             with retry_on_connection_errors(context):
                 if usable and copy_of is None:
-                    record_source(storage, key, url, options)
+                    record_source(storage, key, landed)
                 else:
                     forget_source(storage, key)
 
