@@ -167,18 +167,27 @@ def test_a_decimal_comma_with_a_currency_sign_gets_the_hint(tmp_path):
     assert res.parse_hints["balance"].startswith("2 look like numbers with a decimal comma")
 
 
+def _ingest_csv(tmp_path: Path, rows: str, attributes: dict[str, str]):
+    """``rows`` (a CSV with an ``id`` column) ingested as a customer table of
+    ``attributes`` (name → type) without any number setting."""
+    (tmp_path / "c.csv").write_text(rows)
+    listed = "".join(f"    - {{name: {n}, type: {t}}}\n" for n, t in attributes.items())
+    (tmp_path / "c.yaml").write_text(
+        "name: c\ncustomers:\n  path: c.csv\n  id_column: id\n  attributes:\n"
+        + listed
+        + "labels:\n  source: columns\n  churned_column: id\n"
+    )
+    return ingest_customers(load_dataset_config(str(tmp_path / "c.yaml")), str(tmp_path))
+
+
 def test_currency_signs_and_grouped_digits_are_read_without_a_setting(tmp_path):
     """Exports that format money ("$1,234.50", "29.85 €", "EUR 7.5") read as numbers; text
     that is no number still fails, and a decimal comma still gets its hint."""
-    (tmp_path / "c.csv").write_text(
-        'id,fee,balance\nA,$29.85,"$1,234.50"\nB,29.85 €,"1,234,567"\nC,EUR 7.5,-12\nD,tbd,0\n'
+    res = _ingest_csv(
+        tmp_path,
+        'id,fee,balance\nA,$29.85,"$1,234.50"\nB,29.85 €,"1,234,567"\nC,EUR 7.5,-12\nD,tbd,0\n',
+        {"fee": "numeric", "balance": "integer"},
     )
-    (tmp_path / "c.yaml").write_text(
-        "name: c\ncustomers:\n  path: c.csv\n  id_column: id\n  attributes:\n"
-        "    - {name: fee, type: numeric}\n    - {name: balance, type: integer}\n"
-        "labels:\n  source: columns\n  churned_column: id\n"
-    )
-    res = ingest_customers(load_dataset_config(str(tmp_path / "c.yaml")), str(tmp_path))
     frame = res.frame.sort("customer_id")
     assert frame["fee"].to_list() == [29.85, 29.85, 7.5, None]
     assert frame["balance"].to_list() == [None, 1234567, -12, 0]  # 1234.5 is no integer
@@ -238,14 +247,10 @@ def test_percentages_read_as_numbers_in_percent(tmp_path):
 def test_an_accountants_negative_in_parentheses_is_read(tmp_path):
     """'($47.81)' is -47.81, as accounts write a negative amount (every such line failed
     values_parse and went to quarantine); '(x)' is still no number."""
-    (tmp_path / "c.csv").write_text(
-        'id,balance\nA,($47.81)\nB,"(1,234.50)"\nC,(12)\nD,(x)\nE,3.5\n'
+    res = _ingest_csv(
+        tmp_path,
+        'id,balance\nA,($47.81)\nB,"(1,234.50)"\nC,(12)\nD,(x)\nE,3.5\n',
+        {"balance": "numeric"},
     )
-    (tmp_path / "c.yaml").write_text(
-        "name: c\ncustomers:\n  path: c.csv\n  id_column: id\n  attributes:\n"
-        "    - {name: balance, type: numeric}\n"
-        "labels:\n  source: columns\n  churned_column: id\n"
-    )
-    res = ingest_customers(load_dataset_config(str(tmp_path / "c.yaml")), str(tmp_path))
     assert res.frame.sort("customer_id")["balance"].to_list() == [-47.81, -1234.5, -12.0, None, 3.5]
     assert res.parse_errors == {"balance": 1}
