@@ -158,6 +158,19 @@ def identical_files(
     return same
 
 
+def lines_sha256(frame: pl.DataFrame) -> str | None:
+    """The sha256 of a typed table's lines (every column but ``_source_file``, as CSV), or
+    None when it has none: the same lines re-sent with other line ends, quoting, compression
+    or file format give the same digest."""
+    if frame.is_empty():
+        return None
+    lines = frame.drop("_source_file", strict=False)
+    h = hashlib.sha256(",".join(lines.columns).encode())
+    for chunk in lines.iter_slices(200_000):
+        h.update(chunk.write_csv(include_header=False).encode())
+    return h.hexdigest()
+
+
 def file_sha256(fs: Any, path: str) -> str:
     """The sha256 of the file at ``path`` on ``fs``, read in 1 MB blocks."""
     h = hashlib.sha256()

@@ -1,10 +1,11 @@
 """What each ``raw_transactions`` partition was ingested from: its landing file's name,
-size and sha256, kept in storage beside the partitions.
+size and sha256, and the sha256 of its typed lines, kept in storage beside the partitions.
 
 A copy of an ingested file that lands beside it is found among the landing files; one that
 lands after the original has left the landing zone (a rename, a re-sent file under another
 name, a file restored from a backup as a new name) is found here, by its bytes, so its lines
-are not counted twice.
+are not counted twice. A re-export of the same lines (other line ends or quoting, gzipped,
+or as Parquet) is found by its lines.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ SOURCES = "state/raw_transactions/sources.json"
 
 @dataclass
 class LandedFile:
-    """A landing file whose size and sha256 are read once, when first asked for."""
+    """A landing file whose size and sha256 are read once, when first asked for; ``lines``
+    is the sha256 of its typed lines (``lines_sha256``), None for a file without any."""
 
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict)
+    lines: str | None = None
 
     @cached_property
     def _fs_path(self) -> tuple[Any, str]:
@@ -46,14 +49,20 @@ class LandedFile:
 
 
 def read_sources(storage: Any) -> dict[str, dict[str, Any]]:
-    """Partition key → ``{"file", "bytes", "sha256"}`` of the partitions recorded so far."""
+    """Partition key → ``{"file", "bytes", "sha256", "lines_sha256"}`` of the partitions
+    recorded so far."""
     return storage.read_json(SOURCES) if storage.exists(SOURCES) else {}
 
 
 def record_source(storage: Any, key: str, landed: LandedFile) -> None:
     """Record that partition ``key`` holds the lines of the ``landed`` file."""
     sources = read_sources(storage)
-    sources[key] = {"file": landed.name, "bytes": landed.size, "sha256": landed.sha256}
+    sources[key] = {
+        "file": landed.name,
+        "bytes": landed.size,
+        "sha256": landed.sha256,
+        "lines_sha256": landed.lines,
+    }
     storage.write_json(SOURCES, sources)
 
 
@@ -64,13 +73,17 @@ def forget_source(storage: Any, key: str) -> None:
         storage.write_json(SOURCES, sources)
 
 
-def ingested_copy(storage: Any, key: str, landed: LandedFile) -> tuple[str, str] | None:
-    """``(partition key, file name)`` of another partition ingested from the same bytes as
-    the ``landed`` file (sizes first, then contents), or None."""
-    same_size = {
-        k: e for k, e in read_sources(storage).items() if k != key and e.get("bytes") == landed.size
-    }
-    return next(
-        ((k, e["file"]) for k, e in sorted(same_size.items()) if e["sha256"] == landed.sha256),
-        None,
-    )
+def ingested_copy(storage: Any, key: str, landed: LandedFile) -> tuple[str, str, str] | None:
+    """``(partition key, file name, "bytes" or "lines")`` of another partition ingested from
+    the same bytes as the ``landed`` file (sizes first, then contents), or else from the same
+    typed lines; None if there is none."""
+    others = sorted((k, e) for k, e in read_sources(storage).items() if k != key)
+    same_size = [(k, e) for k, e in others if e.get("bytes") == landed.size]
+    for k, e in same_size:
+        if e["sha256"] == landed.sha256:
+            return k, e["file"], "bytes"
+    if landed.lines is not None:
+        for k, e in others:
+            if e.get("lines_sha256") == landed.lines:
+                return k, e["file"], "lines"
+    return None

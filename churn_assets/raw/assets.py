@@ -210,7 +210,12 @@ def raw_transactions(
     and a file stopped by its checks is moved out of the landing zone. Downstream assets read
     every partition. Snapshot data sets (labels in columns, no transactions) have no
     partitions."""
-    from churn_assets.lib.ingest import FileProblem, IngestError, ingest_transactions
+    from churn_assets.lib.ingest import (
+        FileProblem,
+        IngestError,
+        ingest_transactions,
+        lines_sha256,
+    )
     from churn_assets.lib.landed_sources import (
         LandedFile,
         forget_source,
@@ -239,7 +244,7 @@ def raw_transactions(
         res = ingest_transactions(cfg, platform.landing_url_for_dataset(), options, [url])
         twin = _landed_twin(context, platform, key, files)
         storage = platform.storage()
-        landed = LandedFile(url, options)  # hashed at most once, for both uses below
+        landed = LandedFile(url, options, lines=lines_sha256(res.frame))  # hashed at most once
         earlier = None if twin is not None else ingested_copy(storage, key, landed)
     name = url.rsplit("/", 1)[-1]
     copy_of = None
@@ -249,14 +254,14 @@ def raw_transactions(
     elif earlier is not None:  # its original has left the landing zone: a rename, a re-send
         copy_of = earlier[1]
         reason = (
-            f"the same bytes as landing file {copy_of!r}, ingested earlier (partition "
+            f"the same {earlier[2]} as landing file {copy_of!r}, ingested earlier (partition "
             f"{earlier[0]!r}), whose lines count"
         )
     if copy_of is not None:
         res.file_problems.append(
             FileProblem(
                 name,
-                f"{reason}: a file landed twice (or renamed) would count them twice",
+                f"{reason}: a file landed twice (renamed, or exported again) counts them twice",
                 hint="this copy is set aside; land new lines under a new name",
             )
         )

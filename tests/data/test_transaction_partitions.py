@@ -200,6 +200,39 @@ def test_a_renamed_ingested_file_is_set_aside_as_a_copy(isolated_env: Path, tmp_
     assert run(config, instance, only_new=True).success
 
 
+def test_the_same_lines_exported_again_are_set_aside_as_a_copy(isolated_env: Path, tmp_path):
+    """c.csv ingested, then its lines re-sent as d.csv.gz with Windows line ends and every
+    field quoted (other bytes, the same lines): set aside as a copy, found by the sha256 of
+    its typed lines; they counted twice before. One changed amount makes a file no copy."""
+    import gzip
+
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    quoted = "\r\n".join(",".join(f'"{v}"' for v in line.split(",")) for line in LATE.splitlines())
+    (landing / "d.csv.gz").write_bytes(gzip.compress(quoted.encode() + b"\r\n"))
+
+    again = run(config, instance, only_new=True)
+
+    assert not again.success
+    failed = {
+        e.partition: e.description
+        for e in again.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("raw_transactions") and not e.passed
+    }
+    assert "the same lines as landing file 'c.csv', ingested earlier (partition 'c.csv')" in (
+        failed["d.csv.gz"] or ""
+    )
+    parts = isolated_env / "mini" / "assets" / "raw_transactions"
+    usable = pl.concat([pl.read_parquet(p) for p in parts.glob("*.parquet")]).filter(
+        ~pl.col("_quarantined")
+    )
+    assert usable.filter(pl.col("invoice_id") == "I20").height == 1  # counted once
+    (landing / "e.csv").write_text(LATE.replace("70.0", "70.5"))  # other lines: no copy
+    assert run(config, instance, only_new=True).success
+
+
 def assert_same_as_built_from_every_line(config: str, result) -> None:
     """current_features equals the table built from every stored line at once, with the
     category columns chosen from every line."""
