@@ -25,20 +25,27 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:
+            from churn_assets.lib.settings import env_flag
+
             hint = setting_hint(e)
-            if hint is None or os.environ.get("CHURN_DEBUG"):
+            if hint is None or env_flag("CHURN_DEBUG"):
                 raise
             raise click.ClickException(hint) from e
 
 
 def setting_hint(e: BaseException) -> str | None:
     """One line for an error a setting causes, naming the setting; None for others."""
+    from pydantic import ValidationError
+
     from churn_assets.lib.datasets import DatasetConfigError
     from churn_assets.lib.deployment import DeploymentError
+    from churn_assets.lib.settings import ENV_PREFIXES, SettingError, validation_message
 
     kind = type(e).__name__
-    if kind == "ServingSettingError":  # churn_serving.datasets: says the setting itself
+    if kind == "ServingSettingError" or isinstance(e, SettingError):  # they name the setting
         return str(e)
+    if isinstance(e, ValidationError) and e.title in ENV_PREFIXES:
+        return validation_message(e)
     if isinstance(e, DatasetConfigError):
         return f"{e} (CHURN_DATASET={os.environ.get('CHURN_DATASET', 'synthetic')})"
     if isinstance(e, DeploymentError):

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from churn_assets.lib.settings import env_flag
+
 
 def _plain(value: Any) -> Any:
     """A JSON-friendly version of a Dagster metadata value."""
@@ -87,10 +89,6 @@ CHECK_FAILED = "DagsterAssetCheckFailedError"
 
 
 SIMULATE_ENV = "CHURN_DEMO_SIMULATE_HORIZON"
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def realized_summary(out: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -187,7 +185,7 @@ def run_demo(
     cfg = load_dataset_config(dataset)
     settings = get_settings()
     if simulate_horizon is None:
-        simulate_horizon = _truthy(os.environ.get(SIMULATE_ENV))
+        simulate_horizon = env_flag(SIMULATE_ENV)
     if simulate_horizon and cfg.name != "synthetic":
         refusal = source_simulation_refusal(cfg, settings)
         if refusal is None:
@@ -464,7 +462,7 @@ def _worker_main(dataset: str, conn: Any) -> None:
 def console_run_config() -> dict[str, Any]:
     """Run config of the demo's in-process runs: Dagster's console log at INFO (what ran,
     warnings, failures) rather than ~200 DEBUG lines per run; ``CHURN_DEBUG=1`` keeps DEBUG."""
-    level = "DEBUG" if os.environ.get("CHURN_DEBUG") else "INFO"
+    level = "DEBUG" if env_flag("CHURN_DEBUG") else "INFO"
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 

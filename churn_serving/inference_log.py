@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import math
 import os
 import threading
 import time
@@ -72,6 +73,8 @@ _ARRAYS = (
 #: into a table holds the GIL long enough to triple the p99 of single records.
 BATCH_RECORDS = 10_000
 BATCH_REQUESTS = 1_000
+#: Dropped records are logged at most this often (the metric counts every one).
+DROPPED_SAID_EVERY_SECONDS = 60.0
 
 
 def _feature_name(name: str) -> str:
@@ -210,6 +213,7 @@ class InferenceLogger:
         self.flush_records = flush_records
         self.flush_seconds = flush_seconds
         self.max_buffer_records = max_buffer_records
+        self._dropped_said_at = -math.inf  # when dropped records were last logged
         # Whole batches are dropped when the buffer is full: keep them small against the bound.
         self.batch_records = max(1, min(BATCH_RECORDS, max_buffer_records // 20))
         self._batches: deque[LogBatch] = deque()
@@ -278,6 +282,17 @@ class InferenceLogger:
             self.records_dropped += dropped
             if self.metrics is not None:
                 self.metrics.log_records.labels(result="dropped").inc(dropped)
+            now = time.monotonic()
+            if now - self._dropped_said_at >= DROPPED_SAID_EVERY_SECONDS:
+                self._dropped_said_at = now
+                log.warning(
+                    "inference log: %d record(s) dropped (%d so far): the buffer holds at "
+                    "most %d records (CHURN_SERVING_LOG_MAX_BUFFER_RECORDS) and they could "
+                    "not be written in time; see the log's write errors",
+                    dropped,
+                    self.records_dropped,
+                    self.max_buffer_records,
+                )
         if self.metrics is not None:
             self.metrics.log_buffered.set(self._count)
 

@@ -90,14 +90,17 @@ def main() -> None:
     parser.add_argument("--host", default=None, help="bind address (CHURN_SERVING_HOST)")
     parser.add_argument("--port", type=int, default=None, help="port (CHURN_SERVING_PORT)")
     args = parser.parse_args()
+    from pydantic import ValidationError
+
+    from churn_assets.lib.settings import SettingError, env_flag, validation_message
     from churn_serving.datasets import ServingSettingError
 
     try:
         run(host=args.host, port=args.port)
-    except ServingSettingError as e:
-        if os.environ.get("CHURN_DEBUG"):
+    except (ServingSettingError, SettingError, ValidationError) as e:
+        if env_flag("CHURN_DEBUG"):
             raise
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {validation_message(e) if isinstance(e, ValidationError) else e}")
 
 
 if __name__ == "__main__":  # python -m churn_serving.server

@@ -7,7 +7,7 @@ Storage root, S3 endpoint and data set come from the platform's
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +74,38 @@ class ServingSettings(BaseSettings):
         "every data set whose config loads and whose storage holds a deployment, looked for "
         "again every poll_seconds.",
     )
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host_or_default(cls, value: object) -> object:
+        """An empty bind address (a blank line of a template) means the default, loopback:
+        given to uvicorn, it would listen on every interface."""
+        if isinstance(value, str):
+            value = value.strip()
+            return value or "127.0.0.1"
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _token_stripped(cls, value: object) -> object:
+        """A token read from a secret file ends in a newline; the header's is stripped too,
+        so the configured one is compared without its surrounding whitespace."""
+        return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_flush(self) -> ServingSettings:
+        """The inference log's buffer holds what arrives between two flushes: a limit below
+        one flush (or one request) would drop records while storage is fine."""
+        need = max(self.log_flush_records, self.max_records)
+        if self.log_enabled and self.log_max_buffer_records < need:
+            raise ValueError(
+                f"CHURN_SERVING_LOG_MAX_BUFFER_RECORDS={self.log_max_buffer_records} is below "
+                f"what arrives between two flushes (CHURN_SERVING_LOG_FLUSH_RECORDS="
+                f"{self.log_flush_records}, CHURN_SERVING_MAX_RECORDS={self.max_records} per "
+                f"request): records would be dropped while storage is fine; set it to at "
+                f"least {need}"
+            )
+        return self
 
     @property
     def admin_enabled(self) -> bool:

@@ -7,11 +7,13 @@ docker-compose.yml). Every other variable overrides the profile's default.
 
 from __future__ import annotations
 
+import os
+import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 COMPOSE_DEFAULTS = {
@@ -19,6 +21,38 @@ COMPOSE_DEFAULTS = {
     "s3_endpoint_url": "http://minio:9000",
     "mlflow_tracking_uri": "http://mlflow:5000",
 }
+
+
+class SettingError(ValueError):
+    """A setting's value cannot be used; the message names the variable and the value."""
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is on (``1``, ``true``, ``yes``, ``on``, in
+    any case): ``0``, ``false`` or an empty value are off."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+#: Environment-variable prefix of each settings model, for messages naming the variable.
+ENV_PREFIXES = {"ChurnSettings": "CHURN_", "ServingSettings": "CHURN_SERVING_"}
+
+
+def validation_message(e: ValidationError) -> str:
+    """One line per wrong value of a settings model, naming its environment variable and
+    value: ``CHURN_ENV='Local': Input should be 'local' or 'compose'``."""
+    prefix = ENV_PREFIXES.get(e.title)
+    parts = []
+    for err in e.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(x) for x in err["loc"])
+        if not field:  # a check across fields: its message names them
+            parts.append(msg)
+        elif prefix:
+            name = f"{prefix}{field.upper()}"
+            parts.append(f"{name}={os.environ.get(name, err.get('input'))!r}: {msg}")
+        else:
+            parts.append(f"{field}={err.get('input')!r}: {msg}")
+    return "; ".join(parts)
 
 
 class ChurnSettings(BaseSettings):
@@ -50,19 +84,27 @@ class ChurnSettings(BaseSettings):
         "this below the deployment-time (holdout) ROC-AUC.",
     )
 
+    @field_validator("storage_url", "landing_url", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty value (a blank line of a template or ``.env``) means the default."""
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
     @cached_property
     def resolved_storage_url(self) -> str:
         """The storage root as an absolute local path or a URL."""
         url = self.storage_url
         if url is None:
             url = COMPOSE_DEFAULTS["storage_url"] if self.env == "compose" else ".churn/storage"
-        return _absolute(url)
+        return _absolute(url, "CHURN_STORAGE_URL")
 
     @cached_property
     def resolved_landing_url(self) -> str:
         """The landing zone root (one sub-folder per data set)."""
         if self.landing_url:
-            return _absolute(self.landing_url)
+            return _absolute(self.landing_url, "CHURN_LANDING_URL")
         return join_url(self.resolved_storage_url, "landing")
 
     @cached_property
@@ -87,9 +129,29 @@ class ChurnSettings(BaseSettings):
         return opts
 
 
-def _absolute(url: str) -> str:
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def _absolute(url: str, variable: str) -> str:
+    """A storage URL (scheme lower-cased, no trailing slash) or an absolute local path;
+    ``file:///abs`` is the local path ``/abs``. A URL missing a slash (``s3:/bucket``) or a
+    relative ``file://`` URL is refused rather than read as a folder of that name."""
+    scheme = _SCHEME.match(url)
+    if scheme and "://" not in url:
+        raise SettingError(
+            f"{variable}={url!r} looks like a URL missing a slash: write "
+            f"{scheme.group(1).lower()}://bucket/prefix (or a local path without a colon)"
+        )
     if "://" in url:
-        return url.rstrip("/")
+        proto, rest = url.split("://", 1)
+        if proto.lower() == "file":
+            if not rest.startswith("/"):
+                raise SettingError(
+                    f"{variable}={url!r}: a file:// URL takes an absolute path "
+                    f"(file:///{rest}), or give the path itself"
+                )
+            return str(Path(rest).resolve())
+        return f"{proto.lower()}://{rest}".rstrip("/")
     return str(Path(url).expanduser().resolve())
 
 

@@ -193,6 +193,37 @@ def test_a_storage_path_under_a_file_ends_in_one_line_naming_the_paths(tmp_path,
     assert "Traceback" not in result.output
 
 
+def test_a_mistyped_storage_url_or_setting_ends_in_one_line(tmp_path, monkeypatch):
+    """``s3:/bucket`` became a local folder named ``s3:`` under the working directory, and a
+    wrong-case ``CHURN_ENV`` a traceback naming a Python field: one line naming the
+    variable and its value instead, and nothing written. An empty storage URL is the
+    default, and ``file:///abs`` the local path."""
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+    from churn_assets.lib.settings import ChurnSettings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHURN_DEBUG", raising=False)
+    monkeypatch.delenv("CHURN_LANDING_URL", raising=False)
+    said = {}
+    for name, value in (("CHURN_STORAGE_URL", "s3:/bucket"), ("CHURN_ENV", "Local")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            result = CliRunner().invoke(main, ["seed", "--customers", "100", "--days", "120"])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        said[name] = result.output
+    assert said["CHURN_STORAGE_URL"].startswith(
+        "Error: CHURN_STORAGE_URL='s3:/bucket' looks like a URL missing a slash: write s3://"
+    )
+    assert said["CHURN_ENV"].startswith("Error: CHURN_ENV='Local': Input should be 'local'")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("CHURN_STORAGE_URL", "")
+    assert ChurnSettings().resolved_storage_url == str(tmp_path / ".churn" / "storage")
+    monkeypatch.setenv("CHURN_STORAGE_URL", f"file://{tmp_path}/st/")
+    assert ChurnSettings().resolved_storage_url == str(tmp_path / "st")
+
+
 def test_an_unknown_served_data_set_ends_in_one_line(tmp_path):
     """``CHURN_SERVING_DATASETS`` naming a data set that does not exist: ``churn serve``
     and ``churn-serve`` exit 1 with one line naming the setting, not a traceback."""

@@ -735,7 +735,9 @@ def test_inference_log_writes_partitioned_parquet(tmp_path):
     assert frame["logged_at"].dtype == pl.Datetime("us", "UTC")
 
 
-def test_inference_log_survives_storage_outage_with_bounded_buffer(tmp_path):
+def test_inference_log_survives_storage_outage_with_bounded_buffer(tmp_path, caplog):
+    import logging
+
     storage = FlakyStorage(str(tmp_path))
     logger = InferenceLogger(storage, flush_records=1000, flush_seconds=60, max_buffer_records=8)
     storage.down = True
@@ -744,14 +746,18 @@ def test_inference_log_survives_storage_outage_with_bounded_buffer(tmp_path):
     assert logger.flush() == 0
     assert logger.flush_failures == 1 and "unreachable" in logger.last_error
     assert logger.status()["buffered_records"] == 8 and logger.records_dropped == 0
-    submit(logger, 2, start=100)  # over the bound: the oldest request goes
-    assert logger.status()["buffered_records"] == 8 and logger.records_dropped == 2
+    with caplog.at_level(logging.WARNING, logger="churn_serving.inference_log"):
+        submit(logger, 2, start=100)  # over the bound: the oldest request goes
+        submit(logger, 2, start=200)  # said once a minute, counted every time
+    assert logger.status()["buffered_records"] == 8 and logger.records_dropped == 4
+    said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(said) == 1 and "CHURN_SERVING_LOG_MAX_BUFFER_RECORDS" in said[0]
     storage.down = False
     logger._retry_at = 0.0
     assert logger.flush() == 8
     assert logger.last_error is None and logger.status()["flush_failures"] == 1  # recovered
     ids = pl.read_parquet(log_files(tmp_path)[0])["customer_id"].to_list()
-    assert ids[:2] == ["C10", "C11"] and ids[-2:] == ["C100", "C101"]
+    assert ids[:2] == ["C20", "C21"] and ids[-2:] == ["C200", "C201"]
 
 
 def test_inference_log_background_flush_by_count_and_on_close(tmp_path):
@@ -778,6 +784,38 @@ def test_settings_from_environment(monkeypatch):
     assert not s.admin_enabled
     monkeypatch.setenv("CHURN_SERVING_ADMIN_TOKEN", "t0ken")
     assert ServingSettings().admin_enabled
+
+
+def test_settings_an_empty_host_is_loopback_and_a_token_file_newline_is_stripped(monkeypatch):
+    """A blank ``CHURN_SERVING_HOST`` (a template's empty line) listened on every interface;
+    a token read from a secret file (``s3cret\\n``) could never match a request's."""
+    monkeypatch.setenv("CHURN_SERVING_HOST", " ")
+    monkeypatch.setenv("CHURN_SERVING_ADMIN_TOKEN", "s3cret\n ")
+    s = ServingSettings()
+    assert s.host == "127.0.0.1" and s.admin_token == "s3cret"
+    monkeypatch.setenv("CHURN_SERVING_ADMIN_TOKEN", " \n")
+    assert not ServingSettings().admin_enabled
+
+
+def test_settings_refuse_a_log_buffer_below_one_flush(monkeypatch):
+    """A buffer limit below what arrives between two flushes dropped a 500-record request's
+    log while storage was fine: refused at start, naming the variables."""
+    from pydantic import ValidationError
+
+    from churn_assets.lib.settings import validation_message
+
+    monkeypatch.setenv("CHURN_SERVING_LOG_MAX_BUFFER_RECORDS", "100")
+    with pytest.raises(ValidationError) as e:
+        ServingSettings()
+    said = validation_message(e.value)
+    assert said.startswith("CHURN_SERVING_LOG_MAX_BUFFER_RECORDS=100 is below")
+    assert "set it to at least 10000" in said
+    monkeypatch.setenv("CHURN_SERVING_LOG_ENABLED", "false")  # no log: nothing to hold
+    assert ServingSettings().log_max_buffer_records == 100
+    monkeypatch.setenv("CHURN_SERVING_PORT", "abc")
+    with pytest.raises(ValidationError) as e:
+        ServingSettings()
+    assert validation_message(e.value).startswith("CHURN_SERVING_PORT='abc': Input should be")
 
 
 def test_waiting_for_a_first_deployment_is_logged_once(tmp_path, caplog):
