@@ -1,7 +1,5 @@
 """The one Dagster ``Definitions`` of the churn platform (loaded by workspace.yaml)."""
 
-import os
-
 import dagster as dg
 
 from churn_assets import scope
@@ -31,7 +29,7 @@ from churn_assets.monitoring import served as served_monitoring
 from churn_assets.monitoring.served import served_drift_job, served_drift_schedule
 from churn_assets.raw import assets as raw_assets
 from churn_assets.resources import ChurnPlatform
-from churn_assets.schedules import DEFAULT_CRON, retention_schedule, retraining_schedule
+from churn_assets.schedules import retention_schedule, retraining_cron, retraining_schedule
 from churn_assets.sensors import (
     drift_sensor,
     landing_zone_sensor,
@@ -79,7 +77,7 @@ def build_definitions(
             served_drift_job,
         ],
         schedules=[
-            retraining_schedule(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON),
+            retraining_schedule(retraining_cron()),
             retention_schedule,
             served_drift_schedule,
         ],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,14 +22,29 @@ from typing import Any
 from churn_assets.interrupted_runs import fail_interrupted_runs, say_failed
 from churn_serving.server import port_problem
 
+#: The first line of the dagster.yaml ``churn dev`` copies into ``$DAGSTER_HOME``.
+COPIED_MARK = "# copied by `churn dev` from the project's dagster.yaml\n"
+
 
 def prepare_dagster_home(root: Path) -> Path:
-    """Create ``$DAGSTER_HOME`` (default ``.churn/dagster_home``) holding our dagster.yaml."""
+    """Create ``$DAGSTER_HOME`` (default ``.churn/dagster_home``) holding our dagster.yaml.
+    A dagster.yaml there that ``churn dev`` did not write (an instance's own: PostgreSQL
+    storage, its limits) is kept beside it under another name, and said so."""
     home = Path(os.environ.get("DAGSTER_HOME") or root / ".churn" / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    src = root / "dagster.yaml"
+    src, dest = root / "dagster.yaml", home / "dagster.yaml"
     if src.exists():
-        shutil.copyfile(src, home / "dagster.yaml")
+        if dest.exists():
+            before = dest.read_text()
+            if not before.startswith(COPIED_MARK) and before != src.read_text():
+                kept = dest.with_name(f"dagster.yaml.before-churn-dev-{int(time.time())}")
+                dest.rename(kept)
+                print(
+                    f"{dest} was not written by `churn dev`: it is kept as {kept.name}; "
+                    f"`churn dev` runs this instance with {src} (SQLite under DAGSTER_HOME)",
+                    flush=True,
+                )
+        dest.write_text(COPIED_MARK + src.read_text())
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -80,7 +94,17 @@ def prepare_workspace(root: Path, home: Path) -> tuple[Path, list[str]]:
         if n not in listed and n != default
     ]
     out = home / "workspace.yaml"
-    if not added:
+    if default in listed:  # served by the default location: a second one would retrain it too
+        print(
+            f"{default} is the default data set (CHURN_DATASET): the default code location "
+            f"serves it, so its own location in {path.name} is left out",
+            flush=True,
+        )
+        doc["load_from"] = [
+            e for e in doc["load_from"] if workspace_datasets({"load_from": [e]}) != [default]
+        ]
+        listed.remove(default)
+    elif not added:
         out.unlink(missing_ok=True)  # an earlier start's: `churn backfill` would read it
         return path, listed
     for entry in doc["load_from"]:
@@ -99,8 +123,8 @@ def prepare_workspace(root: Path, home: Path) -> tuple[Path, list[str]]:
             }
         )
     out.write_text(
-        "# written by `churn dev`: workspace.yaml plus CHURN_DATASETS_DIR's data sets\n"
-        + yaml.safe_dump(doc, sort_keys=False)
+        "# written by `churn dev`: workspace.yaml (without the default data set's own "
+        "location) plus CHURN_DATASETS_DIR's data sets\n" + yaml.safe_dump(doc, sort_keys=False)
     )
     return out, listed + added
 
@@ -239,8 +263,13 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
             flush=True,
         )
         return 1
+    from churn_assets.preflight import settings_problems
     from churn_serving.settings import ServingSettings
 
+    wrong = settings_problems()
+    if wrong:
+        print("nothing started: " + "; ".join(wrong), flush=True)
+        return 1
     serving = ServingSettings()
     taken = [
         problem

@@ -13,7 +13,6 @@ once per waiting batch.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 
 import dagster as dg
@@ -28,7 +27,7 @@ from churn_assets.lib.freshness import (
     largest_gap,
     retraining_window,
 )
-from churn_assets.schedules import DEFAULT_CRON
+from churn_assets.schedules import retraining_cron
 from churn_assets.tick_errors import posting_errors
 from churn_assets.training_state import first_untrained_input, last_completed_training_record
 
@@ -59,9 +58,7 @@ def policy(window: FreshnessWindow) -> dg.FreshnessPolicy:
 
 
 DATA_WINDOW = data_window(configured_horizon_days())
-RETRAINING_WINDOW = retraining_window(
-    cron_interval(os.environ.get("CHURN_RETRAINING_CRON") or DEFAULT_CRON)
-)
+RETRAINING_WINDOW = retraining_window(cron_interval(retraining_cron()))
 #: ``raw_transactions`` and ``current_features``: new data within a share of the horizon.
 DATA_FRESHNESS = policy(DATA_WINDOW)
 DEPLOYMENT_WINDOW = deployment_window(DATA_WINDOW, RETRAINING_WINDOW)

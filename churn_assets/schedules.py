@@ -1,5 +1,7 @@
 """The hourly retraining schedule and the daily retention schedule."""
 
+import os
+
 import dagster as dg
 
 from churn_assets import scope
@@ -8,6 +10,31 @@ from churn_assets.tick_errors import posting_errors
 from churn_assets.training_state import TRAINING_INPUTS, last_completed_training, latest_inputs
 
 DEFAULT_CRON = "0 * * * *"
+
+
+def retraining_cron() -> str:
+    """``CHURN_RETRAINING_CRON`` (default hourly), checked: a cron Dagster cannot read, or
+    one that never fires (``0 0 31 2 *``), is a setting error naming the variable instead of
+    a code location that fails to load with croniter's message."""
+    import time
+
+    from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string
+
+    from churn_assets.lib.settings import SettingError
+
+    cron = (os.environ.get("CHURN_RETRAINING_CRON") or "").strip() or DEFAULT_CRON
+    problem = None if is_valid_cron_string(cron) else "not a cron string Dagster reads"
+    if problem is None:
+        try:
+            next(cron_string_iterator(time.time(), cron, "UTC"))
+        except Exception as e:  # croniter: a date that never comes
+            problem = f"it never fires ({e})"
+    if problem:
+        raise SettingError(
+            f"CHURN_RETRAINING_CRON={cron!r}: {problem}; it takes five fields, minute hour "
+            f"day-of-month month day-of-week (unset: {DEFAULT_CRON!r}, hourly)"
+        )
+    return cron
 
 
 def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:

@@ -3,7 +3,6 @@ retraining run; failures recorded."""
 
 import hashlib
 import json
-import os
 from typing import Any
 
 import dagster as dg
@@ -30,7 +29,16 @@ DEFAULT_SETTLE_SECONDS = 10.0
 
 def settle_seconds() -> float:
     """``CHURN_LANDING_SETTLE_SECONDS`` (default :data:`DEFAULT_SETTLE_SECONDS`)."""
-    return float(os.environ.get("CHURN_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS))
+    from churn_assets.lib.settings import env_number
+
+    return env_number("CHURN_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS, float, minimum=0)
+
+
+def landing_interval_seconds() -> int:
+    """``CHURN_LANDING_SENSOR_SECONDS``: the landing sensor's interval (default 30)."""
+    from churn_assets.lib.settings import env_number
+
+    return env_number("CHURN_LANDING_SENSOR_SECONDS", 30, int, minimum=1)
 
 
 def _age_seconds(stamp: object) -> float | None:
@@ -82,7 +90,7 @@ GENERATION = "_generation"
 
 @dg.sensor(
     jobs=[monitoring_job, customers_landing_job, transactions_landing_job],
-    minimum_interval_seconds=int(os.environ.get("CHURN_LANDING_SENSOR_SECONDS", "30")),
+    minimum_interval_seconds=landing_interval_seconds(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone (cursor over file names, sizes and modification "
     "times; a file changed in the last CHURN_LANDING_SETTLE_SECONDS, default 10, is still "

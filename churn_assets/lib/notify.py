@@ -34,8 +34,17 @@ class WebhookRefused(NotificationError):
 
 
 def webhook_url() -> str | None:
-    """The configured webhook (``CHURN_ALERT_WEBHOOK_URL``), or None when notifications are off."""
-    return (os.environ.get(WEBHOOK_ENV) or "").strip() or None
+    """The configured webhook (``CHURN_ALERT_WEBHOOK_URL``), or None when notifications are
+    off; a value that is not an http(s) URL is a setting error naming the variable."""
+    from churn_assets.lib.settings import SettingError
+
+    url = (os.environ.get(WEBHOOK_ENV) or "").strip() or None
+    if url is not None and not url.lower().startswith(("http://", "https://")):
+        raise SettingError(
+            f"{WEBHOOK_ENV}={url!r}: it takes an http:// or https:// URL (the webhook's "
+            "whole address, e.g. https://hooks.slack.com/services/…)"
+        )
+    return url
 
 
 def ui_url() -> str:

@@ -57,10 +57,13 @@ class RetentionPolicy:
             if raw not in (None, ""):
                 try:
                     values[key] = int(raw)
-                except ValueError as e:
+                except ValueError:
+                    values[key] = 0
+                if values[key] < 1:
                     raise ValueError(
-                        f"CHURN_RETENTION_{key.upper()} must be an integer, got {raw!r}"
-                    ) from e
+                        f"CHURN_RETENTION_{key.upper()}={raw!r}: it takes a whole number of "
+                        f"at least 1 (unset: {getattr(cls(), key)})"
+                    )
         return cls(**values)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,13 +72,20 @@ class ServedWindow:
     def from_env(cls, **overrides: int | None) -> ServedWindow:
         """``CHURN_SERVED_DRIFT_WINDOW_DAYS`` / ``_MIN_ROWS`` / ``_MAX_ROWS``; explicit values
         (not None) win."""
+        from churn_assets.lib.settings import SettingError, env_number
+
         defaults = cls()
         values = {
-            "days": os.environ.get(WINDOW_ENV) or defaults.days,
-            "min_rows": os.environ.get(MIN_ROWS_ENV) or defaults.min_rows,
-            "max_rows": os.environ.get(MAX_ROWS_ENV) or defaults.max_rows,
+            "days": env_number(WINDOW_ENV, defaults.days, int, minimum=1),
+            "min_rows": env_number(MIN_ROWS_ENV, defaults.min_rows, int, minimum=1),
+            "max_rows": env_number(MAX_ROWS_ENV, defaults.max_rows, int, minimum=1),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["max_rows"] < values["min_rows"]:
+            raise SettingError(
+                f"{MAX_ROWS_ENV}={values['max_rows']} is below {MIN_ROWS_ENV}="
+                f"{values['min_rows']}: the window would never hold enough served traffic"
+            )
         return cls(**{k: int(v) for k, v in values.items()})
 
 

@@ -33,6 +33,27 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def env_number(name: str, default: float, kind: type = int, minimum: float | None = None) -> Any:
+    """The number in the environment variable ``name`` (``default`` when unset or blank).
+    Anything else than a finite number of ``kind`` at least ``minimum`` is a
+    :class:`SettingError` naming the variable, the value and what it takes."""
+    import math
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    what = "a whole number" if kind is int else "a number"
+    if minimum is not None:
+        what += f" of at least {minimum:g}"
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise SettingError(f"{name}={raw!r}: it takes {what} (unset: {default:g})")
+    return value
+
+
 #: Environment-variable prefix of each settings model, for messages naming the variable.
 ENV_PREFIXES = {"ChurnSettings": "CHURN_", "ServingSettings": "CHURN_SERVING_"}
 

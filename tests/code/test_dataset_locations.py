@@ -185,6 +185,47 @@ def test_churn_dev_adds_a_location_per_config_in_the_data_sets_folder(
     }
 
 
+def test_the_default_data_set_is_not_loaded_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """``CHURN_DATASET=telco``: the default location serves telco, so workspace.yaml's telco
+    location is left out (both retrained telco at once, each in its own pool, into the same
+    storage), and said."""
+    from churn_assets.devserver import pool_limits, prepare_workspace
+
+    monkeypatch.setenv("CHURN_DATASET", "telco")
+    monkeypatch.delenv("CHURN_DATASETS_DIR", raising=False)
+    path, datasets = prepare_workspace(REPO, tmp_path)
+    assert path == tmp_path / "workspace.yaml" and datasets == []
+    entries = [e["python_module"] for e in yaml.safe_load(path.read_text())["load_from"]]
+    assert [e.get("attribute") for e in entries] == [None]  # the default location alone
+    assert pool_limits(datasets) == {"retraining": 1}
+    assert "its own location in workspace.yaml is left out" in capsys.readouterr().out
+
+
+def test_churn_dev_keeps_an_instance_s_own_dagster_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """A DAGSTER_HOME whose dagster.yaml ``churn dev`` did not write (PostgreSQL storage, an
+    instance's limits) was overwritten without a word: it is kept beside, and said; the
+    copy ``churn dev`` wrote itself is replaced quietly."""
+    from churn_assets.devserver import prepare_dagster_home
+
+    home = tmp_path / "home"
+    home.mkdir()
+    own = "storage:\n  postgres: {}\n"
+    (home / "dagster.yaml").write_text(own)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    prepare_dagster_home(REPO)
+    kept = list(home.glob("dagster.yaml.before-churn-dev-*"))
+    assert len(kept) == 1 and kept[0].read_text() == own
+    assert kept[0].name in capsys.readouterr().out
+    assert (home / "dagster.yaml").read_text().endswith((REPO / "dagster.yaml").read_text())
+    prepare_dagster_home(REPO)  # its own copy: replaced, nothing more kept
+    assert len(list(home.glob("dagster.yaml.before-*"))) == 1
+    assert capsys.readouterr().out == ""
+
+
 def test_an_unknown_default_data_set_still_lists_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

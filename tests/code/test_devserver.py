@@ -286,6 +286,41 @@ def test_nothing_starts_when_a_port_is_taken(tmp_path, monkeypatch, capsys):
     assert started == []
 
 
+def test_nothing_starts_on_a_setting_that_cannot_be_used(tmp_path, monkeypatch, capsys):
+    """A cron that never fires, a blank interval, a served-drift window of ``abc``, a
+    webhook without a scheme: ``churn dev`` starts nothing and names each variable with its
+    value. They failed the code location's load (croniter's message), every landing tick,
+    the end of a run after the deployment, or the first alert."""
+    import churn_assets.devserver as devserver
+
+    started: list = []
+    _supervise(monkeypatch, tmp_path, {})
+    monkeypatch.setattr(devserver, "processes", lambda *a: started.append(a) or {})
+    wrong = {
+        "CHURN_RETRAINING_CRON": "0 0 31 2 *",
+        "CHURN_LANDING_SENSOR_SECONDS": "abc",
+        "CHURN_LANDING_SETTLE_SECONDS": "nan",
+        "CHURN_SERVED_DRIFT_WINDOW_DAYS": "abc",
+        "CHURN_ALERT_WEBHOOK_URL": "hooks.example.com/x",
+        "CHURN_RETENTION_VERSIONS": "0",
+        "CHURN_SERVING_LOG_MAX_BUFFER_RECORDS": "100",
+    }
+    for name, value in wrong.items():
+        monkeypatch.setenv(name, value)
+    assert devserver.run_dev(port=free_port(), root=tmp_path) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("nothing started: ")
+    for name, value in wrong.items():
+        assert f"{name}={value!r}" in out or f"{name}={value} " in out, name
+    assert started == []
+    for name in wrong:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CHURN_LANDING_SENSOR_SECONDS", " ")  # blank: the default
+    from churn_assets.preflight import settings_problems
+
+    assert settings_problems() == []
+
+
 def test_a_killed_churn_dev_takes_its_platform_down_and_holds_the_lock_till_then(tmp_path):
     """``churn dev`` SIGKILLed: its children (in sessions of their own, so a kill of its
     group misses them) get SIGINT and stop, and they hold the instance lock until they do,
