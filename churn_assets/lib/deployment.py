@@ -187,25 +187,52 @@ def pin_current(storage: Storage) -> dict[str, Any]:
     return pointer
 
 
+ROLLBACK_FROM = "rollback from "
+
+
+def rolled_back_from(pointer: dict[str, Any] | None) -> set[str]:
+    """The versions a rollback has moved away from (the pointer's and its history's
+    reasons): a model of theirs is not deployed again by a promotion."""
+    entries = [pointer, *pointer.get("history", [])] if pointer else []
+    return {
+        e["reason"][len(ROLLBACK_FROM) :].split()[0]
+        for e in entries
+        if str(e.get("reason", "")).startswith(ROLLBACK_FROM)
+    }
+
+
+def previous_version(pointer: dict[str, Any]) -> str:
+    """The version served before the deployed one: the newest in the history that is
+    neither the deployed version nor one a rollback moved away from. Rolling back twice goes
+    two versions back (v3 → v2 → v1), never forward to the version just left."""
+    skip = rolled_back_from(pointer) | {pointer["version"]}
+    for entry in reversed(pointer.get("history", [])):
+        if entry["version"] not in skip:
+            return entry["version"]
+    left = sorted(skip - {pointer["version"]})
+    raise DeploymentError(
+        f"{pointer['version']} is the only version ever deployed"
+        if not left
+        else f"nothing to roll back to: {pointer['version']} is the oldest version served "
+        f"but those rolled back from ({', '.join(left)}); name one to go to it"
+    )
+
+
 def rollback(storage: Storage, to: str | None = None, *, pin: bool = True) -> dict[str, Any]:
-    """Move the pointer back to ``to`` or, by default, the version deployed before this one,
-    and pin it (``pin=False`` leaves automatic promotion on)."""
+    """Move the pointer back to ``to`` or, by default (or ``previous``), the version served
+    before this one (:func:`previous_version`), and pin it (``pin=False`` leaves automatic
+    promotion on)."""
     current = read_current(storage)
     if current is None:
         raise DeploymentError("nothing is deployed: there is nothing to roll back")
-    if to is None:
-        earlier = [
-            h["version"] for h in current.get("history", []) if h["version"] != current["version"]
-        ]
-        if not earlier:
-            raise DeploymentError(f"{current['version']} is the only version ever deployed")
-        to = earlier[-1]
+    if to in (None, "", "previous"):
+        to = previous_version(current)
     if to == current["version"]:
         raise DeploymentError(f"{to} is already the deployed version")
     if to not in list_versions(storage):
         raise DeploymentError(f"unknown version {to}; known: {list_versions(storage)}")
     return set_current(
-        storage, to, reason=f"rollback from {current['version']}", pinned=to if pin else None
+        storage, to, reason=f"{ROLLBACK_FROM}{current['version']}", pinned=to if pin else None
     )
 
 

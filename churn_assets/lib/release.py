@@ -188,6 +188,41 @@ def business_rules(train: pd.DataFrame, numeric: list[str]) -> dict[str, Any]:
     return rules
 
 
+def _refuse_models_rolled_back_from(
+    storage: Storage,
+    chosen: dict[str, tuple[dict[str, Any], Any]],
+    decisions: dict[str, dict[str, Any]],
+) -> None:
+    """Take out of ``chosen`` a challenger that is the very model (same sha256) of a version
+    a rollback moved away from: deploying the same model sets again (after an unpin) served
+    it again under a new version name."""
+    left = dep.rolled_back_from(dep.read_current(storage))
+    if not chosen or not left:
+        return
+    served: dict[str, str] = {}  # sha256 -> version
+    current = dep.read_current(storage) or {}
+    for version in sorted(left - {current.get("version")}):
+        try:
+            manifest = dep.read_manifest(storage, version)
+        except Exception:  # removed by retention: nothing of it to compare
+            continue
+        for entry in manifest.get("models", {}).values():
+            served.setdefault(entry.get("sha256", ""), version)
+    if current.get("version"):  # the deployed version's own models: the gate judges them
+        for entry in dep.read_manifest(storage, current["version"]).get("models", {}).values():
+            served.pop(entry.get("sha256", ""), None)
+    for role in list(chosen):
+        version = served.get(chosen[role][0]["sha256"])
+        if version is not None:
+            del chosen[role]
+            decisions[role]["promote"] = False
+            decisions[role]["reason"] = (
+                f"kept: the challenger ({decisions[role].get('candidate')}) is the model "
+                f"{version} served, which a rollback moved away from; it is not deployed "
+                "again (a retraining on new data may promote)"
+            )
+
+
 def _judge_role(
     role: str,
     result: dict[str, Any],
@@ -312,7 +347,8 @@ def release(
     if pinned:
         reason = (
             f"version {pinned} is pinned (a rollback): automatic promotion is off until "
-            "`churn unpin`"
+            "`churn unpin` (in the UI: materialize deployed_model_version with config "
+            "unpin: true)"
         )
         roles = {
             role: {
@@ -342,6 +378,7 @@ def release(
         if pick is not None:
             chosen[role] = pick
 
+    _refuse_models_rolled_back_from(storage, chosen, decisions)
     new_columns = _columns(classification["feature_spec"])
     same_columns = deployed.manifest is not None and set(deployed.columns) == set(new_columns)
     if deployed.pipelines and not same_columns and "regressor" in results:

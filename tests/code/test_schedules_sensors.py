@@ -598,6 +598,24 @@ def test_rollback_job_goes_back_one_version_then_to_a_named_one(isolated_env: Pa
     assert result.success and dep.read_current(storage)["version"] == "v20260103-000000"
 
 
+def test_rolling_back_twice_goes_two_versions_back(isolated_env: Path):
+    """v3 → v2 → v1: the second rollback went forward to v3, the version just rolled back
+    from, and pinned it. ``previous`` is the default's name (the job refused it as an
+    unknown version). A version served after a rollback goes back to the one it replaced."""
+    storage = Storage(str(isolated_env / "synthetic"))
+    v1, v2, v3, v4 = (f"v2026010{d}-000000" for d in (1, 2, 3, 4))
+    deploy_versions(storage, [v1, v2, v3])
+
+    assert dep.rollback(storage)["version"] == v2
+    assert dep.rollback(storage, "previous")["version"] == v1
+    with pytest.raises(dep.DeploymentError, match=rf"nothing to roll back to: {v1} is the old"):
+        dep.rollback(storage)
+    assert dep.read_current(storage)["version"] == v1
+    dep.unpin(storage)
+    deploy_versions(storage, [v4])
+    assert dep.rollback(storage)["version"] == v1  # what v4 replaced; v2 and v3 were left
+
+
 @pytest.mark.parametrize(
     ("versions", "to", "message"),
     [

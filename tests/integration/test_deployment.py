@@ -591,3 +591,47 @@ def test_rollback_as_a_materialization_pins_then_unpin_judges_again(deployed, mo
     out = judged.output_for_node("deployed_model_version")
     assert dep.read_current(s)["pinned"] is None
     assert "pinned" not in out["decision"]["reason"] and out["decision"]["roles"]
+
+
+def test_a_model_rolled_back_from_is_not_deployed_again_after_unpin(deployed):
+    """A version served the champion, the operator rolled back to an older version serving
+    another model, then unpinned: judging the same model sets again promoted the model just
+    rolled away from, under a new version name. Now that role is kept, and said why."""
+    from churn_assets.lib.release import release
+
+    storage, _, first, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    v1 = dep.read_current(s)["version"]
+    m1 = dep.read_manifest(s, v1)
+    classification = first.result.output_for_node("classification_models")
+    simple = classification["files"]["best_simple"]
+    assert simple["sha256"] != m1["models"]["classifier"]["sha256"]
+    artifacts = {n: s.read_bytes(f"deployments/versions/{v1}/{n}") for n in m1["artifacts"]}
+    artifacts["classifier.skops"] = s.read_bytes(simple["path"])  # the older version's model
+    models = {
+        **m1["models"],
+        "classifier": {
+            **m1["models"]["classifier"],
+            "sha256": simple["sha256"],
+            "candidate": simple["name"],
+        },
+    }
+    older = dep.new_version(s)
+    manifest = {k: v for k, v in m1.items() if k not in ("version", "artifacts")}
+    dep.write_version(s, older, artifacts, {**manifest, "models": models})
+    dep.rollback(s, older)  # away from v1, whose champion the model sets still hold
+    dep.unpin(s)
+    try:
+        out = release(
+            s,
+            dataset="synthetic",
+            classification=classification,
+            regression=first.result.output_for_node("regression_models"),
+            training_set=first.result.output_for_node("training_set"),
+            lineage={},
+        )
+        reason = out["decision"]["roles"]["classifier"]["reason"]
+        assert not out["promoted"] and dep.read_current(s)["version"] == older
+        assert f"is the model {v1} served, which a rollback moved away from" in reason
+    finally:
+        dep.set_current(s, v1, reason="as the other tests expect it", pinned=None)
