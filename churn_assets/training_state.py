@@ -11,6 +11,7 @@ from churn_assets import scope
 #: What the training set is built from: a retraining is due when one of them changed.
 TRAINING_INPUTS = ("raw_customers", "raw_transactions", "customer_features")
 TRAINING_SET = scope.key("training_set")
+DEPLOYMENT = scope.key("deployed_model_version")
 
 
 def latest_storage_id(instance: dg.DagsterInstance, key: str) -> int | None:
@@ -27,9 +28,16 @@ def latest_inputs(instance: dg.DagsterInstance) -> dict[str, int | None]:
 def last_completed_training_record(
     instance: dg.DagsterInstance, scan: int = 20
 ) -> dg.EventLogRecord | None:
-    """The newest ``training_set`` materialization of a run that succeeded (a run that built
-    the training set and then failed does not count)."""
+    """The newest ``training_set`` materialization of a run that succeeded and judged the
+    models it trained (materialized ``deployed_model_version`` too). A run that built the
+    training set and then failed does not count, nor one that built it alone (the training
+    set materialized by hand): no model was trained or judged on the new data."""
+    judged = {
+        r.run_id for r in instance.fetch_materializations(DEPLOYMENT, limit=scan).records
+    }
     for record in instance.fetch_materializations(TRAINING_SET, limit=scan).records:
+        if record.run_id not in judged:
+            continue
         run = instance.get_run_by_id(record.run_id)
         if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
             return record

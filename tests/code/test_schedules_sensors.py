@@ -103,7 +103,10 @@ def test_schedule_retrains_only_when_inputs_changed_since_the_last_training(inst
     assert request.tags["churn/reason"] == "no retraining has completed yet"
     assert request.run_key == "schedule-2026-03-01T11:00:00+00:00"
 
-    land(instance, "training_set")  # a completed retraining after that data
+    land(instance, "training_set")  # the training set alone, by hand: nothing judged
+    (request,) = schedule_tick(instance, 12).run_requests
+    assert request.tags["churn/reason"] == "no retraining has completed yet"
+    land(instance, "training_set", "deployed_model_version")  # a completed retraining
     tick = schedule_tick(instance, 12)
     assert not tick.run_requests
     assert tick.skip_message.startswith("no new data since the last completed training")
@@ -122,7 +125,7 @@ def test_schedule_retrains_only_when_inputs_changed_since_the_last_training(inst
     )
     assert not failed.success
     assert schedule_tick(instance, 14).run_requests
-    land(instance, "training_set")
+    land(instance, "training_set", "deployed_model_version")
     assert not schedule_tick(instance, 15).run_requests
 
 
