@@ -32,9 +32,7 @@ def last_completed_training_record(
     models it trained (materialized ``deployed_model_version`` too). A run that built the
     training set and then failed does not count, nor one that built it alone (the training
     set materialized by hand): no model was trained or judged on the new data."""
-    judged = {
-        r.run_id for r in instance.fetch_materializations(DEPLOYMENT, limit=scan).records
-    }
+    judged = {r.run_id for r in instance.fetch_materializations(DEPLOYMENT, limit=scan).records}
     for record in instance.fetch_materializations(TRAINING_SET, limit=scan).records:
         if record.run_id not in judged:
             continue

@@ -234,12 +234,17 @@ def raw_transactions(
     with retry_on_connection_errors(context):
         files = landing_transaction_files(platform)
         url = files.get(key)
-        if url is None:
+        stored = _stored_partition(platform.storage(), key) if url is None else None
+    if url is None:
+        if stored is None:
             raise IngestError(
-                f"landing file {key!r} is no longer in {platform.landing_url_for_dataset()}: "
-                "it was removed, or moved to quarantine by its checks; land it again (fixed) "
-                "to ingest it"
+                f"no landing file {key!r} in {platform.landing_url_for_dataset()} and "
+                "nothing stored for it: it was removed or moved to quarantine before it was "
+                "ingested, or never landed; land it (fixed) to ingest it"
             )
+        yield from _stored_unchanged(context, key, stored)
+        return
+    with retry_on_connection_errors(context):
         options = platform.landing_storage_options()
         res = ingest_transactions(cfg, platform.landing_url_for_dataset(), options, [url])
         twin = _landed_twin(context, platform, key, files)
@@ -282,6 +287,41 @@ def raw_transactions(
                     record_source(storage, key, landed)
                 else:
                     forget_source(storage, key)
+
+
+def _stored_partition(storage: Any, key: str) -> Any:
+    """The stored ``raw_transactions`` partition ``key`` (a polars frame), or None."""
+    rel = f"assets/raw_transactions/{key}.parquet"
+    return storage.read_parquet(rel) if storage.exists(rel) else None
+
+
+def _stored_unchanged(
+    context: dg.AssetExecutionContext, key: str, stored: Any
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The stored partition again, unchanged, for a file that has left the landing zone
+    (retention, a quarantined or set-aside file, a removed one): "Materialize all" with every
+    partition, or a backfill, then goes on to the features instead of failing every asset
+    after it. Its checks say they were run when the file was ingested."""
+    from churn_assets.raw.checks import FILES, PARSE, SUITE
+
+    usable = stored.height - int(stored["_quarantined"].fill_null(False).sum())
+    said = (
+        f"not checked again: landing file {key!r} has left the landing zone; the "
+        f"{stored.height:,} line(s) stored when it was ingested stay as they are ({usable:,} "
+        "usable, the rest quarantined then)"
+    )
+    context.log.info(f"raw_transactions {key}: {said}")
+    yield dg.Output(
+        stored,
+        metadata={
+            "usable_rows": dg.MetadataValue.int(usable),
+            "note": dg.MetadataValue.text(said),
+        },
+    )
+    for check in (FILES, PARSE, SUITE):
+        yield dg.AssetCheckResult(
+            check_name=check, asset_key=context.asset_key, passed=True, description=said
+        )
 
 
 def _stored_usable_rows(storage: Any, key: str) -> int:

@@ -233,6 +233,47 @@ def test_the_same_lines_exported_again_are_set_aside_as_a_copy(isolated_env: Pat
     assert run(config, instance, only_new=True).success
 
 
+def test_a_partition_whose_file_left_the_landing_zone_keeps_its_stored_lines(
+    isolated_env: Path, tmp_path
+):
+    """c.csv ingested, then cleared from the landing zone (retention; a quarantined or
+    set-aside file alike): materializing its partition again (the UI's "Materialize all"
+    over every partition, a backfill) failed, and so did every asset after it. It now
+    gives the stored lines unchanged, its checks saying why they were not run again; a key
+    that never had a file or stored lines fails, saying so."""
+    from churn_assets.partitions import TRANSACTION_FILES
+
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    part = isolated_env / "mini" / "assets" / "raw_transactions" / "c.csv.parquet"
+    before = pl.read_parquet(part)
+    (isolated_env / "landing" / "mini" / "transactions" / "c.csv").unlink()
+    job, _ = graph(config)
+
+    def materialize(key: str):
+        return job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("raw_transactions")],
+            partition_key=key,
+            raise_on_error=False,
+        )
+
+    again = materialize("c.csv")
+    assert again.success and partitions_materialized(again) == ["c.csv"]
+    assert pl.read_parquet(part).equals(before)
+    checks = again.get_asset_check_evaluations()
+    assert len(checks) == 3 and all(c.passed for c in checks)
+    assert all("not checked again: landing file 'c.csv' has left" in c.description for c in checks)
+
+    instance.add_dynamic_partitions(TRANSACTION_FILES.name, ["never.csv"])
+    never = materialize("never.csv")
+    assert not never.success
+    (failure,) = [e for e in never.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no landing file 'never.csv'" in failure.event_specific_data.error.cause.message
+    assert "nothing stored for it" in failure.event_specific_data.error.cause.message
+
+
 def assert_same_as_built_from_every_line(config: str, result) -> None:
     """current_features equals the table built from every stored line at once, with the
     category columns chosen from every line."""
