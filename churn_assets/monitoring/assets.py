@@ -3,7 +3,7 @@ from typing import Any
 import dagster as dg
 
 from churn_assets.resources import ChurnPlatform
-from churn_assets.retries import STORAGE_RETRY
+from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 
 @dg.asset(
@@ -31,10 +31,11 @@ def drift_report(
     logged to MLflow); the verdict is in the metadata and the check."""
     from churn_assets.lib.monitoring import build_drift_report, drift_description
 
-    cfg = platform.dataset_config()
-    out = build_drift_report(
-        platform.storage(), cfg, current_features, platform.settings(), context.run.run_id
-    )
+    with fail_fast_unless_transient():
+        cfg = platform.dataset_config()
+        out = build_drift_report(
+            platform.storage(), cfg, current_features, platform.settings(), context.run.run_id
+        )
     if out["status"] != "ok":
         context.log.warning(out["message"])
         yield dg.Output(

@@ -5,10 +5,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from churn_assets.io_managers import lazy_input
 from churn_assets.resources import ChurnPlatform
-from churn_assets.retries import STORAGE_RETRY
+from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 REALIZED_CHECK = "realized_roc_auc_holds"
 #: Headline figures of the latest evaluated snapshot, as numeric metadata (UI plots).
@@ -35,7 +36,7 @@ class RealizedConfig(dg.Config):
     """``margin``: the allowed drop of realized ROC-AUC below the deployment-time one;
     unset means ``CHURN_REALIZED_MARGIN`` (default 0.05)."""
 
-    margin: float | None = None
+    margin: float | None = Field(default=None, ge=0, le=1)
 
 
 def realized_metadata(out: dict[str, Any]) -> dict[str, Any]:
@@ -124,25 +125,26 @@ def realized_performance(
     from churn_assets.lib.feature_sets import usable
     from churn_assets.lib.realized import evaluate_snapshots
 
-    cfg = platform.dataset_config()
-    margin = platform.settings().realized_margin if config.margin is None else config.margin
-    if cfg.transactions is None:
-        out: dict[str, Any] = {
-            "status": "not_applicable",
-            "message": f"data set '{cfg.name}' has no transactions (labels from columns): "
-            "there is no time axis along which outcomes arrive after a scoring run",
-            "retraining_requested": False,
-        }
-    else:
-        transactions, _ = usable(raw_transactions)
-        out = evaluate_snapshots(
-            platform.storage(),
-            transactions,
-            cfg.labels.horizon_days,
-            floor=cfg.models.min_roc_auc,
-            margin=margin,
-            exit_events=tuple(cfg.transactions.exit_events) if cfg.transactions else (),
-        )
+    with fail_fast_unless_transient():
+        cfg = platform.dataset_config()
+        margin = platform.settings().realized_margin if config.margin is None else config.margin
+        if cfg.transactions is None:
+            out: dict[str, Any] = {
+                "status": "not_applicable",
+                "message": f"data set '{cfg.name}' has no transactions (labels from columns): "
+                "there is no time axis along which outcomes arrive after a scoring run",
+                "retraining_requested": False,
+            }
+        else:
+            transactions, _ = usable(raw_transactions)
+            out = evaluate_snapshots(
+                platform.storage(),
+                transactions,
+                cfg.labels.horizon_days,
+                floor=cfg.models.min_roc_auc,
+                margin=margin,
+                exit_events=tuple(cfg.transactions.exit_events) if cfg.transactions else (),
+            )
     context.log.info(out["message"])
     yield dg.Output(out, metadata=realized_metadata(out))
     if out["status"] != "ok":

@@ -4,10 +4,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from churn_assets import scope
 from churn_assets.resources import ChurnPlatform
-from churn_assets.retries import STORAGE_RETRY
+from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
 
 SERVED_DRIFT_CHECK = "served_drift_within_thresholds"
 #: Once a day, after the nightly retention (03:30) has pruned old inference-log days.
@@ -18,8 +19,8 @@ class ServedDriftConfig(dg.Config):
     """Unset fields come from ``CHURN_SERVED_DRIFT_WINDOW_DAYS`` (7) and
     ``CHURN_SERVED_DRIFT_MIN_ROWS`` (200)."""
 
-    window_days: int | None = None
-    min_rows: int | None = None
+    window_days: int | None = Field(default=None, ge=1)
+    min_rows: int | None = Field(default=None, ge=1)
 
 
 def _metadata(out: dict[str, Any]) -> dict[str, Any]:
@@ -80,10 +81,11 @@ def served_drift_report(
     from churn_assets.lib.monitoring import drift_description
     from churn_assets.lib.served_drift import ServedWindow, build_served_drift_report
 
-    window = ServedWindow.from_env(days=config.window_days, min_rows=config.min_rows)
-    out = build_served_drift_report(
-        platform.storage(), platform.dataset_config(), window, context.run.run_id
-    )
+    with fail_fast_unless_transient():
+        window = ServedWindow.from_env(days=config.window_days, min_rows=config.min_rows)
+        out = build_served_drift_report(
+            platform.storage(), platform.dataset_config(), window, context.run.run_id
+        )
     metadata = _metadata(out)
     stored = {k: v for k, v in out.items() if k != "result"}
     if out["status"] != "ok":

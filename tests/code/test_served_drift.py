@@ -308,3 +308,23 @@ def test_retention_keeps_the_newest_served_reports_and_the_batch_ones_apart(stor
     # the two older served reports go; the only batch report stays (counted on its own)
     assert deleted == [path.rsplit("/", 1)[0] for path in served[:2]]
     assert storage.exists(SERVED_SUMMARY)
+
+
+def test_a_bad_window_in_the_launchpad_fails_at_once_naming_it(tmp_path: Path):
+    """``window_days: -3`` was retried three times and ended in "Exceeded max_retries of
+    3"; now the step fails once, naming the field and what it takes."""
+    from churn_assets.monitoring.served import served_drift_report
+    from churn_assets.resources import ChurnPlatform
+
+    result = dg.materialize(
+        [served_drift_report],
+        resources={"platform": ChurnPlatform(storage_url=str(tmp_path), dataset="synthetic")},
+        run_config={"ops": {"served_drift_report": {"config": {"window_days": -3}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in kinds and "STEP_FAILURE" in kinds
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    said = str(failure.event_specific_data.error.to_string())
+    assert "window_days" in said and "greater than or equal to 1" in said
