@@ -75,7 +75,15 @@ class TableIOManager(dg.UPathIOManager):
                 return _scan_parquet(parquet)
             with parquet.open("rb") as f:
                 return pl.read_parquet(f)
-        with _with_ext(path, ".json").open("r") as f:
+        stored = _with_ext(path, ".json")
+        if not stored.exists():
+            asset = "/".join(context.asset_key.path) if context.has_asset_key else path.stem
+            raise FileNotFoundError(
+                f"{asset} has not been materialized yet (nothing at {parquet} or {stored}): "
+                f"materialize it first, or the assets it comes from with it (in the UI: "
+                f"select it and its upstream assets, then Materialize)"
+            )
+        with stored.open("r") as f:
             return json.load(f)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:

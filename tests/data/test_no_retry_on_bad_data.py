@@ -53,3 +53,23 @@ def test_raw_assets_have_no_retry_policy():
 
     assert policy("raw_customers") is None and policy("raw_transactions") is None
     assert policy("customer_features").max_retries == 3  # downstream: transient errors only
+
+
+def test_an_asset_alone_before_its_upstream_names_what_to_materialize(isolated_env):
+    """``drift_report`` materialized alone on a fresh instance said "FileNotFoundError:
+    …/current_features.json" (the table is Parquet) and nothing about what to do: it now
+    names the asset that is missing and says to materialize it first, once, unretried."""
+    from churn_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey("drift_report")}
+    )
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    events = result.all_events
+    assert [e for e in events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    (failure,) = [e for e in events if e.event_type_value == "STEP_FAILURE"]
+    said = root_cause_text(failure.event_specific_data.error)
+    assert "current_features has not been materialized yet" in said, said
+    assert "materialize it first" in said
