@@ -12,6 +12,7 @@ from churn_assets.features import checks as feature_checks
 from churn_assets.freshness import stale_deployment_notifier
 from churn_assets.io_managers import ChurnIOManager
 from churn_assets.jobs import (
+    OP_RESULTS,
     customers_landing_job,
     forkserver_executor,
     ingest_and_features_job,
@@ -96,6 +97,7 @@ def build_definitions(
         resources={
             "platform": platform or ChurnPlatform(),
             "io_manager": io_manager or ChurnIOManager(),
+            OP_RESULTS: dg.mem_io_manager,
         },
     )
 

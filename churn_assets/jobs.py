@@ -105,9 +105,16 @@ class RollbackConfig(dg.Config):
     to: str = ""
 
 
+#: Where the rollback and retention ops' results go: kept in memory for the run (the
+#: default IO manager would write each under ``assets/<run id>/`` in storage, one folder a
+#: day for the nightly retention, never pruned); their metadata carries them to the UI.
+OP_RESULTS = "op_results_io_manager"
+
+
 @dg.op(
     description="Move the deployment pointer and the MLflow champion aliases back.",
     pool=RETRAINING_POOL,
+    out=dg.Out(io_manager_key=OP_RESULTS),
 )
 def rollback_op(
     context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform
@@ -119,6 +126,9 @@ def rollback_op(
         platform.storage(), platform.settings(), platform.dataset_config().name, config.to or None
     )
     context.log.info(f"deployed version is now {pointer['version']}")
+    context.add_output_metadata(
+        {"version": pointer["version"], "reason": pointer["reason"], "pinned": pointer["pinned"]}
+    )
     problem = aliases_problem(pointer)
     if problem:  # a registry that names another champion than what is served: fail loudly
         raise dg.Failure(description=problem, allow_retries=False)
@@ -144,6 +154,7 @@ class RetentionConfig(dg.Config):
     "batches, inference-log days, settled scoring snapshots and MLflow runs beyond the "
     "retention counts.",
     pool=RETRAINING_POOL,
+    out=dg.Out(io_manager_key=OP_RESULTS),
 )
 def retention_op(
     context: dg.OpExecutionContext, config: RetentionConfig, platform: ChurnPlatform

@@ -577,12 +577,17 @@ def test_scores_follow_every_pointer_move(isolated_env: Path):
 
 
 def run_rollback(to: str = ""):
-    from churn_assets.jobs import rollback_deployment_job
+    """The rollback job as the code location defines it (its IO managers included)."""
+    from churn_assets.definitions import build_definitions
 
-    return rollback_deployment_job.execute_in_process(
-        run_config={"ops": {"rollback_op": {"config": {"to": to}}}},
-        resources={"platform": ChurnPlatform()},
-        raise_on_error=False,
+    return (
+        build_definitions()
+        .resolve_job_def("rollback_deployment_job")
+        .execute_in_process(
+            run_config={"ops": {"rollback_op": {"config": {"to": to}}}},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
     )
 
 
@@ -599,6 +604,9 @@ def test_rollback_job_goes_back_one_version_then_to_a_named_one(isolated_env: Pa
 
     result = run_rollback(to="v20260103-000000")
     assert result.success and dep.read_current(storage)["version"] == "v20260103-000000"
+    # its result stays in the run (metadata): nothing written under assets/<run id>/
+    assert not (isolated_env / "synthetic" / "assets" / result.run_id).exists()
+    assert not list((isolated_env / "synthetic").glob("assets/*/rollback_op*"))
 
 
 def test_rolling_back_twice_goes_two_versions_back(isolated_env: Path):

@@ -507,16 +507,22 @@ def test_retention_job_keeps_the_runs_the_deployed_version_uses(deployed, monkey
     """The retention job with one model set kept per kind: per kind the newest model-set
     run stays, and so does every older one whose models a kept version serves; the others
     (parent and candidate runs) are deleted."""
+    import dagster as dg
     from mlflow.entities import ViewType
 
-    from churn_assets.jobs import retention_job
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
     from churn_assets.resources import ChurnPlatform
 
     storage, config, first, _ = deployed
     monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
     monkeypatch.setenv("CHURN_RETENTION_MODEL_SETS", "1")
-    result = retention_job.execute_in_process(resources={"platform": ChurnPlatform(dataset=config)})
+    defs = build_definitions(ChurnPlatform(dataset=config), ChurnIOManager(dataset=config))
+    result = defs.resolve_job_def("retention_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral()
+    )
     assert result.success
+    assert not (storage / "synthetic" / "assets" / result.run_id).exists()  # kept in the run
     report = result.output_for_node("retention_op")
     s = Storage(str(storage / "synthetic"))
     used = {
