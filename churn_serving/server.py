@@ -11,20 +11,36 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def port_problem(host: str, port: int, what: str, setting: str) -> str | None:
-    """Why ``what`` cannot listen on ``host:port`` (another program holds it), naming the
-    ``setting`` that moves it; None when the port is free."""
+    """Why ``what`` cannot listen on ``host:port``, naming the ``setting`` that moves it:
+    another program holds the port, or the address is not one of this machine's (IPv6
+    addresses such as ``::`` are tried as IPv6); None when it can listen there."""
+    import errno
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as e:
+        return f"{what}: cannot listen on {host!r} ({e.strerror or e}): {_ADDRESS_HINT}"
+    with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
+            probe.bind(address)
         except OSError as e:
+            if e.errno not in (errno.EADDRINUSE, errno.EACCES):
+                return f"{what}: cannot listen on {host} ({e.strerror}): {_ADDRESS_HINT}"
             return (
                 f"port {port} on {host} ({what}) is taken ({e.strerror}): stop the program "
                 f"holding it (`ss -ltnp 'sport = :{port}'` names it) or use {setting}"
             )
     return None
+
+
+_ADDRESS_HINT = (
+    "CHURN_SERVING_HOST takes an address of this machine: 127.0.0.1 (the default), 0.0.0.0 "
+    "or :: for every interface, or one interface's address"
+)
 
 
 def run(host: str | None = None, port: int | None = None) -> None:

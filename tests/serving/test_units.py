@@ -866,3 +866,24 @@ def test_a_config_saved_under_another_name_says_how_to_serve_it(tmp_path, monkey
     )
     why = registry._why_not("ecomm")
     assert why is not None and "data set 'e_commerce'" in why and "e_commerce.yaml" in why
+
+
+def test_a_bind_address_not_of_this_machine_is_not_called_a_taken_port():
+    """``CHURN_SERVING_HOST`` naming no address of this machine (or no host) was reported
+    as a taken port with advice to stop the program holding it; ``::`` was refused for
+    being tried as IPv4."""
+    import socket
+
+    from churn_serving.server import port_problem
+
+    for host in ("10.255.255.1", "not a host"):
+        said = port_problem(host, 8765, "the prediction sidecar", "CHURN_SERVING_PORT")
+        assert said is not None and "cannot listen on" in said and "taken" not in said
+        assert "CHURN_SERVING_HOST takes an address of this machine" in said
+    if socket.has_ipv6:
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::", 0))
+        except OSError:
+            return  # IPv6 off on this machine
+        assert port_problem("::", 0, "the prediction sidecar", "CHURN_SERVING_PORT") is None
