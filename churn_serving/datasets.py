@@ -165,6 +165,13 @@ class DatasetRegistry:
                     f"CHURN_SERVING_DATASETS names unknown data sets {unknown}: known ones are "
                     f"{known_names(default.name)}"
                 )
+            broken = {n: self._why_not(n) for n in only if n != default.name}
+            broken = {n: why for n, why in broken.items() if why}
+            if broken:  # named to be served: a config that does not load is not waited for
+                raise ServingSettingError(
+                    "CHURN_SERVING_DATASETS names data sets that cannot be served: "
+                    + "; ".join(f"{n}: {why}" for n, why in broken.items())
+                )
 
     # -------------------------------------------------------------------- queries
 

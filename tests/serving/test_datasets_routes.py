@@ -369,3 +369,24 @@ def test_an_unknown_name_in_the_setting_stops_the_sidecar_with_a_clear_error(dep
         sidecar(str(root), tmp_path / "logs", datasets="telco,../etc"),
     ):
         pass
+
+
+def test_a_listed_data_set_whose_config_does_not_load_stops_the_sidecar(deployment, tmp_path):
+    """A data set named in ``CHURN_SERVING_DATASETS`` whose config is broken: the sidecar
+    started anyway, said only a warning, and its routes answered 404 ("no such route");
+    it now stops at once, naming the data set and why."""
+    root = tmp_path / "storage"
+    copy_dataset(deployment.root, DATASET, root)
+    own = tmp_path / "datasets"
+    own.mkdir()
+    (own / "shop.yaml").write_text("name: shop\nmodels: {min_roc_auc: 7}\n")
+    with (
+        pytest.raises(RuntimeError, match="names data sets that cannot be served: shop: config"),
+        sidecar(
+            str(root),
+            tmp_path / "logs",
+            datasets="shop",
+            extra_env={"CHURN_DATASETS_DIR": str(own)},
+        ),
+    ):
+        pass
