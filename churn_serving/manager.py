@@ -168,7 +168,7 @@ class ModelManager:
         # before the first deployment, waiting is the normal state: said once, then on change
         if reason != "nothing_deployed":
             log.error("reload %s: %s", status, message)
-        elif self._last_logged != message and self.bundle is not None:
+        elif self._last_logged != message and (self.bundle is not None or NO_BUCKET in message):
             log.warning("reload %s: %s", status, message)
         elif self._last_logged != message:
             log.info("reload %s: %s (waiting for a first deployment)", status, message)
@@ -180,10 +180,16 @@ class ModelManager:
         """Why no version is named: no pointer yet, a storage folder that does not exist, or
         a pointer gone while a version is served."""
         where = self.storage.url()
+        bucket = None if self.storage.is_local else where.split("://", 1)[-1].split("/")[0]
         if self.storage.is_local and not self.storage.exists(""):
             text = (
                 f"nothing deployed at {where}: the folder does not exist (nothing written there "
                 "yet, or the storage URL points elsewhere)"
+            )
+        elif bucket and not _bucket_exists(self.storage.fs, bucket):
+            text = (
+                f"nothing deployed at {where}: {NO_BUCKET} {bucket!r} (create it, or fix "
+                "CHURN_STORAGE_URL / CHURN_S3_ENDPOINT_URL)"
             )
         else:
             text = f"nothing deployed at {where}"
@@ -352,3 +358,17 @@ class ModelManager:
             "poll_seconds": self.poll_seconds,
             "storage": self.storage.url(),
         }
+
+
+#: Said when the storage URL names a bucket the S3 endpoint does not have: logged as a
+#: warning, since it does not come by itself as a first deployment does.
+NO_BUCKET = "the endpoint has no bucket"
+
+
+def _bucket_exists(fs: Any, bucket: str) -> bool:
+    """Whether ``bucket`` exists on the object store (True when that cannot be told)."""
+    try:
+        fs.invalidate_cache(bucket)
+        return bool(fs.exists(bucket))
+    except Exception:  # unreachable or forbidden: the reload's own error says it
+        return True

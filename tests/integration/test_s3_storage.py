@@ -153,3 +153,28 @@ def test_the_landing_listing_sees_files_landed_since_the_last_tick(s3_env, tmp_p
     rewritten = next(u for u in second if u.endswith("transactions/a.csv"))
     assert second[rewritten] != first[rewritten]  # a new size: a new run key
     assert second[rewritten].split(":")[0] == str(len(TRANSACTIONS) + 1)
+
+
+def test_the_sidecar_says_a_missing_bucket_at_once(s3_env, caplog):
+    """A storage URL naming a bucket the endpoint does not have read exactly as a first
+    start ("waiting for a first deployment", at INFO), and would wait forever: it now says
+    the bucket is missing, as a warning. An existing empty bucket is still just waiting."""
+    import logging
+
+    from churn_assets.lib.settings import ChurnSettings
+    from churn_assets.lib.storage import Storage
+    from churn_serving.manager import ModelManager
+
+    s3_env().create_bucket(Bucket="waiting")
+    said = {}
+    for bucket in ("nobucket", "waiting"):
+        settings = ChurnSettings(storage_url=f"s3://{bucket}/storage")
+        manager = ModelManager(Storage.from_settings(settings))
+        with caplog.at_level(logging.INFO, logger="churn_serving.manager"):
+            caplog.clear()
+            assert manager.reload(trigger="poll")["status"] == "failed"
+        said[bucket] = (manager.last_error["error"], caplog.records[-1].levelno)
+    error, level = said["nobucket"]
+    assert "the endpoint has no bucket 'nobucket'" in error and level == logging.WARNING
+    error, level = said["waiting"]
+    assert "no bucket" not in error and level == logging.INFO
