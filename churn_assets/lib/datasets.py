@@ -309,14 +309,18 @@ class ModelsSpec(_Strict):
     gate_tolerance: float = Field(
         default=0.005,
         ge=0,
+        le=0.5,
         description="Gate: a challenger whose paired-bootstrap interval of (challenger - "
-        "deployed) reaches below -tolerance may be worse: it is kept out.",
+        "deployed) reaches below -tolerance may be worse: it is kept out (the metrics are "
+        "0..1: at most 0.5).",
     )
     gate_min_margin: float = Field(
         default=0.0,
         ge=0,
+        le=0.5,
         description="Gate: the challenger's primary metric must beat the deployed model's "
-        "by more than this margin (point estimate on the shared holdout).",
+        "by more than this margin (point estimate on the shared holdout; at most 0.5: a "
+        "larger one would never promote again).",
     )
     gate_confidence: float = Field(
         default=0.9, gt=0, lt=1, description="Gate: two-sided level of the bootstrap interval."
@@ -351,8 +355,10 @@ class DriftSpec(_Strict):
     """Drift thresholds: a feature drifts past these; the verdict needs a share of them."""
 
     psi: float = Field(default=0.2, gt=0, description="numeric features: PSI above this")
-    l1: float = Field(default=0.2, gt=0, description="categorical: L1 distance (0..2) above")
-    js: float = Field(default=0.1, gt=0, description="categorical: Jensen-Shannon (0..1) above")
+    l1: float = Field(default=0.2, gt=0, lt=2, description="categorical: L1 distance (0..2) above")
+    js: float = Field(
+        default=0.1, gt=0, lt=1, description="categorical: Jensen-Shannon (0..1) above"
+    )
     prediction_psi: float = Field(default=0.2, gt=0, description="predictions: PSI above this")
     share_drifted: float = Field(
         default=0.3, ge=0, le=1, description="verdict: share of drifted features above this"

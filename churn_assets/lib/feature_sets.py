@@ -419,8 +419,9 @@ def build_training_set(
         if enough_history:
             train = features_at(cfg, customers, transactions, earlier)
             if train.height >= MIN_TRAIN_ROWS and train["churned"].n_unique() == 2:
+                share = m.validation_fraction / (m.validation_fraction + m.holdout_fraction)
                 later = features.with_columns(
-                    _hashed(features, {"validation": 0.5, "holdout": 0.5}, seed)
+                    _hashed(features, {"validation": share, "holdout": 1 - share}, seed)
                 )
                 out = pl.concat(
                     [train.with_columns(pl.lit("train").alias("split")), later],
@@ -430,7 +431,8 @@ def build_training_set(
                     "protocol": "temporal",
                     "population": population(cfg, features),
                     "description": f"train on cut-off {earlier}, validate and hold out "
-                    f"(customers split 50/50 by a stable hash of customer_id) on cut-off {cutoff}",
+                    f"(customers split {share:.0%}/{1 - share:.0%} by a stable hash of "
+                    f"customer_id) on cut-off {cutoff}",
                     "train_cutoff": earlier.isoformat(),
                     "evaluation_cutoff": cutoff.isoformat(),
                 }

@@ -86,6 +86,13 @@ def test_split_seed_only_moves_the_random_part(isolated_env, tmp_path) -> None:
     for frame in (own, other):
         share = rows(frame, "holdout").height / frame.filter(pl.col("split").is_in(later)).height
         assert 0.4 < share < 0.6, share
+    # the fractions' ratio splits the later cut-off (they were ignored under this protocol)
+    skewed = cfg.model_copy(
+        update={"models": cfg.models.model_copy(update={"validation_fraction": 0.1})}
+    )
+    third, protocol = build_training_set(skewed, features, customers, tx, split_seed=cfg.seed)
+    share = rows(third, "holdout").height / third.filter(pl.col("split").is_in(later)).height
+    assert 0.6 < share < 0.74 and "split 33%/67%" in protocol["description"], share
 
     once = repeated_holdout(cfg, features, customers, tx, seeds=[1], kinds=["classification"])
     again = repeated_holdout(cfg, features, customers, tx, seeds=[1], kinds=["classification"])
