@@ -42,7 +42,9 @@ def setting_hint(e: BaseException) -> str | None:
     from churn_assets.lib.settings import ENV_PREFIXES, SettingError, validation_message
 
     kind = type(e).__name__
-    if kind == "ServingSettingError" or isinstance(e, SettingError):  # they name the setting
+    if kind in ("ServingSettingError", "TrackingUnavailableError") or isinstance(
+        e, SettingError
+    ):  # they name the setting
         return str(e)
     if isinstance(e, ValidationError) and e.title in ENV_PREFIXES:
         return validation_message(e)

@@ -158,6 +158,16 @@ def _import_skops() -> None:
     import skops.io  # noqa: F401
 
 
+def _check_tracking_server(settings: Any, dataset: str) -> None:
+    """An MLflow server that does not answer is said before anything runs (it was found by
+    the first model set, after ingestion and the training set: minutes on large data)."""
+    from churn_assets.lib.tracking import TrackingConfig, ensure_experiment
+
+    tracking = TrackingConfig.from_settings(settings, dataset)
+    if tracking.tracking_uri.startswith(("http://", "https://")):
+        ensure_experiment(tracking)
+
+
 def run_demo(
     dataset: str,
     *,
@@ -184,6 +194,7 @@ def run_demo(
 
     cfg = load_dataset_config(dataset)
     settings = get_settings()
+    _check_tracking_server(settings, cfg.name)
     if simulate_horizon is None:
         simulate_horizon = env_flag(SIMULATE_ENV)
     if simulate_horizon and cfg.name != "synthetic":

@@ -164,9 +164,11 @@ def _ensure_experiment(cfg: TrackingConfig) -> str:
     try:
         exp = client.get_experiment_by_name(cfg.experiment)
     except Exception as e:  # connection errors surface as MlflowException / requests errors
-        raise TrackingUnavailableError(
-            f"MLflow tracking at {cfg.tracking_uri} is unreachable: {e}"
-        ) from e
+        raise TrackingUnavailableError(  # the cause's text is kept here: this is the root
+            f"MLflow tracking at {cfg.tracking_uri} is unreachable (set by "
+            "MLFLOW_TRACKING_URI, CHURN_MLFLOW_TRACKING_URI or CHURN_ENV=compose; unset, a "
+            f"local SQLite store under the storage root is used): {type(e).__name__}: {e}"
+        ) from None
     if exp is not None:
         return exp.experiment_id
     return client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_location)

@@ -284,3 +284,29 @@ def test_a_damaged_pointer_is_named_in_the_error(tmp_path):
     (tmp_path / "deployments" / "current.json").write_text('{"version": "v2026')
     with pytest.raises(ValueError, match=r"current\.json is not valid JSON \(damaged\?\)"):
         dep.read_current(storage)
+
+
+def test_an_unreachable_tracking_server_is_said_before_the_demo_runs(tmp_path):
+    """``MLFLOW_TRACKING_URI`` naming a server that does not answer: ``churn demo --json``
+    said so only from the first model set, after ingestion and the training set, as the
+    raw MlflowException; now at once, naming the settings, and nothing is written."""
+    import json
+    import os
+    import subprocess
+
+    from tests.conftest import BIN, free_port
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "CHURN_STORAGE_URL": str(tmp_path / "storage"),
+    }
+    done = subprocess.run(
+        [str(BIN / "churn"), "demo", "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode != 0 and report["success"] is False
+    assert report["error"].startswith("TrackingUnavailableError: MLflow tracking at http")
+    assert "MLFLOW_TRACKING_URI" in report["error"]
+    assert not (tmp_path / "storage" / "synthetic" / "assets").exists()
