@@ -230,6 +230,13 @@ def raw_transactions(
             f"data set '{cfg.name}' is a customer snapshot: it has no transaction files to "
             "ingest (its features come from raw_customers alone)"
         )
+    if not context.has_partition_key:
+        raise IngestError(
+            "raw_transactions has one partition per landing file: launch it with a "
+            "partition (in the UI, pick one or several files, or all, in the Materialize "
+            "dialog; `churn backfill` for a range), or launch the assets after it alone: "
+            "they read every partition already written"
+        )
     key = context.partition_key
     with retry_on_connection_errors(context):
         files = landing_transaction_files(platform)

@@ -383,3 +383,19 @@ def test_backfill_finds_the_workspace_of_the_compose_image_layout(tmp_path, monk
     assert _workspace_file(home) == Path("workspace.yaml")
     (home / "workspace.yaml").write_text("load_from: []\n")  # written by `churn dev`
     assert _workspace_file(home) == home / "workspace.yaml"
+
+
+def test_raw_transactions_without_a_partition_says_to_pick_one(isolated_env: Path, tmp_path):
+    """Launched without a partition (a job run from the launchpad), the step failed with
+    Dagster's "Cannot access partition_key for a non-partitioned run"."""
+    config = setup_landing(isolated_env, tmp_path)
+    job, _ = graph(config)
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey("raw_transactions")],
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    said = failure.event_specific_data.error.to_string()
+    assert "has one partition per landing file: launch it with a partition" in said
