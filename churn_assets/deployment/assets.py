@@ -86,6 +86,11 @@ def deployed_model_version(
     from churn_assets.lib.tracking import TrackingConfig, register_promoted
 
     with fail_fast_unless_transient():
+        if config.unpin and config.rollback_to:
+            raise ValueError(
+                "config sets both unpin and rollback_to: a rollback pins the version it goes "
+                "to, so the unpin would be undone at once; set one of them"
+            )
         cfg = platform.dataset_config()
         storage = platform.storage()
         if config.unpin:

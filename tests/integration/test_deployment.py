@@ -593,6 +593,16 @@ def test_rollback_as_a_materialization_pins_then_unpin_judges_again(deployed, mo
     out = rolled.output_for_node("deployed_model_version")
     assert out["rolled_back"] and out["version"] == v1
     assert dep.read_current(s)["version"] == v1 and dep.read_current(s)["pinned"] == v1
+    both = job.execute_in_process(
+        run_config={
+            "ops": {"deployed_model_version": {"config": {"unpin": True, "rollback_to": v1}}}
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not both.success and dep.read_current(s)["pinned"] == v1  # refused, nothing moved
+    (failure,) = [e for e in both.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "sets both unpin and rollback_to" in failure.event_specific_data.error.to_string()
     judged = materialize(unpin=True)
     out = judged.output_for_node("deployed_model_version")
     assert dep.read_current(s)["pinned"] is None
