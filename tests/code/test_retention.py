@@ -92,8 +92,9 @@ def test_a_version_pinned_in_the_pointer_is_kept(store):
 def test_policy_from_env_and_its_errors():
     policy = RetentionPolicy.from_env({"CHURN_RETENTION_VERSIONS": "3"})
     assert policy.versions == 3 and policy.drift_reports == 30
-    with pytest.raises(ValueError, match="CHURN_RETENTION_VERSIONS must be an integer"):
-        RetentionPolicy.from_env({"CHURN_RETENTION_VERSIONS": "ten"})
+    for wrong in ("ten", "0", "-2"):
+        with pytest.raises(ValueError, match=f"CHURN_RETENTION_VERSIONS='{wrong}': it takes a"):
+            RetentionPolicy.from_env({"CHURN_RETENTION_VERSIONS": wrong})
     with pytest.raises(ValueError, match="at least 1"):
         RetentionPolicy(versions=0)
 
