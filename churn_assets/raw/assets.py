@@ -105,8 +105,9 @@ def _screen_and_report(
     if kept:
         context.log.warning(
             f"{asset}: this version of {', '.join(res.files) or 'the file'} is stopped by its "
-            f"checks; the {kept:,} usable line(s) ingested from its earlier version "
-            "stay, and nothing computed from them changes. Land it again, fixed"
+            f"checks; the {kept:,} usable {'row' if asset == 'raw_customers' else 'line'}(s) "
+            "ingested from its earlier version stay, and nothing computed from them changes. "
+            "Land it again, fixed"
         )
     else:
         yield dg.Output(frame, metadata=metadata)
@@ -120,6 +121,7 @@ def _screen_and_report(
     check_specs=raw_check_specs("raw_customers"),
     kinds={"polars", "parquet"},
     pool=INGEST_POOL,
+    output_required=False,  # a new version stopped by its checks keeps the stored table
 )
 def raw_customers(
     context: dg.AssetExecutionContext, platform: ChurnPlatform
@@ -128,8 +130,9 @@ def raw_customers(
     and, for snapshot data, the label columns (from the table itself, or from
     ``labels.file`` joined by customer id). Read from the landing zone and typed per the
     data set config; rows failing a rule are flagged ``_quarantined`` and copied to
-    quarantine. Data sets without a customer table give an empty table (customers are then
-    derived from transactions)."""
+    quarantine. A new version stopped by its checks writes nothing: the stored table (and
+    everything computed from it) stays until a fixed version lands. Data sets without a
+    customer table give an empty table (customers are then derived from transactions)."""
     import polars as pl
 
     from churn_assets.lib.ingest import IngestResult, ingest_customers
@@ -162,7 +165,15 @@ def raw_customers(
         res = ingest_customers(
             cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
         )
-    yield from _screen_and_report(context, platform, "raw_customers", res, customer_rules(cfg))
+    storage = platform.storage()
+    yield from _screen_and_report(
+        context,
+        platform,
+        "raw_customers",
+        res,
+        customer_rules(cfg),
+        stored_rows=lambda: _stored_usable_rows(storage, "assets/raw_customers.parquet"),
+    )
 
 
 def _landed_twin(
@@ -284,7 +295,7 @@ def raw_transactions(
         res,
         transaction_rules(cfg),
         copy_of=copy_of,
-        stored_rows=lambda: _stored_usable_rows(storage, key),
+        stored_rows=lambda: _stored_usable_rows(storage, f"assets/raw_transactions/{key}.parquet"),
     ):
         yield event
         if isinstance(event, dg.Output):  # written: record what its lines came from
@@ -331,9 +342,8 @@ def _stored_unchanged(
         )
 
 
-def _stored_usable_rows(storage: Any, key: str) -> int:
-    """Usable lines of the stored ``raw_transactions`` partition ``key`` (0: none stored)."""
-    rel = f"assets/raw_transactions/{key}.parquet"
+def _stored_usable_rows(storage: Any, rel: str) -> int:
+    """Usable rows of the stored table at ``rel`` (0: none stored)."""
     if not storage.exists(rel):
         return 0
     flags = storage.read_parquet(rel, columns=["_quarantined"])["_quarantined"]

@@ -168,6 +168,37 @@ def test_a_bad_redelivery_of_an_ingested_file_keeps_its_good_lines(isolated_env:
     assert pl.read_parquet(part)["amount"].to_list() == [7.0]
 
 
+def test_a_bad_new_version_of_the_customer_table_keeps_the_stored_one(isolated_env: Path, tmp_path):
+    """The customer table landed again in an encoding its config does not read: the run
+    fails and the file goes to quarantine, as before, but the stored table is no longer
+    overwritten with zero usable rows (every hourly retraining then failed on an empty
+    feature table, and the good version was kept nowhere). A fixed version replaces it."""
+    from tests.data.test_bad_input import CUSTOMERS
+
+    config = setup_landing(isolated_env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    stored = isolated_env / "mini" / "assets" / "raw_customers.parquet"
+    good = stored.read_bytes()
+    landing = isolated_env / "landing" / "mini" / "customers"
+    (landing / "a.csv").write_bytes(CUSTOMERS.replace("monthly", "Überweisung").encode("cp1252"))
+
+    broken = run(config, instance)
+
+    assert not broken.success
+    assert stored.read_bytes() == good  # not written: the good table stays
+    assert not (landing / "a.csv").exists()  # the bad version is in quarantine
+    assert dg.AssetKey("raw_customers") not in {
+        m.materialization.asset_key for m in broken.get_asset_materialization_events()
+    }
+    said = [r.user_message for x in instance.get_runs(limit=3) for r in instance.all_logs(x.run_id)]
+    assert any("the 4 usable row(s) ingested from its earlier version stay" in m for m in said)
+
+    (landing / "a.csv").write_text(CUSTOMERS.replace(",34,", ",35,"))  # fixed
+    assert run(config, instance).success
+    assert 35 in pl.read_parquet(stored)["age"].to_list()
+
+
 def test_a_renamed_ingested_file_is_set_aside_as_a_copy(isolated_env: Path, tmp_path):
     """c.csv ingested, then renamed d.csv (its original gone from the landing zone): d.csv
     is the same bytes as a file whose lines count, so it is set aside as a copy beside its
