@@ -65,9 +65,15 @@ def workspace_datasets(doc: dict) -> list[str]:
 
 
 def own_datasets(folder: str | None) -> list[str]:
-    """Names of the configs in ``CHURN_DATASETS_DIR`` (``<name>.yaml``), sorted."""
+    """Names of the configs in ``CHURN_DATASETS_DIR`` (``<name>.yaml``), sorted; a
+    ``.yml`` file there is named as not read."""
     if not folder or not Path(folder).is_dir():
         return []
+    for other in sorted(Path(folder).glob("*.yml")):
+        print(
+            f"{other} is not read: a data set config is <name>.yaml (rename it {other.stem}.yaml)",
+            flush=True,
+        )
     return sorted(p.stem for p in Path(folder).glob("*.yaml"))
 
 

@@ -27,10 +27,11 @@ from typing import Any
 PREFIX_ENV = "CHURN_ASSET_PREFIX"
 
 
-class LocationError(AttributeError):
+class LocationError(RuntimeError):
     """A data set location that cannot load (a bad name or config, or two data sets in one
-    process). An ``AttributeError``: the module has no such attribute, so ``hasattr`` probes
-    of other libraries get False, and Dagster shows the reason on the location."""
+    process). Not an ``AttributeError``: Dagster looks the attribute up with ``hasattr``,
+    which would swallow it and show only "<name> not found in module"; the reason itself
+    reaches the location's error in the UI."""
 
 
 def definitions_for(name: str) -> Any:
@@ -73,6 +74,6 @@ def definitions_for(name: str) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
+    if name.startswith("_"):  # Python's and other libraries' probes: no data set
         raise AttributeError(name)
     return definitions_for(name)

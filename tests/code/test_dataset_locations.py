@@ -102,6 +102,26 @@ def test_a_location_for_your_own_config_and_the_errors_it_can_give(tmp_path: Pat
     assert "unknown data set 'nope': no nope.yaml in" in unknown.stderr
 
 
+def test_a_broken_config_s_reason_reaches_dagster_s_location_error(tmp_path: Path):
+    """Dagster loads a location's attribute through ``hasattr``, which swallowed the reason
+    (an ``AttributeError``): the UI said only "broken not found in module". The reason, the
+    config field at fault, now reaches Dagster's load error."""
+    (tmp_path / "broken.yaml").write_text(
+        (BUILTIN_DIR / "synthetic.yaml")
+        .read_text()
+        .replace("name: synthetic", "name: broken")
+        .replace("id_column:", "id_colum:", 1)
+    )
+    code = (
+        "from dagster._core.code_pointer import CodePointer\n"
+        "CodePointer.from_module('churn_assets.locations', 'broken', None).load_target()\n"
+    )
+    out = python(code, CHURN_DATASETS_DIR=str(tmp_path))
+    assert out.returncode != 0
+    assert "LocationError" in out.stderr and "id_colum" in out.stderr, out.stderr[-2000:]
+    assert "not found in module" not in out.stderr
+
+
 def test_one_process_holds_one_data_set():
     """This test process holds the default location's definitions (other tests loaded
     them): a second data set here is refused, not silently given the default's names."""
@@ -152,7 +172,7 @@ def test_a_data_set_location_writes_its_own_storage_folder(real_data: Path, tmp_
 
 
 def test_churn_dev_adds_a_location_per_config_in_the_data_sets_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
     """Adding a data set is adding its YAML file (and restarting `churn dev`): the workspace
     `churn dev` loads is workspace.yaml plus a location for each new config, and every data
@@ -170,8 +190,10 @@ def test_churn_dev_adds_a_location_per_config_in_the_data_sets_folder(
     (own / "shop_eu.yaml").write_text(text.replace("name: synthetic", "name: shop_eu"))
     (own / "synthetic.yaml").write_text(text)  # the default data set: already served
     (own / "telco.yaml").write_text((BUILTIN_DIR / "telco.yaml").read_text())  # listed
+    (own / "subs.yml").write_text(text.replace("name: synthetic", "name: subs"))  # not read
     monkeypatch.setenv("CHURN_DATASETS_DIR", str(own))
     path, datasets = prepare_workspace(REPO, home)
+    assert "subs.yml is not read: a data set config is <name>.yaml" in capsys.readouterr().out
     assert path == home / "workspace.yaml"
     assert datasets == ["telco", "shop_eu"]
     entries = [e["python_module"] for e in yaml.safe_load(path.read_text())["load_from"]]
