@@ -1485,6 +1485,7 @@ def _transactions(
                 f"  amount: {_yaml(money)}   # CHECK: taken as the amount by its name; give "
                 "--amount (or --quantity and --price) if another column holds it"
             )
+            out += _cents(table, money)
         elif qty is None or price is None:
             activity = True
             out.append(

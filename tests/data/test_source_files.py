@@ -419,6 +419,10 @@ def test_amounts_in_cents_are_drafted_and_read_in_currency_units(tmp_path):
     cents.write_text("user,ts,amount_cents\nu1,2024-01-02,1999\nu2,2024-01-03,500\n")
     text = draft_config(str(cents), timestamp="ts", id_column="user", amount="amount_cents")
     assert "amount_scale: 0.01   # the column holds cents" in text
+    # found by its money word, not given: the same (it read a hundredfold too large)
+    text = draft_config(str(cents), timestamp="ts", id_column="user")
+    assert 'amount: "amount_cents"   # CHECK: taken as the amount by its name' in text
+    assert "amount_scale: 0.01   # the column holds cents" in text
     path.write_text("".join(json.dumps({**r, "amount": r["amount"] + 0.5}) + "\n" for r in paid))
     assert "amount_scale" not in draft_config(
         str(path), timestamp="created", id_column="customer.id"
