@@ -320,6 +320,9 @@ def _drift_requests_against(instance: dg.DagsterInstance, reference: str) -> lis
 def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     from churn_assets.lib.retraining_policy import drift_episode
 
+    waiting = _backfill_runs_left(context.instance, asset_event.run_id)
+    if waiting:
+        return dg.SkipReason(waiting)
     mat = asset_event.asset_materialization
     meta = mat.metadata if mat else {}
     status = meta.get("status")
@@ -352,6 +355,37 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
             DRIFTED_COLUMNS_TAG: json.dumps(columns),
             **scope.dataset_tags(),
         },
+    )
+
+
+def _backfill_runs_left(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why a drift report of a backfill's run is not judged yet (its other runs are queued or
+    running: each re-ingests one more file, so a report in between sees half the history
+    re-ingested and would start a retraining per file), or None."""
+    run = instance.get_run_by_id(run_id)
+    backfill = (run.tags if run else {}).get("dagster/backfill")
+    if not backfill:
+        return None
+    left = [
+        r.run_id
+        for r in instance.get_runs(
+            filters=dg.RunsFilter(
+                tags={"dagster/backfill": backfill},
+                statuses=[
+                    dg.DagsterRunStatus.QUEUED,
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                ],
+            )
+        )
+        if r.run_id != run_id
+    ]
+    if not left:
+        return None
+    return (
+        f"drift report of a run of backfill {backfill}, whose {len(left)} other run(s) are "
+        "queued or running: drift is judged on the report of its last run"
     )
 
 

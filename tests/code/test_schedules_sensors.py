@@ -209,6 +209,38 @@ def test_drift_sensor_bootstraps_when_nothing_is_deployed():
     assert request.run_key == f"bootstrap-{result.run_id}"
 
 
+def test_drift_sensor_waits_for_the_last_run_of_a_backfill(instance):
+    """A backfill re-ingests one file per run: a drift report in between sees half the
+    history re-ingested, and each started a retraining (four in two minutes for twelve
+    files). Reports of a backfill's runs are judged once none of its runs is queued."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from churn_assets.sensors import drift_sensor
+
+    tags = {"dagster/backfill": "bf1"}
+    running = instance.add_run(
+        DagsterRun(job_name="ingest", status=dg.DagsterRunStatus.STARTED, tags=tags)
+    )
+    report = stand_in(
+        "drift_report",
+        status="ok",
+        drifted=True,
+        model_version="v1",
+        drifted_columns=dg.MetadataValue.json(["sales_30d"]),
+    )
+
+    def tick():
+        assert dg.materialize([report], instance=instance, tags=tags).success
+        return drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+
+    waiting = tick()
+    assert not waiting.run_requests
+    assert "backfill bf1, whose 1 other run(s) are queued or running" in waiting.skip_message
+    instance.report_run_failed(running)  # the backfill's last run is over
+    (request,) = tick().run_requests
+    assert request.tags["churn/trigger"] == "drift"
+
+
 # ------------------------------------------------------------------ the landing sensor
 
 
