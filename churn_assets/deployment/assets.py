@@ -278,6 +278,20 @@ def churn_scores(
             else dg.MetadataValue.text("none: a snapshot data set has no time axis")
         ),
     }
+    gone = [
+        c
+        for c in deployed.columns
+        if c not in current_features.columns and not c.startswith("cat_share_")
+    ]
+    if gone:  # scored as missing: say so, where the scores are
+        metadata["features_missing"] = dg.MetadataValue.json(gone)
+        context.log.warning(
+            f"current_features lacks {len(gone)} feature(s) the deployed version "
+            f"{deployed.version} uses ({', '.join(gone[:10])}): they were scored as missing "
+            "for every customer. The data set's config no longer reads them, or the source "
+            "stopped sending them; put them back, or let a retraining deploy a version "
+            "without them (the drift report counts them as drift)"
+        )
     if deployed.has_value_model:
         metadata["expected_total_sales_sum"] = dg.MetadataValue.float(
             float(scores["expected_total_sales"].sum())

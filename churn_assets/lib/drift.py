@@ -43,7 +43,8 @@ the number of such distinct values.
 values at all on one side (all missing) get ``value = null`` and drift when exactly one side is
 empty (a feature that disappeared, or appeared, has drifted). ``share_drifted`` is the share of
 drifted *features* (numeric + categorical); the data set drifts when it is above
-``share_drifted`` or any prediction column drifted.
+``share_drifted``, any prediction column drifted, one numeric feature's PSI is above
+``severe_psi``, or a feature with values in the reference has none at all now (it is gone).
 
 Speed: every numeric column is sorted once per sample with NumPy (SIMD sort); the quantile
 edges are gathered from the sorted reference (the exact arithmetic of ``np.quantile``) and the
@@ -385,12 +386,16 @@ def _numeric_prediction(reference: pl.DataFrame, current: pl.DataFrame, col: str
     )
 
 
+#: The note of a feature with values in the reference and none now: it decides the verdict.
+GONE_NOTE = "current column has no values"
+
+
 def _empty_note(ref_n: int, cur_n: int) -> tuple[bool, str | None]:
     """(drifted, note) for a column with no values on at least one side."""
     if ref_n == 0 and cur_n == 0:
         return False, "no values in either sample"
     if cur_n == 0:
-        return True, "current column has no values"
+        return True, GONE_NOTE
     return True, "reference column has no values"
 
 
@@ -534,7 +539,7 @@ def compute_drift(
         features.filter(
             (pl.col("metric") == "psi") & (pl.col("value") > thresholds.severe_psi)
         ).height
-    )
+    ) or bool(_gone(features).height)
     return DriftResult(
         table=table,
         drifted=bool(share > thresholds.share_drifted or prediction_drift or severe),
@@ -569,4 +574,16 @@ def verdict_reasons(result: DriftResult) -> list[str]:
     if severe.height:
         worst = ", ".join(f"{c} ({v:.3g})" for c, v in severe.select("column", "value").rows())
         reasons.append(f"severe PSI in {worst}, above {t.severe_psi:g}")
+    gone = _gone(table.filter(pl.col("kind") != "prediction"))
+    if gone.height:
+        reasons.append(
+            f"no values at all now in {', '.join(gone['column'])} (a feature the deployed "
+            "model uses is gone: a config no longer reads it, or the source stopped "
+            "sending it; scoring fills it in as missing)"
+        )
     return reasons
+
+
+def _gone(features: pl.DataFrame) -> pl.DataFrame:
+    """Features with values in the reference and none at all now."""
+    return features.filter(pl.col("note") == GONE_NOTE)

@@ -24,6 +24,7 @@ from churn_assets.lib.drift import (
     compute_drift,
     drift_table,
     psi,
+    verdict_reasons,
 )
 from churn_assets.lib.drift_report import render_html
 
@@ -357,6 +358,14 @@ def test_all_null_columns() -> None:
     assert (x["reference_nulls"], x["current_nulls"]) == (0, 2)
     assert y["value"] is None and y["drifted"] is False
     assert result.drifted_columns == ["x"]
+    # a feature gone altogether decides the verdict alone (1 of 2 features, under the share
+    # of 0.3 it would not): scoring fills it in as missing without a word otherwise
+    assert result.drifted
+    assert any("no values at all now in x" in r for r in verdict_reasons(result))
+    many = [f"f{i}" for i in range(9)]
+    wide = ref.with_columns(*(pl.lit(1.0).alias(f) for f in many))
+    now = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias("f0"))
+    assert compute_drift(wide, now, ["x", *many], []).drifted  # one of ten gone
     json.dumps(result.to_dict(), allow_nan=False)
     back = compute_drift(cur, ref, ["x"], []).table.row(0, named=True)
     assert back["drifted"] is True and back["note"] == "reference column has no values"

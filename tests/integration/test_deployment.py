@@ -651,3 +651,37 @@ def test_a_model_rolled_back_from_is_not_deployed_again_after_unpin(deployed):
         assert f"is the model {v1} served, which a rollback moved away from" in reason
     finally:
         dep.set_current(s, v1, reason="as the other tests expect it", pinned=None)
+
+
+def test_scores_say_which_deployed_features_the_current_table_lacks(deployed, monkeypatch):
+    """A config edit dropped an attribute the deployed model uses: churn_scores filled it in
+    as missing for every customer without a word. Its metadata and log now name it, and the
+    drift report counts a feature gone altogether as drift."""
+    import dagster as dg
+    import polars as pl
+
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.resources import ChurnPlatform
+
+    storage, config, _, _ = deployed
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
+    s = Storage(str(storage / "synthetic"))
+    numeric = dep.read_manifest(s, dep.read_current(s)["version"])["features"]["numeric"]
+    gone = next(c for c in numeric if c != "customer_id")
+    table = storage / "synthetic" / "assets" / "current_features.parquet"
+    before = table.read_bytes()
+    pl.read_parquet(table).drop(gone).write_parquet(table)
+    try:
+        defs = build_definitions(ChurnPlatform(dataset=config), ChurnIOManager(dataset=config))
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={dg.AssetKey("churn_scores"), dg.AssetKey("drift_report")}
+        )
+        result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+        meta = result.asset_materializations_for_node("churn_scores")[0].metadata
+        assert meta["features_missing"].value == [gone]
+        drift = result.output_for_node("drift_report")
+        assert drift["drifted"] and gone in drift["drifted_columns"]
+        assert any("no values at all now in" in r for r in drift["verdict_reasons"])
+    finally:
+        table.write_bytes(before)
