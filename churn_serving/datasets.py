@@ -66,7 +66,9 @@ class ServedDataset:
 
         ``state``: ``ready`` (serving the deployed version), ``behind`` (serving an older
         version: the deployed one was refused or failed to load), ``loading`` (nothing
-        loaded yet, no error either) or ``unavailable`` (nothing loadable: ``reason``)."""
+        loaded yet, no error either) or ``unavailable`` (nothing loadable: ``reason``). A
+        ``ready`` data set whose current_features table could not be used has a ``reason``
+        too (``id lookups: …``): feature records are answered, id lookups are not current."""
         m = self.manager
         b = m.bundle
         deployed = m.deployed_version
@@ -74,8 +76,8 @@ class ServedDataset:
         reason = (problem or {}).get("error")
         if b is not None:
             state = "behind" if deployed is not None and deployed != b.version else "ready"
-            if state == "ready":
-                reason = None
+            if state == "ready":  # the models serve; id lookups may not be current
+                reason = f"id lookups: {b.customers_error}" if b.customers_error else None
         else:
             state = "unavailable" if problem else "loading"
         return {

@@ -390,3 +390,19 @@ def test_a_listed_data_set_whose_config_does_not_load_stops_the_sidecar(deployme
         ),
     ):
         pass
+
+
+def test_a_current_table_lacking_a_deployed_feature_is_said_in_the_listing(deployment, tmp_path):
+    """The current_features table lost a feature the deployed version uses (a config
+    edit): the sidecar cannot use it for id lookups, which /datasets reported as plainly
+    "ready". The data set stays ready (feature records are answered) with the reason."""
+    root = tmp_path / "storage"
+    copy_dataset(deployment.root, DATASET, root)
+    table = root / DATASET / "assets" / "current_features.parquet"
+    gone = dep.read_manifest(deployment.storage(), deployment.version)["features"]["numeric"][0]
+    pl.read_parquet(table).drop(gone).write_parquet(table)
+    with sidecar(str(root), tmp_path / "logs") as car, car.client() as c:
+        (listed,) = c.get("/datasets").json()["datasets"]
+        assert listed["state"] == "ready"
+        assert listed["reason"].startswith("id lookups: ")
+        assert "lacks the deployed feature columns" in listed["reason"] and gone in listed["reason"]
