@@ -7,7 +7,11 @@ from churn_assets.io_managers import lazy_input, parts_input
 from churn_assets.metadata import table_metadata
 from churn_assets.partitions import INGEST_POOL
 from churn_assets.resources import ChurnPlatform
-from churn_assets.retries import STORAGE_RETRY, fail_fast_unless_transient
+from churn_assets.retries import (
+    STORAGE_RETRY,
+    fail_fast_unless_transient,
+    retry_on_connection_errors,
+)
 
 
 @dg.asset(
@@ -88,6 +92,7 @@ def customer_features(
                     "not used (land their customer rows, or they are not customers of this "
                     "data set)"
                 )
+    _warn_of_another_config(context, platform, metadata)
     context.log.info(f"{features.height} customers, cut-off {cutoff}")
     return dg.Output(features, metadata=metadata)
 
@@ -101,7 +106,9 @@ def customer_features(
     # it keeps the incremental state: one writer at a time
     pool=INGEST_POOL,
 )
-def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -> dg.Output:
+def current_features(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, raw_customers, raw_transactions
+) -> dg.Output:
     """Features of every customer as of now (the day after the last transaction), without
     labels: what batch scoring, drift reports and the serving sidecar's customer lookups
     use. Snapshot data sets: the customer table as it is. The category-share columns are
@@ -184,7 +191,26 @@ def current_features(platform: ChurnPlatform, raw_customers, raw_transactions) -
     }
     if kept:
         metadata["incremental"] = dg.MetadataValue.json(kept)
+    _warn_of_another_config(context, platform, metadata)
     return dg.Output(features, metadata=metadata)
+
+
+def _warn_of_another_config(
+    context: dg.AssetExecutionContext, platform: ChurnPlatform, metadata: dict
+) -> None:
+    """Warn (and say in ``metadata``) when transaction partitions were read with another
+    transactions config than the current one: an edit such as ``amount_scale`` applies only
+    to files landed after it, and the history silently mixed two units."""
+    from churn_assets.lib.landed_sources import another_config_warning, read_with_another_config
+
+    cfg = platform.dataset_config()
+    if cfg.transactions is None:
+        return
+    with retry_on_connection_errors(context):
+        keys = read_with_another_config(platform.storage(), cfg)
+    if keys:
+        metadata["partitions_of_an_earlier_config"] = dg.MetadataValue.json(keys[:50])
+        context.log.warning(another_config_warning(keys))
 
 
 def _parts(raw_transactions):

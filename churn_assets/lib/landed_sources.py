@@ -29,6 +29,7 @@ class LandedFile:
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict)
     lines: str | None = None
+    config: str | None = None  # config_digest of the config it was read with
 
     @cached_property
     def _fs_path(self) -> tuple[Any, str]:
@@ -62,6 +63,7 @@ def record_source(storage: Any, key: str, landed: LandedFile) -> None:
         "bytes": landed.size,
         "sha256": landed.sha256,
         "lines_sha256": landed.lines,
+        "config": landed.config,
     }
     storage.write_json(SOURCES, sources)
 
@@ -87,3 +89,32 @@ def ingested_copy(storage: Any, key: str, landed: LandedFile) -> tuple[str, str,
             if e.get("lines_sha256") == landed.lines:
                 return k, e["file"], "lines"
     return None
+
+
+def config_digest(cfg: Any) -> str:
+    """A short digest of what shapes a transaction file's stored lines: the data set's
+    ``transactions`` section (columns, formats, ``amount_scale``, rules)."""
+    import hashlib
+    import json
+
+    spec = cfg.transactions.model_dump(mode="json") if cfg.transactions is not None else None
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def read_with_another_config(storage: Any, cfg: Any) -> list[str]:
+    """Partition keys whose lines were read with another ``transactions`` config than
+    ``cfg``'s (a partition is written once: an edit applies to files landed after it)."""
+    now = config_digest(cfg)
+    return sorted(k for k, e in read_sources(storage).items() if e.get("config") not in (None, now))
+
+
+def another_config_warning(keys: list[str]) -> str:
+    """What to say of :func:`read_with_another_config`'s partitions, and what to do."""
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return (
+        f"{len(keys)} transaction partition(s) were read with an earlier transactions "
+        f"config than the current one ({shown}): their lines follow that config (its "
+        "amount_scale, formats, columns), so the history mixes two readings. Re-ingest them "
+        "with `churn backfill --since <first day> --until <last day>`, or put the config "
+        "back"
+    )

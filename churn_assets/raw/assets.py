@@ -229,6 +229,7 @@ def raw_transactions(
     )
     from churn_assets.lib.landed_sources import (
         LandedFile,
+        config_digest,
         forget_source,
         ingested_copy,
         record_source,
@@ -267,7 +268,9 @@ def raw_transactions(
         res = ingest_transactions(cfg, platform.landing_url_for_dataset(), options, [url])
         twin = _landed_twin(context, platform, key, files)
         storage = platform.storage()
-        landed = LandedFile(url, options, lines=lines_sha256(res.frame))  # hashed at most once
+        landed = LandedFile(  # hashed at most once
+            url, options, lines=lines_sha256(res.frame), config=config_digest(cfg)
+        )
         earlier = None if twin is not None else ingested_copy(storage, key, landed)
     name = url.rsplit("/", 1)[-1]
     copy_of = None

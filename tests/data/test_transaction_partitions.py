@@ -430,3 +430,41 @@ def test_raw_transactions_without_a_partition_says_to_pick_one(isolated_env: Pat
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     said = failure.event_specific_data.error.to_string()
     assert "has one partition per landing file: launch it with a partition" in said
+
+
+def test_partitions_read_with_an_earlier_transactions_config_are_named(
+    isolated_env: Path, tmp_path
+):
+    """amount_scale added to the config while files were ingested: a partition is written
+    once, so the earlier files kept their reading and the history mixed two units without a
+    word. The features now name those partitions and say how to re-ingest them; once
+    re-ingested, nothing is said."""
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    path = Path(config)
+    path.write_text(
+        path.read_text().replace("transactions:\n", "transactions:\n  amount_scale: 0.01\n", 1)
+    )
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    (landing / "e.csv").write_text(LATE.replace("I20", "I21"))
+
+    mixed = run(config, instance, only_new=True)
+
+    assert mixed.success
+    assert features_metadata(mixed)["partitions_of_an_earlier_config"].value == ["a.csv", "c.csv"]
+    said = [r.user_message for r in instance.all_logs(mixed.run_id)]
+    assert any("2 transaction partition(s) were read with an earlier" in m for m in said)
+
+    again = run(config, instance, only_new=False)  # every file read again with the edit
+    assert "partitions_of_an_earlier_config" not in features_metadata(again)
+
+
+def features_metadata(result) -> dict:
+    """The metadata of the run's current_features materialization."""
+    (event,) = [
+        m
+        for m in result.get_asset_materialization_events()
+        if m.materialization.asset_key == dg.AssetKey("current_features")
+    ]
+    return event.materialization.metadata
