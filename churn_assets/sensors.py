@@ -54,6 +54,17 @@ def _age_seconds(stamp: object) -> float | None:
     return None
 
 
+def _watched(platform: ChurnPlatform) -> str:
+    """The sources the landing sensor lists, as the config gives them (a file path watches
+    that one file, not the folder it is in)."""
+    from churn_assets.lib.ingest import resolve_source
+
+    cfg = platform.dataset_config()
+    landing = platform.landing_url_for_dataset()
+    specs = (cfg.customers, cfg.transactions, cfg.labels.file)
+    return ", ".join(resolve_source(s, landing) for s in specs if s is not None)[:300]
+
+
 def _landing_listing(
     platform: ChurnPlatform, ages: dict[str, float | None] | None = None
 ) -> dict[str, str]:
@@ -135,7 +146,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
                 f"{len(writing)} file(s) changed in the last {settle:g} s, left until "
                 f"they are written: {', '.join(u.rsplit('/', 1)[-1] for u in writing)[:200]}"
             )
-        return dg.SkipReason(f"no new files among {len(listing)} in the landing zone")
+        return dg.SkipReason(
+            f"no new files among {len(listing)} in the landing zone (watching {_watched(platform)})"
+        )
     # by URL: a customer file may have the same name as a transaction file
     key_of = {url: key for key, url in landing_transaction_files(platform).items()}
     tx = [u for u in new if u in key_of]

@@ -444,6 +444,7 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
 
     result, cursor = tick(cursor)  # nothing changed: no second run
     assert isinstance(result, dg.SkipReason) and "no new files among 2" in result.skip_message
+    assert "(watching " in result.skip_message and "/transactions" in result.skip_message
 
     generate(str(landing), customers=200, days=90, seed=1, drift=True, batch_name="drift-0001")
     result, cursor = tick(cursor)  # only the new files are named
