@@ -57,8 +57,14 @@ def _screen_and_report(
         )
     if where:
         context.log.warning(
-            f"{asset}: {q['rows']} row(s) and {q['files']} file(s) quarantined at {where}"
-            + (f"; moved out of the landing zone: {', '.join(moved)}" if moved else "")
+            f"{asset}: {q['rows']} row(s) and {q['files']} unreadable file(s) quarantined at "
+            f"{where}"
+            + (
+                f"; stopped by a blocking check, moved out of the landing zone whole (into "
+                f"files/ there): {', '.join(moved)}"
+                if moved
+                else ""
+            )
         )
     if res.changed_since_read:
         context.log.warning(
