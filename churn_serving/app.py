@@ -348,7 +348,7 @@ def encode_lookup_answer(
             table.answers.take(np.array([rows[k] for k in todo], dtype=np.intp)),
             version,
             has_value_model,
-            {},
+            table.unseen_of([rows[k] for k in todo]),
         )
         for k, obj in zip(todo, fresh, strict=True):
             parts[k] = cache[rows[k]] = _dumps(obj)
@@ -449,6 +449,11 @@ class Scorer:
         per_record: dict[int, dict[str, str]] = {}
         for pos, feature, value in unseen:
             per_record.setdefault(parsed.feature_rows[pos], {})[feature] = value
+        if parsed.lookup_ids:  # a looked-up row's new categories, as its record would say
+            for k, found in bundle.customers.unseen_of(rows).items():
+                at = parsed.lookup_rows[k] if parsed.lookup_rows else k
+                per_record[at] = found
+                unseen.extend((at, feature, value) for feature, value in found.items())
         version = bundle.version
         ids = parsed.customer_ids
         request_id = self.request_id()

@@ -253,6 +253,9 @@ class CustomerTable:
     #: Per row, that customer's answer as encoded JSON once a lookup has asked for it (None
     #: until then); set with ``answers`` (same version), absent for very large tables.
     answer_json: list[bytes | None] | None = None
+    #: Row → {feature: value} of the categories the version did not see in training, for the
+    #: rows that have any: a lookup reports them as a feature record with the row would.
+    unseen: dict[int, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_frame(
@@ -274,7 +277,15 @@ class CustomerTable:
         ids = table.column("customer_id").cast(pa.string()).to_pylist()
         num, cat = frame_to_arrays(table, schema.numeric, schema.categorical)
         index = {cid: i for i, cid in enumerate(ids) if cid is not None}
-        return cls(index, num, cat, source, signature, utcnow())
+        return cls(index, num, cat, source, signature, utcnow(), unseen=unseen_rows(cat, schema))
+
+    def unseen_of(self, rows: list[int]) -> dict[int, dict[str, str]]:
+        """Position in ``rows`` → the unseen categories of that row (rows without any are
+        left out)."""
+        if not self.unseen:
+            return {}
+        get = self.unseen.get
+        return {k: u for k, r in enumerate(rows) if (u := get(r))}
 
     def rows(self, ids: list[str], positions: list[int]) -> list[int]:
         """Row numbers of ``ids``; :class:`UnknownCustomers` lists any id not found."""
@@ -884,3 +895,22 @@ def load_bundle(
     if answer_now:
         bundle.customers = bundle.answer_table(customers)  # not shared yet: set in place
     return bundle
+
+
+def unseen_rows(cat: np.ndarray, schema: FeatureSchema) -> dict[int, dict[str, str]]:
+    """Row → {feature: value} of the categories of ``cat`` the version did not see in
+    training (the missing marker aside), for the rows that have any."""
+    from churn_serving.schema import MISSING_CATEGORY
+
+    out: dict[int, dict[str, str]] = {}
+    for j, name in enumerate(schema.categorical):
+        if not schema.cat_has_categories[j]:
+            continue
+        col = cat[:, j].tolist()
+        new = set(col) - schema.known[j] - {MISSING_CATEGORY}  # usually none: one pass
+        if not new:
+            continue
+        for r, v in enumerate(col):
+            if v in new:
+                out.setdefault(r, {})[name] = str(v)
+    return out

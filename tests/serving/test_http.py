@@ -512,3 +512,29 @@ def test_running_app_imports_neither_dagster_nor_mlflow(served):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "False False False"
+
+
+def test_a_looked_up_customer_s_new_category_is_reported(deployment, tmp_path):
+    """A customer whose row in current_features holds a category the version never saw:
+    an id lookup answered ``unseen_categories: {}`` while the same row sent as a feature
+    record said it, and the metric and inference log missed it. Lookups (cached answers
+    included) now report it as the record would."""
+    d = copy_deployment(deployment, tmp_path / "store")
+    table = d.dataset_dir / "assets" / "current_features.parquet"
+    frame = pl.read_parquet(table)
+    who = frame["customer_id"][0]
+    frame.with_columns(
+        pl.when(pl.col("customer_id") == who)
+        .then(pl.lit("weekly"))
+        .otherwise(pl.col("plan"))
+        .alias("plan")
+    ).write_parquet(table)
+    with sidecar(str(d.root), tmp_path / "logs") as car, car.client() as c:
+        for _ in range(2):  # the second answer comes from the cached JSON
+            r = c.post("/predict", json={"records": [{"customer_id": who}]})
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"][0]["unseen_categories"] == {"plan": "weekly"}
+        other = c.post("/predict", json={"records": [{"customer_id": frame["customer_id"][1]}]})
+        assert other.json()["predictions"][0]["unseen_categories"] == {}
+        text = c.get("/metrics").text
+        assert 'churn_serving_unseen_categories_total{feature="plan"} 2.0' in text, text[-3000:]
