@@ -42,6 +42,23 @@ def partitions_materialized(result) -> list[str]:
     ]
 
 
+def failed_checks(result) -> dict[str, str | None]:
+    """Partition → description of each failed raw_transactions check of ``result``."""
+    return {
+        e.partition: e.description
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("raw_transactions") and not e.passed
+    }
+
+
+def usable_lines(storage: Path) -> pl.DataFrame:
+    """Every stored raw_transactions line not in quarantine (each counted once)."""
+    parts = storage / "mini" / "assets" / "raw_transactions"
+    return pl.concat([pl.read_parquet(p) for p in parts.glob("*.parquet")]).filter(
+        ~pl.col("_quarantined")
+    )
+
+
 def test_each_file_is_its_own_partition_with_its_own_checks(isolated_env: Path, tmp_path):
     bad = "invoice_id,customer_id,timestamp,amount\nI9,C1,2024-01-05 10:00:00,9e9\n"
     config = setup_landing(isolated_env, tmp_path, extra={"transactions/b.csv": bad})
@@ -212,20 +229,12 @@ def test_a_renamed_ingested_file_is_set_aside_as_a_copy(isolated_env: Path, tmp_
     renamed = run(config, instance, only_new=False)
 
     assert not renamed.success
-    failed = {
-        e.partition: e.description
-        for e in renamed.get_asset_check_evaluations()
-        if e.asset_key == dg.AssetKey("raw_transactions") and not e.passed
-    }
+    failed = failed_checks(renamed)
     assert "the same bytes as landing file 'c.csv', ingested earlier (partition 'c.csv')" in (
         failed["d.csv"] or ""
     )
     assert not (landing / "d.csv").exists()  # set aside, in quarantine
-    parts = isolated_env / "mini" / "assets" / "raw_transactions"
-    usable = pl.concat([pl.read_parquet(p) for p in parts.glob("*.parquet")]).filter(
-        ~pl.col("_quarantined")
-    )
-    assert usable.filter(pl.col("invoice_id") == "I20").height == 1  # counted once
+    assert usable_lines(isolated_env).filter(pl.col("invoice_id") == "I20").height == 1
     # new lines under a new name are no copy
     (landing / "e.csv").write_text(LATE.replace("I20", "I21"))
     assert run(config, instance, only_new=True).success
@@ -247,19 +256,11 @@ def test_the_same_lines_exported_again_are_set_aside_as_a_copy(isolated_env: Pat
     again = run(config, instance, only_new=True)
 
     assert not again.success
-    failed = {
-        e.partition: e.description
-        for e in again.get_asset_check_evaluations()
-        if e.asset_key == dg.AssetKey("raw_transactions") and not e.passed
-    }
+    failed = failed_checks(again)
     assert "the same lines as landing file 'c.csv', ingested earlier (partition 'c.csv')" in (
         failed["d.csv.gz"] or ""
     )
-    parts = isolated_env / "mini" / "assets" / "raw_transactions"
-    usable = pl.concat([pl.read_parquet(p) for p in parts.glob("*.parquet")]).filter(
-        ~pl.col("_quarantined")
-    )
-    assert usable.filter(pl.col("invoice_id") == "I20").height == 1  # counted once
+    assert usable_lines(isolated_env).filter(pl.col("invoice_id") == "I20").height == 1
     (landing / "e.csv").write_text(LATE.replace("70.0", "70.5"))  # other lines: no copy
     assert run(config, instance, only_new=True).success
 
