@@ -138,6 +138,7 @@ def rollback_op(
 @dg.job(
     description="Roll the deployed model version back (default: to the previous one).",
     tags=scope.dataset_tags(),
+    executor_def=dg.in_process_executor,  # one op; its result stays in memory
 )
 def rollback_deployment_job():
     rollback_op()
@@ -187,6 +188,7 @@ def retention_op(
     "MLflow model-set runs (CHURN_RETENTION_*); "
     "never the deployed version, a pinned one or the rollback target.",
     tags=scope.dataset_tags(),
+    executor_def=dg.in_process_executor,  # one op; its result stays in memory
 )
 def retention_job():
     retention_op()

@@ -615,21 +615,32 @@ def test_a_model_rolled_back_from_is_not_deployed_again_after_unpin(deployed):
     rolled away from, under a new version name. Now that role is kept, and said why."""
     from churn_assets.lib.release import release
 
-    storage, _, first, _ = deployed
+    storage, _, first, second = deployed
     s = Storage(str(storage / "synthetic"))
     v1 = dep.read_current(s)["version"]
     m1 = dep.read_manifest(s, v1)
-    classification = first.result.output_for_node("classification_models")
-    simple = classification["files"]["best_simple"]
-    assert simple["sha256"] != m1["models"]["classifier"]["sha256"]
+    served = m1["models"]["classifier"]["sha256"]
+    run = next(  # the graph run whose churn champion v1 serves (its files are kept)
+        r
+        for r in (second, first)  # the newest first: retention keeps its files
+        if r.result.output_for_node("classification_models")["files"]["champion"]["sha256"]
+        == served
+    )
+    classification = run.result.output_for_node("classification_models")
+    champion = classification["files"]["champion"]
+    if not s.exists(champion["path"]):  # pruned by the retention test: v1 holds its bytes
+        s.write_bytes(champion["path"], s.read_bytes(f"deployments/versions/{v1}/classifier.skops"))
+    # the older version serves v1's fallback model (the best simple one) as its churn model
     artifacts = {n: s.read_bytes(f"deployments/versions/{v1}/{n}") for n in m1["artifacts"]}
-    artifacts["classifier.skops"] = s.read_bytes(simple["path"])  # the older version's model
+    artifacts["classifier.skops"] = artifacts[m1["models"]["classifier_fallback"]["file"]]
+    fallback = m1["models"]["classifier_fallback"]
+    assert fallback["sha256"] != served
     models = {
         **m1["models"],
         "classifier": {
             **m1["models"]["classifier"],
-            "sha256": simple["sha256"],
-            "candidate": simple["name"],
+            "sha256": fallback["sha256"],
+            "candidate": fallback["candidate"],
         },
     }
     older = dep.new_version(s)
@@ -642,8 +653,8 @@ def test_a_model_rolled_back_from_is_not_deployed_again_after_unpin(deployed):
             s,
             dataset="synthetic",
             classification=classification,
-            regression=first.result.output_for_node("regression_models"),
-            training_set=first.result.output_for_node("training_set"),
+            regression=None,  # the churn role is the one judged here
+            training_set=run.result.output_for_node("training_set"),
             lineage={},
         )
         reason = out["decision"]["roles"]["classifier"]["reason"]
