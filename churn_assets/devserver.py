@@ -244,6 +244,25 @@ def instance_lock(home: Path) -> Any | None:
     return handle
 
 
+def settings_problems_checked_apart(root: Path) -> list[str]:
+    """:func:`churn_assets.preflight.settings_problems`, run in a process of its own: the
+    check imports Dagster and the libraries its settings live in, which this supervisor
+    (the holder of the instance lock and its children's parent) stays without."""
+    import json
+
+    code = (
+        "import json\nfrom churn_assets.preflight import settings_problems\n"
+        "print(json.dumps(settings_problems()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return [f"the settings could not be checked: {last}"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def sidecar_pause(exits_before: int) -> float:
     """Seconds before the sidecar starts again after its ``exits_before + 1``-th exit in
     :data:`RESTART_WINDOW`: 1, 2, 4, … up to :data:`MAX_SIDECAR_PAUSE`."""
@@ -269,10 +288,9 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
             flush=True,
         )
         return 1
-    from churn_assets.preflight import settings_problems
     from churn_serving.settings import ServingSettings
 
-    wrong = settings_problems()
+    wrong = settings_problems_checked_apart(root)
     if wrong:
         print("nothing started: " + "; ".join(wrong), flush=True)
         return 1

@@ -14,31 +14,12 @@ from churn_assets.jobs import (
     retraining_job,
     transactions_landing_job,
 )
+from churn_assets.lib.settings import landing_sensor_seconds, landing_settle_seconds
 from churn_assets.resources import ChurnPlatform
 from churn_assets.tick_errors import posting_errors
 
 #: Longest reason carried in a run tag (the whole reason is in the check's description).
 REASON_TAG_CHARS = 200
-
-
-#: A landing file modified less than this many seconds ago (``CHURN_LANDING_SETTLE_SECONDS``)
-#: is still being written (a slow copy): it is left for a later tick, so that no
-#: half-written file is ingested.
-DEFAULT_SETTLE_SECONDS = 10.0
-
-
-def settle_seconds() -> float:
-    """``CHURN_LANDING_SETTLE_SECONDS`` (default :data:`DEFAULT_SETTLE_SECONDS`)."""
-    from churn_assets.lib.settings import env_number
-
-    return env_number("CHURN_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS, float, minimum=0)
-
-
-def landing_interval_seconds() -> int:
-    """``CHURN_LANDING_SENSOR_SECONDS``: the landing sensor's interval (default 30)."""
-    from churn_assets.lib.settings import env_number
-
-    return env_number("CHURN_LANDING_SENSOR_SECONDS", 30, int, minimum=1)
 
 
 def _age_seconds(stamp: object) -> float | None:
@@ -101,7 +82,7 @@ GENERATION = "_generation"
 
 @dg.sensor(
     jobs=[monitoring_job, customers_landing_job, transactions_landing_job],
-    minimum_interval_seconds=landing_interval_seconds(),
+    minimum_interval_seconds=landing_sensor_seconds(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone (cursor over file names, sizes and modification "
     "times; a file changed in the last CHURN_LANDING_SETTLE_SECONDS, default 10, is still "
@@ -128,7 +109,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     listing = _landing_listing(platform, ages)
     changed = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
     # a file still being written is left for a later tick: not in the cursor yet
-    settle = settle_seconds()
+    settle = landing_settle_seconds()
     writing = [u for u in changed if (age := ages.get(u)) is not None and age < settle]
     new = [u for u in changed if u not in writing]
     for url in writing:

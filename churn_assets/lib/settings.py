@@ -54,6 +54,22 @@ def env_number(name: str, default: float, kind: type = int, minimum: float | Non
     return value
 
 
+#: A landing file modified less than this many seconds ago is still being written.
+DEFAULT_SETTLE_SECONDS = 10.0
+
+
+def landing_settle_seconds() -> float:
+    """``CHURN_LANDING_SETTLE_SECONDS`` (default :data:`DEFAULT_SETTLE_SECONDS`): a landing
+    file changed more recently is still being written (a slow copy) and left for a later
+    tick of the landing sensor, so that no half-written file is ingested."""
+    return env_number("CHURN_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS, float, minimum=0)
+
+
+def landing_sensor_seconds() -> int:
+    """``CHURN_LANDING_SENSOR_SECONDS``: the landing sensor's interval (default 30)."""
+    return env_number("CHURN_LANDING_SENSOR_SECONDS", 30, int, minimum=1)
+
+
 #: Environment-variable prefix of each settings model, for messages naming the variable.
 ENV_PREFIXES = {"ChurnSettings": "CHURN_", "ServingSettings": "CHURN_SERVING_"}
 
