@@ -446,7 +446,12 @@ def _check_ids(cfg: DatasetConfig) -> None:
 class DatasetConfig(_Strict):
     """A whole data set: customers and/or transactions, and the labels."""
 
-    name: str
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=100,
+        description="Names the data set's storage and landing folders and MLflow names: "
+        "letters, digits, '_', '.' and '-', starting with a letter or digit (no '/' or '..').",
+    )
     description: str = ""
     customers: CustomersSpec | None = None
     transactions: TransactionsSpec | None = None

@@ -42,7 +42,9 @@ def write_local_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None
             its message names ``path``, the room left there and what to do.
     """
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    # beside the file, hidden, and short: a name near the file system's 255-byte limit
+    # (a long landing file name's partition) must still have room for its temporary twin
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex[:16]}")
     try:
         with open(tmp, "wb") as f:
             write(f)

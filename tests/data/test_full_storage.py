@@ -126,3 +126,15 @@ def test_an_asset_written_on_a_full_disk_keeps_its_previous_value(tmp_path, monk
     assert stored.read_bytes() == before
     assert pl.read_parquet(stored)["customer_id"].to_list() == ["C1", "C2"]
     assert _leftovers(tmp_path) == []
+
+
+def test_a_file_name_near_the_limit_is_written(tmp_path):
+    """A 244-character landing file name gives a 252-byte partition file name: its
+    temporary twin (the name plus .tmp-<32 hex>) passed the file system's 255-byte limit,
+    so the file could never be ingested ("File name too long")."""
+    from churn_assets.lib.storage import write_local_atomically
+
+    path = tmp_path / ("L" * 240 + ".csv.parquet")  # 252 bytes
+    write_local_atomically(str(path), lambda f: f.write(b"data"))
+    assert path.read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # nothing else left

@@ -625,3 +625,25 @@ def test_binary_data_named_like_a_csv_is_not_taken_for_an_encoding_problem():
     latin = "customer_id,plan\nC9,mensuel é\n".encode("latin-1")
     with pytest.raises(UnreadableFile, match="unknown encoding: byte 0xe9"):
         read_csv_text(latin, encoding="utf-8")
+
+
+def test_a_named_pipe_or_a_link_out_of_the_landing_zone_is_not_read(tmp_path):
+    """A named pipe in the landing folder blocked ingestion forever (open() waits for a
+    writer, holding the ingest pool); a link to /etc/passwd copied it into quarantine. Only
+    regular files inside the folder are listed; a file the config names may be a link."""
+    import os
+
+    from churn_assets.lib.ingest import list_source_files
+
+    folder = tmp_path / "transactions"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n")
+    os.mkfifo(folder / "pipe.csv")
+    os.symlink("/etc/passwd", folder / "passwd.csv")
+    os.symlink(folder / "a.csv", folder / "same.csv")  # a link within the folder is read
+    assert [p.rsplit("/", 1)[-1] for p in list_source_files(str(folder))] == ["a.csv", "same.csv"]
+    assert list_source_files(str(folder / "*.csv")) == [
+        str(folder / "a.csv"),
+        str(folder / "same.csv"),
+    ]
+    assert list_source_files(str(folder / "passwd.csv")) == [str(folder / "passwd.csv")]
