@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,16 @@ def cutoff_before(last: dt.datetime, horizon_days: int) -> dt.date:
 def slug(value: str) -> str:
     """A column-name-safe version of a category value."""
     return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
+
+
+def share_columns(categories: Sequence[str]) -> dict[str, list[str]]:
+    """Category-share column → the category values it sums, in the order of ``categories``.
+    Values spelled alike (``Home & Garden``, ``home-garden``) share one column: the same
+    name twice failed the whole feature table."""
+    columns: dict[str, list[str]] = {}
+    for value in categories:
+        columns.setdefault(f"cat_share_{slug(value)}", []).append(value)
+    return columns
 
 
 #: Optimizations of the feature query: every branch (orders, category shares, countries,
@@ -424,22 +434,23 @@ def behaviour_from_aggregates(
         pl.col("max_order_value").fill_null(0.0),
     )
     if params.categories and categories is not None:
+        columns = share_columns(params.categories)
         shares = (
             categories.group_by(ID)
             .agg(
                 pl.len().cast(pl.Float64).alias("n_categories"),
                 *[
-                    pl.when(pl.col("category") == c)
+                    pl.when(pl.col("category").is_in(values))
                     .then(pl.col("amount"))
                     .sum()
-                    .alias(f"cat_share_{slug(c)}")
-                    for c in params.categories
+                    .alias(col)
+                    for col, values in columns.items()
                 ],
                 pl.col("amount").sum().alias("_cat_total"),
             )
             .with_columns(_stable(pl.Float64))
         )
-        share_cols = [f"cat_share_{slug(c)}" for c in params.categories]
+        share_cols = list(columns)
         shares = shares.with_columns(
             [(pl.col(c) / pl.col("_cat_total")).fill_nan(0.0).alias(c) for c in share_cols]
         ).drop("_cat_total")

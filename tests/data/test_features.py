@@ -387,3 +387,25 @@ def test_labels_all_of_one_class_say_what_to_change(churned, says):
         build_training_set(load_dataset_config("synthetic"), features, None, None)
     assert says in str(e.value)
     assert ("100% of them placed a single order" in str(e.value)) == bool(churned)
+
+
+def test_categories_spelled_alike_share_one_column():
+    """ "Home & Garden", "home-garden" and "HOME_GARDEN" give the same column name: the
+    feature table failed ("column with name 'cat_share_home_garden' has more than one
+    occurrence") for as long as the three were among the top categories. They now share
+    one column, the sum of their spend."""
+    import dataclasses
+
+    spelled = [
+        ("A", dt.datetime(2024, 1, 1), 10.0, "I1", "Home & Garden", "UK"),
+        ("A", dt.datetime(2024, 1, 2), 30.0, "I2", "home-garden", "UK"),
+        ("A", dt.datetime(2024, 1, 3), 40.0, "I3", "HOME_GARDEN", "UK"),
+        ("A", dt.datetime(2024, 1, 4), 20.0, "I4", "toys", "UK"),
+    ]
+    params = dataclasses.replace(
+        PARAMS, categories=("Home & Garden", "home-garden", "HOME_GARDEN", "toys")
+    )
+    f = build_customer_features(None, tx(spelled), params)
+    shares = [c for c in f.columns if c.startswith("cat_share_")]
+    assert shares == ["cat_share_home_garden", "cat_share_toys"]
+    assert f["cat_share_home_garden"].item() == pytest.approx(0.8)
