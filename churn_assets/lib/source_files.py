@@ -85,14 +85,23 @@ def is_packed(head: bytes) -> bool:
     return _compression(head) is not None or head.startswith(_ZIP)
 
 
+#: A compressed landing file may unpack to at most this many times its size (tables
+#: compress 5-20 times; a decompression bomb a thousand times) and at most MAX_UNPACKED.
+MAX_UNPACK_RATIO = 100
+MAX_UNPACKED = 4 << 30
+
+
 def unpack(data: bytes, name: str) -> tuple[bytes, str]:
     """The bytes inside a gzip, bzip2, xz or single-file zip ``data`` and the inner file's
-    name; anything else (spreadsheets included, which are zip files too) unchanged."""
+    name; anything else (spreadsheets included, which are zip files too) unchanged. What
+    unpacks to more than :data:`MAX_UNPACK_RATIO` times its size (or :data:`MAX_UNPACKED`)
+    is refused as it is read, not held in memory whole."""
     packed = _compression(data[:8])
     if packed is not None:
-        decompress, _, suffix = packed
+        _, opener, suffix = packed
         try:
-            return decompress(data), _strip(name, suffix)
+            with opener(io.BytesIO(data)) as stream:
+                return _bounded(stream, len(data), name), _strip(name, suffix)
         except _CORRUPT as e:
             raise UnreadableFile(f"corrupt compressed file ({e})") from e
     if data.startswith(_ZIP):
@@ -100,10 +109,27 @@ def unpack(data: bytes, name: str) -> tuple[bytes, str]:
         if member is None:
             return data, name
         try:
-            return archive.read(member), member.rsplit("/", 1)[-1]
+            with archive.open(member) as stream:
+                return _bounded(stream, len(data), name), member.rsplit("/", 1)[-1]
         except _CORRUPT as e:
             raise UnreadableFile(f"corrupt zip archive ({e})") from e
     return data, name
+
+
+def _bounded(stream: Any, packed: int, name: str) -> bytes:
+    """All of ``stream`` (a file being unpacked), refused past the unpacking bounds."""
+    limit = min(MAX_UNPACKED, max(packed * MAX_UNPACK_RATIO, 64 << 20))
+    out = io.BytesIO()
+    while block := stream.read(16 << 20):
+        out.write(block)
+        if out.tell() > limit:
+            raise UnreadableFile(
+                f"{name} unpacks to more than {limit / 2**20:,.0f} MB from "
+                f"{packed / 2**20:,.1f} MB (over {MAX_UNPACK_RATIO} times its size, or "
+                f"{MAX_UNPACKED >> 30} GB): refused as a decompression bomb; land it "
+                "unpacked if it is a real table"
+            )
+    return out.getvalue()
 
 
 def _zip_table(data: bytes) -> tuple[zipfile.ZipFile, str | None]:

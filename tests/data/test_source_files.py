@@ -647,3 +647,27 @@ def test_a_named_pipe_or_a_link_out_of_the_landing_zone_is_not_read(tmp_path):
         str(folder / "same.csv"),
     ]
     assert list_source_files(str(folder / "passwd.csv")) == [str(folder / "passwd.csv")]
+
+
+def test_a_decompression_bomb_is_refused_as_it_is_read():
+    """An 18 MB .gz unpacking to 6 GB took 12 GB of memory before failing (or was killed):
+    unpacking stops past 100 times the file's size (64 MB at least) with a clear reason."""
+    import gzip
+    import zipfile
+
+    from churn_assets.lib.source_files import UnreadableFile, unpack
+
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb") as f:
+        for _ in range(20):
+            f.write(b"0" * (10 << 20))  # 200 MB of one byte: about 200 KB packed
+    with pytest.raises(UnreadableFile, match="refused as a decompression bomb"):
+        unpack(packed.getvalue(), "orders.csv.gz")
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z, z.open("o.csv", "w") as f:
+        for _ in range(20):
+            f.write(b"0" * (10 << 20))
+    with pytest.raises(UnreadableFile, match="unpacks to more than 64 MB"):
+        unpack(zipped.getvalue(), "orders.zip")
+    table = b"id,amount\n" + b"C1,2.5\n" * 1000  # a real table unpacks as before
+    assert unpack(gzip.compress(table), "t.csv.gz") == (table, "t.csv")
