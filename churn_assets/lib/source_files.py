@@ -13,6 +13,7 @@ import bz2
 import gzip
 import io
 import lzma
+import math
 import re
 import zipfile
 from collections.abc import Iterator
@@ -360,9 +361,77 @@ def sheet_names(data: bytes) -> list[str]:
     return list(_workbook(data).sheet_names)
 
 
+#: A workbook declaring more cells than this (its sheets' dimensions) or more distinct
+#: strings is refused before it is opened: the reader allocates what the file declares,
+#: and a 1.6 KB workbook declaring a cell at XFD1048576 aborted the whole process.
+MAX_WORKBOOK_CELLS = 50_000_000
+
+
+def _declared_size_problem(data: bytes) -> str | None:
+    """Why an .xlsx ``data`` asks the reader to allocate more than it should (its cells
+    span more than :data:`MAX_WORKBOOK_CELLS`, or it declares more distinct strings), or
+    None; other formats are left to the reader. The reader allocates the rectangle from the
+    first to the last cell a sheet names, however few cells it holds."""
+    if not data.startswith(_ZIP):
+        return None
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+    except zipfile.BadZipFile:
+        return None
+    cells = 0
+    for name in names:
+        if name.startswith("xl/worksheets/") and name.endswith(".xml"):
+            with archive.open(name) as f:
+                cells = max(cells, _sheet_span(f))
+    strings = 0
+    if "xl/sharedStrings.xml" in names:
+        with archive.open("xl/sharedStrings.xml") as f:
+            head = f.read(4096).decode("utf-8", "replace")
+        found = re.search(r'uniqueCount="(\d+)"', head)
+        strings = int(found.group(1)) if found else 0
+    if cells > MAX_WORKBOOK_CELLS or strings > MAX_WORKBOOK_CELLS:
+        return (
+            f"the workbook spans {cells:,} cells and declares {strings:,} distinct strings "
+            f"(at most {MAX_WORKBOOK_CELLS:,} are read): refused before it is opened; save the "
+            "table as CSV or Parquet if it is that large"
+        )
+    return None
+
+
+_CELL_REF = re.compile(rb'<c r="([A-Z]{1,3})(\d{1,7})"')
+
+
+def _sheet_span(stream: Any) -> int:
+    """Cells of the rectangle from the first to the last cell a worksheet's XML names."""
+    rows = [math.inf, 0]
+    cols = [math.inf, 0]
+    tail = b""
+    while block := stream.read(4 << 20):
+        text = tail + block
+        for col, row in _CELL_REF.findall(text):
+            c, r = _column_number(col.decode()), int(row)
+            rows[0], rows[1] = min(rows[0], r), max(rows[1], r)
+            cols[0], cols[1] = min(cols[0], c), max(cols[1], c)
+        tail = text[-32:]
+    if not rows[1]:
+        return 0
+    return int((rows[1] - rows[0] + 1) * (cols[1] - cols[0] + 1))
+
+
+def _column_number(letters: str) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ord(ch) - 64
+    return n
+
+
 def _workbook(data: bytes) -> Any:
     import fastexcel
 
+    problem = _declared_size_problem(data)
+    if problem:
+        raise UnreadableFile(problem)
     try:
         return fastexcel.read_excel(data)
     except Exception as e:  # fastexcel raises its own error types for corrupt workbooks

@@ -671,3 +671,33 @@ def test_a_decompression_bomb_is_refused_as_it_is_read():
         unpack(zipped.getvalue(), "orders.zip")
     table = b"id,amount\n" + b"C1,2.5\n" * 1000  # a real table unpacks as before
     assert unpack(gzip.compress(table), "t.csv.gz") == (table, "t.csv")
+
+
+def test_a_workbook_spanning_billions_of_cells_is_refused_before_it_is_opened():
+    """A 1.6 KB .xlsx naming one cell at XFD1048576 made the reader allocate 512 GB and
+    abort the whole process (the run worker with it); so did one declaring four billion
+    distinct strings. Both are refused, as unreadable files, before the reader sees them."""
+    import zipfile
+
+    from churn_assets.lib.source_files import UnreadableFile, read_spreadsheet
+
+    def workbook(sheet: str, strings: str | None = None) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            z.writestr("xl/workbook.xml", "<workbook/>")
+            z.writestr("xl/worksheets/sheet1.xml", sheet)
+            if strings is not None:
+                z.writestr("xl/sharedStrings.xml", strings)
+        return out.getvalue()
+
+    far = '<worksheet><sheetData><row r="1"><c r="A1"/></row><row r="1048576">'
+    far += '<c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData></worksheet>'
+    with pytest.raises(UnreadableFile, match="spans 17,179,869,184 cells"):
+        read_spreadsheet(workbook(far))
+    many = '<sst count="4000000000" uniqueCount="4000000000"><si><t>a</t></si></sst>'
+    with pytest.raises(UnreadableFile, match="declares 4,000,000,000 distinct strings"):
+        read_spreadsheet(
+            workbook(
+                '<worksheet><sheetData><row r="1"><c r="A1"/></row></sheetData></worksheet>', many
+            )
+        )
