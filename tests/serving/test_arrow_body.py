@@ -242,3 +242,30 @@ def test_a_version_without_value_model_answers_null_sales_in_arrow(app):
     assert table.column("expected_total_sales").null_count == 5
     assert set(table.column("sales_level").to_pylist()) == {LEVELS[NO_VALUE_MODEL]}
     assert table.column("churn_probability").null_count == 0
+
+
+def test_a_long_unseen_category_is_refused_before_it_is_spelled_out(app):
+    """10,000 rows of a dictionary column all pointing at one 50 KB category (a 3 MB body)
+    took the sidecar to 15 GB and answered 2.5 GB, echoing it per row. An unseen category
+    over 1,000 characters is refused (422 ``too_long``), in an Arrow body before the
+    dictionary is spelled out per row, and in a JSON record alike."""
+    n = 10_000
+    big = "x" * 50_000
+    table = pa.table(
+        {
+            "customer_id": pa.array([f"c{i}" for i in range(n)]),
+            "age": pa.array([30] * n, type=pa.int64()),
+            "spend": pa.array([1.0] * n),
+            "score": pa.array([0.5] * n, type=pa.float32()),
+            "plan": pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), [big]),
+            "country": pa.array(["UK"] * n),
+        }
+    )
+    status, _, raw = post(app, stream(table))
+    assert status == 422 and len(raw) < 10_000
+    (problem,) = json.loads(raw)["detail"]
+    assert problem["type"] == "too_long" and problem["loc"] == ["body", "columns", "plan"]
+    assert "a category of 50,000 characters (at most 1,000" in problem["msg"]
+    status, body = answer(app, {"records": [{"features": record(plan="y" * 1001)}]})
+    assert status == 422 and body["detail"][0]["type"] == "too_long"
+    assert answer(app, {"records": [{"features": record(plan="y" * 1000)}]})[0] == 200
