@@ -125,3 +125,22 @@ def test_psi_and_l1_rows_sort_by_their_own_thresholds():
     assert header[header.index("js_threshold") + 1] == "vs_threshold"
     ratio = {r.split(" | ")[0][2:]: r.split(" | ")[7] for r in markdown.splitlines()[4:]}
     assert ratio == {"js_only": "4", "num": "3", "cat": "1.2", "calm": "0.5"}
+
+
+def test_values_from_the_data_cannot_become_markup_in_a_markdown_table():
+    """Category values and column names went into the metadata tables as written: a line
+    break split the table, a link or image was rendered, a pipe made another column."""
+    from churn_assets.lib.markdown import MAX_CELL_CHARS, to_markdown
+
+    table = pl.DataFrame(
+        {
+            "name<b>": ["[x](javascript:alert(3))", "a|b\nc", "<img src=x onerror=y>", "z" * 999],
+        }
+    )
+    lines = to_markdown(table).splitlines()
+    assert lines[0] == "| name\\<b\\> |"
+    assert lines[2] == "| \\[x\\]\\(javascript:alert\\(3\\)\\) |"
+    assert lines[3] == "| a\\|b c |"  # one row, one column
+    assert lines[4] == "| \\<img src=x onerror=y\\> |"
+    assert len(lines[5]) == len("|  |") + MAX_CELL_CHARS and lines[5].endswith("… |")
+    assert len(lines) == 6
