@@ -249,6 +249,8 @@ def _read_one(
             df = read_table(data, name, spec, columns=wanted)
         except UnreadableFile as e:
             return None, FileProblem(name, str(e)), data
+        except pl.exceptions.DuplicateError as e:  # a nested and a dotted key alike, say
+            return None, FileProblem(name, f"two columns of the same name: {e}"), data
     problem = None
     if df.height == 0:
         problem = FileProblem(name, "empty file (header only, 0 rows)")

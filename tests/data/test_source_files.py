@@ -397,6 +397,23 @@ def test_a_payments_export_in_json_lines_drafts_and_ingests(tmp_path):
     assert res.frame["amount"].to_list() == [1900.0, 1900.0, 4900.5, 1900.0]
 
 
+def test_a_nested_and_a_dotted_key_alike_make_the_file_unreadable_not_the_run(tmp_path):
+    """``{"customer": {"id": 1}, "customer.id": 2}`` flattens to two ``customer.id``
+    columns: the run failed with polars' DuplicateError, naming no file. The file is now
+    refused as unreadable, named, and the others are read."""
+    path = tmp_path / "charges.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in CHARGES).encode()))
+    text = draft_config(str(path), timestamp="created", id_column="customer.id")
+    (tmp_path / "draft.yaml").write_text(text)
+    clash = {**CHARGES[0], "customer.id": "cus_Z"}
+    (tmp_path / "clash.jsonl").write_text(json.dumps(clash) + "\n")
+    (tmp_path / "draft.yaml").write_text(text.replace("charges.jsonl.gz", "*.jsonl*"))
+    res = ingest_transactions(load_dataset_config(str(tmp_path / "draft.yaml")), str(tmp_path))
+    (problem,) = res.file_problems
+    assert problem.file == "clash.jsonl" and "two columns of the same name" in problem.message()
+    assert res.rows == len(CHARGES)
+
+
 def test_amounts_in_cents_are_drafted_and_read_in_currency_units(tmp_path):
     """Whole-number amounts beside a currency column (a Stripe charges export) draft
     ``amount_scale: 0.01`` marked CHECK; a column named for cents drafts it plainly; ingestion
