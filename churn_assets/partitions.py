@@ -93,6 +93,8 @@ def execute_in_process(
                     **kwargs,
                 )
             )
+            if interrupted(results[-1]):  # Ctrl-C or SIGTERM: the other files wait too
+                raise KeyboardInterrupt(f"interrupted while ingesting {key}")
         if not all(r.success for r in results):
             graph = job.asset_layer.asset_graph
             keys -= _downstream(graph, RAW_TRANSACTIONS)
@@ -103,6 +105,18 @@ def execute_in_process(
             )
         )
     return results
+
+
+def interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether a run made in this process was stopped by Ctrl-C or SIGTERM (Dagster turns
+    them into a failed step): the files after it must not be ingested, one run each, as if
+    nothing had been asked."""
+    return any(
+        e.event_type_value == "STEP_FAILURE"
+        and e.event_specific_data.error is not None
+        and e.event_specific_data.error.cls_name == "DagsterExecutionInterruptedError"
+        for e in result.all_events
+    )
 
 
 def _downstream(graph: Any, key: dg.AssetKey) -> set[dg.AssetKey]:

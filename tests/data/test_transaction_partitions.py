@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from tests.data.test_bad_input import TRANSACTIONS, setup_landing
 
@@ -469,3 +470,32 @@ def features_metadata(result) -> dict:
         if m.materialization.asset_key == dg.AssetKey("current_features")
     ]
     return event.materialization.metadata
+
+
+def test_an_interrupted_ingestion_stops_before_the_next_file(
+    isolated_env: Path, tmp_path, monkeypatch
+):
+    """Ctrl-C (or SIGTERM) during `churn demo` failed the file being ingested and the loop
+    went on with the next ones, one run each: 2,001 files kept it busy for minutes after
+    the signal. The first interrupted run now stops the rest."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    import churn_assets.partitions as partitions
+
+    @dg.op
+    def stopped() -> None:
+        raise DagsterExecutionInterruptedError()
+
+    @dg.job
+    def job() -> None:
+        stopped()
+
+    assert partitions.interrupted(job.execute_in_process(raise_on_error=False))
+    assert not partitions.interrupted(dg.materialize([dg.asset(lambda: 1, name="fine")]))
+
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    monkeypatch.setattr(partitions, "interrupted", lambda result: True)  # the first is stopped
+    instance = dg.DagsterInstance.ephemeral()
+    with pytest.raises(KeyboardInterrupt, match="interrupted while ingesting a.csv"):
+        run(config, instance)
+    assert len(instance.get_runs()) == 1  # c.csv was not started
