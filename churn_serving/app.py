@@ -631,6 +631,8 @@ class PredictASGI:
                 content_type = value
             elif key == b"accept":
                 accept = value
+            elif key == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                return 415, _dumps({"detail": _ENCODING_REFUSED % value.decode()}), JSON_MEDIA
         try:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -1232,7 +1234,17 @@ def request_schemas(bundle: ModelBundle | None, max_records: int = 10_000) -> di
     }
 
 
+#: Why a compressed request body is refused (it was read as text: "not valid UTF-8").
+_ENCODING_REFUSED = (
+    "Content-Encoding %r is not accepted: send the body uncompressed (an Arrow stream body "
+    "is the compact one for large batches)"
+)
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RequestError(415, _ENCODING_REFUSED % encoding)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestError(413, f"request body of {length} bytes exceeds {limit} bytes")

@@ -546,3 +546,16 @@ def test_an_id_written_as_a_float_finds_its_customer():
     assert (
         len(err.value.detail[0]["msg"]) < 300 and "(1,000,000 chars)" in err.value.detail[0]["msg"]
     )
+
+
+def test_a_compressed_body_is_refused_with_415_saying_why(app):
+    """``Content-Encoding: gzip`` was ignored and the compressed bytes read as JSON:
+    "str is not valid UTF-8: surrogates not allowed". Now 415 names the encoding."""
+    import gzip
+
+    body = gzip.compress(json.dumps({"records": [{"features": record()}]}).encode())
+    status, _, raw = post(app, body, [(b"content-encoding", b"gzip")])
+    assert status == 415
+    assert json.loads(raw)["detail"].startswith("Content-Encoding 'gzip' is not accepted")
+    plain = json.dumps({"records": [{"features": record()}]}).encode()
+    assert post(app, plain, [(b"content-encoding", b"identity")])[0] == 200
