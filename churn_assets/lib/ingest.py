@@ -239,7 +239,10 @@ def _read_one(
     file is read by polars from its path (no copy of its bytes in memory: 100x Online
     Retail, a 5.1 GB CSV, peaks 4.5 GB lower); its bytes are read only to quarantine it."""
     name = url.rsplit("/", 1)[-1]
-    df, data = read_local_table(url, name, spec, wanted, storage_options), b""
+    try:
+        df, data = read_local_table(url, name, spec, wanted, storage_options), b""
+    except UnreadableFile as e:  # read from its path: its bytes are moved, not held
+        return None, FileProblem(name, str(e)), b""
     if df is None:
         with fsspec.open(url, "rb", **storage_options) as f:
             data = f.read()

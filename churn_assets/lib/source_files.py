@@ -581,7 +581,33 @@ def _read_parquet(
     selected = list(dict.fromkeys(columns)) if columns else None
     if selected and not all(c in pl.read_parquet_schema(src()) for c in selected):
         selected = None
-    return pl.read_parquet(src(), n_rows=n_rows, columns=selected)
+    frame = pl.read_parquet(src(), n_rows=n_rows, columns=selected)
+    _refuse_dictionary_bombs(frame, len(source) if isinstance(source, bytes) else None, source)
+    return frame
+
+
+def _refuse_dictionary_bombs(frame: pl.DataFrame, size: int | None, source: Any) -> None:
+    """Refuse a Parquet file whose dictionary-encoded text columns spell out, one value per
+    row, to more than the unpacking bounds: 500,000 rows pointing at one 200 KB string (a
+    7 MB file) need 100 GB once read as text."""
+    import os
+
+    if size is None:
+        size = os.path.getsize(source)
+    limit = min(MAX_UNPACKED, max(size * MAX_UNPACK_RATIO, 64 << 20))
+    for name, dtype in frame.schema.items():
+        if not isinstance(dtype, pl.Categorical | pl.Enum):
+            continue
+        counts = frame[name].drop_nulls().value_counts()  # by code: no value spelled out
+        total = int(
+            (counts[name].cast(pl.String).str.len_bytes().cast(pl.Int64) * counts["count"]).sum()
+        )
+        if total > limit:
+            raise UnreadableFile(
+                f"column {name!r} spells out to {total / 2**20:,.0f} MB of text from a "
+                f"{size / 2**20:,.1f} MB file (over {MAX_UNPACK_RATIO} times its size, or "
+                f"{MAX_UNPACKED >> 30} GB): refused as a dictionary bomb"
+            )
 
 
 def read_table(

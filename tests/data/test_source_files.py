@@ -718,3 +718,24 @@ def test_a_workbook_spanning_billions_of_cells_is_refused_before_it_is_opened():
                 '<worksheet><sheetData><row r="1"><c r="A1"/></row></sheetData></worksheet>', many
             )
         )
+
+
+def test_a_parquet_dictionary_bomb_is_refused_before_it_is_spelled_out(tmp_path):
+    """A 7 MB Parquet file of 500,000 rows pointing at one 200 KB category needed 100 GB
+    once read as text (the process was killed); it is refused as a dictionary bomb, named,
+    and a real dictionary-encoded file reads as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from churn_assets.lib.source_files import UnreadableFile, _read_parquet
+
+    n = 500_000
+    bomb = pa.table(
+        {"category": pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), ["x" * 200_000])}
+    )
+    pq.write_table(bomb, tmp_path / "bomb.parquet")
+    with pytest.raises(UnreadableFile, match="refused as a dictionary bomb"):
+        _read_parquet(str(tmp_path / "bomb.parquet"), None)
+    fine = pa.table({"category": pa.array(["toys", "books"] * 1000).dictionary_encode()})
+    pq.write_table(fine, tmp_path / "fine.parquet")
+    assert _read_parquet(str(tmp_path / "fine.parquet"), None).height == 2000
