@@ -52,6 +52,20 @@ def setting_hint(e: BaseException) -> str | None:
         return f"{e} (CHURN_DATASET={os.environ.get('CHURN_DATASET', 'synthetic')})"
     if isinstance(e, DeploymentError):
         return f"{e} (storage: CHURN_STORAGE_URL)"
+    if kind == "NoCredentialsError" or (
+        isinstance(e, ValueError) and str(e).startswith("Invalid endpoint")
+    ):
+        return (
+            f"{kind}: {e}: the S3 storage cannot be reached as configured; set "
+            f"CHURN_S3_ENDPOINT_URL ({os.environ.get('CHURN_S3_ENDPOINT_URL', 'unset')}) to a "
+            "URL with its scheme (http://host:port) and AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY"
+        )
+    if isinstance(e, FileNotFoundError) and "bucket does not exist" in str(e):
+        return (
+            f"{e}: create the bucket, or fix CHURN_STORAGE_URL "
+            f"({os.environ.get('CHURN_STORAGE_URL', 'unset')})"
+        )
     if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError") or (
         kind == "ClientError" and "InvalidAccessKeyId" in str(e)
     ):

@@ -178,3 +178,24 @@ def test_the_sidecar_says_a_missing_bucket_at_once(s3_env, caplog):
     assert "the endpoint has no bucket 'nobucket'" in error and level == logging.WARNING
     error, level = said["waiting"]
     assert "no bucket" not in error and level == logging.INFO
+
+
+def test_a_missing_bucket_or_an_endpoint_without_scheme_ends_in_one_line(s3_env, monkeypatch):
+    """`churn seed` into a bucket the endpoint lacks, or with an endpoint written without
+    its scheme: tracebacks (FileNotFoundError, "Invalid endpoint") naming no setting. One
+    line each now, naming the variable to fix."""
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+
+    monkeypatch.delenv("CHURN_DEBUG", raising=False)
+    monkeypatch.delenv("CHURN_LANDING_URL", raising=False)
+    monkeypatch.setenv("CHURN_STORAGE_URL", "s3://nobucket/storage")
+    seed = ["seed", "--customers", "100", "--days", "120"]
+    missing = CliRunner().invoke(main, seed)
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert "create the bucket, or fix CHURN_STORAGE_URL (s3://nobucket/storage)" in missing.output
+    monkeypatch.setenv("CHURN_S3_ENDPOINT_URL", "127.0.0.1:5999")
+    bare = CliRunner().invoke(main, seed)
+    assert bare.exit_code == 1 and "Traceback" not in bare.output
+    assert "set CHURN_S3_ENDPOINT_URL (127.0.0.1:5999) to a URL with its scheme" in bare.output
