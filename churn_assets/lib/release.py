@@ -196,11 +196,11 @@ def _refuse_models_rolled_back_from(
     """Take out of ``chosen`` a challenger that is the very model (same sha256) of a version
     a rollback moved away from: deploying the same model sets again (after an unpin) served
     it again under a new version name."""
-    left = dep.rolled_back_from(dep.read_current(storage))
+    current = dep.read_current(storage) or {}
+    left = dep.rolled_back_from(current)
     if not chosen or not left:
         return
     served: dict[str, str] = {}  # sha256 -> version
-    current = dep.read_current(storage) or {}
     for version in sorted(left - {current.get("version")}):
         try:
             manifest = dep.read_manifest(storage, version)
