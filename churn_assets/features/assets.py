@@ -191,6 +191,14 @@ def current_features(
     }
     if kept:
         metadata["incremental"] = dg.MetadataValue.json(kept)
+    if kept.get("unknown_customer_lines"):  # of the files this run read (all, on a rebuild)
+        lines = kept["unknown_customer_lines"]
+        metadata["transaction_lines_of_unknown_customers"] = dg.MetadataValue.int(lines)
+        context.log.warning(
+            f"{lines:,} transaction line(s) of the files read now name customer ids the "
+            "customer table lacks: those purchases are in no feature (land their customer "
+            "rows, or they are not customers of this data set)"
+        )
     _warn_of_another_config(context, platform, metadata)
     return dg.Output(features, metadata=metadata)
 

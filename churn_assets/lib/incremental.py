@@ -80,6 +80,8 @@ class BatchUpdate:
     customers_updated: int
     customers_total: int
     cutoff: dt.date
+    #: Lines of customer ids the customer table lacks (their purchases are in no feature).
+    unknown_customer_lines: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "cutoff": self.cutoff.isoformat()}
@@ -231,11 +233,15 @@ def add_batch(
     if state is not None and batch in state.get("added", state["batches"]):
         raise ValueError(f"batch {batch!r} was added already")
     lines = lines.lazy()
-    n, first, last = (
+    known = customers[ID].implode() if customers is not None else None
+    n, first, last, unknown = (
         lines.select(
             pl.len().alias("n"),
             pl.col("timestamp").min().alias("first"),
             pl.col("timestamp").max().alias("last"),
+            (~pl.col(ID).is_in(known)).sum().alias("unknown")
+            if known is not None
+            else pl.lit(0).alias("unknown"),
         )
         .collect()
         .row(0)
@@ -348,7 +354,7 @@ def add_batch(
         for b in batches[:-1]:  # compacted into this batch's parts
             for name in PARTS:
                 storage.delete(f"{name}/{b}.parquet")
-    return BatchUpdate(batch, n, mode, updated, total, cutoff)
+    return BatchUpdate(batch, n, mode, updated, total, cutoff, int(unknown or 0))
 
 
 SOURCES = "sources.json"
@@ -528,5 +534,6 @@ def sync(
         "files_added": len(updates) if consistent else len(files),
         "modes": [u.mode for u in updates],
         "customers_updated": sum(u.customers_updated for u in updates),
+        "unknown_customer_lines": sum(u.unknown_customer_lines for u in updates),
     }
     return read_table(storage), info

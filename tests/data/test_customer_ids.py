@@ -149,7 +149,8 @@ def test_a_parquet_table_with_integer_ids_and_a_text_column_is_read(tmp_path):
 def test_lines_of_customers_missing_from_the_customer_table_are_counted(isolated_env, tmp_path):
     """Two lines of a customer the customer table lacks (C9): not in any feature, so counted
     in customer_features' metadata and said in a warning (they were dropped without a word
-    unless fewer than half the customers matched)."""
+    unless fewer than half the customers matched); current_features, which the landing runs
+    build, counts them in the files it reads."""
     unknown = TRANSACTIONS + "I9,C9,2024-02-01 10:00:00,70.0\nI10,C9,2024-02-02 10:00:00,5.0\n"
     config = setup_landing(isolated_env, tmp_path, transactions=unknown)
     run = run_graph(config)
@@ -161,3 +162,10 @@ def test_lines_of_customers_missing_from_the_customer_table_are_counted(isolated
     ][0]
     assert meta["transaction_customers_in_customer_table"].value == "4 of 5"
     assert meta["transaction_lines_of_unknown_customers"].value == 2
+    # the landing runs' current_features say it too, of the files they read
+    landing = [
+        m.materialization.metadata
+        for m in run.result.get_asset_materialization_events()
+        if m.materialization.asset_key.to_user_string() == "current_features"
+    ][0]
+    assert landing["transaction_lines_of_unknown_customers"].value == 2

@@ -64,6 +64,10 @@ def test_a_batch_on_the_same_day_recomputes_only_its_customers(synthetic, tmp_pa
     assert update.customers_updated == batch["customer_id"].n_unique() < update.customers_total
     expected = _whole(cfg, customers, lines, categories)
     assert_frame_equal(incremental.read_table(storage), expected, check_exact=True)
+    # lines of ids the customer table lacks are counted, batch by batch
+    assert first.unknown_customer_lines == update.unknown_customer_lines == 0
+    stranger = batch.head(3).with_columns(pl.lit("C-stranger").alias("customer_id"))
+    assert _add(storage, "batch-2", stranger, customers, categories).unknown_customer_lines == 3
 
 
 def test_a_batch_on_a_new_day_recomputes_every_customer_from_the_parts(synthetic, tmp_path):
