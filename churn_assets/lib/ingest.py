@@ -117,28 +117,22 @@ def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -
             "set, `churn seed`; for the real ones, set CHURN_REAL_DATA_DIR to their folder; "
             "or fix 'path' in the data set config)"
         )
-    if not protocol or protocol == "file://":  # a file the config names may be a link
-        found = [p for p in found if _plain_file_within(p, None if found == [path] else path)]
+    if not protocol or protocol == "file://":
+        found = [p for p in found if _regular_file(p)]
     return sorted(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
 
 
-def _plain_file_within(path: str, root: str | None) -> bool:
-    """Whether a local ``path`` is a regular file (not a named pipe, which would block the
-    read forever, nor a device) that is, once links are followed, inside ``root`` (the
-    source folder or glob; a link in it to a file elsewhere, ``/etc/passwd``, is not landed
-    data). Without ``root`` (the file the config names) a link is followed anywhere."""
+def _regular_file(path: str) -> bool:
+    """Whether a local ``path`` is (or links to) a regular file: a named pipe would block
+    the read forever, holding the ingest pool; a device is no table either. Links are
+    followed: a landing folder of links into a data lake is read as its files."""
     import os
     import stat
 
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
+        return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
-    if root is None or not os.path.islink(path):
-        return True
-    base = os.path.realpath(root if os.path.isdir(root) else os.path.dirname(root))
-    return os.path.realpath(path).startswith(base.rstrip("/") + "/")
 
 
 def file_partition_key(url: str, root: str | None = None) -> str:

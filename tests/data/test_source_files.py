@@ -644,10 +644,10 @@ def test_binary_data_named_like_a_csv_is_not_taken_for_an_encoding_problem():
         read_csv_text(latin, encoding="utf-8")
 
 
-def test_a_named_pipe_or_a_link_out_of_the_landing_zone_is_not_read(tmp_path):
+def test_a_named_pipe_in_the_landing_zone_is_not_read(tmp_path):
     """A named pipe in the landing folder blocked ingestion forever (open() waits for a
-    writer, holding the ingest pool); a link to /etc/passwd copied it into quarantine. Only
-    regular files inside the folder are listed; a file the config names may be a link."""
+    writer, holding the ingest pool): only regular files are listed; links to files are
+    followed (a landing folder of links into a data lake), a broken link is left out."""
     import os
 
     from churn_assets.lib.ingest import list_source_files
@@ -655,15 +655,13 @@ def test_a_named_pipe_or_a_link_out_of_the_landing_zone_is_not_read(tmp_path):
     folder = tmp_path / "transactions"
     folder.mkdir()
     (folder / "a.csv").write_text("x\n")
+    (tmp_path / "lake.csv").write_text("y\n")
     os.mkfifo(folder / "pipe.csv")
-    os.symlink("/etc/passwd", folder / "passwd.csv")
-    os.symlink(folder / "a.csv", folder / "same.csv")  # a link within the folder is read
-    assert [p.rsplit("/", 1)[-1] for p in list_source_files(str(folder))] == ["a.csv", "same.csv"]
-    assert list_source_files(str(folder / "*.csv")) == [
-        str(folder / "a.csv"),
-        str(folder / "same.csv"),
-    ]
-    assert list_source_files(str(folder / "passwd.csv")) == [str(folder / "passwd.csv")]
+    os.symlink(tmp_path / "lake.csv", folder / "linked.csv")
+    os.symlink(tmp_path / "gone.csv", folder / "broken.csv")
+    names = [p.rsplit("/", 1)[-1] for p in list_source_files(str(folder))]
+    assert names == ["a.csv", "linked.csv"]
+    assert [p.rsplit("/", 1)[-1] for p in list_source_files(str(folder / "*.csv"))] == names
 
 
 def test_a_decompression_bomb_is_refused_as_it_is_read():
