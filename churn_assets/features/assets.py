@@ -13,6 +13,12 @@ from churn_assets.retries import (
     retry_on_connection_errors,
 )
 
+#: What the features say of transaction lines whose customer ids the customer table lacks.
+UNKNOWN_IDS = (
+    "are not in the customer table: those purchases are not used (land their customer "
+    "rows, or they are not customers of this data set)"
+)
+
 
 @dg.asset(
     retry_policy=STORAGE_RETRY,
@@ -88,9 +94,7 @@ def customer_features(
                 metadata["transaction_lines_of_unknown_customers"] = dg.MetadataValue.int(lines)
                 context.log.warning(
                     f"{total - matched:,} of the {total:,} customer ids in the transactions "
-                    f"({lines:,} line(s)) are not in the customer table: those purchases are "
-                    "not used (land their customer rows, or they are not customers of this "
-                    "data set)"
+                    f"({lines:,} line(s)) {UNKNOWN_IDS}"
                 )
     _warn_of_another_config(context, platform, metadata)
     context.log.info(f"{features.height} customers, cut-off {cutoff}")
@@ -195,9 +199,7 @@ def current_features(
         lines = kept["unknown_customer_lines"]
         metadata["transaction_lines_of_unknown_customers"] = dg.MetadataValue.int(lines)
         context.log.warning(
-            f"{lines:,} transaction line(s) of the files read now name customer ids the "
-            "customer table lacks: those purchases are in no feature (land their customer "
-            "rows, or they are not customers of this data set)"
+            f"{lines:,} transaction line(s) of the files read now name ids that {UNKNOWN_IDS}"
         )
     _warn_of_another_config(context, platform, metadata)
     return dg.Output(features, metadata=metadata)

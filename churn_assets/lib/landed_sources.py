@@ -50,8 +50,8 @@ class LandedFile:
 
 
 def read_sources(storage: Any) -> dict[str, dict[str, Any]]:
-    """Partition key → ``{"file", "bytes", "sha256", "lines_sha256"}`` of the partitions
-    recorded so far."""
+    """Partition key → ``{"file", "bytes", "sha256", "lines_sha256", "config"}`` of the
+    partitions recorded so far."""
     return storage.read_json(SOURCES) if storage.exists(SOURCES) else {}
 
 
