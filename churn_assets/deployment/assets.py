@@ -21,6 +21,25 @@ class DeploymentConfig(dg.Config):
     unpin: bool = False
 
 
+def rollback_request_problem(context: dg.AssetExecutionContext, platform: ChurnPlatform) -> None:
+    """Fail at once when this run's ``deployed_model_version`` config asks for a rollback to
+    a version that does not exist: a run that also trains (the retraining job's launchpad)
+    would otherwise train for minutes before the rollback refused the name."""
+    op = scope.key("deployed_model_version").to_python_identifier()
+    ops = (context.run.run_config or {}).get("ops") or {}
+    to = str(((ops.get(op) or {}).get("config") or {}).get("rollback_to") or "").strip()
+    if not to or to == "previous":
+        return
+    from churn_assets.lib.deployment import list_versions
+
+    known = list_versions(platform.storage())
+    if to not in known:
+        raise ValueError(
+            f"deployed_model_version's config rolls back to {to!r}, which is no deployed "
+            f"version (known: {', '.join(known[-10:]) or 'none'}); nothing was trained"
+        )
+
+
 def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: str) -> dict:
     from churn_assets.lib.rollback import aliases_problem, rollback_deployment
 

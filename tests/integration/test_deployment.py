@@ -609,6 +609,46 @@ def test_rollback_as_a_materialization_pins_then_unpin_judges_again(deployed, mo
     assert "pinned" not in out["decision"]["reason"] and out["decision"]["roles"]
 
 
+def test_a_run_that_trains_refuses_an_unknown_rollback_version_before_training(
+    deployed, monkeypatch
+):
+    """The retraining job's launchpad with ``rollback_to`` mistyped trained for minutes and
+    only then was refused; ``training_set`` now refuses it first, naming the known versions.
+    A version that exists goes through to the rollback."""
+    import dagster as dg
+
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.resources import ChurnPlatform
+
+    storage, config, _, _ = deployed
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
+    s = Storage(str(storage / "synthetic"))
+    current = dep.read_current(s)
+    defs = build_definitions(ChurnPlatform(dataset=config), ChurnIOManager(dataset=config))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey("training_set"), dg.AssetKey("deployed_model_version")}
+    )
+
+    def run(to: str):
+        return job.execute_in_process(
+            run_config={"ops": {"deployed_model_version": {"config": {"rollback_to": to}}}},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+
+    typo = run("v2026-bad")
+    (failure,) = [e for e in typo.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "training_set"
+    message = failure.event_specific_data.error.to_string()
+    assert "'v2026-bad', which is no deployed version" in message
+    assert current["version"] in message and "nothing was trained" in message
+    assert dep.read_current(s)["version"] == current["version"]
+    known = run(current["version"])  # the deployed one: pinned where it is
+    assert known.success and dep.read_current(s)["pinned"] == current["version"]
+    dep.unpin(s)
+
+
 def test_a_model_rolled_back_from_is_not_deployed_again_after_unpin(deployed):
     """A version served the champion, the operator rolled back to an older version serving
     another model, then unpinned: judging the same model sets again promoted the model just
