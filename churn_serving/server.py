@@ -83,6 +83,8 @@ def run(host: str | None = None, port: int | None = None) -> None:
         from churn_serving.datasets import ServingSettingError
 
         raise ServingSettingError(f"nothing started: {taken}")
+    from churn_serving.slow_clients import protocol_with_deadline
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -91,7 +93,7 @@ def run(host: str | None = None, port: int | None = None) -> None:
         access_log=settings.access_log,
         log_level="info",
         loop="auto",
-        http="auto",
+        http=protocol_with_deadline(settings.request_read_seconds),
         timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run()

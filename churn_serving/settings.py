@@ -28,6 +28,14 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )
+    request_read_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A request (headers and body) has to arrive whole within this many seconds "
+        "of its first byte, else the connection is closed (408): slow clients cannot hold "
+        "connections open. How long the answer takes is not limited.",
+    )
     range_slack: float = Field(
         default=10.0,
         ge=0,

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -538,3 +539,66 @@ def test_a_looked_up_customer_s_new_category_is_reported(deployment, tmp_path):
         assert other.json()["predictions"][0]["unseen_categories"] == {}
         text = c.get("/metrics").text
         assert 'churn_serving_unseen_categories_total{feature="plan"} 2.0' in text, text[-3000:]
+
+
+def _read_all(sock: Any, timeout: float) -> bytes:
+    """What the server sends until it closes the connection (or ``timeout`` passes)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return data
+
+
+def test_a_request_that_does_not_arrive_in_time_is_closed_with_408(deployment, tmp_path):
+    """Slow clients (a header line now and then, a body short of its Content-Length) held
+    their connections for as long as they liked: enough of them and the sidecar could
+    accept no other. A request now has CHURN_SERVING_REQUEST_READ_SECONDS to arrive whole;
+    others are answered meanwhile, a slow request that arrives in time is answered, and how
+    long the answer takes is not limited."""
+    import socket
+
+    d = copy_deployment(deployment, tmp_path / "store")
+    with sidecar(str(d.root), tmp_path / "logs", request_read_seconds=2) as car:
+        host, port = "127.0.0.1", int(car.url.rsplit(":", 1)[1])
+        trickle = []
+        for _ in range(40):  # headers never finished
+            s = socket.create_connection((host, port))
+            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n")
+            trickle.append(s)
+        silent = socket.create_connection((host, port))  # connects, sends nothing
+        body = b'{"records": [{"customer_id": "C0000001"}]}'
+        short = socket.create_connection((host, port))  # a body short of its length
+        short.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            + b"content-length: %d\r\n\r\n" % (len(body) + 100)
+            + body
+        )
+        with car.client() as c:
+            assert c.get("/ready").status_code == 200  # answered meanwhile
+        slow_but_in_time = socket.create_connection((host, port))
+        for piece in (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\n",
+            b"content-type: application/json\r\n",
+        ):
+            slow_but_in_time.sendall(piece)
+            time.sleep(0.4)
+        slow_but_in_time.sendall(
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+        )
+        answer = _read_all(slow_but_in_time, 10)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert b'"churn_probability"' in answer
+        for s in (*trickle, silent, short):
+            answer = _read_all(s, 10)  # closed by the sidecar, not by the timeout here
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"did not arrive whole within 2 s" in answer
+            s.close()
+        with car.client() as c:
+            assert c.get("/ready").status_code == 200
+        log = car.log()
+        assert "connection(s) whose request did not arrive whole within 2 s" in log
+        assert "CHURN_SERVING_REQUEST_READ_SECONDS" in log
