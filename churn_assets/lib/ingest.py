@@ -394,11 +394,7 @@ def parse_expr(
     if target == "datetime":
         if fmt is None and offset:
             # ISO 8601 with "Z" or "+01:00": UTC, as every other timestamp (no time zone)
-            t = s.str.replace(r"[Zz]$", "+00:00")
-            aware = pl.coalesce(
-                t.str.to_datetime(f, strict=False, time_unit="us") for f in ISO_WITH_OFFSET
-            )
-            return aware.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            return _iso_with_offset(s)
         if fmt is None:
             # without a format only ISO 8601 is read: polars guesses a format from the first
             # value, and a file of "07/01/2025 06:00" was read day first, six months early
@@ -465,8 +461,9 @@ def second_pass(
     with a currency sign or digit grouping; None for types without such a reading."""
     if target == "date":
         return pl.coalesce(first, _iso_8601(raw, target))
-    if target == "datetime":
-        return pl.coalesce(first, local_to_utc(_iso_8601(raw, target), timezone))
+    if target == "datetime":  # each value with its offset, or without one local to timezone
+        naive = text_times_to_utc(pl.col(raw), _iso_8601(raw, target), timezone)
+        return pl.coalesce(first, naive, _iso_with_offset(_blank_to_null(pl.col(raw))))
     if target in ("numeric", "integer"):
         return pl.coalesce(first, plain_number(raw, target, decimal))
     return None
@@ -476,11 +473,23 @@ def _iso_8601(raw: str, target: str) -> pl.Expr:
     """Text column ``raw`` read as an ISO 8601 date or date and time (no offset)."""
     s = _blank_to_null(pl.col(raw))
     parsed = pl.coalesce(
-        s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
-        s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
-        s.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
+        s.str.to_datetime(f, strict=False, time_unit="us")
+        for f in (
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d",
+        )
     )
     return parsed.dt.date() if target == "date" else parsed
+
+
+def _iso_with_offset(s: pl.Expr) -> pl.Expr:
+    """ISO 8601 date-times that end in a UTC offset or "Z", as UTC (no zone); others null."""
+    t = s.str.replace(r"[Zz]$", "+00:00")
+    aware = pl.coalesce(t.str.to_datetime(f, strict=False, time_unit="us") for f in ISO_WITH_OFFSET)
+    return aware.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
 
 
 #: ``format`` / ``timestamp_format`` values for numbers since 1970-01-01 UTC: µs per unit.
@@ -498,9 +507,33 @@ _EPOCH_MAX_US = 7_258_118_400 * 1_000_000  # 2200-01-01
 #: The start of an ISO 8601 date or date and time ("2025-07-01", "2025-07-01T06:00").
 _ISO_DATE_START = r"^\d{4}-\d{2}-\d{2}(?:[T ]|$)"
 #: ISO 8601 timestamps with a UTC offset ("Z" is read as "+00:00").
-ISO_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+ISO_WITH_OFFSET = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%d %H:%M%#z",
+)
 #: Text that ends in a UTC offset or "Z" (after an ISO 8601 time).
 _ENDS_WITH_OFFSET = re.compile(r"\d[Zz]$|\d[+-]\d\d:?\d\d$")
+
+
+#: A date alone ("2024-03-01"): a calendar day, the same in every time zone.
+_DATE_ONLY = r"^\s*\d{4}-\d{2}-\d{2}\s*$"
+
+
+def text_times_to_utc(text: pl.Expr, times: pl.Expr, timezone: str | None) -> pl.Expr:
+    """``times`` read from ``text`` as local to ``timezone`` (:func:`local_to_utc`), except
+    dates alone: a calendar day stays that day (at 00:00), not the evening before in UTC."""
+    if timezone is None:
+        return times
+    return (
+        pl.when(text.str.contains(_DATE_ONLY)).then(times).otherwise(local_to_utc(times, timezone))
+    )
+
+
+def _days_only(fmt: str) -> bool:
+    """Whether a ``strftime`` format reads calendar days alone (no time of day)."""
+    return not re.search(r"%[-#]?[HIklMSpPTRrcsfXx]", fmt)
 
 
 def local_to_utc(times: pl.Expr, timezone: str | None) -> pl.Expr:
@@ -516,7 +549,9 @@ def local_to_utc(times: pl.Expr, timezone: str | None) -> pl.Expr:
 
 
 def has_offset(values: pl.Series) -> bool:
-    """Whether a file's timestamps carry a UTC offset, by its first value."""
+    """Whether a file's timestamps carry a UTC offset, by its first value: how the first
+    pass reads them all (one parse, not one per form); values of the other form are read
+    by the second pass."""
     first = values.head(1000).drop_nulls().head(1).to_list() or (
         values.drop_nulls().head(1).to_list()
     )
@@ -570,8 +605,8 @@ def _typed(
                 e = local_to_utc(e, timezone)
             exprs.append(e.alias(out))
             continue
-        if typ == "datetime" and dtype == pl.Date:
-            exprs.append(local_to_utc(pl.col(raw).cast(pl.Datetime("us")), timezone).alias(out))
+        if typ == "datetime" and dtype == pl.Date:  # calendar days: no zone to convert
+            exprs.append(pl.col(raw).cast(pl.Datetime("us")).alias(out))
             continue
         if typ == "datetime" and fmt is None and out not in judged:
             judged[out] = has_offset(df[raw])  # by the first value of the file
@@ -580,8 +615,11 @@ def _typed(
             raw, spec, typ, fmt, decimal=decimal, thousands=thousands, offset=offset
         )
         aware = offset or fmt in EPOCH_FORMATS or bool(fmt and re.search(r"%#?z", fmt))
-        if typ == "datetime" and not aware:
-            parsed = local_to_utc(parsed, timezone)
+        if typ == "datetime" and not aware and not (fmt and _days_only(fmt)):
+            parsed = text_times_to_utc(pl.col(raw).cast(pl.String), parsed, timezone)
+        if typ == "datetime" and (fmt is None or not aware):
+            # the second pass reads ISO values without an offset as local to the zone, in a
+            # file whose first value has one too (they were read as UTC)
             local[out] = timezone
         exprs.append(parsed.alias(out))
         if typ in ("string", "categorical"):
@@ -654,16 +692,40 @@ def _typed(
                 )
     for out in counts:
         if out not in hints:
-            hints[out] = _bad_example(df, typed[f"__bad_{out}"], columns[out])
+            hints[out] = _bad_example(df, typed[f"__bad_{out}"], columns[out], local.get(out))
     keep = [*columns.keys(), "_source_file", "_parse_errors"]
     return typed.select(keep), counts, hints, judged
 
 
-def _bad_example(df: pl.DataFrame, bad: pl.Series, column: tuple[str, str, str | None, Any]) -> str:
-    """A value of ``column`` that did not parse, and how it was read."""
+def parse_times(
+    values: pl.Series, kind: str, fmt: str | None, timezone: str | None = None
+) -> pl.Series:
+    """``values`` read as ingestion reads a ``date`` or ``datetime`` column: with its format,
+    offsets and ``timezone``, as UTC without a zone; bad values null."""
+    df = pl.DataFrame({"v": values, "_source_file": pl.repeat("", len(values), eager=True)})
+    typed, *_ = _typed(df, {"t": ("v", kind, fmt, None)}, timezone=timezone)
+    return typed["t"]
+
+
+def _bad_example(
+    df: pl.DataFrame,
+    bad: pl.Series,
+    column: tuple[str, str, str | None, Any],
+    timezone: str | None = None,
+) -> str:
+    """A value of ``column`` that did not parse, and how it was read (a local time the
+    clocks of ``timezone`` skipped is said to be one)."""
     raw, typ, fmt, _ = column
     value = df.filter(bad)[raw].head(1).to_list()
     shown = repr(str(value[0])) if value else "?"
+    if typ == "datetime" and timezone and value and df.schema[raw] == pl.String:
+        text = pl.DataFrame({raw: [str(value[0])]})
+        wall = parse_expr(raw, None, typ, fmt) if fmt else _iso_8601(raw, typ)
+        if text.select(wall.is_not_null()).item():
+            return (
+                f"e.g. {shown}: no such time in {timezone} (the clocks skipped it, as summer "
+                "time began)"
+            )
     if typ in ("date", "datetime"):
         how = f"the format {fmt!r}" if fmt else "ISO 8601 (set the format in the config)"
         return f"e.g. {shown}, read as {typ} with {how}"

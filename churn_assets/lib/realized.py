@@ -648,17 +648,14 @@ def _source_frames(
     return out
 
 
-def _as_time(frame: pl.DataFrame, column: str, kind: str, fmt: str | None) -> pl.Series:
-    """``column`` of a raw frame as datetimes, parsed like ingestion does (bad values null)."""
-    from churn_assets.lib.ingest import parse_expr
+def _as_time(
+    frame: pl.DataFrame, column: str, kind: str, fmt: str | None, timezone: str | None
+) -> pl.Series:
+    """``column`` of a raw frame as UTC datetimes, parsed as ingestion parses it (offsets,
+    ``timezone``; bad values null), so that the split falls where the cut-offs do."""
+    from churn_assets.lib.ingest import parse_times
 
-    dtype = frame.schema[column]
-    if dtype == pl.Date:
-        return frame[column].cast(pl.Datetime("us"))
-    if isinstance(dtype, pl.Datetime):
-        return frame[column].dt.replace_time_zone(None).cast(pl.Datetime("us"))
-    parsed = frame.select(parse_expr(column, None, kind, fmt).alias(column))[column]
-    return parsed.cast(pl.Datetime("us"))
+    return parse_times(frame[column], kind, fmt, timezone).cast(pl.Datetime("us"))
 
 
 def _write_part(
@@ -702,7 +699,8 @@ def split_sources(
     t = cfg.transactions
     tx_files = _source_frames(t, landing_url, storage_options)
     times = [
-        _as_time(frame, t.timestamp, "datetime", t.timestamp_format) for _, frame, _ in tx_files
+        _as_time(frame, t.timestamp, "datetime", t.timestamp_format, t.timezone)
+        for _, frame, _ in tx_files
     ]
     stamps = [s.drop_nulls() for s in times]
     known = [s for s in stamps if len(s)]
@@ -747,7 +745,9 @@ def split_sources(
         if c.signup_date is not None:
             sd = c.signup_date
             kind = "date" if sd.type == "date" else "datetime"
-            signups = [_as_time(frame, sd.raw, kind, sd.format) for _, frame, _ in cust_files]
+            signups = [
+                _as_time(frame, sd.raw, kind, sd.format, c.timezone) for _, frame, _ in cust_files
+            ]
         else:
             signups = [
                 pl.Series([None] * frame.height, dtype=pl.Datetime("us"))

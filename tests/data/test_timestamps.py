@@ -197,3 +197,42 @@ def test_a_zone_name_after_each_time_is_drafted_as_the_timezone(tmp_path):
     ).write_csv(mixed)
     with pytest.raises(DraftError, match="name 2 time zones"):
         draft_config(str(mixed), timestamp="at", id_column="account")
+
+
+def test_each_value_is_read_with_its_own_offset_or_as_a_local_time(tmp_path):
+    """A file whose first value carries an offset read its naive values as UTC, ignoring
+    ``timezone`` (hours off, every check passing); one whose first value is naive or
+    unreadable failed every value with an offset. Each value now goes by its own form."""
+    stamps = [
+        "2024-04-01T15:30:00+05:30",
+        "2024-04-01 15:30:00",  # local to the zone
+        "2024-04-01T03:00-07:00",  # an offset without seconds
+        "2024-04-01T10:00:00Z",
+    ]
+    res, ts = _ingest_in_zone(tmp_path, stamps, "Asia/Kolkata")
+    assert res.parse_errors == {} and ts.to_list() == [UTC_10] * 4
+    res, ts = _ingest(tmp_path, stamps)  # no zone: naive values are UTC
+    assert res.parse_errors == {}
+    assert ts.to_list() == [UTC_10, dt.datetime(2024, 4, 1, 15, 30), UTC_10, UTC_10]
+    res, ts = _ingest(tmp_path, ["not-a-date", *stamps[::-1]])  # first value naive: "Z" etc.
+    assert res.parse_errors == {"timestamp": 1}
+    assert ts.to_list() == [None, UTC_10, UTC_10, dt.datetime(2024, 4, 1, 15, 30), UTC_10]
+
+
+def test_a_date_alone_is_its_calendar_day_in_any_time_zone(tmp_path):
+    """Dates without a time of day and an eastern ``timezone`` became the evening before
+    in UTC (18:30), moving cut-offs a day and making day counts fractional."""
+    res, ts = _ingest_in_zone(tmp_path, ["2024-04-01", "2024-04-01 15:30:00"], "Asia/Kolkata")
+    assert res.parse_errors == {}
+    assert ts.to_list() == [dt.datetime(2024, 4, 1), UTC_10]
+    res, ts = _ingest_in_zone(tmp_path, ["01/04/2024"], "Asia/Kolkata", "%d/%m/%Y")
+    assert ts.to_list() == [dt.datetime(2024, 4, 1)]
+    res, ts = _ingest_in_zone(tmp_path, ["01/04/2024 15:30"], "Asia/Kolkata", "%d/%m/%Y %H:%M")
+    assert ts.to_list() == [UTC_10]
+
+
+def test_a_time_the_clocks_skipped_is_named_as_such(tmp_path):
+    res, _ = _ingest_in_zone(tmp_path, ["2024-03-10 02:30:00"], "America/New_York")
+    assert res.parse_errors == {"timestamp": 1}
+    hint = res.parse_hints["timestamp"]
+    assert "'2024-03-10 02:30:00': no such time in America/New_York" in hint

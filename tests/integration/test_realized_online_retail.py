@@ -95,6 +95,44 @@ def test_a_users_files_are_copied_cut_at_the_scoring_cutoff_and_left_alone(tmp_p
     assert {p.name: p.read_bytes() for p in (landing / "src").iterdir()} == sources
 
 
+def test_the_copy_is_cut_where_ingestion_reads_the_times(tmp_path: Path):
+    """Times with UTC offsets failed the copy ("no readable transaction timestamps"), and
+    local times of a ``timezone`` were cut by their wall clock, hours from the cut-off that
+    ingestion computes in UTC. The copy now reads them as ingestion does."""
+    from churn_assets.lib.datasets import DatasetConfig
+
+    landing = tmp_path / "landing"
+    (landing / "src").mkdir(parents=True)
+    rows = [
+        ("A", "2024-01-05T10:00:00+05:30"),
+        ("B", "2024-03-01T09:00:00Z"),
+        ("A", "2024-05-31T22:00:00-05:00"),  # 2024-06-01 03:00 UTC: after the cut-off
+        ("C", "2024-05-31 20:00:00"),  # naive: New York, 2024-06-01 00:00 UTC
+        ("B", "2024-05-31 19:00:00"),  # 23:00 UTC: before
+        ("C", "2024-06-30T12:00:00Z"),
+    ]
+    (landing / "src" / "tx.csv").write_text(
+        "who,at,eur\n" + "".join(f"{c},{t},5\n" for c, t in rows)
+    )
+    cfg = DatasetConfig.model_validate(
+        {
+            "name": "mine",
+            "transactions": {
+                "path": "src/tx.csv",
+                "customer_id": "who",
+                "timestamp": "at",
+                "amount": "eur",
+                "timezone": "America/New_York",
+            },
+            "labels": {"source": "transactions", "horizon_days": 30},
+        }
+    )
+    split = rz.split_sources(cfg, str(landing), str(tmp_path / "stage"))
+    assert split.cutoff == dt.date(2024, 6, 1)
+    assert split.landed_first == {"transactions": 3, "customers": 0}
+    assert split.held_back == {"transactions": 3, "customers": 0}
+
+
 def test_online_retail_realized_after_a_simulated_horizon(real_data: Path, isolated_env: Path):
     """The whole graph on the invoice lines before 2011-09-10, then the rest lands and
     realized_performance measures the deployed model on what the customers did next. Shipped
