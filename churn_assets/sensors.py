@@ -110,7 +110,17 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     changed = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
     # a file still being written is left for a later tick: not in the cursor yet
     settle = landing_settle_seconds()
-    writing = [u for u in changed if (age := ages.get(u)) is not None and age < settle]
+    # modified further in the future than the settle time: a clock (this machine's or the
+    # writer's, an S3 server's) is off, so its age says nothing; held back, one dated 2099
+    # would never land. Taken as written (ingestion leaves a file that changes while read).
+    skewed = [u for u in changed if (age := ages.get(u)) is not None and age <= -settle]
+    writing = [u for u in changed if (age := ages.get(u)) is not None and -settle < age < settle]
+    if skewed:
+        context.log.warning(
+            f"{len(skewed)} file(s) modified in the future by this machine's clock (it or "
+            "the writer's clock is off), taken as written: "
+            + ", ".join(u.rsplit("/", 1)[-1] for u in skewed)[:300]
+        )
     new = [u for u in changed if u not in writing]
     for url in writing:
         if url in seen:

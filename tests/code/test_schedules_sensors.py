@@ -284,6 +284,29 @@ def test_a_file_still_being_written_waits_for_a_later_tick(isolated_env: Path):
     assert result.run_requests[-1].tags["churn/new_files"] == "late.csv"
 
 
+def test_a_file_modified_in_the_future_is_taken_as_written(isolated_env: Path):
+    """A file stamped two hours ahead (a writer's clock off) was "changed in the last 10 s"
+    until the clock caught up; one stamped 2099 never landed. A stamp further ahead than the
+    settle time now says only that a clock is off: the file is taken."""
+    import os
+    import time
+
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    _, cursor = tick(None)
+    tx = landing / "transactions" / "ahead.csv"
+    tx.write_text("customer_id,timestamp,amount\nC1,2024-01-01 10:00:00,5\n")
+    ahead = time.time() + 2 * 3600
+    os.utime(tx, (ahead, ahead))
+    result, _ = tick(cursor, settle=30)
+    assert isinstance(result, dg.SensorResult)
+    assert result.run_requests[-1].tags["churn/new_files"] == "ahead.csv"
+    soon = time.time() + 5  # within the settle time: may still be being written
+    os.utime(tx, (soon, soon))
+    result, _ = tick(cursor, settle=30)
+    assert isinstance(result, dg.SkipReason) and "ahead.csv" in (result.skip_message or "")
+
+
 def test_a_file_restored_as_it_first_landed_is_ingested_again(isolated_env: Path):
     """A good file, then a bad version of it, then the good one restored from a backup
     (`cp -p`: same name, size and time as when it first landed): each gets a run of its
