@@ -42,6 +42,7 @@ def customer_features(
         customer_id_match,
         features_at,
         label_cutoff,
+        stray_latest_lines,
         usable,
     )
     from churn_assets.lib.features import feature_columns
@@ -54,6 +55,13 @@ def customer_features(
         if cfg.customers is not None and cfg.transactions is not None:
             match = customer_id_match(customers, transactions)
         cutoff = label_cutoff(cfg, transactions)
+        stray = (
+            stray_latest_lines(raw_transactions, cfg.labels.horizon_days)
+            if cfg.transactions is not None
+            else None
+        )
+        if stray:
+            context.log.warning(stray)
         features = features_at(cfg, customers, transactions, cutoff)
         if features.height == 0:
             raise ValueError(
@@ -71,6 +79,7 @@ def customer_features(
             "churn_rate": dg.MetadataValue.float(float(features["churned"].mean() or 0.0)),
             "excluded_quarantined_rows": dg.MetadataValue.int(bad_c + bad_t),
             "feature_count": dg.MetadataValue.int(len(feature_columns(features))),
+            **({"stray_latest_lines": dg.MetadataValue.text(stray)} if stray else {}),
         }
         if "total_sales" in features.columns:
             metadata["mean_total_sales"] = dg.MetadataValue.float(

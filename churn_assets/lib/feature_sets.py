@@ -88,6 +88,53 @@ def label_cutoff(cfg: DatasetConfig, transactions: pl.DataFrame | pl.LazyFrame) 
     return cutoff
 
 
+#: Latest lines looked at for a stray tail: at most this many, 1 per 1,000 lines, at least 5.
+STRAY_TAIL_MAX = 1000
+
+
+def stray_latest_lines(transactions: pl.DataFrame | pl.LazyFrame, horizon_days: int) -> str | None:
+    """Why the latest lines look like strays (a typo'd year, a clock set wrong), or None.
+
+    Every cut-off follows the last line, so one line months past the rest moves them all:
+    the labels' horizon then ends where almost nobody bought, and recency grows for every
+    customer. Strays: among the latest lines (1 in 1,000, 5 to 1,000 of them), those after
+    a gap longer than the label horizon (30 days at least) with no line in it."""
+    lf = transactions.lazy()
+    names = lf.collect_schema().names()
+    if "_quarantined" in names:
+        lf = lf.filter(~pl.col("_quarantined"))
+    n = lf.select(pl.len()).collect().item()
+    k = min(STRAY_TAIL_MAX, max(5, n // 1000))
+    if n <= k:
+        return None
+    latest = (lf.select(pl.col("timestamp").drop_nulls().top_k(k + 1)).collect()["timestamp"]).sort(
+        descending=True
+    )
+    gaps = (latest.head(-1) - latest.tail(-1)).to_list()  # gaps[i]: line i after line i + 1
+    widest = max(range(len(gaps)), key=lambda i: gaps[i])
+    gap = gaps[widest]
+    if gap is None or gap <= dt.timedelta(days=max(30, horizon_days)):
+        return None
+    strays = widest + 1
+    bulk_end = latest[widest + 1]
+    where = ""
+    if "_source_file" in names:
+        files = (
+            lf.filter(pl.col("timestamp") > bulk_end)
+            .select(pl.col("_source_file").unique().sort().head(5))
+            .collect()["_source_file"]
+            .to_list()
+        )
+        where = f" (in {', '.join(str(f).rsplit('/', 1)[-1] for f in files)})"
+    return (
+        f"the latest {strays} line(s){where}, from {latest[widest]:%Y-%m-%d} to "
+        f"{latest[0]:%Y-%m-%d}, lie {gap.days} days after the rest of the history, which ends "
+        f"{bulk_end:%Y-%m-%d}; every cut-off follows the last line, so they move them all (a "
+        "typo in the year, a clock set wrong?): fix or remove those lines and land the file "
+        "again"
+    )
+
+
 def scoring_cutoff(transactions: pl.DataFrame | pl.LazyFrame) -> dt.date:
     """ "Now" for scoring: the day after the last transaction."""
     last = transactions.lazy().select(pl.col("timestamp").max()).collect().item()
@@ -398,6 +445,9 @@ def build_training_set(
             if cfg.labels.source == "columns"
             else _transaction_label_hint(cfg, features)
         )
+        if transactions is not None and cfg.transactions is not None:
+            stray = stray_latest_lines(transactions, cfg.labels.horizon_days)
+            hint = f" ({stray})" if stray else hint  # the likelier cause
         raise ValueError(
             f"training_set needs at least {MIN_PER_CLASS} churned and {MIN_PER_CLASS} retained "
             f"customers; customer_features has {features.height} rows with class counts "

@@ -409,3 +409,37 @@ def test_categories_spelled_alike_share_one_column():
     shares = [c for c in f.columns if c.startswith("cat_share_")]
     assert shares == ["cat_share_home_garden", "cat_share_toys"]
     assert f["cat_share_home_garden"].item() == pytest.approx(0.8)
+
+
+def test_a_stray_latest_line_is_named_where_the_labels_come_out_of_one_class():
+    """One line with a typo'd year (2025 in 2024 data) moved every cut-off by six months:
+    299 of 300 customers churned and training_set blamed the horizon. The stray tail is
+    found (lines after a gap longer than the horizon among the latest ones) and named."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import build_training_set, stray_latest_lines
+
+    start = dt.datetime(2024, 1, 1)
+    stamps = [start + dt.timedelta(hours=3 * i) for i in range(2920)]  # 2024, every 3 h
+    tx = pl.DataFrame(
+        {
+            "timestamp": [*stamps, dt.datetime(2025, 7, 6, 4, 0)],
+            "_source_file": ["a.csv"] * len(stamps) + ["late.csv"],
+        }
+    )
+    said = stray_latest_lines(tx.lazy(), 90)
+    assert said is not None
+    assert "the latest 1 line(s) (in late.csv), from 2025-07-06 to 2025-07-06" in said
+    assert "lie 187 days after the rest of the history, which ends 2024-12-30" in said
+    assert stray_latest_lines(tx.head(len(stamps)), 90) is None  # no stray
+    paused = tx.with_columns(  # a 60-day pause before the last 100 lines: within the horizon
+        pl.when(pl.int_range(pl.len()) >= len(stamps) - 100)
+        .then(pl.col("timestamp") + dt.timedelta(days=60))
+        .otherwise(pl.col("timestamp"))
+    ).head(len(stamps))
+    assert stray_latest_lines(paused, 90) is None
+    features = pl.DataFrame(
+        {"customer_id": [str(i) for i in range(50)], "frequency": [2.0] * 50, "churned": [1] * 50}
+    )
+    with pytest.raises(ValueError, match="needs at least 10 churned") as e:
+        build_training_set(load_dataset_config("synthetic"), features, None, tx)
+    assert "lie 187 days after the rest of the history" in str(e.value)

@@ -644,6 +644,14 @@ def test_a_transaction_from_the_future_fails_naming_its_date_and_why() -> None:
     # a stray line or two in a large file is quarantined and the run goes on
     many = pl.DataFrame({"timestamp": [*stamps, *stamps, dt.datetime(2201, 3, 5, 10)]})
     assert _only(many, rule).success and _polars_count(many, rule) == 1
+    # and the check says how many, not "all expectations met"
+    from churn_assets.raw.checks import suite_check
+
+    check = suite_check("raw_transactions", validate(many, [rule], "t"), None)
+    assert check.passed
+    assert check.description == (
+        "1 row(s) break between on 'timestamp', within its tolerance: quarantined"
+    )
 
 
 def test_a_placeholder_date_is_quarantined() -> None:
