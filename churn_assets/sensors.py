@@ -174,12 +174,16 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         for url in tx[:-1]
     ]
     if tx:  # the last file's run also runs what reads every file
-        customers_changed = len(tx) < len(new)
+        # the customer table is read again only when one of its files changed, or when
+        # storage has none yet: a data set without a customer table (its raw_customers is
+        # an empty table) had it written by no run, and every landing run failed
+        read_customers = len(tx) < len(new) or not platform.storage().exists(
+            "assets/raw_customers.parquet"
+        )
         requests.append(
             dg.RunRequest(
                 run_key=run_key(*new),
-                # the customer table is read again only when one of its files changed
-                job_name=(monitoring_job if customers_changed else transactions_landing_job).name,
+                job_name=(monitoring_job if read_customers else transactions_landing_job).name,
                 partition_key=keys[-1],
                 tags=tags,
             )

@@ -483,6 +483,12 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     (tx_dir / "hour-01.parquet").write_bytes(
         (tx_dir / "drift-0001-part-00000.parquet").read_bytes()
     )
+    result, _ = tick(cursor)
+    (request,) = result.run_requests
+    # no customer table in storage yet (no run wrote one: a data set without a customer
+    # table had every landing run fail on it): it is read too
+    assert request.job_name == "ingest_features_drift"
+    ChurnPlatform().storage().write_bytes("assets/raw_customers.parquet", b"stored")
     result, cursor = tick(cursor)
     (request,) = result.run_requests
     assert request.job_name == "transactions_features_drift"
