@@ -178,6 +178,12 @@ def _train_model_set(
             metadata[f"champion_{k}"] = dg.MetadataValue.float(float(v))
     if champ.threshold is not None:
         metadata["threshold"] = dg.MetadataValue.float(float(champ.threshold))
+    if spec.left_out:
+        metadata["features_left_out"] = dg.MetadataValue.json(spec.left_out)
+        context.log.warning(
+            "left out of the features (too few values to learn from): "
+            + "; ".join(f"'{c}': {why}" for c, why in spec.left_out.items())[:500]
+        )
     context.log.info(f"{kind} champion {result.champion}: {champ.metrics}")
     return dg.Output(value, metadata=metadata)
 
@@ -253,5 +259,14 @@ def regression_models(
                 "the churn model is trained"
             )
             context.log.info(reason)
+            return _not_applicable(reason)
+        values = training_set["total_sales"].drop_nulls().unique()
+        if values.len() == 1:  # every customer the same: nothing to learn, R² undefined
+            reason = (
+                f"not applicable: the value label (total_sales) is {values[0]:g} for every "
+                "customer in the training set, so there is nothing to learn; only the churn "
+                "model is trained"
+            )
+            context.log.warning(reason)
             return _not_applicable(reason)
         return _train_model_set(context, platform, training_set, "regression")

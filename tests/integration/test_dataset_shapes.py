@@ -391,3 +391,68 @@ def test_a_snapshot_with_a_last_login_date_is_served_from_the_date_itself(tmp_pa
             f"{url}/predict?as_of=someday", json={"records": [{"features": later}]}, timeout=30
         )
         assert wrong.status_code == 422 and "as_of must be a date" in wrong.text
+
+
+def test_a_constant_value_label_and_an_empty_attribute_leave_the_churn_model(
+    tmp_path, isolated_env
+):
+    """A value label with one value for everyone was "learned" with R² 1.0 and deployed; a
+    numeric attribute with one value among 400 rows crashed the tree models' cross-
+    validation ("window shape cannot be larger than input array shape"). The value model is
+    now "not applicable", saying why, and the empty attribute is left out, saying so: the
+    churn model is trained and deployed."""
+    rng = np.random.default_rng(36)
+    n = 400
+    tenure = rng.integers(0, 72, n)
+    fee = rng.uniform(10, 120, n).round(2)
+    churned = rng.random(n) < 1 / (1 + np.exp(1 - 0.03 * fee + 0.05 * tenure))
+    rare = np.full(n, np.nan)
+    rare[7] = 1.5
+    pl.DataFrame(
+        {
+            "customer_id": [f"C{i:04d}" for i in range(n)],
+            "plan": rng.choice(["basic", "pro", "max"], n),
+            "tenure": tenure,
+            "monthly_fee": fee,
+            "rare": rare,
+            "total": [100.0] * n,
+            "churn": np.where(churned, "Yes", "No"),
+        }
+    ).write_csv(tmp_path / "flat.csv")
+    cfg = {
+        "name": "flat",
+        "customers": {
+            "path": str(tmp_path / "flat.csv"),
+            "id_column": "customer_id",
+            "attributes": [
+                {"name": "plan", "type": "categorical"},
+                {"name": "tenure", "type": "integer"},
+                {"name": "monthly_fee", "type": "numeric"},
+                {"name": "rare", "type": "numeric"},
+            ],
+        },
+        "labels": {
+            "source": "columns",
+            "churned_column": "churn",
+            "churned_positive": ["Yes"],
+            "total_sales_column": "total",
+        },
+        "models": {**FAST_MODELS, "classification_candidates": ["hist_gradient_boosting"]},
+    }
+    config = tmp_path / "flat.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    run = run_graph(str(config))
+    assert run.result.success, run.result.all_events[-1]
+    regression = run.result.output_for_node("regression_models")
+    assert regression["applicable"] is False
+    assert "(total_sales) is 100 for every customer" in regression["reason"]
+    classification = run.result.output_for_node("classification_models")
+    assert "rare" not in classification["feature_spec"]["numeric"]
+    (mat,) = [
+        e.materialization
+        for e in run.result.get_asset_materialization_events()
+        if e.materialization.asset_key.path[-1] == "classification_models"
+    ]
+    assert "rare" in mat.metadata["features_left_out"].value
+    out = run.result.output_for_node("deployed_model_version")
+    assert out["promoted"] and set(out["decision"]["roles"]) == {"classifier"}

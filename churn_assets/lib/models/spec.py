@@ -24,6 +24,9 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     "split_group",
 )
 
+#: A numeric column with fewer values than this in the training rows is not a feature.
+MIN_FEATURE_VALUES = 10
+
 #: Optional column with the naive regression forecast (allowed as a feature).
 NAIVE_COLUMN = "naive_total_sales"
 
@@ -56,6 +59,8 @@ class FeatureSpec:
 
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    #: Columns :meth:`infer` left out, and why (not part of the spec's identity).
+    left_out: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         overlap = set(self.numeric) & set(self.categorical)
@@ -80,17 +85,34 @@ class FeatureSpec:
         excluded = set(exclude)
         numeric: list[str] = []
         categorical: list[str] = []
+        left_out: dict[str, str] = {}
         for col in df.columns:
             if col in excluded:
                 continue
             dtype = df[col].dtype
             if _is_numeric_dtype(dtype):
+                # a column (almost) without values teaches nothing, and a cross-validation
+                # fold whose rows all lack it broke the tree models' binning
+                known = int(df[col].notna().sum())
+                if known < MIN_FEATURE_VALUES:
+                    left_out[str(col)] = (
+                        f"{known} value(s) in {len(df)} training rows (fewer than "
+                        f"{MIN_FEATURE_VALUES})"
+                    )
+                    continue
                 numeric.append(str(col))
             elif _is_categorical_dtype(dtype):
                 categorical.append(str(col))
         if not numeric and not categorical:
-            raise ValueError("no feature columns found")
-        return cls(numeric=numeric, categorical=categorical)
+            why = "; ".join(f"'{c}': {w}" for c, w in left_out.items())
+            raise ValueError(
+                "no feature columns to train on: the training table has no attribute or "
+                "behaviour column"
+                + (f" with values ({why[:300]})" if why else "")
+                + "; list the customer table's attributes in the data set config (customers."
+                "attributes), or add transactions"
+            )
+        return cls(numeric=numeric, categorical=categorical, left_out=left_out)
 
     def missing_columns(self, df: pd.DataFrame) -> list[str]:
         """Feature columns absent from ``df``."""
