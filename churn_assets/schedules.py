@@ -7,7 +7,12 @@ import dagster as dg
 from churn_assets import scope
 from churn_assets.jobs import retention_job, retraining_job
 from churn_assets.tick_errors import posting_errors
-from churn_assets.training_state import TRAINING_INPUTS, last_completed_training, latest_inputs
+from churn_assets.training_state import (
+    TRAINING_INPUTS,
+    failing_on_the_same_data,
+    last_completed_training,
+    latest_inputs,
+)
 
 DEFAULT_CRON = "0 * * * *"
 
@@ -59,6 +64,9 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         verdict = scheduled_retraining(latest_inputs(instance), last_completed_training(instance))
         if not verdict.due:
             return dg.SkipReason(verdict.reason)
+        failing = failing_on_the_same_data(instance, retraining_job.name)
+        if failing:
+            return dg.SkipReason(failing)
         tick = context.scheduled_execution_time
         return dg.RunRequest(
             run_key=f"schedule-{tick.isoformat()}" if tick else None,

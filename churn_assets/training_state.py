@@ -65,3 +65,44 @@ def first_untrained_input(
         if records and (first is None or records[0].storage_id < first.storage_id):
             first = records[0]
     return first
+
+
+#: Retraining runs failed in a row on the same data after which the schedule waits for new
+#: data: one failure may be passing (a server restarting), two are the data or the config.
+FAILURES_BEFORE_WAITING = 2
+#: What the data is made of (``customer_features`` is rebuilt by each retraining run).
+RAW_INPUTS = ("raw_customers", "raw_transactions")
+
+
+def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str | None:
+    """Why a scheduled retraining would fail again, or None: the last
+    :data:`FAILURES_BEFORE_WAITING` finished retraining runs of this data set failed, and
+    no raw table has been materialized since the first of them started (a failure the data
+    or the config causes repeats every tick, each an alert)."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            job_name=job_name,
+            tags=scope.dataset_tags(),
+            statuses=[
+                dg.DagsterRunStatus.SUCCESS,
+                dg.DagsterRunStatus.FAILURE,
+                dg.DagsterRunStatus.CANCELED,
+            ],
+        ),
+        limit=FAILURES_BEFORE_WAITING,
+    )
+    if len(records) < FAILURES_BEFORE_WAITING or any(
+        r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in records
+    ):
+        return None
+    since = min(r.create_timestamp.timestamp() for r in records)
+    for key in RAW_INPUTS:
+        latest = instance.fetch_materializations(scope.key(key), limit=1).records
+        if latest and latest[0].timestamp > since:
+            return None
+    newest = records[0].dagster_run
+    return (
+        f"the last {len(records)} retraining runs failed on the same data (the newest: "
+        f"{newest.run_id}); not started again until a new file lands (or a retraining is "
+        "launched by hand, e.g. after a config fix)"
+    )

@@ -129,6 +129,39 @@ def test_schedule_retrains_only_when_inputs_changed_since_the_last_training(inst
     assert not schedule_tick(instance, 15).run_requests
 
 
+def test_the_schedule_waits_for_new_data_after_two_failed_retrainings(instance):
+    """A retraining that fails on the data or the config (a bad column, a crashing model)
+    was started again every tick, each time an alert. One failure is tried again (it may
+    be passing); after two in a row on the same data the schedule waits for a new file."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from churn_assets import scope
+
+    def finished_retraining(status: dg.DagsterRunStatus) -> None:
+        run = DagsterRun(
+            job_name="retraining",
+            run_id=make_new_run_id(),
+            status=status,
+            tags=scope.dataset_tags(),
+        )
+        instance.add_run(run)
+
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+    finished_retraining(dg.DagsterRunStatus.FAILURE)
+    assert schedule_tick(instance).run_requests  # once: tried again
+    finished_retraining(dg.DagsterRunStatus.FAILURE)
+    tick = schedule_tick(instance, 12)
+    assert not tick.run_requests
+    assert tick.skip_message.startswith("the last 2 retraining runs failed on the same data")
+    land(instance, "raw_transactions")  # a new file
+    assert schedule_tick(instance, 13).run_requests
+    finished_retraining(dg.DagsterRunStatus.FAILURE)
+    finished_retraining(dg.DagsterRunStatus.SUCCESS)  # a launch by hand that worked
+    finished_retraining(dg.DagsterRunStatus.FAILURE)
+    assert schedule_tick(instance, 14).run_requests
+
+
 def test_retraining_job_carries_the_one_at_a_time_tag():
     from churn_assets.schedules import retraining_schedule
 
