@@ -448,6 +448,10 @@ def build_training_set(
         if transactions is not None and cfg.transactions is not None:
             stray = stray_latest_lines(transactions, cfg.labels.horizon_days)
             hint = f" ({stray})" if stray else hint  # the likelier cause
+        if features.height < 2 * MIN_PER_CLASS:
+            hint = (
+                f" (only {features.height} customers: no setting makes enough of both; land more)"
+            )
         raise ValueError(
             f"training_set needs at least {MIN_PER_CLASS} churned and {MIN_PER_CLASS} retained "
             f"customers; customer_features has {features.height} rows with class counts "
@@ -477,6 +481,7 @@ def build_training_set(
                     [train.with_columns(pl.lit("train").alias("split")), later],
                     how="diagonal_relaxed",
                 )
+                _enough_of_each_class(out)
                 return out, {
                     "protocol": "temporal",
                     "population": population(cfg, features),
@@ -486,7 +491,14 @@ def build_training_set(
                     "train_cutoff": earlier.isoformat(),
                     "evaluation_cutoff": cutoff.isoformat(),
                 }
-        reason = "not enough history before an earlier cut-off"
+            reason = (
+                f"the earlier cut-off {earlier} has {train.height} customers, fewer than "
+                f"{MIN_TRAIN_ROWS}"
+                if train.height < MIN_TRAIN_ROWS
+                else f"the labels at the earlier cut-off {earlier} are all one class"
+            )
+        else:
+            reason = "not enough history before an earlier cut-off"
     elif cutoff is None:
         reason = "snapshot data"
     elif not derived:
@@ -502,13 +514,46 @@ def build_training_set(
         {"train": train_share, "validation": m.validation_fraction, "holdout": m.holdout_fraction},
         seed,
     )
-    return features.with_columns(split), {
+    out = features.with_columns(split)
+    _enough_of_each_class(out)
+    return out, {
         "protocol": "hashed",
         "population": population(cfg, features),
         "description": f"split {train_share:.0%}/{m.validation_fraction:.0%}/"
         f"{m.holdout_fraction:.0%} by a stable hash of customer_id ({reason})",
         "evaluation_cutoff": cutoff.isoformat() if cutoff else None,
     }
+
+
+#: Churned and retained customers each of validation and holdout needs: the champion and
+#: its threshold are chosen on validation and judged on holdout.
+MIN_PER_CLASS_IN_SPLIT = 3
+
+
+def _enough_of_each_class(frame: pl.DataFrame) -> None:
+    """Refuse a split whose validation or holdout part has fewer than
+    :data:`MIN_PER_CLASS_IN_SPLIT` churned or retained customers: with one churner in
+    validation the threshold was that customer's score, and with none the champion was
+    picked at random and the threshold left at 0.5, deployed without a word."""
+    sizes = (
+        frame.filter(pl.col("split").is_in(["validation", "holdout"]))
+        .group_by("split")
+        .agg(pl.col("churned").sum().alias("churned"), pl.len().alias("rows"))
+    )
+    counts = {
+        part: (int(churned), int(rows))
+        for part, churned, rows in sizes.select("split", "churned", "rows").iter_rows()
+    }
+    counts = {p: counts.get(p, (0, 0)) for p in ("validation", "holdout")}
+    short = {p: c for p, c in counts.items() if min(c[0], c[1] - c[0]) < MIN_PER_CLASS_IN_SPLIT}
+    if short:
+        said = ", ".join(f"{p} {n} churned of {rows}" for p, (n, rows) in counts.items())
+        raise ValueError(
+            f"training_set has too few customers to choose and judge a model: {said} (each "
+            f"needs at least {MIN_PER_CLASS_IN_SPLIT} churned and {MIN_PER_CLASS_IN_SPLIT} "
+            f"retained; {frame.height} customers in all): land more customers, or widen "
+            "models.validation_fraction / models.holdout_fraction"
+        )
 
 
 def to_splits(training_set: pl.DataFrame) -> dict[str, Any]:

@@ -443,3 +443,38 @@ def test_a_stray_latest_line_is_named_where_the_labels_come_out_of_one_class():
     with pytest.raises(ValueError, match="needs at least 10 churned") as e:
         build_training_set(load_dataset_config("synthetic"), features, None, tx)
     assert "lie 187 days after the rest of the history" in str(e.value)
+
+
+def test_too_few_of_a_class_in_validation_or_holdout_is_refused_saying_so():
+    """60 customers with 14 churned left one churner in validation: its score became the
+    threshold and the model was deployed as usual. A split part with fewer than 3 churned
+    or retained customers is refused, counting each part; 11 customers in all are said to
+    be too few rather than blamed on the horizon."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import build_training_set
+
+    cfg = load_dataset_config("telco")  # a snapshot: split by a hash of the id
+    n = 60
+
+    def features(every: tuple[int, ...]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "customer_id": [f"C{i:04d}" for i in range(n)],
+                "tenure": [1.0] * n,
+                "churned": [int(i % 5 in every) for i in range(n)],
+            }
+        )
+
+    frame, _ = build_training_set(cfg, features((0, 1)), None, None)  # 24 churned: enough
+    parts = dict(frame.group_by("split").agg(pl.col("churned").sum()).iter_rows())
+    assert min(parts["validation"], parts["holdout"]) >= 3
+    with pytest.raises(ValueError, match="too few customers to choose and judge a model") as e:
+        build_training_set(cfg, features((0,)), None, None)  # 12 churned
+    assert "validation 3 churned of 14, holdout 2 churned of 13" in str(e.value)
+    tiny = (
+        features((0,))
+        .head(11)
+        .with_columns(pl.Series("churned", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]))
+    )
+    with pytest.raises(ValueError, match="only 11 customers: no setting makes enough"):
+        build_training_set(cfg, tiny, None, None)
