@@ -886,6 +886,18 @@ def _plain_timestamp_format(table: _Table, col: str, values: pl.Series) -> tuple
             if swapped != fmt and swapped in found
             else ""
         )
+        kind = "date" if "%H" not in fmt else "datetime"
+        years = _parsed(table, col, kind, fmt)[1].drop_nulls().dt.year()
+        if "%Y" in fmt and years.len() and years.max() < 100:  # "10/07/24": year 24
+            fmt = fmt.replace("%Y", "%y")
+            note = "; ".join(
+                n
+                for n in (
+                    note.replace("%Y", "%y"),
+                    "CHECK: two-digit years, 00-69 read as 2000-2069 and 70-99 as 1970-1999",
+                )
+                if n
+            )
         return fmt, note
     raise DraftError(
         f"the timestamps of column {col!r} (e.g. {table.frame[col].drop_nulls()[0]!r}) match "
