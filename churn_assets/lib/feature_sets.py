@@ -410,6 +410,13 @@ def _transaction_label_hint(cfg: DatasetConfig, features: pl.DataFrame) -> str:
         )
     once = ""
     if "frequency" in features.columns and features.height:
+        none = float((features["frequency"] == 0).mean())
+        if none >= 0.5:  # returns only: every line negative
+            return (
+                f" ({none:.0%} of the customers have no purchase before the cut-off, only "
+                "returns (lines with a negative amount): check the sign of transactions."
+                "amount, or whether the file holds refunds alone)"
+            )
         single = float((features["frequency"] <= 1).mean())
         once = f"; {single:.0%} of them placed a single order before the cut-off"
     return (

@@ -365,6 +365,20 @@ def test_a_snapshot_counts_its_dates_to_its_own_latest_date_not_to_today():
     assert snapshot_as_of(cfg, customers.select("customer_id")) == dt.date.today()
 
 
+def test_labels_of_returns_alone_say_so():
+    """A file of refunds only (every amount negative) was said to hold customers of "a
+    single order" who might be orders rather than people; it holds no purchase at all."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.feature_sets import build_training_set
+
+    features = pl.DataFrame(
+        {"customer_id": [str(i) for i in range(50)], "frequency": [0.0] * 50, "churned": [1] * 50}
+    )
+    with pytest.raises(ValueError, match="needs at least 10 churned") as e:
+        build_training_set(load_dataset_config("synthetic"), features, None, None)
+    assert "100% of the customers have no purchase before the cut-off, only returns" in str(e.value)
+
+
 @pytest.mark.parametrize(
     ("churned", "says"),
     [
