@@ -864,11 +864,15 @@ def load_bundle(
             log.warning("version %s: verification rows unusable: %s", version, e)
     predictors: dict[str, ServedModel | None] = {}
     role_errors: dict[str, str] = {}
+    models = manifest.get("models") or {}
+    value_roles = ("regressor", "regressor_fallback")
+    churn_only = not any(models.get(r) for r in value_roles)  # no value label: not degraded
     for role in dep.MODEL_ROLES:
-        entry = (manifest.get("models") or {}).get(role)
+        entry = models.get(role)
         if not entry:
             predictors[role] = None
-            role_errors[role] = "not in the manifest"
+            if not (churn_only and role in value_roles):
+                role_errors[role] = "not in the manifest"
             continue
         try:
             predictors[role] = load_model(

@@ -401,6 +401,9 @@ def parse_expr(
             parsed = pl.when(s.str.contains(_ISO_DATE_START)).then(
                 s.str.to_datetime(None, strict=False, time_unit="us")
             )
+        elif re.search(r"%#?z", fmt):  # "Z" is the offset +00:00, which %z does not read
+            t = s.str.replace(r"[Zz]$", "+00:00")
+            parsed = t.str.to_datetime(fmt, strict=False, time_unit="us")
         else:
             parsed = s.str.to_datetime(fmt, strict=False, time_unit="us")
         if fmt is not None and re.search(r"%#?[zZ]", fmt):

@@ -95,6 +95,8 @@ def test_a_format_with_an_offset_is_read_as_utc(tmp_path):
     res, ts = _ingest(tmp_path, ["01/04/2024 12:00 +0200"], fmt="%d/%m/%Y %H:%M %z")
     assert res.parse_errors == {}
     assert ts.dtype.time_zone is None and ts.to_list() == [UTC_10]
+    res, ts = _ingest(tmp_path, ["2024-04-01T10:00:00Z"], fmt="%Y-%m-%dT%H:%M:%S%z")
+    assert res.parse_errors == {} and ts.to_list() == [UTC_10]  # "Z": +00:00
 
 
 def test_parquet_with_a_time_zone_is_read_as_utc(tmp_path):

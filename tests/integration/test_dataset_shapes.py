@@ -142,6 +142,8 @@ def test_churn_only_snapshot_runs_end_to_end_and_is_served(tmp_path, isolated_en
         assert 0 <= pred["churn_probability"] <= 1
         assert pred["expected_total_sales"] is None
         assert "no_value_model" in str(pred), pred
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["degraded_roles"] == {}, health  # no value label is not a degraded role
 
 
 def test_value_only_config_is_refused_with_a_clear_error(tmp_path):
