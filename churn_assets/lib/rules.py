@@ -153,5 +153,15 @@ def feature_rules(columns: list[str], numeric: list[str], with_labels: bool) -> 
         rules.append(Rule("in_set", "churned", value_set=(0, 1), description="churned is 0/1"))
         rules.append(Rule("not_null", "churned"))
         if "total_sales" in columns:
-            rules.append(Rule("between", "total_sales", min_value=0, description="total_sales ≥ 0"))
+            # not blocking: a negative value label (a credit balance) makes the value model
+            # set not applicable; the churn model goes on
+            rules.append(
+                Rule(
+                    "between",
+                    "total_sales",
+                    min_value=0,
+                    blocking=False,
+                    description="total_sales ≥ 0 (else the value model set does not apply)",
+                )
+            )
     return rules

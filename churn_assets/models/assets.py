@@ -260,6 +260,17 @@ def regression_models(
             )
             context.log.info(reason)
             return _not_applicable(reason)
+        negative = int((training_set["total_sales"] < 0).sum())
+        if negative:  # credit balances, net refunds: a value model forecasts spend >= 0
+            source = cfg.labels.total_sales_column or "the transactions' amounts"
+            reason = (
+                f"not applicable: {negative:,} customer(s) have a negative value label "
+                f"(total_sales, from {source}); a value model forecasts spend of 0 or more: "
+                "floor refunds before landing, or leave the value label out; only the churn "
+                "model is trained"
+            )
+            context.log.warning(reason)
+            return _not_applicable(reason)
         values = training_set["total_sales"].drop_nulls().unique()
         if values.len() == 1:  # every customer the same: nothing to learn, R² undefined
             reason = (

@@ -395,16 +395,11 @@ def test_a_snapshot_with_a_last_login_date_is_served_from_the_date_itself(tmp_pa
         assert wrong.status_code == 422 and "as_of must be a date" in wrong.text
 
 
-def test_a_constant_value_label_and_an_empty_attribute_leave_the_churn_model(
-    tmp_path, isolated_env
-):
-    """A value label with one value for everyone was "learned" with R² 1.0 and deployed; a
-    numeric attribute with one value among 400 rows crashed the tree models' cross-
-    validation ("window shape cannot be larger than input array shape"). The value model is
-    now "not applicable", saying why, and the empty attribute is left out, saying so: the
-    churn model is trained and deployed."""
+def small_snapshot(tmp_path: Path, total: list[float]) -> Path:
+    """A 400-customer snapshot config (plan, tenure, fee, an attribute with one value, the
+    value label ``total``) with the trimmed candidate lists."""
     rng = np.random.default_rng(36)
-    n = 400
+    n = len(total)
     tenure = rng.integers(0, 72, n)
     fee = rng.uniform(10, 120, n).round(2)
     churned = rng.random(n) < 1 / (1 + np.exp(1 - 0.03 * fee + 0.05 * tenure))
@@ -417,7 +412,7 @@ def test_a_constant_value_label_and_an_empty_attribute_leave_the_churn_model(
             "tenure": tenure,
             "monthly_fee": fee,
             "rare": rare,
-            "total": [100.0] * n,
+            "total": total,
             "churn": np.where(churned, "Yes", "No"),
         }
     ).write_csv(tmp_path / "flat.csv")
@@ -443,7 +438,18 @@ def test_a_constant_value_label_and_an_empty_attribute_leave_the_churn_model(
     }
     config = tmp_path / "flat.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    run = run_graph(str(config))
+    return config
+
+
+def test_a_constant_value_label_and_an_empty_attribute_leave_the_churn_model(
+    tmp_path, isolated_env
+):
+    """A value label with one value for everyone was "learned" with R² 1.0 and deployed; a
+    numeric attribute with one value among 400 rows crashed the tree models' cross-
+    validation ("window shape cannot be larger than input array shape"). The value model is
+    now "not applicable", saying why, and the empty attribute is left out, saying so: the
+    churn model is trained and deployed."""
+    run = run_graph(str(small_snapshot(tmp_path, [100.0] * 400)))
     assert run.result.success, run.result.all_events[-1]
     regression = run.result.output_for_node("regression_models")
     assert regression["applicable"] is False
@@ -456,5 +462,24 @@ def test_a_constant_value_label_and_an_empty_attribute_leave_the_churn_model(
         if e.materialization.asset_key.path[-1] == "classification_models"
     ]
     assert "rare" in mat.metadata["features_left_out"].value
+    out = run.result.output_for_node("deployed_model_version")
+    assert out["promoted"] and set(out["decision"]["roles"]) == {"classifier"}
+
+
+def test_a_negative_value_label_leaves_the_churn_model(tmp_path, isolated_env):
+    """Credit balances (a negative value label for 40 of 400 customers) failed the blocking
+    feature check and stopped the churn model with the value model. The check now warns,
+    and the value set is not applicable, naming the count and the column."""
+    total = [float(-5 if i % 10 == 0 else 50 + i) for i in range(400)]
+    run = run_graph(str(small_snapshot(tmp_path, total)))
+    assert run.result.success, run.result.all_events[-1]
+    check = run.check("customer_features", "customer_features_valid")
+    assert check.passed and "total_sales" in check.description
+    regression = run.result.output_for_node("regression_models")
+    assert regression["applicable"] is False
+    assert (
+        "40 customer(s) have a negative value label (total_sales, from total)"
+        in (regression["reason"])
+    )
     out = run.result.output_for_node("deployed_model_version")
     assert out["promoted"] and set(out["decision"]["roles"]) == {"classifier"}
