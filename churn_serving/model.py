@@ -446,12 +446,26 @@ class ModelBundle:
                 f"; customers whose last activity is an exit event ({', '.join(exits)}) "
                 "are left out until they come back"
             )
+        index = self.customers.index
+
+        def near(cid: str) -> str:
+            """A known id the unknown one may have meant: the same digits with the leading
+            zeros a spreadsheet or an integer column dropped ("7" for "007")."""
+            if not cid.isdigit() or len(cid) > 30:
+                return ""
+            for width in range(len(cid) + 1, len(cid) + 8):
+                if cid.zfill(width) in index:
+                    return (
+                        f"; did you mean {cid.zfill(width)!r}? (ids are text: leading zeros count)"
+                    )
+            return ""
+
         detail = [
             {
                 "loc": ["body", "columns", "customer_id", pos]
                 if columnar
                 else ["body", "records", pos, "customer_id"],
-                "msg": f"unknown customer_id {_short(cid)} ({why})",
+                "msg": f"unknown customer_id {_short(cid)} ({why}){near(str(cid))}",
                 "type": "unknown_customer_id",
                 "field": "customer_id",
             }

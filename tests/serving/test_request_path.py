@@ -337,6 +337,26 @@ def test_a_lookup_is_echoed_with_the_id_as_sent_whoever_asked_first(app):
     assert b.find_rows(["17850"], [0]) == ([0], False)
 
 
+def test_an_id_without_its_leading_zeros_is_answered_404_with_the_id_it_may_mean():
+    """Ids '000'..'199': '7' (as an integer column or a spreadsheet writes it) is unknown,
+    and the answer says which id it may have meant."""
+    import pyarrow as pa
+
+    schema = FeatureSchema(MANIFEST)
+    rows = [record(age=30, spend=10.0, plan="a") for _ in range(3)]
+    frame = pa.table(
+        {"customer_id": ["000", "007", "A7"], **{c: [r[c] for r in rows] for c in schema.columns}}
+    )
+    b = make_bundle().with_customers(
+        CustomerTable.from_frame(frame, schema, "mem", None), None, "s"
+    )
+    with pytest.raises(RequestError) as err:
+        b.lookup_rows(["7", "8"], [0, 1])
+    first, second = (d["msg"] for d in err.value.detail)
+    assert first.endswith("; did you mean '007'? (ids are text: leading zeros count)")
+    assert "did you mean" not in second
+
+
 def test_no_answer_json_without_precomputed_answers_or_for_a_huge_table(monkeypatch):
     assert make_bundle(precompute=False).customers.answer_json is None
     monkeypatch.setattr("churn_serving.model.ANSWER_JSON_MAX_ROWS", 39)
