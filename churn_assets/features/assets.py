@@ -64,6 +64,21 @@ def customer_features(
             context.log.warning(stray)
         features = features_at(cfg, customers, transactions, cutoff)
         if features.height == 0:
+            blank = (
+                customers.height
+                if cfg.labels.allow_unlabelled
+                and "churned" in customers.columns
+                and customers.height
+                and customers["churned"].null_count() == customers.height
+                else 0
+            )
+            if blank:  # allow_unlabelled keeps them, for scoring only
+                raise ValueError(
+                    f"the labelled feature table is empty: every one of the {blank:,} "
+                    f"customers has a blank churn label (column '{cfg.labels.churned_column}'"
+                    "; labels.allow_unlabelled keeps such customers for scoring, not for "
+                    "training): land a table with labels"
+                )
             raise ValueError(
                 "the labelled feature table is empty: no customer "
                 + (f"was active before the cut-off {cutoff}" if cutoff else "row is usable")

@@ -483,3 +483,21 @@ def test_a_negative_value_label_leaves_the_churn_model(tmp_path, isolated_env):
     )
     out = run.result.output_for_node("deployed_model_version")
     assert out["promoted"] and set(out["decision"]["roles"]) == {"classifier"}
+
+
+def test_a_table_without_any_label_says_so(tmp_path, isolated_env):
+    """Every churn label blank, with ``allow_unlabelled``: the failure blamed
+    labels.active_within_days and labels.cutoff, which a snapshot does not even take."""
+    config = small_snapshot(tmp_path, [10.0] * 60)
+    frame = pl.read_csv(tmp_path / "flat.csv").with_columns(pl.lit("").alias("churn"))
+    frame.write_csv(tmp_path / "flat.csv")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["labels"]["allow_unlabelled"] = True
+    config.write_text(yaml.safe_dump(cfg))
+    run = run_graph(str(config))
+    assert not run.result.success
+    (failure,) = [e for e in run.result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "customer_features"
+    assert "every one of the 60 customers has a blank churn label (column 'churn'" in (
+        failure.event_specific_data.error.to_string()
+    )
