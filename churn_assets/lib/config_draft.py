@@ -753,6 +753,12 @@ def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
             f"--label churned; the draft leaves {label!r} out (it would leak the outcome)"
         )
     positive, why = _positive_of(_same_values(counts), label)
+    if len(_same_values(counts)) == 1:  # all "No" (or all "Yes"): one class to learn from
+        ((only, n),) = _same_values(counts)
+        why += (
+            f"; CHECK: every labelled row holds {only!r} ({n:,}): one class, nothing to train "
+            "on until the table holds both"
+        )
     values = [v for v, _ in counts]
     keys = dict(zip(values, label_keys(values), strict=True))
     key = label_keys([positive])[0]

@@ -1027,3 +1027,18 @@ def test_a_constant_column_of_a_parquet_file_is_left_out_as_in_a_csv(tmp_path):
     bank.write_parquet(tmp_path / "bank.parquet")
     text = draft_config(str(tmp_path / "bank.parquet"), label="Exited")
     assert '# left out: "Constant": 7.0 in every row read: says nothing' in text
+
+
+def test_a_label_of_one_value_is_drafted_with_a_check_note(tmp_path):
+    """A table whose labels are all "No" got `churned_positive: ["yes"]`, a value not in
+    the data, without a word; the note now says the column holds one class."""
+    path = tmp_path / "all_no.csv"
+    pl.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(50)],
+            "tenure": list(range(50)),
+            "churn": ["No"] * 50,
+        }
+    ).write_csv(path)
+    text = draft_config(str(path), label="churn")
+    assert "CHECK: every labelled row holds 'No' (50): one class" in text
