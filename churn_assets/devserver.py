@@ -49,7 +49,9 @@ def prepare_dagster_home(root: Path) -> Path:
     return home
 
 
-POOL_LIMITS = {"retraining": 1}
+#: One retraining and one landing run of a data set at a time (``partitions.INGEST_POOL``:
+#: the incremental feature state and sources.json have one writer).
+POOL_LIMITS = {"retraining": 1, "ingest": 1}
 LOCATIONS_MODULE = "churn_assets.locations"
 
 
@@ -136,7 +138,8 @@ def prepare_workspace(root: Path, home: Path) -> tuple[Path, list[str]]:
 
 
 def pool_limits(datasets: list[str]) -> dict[str, int]:
-    """The retraining pool of the default location and of every extra data set: limit 1."""
+    """The retraining and ingest pools of the default location and of every extra data set:
+    limit 1."""
     return POOL_LIMITS | {
         f"{name}/{pool}": n for name in datasets for pool, n in POOL_LIMITS.items()
     }
@@ -146,8 +149,9 @@ def set_pool_limits(limits: dict[str, int] | None = None) -> None:
     """Write the pool limits into the instance before the daemon starts.
 
     ``concurrency.pools.default_limit`` in dagster.yaml applies a limit only once the daemon
-    has seen the pool, so two retraining runs queued together in the very first pass could
-    both start; an explicit limit closes that window.
+    has seen the pool, so runs queued together in the very first pass all started (four
+    landing runs of a fresh instance's first batch at once); an explicit limit closes that
+    window.
     """
     import dagster as dg
 

@@ -202,8 +202,11 @@ def test_churn_dev_adds_a_location_per_config_in_the_data_sets_folder(
     assert all(e["working_directory"] == str(REPO) for e in entries)
     assert pool_limits(datasets) == {
         "retraining": 1,
+        "ingest": 1,
         "telco/retraining": 1,
+        "telco/ingest": 1,
         "shop_eu/retraining": 1,
+        "shop_eu/ingest": 1,
     }
 
 
@@ -221,7 +224,7 @@ def test_the_default_data_set_is_not_loaded_twice(
     assert path == tmp_path / "workspace.yaml" and datasets == []
     entries = [e["python_module"] for e in yaml.safe_load(path.read_text())["load_from"]]
     assert [e.get("attribute") for e in entries] == [None]  # the default location alone
-    assert pool_limits(datasets) == {"retraining": 1}
+    assert pool_limits(datasets) == {"retraining": 1, "ingest": 1}
     assert "its own location in workspace.yaml is left out" in capsys.readouterr().out
 
 
