@@ -129,6 +129,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
             del listing[url]
     if not new:
         context.update_cursor(json.dumps({**listing, GENERATION: before}))
+        again = _landed_not_ingested(context, platform, listing, seen)
+        if again:
+            return dg.SensorResult(run_requests=again)
         refresh = _refresh_behind_features(context.instance)
         if refresh is not None:
             return refresh
@@ -197,6 +200,71 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         run_requests=requests,
         dynamic_partitions_requests=[TRANSACTION_FILES.build_add_request(added)] if added else [],
     )
+
+
+def _landed_not_ingested(
+    context: dg.SensorEvaluationContext,
+    platform: ChurnPlatform,
+    listing: dict[str, str],
+    seen: dict[str, str],
+) -> list[dg.RunRequest]:
+    """Runs for the transaction files a tick has seen that are still in the landing zone
+    with no stored partition and no run on its way: their runs were cancelled, or failed
+    without moving the file out (its retries used up). The cursor had them, so nothing
+    asked again and their lines were missing without a word. Each version of a file is
+    asked for once (the run key), the features refreshed after them as after any
+    ingestion (:func:`_refresh_behind_features`)."""
+    from churn_assets.partitions import RAW_TRANSACTIONS, landing_transaction_files
+
+    settled = {
+        url: key
+        for key, url in landing_transaction_files(platform).items()
+        if url in listing and seen.get(url) == listing[url]
+    }
+    if not settled:
+        return []
+    stored = {
+        rel.rsplit("/", 1)[-1].removesuffix(".parquet")
+        for rel in platform.storage().list_files("assets/raw_transactions", "*.parquet")
+    }
+    missing = {url: key for url, key in settled.items() if key not in stored}
+    if not missing:
+        return []
+    ended = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE],
+            tags=scope.dataset_tags(),
+        ),
+        limit=5000,
+    )
+    stopped = {r.tags.get("dagster/partition") for r in ended} & set(missing.values())
+    if not stopped:
+        return []
+    pending = context.instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)))
+    waiting = {r.tags.get("dagster/partition") for r in pending}
+    missing = {url: key for url, key in missing.items() if key in stopped - waiting}
+    if not missing:
+        return []
+    names = sorted(u.rsplit("/", 1)[-1] for u in missing)
+    context.log.warning(
+        f"{len(missing)} landed file(s) have no ingested lines and no run on its way (their "
+        f"runs were cancelled or failed): asking for them again: {', '.join(names)[:300]}"
+    )
+    tags = {
+        "churn/trigger": "landing",
+        "churn/refresh": "a landed file whose run was cancelled or failed",
+        **scope.dataset_tags(),
+    }
+    return [
+        dg.RunRequest(
+            run_key="not-ingested-" + hashlib.sha1(f"{url}={listing[url]}".encode()).hexdigest(),
+            job_name=monitoring_job.name,
+            asset_selection=[RAW_TRANSACTIONS],
+            partition_key=key,
+            tags={**tags, "churn/new_files": url.rsplit("/", 1)[-1][:200]},
+        )
+        for url, key in sorted(missing.items(), key=lambda item: item[1])
+    ]
 
 
 #: The landing jobs: their last file's run refreshes the features over every file.

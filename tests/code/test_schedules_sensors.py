@@ -340,6 +340,44 @@ def test_a_file_modified_in_the_future_is_taken_as_written(isolated_env: Path):
     assert isinstance(result, dg.SkipReason) and "ahead.csv" in (result.skip_message or "")
 
 
+def test_a_landed_file_whose_run_was_cancelled_is_asked_for_again(isolated_env: Path):
+    """Queued landing runs cancelled from the UI left their files in the landing zone, in
+    the cursor, and never ingested: 2,135 lines missing without a word, and `churn
+    backfill` (which looks at stored partitions) could not find them. The sensor asks once
+    more for a landed file that has no stored partition, whose run ended cancelled or
+    failed, and that no run is on its way for."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from churn_assets import scope
+
+    instance = dg.DagsterInstance.ephemeral()
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    (first,) = tick(None, instance)[0].run_requests
+    key = first.partition_key
+    _, cursor = tick(None, instance)
+    result, _ = tick(cursor, instance)
+    assert isinstance(result, dg.SkipReason)  # no run ended: nothing asked again
+
+    def run_of(status: dg.DagsterRunStatus) -> None:
+        tags = {**scope.dataset_tags(), "dagster/partition": key}
+        instance.add_run(
+            DagsterRun(
+                job_name="ingest_features_drift", run_id=make_new_run_id(), status=status, tags=tags
+            )
+        )
+
+    run_of(dg.DagsterRunStatus.CANCELED)
+    result, _ = tick(cursor, instance)
+    (again,) = result.run_requests
+    assert again.partition_key == key and again.asset_selection == [dg.AssetKey("raw_transactions")]
+    assert again.run_key.startswith("not-ingested-")
+    assert tick(cursor, instance)[0].run_requests[0].run_key == again.run_key  # once per version
+    run_of(dg.DagsterRunStatus.STARTED)  # one on its way: nothing more
+    assert isinstance(tick(cursor, instance)[0], dg.SkipReason)
+
+
 def test_a_file_restored_as_it_first_landed_is_ingested_again(isolated_env: Path):
     """A good file, then a bad version of it, then the good one restored from a backup
     (`cp -p`: same name, size and time as when it first landed): each gets a run of its
