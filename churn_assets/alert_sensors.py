@@ -106,9 +106,33 @@ def run_failure_notifier(context: dg.RunFailureSensorContext):
     if url is None:
         context.log.info(f"run {run.run_id} failed; {OFF}")
         return dg.SkipReason(OFF)
+    retried = _retried_by_the_daemon(context)
+    if retried:  # an interrupted run the daemon launches again: no failure to act on yet
+        context.log.info(f"run {run.run_id} not posted: {retried}")
+        return dg.SkipReason(retried)
     status = notify.post_alert(url, run_failure_alert(context))
     context.log.info(f"run {run.run_id} ({run.job_name}) failure posted (HTTP {status})")
     return None
+
+
+def _retried_by_the_daemon(context: dg.RunFailureSensorContext) -> str | None:
+    """Why a failed run will be launched again by the daemon's run retries (no step failed:
+    the run was interrupted, e.g. by a platform restart, and retries are left), or None.
+    Only runs failed by a step, or out of retries, are posted."""
+    run = context.dagster_run
+    if context.get_step_failure_events():
+        return None
+    try:
+        allowed = int(run.tags.get("dagster/max_retries", "0"))
+        done = int(run.tags.get("dagster/retry_number", "0"))
+    except ValueError:
+        return None
+    if done >= allowed:
+        return None
+    return (
+        f"interrupted before any step failed; the daemon launches it again (retry {done + 1} "
+        f"of {allowed}), and a failure of that run is posted"
+    )
 
 
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogEntry]:

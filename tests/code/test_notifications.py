@@ -149,6 +149,41 @@ def test_a_failed_run_posts_run_step_asset_reason_and_link(webhook: Receiver):
     assert fields["*Asset*"] == "*Asset*\nraw_orders"
 
 
+def test_an_interrupted_run_the_daemon_retries_is_not_posted(webhook: Receiver):
+    """A restart of the platform fails the runs it interrupts (no step failed); the daemon
+    launches them again (`dagster/max_retries` 2). Each was posted as a failure: a false
+    alarm per restart. Only a run out of retries, or failed by a step, is posted."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    with dg.instance_for_test() as instance:
+
+        def interrupted(retry: int) -> dg.RunFailureSensorContext:
+            tags = {"dagster/max_retries": "2", "churn/dataset": "telco"}
+            if retry:
+                tags["dagster/retry_number"] = str(retry)
+            run = instance.add_run(
+                DagsterRun(
+                    job_name="ingest_features_drift", status=dg.DagsterRunStatus.STARTED, tags=tags
+                )
+            )
+            instance.report_run_failed(run, "the platform stopped while this run was in progress")
+            (event,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            return dg.build_run_status_sensor_context(
+                sensor_name="run_failure_notifier",
+                dagster_event=event.dagster_event,
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(run.run_id),
+            ).for_run_failure()
+
+        skipped = run_failure_notifier(interrupted(0))
+        assert isinstance(skipped, dg.SkipReason)
+        assert "the daemon launches it again (retry 1 of 2)" in (skipped.skip_message or "")
+        assert webhook.bodies == []
+        assert run_failure_notifier(interrupted(2)) is None  # the last retry: posted
+    (body,) = webhook.bodies
+    assert "the platform stopped while this run was in progress" in body["text"]
+
+
 def test_without_a_webhook_the_run_sensor_skips_and_says_why(receiver: Receiver):
     with dg.instance_for_test() as instance:
         result = run_failure_notifier(failed_run_context(instance))
