@@ -80,6 +80,26 @@ def _landing_listing(
 GENERATION = "_generation"
 
 
+def _cursor(listing: dict[str, str], generation: int, root: str) -> str:
+    """The landing sensor's cursor: each file's signature under its path relative to the
+    landing root (every tick stores the cursor in the instance: a full URL per file
+    doubled its size), and the tick count."""
+    short = {(u[len(root) :] if u.startswith(root) else u): sig for u, sig in listing.items()}
+    return json.dumps({**short, GENERATION: generation}, separators=(",", ":"))
+
+
+def _read_cursor(cursor: str | None, root: str) -> tuple[dict[str, str], int]:
+    """Each file's signature by URL, and the tick count, from :func:`_cursor` (or a cursor
+    of full URLs, as written before)."""
+    data = json.loads(cursor) if cursor else {}
+    generation = int(data.pop(GENERATION, 0))
+    full = {
+        (k if k.startswith(root) or "://" in k or k.startswith("/") else root + k): v
+        for k, v in data.items()
+    }
+    return full, generation
+
+
 @dg.sensor(
     jobs=[monitoring_job, customers_landing_job, transactions_landing_job],
     minimum_interval_seconds=landing_sensor_seconds(),
@@ -103,8 +123,8 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         landing_transaction_files,
     )
 
-    seen = json.loads(context.cursor) if context.cursor else {}
-    before = int(seen.pop(GENERATION, 0))
+    root = platform.landing_url_for_dataset().rstrip("/") + "/"
+    seen, before = _read_cursor(context.cursor, root)
     ages: dict[str, float | None] = {}
     listing = _landing_listing(platform, ages)
     changed = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
@@ -128,7 +148,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         else:
             del listing[url]
     if not new:
-        context.update_cursor(json.dumps({**listing, GENERATION: before}))
+        context.update_cursor(_cursor(listing, before, root))
         again = _landed_not_ingested(context, platform, listing, seen)
         if again:
             return dg.SensorResult(run_requests=again)
@@ -195,7 +215,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         requests.append(
             dg.RunRequest(run_key=run_key(*new), job_name=customers_landing_job.name, tags=tags)
         )
-    context.update_cursor(json.dumps({**listing, GENERATION: generation}))
+    context.update_cursor(_cursor(listing, generation, root))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[TRANSACTION_FILES.build_add_request(added)] if added else [],

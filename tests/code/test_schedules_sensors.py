@@ -309,6 +309,7 @@ def test_a_file_still_being_written_waits_for_a_later_tick(isolated_env: Path):
     assert "1 file(s) changed in the last 30 s, left until they are written: late.csv" in (
         result.skip_message or ""
     )
+    assert "transactions/late.csv" not in json.loads(cursor_after)
     assert str(tx) not in json.loads(cursor_after)
     old = time.time() - 60  # written a minute ago: settled
     os.utime(tx, (old, old))
@@ -533,7 +534,19 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     assert request.tags["churn/new_files"] == "batch-0000.parquet,batch-0000-part-00000.parquet"
     assert request.tags["churn/trigger"] == "landing"
     files = {str(p) for p in landing.rglob("*.parquet")}
-    assert set(json.loads(cursor)) == {*files, GENERATION}  # the files, and the tick count
+    # the files (relative to the landing root: each tick stores the cursor), and the count
+    assert set(json.loads(cursor)) == {
+        *(str(Path(f).relative_to(landing)) for f in files),
+        GENERATION,
+    }
+    from churn_assets.sensors import _read_cursor
+
+    root = str(landing) + "/"
+    by_url, generation = _read_cursor(cursor, root)
+    assert set(by_url) == files and generation == 1
+    # a cursor of full paths, as written before, reads the same
+    full = json.dumps({**_read_cursor(cursor, root)[0], GENERATION: 1})
+    assert _read_cursor(full, root) == _read_cursor(cursor, root)
     first_key = request.run_key
 
     result, cursor = tick(cursor)  # nothing changed: no second run
