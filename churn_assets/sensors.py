@@ -236,33 +236,30 @@ def _landed_not_ingested(
     ingestion (:func:`_refresh_behind_features`)."""
     from churn_assets.partitions import RAW_TRANSACTIONS, landing_transaction_files
 
-    settled = {
-        url: key
-        for key, url in landing_transaction_files(platform).items()
-        if url in listing and seen.get(url) == listing[url]
-    }
-    if not settled:
-        return []
-    stored = {
-        rel.rsplit("/", 1)[-1].removesuffix(".parquet")
-        for rel in platform.storage().list_files("assets/raw_transactions", "*.parquet")
-    }
-    missing = {url: key for url, key in settled.items() if key not in stored}
-    if not missing:
-        return []
-    ended = context.instance.get_runs(
+    ended = context.instance.get_runs(  # cheapest first: most ticks stop here
         filters=dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE],
             tags=scope.dataset_tags(),
         ),
-        limit=5000,
+        limit=1000,
     )
-    stopped = {r.tags.get("dagster/partition") for r in ended} & set(missing.values())
+    stopped = {key for r in ended if (key := r.tags.get("dagster/partition"))}
     if not stopped:
+        return []
+    storage = platform.storage()
+    missing = {
+        url: key
+        for key, url in landing_transaction_files(platform).items()
+        if key in stopped
+        and url in listing
+        and seen.get(url) == listing[url]
+        and not storage.exists(f"assets/raw_transactions/{key}.parquet")
+    }
+    if not missing:
         return []
     pending = context.instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)))
     waiting = {r.tags.get("dagster/partition") for r in pending}
-    missing = {url: key for url, key in missing.items() if key in stopped - waiting}
+    missing = {url: key for url, key in missing.items() if key not in waiting}
     if not missing:
         return []
     names = sorted(u.rsplit("/", 1)[-1] for u in missing)
