@@ -540,14 +540,37 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, platform: ChurnPla
         for e in context.get_step_failure_events()
         if e.event_specific_data and e.event_specific_data.error
     ]
+    from churn_assets.alert_sensors import failed_checks
+
+    checks = [  # a blocking check's step failure names the check, not what it found
+        {
+            "asset": e.dagster_event.asset_check_evaluation_data.asset_key.to_user_string(),
+            "check": e.dagster_event.asset_check_evaluation_data.check_name,
+            "description": (e.dagster_event.asset_check_evaluation_data.description or "")[:2000],
+        }
+        for e in failed_checks(context.instance, run.run_id)
+    ]
     record = {
         "run_id": run.run_id,
         "job": run.job_name,
         "tags": dict(run.tags),
         "message": context.failure_event.message,
         "steps": steps,
+        "failed_checks": checks,
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     url = platform.storage().write_json(f"monitoring/failures/{run.run_id}.json", record)
-    causes = "; ".join(f"{s['step']}: {s['root_cause']}" for s in steps) or "no step failed"
+    causes = (
+        "; ".join(
+            [
+                *(f"{s['step']}: {s['root_cause']}" for s in steps),
+                *(
+                    f"check {c['check']}: {c['description'][:300]}"
+                    for c in checks
+                    if c["description"]
+                ),
+            ]
+        )
+        or "no step failed"
+    )
     context.log.warning(f"run {run.run_id} ({run.job_name}) failed ({causes}): recorded at {url}")

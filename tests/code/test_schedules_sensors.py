@@ -663,6 +663,42 @@ def test_run_failure_recorder_writes_the_failed_step(isolated_env: Path):
     assert "ValueError: column 'amount' is missing" in step["root_cause"]
     assert '"broken_step"' in step["error"]
     assert dt.datetime.fromisoformat(record["recorded_at"]).tzinfo is not None
+    assert record["failed_checks"] == []
+
+
+def test_run_failure_recorder_keeps_what_a_blocking_check_found(isolated_env: Path):
+    """A file stopped by a blocking check (a copy of a landed file) was recorded as
+    "files_readable failed": what the check found was only in the quarantine's reasons."""
+    from churn_assets.sensors import run_failure_recorder
+
+    @dg.asset(check_specs=[dg.AssetCheckSpec("files_readable", asset="raw_orders", blocking=True)])
+    def raw_orders():
+        yield dg.Output(1)
+        yield dg.AssetCheckResult(
+            check_name="files_readable",
+            passed=False,
+            description="b.csv: the same bytes as landing file 'a.csv', whose lines count",
+        )
+
+    @dg.asset(deps=[raw_orders])
+    def order_features() -> None:
+        pass
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([raw_orders, order_features], instance=instance, raise_on_error=False)
+    assert not result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_recorder",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"platform": ChurnPlatform()},
+    ).for_run_failure()
+    run_failure_recorder(context)
+    path = isolated_env / "synthetic" / "monitoring" / "failures" / f"{result.run_id}.json"
+    (check,) = json.loads(path.read_text())["failed_checks"]
+    assert check["check"] == "files_readable" and check["asset"] == "raw_orders"
+    assert "the same bytes as landing file 'a.csv'" in check["description"]
 
 
 # --------------------------------------------------------------------- the rollback job
