@@ -21,7 +21,7 @@ class DeploymentConfig(dg.Config):
     unpin: bool = False
 
 
-def rollback_request_problem(context: dg.AssetExecutionContext, platform: ChurnPlatform) -> None:
+def refuse_unknown_rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform) -> None:
     """Fail at once when this run's ``deployed_model_version`` config asks for a rollback to
     a version that does not exist: a run that also trains (the retraining job's launchpad)
     would otherwise train for minutes before the rollback refused the name."""

@@ -3,7 +3,7 @@ from typing import Any
 import dagster as dg
 
 from churn_assets import scope
-from churn_assets.deployment.assets import rollback_request_problem
+from churn_assets.deployment.assets import refuse_unknown_rollback
 from churn_assets.io_managers import lazy_input
 from churn_assets.metadata import table_metadata
 from churn_assets.resources import ChurnPlatform
@@ -52,7 +52,7 @@ def training_set(
     from churn_assets.lib.feature_sets import build_training_set, usable
 
     with fail_fast_unless_transient():
-        rollback_request_problem(context, platform)
+        refuse_unknown_rollback(context, platform)
         cfg = platform.dataset_config()
         customers, _ = usable(raw_customers)
         transactions, _ = usable(raw_transactions)

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -637,13 +638,10 @@ def broken_job():
     broken_step()
 
 
-def test_run_failure_recorder_writes_the_failed_step(isolated_env: Path):
+def recorded_failure(instance: dg.DagsterInstance, result: Any, storage: Path) -> dict:
+    """What ``run_failure_recorder`` writes for the failed run ``result``."""
     from churn_assets.sensors import run_failure_recorder
 
-    instance = dg.DagsterInstance.ephemeral()
-    result = broken_job.execute_in_process(
-        instance=instance, raise_on_error=False, tags={"churn/trigger": "landing"}
-    )
     assert not result.success
     context = dg.build_run_status_sensor_context(
         sensor_name="run_failure_recorder",
@@ -653,9 +651,16 @@ def test_run_failure_recorder_writes_the_failed_step(isolated_env: Path):
         resources={"platform": ChurnPlatform()},
     ).for_run_failure()
     run_failure_recorder(context)
+    path = storage / "synthetic" / "monitoring" / "failures" / f"{result.run_id}.json"
+    return json.loads(path.read_text())
 
-    path = isolated_env / "synthetic" / "monitoring" / "failures" / f"{result.run_id}.json"
-    record = json.loads(path.read_text())
+
+def test_run_failure_recorder_writes_the_failed_step(isolated_env: Path):
+    instance = dg.DagsterInstance.ephemeral()
+    result = broken_job.execute_in_process(
+        instance=instance, raise_on_error=False, tags={"churn/trigger": "landing"}
+    )
+    record = recorded_failure(instance, result, isolated_env)
     assert record["run_id"] == result.run_id and record["job"] == "broken_job"
     assert record["tags"]["churn/trigger"] == "landing"
     (step,) = record["steps"]
@@ -669,7 +674,6 @@ def test_run_failure_recorder_writes_the_failed_step(isolated_env: Path):
 def test_run_failure_recorder_keeps_what_a_blocking_check_found(isolated_env: Path):
     """A file stopped by a blocking check (a copy of a landed file) was recorded as
     "files_readable failed": what the check found was only in the quarantine's reasons."""
-    from churn_assets.sensors import run_failure_recorder
 
     @dg.asset(check_specs=[dg.AssetCheckSpec("files_readable", asset="raw_orders", blocking=True)])
     def raw_orders():
@@ -686,17 +690,7 @@ def test_run_failure_recorder_keeps_what_a_blocking_check_found(isolated_env: Pa
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([raw_orders, order_features], instance=instance, raise_on_error=False)
-    assert not result.success
-    context = dg.build_run_status_sensor_context(
-        sensor_name="run_failure_recorder",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"platform": ChurnPlatform()},
-    ).for_run_failure()
-    run_failure_recorder(context)
-    path = isolated_env / "synthetic" / "monitoring" / "failures" / f"{result.run_id}.json"
-    (check,) = json.loads(path.read_text())["failed_checks"]
+    (check,) = recorded_failure(instance, result, isolated_env)["failed_checks"]
     assert check["check"] == "files_readable" and check["asset"] == "raw_orders"
     assert "the same bytes as landing file 'a.csv'" in check["description"]
 
