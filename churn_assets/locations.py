@@ -76,4 +76,14 @@ def definitions_for(name: str) -> Any:
 def __getattr__(name: str) -> Any:
     if name.startswith("_"):  # Python's and other libraries' probes: no data set
         raise AttributeError(name)
+    built = sys.modules.get("churn_assets.scope")
+    if built is not None and name != built.PREFIX:
+        # a library's probe of every loaded module (pickle's and skops' ``whichmodule`` look
+        # a function's name, e.g. scipy's ``agm``, up in each): in a process that holds a
+        # data set it finds nothing here. A LocationError failed every drift report of a
+        # data set location once its deployed model was loaded with skops.
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}: this process holds data set "
+            f"{built.PREFIX or 'of the default location'!r}"
+        )
     return definitions_for(name)

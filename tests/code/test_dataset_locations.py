@@ -122,6 +122,24 @@ def test_a_broken_config_s_reason_reaches_dagster_s_location_error(tmp_path: Pat
     assert "not found in module" not in out.stderr
 
 
+def test_a_data_set_location_survives_libraries_probing_every_module():
+    """pickle's and skops' ``whichmodule`` look a function's name up in every loaded
+    module. In a process holding telco (a landing run), loading the deployed model with
+    skops looked scipy's ``agm`` up here and got a LocationError: every drift report of a
+    data set location failed once a version was deployed. Such names are now plain misses;
+    the data set itself is still found."""
+    code = (
+        "import json, pickle, churn_assets.locations as L\n"
+        "defs = L.telco\n"
+        "import skops.io, scipy.special\n"
+        "print(json.dumps({'agm': hasattr(L, 'agm'), 'telco': L.telco is defs,\n"
+        "  'where': pickle.whichmodule(scipy.special.agm, 'agm')}))\n"
+    )
+    found = last_json(python(code))
+    assert found["agm"] is False and found["telco"] is True
+    assert found["where"].startswith("scipy.special"), found
+
+
 def test_one_process_holds_one_data_set():
     """This test process holds the default location's definitions (other tests loaded
     them): a second data set here is refused, not silently given the default's names."""
