@@ -24,6 +24,8 @@ churn_automation = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.assets(scope.key("churn_scores")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    # like every run of the platform, its runs name their data set (run filters, alerts)
+    run_tags={"churn/trigger": "automation", **scope.dataset_tags()},
     description="Evaluates the automation conditions of the churn graph every 30 s: "
     "churn_scores is re-materialized when deployed_model_version or current_features changed "
     "(eager).",

@@ -12,6 +12,7 @@ from churn_assets.training_state import (
     failing_on_the_same_data,
     last_completed_training,
     latest_inputs,
+    retraining_on_its_way,
 )
 
 DEFAULT_CRON = "0 * * * *"
@@ -53,8 +54,8 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Retraining run on '{cron}' (CHURN_RETRAINING_CRON) when new data "
         f"arrived since the last completed training ({', '.join(TRAINING_INPUTS)} "
-        "materialized after it); otherwise the tick is skipped with the reason. It queues "
-        "behind any retraining run already in progress.",
+        "materialized after it) and no retraining run that will train on that data is "
+        "already queued or in progress; otherwise the tick is skipped with the reason.",
     )
     @posting_errors("hourly_retraining", "no retraining is started on new data", "Schedule")
     def hourly_retraining(context: dg.ScheduleEvaluationContext):
@@ -64,9 +65,11 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         verdict = scheduled_retraining(latest_inputs(instance), last_completed_training(instance))
         if not verdict.due:
             return dg.SkipReason(verdict.reason)
-        failing = failing_on_the_same_data(instance, retraining_job.name)
-        if failing:
-            return dg.SkipReason(failing)
+        busy = failing_on_the_same_data(instance, retraining_job.name) or retraining_on_its_way(
+            instance, retraining_job.name
+        )
+        if busy:
+            return dg.SkipReason(busy)
         tick = context.scheduled_execution_time
         return dg.RunRequest(
             run_key=f"schedule-{tick.isoformat()}" if tick else None,

@@ -17,6 +17,7 @@ from churn_assets.jobs import (
 from churn_assets.lib.settings import landing_sensor_seconds, landing_settle_seconds
 from churn_assets.resources import ChurnPlatform
 from churn_assets.tick_errors import posting_errors
+from churn_assets.training_state import PENDING, retraining_on_its_way
 
 #: Longest reason carried in a run tag (the whole reason is in the check's description).
 REASON_TAG_CHARS = 200
@@ -286,12 +287,6 @@ def _landed_not_ingested(
 
 #: The landing jobs: their last file's run refreshes the features over every file.
 LANDING_JOBS = (monitoring_job, transactions_landing_job, customers_landing_job)
-PENDING = (
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-)
 
 
 def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | None:
@@ -420,6 +415,9 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     meta = mat.metadata if mat else {}
     status = meta.get("status")
     if status is not None and status.value == "no_deployment":
+        busy = retraining_on_its_way(context.instance, retraining_job.name)
+        if busy:  # the first version is already being trained (e.g. by the schedule)
+            return dg.SkipReason(busy)
         return dg.RunRequest(
             run_key=f"bootstrap-{asset_event.run_id}",
             tags={

@@ -11,6 +11,13 @@ from churn_assets import scope
 #: What the training set is built from: a retraining is due when one of them changed.
 TRAINING_INPUTS = ("raw_customers", "raw_transactions", "customer_features")
 TRAINING_SET = scope.key("training_set")
+#: Run statuses of a run still on its way (queued, starting or running).
+PENDING = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
 DEPLOYMENT = scope.key("deployed_model_version")
 
 
@@ -106,3 +113,35 @@ def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str
         f"{newest.run_id}); not started again until a new file lands (or a retraining is "
         "launched by hand, e.g. after a config fix)"
     )
+
+
+def retraining_on_its_way(instance: dg.DagsterInstance, job_name: str) -> str | None:
+    """Why another retraining run would train on the data one already on its way trains on,
+    or None: a retraining run of this data set is queued (it reads the data when it starts)
+    or started after the latest raw table materialization. Without this, each schedule tick
+    during a retraining counted the ``customer_features`` that run had just written as new
+    data and queued one more run on the same data, every tick (a queue that only grew on a
+    short cron)."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job_name, tags=scope.dataset_tags(), statuses=PENDING),
+        limit=20,
+    )
+    if not records:
+        return None
+    landed = [
+        rec.timestamp
+        for key in RAW_INPUTS
+        for rec in instance.fetch_materializations(scope.key(key), limit=1).records
+    ]
+    latest_raw = max(landed, default=None)
+    waiting = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
+    for record in records:
+        run = record.dagster_run
+        began = record.start_time or record.create_timestamp.timestamp()
+        if run.status in waiting or latest_raw is None or began > latest_raw:
+            state = "queued" if run.status in waiting else "in progress"
+            return (
+                f"retraining run {run.run_id} is {state} and trains on the latest data: "
+                "no second run on the same data"
+            )
+    return None

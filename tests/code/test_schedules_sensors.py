@@ -163,6 +163,49 @@ def test_the_schedule_waits_for_new_data_after_two_failed_retrainings(instance):
     assert schedule_tick(instance, 14).run_requests
 
 
+def test_the_schedule_queues_no_second_retraining_on_the_same_data(instance):
+    """Each tick during a retraining counted the ``customer_features`` that run had just
+    written as new data and queued one more retraining on the same data (12 runs queued on
+    a 2-minute cron, each ending "kept: diff +0.0000"). A retraining on its way that will
+    see the latest data (not started yet, or started after the latest file) now skips the
+    tick; a file landed after a run started is still trained on by the next one."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from churn_assets import scope
+
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+    land(instance, "training_set", "deployed_model_version")  # a completed retraining
+    land(instance, "raw_transactions")  # a new file
+    run = DagsterRun(
+        job_name="retraining",
+        run_id=make_new_run_id(),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags=scope.dataset_tags(),
+    )
+    instance.add_run(run)
+    tick = schedule_tick(instance)
+    assert not tick.run_requests
+    assert tick.skip_message == (
+        f"retraining run {run.run_id} is queued and trains on the latest data: "
+        "no second run on the same data"
+    )
+
+    # it starts and writes customer_features: the next tick sees that, not new data
+    started = DagsterEvent(event_type_value=DagsterEventType.RUN_START.value, job_name="retraining")
+    instance.report_dagster_event(started, run_id=run.run_id)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    land(instance, "customer_features")
+    tick = schedule_tick(instance, 12)
+    assert not tick.run_requests
+    assert f"retraining run {run.run_id} is in progress" in tick.skip_message
+
+    land(instance, "raw_transactions")  # a file the running retraining may not have read
+    (request,) = schedule_tick(instance, 13).run_requests
+    assert "raw_transactions" in request.tags["churn/reason"]
+
+
 def test_retraining_job_carries_the_one_at_a_time_tag():
     from churn_assets.schedules import retraining_schedule
 
@@ -232,6 +275,8 @@ def test_drift_sensor_requests_one_retraining_per_drift_episode(instance):
 
 
 def test_drift_sensor_bootstraps_when_nothing_is_deployed():
+    """Nothing deployed: the report asks for the first version, unless a retraining run on
+    its way already trains it (each data set of a fresh `churn dev` trained twice)."""
     from churn_assets.sensors import drift_sensor
 
     instance = dg.DagsterInstance.ephemeral()
@@ -241,6 +286,24 @@ def test_drift_sensor_bootstraps_when_nothing_is_deployed():
     (request,) = tick.run_requests
     assert request.tags["churn/trigger"] == "bootstrap"
     assert request.run_key == f"bootstrap-{result.run_id}"
+
+    # the schedule's retraining already trains the first version: no second one
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from churn_assets import scope
+
+    run = DagsterRun(
+        job_name="retraining",
+        run_id=make_new_run_id(),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags=scope.dataset_tags(),
+    )
+    instance.add_run(run)
+    assert dg.materialize([report], instance=instance).success
+    tick = drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert not tick.run_requests
+    assert tick.skip_message.startswith(f"retraining run {run.run_id} is queued")
 
 
 def test_drift_sensor_waits_for_the_last_run_of_a_backfill(instance):
@@ -872,6 +935,8 @@ def test_the_automation_sensor_runs_the_scores_condition():
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = defs.resolve_asset_graph()
     assert sensor.asset_selection.resolve(graph) == {key}
+    # its runs name their data set, as every run of the platform does (they had no tag)
+    assert sensor.run_tags["churn/dataset"] == "synthetic"
 
 
 def test_good_files_of_a_batch_whose_last_file_failed_reach_the_features(isolated_env: Path):
