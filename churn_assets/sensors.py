@@ -64,9 +64,11 @@ def _landing_listing(
     for spec in (cfg.customers, cfg.transactions, cfg.labels.file):
         if spec is None:
             continue
+        source = resolve_source(spec, landing)
         try:
-            files = list_source_files(resolve_source(spec, landing), opts)
+            files = list_source_files(source, opts)
         except IngestError:
+            _refuse_missing_bucket(source, opts)
             continue
         for url in files:
             fs, path = fsspec.core.url_to_fs(url, **opts)
@@ -75,6 +77,34 @@ def _landing_listing(
             if ages is not None:
                 ages[url] = _age_seconds(info.get("mtime") or info.get("LastModified"))
     return listing
+
+
+class LandingUnreadableError(RuntimeError):
+    """The landing zone cannot be listed at all (not "no files yet"): its bucket is missing."""
+
+
+def _refuse_missing_bucket(source: str, opts: dict) -> None:
+    """Raise :class:`LandingUnreadableError` when ``source`` (an ``s3://`` URL that lists
+    nothing) names a bucket the endpoint does not have: a bucket not created yet, or a
+    storage URL or endpoint pointing elsewhere, which a "no new files" skip would hide."""
+    import fsspec
+
+    if not source.startswith("s3://"):
+        return
+    bucket = source.split("://", 1)[1].split("/", 1)[0]
+    fs, _ = fsspec.core.url_to_fs(source, **opts)
+    try:
+        fs.invalidate_cache(bucket)
+        if fs.exists(bucket):
+            return
+    except Exception:  # noqa: BLE001 - unreachable or forbidden: the listing's own errors say it
+        return
+    endpoint = (opts.get("client_kwargs") or {}).get("endpoint_url") or "AWS S3"
+    raise LandingUnreadableError(
+        f"the landing zone {source} cannot be read: the endpoint {endpoint} has no bucket "
+        f"{bucket!r} (create it, or fix CHURN_STORAGE_URL / CHURN_LANDING_URL / "
+        "CHURN_S3_ENDPOINT_URL)"
+    ) from None
 
 
 #: The cursor's entry counting the ticks that asked for runs (not a file).

@@ -155,6 +155,28 @@ def test_the_landing_listing_sees_files_landed_since_the_last_tick(s3_env, tmp_p
     assert second[rewritten].split(":")[0] == str(len(TRANSACTIONS) + 1)
 
 
+def test_the_landing_sensor_says_a_missing_bucket(s3_env, tmp_path, monkeypatch):
+    """Started before its bucket exists (or with a bucket name that is wrong), the landing
+    sensor skipped every tick with "no new files among 0 in the landing zone", as if nothing
+    had landed yet: files seeded into another bucket were never looked for. Its tick now
+    fails naming the missing bucket and the variables to fix; an existing, empty landing
+    zone is still "no new files"."""
+    from churn_assets.resources import ChurnPlatform
+    from churn_assets.sensors import LandingUnreadableError, _landing_listing
+
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text(CONFIG)
+    monkeypatch.setenv("CHURN_STORAGE_URL", "s3://no-such-bucket/p")
+    with pytest.raises(LandingUnreadableError) as missing:
+        _landing_listing(ChurnPlatform(dataset=str(cfg)))
+    said = str(missing.value)
+    assert "has no bucket 'no-such-bucket'" in said and "CHURN_STORAGE_URL" in said
+
+    s3_env().create_bucket(Bucket="empty-landing")
+    monkeypatch.setenv("CHURN_STORAGE_URL", "s3://empty-landing/p")
+    assert _landing_listing(ChurnPlatform(dataset=str(cfg))) == {}
+
+
 def test_the_sidecar_says_a_missing_bucket_at_once(s3_env, caplog):
     """A storage URL naming a bucket the endpoint does not have read exactly as a first
     start ("waiting for a first deployment", at INFO), and would wait forever: it now says
