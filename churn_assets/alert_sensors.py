@@ -120,7 +120,13 @@ def _retried_by_the_daemon(context: dg.RunFailureSensorContext) -> str | None:
     the run was interrupted, e.g. by a platform restart, and retries are left), or None.
     Only runs failed by a step, or out of retries, are posted."""
     run = context.dagster_run
-    if context.get_step_failure_events():
+    # the instance's verdict, set as the run failed and turned to "false" when the daemon
+    # could not launch the retry (the code server not up yet after a restart): such a run
+    # is never launched again, and skipping it lost its failure without a word
+    verdict = run.tags.get("dagster/will_retry")
+    if verdict == "false":
+        return None
+    if context.get_step_failure_events() and verdict != "true":
         return None
     try:
         allowed = int(run.tags.get("dagster/max_retries", "0"))

@@ -39,9 +39,11 @@ def fail_interrupted_runs(
                 "the platform stopped while this run was in progress (its processes were "
                 "killed or the machine restarted); marked "
                 + ("canceled" if canceling else "failed")
-                + f" when {when}. Its outputs up to the last successful step are kept; a "
-                "landing or retraining run is launched again by the daemon's run retries "
-                "(twice at most), any other: launch it again to finish."
+                + f" when {when}. Its outputs up to the last successful step are kept; the "
+                "daemon's run retries launch a landing or retraining run again (twice at "
+                "most) if the code server answers by then (if not: the landing sensor asks "
+                "again for its files, the hourly schedule retrains), any other: launch it "
+                "again to finish."
             )
             if canceling:
                 instance.report_run_canceled(run, message)

@@ -184,6 +184,37 @@ def test_an_interrupted_run_the_daemon_retries_is_not_posted(webhook: Receiver):
     assert "the platform stopped while this run was in progress" in body["text"]
 
 
+def test_an_interrupted_run_the_daemon_could_not_launch_again_is_posted(webhook: Receiver):
+    """After a restart of the code server its interrupted runs are marked failed before the
+    server is up; the daemon's retry then fails ("Could not reach user code server") and
+    the instance tags the run `dagster/will_retry: false`. The notifier still skipped it
+    ("the daemon launches it again (retry 1 of 2)"): the run was never launched again and
+    its failure never posted. The instance's verdict now decides."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    with dg.instance_for_test() as instance:
+
+        def interrupted(will_retry: str) -> dg.RunFailureSensorContext:
+            tags = {"dagster/max_retries": "2", "dagster/will_retry": will_retry}
+            run = instance.add_run(
+                DagsterRun(job_name="retraining", status=dg.DagsterRunStatus.STARTED, tags=tags)
+            )
+            instance.report_run_failed(run, "the platform stopped while this run was in progress")
+            (event,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            return dg.build_run_status_sensor_context(
+                sensor_name="run_failure_notifier",
+                dagster_event=event.dagster_event,
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(run.run_id),
+            ).for_run_failure()
+
+        assert isinstance(run_failure_notifier(interrupted("true")), dg.SkipReason)
+        assert webhook.bodies == []
+        assert run_failure_notifier(interrupted("false")) is None
+    (body,) = webhook.bodies
+    assert "the platform stopped while this run was in progress" in body["text"]
+
+
 def test_without_a_webhook_the_run_sensor_skips_and_says_why(receiver: Receiver):
     with dg.instance_for_test() as instance:
         result = run_failure_notifier(failed_run_context(instance))
