@@ -752,10 +752,12 @@ def fail_interrupted(location: str | None, command: tuple[str, ...]) -> None:
     except Exception as e:
         if not command:
             raise
-        click.echo(
-            f"runs left in progress not checked ({type(e).__name__}: {e}); starting anyway",
-            err=True,
-        )
+        from churn_assets.retries import describe
+
+        # the root cause: dagster-postgres says only "too many retries for DB connection"
+        # where PostgreSQL said "password authentication failed" or "Connection refused"
+        why = " ".join(describe(e).split())
+        click.echo(f"runs left in progress not checked ({why}); starting anyway", err=True)
     if command:
         sys.stdout.flush()
         os.execvp(command[0], list(command))

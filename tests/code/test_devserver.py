@@ -157,6 +157,36 @@ def test_interrupted_landing_and_retraining_runs_are_retried_by_the_daemon(tmp_p
     assert verdicts == {"landing": True, "retraining": True, "rollback": False, "step": False}
 
 
+def test_an_unreachable_postgres_is_named_as_the_code_server_starts(tmp_path):
+    """The production instance (PostgreSQL) unreachable as compose's code-location starts:
+    it said "runs left in progress not checked (DagsterPostgresException: too many retries
+    for DB connection)", naming neither the server nor what it answered. It now gives
+    PostgreSQL's own error (here: the port that refused the connection)."""
+    from tests.conftest import BIN, REPO
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.production.yaml").read_text())
+    port = str(free_port())
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_USER": "churn",
+        "DAGSTER_POSTGRES_PASSWORD": "secret",
+        "DAGSTER_POSTGRES_HOST": "127.0.0.1",
+        "DAGSTER_POSTGRES_DB": "dagster",
+        "DAGSTER_POSTGRES_PORT": port,
+    }
+    argv = [str(BIN / "churn"), "fail-interrupted-runs", "--location", "churn_assets", "--"]
+    server = [sys.executable, "-c", "print('code server up')"]
+    out = subprocess.run(argv + server, env=env, capture_output=True, text=True, timeout=120)
+
+    assert out.returncode == 0 and out.stdout.strip() == "code server up"
+    said = next(line for line in out.stderr.splitlines() if "not checked" in line)
+    assert f'"127.0.0.1", port {port} failed' in said and "Connection refused" in said
+    assert said.endswith("; starting anyway")
+
+
 def test_a_second_churn_dev_on_the_same_instance_refuses_to_start(tmp_path, monkeypatch, capsys):
     """Another `churn dev` holds the instance's lock: this one starts nothing and leaves
     that platform's runs in progress alone; once the lock is released it may start."""
