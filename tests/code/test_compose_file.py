@@ -69,14 +69,29 @@ def raw_compose() -> dict:
 
 
 def dotenv_example() -> dict[str, str]:
-    """.env.example as a dict (KEY=value lines; comments and blanks skipped)."""
+    """.env.example as a dict (KEY=value lines; comments and blanks skipped; a value in
+    matching quotes without them, as compose reads it)."""
     out = {}
     for line in ENV_EXAMPLE.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
-            out[key.strip()] = value.strip()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            out[key.strip()] = value
     return out
+
+
+def test_env_example_can_be_sourced_by_a_shell():
+    """`set -a; . ./.env` (processes started by hand, as docs/production.md's compose
+    services) ran `CHURN_RETRAINING_CRON=0 * * * *` as the command `*` with the file names
+    of the folder as arguments; every value now reads the same in a shell as in compose."""
+    script = f"set -a; . '{ENV_EXAMPLE}'; env -0"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and done.stderr == ""
+    shell = dict(item.split("=", 1) for item in done.stdout.split("\0") if "=" in item)
+    assert {k: shell.get(k) for k in dotenv_example()} == dotenv_example()
 
 
 def compose_with_example() -> Compose:
