@@ -41,9 +41,9 @@ def fail_interrupted_runs(
                 + ("canceled" if canceling else "failed")
                 + f" when {when}. Its outputs up to the last successful step are kept; the "
                 "daemon's run retries launch a landing or retraining run again (twice at "
-                "most) if the code server answers by then (if not: the landing sensor asks "
-                "again for its files, the hourly schedule retrains), any other: launch it "
-                "again to finish."
+                "most) once the code server answers (if it stays down for minutes: the "
+                "landing sensor asks again for its files, the hourly schedule retrains), any "
+                "other: launch it again to finish."
             )
             if canceling:
                 instance.report_run_canceled(run, message)

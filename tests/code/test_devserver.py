@@ -157,6 +157,26 @@ def test_interrupted_landing_and_retraining_runs_are_retried_by_the_daemon(tmp_p
     assert verdicts == {"landing": True, "retraining": True, "rollback": False, "step": False}
 
 
+def test_a_run_dequeued_while_its_code_server_restarts_waits_for_it(tmp_path, monkeypatch):
+    """A code server restarting takes 12-17 s to answer: the daemon's retry of a run the
+    restart interrupted was dequeued meanwhile, failed at once ("Could not reach user code
+    server") and was never run again. Both shipped instances put such a run back into the
+    queue for 2.5 minutes (5 tries, 30 s apart)."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+    assert queue.max_user_code_failure_retries * queue.user_code_failure_retry_delay >= 120
+    assert queue.max_concurrent_runs == 4  # the concurrency section still applies
+    production = yaml.safe_load((REPO / "deploy" / "dagster.production.yaml").read_text())
+    local = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    assert production["run_coordinator"] == local["run_coordinator"]
+
+
 def test_an_unreachable_postgres_is_named_as_the_code_server_starts(tmp_path):
     """The production instance (PostgreSQL) unreachable as compose's code-location starts:
     it said "runs left in progress not checked (DagsterPostgresException: too many retries
