@@ -273,6 +273,40 @@ def sidecar_pause(exits_before: int) -> float:
     return min(MAX_SIDECAR_PAUSE, 2.0**exits_before)
 
 
+#: Variables of the platform and its services whose values a ``.env`` file may change.
+_PLATFORM_VARIABLES = ("CHURN_", "MLFLOW_", "DAGSTER_", "AWS_")
+
+
+def env_file_note(root: Path, env: dict[str, str] | None = None) -> str | None:
+    """What a ``.env`` file in ``root`` changes, or None. Dagster's commands load it and its
+    values replace the environment's in every Dagster process (not in the sidecar): with
+    compose's ``.env`` in the checkout, ``CHURN_RETRAINING_CRON=... churn dev`` kept the
+    hourly cron and ``CHURN_DATASET=telco`` trained synthetic behind a telco sidecar."""
+    from dotenv import dotenv_values
+
+    path = root / ".env"
+    if not path.is_file():
+        return None
+    env = dict(os.environ) if env is None else env
+    values = dotenv_values(path)
+    changed = sorted(
+        key
+        for key, value in values.items()
+        if value is not None and key.startswith(_PLATFORM_VARIABLES) and env.get(key) != value
+    )
+    if not changed:
+        return None
+    shown = ", ".join(
+        f"{k}={values[k]!r}" + (f" (environment: {env[k]!r})" if k in env else "")
+        for k in changed[:8]
+    ) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    return (
+        f"note: Dagster's processes read {path} and take these values from it, over the "
+        f"environment (the prediction sidecar does not): {shown}. It is docker compose's "
+        "file; for the embedded platform, move it away or set the values there."
+    )
+
+
 def run_dev(port: int = 3000, root: Path | None = None) -> int:
     """Run every process until we are interrupted; returns an exit code. Nothing starts
     when a port is taken. ``dagster dev`` exiting on its own is started again (a killed
@@ -315,6 +349,8 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
     if taken:
         print("nothing started: " + "; ".join(taken), flush=True)
         return 1
+    if note := env_file_note(root):
+        print(note, flush=True)
     workspace, datasets = prepare_workspace(root, home)
     set_pool_limits(pool_limits(datasets))
     say_failed(fail_interrupted_runs())

@@ -177,6 +177,35 @@ def test_a_run_dequeued_while_its_code_server_restarts_waits_for_it(tmp_path, mo
     assert production["run_coordinator"] == local["run_coordinator"]
 
 
+def test_churn_dev_says_what_a_dot_env_file_changes(tmp_path, monkeypatch):
+    """Dagster's commands load ``.env`` from their directory over the environment: with
+    compose's ``.env`` in the checkout, ``CHURN_RETRAINING_CRON='*/2 * * * *' churn dev``
+    kept the hourly cron in Dagster (and the sidecar another data set), unsaid. `churn dev`
+    now names each platform variable the file changes."""
+    import logging
+
+    from dagster._cli.utils import _inject_local_env_file
+
+    from churn_assets.devserver import env_file_note
+
+    assert env_file_note(tmp_path) is None  # no .env
+    (tmp_path / ".env").write_text(
+        'CHURN_RETRAINING_CRON="0 * * * *"\nCHURN_DATASET=synthetic\nGRAFANA_ADMIN_USER=admin\n'
+    )
+    env = {"CHURN_RETRAINING_CRON": "*/2 * * * *", "CHURN_DATASET": "synthetic"}
+    note = env_file_note(tmp_path, env)
+    assert note is not None and str(tmp_path / ".env") in note
+    assert "CHURN_RETRAINING_CRON='0 * * * *' (environment: '*/2 * * * *')" in note
+    assert "CHURN_DATASET" not in note and "GRAFANA" not in note  # same value; not ours
+    assert env_file_note(tmp_path, {**env, "CHURN_RETRAINING_CRON": "0 * * * *"}) is None
+
+    # what the note says is what Dagster does: the file's value wins in its processes
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHURN_RETRAINING_CRON", "*/2 * * * *")
+    with _inject_local_env_file(logging.getLogger("test")):
+        assert os.environ["CHURN_RETRAINING_CRON"] == "0 * * * *"
+
+
 def test_an_unreachable_postgres_is_named_as_the_code_server_starts(tmp_path):
     """The production instance (PostgreSQL) unreachable as compose's code-location starts:
     it said "runs left in progress not checked (DagsterPostgresException: too many retries
