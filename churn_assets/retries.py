@@ -95,11 +95,22 @@ def describe(error: BaseException) -> str:
 
 @contextmanager
 def fail_fast_unless_transient() -> Iterator[None]:
-    """Let transient errors reach the asset's retry policy; fail anything else at once."""
+    """Let transient errors reach the asset's retry policy; fail anything else at once,
+    a terminated run's interruption included."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
     try:
         yield
     except (dg.Failure, dg.RetryRequested):
         raise
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt) as e:
+        # a user's Terminate: Dagster's retry policy would run the step again, and a run of
+        # an in-process job (the landing jobs) went on to end SUCCESS as if never stopped
+        raise dg.Failure(
+            description="the run was terminated while this step ran: not tried again",
+            metadata={"exception": type(e).__name__, "retried": False},
+            allow_retries=False,
+        ) from e
     except Exception as e:
         if is_connection_error(e):
             raise

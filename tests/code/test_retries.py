@@ -41,6 +41,37 @@ def test_a_connection_error_is_retried_by_the_policy():
     assert "ConnectionError" in cause
 
 
+def test_a_terminated_step_is_not_run_again():
+    """Terminate on a landing run (in-process executor) interrupts the step; Dagster's retry
+    policy ran it again and the run ended SUCCESS, the Terminate ignored. The interruption
+    now fails the step, not retried, and what follows does not run."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    attempts = []
+
+    @dg.asset(retry_policy=FAST_RETRY)
+    def features() -> int:
+        attempts.append(1)
+        with fail_fast_unless_transient():
+            if len(attempts) == 1:  # the user's Terminate arrives during the first attempt
+                raise DagsterExecutionInterruptedError("terminated")
+            return 1
+
+    @dg.asset
+    def drift(features: int) -> int:
+        return features
+
+    job = dg.define_asset_job("landing", executor_def=dg.in_process_executor)
+    defs = dg.Definitions(assets=[features, drift], jobs=[job])
+    result = defs.get_job_def("landing").execute_in_process(raise_on_error=False)
+    assert not result.success and len(attempts) == 1
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "terminated while this step ran" in failure.event_specific_data.error.message + str(
+        failure.event_specific_data.user_failure_data
+    )
+    assert not result.get_asset_materialization_events()
+
+
 def test_throttling_is_transient_and_a_bad_request_is_not():
     def client_error(code: str) -> botocore.exceptions.ClientError:
         return botocore.exceptions.ClientError({"Error": {"Code": code}}, "PutObject")
