@@ -139,12 +139,13 @@ def test_the_schedule_waits_for_new_data_after_two_failed_retrainings(instance):
 
     from churn_assets import scope
 
-    def finished_retraining(status: dg.DagsterRunStatus) -> None:
+    def finished_retraining(status: dg.DagsterRunStatus, run_config: dict | None = None) -> None:
         run = DagsterRun(
             job_name="retraining",
             run_id=make_new_run_id(),
             status=status,
             tags=scope.dataset_tags(),
+            run_config=run_config or {},
         )
         instance.add_run(run)
 
@@ -161,6 +162,12 @@ def test_the_schedule_waits_for_new_data_after_two_failed_retrainings(instance):
     finished_retraining(dg.DagsterRunStatus.SUCCESS)  # a launch by hand that worked
     finished_retraining(dg.DagsterRunStatus.FAILURE)
     assert schedule_tick(instance, 14).run_requests
+    # two launches by hand that failed on their launchpad config (a mistyped rollback_to)
+    # say nothing about the data: the schedule still retrains on it
+    typo = {"ops": {"deployed_model_version": {"config": {"rollback_to": "v20991231-000000"}}}}
+    finished_retraining(dg.DagsterRunStatus.FAILURE, typo)
+    finished_retraining(dg.DagsterRunStatus.FAILURE, typo)
+    assert schedule_tick(instance, 15).run_requests
 
 
 def test_the_schedule_queues_no_second_retraining_on_the_same_data(instance):
