@@ -23,11 +23,19 @@ class DeploymentConfig(dg.Config):
 
 def refuse_unknown_rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform) -> None:
     """Fail at once when this run's ``deployed_model_version`` config asks for a rollback to
-    a version that does not exist: a run that also trains (the retraining job's launchpad)
-    would otherwise train for minutes before the rollback refused the name."""
+    a version that does not exist, or sets both ``unpin`` and ``rollback_to``: a run that
+    also trains (the retraining job's launchpad) would otherwise train for minutes before
+    the deployment step refused it."""
     op = scope.key("deployed_model_version").to_python_identifier()
     ops = (context.run.run_config or {}).get("ops") or {}
-    to = str(((ops.get(op) or {}).get("config") or {}).get("rollback_to") or "").strip()
+    config = (ops.get(op) or {}).get("config") or {}
+    to = str(config.get("rollback_to") or "").strip()
+    if to and config.get("unpin"):
+        raise ValueError(
+            "deployed_model_version's config sets both unpin and rollback_to: a rollback pins "
+            "the version it goes to, so the unpin would be undone at once; set one of them "
+            "(nothing was trained)"
+        )
     if not to or to == "previous":
         return
     from churn_assets.lib.deployment import list_versions

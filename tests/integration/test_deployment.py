@@ -630,12 +630,17 @@ def test_a_run_that_trains_refuses_an_unknown_rollback_version_before_training(
         asset_selection={dg.AssetKey("training_set"), dg.AssetKey("deployed_model_version")}
     )
 
-    def run(to: str):
+    def run(to: str, **more: bool):
         return job.execute_in_process(
-            run_config={"ops": {"deployed_model_version": {"config": {"rollback_to": to}}}},
+            run_config={"ops": {"deployed_model_version": {"config": {"rollback_to": to, **more}}}},
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,
         )
+
+    both = run(current["version"], unpin=True)  # refused after training, before this
+    (failure,) = [e for e in both.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "training_set"
+    assert "sets both unpin and rollback_to" in failure.event_specific_data.error.to_string()
 
     typo = run("v2026-bad")
     (failure,) = [e for e in typo.all_events if e.event_type_value == "STEP_FAILURE"]
