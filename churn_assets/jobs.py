@@ -111,6 +111,12 @@ class RollbackConfig(dg.Config):
 OP_RESULTS = "op_results_io_manager"
 
 
+def launch_time(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> float:
+    """When this run was launched (created: queued runs wait after it), epoch seconds."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    return record.create_timestamp.timestamp() if record else 0.0
+
+
 @dg.op(
     description="Move the deployment pointer and the MLflow champion aliases back.",
     pool=RETRAINING_POOL,
@@ -120,10 +126,14 @@ def rollback_op(
     context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform
 ) -> str:
     """Roll back (``churn_scores`` follows through ``scores_follow_deployment``)."""
-    from churn_assets.lib.rollback import aliases_problem, rollback_deployment
+    from churn_assets.lib.rollback import aliases_problem, moved_since_launch, rollback_deployment
 
+    storage = platform.storage()
+    moved = moved_since_launch(storage, launch_time(context))
+    if moved:
+        raise dg.Failure(description=moved, allow_retries=False)
     pointer = rollback_deployment(
-        platform.storage(), platform.settings(), platform.dataset_config().name, config.to or None
+        storage, platform.settings(), platform.dataset_config().name, config.to or None
     )
     context.log.info(f"deployed version is now {pointer['version']}")
     context.add_output_metadata(

@@ -49,8 +49,12 @@ def refuse_unknown_rollback(context: dg.AssetExecutionContext, platform: ChurnPl
 
 
 def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: str) -> dict:
-    from churn_assets.lib.rollback import aliases_problem, rollback_deployment
+    from churn_assets.jobs import launch_time
+    from churn_assets.lib.rollback import aliases_problem, moved_since_launch, rollback_deployment
 
+    moved = moved_since_launch(platform.storage(), launch_time(context))
+    if moved:
+        raise ValueError(moved)
     pointer = rollback_deployment(
         platform.storage(),
         platform.settings(),

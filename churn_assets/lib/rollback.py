@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from churn_assets.lib import deployment as dep
@@ -34,6 +35,29 @@ def rollback_deployment(
         storage, settings, dataset, pointer["version"]
     )
     return pointer
+
+
+def moved_since_launch(storage: Storage, launched_at: float) -> str | None:
+    """Why a rollback launched at ``launched_at`` (epoch seconds) must not act, or None: the
+    deployment pointer moved after it was launched (a retraining promoted, another rollback
+    ran while it was queued). Acting would roll back from a state its user never saw: a
+    queued "previous" pinned the very version it was launched to leave. One second of slack
+    covers instances that store launch times in whole seconds."""
+    current = dep.read_current(storage)
+    stamp = (current or {}).get("updated_at")
+    if not stamp:
+        return None
+    moved = dt.datetime.fromisoformat(stamp)
+    if moved.tzinfo is None:
+        moved = moved.replace(tzinfo=dt.UTC)
+    if moved.timestamp() <= launched_at + 1:
+        return None
+    launched = dt.datetime.fromtimestamp(launched_at, dt.UTC).isoformat(timespec="seconds")
+    return (
+        f"the deployment changed after this rollback was launched ({launched}): "
+        f"{current['version']} since {stamp} ({str(current.get('reason') or '')[:160]}); "
+        "nothing was rolled back. Launch it again if it is still wanted"
+    )
 
 
 def sync_champion_aliases(

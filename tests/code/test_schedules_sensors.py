@@ -855,6 +855,37 @@ def test_rollback_job_goes_back_one_version_then_to_a_named_one(isolated_env: Pa
     assert not list((isolated_env / "synthetic").glob("assets/*/rollback_op*"))
 
 
+def test_a_queued_rollback_refuses_a_deployment_that_moved_after_its_launch(
+    isolated_env: Path,
+):
+    """Two users: one queued "roll back to the previous version" while v3 was deployed; a
+    retraining then promoted v4 before the rollback ran, which went back to v3, the very
+    version it was launched to leave, and pinned it. A rollback now refuses a pointer that
+    moved after its launch, saying what is deployed; one launched after that goes ahead."""
+    import datetime as dt
+
+    storage = Storage(str(isolated_env / "synthetic"))
+    deploy_versions(storage, ["v20260101-000000", "v20260102-000000", "v20260103-000000"])
+    pointer = dep.read_current(storage)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)  # deployed after the launch
+    storage.write_json(dep.POINTER, {**pointer, "updated_at": later.isoformat()})
+
+    result = run_rollback()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    said = failure.event_specific_data.error.message + str(
+        failure.event_specific_data.user_failure_data
+    )
+    assert "the deployment changed after this rollback was launched" in said
+    assert "v20260103-000000 since" in said and "nothing was rolled back" in said
+    assert dep.read_current(storage)["version"] == "v20260103-000000"
+    assert not dep.read_current(storage).get("pinned")
+
+    storage.write_json(dep.POINTER, pointer)  # as deployed before the launch
+    assert run_rollback().success
+    assert dep.read_current(storage)["version"] == "v20260102-000000"
+
+
 def test_rolling_back_twice_goes_two_versions_back(isolated_env: Path):
     """v3 → v2 → v1: the second rollback went forward to v3, the version just rolled back
     from, and pinned it. ``previous`` is the default's name (the job refused it as an
