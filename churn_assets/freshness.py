@@ -78,6 +78,26 @@ def _age(seconds: float) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
+def deployed_version(instance: dg.DagsterInstance) -> str | None:
+    """The deployed version the event log names last: the latest ``deployed_model_version``
+    materialization, or a rollback job's observation of it if newer (that job moves the
+    pointer outside the asset)."""
+    newest = None
+    for records in (
+        instance.fetch_materializations(DEPLOYED, limit=1).records,
+        instance.fetch_observations(DEPLOYED, limit=1).records,
+    ):
+        if records and (newest is None or records[0].storage_id > newest.storage_id):
+            newest = records[0]
+    if newest is None:
+        return None
+    event = newest.event_log_entry.dagster_event
+    data = event.event_specific_data if event else None
+    entry = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+    value = (entry.metadata if entry else {}).get("version")
+    return getattr(value, "value", None)
+
+
 def stale_deployment_alert(
     version: str | None,
     waiting: str,
@@ -137,9 +157,7 @@ def stale_deployment_notifier(context: dg.SensorEvaluationContext):
         return dg.SkipReason(
             f"data waiting {_age(age)} for a retraining; {notify.WEBHOOK_ENV} unset"
         )
-    event = instance.get_latest_materialization_event(DEPLOYED)
-    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    version = getattr(meta.get("version"), "value", None)
+    version = deployed_version(instance)
     trained_at = trained.timestamp if trained else None
     alert = stale_deployment_alert(
         version, waiting, pending.timestamp, trained_at, now, RETRAINING_WINDOW

@@ -139,6 +139,20 @@ def rollback_op(
     context.add_output_metadata(
         {"version": pointer["version"], "reason": pointer["reason"], "pinned": pointer["pinned"]}
     )
+    # the pointer moves outside the asset: its page showed the version rolled back from,
+    # served no more; an observation there names the one served now
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=scope.key("deployed_model_version"),
+            description=f"rolled back by {context.job_name}: {pointer['version']} is deployed",
+            metadata={
+                "version": dg.MetadataValue.text(pointer["version"]),
+                "rolled_back": True,
+                "reason": dg.MetadataValue.text(pointer["reason"]),
+                "pinned": dg.MetadataValue.text(str(pointer["pinned"])),
+            },
+        )
+    )
     problem = aliases_problem(pointer)
     if problem:  # a registry that names another champion than what is served: fail loudly
         raise dg.Failure(description=problem, allow_retries=False)

@@ -822,7 +822,7 @@ def test_scores_follow_every_pointer_move(isolated_env: Path):
     assert isinstance(waiting, dg.SkipReason) and "on its way" in waiting.skip_message
 
 
-def run_rollback(to: str = ""):
+def run_rollback(to: str = "", instance: dg.DagsterInstance | None = None):
     """The rollback job as the code location defines it (its IO managers included)."""
     from churn_assets.definitions import build_definitions
 
@@ -831,10 +831,32 @@ def run_rollback(to: str = ""):
         .resolve_job_def("rollback_deployment_job")
         .execute_in_process(
             run_config={"ops": {"rollback_op": {"config": {"to": to}}}},
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=instance or dg.DagsterInstance.ephemeral(),
             raise_on_error=False,
         )
     )
+
+
+def test_the_rollback_job_tells_the_asset_which_version_is_served(isolated_env: Path):
+    """The rollback job moves the pointer outside ``deployed_model_version``: its page kept
+    showing the version rolled back from (and the stale-deployment alert named it). The job
+    now records an observation of the asset naming the version served."""
+    from churn_assets.freshness import deployed_version
+
+    storage = Storage(str(isolated_env / "synthetic"))
+    deploy_versions(storage, ["v20260101-000000", "v20260102-000000"])
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize(
+        [stand_in("deployed_model_version", version="v20260102-000000")], instance=instance
+    ).success
+    assert deployed_version(instance) == "v20260102-000000"
+
+    assert run_rollback(instance=instance).success
+    assert deployed_version(instance) == "v20260101-000000"
+    (observed,) = instance.fetch_observations(
+        dg.AssetKey("deployed_model_version"), limit=5
+    ).records
+    assert observed.asset_observation.metadata["rolled_back"].value is True
 
 
 def test_rollback_job_goes_back_one_version_then_to_a_named_one(isolated_env: Path):
