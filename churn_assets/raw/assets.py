@@ -328,7 +328,8 @@ def _stored_unchanged(
     """The stored partition again, unchanged, for a file that has left the landing zone
     (retention, a quarantined or set-aside file, a removed one): "Materialize all" with every
     partition, or a backfill, then goes on to the features instead of failing every asset
-    after it. Its checks say they were run when the file was ingested."""
+    after it. Its checks say they were run when the file was ingested, and stay failed (a
+    warning) for a file refused then."""
     from churn_assets.raw.checks import FILES, PARSE, SUITE
 
     usable = stored.height - int(stored["_quarantined"].fill_null(False).sum())
@@ -345,9 +346,17 @@ def _stored_unchanged(
             "note": dg.MetadataValue.text(said),
         },
     )
+    # a file refused whole (no usable line) stays failed, as a warning that blocks nothing:
+    # re-executing its run "from failure" turned its three blocking checks green
+    refused = usable == 0
     for check in (FILES, PARSE, SUITE):
         yield dg.AssetCheckResult(
-            check_name=check, asset_key=context.asset_key, passed=True, description=said
+            check_name=check,
+            asset_key=context.asset_key,
+            passed=not refused,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=said
+            + ("; the file was refused then (its reason is in the quarantine)" if refused else ""),
         )
 
 

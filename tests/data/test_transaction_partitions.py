@@ -299,6 +299,16 @@ def test_a_partition_whose_file_left_the_landing_zone_keeps_its_stored_lines(
     assert len(checks) == 3 and all(c.passed for c in checks)
     assert all("not checked again: landing file 'c.csv' has left" in c.description for c in checks)
 
+    # a file refused whole when ingested (every stored line quarantined): re-executing its
+    # failed run turned its three blocking checks green; they stay failed, as warnings
+    before.with_columns(pl.lit(True).alias("_quarantined")).write_parquet(part)
+    refused = materialize("c.csv")
+    assert refused.success  # nothing downstream is blocked by a warning
+    checks = refused.get_asset_check_evaluations()
+    assert len(checks) == 3 and not any(c.passed for c in checks)
+    assert all(c.severity == dg.AssetCheckSeverity.WARN for c in checks)
+    assert all("the file was refused then" in c.description for c in checks)
+
     instance.add_dynamic_partitions(TRANSACTION_FILES.name, ["never.csv"])
     never = materialize("never.csv")
     assert not never.success
