@@ -149,31 +149,36 @@ def test_a_failed_run_posts_run_step_asset_reason_and_link(webhook: Receiver):
     assert fields["*Asset*"] == "*Asset*\nraw_orders"
 
 
+def interrupted_run(
+    instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]
+) -> dg.RunFailureSensorContext:
+    """A run with ``tags`` that a restart failed (no step failed), as the notifier sees it."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    run = instance.add_run(
+        DagsterRun(job_name=job_name, status=dg.DagsterRunStatus.STARTED, tags=tags)
+    )
+    instance.report_run_failed(run, "the platform stopped while this run was in progress")
+    (event,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_notifier",
+        dagster_event=event.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+    ).for_run_failure()
+
+
 def test_an_interrupted_run_the_daemon_retries_is_not_posted(webhook: Receiver):
     """A restart of the platform fails the runs it interrupts (no step failed); the daemon
     launches them again (`dagster/max_retries` 2). Each was posted as a failure: a false
     alarm per restart. Only a run out of retries, or failed by a step, is posted."""
-    from dagster._core.storage.dagster_run import DagsterRun
-
     with dg.instance_for_test() as instance:
 
         def interrupted(retry: int) -> dg.RunFailureSensorContext:
             tags = {"dagster/max_retries": "2", "churn/dataset": "telco"}
             if retry:
                 tags["dagster/retry_number"] = str(retry)
-            run = instance.add_run(
-                DagsterRun(
-                    job_name="ingest_features_drift", status=dg.DagsterRunStatus.STARTED, tags=tags
-                )
-            )
-            instance.report_run_failed(run, "the platform stopped while this run was in progress")
-            (event,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            return dg.build_run_status_sensor_context(
-                sensor_name="run_failure_notifier",
-                dagster_event=event.dagster_event,
-                dagster_instance=instance,
-                dagster_run=instance.get_run_by_id(run.run_id),
-            ).for_run_failure()
+            return interrupted_run(instance, "ingest_features_drift", tags)
 
         skipped = run_failure_notifier(interrupted(0))
         assert isinstance(skipped, dg.SkipReason)
@@ -190,23 +195,11 @@ def test_an_interrupted_run_the_daemon_could_not_launch_again_is_posted(webhook:
     the instance tags the run `dagster/will_retry: false`. The notifier still skipped it
     ("the daemon launches it again (retry 1 of 2)"): the run was never launched again and
     its failure never posted. The instance's verdict now decides."""
-    from dagster._core.storage.dagster_run import DagsterRun
-
     with dg.instance_for_test() as instance:
 
         def interrupted(will_retry: str) -> dg.RunFailureSensorContext:
             tags = {"dagster/max_retries": "2", "dagster/will_retry": will_retry}
-            run = instance.add_run(
-                DagsterRun(job_name="retraining", status=dg.DagsterRunStatus.STARTED, tags=tags)
-            )
-            instance.report_run_failed(run, "the platform stopped while this run was in progress")
-            (event,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            return dg.build_run_status_sensor_context(
-                sensor_name="run_failure_notifier",
-                dagster_event=event.dagster_event,
-                dagster_instance=instance,
-                dagster_run=instance.get_run_by_id(run.run_id),
-            ).for_run_failure()
+            return interrupted_run(instance, "retraining", tags)
 
         assert isinstance(run_failure_notifier(interrupted("true")), dg.SkipReason)
         assert webhook.bodies == []

@@ -170,21 +170,13 @@ def test_the_schedule_waits_for_new_data_after_two_failed_retrainings(instance):
     assert schedule_tick(instance, 15).run_requests
 
 
-def test_the_schedule_queues_no_second_retraining_on_the_same_data(instance):
-    """Each tick during a retraining counted the ``customer_features`` that run had just
-    written as new data and queued one more retraining on the same data (12 runs queued on
-    a 2-minute cron, each ending "kept: diff +0.0000"). A retraining on its way that will
-    see the latest data (not started yet, or started after the latest file) now skips the
-    tick; a file landed after a run started is still trained on by the next one."""
-    from dagster._core.events import DagsterEvent, DagsterEventType
+def queued_retraining(instance: dg.DagsterInstance) -> Any:
+    """A retraining run of this data set, created and not started yet (queued)."""
     from dagster._core.storage.dagster_run import DagsterRun
     from dagster._core.utils import make_new_run_id
 
     from churn_assets import scope
 
-    land(instance, "raw_customers", "raw_transactions", "customer_features")
-    land(instance, "training_set", "deployed_model_version")  # a completed retraining
-    land(instance, "raw_transactions")  # a new file
     run = DagsterRun(
         job_name="retraining",
         run_id=make_new_run_id(),
@@ -192,6 +184,21 @@ def test_the_schedule_queues_no_second_retraining_on_the_same_data(instance):
         tags=scope.dataset_tags(),
     )
     instance.add_run(run)
+    return run
+
+
+def test_the_schedule_queues_no_second_retraining_on_the_same_data(instance):
+    """Each tick during a retraining counted the ``customer_features`` that run had just
+    written as new data and queued one more retraining on the same data (12 runs queued on
+    a 2-minute cron, each ending "kept: diff +0.0000"). A retraining on its way that will
+    see the latest data (not started yet, or started after the latest file) now skips the
+    tick; a file landed after a run started is still trained on by the next one."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+    land(instance, "training_set", "deployed_model_version")  # a completed retraining
+    land(instance, "raw_transactions")  # a new file
+    run = queued_retraining(instance)
     tick = schedule_tick(instance)
     assert not tick.run_requests
     assert tick.skip_message == (
@@ -295,18 +302,7 @@ def test_drift_sensor_bootstraps_when_nothing_is_deployed():
     assert request.run_key == f"bootstrap-{result.run_id}"
 
     # the schedule's retraining already trains the first version: no second one
-    from dagster._core.storage.dagster_run import DagsterRun
-    from dagster._core.utils import make_new_run_id
-
-    from churn_assets import scope
-
-    run = DagsterRun(
-        job_name="retraining",
-        run_id=make_new_run_id(),
-        status=dg.DagsterRunStatus.NOT_STARTED,
-        tags=scope.dataset_tags(),
-    )
-    instance.add_run(run)
+    run = queued_retraining(instance)
     assert dg.materialize([report], instance=instance).success
     tick = drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
     assert not tick.run_requests
