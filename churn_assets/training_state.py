@@ -22,9 +22,21 @@ DEPLOYMENT = scope.key("deployed_model_version")
 
 
 def latest_storage_id(instance: dg.DagsterInstance, key: str) -> int | None:
-    """Event-log id of the latest materialization of ``key`` (None: never materialized)."""
-    records = instance.fetch_materializations(scope.key(key), limit=1).records
-    return records[0].storage_id if records else None
+    """Event-log id of the latest materialization of ``key`` that brought data (None: never
+    materialized). A raw table's materialization with no usable row (a file refused whole,
+    a copy set aside) is no new data: it started a retraining on the same data."""
+    records = instance.fetch_materializations(scope.key(key), limit=20).records
+    for record in records:
+        if _brings_data(record):
+            return record.storage_id
+    return records[-1].storage_id if records else None
+
+
+def _brings_data(record: dg.EventLogRecord) -> bool:
+    """False for a materialization whose metadata says it holds no usable row."""
+    mat = record.asset_materialization
+    usable = (mat.metadata if mat else {}).get("usable_rows")
+    return usable is None or getattr(usable, "value", usable) != 0
 
 
 def latest_inputs(instance: dg.DagsterInstance) -> dict[str, int | None]:
@@ -66,9 +78,10 @@ def first_untrained_input(
     for key in TRAINING_INPUTS:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=scope.key(key), after_storage_id=after),
-            limit=1,
+            limit=20,
             ascending=True,
         ).records
+        records = [r for r in records if _brings_data(r)]
         if records and (first is None or records[0].storage_id < first.storage_id):
             first = records[0]
     return first

@@ -112,6 +112,11 @@ def test_schedule_retrains_only_when_inputs_changed_since_the_last_training(inst
     assert not tick.run_requests
     assert tick.skip_message.startswith("no new data since the last completed training")
 
+    # a file refused whole (or a copy set aside) materializes its partition with no usable
+    # line: no new data (it started a retraining on the same data)
+    assert dg.materialize([stand_in("raw_transactions", usable_rows=0)], instance=instance).success
+    assert not schedule_tick(instance, 12).run_requests
+
     land(instance, "raw_transactions", "customer_features")  # a new batch was ingested
     (request,) = schedule_tick(instance, 13).run_requests
     assert request.tags["churn/reason"] == (
