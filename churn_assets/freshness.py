@@ -89,11 +89,7 @@ def deployed_version(instance: dg.DagsterInstance) -> str | None:
     ):
         if records and (newest is None or records[0].storage_id > newest.storage_id):
             newest = records[0]
-    if newest is None:
-        return None
-    event = newest.event_log_entry.dagster_event
-    data = event.event_specific_data if event else None
-    entry = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+    entry = newest and (newest.asset_materialization or newest.asset_observation)
     value = (entry.metadata if entry else {}).get("version")
     return getattr(value, "value", None)
 

@@ -126,14 +126,14 @@ def rollback_op(
     context: dg.OpExecutionContext, config: RollbackConfig, platform: ChurnPlatform
 ) -> str:
     """Roll back (``churn_scores`` follows through ``scores_follow_deployment``)."""
-    from churn_assets.lib.rollback import aliases_problem, moved_since_launch, rollback_deployment
+    from churn_assets.lib.rollback import aliases_problem, rollback_deployment
 
-    storage = platform.storage()
-    moved = moved_since_launch(storage, launch_time(context))
-    if moved:
-        raise dg.Failure(description=moved, allow_retries=False)
     pointer = rollback_deployment(
-        storage, platform.settings(), platform.dataset_config().name, config.to or None
+        platform.storage(),
+        platform.settings(),
+        platform.dataset_config().name,
+        config.to or None,
+        launched_at=launch_time(context),
     )
     context.log.info(f"deployed version is now {pointer['version']}")
     context.add_output_metadata(

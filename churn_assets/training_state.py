@@ -94,6 +94,18 @@ FAILURES_BEFORE_WAITING = 2
 RAW_INPUTS = ("raw_customers", "raw_transactions")
 
 
+def latest_raw_time(instance: dg.DagsterInstance) -> float | None:
+    """When a raw table last brought data (epoch seconds; None: never): a file refused
+    whole is no new data here either."""
+    times = [
+        record.timestamp
+        for key in RAW_INPUTS
+        for record in instance.fetch_materializations(scope.key(key), limit=20).records
+        if _brings_data(record)
+    ]
+    return max(times, default=None)
+
+
 def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str | None:
     """Why a scheduled retraining would fail again, or None: the last
     :data:`FAILURES_BEFORE_WAITING` finished retraining runs of this data set failed, and
@@ -119,10 +131,9 @@ def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str
     ):
         return None
     since = min(r.create_timestamp.timestamp() for r in records)
-    for key in RAW_INPUTS:
-        latest = instance.fetch_materializations(scope.key(key), limit=1).records
-        if latest and latest[0].timestamp > since:
-            return None
+    latest = latest_raw_time(instance)
+    if latest is not None and latest > since:
+        return None
     newest = records[0].dagster_run
     return (
         f"the last {len(records)} retraining runs failed on the same data (the newest: "
@@ -144,12 +155,7 @@ def retraining_on_its_way(instance: dg.DagsterInstance, job_name: str) -> str | 
     )
     if not records:
         return None
-    landed = [
-        rec.timestamp
-        for key in RAW_INPUTS
-        for rec in instance.fetch_materializations(scope.key(key), limit=1).records
-    ]
-    latest_raw = max(landed, default=None)
+    latest_raw = latest_raw_time(instance)
     waiting = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
     for record in records:
         run = record.dagster_run

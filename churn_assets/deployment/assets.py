@@ -50,16 +50,14 @@ def refuse_unknown_rollback(context: dg.AssetExecutionContext, platform: ChurnPl
 
 def _rollback(context: dg.AssetExecutionContext, platform: ChurnPlatform, to: str) -> dict:
     from churn_assets.jobs import launch_time
-    from churn_assets.lib.rollback import aliases_problem, moved_since_launch, rollback_deployment
+    from churn_assets.lib.rollback import aliases_problem, rollback_deployment
 
-    moved = moved_since_launch(platform.storage(), launch_time(context))
-    if moved:
-        raise ValueError(moved)
     pointer = rollback_deployment(
         platform.storage(),
         platform.settings(),
         platform.dataset_config().name,
         None if to == "previous" else to,
+        launched_at=launch_time(context),
     )
     reason = f"{pointer['reason']} (pinned: automatic promotion is off until unpinned)"
     context.log.info(f"deployed version is now {pointer['version']}: {reason}")

@@ -20,12 +20,17 @@ def rollback_deployment(
     to: str | None = None,
     *,
     pin: bool = True,
+    launched_at: float | None = None,
 ) -> dict[str, Any]:
     """Point at ``to`` (default: the previous version) and pin it; returns the new pointer,
     with ``mlflow_aliases``: :data:`MOVED`, or ``"not moved: <why>"`` (MLflow unreachable:
     serving follows the pointer all the same). ``to`` naming the deployed version moves
     nothing and points the aliases at it again (the repair after a rollback whose aliases
-    did not move), pinning it unless ``pin`` is False (``already_deployed`` is then True)."""
+    did not move), pinning it unless ``pin`` is False (``already_deployed`` is then True).
+    With ``launched_at`` (a queued run's launch), a pointer moved since is refused
+    (:func:`moved_since_launch`)."""
+    if launched_at is not None and (moved := moved_since_launch(storage, launched_at)):
+        raise dep.DeploymentError(moved)
     current = dep.read_current(storage)
     if to is not None and current is not None and current.get("version") == to:
         pointer = {**(dep.pin_current(storage) if pin else current), "already_deployed": True}

@@ -219,6 +219,9 @@ def test_the_schedule_queues_no_second_retraining_on_the_same_data(instance):
     tick = schedule_tick(instance, 12)
     assert not tick.run_requests
     assert f"retraining run {run.run_id} is in progress" in tick.skip_message
+    # a file refused whole meanwhile brings no data the running retraining lacks
+    assert dg.materialize([stand_in("raw_transactions", usable_rows=0)], instance=instance).success
+    assert "is in progress" in (schedule_tick(instance, 12).skip_message or "")
 
     land(instance, "raw_transactions")  # a file the running retraining may not have read
     (request,) = schedule_tick(instance, 13).run_requests
@@ -896,9 +899,7 @@ def test_a_queued_rollback_refuses_a_deployment_that_moved_after_its_launch(
     result = run_rollback()
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    said = failure.event_specific_data.error.message + str(
-        failure.event_specific_data.user_failure_data
-    )
+    said = failure.event_specific_data.error.to_string()
     assert "the deployment changed after this rollback was launched" in said
     assert "v20260103-000000 since" in said and "nothing was rolled back" in said
     assert dep.read_current(storage)["version"] == "v20260103-000000"
