@@ -40,6 +40,7 @@ def setting_hint(e: BaseException) -> str | None:
     from churn_assets.lib.datasets import DatasetConfigError
     from churn_assets.lib.deployment import DeploymentError
     from churn_assets.lib.settings import ENV_PREFIXES, SettingError, validation_message
+    from churn_assets.lib.storage import access_refusal
 
     kind = type(e).__name__
     if kind in ("ServingSettingError", "TrackingUnavailableError") or isinstance(
@@ -66,9 +67,10 @@ def setting_hint(e: BaseException) -> str | None:
             f"{e}: create the bucket, or fix CHURN_STORAGE_URL "
             f"({os.environ.get('CHURN_STORAGE_URL', 'unset')})"
         )
-    if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError") or (
-        kind == "ClientError" and "InvalidAccessKeyId" in str(e)
-    ):
+    refusal = access_refusal(e)
+    if refusal is not None:  # before the local folders' PermissionError below
+        return f"{kind}: {e}: {refusal} (CHURN_STORAGE_URL={os.environ.get('CHURN_STORAGE_URL')})"
+    if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"):
         return (
             f"{kind}: {e}: the storage is unreachable or refuses the credentials; check "
             f"CHURN_STORAGE_URL ({os.environ.get('CHURN_STORAGE_URL', 'unset')}), "
@@ -293,9 +295,10 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
     try:
         report = run_demo(dataset, seed_if_empty=seed_if_empty, log=None if as_json else click.echo)
     except Exception as e:  # noqa: BLE001 - before any run (config, landing files): say why
+        said = setting_hint(e) or f"{type(e).__name__}: {e}"
         if not as_json:
-            raise click.ClickException(f"{type(e).__name__}: {e}") from e
-        error = {"dataset": dataset, "success": False, "error": f"{type(e).__name__}: {e}"}
+            raise click.ClickException(said) from e
+        error = {"dataset": dataset, "success": False, "error": said}
         click.echo(json_text(error))
         sys.exit(1)
     if as_json:

@@ -88,9 +88,12 @@ def root_cause(error: BaseException) -> BaseException:
 
 def describe(error: BaseException) -> str:
     """``ExceptionType: message`` of the root cause (what a user needs to read first)."""
+    from churn_assets.lib.storage import access_refusal
+
     cause = root_cause(error)
     text = str(cause).strip() or repr(cause)
-    return f"{type(cause).__name__}: {text}"
+    refusal = access_refusal(error)
+    return f"{type(cause).__name__}: {text}" + (f": {refusal}" if refusal else "")
 
 
 @contextmanager

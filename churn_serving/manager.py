@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from churn_assets.lib import deployment as dep
+from churn_assets.lib.storage import access_refusal
 from churn_serving.drift_status import SERVED_PREFIX, SERVED_SUMMARY, DriftStatus
 from churn_serving.model import (
     FEATURES_TABLE,
@@ -205,7 +206,9 @@ class ModelManager:
         try:
             pointer = dep.read_current(self.storage)
         except Exception as e:
-            return self._fail("failed", "storage", f"cannot read current.json: {e}", None)
+            refusal = access_refusal(e)
+            text = f"cannot read current.json: {e}" + (f": {refusal}" if refusal else "")
+            return self._fail("failed", "storage", text, None)
         if pointer is not None and not isinstance(pointer, dict):
             return self._fail(
                 "failed",

@@ -84,6 +84,50 @@ def _full_message(path: str, code: int) -> str:
     )
 
 
+#: S3 error codes that mean "these credentials may not do this" (a wrong key or secret, an
+#: expired token, a key without permission on the bucket). A HEAD request's refusal has no
+#: body, so it says only ``403`` / ``Forbidden``.
+_REFUSAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+        "InvalidToken",
+        "InvalidClientTokenId",
+        "403",
+        "Forbidden",
+    }
+)
+
+
+def access_refusal(error: BaseException) -> str | None:
+    """What to check when ``error`` is S3 storage refusing the request (wrong credentials, or
+    credentials without permission on the bucket), else None.
+
+    s3fs turns every refusal into a bare ``PermissionError`` ("Forbidden", for a HEAD
+    request), which reads like a local folder's permissions; the S3 error code is on the
+    ``ClientError`` behind it."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        response = getattr(e, "response", None)
+        code = (response.get("Error") or {}).get("Code") if isinstance(response, dict) else None
+        if code is not None and str(code) in _REFUSAL_CODES:
+            endpoint = os.environ.get("CHURN_S3_ENDPOINT_URL") or "AWS S3"
+            key = os.environ.get("AWS_ACCESS_KEY_ID")
+            return (
+                f"the S3 storage at {endpoint} refused the request ({code}: "
+                f"{(response.get('Error') or {}).get('Message') or 'no detail'}): the "
+                f"credentials are wrong or may not use this bucket; check AWS_ACCESS_KEY_ID "
+                f"({'set to ' + repr(key[:4] + '...') if key else 'unset'}) and "
+                "AWS_SECRET_ACCESS_KEY, and the key's permissions on the bucket"
+            )
+        e = e.__cause__ or e.__context__
+    return None
+
+
 @dataclass
 class Storage:
     """A storage root (``/abs/dir`` or ``s3://bucket/prefix``) with fsspec storage options."""

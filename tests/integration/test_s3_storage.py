@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import dagster as dg
 import polars as pl
 import pytest
 
@@ -221,3 +222,82 @@ def test_a_missing_bucket_or_an_endpoint_without_scheme_ends_in_one_line(s3_env,
     bare = CliRunner().invoke(main, seed)
     assert bare.exit_code == 1 and "Traceback" not in bare.output
     assert "set CHURN_S3_ENDPOINT_URL (127.0.0.1:5999) to a URL with its scheme" in bare.output
+
+
+@pytest.fixture
+def s3_checking_keys(monkeypatch: pytest.MonkeyPatch):
+    """A moto_server that checks credentials (``INITIAL_NO_AUTH_ACTION_COUNT=0``: every
+    request is authenticated against its IAM, where no key exists), with a platform pointed
+    at it by a wrong key."""
+    import os
+    import subprocess
+
+    from tests.conftest import BIN, free_port, wait_http
+
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(endpoint)
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "wrongkey",
+            "AWS_SECRET_ACCESS_KEY": "wrongsecret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "CHURN_S3_ENDPOINT_URL": endpoint,
+            "CHURN_STORAGE_URL": "s3://churn/platform",
+            "CHURN_LANDING_URL": "s3://churn/landing",
+        }.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("CHURN_DEBUG", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_wrong_s3_credentials_are_named_as_such(s3_checking_keys):
+    """A wrong access key: S3 refuses every request, and s3fs turns the refusal into a bare
+    ``PermissionError`` -- "Forbidden" for a HEAD request. `churn seed` said "a folder of the
+    platform cannot be created or written there; check the paths", `churn demo --json`
+    "PermissionError: Forbidden", the sidecar "cannot read current.json: Forbidden" and a
+    failed step "ClientError: ... Forbidden". Each now says the storage refused the
+    credentials and names the variables to check."""
+    import json
+
+    import s3fs
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+    from churn_assets.lib.settings import ChurnSettings
+    from churn_assets.lib.storage import Storage
+    from churn_assets.retries import fail_fast_unless_transient
+    from churn_serving.manager import ModelManager
+
+    refused = f"the S3 storage at {s3_checking_keys} refused the request"
+    seed = CliRunner().invoke(main, ["seed", "--customers", "100", "--days", "120"])
+    assert seed.exit_code == 1 and "Traceback" not in seed.output
+    assert refused in seed.output and "AWS_ACCESS_KEY_ID" in seed.output
+    assert "cannot be created or written" not in seed.output
+
+    demo = CliRunner().invoke(main, ["demo", "--json", "--no-seed"])
+    report = json.loads(demo.output.strip().splitlines()[-1])
+    assert report["success"] is False and refused in report["error"], report
+
+    manager = ModelManager(Storage.from_settings(ChurnSettings()))
+    manager.reload(trigger="poll")
+    assert "cannot read current.json" in manager.last_error["error"]
+    assert refused in manager.last_error["error"]
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_checking_keys)
+    with pytest.raises(dg.Failure) as failed, fail_fast_unless_transient():
+        fs.exists("churn/platform/anything")
+    assert (
+        refused in failed.value.description and "AWS_SECRET_ACCESS_KEY" in failed.value.description
+    )
