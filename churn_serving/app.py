@@ -22,8 +22,9 @@ Endpoints (status codes):
                            other deployed one (or those of ``CHURN_SERVING_DATASETS``), each
                            with its served and deployed version and its state
 ``/datasets/{name}/...``   ``POST predict``, ``GET predict/schema``, ``GET model-info``,
-                           ``GET ready`` of data set ``name``, answered as the un-prefixed
-                           routes answer for the default; 404 (naming the served data sets)
+                           ``GET ready``, ``GET health`` of data set ``name``, answered as
+                           the un-prefixed routes answer for the default; 404 (naming the
+                           served data sets)
                            when ``name`` is not served
 ``POST /admin/reload``     only when ``CHURN_SERVING_ADMIN_TOKEN`` is set (404 otherwise):
                            401 missing/malformed ``Authorization: Bearer``, 403 wrong token;
@@ -811,17 +812,20 @@ def create_app(
         dataset_metrics=registry.metrics_of,
     )
 
-    @app.get("/health", tags=["operations"])
-    async def health() -> dict[str, Any]:
-        """Liveness: always 200 while the process runs; the state of the loaded model."""
+    def health_answer(d_manager: ModelManager, d_logger: InferenceLogger | None) -> dict:
         return {
             "status": "ok",
             "uptime_seconds": round(time.monotonic() - started, 3),
             "pid": os.getpid(),
-            **manager.health(),
-            "inference_log": logger.status() if logger is not None else {"enabled": False},
+            **d_manager.health(),
+            "inference_log": d_logger.status() if d_logger is not None else {"enabled": False},
             "json": JSON_LIBRARY,
         }
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, Any]:
+        """Liveness: always 200 while the process runs; the state of the loaded model."""
+        return health_answer(manager, logger)
 
     @app.get(
         "/ready",
@@ -988,6 +992,13 @@ def create_app(
         d = registry.get(name)
         return not_served(name) if d is None else model_info_answer(d.manager)
 
+    @app.get("/datasets/{name}/health", tags=["datasets"], responses=not_served_doc)
+    async def dataset_health(name: str) -> Any:
+        """``GET /health`` of data set ``name``: its loaded version, last reload and error,
+        customer table and inference log."""
+        d = registry.get(name)
+        return not_served(name) if d is None else health_answer(d.manager, d.logger)
+
     @app.get(
         "/datasets/{name}/ready",
         tags=["datasets"],
@@ -1027,7 +1038,7 @@ def create_app(
             body = {
                 "detail": f"no such route: /datasets/{echo(path)}; served data sets: "
                 f"{', '.join(served)} (routes: /datasets/{{name}}/predict, /predict/schema, "
-                "/model-info, /ready)",
+                "/model-info, /ready, /health)",
                 "served": served,
             }
         return JSONResponse(body, status_code=404)

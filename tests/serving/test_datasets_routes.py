@@ -144,6 +144,10 @@ def test_both_data_sets_answer_with_their_own_versions(car, deployment, telco):
             assert info.status_code == 200 and info.json()["version"] == version
             schema = c.get(f"/datasets/{name}/predict/schema")
             assert schema.status_code == 200 and schema.json()["version"] == version
+            health = c.get(f"/datasets/{name}/health").json()
+            assert health["version"] == version and health["ready"] is True
+            assert health["storage"].endswith(f"/{name}"), health["storage"]
+        assert c.get("/datasets/nosuch/health").status_code == 404
         telco_features = set(c.get(f"/datasets/{TELCO}/predict/schema").json()["numeric"])
         default_features = set(c.get("/predict/schema").json()["numeric"])
         assert "monthly_charges" in telco_features and telco_features != default_features
