@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -724,9 +725,11 @@ def dev(port: int, no_seed: bool) -> None:
         url, opts = _landing("synthetic")
         if not landing_has_data(url, opts):
             click.echo(f"seeding the landing zone {url} with synthetic data ...")
-            from churn_assets.lib.generator import generate
-
-            generate(url, storage_options=opts)
+            # in a process of its own: this one supervises the platform for as long as it
+            # runs, and the generator's libraries and tables would stay in it (~250 MB)
+            done = subprocess.run([sys.executable, "-m", "churn_assets.cli", "seed", "--if-empty"])
+            if done.returncode != 0:
+                sys.exit(done.returncode)
     sys.exit(run_dev(port=port))
 
 

@@ -490,3 +490,38 @@ def test_ctrl_c_stops_a_supervised_process_group(tmp_path, monkeypatch):
             os.kill(grandchild, 0)
             time.sleep(0.1)
     assert signal.getsignal(signal.SIGINT) is handler  # the caller's handler is back
+
+
+def test_churn_dev_seeds_in_a_process_of_its_own(tmp_path):
+    """`churn dev` seeded the empty landing zone in its own process, which supervises the
+    platform for as long as it runs: the generator's libraries and tables stayed there
+    (about 287 MB held for days). It now seeds through `churn seed` in a child process: the
+    files land, and the supervisor has imported none of numpy, polars or pandas. A seeding
+    that fails stops `churn dev` with its error."""
+    probe = (
+        "import sys\n"
+        "from churn_assets import devserver\n"
+        "devserver.run_dev = lambda port: print('LOADED', sorted(m for m in "
+        "('numpy', 'polars', 'pandas') if m in sys.modules)) or 0\n"
+        "from churn_assets.cli import main\n"
+        "main(['dev', '--port', '3999'])\n"
+    )
+    env = {
+        **os.environ,
+        "CHURN_STORAGE_URL": str(tmp_path / "storage"),
+        "CHURN_LANDING_URL": str(tmp_path / "landing"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout, done.stdout
+    assert list((tmp_path / "landing" / "synthetic").rglob("*.parquet")), done.stdout
+
+    (tmp_path / "blocked").write_text("a file where the landing folder should be")
+    env["CHURN_LANDING_URL"] = str(tmp_path / "blocked")
+    failed = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert failed.returncode != 0 and "LOADED" not in failed.stdout
+    assert "Error:" in failed.stderr + failed.stdout, failed.stderr
