@@ -26,11 +26,12 @@ def _screen_and_report(
     note: str | None = None,
     copy_of: str | None = None,
     stored_rows: Callable[[], int] | None = None,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> Iterator[dg.Output | dg.AssetObservation | dg.AssetCheckResult]:
     """Screen, validate and quarantine ``res``; yield the table and its three checks. When
     ``stored_rows()`` (asked only of a version stopped by its checks) finds usable lines
     this partition holds from an earlier version of its file, that version writes nothing:
-    those lines stay, and so does everything computed from them."""
+    those lines stay, and so does everything computed from them. A file set aside as a copy
+    (``copy_of``) writes nothing either: an observation names the file it copies."""
     from churn_assets.lib.feature_sets import INTERNAL
     from churn_assets.lib.quality import validate
     from churn_assets.lib.quarantine import quarantine, release_landing_files, screen
@@ -114,6 +115,16 @@ def _screen_and_report(
             f"checks; the {kept:,} usable {'row' if asset == 'raw_customers' else 'line'}(s) "
             "ingested from its earlier version stay, and nothing computed from them changes. "
             "Land it again, fixed"
+        )
+    elif copy_of:  # no data: a materialization refreshed the features and looked like new data
+        context.log.warning(
+            f"{asset}: {', '.join(res.files)} set aside as a copy of landing file {copy_of!r} "
+            "(in quarantine): nothing materialized, nothing after it refreshed"
+        )
+        yield dg.AssetObservation(
+            asset_key=context.asset_key,
+            partition=context.partition_key if context.has_partition_key else None,
+            metadata=metadata,
         )
     else:
         yield dg.Output(frame, metadata=metadata)
@@ -219,7 +230,7 @@ def _landed_twin(
 )
 def raw_transactions(
     context: dg.AssetExecutionContext, platform: ChurnPlatform
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> Iterator[dg.Output | dg.AssetObservation | dg.AssetCheckResult]:
     """Transactions of the data set, one partition per landing file (the key is the file's
     name): customer id, timestamp, amount (returns negative), invoice id, category, country
     and an ``is_return`` flag, typed per the data set config. Each file is read, checked and
@@ -261,6 +272,9 @@ def raw_transactions(
         url = files.get(key)
         stored = _stored_partition(platform.storage(), key) if url is None else None
     if url is None:
+        if stored is None and (copy := _set_aside_as_copy(context, key)):
+            yield from _still_set_aside(context, key, copy)
+            return
         if stored is None:
             raise IngestError(
                 f"no landing file {key!r} in {platform.landing_url_for_dataset()} and "
@@ -314,6 +328,39 @@ def raw_transactions(
                     record_source(storage, key, landed)
                 else:
                     forget_source(storage, key)
+
+
+def _set_aside_as_copy(context: dg.AssetExecutionContext, key: str) -> str | None:
+    """The landing file partition ``key``'s file was set aside as a copy of (its run
+    recorded an observation naming it, and materialized nothing), or None."""
+    records = context.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[key]), limit=1
+    ).records
+    obs = records[0].asset_observation if records else None
+    copy_of = (obs.metadata if obs else {}).get("copy_of")
+    return str(copy_of.value) if copy_of is not None else None
+
+
+def _still_set_aside(
+    context: dg.AssetExecutionContext, key: str, copy_of: str
+) -> Iterator[dg.AssetCheckResult]:
+    """No table for a partition whose file was set aside as a copy ("Materialize all" over
+    every partition goes on): its checks say so again, as a warning."""
+    from churn_assets.raw.checks import FILES, PARSE, SUITE
+
+    said = (
+        f"landing file {key!r} was set aside as a copy of {copy_of!r} when it landed: "
+        "nothing stored for it, nothing to materialize"
+    )
+    context.log.info(f"raw_transactions {key}: {said}")
+    for check in (FILES, PARSE, SUITE):
+        yield dg.AssetCheckResult(
+            check_name=check,
+            asset_key=context.asset_key,
+            passed=check != FILES,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=said,
+        )
 
 
 def _stored_partition(storage: Any, key: str) -> Any:

@@ -266,6 +266,54 @@ def test_the_same_lines_exported_again_are_set_aside_as_a_copy(isolated_env: Pat
     assert run(config, instance, only_new=True).success
 
 
+def test_a_copy_set_aside_materializes_nothing_and_refreshes_no_features(
+    isolated_env: Path, tmp_path
+):
+    """d.csv lands with the bytes of the ingested c.csv: set aside as a copy. Its empty
+    partition was materialized (no usable line), which the landing sensor took for an
+    ingested file the features were behind, and asked for a refresh of current features and
+    drift (then the scores). Now nothing is materialized: an observation of its partition
+    names the file it copies, and "Materialize all" over every partition goes on past it."""
+    from churn_assets.sensors import _refresh_behind_features
+
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    (landing / "d.csv").write_text(LATE)
+
+    copied = run(config, instance, only_new=True)
+
+    assert not copied.success
+    assert "the same bytes as landing file 'c.csv', whose lines count" in (
+        failed_checks(copied)["d.csv"] or ""
+    )
+    assert partitions_materialized(copied) == []
+    assert "d.csv" not in instance.get_materialized_partitions(dg.AssetKey("raw_transactions"))
+    (seen,) = instance.fetch_observations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_transactions"), asset_partitions=["d.csv"]
+        ),
+        limit=5,
+    ).records
+    assert seen.asset_observation.metadata["copy_of"].value == "c.csv"
+    assert seen.asset_observation.metadata["usable_rows"].value == 0
+    assert _refresh_behind_features(instance) is None  # no refresh asked for
+    assert not (isolated_env / "mini" / "assets" / "raw_transactions" / "d.csv.parquet").exists()
+
+    job, _ = graph(config)
+    again = job.execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey("raw_transactions")],
+        partition_key="d.csv",
+        raise_on_error=False,
+    )
+    assert again.success and partitions_materialized(again) == []
+    checks = again.get_asset_check_evaluations()
+    assert len(checks) == 3
+    assert all("was set aside as a copy of 'c.csv'" in (c.description or "") for c in checks)
+
+
 def test_a_partition_whose_file_left_the_landing_zone_keeps_its_stored_lines(
     isolated_env: Path, tmp_path
 ):
