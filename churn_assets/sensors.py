@@ -14,6 +14,7 @@ from churn_assets.jobs import (
     retraining_job,
     transactions_landing_job,
 )
+from churn_assets.lib.landing_cursor import GENERATION, LandingCursor  # noqa: F401 - re-exported
 from churn_assets.lib.settings import landing_sensor_seconds, landing_settle_seconds
 from churn_assets.resources import ChurnPlatform
 from churn_assets.tick_errors import posting_errors
@@ -107,28 +108,18 @@ def _refuse_missing_bucket(source: str, opts: dict) -> None:
     ) from None
 
 
-#: The cursor's entry counting the ticks that asked for runs (not a file).
-GENERATION = "_generation"
+def _cursor(
+    listing: dict[str, str], ages: dict[str, float | None], generation: int, root: str
+) -> str:
+    """The landing sensor's cursor (:class:`LandingCursor`): every tick stores it in the
+    instance, so only recently modified files are named, by path relative to the landing
+    root; the others are short digests."""
+    return LandingCursor.encode(listing, ages, generation, root)
 
 
-def _cursor(listing: dict[str, str], generation: int, root: str) -> str:
-    """The landing sensor's cursor: each file's signature under its path relative to the
-    landing root (every tick stores the cursor in the instance: a full URL per file
-    doubled its size), and the tick count."""
-    short = {(u[len(root) :] if u.startswith(root) else u): sig for u, sig in listing.items()}
-    return json.dumps({**short, GENERATION: generation}, separators=(",", ":"))
-
-
-def _read_cursor(cursor: str | None, root: str) -> tuple[dict[str, str], int]:
-    """Each file's signature by URL, and the tick count, from :func:`_cursor` (or a cursor
-    of full URLs, as written before)."""
-    data = json.loads(cursor) if cursor else {}
-    generation = int(data.pop(GENERATION, 0))
-    full = {
-        (k if k.startswith(root) or "://" in k or k.startswith("/") else root + k): v
-        for k, v in data.items()
-    }
-    return full, generation
+def _read_cursor(cursor: str | None, root: str) -> LandingCursor:
+    """What :func:`_cursor` wrote (or a cursor naming every file, as written before)."""
+    return LandingCursor.read(cursor, root)
 
 
 @dg.sensor(
@@ -155,10 +146,11 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     )
 
     root = platform.landing_url_for_dataset().rstrip("/") + "/"
-    seen, before = _read_cursor(context.cursor, root)
+    seen = _read_cursor(context.cursor, root)
+    before = seen.generation
     ages: dict[str, float | None] = {}
     listing = _landing_listing(platform, ages)
-    changed = sorted(url for url, sig in listing.items() if seen.get(url) != sig)
+    changed = sorted(url for url, sig in listing.items() if not seen.unchanged(url, sig))
     # a file still being written is left for a later tick: not in the cursor yet
     settle = landing_settle_seconds()
     # modified further in the future than the settle time: a clock (this machine's or the
@@ -173,13 +165,13 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
             + ", ".join(u.rsplit("/", 1)[-1] for u in skewed)[:300]
         )
     new = [u for u in changed if u not in writing]
-    for url in writing:
-        if url in seen:
-            listing[url] = seen[url]
+    for url in writing:  # as seen before, if its signature was kept; else seen anew
+        if url in seen.recent:
+            listing[url] = seen.recent[url]
         else:
             del listing[url]
     if not new:
-        context.update_cursor(_cursor(listing, before, root))
+        context.update_cursor(_cursor(listing, ages, before, root))
         again = _landed_not_ingested(context, platform, listing, seen)
         if again:
             return dg.SensorResult(run_requests=again)
@@ -246,7 +238,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         requests.append(
             dg.RunRequest(run_key=run_key(*new), job_name=customers_landing_job.name, tags=tags)
         )
-    context.update_cursor(_cursor(listing, generation, root))
+    context.update_cursor(_cursor(listing, ages, generation, root))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[TRANSACTION_FILES.build_add_request(added)] if added else [],
@@ -257,7 +249,7 @@ def _landed_not_ingested(
     context: dg.SensorEvaluationContext,
     platform: ChurnPlatform,
     listing: dict[str, str],
-    seen: dict[str, str],
+    seen: LandingCursor,
 ) -> list[dg.RunRequest]:
     """Runs for the transaction files a tick has seen that are still in the landing zone
     with no stored partition and no run on its way: their runs were cancelled, or failed
@@ -283,7 +275,7 @@ def _landed_not_ingested(
         for key, url in landing_transaction_files(platform).items()
         if key in stopped
         and url in listing
-        and seen.get(url) == listing[url]
+        and seen.unchanged(url, listing[url])
         and not storage.exists(f"assets/raw_transactions/{key}.parquet")
     }
     if not missing:

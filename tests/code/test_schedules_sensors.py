@@ -617,10 +617,10 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     from churn_assets.sensors import _read_cursor
 
     root = str(landing) + "/"
-    by_url, generation = _read_cursor(cursor, root)
-    assert set(by_url) == files and generation == 1
+    seen = _read_cursor(cursor, root)
+    assert set(seen.recent) == files and seen.generation == 1
     # a cursor of full paths, as written before, reads the same
-    full = json.dumps({**_read_cursor(cursor, root)[0], GENERATION: 1})
+    full = json.dumps({**_read_cursor(cursor, root).recent, GENERATION: 1})
     assert _read_cursor(full, root) == _read_cursor(cursor, root)
     first_key = request.run_key
 
@@ -660,6 +660,53 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
     assert request.job_name == "customers_features_drift" and request.partition_key is None
     assert added_partitions(result) == []
     assert request.tags["churn/new_files"] == "batch-0000.parquet"
+    assert isinstance(tick(cursor)[0], dg.SkipReason)
+
+
+def test_the_landing_cursor_of_a_year_of_hourly_files_stays_small(isolated_env: Path):
+    """A year of hourly files (8,760): the cursor named each file with its size and time,
+    472 KB stored with every tick. Files modified over a day ago are now 6-byte digests
+    (66 KB), and every change is still seen: a file copied in with an old time (`cp -p`), a
+    file replaced under its name keeping an old time, a removed file landing again."""
+    import os
+    import time
+
+    tx = isolated_env / "landing" / "synthetic" / "transactions"
+    tx.mkdir(parents=True)
+    start = time.time() - 366 * 86_400
+
+    def write(name: str, amount: float, when: float) -> Path:
+        path = tx / name
+        path.write_text(f"customer_id,timestamp,amount\nC1,2024-01-01 10:00:00,{amount}\n")
+        os.utime(path, (when, when))
+        return path
+
+    for hour in range(8_760):
+        write(f"hour-{hour:04d}.csv", hour, start + hour * 3600 + 0.25)
+    result, cursor = tick(None)
+    assert len(result.run_requests) == 8_760
+    assert len(cursor) < 70_000  # 471,806 bytes when it named every file
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.SkipReason) and "no new files among 8760" in result.skip_message
+
+    def new_files(result: Any) -> str:
+        return result.run_requests[-1].tags["churn/new_files"]
+
+    write("archive.csv", 1.5, start)  # a new file with an old time
+    result, cursor = tick(cursor)
+    assert new_files(result) == "archive.csv"
+    write("hour-0100.csv", 100.25, start + 100 * 3600 + 0.25)  # replaced, keeping its time
+    result, cursor = tick(cursor)
+    assert new_files(result) == "hour-0100.csv"
+    removed = tx / "hour-0200.csv"
+    kept = removed.read_bytes()
+    removed.unlink()
+    assert isinstance((result := tick(cursor))[0], dg.SkipReason)
+    cursor = result[1]
+    removed.write_bytes(kept)  # the same file landing again, restored with its time
+    os.utime(removed, (start + 200 * 3600 + 0.25,) * 2)
+    result, cursor = tick(cursor)
+    assert new_files(result) == "hour-0200.csv"
     assert isinstance(tick(cursor)[0], dg.SkipReason)
 
 
