@@ -60,6 +60,10 @@ customers_landing_job = dg.define_asset_job(
     tags={**INTERRUPTED_RUN_RETRIES, **scope.dataset_tags()},
 )
 
+#: The landing jobs: the landing sensor's runs, which write the raw tables (the last file's
+#: run also refreshes the features over every file).
+LANDING_JOBS = (monitoring_job, transactions_landing_job, customers_landing_job)
+
 #: What every retraining step imports (model sets, MLflow, model files). The
 #: retraining job's steps fork from a server process that imported them once per run, instead
 #: of each step process importing them again (seconds per step on 2 cores).

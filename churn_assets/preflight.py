@@ -16,6 +16,7 @@ CHECKS = (
     ("churn_assets.schedules", "retraining_cron"),
     ("churn_assets.lib.settings", "landing_sensor_seconds"),
     ("churn_assets.lib.settings", "landing_settle_seconds"),
+    ("churn_assets.lib.settings", "landing_wait_seconds"),
     ("churn_assets.lib.served_drift", "ServedWindow.from_env"),
     ("churn_assets.lib.retention", "RetentionPolicy.from_env"),
     ("churn_assets.lib.notify", "webhook_url"),

@@ -5,11 +5,12 @@ import os
 import dagster as dg
 
 from churn_assets import scope
-from churn_assets.jobs import retention_job, retraining_job
+from churn_assets.jobs import LANDING_JOBS, retention_job, retraining_job
 from churn_assets.tick_errors import posting_errors
 from churn_assets.training_state import (
     TRAINING_INPUTS,
     failing_on_the_same_data,
+    landing_on_its_way,
     last_completed_training,
     latest_inputs,
     retraining_on_its_way,
@@ -54,8 +55,10 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Retraining run on '{cron}' (CHURN_RETRAINING_CRON) when new data "
         f"arrived since the last completed training ({', '.join(TRAINING_INPUTS)} "
-        "materialized after it) and no retraining run that will train on that data is "
-        "already queued or in progress; otherwise the tick is skipped with the reason.",
+        "materialized after it), no retraining run that will train on that data is "
+        "already queued or in progress, and no landing run of the data set queued or started "
+        "in the last CHURN_LANDING_WAIT_SECONDS (default 2 h) is still writing the raw "
+        "tables; otherwise the tick is skipped with the reason.",
     )
     @posting_errors("hourly_retraining", "no retraining is started on new data", "Schedule")
     def hourly_retraining(context: dg.ScheduleEvaluationContext):
@@ -65,8 +68,10 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         verdict = scheduled_retraining(latest_inputs(instance), last_completed_training(instance))
         if not verdict.due:
             return dg.SkipReason(verdict.reason)
-        busy = failing_on_the_same_data(instance, retraining_job.name) or retraining_on_its_way(
-            instance, retraining_job.name
+        busy = (
+            failing_on_the_same_data(instance, retraining_job.name)
+            or retraining_on_its_way(instance, retraining_job.name)
+            or landing_on_its_way(instance, [j.name for j in LANDING_JOBS])
         )
         if busy:
             return dg.SkipReason(busy)

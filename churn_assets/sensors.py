@@ -9,6 +9,7 @@ import dagster as dg
 
 from churn_assets import scope
 from churn_assets.jobs import (
+    LANDING_JOBS,
     customers_landing_job,
     monitoring_job,
     retraining_job,
@@ -18,7 +19,7 @@ from churn_assets.lib.landing_cursor import GENERATION, LandingCursor  # noqa: F
 from churn_assets.lib.settings import landing_sensor_seconds, landing_settle_seconds
 from churn_assets.resources import ChurnPlatform
 from churn_assets.tick_errors import posting_errors
-from churn_assets.training_state import PENDING, retraining_on_its_way
+from churn_assets.training_state import PENDING, landing_on_its_way, retraining_on_its_way
 
 #: Longest reason carried in a run tag (the whole reason is in the check's description).
 REASON_TAG_CHARS = 200
@@ -307,10 +308,6 @@ def _landed_not_ingested(
     ]
 
 
-#: The landing jobs: their last file's run refreshes the features over every file.
-LANDING_JOBS = (monitoring_job, transactions_landing_job, customers_landing_job)
-
-
 def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | None:
     """A run that refreshes current features and drift when a transaction file was
     ingested after their last materialization and no landing run (nor another run
@@ -433,6 +430,11 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     waiting = _backfill_runs_left(context.instance, asset_event.run_id)
     if waiting:
         return dg.SkipReason(waiting)
+    landing = landing_on_its_way(
+        context.instance, [j.name for j in LANDING_JOBS], besides=asset_event.run_id
+    )
+    if landing:  # its files change the data: the drift report after them is judged instead
+        return dg.SkipReason(f"{landing}; the drift report after it is judged instead")
     mat = asset_event.asset_materialization
     meta = mat.metadata if mat else {}
     status = meta.get("status")

@@ -4,6 +4,8 @@ sensor)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import dagster as dg
 
 from churn_assets import scope
@@ -166,4 +168,46 @@ def retraining_on_its_way(instance: dg.DagsterInstance, job_name: str) -> str | 
                 f"retraining run {run.run_id} is {state} and trains on the latest data: "
                 "no second run on the same data"
             )
+    return None
+
+
+def landing_on_its_way(
+    instance: dg.DagsterInstance,
+    landing_jobs: Iterable[str],
+    besides: str | None = None,
+    now: float | None = None,
+) -> str | None:
+    """Why a retraining should not start yet, or None: a landing run of this data set (a run
+    of ``landing_jobs`` other than ``besides``) is queued or in progress, queued or started
+    less than ``CHURN_LANDING_WAIT_SECONDS`` ago. Landing and retraining use separate pools,
+    so a retraining started then read the raw tables while that run was writing them (and
+    trained without its file). An older one is taken as stuck and holds nothing back."""
+    import time
+
+    from churn_assets.lib.settings import landing_wait_seconds
+
+    jobs = set(landing_jobs)
+    limit = landing_wait_seconds()
+    now = time.time() if now is None else now
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags=scope.dataset_tags(), statuses=PENDING), limit=200
+    )
+    for record in records:
+        run = record.dagster_run
+        if run.job_name not in jobs or run.run_id == besides:
+            continue
+        began = record.start_time or record.create_timestamp.timestamp()
+        if now - began >= limit:
+            continue
+        state = {
+            dg.DagsterRunStatus.STARTED: "in progress",
+            dg.DagsterRunStatus.STARTING: "starting",
+        }.get(run.status, "queued")
+        return (
+            f"landing run {run.run_id} ({run.job_name}"
+            + (f", {run.tags['churn/new_files'][:100]}" if run.tags.get("churn/new_files") else "")
+            + f") is {state}: retraining waits until it "
+            "has written the raw tables (a landing run queued or started more than "
+            f"{limit:,} s ago, CHURN_LANDING_WAIT_SECONDS, is taken as stuck)"
+        )
     return None

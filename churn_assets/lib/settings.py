@@ -65,6 +65,18 @@ def landing_settle_seconds() -> float:
     return env_number("CHURN_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS, float, minimum=0)
 
 
+#: How long a queued or running landing run holds retraining back (run monitoring's
+#: ``max_runtime_seconds`` in dagster.yaml: a run still going after that is stuck).
+DEFAULT_LANDING_WAIT_SECONDS = 7200
+
+
+def landing_wait_seconds() -> int:
+    """``CHURN_LANDING_WAIT_SECONDS`` (default :data:`DEFAULT_LANDING_WAIT_SECONDS`): a
+    retraining waits for a landing run of its data set queued or started less than this
+    long ago (it is writing the raw tables); an older one is taken as stuck."""
+    return env_number("CHURN_LANDING_WAIT_SECONDS", DEFAULT_LANDING_WAIT_SECONDS, int, minimum=0)
+
+
 def landing_sensor_seconds() -> int:
     """``CHURN_LANDING_SENSOR_SECONDS``: the landing sensor's interval (default 30)."""
     return env_number("CHURN_LANDING_SENSOR_SECONDS", 30, int, minimum=1)

@@ -228,6 +228,76 @@ def test_the_schedule_queues_no_second_retraining_on_the_same_data(instance):
     assert "raw_transactions" in request.tags["churn/reason"]
 
 
+def landing_run(instance: dg.DagsterInstance, started: bool, dataset: str | None = None) -> Any:
+    """A landing run of this data set (or of ``dataset``), queued or started."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from churn_assets import scope
+
+    tags = {**scope.dataset_tags(), "churn/trigger": "landing", "churn/new_files": "hour-07.csv"}
+    if dataset is not None:
+        tags["churn/dataset"] = dataset
+    run = DagsterRun(
+        job_name="transactions_features_drift",
+        run_id=make_new_run_id(),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags=tags,
+    )
+    instance.add_run(run)
+    if started:
+        event = DagsterEvent(
+            event_type_value=DagsterEventType.RUN_START.value, job_name=run.job_name
+        )
+        instance.report_dagster_event(event, run_id=run.run_id)
+    return run
+
+
+def test_retraining_waits_for_a_landing_run_still_writing(instance, monkeypatch):
+    """Landing and retraining use separate pools: the hourly retraining (or a drift report's)
+    started while a landing run was still writing raw_transactions, and trained on the
+    tables half-written or without that file. It now waits, saying for which run, while a
+    landing run of its data set is queued or in progress; one queued or started more than
+    CHURN_LANDING_WAIT_SECONDS ago is taken as stuck and holds nothing back."""
+    import time
+
+    from churn_assets.sensors import drift_sensor
+    from churn_assets.training_state import landing_on_its_way
+
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+    other = landing_run(instance, started=True, dataset="telco")  # another data set's
+    assert schedule_tick(instance).run_requests
+    queued = landing_run(instance, started=False)
+    tick = schedule_tick(instance)
+    assert not tick.run_requests
+    assert tick.skip_message.startswith(
+        f"landing run {queued.run_id} (transactions_features_drift, hour-07.csv) is queued: "
+        "retraining waits until it has written the raw tables"
+    )
+    instance.report_run_canceled(instance.get_run_by_id(queued.run_id))
+    running = landing_run(instance, started=True)
+    tick = schedule_tick(instance)
+    assert f"landing run {running.run_id} (transactions_features_drift" in tick.skip_message
+    assert "is in progress" in tick.skip_message
+
+    # the drift sensor's request waits too (a drift report of the run itself does not)
+    report = stand_in("drift_report", status="ok", drifted=True, model_version="v1")
+    assert dg.materialize([report], instance=instance).success
+    tick = drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert not tick.run_requests
+    assert tick.skip_message.endswith("; the drift report after it is judged instead")
+    jobs = ["transactions_features_drift"]
+    assert landing_on_its_way(instance, jobs, besides=running.run_id) is None
+
+    # stuck: started longer ago than the bound, it no longer holds retraining back
+    later = time.time() + 7200
+    assert landing_on_its_way(instance, jobs, now=later) is None
+    assert other.run_id not in (landing_on_its_way(instance, jobs) or "")
+    monkeypatch.setenv("CHURN_LANDING_WAIT_SECONDS", "0")
+    assert schedule_tick(instance).run_requests
+
+
 def test_retraining_job_carries_the_one_at_a_time_tag():
     from churn_assets.schedules import retraining_schedule
 
