@@ -296,7 +296,10 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
     try:
         report = run_demo(dataset, seed_if_empty=seed_if_empty, log=None if as_json else click.echo)
     except Exception as e:  # noqa: BLE001 - before any run (config, landing files): say why
-        said = setting_hint(e) or f"{type(e).__name__}: {e}"
+        from churn_assets.lib.storage import access_refusal
+
+        refusal = access_refusal(e)
+        said = f"{type(e).__name__}: {e}" + (f": {refusal}" if refusal else "")
         if not as_json:
             raise click.ClickException(said) from e
         error = {"dataset": dataset, "success": False, "error": said}
