@@ -159,30 +159,27 @@ def pinned_version(storage: Storage) -> str | None:
 
 
 def unpin(storage: Storage) -> dict[str, Any]:
-    """Turn automatic promotion back on; the deployed version does not change."""
+    """Turn automatic promotion back on. Only the pin changes: the deployed version and
+    ``updated_at`` (when it was deployed, which the stale-deployment alert reads) stay."""
     current = read_current(storage)
     if current is None:
         raise DeploymentError("nothing is deployed: there is nothing to unpin")
     if not current.get("pinned"):
         return current
-    pointer = {**current, "pinned": None, "updated_at": dt.datetime.now(dt.UTC).isoformat()}
+    pointer = {**current, "pinned": None}
     storage.write_json(POINTER, pointer)
     return pointer
 
 
 def pin_current(storage: Storage) -> dict[str, Any]:
-    """Pin the deployed version (automatic promotion off until :func:`unpin`); it does not
-    change."""
+    """Pin the deployed version (automatic promotion off until :func:`unpin`). Only the
+    pin changes: the deployed version and ``updated_at`` stay."""
     current = read_current(storage)
     if current is None:
         raise DeploymentError("nothing is deployed: there is nothing to pin")
     if current.get("pinned") == current["version"]:
         return current
-    pointer = {
-        **current,
-        "pinned": current["version"],
-        "updated_at": dt.datetime.now(dt.UTC).isoformat(),
-    }
+    pointer = {**current, "pinned": current["version"]}
     storage.write_json(POINTER, pointer)
     return pointer
 
