@@ -1,4 +1,5 @@
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -139,11 +140,13 @@ def deployed_model_version(
                 },
             )
         tracking = TrackingConfig.from_settings(platform.settings(), cfg.name)
+        _unregister(context, tracking, lambda: _left_by_stopped_runs(storage, tracking, cfg.name))
+        registered: list[tuple[str, str, str]] = []  # (model, its version, deployment version)
 
         def register(
             role: str, model_uri: str, candidate: str, version: str, threshold: float | None
         ) -> dict:
-            return register_promoted(
+            out = register_promoted(
                 tracking,
                 dataset=cfg.name,
                 role=role,
@@ -152,30 +155,37 @@ def deployed_model_version(
                 version=version,
                 threshold=threshold,
             )
+            registered.append((out["registered_model"], out["registered_version"], version))
+            return out
 
         transactions = usable(raw_transactions)[0] if cfg.transactions is not None else None
         spec = classification_models["feature_spec"]
-        out = release(
-            storage,
-            dataset=cfg.name,
-            classification=classification_models,
-            regression=regression_models,
-            training_set=training_set,
-            settings=GateSettings.from_models(cfg.models, seed=cfg.seed),
-            reference_features=current_features,
-            feature_definition=feature_definition(
-                cfg,
-                transactions,
-                [*spec["numeric"], *spec["categorical"]],
-                customers=_snapshot_customers(cfg, storage, spec["numeric"]),
-            ),
-            register=register,
-            lineage={
-                "dagster_run_id": context.run.run_id,
-                "training_set_rows": training_set.height,
-                "features": storage.url("assets/customer_features.parquet"),
-            },
-        )
+        try:
+            out = release(
+                storage,
+                dataset=cfg.name,
+                classification=classification_models,
+                regression=regression_models,
+                training_set=training_set,
+                settings=GateSettings.from_models(cfg.models, seed=cfg.seed),
+                reference_features=current_features,
+                feature_definition=feature_definition(
+                    cfg,
+                    transactions,
+                    [*spec["numeric"], *spec["categorical"]],
+                    customers=_snapshot_customers(cfg, storage, spec["numeric"]),
+                ),
+                register=register,
+                lineage={
+                    "dagster_run_id": context.run.run_id,
+                    "training_set_rows": training_set.height,
+                    "features": storage.url("assets/customer_features.parquet"),
+                },
+            )
+        except BaseException:  # terminated or failed after registering: no orphan left
+            if registered:
+                _unregister(context, tracking, lambda: _not_written(storage, registered))
+            raise
     decision = out["decision"]
     aliases = None
     if out["promoted"]:
@@ -225,6 +235,46 @@ def deployed_model_version(
                 float(comparison["diff"])
             )
     return dg.Output(value, metadata=metadata)
+
+
+def _left_by_stopped_runs(storage: Any, tracking: Any, dataset: str) -> list[tuple[str, str]]:
+    from churn_assets.lib.deployment import recorded_versions
+    from churn_assets.lib.tracking import unrecorded_registrations
+
+    return unrecorded_registrations(tracking, dataset, recorded_versions(storage))
+
+
+def _not_written(storage: Any, registered: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    from churn_assets.lib.deployment import list_versions
+
+    written = set(list_versions(storage))
+    return [(name, mv) for name, mv, version in registered if version not in written]
+
+
+def _unregister(
+    context: dg.AssetExecutionContext,
+    tracking: Any,
+    find: Callable[[], list[tuple[str, str]]],
+) -> None:
+    """Delete the MLflow model versions ``find`` names (registered for a deployment version
+    that was never written), and say so; an unreachable MLflow only warns (serving follows
+    storage, not the registry)."""
+    from churn_assets.lib.tracking import unregister
+
+    try:
+        deleted = unregister(tracking, find())
+    except Exception as e:  # noqa: BLE001 - the deployment does not depend on it
+        context.log.warning(
+            "could not delete registered model versions of a deployment that was never "
+            f"written: {type(e).__name__}: {e}"
+        )
+        return
+    if deleted:
+        context.log.warning(
+            f"deleted {len(deleted)} registered model version(s) of a deployment that was "
+            "never written (its run stopped between registering the models and writing the "
+            f"version): {', '.join(deleted)}; challenger names the newest one left"
+        )
 
 
 def _snapshot_customers(cfg: Any, storage: Any, numeric: list[str]) -> Any:

@@ -86,6 +86,14 @@ def read_current(storage: Storage) -> dict[str, Any] | None:
     return storage.read_json(POINTER)
 
 
+def recorded_versions(storage: Storage) -> set[str]:
+    """Every version storage has recorded: those with a manifest, and those the pointer or
+    its history names (retention may have removed their files since)."""
+    pointer = read_current(storage)
+    named = [pointer, *pointer.get("history", [])] if pointer else []
+    return set(list_versions(storage)) | {e["version"] for e in named if e.get("version")}
+
+
 def read_manifest(storage: Storage, version: str) -> dict[str, Any]:
     """The manifest of ``version`` (DeploymentError if absent or damaged: not a JSON
     object, so that readers treat it like a version that fails its verification)."""

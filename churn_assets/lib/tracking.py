@@ -8,7 +8,9 @@ A model is registered only when deployment promotes it (it passed the floors and
 under a name that includes the data set (``<data set>-churn-classifier``,
 ``<data set>-clv-regressor``); the new version gets the alias ``challenger`` (the newest
 promoted version) and, once the version is deployed, ``champion`` (what serving answers
-with; a rollback moves it back).
+with; a rollback moves it back). A registration whose deployment version was never written
+(the run stopped in between) is deleted by that run as it fails,
+else by the next deployment run (:func:`unrecorded_registrations`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,7 +305,8 @@ def register_promoted(
     ``predict`` returns, and point ``challenger`` at it. ``champion`` follows once the
     version is deployed (:func:`~churn_assets.lib.rollback.sync_champion_aliases`), so a
     deployment that fails after this call (a full disk, storage refusing a write) leaves it
-    on what serving answers with."""
+    on what serving answers with; the registration of a version never written is then
+    deleted (:func:`unregister`)."""
     import mlflow
 
     client = _client(cfg)
@@ -318,6 +322,50 @@ def register_promoted(
     )
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
     return {"registered_model": name, "registered_version": str(registered.version)}
+
+
+def unrecorded_registrations(
+    cfg: TrackingConfig, dataset: str, recorded: Collection[str]
+) -> list[tuple[str, str]]:
+    """``(registered model, version)`` of each model registered for a deployment version
+    newer than every version storage has recorded
+    (:func:`~churn_assets.lib.deployment.recorded_versions`): a deployment stopped between
+    registering its models and writing the version (killed, a crash) left them. With nothing
+    recorded, none: an empty storage (a new bucket, a test) says nothing about a registry
+    it may share."""
+    if not recorded:
+        return []
+    client = _client(cfg)
+    newest = max(recorded)
+    out = []
+    for role in _ROLE_NAMES:
+        name = registered_name(dataset, role)
+        for mv in client.search_model_versions(f"name='{name}'"):
+            deployment = (mv.tags or {}).get("deployed_version")
+            if deployment and deployment > newest and deployment not in recorded:
+                out.append((name, str(mv.version)))
+    return out
+
+
+def unregister(cfg: TrackingConfig, registrations: Collection[tuple[str, str]]) -> list[str]:
+    """Delete these ``(registered model, version)`` (models of a version never written:
+    the registry holds only versions that passed the gate and were recorded); where
+    ``challenger`` was on one of them, it names the newest registration left, as after a
+    promotion. Returns ``<name> <version>`` of each deleted one."""
+    client = _client(cfg)
+    deleted = []
+    for name, version in registrations:
+        client.delete_model_version(name, version)  # its aliases go with it
+        deleted.append(f"{name} {version}")
+    for name in {name for name, _ in registrations}:
+        try:
+            client.get_model_version_by_alias(name, CHALLENGER)
+            continue
+        except Exception:  # it was on a deleted version
+            left = [int(mv.version) for mv in client.search_model_versions(f"name='{name}'")]
+        if left:
+            client.set_registered_model_alias(name, CHALLENGER, str(max(left)))
+    return deleted
 
 
 def model_description(role: str, version: str, threshold: float | None) -> str:

@@ -503,6 +503,80 @@ def test_a_deployment_failing_midway_leaves_the_champion_alias_on_what_is_served
         client.get_model_version_by_alias(name, "champion")
 
 
+def test_a_registration_whose_version_was_never_written_is_deleted(deployed, monkeypatch):
+    """A retraining terminated between registering its models in MLflow and writing the
+    version left that registered model version, with ``challenger`` on it, for good. The
+    next deployment run deletes it and ``challenger`` names the newest recorded
+    registration again; a run that fails after registering deletes its own at once. What is
+    served and ``champion`` never move."""
+    import dagster as dg
+
+    import churn_assets.lib.release as release_module
+    from churn_assets.definitions import build_definitions
+    from churn_assets.io_managers import ChurnIOManager
+    from churn_assets.lib.settings import ChurnSettings
+    from churn_assets.lib.tracking import TrackingConfig, register_promoted
+    from churn_assets.resources import ChurnPlatform
+
+    storage, config, _, _ = deployed
+    monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s = Storage(str(storage / "synthetic"))
+    dep.unpin(s)
+    pointer = dep.read_current(s)
+    served = dep.read_manifest(s, pointer["version"])["models"]["classifier"]
+    tracking = TrackingConfig.from_settings(ChurnSettings(storage_url=str(storage)), "synthetic")
+    client = mlflow_client(storage)
+    name = "synthetic-churn-classifier"
+
+    def aliases() -> dict[str, str]:
+        return {a: str(client.get_model_version_by_alias(name, a).version) for a in ALIASES}
+
+    def register(role, model_uri, candidate, version, threshold):
+        return register_promoted(
+            tracking,
+            dataset="synthetic",
+            role=role,
+            model_uri=model_uri,
+            candidate=candidate,
+            version=version,
+            threshold=threshold,
+        )
+
+    before = aliases()
+    # what the terminated run left: its model registered for a version it never wrote
+    orphan = register("classifier", served["model_uri"], "lightgbm", dep.new_version(s), 0.5)
+    assert aliases() == {**before, "challenger": orphan["registered_version"]}
+
+    defs = build_definitions(ChurnPlatform(dataset=config), ChurnIOManager(dataset=config))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey("deployed_model_version")}
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(instance=instance)
+    assert result.success and not result.output_for_node("deployed_model_version")["promoted"]
+    with pytest.raises(Exception, match="not found"):
+        client.get_model_version(name, orphan["registered_version"])
+    assert aliases() == before
+    said = [e.message for e in instance.all_logs(result.run_id) if "never written" in e.message]
+    assert said and f"{name} {orphan['registered_version']};" in said[0]
+
+    def registers_then_fails(storage, *, register, **_):  # storage refusing the version
+        register("classifier", served["model_uri"], "lightgbm", dep.new_version(storage), 0.5)
+        raise OSError("the storage refused the version's files")
+
+    monkeypatch.setattr(release_module, "release", registers_then_fails)
+    failed = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not failed.success
+    assert aliases() == before
+    versions = client.search_model_versions(f"name='{name}'")
+    assert all(v.tags.get("deployed_version") in dep.recorded_versions(s) for v in versions)
+    assert dep.read_current(s) == pointer
+
+
+ALIASES = ("challenger", "champion")
+
+
 def test_retention_job_keeps_the_runs_the_deployed_version_uses(deployed, monkeypatch):
     """The retention job with one model set kept per kind: per kind the newest model-set
     run stays, and so does every older one whose models a kept version serves; the others
