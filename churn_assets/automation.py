@@ -15,9 +15,21 @@ import dagster as dg
 
 from churn_assets import scope
 
+#: What ends a pending refresh: a request, or the scores' own update when no parent updated
+#: in the same evaluation. (Dagster's eager condition counts the scores' update alone: with
+#: ``churn_automation`` switched off, scores made meanwhile (a rollback's re-scoring, by hand)
+#: and features landed after them are seen in one evaluation once it is back on, and the
+#: scores' update cancelled the features': they stayed behind until the next change.)
+HANDLED = (
+    dg.AutomationCondition.newly_requested()
+    | (dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.any_deps_updated())
+    | dg.AutomationCondition.initial_evaluation()
+).with_label("handled")
+
 #: Refresh when any parent updated since the last request or materialization, once no
-#: parent is missing or in progress (e.g. not in the middle of a retraining run).
-SCORES_CONDITION = dg.AutomationCondition.eager()
+#: parent is missing or in progress (e.g. not in the middle of a retraining run): Dagster's
+#: eager condition, with :data:`HANDLED`.
+SCORES_CONDITION = dg.AutomationCondition.eager().replace("handled", HANDLED)
 
 churn_automation = dg.AutomationConditionSensorDefinition(
     "churn_automation",

@@ -1104,6 +1104,50 @@ def test_scores_follow_the_deployed_version_and_the_features():
     assert count == 1
 
 
+def test_scores_catch_up_once_automation_is_back_on():
+    """``churn_automation`` switched off (its cursor is kept: Dagster's ``start_sensor``):
+    meanwhile churn_scores were made (a rollback's re-scoring, by hand) and then features
+    landed. Back on, its first evaluation sees both updates; the scores' own update
+    cancelled the features', and the scores stayed behind the features. They are
+    requested now, once."""
+    from churn_assets.automation import SCORES_CONDITION
+
+    @dg.asset(
+        name="churn_scores",
+        deps=["deployed_model_version", "current_features"],
+        automation_condition=SCORES_CONDITION,
+    )
+    def scores() -> None:
+        pass
+
+    defs = dg.Definitions(
+        assets=[stand_in("deployed_model_version"), stand_in("current_features"), scores]
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    key = dg.AssetKey("churn_scores")
+
+    def requested(cursor=None):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        return result.get_num_requested(key), result.cursor
+
+    land(instance, "current_features")
+    count, cursor = requested()
+    land(instance, "deployed_model_version")
+    count, cursor = requested(cursor)
+    assert count == 1
+    assert dg.materialize([scores], instance=instance, selection=[key]).success
+    count, cursor = requested(cursor)
+    assert count == 0
+    # switched off: scores made, then a landing batch; nothing evaluates meanwhile
+    assert dg.materialize([scores], instance=instance, selection=[key]).success
+    land(instance, "current_features")
+    count, cursor = requested(cursor)  # back on
+    assert count == 1
+    assert dg.materialize([scores], instance=instance, selection=[key]).success
+    count, cursor = requested(cursor)
+    assert count == 0
+
+
 def test_the_automation_sensor_runs_the_scores_condition():
     from churn_assets.automation import SCORES_CONDITION
     from churn_assets.definitions import defs
