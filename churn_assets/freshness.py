@@ -27,6 +27,7 @@ from churn_assets.lib.freshness import (
     largest_gap,
     retraining_window,
 )
+from churn_assets.resources import ChurnPlatform
 from churn_assets.schedules import retraining_cron
 from churn_assets.tick_errors import posting_errors
 from churn_assets.training_state import first_untrained_input, last_completed_training_record
@@ -94,6 +95,10 @@ def deployed_version(instance: dg.DagsterInstance) -> str | None:
     return getattr(value, "value", None)
 
 
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def stale_deployment_alert(
     version: str | None,
     waiting: str,
@@ -101,16 +106,20 @@ def stale_deployment_alert(
     trained_at: float | None,
     now: float,
     window: FreshnessWindow,
+    history_lost: str | None = None,
 ) -> notify.Alert:
-    """The notification of new data that has waited past ``window.fail`` for a retraining."""
-
-    def when(ts: float) -> str:
-        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-    last = f"last completed training {when(trained_at)}" if trained_at else "no completed training"
+    """The notification of new data that has waited past ``window.fail`` for a retraining.
+    ``history_lost``: why the event log cannot say when the last training completed (its
+    ``deployed_model_version`` materializations were wiped), said in place of it."""
+    last = (
+        f"last completed training {_when(trained_at)}"
+        if trained_at
+        else history_lost or "no completed training"
+    )
+    never = "unknown: the history was wiped" if history_lost else "never"
     return notify.Alert(
         title=f"Deployed model version is stale: {version or 'nothing deployed'}",
-        reason=f"new data ({waiting}, {when(waiting_since)}) has waited "
+        reason=f"new data ({waiting}, {_when(waiting_since)}) has waited "
         f"{_age(now - waiting_since)} for a retraining ({last}); more than "
         f"{window.fail} ({RETRAINING_FAIL_INTERVALS} retraining intervals): retraining runs "
         "are not completing",
@@ -118,10 +127,28 @@ def stale_deployment_alert(
         assets=(DEPLOYED.to_user_string(), waiting),
         details={
             "Deployed version": version or "none",
-            "Waiting since": when(waiting_since),
-            "Last completed training": when(trained_at) if trained_at else "never",
+            "Waiting since": _when(waiting_since),
+            "Last completed training": _when(trained_at) if trained_at else never,
         },
     )
+
+
+def deployed_per_storage(platform: ChurnPlatform) -> tuple[str, float, str] | None:
+    """The deployed version the pointer in storage names, when it was deployed (epoch
+    seconds) and the pointer's location; None when nothing is deployed or it is unreadable."""
+    from churn_assets.lib import deployment as dep
+
+    try:
+        storage = platform.storage()
+        pointer = dep.read_current(storage)
+        if not pointer or not pointer.get("version"):
+            return None
+        stamp = dt.datetime.fromisoformat(str(pointer.get("updated_at")))
+    except Exception:  # noqa: BLE001 - the alert then counts as before
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return str(pointer["version"]), stamp.timestamp(), storage.url(dep.POINTER)
 
 
 @dg.sensor(
@@ -134,10 +161,14 @@ def stale_deployment_alert(
     "is current, however old.",
 )
 @posting_errors("stale_deployment_notifier", "stale deployments are not posted")
-def stale_deployment_notifier(context: dg.SensorEvaluationContext):
+def stale_deployment_notifier(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
     instance = context.instance
     trained = last_completed_training_record(instance)
-    pending = first_untrained_input(instance, trained)
+    # no completed training in the event log, yet a version is deployed: the history of
+    # deployed_model_version was wiped (or predates this instance); the wait counts from
+    # when storage says the version was deployed, not from the first ingestion
+    stored = deployed_per_storage(platform) if trained is None else None
+    pending = first_untrained_input(instance, trained, since=stored[1] if stored else None)
     if pending is None:
         return dg.SkipReason("every ingested batch has been trained on")
     now = _now()
@@ -155,8 +186,17 @@ def stale_deployment_notifier(context: dg.SensorEvaluationContext):
         )
     version = deployed_version(instance)
     trained_at = trained.timestamp if trained else None
+    lost = None
+    if stored:
+        version = stored[0]
+        lost = (
+            f"no completed training in the event log: the materializations of "
+            f"{DEPLOYED.to_user_string()} were wiped or predate this Dagster instance; "
+            f"{stored[0]} is deployed since {_when(stored[1])} per {stored[2]}, and the wait "
+            "counts from then"
+        )
     alert = stale_deployment_alert(
-        version, waiting, pending.timestamp, trained_at, now, RETRAINING_WINDOW
+        version, waiting, pending.timestamp, trained_at, now, RETRAINING_WINDOW, lost
     )
     status = notify.post_alert(url, alert)
     context.update_cursor(marker)

@@ -350,17 +350,30 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     description="Keeps churn_scores on the deployed version: when the deployment pointer "
     "names another version than the latest scores (a rollback from the CLI or the rollback "
     "job, which move the pointer outside any asset), requests one churn_scores run per "
-    "pointer move. churn_automation's eager condition cannot see such a move (and misses "
-    "an update landing in the tick of the scores it made).",
+    "pointer move. When deployed_model_version has no materialization (wiped in the UI) "
+    "while a version is deployed, reports one naming the pointer's version, so that "
+    "churn_scores' automation stops waiting for it. churn_automation's eager condition "
+    "cannot see such a move (and misses an update landing in the tick of the scores it "
+    "made).",
 )
 @posting_errors("scores_follow_deployment", "churn_scores may not follow the deployed version")
 def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: ChurnPlatform):
     from churn_assets.lib import deployment as dep
 
-    pointer = dep.read_current(platform.storage())
+    storage = platform.storage()
+    pointer = dep.read_current(storage)
     if pointer is None or not pointer.get("version"):
         return dg.SkipReason("nothing is deployed")
     instance = context.instance
+    deployed = scope.key("deployed_model_version")
+    if instance.get_latest_materialization_event(deployed) is None:
+        # wiped in the UI (or an instance newer than the storage): churn_scores' automation
+        # condition waited for a missing parent until the next retraining
+        return dg.SensorResult(
+            asset_events=[restored_deployment(pointer, storage.url(dep.POINTER))],
+            skip_reason=f"{deployed.to_user_string()} had no materialization: recorded "
+            f"{pointer['version']} from the deployment pointer",
+        )
     if instance.get_latest_materialization_event(scope.key("current_features")) is None:
         return dg.SkipReason("no current_features to score yet")
     event = instance.get_latest_materialization_event(scope.key("churn_scores"))
@@ -380,6 +393,27 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
             "churn/trigger": "deployment",
             "churn/reason": f"scores of {scored or 'no version'}, deployed {version}",
             **scope.dataset_tags(),
+        },
+    )
+
+
+def restored_deployment(pointer: dict[str, Any], url: str) -> dg.AssetMaterialization:
+    """A materialization of ``deployed_model_version`` reporting what the deployment pointer
+    names, for an event log that lost (or never had) its materializations."""
+    version = str(pointer["version"])
+    return dg.AssetMaterialization(
+        asset_key=scope.key("deployed_model_version"),
+        description=f"{version} is deployed per {url}: this asset's materializations were "
+        "wiped (or predate this Dagster instance); recorded again from the pointer, nothing "
+        "was trained or judged",
+        metadata={
+            "version": dg.MetadataValue.text(version),
+            "pointer": dg.MetadataValue.path(url),
+            "deployed_at": dg.MetadataValue.text(str(pointer.get("updated_at"))),
+            "pinned": dg.MetadataValue.text(str(pointer.get("pinned"))),
+            "restored": dg.MetadataValue.text(
+                "from the deployment pointer: the event log had no materialization"
+            ),
         },
     )
 

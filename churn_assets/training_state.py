@@ -70,16 +70,19 @@ def last_completed_training(instance: dg.DagsterInstance) -> int | None:
 
 
 def first_untrained_input(
-    instance: dg.DagsterInstance, trained: dg.EventLogRecord | None
+    instance: dg.DagsterInstance, trained: dg.EventLogRecord | None, since: float | None = None
 ) -> dg.EventLogRecord | None:
     """The earliest input materialization after ``trained`` (the last completed training,
-    :func:`last_completed_training_record`): the data that has been waiting for a retraining
-    since (None: every input has been trained on)."""
+    :func:`last_completed_training_record`) and after ``since`` (epoch seconds: with no
+    completed training in the event log, when the deployed version was deployed): the data
+    that has been waiting for a retraining since (None: every input has been trained on)."""
     after = trained.storage_id if trained else None
     first: dg.EventLogRecord | None = None
     for key in TRAINING_INPUTS:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=scope.key(key), after_storage_id=after),
+            dg.AssetRecordsFilter(
+                asset_key=scope.key(key), after_storage_id=after, after_timestamp=since
+            ),
             limit=20,
             ascending=True,
         ).records

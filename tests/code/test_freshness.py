@@ -143,7 +143,11 @@ def waiting(trained: dg.DagsterInstance) -> dg.DagsterInstance:
 
 
 def evaluate(instance: dg.DagsterInstance, cursor: str | None = None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    from churn_assets.resources import ChurnPlatform
+
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"platform": ChurnPlatform()}
+    )
     return freshness.stale_deployment_notifier(context), context
 
 
@@ -200,6 +204,34 @@ def test_data_never_trained_on_counts_and_no_webhook_skips(
     result, context = evaluate(instance)
     assert isinstance(result, dg.SkipReason) and "CHURN_ALERT_WEBHOOK_URL" in result.skip_message
     assert context.cursor is None and receiver.bodies == []
+
+
+def test_a_wiped_deployment_history_is_said_and_counts_from_the_stored_deployment(
+    trained: dg.DagsterInstance,
+    isolated_env,
+    webhook: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """deployed_model_version's materializations wiped in the UI: the alert said "nothing
+    deployed", "no completed training" and counted from the very first ingestion. It now
+    names the version the pointer in storage deploys, says the history was wiped, and
+    counts from the first data after that deployment."""
+    from churn_assets.lib.storage import Storage
+    from tests.code.test_schedules_sensors import deploy_versions
+
+    deploy_versions(Storage(str(isolated_env / "synthetic")), ["v20260102-000000"])
+    trained.wipe_assets([dg.AssetKey("deployed_model_version")])
+    land(trained, "raw_transactions")  # a batch after the deployment, never trained on
+    batch = trained.fetch_materializations(dg.AssetKey("raw_transactions"), limit=1).records[0]
+    later(monkeypatch, freshness.RETRAINING_WINDOW.fail + dt.timedelta(minutes=5))
+    result, context = evaluate(trained)
+    assert result is None and len(webhook.bodies) == 1
+    text = webhook.bodies[0]["text"]
+    assert "Deployed model version is stale: v20260102-000000" in text
+    assert "materializations of deployed_model_version were wiped" in text
+    assert "v20260102-000000 is deployed since 20" in text
+    assert "current.json" in text
+    assert context.cursor == str(batch.storage_id)  # waiting since that batch
 
 
 def test_the_platform_registers_the_stale_deployment_notifier():

@@ -913,7 +913,7 @@ def test_scores_follow_every_pointer_move(isolated_env: Path):
 
     assert isinstance(evaluate(), dg.SkipReason)  # nothing deployed
     deploy_versions(storage, ["v20260101-000000", "v20260102-000000"])
-    land(instance, "current_features")
+    land(instance, "current_features", "deployed_model_version")
     assert dg.materialize(
         [stand_in("churn_scores", model_version="v20260102-000000")], instance=instance
     ).success
@@ -941,6 +941,69 @@ def test_scores_follow_every_pointer_move(isolated_env: Path):
     )
     waiting = evaluate()
     assert isinstance(waiting, dg.SkipReason) and "on its way" in waiting.skip_message
+
+
+def test_scores_follow_the_stored_deployment_after_its_history_was_wiped(isolated_env: Path):
+    """deployed_model_version's materializations wiped in the UI: churn_scores' automation
+    condition waited for a missing parent (a landing batch was not scored) until the next
+    retraining. scores_follow_deployment now reports a materialization naming the version
+    the pointer in storage deploys (applied here as the sensor daemon applies a sensor's
+    asset events), and the landing batch is scored."""
+    from churn_assets.automation import SCORES_CONDITION
+    from churn_assets.freshness import deployed_version
+    from churn_assets.sensors import scores_follow_deployment
+
+    @dg.asset(
+        name="churn_scores",
+        deps=["deployed_model_version", "current_features"],
+        automation_condition=SCORES_CONDITION,
+    )
+    def scores() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"model_version": "v20260101-000000"})
+
+    defs = dg.Definitions(
+        assets=[stand_in("deployed_model_version"), stand_in("current_features"), scores]
+    )
+    storage = Storage(str(isolated_env / "synthetic"))
+    instance = dg.DagsterInstance.ephemeral()
+    key = dg.AssetKey("churn_scores")
+
+    def requested(cursor=None):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        return result.get_num_requested(key), result.cursor
+
+    def follow():
+        context = dg.build_sensor_context(
+            instance=instance, resources={"platform": ChurnPlatform()}
+        )
+        return scores_follow_deployment(context)
+
+    deploy_versions(storage, ["v20260101-000000"])
+    land(instance, "current_features")
+    count, cursor = requested()
+    assert dg.materialize(
+        [stand_in("deployed_model_version", version="v20260101-000000")], instance=instance
+    ).success
+    count, cursor = requested(cursor)
+    assert count == 1
+    assert dg.materialize([scores], instance=instance, selection=[key]).success
+    assert isinstance(follow(), dg.SkipReason)  # recorded and scored: nothing to do
+    count, cursor = requested(cursor)
+
+    instance.wipe_assets([dg.AssetKey("deployed_model_version")])
+    land(instance, "current_features")  # a landing batch
+    count, cursor = requested(cursor)
+    assert count == 0  # a parent is missing
+    result = follow()
+    assert isinstance(result, dg.SensorResult) and not result.run_requests
+    (event,) = result.asset_events
+    assert event.metadata["version"].value == "v20260101-000000"
+    assert "wiped" in event.description and "current.json" in event.description
+    instance.report_runless_asset_event(event)
+    assert deployed_version(instance) == "v20260101-000000"
+    assert isinstance(follow(), dg.SkipReason)  # reported once
+    count, cursor = requested(cursor)
+    assert count == 1  # the batch is scored
 
 
 def run_rollback(to: str = "", instance: dg.DagsterInstance | None = None):
