@@ -14,6 +14,19 @@ episode is a deployed reference and the columns drifted against it; "new data si
 import dagster as dg
 
 from churn_assets import scope
+from churn_assets.jobs import RETRAINING_TAG
+
+#: A parent's update that asks for new scores: not one made by a run that scored itself (a
+#: retraining run materializes churn_scores after the deployment, as does a run selecting
+#: churn_scores with its parents), else one planned in the same evaluation.
+DEPS_UPDATED = dg.AutomationCondition.any_deps_match(
+    (
+        dg.AutomationCondition.newly_updated()
+        & ~dg.AutomationCondition.executed_with_root_target()
+        & ~dg.AutomationCondition.executed_with_tags(tag_keys={RETRAINING_TAG})
+    )
+    | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_updated")
 
 #: What ends a pending refresh: a request, or the scores' own update when no parent updated
 #: in the same evaluation. (Dagster's eager condition counts the scores' update alone: with
@@ -22,14 +35,20 @@ from churn_assets import scope
 #: scores' update cancelled the features': they stayed behind until the next change.)
 HANDLED = (
     dg.AutomationCondition.newly_requested()
-    | (dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.any_deps_updated())
+    | (dg.AutomationCondition.newly_updated() & ~DEPS_UPDATED)
     | dg.AutomationCondition.initial_evaluation()
 ).with_label("handled")
 
-#: Refresh when any parent updated since the last request or materialization, once no
-#: parent is missing or in progress (e.g. not in the middle of a retraining run): Dagster's
-#: eager condition, with :data:`HANDLED`.
-SCORES_CONDITION = dg.AutomationCondition.eager().replace("handled", HANDLED)
+#: Dagster's eager condition with :data:`DEPS_UPDATED` and :data:`HANDLED`: refresh when a
+#: parent updated since the last request or materialization, once no parent is missing or in
+#: progress (e.g. not in the middle of a retraining run).
+SCORES_CONDITION = (
+    dg.AutomationCondition.in_latest_time_window()
+    & (dg.AutomationCondition.newly_missing() | DEPS_UPDATED).since(HANDLED)
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("eager")
 
 churn_automation = dg.AutomationConditionSensorDefinition(
     "churn_automation",

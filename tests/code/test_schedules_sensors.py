@@ -1172,8 +1172,9 @@ def test_scores_catch_up_once_automation_is_back_on():
     meanwhile churn_scores were made (a rollback's re-scoring, by hand) and then features
     landed. Back on, its first evaluation sees both updates; the scores' own update
     cancelled the features', and the scores stayed behind the features. They are
-    requested now, once."""
+    requested now, once. A retraining run, which scores after deploying, asks for none."""
     from churn_assets.automation import SCORES_CONDITION
+    from churn_assets.jobs import RETRAINING_TAG
 
     @dg.asset(
         name="churn_scores",
@@ -1183,8 +1184,14 @@ def test_scores_catch_up_once_automation_is_back_on():
     def scores() -> None:
         pass
 
+    retraining = dg.define_asset_job(  # as the platform's: its runs have no asset selection
+        "retraining",
+        selection=dg.AssetSelection.assets("deployed_model_version", "churn_scores"),
+        tags={RETRAINING_TAG: "true"},
+    )
     defs = dg.Definitions(
-        assets=[stand_in("deployed_model_version"), stand_in("current_features"), scores]
+        assets=[stand_in("deployed_model_version"), stand_in("current_features"), scores],
+        jobs=[retraining],
     )
     instance = dg.DagsterInstance.ephemeral()
     key = dg.AssetKey("churn_scores")
@@ -1209,6 +1216,9 @@ def test_scores_catch_up_once_automation_is_back_on():
     assert dg.materialize([scores], instance=instance, selection=[key]).success
     count, cursor = requested(cursor)
     assert count == 0
+    assert defs.resolve_job_def("retraining").execute_in_process(instance=instance).success
+    count, cursor = requested(cursor)
+    assert count == 0  # scored by the retraining run itself
 
 
 def test_the_automation_sensor_runs_the_scores_condition():
