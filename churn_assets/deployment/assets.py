@@ -154,6 +154,7 @@ def deployed_model_version(
                 candidate=candidate,
                 version=version,
                 threshold=threshold,
+                storage_url=storage.url(),
             )
             registered.append((out["registered_model"], out["registered_version"], version))
             return out
@@ -241,7 +242,7 @@ def _left_by_stopped_runs(storage: Any, tracking: Any, dataset: str) -> list[tup
     from churn_assets.lib.deployment import recorded_versions
     from churn_assets.lib.tracking import unrecorded_registrations
 
-    return unrecorded_registrations(tracking, dataset, recorded_versions(storage))
+    return unrecorded_registrations(tracking, dataset, recorded_versions(storage), storage.url())
 
 
 def _not_written(storage: Any, registered: list[tuple[str, str, str]]) -> list[tuple[str, str]]:

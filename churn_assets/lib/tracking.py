@@ -299,9 +299,11 @@ def register_promoted(
     candidate: str,
     version: str,
     threshold: float | None = None,
+    storage_url: str | None = None,
 ) -> dict[str, str]:
     """Register a promoted model under the data set's name, tag it with the deployed
-    version, candidate and (a classifier) decision threshold, describe what its
+    version, candidate, (a classifier) decision threshold and the ``storage_url`` of the
+    deployment that registers it, describe what its
     ``predict`` returns, and point ``challenger`` at it. ``champion`` follows once the
     version is deployed (:func:`~churn_assets.lib.rollback.sync_champion_aliases`), so a
     deployment that fails after this call (a full disk, storage refusing a write) leaves it
@@ -313,6 +315,8 @@ def register_promoted(
     name = registered_name(dataset, role)
     registered = mlflow.register_model(model_uri, name)
     tags = {"candidate": candidate, "deployed_version": version}
+    if storage_url is not None:
+        tags[STORAGE_TAG] = storage_url
     if threshold is not None:
         tags["threshold"] = repr(float(threshold))  # exact: labels as churn_scores does
     for key, value in tags.items():
@@ -324,15 +328,20 @@ def register_promoted(
     return {"registered_model": name, "registered_version": str(registered.version)}
 
 
+#: Model version tag naming the storage of the deployment that registered it.
+STORAGE_TAG = "storage"
+
+
 def unrecorded_registrations(
-    cfg: TrackingConfig, dataset: str, recorded: Collection[str]
+    cfg: TrackingConfig, dataset: str, recorded: Collection[str], storage_url: str
 ) -> list[tuple[str, str]]:
-    """``(registered model, version)`` of each model registered for a deployment version
-    newer than every version storage has recorded
-    (:func:`~churn_assets.lib.deployment.recorded_versions`): a deployment stopped between
-    registering its models and writing the version (killed, a crash) left them. With nothing
-    recorded, none: an empty storage (a new bucket, a test) says nothing about a registry
-    it may share."""
+    """``(registered model, version)`` of each model registered from the storage at
+    ``storage_url`` for a deployment version newer than every version that storage has
+    recorded (:func:`~churn_assets.lib.deployment.recorded_versions`): a deployment stopped
+    between registering its models and writing the version (killed, a crash) left them.
+    Registrations of another platform sharing the registry (a staging and a production
+    storage) are never touched. With nothing recorded, none: an empty storage (a new bucket,
+    a test) says nothing about the registry."""
     if not recorded:
         return []
     client = _client(cfg)
@@ -341,7 +350,10 @@ def unrecorded_registrations(
     for role in _ROLE_NAMES:
         name = registered_name(dataset, role)
         for mv in client.search_model_versions(f"name='{name}'"):
-            deployment = (mv.tags or {}).get("deployed_version")
+            tags = mv.tags or {}
+            deployment = tags.get("deployed_version")
+            if tags.get(STORAGE_TAG) != storage_url:
+                continue
             if deployment and deployment > newest and deployment not in recorded:
                 out.append((name, str(mv.version)))
     return out

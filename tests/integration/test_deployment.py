@@ -532,7 +532,7 @@ def test_a_registration_whose_version_was_never_written_is_deleted(deployed, mon
     def aliases() -> dict[str, str]:
         return {a: str(client.get_model_version_by_alias(name, a).version) for a in ALIASES}
 
-    def register(role, model_uri, candidate, version, threshold):
+    def register(role, model_uri, candidate, version, threshold, storage_url=None):
         return register_promoted(
             tracking,
             dataset="synthetic",
@@ -541,8 +541,13 @@ def test_a_registration_whose_version_was_never_written_is_deleted(deployed, mon
             candidate=candidate,
             version=version,
             threshold=threshold,
+            storage_url=storage_url or s.url(),
         )
 
+    # another platform sharing the registry (a staging storage) deployed a newer version
+    staging = register(
+        "classifier", served["model_uri"], "ridge", dep.new_version(s), 0.5, "s3://staging/x"
+    )
     before = aliases()
     # what the terminated run left: its model registered for a version it never wrote
     orphan = register("classifier", served["model_uri"], "lightgbm", dep.new_version(s), 0.5)
@@ -557,6 +562,7 @@ def test_a_registration_whose_version_was_never_written_is_deleted(deployed, mon
     assert result.success and not result.output_for_node("deployed_model_version")["promoted"]
     with pytest.raises(Exception, match="not found"):
         client.get_model_version(name, orphan["registered_version"])
+    assert client.get_model_version(name, staging["registered_version"])  # not this storage's
     assert aliases() == before
     said = [e.message for e in instance.all_logs(result.run_id) if "never written" in e.message]
     assert said and f"{name} {orphan['registered_version']};" in said[0]
@@ -570,7 +576,8 @@ def test_a_registration_whose_version_was_never_written_is_deleted(deployed, mon
     assert not failed.success
     assert aliases() == before
     versions = client.search_model_versions(f"name='{name}'")
-    assert all(v.tags.get("deployed_version") in dep.recorded_versions(s) for v in versions)
+    ours = [v for v in versions if v.tags.get("storage") == s.url()]
+    assert all(v.tags.get("deployed_version") in dep.recorded_versions(s) for v in ours)
     assert dep.read_current(s) == pointer
 
 
