@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from churn_assets.interrupted_runs import fail_interrupted_runs, say_failed
+from churn_assets.lib.notify import ui_url_for_port
 from churn_serving.server import port_problem
 
 #: The first line of the dagster.yaml ``churn dev`` copies into ``$DAGSTER_HOME``.
@@ -357,6 +358,8 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
     if datasets:
         print(f"data sets beside the default one: {', '.join(datasets)}", flush=True)
     commands = processes(port, workspace)
+    child_env = dict(os.environ)
+    ui_url_for_port(port, child_env)  # the links in alerts point at this UI
 
     def start(name: str) -> subprocess.Popen:
         # each child holds the instance lock too (an inherited descriptor of the same lock)
@@ -365,6 +368,7 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
         return subprocess.Popen(
             commands[name],
             cwd=root,
+            env=child_env,
             start_new_session=True,
             pass_fds=(lock.fileno(),),
             preexec_fn=_child_setup,  # noqa: PLW1509 - signals and prctl only, no locks

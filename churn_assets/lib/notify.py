@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,14 @@ def webhook_url() -> str | None:
 def ui_url() -> str:
     """Base URL of the Dagster UI for links (``CHURN_UI_URL``)."""
     return ((os.environ.get(UI_ENV) or "").strip() or DEFAULT_UI_URL).rstrip("/")
+
+
+def ui_url_for_port(port: int, env: MutableMapping[str, str]) -> str:
+    """Set ``CHURN_UI_URL`` in ``env`` to the UI ``churn dev`` serves on ``port`` unless it
+    names one already, so that links in alerts follow ``churn dev --port``; returns it."""
+    if not (env.get(UI_ENV) or "").strip():
+        env[UI_ENV] = f"http://localhost:{port}"
+    return env[UI_ENV]
 
 
 def run_link(run_id: str, base: str | None = None) -> str:

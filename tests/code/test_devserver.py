@@ -280,6 +280,24 @@ def _supervise(monkeypatch, tmp_path, commands: dict[str, list[str]]) -> None:
     monkeypatch.setattr(devserver, "fail_interrupted_runs", list)
 
 
+@pytest.mark.parametrize("preset", ["", "https://dagster.example.com"])
+def test_alert_links_point_at_the_ui_port_unless_set(tmp_path, monkeypatch, preset):
+    """``churn dev --port P`` hands its processes CHURN_UI_URL=http://localhost:P, so the
+    failure alerts' links open this UI (they named :3000 whatever the port); a URL the
+    environment sets is kept."""
+    import churn_assets.devserver as devserver
+
+    seen = tmp_path / "ui-url"
+    script = f"import os; open({str(seen)!r}, 'w').write(os.environ.get('CHURN_UI_URL', ''))"
+    _supervise(monkeypatch, tmp_path, {"dagster": [sys.executable, "-c", script]})
+    monkeypatch.setattr(devserver, "MAX_RESTARTS", 0)
+    monkeypatch.setenv("CHURN_UI_URL", preset)
+    port = free_port()
+    devserver.run_dev(port=port, root=tmp_path)
+    assert seen.read_text() == (preset or f"http://localhost:{port}")
+    assert os.environ["CHURN_UI_URL"] == preset  # this process's environment is left alone
+
+
 def test_dagster_exiting_is_started_again_then_a_crash_loop_stops_all(
     tmp_path, monkeypatch, capsys
 ):
