@@ -28,14 +28,27 @@ class _Group(click.Group):
         except Exception as e:
             from churn_assets.lib.settings import env_flag
 
-            hint = setting_hint(e)
+            hint = setting_hint(e, ctx.meta.get(DATASET_OPTION))
             if hint is None or env_flag("CHURN_DEBUG"):
                 raise
             raise click.ClickException(hint) from e
 
 
-def setting_hint(e: BaseException) -> str | None:
-    """One line for an error a setting causes, naming the setting; None for others."""
+#: Key of ``click.Context.meta`` (shared by a command's context and the group's) holding the
+#: ``--dataset`` a command was given, which then is the setting an error names.
+DATASET_OPTION = "churn.dataset_option"
+
+
+def remember_dataset(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--dataset`` callback: keep the value for :func:`setting_hint`."""
+    if value:
+        ctx.meta[DATASET_OPTION] = value
+    return value
+
+
+def setting_hint(e: BaseException, dataset_option: str | None = None) -> str | None:
+    """One line for an error a setting causes, naming the setting (``--dataset`` when the
+    command was given one, else ``CHURN_DATASET``, for a data set config); None for others."""
     from pydantic import ValidationError
 
     from churn_assets.lib.datasets import DatasetConfigError
@@ -51,6 +64,8 @@ def setting_hint(e: BaseException) -> str | None:
     if isinstance(e, ValidationError) and e.title in ENV_PREFIXES:
         return validation_message(e)
     if isinstance(e, DatasetConfigError):
+        if dataset_option:
+            return f"{e} (--dataset {dataset_option})"
         return f"{e} (CHURN_DATASET={os.environ.get('CHURN_DATASET', 'synthetic')})"
     if isinstance(e, DeploymentError):
         return f"{e} (storage: CHURN_STORAGE_URL)"
@@ -280,7 +295,12 @@ def _land_held_back(url: str, opts: dict) -> None:
 
 
 @main.command()
-@click.option("--dataset", default=None, help="Built-in data set name or YAML config path.")
+@click.option(
+    "--dataset",
+    default=None,
+    callback=remember_dataset,
+    help="Built-in data set name or YAML config path.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--seed-if-empty/--no-seed",
@@ -292,6 +312,7 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
     """Materialize the whole asset graph in-process once and print a summary."""
     from churn_assets.demo import run_demo
 
+    dataset_option = dataset
     dataset = dataset or os.environ.get("CHURN_DATASET") or "synthetic"
     try:
         report = run_demo(dataset, seed_if_empty=seed_if_empty, log=None if as_json else click.echo)
@@ -301,7 +322,11 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
         refusal = access_refusal(e)
         said = f"{type(e).__name__}: {e}" + (f": {refusal}" if refusal else "")
         if not as_json:
-            raise click.ClickException(said) from e
+            from churn_assets.lib.settings import env_flag
+
+            if env_flag("CHURN_DEBUG"):
+                raise
+            raise click.ClickException(setting_hint(e, dataset_option) or said) from e
         error = {"dataset": dataset, "success": False, "error": said}
         click.echo(json_text(error))
         sys.exit(1)
@@ -407,7 +432,12 @@ def _deployment_storage(dataset: str | None):
 
 
 @main.command()
-@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+@click.option(
+    "--dataset",
+    default=None,
+    callback=remember_dataset,
+    help="Data set (default: CHURN_DATASET or synthetic).",
+)
 def unpin(dataset: str | None) -> None:
     """Turn automatic promotion back on after a rollback (the deployed version stays)."""
     from churn_assets.lib.deployment import DeploymentError
@@ -423,7 +453,12 @@ def unpin(dataset: str | None) -> None:
 
 @main.command()
 @click.option("--to", "to", default=None, help="Version to deploy (default: the previous one).")
-@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+@click.option(
+    "--dataset",
+    default=None,
+    callback=remember_dataset,
+    help="Data set (default: CHURN_DATASET or synthetic).",
+)
 @click.option("--no-pin", is_flag=True, help="Leave automatic promotion on.")
 def rollback(to: str | None, dataset: str | None, no_pin: bool) -> None:
     """Move the deployed model version (pointer and MLflow aliases) back and pin it:
@@ -448,7 +483,12 @@ def rollback(to: str | None, dataset: str | None, no_pin: bool) -> None:
 
 
 @main.command()
-@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+@click.option(
+    "--dataset",
+    default=None,
+    callback=remember_dataset,
+    help="Data set (default: CHURN_DATASET or synthetic).",
+)
 @click.option("--seeds", default=10, show_default=True, help="Number of split seeds (0, 1, ...).")
 @click.option(
     "--kind",
@@ -604,7 +644,12 @@ def _workspace_file(home: Path) -> Path:
 @main.command()
 @click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day.")
 @click.option("--until", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day.")
-@click.option("--dataset", default=None, help="Data set (default: CHURN_DATASET or synthetic).")
+@click.option(
+    "--dataset",
+    default=None,
+    callback=remember_dataset,
+    help="Data set (default: CHURN_DATASET or synthetic).",
+)
 @click.option(
     "--job",
     default="ingest_features_drift",

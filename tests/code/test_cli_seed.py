@@ -176,6 +176,29 @@ def test_a_wrong_setting_ends_in_one_line_naming_it(monkeypatch):
     assert result.exception is not None and type(result.exception).__name__ == "DatasetConfigError"
 
 
+def test_an_unknown_dataset_option_is_named_and_demo_says_which_setting(monkeypatch):
+    """``--dataset nope``: the line named ``CHURN_DATASET=synthetic``, a setting the user
+    never made, and ``churn demo`` named none and ignored ``CHURN_DEBUG=1``; the line now
+    names the option (or the variable) and ``churn demo`` shows the traceback in debug."""
+    from click.testing import CliRunner
+
+    from churn_assets.cli import main
+
+    monkeypatch.delenv("CHURN_DEBUG", raising=False)
+    monkeypatch.delenv("CHURN_DATASET", raising=False)
+    for args in (["rollback", "--dataset", "nope"], ["demo", "--dataset", "nope"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.startswith("Error: unknown data set 'nope'"), result.output
+        assert result.output.rstrip().endswith("(--dataset nope)"), result.output
+    monkeypatch.setenv("CHURN_DATASET", "nope")
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.output.rstrip().endswith("(CHURN_DATASET=nope)"), result.output
+    monkeypatch.setenv("CHURN_DEBUG", "1")
+    result = CliRunner().invoke(main, ["demo"])
+    assert type(result.exception).__name__ == "DatasetConfigError"
+
+
 def test_a_storage_path_under_a_file_ends_in_one_line_naming_the_paths(tmp_path, monkeypatch):
     """``CHURN_LANDING_URL`` (or the storage, or ``DAGSTER_HOME``) under a regular file: one
     line naming the error and the path settings, not a traceback."""
