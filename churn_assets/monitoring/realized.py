@@ -121,7 +121,8 @@ def realized_performance(
     of expected_total_sales, next to the same figures at deployment time (the version's
     holdout, from its manifest). Headline figures are those of the latest evaluated
     snapshot, as numeric metadata the UI plots over time. Snapshots not yet evaluable are
-    listed as pending; snapshot data sets (no time axis) are "not applicable"."""
+    listed as pending; data sets whose churn label is a column are "not applicable" (a
+    snapshot has no time axis, and purchases beside one do not say what the column will)."""
     from churn_assets.lib.feature_sets import usable
     from churn_assets.lib.realized import evaluate_snapshots
 
@@ -133,6 +134,16 @@ def realized_performance(
                 "status": "not_applicable",
                 "message": f"data set '{cfg.name}' has no transactions (labels from columns): "
                 "there is no time axis along which outcomes arrive after a scoring run",
+                "retraining_requested": False,
+            }
+        elif cfg.labels.source != "transactions":
+            # what the customers then did would be judged as "no purchase in the horizon",
+            # a label the models never learned (theirs is the churn column)
+            out = {
+                "status": "not_applicable",
+                "message": f"data set '{cfg.name}' takes its churn label from the column "
+                f"{cfg.labels.churned_column!r}, not from purchases: its transactions cannot "
+                "tell what that column will say after a scoring run",
                 "retraining_requested": False,
             }
         else:

@@ -501,3 +501,39 @@ def test_a_table_without_any_label_says_so(tmp_path, isolated_env):
     assert "every one of the 60 customers has a blank churn label (column 'churn'" in (
         failure.event_specific_data.error.to_string()
     )
+
+
+def test_a_snapshot_with_transactions_has_no_realized_performance(tmp_path, isolated_env):
+    """Accounts with a churn column and their payments beside them (`churn draft-config
+    accounts.csv --label is_churn --transactions payments.csv`): realized performance said
+    "waiting" for the horizon, then would have judged the churn model against "no purchase
+    in the horizon", a label it never learned, and asked for a retraining on that verdict.
+    It is "not applicable" now, naming the churn column."""
+    from churn_assets.lib.config_draft import draft_config
+
+    rng = np.random.default_rng(5)
+    n, m = 2000, 20_000
+    ids = [f"A{i:05d}" for i in range(n)]
+    tenure = rng.integers(1, 72, n)
+    churn = rng.random(n) < 1 / (1 + np.exp(-(1.0 - 0.05 * tenure)))
+    pl.DataFrame(
+        {"account": ids, "plan": rng.choice(["basic", "plus"], n), "tenure": tenure,
+         "is_churn": churn.astype(int)}
+    ).write_csv(tmp_path / "accounts.csv")  # fmt: skip
+    days = np.datetime64("2025-01-01") + rng.integers(0, 365, m).astype("timedelta64[D]")
+    pl.DataFrame(
+        {"account": rng.choice(ids, m), "paid_at": [str(d) for d in days],
+         "amount": rng.uniform(5, 80, m).round(2)}
+    ).write_csv(tmp_path / "payments.csv")  # fmt: skip
+    text = draft_config(
+        str(tmp_path / "accounts.csv"),
+        label="is_churn",
+        transactions_file=str(tmp_path / "payments.csv"),
+        timestamp="paid_at",
+    )
+    cfg = yaml.safe_load(text)
+    assert cfg["labels"]["source"] == "columns" and cfg["transactions"]
+    _, run = run_drafted(cfg, tmp_path, "accounts")
+    realized = run.result.output_for_node("realized_performance")
+    assert realized["status"] == "not_applicable", realized
+    assert "'is_churn'" in realized["message"] and not realized["retraining_requested"]
