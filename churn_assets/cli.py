@@ -684,6 +684,12 @@ def backfill(
     from churn_assets.lib.settings import ChurnSettings, join_url
 
     settings, name, storage = _deployment_storage(dataset)
+    if load_dataset_config(settings.dataset).transactions is None:
+        raise click.ClickException(
+            f"data set {name} has no transaction files (a snapshot): nothing to re-ingest by "
+            "date; materialize raw_customers (the UI, or `dagster asset materialize`) to read "
+            "its table again"
+        )
     try:
         files = files_between(storage, since.date(), until.date())
     except ValueError as e:

@@ -452,6 +452,13 @@ def test_a_date_range_backfill_names_the_files_with_a_line_in_it(isolated_env: P
     only_gone = dry_run("2024-03-15", "2024-03-31")
     assert only_gone.exit_code == 1 and "gone: late.csv" in only_gone.output
 
+    # a snapshot data set has no files to re-ingest by date: said so, not "no ingested
+    # file has a line" as if the dates were wrong
+    snapshot = CliRunner().invoke(
+        main, ["backfill", "--since", "2024-01-01", "--until", "2024-01-02", "--dataset", "telco"]
+    )
+    assert snapshot.exit_code == 1 and "has no transaction files (a snapshot)" in snapshot.output
+
 
 def test_backfill_finds_the_workspace_of_the_compose_image_layout(tmp_path, monkeypatch):
     """`churn backfill` run in the compose image: DAGSTER_HOME /opt/dagster/home holds only
