@@ -366,9 +366,16 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
         return dg.SkipReason("nothing is deployed")
     instance = context.instance
     deployed = scope.key("deployed_model_version")
+    pending = instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100)
     if instance.get_latest_materialization_event(deployed) is None:
         # wiped in the UI (or an instance newer than the storage): churn_scores' automation
-        # condition waited for a missing parent until the next retraining
+        # condition waited for a missing parent until the next retraining. Not while a run
+        # deploys: its pointer is written before its materialization is recorded.
+        for run in pending:
+            if _materializes(context, run, deployed):
+                return dg.SkipReason(
+                    f"run {run.run_id} materializing {deployed.path[-1]} is on its way"
+                )
         return dg.SensorResult(
             asset_events=[restored_deployment(pointer, storage.url(dep.POINTER))],
             skip_reason=f"{deployed.to_user_string()} had no materialization: recorded "
@@ -384,7 +391,7 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
     if scored == version:
         return dg.SkipReason(f"churn_scores are of the deployed version {version}")
     key = scope.key("churn_scores")
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100):
+    for run in pending:
         if _materializes(context, run, key):
             return dg.SkipReason(f"run {run.run_id} materializing churn_scores is on its way")
     return dg.RunRequest(

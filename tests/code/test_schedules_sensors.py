@@ -994,6 +994,20 @@ def test_scores_follow_the_stored_deployment_after_its_history_was_wiped(isolate
     land(instance, "current_features")  # a landing batch
     count, cursor = requested(cursor)
     assert count == 0  # a parent is missing
+    # a run deploying writes the pointer before its materialization is recorded: left to it
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    deploying = DagsterRun(
+        job_name="retraining",
+        run_id=make_new_run_id(),
+        status=dg.DagsterRunStatus.STARTED,
+        asset_selection=frozenset({dg.AssetKey("deployed_model_version")}),
+    )
+    instance.add_run(deploying)
+    waiting = follow()
+    assert isinstance(waiting, dg.SkipReason) and deploying.run_id in waiting.skip_message
+    instance.delete_run(deploying.run_id)
     result = follow()
     assert isinstance(result, dg.SensorResult) and not result.run_requests
     (event,) = result.asset_events
