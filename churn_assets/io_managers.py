@@ -18,6 +18,26 @@ from churn_assets.lib.storage import info_stamp, write_local_atomically
 from churn_assets.retries import fail_fast_unless_transient
 
 
+def _set_aside_as_copies(context: dg.InputContext, keys: list[str]) -> set[str]:
+    """The partitions among ``keys`` whose landing file was set aside as a copy of another
+    one: their run materialized nothing and recorded an observation naming the file it
+    copies (``copy_of``, see ``raw_transactions``). Without an instance (a value loaded
+    outside a run), none."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return set()
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=keys),
+        limit=4 * len(keys) + 100,
+    ).records
+    return {
+        r.partition_key
+        for r in records
+        if r.partition_key and "copy_of" in (r.asset_observation.metadata or {})
+    }
+
+
 class TableIOManager(dg.UPathIOManager):
     """Parquet for frames, JSON for everything else, on any fsspec file system."""
 
@@ -98,7 +118,9 @@ class TableIOManager(dg.UPathIOManager):
         storage as one table (a lazy scan for :func:`lazy_input`), in key order: the storage,
         not the instance's partition list, says what exists, so a run on another instance
         (a worker, a fresh ``dagster dev``) reads the same table. Partitions the instance
-        knows but storage lacks (their run failed) are named in a warning. None written: None.
+        knows but storage lacks (their run failed) are named in a warning, except files set
+        aside as copies of another landing file (no lines of their own, by design). None
+        written: None.
         Errors other than transient ones fail the step at once, as in :meth:`handle_output`."""
         with fail_fast_unless_transient():
             return self._load_input(context)
@@ -112,6 +134,9 @@ class TableIOManager(dg.UPathIOManager):
         found = sorted(folder.glob("*.parquet"), key=lambda p: p.name) if folder.exists() else []
         names = {p.name for p in found}
         missing = [k for k in context.asset_partition_keys if f"{k}.parquet" not in names]
+        if missing:
+            copies = _set_aside_as_copies(context, missing)
+            missing = [k for k in missing if k not in copies]
         if missing:
             context.log.warning(
                 f"{context.asset_key.to_user_string()}: {len(missing)} partition(s) not "

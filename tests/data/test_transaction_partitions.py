@@ -314,6 +314,38 @@ def test_a_copy_set_aside_materializes_nothing_and_refreshes_no_features(
     assert all("was set aside as a copy of 'c.csv'" in (c.description or "") for c in checks)
 
 
+def test_a_copy_set_aside_is_not_named_as_a_partition_left_out(isolated_env: Path, tmp_path):
+    """A copy set aside materializes no partition, by design (its twin's lines count). Every
+    later run reading raw_transactions warned "1 partition(s) not materialized, left out",
+    as for a file whose run failed, on every step of every landing and retraining run from
+    then on; the set-aside copy is no longer named, a partition that lacks its table is."""
+    config = setup_landing(isolated_env, tmp_path, extra={"transactions/c.csv": LATE})
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    landing = isolated_env / "landing" / "mini" / "transactions"
+    (landing / "d.csv").write_text(LATE)
+    assert not run(config, instance, only_new=True).success  # d.csv set aside
+
+    def left_out(result) -> list[str]:
+        return [
+            e.user_message
+            for e in instance.all_logs(result.run_id)
+            if "not materialized, left out" in e.user_message
+        ]
+
+    job, _ = graph(config)
+    features = dg.AssetKey("current_features")
+    again = job.execute_in_process(instance=instance, asset_selection=[features])
+    assert again.success
+    assert left_out(again) == []
+    # a partition the instance knows whose table is missing is still named
+    (isolated_env / "mini" / "assets" / "raw_transactions" / "c.csv.parquet").unlink()
+    again = job.execute_in_process(instance=instance, asset_selection=[features])
+    assert [m.split(": ", 1)[1] for m in left_out(again)] == [
+        "1 partition(s) not materialized, left out: c.csv"
+    ]
+
+
 def test_a_partition_whose_file_left_the_landing_zone_keeps_its_stored_lines(
     isolated_env: Path, tmp_path
 ):
