@@ -552,7 +552,9 @@ def _backfill_runs_left(instance: dg.DagsterInstance, run_id: str) -> str | None
     description="Requests a retraining run when realized_performance's check "
     "realized_roc_auc_holds fails for the deployed version (realized ROC-AUC below the floor "
     "or more than CHURN_REALIZED_MARGIN below the deployment-time figure); the run's "
-    "'churn/reason' tag says why. One request per evaluated snapshot (version and cut-off).",
+    "'churn/reason' tag says why. One request per evaluated snapshot (version and cut-off); "
+    "none while a landing run of the data set is writing (the verdict after it is judged) "
+    "or a retraining is already on its way.",
 )
 @posting_errors("realized_performance_sensor", "degraded realized performance starts no retraining")
 def realized_performance_sensor(
@@ -569,6 +571,11 @@ def realized_performance_sensor(
     if not (requested and requested.value):
         verdict = text("verdict") or text("status") or "no verdict"
         return dg.SkipReason(f"latest realized performance: {verdict}; no retraining needed")
+    busy = landing_on_its_way(
+        context.instance, [j.name for j in LANDING_JOBS], besides=asset_event.run_id
+    ) or retraining_on_its_way(context.instance, retraining_job.name)
+    if busy:  # the verdict after that run is judged instead (the request's key stays unused)
+        return dg.SkipReason(busy)
     version, cutoff = text("model_version"), text("cutoff")
     reason = f"realized performance of {version} at {cutoff}: {text('verdict_reason')}"
     return dg.RunRequest(
