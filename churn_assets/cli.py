@@ -46,7 +46,12 @@ def remember_dataset(ctx: click.Context, _param: click.Parameter, value: str | N
     return value
 
 
-def setting_hint(e: BaseException, dataset_option: str | None = None) -> str | None:
+def dataset_option(help_text: str = "Data set (default: CHURN_DATASET or synthetic).") -> Any:
+    """The ``--dataset`` option, kept for :func:`setting_hint` (:func:`remember_dataset`)."""
+    return click.option("--dataset", default=None, callback=remember_dataset, help=help_text)
+
+
+def setting_hint(e: BaseException, given_dataset: str | None = None) -> str | None:
     """One line for an error a setting causes, naming the setting (``--dataset`` when the
     command was given one, else ``CHURN_DATASET``, for a data set config); None for others."""
     from pydantic import ValidationError
@@ -64,8 +69,8 @@ def setting_hint(e: BaseException, dataset_option: str | None = None) -> str | N
     if isinstance(e, ValidationError) and e.title in ENV_PREFIXES:
         return validation_message(e)
     if isinstance(e, DatasetConfigError):
-        if dataset_option:
-            return f"{e} (--dataset {dataset_option})"
+        if given_dataset:
+            return f"{e} (--dataset {given_dataset})"
         return f"{e} (CHURN_DATASET={os.environ.get('CHURN_DATASET', 'synthetic')})"
     if isinstance(e, DeploymentError):
         return f"{e} (storage: CHURN_STORAGE_URL)"
@@ -295,12 +300,7 @@ def _land_held_back(url: str, opts: dict) -> None:
 
 
 @main.command()
-@click.option(
-    "--dataset",
-    default=None,
-    callback=remember_dataset,
-    help="Built-in data set name or YAML config path.",
-)
+@dataset_option("Built-in data set name or YAML config path.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--seed-if-empty/--no-seed",
@@ -312,21 +312,20 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
     """Materialize the whole asset graph in-process once and print a summary."""
     from churn_assets.demo import run_demo
 
-    dataset_option = dataset
+    given_dataset = dataset
     dataset = dataset or os.environ.get("CHURN_DATASET") or "synthetic"
     try:
         report = run_demo(dataset, seed_if_empty=seed_if_empty, log=None if as_json else click.echo)
     except Exception as e:  # noqa: BLE001 - before any run (config, landing files): say why
-        from churn_assets.lib.storage import access_refusal
+        from churn_assets.lib.storage import with_refusal
 
-        refusal = access_refusal(e)
-        said = f"{type(e).__name__}: {e}" + (f": {refusal}" if refusal else "")
+        said = with_refusal(f"{type(e).__name__}: {e}", e)
         if not as_json:
             from churn_assets.lib.settings import env_flag
 
             if env_flag("CHURN_DEBUG"):
                 raise
-            raise click.ClickException(setting_hint(e, dataset_option) or said) from e
+            raise click.ClickException(setting_hint(e, given_dataset) or said) from e
         error = {"dataset": dataset, "success": False, "error": said}
         click.echo(json_text(error))
         sys.exit(1)
@@ -432,12 +431,7 @@ def _deployment_storage(dataset: str | None):
 
 
 @main.command()
-@click.option(
-    "--dataset",
-    default=None,
-    callback=remember_dataset,
-    help="Data set (default: CHURN_DATASET or synthetic).",
-)
+@dataset_option()
 def unpin(dataset: str | None) -> None:
     """Turn automatic promotion back on after a rollback (the deployed version stays)."""
     from churn_assets.lib.deployment import DeploymentError
@@ -453,12 +447,7 @@ def unpin(dataset: str | None) -> None:
 
 @main.command()
 @click.option("--to", "to", default=None, help="Version to deploy (default: the previous one).")
-@click.option(
-    "--dataset",
-    default=None,
-    callback=remember_dataset,
-    help="Data set (default: CHURN_DATASET or synthetic).",
-)
+@dataset_option()
 @click.option("--no-pin", is_flag=True, help="Leave automatic promotion on.")
 def rollback(to: str | None, dataset: str | None, no_pin: bool) -> None:
     """Move the deployed model version (pointer and MLflow aliases) back and pin it:
@@ -483,12 +472,7 @@ def rollback(to: str | None, dataset: str | None, no_pin: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--dataset",
-    default=None,
-    callback=remember_dataset,
-    help="Data set (default: CHURN_DATASET or synthetic).",
-)
+@dataset_option()
 @click.option("--seeds", default=10, show_default=True, help="Number of split seeds (0, 1, ...).")
 @click.option(
     "--kind",
@@ -644,12 +628,7 @@ def _workspace_file(home: Path) -> Path:
 @main.command()
 @click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day.")
 @click.option("--until", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day.")
-@click.option(
-    "--dataset",
-    default=None,
-    callback=remember_dataset,
-    help="Data set (default: CHURN_DATASET or synthetic).",
-)
+@dataset_option()
 @click.option(
     "--job",
     default="ingest_features_drift",

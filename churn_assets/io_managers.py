@@ -19,23 +19,16 @@ from churn_assets.retries import fail_fast_unless_transient
 
 
 def _set_aside_as_copies(context: dg.InputContext, keys: list[str]) -> set[str]:
-    """The partitions among ``keys`` whose landing file was set aside as a copy of another
-    one: their run materialized nothing and recorded an observation naming the file it
-    copies (``copy_of``, see ``raw_transactions``). Without an instance (a value loaded
-    outside a run), none."""
+    """The partitions among ``keys`` set aside as copies of another landing file
+    (:func:`~churn_assets.partitions.copies_set_aside`); none without an instance (a value
+    loaded outside a run)."""
+    from churn_assets.partitions import copies_set_aside
+
     try:
         instance = context.instance
     except dg.DagsterInvariantViolationError:
         return set()
-    records = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=keys),
-        limit=4 * len(keys) + 100,
-    ).records
-    return {
-        r.partition_key
-        for r in records
-        if r.partition_key and "copy_of" in (r.asset_observation.metadata or {})
-    }
+    return set(copies_set_aside(instance, context.asset_key, keys))
 
 
 class TableIOManager(dg.UPathIOManager):

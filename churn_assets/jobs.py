@@ -63,6 +63,7 @@ customers_landing_job = dg.define_asset_job(
 #: The landing jobs: the landing sensor's runs, which write the raw tables (the last file's
 #: run also refreshes the features over every file).
 LANDING_JOBS = (monitoring_job, transactions_landing_job, customers_landing_job)
+LANDING_JOB_NAMES = tuple(job.name for job in LANDING_JOBS)
 
 #: What every retraining step imports (model sets, MLflow, model files). The
 #: retraining job's steps fork from a server process that imported them once per run, instead

@@ -28,6 +28,25 @@ TRANSACTION_FILES = dg.DynamicPartitionsDefinition(name=scope.partitions_name("t
 
 RAW_TRANSACTIONS = scope.key("raw_transactions")
 
+
+def copies_set_aside(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: list[str]
+) -> dict[str, str]:
+    """The partitions among ``keys`` whose landing file was set aside as a copy of another
+    one, with the file each copies: their run materialized nothing and recorded an
+    observation naming it (``copy_of``, see ``raw_transactions``)."""
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys),
+        limit=4 * len(keys) + 100,
+    ).records
+    found: dict[str, str] = {}
+    for r in records:  # newest first
+        copy_of = (r.asset_observation.metadata or {}).get("copy_of")
+        if r.partition_key and copy_of is not None:
+            found.setdefault(r.partition_key, str(copy_of.value))
+    return found
+
+
 #: The pool of every step that writes the raw tables or the incremental feature state: with
 #: run granularity (dagster.yaml), ingestion runs queue one after the other, in order.
 INGEST_POOL = scope.pool("ingest")

@@ -88,12 +88,11 @@ def root_cause(error: BaseException) -> BaseException:
 
 def describe(error: BaseException) -> str:
     """``ExceptionType: message`` of the root cause (what a user needs to read first)."""
-    from churn_assets.lib.storage import access_refusal
+    from churn_assets.lib.storage import with_refusal
 
     cause = root_cause(error)
     text = str(cause).strip() or repr(cause)
-    refusal = access_refusal(error)
-    return f"{type(cause).__name__}: {text}" + (f": {refusal}" if refusal else "")
+    return with_refusal(f"{type(cause).__name__}: {text}", error)
 
 
 @contextmanager

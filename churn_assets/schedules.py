@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from churn_assets import scope
-from churn_assets.jobs import LANDING_JOBS, retention_job, retraining_job
+from churn_assets.jobs import LANDING_JOB_NAMES, retention_job, retraining_job
 from churn_assets.tick_errors import posting_errors
 from churn_assets.training_state import (
     TRAINING_INPUTS,
@@ -71,7 +71,7 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         busy = (
             failing_on_the_same_data(instance, retraining_job.name)
             or retraining_on_its_way(instance, retraining_job.name)
-            or landing_on_its_way(instance, [j.name for j in LANDING_JOBS])
+            or landing_on_its_way(instance, LANDING_JOB_NAMES)
         )
         if busy:
             return dg.SkipReason(busy)

@@ -9,13 +9,13 @@ import dagster as dg
 
 from churn_assets import scope
 from churn_assets.jobs import (
-    LANDING_JOBS,
+    LANDING_JOB_NAMES,
     customers_landing_job,
     monitoring_job,
     retraining_job,
     transactions_landing_job,
 )
-from churn_assets.lib.landing_cursor import GENERATION, LandingCursor  # noqa: F401 - re-exported
+from churn_assets.lib.landing_cursor import LandingCursor
 from churn_assets.lib.settings import landing_sensor_seconds, landing_settle_seconds
 from churn_assets.resources import ChurnPlatform
 from churn_assets.tick_errors import posting_errors
@@ -109,20 +109,6 @@ def _refuse_missing_bucket(source: str, opts: dict) -> None:
     ) from None
 
 
-def _cursor(
-    listing: dict[str, str], ages: dict[str, float | None], generation: int, root: str
-) -> str:
-    """The landing sensor's cursor (:class:`LandingCursor`): every tick stores it in the
-    instance, so only recently modified files are named, by path relative to the landing
-    root; the others are short digests."""
-    return LandingCursor.encode(listing, ages, generation, root)
-
-
-def _read_cursor(cursor: str | None, root: str) -> LandingCursor:
-    """What :func:`_cursor` wrote (or a cursor naming every file, as written before)."""
-    return LandingCursor.read(cursor, root)
-
-
 @dg.sensor(
     jobs=[monitoring_job, customers_landing_job, transactions_landing_job],
     minimum_interval_seconds=landing_sensor_seconds(),
@@ -147,7 +133,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
     )
 
     root = platform.landing_url_for_dataset().rstrip("/") + "/"
-    seen = _read_cursor(context.cursor, root)
+    seen = LandingCursor.read(context.cursor, root)
     before = seen.generation
     ages: dict[str, float | None] = {}
     listing = _landing_listing(platform, ages)
@@ -172,7 +158,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         else:
             del listing[url]
     if not new:
-        context.update_cursor(_cursor(listing, ages, before, root))
+        context.update_cursor(LandingCursor.encode(listing, ages, before, root))
         again = _landed_not_ingested(context, platform, listing, seen)
         if again:
             return dg.SensorResult(run_requests=again)
@@ -239,7 +225,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         requests.append(
             dg.RunRequest(run_key=run_key(*new), job_name=customers_landing_job.name, tags=tags)
         )
-    context.update_cursor(_cursor(listing, ages, generation, root))
+    context.update_cursor(LandingCursor.encode(listing, ages, generation, root))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[TRANSACTION_FILES.build_add_request(added)] if added else [],
@@ -320,7 +306,7 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     features = instance.get_latest_materialization_event(scope.key("current_features"))
     if features is not None and features.timestamp >= raw.timestamp:
         return None
-    landing = {j.name for j in LANDING_JOBS}
+    landing = set(LANDING_JOB_NAMES)
     ours = scope.dataset_tags().items()
     features_key = scope.key("current_features")
     pending = instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100)
@@ -366,16 +352,15 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
         return dg.SkipReason("nothing is deployed")
     instance = context.instance
     deployed = scope.key("deployed_model_version")
-    pending = instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100)
     if instance.get_latest_materialization_event(deployed) is None:
         # wiped in the UI (or an instance newer than the storage): churn_scores' automation
         # condition waited for a missing parent until the next retraining. Not while a run
         # deploys: its pointer is written before its materialization is recorded.
-        for run in pending:
-            if _materializes(context, run, deployed):
-                return dg.SkipReason(
-                    f"run {run.run_id} materializing {deployed.path[-1]} is on its way"
-                )
+        run = _run_materializing(context, deployed)
+        if run is not None:
+            return dg.SkipReason(
+                f"run {run.run_id} materializing {deployed.path[-1]} is on its way"
+            )
         return dg.SensorResult(
             asset_events=[restored_deployment(pointer, storage.url(dep.POINTER))],
             skip_reason=f"{deployed.to_user_string()} had no materialization: recorded "
@@ -390,10 +375,9 @@ def scores_follow_deployment(context: dg.SensorEvaluationContext, platform: Chur
     version = pointer["version"]
     if scored == version:
         return dg.SkipReason(f"churn_scores are of the deployed version {version}")
-    key = scope.key("churn_scores")
-    for run in pending:
-        if _materializes(context, run, key):
-            return dg.SkipReason(f"run {run.run_id} materializing churn_scores is on its way")
+    run = _run_materializing(context, scope.key("churn_scores"))
+    if run is not None:
+        return dg.SkipReason(f"run {run.run_id} materializing churn_scores is on its way")
     return dg.RunRequest(
         run_key=f"rescore-{version}-{pointer.get('updated_at')}",
         tags={
@@ -423,6 +407,13 @@ def restored_deployment(pointer: dict[str, Any], url: str) -> dg.AssetMaterializ
             ),
         },
     )
+
+
+def _run_materializing(context: dg.SensorEvaluationContext, key: dg.AssetKey) -> Any:
+    """A queued or in-progress run that materializes ``key`` (see :func:`_materializes`),
+    or None."""
+    runs = context.instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100)
+    return next((run for run in runs if _materializes(context, run, key)), None)
 
 
 def _materializes(context: dg.SensorEvaluationContext, run: Any, key: dg.AssetKey) -> bool:
@@ -471,9 +462,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     waiting = _backfill_runs_left(context.instance, asset_event.run_id)
     if waiting:
         return dg.SkipReason(waiting)
-    landing = landing_on_its_way(
-        context.instance, [j.name for j in LANDING_JOBS], besides=asset_event.run_id
-    )
+    landing = landing_on_its_way(context.instance, LANDING_JOB_NAMES, besides=asset_event.run_id)
     if landing:  # its files change the data: the drift report after them is judged instead
         return dg.SkipReason(f"{landing}; the drift report after it is judged instead")
     mat = asset_event.asset_materialization
@@ -572,7 +561,7 @@ def realized_performance_sensor(
         verdict = text("verdict") or text("status") or "no verdict"
         return dg.SkipReason(f"latest realized performance: {verdict}; no retraining needed")
     busy = landing_on_its_way(
-        context.instance, [j.name for j in LANDING_JOBS], besides=asset_event.run_id
+        context.instance, LANDING_JOB_NAMES, besides=asset_event.run_id
     ) or retraining_on_its_way(context.instance, retraining_job.name)
     if busy:  # the verdict after that run is judged instead (the request's key stays unused)
         return dg.SkipReason(busy)

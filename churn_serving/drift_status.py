@@ -33,7 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from churn_assets.lib.storage import access_refusal
+from churn_assets.lib.storage import with_refusal
 from churn_serving.model import file_signature
 
 log = logging.getLogger("churn_serving.drift_status")
@@ -89,9 +89,7 @@ class DriftStatus:
                 raise ValueError(f"not a drift summary: {str(summary)[:200]}")
         except Exception as e:  # storage down or a torn file: keep the last good summary
             self.read_failures += 1
-            refusal = access_refusal(e)
-            said = f"{e}: {refusal}" if refusal else str(e)
-            log.warning("cannot read %s: %s", self.storage.url(self.path), said)
+            log.warning("cannot read %s: %s", self.storage.url(self.path), with_refusal(str(e), e))
             return self.summary
         self._signature = sig
         changed = (self.summary or {}).get("created_at") != summary.get("created_at")

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from churn_assets.lib import deployment as dep
-from churn_assets.lib.storage import access_refusal
+from churn_assets.lib.storage import with_refusal
 from churn_serving.drift_status import SERVED_PREFIX, SERVED_SUMMARY, DriftStatus
 from churn_serving.model import (
     FEATURES_TABLE,
@@ -206,8 +206,7 @@ class ModelManager:
         try:
             pointer = dep.read_current(self.storage)
         except Exception as e:
-            refusal = access_refusal(e)
-            text = f"cannot read current.json: {e}" + (f": {refusal}" if refusal else "")
+            text = with_refusal(f"cannot read current.json: {e}", e)
             return self._fail("failed", "storage", text, None)
         if pointer is not None and not isinstance(pointer, dict):
             return self._fail(

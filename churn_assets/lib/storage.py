@@ -128,6 +128,13 @@ def access_refusal(error: BaseException) -> str | None:
     return None
 
 
+def with_refusal(text: str, error: BaseException) -> str:
+    """``text`` (what failed), followed by :func:`access_refusal`'s advice when ``error`` is
+    the storage refusing the credentials."""
+    refusal = access_refusal(error)
+    return f"{text}: {refusal}" if refusal else text
+
+
 @dataclass
 class Storage:
     """A storage root (``/abs/dir`` or ``s3://bucket/prefix``) with fsspec storage options."""

@@ -7,7 +7,12 @@ import dagster as dg
 
 from churn_assets.freshness import DATA_FRESHNESS
 from churn_assets.metadata import table_metadata
-from churn_assets.partitions import INGEST_POOL, TRANSACTION_FILES, landing_transaction_files
+from churn_assets.partitions import (
+    INGEST_POOL,
+    TRANSACTION_FILES,
+    copies_set_aside,
+    landing_transaction_files,
+)
 from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, suite_check
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import retry_on_connection_errors
@@ -272,7 +277,9 @@ def raw_transactions(
         url = files.get(key)
         stored = _stored_partition(platform.storage(), key) if url is None else None
     if url is None:
-        if stored is None and (copy := _set_aside_as_copy(context, key)):
+        if stored is None and (
+            copy := copies_set_aside(context.instance, context.asset_key, [key]).get(key)
+        ):
             yield from _still_set_aside(context, key, copy)
             return
         if stored is None:
@@ -328,17 +335,6 @@ def raw_transactions(
                     record_source(storage, key, landed)
                 else:
                     forget_source(storage, key)
-
-
-def _set_aside_as_copy(context: dg.AssetExecutionContext, key: str) -> str | None:
-    """The landing file partition ``key``'s file was set aside as a copy of (its run
-    recorded an observation naming it, and materialized nothing), or None."""
-    records = context.instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[key]), limit=1
-    ).records
-    obs = records[0].asset_observation if records else None
-    copy_of = (obs.metadata if obs else {}).get("copy_of")
-    return str(copy_of.value) if copy_of is not None else None
 
 
 def _still_set_aside(

@@ -15,9 +15,9 @@ import pytest
 
 from churn_assets.lib import deployment as dep
 from churn_assets.lib.generator import generate
+from churn_assets.lib.landing_cursor import GENERATION, LandingCursor
 from churn_assets.lib.storage import Storage
 from churn_assets.resources import ChurnPlatform
-from churn_assets.sensors import GENERATION
 
 
 def schedule_of(defs: dg.Definitions) -> dg.ScheduleDefinition:
@@ -55,6 +55,22 @@ def test_retraining_cron_comes_from_the_environment(monkeypatch):
     ticks = next_ticks(schedule.cron_schedule, dt.datetime(2026, 3, 1, tzinfo=dt.UTC), 2)
     assert [(t.weekday(), t.hour, t.minute) for t in ticks] == [(0, 2, 30), (0, 2, 30)]
     assert (ticks[1] - ticks[0]).days == 7
+
+
+def scores_stand_in(**metadata) -> dg.AssetsDefinition:
+    """``churn_scores`` with the platform's automation condition, on the stand-ins of its
+    parents (``deployed_model_version``, ``current_features``)."""
+    from churn_assets.automation import SCORES_CONDITION
+
+    @dg.asset(
+        name="churn_scores",
+        deps=["deployed_model_version", "current_features"],
+        automation_condition=SCORES_CONDITION,
+    )
+    def scores() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata=metadata)
+
+    return scores
 
 
 def stand_in(name: str, fails: bool = False, **metadata) -> dg.AssetsDefinition:
@@ -684,14 +700,12 @@ def test_landing_sensor_cursor_requests_each_change_once(isolated_env: Path):
         *(str(Path(f).relative_to(landing)) for f in files),
         GENERATION,
     }
-    from churn_assets.sensors import _read_cursor
-
     root = str(landing) + "/"
-    seen = _read_cursor(cursor, root)
+    seen = LandingCursor.read(cursor, root)
     assert set(seen.recent) == files and seen.generation == 1
     # a cursor of full paths, as written before, reads the same
-    full = json.dumps({**_read_cursor(cursor, root).recent, GENERATION: 1})
-    assert _read_cursor(full, root) == _read_cursor(cursor, root)
+    full = json.dumps({**LandingCursor.read(cursor, root).recent, GENERATION: 1})
+    assert LandingCursor.read(full, root) == LandingCursor.read(cursor, root)
     first_key = request.run_key
 
     result, cursor = tick(cursor)  # nothing changed: no second run
@@ -949,17 +963,10 @@ def test_scores_follow_the_stored_deployment_after_its_history_was_wiped(isolate
     retraining. scores_follow_deployment now reports a materialization naming the version
     the pointer in storage deploys (applied here as the sensor daemon applies a sensor's
     asset events), and the landing batch is scored."""
-    from churn_assets.automation import SCORES_CONDITION
     from churn_assets.freshness import deployed_version
     from churn_assets.sensors import scores_follow_deployment
 
-    @dg.asset(
-        name="churn_scores",
-        deps=["deployed_model_version", "current_features"],
-        automation_condition=SCORES_CONDITION,
-    )
-    def scores() -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata={"model_version": "v20260101-000000"})
+    scores = scores_stand_in(model_version="v20260101-000000")
 
     defs = dg.Definitions(
         assets=[stand_in("deployed_model_version"), stand_in("current_features"), scores]
@@ -1148,15 +1155,7 @@ def test_rollback_job_fails_clearly(isolated_env: Path, versions, to, message):
 def test_scores_follow_the_deployed_version_and_the_features():
     """``churn_scores`` is requested once a deployment exists and again whenever the
     deployed version or the current features change; never while a parent is missing."""
-    from churn_assets.automation import SCORES_CONDITION
-
-    @dg.asset(
-        name="churn_scores",
-        deps=["deployed_model_version", "current_features"],
-        automation_condition=SCORES_CONDITION,
-    )
-    def scores() -> None:
-        pass
+    scores = scores_stand_in()
 
     parents = [stand_in("deployed_model_version"), stand_in("current_features")]
     defs = dg.Definitions(assets=[*parents, scores])
@@ -1187,16 +1186,9 @@ def test_scores_catch_up_once_automation_is_back_on():
     landed. Back on, its first evaluation sees both updates; the scores' own update
     cancelled the features', and the scores stayed behind the features. They are
     requested now, once. A retraining run, which scores after deploying, asks for none."""
-    from churn_assets.automation import SCORES_CONDITION
     from churn_assets.jobs import RETRAINING_TAG
 
-    @dg.asset(
-        name="churn_scores",
-        deps=["deployed_model_version", "current_features"],
-        automation_condition=SCORES_CONDITION,
-    )
-    def scores() -> None:
-        pass
+    scores = scores_stand_in()
 
     retraining = dg.define_asset_job(  # as the platform's: its runs have no asset selection
         "retraining",

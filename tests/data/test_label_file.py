@@ -15,7 +15,7 @@ import xlsxwriter
 
 from churn_assets.lib.datasets import DatasetConfigError, load_dataset_config
 from churn_assets.lib.ingest import ingest_customers
-from churn_assets.sensors import GENERATION
+from churn_assets.lib.landing_cursor import GENERATION
 from tests.helpers import run_graph
 
 CONFIG = """
