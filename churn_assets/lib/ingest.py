@@ -33,6 +33,7 @@ from churn_assets.lib.source_files import (
     local_csv_batches,
     read_local_table,
     read_table,
+    repeated_lines,
 )
 
 FALSE_VALUES = ("0", "false", "no", "n", "f")
@@ -79,6 +80,7 @@ class IngestResult:
     urls: dict[str, str] = field(default_factory=dict)  # file name -> full URL
     stamps: dict[str, str | None] = field(default_factory=dict)  # file name -> when read
     changed_since_read: list[str] = field(default_factory=list)  # so left in the landing zone
+    repeated_lines: dict[str, int] = field(default_factory=dict)  # file -> lines seen before
 
     @property
     def rows(self) -> int:
@@ -226,12 +228,17 @@ def transaction_files(
 
 
 def _read_one(
-    url: str, spec: SourceSpec, wanted: list[str], storage_options: dict[str, Any]
+    url: str,
+    spec: SourceSpec,
+    wanted: list[str],
+    storage_options: dict[str, Any],
+    repeats: dict[str, int] | None = None,
 ) -> tuple[pl.DataFrame | None, FileProblem | None, bytes]:
     """Read one file as strings (CSV, spreadsheets) or its own types (Parquet), keeping
     ``wanted`` columns; compressed files are unpacked first. A plain local CSV or Parquet
     file is read by polars from its path (no copy of its bytes in memory: 100x Online
-    Retail, a 5.1 GB CSV, peaks 4.5 GB lower); its bytes are read only to quarantine it."""
+    Retail, a 5.1 GB CSV, peaks 4.5 GB lower); its bytes are read only to quarantine it.
+    With ``repeats``, a readable CSV file's count of repeated lines is put there."""
     name = url.rsplit("/", 1)[-1]
     try:
         df, data = read_local_table(url, name, spec, wanted, storage_options), b""
@@ -273,6 +280,8 @@ def _read_one(
             with fsspec.open(url, "rb", **storage_options) as f:
                 data = f.read()
         return None, problem, data
+    if repeats is not None:  # counted while the bytes are at hand (a local file: its path)
+        repeats[name] = repeated_lines(url, name, spec, storage_options, data) or 0
     return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
 
 
@@ -743,6 +752,7 @@ def _ingest(
     storage_options: dict[str, Any],
     finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
     only: list[str] | None = None,
+    count_repeats: bool = False,
 ) -> IngestResult:
     """Read, type and (with ``finish``) post-process every file of a table, then stack them.
 
@@ -751,6 +761,7 @@ def _ingest(
     calls on it share the buffers; on misaligned chunks polars would rechunk (copy) the
     whole table in each of them. With ``only`` (file URLs, e.g. from
     :func:`transaction_files`), just those files are read, without listing the source.
+    With ``count_repeats``, each CSV file's lines repeating an earlier line are counted.
     """
     finish = finish or (lambda frame: frame)
     url = resolve_source(spec, landing_url)
@@ -786,6 +797,7 @@ def _ingest(
         return out, bad_counts, found_hints, blank
 
     stamps: dict[str, str | None] = {}
+    repeats: dict[str, int] = {}
     for f in files:
         done = None
         stamps[f.rsplit("/", 1)[-1]] = file_stamp(f, storage_options)
@@ -798,13 +810,18 @@ def _ingest(
             if done is not None and not done[0]:
                 done = None  # no rows: read whole below, which says so
         if done is None:
-            df, problem, data = _read_one(f, spec, wanted, storage_options)
+            df, problem, data = _read_one(
+                f, spec, wanted, storage_options, repeats if count_repeats else None
+            )
             if problem is not None:
                 problems.append(problem)
                 raw_bytes[problem.file] = data
                 continue
             done = typed_parts([df])
             del df
+        elif count_repeats:  # read in batches from its path
+            name = f.rsplit("/", 1)[-1]
+            repeats[name] = repeated_lines(f, name, spec, storage_options) or 0
         parts, bad, found, n = done
         frames += parts
         counts.update(bad)
@@ -828,6 +845,7 @@ def _ingest(
         stamps=stamps,
         empty_rows=empty,
         total_rows=totals,
+        repeated_lines=repeats,
     )
 
 
@@ -1178,6 +1196,7 @@ def ingest_transactions(
         storage_options or {},
         finish=lambda frame: _finish_transactions(frame, t),
         only=only,
+        count_repeats=True,
     )
 
 

@@ -662,3 +662,46 @@ def open_table(
         columns=columns,
     )
     return frame, kind
+
+
+def repeated_lines(
+    url: str, name: str, spec: Any, storage_options: dict[str, Any], data: bytes = b""
+) -> int | None:
+    """How many non-blank lines of a CSV landing file repeat an earlier line of it byte for
+    byte (an export that wrote some lines twice; every column counts, read or not). ``data``
+    is the file's bytes when they were read already; else a plain local CSV is scanned from
+    its path. None for spreadsheets, Parquet, other remote files and text polars cannot
+    split into lines."""
+    if data:
+        try:
+            data, inner = unpack(data, name)
+        except UnreadableFile:
+            return None
+        if kind_of(data, inner, spec.format) != "csv":
+            return None
+        if spec.encoding not in ("utf-8", "utf-8-sig"):
+            data = data.decode(spec.encoding, errors="replace").encode()
+        source: Any = io.BytesIO(data)
+    else:
+        plain = _plain_local(url, name, spec, storage_options)
+        if plain is None or plain[1] != "csv":
+            return None
+        source = plain[0]
+    try:
+        lines = pl.scan_csv(
+            source,
+            has_header=False,
+            separator="\x00",  # never in a text line: each line is one field
+            quote_char=None,
+            infer_schema=False,
+            encoding="utf8-lossy",
+            new_columns=["line"],
+        )
+        counts = (
+            lines.filter(pl.col("line").str.strip_chars() != "")
+            .select(n=pl.len(), distinct=pl.col("line").hash().n_unique())
+            .collect(engine="streaming")
+        )
+    except pl.exceptions.PolarsError:
+        return None
+    return int(counts["n"][0] - counts["distinct"][0])

@@ -90,6 +90,17 @@ def _screen_and_report(
         metadata["quarantine"] = dg.MetadataValue.path(str(where))
     if res.earlier_rows:
         metadata["earlier_rows_left_out"] = dg.MetadataValue.int(res.earlier_rows)
+    if asset == "raw_transactions":
+        repeated = sum(res.repeated_lines.values())
+        metadata["repeated_lines"] = dg.MetadataValue.int(repeated)
+        if repeated:
+            where = ", ".join(f"{n:,} in {f}" for f, n in res.repeated_lines.items() if n)
+            context.log.warning(
+                f"{asset}: {repeated:,} line(s) repeat an earlier line of their file byte "
+                f"for byte ({where}); each is counted as a purchase of its own. If the "
+                "export wrote them twice, remove the copies at the source and land the file "
+                "again"
+            )
     if res.zero_value_labels:
         share = res.zero_value_labels / max(frame.height, 1)
         metadata["value_labels_blank_read_as_zero"] = dg.MetadataValue.int(res.zero_value_labels)
