@@ -803,6 +803,9 @@ def _ingest(
         stamps[f.rsplit("/", 1)[-1]] = file_stamp(f, storage_options)
         batches = local_csv_batches(f, f.rsplit("/", 1)[-1], spec, wanted, storage_options)
         if batches is not None:
+            if count_repeats:  # before its typed lines are held: a large file's hashes
+                name = f.rsplit("/", 1)[-1]
+                repeats[name] = repeated_lines(f, name, spec, storage_options) or 0
             try:
                 done = typed_parts(batches)
             except pl.exceptions.PolarsError:
@@ -819,9 +822,6 @@ def _ingest(
                 continue
             done = typed_parts([df])
             del df
-        elif count_repeats:  # read in batches from its path
-            name = f.rsplit("/", 1)[-1]
-            repeats[name] = repeated_lines(f, name, spec, storage_options) or 0
         parts, bad, found, n = done
         frames += parts
         counts.update(bad)

@@ -117,7 +117,9 @@ def test_a_large_csv_is_typed_in_batches_exactly_as_whole(tmp_path: Path, monkey
     chunk per batch (aligned across columns)."""
     from churn_assets.lib import source_files
 
-    _big_csv(tmp_path)
+    path = _big_csv(tmp_path)
+    first = path.read_text().splitlines()[1]
+    path.write_text(path.read_text() + f"{first}\n{first}\n")  # a line written three times
     config = tmp_path / "x.yaml"
     config.write_text(CSV_CONFIG)
     cfg = load_dataset_config(str(config))
@@ -133,6 +135,7 @@ def test_a_large_csv_is_typed_in_batches_exactly_as_whole(tmp_path: Path, monkey
     assert batched.frame.equals(whole.frame)
     assert batched.parse_errors == whole.parse_errors == {"amount": 1}
     assert batched.empty_rows == whole.empty_rows == 1
+    assert batched.repeated_lines == whole.repeated_lines == {"orders.csv": 2}
     assert batched.frame["timestamp"][0].hour == 8  # +02:00 read as UTC
     assert batched.frame["amount"].null_count() == 2  # "N/A" missing, "ten" failed
 
