@@ -965,6 +965,24 @@ def other_spelling_problem(
     return None
 
 
+def file_id_spelling_problem(ids: pl.Series, known: pl.Series) -> str | None:
+    """Why one landing file's customer ids are refused: most of those the customer table
+    (``known``) lacks are in it only in another spelling (the export changed: ``c0000480``
+    for ``C0000480``, ``000123`` for ``123``), so its lines would count for no customer and
+    those customers would look as if they had stopped buying; None otherwise (ids of new
+    customers are no spelling problem)."""
+    distinct = ids.drop_nulls().unique()
+    unmatched = distinct.filter(~distinct.is_in(known.implode()))
+    return other_spelling_problem(
+        unmatched,
+        known,
+        total=distinct.len(),
+        source="this file",
+        short="file",
+        consequence="lose these purchases and look as if they had stopped buying",
+    )
+
+
 def _join_label_file(
     cfg: DatasetConfig, res: IngestResult, frame: pl.DataFrame, landing_url: str, options: dict
 ) -> pl.DataFrame:

@@ -257,6 +257,7 @@ def raw_transactions(
     from churn_assets.lib.ingest import (
         FileProblem,
         IngestError,
+        file_id_spelling_problem,
         ingest_transactions,
         lines_sha256,
     )
@@ -310,7 +311,19 @@ def raw_transactions(
             url, options, lines=lines_sha256(res.frame), config=config_digest(cfg)
         )
         earlier = None if twin is not None else ingested_copy(storage, key, landed)
+        known = _stored_customer_ids(storage)
     name = url.rsplit("/", 1)[-1]
+    if known is not None and (
+        spelling := file_id_spelling_problem(res.frame["customer_id"], known)
+    ):
+        res.file_problems.append(
+            FileProblem(
+                name,
+                spelling,
+                column=cfg.transactions.customer_id,
+                hint="the file is set aside; land it again with the ids written as before",
+            )
+        )
     copy_of = None
     if twin is not None:
         copy_of = twin.rsplit("/", 1)[-1]
@@ -412,6 +425,16 @@ def _stored_unchanged(
             description=said
             + ("; the file was refused then (its reason is in the quarantine)" if refused else ""),
         )
+
+
+def _stored_customer_ids(storage: Any) -> Any:
+    """The customer ids of the stored ``raw_customers`` (a polars Series), or None."""
+    rel = "assets/raw_customers.parquet"
+    return (
+        storage.read_parquet(rel, columns=["customer_id"])["customer_id"]
+        if storage.exists(rel)
+        else None
+    )
 
 
 def _stored_usable_rows(storage: Any, rel: str) -> int:

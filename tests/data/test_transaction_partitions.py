@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from tests.data.test_bad_input import TRANSACTIONS, setup_landing
+from tests.data.test_bad_input import TRANSACTIONS, quarantined_files, setup_landing
 
 SELECTION = [
     dg.AssetKey(k)
@@ -150,6 +150,46 @@ def test_a_landing_run_ingests_only_the_new_file(isolated_env: Path, tmp_path):
     )
     assert meta["incremental"].value["rebuilt"] is True
     assert_same_as_built_from_every_line(config, rewritten)
+
+
+def test_a_later_file_writing_the_customer_ids_anew_is_refused(isolated_env: Path, tmp_path):
+    """After the first files, an export writes the same customers' ids in lower case: its
+    lines were ingested for ids no customer has (the landing run succeeded, the features
+    silently lost those purchases, and only the next retraining failed on it, with the file
+    already stored). It is refused by name and kept in quarantine; a file naming a new
+    customer still lands."""
+    config = setup_landing(isolated_env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    landing = isolated_env / "landing" / "mini" / "transactions"
+
+    (landing / "c.csv").write_text(LATE.replace(",C2,", ",c2,"))
+    later = run(config, instance, only_new=True)
+
+    assert not later.success
+    assert failed_checks(later)["c.csv"].startswith(
+        "c.csv: 1 of the 1 customer ids in this file are in the customer table only with "
+        "another letter case (file: 'c2'; customers: 'C2')"
+    )
+    assert sorted(p.name for p in landing.iterdir()) == ["a.csv"]
+    assert quarantined_files(isolated_env, "raw_transactions") == ["c.csv"]
+    assert "c2" not in usable_lines(isolated_env)["customer_id"].to_list()
+
+    (landing / "d.csv").write_text(LATE.replace(",C2,", ",C9,").replace("I20", "I21"))
+    assert run(config, instance, only_new=True).success
+    assert "C9" in usable_lines(isolated_env)["customer_id"].to_list()
+
+
+def test_ids_of_a_file_spelled_with_other_leading_zeros_are_named():
+    from churn_assets.lib.ingest import file_id_spelling_problem
+
+    known = pl.Series(["123", "456", "789"])
+    padded = pl.Series(["000123", "000456", "000456", None])
+    assert file_id_spelling_problem(padded, known).startswith(
+        "2 of the 2 customer ids in this file are in the customer table only with other "
+        "leading zeros (file: '000123'; customers: '123')"
+    )
+    assert file_id_spelling_problem(pl.Series(["123", "999"]), known) is None  # a new one
 
 
 def test_a_bad_redelivery_of_an_ingested_file_keeps_its_good_lines(isolated_env: Path, tmp_path):
