@@ -983,6 +983,25 @@ def file_id_spelling_problem(ids: pl.Series, known: pl.Series) -> str | None:
     )
 
 
+def customers_gone_warning(stored: pl.Series, current: pl.Series) -> tuple[int, str | None]:
+    """How many customers of the stored customer table (``stored`` ids) a new version of it
+    (``current`` ids) no longer has, and what that means (None when none is gone): an export
+    that drops customers (those who cancelled, say) takes them out of the scores, the
+    sidecar and the training set, and their purchase lines count in no feature."""
+    ids = stored.drop_nulls().unique()
+    gone = ids.filter(~ids.is_in(current.implode()))
+    if not gone.len():
+        return 0, None
+    examples = ", ".join(map(repr, gone.sort().head(3).to_list()))
+    return gone.len(), (
+        f"{gone.len():,} of the {ids.len():,} customers stored before are in none of "
+        f"the customer files now (e.g. {examples}): they are no longer scored or served, their "
+        "purchase lines stay stored but count in no feature, and they leave the training set "
+        "(an export that drops customers who left biases the churn label); if the export "
+        "changed, land a customer file that still holds them"
+    )
+
+
 def _join_label_file(
     cfg: DatasetConfig, res: IngestResult, frame: pl.DataFrame, landing_url: str, options: dict
 ) -> pl.DataFrame:

@@ -168,7 +168,7 @@ def raw_customers(
     customer table give an empty table (customers are then derived from transactions)."""
     import polars as pl
 
-    from churn_assets.lib.ingest import IngestResult, ingest_customers
+    from churn_assets.lib.ingest import IngestResult, customers_gone_warning, ingest_customers
     from churn_assets.lib.rules import customer_rules
 
     cfg = platform.dataset_config()
@@ -199,14 +199,25 @@ def raw_customers(
             cfg, platform.landing_url_for_dataset(), platform.landing_storage_options()
         )
     storage = platform.storage()
-    yield from _screen_and_report(
+    with retry_on_connection_errors(context):
+        before = _stored_customer_ids(storage)
+    for event in _screen_and_report(
         context,
         platform,
         "raw_customers",
         res,
         customer_rules(cfg),
         stored_rows=lambda: _stored_usable_rows(storage, "assets/raw_customers.parquet"),
-    )
+    ):
+        if isinstance(event, dg.Output) and before is not None:
+            gone, said = customers_gone_warning(before, event.value["customer_id"])
+            if said:
+                context.log.warning(f"raw_customers: {said}")
+            event = dg.Output(
+                event.value,
+                metadata={**event.metadata, "customers_gone": dg.MetadataValue.int(gone)},
+            )
+        yield event
 
 
 def _landed_twin(

@@ -257,6 +257,38 @@ def test_a_bad_new_version_of_the_customer_table_keeps_the_stored_one(isolated_e
     assert 35 in pl.read_parquet(stored)["age"].to_list()
 
 
+def test_customers_gone_from_a_new_customer_table_are_counted_and_named(
+    isolated_env: Path, tmp_path
+):
+    """The customer export stops listing a customer (one who left): the new table replaces
+    the stored one, so that customer left the scores, the sidecar (404) and the training
+    set while the landing run said nothing of it. It still does, but says so by count and
+    example, with ``customers_gone`` in its metadata."""
+    from tests.data.test_bad_input import CUSTOMERS
+
+    config = setup_landing(isolated_env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    landing = isolated_env / "landing" / "mini" / "customers"
+    (landing / "a.csv").write_text(CUSTOMERS.replace("C4,2023-04-20,two_year,61,12.0\n", ""))
+
+    later = run(config, instance)
+
+    assert later.success
+    customers = next(
+        m.materialization.metadata
+        for m in later.get_asset_materialization_events()
+        if m.materialization.asset_key == dg.AssetKey("raw_customers")
+    )
+    assert customers["customers_gone"].value == 1
+    said = [r.user_message for r in instance.all_logs(later.run_id)]
+    assert any(
+        "raw_customers: 1 of the 4 customers stored before are in none of the customer files "
+        "now (e.g. 'C4')" in m
+        for m in said
+    )
+
+
 def test_a_renamed_ingested_file_is_set_aside_as_a_copy(isolated_env: Path, tmp_path):
     """c.csv ingested, then renamed d.csv (its original gone from the landing zone): d.csv
     is the same bytes as a file whose lines count, so it is set aside as a copy beside its
