@@ -965,7 +965,11 @@ def other_spelling_problem(
     return None
 
 
-def file_id_spelling_problem(ids: pl.Series, known: pl.Series) -> str | None:
+def file_id_spelling_problem(
+    ids: pl.Series,
+    known: pl.Series,
+    consequence: str = "lose these purchases and look as if they had stopped buying",
+) -> str | None:
     """Why one landing file's customer ids are refused: most of those the customer table
     (``known``) lacks are in it only in another spelling (the export changed: ``c0000480``
     for ``C0000480``, ``000123`` for ``123``), so its lines would count for no customer and
@@ -979,8 +983,25 @@ def file_id_spelling_problem(ids: pl.Series, known: pl.Series) -> str | None:
         total=distinct.len(),
         source="this file",
         short="file",
-        consequence="lose these purchases and look as if they had stopped buying",
+        consequence=consequence,
     )
+
+
+def respelled_files(frame: pl.DataFrame, known: pl.Series) -> dict[str, str]:
+    """Source file → why it is refused, for each file of ``frame`` (``customer_id`` and
+    ``_source_file`` columns) whose ids are those of ``known`` in another spelling
+    (:func:`file_id_spelling_problem`): a customer table exported anew that way would make
+    every such customer a new one without purchases."""
+    found = {}
+    for (name,), part in frame.group_by("_source_file", maintain_order=True):
+        problem = file_id_spelling_problem(
+            part["customer_id"],
+            known,
+            consequence="become new customers without purchases (their lines name the old ids)",
+        )
+        if name is not None and problem:
+            found[str(name)] = problem
+    return found
 
 
 def customers_gone_warning(stored: pl.Series, current: pl.Series) -> tuple[int, str | None]:

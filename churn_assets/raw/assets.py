@@ -168,7 +168,13 @@ def raw_customers(
     customer table give an empty table (customers are then derived from transactions)."""
     import polars as pl
 
-    from churn_assets.lib.ingest import IngestResult, customers_gone_warning, ingest_customers
+    from churn_assets.lib.ingest import (
+        FileProblem,
+        IngestResult,
+        customers_gone_warning,
+        ingest_customers,
+        respelled_files,
+    )
     from churn_assets.lib.rules import customer_rules
 
     cfg = platform.dataset_config()
@@ -201,6 +207,17 @@ def raw_customers(
     storage = platform.storage()
     with retry_on_connection_errors(context):
         before = _stored_customer_ids(storage)
+    if before is not None and not cfg.customers.row_ids:
+        for name, problem in respelled_files(res.frame, before).items():
+            res.file_problems.append(
+                FileProblem(
+                    name,
+                    problem,
+                    column=cfg.customers.id_column,
+                    hint="the file is set aside and the stored customer table stays; land it "
+                    "again with the ids written as before",
+                )
+            )
     for event in _screen_and_report(
         context,
         platform,

@@ -289,6 +289,43 @@ def test_customers_gone_from_a_new_customer_table_are_counted_and_named(
     )
 
 
+def test_a_customer_table_exported_anew_with_respelled_ids_keeps_the_stored_one(
+    isolated_env: Path, tmp_path
+):
+    """The customer export starts lower-casing the ids: the new table replaced the stored
+    one, every customer became a new one without purchases (the stored lines name the old
+    ids), and churn_scores, drift and the sidecar followed at once while only the next
+    retraining failed. It is refused by name instead, and the stored table stays."""
+    from tests.data.test_bad_input import CUSTOMERS
+
+    config = setup_landing(isolated_env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    stored = isolated_env / "mini" / "assets" / "raw_customers.parquet"
+    good = stored.read_bytes()
+    landing = isolated_env / "landing" / "mini" / "customers"
+    (landing / "a.csv").write_text(CUSTOMERS.replace("C", "c"))
+    (landing / "b.csv").write_text(
+        "customer_id,signup_date,plan,age,monthly_fee\nC9,2023-05-01,monthly,40,10.0\n"
+    )
+
+    later = run(config, instance)
+
+    assert not later.success
+    refused = {
+        e.check_name: e.description
+        for e in later.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("raw_customers") and not e.passed
+    }
+    assert refused["files_readable"].startswith(
+        "a.csv: 4 of the 4 customer ids in this file are in the customer table only with "
+        "another letter case (file: 'c1'; customers: 'C1')"
+    )
+    assert stored.read_bytes() == good
+    assert quarantined_files(isolated_env, "raw_customers") == ["a.csv"]
+    assert sorted(p.name for p in landing.iterdir()) == ["b.csv"]
+
+
 def test_a_renamed_ingested_file_is_set_aside_as_a_copy(isolated_env: Path, tmp_path):
     """c.csv ingested, then renamed d.csv (its original gone from the landing zone): d.csv
     is the same bytes as a file whose lines count, so it is set aside as a copy beside its
