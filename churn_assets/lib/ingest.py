@@ -1004,6 +1004,25 @@ def respelled_files(frame: pl.DataFrame, known: pl.Series) -> dict[str, str]:
     return found
 
 
+def rows_of_refused_files(
+    stored: pl.DataFrame, new: pl.DataFrame, read: list[str], refused: set[str]
+) -> pl.DataFrame:
+    """The usable rows of the stored customer table (``stored``) that came from a file whose
+    new version was refused (``refused``: names moved to quarantine) and that has not landed
+    again (not in ``read``), as rows of ``new``, leaving out ids ``new`` has: until a fixed
+    version lands, those customers stay, as the stored table kept them. Empty when the
+    stored table has other columns (the config changed)."""
+    waiting = sorted(refused - set(read))
+    if not waiting or not set(new.columns) <= set(stored.columns):
+        return new.clear()
+    kept = stored.filter(
+        pl.col("_source_file").is_in(waiting)
+        & ~pl.col("_quarantined").fill_null(False)
+        & ~pl.col("customer_id").is_in(new["customer_id"].implode())
+    )
+    return kept.select(new.columns).cast(new.schema)
+
+
 def customers_gone_warning(stored: pl.Series, current: pl.Series) -> tuple[int, str | None]:
     """How many customers of the stored customer table (``stored`` ids) a new version of it
     (``current`` ids) no longer has, and what that means (None when none is gone): an export

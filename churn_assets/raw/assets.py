@@ -174,6 +174,7 @@ def raw_customers(
         customers_gone_warning,
         ingest_customers,
         respelled_files,
+        rows_of_refused_files,
     )
     from churn_assets.lib.rules import customer_rules
 
@@ -207,6 +208,22 @@ def raw_customers(
     storage = platform.storage()
     with retry_on_connection_errors(context):
         before = _stored_customer_ids(storage)
+        refused = {
+            rel.rsplit("/", 1)[-1]
+            for rel in storage.list_files("quarantine/raw_customers", "*/files/*")
+        } - {"_reasons.json"}
+        if before is not None and refused - set(res.files):
+            kept = rows_of_refused_files(
+                storage.read_parquet("assets/raw_customers.parquet"), res.frame, res.files, refused
+            )
+            if kept.height:
+                res.frame = pl.concat([res.frame, kept])
+                context.log.warning(
+                    f"raw_customers: {kept.height:,} stored customer(s) of "
+                    f"{', '.join(kept['_source_file'].unique().sort())} stay: the last version "
+                    "of that file was refused (it is in quarantine) and no fixed one has "
+                    "landed yet"
+                )
     if before is not None and not cfg.customers.row_ids:
         for name, problem in respelled_files(res.frame, before).items():
             res.file_problems.append(

@@ -326,6 +326,40 @@ def test_a_customer_table_exported_anew_with_respelled_ids_keeps_the_stored_one(
     assert sorted(p.name for p in landing.iterdir()) == ["b.csv"]
 
 
+def test_customers_of_a_refused_customer_file_stay_when_another_file_lands(
+    isolated_env: Path, tmp_path
+):
+    """a.csv landed again in an encoding the config does not read: refused, the stored table
+    kept. Then b.csv lands with one new customer: the table was read from b.csv alone, so
+    the customers of a.csv (its good version stored, its bad one in quarantine) all left the
+    features, the scores and the sidecar. They stay until a fixed a.csv lands."""
+    from tests.data.test_bad_input import CUSTOMERS
+
+    config = setup_landing(isolated_env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    landing = isolated_env / "landing" / "mini" / "customers"
+    (landing / "a.csv").write_bytes(CUSTOMERS.replace("monthly", "Überweisung").encode("cp1252"))
+    assert not run(config, instance).success
+    new = "customer_id,signup_date,plan,age,monthly_fee\nC9,2023-05-01,monthly,40,10.0\n"
+    (landing / "b.csv").write_text(new)
+
+    later = run(config, instance)
+
+    assert later.success
+    stored = pl.read_parquet(isolated_env / "mini" / "assets" / "raw_customers.parquet")
+    assert sorted(stored["customer_id"]) == ["C1", "C2", "C3", "C4", "C9"]
+    assert later.output_for_node("current_features").height == 5
+    said = [r.user_message for r in instance.all_logs(later.run_id)]
+    assert any("raw_customers: 4 stored customer(s) of a.csv stay" in m for m in said)
+
+    (landing / "a.csv").write_text(CUSTOMERS.replace("C4,2023-04-20,two_year,61,12.0\n", ""))
+    fixed = run(config, instance)  # the fixed version replaces them: C4 is gone now
+    assert fixed.success
+    stored = pl.read_parquet(isolated_env / "mini" / "assets" / "raw_customers.parquet")
+    assert sorted(stored["customer_id"]) == ["C1", "C2", "C3", "C9"]
+
+
 def test_a_renamed_ingested_file_is_set_aside_as_a_copy(isolated_env: Path, tmp_path):
     """c.csv ingested, then renamed d.csv (its original gone from the landing zone): d.csv
     is the same bytes as a file whose lines count, so it is set aside as a copy beside its
