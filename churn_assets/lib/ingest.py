@@ -740,8 +740,33 @@ def _bad_example(
             )
     if typ in ("date", "datetime"):
         how = f"the format {fmt!r}" if fmt else "ISO 8601 (set the format in the config)"
+        unit = _epoch_unit(str(value[0])) if value and not fmt else None
+        if unit:
+            how = (
+                f"ISO 8601; it looks like Unix time in {unit[1]}: set `timestamp_format: "
+                f"{unit[0]}` (a column's `format`) in the config"
+            )
         return f"e.g. {shown}, read as {typ} with {how}"
     return f"e.g. {shown}, read as {typ}"
+
+
+#: Whole numbers taken for Unix times by their size (1979 to 2099): format, unit, range.
+_EPOCH_SIZES = (
+    ("epoch_s", "seconds", (3e8, 4.1e9)),
+    ("epoch_ms", "milliseconds", (3e11, 4.1e12)),
+    ("epoch_us", "microseconds", (3e14, 4.1e15)),
+)
+
+
+def _epoch_unit(text: str) -> tuple[str, str] | None:
+    """The epoch format and unit ``text`` (a time that did not parse) would be in, by its
+    size, when it is a plain number (``1768866749``: seconds); None otherwise."""
+    if not re.fullmatch(r"\d{9,16}(\.\d+)?", text.strip()):
+        return None
+    number = float(text)
+    return next(
+        ((fmt, unit) for fmt, unit, (low, high) in _EPOCH_SIZES if low <= number < high), None
+    )
 
 
 def _ingest(

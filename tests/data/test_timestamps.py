@@ -68,6 +68,19 @@ def test_iso_8601_with_z_or_an_offset_is_read_as_utc(tmp_path):
     assert ts[4] is None and res.parse_errors == {"timestamp": 1}
 
 
+def test_unix_times_without_a_format_are_named_as_such(tmp_path):
+    """An export that switched to Unix seconds: values_parse said only 'read as datetime with
+    ISO 8601 (set the format in the config)'; it names the unit and the setting now."""
+    res, ts = _ingest(tmp_path, ["1768866749", "1768866750"])
+    assert ts.to_list() == [None, None] and res.parse_errors == {"timestamp": 2}
+    assert res.parse_hints["timestamp"] == (
+        "e.g. '1768866749', read as datetime with ISO 8601; it looks like Unix time in "
+        "seconds: set `timestamp_format: epoch_s` (a column's `format`) in the config"
+    )
+    res, _ = _ingest(tmp_path, ["1768866749000"])
+    assert "`timestamp_format: epoch_ms`" in res.parse_hints["timestamp"]
+
+
 def test_iso_8601_without_an_offset_is_taken_as_it_is(tmp_path):
     res, ts = _ingest(tmp_path, ["2024-04-01T10:00:00", "2024-04-01 10:00:00"])
     assert res.parse_errors == {}
