@@ -268,6 +268,12 @@ def _read_one(
             if holds_values(list(df.columns))
             else "a title above the header needs 'skip_rows'; another separator, 'separator'"
         )
+        spelled = [c for c in df.columns if _plain_name(c) == _plain_name(missing[0])]
+        if spelled:  # the export renamed it: "Amount", "amount " for "amount"
+            why = (
+                f"{spelled[0]!r} differs from {missing[0]!r} only in letter case, spaces or "
+                "underscores: the export renamed it; land the file with the configured name"
+            )
         problem = FileProblem(
             name,
             "missing column",
@@ -283,6 +289,11 @@ def _read_one(
     if repeats is not None:  # counted while the bytes are at hand (a local file: its path)
         repeats[name] = repeated_lines(url, name, spec, storage_options, data) or 0
     return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
+
+
+def _plain_name(column: str) -> str:
+    """A column name without letter case, spaces and underscores."""
+    return re.sub(r"[\s_]+", "", column).lower()
 
 
 #: A field that marks a spreadsheet's totals row ("Total", "Grand total:", "Sum").

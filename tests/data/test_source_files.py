@@ -631,6 +631,18 @@ def test_a_file_without_a_header_line_says_so_when_a_config_names_its_columns(tm
     assert "its first line holds values, not column names" in problem.hint
 
 
+def test_a_column_renamed_in_letter_case_only_is_named_as_such(tmp_path):
+    """A later export writes 'customerid' for the configured 'CustomerID': refused, as
+    before, but the hint names the renamed column instead of 'skip_rows' and 'separator'."""
+    res = _ingest_orders(tmp_path, CSV.replace("CustomerID", "customer id"))
+    (problem,) = res.file_problems
+    assert problem.message().startswith("orders.csv: missing column (column 'CustomerID')")
+    assert problem.hint.endswith(
+        "('customer id' differs from 'CustomerID' only in letter case, spaces or underscores: "
+        "the export renamed it; land the file with the configured name)"
+    )
+
+
 def test_binary_data_named_like_a_csv_is_not_taken_for_an_encoding_problem():
     """A binary file with a .csv name (a renamed archive, random bytes) is refused as not a
     text file, not sent to the config's ``encoding``; text in another encoding still is."""
