@@ -240,10 +240,11 @@ def _landed_not_ingested(
 ) -> list[dg.RunRequest]:
     """Runs for the transaction files a tick has seen that are still in the landing zone
     with no stored partition and no run on its way: their runs were cancelled, or failed
-    without moving the file out (its retries used up). The cursor had them, so nothing
-    asked again and their lines were missing without a word. Each version of a file is
-    asked for once (the run key), the features refreshed after them as after any
-    ingestion (:func:`_refresh_behind_features`)."""
+    without moving the file out (its retries used up; a failed run the daemon is about to
+    retry, tagged ``dagster/will_retry`` with no retry run yet, is on its way). The cursor
+    had them, so nothing asked again and their lines were missing without a word. Each
+    version of a file is asked for once (the run key), the features refreshed after them as
+    after any ingestion (:func:`_refresh_behind_features`)."""
     from churn_assets.partitions import RAW_TRANSACTIONS, landing_transaction_files
 
     ended = context.instance.get_runs(  # cheapest first: most ticks stop here
@@ -253,7 +254,14 @@ def _landed_not_ingested(
         ),
         limit=1000,
     )
-    stopped = {key for r in ended if (key := r.tags.get("dagster/partition"))}
+    # a run failed by an interruption (PostgreSQL or its code server away) that the daemon
+    # is about to run again is on its way too: asking here as well ingested the file twice
+    retrying = {
+        key
+        for r in ended
+        if r.is_complete_and_waiting_to_retry and (key := r.tags.get("dagster/partition"))
+    }
+    stopped = {key for r in ended if (key := r.tags.get("dagster/partition"))} - retrying
     if not stopped:
         return []
     storage = platform.storage()

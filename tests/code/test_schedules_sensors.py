@@ -540,6 +540,41 @@ def test_a_landed_file_whose_run_was_cancelled_is_asked_for_again(isolated_env: 
     assert isinstance(tick(cursor, instance)[0], dg.SkipReason)
 
 
+def test_a_landed_file_whose_failed_run_the_daemon_retries_is_not_asked_for_twice(
+    isolated_env: Path,
+):
+    """A landing run failed by PostgreSQL going away mid-run (tagged ``dagster/will_retry``):
+    a tick between its failure and the daemon creating its retry asked for the file too, so
+    two runs ingested it (measured: the sensor's run and the daemon's retry, 1 s apart). The
+    sensor now leaves it to the retry; once no retry is coming it asks, as before."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from churn_assets import scope
+
+    instance = dg.DagsterInstance.ephemeral()
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    (first,) = tick(None, instance)[0].run_requests
+    _, cursor = tick(None, instance)
+    run_id = make_new_run_id()
+    tags = {**scope.dataset_tags(), "dagster/partition": first.partition_key}
+    instance.add_run(
+        DagsterRun(
+            job_name="ingest_features_drift",
+            run_id=run_id,
+            status=dg.DagsterRunStatus.FAILURE,
+            tags={**tags, "dagster/will_retry": "true"},
+        )
+    )
+    result, _ = tick(cursor, instance)
+    assert isinstance(result, dg.SkipReason), result  # the daemon's retry is on its way
+    instance.add_run_tags(run_id, {"dagster/will_retry": "false"})  # no retry after all
+    (again,) = tick(cursor, instance)[0].run_requests
+    assert again.partition_key == first.partition_key
+    assert again.run_key.startswith("not-ingested-")
+
+
 def test_a_file_restored_as_it_first_landed_is_ingested_again(isolated_env: Path):
     """A good file, then a bad version of it, then the good one restored from a backup
     (`cp -p`: same name, size and time as when it first landed): each gets a run of its
