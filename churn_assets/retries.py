@@ -125,12 +125,21 @@ def fail_fast_unless_transient() -> Iterator[None]:
 
 @contextmanager
 def retry_on_connection_errors(context: dg.AssetExecutionContext) -> Iterator[None]:
-    """Turn a transient error into a Dagster retry with exponential backoff."""
+    """Turn a transient error into a Dagster retry with exponential backoff; the last
+    attempt says that it gives up instead of naming a retry that never comes."""
     try:
         yield
     except Exception as e:
         if not is_connection_error(e):
             raise
-        wait = 2 ** (context.retry_number + 1)
-        context.log.warning(f"storage unreachable ({e}); retrying in {wait} s")
-        raise dg.RetryRequested(max_retries=RAW_MAX_RETRIES, seconds_to_wait=wait) from e
+        if context.retry_number >= RAW_MAX_RETRIES:
+            context.log.error(
+                f"storage unreachable ({e}); giving up after {context.retry_number + 1} "
+                "attempts: the step fails"
+            )
+        else:
+            wait = 2 ** (context.retry_number + 1)
+            context.log.warning(f"storage unreachable ({e}); retrying in {wait} s")
+        raise dg.RetryRequested(
+            max_retries=RAW_MAX_RETRIES, seconds_to_wait=2 ** (context.retry_number + 1)
+        ) from e

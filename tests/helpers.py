@@ -20,8 +20,14 @@ class GraphRun:
         return self.checks[f"{asset}:{name}"]
 
 
-def run_graph(dataset: str, selection: list[str] | None = None, **platform: Any) -> GraphRun:
-    """Materialize the graph (or ``selection``) in-process on ``dataset``."""
+def run_graph(
+    dataset: str,
+    selection: list[str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    **platform: Any,
+) -> GraphRun:
+    """Materialize the graph (or ``selection``) in-process on ``dataset`` (on ``instance``,
+    else an ephemeral one)."""
     from churn_assets.definitions import build_definitions
     from churn_assets.io_managers import ChurnIOManager
     from churn_assets.partitions import run_in_process
@@ -34,7 +40,7 @@ def run_graph(dataset: str, selection: list[str] | None = None, **platform: Any)
     job = defs.resolve_implicit_global_asset_job_def()
     result = run_in_process(
         job,
-        dg.DagsterInstance.ephemeral(),
+        instance or dg.DagsterInstance.ephemeral(),
         ChurnPlatform(dataset=dataset, **platform),
         [dg.AssetKey(k) for k in selection] if selection else None,
     )

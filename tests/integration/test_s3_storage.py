@@ -81,10 +81,17 @@ def test_unreachable_s3_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     cfg = tmp_path / "mini.yaml"
     cfg.write_text(CONFIG)
-    run = run_all(str(cfg), selection=["raw_customers"])
+    instance = dg.DagsterInstance.ephemeral()
+    run = run_all(str(cfg), selection=["raw_customers"], instance=instance)
     assert not run.result.success
     retries = [e for e in run.result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == 3  # exponential backoff: 2, 4, 8 s
+    # each attempt's log line says what comes next: the last one said "retrying in 16 s"
+    # right before the step failed for good
+    said = [e.user_message for e in instance.all_logs(run.result.run_id)]
+    waits = [m.rsplit("retrying in ", 1)[1] for m in said if "retrying in " in m]
+    assert waits == ["2 s", "4 s", "8 s"], said
+    assert any("giving up after 4 attempts: the step fails" in m for m in said), said
     failure = next(e for e in run.result.all_events if e.event_type_value == "STEP_FAILURE")
     err = failure.event_specific_data.error
     text = err.message + (err.cause.message if err.cause else "")
