@@ -162,6 +162,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, platform: ChurnPlat
         again = _landed_not_ingested(context, platform, listing, seen)
         if again:
             return dg.SensorResult(run_requests=again)
+        customers = _customers_not_ingested(context.instance, context.log)
+        if customers is not None:
+            return dg.SensorResult(run_requests=[customers])
         refresh = _refresh_behind_features(context.instance)
         if refresh is not None:
             return refresh
@@ -300,6 +303,64 @@ def _landed_not_ingested(
         )
         for url, key in sorted(missing.items(), key=lambda item: item[1])
     ]
+
+
+#: The tag of a run asking again for customer files whose landing run ended without them.
+CUSTOMERS_AGAIN = "customer files whose run was cancelled or failed"
+
+
+def _reads_customers(run: dg.DagsterRun) -> bool:
+    """True for a landing run that was to read the customer files (raw_customers)."""
+    if run.job_name not in (monitoring_job.name, customers_landing_job.name):
+        return False
+    return run.asset_selection is None or scope.key("raw_customers") in run.asset_selection
+
+
+def _customers_not_ingested(instance: dg.DagsterInstance, log: Any) -> dg.RunRequest | None:
+    """A run reading the customer files again when the last landing run that was to read
+    them ended failed or cancelled (its retries used up, none coming) and nothing wrote
+    raw_customers since: the cursor had the files, transaction-only runs do not read them
+    (and :func:`_landed_not_ingested` asks for the transaction partition alone), so new
+    customers stayed out of the tables until another customer file landed. Asked once per
+    such run, and not for a run that was itself such a request (no loop on a file that
+    keeps failing)."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.FAILURE,
+                dg.DagsterRunStatus.CANCELED,
+                dg.DagsterRunStatus.SUCCESS,
+            ],
+            tags=scope.dataset_tags(),
+        ),
+        limit=50,
+    )
+    last = next((r for r in records if _reads_customers(r.dagster_run)), None)
+    if last is None or last.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+        return None
+    run = last.dagster_run
+    if run.is_complete_and_waiting_to_retry or run.tags.get("churn/refresh") == CUSTOMERS_AGAIN:
+        return None
+    written = instance.get_latest_materialization_event(scope.key("raw_customers"))
+    if written is not None and written.timestamp >= last.create_timestamp.timestamp():
+        return None
+    pending = instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)), limit=100)
+    if any(_reads_customers(r) and scope.dataset_tags().items() <= r.tags.items() for r in pending):
+        return None
+    log.warning(
+        f"the customer files of run {run.run_id} ({run.status.value.lower()}) were not "
+        "ingested and no run is on its way to read them: asking for them again"
+    )
+    return dg.RunRequest(
+        run_key=f"customers-not-ingested-{run.run_id}",
+        job_name=customers_landing_job.name,
+        tags={
+            "churn/trigger": "landing",
+            "churn/refresh": CUSTOMERS_AGAIN,
+            "churn/new_files": run.tags.get("churn/new_files", "")[:200],
+            **scope.dataset_tags(),
+        },
+    )
 
 
 def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | None:

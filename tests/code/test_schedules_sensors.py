@@ -575,6 +575,47 @@ def test_a_landed_file_whose_failed_run_the_daemon_retries_is_not_asked_for_twic
     assert again.run_key.startswith("not-ingested-")
 
 
+def test_customer_files_whose_run_failed_are_asked_for_again(isolated_env: Path):
+    """A customer file landed alone, and its customers_features_drift run failed on S3
+    being away longer than the retries: the cursor had the file and transaction-only runs
+    do not read customers, so its customers stayed out of raw_customers until another
+    customer file landed. The sensor asks once more, once per failed run; not again when
+    that run fails too, nor once raw_customers was written after the failure."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from churn_assets import scope
+    from churn_assets.sensors import CUSTOMERS_AGAIN
+
+    instance = dg.DagsterInstance.ephemeral()
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    _, cursor = tick(None, instance)
+
+    def failed(**tags: str) -> str:
+        run_id = make_new_run_id()
+        instance.add_run(
+            DagsterRun(
+                job_name="customers_features_drift",
+                run_id=run_id,
+                status=dg.DagsterRunStatus.FAILURE,
+                tags={**scope.dataset_tags(), "churn/new_files": "extra.csv", **tags},
+            )
+        )
+        return run_id
+
+    first = failed()
+    (again,) = tick(cursor, instance)[0].run_requests
+    assert again.job_name == "customers_features_drift"
+    assert again.run_key == f"customers-not-ingested-{first}"
+    assert again.tags["churn/refresh"] == CUSTOMERS_AGAIN
+    failed(**{"churn/refresh": CUSTOMERS_AGAIN})  # the request failed too: no loop
+    assert isinstance(tick(cursor, instance)[0], dg.SkipReason)
+    failed()  # a later failure, then a run that wrote the customer table after it
+    instance.report_runless_asset_event(dg.AssetMaterialization(scope.key("raw_customers")))
+    assert isinstance(tick(cursor, instance)[0], dg.SkipReason)
+
+
 def test_a_file_restored_as_it_first_landed_is_ingested_again(isolated_env: Path):
     """A good file, then a bad version of it, then the good one restored from a backup
     (`cp -p`: same name, size and time as when it first landed): each gets a run of its
