@@ -313,14 +313,15 @@ def register_promoted(
 
     client = _client(cfg)
     name = registered_name(dataset, role)
-    registered = mlflow.register_model(model_uri, name)
     tags = {"candidate": candidate, "deployed_version": version}
     if storage_url is not None:
         tags[STORAGE_TAG] = storage_url
     if threshold is not None:
         tags["threshold"] = repr(float(threshold))  # exact: labels as churn_scores does
-    for key, value in tags.items():
-        client.set_model_version_tag(name, registered.version, key, value)
+    # the tags travel in the request that creates the version: a server gone right after
+    # it (tags set one by one afterwards) left a version without them, which the next
+    # deployment's clean-up (:func:`unrecorded_registrations`) could not recognise
+    registered = mlflow.register_model(model_uri, name, tags=tags)
     client.update_model_version(
         name, registered.version, description=model_description(role, version, threshold)
     )

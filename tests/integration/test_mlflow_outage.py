@@ -1,0 +1,129 @@
+"""A real ``mlflow server`` going away in the middle of a deployment's registration: what it
+leaves in the registry must be something the next deployment can clean up."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from churn_assets.lib.tracking import (
+    TrackingConfig,
+    register_promoted,
+    unrecorded_registrations,
+    unregister,
+)
+from tests.conftest import BIN, free_port
+from tests.integration.production import HttpService, TcpGate, base_env
+
+pytestmark = pytest.mark.integration  # starts mlflow server
+
+
+class GoneAfter(TcpGate):
+    """A gate that closes for good (connections reset, nothing listening) as soon as the
+    server's answer to a request containing ``marker`` starts to pass: the server did the
+    request's work, then went away."""
+
+    def __init__(self, target_port: int, marker: bytes):
+        super().__init__(target_port)
+        self.marker = marker
+        self.asked = threading.Event()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        from_server = src.getpeername()[1] == self.target_port
+        try:
+            while data := src.recv(65536):
+                if not from_server and self.marker in data:
+                    self.asked.set()
+                dst.sendall(data)
+                if from_server and self.asked.is_set():
+                    self.close()
+                    return
+        except OSError:
+            pass
+        super()._pipe(src, dst)  # shuts both sockets down and forgets them
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """``mlflow server`` on SQLite with served artifacts in ``tmp_path``; its URI."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = HttpService(
+        "mlflow",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        base_env(),
+        tmp_path,
+        f"{uri}/health",
+    )
+    server.start()
+    try:
+        yield uri
+    finally:
+        server.stop(timeout=10)
+
+
+def test_a_registration_cut_by_the_server_going_away_is_cleaned_up_next_time(
+    mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+):
+    """MLflow stopped right after creating a promoted model's version (measured on the
+    production stack: `model-versions/create` answered 200, then the server went down):
+    the version's tags were set by later requests, so it was left without them: not
+    `challenger`, not `champion`, no deployment, and invisible to the clean-up of the next
+    deployment, which looks for its `storage` and `deployed_version` tags. The tags now
+    go with the create request, so the next deployment finds and deletes it."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri(mlflow_server)
+    with mlflow.start_run():
+        model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+    storage = "s3://bucket/storage/synthetic"
+    gate = GoneAfter(int(mlflow_server.rsplit(":", 1)[1]), b"/model-versions/create")
+    gate.open()
+    try:
+        via_gate = TrackingConfig(gate.endpoint, "unused", "churn-synthetic")
+        with pytest.raises(Exception):  # noqa: B017 - whichever request met the closed gate
+            register_promoted(
+                via_gate,
+                dataset="synthetic",
+                role="classifier",
+                model_uri=info.model_uri,
+                candidate="logistic_regression",
+                version="v20991231-000000",
+                threshold=0.5,
+                storage_url=storage,
+            )
+    finally:
+        gate.close()
+    assert gate.asked.is_set(), "the create request never reached the server"
+    direct = TrackingConfig(mlflow_server, "unused", "churn-synthetic")
+    left = unrecorded_registrations(direct, "synthetic", ["v20200101-000000"], storage)
+    assert left == [("synthetic-churn-classifier", "1")], (
+        left,
+        mlflow.MlflowClient(mlflow_server).search_model_versions(
+            "name='synthetic-churn-classifier'"
+        ),
+    )
+    assert unregister(direct, left) == ["synthetic-churn-classifier 1"]
+    assert not mlflow.MlflowClient(mlflow_server).search_model_versions(
+        "name='synthetic-churn-classifier'"
+    )
