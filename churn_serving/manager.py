@@ -154,7 +154,11 @@ class ModelManager:
             result["at"] = utcnow()
             if result.get("version") is not None:
                 self.deployed_version = result["version"]
-            if result["status"] != "unchanged":
+            # a poll that reads the pointer again after a failed one replaces the failure:
+            # /health went on showing "cannot read current.json: Could not connect …" as
+            # the last reload long after storage was back
+            failed = (self.last_reload or {}).get("status") == "failed"
+            if result["status"] != "unchanged" or failed:
                 self.last_reload = result
             return result
 

@@ -346,6 +346,12 @@ def test_a_sidecar_started_on_a_damaged_version_serves_the_one_before(private_de
         assert health["version"] == v2 and c.get("/ready").status_code == 200
         dep.set_current(d.storage(), v2, reason="repaired")  # and the error is gone
         wait_until(lambda: c.get("/health").json()["last_error"] is None or None, timeout=30)
+        # from the last reload too: it said the failure long after the pointer read again
+        last = wait_until(
+            lambda: (r := c.get("/health").json()["last_reload"])["status"] != "failed" and r,
+            timeout=30,
+        )
+        assert last["status"] == "unchanged" and last["version"] == v2, last
 
 
 def test_a_sidecar_started_on_a_truncated_manifest_serves_the_one_before(
