@@ -89,8 +89,11 @@ def aliases_problem(pointer: dict[str, Any]) -> str | None:
     if pointer.get("mlflow_aliases") == MOVED:
         return None
     version = pointer["version"]
+    # a rollback pins what it deploys: for a version that is not pinned (a promotion), the
+    # command without --no-pin also turned automatic promotion off until `churn unpin`
+    keep = "" if pointer.get("pinned") else " --no-pin"
     return (
         f"{version} is deployed (serving follows it), but the MLflow champion aliases were "
-        f"{pointer.get('mlflow_aliases')}; once MLflow answers, `churn rollback --to {version}` "
-        "points them at it"
+        f"{pointer.get('mlflow_aliases')}; once MLflow answers, `churn rollback --to {version}"
+        f"{keep}` points them at it"
     )

@@ -265,7 +265,10 @@ def test_a_rollback_with_mlflow_down_says_so_and_is_repaired_once_it_answers(dep
     assert dep.read_current(s)["version"] == v1
     assert pointer["mlflow_aliases"].startswith("not moved: ")
     problem = aliases_problem(pointer)
-    assert problem and f"`churn rollback --to {v1}` points them at it" in problem
+    # not pinned: the command it names leaves automatic promotion on (a plain rollback pins)
+    assert problem and f"`churn rollback --to {v1} --no-pin` points them at it" in problem
+    pinned_problem = aliases_problem({**pointer, "pinned": v1})
+    assert pinned_problem and f"`churn rollback --to {v1}` points them at it" in pinned_problem
     with pytest.raises(Exception, match="champion"):
         client.get_model_version_by_alias(name, "champion")
 
