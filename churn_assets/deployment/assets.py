@@ -200,6 +200,11 @@ def deployed_model_version(
             context.log.warning(problem)
     else:
         context.log.info(f"kept {out['version']}: {decision['reason']}")
+        from churn_assets.lib.rollback import repair_champion_aliases
+
+        repaired = repair_champion_aliases(storage, platform.settings(), cfg.name)
+        if repaired:
+            context.log.info(repaired)
     value = {k: v for k, v in out.items() if k != "manifest"}
     registered = {  # the MLflow model versions this run registered (promoted roles only)
         role: {k: m[k] for k in ("registered_model", "registered_version")}

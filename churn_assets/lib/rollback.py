@@ -65,11 +65,16 @@ def moved_since_launch(storage: Storage, launched_at: float) -> str | None:
     )
 
 
+#: A failed move of the champion aliases, kept until a later deployment run repeats it.
+ALIASES_PENDING = "deployments/mlflow_aliases_pending.json"
+
+
 def sync_champion_aliases(
     storage: Storage, settings: ChurnSettings, dataset: str, version: str
 ) -> str:
     """Point the ``champion`` alias of each registered model of ``version`` at it:
-    :data:`MOVED`, or ``"not moved: <why>"``."""
+    :data:`MOVED`, or ``"not moved: <why>"``. A move that failed is recorded at
+    :data:`ALIASES_PENDING` for :func:`repair_champion_aliases`; one that succeeded clears it."""
     manifest = dep.read_manifest(storage, version)
     try:
         from churn_assets.lib.tracking import TrackingConfig, set_champion_alias
@@ -80,8 +85,33 @@ def sync_champion_aliases(
             if m and m.get("registered_model") and m.get("registered_version"):
                 set_champion_alias(tracking, m["registered_model"], m["registered_version"])
     except Exception as e:  # the pointer is what serving follows; say what did not move
-        return f"not moved: {type(e).__name__}: {e}"
+        outcome = f"not moved: {type(e).__name__}: {e}"
+        storage.write_json(ALIASES_PENDING, {"version": version, "outcome": outcome})
+        return outcome
+    if storage.exists(ALIASES_PENDING):
+        storage.delete(ALIASES_PENDING)
     return MOVED
+
+
+def repair_champion_aliases(storage: Storage, settings: ChurnSettings, dataset: str) -> str | None:
+    """Move the champion aliases to the deployed version when their move failed when it was
+    deployed (MLflow unreachable then) and it is still deployed: what was done, or None
+    when nothing was pending. Only a failure of this platform's own move is repaired, so
+    another platform sharing the registry never has its alias moved back."""
+    if not storage.exists(ALIASES_PENDING):
+        return None
+    pending = storage.read_json(ALIASES_PENDING)
+    current = dep.read_current(storage) or {}
+    if current.get("version") != pending.get("version"):  # deployed anew since: moot
+        storage.delete(ALIASES_PENDING)
+        return None
+    outcome = sync_champion_aliases(storage, settings, dataset, current["version"])
+    if outcome == MOVED:
+        return (
+            f"the MLflow champion aliases now point at {current['version']} (they did not "
+            f"move when it was deployed: {pending.get('outcome')})"
+        )
+    return f"the MLflow champion aliases still do not point at {current['version']}: {outcome}"
 
 
 def aliases_problem(pointer: dict[str, Any]) -> str | None:

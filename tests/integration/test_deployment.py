@@ -287,6 +287,55 @@ def test_a_rollback_with_mlflow_down_says_so_and_is_repaired_once_it_answers(dep
     dep.unpin(s)  # as the later tests expect it
 
 
+def test_a_failed_alias_move_is_repaired_by_the_next_deployment_run(deployed, monkeypatch):
+    """A promotion whose champion-alias move found MLflow down leaves the move pending; the
+    next deployment run (one that keeps the version) makes it, with no hand step. A pending
+    move of a version no longer deployed is dropped, not made."""
+    from churn_assets.lib.rollback import (
+        ALIASES_PENDING,
+        repair_champion_aliases,
+        sync_champion_aliases,
+    )
+    from churn_assets.lib.settings import ChurnSettings
+    from tests.conftest import free_port
+
+    storage, _, _, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    v1, m1, v2 = _deploy_a_copy(s)
+    dep.rollback(s, v1, pin=False)
+    client = mlflow_client(storage)
+    name = "synthetic-churn-classifier"
+    client.delete_registered_model_alias(name, "champion")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    down = ChurnSettings(
+        storage_url=str(storage), mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"
+    )
+    assert sync_champion_aliases(s, down, "synthetic", v1).startswith("not moved: ")
+    assert s.read_json(ALIASES_PENDING)["version"] == v1
+    # still down at the next run: still pending, and said so
+    assert "still do not point at" in repair_champion_aliases(s, down, "synthetic")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    up = ChurnSettings(storage_url=str(storage))
+    said = repair_champion_aliases(s, up, "synthetic")
+
+    assert said and said.startswith(f"the MLflow champion aliases now point at {v1}")
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == m1["models"]["classifier"]["registered_version"]
+    assert not s.exists(ALIASES_PENDING)
+    assert repair_champion_aliases(s, up, "synthetic") is None  # nothing left to do
+
+    # pending for a version deployed over since: dropped, the alias is left where it is
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sync_champion_aliases(s, down, "synthetic", v2)
+    assert repair_champion_aliases(s, up, "synthetic") is None
+    assert not s.exists(ALIASES_PENDING)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(champion.version)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 def test_tampered_deployment_is_refused(deployed):
     from churn_assets.lib.scoring import load_deployed
 
