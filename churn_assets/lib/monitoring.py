@@ -86,7 +86,7 @@ def build_drift_report(
     )
     mlflow_run_id = None
     try:
-        from churn_assets.lib.tracking import TrackingConfig, log_file
+        from churn_assets.lib.tracking import DRIFT_REPORT_RUN, TrackingConfig, log_file
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "drift_report.html"
@@ -94,7 +94,7 @@ def build_drift_report(
             mlflow_run_id = log_file(
                 TrackingConfig.from_settings(settings, cfg.name),
                 str(path),
-                "drift-report",
+                DRIFT_REPORT_RUN,
                 {
                     "dataset": cfg.name,
                     "model_version": deployed.version,

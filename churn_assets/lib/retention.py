@@ -15,7 +15,11 @@ What grows without bound, and what is kept (``CHURN_RETENTION_*`` overrides each
   has not passed in the data yet (realized performance still needs it), and the newest
   ``score_snapshots`` of those whose horizon has passed;
 - MLflow model-set runs (parent + nested candidate runs) — the newest ``model_sets`` per
-  kind; a run whose model a kept version or a registered model version uses is kept.
+  kind; a run whose model a kept version or a registered model version uses is kept;
+- MLflow drift-report runs (one per drift report) — the newest ``drift_reports``.
+
+A pruned MLflow run is marked deleted and its files go with it: its artifacts and its
+logged models' (MLflow only marks a deleted run; its files would stay for ever).
 """
 
 from __future__ import annotations
@@ -196,7 +200,7 @@ def prune_mlflow(
 ) -> dict[str, Any]:
     """Delete MLflow model-set runs beyond the newest ``policy.model_sets`` per kind (parent
     and candidates), keeping every run a kept version or a registered model uses."""
-    from churn_assets.lib.tracking import _client
+    from churn_assets.lib.tracking import DRIFT_REPORT_RUN, _client
 
     client = _client(tracking)
     exp = client.get_experiment_by_name(tracking.experiment)
@@ -232,7 +236,38 @@ def prune_mlflow(
             continue
         for run in [*children, parent]:
             if not dry_run:
-                client.delete_run(run.info.run_id)
+                _purge_run(client, exp.experiment_id, run)
             deleted += 1
+    reports = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.mlflow.runName = '{DRIFT_REPORT_RUN}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
+    old_reports = reports[policy.drift_reports :]
+    for run in old_reports:
+        if not dry_run:
+            _purge_run(client, exp.experiment_id, run)
     kept = sum(min(n, policy.model_sets) for n in seen.values())
-    return {"deleted_runs": deleted, "kept_model_sets": kept}
+    return {
+        "deleted_runs": deleted,
+        "kept_model_sets": kept,
+        "deleted_drift_report_runs": len(old_reports),
+    }
+
+
+def _purge_run(client: Any, experiment_id: str, run: Any) -> None:
+    """Delete an MLflow run with its files: the models logged from it (their artifacts and
+    the logged-model records) and the run's own artifacts, then the run."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    run_id = run.info.run_id
+    models = client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    for model in models:
+        get_artifact_repository(model.artifact_location).delete_artifacts()
+        client.delete_logged_model(model.model_id)
+    if run.info.artifact_uri:
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+    client.delete_run(run_id)

@@ -412,6 +412,10 @@ def set_champion_alias(cfg: TrackingConfig, registered_name: str, version: str) 
     _client(cfg).set_registered_model_alias(registered_name, CHAMPION, str(version))
 
 
+#: ``run_name`` of the MLflow run that holds a drift report (retention keeps the newest).
+DRIFT_REPORT_RUN = "drift-report"
+
+
 def log_file(cfg: TrackingConfig, local_path: str, run_name: str, tags: dict[str, str]) -> str:
     """Log one file as the artifact of a small run (e.g. a drift report); returns the run id."""
     import mlflow

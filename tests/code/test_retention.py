@@ -125,3 +125,58 @@ def test_scoring_snapshots_pending_their_horizon_are_always_kept(tmp_path):
     assert len(left) == 35 and min(p.rsplit("/", 1)[-1] for p in left) == "2025-01-06.parquet"
     # without the horizon, only the newest five of all stay
     assert len(plan(s, policy)["score_snapshots"]) == 30
+
+
+def _model_set_run(cfg, kind: str) -> str:
+    """One real MLflow model-set run: a parent and a candidate with a logged model."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.dummy import DummyClassifier
+
+    from churn_assets.lib.tracking import ensure_experiment
+
+    exp = ensure_experiment(cfg)
+    model = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
+    with mlflow.start_run(experiment_id=exp, tags={"model_set": kind}) as parent:
+        mlflow.log_text("board", "leaderboard.md")
+        with mlflow.start_run(experiment_id=exp, nested=True, tags={"model_set": kind}):
+            mlflow.sklearn.log_model(
+                model, name="model", serialization_format="pickle", pip_requirements=[]
+            )
+    return parent.info.run_id
+
+
+def test_pruned_mlflow_runs_take_their_files_with_them(tmp_path):
+    """Model-set runs beyond the count and drift-report runs beyond ``drift_reports`` are
+    deleted with their artifacts and logged models: MLflow's delete only marks a run, so
+    the artifact store kept every file of every run for ever."""
+    from mlflow.entities import ViewType
+
+    from churn_assets.lib.retention import prune_mlflow
+    from churn_assets.lib.tracking import DRIFT_REPORT_RUN, TrackingConfig, _client, log_file
+
+    root = tmp_path / "storage"
+    artifacts = root / "mlflow" / "artifacts" / "synthetic"
+    cfg = TrackingConfig(f"sqlite:///{tmp_path / 'mlflow.db'}", str(artifacts), "churn-x")
+    s = Storage(str(root / "synthetic"))
+    runs = [_model_set_run(cfg, "classification") for _ in range(3)]
+    report = tmp_path / "drift_report.html"
+    report.write_text("<html>drift</html>")
+    drift = [log_file(cfg, str(report), DRIFT_REPORT_RUN, {"dataset": "x"}) for _ in range(3)]
+    files_before = sorted(p for p in artifacts.rglob("*") if p.is_file())
+    assert len(files_before) > 6
+
+    result = prune_mlflow(cfg, s, RetentionPolicy(model_sets=1, drift_reports=1))
+    assert result["deleted_runs"] == 4  # two old model sets: parent and candidate each
+    assert result["deleted_drift_report_runs"] == 2
+    client = _client(cfg)
+    exp = client.get_experiment_by_name("churn-x").experiment_id
+    gone = [r for r in client.search_runs([exp], run_view_type=ViewType.DELETED_ONLY)]
+    assert {r.info.run_id for r in gone} >= {*runs[:2], *drift[:2]}
+    left = sorted(p for p in artifacts.rglob("*") if p.is_file())
+    for run in gone:  # no file of a deleted run, nor of a model logged from it
+        assert not any(run.info.run_id in str(p) for p in left)
+    models = client.search_logged_models([exp])
+    assert len(models) == 1 and models[0].source_run_id not in {r.info.run_id for r in gone}
+    assert any(str(models[0].model_id) in str(p) for p in left)  # the kept model's files stay
+    assert any(drift[-1] in str(p) for p in left) and any(runs[-1] in str(p) for p in left)
