@@ -3,8 +3,8 @@
 What grows without bound, and what is kept (``CHURN_RETENTION_*`` overrides each count):
 
 - deployed versions ``deployments/versions/v*`` — the newest ``versions`` (default 10);
-  the deployed version, a pinned one and the rollback target (the version deployed
-  before it) are never deleted, whatever their age;
+  the deployed version, a pinned one and the rollback target (the version a rollback
+  goes to) are never deleted, whatever their age;
 - model-set files of training runs ``models/<kind>/<run id>/`` — the newest ``model_sets``;
 - drift reports ``monitoring/drift/<stamp>-<run>/`` — the newest ``drift_reports``
   (``latest.json`` stays), and as many served-traffic reports ``monitoring/served_drift/``;
@@ -24,6 +24,7 @@ logged models' (MLflow only marks a deleted run; its files would stay for ever).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections import defaultdict
@@ -83,7 +84,9 @@ def _dirs(storage: Storage, rel: str, pattern: str = "*") -> list[str]:
 
 
 def protected_versions(storage: Storage) -> set[str]:
-    """Versions never deleted: the deployed one, a pinned one, the rollback target."""
+    """Versions never deleted: the deployed one, a pinned one, the rollback target (the
+    version ``churn rollback`` goes to, :func:`deployment.previous_version`) and the
+    version deployed before the deployed one (after a rollback: the one it left)."""
     current = dep.read_current(storage)
     if current is None:
         return set()
@@ -94,6 +97,8 @@ def protected_versions(storage: Storage) -> set[str]:
     earlier = [h["version"] for h in history if h["version"] != current["version"]]
     if earlier:
         keep.add(earlier[-1])
+    with contextlib.suppress(dep.DeploymentError):  # raised when there is nothing older
+        keep.add(dep.previous_version(current))
     return keep
 
 

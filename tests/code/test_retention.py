@@ -180,3 +180,20 @@ def test_pruned_mlflow_runs_take_their_files_with_them(tmp_path):
     assert len(models) == 1 and models[0].source_run_id not in {r.info.run_id for r in gone}
     assert any(str(models[0].model_id) in str(p) for p in left)  # the kept model's files stay
     assert any(drift[-1] in str(p) for p in left) and any(runs[-1] in str(p) for p in left)
+
+
+def test_the_version_a_rollback_goes_to_is_kept_after_rolling_back_twice(tmp_path):
+    """After two rollbacks (v5 → v4 → v3) `churn rollback` goes to v2, older than the newest
+    kept: retention protected the version just left (v4) instead, deleted v2, and the next
+    rollback failed with 'unknown version'."""
+    s = Storage(str(tmp_path / "synthetic"))
+    names = [_version(s, i) for i in range(6)]
+    for name in names:
+        dep.set_current(s, name, reason="promoted")
+    dep.rollback(s)
+    dep.rollback(s)
+    assert dep.read_current(s)["version"] == names[3]
+    report = prune(s, RetentionPolicy(versions=2))
+    assert names[2] in report["protected_versions"]
+    assert dep.list_versions(s) == names[2:]
+    assert dep.rollback(s)["version"] == names[2]
