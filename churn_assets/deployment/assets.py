@@ -39,13 +39,13 @@ def refuse_unknown_rollback(context: dg.AssetExecutionContext, platform: ChurnPl
         )
     if not to or to == "previous":
         return
-    from churn_assets.lib.deployment import list_versions
+    from churn_assets.lib.deployment import list_versions, not_stored
 
-    known = list_versions(platform.storage())
-    if to not in known:
+    storage = platform.storage()
+    if to not in list_versions(storage):
         raise ValueError(
-            f"deployed_model_version's config rolls back to {to!r}, which is no deployed "
-            f"version (known: {', '.join(known[-10:]) or 'none'}); nothing was trained"
+            f"deployed_model_version's config rolls back to {to!r}: "
+            f"{not_stored(storage, to)}; nothing was trained"
         )
 
 

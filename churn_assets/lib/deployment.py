@@ -235,10 +235,24 @@ def rollback(storage: Storage, to: str | None = None, *, pin: bool = True) -> di
     if to == current["version"]:
         raise DeploymentError(f"{to} is already the deployed version")
     if to not in list_versions(storage):
-        raise DeploymentError(f"unknown version {to}; known: {list_versions(storage)}")
+        raise DeploymentError(not_stored(storage, to))
     return set_current(
         storage, to, reason=f"{ROLLBACK_FROM}{current['version']}", pinned=to if pin else None
     )
+
+
+def not_stored(storage: Storage, version: str) -> str:
+    """Why ``version`` cannot be deployed: it was never a version here, or its files are
+    gone (the pointer's history names it: retention removed it); lists the stored ones."""
+    stored = list_versions(storage)
+    listed = ", ".join(stored[-10:]) or "none"
+    if version in recorded_versions(storage):
+        return (
+            f"{version} is no longer stored: it was deployed, but retention removed its "
+            "files (retention_job keeps the newest CHURN_RETENTION_VERSIONS versions, the "
+            f"deployed, pinned and rollback-target ones); stored versions: {listed}"
+        )
+    return f"unknown version {version}; known: {listed}"
 
 
 def load_pipeline_bytes(storage: Storage, manifest: dict[str, Any], name: str) -> bytes:

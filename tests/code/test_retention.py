@@ -197,3 +197,23 @@ def test_the_version_a_rollback_goes_to_is_kept_after_rolling_back_twice(tmp_pat
     assert names[2] in report["protected_versions"]
     assert dep.list_versions(s) == names[2:]
     assert dep.rollback(s)["version"] == names[2]
+
+
+def test_a_rollback_to_a_version_retention_removed_says_so(tmp_path):
+    """`churn rollback --to` a version retention removed said 'unknown version', as for a
+    typo, though the user saw it deployed; it now says its files were removed."""
+    s = Storage(str(tmp_path / "synthetic"))
+    names = [_version(s, i) for i in range(5)]
+    for name in names:
+        dep.set_current(s, name, reason="promoted")
+    prune(s, RetentionPolicy(versions=2))
+    assert names[0] not in dep.list_versions(s)
+    with pytest.raises(dep.DeploymentError) as removed:
+        dep.rollback(s, names[0])
+    assert str(removed.value) == (
+        f"{names[0]} is no longer stored: it was deployed, but retention removed its files "
+        "(retention_job keeps the newest CHURN_RETENTION_VERSIONS versions, the deployed, "
+        f"pinned and rollback-target ones); stored versions: {', '.join(names[3:])}"
+    )
+    with pytest.raises(dep.DeploymentError, match="^unknown version v20991231-000000; known"):
+        dep.rollback(s, "v20991231-000000")

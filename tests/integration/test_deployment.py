@@ -779,7 +779,7 @@ def test_a_run_that_trains_refuses_an_unknown_rollback_version_before_training(
     (failure,) = [e for e in typo.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failure.step_key == "training_set"
     message = failure.event_specific_data.error.to_string()
-    assert "'v2026-bad', which is no deployed version" in message
+    assert "rolls back to 'v2026-bad': unknown version v2026-bad; known: v" in message
     assert current["version"] in message and "nothing was trained" in message
     assert dep.read_current(s)["version"] == current["version"]
     known = run(current["version"])  # the deployed one: pinned where it is
