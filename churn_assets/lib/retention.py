@@ -215,9 +215,13 @@ def prune_mlflow(
     for version in dep.list_versions(storage):
         manifest = dep.read_manifest(storage, version)
         used |= {m.get("mlflow_run_id") for m in manifest.get("models", {}).values()}
-    for registered in client.search_registered_models():
-        for mv in client.search_model_versions(f"name='{registered.name}'"):
-            used.add(mv.run_id)
+    token = None
+    while True:  # every registered version, page by page (a shared registry may be large)
+        page = client.search_model_versions(page_token=token)
+        used |= {mv.run_id for mv in page}
+        token = page.token
+        if not token:
+            break
     parents = client.search_runs(
         [exp.experiment_id],
         filter_string="tags.model_set != ''",

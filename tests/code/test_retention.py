@@ -217,3 +217,30 @@ def test_a_rollback_to_a_version_retention_removed_says_so(tmp_path):
     )
     with pytest.raises(dep.DeploymentError, match="^unknown version v20991231-000000; known"):
         dep.rollback(s, "v20991231-000000")
+
+
+def test_a_run_registered_beyond_the_first_hundred_models_is_kept(tmp_path):
+    """A registry holding more than 100 registered models (a shared one): only the first
+    page of them was read, so the run of a model version registered under a later name
+    counted as unused and was deleted, with its files."""
+    from churn_assets.lib.retention import prune_mlflow
+    from churn_assets.lib.tracking import TrackingConfig, _client
+
+    root = tmp_path / "storage"
+    artifacts = root / "mlflow" / "artifacts" / "synthetic"
+    cfg = TrackingConfig(f"sqlite:///{tmp_path / 'mlflow.db'}", str(artifacts), "churn-x")
+    old, _ = (_model_set_run(cfg, "classification") for _ in range(2))
+    client = _client(cfg)
+    for i in range(100):
+        client.create_registered_model(f"another-team-{i:03d}")
+    exp = client.get_experiment_by_name("churn-x").experiment_id
+    (child,) = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{old}'")
+    (model,) = client.search_logged_models(
+        [exp], filter_string=f"source_run_id = '{child.info.run_id}'"
+    )
+    client.create_registered_model("zz-their-model")
+    client.create_model_version("zz-their-model", model.model_uri, run_id=child.info.run_id)
+    result = prune_mlflow(cfg, Storage(str(root / "synthetic")), RetentionPolicy(model_sets=1))
+    assert result["deleted_runs"] == 0
+    assert client.get_run(old).info.lifecycle_stage == "active"
+    assert any(model.model_id in str(p) for p in artifacts.rglob("*") if p.is_file())
