@@ -200,6 +200,14 @@ def retention_op(
     report["mlflow"] = prune_mlflow(tracking, storage, policy, dry_run=config.dry_run)
     verb = "would delete" if config.dry_run else "deleted"
     context.log.info(f"retention {verb}: {report['deleted']}, mlflow {report['mlflow']}")
+    if report["mlflow"].get("runs_kept_files_not_deletable"):
+        mlflow = report["mlflow"]
+        context.log.warning(
+            f"{mlflow['runs_kept_files_not_deletable']} MLflow run(s) kept: the artifact "
+            f"store refused to delete their files ({mlflow['artifact_store_error']}); give "
+            "this process delete permission on the artifact store, and the next retention "
+            "run prunes them"
+        )
     context.add_output_metadata(
         {
             "deleted": dg.MetadataValue.json(report["deleted"]),

@@ -231,6 +231,7 @@ def prune_mlflow(
     parents = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
     seen: dict[str, int] = defaultdict(int)
     deleted = 0
+    left: list[str] = []  # why a run's files could not be deleted
     for parent in parents:
         kind = parent.data.tags.get("model_set", "")
         seen[kind] += 1
@@ -244,8 +245,9 @@ def prune_mlflow(
         if parent.info.run_id in used or any(c.info.run_id in used for c in children):
             continue
         for run in [*children, parent]:
-            if not dry_run:
-                _purge_run(client, exp.experiment_id, run)
+            if not dry_run and (refused := _purge_run(client, exp.experiment_id, run)):
+                left.append(refused)
+                continue
             deleted += 1
     reports = client.search_runs(
         [exp.experiment_id],
@@ -254,29 +256,42 @@ def prune_mlflow(
         max_results=5000,
     )
     old_reports = reports[policy.drift_reports :]
+    reports_deleted = 0
     for run in old_reports:
-        if not dry_run:
-            _purge_run(client, exp.experiment_id, run)
+        if not dry_run and (refused := _purge_run(client, exp.experiment_id, run)):
+            left.append(refused)
+            continue
+        reports_deleted += 1
     kept = sum(min(n, policy.model_sets) for n in seen.values())
-    return {
+    out: dict[str, Any] = {
         "deleted_runs": deleted,
         "kept_model_sets": kept,
-        "deleted_drift_report_runs": len(old_reports),
+        "deleted_drift_report_runs": reports_deleted,
     }
+    if left:  # kept whole, to be pruned by a later run once the artifact store allows it
+        out["runs_kept_files_not_deletable"] = len(left)
+        out["artifact_store_error"] = left[0]
+    return out
 
 
-def _purge_run(client: Any, experiment_id: str, run: Any) -> None:
+def _purge_run(client: Any, experiment_id: str, run: Any) -> str | None:
     """Delete an MLflow run with its files: the models logged from it (their artifacts and
-    the logged-model records) and the run's own artifacts, then the run."""
+    the logged-model records) and the run's own artifacts, then the run. When the artifact
+    store refuses a deletion (no delete permission, unreachable), the run stays, to be
+    pruned by a later retention run: what refused is returned, else None."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     run_id = run.info.run_id
-    models = client.search_logged_models(
-        [experiment_id], filter_string=f"source_run_id = '{run_id}'"
-    )
-    for model in models:
-        get_artifact_repository(model.artifact_location).delete_artifacts()
-        client.delete_logged_model(model.model_id)
-    if run.info.artifact_uri:
-        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+    try:
+        models = client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        for model in models:
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+            client.delete_logged_model(model.model_id)
+        if run.info.artifact_uri:
+            get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+    except Exception as e:  # noqa: BLE001 - the artifact store's own errors, named below
+        return f"{type(e).__name__}: {str(e)[:300]}"
     client.delete_run(run_id)
+    return None

@@ -182,6 +182,37 @@ def test_pruned_mlflow_runs_take_their_files_with_them(tmp_path):
     assert any(drift[-1] in str(p) for p in left) and any(runs[-1] in str(p) for p in left)
 
 
+def test_runs_whose_files_the_artifact_store_refuses_to_delete_are_kept(tmp_path, monkeypatch):
+    """An artifact store refusing deletions (a bucket without delete permission) left the
+    retention job failing on its first run to prune; such runs are now kept whole, counted
+    with the store's error, and pruned by a later run once it allows deletions."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from churn_assets.lib.retention import prune_mlflow
+    from churn_assets.lib.tracking import TrackingConfig
+
+    root = tmp_path / "storage"
+    artifacts = root / "mlflow" / "artifacts" / "synthetic"
+    cfg = TrackingConfig(f"sqlite:///{tmp_path / 'mlflow.db'}", str(artifacts), "churn-x")
+    s = Storage(str(root / "synthetic"))
+    for _ in range(3):
+        _model_set_run(cfg, "classification")
+    files = sorted(p for p in artifacts.rglob("*") if p.is_file())
+
+    def refuse(self, artifact_path=None):  # the store's answer, as root cannot be refused
+        raise PermissionError(f"Access Denied: {self.artifact_dir}")
+
+    with monkeypatch.context() as m:
+        m.setattr(LocalArtifactRepository, "delete_artifacts", refuse)
+        refused = prune_mlflow(cfg, s, RetentionPolicy(model_sets=1, drift_reports=1))
+    assert refused["deleted_runs"] == 0 and refused["runs_kept_files_not_deletable"] == 4
+    assert refused["artifact_store_error"].startswith("PermissionError: Access Denied")
+    assert sorted(p for p in artifacts.rglob("*") if p.is_file()) == files
+
+    allowed = prune_mlflow(cfg, s, RetentionPolicy(model_sets=1, drift_reports=1))
+    assert allowed["deleted_runs"] == 4 and "runs_kept_files_not_deletable" not in allowed
+
+
 def test_the_version_a_rollback_goes_to_is_kept_after_rolling_back_twice(tmp_path):
     """After two rollbacks (v5 → v4 → v3) `churn rollback` goes to v2, older than the newest
     kept: retention protected the version just left (v4) instead, deleted v2, and the next
