@@ -171,7 +171,9 @@ def landing_has_data(url: str, storage_options: dict) -> bool:
     is_flag=True,
     help="Land the days a previous `--hold-back-days` kept aside, as a new batch.",
 )
+@click.pass_context
 def seed(
+    ctx: click.Context,
     customers: int,
     days: int,
     seed: int,
@@ -182,7 +184,9 @@ def seed(
     hold_back_days: int | None,
     land_held_back: bool,
 ) -> None:
-    """Write synthetic raw files into the landing zone (data set ``synthetic``)."""
+    """Write synthetic raw files into the landing zone (data set ``synthetic``). A drift
+    batch (``--drift``) extends the data there: it takes the --customers, --days and --seed
+    the data was written with, and refuses other values."""
     import fsspec
 
     from churn_assets.lib.generator import generate
@@ -207,12 +211,14 @@ def seed(
         fs.rm(path, recursive=True)
     if hold_back_days is not None:
         _seed_holding_back(url, opts, customers, days, seed, hold_back_days)
+        _record_base(url, opts, customers, days, seed)
         return
     batch = "batch-0000"
     if drift:
         fs, path = fsspec.core.url_to_fs(url, **opts)
         existing = fs.glob(f"{path}/customers/drift-*") if fs.exists(path) else []
         batch = f"drift-{len(existing) + 1:04d}"
+        customers, days, seed = _as_the_base(ctx, url, opts, customers, days, seed)
     summary = generate(
         url,
         customers=customers,
@@ -223,11 +229,60 @@ def seed(
         storage_options=opts,
         batch_name=batch,
     )
+    if not drift:
+        _record_base(url, opts, customers, days, seed)
     click.echo(
         f"wrote {summary.customers:,} customers and {summary.transactions:,} transactions "
         f"({summary.start} to {summary.end}, seed {summary.seed}{', drifted' if drift else ''}) "
         f"to {url}"
     )
+
+
+#: What the synthetic base data was generated with, beside it in the landing zone (a dot
+#: name: the landing sensor and ingestion leave it out).
+BASE_PARAMETERS = ".seeded-with.json"
+
+
+def _record_base(url: str, opts: dict, customers: int, days: int, seed: int) -> None:
+    """Write the parameters of the base data beside it, for later drift batches."""
+    import json
+
+    import fsspec
+
+    with fsspec.open(f"{url.rstrip('/')}/{BASE_PARAMETERS}", "w", **opts) as f:
+        json.dump({"customers": customers, "days": days, "seed": seed}, f)
+
+
+def _as_the_base(
+    ctx: click.Context, url: str, opts: dict, customers: int, days: int, seed: int
+) -> tuple[int, int, int]:
+    """--customers, --days and --seed for a drift batch: those of the base data (a drift
+    batch needs them: another seed revives churned customers, other counts add customers
+    nobody landed), refusing values given that differ. Unknown base (written before the
+    parameters were recorded): the values given."""
+    import json
+
+    import fsspec
+
+    try:
+        with fsspec.open(f"{url.rstrip('/')}/{BASE_PARAMETERS}", "r", **opts) as f:
+            base = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return customers, days, seed
+    given = {"customers": customers, "days": days, "seed": seed}
+    clash = [
+        name
+        for name, value in given.items()
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        and value != base.get(name, value)
+    ]
+    if clash:
+        wrote = " ".join(f"--{k} {base[k]}" for k in ("customers", "days", "seed") if k in base)
+        raise click.UsageError(
+            f"the data in {url} was written with {wrote}: a drift batch extends it and needs "
+            f"the same values (leave out {', '.join('--' + c for c in clash)} to take them)"
+        )
+    return tuple(base.get(k, v) for k, v in given.items())  # type: ignore[return-value]
 
 
 def _held_back_url() -> tuple[str, dict]:

@@ -20,11 +20,12 @@ def landing(isolated_env: Path) -> Path:
 
 
 def files(landing: Path) -> dict[str, str]:
-    """Relative path → sha256 of every file in the landing zone."""
+    """Relative path → sha256 of every data file in the landing zone (not the dot file
+    recording what the base data was seeded with, which nothing ingests)."""
     return {
         str(p.relative_to(landing)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(landing.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.name.startswith(".")
     }
 
 
@@ -76,6 +77,25 @@ def test_drift_adds_numbered_batches_beside_the_data(landing):
         "transactions/drift-0001-part-00000.parquet",
         "transactions/drift-0002-part-00000.parquet",
     ]
+
+
+def test_a_drift_batch_takes_the_base_data_parameters_and_refuses_others(landing):
+    """A drift batch written with another seed than the base data revived its churned
+    customers (after a few, the training set had 4 churned customers of 2,855) and one
+    with other counts added customers nobody landed; it now takes the base's values."""
+    seed(*SMALL, "--seed", "7")
+    before = files(landing)
+    refused = CliRunner().invoke(main, ["seed", "--drift", "--seed", "8"])
+    assert refused.exit_code == 2
+    assert "written with --customers 300 --days 120 --seed 7" in refused.output
+    assert "(leave out --seed to take them)" in refused.output
+    assert files(landing) == before
+
+    done = seed("--drift")  # no values given: the base's
+    assert done.exit_code == 0, done.output
+    assert "wrote 75 customers" in done.output and "seed 7, drifted" in done.output
+    same = seed("--drift", "--seed", "7", "--customers", "300")  # the base's, given
+    assert same.exit_code == 0 and "seed 7, drifted" in same.output
 
 
 def test_force_replaces_everything(landing):
