@@ -487,6 +487,55 @@ def _deployment_storage(dataset: str | None):
 
 @main.command()
 @dataset_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+def versions(dataset: str | None, as_json: bool) -> None:
+    """List the stored model versions, newest first: which is deployed, pinned, and where a
+    plain `churn rollback` goes, with each version's churn and value models."""
+    import json
+
+    from churn_assets.lib.deployment import version_rows
+
+    _, name, storage = _deployment_storage(dataset)
+    rows = version_rows(storage)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo(f"no model version is stored for data set '{name}' yet")
+        return
+
+    def model(row: dict, role: str, metric: str, fmt: str) -> str:
+        if row[f"{role}_model"] is None:
+            return "-"
+        figure = row[metric]
+        said = f"{row[f'{role}_model']} {format(figure, fmt) if figure is not None else ''}"
+        kept = row[f"{role}_from"]
+        return said.strip() + (f" (from {kept})" if kept and kept != row["version"] else "")
+
+    for row in rows:
+        if "problem" in row:
+            click.echo(f"  {row['version']}  cannot be read: {row['problem']}")
+            continue
+        marks = [
+            m
+            for m, on in (
+                ("deployed", row["deployed"]),
+                ("pinned", row["pinned"]),
+                ("rollback target", row["rollback_target"]),
+            )
+            if on
+        ]
+        click.echo(
+            f"{'*' if row['deployed'] else ' '} {row['version']}  "
+            f"{str(row['created_at'] or '')[:19]}  "
+            f"churn: {model(row, 'churn', 'churn_roc_auc', '.4f')}  "
+            f"value: {model(row, 'value', 'value_r2_gain_vs_naive', '+.4f')}"
+            + (f"  [{', '.join(marks)}]" if marks else "")
+        )
+
+
+@main.command()
+@dataset_option()
 def unpin(dataset: str | None) -> None:
     """Turn automatic promotion back on after a rollback (the deployed version stays)."""
     from churn_assets.lib.deployment import DeploymentError

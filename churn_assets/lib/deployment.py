@@ -241,6 +241,45 @@ def rollback(storage: Storage, to: str | None = None, *, pin: bool = True) -> di
     )
 
 
+def version_rows(storage: Storage) -> list[dict[str, Any]]:
+    """Every stored version, newest first: when it was made, its churn and value models
+    (candidate and holdout figures; a role kept from an earlier version names it), and
+    whether it is deployed, pinned or where a plain ``churn rollback`` goes."""
+    current = read_current(storage)
+    target = None
+    if current is not None:
+        try:
+            target = previous_version(current)
+        except DeploymentError:
+            target = None
+    rows = []
+    for version in reversed(list_versions(storage)):
+        try:
+            manifest = read_manifest(storage, version)
+        except Exception as e:  # noqa: BLE001 - a damaged version is listed, saying so
+            rows.append({"version": version, "problem": f"{type(e).__name__}: {e}"})
+            continue
+        models = manifest.get("models") or {}
+        churn, value = models.get("classifier") or {}, models.get("regressor") or {}
+        cm, vm = churn.get("metrics") or {}, value.get("metrics") or {}
+        rows.append(
+            {
+                "version": version,
+                "created_at": manifest.get("created_at"),
+                "deployed": current is not None and current.get("version") == version,
+                "pinned": current is not None and current.get("pinned") == version,
+                "rollback_target": version == target,
+                "churn_model": churn.get("candidate"),
+                "churn_roc_auc": cm.get("roc_auc"),
+                "churn_from": churn.get("from_version"),
+                "value_model": value.get("candidate"),
+                "value_r2_gain_vs_naive": vm.get("r2_gain_vs_naive"),
+                "value_from": value.get("from_version"),
+            }
+        )
+    return rows
+
+
 def not_stored(storage: Storage, version: str) -> str:
     """Why ``version`` cannot be deployed: it was never a version here, or its files are
     gone (the pointer's history names it: retention removed it); lists the stored ones."""
