@@ -205,12 +205,23 @@ def prune_mlflow(
 ) -> dict[str, Any]:
     """Delete MLflow model-set runs beyond the newest ``policy.model_sets`` per kind (parent
     and candidates), keeping every run a kept version or a registered model uses."""
-    from churn_assets.lib.tracking import DRIFT_REPORT_RUN, _client
+    from churn_assets.lib.tracking import (
+        DRIFT_REPORT_RUN,
+        _client,
+        retired_registrations,
+        unregister,
+    )
 
     client = _client(tracking)
     exp = client.get_experiment_by_name(tracking.experiment)
     if exp is None:
         return {"deleted_runs": 0, "kept_model_sets": 0}
+    # registrations of versions removed above: never served again, and they would keep
+    # their runs (and files) for ever
+    dataset = tracking.experiment.removeprefix("churn-")  # TrackingConfig.from_settings
+    retired = retired_registrations(tracking, dataset, dep.list_versions(storage), storage.url())
+    if retired and not dry_run:
+        unregister(tracking, retired)
     used: set[str] = set()
     for version in dep.list_versions(storage):
         manifest = dep.read_manifest(storage, version)
@@ -264,6 +275,7 @@ def prune_mlflow(
         reports_deleted += 1
     kept = sum(min(n, policy.model_sets) for n in seen.values())
     out: dict[str, Any] = {
+        "deleted_registrations": [f"{n} {v}" for n, v in retired],
         "deleted_runs": deleted,
         "kept_model_sets": kept,
         "deleted_drift_report_runs": reports_deleted,

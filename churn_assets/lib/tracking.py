@@ -360,6 +360,36 @@ def unrecorded_registrations(
     return out
 
 
+def retired_registrations(
+    cfg: TrackingConfig, dataset: str, stored: Collection[str], storage_url: str
+) -> list[tuple[str, str]]:
+    """``(registered model, version)`` of each model registered from the storage at
+    ``storage_url`` for a deployment version that storage no longer has (retention removed
+    its files: it can never be served or rolled back to again) and that holds no alias.
+    Registrations for versions newer than every stored one (a deployment still writing) and
+    those of another platform sharing the registry are never named."""
+    if not stored:
+        return []
+    client = _client(cfg)
+    newest = max(stored)
+    out = []
+    for role in _ROLE_NAMES:
+        name = registered_name(dataset, role)
+        found = client.search_model_versions(f"name='{name}'")
+        if not found:
+            continue
+        # a search leaves a version's aliases out: the registered model has them
+        held = {str(v) for v in (client.get_registered_model(name).aliases or {}).values()}
+        for mv in found:
+            tags = mv.tags or {}
+            deployment = tags.get("deployed_version")
+            if tags.get(STORAGE_TAG) != storage_url or not deployment or str(mv.version) in held:
+                continue
+            if deployment < newest and deployment not in stored:
+                out.append((name, str(mv.version)))
+    return out
+
+
 def unregister(cfg: TrackingConfig, registrations: Collection[tuple[str, str]]) -> list[str]:
     """Delete these ``(registered model, version)`` (models of a version never written:
     the registry holds only versions that passed the gate and were recorded); where

@@ -182,6 +182,85 @@ def test_pruned_mlflow_runs_take_their_files_with_them(tmp_path):
     assert any(drift[-1] in str(p) for p in left) and any(runs[-1] in str(p) for p in left)
 
 
+def test_registrations_of_versions_retention_removed_are_deleted(tmp_path):
+    """The registry kept a model version for every promotion for ever, and with it its run
+    and files; registrations of versions retention removed (never served or rolled back to
+    again) are now deleted, unless an alias holds one or another storage registered it."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.dummy import DummyClassifier
+
+    from churn_assets.lib.retention import prune_mlflow
+    from churn_assets.lib.tracking import (
+        TrackingConfig,
+        _client,
+        ensure_experiment,
+        register_promoted,
+        set_champion_alias,
+    )
+
+    root = tmp_path / "storage"
+    artifacts = root / "mlflow" / "artifacts" / "synthetic"
+    cfg = TrackingConfig(f"sqlite:///{tmp_path / 'mlflow.db'}", str(artifacts), "churn-synthetic")
+    s = Storage(str(root / "synthetic"))
+    exp = ensure_experiment(cfg)
+    model = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
+    names = [_version(s, i) for i in range(5)]
+    for name in names:
+        dep.set_current(s, name, reason="promoted")
+    registered = {}
+    for name in [*names, "v20260301-000000"]:  # the last one: a deployment still writing
+        with mlflow.start_run(experiment_id=exp):
+            info = mlflow.sklearn.log_model(
+                model, name="model", serialization_format="pickle", pip_requirements=[]
+            )
+        out = register_promoted(
+            cfg,
+            dataset="synthetic",
+            role="classifier",
+            model_uri=info.model_uri,
+            candidate="dummy",
+            version=name,
+            storage_url=s.url(),
+        )
+        registered[name] = out["registered_version"]
+    client = _client(cfg)
+    model_name = "synthetic-churn-classifier"
+    # another platform sharing the registry registered v0 too (its own storage)
+    with mlflow.start_run(experiment_id=exp):
+        info = mlflow.sklearn.log_model(
+            model, name="model", serialization_format="pickle", pip_requirements=[]
+        )
+    staging = register_promoted(
+        cfg,
+        dataset="synthetic",
+        role="classifier",
+        model_uri=info.model_uri,
+        candidate="dummy",
+        version=names[0],
+        storage_url="s3://staging/synthetic",
+    )
+    set_champion_alias(cfg, model_name, registered[names[1]])  # an alias holds v1's
+
+    prune(s, RetentionPolicy(versions=2))  # v0, v1, v2 removed
+    assert dep.list_versions(s) == names[3:]
+    result = prune_mlflow(cfg, s, RetentionPolicy())
+
+    assert sorted(result["deleted_registrations"]) == [
+        f"{model_name} {registered[names[0]]}",
+        f"{model_name} {registered[names[2]]}",
+    ]
+    left = {str(mv.version) for mv in client.search_model_versions(f"name='{model_name}'")}
+    assert left == {
+        registered[names[1]],  # the alias holds it
+        registered[names[3]],
+        registered[names[4]],
+        registered["v20260301-000000"],
+        staging["registered_version"],
+    }
+    assert prune_mlflow(cfg, s, RetentionPolicy())["deleted_registrations"] == []
+
+
 def test_runs_whose_files_the_artifact_store_refuses_to_delete_are_kept(tmp_path, monkeypatch):
     """An artifact store refusing deletions (a bucket without delete permission) left the
     retention job failing on its first run to prune; such runs are now kept whole, counted
