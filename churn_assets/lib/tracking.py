@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,19 +345,12 @@ def unrecorded_registrations(
     a test) says nothing about the registry."""
     if not recorded:
         return []
-    client = _client(cfg)
     newest = max(recorded)
-    out = []
-    for role in _ROLE_NAMES:
-        name = registered_name(dataset, role)
-        for mv in client.search_model_versions(f"name='{name}'"):
-            tags = mv.tags or {}
-            deployment = tags.get("deployed_version")
-            if tags.get(STORAGE_TAG) != storage_url:
-                continue
-            if deployment and deployment > newest and deployment not in recorded:
-                out.append((name, str(mv.version)))
-    return out
+    return [
+        (name, version)
+        for name, version, deployment, _ in _own_registrations(cfg, dataset, storage_url)
+        if deployment > newest and deployment not in recorded
+    ]
 
 
 def retired_registrations(
@@ -370,9 +363,20 @@ def retired_registrations(
     those of another platform sharing the registry are never named."""
     if not stored:
         return []
-    client = _client(cfg)
     newest = max(stored)
-    out = []
+    return [
+        (name, version)
+        for name, version, deployment, aliased in _own_registrations(cfg, dataset, storage_url)
+        if not aliased and deployment < newest and deployment not in stored
+    ]
+
+
+def _own_registrations(
+    cfg: TrackingConfig, dataset: str, storage_url: str
+) -> Iterator[tuple[str, str, str, bool]]:
+    """``(registered model, version, deployment version, holds an alias)`` of each model
+    version of the data set registered from the storage at ``storage_url``."""
+    client = _client(cfg)
     for role in _ROLE_NAMES:
         name = registered_name(dataset, role)
         found = client.search_model_versions(f"name='{name}'")
@@ -382,12 +386,8 @@ def retired_registrations(
         held = {str(v) for v in (client.get_registered_model(name).aliases or {}).values()}
         for mv in found:
             tags = mv.tags or {}
-            deployment = tags.get("deployed_version")
-            if tags.get(STORAGE_TAG) != storage_url or not deployment or str(mv.version) in held:
-                continue
-            if deployment < newest and deployment not in stored:
-                out.append((name, str(mv.version)))
-    return out
+            if tags.get(STORAGE_TAG) == storage_url and tags.get("deployed_version"):
+                yield name, str(mv.version), tags["deployed_version"], str(mv.version) in held
 
 
 def unregister(cfg: TrackingConfig, registrations: Collection[tuple[str, str]]) -> list[str]:
