@@ -115,6 +115,13 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CHURN_STORAGE_URL", str(storage))
     monkeypatch.setenv("CHURN_REAL_DATA_DIR", str(real_data_dir()))
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+    # mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ: a server a test
+    # started (and stopped) must not be where the next test in this worker tracks
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ["MLFLOW_TRACKING_URI"])
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
     return storage
 
 
