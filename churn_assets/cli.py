@@ -841,6 +841,76 @@ def backfill(
     click.echo(f"{verb} {len(files)} run(s) of {job} in location {location}")
 
 
+@main.command("remove-file")
+@click.argument("keys", nargs=-1, required=True)
+@dataset_option()
+def remove_file(keys: tuple[str, ...], dataset: str | None) -> None:
+    """Take back the lines of ingested transaction files (KEYS: their raw_transactions
+    partitions, e.g. 2011-03.csv): their stored lines and their partitions in the Dagster
+    instance (DAGSTER_HOME) are deleted, so the next landing run (or current_features
+    materialized in the UI) rebuilds the features without them, with no warning about a
+    partition missing. The landing file itself is left where it is."""
+    import dagster as dg
+
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.ingest import transaction_files
+    from churn_assets.lib.landed_sources import forget_source
+    from churn_assets.lib.settings import join_url
+
+    settings, name, storage = _deployment_storage(dataset)
+    cfg = load_dataset_config(settings.dataset)
+    if cfg.transactions is None:
+        raise click.ClickException(f"data set {name} has no transaction files (a snapshot)")
+    home = _dagster_home()
+    if not (home / "dagster.yaml").exists():
+        raise click.ClickException(
+            f"no Dagster instance at {home} (DAGSTER_HOME): run this where the platform runs, "
+            "with its DAGSTER_HOME"
+        )
+    os.environ["DAGSTER_HOME"] = str(home)
+    instance = dg.DagsterInstance.get()
+    # a data set of a location of its own has its partitions under its name; the one the
+    # default location serves (CHURN_DATASET where the platform runs), plain
+    partitions = f"{name}__transaction_files"
+    if not instance.get_dynamic_partitions(partitions):
+        partitions = "transaction_files"
+    known = set(instance.get_dynamic_partitions(partitions))
+    rel = {k: f"assets/raw_transactions/{k}.parquet" for k in keys}
+    unknown = [k for k in keys if k not in known and not storage.exists(rel[k])]
+    if unknown:
+        listed = ", ".join(sorted(known)[:10]) or "none"
+        raise click.ClickException(
+            f"no ingested transaction file {', '.join(map(repr, unknown))} in data set {name} "
+            f"(its files: {listed}{' ...' if len(known) > 10 else ''}); nothing was removed"
+        )
+    landed = transaction_files(
+        cfg,
+        join_url(settings.resolved_landing_url, name),
+        settings.storage_options(settings.resolved_landing_url),
+    )
+    for key in keys:
+        lines = 0
+        if storage.exists(rel[key]):
+            lines = storage.read_parquet(rel[key], columns=["_quarantined"]).height
+            storage.delete(rel[key])
+        forget_source(storage, key)
+        if key in known:
+            instance.delete_dynamic_partition(partitions, key)
+        click.echo(
+            f"removed {key} ({lines:,} stored line(s))"
+            + (
+                "; its landing file is still in the landing zone: a new version of it would "
+                "be ingested again"
+                if key in landed
+                else ""
+            )
+        )
+    click.echo(
+        "the next landing run, or materializing current_features in the UI, rebuilds the "
+        "features without them"
+    )
+
+
 @main.command()
 @click.option("--host", default=None, help="Bind address (default CHURN_SERVING_HOST).")
 @click.option("--port", default=None, type=int, help="Port (default CHURN_SERVING_PORT).")
