@@ -375,6 +375,8 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
     features = instance.get_latest_materialization_event(scope.key("current_features"))
     if features is not None and features.timestamp >= raw.timestamp:
         return None
+    if features is not None and not _usable_lines_since(instance, features.timestamp):
+        return None  # only refused files since (every line quarantined): nothing new to read
     landing = set(LANDING_JOB_NAMES)
     ours = scope.dataset_tags().items()
     features_key = scope.key("current_features")
@@ -396,6 +398,23 @@ def _refresh_behind_features(instance: dg.DagsterInstance) -> dg.RunRequest | No
             **scope.dataset_tags(),
         },
     )
+
+
+def _usable_lines_since(instance: dg.DagsterInstance, timestamp: float) -> bool:
+    """Whether a ``raw_transactions`` partition written after ``timestamp`` holds a usable
+    line: a file refused by its checks is written with every line quarantined, and features
+    refreshed for it alone come out as they were. A long list (100 writes) counts as yes."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=scope.key("raw_transactions"), after_timestamp=timestamp),
+        limit=100,
+    ).records
+    if len(records) >= 100:
+        return True
+    for record in records:
+        usable = (record.asset_materialization.metadata or {}).get("usable_rows")
+        if usable is None or usable.value:
+            return True
+    return False
 
 
 @dg.sensor(

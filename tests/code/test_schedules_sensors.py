@@ -1361,6 +1361,32 @@ def test_good_files_of_a_batch_whose_last_file_failed_reach_the_features(isolate
     assert result.run_key == f"refresh-features-{raw.run_id}-{raw.timestamp:.3f}"  # once
 
 
+def test_a_refused_file_alone_asks_for_no_feature_refresh(isolated_env: Path):
+    """A file refused by its checks is written with every line quarantined: features
+    refreshed for it come out as they were, so no run is asked for (there was one per
+    refused file); a good file written since still gets its refresh."""
+    from churn_assets import scope
+
+    instance = dg.DagsterInstance.ephemeral()
+    land(instance, "raw_transactions")
+    land(instance, "current_features")
+    _, cursor = tick(None, instance)
+    refused = dg.AssetMaterialization(
+        asset_key=scope.key("raw_transactions"), metadata={"usable_rows": 0}
+    )
+    instance.report_runless_asset_event(refused)
+    result, cursor = tick(cursor, instance)
+    assert isinstance(result, dg.SkipReason)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=scope.key("raw_transactions"), metadata={"usable_rows": 3}
+        )
+    )
+    instance.report_runless_asset_event(refused)  # the newest is refused, the one before not
+    result, cursor = tick(cursor, instance)
+    assert isinstance(result, dg.RunRequest) and result.job_name == "customers_features_drift"
+
+
 def test_a_whole_job_run_counts_as_materializing_only_for_its_own_data_set():
     """A queued landing run materializes current_features; one of the same job name in
     another data set's code location (its tag names that data set) does not."""
