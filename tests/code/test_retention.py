@@ -208,38 +208,29 @@ def test_registrations_of_versions_retention_removed_are_deleted(tmp_path):
     names = [_version(s, i) for i in range(5)]
     for name in names:
         dep.set_current(s, name, reason="promoted")
-    registered = {}
-    for name in [*names, "v20260301-000000"]:  # the last one: a deployment still writing
+
+    def register(version: str, storage_url: str) -> str:
+        """A model logged in a run of its own, registered as deployment ``version``'s."""
         with mlflow.start_run(experiment_id=exp):
             info = mlflow.sklearn.log_model(
                 model, name="model", serialization_format="pickle", pip_requirements=[]
             )
-        out = register_promoted(
+        return register_promoted(
             cfg,
             dataset="synthetic",
             role="classifier",
             model_uri=info.model_uri,
             candidate="dummy",
-            version=name,
-            storage_url=s.url(),
-        )
-        registered[name] = out["registered_version"]
+            version=version,
+            storage_url=storage_url,
+        )["registered_version"]
+
+    # the last one: a deployment still writing
+    registered = {name: register(name, s.url()) for name in [*names, "v20260301-000000"]}
     client = _client(cfg)
     model_name = "synthetic-churn-classifier"
     # another platform sharing the registry registered v0 too (its own storage)
-    with mlflow.start_run(experiment_id=exp):
-        info = mlflow.sklearn.log_model(
-            model, name="model", serialization_format="pickle", pip_requirements=[]
-        )
-    staging = register_promoted(
-        cfg,
-        dataset="synthetic",
-        role="classifier",
-        model_uri=info.model_uri,
-        candidate="dummy",
-        version=names[0],
-        storage_url="s3://staging/synthetic",
-    )
+    staging = register(names[0], "s3://staging/synthetic")
     set_champion_alias(cfg, model_name, registered[names[1]])  # an alias holds v1's
 
     prune(s, RetentionPolicy(versions=2))  # v0, v1, v2 removed
@@ -256,7 +247,7 @@ def test_registrations_of_versions_retention_removed_are_deleted(tmp_path):
         registered[names[3]],
         registered[names[4]],
         registered["v20260301-000000"],
-        staging["registered_version"],
+        staging,
     }
     assert prune_mlflow(cfg, s, RetentionPolicy())["deleted_registrations"] == []
 

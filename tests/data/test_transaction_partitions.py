@@ -226,6 +226,18 @@ def test_a_bad_redelivery_of_an_ingested_file_keeps_its_good_lines(isolated_env:
     assert pl.read_parquet(part)["amount"].to_list() == [7.0]
 
 
+def _customers_stored(
+    isolated_env: Path, tmp_path: Path
+) -> tuple[str, dg.DagsterInstance, Path, Path]:
+    """The small data set ingested once: its config, instance, stored customer table and
+    customer landing folder."""
+    config = setup_landing(isolated_env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(config, instance).success
+    stored = isolated_env / "mini" / "assets" / "raw_customers.parquet"
+    return config, instance, stored, isolated_env / "landing" / "mini" / "customers"
+
+
 def test_a_bad_new_version_of_the_customer_table_keeps_the_stored_one(isolated_env: Path, tmp_path):
     """The customer table landed again in an encoding its config does not read: the run
     fails and the file goes to quarantine, as before, but the stored table is no longer
@@ -233,12 +245,8 @@ def test_a_bad_new_version_of_the_customer_table_keeps_the_stored_one(isolated_e
     feature table, and the good version was kept nowhere). A fixed version replaces it."""
     from tests.data.test_bad_input import CUSTOMERS
 
-    config = setup_landing(isolated_env, tmp_path)
-    instance = dg.DagsterInstance.ephemeral()
-    assert run(config, instance).success
-    stored = isolated_env / "mini" / "assets" / "raw_customers.parquet"
+    config, instance, stored, landing = _customers_stored(isolated_env, tmp_path)
     good = stored.read_bytes()
-    landing = isolated_env / "landing" / "mini" / "customers"
     (landing / "a.csv").write_bytes(CUSTOMERS.replace("monthly", "Überweisung").encode("cp1252"))
 
     broken = run(config, instance)
@@ -298,12 +306,8 @@ def test_a_customer_table_exported_anew_with_respelled_ids_keeps_the_stored_one(
     retraining failed. It is refused by name instead, and the stored table stays."""
     from tests.data.test_bad_input import CUSTOMERS
 
-    config = setup_landing(isolated_env, tmp_path)
-    instance = dg.DagsterInstance.ephemeral()
-    assert run(config, instance).success
-    stored = isolated_env / "mini" / "assets" / "raw_customers.parquet"
+    config, instance, stored, landing = _customers_stored(isolated_env, tmp_path)
     good = stored.read_bytes()
-    landing = isolated_env / "landing" / "mini" / "customers"
     (landing / "a.csv").write_text(CUSTOMERS.replace("C", "c"))
     (landing / "b.csv").write_text(
         "customer_id,signup_date,plan,age,monthly_fee\nC9,2023-05-01,monthly,40,10.0\n"
