@@ -852,6 +852,7 @@ def remove_file(keys: tuple[str, ...], dataset: str | None) -> None:
     partition missing. The landing file itself is left where it is."""
     import dagster as dg
 
+    from churn_assets import scope
     from churn_assets.lib.datasets import load_dataset_config
     from churn_assets.lib.ingest import transaction_files
     from churn_assets.lib.landed_sources import forget_source
@@ -871,9 +872,9 @@ def remove_file(keys: tuple[str, ...], dataset: str | None) -> None:
     instance = dg.DagsterInstance.get()
     # a data set of a location of its own has its partitions under its name; the one the
     # default location serves (CHURN_DATASET where the platform runs), plain
-    partitions = f"{name}__transaction_files"
+    partitions = scope.partitions_name("transaction_files", prefix=name)
     if not instance.get_dynamic_partitions(partitions):
-        partitions = "transaction_files"
+        partitions = scope.partitions_name("transaction_files", prefix=None)
     known = set(instance.get_dynamic_partitions(partitions))
     rel = {k: f"assets/raw_transactions/{k}.parquet" for k in keys}
     unknown = [k for k in keys if k not in known and not storage.exists(rel[k])]

@@ -80,9 +80,10 @@ def pool(name: str) -> str:
     return f"{PREFIX}/{name}" if PREFIX else name
 
 
-def partitions_name(name: str) -> str:
-    """The name of a dynamic partition set of this data set."""
-    return f"{PREFIX}__{name}" if PREFIX else name
+def partitions_name(name: str, prefix: str | None = PREFIX) -> str:
+    """The name of a dynamic partition set of this data set (of the location with key
+    prefix ``prefix``, for a caller outside the code location, such as the CLI)."""
+    return f"{prefix}__{name}" if prefix else name
 
 
 def strip_prefix(path: list[str] | tuple[str, ...]) -> list[str]:

@@ -218,8 +218,9 @@ def prune_mlflow(
         return {"deleted_runs": 0, "kept_model_sets": 0}
     # registrations of versions removed above: never served again, and they would keep
     # their runs (and files) for ever
-    dataset = tracking.experiment.removeprefix("churn-")  # TrackingConfig.from_settings
-    retired = retired_registrations(tracking, dataset, dep.list_versions(storage), storage.url())
+    retired = retired_registrations(
+        tracking, tracking.dataset, dep.list_versions(storage), storage.url()
+    )
     if retired and not dry_run:
         unregister(tracking, retired)
     used: set[str] = set()

@@ -38,6 +38,10 @@ class TrackingUnavailableError(RuntimeError):
     """The MLflow tracking server cannot be reached."""
 
 
+#: A data set's MLflow experiment is named this followed by the data set's name.
+EXPERIMENT_PREFIX = "churn-"
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     """Where runs, models and artifacts go."""
@@ -63,9 +67,14 @@ class TrackingConfig:
         return cls(
             uri,
             join_url(root, "mlflow", "artifacts", dataset),
-            f"churn-{dataset}",
+            f"{EXPERIMENT_PREFIX}{dataset}",
             settings.resolved_s3_endpoint_url,
         )
+
+    @property
+    def dataset(self) -> str:
+        """The data set whose experiment this is (:meth:`from_settings` names it)."""
+        return self.experiment.removeprefix(EXPERIMENT_PREFIX)
 
 
 def _client(cfg: TrackingConfig):

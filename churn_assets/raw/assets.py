@@ -17,6 +17,9 @@ from churn_assets.raw.checks import files_check, parse_check, raw_check_specs, s
 from churn_assets.resources import ChurnPlatform
 from churn_assets.retries import retry_on_connection_errors
 
+#: Where the customer table is stored, under the data set's storage.
+STORED_CUSTOMERS = "assets/raw_customers.parquet"
+
 #: A share of blank value labels above this is worth a warning (Telco's 11 of 7,043
 #: brand-new customers are not).
 ZERO_VALUE_WARNING = 0.01
@@ -214,7 +217,7 @@ def raw_customers(
         } - {"_reasons.json"}
         if before is not None and refused - set(res.files):
             kept = rows_of_refused_files(
-                storage.read_parquet("assets/raw_customers.parquet"), res.frame, res.files, refused
+                storage.read_parquet(STORED_CUSTOMERS), res.frame, res.files, refused
             )
             if kept.height:
                 res.frame = pl.concat([res.frame, kept])
@@ -241,7 +244,7 @@ def raw_customers(
         "raw_customers",
         res,
         customer_rules(cfg),
-        stored_rows=lambda: _stored_usable_rows(storage, "assets/raw_customers.parquet"),
+        stored_rows=lambda: _stored_usable_rows(storage, STORED_CUSTOMERS),
     ):
         if isinstance(event, dg.Output) and before is not None:
             gone, said = customers_gone_warning(before, event.value["customer_id"])
@@ -473,13 +476,13 @@ def _stored_unchanged(
 
 
 def _stored_customer_ids(storage: Any) -> Any:
-    """The customer ids of the stored ``raw_customers`` (a polars Series), or None."""
-    rel = "assets/raw_customers.parquet"
-    return (
-        storage.read_parquet(rel, columns=["customer_id"])["customer_id"]
-        if storage.exists(rel)
-        else None
-    )
+    """The customer ids of the stored ``raw_customers`` (a polars Series), or None when
+    none is stored or it is empty (a data set without a customer table: nothing to compare
+    a file's ids with)."""
+    if not storage.exists(STORED_CUSTOMERS):
+        return None
+    ids = storage.read_parquet(STORED_CUSTOMERS, columns=["customer_id"])["customer_id"]
+    return ids if ids.len() else None
 
 
 def _stored_usable_rows(storage: Any, rel: str) -> int:
