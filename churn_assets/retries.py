@@ -11,6 +11,7 @@ ask for a retry themselves on transient errors only (:func:`retry_on_connection_
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 
@@ -73,6 +74,41 @@ def is_connection_error(error: BaseException) -> bool:
         if _client_error_code(e) in _TRANSIENT_CODES:
             return True
         e = e.__cause__ or e.__context__
+    return False
+
+
+#: Built-in exceptions that mean "unreachable or too slow" (``ConnectionError``'s own kinds).
+_TRANSIENT_BUILTINS = frozenset(
+    {
+        "ConnectionError",
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "ConnectionAbortedError",
+        "BrokenPipeError",
+        "TimeoutError",
+        "timeout",  # socket.timeout
+    }
+)
+
+
+def recorded_error_is_transient(error: Any) -> bool:
+    """True when a recorded error (Dagster's ``SerializableErrorInfo`` of a failed step, with
+    its ``cause`` and ``context`` chain) was an outage: the service unreachable, timing out
+    or throttling, as :func:`is_connection_error` tells for a live exception."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        name = getattr(e, "cls_name", None) or ""
+        if name in _TRANSIENT_BUILTINS or name in _TRANSIENT_NAMES:
+            return True
+        message = getattr(e, "message", "") or ""
+        # botocore's ClientError: "An error occurred (SlowDown) when calling …"
+        if name == "ClientError" and any(f"({code})" in message for code in _TRANSIENT_CODES):
+            return True
+        pending += [getattr(e, "cause", None), getattr(e, "context", None)]
     return False
 
 

@@ -111,11 +111,27 @@ def latest_raw_time(instance: dg.DagsterInstance) -> float | None:
     return max(times, default=None)
 
 
+def failed_by_an_outage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether ``run`` failed, and every step that failed in it failed on a service being
+    unreachable, slow or throttling (not on the data, the config or a check)."""
+    from churn_assets.retries import recorded_error_is_transient
+
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return False
+    errors = [
+        event.dagster_event.step_failure_data.error
+        for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        if event.dagster_event is not None and event.dagster_event.step_failure_data is not None
+    ]
+    return bool(errors) and all(e is not None and recorded_error_is_transient(e) for e in errors)
+
+
 def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str | None:
     """Why a scheduled retraining would fail again, or None: the last
     :data:`FAILURES_BEFORE_WAITING` finished retraining runs of this data set failed, and
     no raw table has been materialized since the first of them started (a failure the data
-    or the config causes repeats every tick, each an alert)."""
+    or the config causes repeats every tick, each an alert). Runs failed by an outage
+    (:func:`failed_by_an_outage`) and runs given launchpad config are left out."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(
             job_name=job_name,
@@ -129,8 +145,15 @@ def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str
         limit=10 * FAILURES_BEFORE_WAITING,
     )
     # a run given launchpad config (a mistyped rollback_to, unpin with rollback_to) failed
-    # on that config, which no scheduled run carries: it says nothing about the data
-    records = [r for r in records if not r.dagster_run.run_config][:FAILURES_BEFORE_WAITING]
+    # on that config, which no scheduled run carries: it says nothing about the data; nor
+    # does a run an outage failed (MLflow, storage or a database away past its retries):
+    # counted, two outages in a row stopped retraining until a new file landed, long after
+    # the service was back (a snapshot data set, with no new files, never again)
+    records = [
+        r
+        for r in records
+        if not r.dagster_run.run_config and not failed_by_an_outage(instance, r.dagster_run)
+    ][:FAILURES_BEFORE_WAITING]
     if len(records) < FAILURES_BEFORE_WAITING or any(
         r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in records
     ):

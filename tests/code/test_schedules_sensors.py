@@ -191,6 +191,73 @@ def test_the_schedule_waits_for_new_data_after_two_failed_retrainings(instance):
     assert schedule_tick(instance, 15).run_requests
 
 
+def failed_retraining(instance: dg.DagsterInstance, error: Exception) -> None:
+    """A retraining run of this data set that really ran and failed in a step on ``error``
+    (raised from a wrapper, as a client library raises an outage: the step's recorded error
+    is a chain)."""
+    from churn_assets import scope
+    from churn_assets.retries import fail_fast_unless_transient
+
+    @dg.asset(name="training_set")
+    def _training_set() -> None:
+        with fail_fast_unless_transient():
+            try:
+                raise error
+            except Exception as e:
+                raise RuntimeError("the model set's write failed") from e
+
+    job = dg.define_asset_job("retraining", selection=[_training_set])
+    result = (
+        dg.Definitions(assets=[_training_set], jobs=[job])
+        .get_job_def("retraining")
+        .execute_in_process(instance=instance, tags=scope.dataset_tags(), raise_on_error=False)
+    )
+    assert not result.success
+
+
+def test_retrainings_failed_by_an_outage_do_not_stop_the_schedule(instance):
+    """Two retraining runs failed in a row by an outage (MLflow or the storage away past the
+    steps' retries) stopped the hourly schedule until a new file landed, as if the data
+    were at fault: a snapshot data set, with no new files, never retrained again. An
+    outage's failure does not count; one on the data still does."""
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+    failed_retraining(instance, ConnectionRefusedError(111, "Connection refused"))
+    failed_retraining(instance, TimeoutError("timed out"))
+    tick = schedule_tick(instance, 12)
+    assert tick.run_requests, tick.skip_message
+    failed_retraining(instance, KeyError("total_sales"))  # the data, or the config
+    failed_retraining(instance, ValueError("Input contains NaN"))
+    tick = schedule_tick(instance, 13)
+    assert not tick.run_requests
+    assert tick.skip_message.startswith("the last 2 retraining runs failed on the same data")
+
+
+def test_an_outage_is_told_from_the_data_in_a_recorded_step_error():
+    """The step error as Dagster records it (a chain of class names and messages)."""
+    from dagster._utils.error import SerializableErrorInfo
+
+    from churn_assets.retries import recorded_error_is_transient
+
+    def info(cls_name: str, message: str = "", cause=None, context=None):
+        return SerializableErrorInfo(message, [], cls_name, cause, context)
+
+    mlflow_down = info(
+        "MlflowException",
+        "API request to http://mlflow:5000/api/2.0/mlflow/runs/create failed",
+        context=info("MaxRetryError", "HTTPConnectionPool(host='mlflow', port=5000)"),
+    )
+    throttled = info(
+        "ClientError", "An error occurred (SlowDown) when calling the PutObject operation"
+    )
+    denied = info("ClientError", "An error occurred (AccessDenied) when calling PutObject")
+    assert recorded_error_is_transient(
+        info("DagsterExecutionStepExecutionError", cause=mlflow_down)
+    )
+    assert recorded_error_is_transient(throttled)
+    assert not recorded_error_is_transient(denied)
+    assert not recorded_error_is_transient(info("Failure", "KeyError: 'x'", info("KeyError")))
+
+
 def queued_retraining(instance: dg.DagsterInstance) -> Any:
     """A retraining run of this data set, created and not started yet (queued)."""
     from dagster._core.storage.dagster_run import DagsterRun
