@@ -4,6 +4,7 @@ rollback-target version."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
 import pytest
 
@@ -165,19 +166,26 @@ def test_pruned_mlflow_runs_take_their_files_with_them(tmp_path):
     drift = [log_file(cfg, str(report), DRIFT_REPORT_RUN, {"dataset": "x"}) for _ in range(3)]
     files_before = sorted(p for p in artifacts.rglob("*") if p.is_file())
     assert len(files_before) > 6
+    client = _client(cfg)
+    exp = client.get_experiment_by_name("churn-x").experiment_id
+    before = {r.info.run_id for r in client.search_runs([exp], run_view_type=ViewType.ALL)}
 
     result = prune_mlflow(cfg, s, RetentionPolicy(model_sets=1, drift_reports=1))
     assert result["deleted_runs"] == 4  # two old model sets: parent and candidate each
     assert result["deleted_drift_report_runs"] == 2
-    client = _client(cfg)
-    exp = client.get_experiment_by_name("churn-x").experiment_id
-    gone = [r for r in client.search_runs([exp], run_view_type=ViewType.DELETED_ONLY)]
-    assert {r.info.run_id for r in gone} >= {*runs[:2], *drift[:2]}
+    after = {r.info.run_id for r in client.search_runs([exp], run_view_type=ViewType.ALL)}
+    gone = before - after  # not even marked deleted: their rows left the database
+    assert len(gone) == 6 and gone >= {*runs[:2], *drift[:2]}
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        for table in ("runs", "params", "tags", "metrics"):
+            ids = {row[0] for row in db.execute(f"SELECT run_uuid FROM {table}")}
+            assert not ids & gone, table
+        assert db.execute("SELECT COUNT(*) FROM logged_models").fetchone()[0] == 1
     left = sorted(p for p in artifacts.rglob("*") if p.is_file())
-    for run in gone:  # no file of a deleted run, nor of a model logged from it
-        assert not any(run.info.run_id in str(p) for p in left)
+    for run_id in gone:  # no file of a deleted run, nor of a model logged from it
+        assert not any(run_id in str(p) for p in left)
     models = client.search_logged_models([exp])
-    assert len(models) == 1 and models[0].source_run_id not in {r.info.run_id for r in gone}
+    assert len(models) == 1 and models[0].source_run_id not in gone
     assert any(str(models[0].model_id) in str(p) for p in left)  # the kept model's files stay
     assert any(drift[-1] in str(p) for p in left) and any(runs[-1] in str(p) for p in left)
 
