@@ -139,11 +139,16 @@ def _model_set_run(cfg, kind: str) -> str:
     exp = ensure_experiment(cfg)
     model = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
     with mlflow.start_run(experiment_id=exp, tags={"model_set": kind}) as parent:
+        mlflow.log_params({"primary_metric": "roc_auc", "seed": 42})
         mlflow.log_text("board", "leaderboard.md")
+        mlflow.log_metrics({"champion_roc_auc": 0.9})
         with mlflow.start_run(experiment_id=exp, nested=True, tags={"model_set": kind}):
-            mlflow.sklearn.log_model(
+            mlflow.log_params({"max_depth": 3})
+            mlflow.log_metrics({"roc_auc": 0.9, "train_seconds": 1.5})
+            info = mlflow.sklearn.log_model(
                 model, name="model", serialization_format="pickle", pip_requirements=[]
             )
+            mlflow.log_metric("threshold", 0.4, model_id=info.model_id)  # the model's own
     return parent.info.run_id
 
 
