@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from churn_assets import scope
 from churn_assets.lib import notify
 from churn_assets.scope import DATASET_TAG
 from churn_assets.tick_errors import posting_errors
@@ -70,8 +71,9 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> notify.Alert:
     else:
         reason = context.failure_event.message or "the run failed before any step ran"
     details = {}
-    if dataset := run.tags.get(DATASET_TAG):  # several data sets share one instance
-        details["Data set"] = dataset
+    # several data sets share one instance; a run launched in the UI or by `dagster asset
+    # materialize` carries no tag, but this sensor watches its own code location's runs only
+    details["Data set"] = run.tags.get(DATASET_TAG) or scope.DATASET
     if trigger := run.tags.get("churn/trigger"):
         details["Trigger"] = trigger
     checks = [

@@ -110,12 +110,14 @@ def order_features() -> None:
     pass
 
 
-def failed_run_context(instance: dg.DagsterInstance) -> dg.RunFailureSensorContext:
+def failed_run_context(
+    instance: dg.DagsterInstance, tags: dict[str, str] | None = None
+) -> dg.RunFailureSensorContext:
     result = dg.materialize(
         [raw_orders, order_features],
         instance=instance,
         raise_on_error=False,
-        tags={"churn/trigger": "landing", "churn/dataset": "telco"},
+        tags={"churn/trigger": "landing", "churn/dataset": "telco"} if tags is None else tags,
     )
     assert not result.success
     run = instance.get_run_by_id(result.run_id)
@@ -147,6 +149,17 @@ def test_a_failed_run_posts_run_step_asset_reason_and_link(webhook: Receiver):
     assert button["url"] == f"{UI}/runs/{run_id}"
     fields = {f["text"].split("\n")[0]: f["text"] for f in body["blocks"][1]["fields"]}
     assert fields["*Asset*"] == "*Asset*\nraw_orders"
+
+
+def test_a_failed_run_launched_in_the_ui_names_the_data_set(webhook: Receiver):
+    """A run launched in the UI (or by `dagster asset materialize`) carries no data set tag:
+    its alert named no data set, though each data set's sensor watches its own location."""
+    from churn_assets import scope
+
+    with dg.instance_for_test() as instance:
+        assert run_failure_notifier(failed_run_context(instance, tags={})) is None
+    (body,) = webhook.bodies
+    assert f"Data set: {scope.DATASET}" in body["text"]
 
 
 def interrupted_run(
