@@ -35,9 +35,14 @@ def latest_storage_id(instance: dg.DagsterInstance, key: str) -> int | None:
 
 
 def _brings_data(record: dg.EventLogRecord) -> bool:
-    """False for a materialization whose metadata says it holds no usable row."""
+    """False for a materialization whose metadata says it holds no usable row, or the same
+    table as already stored (``unchanged``: a file ingested again as it was)."""
     mat = record.asset_materialization
-    usable = (mat.metadata if mat else {}).get("usable_rows")
+    metadata = mat.metadata if mat else {}
+    unchanged = metadata.get("unchanged")
+    if unchanged is not None and getattr(unchanged, "value", unchanged) is True:
+        return False
+    usable = metadata.get("usable_rows")
     return usable is None or getattr(usable, "value", usable) != 0
 
 

@@ -34,8 +34,12 @@ def _screen_and_report(
     note: str | None = None,
     copy_of: str | None = None,
     stored_rows: Callable[[], int] | None = None,
+    stored: str | None = None,
 ) -> Iterator[dg.Output | dg.AssetObservation | dg.AssetCheckResult]:
-    """Screen, validate and quarantine ``res``; yield the table and its three checks. When
+    """Screen, validate and quarantine ``res``; yield the table and its three checks. A
+    table equal to the one stored at ``stored`` (a file ingested again: landed anew after
+    it was moved away, or asked for by an instance that lost its history) has the metadata
+    ``unchanged``: it is no new data for the retraining schedule. When
     ``stored_rows()`` (asked only of a version stopped by its checks) finds usable lines
     this partition holds from an earlier version of its file, that version writes nothing:
     those lines stay, and so does everything computed from them. A file set aside as a copy
@@ -146,6 +150,12 @@ def _screen_and_report(
             metadata=metadata,
         )
     else:
+        if stored is not None and _same_as_stored(platform.storage(), stored, frame):
+            metadata["unchanged"] = dg.MetadataValue.bool(True)
+            context.log.info(
+                f"{asset}: the same lines as already stored ({stored}): written again, no "
+                "new data for retraining"
+            )
         yield dg.Output(frame, metadata=metadata)
     yield files_check(asset, res, where)
     yield parse_check(asset, res, where)
@@ -245,6 +255,7 @@ def raw_customers(
         res,
         customer_rules(cfg),
         stored_rows=lambda: _stored_usable_rows(storage, STORED_CUSTOMERS),
+        stored=STORED_CUSTOMERS,
     ):
         if isinstance(event, dg.Output) and before is not None:
             gone, said = customers_gone_warning(before, event.value["customer_id"])
@@ -398,6 +409,7 @@ def raw_transactions(
         transaction_rules(cfg),
         copy_of=copy_of,
         stored_rows=lambda: _stored_usable_rows(storage, f"assets/raw_transactions/{key}.parquet"),
+        stored=f"assets/raw_transactions/{key}.parquet",
     ):
         yield event
         if isinstance(event, dg.Output):  # written: record what its lines came from
@@ -483,6 +495,15 @@ def _stored_customer_ids(storage: Any) -> Any:
         return None
     ids = storage.read_parquet(STORED_CUSTOMERS, columns=["customer_id"])["customer_id"]
     return ids if ids.len() else None
+
+
+def _same_as_stored(storage: Any, rel: str, frame: Any) -> bool:
+    """True when the table stored at ``rel`` holds exactly ``frame`` (rows, order, types)."""
+    if not storage.exists(rel):
+        return False
+    if storage.read_parquet(rel, columns=["_quarantined"]).height != frame.height:
+        return False
+    return storage.read_parquet(rel).equals(frame)
 
 
 def _stored_usable_rows(storage: Any, rel: str) -> int:

@@ -743,3 +743,47 @@ def test_an_interrupted_ingestion_stops_before_the_next_file(
     with pytest.raises(KeyboardInterrupt, match="interrupted while ingesting a.csv"):
         run(config, instance)
     assert len(instance.get_runs()) == 1  # c.csv was not started
+
+
+def test_files_ingested_again_unchanged_are_no_new_data_for_retraining(
+    isolated_env: Path, tmp_path
+):
+    """Landing files moved away and landed again as they were (or asked for again by an
+    instance that lost its history) are ingested again: the same tables are written, with
+    the metadata ``unchanged``, and the hourly schedule retrains nothing on them. Before, a
+    rewrite of the same lines counted as new data and started a retraining on data the
+    deployed version was trained on. A file with other lines is new data."""
+    from churn_assets.partitions import run_in_process
+    from tests.code.test_schedules_sensors import land, schedule_tick
+
+    raw = [dg.AssetKey("raw_customers"), dg.AssetKey("raw_transactions")]
+    config = setup_landing(isolated_env, tmp_path)
+    job, platform = graph(config)
+    with dg.instance_for_test() as instance:
+        assert run_in_process(job, instance, platform, raw).success
+        land(instance, "training_set", "deployed_model_version")  # a completed retraining
+
+        again = run_in_process(job, instance, platform, raw, only_new=False)
+
+        assert again.success and partitions_materialized(again) == ["a.csv"]
+        flags = {
+            m.materialization.asset_key.to_user_string(): m.materialization.metadata.get(
+                "unchanged"
+            )
+            for m in again.get_asset_materialization_events()
+        }
+        assert {k: getattr(v, "value", None) for k, v in flags.items()} == {
+            "raw_customers": True,
+            "raw_transactions": True,
+        }
+        tick = schedule_tick(instance, 12)
+        assert not tick.run_requests
+        assert tick.skip_message.startswith("no new data since the last completed training")
+
+        (isolated_env / "landing" / "mini" / "transactions" / "a.csv").write_text(
+            TRANSACTIONS.replace("2024-01", "2024-02", 1)
+        )
+        changed = run_in_process(job, instance, platform, raw, only_new=False)
+        assert changed.success
+        (request,) = schedule_tick(instance, 13).run_requests
+        assert request.tags["churn/reason"] == "new data since the last training: raw_transactions"
