@@ -67,14 +67,24 @@ def moved_since_launch(storage: Storage, launched_at: float) -> str | None:
 
 #: A failed move of the champion aliases, kept until a later deployment run repeats it.
 ALIASES_PENDING = "deployments/mlflow_aliases_pending.json"
+#: ``mlflow_aliases`` prefix of a version whose registered models the registry does not have.
+NOT_REGISTERED = "not registered: "
+
+
+def _missing_registration(error: Exception) -> bool:
+    """True when MLflow answered that a registered model or version does not exist (its
+    store was lost or replaced), not that it could not be reached."""
+    return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
 def sync_champion_aliases(
     storage: Storage, settings: ChurnSettings, dataset: str, version: str
 ) -> str:
     """Point the ``champion`` alias of each registered model of ``version`` at it:
-    :data:`MOVED`, or ``"not moved: <why>"``. A move that failed is recorded at
-    :data:`ALIASES_PENDING` for :func:`repair_champion_aliases`; one that succeeded clears it."""
+    :data:`MOVED`, ``"not moved: <why>"`` or, when the registry answers that it has no such
+    model (its store was lost or replaced), :data:`NOT_REGISTERED` and why. A move that
+    failed is recorded at :data:`ALIASES_PENDING` for :func:`repair_champion_aliases`; one
+    that succeeded, or that no later try can make, clears it."""
     manifest = dep.read_manifest(storage, version)
     try:
         from churn_assets.lib.tracking import TrackingConfig, set_champion_alias
@@ -83,7 +93,19 @@ def sync_champion_aliases(
         for role in ("classifier", "regressor"):
             m = manifest["models"].get(role)
             if m and m.get("registered_model") and m.get("registered_version"):
-                set_champion_alias(tracking, m["registered_model"], m["registered_version"])
+                name, number = m["registered_model"], m["registered_version"]
+                try:
+                    set_champion_alias(tracking, name, number)
+                except Exception as e:
+                    if not _missing_registration(e):
+                        raise
+                    if storage.exists(ALIASES_PENDING):
+                        storage.delete(ALIASES_PENDING)
+                    return (
+                        f"{NOT_REGISTERED}the MLflow registry at {tracking.tracking_uri} has "
+                        f"no {name} version {number} ({e}): its store was lost or replaced "
+                        "since, or MLFLOW_TRACKING_URI names another one"
+                    )
     except Exception as e:  # the pointer is what serving follows; say what did not move
         outcome = f"not moved: {type(e).__name__}: {e}"
         storage.write_json(ALIASES_PENDING, {"version": version, "outcome": outcome})
@@ -119,6 +141,14 @@ def aliases_problem(pointer: dict[str, Any]) -> str | None:
     if pointer.get("mlflow_aliases") == MOVED:
         return None
     version = pointer["version"]
+    outcome = str(pointer.get("mlflow_aliases"))
+    if outcome.startswith(NOT_REGISTERED):  # trying again cannot help: say so
+        return (
+            f"{version} is deployed (serving follows it from storage and needs no MLflow), "
+            f"but no MLflow champion alias can point at it: "
+            f"{outcome.removeprefix(NOT_REGISTERED)}. Nothing to repeat: the next promoted "
+            "version registers its models and moves the aliases"
+        )
     # a rollback pins what it deploys: for a version that is not pinned (a promotion), the
     # command without --no-pin also turned automatic promotion off until `churn unpin`
     keep = "" if pointer.get("pinned") else " --no-pin"

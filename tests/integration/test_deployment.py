@@ -287,6 +287,40 @@ def test_a_rollback_with_mlflow_down_says_so_and_is_repaired_once_it_answers(dep
     dep.unpin(s)  # as the later tests expect it
 
 
+def test_a_rollback_after_the_mlflow_store_was_lost_says_no_retry_can_move_the_aliases(
+    deployed, tmp_path
+):
+    """The MLflow store lost (an empty one in its place, as MLflow creates on first use):
+    `churn rollback` moves the pointer and says that the registry has no such model and
+    that nothing is to be repeated. Before, it said "once MLflow answers, `churn rollback
+    --to v…` points them at it", a command that failed the same way forever, and left a
+    pending alias move that every later deployment run tried again."""
+    from churn_assets.lib.rollback import ALIASES_PENDING
+
+    storage, _, _, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    v1, _, v2 = _deploy_a_copy(s)
+    env = {
+        "CHURN_STORAGE_URL": str(storage),
+        "PATH": str(BIN),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'lost' / 'mlflow.db'}",
+    }
+    (tmp_path / "lost").mkdir()
+
+    done = subprocess.run([str(BIN / "churn"), "rollback"], capture_output=True, text=True, env=env)
+
+    assert dep.read_current(s)["version"] == v1  # serving follows the pointer all the same
+    assert done.returncode == 1
+    message = " ".join(done.stderr.split())
+    assert f"{v1} is deployed (serving follows it from storage" in message
+    assert "has no synthetic-churn-classifier version" in message
+    assert "its store was lost or replaced" in message
+    assert "Nothing to repeat" in message
+    assert "once MLflow answers" not in message
+    assert not s.exists(ALIASES_PENDING)
+    dep.unpin(s)  # as the later tests expect it
+
+
 def test_a_failed_alias_move_is_repaired_by_the_next_deployment_run(deployed, monkeypatch):
     """A promotion whose champion-alias move found MLflow down leaves the move pending; the
     next deployment run (one that keeps the version) makes it, with no hand step. A pending
