@@ -5,6 +5,7 @@ sensor)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 import dagster as dg
 
@@ -154,11 +155,16 @@ def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str
     # does a run an outage failed (MLflow, storage or a database away past its retries):
     # counted, two outages in a row stopped retraining until a new file landed, long after
     # the service was back (a snapshot data set, with no new files, never again)
-    records = [
-        r
-        for r in records
-        if not r.dagster_run.run_config and not failed_by_an_outage(instance, r.dagster_run)
-    ][:FAILURES_BEFORE_WAITING]
+    records = list(
+        islice(
+            (
+                r
+                for r in records
+                if not r.dagster_run.run_config and not failed_by_an_outage(instance, r.dagster_run)
+            ),
+            FAILURES_BEFORE_WAITING,
+        )
+    )  # the newest first: the event logs of older runs are not read
     if len(records) < FAILURES_BEFORE_WAITING or any(
         r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in records
     ):
