@@ -30,6 +30,23 @@ class DeploymentError(RuntimeError):
     """A version is missing, incomplete or fails its sha256 verification."""
 
 
+class PointerMoved(DeploymentError):
+    """The pointer changed since it was read (a rollback, a pin or another deployment in
+    the meantime): ``pointer`` is what it names now."""
+
+    def __init__(self, pointer: dict[str, Any] | None) -> None:
+        self.pointer = pointer
+        now = pointer["version"] if pointer else "nothing deployed"
+        super().__init__(f"the deployed version changed meanwhile (now {now})")
+
+
+def pointer_state(pointer: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What a change of the pointer changes: the version, when it was deployed, the pin."""
+    if pointer is None:
+        return None
+    return (pointer.get("version"), pointer.get("updated_at"), pointer.get("pinned"))
+
+
 def sha256(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
@@ -135,16 +152,25 @@ _KEEP = object()
 
 
 def set_current(
-    storage: Storage, version: str, reason: str, *, pinned: Any = _KEEP
+    storage: Storage,
+    version: str,
+    reason: str,
+    *,
+    pinned: Any = _KEEP,
+    expected: Any = _KEEP,
 ) -> dict[str, Any]:
     """Point ``current.json`` at ``version`` after verifying it; keeps a history.
 
     ``pinned`` (a version name, or None to unpin) is carried over from the previous
-    pointer unless given: while a version is pinned, automatic promotion is off."""
+    pointer unless given: while a version is pinned, automatic promotion is off. With
+    ``expected`` (the pointer as read when the move was decided, None for nothing
+    deployed), a pointer that has changed since raises :class:`PointerMoved` and stays."""
     problems = verify_version(storage, version)
     if problems:
         raise DeploymentError(f"refusing to point at {version}: {'; '.join(problems)}")
     previous = read_current(storage)
+    if expected is not _KEEP and pointer_state(previous) != pointer_state(expected):
+        raise PointerMoved(previous)
     history = list(previous.get("history", [])) if previous else []
     if previous:
         history.append({k: previous[k] for k in ("version", "updated_at", "reason")})

@@ -342,6 +342,7 @@ def release(
     results = {"classifier": classification}
     if regression is not None and regression.get("applicable", True):
         results["regressor"] = regression
+    seen = dep.read_current(storage)  # the pointer this run judges against
     deployed = _load_deployed(storage)
     pinned = dep.pinned_version(storage)
     if pinned:
@@ -543,5 +544,41 @@ def release(
         "training_data": lineage,
     }
     manifest = dep.write_version(storage, version, artifacts, manifest)
-    dep.set_current(storage, version, reason=summary["reason"])
+    try:
+        dep.set_current(storage, version, reason=summary["reason"], expected=seen)
+    except dep.PointerMoved as moved:  # an operator's rollback or pin wins over this run
+        _not_deployed(summary, version, seen, moved.pointer)
+        now = moved.pointer["version"] if moved.pointer else None
+        return {"promoted": False, "decision": summary, "version": now, "manifest": manifest}
     return {"promoted": True, "decision": summary, "version": version, "manifest": manifest}
+
+
+def _not_deployed(
+    summary: dict[str, Any],
+    version: str,
+    seen: dict[str, Any] | None,
+    now: dict[str, Any] | None,
+) -> None:
+    """Rewrite ``summary`` for a version written but not deployed: the pointer moved while
+    its models were judged against the one it named then."""
+    before = seen["version"] if seen else "nothing deployed"
+    if now is None:
+        change = "the deployment was removed"
+    else:
+        change = f"now {now['version']} ({now.get('reason', '')}"
+        change += f"; pinned {now['pinned']})" if now.get("pinned") else ")"
+    said = (
+        f"{version} written but not deployed: the deployed version changed while this run "
+        f"judged its models against {before} ({change}), and that change stays. "
+        f"`churn rollback --to {version} --no-pin` deploys it; the next retraining judges "
+        "against what is deployed now"
+    )
+    summary["promote"] = False
+    summary["not_deployed"] = version
+    summary["reason"] = f"{said}; the judgement was: {summary['reason']}"
+    for decision in summary["roles"].values():
+        if decision.get("promote"):
+            decision["promote"] = False
+            decision["reason"] = f"not deployed ({version}: the pointer moved): " + str(
+                decision.get("reason", "")
+            )

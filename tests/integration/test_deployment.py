@@ -519,6 +519,54 @@ def test_poor_value_model_never_blocks_the_churn_model(deployed, tmp_path):
     assert "R² gain over naive -0.2000" in str(out["decision"]["roles"]["regressor"])
 
 
+def test_a_rollback_during_a_deployment_stays_and_the_new_version_is_only_stored(
+    deployed, tmp_path
+):
+    """An operator rolled back (and so pinned) while a retraining run was writing its new
+    version: the run then moved the pointer to its version all the same, carrying the pin
+    over, so the rollback was lost and a pin named a version not served. Now the rollback
+    stays; the run's version is stored, not deployed, and the run says how to deploy it."""
+    from churn_assets.lib.release import GateSettings, release
+
+    storage, _, first, _ = deployed
+    fresh = Storage(str(tmp_path / "fresh"))
+    src = Storage(str(storage / "synthetic"))
+    cls = first.result.output_for_node("classification_models")
+    reg = first.result.output_for_node("regression_models")
+    _copy_model_files(src, fresh, cls, reg)
+    served = dep.read_current(src)["version"]  # an earlier version, stored in the copy
+    for rel in src.list_files(f"deployments/versions/{served}", "*"):
+        fresh.write_bytes(rel, src.read_bytes(rel))
+    dep.set_current(fresh, served, reason="first", pinned=None)
+    dep.write_version(fresh, "v20000101-000000", {}, {"models": {}})  # rolled back to
+
+    def operator_rolls_back(role, model_uri, candidate, version, threshold):
+        if role == "classifier":  # while the run registers its models
+            dep.rollback(fresh, "v20000101-000000")
+        return {}
+
+    out = release(
+        fresh,
+        dataset="synthetic",
+        classification=_below_floors(first, churn=False, value=False)[0],
+        regression=None,
+        training_set=first.result.output_for_node("training_set"),
+        lineage={},
+        settings=GateSettings(promote_ties=True),
+        register=operator_rolls_back,
+    )
+    pointer = dep.read_current(fresh)
+    assert pointer["version"] == "v20000101-000000" and pointer["pinned"] == "v20000101-000000"
+    assert not out["promoted"] and out["version"] == "v20000101-000000"
+    written = out["decision"]["not_deployed"]
+    assert written in dep.list_versions(fresh) and written != served
+    reason = out["decision"]["reason"]
+    assert f"{written} written but not deployed" in reason
+    assert f"judged its models against {served}" in reason
+    assert f"churn rollback --to {written} --no-pin" in reason
+    assert not out["decision"]["roles"]["classifier"]["promote"]
+
+
 def test_a_deployment_failing_midway_leaves_the_champion_alias_on_what_is_served(
     deployed, tmp_path, monkeypatch
 ):
