@@ -884,6 +884,19 @@ def remove_file(keys: tuple[str, ...], dataset: str | None) -> None:
             f"no ingested transaction file {', '.join(map(repr, unknown))} in data set {name} "
             f"(its files: {listed}{' ...' if len(known) > 10 else ''}); nothing was removed"
         )
+    from churn_assets.partitions import runs_ingesting
+
+    busy = runs_ingesting(instance, list(keys), name)
+    if busy:  # deleted underneath, the run fails ("partition range … is not valid")
+        said = "; ".join(
+            f"{k}: run {r.run_id[:8]} ({r.job_name}, {r.status.value.lower()})"
+            for k, r in busy.items()
+        )
+        raise click.ClickException(
+            f"a run is ingesting {', '.join(map(repr, busy))} now ({said}): removing the file "
+            "underneath would fail it. Run this again once the run has ended (or terminate "
+            "it in the UI first); nothing was removed"
+        )
     landed = transaction_files(
         cfg,
         join_url(settings.resolved_landing_url, name),

@@ -52,6 +52,32 @@ def copies_set_aside(
 INGEST_POOL = scope.pool("ingest")
 
 
+#: Runs still to end: queued, starting or going.
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def runs_ingesting(
+    instance: dg.DagsterInstance, keys: list[str], dataset: str
+) -> dict[str, dg.DagsterRun]:
+    """The unfinished run of each partition among ``keys`` that has one (a landing run
+    queued or going, a backfill's run) of data set ``dataset``."""
+    found: dict[str, dg.DagsterRun] = {}
+    for key in keys:
+        for record in instance.get_run_records(
+            dg.RunsFilter(statuses=UNFINISHED, tags={"dagster/partition": key}), limit=20
+        ):
+            if record.dagster_run.tags.get(scope.DATASET_TAG, dataset) == dataset:
+                found[key] = record.dagster_run
+                break
+    return found
+
+
 def landing_transaction_files(platform: Any) -> dict[str, str]:
     """Partition key → URL of every transaction file in the data set's landing zone."""
     from churn_assets.lib.ingest import transaction_files

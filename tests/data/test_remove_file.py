@@ -50,6 +50,22 @@ def test_a_removed_file_takes_its_lines_back_without_a_warning(
     assert "no ingested transaction file 'nope.csv' in data set mini" in unknown.output
     assert "(its files: a.csv, b.csv)" in unknown.output
 
+    # a landing run of b.csv going (or queued): removing the file underneath it
+    # failed that run ("partition range b.csv to b.csv is not valid")
+    going = dg.DagsterRun(
+        job_name="ingest_features_drift",
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "b.csv", "churn/dataset": "mini"},
+    )
+    instance.add_run(going)
+    busy = CliRunner().invoke(main, ["remove-file", "b.csv", "--dataset", config])
+    assert busy.exit_code == 1
+    assert f"a run is ingesting 'b.csv' now (b.csv: run {going.run_id[:8]} " in busy.output
+    assert "(ingest_features_drift, started)" in busy.output
+    assert "nothing was removed" in busy.output
+    assert instance.get_dynamic_partitions("transaction_files") == ["a.csv", "b.csv"]
+    instance.report_run_canceled(going)
+
     done = CliRunner().invoke(main, ["remove-file", "b.csv", "--dataset", config])
     assert done.exit_code == 0, done.output
     assert "removed b.csv (1 stored line(s)); its landing file is still in the landing zone" in (
