@@ -11,9 +11,10 @@ from churn_assets.training_state import (
     TRAINING_INPUTS,
     failing_on_the_same_data,
     landing_on_its_way,
-    last_completed_training,
+    last_completed_training_record,
     latest_inputs,
     retraining_on_its_way,
+    training_mark,
 )
 
 DEFAULT_CRON = "0 * * * *"
@@ -55,17 +56,20 @@ def retraining_schedule(cron: str = DEFAULT_CRON) -> dg.ScheduleDefinition:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Retraining run on '{cron}' (CHURN_RETRAINING_CRON) when new data "
         f"arrived since the last completed training ({', '.join(TRAINING_INPUTS)} "
-        "materialized after it), no retraining run that will train on that data is "
-        "already queued or in progress, and no landing run of the data set queued or started "
-        "in the last CHURN_LANDING_WAIT_SECONDS (default 2 h) is still writing the raw "
-        "tables; otherwise the tick is skipped with the reason.",
+        "materialized, by another run, after it started), no retraining run that will "
+        "train on that data is already queued or in progress, and no landing run of the "
+        "data set queued or started in the last CHURN_LANDING_WAIT_SECONDS (default 2 h) "
+        "is still writing the raw tables; otherwise the tick is skipped with the reason.",
     )
     @posting_errors("hourly_retraining", "no retraining is started on new data", "Schedule")
     def hourly_retraining(context: dg.ScheduleEvaluationContext):
         from churn_assets.lib.retraining_policy import scheduled_retraining
 
         instance = context.instance
-        verdict = scheduled_retraining(latest_inputs(instance), last_completed_training(instance))
+        trained = last_completed_training_record(instance)
+        verdict = scheduled_retraining(
+            latest_inputs(instance, trained), training_mark(instance, trained)
+        )
         if not verdict.due:
             return dg.SkipReason(verdict.reason)
         busy = (

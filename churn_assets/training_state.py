@@ -24,15 +24,19 @@ PENDING = (
 DEPLOYMENT = scope.key("deployed_model_version")
 
 
-def latest_storage_id(instance: dg.DagsterInstance, key: str) -> int | None:
-    """Event-log id of the latest materialization of ``key`` that brought data (None: never
-    materialized). A raw table's materialization with no usable row (a file refused whole,
-    a copy set aside) is no new data: it started a retraining on the same data."""
-    records = instance.fetch_materializations(scope.key(key), limit=20).records
+def latest_time(
+    instance: dg.DagsterInstance, key: str, exclude_run: str | None = None
+) -> float | None:
+    """When ``key`` was last materialized with data (epoch seconds; None: never), leaving
+    out run ``exclude_run``. A raw table's materialization with no usable row (a file
+    refused whole, a copy set aside) is no new data: it started a retraining on the same
+    data."""
+    records = instance.fetch_materializations(scope.key(key), limit=21).records
+    records = [r for r in records if r.run_id != exclude_run][:20]
     for record in records:
         if _brings_data(record):
-            return record.storage_id
-    return records[-1].storage_id if records else None
+            return record.timestamp
+    return records[-1].timestamp if records else None
 
 
 def _brings_data(record: dg.EventLogRecord) -> bool:
@@ -47,9 +51,13 @@ def _brings_data(record: dg.EventLogRecord) -> bool:
     return usable is None or getattr(usable, "value", usable) != 0
 
 
-def latest_inputs(instance: dg.DagsterInstance) -> dict[str, int | None]:
-    """Each training input → event-log id of its latest materialization."""
-    return {key: latest_storage_id(instance, key) for key in TRAINING_INPUTS}
+def latest_inputs(
+    instance: dg.DagsterInstance, trained: dg.EventLogRecord | None = None
+) -> dict[str, float | None]:
+    """Each training input → when it was last materialized with data, leaving out the
+    training run ``trained`` belongs to (the ``customer_features`` it built)."""
+    run = trained.run_id if trained else None
+    return {key: latest_time(instance, key, exclude_run=run) for key in TRAINING_INPUTS}
 
 
 def last_completed_training_record(
@@ -69,10 +77,17 @@ def last_completed_training_record(
     return None
 
 
-def last_completed_training(instance: dg.DagsterInstance) -> int | None:
-    """Event-log id of :func:`last_completed_training_record` (None: none completed)."""
-    record = last_completed_training_record(instance)
-    return record.storage_id if record else None
+def training_mark(instance: dg.DagsterInstance, trained: dg.EventLogRecord | None) -> float | None:
+    """When the training ``trained`` (:func:`last_completed_training_record`) began: its run's
+    start (epoch seconds). Input materialized later is data it did not train on: a landing
+    run that wrote a raw table while that run built its features and trained came before
+    its training set in the event log, so its lines counted as trained on and waited for
+    the next file (a snapshot's re-landed table, for ever). None: no training completed."""
+    if trained is None:
+        return None
+    record = instance.get_run_record_by_id(trained.run_id)
+    started = record.start_time if record is not None else None
+    return started if started is not None else trained.timestamp
 
 
 def first_untrained_input(
@@ -82,17 +97,21 @@ def first_untrained_input(
     :func:`last_completed_training_record`) and after ``since`` (epoch seconds: with no
     completed training in the event log, when the deployed version was deployed): the data
     that has been waiting for a retraining since (None: every input has been trained on)."""
-    after = trained.storage_id if trained else None
+    marks = [t for t in (training_mark(instance, trained), since) if t is not None]
     first: dg.EventLogRecord | None = None
     for key in TRAINING_INPUTS:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(
-                asset_key=scope.key(key), after_storage_id=after, after_timestamp=since
+                asset_key=scope.key(key), after_timestamp=max(marks) if marks else None
             ),
-            limit=20,
+            limit=40,
             ascending=True,
         ).records
-        records = [r for r in records if _brings_data(r)]
+        records = [
+            r
+            for r in records
+            if _brings_data(r) and (trained is None or r.run_id != trained.run_id)
+        ]
         if records and (first is None or records[0].storage_id < first.storage_id):
             first = records[0]
     return first

@@ -19,15 +19,16 @@ class Verdict:
 
 
 def scheduled_retraining(
-    latest_inputs: Mapping[str, int | None], last_training: int | None
+    latest_inputs: Mapping[str, float | None], last_training: float | None
 ) -> Verdict:
     """Retrain on a schedule tick only when an input of the training set was materialized
-    after the last completed training.
+    after the last completed training began.
 
     Args:
-        latest_inputs: Asset name → event-log id of its latest materialization (None: never).
-        last_training: Event-log id of the training set of the last successful retraining
-            run (None: no retraining has completed yet).
+        latest_inputs: Asset name → when it was last materialized (epoch seconds; None:
+            never), the last completed training's own materializations left out.
+        last_training: When the last successful retraining run started (None: no
+            retraining has completed yet).
     """
     present = {name: sid for name, sid in latest_inputs.items() if sid is not None}
     if not present:

@@ -151,6 +151,39 @@ def test_schedule_retrains_only_when_inputs_changed_since_the_last_training(inst
     assert not schedule_tick(instance, 15).run_requests
 
 
+def test_data_landed_while_a_retraining_ran_is_new_data_for_the_next_tick(instance):
+    """A landing run wrote a raw table while a retraining run built its features and
+    trained: that run had not read the lines, yet its training set came later in the event
+    log, so the next ticks said "no new data" and the lines waited for the next file (for a
+    snapshot's re-landed table, for ever). Now what landed after the retraining run started
+    is new data; the features that run built itself are not."""
+    land(instance, "raw_customers", "raw_transactions", "customer_features")
+
+    @dg.asset(name="customer_features")
+    def features_while_a_file_lands() -> dg.MaterializeResult:
+        land(instance, "raw_transactions")  # the landing run, beside this retraining run
+        return dg.MaterializeResult()
+
+    @dg.asset(name="training_set", deps=["customer_features"])
+    def training_set() -> dg.MaterializeResult:
+        return dg.MaterializeResult()
+
+    @dg.asset(name="deployed_model_version", deps=["training_set"])
+    def deployed_model_version() -> dg.MaterializeResult:
+        return dg.MaterializeResult()
+
+    retraining = [features_while_a_file_lands, training_set, deployed_model_version]
+    assert dg.materialize(retraining, instance=instance).success
+    (request,) = schedule_tick(instance, 12).run_requests
+    assert request.tags["churn/reason"] == "new data since the last training: raw_transactions"
+
+    # a retraining with nothing landing meanwhile: its own features are no new data
+    land(instance, "customer_features", "training_set", "deployed_model_version")
+    tick = schedule_tick(instance, 13)
+    assert not tick.run_requests
+    assert tick.skip_message.startswith("no new data since the last completed training")
+
+
 def test_the_schedule_waits_for_new_data_after_two_failed_retrainings(instance):
     """A retraining that fails on the data or the config (a bad column, a crashing model)
     was started again every tick, each time an alert. One failure is tried again (it may
@@ -780,7 +813,9 @@ def test_other_sensors_and_the_schedule_post_failed_ticks(isolated_env: Path, mo
                     scores_follow_deployment(context)
         monkeypatch.setattr(
             "churn_assets.schedules.latest_inputs",
-            lambda instance: (_ for _ in ()).throw(ConnectionError("event log unreachable")),
+            lambda instance, trained=None: (_ for _ in ()).throw(
+                ConnectionError("event log unreachable")
+            ),
         )
         schedule = retraining_schedule()
         with dg.instance_for_test() as instance:
