@@ -200,6 +200,8 @@ def retention_op(
     report["mlflow"] = prune_mlflow(tracking, storage, policy, dry_run=config.dry_run)
     verb = "would delete" if config.dry_run else "deleted"
     context.log.info(f"retention {verb}: {report['deleted']}, mlflow {report['mlflow']}")
+    if report["mlflow"].get("not_pruned"):
+        context.log.warning(f"MLflow runs not pruned: {report['mlflow']['not_pruned']}")
     if report["mlflow"].get("runs_kept_files_not_deletable"):
         mlflow = report["mlflow"]
         context.log.warning(

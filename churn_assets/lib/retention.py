@@ -206,6 +206,7 @@ def prune_mlflow(
 ) -> dict[str, Any]:
     """Delete MLflow model-set runs beyond the newest ``policy.model_sets`` per kind (parent
     and candidates), keeping every run a kept version or a registered model uses."""
+    from churn_assets.lib.shared_tracking import foreign_experiment
     from churn_assets.lib.tracking import (
         DRIFT_REPORT_RUN,
         _client,
@@ -217,6 +218,11 @@ def prune_mlflow(
     exp = client.get_experiment_by_name(tracking.experiment)
     if exp is None:
         return {"deleted_runs": 0, "kept_model_sets": 0}
+    if foreign := foreign_experiment(
+        tracking, exp.artifact_location, "No MLflow run or registration was deleted."
+    ):
+        # its runs are another platform's: counting them as this one's deleted theirs
+        return {"deleted_runs": 0, "kept_model_sets": 0, "not_pruned": foreign}
     # registrations of versions removed above: never served again, and they would keep
     # their runs (and files) for ever
     retired = retired_registrations(

@@ -69,6 +69,8 @@ def moved_since_launch(storage: Storage, launched_at: float) -> str | None:
 ALIASES_PENDING = "deployments/mlflow_aliases_pending.json"
 #: ``mlflow_aliases`` prefix of a version whose registered models the registry does not have.
 NOT_REGISTERED = "not registered: "
+#: ``mlflow_aliases`` prefix when a champion alias is on another platform's registration.
+HELD_ELSEWHERE = "held by another platform: "
 
 
 def _missing_registration(error: Exception) -> bool:
@@ -82,30 +84,54 @@ def sync_champion_aliases(
 ) -> str:
     """Point the ``champion`` alias of each registered model of ``version`` at it:
     :data:`MOVED`, ``"not moved: <why>"`` or, when the registry answers that it has no such
-    model (its store was lost or replaced), :data:`NOT_REGISTERED` and why. A move that
+    model (its store was lost or replaced), :data:`NOT_REGISTERED` and why, or, when a
+    ``champion`` alias is on a registration of another platform sharing the registry and
+    its model names, :data:`HELD_ELSEWHERE` and why (nothing moved). A move that
     failed is recorded at :data:`ALIASES_PENDING` for :func:`repair_champion_aliases`; one
     that succeeded, or that no later try can make, clears it."""
     manifest = dep.read_manifest(storage, version)
     try:
-        from churn_assets.lib.tracking import TrackingConfig, set_champion_alias
+        from churn_assets.lib.tracking import (
+            TrackingConfig,
+            champion_storage,
+            owned_names,
+            set_champion_alias,
+        )
 
         tracking = TrackingConfig.from_settings(settings, dataset)
-        for role in ("classifier", "regressor"):
-            m = manifest["models"].get(role)
-            if m and m.get("registered_model") and m.get("registered_version"):
-                name, number = m["registered_model"], m["registered_version"]
-                try:
-                    set_champion_alias(tracking, name, number)
-                except Exception as e:
-                    if not _missing_registration(e):
-                        raise
-                    if storage.exists(ALIASES_PENDING):
-                        storage.delete(ALIASES_PENDING)
-                    return (
-                        f"{NOT_REGISTERED}the MLflow registry at {tracking.tracking_uri} has "
-                        f"no {name} version {number} ({e}): its store was lost or replaced "
-                        "since, or MLFLOW_TRACKING_URI names another one"
-                    )
+        registered = [
+            (m["registered_model"], m["registered_version"])
+            for role in ("classifier", "regressor")
+            if (m := manifest["models"].get(role))
+            and m.get("registered_model")
+            and m.get("registered_version")
+        ]
+        ours = owned_names(tracking)  # the platform owning a name may move its alias back
+        for name, _ in registered:  # else one alias per name: never take another's
+            holder = champion_storage(tracking, name)
+            if holder is not None and holder != storage.url() and name not in ours:
+                if storage.exists(ALIASES_PENDING):
+                    storage.delete(ALIASES_PENDING)
+                return (
+                    f"{HELD_ELSEWHERE}{name}@champion is on a version registered by the "
+                    f"platform storing at {holder}, which shares the MLflow registry at "
+                    f"{tracking.tracking_uri} and its model names with this one (storing at "
+                    f"{storage.url()}); moving it would change what that platform's "
+                    "champion is"
+                )
+        for name, number in registered:
+            try:
+                set_champion_alias(tracking, name, number)
+            except Exception as e:
+                if not _missing_registration(e):
+                    raise
+                if storage.exists(ALIASES_PENDING):
+                    storage.delete(ALIASES_PENDING)
+                return (
+                    f"{NOT_REGISTERED}the MLflow registry at {tracking.tracking_uri} has "
+                    f"no {name} version {number} ({e}): its store was lost or replaced "
+                    "since, or MLFLOW_TRACKING_URI names another one"
+                )
     except Exception as e:  # the pointer is what serving follows; say what did not move
         outcome = f"not moved: {type(e).__name__}: {e}"
         storage.write_json(ALIASES_PENDING, {"version": version, "outcome": outcome})
@@ -142,6 +168,14 @@ def aliases_problem(pointer: dict[str, Any]) -> str | None:
         return None
     version = pointer["version"]
     outcome = str(pointer.get("mlflow_aliases"))
+    if outcome.startswith(HELD_ELSEWHERE):  # repeating would take the other's alias
+        return (
+            f"{version} is deployed (serving follows it from storage and needs no MLflow), "
+            f"but the MLflow champion aliases did not move: "
+            f"{outcome.removeprefix(HELD_ELSEWHERE)}. Set CHURN_MLFLOW_NAMESPACE (a short "
+            "name such as production) for this platform: its next promoted version "
+            "registers under names of its own and moves their aliases"
+        )
     if outcome.startswith(NOT_REGISTERED):  # trying again cannot help: say so
         return (
             f"{version} is deployed (serving follows it from storage and needs no MLflow), "

@@ -23,6 +23,10 @@ COMPOSE_DEFAULTS = {
 }
 
 
+#: What ``CHURN_MLFLOW_NAMESPACE`` takes: it starts experiment and registered model names.
+NAMESPACE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
 class SettingError(ValueError):
     """A setting's value cannot be used; the message names the variable and the value."""
 
@@ -124,6 +128,11 @@ class ChurnSettings(BaseSettings):
         default="../shared/data", description="Where the real-data configs find their files."
     )
     mlflow_tracking_uri: str | None = Field(default=None)
+    mlflow_namespace: str | None = Field(
+        default=None,
+        description="This platform's name among platforms sharing one MLflow server: "
+        "prefixes its experiments and registered model names.",
+    )
     seed: int = 42
     realized_margin: float = Field(
         default=0.05,
@@ -139,6 +148,20 @@ class ChurnSettings(BaseSettings):
         """An empty value (a blank line of a template or ``.env``) means the default."""
         if isinstance(value, str):
             return value.strip() or None
+        return value
+
+    @field_validator("mlflow_namespace", mode="before")
+    @classmethod
+    def _namespace_is_a_name(cls, value: Any) -> Any:
+        """A name that can start MLflow experiment and model names (``staging``, ``prod-eu``)."""
+        if isinstance(value, str):
+            value = value.strip() or None
+        if value is not None and not NAMESPACE.fullmatch(str(value)):
+            raise ValueError(
+                "it takes a short name of lower-case letters, digits, '-' and '_' starting "
+                "with a letter or digit (e.g. staging, prod-eu); unset: the plain names "
+                "churn-<data set>, <data set>-churn-classifier"
+            )
         return value
 
     @cached_property

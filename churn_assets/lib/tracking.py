@@ -11,6 +11,8 @@ promoted version) and, once the version is deployed, ``champion`` (what serving 
 with; a rollback moves it back). A registration whose deployment version was never written
 (the run stopped in between) is deleted by that run as it fails,
 else by the next deployment run (:func:`unrecorded_registrations`).
+Platforms sharing one MLflow server need names of their own (``CHURN_MLFLOW_NAMESPACE``
+prefixes them): another platform's experiment is refused (:mod:`.shared_tracking`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from churn_assets.lib.settings import ChurnSettings, join_url
+from churn_assets.lib.shared_tracking import SharedExperimentError, foreign_experiment
 
 CLASSIFIER_NAME = "churn-classifier"
 REGRESSOR_NAME = "clv-regressor"
@@ -51,6 +54,11 @@ class TrackingConfig:
     experiment: str
     #: The S3-compatible endpoint of the storage (MinIO, moto), for artifacts under it.
     s3_endpoint_url: str | None = None
+    #: ``CHURN_MLFLOW_NAMESPACE``: starts the experiment and registered model names.
+    namespace: str = ""
+    #: The tracking store is the embedded one inside a local storage root (no other
+    #: platform can share it, and it moves with the folder).
+    embedded: bool = False
 
     @classmethod
     def from_settings(cls, settings: ChurnSettings, dataset: str) -> TrackingConfig:
@@ -59,22 +67,35 @@ class TrackingConfig:
         if settings.env == "compose" and not uri:
             uri = "http://mlflow:5000"
         root = settings.resolved_storage_url
+        local = Path(root) if "://" not in root else Path(".churn").resolve()
+        embedded_uri = f"sqlite:///{local / 'mlflow' / 'mlflow.db'}"
         if not uri:
-            local = Path(root) if "://" not in root else Path(".churn").resolve()
-            db = local / "mlflow" / "mlflow.db"
-            db.parent.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{db}"
+            (local / "mlflow").mkdir(parents=True, exist_ok=True)
+            uri = embedded_uri
+        namespace = settings.mlflow_namespace or ""
         return cls(
             uri,
             join_url(root, "mlflow", "artifacts", dataset),
-            f"{EXPERIMENT_PREFIX}{dataset}",
+            experiment_name(dataset, namespace),
             settings.resolved_s3_endpoint_url,
+            namespace,
+            embedded="://" not in root and uri == embedded_uri,
         )
 
     @property
     def dataset(self) -> str:
         """The data set whose experiment this is (:meth:`from_settings` names it)."""
-        return self.experiment.removeprefix(EXPERIMENT_PREFIX)
+        name = self.experiment.removeprefix(EXPERIMENT_PREFIX)
+        return name.removeprefix(f"{self.namespace}-") if self.namespace else name
+
+
+def experiment_name(dataset: str, namespace: str = "") -> str:
+    """A data set's MLflow experiment: ``churn-<data set>``, ``churn-<namespace>-<data set>``."""
+    return (
+        f"{EXPERIMENT_PREFIX}{namespace}-{dataset}"
+        if namespace
+        else f"{EXPERIMENT_PREFIX}{dataset}"
+    )
 
 
 def _client(cfg: TrackingConfig):
@@ -89,8 +110,16 @@ def _client(cfg: TrackingConfig):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    # MLflow also writes the URI into os.environ["MLFLOW_TRACKING_URI"], where
+    # :meth:`TrackingConfig.from_settings` reads the operator's choice: a second storage used
+    # by this process (a notebook, a test) then tracked into the first one's store
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
 
 
@@ -182,6 +211,8 @@ def _ensure_experiment(cfg: TrackingConfig) -> str:
             f"local SQLite store under the storage root is used): {type(e).__name__}: {e}"
         ) from None
     if exp is not None:
+        if problem := foreign_experiment(cfg, exp.artifact_location):
+            raise SharedExperimentError(problem)
         return exp.experiment_id
     return client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_location)
 
@@ -200,9 +231,11 @@ def _params(d: dict[str, Any]) -> dict[str, str]:
     return {k[:250]: str(v)[:500] for k, v in list(d.items())[:100]}
 
 
-def registered_name(dataset: str, role: str) -> str:
-    """The registry name of a data set's model role (``classifier`` or ``regressor``)."""
-    return f"{dataset}-{_ROLE_NAMES[role]}"
+def registered_name(dataset: str, role: str, namespace: str = "") -> str:
+    """The registry name of a data set's model role (``classifier`` or ``regressor``):
+    ``<data set>-churn-classifier``, ``<namespace>-<data set>-churn-classifier``."""
+    name = f"{dataset}-{_ROLE_NAMES[role]}"
+    return f"{namespace}-{name}" if namespace else name
 
 
 def log_model_set(
@@ -321,7 +354,7 @@ def register_promoted(
     import mlflow
 
     client = _client(cfg)
-    name = registered_name(dataset, role)
+    name = registered_name(dataset, role, cfg.namespace)
     tags = {"candidate": candidate, "deployed_version": version}
     if storage_url is not None:
         tags[STORAGE_TAG] = storage_url
@@ -387,7 +420,7 @@ def _own_registrations(
     version of the data set registered from the storage at ``storage_url``."""
     client = _client(cfg)
     for role in _ROLE_NAMES:
-        name = registered_name(dataset, role)
+        name = registered_name(dataset, role, cfg.namespace)
         found = client.search_model_versions(f"name='{name}'")
         if not found:
             continue
@@ -444,6 +477,33 @@ def tag_candidate_run(cfg: TrackingConfig, run_id: str, tags: dict[str, str]) ->
     client = _client(cfg)
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value)[:5000])
+
+
+def owned_names(cfg: TrackingConfig) -> set[str]:
+    """The registered model names that are this platform's: those of its names
+    (``CHURN_MLFLOW_NAMESPACE``) when their experiment is its own or not created yet; none
+    when another platform's storage created it (:func:`foreign_experiment`)."""
+    exp = _client(cfg).get_experiment_by_name(cfg.experiment)
+    if exp is not None and foreign_experiment(cfg, exp.artifact_location):
+        return set()
+    return {registered_name(cfg.dataset, role, cfg.namespace) for role in _ROLE_NAMES}
+
+
+def champion_storage(cfg: TrackingConfig, registered_name: str) -> str | None:
+    """The storage (tag :data:`STORAGE_TAG`) of the platform whose registration the
+    ``champion`` alias of ``registered_name`` is on; None when it is on none, or on a
+    version registered without the tag (by an earlier release)."""
+    client = _client(cfg)
+    try:
+        held = client.get_model_version_by_alias(registered_name, CHAMPION)
+    except Exception as e:
+        code = getattr(e, "error_code", None)
+        if code == "RESOURCE_DOES_NOT_EXIST" or (
+            code == "INVALID_PARAMETER_VALUE" and "alias" in str(e)
+        ):
+            return None  # no champion yet (or no such model: moving the alias says so)
+        raise
+    return (held.tags or {}).get(STORAGE_TAG)
 
 
 def set_champion_alias(cfg: TrackingConfig, registered_name: str, version: str) -> None:

@@ -250,7 +250,12 @@ def test_a_mistyped_storage_url_or_setting_ends_in_one_line(tmp_path, monkeypatc
     monkeypatch.delenv("CHURN_DEBUG", raising=False)
     monkeypatch.delenv("CHURN_LANDING_URL", raising=False)
     said = {}
-    for name, value in (("CHURN_STORAGE_URL", "s3:/bucket"), ("CHURN_ENV", "Local")):
+    wrong = (
+        ("CHURN_STORAGE_URL", "s3:/bucket"),
+        ("CHURN_ENV", "Local"),
+        ("CHURN_MLFLOW_NAMESPACE", "Prod EU"),  # would start MLflow names
+    )
+    for name, value in wrong:
         with monkeypatch.context() as m:
             m.setenv(name, value)
             result = CliRunner().invoke(main, ["seed", "--customers", "100", "--days", "120"])
@@ -260,6 +265,9 @@ def test_a_mistyped_storage_url_or_setting_ends_in_one_line(tmp_path, monkeypatc
         "Error: CHURN_STORAGE_URL='s3:/bucket' looks like a URL missing a slash: write s3://"
     )
     assert said["CHURN_ENV"].startswith("Error: CHURN_ENV='Local': Input should be 'local'")
+    assert said["CHURN_MLFLOW_NAMESPACE"].startswith(
+        "Error: CHURN_MLFLOW_NAMESPACE='Prod EU': it takes a short name of lower-case letters"
+    )
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setenv("CHURN_STORAGE_URL", "")
     assert ChurnSettings().resolved_storage_url == str(tmp_path / ".churn" / "storage")

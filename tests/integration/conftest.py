@@ -300,3 +300,38 @@ def dry_run(dev: DevPlatform, kind: str, name: str) -> dict:
     result = out["evaluationResult"]
     assert result["error"] is None, result["error"]
     return result
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """``mlflow server`` on SQLite with served artifacts in ``tmp_path``; its URI."""
+    from tests.integration.production import HttpService, base_env
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = HttpService(
+        "mlflow",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        base_env(),
+        tmp_path,
+        f"{uri}/health",
+    )
+    server.start()
+    try:
+        yield uri
+    finally:
+        server.stop(timeout=10)

@@ -321,6 +321,60 @@ def test_a_rollback_after_the_mlflow_store_was_lost_says_no_retry_can_move_the_a
     dep.unpin(s)  # as the later tests expect it
 
 
+def test_a_rollback_never_moves_the_champion_of_another_platform_sharing_the_names(
+    deployed, tmp_path
+):
+    """Two platforms on one MLflow server, both registering as `synthetic-churn-classifier`
+    (what earlier releases did; a platform is now refused its first training there): one
+    alias `champion` per name, so this platform's `churn rollback` moved the alias of the
+    platform whose experiment the names are (staging's rollback changed what production's
+    `models:/synthetic-churn-classifier@champion` loads). The pointer still moves; the
+    aliases stay where the other platform put them, and the command says why and what to
+    set."""
+    from mlflow.tracking import MlflowClient
+
+    from churn_assets.lib.rollback import ALIASES_PENDING
+
+    storage, _, _, _ = deployed
+    s = Storage(str(storage / "synthetic"))
+    pointer = dep.read_current(s)
+    ours = dep.read_manifest(s, pointer["version"])["models"]
+    other = "s3://shared/production"
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = MlflowClient(uri, uri)  # the server both platforms use
+    shared.create_experiment(
+        "churn-synthetic", artifact_location=f"{other}/mlflow/artifacts/synthetic"
+    )
+    for role in ("classifier", "regressor"):
+        name = ours[role]["registered_model"]
+        shared.create_registered_model(name)
+        mine = int(ours[role]["registered_version"])
+        for number in range(1, mine + 2):  # this platform's number, and the other's newest
+            storage_tag = s.url() if number == mine else f"{other}/synthetic"
+            shared.create_model_version(name, f"{storage_tag}/model", tags={"storage": storage_tag})
+        shared.set_registered_model_alias(name, "champion", str(mine + 1))
+    env = {"CHURN_STORAGE_URL": str(storage), "PATH": str(BIN), "MLFLOW_TRACKING_URI": uri}
+
+    done = subprocess.run(
+        [str(BIN / "churn"), "rollback", "--to", pointer["version"], "--no-pin"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+    assert done.returncode == 1
+    message = " ".join(done.stderr.split())
+    assert f"{pointer['version']} is deployed (serving follows it" in message
+    assert "champion is on a version registered by the platform storing at" in message
+    assert f"{other}/synthetic" in message and "CHURN_MLFLOW_NAMESPACE" in message
+    for role in ("classifier", "regressor"):
+        name = ours[role]["registered_model"]
+        held = shared.get_model_version_by_alias(name, "champion")
+        assert held.tags["storage"] == f"{other}/synthetic", role
+    assert not s.exists(ALIASES_PENDING)  # nothing to repeat: a later run would take it too
+    assert dep.read_current(s)["version"] == pointer["version"]
+
+
 def test_a_failed_alias_move_is_repaired_by_the_next_deployment_run(deployed, monkeypatch):
     """A promotion whose champion-alias move found MLflow down leaves the move pending; the
     next deployment run (one that keeps the version) makes it, with no hand step. A pending

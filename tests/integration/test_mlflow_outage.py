@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,7 @@ from churn_assets.lib.tracking import (
     unrecorded_registrations,
     unregister,
 )
-from tests.conftest import BIN, free_port
-from tests.integration.production import HttpService, TcpGate, base_env
+from tests.integration.production import TcpGate
 
 pytestmark = pytest.mark.integration  # starts mlflow server
 
@@ -44,39 +42,6 @@ class GoneAfter(TcpGate):
         except OSError:
             pass
         super()._pipe(src, dst)  # shuts both sockets down and forgets them
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """``mlflow server`` on SQLite with served artifacts in ``tmp_path``; its URI."""
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = HttpService(
-        "mlflow",
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--serve-artifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        base_env(),
-        tmp_path,
-        f"{uri}/health",
-    )
-    server.start()
-    try:
-        yield uri
-    finally:
-        server.stop(timeout=10)
 
 
 def test_a_registration_cut_by_the_server_going_away_is_cleaned_up_next_time(
