@@ -23,6 +23,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from churn_assets.lib.settings import env_flag
@@ -168,6 +169,28 @@ def _check_tracking_server(settings: Any, dataset: str) -> None:
         ensure_experiment(tracking)
 
 
+def refuse_beside_running_platform(storage_url: str) -> None:
+    """Raise a :class:`SettingError` when a ``churn dev`` runs on the instance at
+    ``DAGSTER_HOME`` (default ``.churn/dagster_home``) with ``storage_url`` as its storage:
+    the demo's ephemeral runs would ingest, train and deploy there outside that platform's
+    pools, beside its own runs."""
+    from churn_assets.devserver import platform_on_storage
+    from churn_assets.lib.settings import SettingError
+
+    home = Path(os.environ.get("DAGSTER_HOME") or Path(".churn") / "dagster_home").resolve()
+    pid = platform_on_storage(home, storage_url)
+    if pid is None:
+        return
+    raise SettingError(
+        f"a running `churn dev` (pid {pid}, instance {home}) uses the storage {storage_url}: "
+        "the demo would ingest every landing file, train and deploy there beside that "
+        "platform's own runs and outside its pools (lines taken back with `churn "
+        "remove-file` return, a version it deploys races its retraining). Nothing was "
+        "written. Give the demo a storage of its own (CHURN_STORAGE_URL=$(mktemp -d) churn "
+        "demo), or stop `churn dev` first"
+    )
+
+
 def run_demo(
     dataset: str,
     *,
@@ -194,6 +217,7 @@ def run_demo(
 
     cfg = load_dataset_config(dataset)
     settings = get_settings()
+    refuse_beside_running_platform(settings.resolved_storage_url)
     _check_tracking_server(settings, cfg.name)
     if simulate_horizon is None:
         simulate_horizon = env_flag(SIMULATE_ENV)

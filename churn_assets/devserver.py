@@ -249,23 +249,62 @@ def instance_lock(home: Path) -> Any | None:
     return handle
 
 
-def settings_problems_checked_apart(root: Path) -> list[str]:
-    """:func:`churn_assets.preflight.settings_problems`, run in a process of its own: the
+#: The line of the lock file naming the storage root of the platform that holds it.
+STORAGE_LINE = "storage "
+
+
+def record_storage(lock: Any, storage_url: str) -> None:
+    """Write the storage root of the platform holding ``lock`` (:func:`instance_lock`) into
+    its lock file, for :func:`platform_on_storage`."""
+    lock.write(f"{STORAGE_LINE}{storage_url}\n")
+    lock.flush()
+
+
+def platform_on_storage(home: Path, storage_url: str) -> str | None:
+    """The process id of the ``churn dev`` running on the instance at ``home`` when it uses
+    the storage root ``storage_url`` (as its lock file records it), else None: no lock file,
+    nobody holding it, or another storage (or one a release before the record started)."""
+    import fcntl
+
+    path = home / LOCK_FILE
+    if not path.is_file():
+        return None
+    with path.open() as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            lines = handle.read().splitlines()
+        else:  # nobody holds it: no platform runs there (closing the file lets it go)
+            return None
+    used = {x[len(STORAGE_LINE) :].rstrip("/") for x in lines if x.startswith(STORAGE_LINE)}
+    if storage_url.rstrip("/") not in used:
+        return None
+    return (lines[0].strip() if lines else "") or "?"
+
+
+def settings_checked_apart(root: Path) -> tuple[list[str], str | None]:
+    """:func:`churn_assets.preflight.settings_problems` and, when there are none, the
+    storage root the platform's processes will use, found in a process of its own: the
     check imports Dagster and the libraries its settings live in, which this supervisor
     (the holder of the instance lock and its children's parent) stays without."""
     import json
 
     code = (
         "import json\nfrom churn_assets.preflight import settings_problems\n"
-        "print(json.dumps(settings_problems()))"
+        "problems, storage = settings_problems(), None\n"
+        "if not problems:\n"
+        "    from churn_assets.lib.settings import ChurnSettings\n"
+        "    storage = ChurnSettings().resolved_storage_url\n"
+        "print(json.dumps({'problems': problems, 'storage': storage}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
     )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return [f"the settings could not be checked: {last}"]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        return [f"the settings could not be checked: {last}"], None
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return found["problems"], found["storage"]
 
 
 def sidecar_pause(exits_before: int) -> float:
@@ -329,10 +368,12 @@ def run_dev(port: int = 3000, root: Path | None = None) -> int:
         return 1
     from churn_serving.settings import ServingSettings
 
-    wrong = settings_problems_checked_apart(root)
+    wrong, storage = settings_checked_apart(root)
     if wrong:
         print("nothing started: " + "; ".join(wrong), flush=True)
         return 1
+    if storage:  # `churn demo` on this storage refuses while this platform runs
+        record_storage(lock, storage)
     serving = ServingSettings()
     taken = [
         problem

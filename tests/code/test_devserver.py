@@ -543,3 +543,59 @@ def test_churn_dev_seeds_in_a_process_of_its_own(tmp_path):
     )
     assert failed.returncode != 0 and "LOADED" not in failed.stdout
     assert "Error:" in failed.stderr + failed.stdout, failed.stderr
+
+
+def test_churn_demo_refuses_the_storage_of_a_running_churn_dev(tmp_path):
+    """`churn demo` in the checkout where `churn dev` runs wrote into that platform's
+    storage from an ephemeral instance, outside its pools: it ingested every landing file
+    again (lines taken back with `churn remove-file` returned), trained and deployed a
+    version beside the platform's own retraining. It now refuses, naming the running
+    platform and what to do, and writes nothing; on a storage of its own it is not held
+    back."""
+    from churn_assets import devserver
+
+    home, storage = tmp_path / "home", tmp_path / "storage"
+    home.mkdir()
+    sleeper = "import time\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    pass\n"
+    runner = tmp_path / "runner.py"
+    runner.write_text(  # the real supervisor, its platform processes one idle child
+        "import sys\nfrom pathlib import Path\nimport churn_assets.devserver as d\n"
+        "d.processes = lambda port, workspace: "
+        f"{{'dagster': [sys.executable, '-c', {sleeper!r}]}}\n"
+        "d.prepare_workspace = lambda root, home: (Path('w.yaml'), [])\n"
+        "d.set_pool_limits = lambda limits: None\n"
+        "d.fail_interrupted_runs = list\n"
+        f"sys.exit(d.run_dev(port={free_port()}, root=Path({str(tmp_path)!r})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env |= {
+        "DAGSTER_HOME": str(home),
+        "CHURN_STORAGE_URL": str(storage),
+        "CHURN_SERVING_PORT": str(free_port()),
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    dev = subprocess.Popen([sys.executable, str(runner)], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while devserver.platform_on_storage(home, str(storage)) is None:
+            assert dev.poll() is None, "churn dev stopped"
+            assert time.monotonic() < deadline, "churn dev did not take its lock"
+            time.sleep(0.2)
+        assert devserver.platform_on_storage(home, str(tmp_path / "elsewhere")) is None
+        demo = subprocess.run(
+            [str(Path(sys.executable).parent / "churn"), "demo"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        dev.terminate()
+        dev.wait(timeout=60)
+    assert demo.returncode == 1, demo.stdout[-2000:]
+    said = " ".join(demo.stderr.split())
+    assert f"a running `churn dev` (pid {dev.pid}, instance {home}) uses the storage" in said
+    assert "CHURN_STORAGE_URL=$(mktemp -d) churn demo" in said
+    assert not storage.exists()  # not seeded, nothing ingested or trained
+    assert devserver.platform_on_storage(home, str(storage)) is None  # stopped: free again
