@@ -19,7 +19,11 @@ def quarantine(
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     base = f"quarantine/{result.table}/{stamp}-{run_id[:8]}"
-    out: dict[str, object] = {"rows": bad_rows.height, "files": len(result.file_problems)}
+    out: dict[str, object] = {
+        "rows": bad_rows.height,
+        "files": len(result.file_problems),
+        "path": base,
+    }
     if bad_rows.height:
         out["rows_url"] = storage.write_parquet(f"{base}/rows.parquet", bad_rows)
     if result.file_problems:
@@ -83,6 +87,22 @@ def screen(frame: pl.DataFrame, rules: list) -> tuple[pl.DataFrame, pl.DataFrame
     flags = pl.Series("_quarantined", mask)
     out = frame.with_columns(chunked_like(flags, frame).alias("_quarantined"))
     return out, bad.drop("_row")
+
+
+def changed_since_read(result: IngestResult, storage_options: dict) -> list[str]:
+    """Names of the files of ``result`` whose size or modification time is no longer what it
+    was when they were read (rewritten in place, still being written, or removed meanwhile):
+    what was read of them is not what is there, so nothing read from them is to be judged
+    or written."""
+    from churn_assets.lib.ingest import file_stamp
+
+    return [
+        name
+        for name, read in sorted(result.stamps.items())
+        if (url := result.urls.get(name)) is not None
+        and read is not None
+        and file_stamp(url, storage_options) != read
+    ]
 
 
 def release_landing_files(

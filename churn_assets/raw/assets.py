@@ -46,11 +46,20 @@ def _screen_and_report(
     (``copy_of``) writes nothing either: an observation names the file it copies."""
     from churn_assets.lib.feature_sets import INTERNAL
     from churn_assets.lib.quality import validate
-    from churn_assets.lib.quarantine import quarantine, release_landing_files, screen
+    from churn_assets.lib.quarantine import (
+        changed_since_read,
+        quarantine,
+        release_landing_files,
+        screen,
+    )
 
     frame, bad = screen(res.frame, rules)
     public = frame.drop(list(INTERNAL))
     report = validate(public, rules, asset)
+    changed = changed_since_read(res, platform.landing_storage_options())
+    if changed:  # what was read is not what is there: judge nothing, write nothing
+        yield from _changed_while_read(context, platform, asset, changed, stored)
+        return
     q = quarantine(platform.storage(), res, bad, context.run.run_id)
     where = q.get("location")
     blocked = bool(res.file_problems or res.parse_errors or not report.blocking_success)
@@ -79,12 +88,15 @@ def _screen_and_report(
                 else ""
             )
         )
-    if res.changed_since_read:
-        context.log.warning(
-            f"{asset}: {', '.join(res.changed_since_read)} changed while it was read (still "
-            "being written?): left in the landing zone, to be read again whole by the next "
-            "landing tick"
-        )
+    if res.changed_since_read:  # seen changing only now: what this run wrote of it goes
+        if where:
+            storage = platform.storage()
+            gone = [f"{q['path']}/files/{n}" for n in res.changed_since_read]
+            for rel in [str(q["path"])] if not moved else gone:
+                if storage.exists(rel):
+                    storage.delete(rel, recursive=True)
+        yield from _changed_while_read(context, platform, asset, res.changed_since_read, stored)
+        return
     metadata = {
         **table_metadata(public),
         "source_files": dg.MetadataValue.json(res.files),
@@ -419,6 +431,42 @@ def raw_transactions(
                     record_source(storage, key, landed)
                 else:
                     forget_source(storage, key)
+
+
+def _changed_while_read(
+    context: dg.AssetExecutionContext,
+    platform: ChurnPlatform,
+    asset: str,
+    changed: list[str],
+    stored: str | None,
+) -> Iterator[dg.AssetCheckResult]:
+    """No table for files that changed while they were read (rewritten in place, or still
+    being written): their checks warn that they were not judged, nothing of them is
+    quarantined or moved, and the landing sensor sees the change and has them read again
+    whole. Steps after this one have nothing new to read; the run succeeds."""
+    from churn_assets.raw.checks import FILES, PARSE, SUITE
+
+    names = ", ".join(changed)
+    kept = bool(stored) and platform.storage().exists(str(stored))
+    said = (
+        f"not judged: {names} changed while this run read it (rewritten in place, or still "
+        "being written): what was read is not what is there. Nothing was written"
+        + (" (what was stored before stays)" if kept else "")
+        + " and nothing of it was quarantined; the file stays in the landing zone and the next "
+        "landing tick reads it again whole. A writer that takes longer than "
+        "CHURN_LANDING_SETTLE_SECONDS should write under a hidden name (.name) or a .part "
+        "suffix and rename it when done"
+    )
+    context.log.warning(f"{asset}: {said}")
+    for check in (FILES, PARSE, SUITE):
+        yield dg.AssetCheckResult(
+            check_name=check,
+            asset_key=context.asset_key,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=said,
+            metadata={"changed_while_read": dg.MetadataValue.json(changed)},
+        )
 
 
 def _still_set_aside(

@@ -331,6 +331,54 @@ def test_file_names_giving_one_partition_key_each_get_one(isolated_env, tmp_path
     assert transaction_files(load_dataset_config(config), str(landing)) == files  # stable
 
 
+def test_a_file_rewritten_while_its_run_reads_it_is_not_judged(isolated_env, tmp_path):
+    """A landing file rewritten in place while its landing run reads it: what the run read is
+    not what is there. The run failed ("unreadable" or a cut-off line, with a failure alert
+    about a file that is fine) and quarantined the torn copy, or wrote the lines it happened
+    to read; now it writes nothing, quarantines nothing, its checks warn that the file was
+    not judged, and the run succeeds: the landing sensor sees the change and has it read
+    again whole."""
+    import threading
+
+    from churn_assets.lib.ingest import file_stamp
+
+    config = setup_landing(isolated_env, tmp_path)
+    landing = isolated_env / "landing" / "mini"
+    growing = landing / "transactions" / "b.csv"
+    growing.write_text(TRANSACTIONS)
+    stop = threading.Event()
+
+    def rewrite() -> None:  # a writer appending lines, each in two writes, until the run ends
+        with growing.open("a") as out:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                out.write(f"J{n},C1,2024-02-0")
+                out.flush()
+                stop.wait(0.002)
+                out.write("1 10:00:00,1.0\n")
+                out.flush()
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        run = run_all(config, selection=["raw_transactions"])
+    finally:
+        stop.set()
+        writer.join()
+    assert run.result.success
+    for check in ("files_readable", "values_parse", "expectations_met"):
+        evaluation = run.check("raw_transactions", check)
+        assert evaluation.severity.value == "WARN", check
+        assert "not judged: b.csv changed while this run read it" in evaluation.description
+    stored = sorted(
+        p.name for p in (isolated_env / "mini" / "assets" / "raw_transactions").glob("*")
+    )
+    assert stored == ["a.csv.parquet"]  # the unchanged file only
+    assert not (isolated_env / "mini" / "quarantine").exists()
+    assert growing.exists() and file_stamp(str(growing)) is not None
+
+
 def test_a_file_still_being_written_when_judged_stays_in_the_landing_zone(tmp_path):
     """A slow writer's file read half-written fails its checks, but by the time it would be
     moved to quarantine it has grown: what was judged is not what is there, so it stays in
