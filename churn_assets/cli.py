@@ -213,28 +213,33 @@ def seed(
         _seed_holding_back(url, opts, customers, days, seed, hold_back_days)
         _record_base(url, opts, customers, days, seed)
         return
-    batch = "batch-0000"
+    batch, claim = "batch-0000", None
     if drift:
-        fs, path = fsspec.core.url_to_fs(url, **opts)
-        existing = fs.glob(f"{path}/customers/drift-*") if fs.exists(path) else []
-        batch = f"drift-{len(existing) + 1:04d}"
+        from churn_assets.lib.batch_names import claim_drift_batch, release_claim
+
         customers, days, seed = _as_the_base(ctx, url, opts, customers, days, seed)
-    summary = generate(
-        url,
-        customers=customers,
-        days=days,
-        seed=seed,
-        fmt=fmt,
-        drift=drift,
-        storage_options=opts,
-        batch_name=batch,
-    )
+        fs, path = fsspec.core.url_to_fs(url, **opts)
+        batch, claim = claim_drift_batch(fs, path)  # never a name another batch has
+    try:
+        summary = generate(
+            url,
+            customers=customers,
+            days=days,
+            seed=seed,
+            fmt=fmt,
+            drift=drift,
+            storage_options=opts,
+            batch_name=batch,
+        )
+    finally:
+        if claim is not None:
+            release_claim(fs, claim)
     if not drift:
         _record_base(url, opts, customers, days, seed)
     click.echo(
         f"wrote {summary.customers:,} customers and {summary.transactions:,} transactions "
         f"({summary.start} to {summary.end}, seed {summary.seed}{', drifted' if drift else ''}) "
-        f"to {url}"
+        f"to {url}" + (f" as batch {batch}" if drift else "")
     )
 
 

@@ -79,6 +79,53 @@ def test_drift_adds_numbered_batches_beside_the_data(landing):
     ]
 
 
+def test_a_drift_batch_after_one_was_removed_is_a_new_one(landing):
+    """The next name was the count of batches present plus one: with drift-0001 removed,
+    a new batch was named drift-0002 and written over the batch of that name (the same
+    data, seeded by the name), so nothing new landed while the command said it wrote a
+    batch. It takes the number after the highest now, and says which."""
+    seed(*SMALL)
+    for _ in range(2):
+        seed(*SMALL, "--drift")
+    for p in landing.glob("*/drift-0001*"):
+        p.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in landing.glob("*/drift-0002*")}
+    done = seed(*SMALL, "--drift")
+    assert done.exit_code == 0, done.output
+    assert {p: p.stat().st_mtime_ns for p in landing.glob("*/drift-0002*")} == kept
+    assert sorted(k for k in files(landing) if "drift" in k) == [
+        "customers/drift-0002.parquet",
+        "customers/drift-0003.parquet",
+        "transactions/drift-0002-part-00000.parquet",
+        "transactions/drift-0003-part-00000.parquet",
+    ]
+    assert "as batch drift-0003" in done.output
+    assert not list(landing.glob(".*.claim"))  # each claim given back
+
+
+def test_two_drift_batches_seeded_at_once_are_two_batches(landing):
+    """Two `churn seed --drift` started together both counted the same batches and wrote
+    the same name: one batch landed, and both said they wrote one. Each claims its name
+    first: two batches, each named in its command's output."""
+    import subprocess
+    import sys
+
+    seed(*SMALL)
+    churn = str(Path(sys.executable).parent / "churn")
+    started = [
+        subprocess.Popen([churn, "seed", "--drift"], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    said = [p.communicate(timeout=300)[0] for p in started]
+    assert [p.returncode for p in started] == [0, 0], said
+    assert sorted(k for k in files(landing) if k.startswith("customers/drift")) == [
+        "customers/drift-0001.parquet",
+        "customers/drift-0002.parquet",
+    ]
+    named = sorted(line.rsplit(" as batch ", 1)[-1].strip() for line in said)
+    assert named == ["drift-0001", "drift-0002"], said
+
+
 def test_a_drift_batch_takes_the_base_data_parameters_and_refuses_others(landing):
     """A drift batch written with another seed than the base data revived its churned
     customers (after a few, the training set had 4 churned customers of 2,855) and one
