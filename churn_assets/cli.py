@@ -527,6 +527,7 @@ def versions(dataset: str | None, as_json: bool) -> None:
                 ("deployed", row["deployed"]),
                 ("pinned", row["pinned"]),
                 ("rollback target", row["rollback_target"]),
+                ("never deployed", row["never_deployed"]),
             )
             if on
         ]

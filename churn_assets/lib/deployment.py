@@ -270,8 +270,11 @@ def rollback(storage: Storage, to: str | None = None, *, pin: bool = True) -> di
 def version_rows(storage: Storage) -> list[dict[str, Any]]:
     """Every stored version, newest first: when it was made, its churn and value models
     (candidate and holdout figures; a role kept from an earlier version names it), and
-    whether it is deployed, pinned or where a plain ``churn rollback`` goes."""
+    whether it is deployed, pinned, where a plain ``churn rollback`` goes, or was never
+    deployed (written by a run whose pointer move a rollback had overtaken: newer than the
+    oldest version the pointer's history names, and named by none of it)."""
     current = read_current(storage)
+    served = {e["version"] for e in [current, *current.get("history", [])]} if current else set()
     target = None
     if current is not None:
         try:
@@ -295,6 +298,7 @@ def version_rows(storage: Storage) -> list[dict[str, Any]]:
                 "deployed": current is not None and current.get("version") == version,
                 "pinned": current is not None and current.get("pinned") == version,
                 "rollback_target": version == target,
+                "never_deployed": bool(served) and version not in served and version > min(served),
                 "churn_model": churn.get("candidate"),
                 "churn_roc_auc": cm.get("roc_auc"),
                 "churn_from": churn.get("from_version"),

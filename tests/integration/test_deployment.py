@@ -619,6 +619,8 @@ def test_a_rollback_during_a_deployment_stays_and_the_new_version_is_only_stored
     assert f"judged its models against {served}" in reason
     assert f"churn rollback --to {written} --no-pin" in reason
     assert not out["decision"]["roles"]["classifier"]["promote"]
+    marks = {r["version"]: r["never_deployed"] for r in dep.version_rows(fresh)}
+    assert marks == {written: True, served: False, "v20000101-000000": False}
 
 
 def test_a_deployment_failing_midway_leaves_the_champion_alias_on_what_is_served(

@@ -21,22 +21,24 @@ pytestmark = pytest.mark.integration  # starts mlflow server
 
 class GoneAfter(TcpGate):
     """A gate that closes for good (connections reset, nothing listening) as soon as the
-    server's answer to a request containing ``marker`` starts to pass: the server did the
-    request's work, then went away."""
+    server's answer to a request containing ``marker`` starts to pass on that request's
+    connection: the server did the request's work, then went away."""
 
     def __init__(self, target_port: int, marker: bytes):
         super().__init__(target_port)
         self.marker = marker
-        self.asked = threading.Event()
+        self.asking: set[socket.socket] = set()  # client sockets that carried the marker
+        self.answered = threading.Event()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         from_server = src.getpeername()[1] == self.target_port
         try:
             while data := src.recv(65536):
                 if not from_server and self.marker in data:
-                    self.asked.set()
+                    self.asking.add(src)
                 dst.sendall(data)
-                if from_server and self.asked.is_set():
+                if from_server and dst in self.asking:
+                    self.answered.set()
                     self.close()
                     return
         except OSError:
@@ -62,33 +64,42 @@ def test_a_registration_cut_by_the_server_going_away_is_cleaned_up_next_time(
         model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
         info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
     storage = "s3://bucket/storage/synthetic"
-    gate = GoneAfter(int(mlflow_server.rsplit(":", 1)[1]), b"/model-versions/create")
-    gate.open()
-    try:
-        via_gate = TrackingConfig(gate.endpoint, "unused", "churn-synthetic")
-        with pytest.raises(Exception):  # noqa: B017 - whichever request met the closed gate
-            register_promoted(
-                via_gate,
-                dataset="synthetic",
-                role="classifier",
-                model_uri=info.model_uri,
-                candidate="logistic_regression",
-                version="v20991231-000000",
-                threshold=0.5,
-                storage_url=storage,
-            )
-    finally:
-        gate.close()
-    assert gate.asked.is_set(), "the create request never reached the server"
+    port = int(mlflow_server.rsplit(":", 1)[1])
+    # Under load the server may close an idle kept-alive connection just as the client
+    # sends the create request on it: the request is lost before the server sees it and
+    # the scenario did not happen (nothing was created). Then it is played again.
+    for _ in range(3):
+        gate = GoneAfter(port, b"/model-versions/create")
+        gate.open()
+        try:
+            via_gate = TrackingConfig(gate.endpoint, "unused", "churn-synthetic")
+            with pytest.raises(Exception):  # noqa: B017 - whichever request met the closed gate
+                register_promoted(
+                    via_gate,
+                    dataset="synthetic",
+                    role="classifier",
+                    model_uri=info.model_uri,
+                    candidate="logistic_regression",
+                    version="v20991231-000000",
+                    threshold=0.5,
+                    storage_url=storage,
+                )
+        finally:
+            gate.close()
+        if gate.answered.is_set():
+            break
+    assert gate.answered.is_set(), "the server never answered a create request through the gate"
+    registered = sorted(
+        (v.name, v.version)
+        for v in mlflow.MlflowClient(mlflow_server, mlflow_server).search_model_versions(
+            "name='synthetic-churn-classifier'"
+        )
+    )
+    assert registered, "the answered create request registered nothing"
     direct = TrackingConfig(mlflow_server, "unused", "churn-synthetic")
     left = unrecorded_registrations(direct, "synthetic", ["v20200101-000000"], storage)
-    assert left == [("synthetic-churn-classifier", "1")], (
-        left,
-        mlflow.MlflowClient(mlflow_server).search_model_versions(
-            "name='synthetic-churn-classifier'"
-        ),
-    )
-    assert unregister(direct, left) == ["synthetic-churn-classifier 1"]
+    assert sorted(left) == registered  # each version a cut registration left, tags and all
+    assert sorted(unregister(direct, left)) == sorted(f"{n} {v}" for n, v in registered)
     assert not mlflow.MlflowClient(mlflow_server).search_model_versions(
         "name='synthetic-churn-classifier'"
     )
