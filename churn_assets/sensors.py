@@ -19,7 +19,12 @@ from churn_assets.lib.landing_cursor import LandingCursor
 from churn_assets.lib.settings import landing_sensor_seconds, landing_settle_seconds
 from churn_assets.resources import ChurnPlatform
 from churn_assets.tick_errors import posting_errors
-from churn_assets.training_state import PENDING, landing_on_its_way, retraining_on_its_way
+from churn_assets.training_state import (
+    PENDING,
+    failed_on_its_input,
+    landing_on_its_way,
+    retraining_on_its_way,
+)
 
 #: Longest reason carried in a run tag (the whole reason is in the check's description).
 REASON_TAG_CHARS = 200
@@ -247,7 +252,8 @@ def _landed_not_ingested(
     retry, tagged ``dagster/will_retry`` with no retry run yet, is on its way). The cursor
     had them, so nothing asked again and their lines were missing without a word. Each
     version of a file is asked for once (the run key), the features refreshed after them as
-    after any ingestion (:func:`_refresh_behind_features`)."""
+    after any ingestion (:func:`_refresh_behind_features`); not when its last run failed on
+    the file itself or its checks (it would fail the same way)."""
     from churn_assets.partitions import RAW_TRANSACTIONS, landing_transaction_files
 
     ended = context.instance.get_runs(  # cheapest first: most ticks stop here
@@ -281,6 +287,17 @@ def _landed_not_ingested(
     pending = context.instance.get_runs(filters=dg.RunsFilter(statuses=list(PENDING)))
     waiting = {r.tags.get("dagster/partition") for r in pending}
     missing = {url: key for url, key in missing.items() if key not in waiting}
+    # a file whose last run failed on the file itself or its checks (not an outage, not a
+    # kill) fails the same way again: asking for it only repeats the failure and its alert
+    last_run: dict[str, dg.DagsterRun] = {}
+    for r in ended:  # newest first
+        if (key := r.tags.get("dagster/partition")) in stopped:
+            last_run.setdefault(key, r)
+    missing = {
+        url: key
+        for url, key in missing.items()
+        if not failed_on_its_input(context.instance, last_run[key])
+    }
     if not missing:
         return []
     names = sorted(u.rsplit("/", 1)[-1] for u in missing)
@@ -323,7 +340,8 @@ def _customers_not_ingested(instance: dg.DagsterInstance, log: Any) -> dg.RunReq
     (and :func:`_landed_not_ingested` asks for the transaction partition alone), so new
     customers stayed out of the tables until another customer file landed. Asked once per
     such run, and not for a run that was itself such a request (no loop on a file that
-    keeps failing)."""
+    keeps failing), nor for one that failed on the file itself or its blocking checks (the
+    same file fails the same way: its alert has named it)."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(
             statuses=[
@@ -340,6 +358,8 @@ def _customers_not_ingested(instance: dg.DagsterInstance, log: Any) -> dg.RunReq
         return None
     run = last.dagster_run
     if run.is_complete_and_waiting_to_retry or run.tags.get("churn/refresh") == CUSTOMERS_AGAIN:
+        return None
+    if failed_on_its_input(instance, run):  # the file or its checks: it would fail again
         return None
     written = instance.get_latest_materialization_event(scope.key("raw_customers"))
     if written is not None and written.timestamp >= last.create_timestamp.timestamp():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import islice
+from typing import Any
 
 import dagster as dg
 
@@ -136,6 +137,15 @@ def latest_raw_time(instance: dg.DagsterInstance) -> float | None:
     return max(times, default=None)
 
 
+def _step_errors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Any]:
+    """The recorded errors of the steps that failed in ``run``."""
+    return [
+        event.dagster_event.step_failure_data.error
+        for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        if event.dagster_event is not None and event.dagster_event.step_failure_data is not None
+    ]
+
+
 def failed_by_an_outage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     """Whether ``run`` failed, and every step that failed in it failed on a service being
     unreachable, slow or throttling (not on the data, the config or a check)."""
@@ -143,12 +153,20 @@ def failed_by_an_outage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> boo
 
     if run.status != dg.DagsterRunStatus.FAILURE:
         return False
-    errors = [
-        event.dagster_event.step_failure_data.error
-        for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-        if event.dagster_event is not None and event.dagster_event.step_failure_data is not None
-    ]
+    errors = _step_errors(instance, run)
     return bool(errors) and all(e is not None and recorded_error_is_transient(e) for e in errors)
+
+
+def failed_on_its_input(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether ``run`` failed in a step on something other than an outage: its file, a
+    blocking check, the config. Run again on the same input, it fails the same way. A run
+    cancelled, or ended without a step failing (its process killed), is not."""
+    from churn_assets.retries import recorded_error_is_transient
+
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return False
+    errors = _step_errors(instance, run)
+    return any(e is None or not recorded_error_is_transient(e) for e in errors)
 
 
 def failing_on_the_same_data(instance: dg.DagsterInstance, job_name: str) -> str | None:

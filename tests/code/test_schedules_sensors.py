@@ -228,24 +228,36 @@ def failed_retraining(instance: dg.DagsterInstance, error: Exception) -> None:
     """A retraining run of this data set that really ran and failed in a step on ``error``
     (raised from a wrapper, as a client library raises an outage: the step's recorded error
     is a chain)."""
+    failed_run(instance, "retraining", "training_set", error)
+
+
+def failed_run(instance: dg.DagsterInstance, job_name: str, asset: str, error: Exception) -> str:
+    """A run of ``job_name`` for this data set that really ran and failed in the step of
+    ``asset`` on ``error`` (wrapped as :func:`failed_retraining` says); its run id."""
     from churn_assets import scope
     from churn_assets.retries import fail_fast_unless_transient
 
-    @dg.asset(name="training_set")
-    def _training_set() -> None:
+    @dg.asset(name=asset)
+    def _asset() -> None:
         with fail_fast_unless_transient():
             try:
                 raise error
             except Exception as e:
-                raise RuntimeError("the model set's write failed") from e
+                raise RuntimeError(f"{asset} failed") from e
 
-    job = dg.define_asset_job("retraining", selection=[_training_set])
+    job = dg.define_asset_job(job_name, selection=[_asset])
     result = (
-        dg.Definitions(assets=[_training_set], jobs=[job])
-        .get_job_def("retraining")
-        .execute_in_process(instance=instance, tags=scope.dataset_tags(), raise_on_error=False)
+        dg.Definitions(assets=[_asset], jobs=[job])
+        .get_job_def(job_name)
+        .execute_in_process(
+            instance=instance,
+            tags=scope.dataset_tags(),
+            raise_on_error=False,
+            asset_selection=[dg.AssetKey(asset)],  # as a launched run of the job records it
+        )
     )
     assert not result.success
+    return result.run_id
 
 
 def test_retrainings_failed_by_an_outage_do_not_stop_the_schedule(instance):
@@ -675,6 +687,53 @@ def test_a_landed_file_whose_failed_run_the_daemon_retries_is_not_asked_for_twic
     assert again.run_key.startswith("not-ingested-")
 
 
+def test_a_landed_file_whose_run_failed_on_the_file_is_not_asked_for_again(isolated_env: Path):
+    """A transaction file whose run failed in a step on the file itself (not an outage,
+    not a kill) fails the same way again: no second run for it; one failed by an outage
+    still gets one."""
+    from dagster._core.events import DagsterEvent, StepFailureData
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+    from dagster._utils.error import SerializableErrorInfo
+
+    from churn_assets import scope
+
+    instance = dg.DagsterInstance.ephemeral()
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    (first,) = tick(None, instance)[0].run_requests
+    _, cursor = tick(None, instance)
+
+    def failed_on(cls_name: str) -> None:
+        run_id = make_new_run_id()
+        tags = {**scope.dataset_tags(), "dagster/partition": first.partition_key}
+        instance.add_run(
+            DagsterRun(
+                job_name="ingest_features_drift",
+                run_id=run_id,
+                status=dg.DagsterRunStatus.FAILURE,
+                tags=tags,
+            )
+        )
+        error = SerializableErrorInfo("raw_transactions failed", [], cls_name)
+        instance.report_dagster_event(
+            DagsterEvent(
+                event_type_value="STEP_FAILURE",
+                job_name="ingest_features_drift",
+                step_key="raw_transactions",
+                event_specific_data=StepFailureData(error=error, user_failure_data=None),
+            ),
+            run_id=run_id,
+        )
+
+    failed_on("ValueError")  # the file's lines
+    result, _ = tick(cursor, instance)
+    assert isinstance(result, dg.SkipReason), result.run_requests
+    failed_on("ConnectionRefusedError")  # storage away, the newer run
+    (again,) = tick(cursor, instance)[0].run_requests
+    assert again.partition_key == first.partition_key
+
+
 def test_customer_files_whose_run_failed_are_asked_for_again(isolated_env: Path):
     """A customer file landed alone, and its customers_features_drift run failed on S3
     being away longer than the retries: the cursor had the file and transaction-only runs
@@ -714,6 +773,30 @@ def test_customer_files_whose_run_failed_are_asked_for_again(isolated_env: Path)
     failed()  # a later failure, then a run that wrote the customer table after it
     instance.report_runless_asset_event(dg.AssetMaterialization(scope.key("raw_customers")))
     assert isinstance(tick(cursor, instance)[0], dg.SkipReason)
+
+
+def test_customer_files_that_failed_on_themselves_are_not_asked_for_again(isolated_env: Path):
+    """A customer file that fails its blocking checks (a new export without the label
+    column, seen by hand): its run failed, and the sensor asked for the same file again
+    at once, a second failed run and a second failure alert about a file that had not
+    changed. A run failed on its file or checks is now left as it is; one failed by an
+    outage is still asked for again."""
+    import time
+
+    instance = dg.DagsterInstance.ephemeral()
+    landing = isolated_env / "landing" / "synthetic"
+    generate(str(landing), customers=200, days=90, seed=1)
+    _, cursor = tick(None, instance)
+
+    failed_run(instance, "customers_features_drift", "raw_customers", KeyError("Exited"))
+    result, _ = tick(cursor, instance)
+    assert isinstance(result, dg.SkipReason), result.run_requests
+    time.sleep(0.01)  # the outage's run is the newer one
+    outage = failed_run(
+        instance, "customers_features_drift", "raw_customers", ConnectionRefusedError(111, "")
+    )
+    (again,) = tick(cursor, instance)[0].run_requests
+    assert again.run_key == f"customers-not-ingested-{outage}"
 
 
 def test_a_file_restored_as_it_first_landed_is_ingested_again(isolated_env: Path):
