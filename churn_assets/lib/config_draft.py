@@ -19,7 +19,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import yaml
@@ -711,9 +711,8 @@ def _shared_ids(table: _Table, ident: str) -> str:
     """What a folder's files repeating each other's ids may mean, when they do."""
     if len(table.parts) < 2:
         return ""
-    names = [name for name, n in table.parts for _ in range(n)]
     frame = table.frame.select(plain_id(pl.col(ident).cast(pl.String)).alias("id")).with_columns(
-        pl.Series("file", names, dtype=pl.String)
+        _file_rows(table)
     )
     spread = frame.drop_nulls("id").group_by("id").agg(pl.col("file").n_unique().alias("files"))
     shared = spread.filter(pl.col("files") > 1)
@@ -725,9 +724,36 @@ def _shared_ids(table: _Table, ident: str) -> str:
         f". {shared.height:,} ids are in more than one file (e.g. {example!r} in "
         f"{' and '.join(map(repr, files[:2]))}): if the files hold different customers (a "
         "training and a test file), land one of them, or make the ids distinct before "
-        "landing (a prefix per file); if they are snapshots of the same customers, add a "
-        "column that dates each file's rows (customers.latest_by)"
+        "landing (a prefix per file); if they are snapshots of the same customers, name the "
+        "files so that name order is time order and set customers.latest_by: file (each "
+        "customer's rows from the last file holding it are kept), or add a column that "
+        "dates each file's rows (customers.latest_by: {name: ..., type: date})"
     )
+
+
+#: A year-first date in a file name (``2026-12-01``, ``20261201``, ``2024_06``): files so
+#: named sort by their date, so name order is time order.
+_NAME_DATE = re.compile(
+    r"(?<!\d)(19|20)\d{2}[-_.]?(0[1-9]|1[0-2])([-_.]?(0[1-9]|[12]\d|3[01]))?(?!\d)"
+)
+
+
+def _file_rows(table: _Table) -> pl.Series:
+    """The file each row of a folder's table was read from."""
+    return pl.Series("file", [name for name, n in table.parts for _ in range(n)], pl.String)
+
+
+def _dated_snapshots(table: _Table, ident: str) -> bool:
+    """Whether a folder's files are full snapshots of the customers over time: at least two
+    files, every name holding a year-first date (so name order is time order), and no id
+    repeated within a file. Their repeated ids are then the same customers later
+    (``latest_by: file``), not a training and a test file naming others alike."""
+    names = [name.rsplit("/", 1)[-1] for name, _ in table.parts]
+    if len(names) < 2 or not all(_NAME_DATE.search(n) for n in names):
+        return False
+    ids = table.frame.select(plain_id(pl.col(ident).cast(pl.String)).alias("id"))
+    ids = ids.with_columns(_file_rows(table)).drop_nulls("id")
+    return not ids.select(pl.struct("file", "id").is_duplicated().any()).item()
 
 
 def _positive(table: _Table, label: str) -> tuple[str, str, list[str] | None]:
@@ -1112,9 +1138,11 @@ def draft_config(
             if ident
             else pl.Series([], dtype=pl.String)
         )  # as ingestion compares them: "2.0" is "2"
-        latest = None
+        latest: _Column | Literal["file"] | None = None
         if ids.n_unique() != ids.len():
             latest = _latest_column(table, ident, label)
+            if latest is None and _dated_snapshots(table, ident):
+                latest = "file"
             if latest is None:
                 raise DraftError(
                     f"the id column {ident!r} repeats values ({ids.len() - ids.n_unique():,} "
@@ -1142,7 +1170,25 @@ def draft_config(
             else "  row_ids: true   # CHECK: no customer id column found: rows are numbered "
             "from 1 in file order; give --id if a column identifies customers",
         ]
-        if latest is not None:
+        if latest == "file":
+            repeated = ids.len() - ids.n_unique()
+            lines.append(
+                f"  latest_by: file   # CHECK: {repeated:,} rows repeat a customer over "
+                f"{len(table.parts)} files named by date: snapshots of the same customers, "
+                "each one's rows from the last file holding it are kept"
+            )
+            last = table.frame.with_columns(_file_rows(table))
+            last = last.filter(
+                pl.col(ident).is_null()
+                | (
+                    pl.col("file")
+                    == pl.col("file").max().over(plain_id(pl.col(ident).cast(pl.String)))
+                )
+            )
+            table = dataclasses.replace(table, frame=last.drop("file"))
+            if labels_file is None:
+                labels_table = judged = table
+        elif latest is not None:
             repeated = ids.len() - ids.n_unique()
             fmt = f", format: {_yaml(latest.format)}" if latest.format else ""
             order = " (sorted as text)" if latest.type == "categorical" else ""
@@ -1163,7 +1209,9 @@ def draft_config(
                 labels_table = judged = table
         signup, attributes, skipped = None, [], []
         for col in cols:
-            if col in (ident, label, value) or (latest is not None and col == latest.source):
+            if col in (ident, label, value) or (
+                isinstance(latest, _Column) and col == latest.source
+            ):
                 continue
             c = _column_type(table, col)
             dated = c.type in ("date", "datetime")

@@ -123,7 +123,7 @@ class CustomersSpec(SourceSpec):
 
     def _formats(self) -> list[str | None]:
         columns = [self.signup_date, self.latest_by, *self.attributes]
-        return [c.format for c in columns if c is not None]
+        return [c.format for c in columns if isinstance(c, ColumnSpec)]
 
     id_column: str | None = None
     row_ids: bool = Field(
@@ -133,10 +133,12 @@ class CustomersSpec(SourceSpec):
     )
     signup_date: ColumnSpec | None = None
     attributes: list[ColumnSpec] = Field(default_factory=list)
-    latest_by: ColumnSpec | None = Field(
+    latest_by: ColumnSpec | Literal["file"] | None = Field(
         default=None,
         description="A table with rows per customer over time (customer-months, repeated "
-        "snapshots): each customer's row with the latest value of this column is kept.",
+        "snapshots): each customer's row with the latest value of this column is kept. "
+        "'file': a folder of full snapshot exports without a date column, each customer's "
+        "rows from the last file (in name order) that holds the customer are kept.",
     )
 
 

@@ -938,7 +938,7 @@ def customer_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None
         cols["signup_date"] = (sd.raw, sd.type, sd.format, sd)
     for a in spec.attributes:
         cols[a.name] = (a.raw, a.type, a.format, a)
-    if spec.latest_by is not None:
+    if isinstance(spec.latest_by, ColumnSpec):  # 'file' orders by the files read instead
         lb = spec.latest_by
         cols[LATEST_BY] = (lb.raw, lb.type, lb.format, lb)
     labels = cfg.labels
@@ -1247,6 +1247,18 @@ def _latest_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return out, frame.height - out.height
 
 
+def _latest_file_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Each customer's rows from the last file that holds the customer (files in the order
+    they were read: name order), for ``latest_by: file``. Rows repeating an id within that
+    file all stay, for ``expectations_met`` to report, as do rows without an id. Returns the
+    frame and the count of earlier rows left out."""
+    files = frame["_source_file"].unique(maintain_order=True)
+    order = pl.col("_source_file").replace_strict(files, pl.int_range(files.len(), eager=True))
+    keep = pl.col("customer_id").is_null() | (order == order.max().over("customer_id"))
+    out = frame.filter(keep)
+    return out, frame.height - out.height
+
+
 def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None) -> IngestResult:
     """Read the customer table of ``cfg`` into a typed frame (``customer_id`` first)."""
     if cfg.customers is None:
@@ -1261,6 +1273,8 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
         frame = res.frame.with_columns(plain_id(pl.col("customer_id")))
     if LATEST_BY in frame.columns:
         frame, res.earlier_rows = _latest_rows(frame)
+    elif cfg.customers.latest_by == "file":
+        frame, res.earlier_rows = _latest_file_rows(frame)
     if cfg.labels.file is not None:
         frame = _join_label_file(cfg, res, frame, landing_url, storage_options or {})
     if cfg.labels.source == "columns":

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from churn_assets.lib.config_draft import draft_config
+import pytest
+
+from churn_assets.lib.config_draft import DraftError, draft_config
 from churn_assets.lib.datasets import load_dataset_config
 from churn_assets.lib.ingest import ingest_customers
 from churn_assets.lib.quality import validate
@@ -98,3 +100,111 @@ def test_raw_customers_says_how_many_earlier_rows_it_left_out(isolated_env, tmp_
     [event] = run.result.get_asset_materialization_events()
     meta = event.materialization.metadata
     assert meta["earlier_rows_left_out"].value == 3 and meta["dagster/row_count"].value == 3
+
+
+SNAPSHOT_HEAD = "customer,plan,calls,churn\n"
+FIRST_EXPORT = "A,basic,3,No\nB,basic,2,No\nC,pro,0,No\n"
+SECOND_EXPORT = "A,pro,5,No\nB,basic,4,Yes\nD,pro,1,No\n"  # C has left the export
+
+
+def _exports(tmp_path: Path, *names_and_rows: tuple[str, str]) -> Path:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for name, rows in names_and_rows:
+        (folder / name).write_text(SNAPSHOT_HEAD + rows)
+    return folder
+
+
+def _file_config(tmp_path: Path, folder: Path, latest: str = "  latest_by: file"):
+    (tmp_path / "s.yaml").write_text(
+        CONFIG.format(latest=latest).replace("path: months.csv", f"path: {folder}")
+    )
+    return load_dataset_config(str(tmp_path / "s.yaml"))
+
+
+def test_a_folder_of_dated_exports_keeps_each_customers_rows_from_its_last_export(tmp_path):
+    """Full snapshot exports with the date in the file name only: ``latest_by: file`` keeps
+    each customer's row of the last file holding it, a customer gone from the later export
+    included; without it the repeated ids fail as before."""
+    folder = _exports(
+        tmp_path,
+        ("customers-2026-12-02.csv", SECOND_EXPORT),
+        ("customers-2026-12-01.csv", FIRST_EXPORT),
+    )
+    cfg = _file_config(tmp_path, folder)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {} and res.earlier_rows == 2
+    rows = res.frame.sort("customer_id").select(
+        "customer_id", "plan", "calls", "churned", "_source_file"
+    )
+    assert rows.rows() == [
+        ("A", "pro", 5, 0, "customers-2026-12-02.csv"),
+        ("B", "basic", 4, 1, "customers-2026-12-02.csv"),
+        ("C", "pro", 0, 0, "customers-2026-12-01.csv"),
+        ("D", "pro", 1, 0, "customers-2026-12-02.csv"),
+    ]
+    report = validate(res.frame.drop("_source_file", "_parse_errors"), customer_rules(cfg), "c")
+    assert report.failures() == []
+    plain = _file_config(tmp_path, folder, latest="")
+    res = ingest_customers(plain, str(tmp_path))
+    report = validate(res.frame.drop("_source_file", "_parse_errors"), customer_rules(plain), "c")
+    assert any("duplicated values" in f.message for f in report.failures())
+
+
+def test_an_id_repeated_within_the_last_export_still_fails(tmp_path):
+    """``latest_by: file`` orders files, not rows: two rows of one customer in the same
+    export are an export fault, reported by ``expectations_met`` and never picked from."""
+    folder = _exports(
+        tmp_path,
+        ("2026-12-01.csv", FIRST_EXPORT),
+        ("2026-12-02.csv", SECOND_EXPORT + "A,basic,9,Yes\n"),
+    )
+    cfg = _file_config(tmp_path, folder)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.earlier_rows == 2 and res.frame.filter(res.frame["customer_id"] == "A").height == 2
+    report = validate(res.frame.drop("_source_file", "_parse_errors"), customer_rules(cfg), "c")
+    [unique] = [f.message for f in report.failures() if "duplicated values" in f.message]
+    assert unique.startswith("column 'customer_id': 2 of 5 rows")
+
+
+def test_draft_config_of_dated_exports_drafts_latest_by_file(tmp_path):
+    """A folder of exports dated by their names only: the draft takes them for snapshots of
+    the same customers; the same files without dates in their names are refused, the
+    refusal naming ``latest_by: file``."""
+    folder = _exports(
+        tmp_path,
+        ("export_20261201.csv", _many(0)),
+        ("export_20261202.csv", _many(1)),
+    )
+    text = draft_config(str(folder), label="churn")
+    assert "  latest_by: file   # CHECK: 40 rows repeat a customer over 2 files" in text
+    out = tmp_path / "draft.yaml"
+    out.write_text(text)
+    res = ingest_customers(load_dataset_config(str(out)), str(tmp_path))
+    assert res.rows == 45 and res.earlier_rows == 40
+    assert set(res.frame["_source_file"]) == {"export_20261202.csv"}
+    (folder / "export_20261201.csv").rename(folder / "export_a.csv")
+    (folder / "export_20261202.csv").rename(folder / "export_b.csv")
+    with pytest.raises(DraftError, match="customers.latest_by: file"):
+        draft_config(str(folder), label="churn")
+
+
+def _many(day: int) -> str:
+    """Forty customers, and five more on the second day; the calls change by day."""
+    ids = range(40 + 5 * day)
+    return "".join(
+        f"C{i},{'pro' if i % 3 else 'basic'},{i % 7 + day},{'Yes' if i % 4 == 0 else 'No'}\n"
+        for i in ids
+    )
+
+
+def test_raw_customers_of_dated_exports_reports_the_rows_left_out(isolated_env, tmp_path):
+    from tests.helpers import run_graph
+
+    folder = _exports(tmp_path, ("2026-12-01.csv", FIRST_EXPORT), ("2026-12-02.csv", SECOND_EXPORT))
+    _file_config(tmp_path, folder)
+    run = run_graph(str(tmp_path / "s.yaml"), ["raw_customers"])
+    assert run.result.success and run.check("raw_customers", "expectations_met").passed
+    [event] = run.result.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    assert meta["earlier_rows_left_out"].value == 2 and meta["dagster/row_count"].value == 4
