@@ -419,6 +419,11 @@ def demo(dataset: str | None, as_json: bool, seed_if_empty: bool) -> None:
 )
 @click.option("--id", "id_column", default=None, help="Customer id column (default: by name).")
 @click.option("--timestamp", default=None, help="Timestamp column (a table of transactions).")
+@click.option(
+    "--timestamp-format",
+    default=None,
+    help="strptime format of --timestamp when no common one reads it ('%d %b %Y %H:%M').",
+)
 @click.option("--amount", default=None, help="Amount column (transactions; default: by name).")
 @click.option("--quantity", default=None, help="Quantity column (with --price).")
 @click.option("--price", "unit_price", default=None, help="Unit price column (with --quantity).")
@@ -435,6 +440,7 @@ def draft_config_command(
     transactions_file: str | None,
     id_column: str | None,
     timestamp: str | None,
+    timestamp_format: str | None,
     amount: str | None,
     quantity: str | None,
     unit_price: str | None,
@@ -462,6 +468,7 @@ def draft_config_command(
             transactions_file=transactions_file,
             id_column=id_column,
             timestamp=timestamp,
+            timestamp_format=timestamp_format,
             amount=amount,
             quantity=quantity,
             unit_price=unit_price,

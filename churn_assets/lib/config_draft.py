@@ -64,6 +64,13 @@ TIMESTAMP_FORMATS = (
     "%d.%m.%Y %H:%M",
     "%d-%m-%Y %H:%M:%S",
     "%Y/%m/%d %H:%M:%S",
+    # 12-hour clocks ("12/08/2025 02:17 PM"), as US exports write them
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %I:%M %p",
+    "%d/%m/%Y %I:%M:%S %p",
+    "%d/%m/%Y %I:%M %p",
+    "%Y-%m-%d %I:%M:%S %p",
+    "%Y-%m-%d %I:%M %p",
     "%Y-%m-%d",
     "%d/%m/%Y",
     "%m/%d/%Y",
@@ -79,6 +86,13 @@ EPOCH_RANGES = (
     ("excel", "days since 1899-12-30 (Excel's serial dates)", (20_000, 80_000)),
 )
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
+
+
+def _has_time(fmt: str) -> bool:
+    """Whether the strptime format ``fmt`` reads a time of day (24- or 12-hour clock)."""
+    return "%H" in fmt or "%I" in fmt
+
+
 #: Label values that mean churned by their name (lower case, without ``_`` and spaces).
 POSITIVE_LABEL_WORDS = (
     "churn",
@@ -505,6 +519,9 @@ def _column_type(table: _Table, col: str) -> _Column:
             return _Column(col, "date", format=fmt)
     if _parses(table, col, "datetime") == 1.0:
         return _Column(col, "datetime")
+    for fmt in TIMESTAMP_FORMATS:  # "03/12/2026 14:05", "12/03/2026 02:05 PM"
+        if _has_time(fmt) and _parses(table, col, "datetime", fmt) == 1.0:
+            return _Column(col, "datetime", format=fmt)
     return _category_or_text(col, present)
 
 
@@ -851,9 +868,14 @@ _ISO = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\
 _ZONE_NAME = r"\s((?:[A-Za-z_]+/)+[A-Za-z0-9_+\-]+|UTC|GMT)$"
 
 
-def _timestamp_format(table: _Table, col: str) -> tuple[str | None, str, str | None]:
+def _timestamp_format(
+    table: _Table, col: str, given: str | None = None
+) -> tuple[str | None, str, str | None]:
     """The ``timestamp_format`` of ``col`` (None: ISO 8601), a note when the day and the
-    month could be either way round, and the ``timezone`` named after every time."""
+    month could be either way round, and the ``timezone`` named after every time; with
+    ``given`` (``--timestamp-format``), that format once it reads the column."""
+    if given is not None:
+        return _given_timestamp_format(table, col, given), "", None
     values = table.frame[col].cast(pl.String).str.strip_chars().drop_nulls().head(5000)
     zones = values.str.extract(_ZONE_NAME, 1)
     if values.len() and zones.null_count() == 0:
@@ -890,6 +912,21 @@ def _zoned_format(table: _Table, col: str, zones: list[str]) -> tuple[str, str, 
     )
 
 
+def _given_timestamp_format(table: _Table, col: str, fmt: str) -> str:
+    """``fmt`` when it reads at least 99% of the times in ``col``; :class:`DraftError`
+    naming a time it does not read otherwise."""
+    share, parsed = _parsed(table, col, "datetime", fmt)
+    if share >= 0.99:
+        return fmt
+    given = table.frame.select(given=given_value(col, "datetime"), value=pl.col(col))
+    unread = given.filter(pl.col("given") & parsed.is_null())["value"]
+    example = f" (e.g. {str(unread[0])!r})" if unread.len() else ""
+    raise DraftError(
+        f"--timestamp-format {fmt!r} reads {share:.0%} of the times in column {col!r}"
+        f"{example}: give the strptime format they are written in"
+    )
+
+
 def _plain_timestamp_format(table: _Table, col: str, values: pl.Series) -> tuple[str | None, str]:
     """:func:`_timestamp_format` of timestamps without a zone name."""
     numbers = values.cast(pl.Float64, strict=False)
@@ -908,7 +945,7 @@ def _plain_timestamp_format(table: _Table, col: str, values: pl.Series) -> tuple
     found = [
         fmt
         for fmt in TIMESTAMP_FORMATS
-        if _parses(table, col, "date" if "%H" not in fmt else "datetime", fmt) >= 0.99
+        if _parses(table, col, "datetime" if _has_time(fmt) else "date", fmt) >= 0.99
     ]
     if found:
         fmt = found[0]
@@ -918,7 +955,7 @@ def _plain_timestamp_format(table: _Table, col: str, values: pl.Series) -> tuple
             if swapped != fmt and swapped in found
             else ""
         )
-        kind = "date" if "%H" not in fmt else "datetime"
+        kind = "datetime" if _has_time(fmt) else "date"
         years = _parsed(table, col, kind, fmt)[1].drop_nulls().dt.year()
         if "%Y" in fmt and years.len() and years.max() < 100:  # "10/07/24": year 24
             fmt = fmt.replace("%Y", "%y")
@@ -933,7 +970,8 @@ def _plain_timestamp_format(table: _Table, col: str, values: pl.Series) -> tuple
         return fmt, note
     raise DraftError(
         f"the timestamps of column {col!r} (e.g. {table.frame[col].drop_nulls()[0]!r}) match "
-        "neither ISO 8601 nor a common format: set timestamp_format (strptime) in the draft"
+        "neither ISO 8601 nor a common format: give their strptime format with "
+        "--timestamp-format (e.g. '%d %b %Y %H:%M' for '03 Dec 2026 14:05')"
     )
 
 
@@ -1036,6 +1074,7 @@ def draft_config(
     invoice: str | None = None,
     labels_file: str | None = None,
     transactions_file: str | None = None,
+    timestamp_format: str | None = None,
     horizon_days: int = 90,
     sample_rows: int = 100_000,
 ) -> str:
@@ -1045,7 +1084,8 @@ def draft_config(
     found by their names where they can be. With ``labels_file``, the churn (and value)
     column is in that file, joined by customer id (``labels.file``). With
     ``transactions_file`` (and ``label``), the snapshot's customers also have transactions
-    (``timestamp`` names their time column), whose behaviour becomes features. Raises
+    (``timestamp`` names their time column), whose behaviour becomes features.
+    ``timestamp_format`` (strptime) reads times no common format reads. Raises
     :class:`DraftError` when the file or the options do not allow one; the draft returned
     always loads as a config."""
     if transactions_file is not None:
@@ -1062,6 +1102,8 @@ def draft_config(
         )
     if labels_file is not None and label is None:
         raise DraftError("--labels-file goes with --label: the churn column of that file")
+    if timestamp_format is not None and timestamp is None:
+        raise DraftError("--timestamp-format goes with --timestamp: the column it reads")
     table = _read(path, sample_rows, want=None if labels_file else label or timestamp)
     cols = table.frame.columns
     stem = _snake(Path(path).stem)
@@ -1078,7 +1120,7 @@ def draft_config(
     if label is None:
         assert timestamp is not None
         section, history = _transactions(
-            table, id_column, timestamp, amount, quantity, unit_price, invoice
+            table, id_column, timestamp, amount, quantity, unit_price, invoice, timestamp_format
         )
         lines += section
         drafted = yaml.safe_load("\n".join(lines))["transactions"]
@@ -1241,9 +1283,9 @@ def draft_config(
                 if ident in payments.frame.columns
                 else _column_of_ids(payments, table.frame[ident], ident)
             )
-            lines += _transactions(payments, own, timestamp, amount, quantity, unit_price, invoice)[
-                0
-            ]
+            lines += _transactions(
+                payments, own, timestamp, amount, quantity, unit_price, invoice, timestamp_format
+            )[0]
         lines += ["labels:", "  source: columns"]
         if transactions_file is not None:
             lines.append(
@@ -1513,6 +1555,7 @@ def _transactions(
     quantity: str | None,
     unit_price: str | None,
     invoice: str | None,
+    timestamp_format: str | None = None,
 ) -> tuple[list[str], _History]:
     """The ``transactions`` section drafted from ``table`` (the lines of a transactions
     file, or a snapshot's payments with ``--transactions``) and the :class:`_History` of
@@ -1525,7 +1568,7 @@ def _transactions(
         )
     ts = _find(table, timestamp, (), "timestamp")
     assert ts is not None
-    fmt, note, zone = _timestamp_format(table, ts)
+    fmt, note, zone = _timestamp_format(table, ts, timestamp_format)
     out = [
         "transactions:",
         *source,

@@ -442,6 +442,10 @@ def _bad_counts(typed: pl.DataFrame, bad_cols: list[str]) -> dict[str, int]:
 _CURRENCY = r"^\s*(?:[$€£¥₹]|[A-Z]{3}\s)?\s*|\s*(?:[$€£¥₹%]|\s[A-Z]{3})?\s*$"
 
 
+#: A plus or minus sign written before the currency sign or ISO code ("-$37.35", "-EUR 12").
+_SIGNED_CURRENCY = r"^\s*([-+])\s*(?:[$€£¥₹]|[A-Z]{3}\s)\s*"
+
+
 def without_currency(s: pl.Expr) -> pl.Expr:
     """Number text without a currency sign or ISO code before or after it ("12 €": "12"),
     or a percent sign after it ("45.3%": "45.3")."""
@@ -449,13 +453,16 @@ def without_currency(s: pl.Expr) -> pl.Expr:
 
 
 def plain_number(raw: str, target: str, decimal: str) -> pl.Expr:
-    """Text column ``raw`` read as a number without its currency sign, a negative one in
-    parentheses as accounts write it ("($47.81)": -47.81), and, where the digits
+    """Text column ``raw`` read as a number without its currency sign (a sign before it
+    kept: "-$37.35": -37.35), a negative one in parentheses as accounts write it
+    ("($47.81)": -47.81), and, where the digits
     are grouped in threes by the mark that is not the decimal one, without the grouping:
     only where that cannot be a decimal mark, with two groups or more ("1,234,567") or a
     decimal part ("1,234.50" with a "." decimal); "1,234" stays unread, as it may be a
     decimal comma."""
-    s = without_currency(_blank_to_null(pl.col(raw)))
+    # a sign before the currency sign ("-$37.35", "- € 12"): the sign stays, the sign goes
+    s = _blank_to_null(pl.col(raw)).str.replace(_SIGNED_CURRENCY, "${1}")
+    s = without_currency(s)
     # an accountant's negative: "(47.81)", "($47.81)"
     s = (
         pl.when(s.str.contains(r"^\(.*\)$"))

@@ -1042,3 +1042,34 @@ def test_a_label_of_one_value_is_drafted_with_a_check_note(tmp_path):
     ).write_csv(path)
     text = draft_config(str(path), label="churn")
     assert "CHECK: every labelled row holds 'No' (50): one class" in text
+
+
+def test_a_date_and_time_attribute_in_a_common_format_is_a_datetime(tmp_path):
+    """A last-login column written '12/08/2025 02:17 PM' (or '08/12/2025 14:17') was taken
+    for free text and left out; it is a datetime attribute with its format now, read whole
+    by ingestion."""
+    rng = np.random.default_rng(9)
+    n = 300
+    times = np.datetime64("2025-01-01T00:00") + rng.integers(0, 500_000, n).astype("timedelta64[m]")
+    stamps = pl.Series(times.astype("datetime64[us]"))
+    pl.DataFrame(
+        {
+            "account": [f"A{i:03d}" for i in range(n)],
+            "last_login": stamps.dt.strftime("%m/%d/%Y %I:%M %p"),
+            "last_ticket": stamps.dt.strftime("%d/%m/%Y %H:%M"),
+            "seats": rng.integers(1, 50, n),
+            "churned": rng.integers(0, 2, n),
+        }
+    ).write_csv(tmp_path / "accounts.csv")
+    text = draft_config(str(tmp_path / "accounts.csv"), label="churned", id_column="account")
+    cfg, raw = _load(text, tmp_path)
+    got = {a["name"]: (a["type"], a.get("format")) for a in raw["customers"]["attributes"]}
+    assert got == {
+        "last_login": ("datetime", "%m/%d/%Y %I:%M %p"),
+        "last_ticket": ("datetime", "%d/%m/%Y %H:%M"),
+        "seats": ("integer", None),
+    }
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    first = res.frame.sort("customer_id")["last_login"][0]
+    assert first == stamps[0]

@@ -254,3 +254,16 @@ def test_an_accountants_negative_in_parentheses_is_read(tmp_path):
     )
     assert res.frame.sort("customer_id")["balance"].to_list() == [-47.81, -1234.5, -12.0, None, 3.5]
     assert res.parse_errors == {"balance": 1}
+
+
+def test_a_minus_sign_before_the_currency_sign_is_kept(tmp_path):
+    """'-$37.35' (refunds in a US export) is -37.35: the sign before the currency sign was
+    read as no number, so every refund line failed values_parse."""
+    res = _ingest_csv(
+        tmp_path,
+        'id,balance\nA,-$37.35\nB,"- € 12"\nC,+$5\nD,"-$1,234.50"\nE,-EUR 7.5\nF,-$x\n',
+        {"balance": "numeric"},
+    )
+    got = res.frame.sort("customer_id")["balance"].to_list()
+    assert got == [-37.35, -12.0, 5.0, -1234.5, -7.5, None]
+    assert res.parse_errors == {"balance": 1}

@@ -272,3 +272,50 @@ def test_two_digit_years_are_drafted_as_such_and_read_in_this_century(tmp_path):
         dt.datetime(2024, 7, 10, 10, 56),
         dt.datetime(2024, 7, 13, 11, 0),
     ]
+
+
+def test_twelve_hour_clock_times_are_drafted_and_read(tmp_path):
+    """'12/08/2025 02:17 PM', as US exports write times, matched no common format and the
+    draft was refused; it is now drafted, and ingestion reads PM as the afternoon."""
+    from churn_assets.lib.config_draft import draft_config
+
+    path = tmp_path / "us.csv"
+    stamps = ["12/08/2025 02:17 PM", "05/14/2024 10:47 AM", "05/30/2024 12:05 AM"] * 10
+    pl.DataFrame(
+        {"account": ["A1", "A2", "A3"] * 10, "at": stamps, "amount": [1.0] * 30}
+    ).write_csv(path)
+    text = draft_config(str(path), timestamp="at", id_column="account")
+    assert 'timestamp_format: "%m/%d/%Y %I:%M %p"\n' in text
+    res, ts = _ingest(tmp_path, stamps[:3], fmt="%m/%d/%Y %I:%M %p")
+    assert res.parse_errors == {}
+    assert ts.to_list() == [
+        dt.datetime(2025, 12, 8, 14, 17),
+        dt.datetime(2024, 5, 14, 10, 47),
+        dt.datetime(2024, 5, 30, 0, 5),
+    ]
+
+
+def test_a_format_no_common_one_matches_is_given_with_timestamp_format(tmp_path):
+    """Times in no common format: the refusal says to give --timestamp-format (the draft it
+    told the user to edit was never written); given, the draft takes it once it reads the
+    times, and a format that does not read them is refused with a time it left unread."""
+    import pytest
+
+    from churn_assets.lib.config_draft import DraftError, draft_config
+
+    path = tmp_path / "named.csv"
+    stamps = ["03 Dec 2026 14:05", "28 Nov 2026 09:00", "01 Jan 2025 23:59"] * 10
+    pl.DataFrame(
+        {"account": ["A1", "A2", "A3"] * 10, "at": stamps, "amount": [1.0] * 30}
+    ).write_csv(path)
+    with pytest.raises(DraftError, match="--timestamp-format"):
+        draft_config(str(path), timestamp="at", id_column="account")
+    text = draft_config(
+        str(path), timestamp="at", id_column="account", timestamp_format="%d %b %Y %H:%M"
+    )
+    assert 'timestamp_format: "%d %b %Y %H:%M"\n' in text
+    with pytest.raises(DraftError, match=r"reads 0% of the times in column 'at' \(e\.g\. '03 Dec"):
+        draft_config(str(path), timestamp="at", id_column="account", timestamp_format="%Y-%m-%d")
+    res, ts = _ingest(tmp_path, stamps[:3], fmt="%d %b %Y %H:%M")
+    assert res.parse_errors == {}
+    assert ts.to_list()[0] == dt.datetime(2026, 12, 3, 14, 5)
