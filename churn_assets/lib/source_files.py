@@ -16,6 +16,7 @@ import lzma
 import math
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +75,8 @@ _COMPRESSED = {
     b"\xfd7zXZ\x00": (lzma.decompress, lzma.open, ".xz"),
 }
 _ZIP = b"PK\x03\x04"
-_CORRUPT = (OSError, EOFError, ValueError, lzma.LZMAError, zipfile.BadZipFile)
+#: What unpacking a damaged archive raises (zlib.error: a gzip file with bad bytes inside).
+_CORRUPT = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
 
 
 def _compression(head: bytes) -> tuple[Any, Any, str] | None:

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import xlsxwriter
 
-from churn_assets.lib.config_draft import draft_config
+from churn_assets.lib.config_draft import DraftError, draft_config
 from churn_assets.lib.datasets import SourceSpec, load_dataset_config
 from churn_assets.lib.ingest import ingest_customers, ingest_transactions, list_source_files
 from churn_assets.lib.source_files import UnreadableFile, read_table
@@ -749,3 +749,30 @@ def test_a_parquet_dictionary_bomb_is_refused_before_it_is_spelled_out(tmp_path)
     fine = pa.table({"category": pa.array(["toys", "books"] * 1000).dictionary_encode()})
     pq.write_table(fine, tmp_path / "fine.parquet")
     assert _read_parquet(str(tmp_path / "fine.parquet"), None).height == 2000
+
+
+def _damaged_gzip(text: str) -> bytes:
+    """A gzip file whose header and length are right but whose deflate bytes are not: as a
+    copy broken in transit leaves it (zlib raises its own error, not an OSError)."""
+    data = gzip.compress(text.encode(), mtime=0)
+    return data[:20] + bytes(b ^ 0xFF for b in data[20:60]) + data[60:]
+
+
+def test_a_gzip_file_with_damaged_bytes_is_unreadable_not_a_crash(tmp_path):
+    """Damaged bytes inside a gzip file raised zlib.error, which nothing caught: the landing
+    run failed instead of quarantining the file, and churn draft-config printed a traceback.
+    The file is now unreadable with its reason, and the other files are read."""
+    bad = _damaged_gzip(CSV * 50)
+    with pytest.raises(UnreadableFile, match="corrupt compressed file"):
+        read_table(bad, "orders.csv.gz", _spec())
+    (tmp_path / "orders.csv.gz").write_bytes(bad)
+    with pytest.raises(DraftError, match=r"orders\.csv\.gz: corrupt compressed file"):
+        draft_config(str(tmp_path / "orders.csv.gz"), timestamp="InvoiceDate")
+    good = tmp_path / "good.csv.gz"
+    good.write_bytes(gzip.compress(CSV.encode()))
+    out = tmp_path / "draft.yaml"
+    out.write_text(draft_config(str(good), timestamp="InvoiceDate").replace("good.csv.gz", "*.gz"))
+    res = ingest_transactions(load_dataset_config(str(out)), str(tmp_path))
+    (problem,) = res.file_problems
+    assert problem.file == "orders.csv.gz" and "corrupt compressed file" in problem.message()
+    assert res.rows == 3
