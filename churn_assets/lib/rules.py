@@ -80,8 +80,9 @@ def customer_rules(cfg: DatasetConfig) -> list[Rule]:
 
 #: Transactions dated before this are placeholders (Unix time 0, a spreadsheet's day 0).
 EARLIEST_PLAUSIBLE_TIMESTAMP = dt.datetime(1971, 1, 1)
-#: Share of lines that must be dated plausibly: fewer stray dates are quarantined and the
-#: run goes on (40 lines of a bad clock in 188,498); more stop it (a file's clock is wrong).
+#: Share of lines that must be dated, and dated plausibly: fewer blank or stray dates are
+#: quarantined and the run goes on (40 lines of a bad clock in 188,498); more stop it (a
+#: file's clock is wrong, or its time column is blank).
 STRAY_DATES_ALLOWED = 0.999
 
 
@@ -108,7 +109,15 @@ def transaction_rules(cfg: DatasetConfig) -> list[Rule]:
             "once transactions.customer_id_required_fraction allows them: set it a little "
             "below the share of lines that name one",
         ),
-        Rule("not_null", "timestamp", description="every transaction has a timestamp"),
+        Rule(
+            "not_null",
+            "timestamp",
+            mostly=STRAY_DATES_ALLOWED,
+            description="transactions have a timestamp",
+            hint="a line without a time cannot be placed before or after the cut-off; a "
+            "few such lines are quarantined, more stop the run: the file's time column is "
+            "blank, or timestamp names the wrong column",
+        ),
         Rule(
             "between",
             "timestamp",

@@ -684,3 +684,27 @@ def test_datetime_bounds_count_as_polars_does() -> None:
     assert result.unexpected_count == _polars_count(df, rule) == 5  # 00, 01, 07, 08, 09
     assert result.sample_values[:2] == ["2024-01-01T00:00:00", "2024-01-01T01:00:00"]
     assert result.message.endswith("outside [2024-01-01 02:00:00, 2024-01-01 06:00:00]")
+
+
+def test_a_few_lines_without_a_timestamp_are_quarantined_like_stray_dates() -> None:
+    """7 blank times in a 60,813-line export stopped the run ('every transaction has a
+    timestamp'), while as many stray dates were quarantined: blank times now follow the
+    stray dates' tolerance, and a file whose time column is mostly blank still stops."""
+    from churn_assets.lib.datasets import load_dataset_config
+    from churn_assets.lib.rules import transaction_rules
+    from churn_assets.raw.checks import suite_check
+
+    rules = transaction_rules(load_dataset_config("synthetic"))
+    rule = next(r for r in rules if (r.kind, r.column) == ("not_null", "timestamp"))
+    assert rule.blocking
+    stamps = [dt.datetime(2024, 5, 1) + dt.timedelta(minutes=m) for m in range(1999)]
+    few = pl.DataFrame({"timestamp": [*stamps, None]})
+    assert _only(few, rule).success and _polars_count(few, rule) == 1
+    check = suite_check("raw_transactions", validate(few, [rule], "t"), None)
+    assert check.passed and check.description == (
+        "1 row(s) break not_null on 'timestamp', within its tolerance: quarantined"
+    )
+    many = pl.DataFrame({"timestamp": [*stamps[:990], *[None] * 10]})
+    result = _only(many, rule)
+    assert not result.success and result.unexpected_count == 10
+    assert "cannot be placed before or after the cut-off" in result.message
