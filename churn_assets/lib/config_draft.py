@@ -641,7 +641,9 @@ MIN_REPEATED_IDS = 20
 def _distinct_id(table: _Table, taken: tuple[str | None, ...]) -> str | None:
     """A column that identifies customers though not named like :data:`ID_NAMES`: named
     for an owner (``CLIENTNUM``) or ending like a number (``account_no``), text or whole
-    numbers, present and distinct in every row read, and not a row number (1, 2, 3 …).
+    numbers, present and distinct in every row read, and not a row number (1, 2, 3 … in a
+    column named for no owner, ``RowNumber``: an owner's sequential ids, an account number
+    a database counted up and the export sorted by, are ids).
     Without one, a column named for an owner and ending like a number (``cust_id``) whose
     values repeat: the id of a table with several rows per customer (``latest_by``), or of
     one with duplicates, which the draft then refuses naming them."""
@@ -661,10 +663,16 @@ def _distinct_id(table: _Table, taken: tuple[str | None, ...]) -> str | None:
                 repeated = col
             continue
         share, integers = _parsed(table, col, "integer")
-        if share == 1.0 and _row_number(integers):
+        if share == 1.0 and _row_number(integers) and not (owner or _zero_padded(text)):
             continue
         return col
     return repeated
+
+
+def _zero_padded(text: pl.Series) -> bool:
+    """Whether whole numbers are written to a fixed width with leading zeros (``0000042``):
+    a code an export formats, not a row number."""
+    return bool(text.str.contains(r"^0\d").any()) and text.str.len_chars().n_unique() == 1
 
 
 #: Column names (as :func:`_key` gives them) of the currency beside an amount.

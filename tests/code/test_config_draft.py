@@ -742,6 +742,30 @@ def test_an_id_not_named_like_one_is_found_by_its_distinct_values(tmp_path):
     assert "row_ids: true" in draft_config(str(repeated), label="Exited")
 
 
+def test_sequential_ids_named_for_their_owner_are_ids_not_row_numbers(tmp_path):
+    """An account number a database counted up, in an export sorted by it (1, 2, 3 … or
+    ``0000000``, ``0000001`` …), is the id: numbering rows instead would give a customer
+    another's number once an export adds or reorders rows. ``RowNumber`` stays left out."""
+    n = 400
+    counted = tmp_path / "accounts.csv"
+    _bank().drop("CustomerId").with_columns(pl.Series("AccountNo", range(1, n + 1))).write_csv(
+        counted
+    )
+    text = draft_config(str(counted), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    assert raw["customers"]["id_column"] == "AccountNo" and not cfg.customers.row_ids
+    assert '# left out: "RowNumber": a row number' in text
+    padded = tmp_path / "padded.csv"
+    codes = [f"{i:07d}" for i in range(n)]
+    _bank().drop("CustomerId", "RowNumber").with_columns(pl.Series("Acct Code", codes)).write_csv(
+        padded
+    )
+    cfg, raw = _load(draft_config(str(padded), label="Exited"), tmp_path)
+    assert raw["customers"]["id_column"] == "Acct Code"
+    frame = ingest_customers(cfg, str(tmp_path)).frame
+    assert frame["customer_id"].head(2).to_list() == ["0000000", "0000001"]
+
+
 def test_ids_that_never_come_back_are_marked_for_a_check(tmp_path):
     """Olist's orders name a customer_id per order: no id comes back at another time."""
     rng = np.random.default_rng(3)
