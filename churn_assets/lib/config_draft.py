@@ -1022,6 +1022,20 @@ def _without_leaks(
     return [c for c in attributes if c.source not in leaks], notes
 
 
+#: Words in the name of a column recorded with the outcome (IBM's ``Churn Reason``,
+#: ``Churn Category``, ``Churn Score``): left out of a draft even when they predict it
+#: only in part (a reason left blank for some who churned).
+OUTCOME_WORDS = ("churn", "attrition")
+OUTCOME_NAME_NOTE = (
+    "CHECK: named for the outcome, as a churn reason, category or score recorded with or "
+    "after it is; add it back if it is known before"
+)
+
+
+def _outcome(c: _Column) -> bool:
+    return any(w in _key(c.source) for w in OUTCOME_WORDS)
+
+
 def _attribute_line(c: _Column, taken: set[str]) -> str:
     name = _snake(c.source)
     if name in PLATFORM_COLUMNS:
@@ -1272,7 +1286,8 @@ def draft_config(
             else:
                 attributes.append(c)
         attributes, leaks = _without_leaks(judged, label, positive, attributes)
-        skipped += leaks
+        skipped += leaks + [(c.source, OUTCOME_NAME_NOTE) for c in attributes if _outcome(c)]
+        attributes = [c for c in attributes if not _outcome(c)]
         if signup is not None:
             fmt = f", format: {_yaml(signup.format)}" if signup.format else ""
             lines.append(

@@ -727,6 +727,28 @@ def test_dates_other_than_the_signup_are_attributes_and_a_churn_date_is_a_leak(t
     assert "CHECK: the date the table was exported" in text
 
 
+def test_columns_named_for_the_outcome_are_left_out_even_when_they_leak_only_in_part(tmp_path):
+    """IBM's telecom table: a ``Churn Reason`` blank for those who stayed and for a quarter of
+    those who left, and a ``Churn Score`` another model wrote, predict the label only in part
+    (no leak by ROC-AUC), yet are recorded with the outcome: left out, marked CHECK."""
+    n = 400
+    bank = _bank(n)
+    rng = np.random.default_rng(1)
+    exited = (bank["Exited"] == "1").to_numpy()
+    reason = np.where(exited & (rng.random(n) < 0.75), "Price too high", "")
+    score = (exited * 30 + rng.uniform(20, 80, n)).round()
+    csv = tmp_path / "telecom.csv"
+    bank.with_columns(pl.Series("Churn Reason", reason), pl.Series("Churn Score", score)).write_csv(
+        csv
+    )
+    text = draft_config(str(csv), label="Exited")
+    cfg, raw = _load(text, tmp_path)
+    names = {a["name"] for a in raw["customers"]["attributes"]}
+    assert names == {"geography", "age", "balance"}
+    for col in ("Churn Reason", "Churn Score"):
+        assert f'# left out: "{col}": CHECK: named for the outcome' in text
+
+
 def test_an_id_not_named_like_one_is_found_by_its_distinct_values(tmp_path):
     """BankChurners' ``CLIENTNUM``: named for its owner and distinct in every row, it is
     the id (marked CHECK), not an integer feature; a row number never is."""
