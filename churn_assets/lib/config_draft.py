@@ -1072,7 +1072,15 @@ def _attribute_line(c: _Column, taken: set[str]) -> str:
     parts.append(f"type: {c.type}")
     if c.format:
         parts.append(f"format: {_yaml(c.format)}")
-    return "    - {" + ", ".join(parts) + "}" + (f"   # {c.note}" if c.note else "")
+    note = c.note
+    twin = re.fullmatch(r"(.+)_duplicated_(\d+)", c.source)
+    if not note and twin:  # how polars names a header repeated in the file
+        nth = {0: "second", 1: "third"}.get(int(twin.group(2)), f"{int(twin.group(2)) + 2}th")
+        note = (
+            f"CHECK: the {nth} column headed {twin.group(1)!r} (the file repeats that "
+            "header); keep one if they hold the same values"
+        )
+    return "    - {" + ", ".join(parts) + "}" + (f"   # {note}" if note else "")
 
 
 def _source_lines(table: _Table, indent: str = "  ") -> list[str]:

@@ -1119,3 +1119,23 @@ def test_a_date_and_time_attribute_in_a_common_format_is_a_datetime(tmp_path):
     assert res.parse_errors == {}
     first = res.frame.sort("customer_id")["last_login"][0]
     assert first == stamps[0]
+
+
+def test_a_repeated_header_is_read_as_a_second_column_marked_for_a_check(tmp_path):
+    """An export of joined tables heads two columns ``Balance``: the second is read, under
+    the name polars gives it, and marked CHECK; ingestion reads both as drafted."""
+    bank = _bank()
+    csv = tmp_path / "joined.csv"
+    header = "CustomerId,Age,Balance,Balance,Exited"
+    rows = [
+        f"{r['CustomerId']},{r['Age']},{r['Balance']},{r['Balance'] * 2},{r['Exited']}"
+        for r in bank.iter_rows(named=True)
+    ]
+    csv.write_text("\n".join([header, *rows]) + "\n")
+    text = draft_config(str(csv), label="Exited")
+    assert "CHECK: the second column headed 'Balance' (the file repeats that header)" in text
+    cfg, raw = _load(text, tmp_path)
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.parse_errors == {}
+    twin = res.frame["balance_duplicated_0"].to_numpy()
+    assert np.allclose(twin, 2 * res.frame["balance"].to_numpy())
