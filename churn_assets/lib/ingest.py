@@ -81,6 +81,9 @@ class IngestResult:
     stamps: dict[str, str | None] = field(default_factory=dict)  # file name -> when read
     changed_since_read: list[str] = field(default_factory=list)  # so left in the landing zone
     repeated_lines: dict[str, int] = field(default_factory=dict)  # file -> lines seen before
+    # file -> attribute columns it lacks (an export before the column was added), read as
+    # missing values for its rows
+    absent_columns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -233,11 +236,15 @@ def _read_one(
     wanted: list[str],
     storage_options: dict[str, Any],
     repeats: dict[str, int] | None = None,
+    optional: frozenset[str] = frozenset(),
+    absent: dict[str, list[str]] | None = None,
 ) -> tuple[pl.DataFrame | None, FileProblem | None, bytes]:
     """Read one file as strings (CSV, spreadsheets) or its own types (Parquet), keeping
-    ``wanted`` columns; compressed files are unpacked first. A plain local CSV or Parquet
-    file is read by polars from its path (no copy of its bytes in memory: 100x Online
-    Retail, a 5.1 GB CSV, peaks 4.5 GB lower); its bytes are read only to quarantine it.
+    ``wanted`` columns; compressed files are unpacked first. A column of ``optional`` the
+    file lacks is read as missing values (and put in ``absent``); any other is a problem.
+    A plain local CSV or Parquet file is read by polars from its path (no copy of its
+    bytes in memory: 100x Online Retail, a 5.1 GB CSV, peaks 4.5 GB lower); its bytes are
+    read only to quarantine it.
     With ``repeats``, a readable CSV file's count of repeated lines is put there."""
     name = url.rsplit("/", 1)[-1]
     try:
@@ -259,6 +266,8 @@ def _read_one(
     if df.height == 0:
         problem = FileProblem(name, "empty file (header only, 0 rows)")
     missing = [c for c in wanted if c not in df.columns]
+    lacking = [c for c in missing if c in optional]
+    missing = [c for c in missing if c not in optional]
     if missing and problem is None:
         found = ", ".join(repr(c) for c in df.columns[:12])
         more = f" and {df.width - 12} more" if df.width > 12 else ""
@@ -288,6 +297,10 @@ def _read_one(
         return None, problem, data
     if repeats is not None:  # counted while the bytes are at hand (a local file: its path)
         repeats[name] = repeated_lines(url, name, spec, storage_options, data) or 0
+    if lacking:
+        df = df.with_columns(pl.lit(None, pl.String).alias(c) for c in lacking)
+        if absent is not None:
+            absent[name] = lacking
     return df.select(wanted).with_columns(pl.lit(name).alias("_source_file")), None, b""
 
 
@@ -796,6 +809,8 @@ def _ingest(
     finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
     only: list[str] | None = None,
     count_repeats: bool = False,
+    optional: frozenset[str] = frozenset(),
+    optional_in: dict[str, frozenset[str]] | None = None,
 ) -> IngestResult:
     """Read, type and (with ``finish``) post-process every file of a table, then stack them.
 
@@ -805,6 +820,12 @@ def _ingest(
     whole table in each of them. With ``only`` (file URLs, e.g. from
     :func:`transaction_files`), just those files are read, without listing the source.
     With ``count_repeats``, each CSV file's lines repeating an earlier line are counted.
+    A file lacking columns of ``optional`` (attributes an export did not have yet) is read
+    with them missing when it comes before every file that has them (name order, the time
+    order of dated exports); a file lacking one after a file with it (an export that dropped
+    it), or a column no file has (misnamed in the config), is a problem as without
+    ``optional``: the files are then read again, each allowed its columns of
+    ``optional_in``.
     """
     finish = finish or (lambda frame: frame)
     url = resolve_source(spec, landing_url)
@@ -841,6 +862,7 @@ def _ingest(
 
     stamps: dict[str, str | None] = {}
     repeats: dict[str, int] = {}
+    absent: dict[str, list[str]] = {}
     for f in files:
         done = None
         stamps[f.rsplit("/", 1)[-1]] = file_stamp(f, storage_options)
@@ -857,7 +879,13 @@ def _ingest(
                 done = None  # no rows: read whole below, which says so
         if done is None:
             df, problem, data = _read_one(
-                f, spec, wanted, storage_options, repeats if count_repeats else None
+                f,
+                spec,
+                wanted,
+                storage_options,
+                repeats if count_repeats else None,
+                optional if optional_in is None else optional_in.get(name_of(f), frozenset()),
+                absent,
             )
             if problem is not None:
                 problems.append(problem)
@@ -870,6 +898,22 @@ def _ingest(
         counts.update(bad)
         hints.update(found)
         empty += n
+    if absent and optional_in is None:
+        read = [name_of(f) for f in files if name_of(f) not in {p.file for p in problems}]
+        allowed = _before_first_with(read, absent, optional)
+        if any(set(cols) - allowed.get(n, frozenset()) for n, cols in absent.items()):
+            return _ingest(
+                table,
+                spec,
+                columns,
+                landing_url,
+                storage_options,
+                finish,
+                only,
+                count_repeats,
+                optional,
+                allowed,
+            )
     frame = pl.concat(frames, how="vertical_relaxed") if frames else finish(_empty_frame(columns))
     errors = frame["_parse_errors"]
     if 1 < errors.n_chunks() != frame.to_series(0).n_chunks():
@@ -889,7 +933,27 @@ def _ingest(
         empty_rows=empty,
         total_rows=totals,
         repeated_lines=repeats,
+        absent_columns=absent,
     )
+
+
+def name_of(url: str) -> str:
+    """A file's name: the last part of its URL."""
+    return url.rsplit("/", 1)[-1]
+
+
+def _before_first_with(
+    read: list[str], absent: dict[str, list[str]], optional: frozenset[str]
+) -> dict[str, frozenset[str]]:
+    """Per file of ``read`` (in order), the columns of ``optional`` it may lack: those of
+    ``absent[file]`` that a later file has and no earlier one did."""
+    allowed: dict[str, set[str]] = {}
+    for c in optional:
+        having = [i for i, n in enumerate(read) if c not in absent.get(n, ())]
+        for i, n in enumerate(read):
+            if having and i < having[0] and c in absent.get(n, ()):
+                allowed.setdefault(n, set()).add(c)
+    return {n: frozenset(cols) for n, cols in allowed.items()}
 
 
 def file_stamp(url: str, storage_options: dict[str, Any] | None = None) -> str | None:
@@ -932,6 +996,10 @@ def _empty_frame(columns: dict[str, tuple[str, str, str | None, ColumnSpec | Non
     schema = {out: _POLARS_TYPES[typ] for out, (_, typ, _, _) in columns.items()}
     schema |= {"_source_file": pl.String, "_parse_errors": pl.String}
     return pl.DataFrame(schema=schema)
+
+
+def _attribute_names(cfg: DatasetConfig) -> set[str]:
+    return {a.name for a in cfg.customers.attributes} if cfg.customers else set()
 
 
 def customer_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
@@ -1259,6 +1327,8 @@ def _latest_file_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     they were read: name order), for ``latest_by: file``. Rows repeating an id within that
     file all stay, for ``expectations_met`` to report, as do rows without an id. Returns the
     frame and the count of earlier rows left out."""
+    if frame.is_empty():  # every file unreadable: nothing to order
+        return frame, 0
     files = frame["_source_file"].unique(maintain_order=True)
     order = pl.col("_source_file").replace_strict(files, pl.int_range(files.len(), eager=True))
     keep = pl.col("customer_id").is_null() | (order == order.max().over("customer_id"))
@@ -1270,8 +1340,18 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     """Read the customer table of ``cfg`` into a typed frame (``customer_id`` first)."""
     if cfg.customers is None:
         raise IngestError(f"data set '{cfg.name}' has no customer table")
+    columns = customer_columns(cfg)
+    required = {raw for name, (raw, *_) in columns.items() if name not in _attribute_names(cfg)}
     res = _ingest(
-        "raw_customers", cfg.customers, customer_columns(cfg), landing_url, storage_options or {}
+        "raw_customers",
+        cfg.customers,
+        columns,
+        landing_url,
+        storage_options or {},
+        # dated snapshot exports: name order is time order, an attribute may start later
+        optional=frozenset(a.raw for a in cfg.customers.attributes) - required
+        if cfg.customers.latest_by == "file"
+        else frozenset(),
     )
     if cfg.customers.row_ids:  # no id column: the row number, over the files in order
         ids = pl.int_range(1, pl.len() + 1).cast(pl.String).alias("customer_id")

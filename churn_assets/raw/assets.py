@@ -109,6 +109,11 @@ def _screen_and_report(
         metadata["quarantine"] = dg.MetadataValue.path(str(where))
     if res.earlier_rows:
         metadata["earlier_rows_left_out"] = dg.MetadataValue.int(res.earlier_rows)
+    if res.absent_columns:
+        from churn_assets.raw.checks import absent_columns_text
+
+        metadata["columns_absent_from_files"] = dg.MetadataValue.json(res.absent_columns)
+        context.log.warning(f"{asset}: {absent_columns_text(res)}")
     if asset == "raw_transactions":
         repeated = sum(res.repeated_lines.values())
         metadata["repeated_lines"] = dg.MetadataValue.int(repeated)

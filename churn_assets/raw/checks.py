@@ -76,6 +76,7 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
             else f"{len(res.files)} file(s) read"
             + (f"; {res.empty_rows:,} empty row(s) skipped" if res.empty_rows else "")
             + (f"; {res.total_rows:,} totals row(s) skipped" if res.total_rows else "")
+            + (f"; {absent_columns_text(res)}" if res.absent_columns else "")
         ),
         metadata={
             "files": len(res.files),
@@ -95,8 +96,22 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
                 ]
             ),
             **({"quarantine": dg.MetadataValue.path(where)} if where else {}),
+            **(
+                {"columns_absent_from_files": dg.MetadataValue.json(res.absent_columns)}
+                if res.absent_columns
+                else {}
+            ),
         },
     )
+
+
+def absent_columns_text(res: IngestResult) -> str:
+    """Which files lack which attribute columns (read as missing values for their rows)."""
+    parts = [
+        f"{', '.join(repr(c) for c in cols)} absent from {name}"
+        for name, cols in res.absent_columns.items()
+    ]
+    return "; ".join(parts) + " (an export before the column was added: read as missing)"
 
 
 def parse_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetCheckResult:
