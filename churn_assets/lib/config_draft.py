@@ -216,13 +216,18 @@ def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
                 table.separator,
                 table.skip_rows,
             )
-            if same and set(other.frame.columns) == set(table.frame.columns):
-                others.append(other.frame.select(table.frame.columns))
+            # an earlier export may lack a column the source added since (or have one it
+            # dropped): its rows count for the columns it shares with the last file
+            shared = [c for c in table.frame.columns if c in other.frame.columns]
+            if same and (want is None or want in shared) and 2 * len(shared) > table.frame.width:
+                others.append(other.frame.select(shared))
                 parts.append((Path(f).name, other.frame.height))
         table.parts = (*parts, (Path(files[-1]).name, table.frame.height))
         if others:
             frames = [f.cast(pl.String) if table.format != "parquet" else f for f in others]
-            table.frame = pl.concat([*frames, table.frame], how="vertical_relaxed")
+            table.frame = pl.concat([*frames, table.frame], how="diagonal_relaxed").select(
+                table.frame.columns
+            )
         table.path = str(folder.resolve())
         table.complete = False  # one file of several
         return table

@@ -1139,3 +1139,22 @@ def test_a_repeated_header_is_read_as_a_second_column_marked_for_a_check(tmp_pat
     assert res.parse_errors == {}
     twin = res.frame["balance_duplicated_0"].to_numpy()
     assert np.allclose(twin, 2 * res.frame["balance"].to_numpy())
+
+
+def test_a_folder_whose_newer_export_adds_a_column_is_drafted_as_dated_snapshots(tmp_path):
+    """The newer export has a column the older lacks: the older file's rows still count
+    (the repeated ids show ``latest_by: file``), the new column is an attribute, and the
+    config reads the older export with it missing."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    bank = _bank()
+    bank.write_csv(exports / "customers_2025-03-01.csv")
+    plans = np.random.default_rng(4).choice(["basic", "pro", "max"], bank.height)
+    bank.with_columns(pl.Series("Plan", plans)).write_csv(exports / "customers_2025-03-02.csv")
+    text = draft_config(str(exports), label="Exited")
+    assert "latest_by: file   # CHECK: 400 rows repeat a customer over 2 files" in text
+    cfg, raw = _load(text, tmp_path)
+    assert "plan" in {a["name"] for a in raw["customers"]["attributes"]}
+    res = ingest_customers(cfg, str(tmp_path))
+    assert res.file_problems == [] and res.parse_errors == {}
+    assert res.absent_columns == {"customers_2025-03-01.csv": ["Plan"]}
