@@ -1384,7 +1384,19 @@ def draft_config(
                 "served, not trained on"
             )
         if value:
-            lines.append(f"  total_sales_column: {_yaml(value)}")
+            values_table = labels_table if labels_file else table
+            numbers = _parsed(values_table, value, "numeric")[1]
+            below = int((numbers < 0).sum())
+            lines.append(
+                f"  total_sales_column: {_yaml(value)}"
+                + (
+                    f"   # CHECK: {below:,} negative values in the rows read (refunds, "
+                    "credits): no value model is trained while any is; floor them at 0 "
+                    "before landing, or leave the value label out"
+                    if below
+                    else ""
+                )
+            )
         else:
             lines.append("  # total_sales_column: <column>  # a value label, if the table has one")
     text = "\n".join(lines) + "\n"

@@ -1158,3 +1158,18 @@ def test_a_folder_whose_newer_export_adds_a_column_is_drafted_as_dated_snapshots
     res = ingest_customers(cfg, str(tmp_path))
     assert res.file_problems == [] and res.parse_errors == {}
     assert res.absent_columns == {"customers_2025-03-01.csv": ["Plan"]}
+
+
+def test_a_value_label_with_negative_values_is_marked_for_a_check(tmp_path):
+    """Net revenue after refunds below 0 for some customers: the platform trains no value
+    model on it (it forecasts spend of 0 or more), so the draft says so beside the column."""
+    bank = _bank()
+    csv = tmp_path / "net.csv"
+    net = bank["Balance"].to_numpy() - 20_000
+    bank.with_columns(pl.Series("net_revenue", net.round(2))).write_csv(csv)
+    below = int((net < 0).sum())
+    assert below > 0
+    text = draft_config(str(csv), label="Exited", value="net_revenue")
+    assert f"CHECK: {below:,} negative values in the rows read" in text
+    bank.with_columns(pl.Series("net_revenue", (net + 20_000).round(2))).write_csv(csv)
+    assert "negative values" not in draft_config(str(csv), label="Exited", value="net_revenue")
