@@ -26,6 +26,7 @@ import yaml
 
 from churn_assets.lib.datasets import PLATFORM_COLUMNS, is_time_zone, load_dataset_config
 from churn_assets.lib.ingest import (
+    SENTENCE,
     given_value,
     has_offset,
     label_key,
@@ -234,6 +235,11 @@ def _read(path: str, sample_rows: int, want: str | None = None) -> _Table:
     table = _read_file(path, sample_rows, want)
     table.complete = table.complete and table.frame.height < sample_rows
     table.frame = table.frame.filter(~pl.all_horizontal(pl.all().is_null()))
+    if table.frame.width >= 3:  # a report's footer line, as ingestion skips it
+        first = pl.col(table.frame.columns[0]).cast(pl.String)
+        filled = pl.sum_horizontal(pl.all().is_not_null())
+        note = (filled == 1) & first.str.contains(SENTENCE).fill_null(False)
+        table.frame = table.frame.filter(~note)
     return table
 
 

@@ -76,6 +76,12 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
             else f"{len(res.files)} file(s) read"
             + (f"; {res.empty_rows:,} empty row(s) skipped" if res.empty_rows else "")
             + (f"; {res.total_rows:,} totals row(s) skipped" if res.total_rows else "")
+            + (
+                f"; {res.note_rows:,} note line(s) skipped (text alone in the id column: a "
+                "report's header or footer)"
+                if res.note_rows
+                else ""
+            )
             + (f"; {absent_columns_text(res)}" if res.absent_columns else "")
         ),
         metadata={
@@ -83,6 +89,7 @@ def files_check(asset: str, res: IngestResult, where: str | None) -> dg.AssetChe
             "bad_files": len(problems),
             "empty_rows_skipped": res.empty_rows,
             "totals_rows_skipped": res.total_rows,
+            "note_rows_skipped": res.note_rows,
             "problems": dg.MetadataValue.json(
                 [
                     {
