@@ -334,25 +334,25 @@ def _without_empty_rows(
         n = df.select(empty.sum()).item()
         return (df.filter(~empty), n, 0, 0) if n else (df, 0, 0, 0)
     candidate = pl.col(ident).is_null()
-    note = pl.lit(False)
+    alone = pl.lit(False)
     filled = pl.sum_horizontal(pl.col(c).is_not_null() for c in wanted)
     if df.schema[ident] == pl.String:  # typed files (Parquet, Excel) may hold numeric ids
         candidate = candidate | pl.col(ident).str.contains(TOTALS)
-        if len(wanted) >= 3:
-            note = (filled == 1) & pl.col(ident).str.contains(SENTENCE).fill_null(False)
+        alone = (filled == 1) & pl.col(ident).is_not_null() & pl.lit(len(wanted) >= 3)
     sparse = (filled > 0) & (filled * 2 <= len(wanted))  # a label and a sum or two
-    flags = df.select(empty=filled == 0, maybe=candidate & sparse, note=note)  # one pass
+    flags = df.select(empty=filled == 0, maybe=candidate & sparse, alone=alone)  # one pass
     at = flags["maybe"].arg_true()
     marked = pl.any_horizontal(pl.col(c).str.contains(TOTALS).fill_null(False) for c in texts)
     totals = df[at].with_columns(_row=at).filter(marked)["_row"] if at.len() else at
+    at = flags["alone"].arg_true()  # the few ids alone on their line: is one a sentence?
+    sentence = pl.col(ident).str.contains(SENTENCE)
+    notes = df[at].with_columns(_row=at).filter(sentence)["_row"] if at.len() else at
     n = int(flags["empty"].sum())
-    notes = int(flags["note"].sum())
-    if not n and not totals.len() and not notes:
+    if not n and not totals.len() and not notes.len():
         return df, 0, 0, 0
-    drop = flags.select(
-        pl.col("empty") | pl.col("note") | pl.int_range(pl.len()).is_in(totals.implode())
-    )
-    return df.filter(~drop.to_series()), n, totals.len(), notes
+    skipped = pl.concat([totals, notes]).implode()
+    drop = flags.select(pl.col("empty") | pl.int_range(pl.len()).is_in(skipped))
+    return df.filter(~drop.to_series()), n, totals.len(), notes.len()
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:
