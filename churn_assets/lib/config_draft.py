@@ -456,14 +456,10 @@ def _parsed(
     nothing."""
     frame = table.frame.get_column(col).to_frame()  # a select on one column, not all
     given = given_value(col, target)
-    plain = frame.select(
-        given=given,
-        # an integer column is a number column whose numbers are whole
-        number=_parse_expression(
-            table, col, "numeric" if target == "integer" else target, fmt, False
-        ),
-        parsed=_parse_expression(table, col, target, fmt, False),
-    )
+    parsed = _parse_expression(table, col, target, fmt, False)
+    # an integer column is a number column whose numbers are whole
+    number = _parse_expression(table, col, "numeric", fmt, False) if target == "integer" else parsed
+    plain = frame.select(given=given, number=number, parsed=parsed)
     present = plain.filter(pl.col("given"))
     if present.height and present["number"].null_count() == 0:
         return float(present["parsed"].is_not_null().mean()), plain["parsed"]

@@ -91,6 +91,11 @@ class IngestResult:
         return self.frame.height
 
 
+def name_of(url: str) -> str:
+    """A file's name: the last part of its URL."""
+    return url.rsplit("/", 1)[-1]
+
+
 def resolve_source(spec: SourceSpec, landing_url: str) -> str:
     """The URL of a source: absolute paths and URLs as given, others under the landing zone."""
     path = spec.path
@@ -113,7 +118,7 @@ def list_source_files(url: str, storage_options: dict[str, Any] | None = None) -
         found = [
             p
             for p in fs.find(path)
-            if p.lower().endswith(DATA_SUFFIXES) and not p.rsplit("/", 1)[-1].startswith(".")
+            if p.lower().endswith(DATA_SUFFIXES) and not name_of(p).startswith(".")
         ]
     elif fs.exists(path):
         found = [path]
@@ -146,7 +151,7 @@ def file_partition_key(url: str, root: str | None = None) -> str:
     (its name when directly in it, or without ``root``), with characters other than
     letters, digits and ``._=-`` replaced by ``_``: a Hive-style folder of
     ``date=2024-01-01/part-0.parquet`` files gives ``date=2024-01-01_part-0.parquet``."""
-    name = url.rsplit("/", 1)[-1]
+    name = name_of(url)
     if root is not None:
         base = _without_protocol(root).rstrip("/") + "/"
         path = _without_protocol(url)
@@ -221,7 +226,7 @@ def transaction_files(
         by_key.setdefault(file_partition_key(url, root), []).append(url)
     out: dict[str, str] = {}
     for key, urls in by_key.items():
-        plain = next((u for u in urls if u.rsplit("/", 1)[-1] == key), urls[0])
+        plain = next((u for u in urls if name_of(u) == key), urls[0])
         out[key] = plain
         for url in urls:
             if url != plain:
@@ -247,7 +252,7 @@ def _read_one(
     bytes in memory: 100x Online Retail, a 5.1 GB CSV, peaks 4.5 GB lower); its bytes are
     read only to quarantine it.
     With ``repeats``, a readable CSV file's count of repeated lines is put there."""
-    name = url.rsplit("/", 1)[-1]
+    name = name_of(url)
     try:
         df, data = read_local_table(url, name, spec, wanted, storage_options), b""
     except UnreadableFile as e:  # read from its path: its bytes are moved, not held
@@ -879,11 +884,11 @@ def _ingest(
     absent: dict[str, list[str]] = {}
     for f in files:
         done = None
-        stamps[f.rsplit("/", 1)[-1]] = file_stamp(f, storage_options)
-        batches = local_csv_batches(f, f.rsplit("/", 1)[-1], spec, wanted, storage_options)
+        stamps[name_of(f)] = file_stamp(f, storage_options)
+        batches = local_csv_batches(f, name_of(f), spec, wanted, storage_options)
         if batches is not None:
             if count_repeats:  # before its typed lines are held: a large file's hashes
-                name = f.rsplit("/", 1)[-1]
+                name = name_of(f)
                 repeats[name] = repeated_lines(f, name, spec, storage_options) or 0
             try:
                 done = typed_parts(batches)
@@ -937,12 +942,12 @@ def _ingest(
     return IngestResult(
         table,
         frame,
-        [f.rsplit("/", 1)[-1] for f in files],
+        [name_of(f) for f in files],
         file_problems=problems,
         parse_errors=dict(counts),
         parse_hints=hints,
         raw_bytes=raw_bytes,
-        urls={f.rsplit("/", 1)[-1]: f for f in files},
+        urls={name_of(f): f for f in files},
         stamps=stamps,
         empty_rows=empty,
         total_rows=totals,
@@ -950,11 +955,6 @@ def _ingest(
         repeated_lines=repeats,
         absent_columns=absent,
     )
-
-
-def name_of(url: str) -> str:
-    """A file's name: the last part of its URL."""
-    return url.rsplit("/", 1)[-1]
 
 
 def _before_first_with(
@@ -1011,10 +1011,6 @@ def _empty_frame(columns: dict[str, tuple[str, str, str | None, ColumnSpec | Non
     schema = {out: _POLARS_TYPES[typ] for out, (_, typ, _, _) in columns.items()}
     schema |= {"_source_file": pl.String, "_parse_errors": pl.String}
     return pl.DataFrame(schema=schema)
-
-
-def _attribute_names(cfg: DatasetConfig) -> set[str]:
-    return {a.name for a in cfg.customers.attributes} if cfg.customers else set()
 
 
 def customer_columns(cfg: DatasetConfig) -> dict[str, tuple[str, str, str | None, Any]]:
@@ -1356,7 +1352,8 @@ def ingest_customers(cfg: DatasetConfig, landing_url: str, storage_options=None)
     if cfg.customers is None:
         raise IngestError(f"data set '{cfg.name}' has no customer table")
     columns = customer_columns(cfg)
-    required = {raw for name, (raw, *_) in columns.items() if name not in _attribute_names(cfg)}
+    attributes = {a.name for a in cfg.customers.attributes}
+    required = {raw for name, (raw, *_) in columns.items() if name not in attributes}
     res = _ingest(
         "raw_customers",
         cfg.customers,
